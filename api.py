@@ -1,0 +1,86 @@
+"""The JSON API: chat, its published schema, conversation history, and health checks."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, request
+
+from commons import GENERATION_PARAMETERS, InvalidRequest, NotFound
+from conversations import ChatInput
+from services import get_chat, get_engine, get_settings, json_error, to_palaver_error
+
+api = Blueprint("api", __name__, url_prefix="/api")
+health = Blueprint("health", __name__)
+
+
+def read_json() -> object:
+    """Parse the request body as JSON whatever its content type, as curl users expect."""
+    body = request.get_data(cache=True)
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("the request body must be valid JSON") from None
+
+
+@api.post("/chat")
+def chat():
+    chat_input = ChatInput.parse(read_json(), get_settings())
+    return get_chat().send(chat_input).as_dict()
+
+
+@api.get("/conversations/<conversation_id>")
+def conversation(conversation_id: str):
+    found = get_chat().store.get(conversation_id)
+    if found is None:
+        raise NotFound(f"conversation '{conversation_id}' does not exist or has expired", param="conversation_id")
+    return {"conversation_id": found.id, "messages": [m.as_dict() for m in list(found.messages)]}
+
+
+@api.delete("/conversations/<conversation_id>")
+def forget_conversation(conversation_id: str):
+    if not get_chat().store.delete(conversation_id):
+        raise NotFound(f"conversation '{conversation_id}' does not exist or has expired", param="conversation_id")
+    return {"conversation_id": conversation_id, "deleted": True}
+
+
+@api.get("/schema")
+def schema():
+    settings = get_settings()
+    defaults = settings.generation_defaults()
+    return {
+        "inputs": [
+            {"name": "message", "type": "string", "required": True, "min_length": 1,
+             "max_length": settings.max_message_chars, "description": "The user's message."},
+            {"name": "conversation_id", "type": "string", "required": False, "max_length": 64,
+             "description": "Continue this conversation; omit it to start a new one."},
+        ],
+        "outputs": [
+            {"name": "reply", "type": "string"},
+            {"name": "conversation_id", "type": "string"},
+            {"name": "usage", "type": "object", "properties": {
+                "prompt_tokens": "integer", "completion_tokens": "integer", "total_tokens": "integer"}},
+            {"name": "truncated_turns", "type": "integer",
+             "description": "Oldest messages left out of the prompt to fit the context window."},
+            {"name": "finish_reason", "type": "string", "enum": ["stop", "length", "cancelled"]},
+        ],
+        "params": [p.describe(getattr(defaults, p.name)) for p in GENERATION_PARAMETERS],
+        "model": get_engine().describe(),
+    }
+
+
+@api.errorhandler(Exception)
+def api_error(exc: Exception):
+    return json_error(to_palaver_error(exc))
+
+
+@health.get("/healthz")
+def healthz():
+    return {"status": "ok"}
+
+
+@health.get("/readyz")
+def readyz():
+    engine = get_engine()
+    description = engine.describe()
+    return description, 200 if description["state"] == "ready" else 503

@@ -1,0 +1,48 @@
+"""The Palaver web app: an app factory that wires settings, the engine and the blueprints."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any, Mapping
+
+from flask import Flask, render_template, request
+from werkzeug.exceptions import HTTPException
+
+import services
+from api import api, health
+from commons import Settings
+from pages import pages
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Create the app; test_config may carry a SETTINGS object and Flask config overrides."""
+    config = dict(test_config or {})
+    settings: Settings = config.pop("SETTINGS", None) or Settings.from_env()
+    app = Flask(__name__)
+    app.config.from_mapping(
+        SECRET_KEY=services.secret_key(settings),
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=settings.conversation_ttl),
+    )
+    app.config.update(config)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    services.init_app(app, settings)
+    app.register_blueprint(pages)
+    app.register_blueprint(api)
+    app.register_blueprint(health)
+    app.register_error_handler(HTTPException, unrouted_error)
+    return app
+
+
+def unrouted_error(exc: HTTPException):
+    """Answer URLs and methods that no blueprint routes: JSON under /api, a page elsewhere."""
+    error = services.to_palaver_error(exc)
+    if request.path.startswith("/api/"):
+        return services.json_error(error)
+    return render_template("error.html", error=error), error.status
+
+
+app = create_app()

@@ -1,0 +1,153 @@
+"""Per-user conversation memory and the chat call that every surface shares."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from commons import GenerationParams, InvalidRequest, Message, NotFound, Reply, Settings
+
+
+@dataclass
+class Conversation:
+    id: str
+    messages: deque
+    last_used: float
+    # Held for a whole turn, so one user's concurrent messages each see the previous reply.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ConversationStore:
+    """Keep conversations in memory, bounded in count (LRU), idle time (TTL) and turns."""
+
+    def __init__(self, max_conversations: int, max_turns: int, ttl_seconds: float,
+                 clock: Callable[[], float] = time.monotonic):
+        self.max_conversations = max_conversations
+        self.max_turns = max_turns
+        self.ttl_seconds = ttl_seconds
+        self._clock = clock
+        self._conversations: OrderedDict[str, Conversation] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._conversations)
+
+    def create(self) -> Conversation:
+        """Start an empty conversation, evicting the least recently used beyond the cap."""
+        conversation = Conversation(uuid.uuid4().hex, deque(maxlen=self.max_turns), self._clock())
+        with self._lock:
+            self._expire()
+            self._conversations[conversation.id] = conversation
+            while len(self._conversations) > self.max_conversations:
+                self._conversations.popitem(last=False)
+        return conversation
+
+    def get(self, conversation_id: str) -> Conversation | None:
+        """Return a live conversation and mark it used, or None."""
+        with self._lock:
+            self._expire()
+            conversation = self._conversations.get(conversation_id)
+            if conversation is not None:
+                conversation.last_used = self._clock()
+                self._conversations.move_to_end(conversation_id)
+            return conversation
+
+    def delete(self, conversation_id: str) -> bool:
+        """Forget a conversation; return whether it existed."""
+        with self._lock:
+            return self._conversations.pop(conversation_id, None) is not None
+
+    def _expire(self) -> None:
+        deadline = self._clock() - self.ttl_seconds
+        while self._conversations:
+            oldest = next(iter(self._conversations.values()))
+            if oldest.last_used >= deadline:
+                return
+            self._conversations.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class ChatInput:
+    text: str
+    conversation_id: str | None
+    params: GenerationParams
+
+    @classmethod
+    def parse(cls, data: Any, settings: Settings, *, message_field: str = "message",
+              from_text: bool = False) -> "ChatInput":
+        """Validate a request body; every surface goes through here."""
+        if not isinstance(data, Mapping):
+            raise InvalidRequest("the request body must be a JSON object")
+        fields = dict(data)
+        text = check_message(fields.pop(message_field, None), settings.max_message_chars, message_field)
+        conversation_id = fields.pop("conversation_id", None)
+        if conversation_id is not None and (not isinstance(conversation_id, str) or not 0 < len(conversation_id) <= 64):
+            raise InvalidRequest("'conversation_id' must be a string of 1 to 64 characters",
+                                 param="conversation_id")
+        params = settings.generation_defaults().overridden(fields, from_text=from_text)
+        return cls(text, conversation_id or None, params)
+
+
+def check_message(value: Any, max_chars: int, field_name: str) -> str:
+    """Return a message stripped of surrounding whitespace, or raise InvalidRequest."""
+    if value is None:
+        raise InvalidRequest(f"'{field_name}' is required", param=field_name)
+    if not isinstance(value, str):
+        raise InvalidRequest(f"'{field_name}' must be a string", param=field_name)
+    text = value.strip()
+    if not text:
+        raise InvalidRequest(f"'{field_name}' must not be empty", param=field_name)
+    if len(text) > max_chars:
+        raise InvalidRequest(f"'{field_name}' must be at most {max_chars} characters (got {len(text)})",
+                             param=field_name)
+    return text
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    conversation_id: str
+    reply: Reply
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"reply": self.reply.text, "conversation_id": self.conversation_id,
+                "usage": self.reply.usage.as_dict(), "truncated_turns": self.reply.truncated_turns,
+                "finish_reason": self.reply.finish_reason}
+
+
+class Chat:
+    """Answer a message within its conversation and remember both turns."""
+
+    def __init__(self, store: ConversationStore, generate: Callable[[list[Message], GenerationParams], Reply]):
+        self.store = store
+        self._generate = generate
+
+    def send(self, chat_input: ChatInput, *, restart_unknown: bool = False) -> ChatTurn:
+        """Reply to chat_input; an unknown conversation is an error unless restart_unknown."""
+        conversation = self.open(chat_input.conversation_id, restart_unknown)
+        with conversation.lock:
+            user_turn = Message("user", chat_input.text)
+            reply = self._generate([*conversation.messages, user_turn], chat_input.params)
+            # Both turns are stored together, only after success, so a failure leaves no dangling turn.
+            conversation.messages.extend([user_turn, Message("assistant", reply.text)])
+        return ChatTurn(conversation.id, reply)
+
+    def open(self, conversation_id: str | None, restart_unknown: bool = False) -> Conversation:
+        """Return the conversation with this id, or a new one."""
+        if conversation_id is None:
+            return self.store.create()
+        conversation = self.store.get(conversation_id)
+        if conversation is not None:
+            return conversation
+        if restart_unknown:
+            return self.store.create()
+        raise NotFound(f"conversation '{conversation_id}' does not exist or has expired",
+                       param="conversation_id")
+
+    def history(self, conversation_id: str | None) -> list[Message]:
+        """Return a conversation's messages, or an empty list."""
+        conversation = self.store.get(conversation_id) if conversation_id else None
+        return list(conversation.messages) if conversation else []

