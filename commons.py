@@ -162,15 +162,15 @@ class Parameter:
         if self.kind is bool:
             return "true or false"
         low = f"greater than {self.minimum}" if self.exclusive_minimum else f"at least {self.minimum}"
-        text = f"an {'integer' if self.kind is int else 'number'} {low} and at most {self.maximum}"
+        text = f"{'an integer' if self.kind is int else 'a number'} {low} and at most {self.maximum}"
         return text + (", or null" if self.nullable else "")
 
     def check(self, value: Any, *, from_text: bool = False) -> Any:
         """Return value converted to this parameter's type, or raise InvalidRequest."""
-        if value is None and self.nullable:
-            return None
         if from_text:
             value = self._from_text(value)
+        if value is None and self.nullable:
+            return None
         if self.kind is bool:
             if not isinstance(value, bool):
                 raise self._invalid()
@@ -242,7 +242,8 @@ class GenerationParams:
         for name, value in values.items():
             param = PARAMETERS_BY_NAME.get(name)
             if param is None:
-                raise InvalidRequest(f"unknown field '{name}'", param=name)
+                allowed = ", ".join(PARAMETERS_BY_NAME)
+                raise InvalidRequest(f"unknown field '{name}'; generation parameters are {allowed}", param=name)
             changes[name] = param.check(value, from_text=from_text)
         return GenerationParams(**{**self.__dict__, **changes})
 

@@ -1,0 +1,164 @@
+"""Session-wide tiny models, app factories and a real gunicorn server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Nothing in the suite may reach the network; PALAVER_* from the caller's shell must not leak in.
+os.environ["HF_HUB_OFFLINE"] = "1"
+for name in [n for n in os.environ if n.startswith("PALAVER_")]:
+    del os.environ[name]
+
+import tiny_models  # noqa: E402
+from app import create_app  # noqa: E402
+from commons import Settings  # noqa: E402
+from inference import Engine  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def chat_model(models_dir) -> Path:
+    return tiny_models.build_chat_llama(models_dir / "chat-llama")
+
+
+@pytest.fixture(scope="session")
+def dialogpt_model(models_dir) -> Path:
+    return tiny_models.build_dialogpt(models_dir / "dialogpt")
+
+
+@pytest.fixture(scope="session")
+def blenderbot_model(models_dir) -> Path:
+    return tiny_models.build_blenderbot(models_dir / "blenderbot")
+
+
+@pytest.fixture(scope="session")
+def blenderbot_small_model(models_dir) -> Path:
+    return tiny_models.build_blenderbot_small(models_dir / "blenderbot-small")
+
+
+@pytest.fixture(scope="session")
+def html_model(models_dir) -> Path:
+    return tiny_models.build_html_replier(models_dir / "html-replier")
+
+
+@pytest.fixture
+def make_settings(tmp_path):
+    """Build settings for a test: greedy, short replies, a private cache directory."""
+
+    def make(model: Path | str = "", **overrides) -> Settings:
+        values = dict(model=str(model), cache_dir=str(tmp_path / "cache"), temperature=0.0, max_new_tokens=8,
+                      load_wait=30, request_timeout=30)
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def make_app(make_settings):
+    """Create an app on a model; its engine is closed after the test."""
+    apps = []
+
+    def make(model: Path | str, **overrides):
+        app = create_app({"SETTINGS": make_settings(model, **overrides), "TESTING": True})
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["palaver"]["engine"].close()
+
+
+@pytest.fixture
+def app(make_app, chat_model):
+    return make_app(chat_model)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def make_engine(make_settings):
+    engines = []
+
+    def make(model: Path | str, **overrides) -> Engine:
+        engine = Engine(make_settings(model, **overrides))
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def procfile_command() -> str:
+    """Return the Procfile's web command, exactly as a PaaS would run it."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith("web:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError("Procfile has no web process")
+
+
+@contextmanager
+def gunicorn_server(env: dict[str, str], wait_for: str = "/healthz", timeout: float = 60):
+    """Run the Procfile's web command on a free port and yield its base URL."""
+    port = free_port()
+    full_env = {**os.environ, **env, "PORT": str(port),
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen(["sh", "-c", procfile_command()], cwd=ROOT, env=full_env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise AssertionError("gunicorn exited:\n" + process.stdout.read())
+            try:
+                if requests.get(base_url + wait_for, timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"gunicorn did not answer {wait_for} within {timeout}s")
+            time.sleep(0.1)
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def server(chat_model, tmp_path_factory):
+    """A real gunicorn server on the tiny chat model, started from the Procfile."""
+    env = {"PALAVER_MODEL": str(chat_model), "PALAVER_CACHE_DIR": str(tmp_path_factory.mktemp("server-cache")),
+           "PALAVER_TEMPERATURE": "0", "PALAVER_MAX_NEW_TOKENS": "8", "PALAVER_PRELOAD": "1"}
+    with gunicorn_server(env, wait_for="/readyz") as base_url:
+        yield base_url

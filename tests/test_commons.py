@@ -1,0 +1,93 @@
+"""Settings table, generation parameter validation and error vocabulary."""
+
+import pytest
+
+from commons import (
+    GENERATION_PARAMETERS, SETTINGS, ConfigurationError, InvalidRequest, Settings, settings_markdown,
+)
+from conftest import ROOT
+
+
+def test_settings_come_from_palaver_environment_variables():
+    settings = Settings.from_env({"PALAVER_MAX_MESSAGE_CHARS": "10", "PALAVER_PRELOAD": "yes",
+                                  "PALAVER_TEMPERATURE": "0", "PALAVER_SEED": "7", "OTHER": "x"})
+    assert settings.max_message_chars == 10
+    assert settings.preload is True
+    assert settings.temperature == 0.0
+    assert settings.seed == 7
+    assert Settings.from_env({}).seed is None
+
+
+@pytest.mark.parametrize("name, value, mentioned", [
+    ("PALAVER_MAX_BODY_BYTES", "lots", "PALAVER_MAX_BODY_BYTES"),
+    ("PALAVER_PRELOAD", "maybe", "PALAVER_PRELOAD"),
+    ("PALAVER_TEMPERATURE", "5", "at most 2.0"),
+    ("PALAVER_TOP_P", "0", "greater than 0.0"),
+])
+def test_bad_settings_fail_at_start_with_the_variable_named(name, value, mentioned):
+    with pytest.raises(ConfigurationError, match=mentioned):
+        Settings.from_env({name: value})
+
+
+def test_every_setting_has_help_and_an_env_var_name():
+    for setting in SETTINGS:
+        assert setting.env_var.startswith("PALAVER_") and setting.help
+
+
+def test_readme_carries_the_current_settings_table():
+    assert settings_markdown() in (ROOT / "README.md").read_text()
+
+
+def defaults():
+    return Settings(temperature=0.7).generation_defaults()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("max_new_tokens", 1), ("max_new_tokens", 1024), ("max_new_tokens", 8.0), ("temperature", 0),
+    ("temperature", 2), ("top_p", 1), ("top_p", 0.05), ("top_k", 0), ("repetition_penalty", 1.3),
+    ("do_sample", False), ("seed", None), ("seed", 0), ("seed", 2**32 - 1),
+])
+def test_valid_parameters_are_accepted(field, value):
+    params = defaults().overridden({field: value})
+    assert getattr(params, field) == value
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("max_new_tokens", 0, "at least 1 and at most 1024"), ("max_new_tokens", 1025, "at most 1024"),
+    ("max_new_tokens", 2.5, "an integer"), ("max_new_tokens", "8", "an integer"),
+    ("max_new_tokens", True, "an integer"), ("temperature", -0.1, "at least 0.0"),
+    ("temperature", 2.5, "at most 2.0"), ("temperature", "hot", "a number"), ("top_p", 0, "greater than 0.0"),
+    ("top_p", 1.5, "at most 1.0"), ("top_k", -1, "at least 0"), ("repetition_penalty", 0.5, "at least 1.0"),
+    ("do_sample", "yes", "true or false"), ("do_sample", 1, "true or false"), ("seed", -1, "at least 0"),
+    ("seed", 2**32, "at most 4294967295"), ("temperature", None, "a number"),
+])
+def test_invalid_parameters_name_the_field_and_the_allowed_range(field, value, words):
+    with pytest.raises(InvalidRequest) as caught:
+        defaults().overridden({field: value})
+    assert caught.value.param == field
+    assert field in caught.value.message and words in caught.value.message
+
+
+def test_unknown_fields_are_rejected_with_the_allowed_names():
+    with pytest.raises(InvalidRequest) as caught:
+        defaults().overridden({"temprature": 0.5})
+    assert caught.value.param == "temprature"
+    assert "temperature" in caught.value.message
+
+
+def test_form_values_are_parsed_from_text():
+    params = defaults().overridden({"max_new_tokens": "12", "do_sample": "false", "seed": ""}, from_text=True)
+    assert (params.max_new_tokens, params.do_sample, params.seed) == (12, False, None)
+    with pytest.raises(InvalidRequest, match="max_new_tokens"):
+        defaults().overridden({"max_new_tokens": "twelve"}, from_text=True)
+
+
+def test_temperature_zero_or_no_sampling_means_greedy():
+    assert defaults().overridden({"temperature": 0}).greedy
+    assert defaults().overridden({"do_sample": False}).greedy
+    assert not defaults().greedy
+
+
+def test_every_parameter_has_a_setting_for_its_default():
+    names = {setting.name for setting in SETTINGS}
+    assert all(param.name in names for param in GENERATION_PARAMETERS)

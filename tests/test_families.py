@@ -1,0 +1,118 @@
+"""Model families on tiny random models of each real architecture."""
+
+import shutil
+import threading
+
+import pytest
+
+from commons import InvalidRequest, Message, Settings
+from loading import load_model
+
+GREEDY = Settings(temperature=0.0, max_new_tokens=8).generation_defaults()
+
+
+def family_of(path, **settings):
+    return load_model(Settings(model=str(path), **settings)).family
+
+
+def conversation(turns: int) -> list[Message]:
+    return [Message("user" if i % 2 == 0 else "assistant", f"turn {i} hello there how are you") for i in range(turns)]
+
+
+@pytest.mark.parametrize("fixture, expected", [
+    ("chat_model", "chat-template"), ("dialogpt_model", "eos-joined"),
+    ("blenderbot_model", "blenderbot"), ("blenderbot_small_model", "blenderbot-small"),
+])
+def test_family_is_detected_from_config_and_tokenizer(request, fixture, expected):
+    assert family_of(request.getfixturevalue(fixture)).name == expected
+
+
+def test_family_ignores_the_model_name(chat_model, dialogpt_model, tmp_path):
+    misleading = shutil.copytree(chat_model, tmp_path / "DialoGPT-medium")
+    assert family_of(misleading).name == "chat-template"
+    misleading = shutil.copytree(dialogpt_model, tmp_path / "blenderbot-400M-distill")
+    assert family_of(misleading).name == "eos-joined"
+
+
+@pytest.mark.parametrize("fixture", ["chat_model", "dialogpt_model", "blenderbot_model", "blenderbot_small_model"])
+def test_each_family_replies_within_its_token_budget(request, fixture):
+    family = family_of(request.getfixturevalue(fixture))
+    first = family.generate(conversation(3), GREEDY, threading.Event())
+    again = family.generate(conversation(3), GREEDY, threading.Event())
+    assert isinstance(first.text, str)
+    assert 1 <= first.usage.completion_tokens <= 8
+    assert first.usage.prompt_tokens > 0
+    assert first.finish_reason in ("stop", "length")
+    assert again == first  # greedy decoding is deterministic
+
+
+def test_eos_joined_history_ends_each_turn_with_eos(dialogpt_model):
+    family = family_of(dialogpt_model)
+    ids = family.encode([Message("user", "hello"), Message("assistant", "hi"), Message("user", "how are you")])
+    eos = family.tokenizer.eos_token_id
+    assert ids[-1] == eos and ids.count(eos) == 3
+
+
+def test_chat_template_history_uses_the_template(chat_model):
+    family = family_of(chat_model)
+    text = family.tokenizer.decode(family.encode([Message("user", "hello")]))
+    assert text.startswith("<|im_start|>user\nhello<|im_end|>") and text.endswith("<|im_start|>assistant\n")
+
+
+def test_blenderbot_joins_turns_with_its_separator(blenderbot_model, blenderbot_small_model):
+    turns = [Message("user", "hello"), Message("assistant", "hi")]
+    big = family_of(blenderbot_model)
+    assert big.tokenizer.decode(big.encode(turns), skip_special_tokens=True) == " hello  hi"
+    small = family_of(blenderbot_small_model)
+    assert small.encode(turns) == small.tokenizer("hello\nhi")["input_ids"]
+
+
+@pytest.mark.parametrize("fixture", ["chat_model", "dialogpt_model", "blenderbot_model"])
+def test_long_history_drops_oldest_turns_and_reports_how_many(request, fixture):
+    family = family_of(request.getfixturevalue(fixture), max_context_tokens=64)
+    history = conversation(21)
+    prompt = family.build_prompt(history, max_new_tokens=8)
+    assert prompt.truncated_turns > 0
+    assert len(prompt.input_ids) <= family.input_limit(8)
+    kept = history[prompt.truncated_turns:]
+    assert kept[0].role == "user" and kept[-1] == history[-1]
+    assert prompt.input_ids == family.encode(kept)
+
+
+def test_system_message_is_never_dropped(chat_model):
+    family = family_of(chat_model, max_context_tokens=96)
+    system = Message("system", "you are palaver")
+    prompt = family.build_prompt([system, *conversation(15)], max_new_tokens=8)
+    assert prompt.truncated_turns > 0
+    assert family.tokenizer.decode(prompt.input_ids).startswith("<|im_start|>system\nyou are palaver")
+
+
+def test_message_longer_than_the_input_limit_is_a_clear_error(blenderbot_model):
+    family = family_of(blenderbot_model)
+    with pytest.raises(InvalidRequest) as caught:
+        family.build_prompt([Message("user", "hello there " * 100)], max_new_tokens=8)
+    assert caught.value.param == "message" and "at most 64 input tokens" in caught.value.message
+
+
+def test_reply_length_is_capped_by_the_decoder_limit(blenderbot_model):
+    family = family_of(blenderbot_model)
+    params = Settings(temperature=0.0, max_new_tokens=1000).generation_defaults()
+    reply = family.generate([Message("user", "hello")], params, threading.Event())
+    assert reply.usage.completion_tokens <= 63
+
+
+def test_seeded_sampling_is_reproducible(chat_model):
+    family = family_of(chat_model)
+    params = Settings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=8, seed=42).generation_defaults()
+    replies = {family.generate(conversation(1), params, threading.Event()).text for _ in range(2)}
+    assert len(replies) == 1
+
+
+def test_cancelled_request_stops_early(chat_model):
+    family = family_of(chat_model)
+    cancelled = threading.Event()
+    cancelled.set()
+    params = Settings(temperature=0.0, max_new_tokens=200).generation_defaults()
+    reply = family.generate(conversation(1), params, cancelled)
+    assert reply.finish_reason == "cancelled" and reply.usage.completion_tokens <= 2
+

@@ -1,0 +1,116 @@
+"""The engine: lazy load-once, the worker queue, load failures, timeouts and generation failures."""
+
+import threading
+
+import pytest
+
+from commons import GenerationFailed, GenerationTimeout, Message, ModelNotReady, Settings
+from inference import Engine
+from loading import load_model
+
+HELLO = [Message("user", "hello there")]
+
+
+def counting_loader(calls: list, gate: threading.Event | None = None):
+    """Wrap the real loader to count calls, optionally holding the load until gate is set."""
+
+    def load(settings: Settings):
+        calls.append(threading.current_thread().name)
+        if gate is not None:
+            gate.wait(30)
+        return load_model(settings)
+
+    return load
+
+
+def test_model_loads_lazily_and_only_once_under_concurrent_requests(make_settings, chat_model):
+    calls: list = []
+    engine = Engine(make_settings(chat_model), loader=counting_loader(calls))
+    assert engine.state == "idle" and calls == []
+    params = engine.settings.generation_defaults()
+    replies, errors = [], []
+
+    def ask():
+        try:
+            replies.append(engine.generate(HELLO, params))
+        except Exception as exc:  # collected, so the assertion shows it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    engine.close()
+    assert errors == [] and len(replies) == 8
+    assert calls == ["palaver-engine"], "loaded once, on the engine's thread, never on a request thread"
+    assert len({reply.text for reply in replies}) == 1 and engine.state == "ready"
+
+
+def test_requests_wait_for_a_loading_model_then_get_503_with_retry_after(make_settings, chat_model):
+    gate = threading.Event()
+    engine = Engine(make_settings(chat_model, load_wait=0.2), loader=counting_loader([], gate))
+    with pytest.raises(ModelNotReady) as caught:
+        engine.generate(HELLO, engine.settings.generation_defaults())
+    assert caught.value.status == 503 and caught.value.retry_after > 0
+    assert engine.state == "loading" and "loading" in caught.value.message
+    gate.set()
+    assert engine.wait_ready(30)
+    assert engine.generate(HELLO, engine.settings.generation_defaults()).usage.completion_tokens > 0
+    engine.close()
+
+
+def test_a_model_that_fails_to_load_reports_why_and_is_retried(make_engine, tmp_path):
+    engine = make_engine(tmp_path / "no-such-model")
+    with pytest.raises(ModelNotReady) as caught:
+        engine.generate(HELLO, engine.settings.generation_defaults())
+    assert "failed to load" in caught.value.message and "no model directory" in caught.value.message
+    assert engine.state == "failed" and engine.describe()["error"]
+    first_worker = engine._worker
+    with pytest.raises(ModelNotReady):
+        engine.generate(HELLO, engine.settings.generation_defaults())
+    assert engine._worker is not first_worker, "a later request tries loading again"
+
+
+def test_a_slow_generation_times_out_is_cancelled_and_the_engine_carries_on(make_engine, chat_model):
+    engine = make_engine(chat_model, request_timeout=0.3)
+    assert engine.wait_ready(30)
+    family = engine.model.family
+    real_generate = family.generate
+    seen = {}
+
+    def stall_then_generate(messages, params, cancelled):
+        seen["cancelled"] = cancelled
+        cancelled.wait(5)  # stands in for a generation that outlives the timeout
+        return real_generate(messages, params, cancelled)
+
+    family.generate = stall_then_generate
+    with pytest.raises(GenerationTimeout) as caught:
+        engine.generate(HELLO, engine.settings.generation_defaults())
+    assert caught.value.status == 504 and "0.3 seconds" in caught.value.message
+    assert seen["cancelled"].is_set()
+    family.generate = real_generate
+    assert engine.generate(HELLO, engine.settings.generation_defaults()).finish_reason in ("stop", "length")
+
+
+def test_a_failing_generation_is_a_generic_error_and_is_logged(make_engine, chat_model, caplog):
+    engine = make_engine(chat_model)
+    assert engine.wait_ready(30)
+    family = engine.model.family
+    real_generate = family.generate
+    family.generate = lambda *args: (_ for _ in ()).throw(RuntimeError("secret internal detail"))
+    with pytest.raises(GenerationFailed) as caught:
+        engine.generate(HELLO, engine.settings.generation_defaults())
+    assert "secret" not in caught.value.message
+    assert "secret internal detail" in caplog.text
+    family.generate = real_generate
+    assert engine.generate(HELLO, engine.settings.generation_defaults()).usage.prompt_tokens > 0
+
+
+def test_describe_reports_the_model_and_its_limits(make_engine, chat_model):
+    engine = make_engine(chat_model, max_context_tokens=128)
+    assert engine.describe() == {"state": "idle"}
+    engine.wait_ready(30)
+    description = engine.describe()
+    assert description["state"] == "ready" and description["family"] == "chat-template"
+    assert description["context_tokens"] == 128 and description["name"] == "chat-llama"
