@@ -1,0 +1,126 @@
+"""The chat page in headless Chromium (Debian's), driven by Playwright."""
+
+import shutil
+import time
+
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def open_page(chromium, server, **context_options):
+    context = chromium.new_context(**context_options)
+    page = context.new_page()
+    page.goto(server + "/")
+    return page
+
+
+def delay_posts(page, seconds: float):
+    """Hold the page's POSTs briefly, so the waiting state can be seen."""
+
+    def hold(route):
+        if route.request.method == "POST":
+            time.sleep(seconds)
+        route.continue_()
+
+    page.route("**/*", hold)
+
+
+def test_a_message_is_sent_without_reloading_and_the_reply_appears(chromium, server):
+    page = open_page(chromium, server)
+    page.evaluate("window.notReloaded = true")
+    delay_posts(page, 0.5)
+    page.fill("#textbox", "Hello from the browser")
+    page.click("#send")
+    sync_api.expect(page.locator(".message.assistant.thinking")).to_have_count(1)
+    sync_api.expect(page.locator("#send")).to_be_disabled()
+    sync_api.expect(page.locator(".message.assistant:not(.thinking)")).to_have_count(1, timeout=30000)
+    assert page.locator(".message.user .text").inner_text() == "Hello from the browser"
+    assert page.evaluate("window.notReloaded") is True
+    assert page.input_value("#textbox") == ""
+    page.keyboard.press("Enter")  # an empty box is refused in the page, with a message
+    sync_api.expect(page.locator("#error")).to_have_text("Type a message first.")
+    page.fill("#textbox", "Second message")
+    page.press("#textbox", "Enter")
+    sync_api.expect(page.locator(".message.assistant:not(.thinking)")).to_have_count(2, timeout=30000)
+    page.reload()
+    sync_api.expect(page.locator(".message")).to_have_count(4)
+    page.context.close()
+
+
+def test_new_conversation_starts_over_and_the_page_still_works(chromium, server):
+    page = open_page(chromium, server)
+    page.fill("#textbox", "Remember this")
+    page.click("#send")
+    sync_api.expect(page.locator(".message.assistant:not(.thinking)")).to_have_count(1, timeout=30000)
+    page.click("#new-conversation")
+    page.wait_for_load_state()
+    sync_api.expect(page.locator(".message")).to_have_count(0)
+    sync_api.expect(page.locator("#empty")).to_be_visible()
+    page.fill("#textbox", "A fresh start")
+    page.click("#send")
+    sync_api.expect(page.locator(".message.assistant:not(.thinking)")).to_have_count(1, timeout=30000)
+    assert page.locator(".message.user .text").all_inner_texts() == ["A fresh start"]
+    page.context.close()
+
+
+def test_an_error_shows_and_the_text_is_given_back(chromium, server):
+    page = open_page(chromium, server)
+    too_long = "x" * 2001
+    page.evaluate("document.getElementById('textbox').removeAttribute('maxlength')")
+    page.fill("#textbox", too_long)
+    page.click("#send")
+    sync_api.expect(page.locator("#error")).to_contain_text("at most 2000 characters")
+    sync_api.expect(page.locator(".message")).to_have_count(0)
+    assert page.input_value("#textbox") == too_long
+    page.context.close()
+
+
+def test_without_javascript_the_form_posts_and_the_page_returns_with_the_reply(chromium, server):
+    page = open_page(chromium, server, java_script_enabled=False)
+    page.fill("#textbox", "No script here")
+    page.click("#send")
+    page.wait_for_load_state()
+    sync_api.expect(page.locator(".message")).to_have_count(2)
+    assert page.locator(".message.user .text").inner_text() == "No script here"
+    page.context.close()
+
+
+def test_the_layout_fits_a_phone_screen(chromium, server, tmp_path):
+    page = open_page(chromium, server, viewport={"width": 375, "height": 700})
+    page.fill("#textbox", "A message on a small screen")
+    page.click("#send")
+    sync_api.expect(page.locator(".message.assistant:not(.thinking)")).to_have_count(1, timeout=30000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    assert page.locator("#send").bounding_box()["width"] > 0
+    page.screenshot(path=str(tmp_path / "mobile.png"))
+    page.context.close()
+
+
+def test_html_in_a_reply_is_shown_as_text(chromium, html_model, tmp_path):
+    from conftest import gunicorn_server
+
+    env = {"PALAVER_MODEL": str(html_model), "PALAVER_CACHE_DIR": str(tmp_path), "PALAVER_TEMPERATURE": "0"}
+    with gunicorn_server(env) as base_url:
+        page = open_page(chromium, base_url)
+        # A function, so that Playwright runs it rather than calling the stub it would return.
+        page.evaluate("() => { window.alerted = false; window.alert = () => { window.alerted = true; }; }")
+        page.fill("#textbox", "say something")
+        page.click("#send")
+        reply = page.locator(".message.assistant:not(.thinking) .text")
+        sync_api.expect(reply).to_contain_text("<script>", timeout=30000)
+        assert page.locator("#conversation script").count() == 0
+        assert page.evaluate("window.alerted") is False
+        page.context.close()

@@ -1,0 +1,73 @@
+"""A real gunicorn server, started from the Procfile, under concurrent users on both surfaces."""
+
+import re
+import threading
+
+import requests
+
+from conftest import gunicorn_server
+
+
+def user_texts(page: str) -> list[str]:
+    return re.findall(r'<article class="message user">\s*<span class="who">[^<]*</span>\s*<p class="text">(.*?)</p>',
+                      page, re.S)
+
+
+def test_procfile_server_answers_health_and_serves_the_page(server):
+    assert requests.get(server + "/healthz", timeout=5).json() == {"status": "ok"}
+    assert requests.get(server + "/readyz", timeout=5).json()["state"] == "ready"
+    assert 'id="chat-form"' in requests.get(server + "/", timeout=5).text
+
+
+def test_sixteen_concurrent_users_on_both_surfaces_keep_their_own_histories(server):
+    results: dict[str, list[str]] = {}
+    errors: list[str] = []
+    start = threading.Barrier(16)
+
+    def api_user(name: str):
+        start.wait()
+        conversation_id = None
+        for turn in range(2):
+            response = requests.post(server + "/api/chat", timeout=60, json={
+                "message": f"{name} says {turn}", "conversation_id": conversation_id})
+            if response.status_code != 200:
+                errors.append(f"{name}: {response.status_code} {response.text}")
+                return
+            conversation_id = response.json()["conversation_id"]
+        history = requests.get(f"{server}/api/conversations/{conversation_id}", timeout=10).json()["messages"]
+        results[name] = [m["content"] for m in history if m["role"] == "user"]
+
+    def form_user(name: str):
+        start.wait()
+        with requests.Session() as session:  # a cookie jar, like curl -c/-b
+            for turn in range(2):
+                response = session.post(server + "/", data={"textbox": f"{name} says {turn}"}, timeout=60)
+                if response.status_code != 200:
+                    errors.append(f"{name}: {response.status_code}")
+                    return
+            results[name] = user_texts(response.text)
+
+    threads = [threading.Thread(target=api_user, args=(f"api{n}",)) for n in range(8)]
+    threads += [threading.Thread(target=form_user, args=(f"form{n}",)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert results == {name: [f"{name} says 0", f"{name} says 1"] for name in results} and len(results) == 16
+
+
+def test_bad_requests_to_the_server_get_4xx_and_it_stays_up(server):
+    assert requests.post(server + "/api/chat", data="{oops", timeout=5).status_code == 400
+    assert requests.post(server + "/api/chat", json={"message": "x" * 70000}, timeout=5).status_code == 413
+    assert requests.post(server + "/", data={"textbox": ""}, timeout=5).status_code == 400
+    assert requests.post(server + "/api/chat", json={"message": "still up?"}, timeout=30).status_code == 200
+
+
+def test_the_page_is_served_before_a_lazy_model_loads(chat_model, tmp_path):
+    env = {"PALAVER_MODEL": str(chat_model), "PALAVER_CACHE_DIR": str(tmp_path)}
+    with gunicorn_server(env) as base_url:
+        assert requests.get(base_url + "/", timeout=5).status_code == 200
+        assert requests.get(base_url + "/readyz", timeout=5).status_code == 503
+        assert requests.post(base_url + "/api/chat", json={"message": "hi"}, timeout=60).status_code == 200
+        assert requests.get(base_url + "/readyz", timeout=5).status_code == 200
