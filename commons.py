@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -35,7 +35,6 @@ def default_cache_dir() -> str:
 @dataclass(frozen=True)
 class Setting:
     name: str
-    default: Any
     parse: Callable[[str], Any]
     help: str
 
@@ -43,39 +42,44 @@ class Setting:
     def env_var(self) -> str:
         return "PALAVER_" + self.name.upper()
 
+    @property
+    def default(self) -> Any:
+        """Return the default, which the Settings dataclass below holds."""
+        return Settings.__dataclass_fields__[self.name].default
+
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("model", "", str,
+    Setting("model", str,
             "Model to serve: a Hugging Face id, a local model directory, or a .gguf file. "
             "Empty means the embedded SmolLM2-135M-Instruct."),
-    Setting("cache_dir", None, str,
+    Setting("cache_dir", str,
             "Where converted GGUF models and the generated secret key are kept. "
             "Default: `$XDG_CACHE_HOME/palaver` or `~/.cache/palaver`."),
-    Setting("preload", False, parse_bool,
+    Setting("preload", parse_bool,
             "Load the model at start-up instead of on the first message."),
-    Setting("secret_key", "", str,
+    Setting("secret_key", str,
             "Key that signs session cookies. Empty means a random key kept in the cache directory."),
-    Setting("max_message_chars", 2000, int, "Longest accepted message, in characters."),
-    Setting("max_body_bytes", 65536, int, "Largest accepted request body; larger ones get 413."),
-    Setting("max_context_tokens", 2048, int,
+    Setting("max_message_chars", int, "Longest accepted message, in characters."),
+    Setting("max_body_bytes", int, "Largest accepted request body; larger ones get 413."),
+    Setting("max_context_tokens", int,
             "Cap on prompt plus reply tokens, below the model's own context length."),
-    Setting("max_history_turns", 40, int,
+    Setting("max_history_turns", int,
             "Messages (user and assistant) kept per conversation; older ones are forgotten."),
-    Setting("max_conversations", 1000, int,
+    Setting("max_conversations", int,
             "Conversations kept in memory; the least recently used is evicted first."),
-    Setting("conversation_ttl", 86400, int, "Seconds of inactivity after which a conversation expires."),
-    Setting("load_wait", 60, float,
+    Setting("conversation_ttl", int, "Seconds of inactivity after which a conversation expires."),
+    Setting("load_wait", float,
             "Seconds a request waits for a loading model before a 503 with Retry-After."),
-    Setting("request_timeout", 120, float, "Seconds a generation may take before it is cancelled."),
-    Setting("torch_threads", 0, int, "Threads torch uses for inference; 0 keeps torch's default."),
-    Setting("http_threads", 16, int, "Request threads per gunicorn worker."),
-    Setting("max_new_tokens", 64, int, "Default longest reply, in tokens."),
-    Setting("temperature", 0.7, float, "Default sampling temperature; 0 means greedy decoding."),
-    Setting("top_p", 0.9, float, "Default nucleus sampling threshold."),
-    Setting("top_k", 50, int, "Default top-k sampling cut-off; 0 disables it."),
-    Setting("repetition_penalty", 1.1, float, "Default penalty for repeating tokens; 1 disables it."),
-    Setting("do_sample", True, parse_bool, "Sample by default; false means greedy decoding."),
-    Setting("seed", None, parse_optional_int, "Default random seed; empty means unseeded."),
+    Setting("request_timeout", float, "Seconds a generation may take before it is cancelled."),
+    Setting("torch_threads", int, "Threads torch uses for inference; 0 keeps torch's default."),
+    Setting("http_threads", int, "Request threads per gunicorn worker."),
+    Setting("max_new_tokens", int, "Default longest reply, in tokens."),
+    Setting("temperature", float, "Default sampling temperature; 0 means greedy decoding."),
+    Setting("top_p", float, "Default nucleus sampling threshold."),
+    Setting("top_k", int, "Default top-k sampling cut-off; 0 disables it."),
+    Setting("repetition_penalty", float, "Default penalty for repeating tokens; 1 disables it."),
+    Setting("do_sample", parse_bool, "Sample by default; false means greedy decoding."),
+    Setting("seed", parse_optional_int, "Default random seed; empty means unseeded."),
 )
 
 
@@ -138,8 +142,11 @@ def settings_markdown() -> str:
     lines = ["| Variable | Default | What it does |", "|---|---|---|"]
     for setting in SETTINGS:
         default = setting.default
-        shown = "(empty)" if default in ("", None) else str(default).lower() if isinstance(default, bool) else default
-        lines.append(f"| `{setting.env_var}` | {shown if shown == '(empty)' else f'`{shown}`'} | {setting.help} |")
+        if default in ("", None, MISSING):
+            shown = "(empty)"
+        else:
+            shown = f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        lines.append(f"| `{setting.env_var}` | {shown} | {setting.help} |")
     return "\n".join(lines)
 
 

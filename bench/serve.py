@@ -1,0 +1,125 @@
+"""Measure Palaver served from its Procfile: cold and cached start, reply latency, resident memory.
+
+Usage: make bench   (or: .venv/bin/python bench/serve.py --replies 20 --max-tokens 32)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import free_port, procfile_command  # noqa: E402
+
+PROMPTS = ["Hi there! Who are you?", "Tell me about the sea.", "What should I cook tonight?",
+           "Give me a tip for learning Python."]
+
+
+@contextmanager
+def palaver(cache_dir: str, model: str = ""):
+    """Start the Procfile's web command with the model preloading; yield (base URL, master pid)."""
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "PALAVER_CACHE_DIR": cache_dir, "PALAVER_MODEL": model,
+           "PALAVER_PRELOAD": "1", "HF_HUB_OFFLINE": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen(["sh", "-c", "exec " + procfile_command()], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield f"http://127.0.0.1:{port}", process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def seconds_until_ready(base_url: str, started: float, timeout: float = 300) -> float:
+    """Poll /readyz until the model is loaded; return seconds since started."""
+    while time.perf_counter() - started < timeout:
+        try:
+            if requests.get(base_url + "/readyz", timeout=2).status_code == 200:
+                return time.perf_counter() - started
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit("the server did not become ready")
+
+
+def worker_memory_mb(master_pid: int) -> tuple[float, float]:
+    """Return the gunicorn worker's current and peak resident memory, in MB."""
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    status = Path(f"/proc/{children[0]}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return tuple(int(fields[key].split()[0]) / 1024 for key in ("VmRSS", "VmHWM"))
+
+
+def reply_latencies(base_url: str, replies: int, max_tokens: int) -> list[tuple[float, int]]:
+    """Send replies one at a time in four-turn conversations; return (seconds, tokens) per reply."""
+    results = []
+    conversation_id = None
+    for n in range(replies):
+        if n % len(PROMPTS) == 0:
+            conversation_id = None
+        body = {"message": PROMPTS[n % len(PROMPTS)], "conversation_id": conversation_id,
+                "max_new_tokens": max_tokens, "temperature": 0}
+        started = time.perf_counter()
+        response = requests.post(base_url + "/api/chat", json=body, timeout=120)
+        elapsed = time.perf_counter() - started
+        response.raise_for_status()
+        data = response.json()
+        conversation_id = data["conversation_id"]
+        results.append((elapsed, data["usage"]["completion_tokens"]))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replies", type=int, default=20)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--model", default="", help="PALAVER_MODEL to serve (default: the embedded model)")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as cache_dir:
+        for label in ("cold start (converts the GGUF)", "cached start"):
+            started = time.perf_counter()
+            with palaver(cache_dir, args.model) as (base_url, pid):
+                rows.append((label + ": process start to ready, s", f"{seconds_until_ready(base_url, started):.1f}"))
+                load = requests.get(base_url + "/readyz", timeout=5).json()["load_seconds"]
+                rows.append((label + ": model load inside the engine, s", f"{load:.1f}"))
+                if label == "cached start":
+                    rss_loaded, _ = worker_memory_mb(pid)
+                    measured = reply_latencies(base_url, args.replies, args.max_tokens)
+                    rss, peak = worker_memory_mb(pid)
+    latencies = [seconds for seconds, _ in measured]
+    tokens = [count for _, count in measured]
+    full = [seconds for seconds, count in measured if count == args.max_tokens]
+    rows += [
+        (f"replies measured (max {args.max_tokens} tokens, greedy)", f"{len(measured)}"),
+        ("mean completion tokens per reply", f"{statistics.mean(tokens):.1f}"),
+        ("latency p50, s", f"{statistics.median(latencies):.2f}"),
+        ("latency p95, s", f"{sorted(latencies)[int(0.95 * (len(latencies) - 1))]:.2f}"),
+        (f"latency of full {args.max_tokens}-token replies, median s ({len(full)} replies)",
+         f"{statistics.median(full):.2f}" if full else "n/a"),
+        ("single-client tokens/s", f"{sum(tokens) / sum(latencies):.1f}"),
+        ("worker RSS after load, MB", f"{rss_loaded:.0f}"),
+        (f"worker RSS after {len(measured)} replies, MB", f"{rss:.0f}"),
+        ("worker peak RSS, MB", f"{peak:.0f}"),
+    ]
+    print(f"Machine: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}\n")
+    print("| measure | value |\n|---|---|")
+    for label, value in rows:
+        print(f"| {label} | {value} |")
+
+
+if __name__ == "__main__":
+    main()

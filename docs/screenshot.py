@@ -1,0 +1,35 @@
+"""Take the README's screenshot: the embedded model served from the Procfile, in headless Chromium.
+
+Usage: .venv/bin/python docs/screenshot.py
+"""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from playwright.sync_api import expect, sync_playwright  # noqa: E402
+
+from conftest import gunicorn_server  # noqa: E402
+from test_browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
+MESSAGES = ["Hi there! What can you help me with?", "Give me one tip for writing clear emails."]
+
+
+def main() -> None:
+    with gunicorn_server({"PALAVER_TEMPERATURE": "0", "PALAVER_MAX_NEW_TOKENS": "48"}) as base_url, \
+            sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 900, "height": 640})
+        page.goto(base_url + "/")
+        for count, message in enumerate(MESSAGES, start=1):
+            page.fill("#textbox", message)
+            page.click("#send")
+            expect(page.locator(".message.assistant:not(.thinking)")).to_have_count(count, timeout=120000)
+        page.screenshot(path=str(ROOT / "docs" / "screenshot.png"))
+        browser.close()
+
+
+if __name__ == "__main__":
+    main()
