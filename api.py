@@ -6,7 +6,8 @@ import json
 
 from flask import Blueprint, request
 
-from commons import GENERATION_PARAMETERS, InvalidRequest, NotFound
+from commons import GENERATION_PARAMETERS
+from errors import InvalidRequest, NotFound
 from conversations import ChatInput
 from services import get_chat, get_engine, get_settings, json_error, to_palaver_error
 

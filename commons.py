@@ -1,4 +1,4 @@
-"""Shared vocabulary: the settings table, generation parameters, messages, replies and errors."""
+"""Shared vocabulary: the settings table, generation parameters, messages and replies."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from errors import ConfigurationError, InvalidRequest
 
 # ---------------------------------------------------------------------------
 # Settings: one declarative table of PALAVER_* environment variables.
@@ -290,55 +292,3 @@ class Reply:
     usage: Usage
     truncated_turns: int
     finish_reason: str  # "stop", "length" or "cancelled"
-
-
-# ---------------------------------------------------------------------------
-# Errors meant for clients. Each carries its HTTP status and OpenAI-style type.
-
-
-class ConfigurationError(Exception):
-    """A setting has a value the server cannot start with."""
-
-
-class PalaverError(Exception):
-    status = 500
-    type = "server_error"
-
-    def __init__(self, message: str, *, param: str | None = None, retry_after: int | None = None):
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.retry_after = retry_after
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param}}
-
-
-class InvalidRequest(PalaverError):
-    status = 400
-    type = "invalid_request_error"
-
-
-class NotFound(PalaverError):
-    status = 404
-    type = "not_found_error"
-
-
-class PayloadTooLarge(PalaverError):
-    status = 413
-    type = "invalid_request_error"
-
-
-class ModelNotReady(PalaverError):
-    status = 503
-    type = "model_not_ready"
-
-
-class GenerationTimeout(PalaverError):
-    status = 504
-    type = "timeout_error"
-
-
-class GenerationFailed(PalaverError):
-    status = 500
-    type = "server_error"

@@ -9,7 +9,8 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from commons import GenerationParams, InvalidRequest, Message, NotFound, Reply, Settings
+from commons import GenerationParams, Message, Reply, Settings
+from errors import InvalidRequest, NotFound
 
 
 @dataclass

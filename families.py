@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from commons import GenerationParams, InvalidRequest, Message, Reply, Usage
+from commons import GenerationParams, Message, Reply, Usage
+from errors import InvalidRequest
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from commons import (
-    GenerationFailed, GenerationParams, GenerationTimeout, Message, ModelNotReady, PalaverError, Reply, Settings,
-)
+from commons import GenerationParams, Message, Reply, Settings
+from errors import GenerationFailed, GenerationTimeout, ModelNotReady, PalaverError
 
 if TYPE_CHECKING:
     from loading import LoadedModel

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from commons import ConfigurationError, Settings
+from commons import Settings
+from errors import ConfigurationError
 from families import ModelFamily, family_for
 
 log = logging.getLogger("palaver.loading")

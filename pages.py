@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
-from commons import PalaverError, PayloadTooLarge
+from errors import PalaverError, PayloadTooLarge
 from conversations import ChatInput
 from services import get_chat, get_engine, get_settings, json_error, to_palaver_error
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from flask import Flask, current_app, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from commons import PalaverError, PayloadTooLarge, Settings
+from commons import Settings
+from errors import PalaverError, PayloadTooLarge
 from conversations import Chat, ConversationStore
 from inference import Engine
 

@@ -2,9 +2,8 @@
 
 import pytest
 
-from commons import (
-    GENERATION_PARAMETERS, SETTINGS, ConfigurationError, InvalidRequest, Settings, settings_markdown,
-)
+from commons import GENERATION_PARAMETERS, SETTINGS, Settings, settings_markdown
+from errors import ConfigurationError, InvalidRequest
 from conftest import ROOT
 
 

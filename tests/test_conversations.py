@@ -4,7 +4,8 @@ import threading
 
 import pytest
 
-from commons import GenerationFailed, InvalidRequest, Message, NotFound, Reply, Settings, Usage
+from commons import Message, Reply, Settings, Usage
+from errors import GenerationFailed, InvalidRequest, NotFound
 from conversations import Chat, ChatInput, ConversationStore
 
 SETTINGS = Settings(max_message_chars=20)

@@ -5,7 +5,8 @@ import threading
 
 import pytest
 
-from commons import InvalidRequest, Message, Settings
+from commons import Message, Settings
+from errors import InvalidRequest
 from loading import load_model
 
 GREEDY = Settings(temperature=0.0, max_new_tokens=8).generation_defaults()

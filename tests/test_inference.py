@@ -4,7 +4,8 @@ import threading
 
 import pytest
 
-from commons import GenerationFailed, GenerationTimeout, Message, ModelNotReady, Settings
+from commons import Message, Settings
+from errors import GenerationFailed, GenerationTimeout, ModelNotReady
 from inference import Engine
 from loading import load_model
 

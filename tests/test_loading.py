@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from commons import ConfigurationError
+from errors import ConfigurationError
 from conftest import ROOT
 from loading import EMBEDDED_NAME, converted_gguf_dir, embedded_gguf_path, resolve_source
 

@@ -1,0 +1,52 @@
+"""Errors: each one meant for clients carries its HTTP status and OpenAI-style type."""
+
+from __future__ import annotations
+
+from typing import Any
+
+class ConfigurationError(Exception):
+    """A setting has a value the server cannot start with."""
+
+
+class PalaverError(Exception):
+    status = 500
+    type = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, retry_after: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param}}
+
+
+class InvalidRequest(PalaverError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class NotFound(PalaverError):
+    status = 404
+    type = "not_found_error"
+
+
+class PayloadTooLarge(PalaverError):
+    status = 413
+    type = "invalid_request_error"
+
+
+class ModelNotReady(PalaverError):
+    status = 503
+    type = "model_not_ready"
+
+
+class GenerationTimeout(PalaverError):
+    status = 504
+    type = "timeout_error"
+
+
+class GenerationFailed(PalaverError):
+    status = 500
+    type = "server_error"
