@@ -53,6 +53,13 @@ def test_embedded_model_is_converted_once_to_safetensors(embedded_cache):
     assert not [p for p in converted.parent.iterdir() if p.name.startswith(".converting-")]
 
 
+def test_a_gguf_path_is_converted_through_the_same_cache(embedded_cache):
+    cache, converted, _ = embedded_cache
+    gguf = embedded_gguf_path()
+    assert resolve_source(str(gguf), str(cache)) == (gguf.stem, str(converted))
+    assert resolve_source("", str(cache)) == (EMBEDDED_NAME, str(converted))
+
+
 def test_embedded_model_holds_a_two_turn_conversation(embedded_cache, make_app):
     cache, _, _ = embedded_cache
     client = make_app("", cache_dir=str(cache), max_new_tokens=24).test_client()

@@ -1,6 +1,7 @@
 """A real gunicorn server, started from the Procfile, under concurrent users on both surfaces."""
 
 import re
+import subprocess
 import threading
 
 import requests
@@ -71,3 +72,14 @@ def test_the_page_is_served_before_a_lazy_model_loads(chat_model, tmp_path):
         assert requests.get(base_url + "/readyz", timeout=5).status_code == 503
         assert requests.post(base_url + "/api/chat", json={"message": "hi"}, timeout=60).status_code == 200
         assert requests.get(base_url + "/readyz", timeout=5).status_code == 200
+
+
+def test_curl_with_a_cookie_jar_continues_the_conversation(server, tmp_path):
+    jar = str(tmp_path / "jar")
+
+    def curl(text: str) -> str:
+        return subprocess.run(["curl", "-sS", "--fail", "-c", jar, "-b", jar, "-d", f"textbox={text}", server + "/"],
+                              check=True, capture_output=True, text=True, timeout=60).stdout
+
+    assert user_texts(curl("Hi there")) == ["Hi there"]
+    assert user_texts(curl("Second line")) == ["Hi there", "Second line"]
