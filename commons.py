@@ -61,6 +61,12 @@ SETTINGS: tuple[Setting, ...] = (
             "Load the model at start-up instead of on the first message."),
     Setting("secret_key", str,
             "Key that signs session cookies. Empty means a random key kept in the cache directory."),
+    Setting("system_prompt", str, "System prompt put before every conversation (the `default` preset)."),
+    Setting("user_template", str,
+            "Template for every user message, with `{text}` where the message goes (the `default` preset). "
+            "Empty means the message as it is."),
+    Setting("preset", str, "Preset used when a request names none: `default` or a preset file's name."),
+    Setting("presets_dir", str, "Directory of extra preset files (`NAME.json`), beside the built-in ones."),
     Setting("max_message_chars", int, "Longest accepted message, in characters."),
     Setting("max_body_bytes", int, "Largest accepted request body; larger ones get 413."),
     Setting("max_context_tokens", int,
@@ -91,6 +97,10 @@ class Settings:
     cache_dir: str = field(default_factory=default_cache_dir)
     preload: bool = False
     secret_key: str = ""
+    system_prompt: str = ""
+    user_template: str = ""
+    preset: str = "default"
+    presets_dir: str = ""
     max_message_chars: int = 2000
     max_body_bytes: int = 65536
     max_context_tokens: int = 2048
@@ -129,7 +139,7 @@ class Settings:
 
     def generation_defaults(self) -> "GenerationParams":
         """Return the default generation parameters, validated."""
-        raw = {param.name: getattr(self, param.name) for param in GENERATION_PARAMETERS}
+        raw = {param.name: getattr(self, param.name, param.default) for param in GENERATION_PARAMETERS}
         try:
             return GenerationParams(**{p.name: p.check(raw[p.name]) for p in GENERATION_PARAMETERS})
         except InvalidRequest as exc:
@@ -165,11 +175,14 @@ class Parameter:
     help: str
     exclusive_minimum: bool = False
     nullable: bool = False
+    default: Any = None  # for parameters that have no setting
 
     def range_text(self) -> str:
         """Describe the allowed values in words, for error messages."""
         if self.kind is bool:
             return "true or false"
+        if self.kind is tuple:
+            return f"a string or a list of at most {self.maximum} non-empty strings"
         low = f"greater than {self.minimum}" if self.exclusive_minimum else f"at least {self.minimum}"
         text = f"{'an integer' if self.kind is int else 'a number'} {low} and at most {self.maximum}"
         return text + (", or null" if self.nullable else "")
@@ -180,6 +193,8 @@ class Parameter:
             value = self._from_text(value)
         if value is None and self.nullable:
             return None
+        if self.kind is tuple:
+            return self._check_strings(value)
         if self.kind is bool:
             if not isinstance(value, bool):
                 raise self._invalid()
@@ -197,8 +212,16 @@ class Parameter:
             raise self._invalid()
         return value
 
+    def _check_strings(self, value: Any) -> tuple[str, ...]:
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, (list, tuple)) or len(values) > self.maximum:
+            raise self._invalid()
+        if not all(isinstance(v, str) and 0 < len(v) <= 100 for v in values):
+            raise self._invalid()
+        return tuple(values)
+
     def _from_text(self, text: Any) -> Any:
-        if not isinstance(text, str):
+        if not isinstance(text, str) or self.kind is tuple:
             return text
         if text.strip() == "" and self.nullable:
             return None
@@ -212,7 +235,7 @@ class Parameter:
 
     def describe(self, default: Any) -> dict[str, Any]:
         """Describe this parameter for the published schema."""
-        kind = {bool: "boolean", int: "integer", float: "number"}[self.kind]
+        kind = {bool: "boolean", int: "integer", float: "number", tuple: "string or array of strings"}[self.kind]
         return {"name": self.name, "type": kind, "default": default, "minimum": self.minimum,
                 "maximum": self.maximum, "exclusive_minimum": self.exclusive_minimum,
                 "nullable": self.nullable, "description": self.help}
@@ -227,6 +250,8 @@ GENERATION_PARAMETERS: tuple[Parameter, ...] = (
     Parameter("repetition_penalty", float, 1.0, 2.0, "Penalty for repeating tokens; 1 disables it."),
     Parameter("do_sample", bool, None, None, "Sample; false means greedy decoding."),
     Parameter("seed", int, 0, 2**32 - 1, "Random seed for reproducible sampling.", nullable=True),
+    Parameter("stop", tuple, 0, 4, "Text that ends the reply when generated; it is left out of the reply.",
+              default=()),
 )
 PARAMETERS_BY_NAME = {param.name: param for param in GENERATION_PARAMETERS}
 
@@ -240,6 +265,7 @@ class GenerationParams:
     repetition_penalty: float
     do_sample: bool
     seed: int | None
+    stop: tuple[str, ...] = ()
 
     @property
     def greedy(self) -> bool:

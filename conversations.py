@@ -6,11 +6,16 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
+from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from commons import GenerationParams, Message, Reply, Settings
 from errors import InvalidRequest, NotFound
+from inference import GenerationRequest
+
+if TYPE_CHECKING:
+    from inference import Engine
 
 
 @dataclass
@@ -18,6 +23,7 @@ class Conversation:
     id: str
     messages: deque
     last_used: float
+    preset: str | None = None
     # Held for a whole turn, so one user's concurrent messages each see the previous reply.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -76,6 +82,7 @@ class ChatInput:
     text: str
     conversation_id: str | None
     params: GenerationParams
+    preset: str | None = None
 
     @classmethod
     def parse(cls, data: Any, settings: Settings, *, message_field: str = "message",
@@ -89,8 +96,11 @@ class ChatInput:
         if conversation_id is not None and (not isinstance(conversation_id, str) or not 0 < len(conversation_id) <= 64):
             raise InvalidRequest("'conversation_id' must be a string of 1 to 64 characters",
                                  param="conversation_id")
+        preset = fields.pop("preset", None) or None
+        if preset is not None and not isinstance(preset, str):
+            raise InvalidRequest("'preset' must be a preset's name", param="preset")
         params = settings.generation_defaults().overridden(fields, from_text=from_text)
-        return cls(text, conversation_id or None, params)
+        return cls(text, conversation_id or None, params, preset)
 
 
 def check_message(value: Any, max_chars: int, field_name: str) -> str:
@@ -122,19 +132,45 @@ class ChatTurn:
 class Chat:
     """Answer a message within its conversation and remember both turns."""
 
-    def __init__(self, store: ConversationStore, generate: Callable[[list[Message], GenerationParams], Reply]):
+    def __init__(self, store: ConversationStore, engine: "Engine"):
         self.store = store
-        self._generate = generate
+        self.engine = engine
 
-    def send(self, chat_input: ChatInput, *, restart_unknown: bool = False) -> ChatTurn:
+    def send(self, chat_input: ChatInput, *, restart_unknown: bool = False,
+             client_gone: Callable[[], bool] | None = None) -> ChatTurn:
         """Reply to chat_input; an unknown conversation is an error unless restart_unknown."""
         conversation = self.open(chat_input.conversation_id, restart_unknown)
+        with closing(self.stream(conversation, chat_input, client_gone)) as items:
+            return next(item for item in items if isinstance(item, ChatTurn))
+
+    def stream(self, conversation: Conversation, chat_input: ChatInput,
+               client_gone: Callable[[], bool] | None = None) -> Iterator[str | ChatTurn]:
+        """Yield the reply's text as it comes, then the finished ChatTurn; remember the turn."""
+        preset = self.engine.presets.get(chat_input.preset or conversation.preset)
         with conversation.lock:
             user_turn = Message("user", chat_input.text)
-            reply = self._generate([*conversation.messages, user_turn], chat_input.params)
-            # Both turns are stored together, only after success, so a failure leaves no dangling turn.
-            conversation.messages.extend([user_turn, Message("assistant", reply.text)])
-        return ChatTurn(conversation.id, reply)
+            request = GenerationRequest(chat_input.params, messages=[*conversation.messages, user_turn],
+                                        preset=preset, client_gone=client_gone)
+            shown, finished = "", False
+            try:
+                with closing(self.engine.stream(request)) as items:
+                    for item in items:
+                        if isinstance(item, Reply):
+                            self._remember(conversation, user_turn, item.text, preset)
+                            finished = True
+                            yield ChatTurn(conversation.id, item)
+                            return
+                        shown += item
+                        yield item
+            except GeneratorExit:
+                # Stopped by the user: keep what they saw. A failure keeps nothing, so no turn dangles.
+                if shown and not finished:
+                    self._remember(conversation, user_turn, shown, preset)
+                raise
+
+    def _remember(self, conversation: Conversation, user_turn: Message, reply: str, preset) -> None:
+        conversation.messages.extend([user_turn, Message("assistant", reply)])
+        conversation.preset = preset.name
 
     def open(self, conversation_id: str | None, restart_unknown: bool = False) -> Conversation:
         """Return the conversation with this id, or a new one."""

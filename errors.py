@@ -12,14 +12,16 @@ class PalaverError(Exception):
     status = 500
     type = "server_error"
 
-    def __init__(self, message: str, *, param: str | None = None, retry_after: int | None = None):
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 retry_after: int | None = None):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.code = code
         self.retry_after = retry_after
 
     def as_dict(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param}}
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 class InvalidRequest(PalaverError):
@@ -50,3 +52,13 @@ class GenerationTimeout(PalaverError):
 class GenerationFailed(PalaverError):
     status = 500
     type = "server_error"
+
+
+class ClientDisconnected(PalaverError):
+    status = 499  # nginx's code for a client that closed the request; nobody receives it
+    type = "client_disconnected"
+
+
+class Unauthorized(PalaverError):
+    status = 401
+    type = "invalid_request_error"

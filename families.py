@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from commons import GenerationParams, Message, Reply, Usage
 from errors import InvalidRequest
+from streaming import ReplyStream
 
 
 @dataclass(frozen=True)
@@ -18,14 +20,14 @@ class Prompt:
     truncated_turns: int
 
 
-class StopWhenCancelled(StoppingCriteria):
-    """Stop generating as soon as the request's cancel flag is set."""
+class StopWhen(StoppingCriteria):
+    """Stop generating as soon as a condition holds: a cancel flag, or a stop sequence seen."""
 
-    def __init__(self, cancelled: threading.Event):
-        self.cancelled = cancelled
+    def __init__(self, condition: Callable[[], bool]):
+        self.condition = condition
 
     def __call__(self, input_ids, scores, **kwargs):
-        return torch.full((input_ids.shape[0],), self.cancelled.is_set(), dtype=torch.bool)
+        return torch.full((input_ids.shape[0],), self.condition(), dtype=torch.bool)
 
 
 class ModelFamily:
@@ -67,13 +69,19 @@ class ModelFamily:
             if len(input_ids) <= limit:
                 return Prompt(input_ids, dropped)
             if dropped >= len(turns) - 1:
-                raise InvalidRequest(
-                    f"'message' is {len(input_ids)} tokens with its context, but this model accepts "
-                    f"at most {limit} input tokens", param="message")
+                raise too_long("message", len(input_ids), limit)
             dropped += 1
             # Start the kept history on a user turn, as chat formats expect.
             while dropped < len(turns) - 1 and turns[dropped].role != "user":
                 dropped += 1
+
+    def text_prompt(self, text: str, max_new_tokens: int) -> Prompt:
+        """Encode a raw completion prompt, which is never truncated."""
+        input_ids = list(self.tokenizer(text)["input_ids"])
+        limit = self.input_limit(max_new_tokens)
+        if len(input_ids) > limit:
+            raise too_long("prompt", len(input_ids), limit)
+        return Prompt(input_ids, 0)
 
     def generation_config(self, params: GenerationParams, max_new_tokens: int) -> GenerationConfig:
         """Build a fresh generation config, so the model's own sampling defaults never leak in."""
@@ -87,38 +95,33 @@ class ModelFamily:
         return GenerationConfig(do_sample=True, temperature=params.temperature, top_p=params.top_p,
                                 top_k=params.top_k, **options)
 
-    def generate(self, messages: list[Message], params: GenerationParams,
-                 cancelled: threading.Event) -> Reply:
-        """Generate one reply to the conversation."""
-        prompt = self.build_prompt(messages, params.max_new_tokens)
+    def generate(self, prompt: Prompt, params: GenerationParams, cancelled: threading.Event,
+                 on_text: Callable[[str], None] | None = None) -> Reply:
+        """Generate one reply to a prompt, handing text to on_text as it is decoded."""
         max_new_tokens = min(params.max_new_tokens, self.reply_limit())
+        stream = ReplyStream(self.tokenizer, self.stop_token_ids, params.stop, on_text)
         input_ids = torch.tensor([prompt.input_ids])
         if params.seed is not None and not params.greedy:
             torch.manual_seed(params.seed)
         with torch.inference_mode():
             output = self.model.generate(
-                input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=stream,
                 generation_config=self.generation_config(params, max_new_tokens),
-                stopping_criteria=StoppingCriteriaList([StopWhenCancelled(cancelled)]))
+                stopping_criteria=StoppingCriteriaList([StopWhen(lambda: cancelled.is_set() or stream.stopped)]))
         new_tokens = self.new_tokens(output[0].tolist(), len(prompt.input_ids))
-        return self.finish(new_tokens, prompt, cancelled.is_set())
+        return self.finish(new_tokens, prompt, stream, cancelled.is_set())
 
     def new_tokens(self, sequence: list[int], prompt_length: int) -> list[int]:
         """Return the generated part of an output sequence."""
         return sequence[prompt_length:]
 
-    def finish(self, new_tokens: list[int], prompt: Prompt, cancelled: bool) -> Reply:
-        """Cut the reply at its first stop token and describe how it ended."""
+    def finish(self, new_tokens: list[int], prompt: Prompt, stream: ReplyStream, cancelled: bool) -> Reply:
+        """Count the reply's tokens up to its first stop token and say how it ended."""
         stops = set(self.stop_token_ids)
         end = next((i for i, token in enumerate(new_tokens) if token in stops), None)
-        if cancelled:
-            reason = "cancelled"
-        else:
-            reason = "stop" if end is not None else "length"
-        kept = new_tokens if end is None else new_tokens[:end]
-        text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
+        reason = "cancelled" if cancelled else "stop" if stream.stopped else "length"
         completion_tokens = len(new_tokens) if end is None else end + 1
-        return Reply(text, Usage(len(prompt.input_ids), completion_tokens), prompt.truncated_turns, reason)
+        return Reply(stream.text, Usage(len(prompt.input_ids), completion_tokens), prompt.truncated_turns, reason)
 
     def describe(self) -> dict:
         """Describe the family and its limits for clients."""
@@ -203,6 +206,12 @@ class BlenderbotSmallFamily(BlenderbotFamily):
 
 FAMILIES: tuple[type[ModelFamily], ...] = (
     BlenderbotSmallFamily, BlenderbotFamily, ChatTemplateFamily, EosJoinedFamily)
+
+
+def too_long(field: str, tokens: int, limit: int) -> InvalidRequest:
+    """Describe an input that the model's context cannot hold."""
+    return InvalidRequest(f"'{field}' is too long for this model: {tokens} tokens, and it accepts at most "
+                          f"{limit} input tokens", param=field, code="context_length_exceeded")
 
 
 def family_for(config, tokenizer) -> type[ModelFamily]:

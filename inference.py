@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
+from collections import Counter
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from commons import GenerationParams, Message, Reply, Settings
-from errors import GenerationFailed, GenerationTimeout, ModelNotReady, PalaverError
+from errors import ClientDisconnected, GenerationFailed, GenerationTimeout, ModelNotReady, PalaverError
+from presets import Preset, Presets
 
 if TYPE_CHECKING:
     from loading import LoadedModel
@@ -19,16 +21,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("palaver.engine")
 
 RETRY_AFTER_SECONDS = 5
+FINISHED = object()  # the last item a request's delta queue receives
+POLL_SECONDS = 0.25  # how often a waiting request checks whether its client is still there
 
 
 @dataclass
 class GenerationRequest:
-    """One unit of work for the worker: its inputs, a way to hand back the reply, and a cancel flag."""
+    """One unit of work: its inputs, a way to hand back text and the reply, and a cancel flag."""
 
-    messages: list[Message]
     params: GenerationParams
+    messages: list[Message] | None = None  # a conversation, formatted by the model's family...
+    prompt: str | None = None  # ...or a raw completion prompt
+    preset: Preset | None = None
+    client_gone: Callable[[], bool] | None = None
     result: Future = field(default_factory=Future)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    deltas: queue.Queue = field(default_factory=queue.Queue)
 
     def cancel(self) -> None:
         """Ask the worker to skip or stop this request."""
@@ -41,6 +49,7 @@ class Engine:
 
     def __init__(self, settings: Settings, loader: Callable[[Settings], "LoadedModel"] | None = None):
         self.settings = settings
+        self.presets = Presets(settings)
         self._loader = loader
         self._lock = threading.Lock()
         self._settled = threading.Event()  # set once a load attempt has succeeded or failed
@@ -48,6 +57,7 @@ class Engine:
         self._worker: threading.Thread | None = None
         self.model: "LoadedModel | None" = None
         self.load_error: str | None = None
+        self.counts: Counter = Counter()  # requests by how they finished, and generated tokens
 
     @property
     def state(self) -> str:
@@ -72,18 +82,30 @@ class Engine:
         self._settled.wait(timeout)
         return self.model is not None
 
-    def generate(self, messages: list[Message], params: GenerationParams) -> Reply:
-        """Queue one generation and wait for its reply."""
+    def stream(self, request: GenerationRequest) -> Iterator[str | Reply]:
+        """Queue a request, then yield its text as it is generated and, last, its Reply."""
         if not self.wait_ready(self.settings.load_wait):
             raise self._not_ready()
-        request = GenerationRequest(list(messages), params)
         self._queue.put(request)
+        deadline = time.monotonic() + self.settings.request_timeout
         try:
-            return request.result.result(timeout=self.settings.request_timeout)
-        except FutureTimeout:
-            request.cancel()
-            raise GenerationTimeout(
-                f"generation took longer than {self.settings.request_timeout:g} seconds and was stopped") from None
+            while True:
+                try:
+                    item = request.deltas.get(timeout=POLL_SECONDS)
+                except queue.Empty:
+                    self._check_waiting(request, deadline)
+                    continue
+                if item is FINISHED:
+                    yield request.result.result()
+                    return
+                yield item
+        finally:
+            if not request.result.done():
+                request.cancel()  # the consumer left early: no work continues for nobody
+
+    def generate(self, request: GenerationRequest) -> Reply:
+        """Queue a request and wait for its whole reply."""
+        return next(item for item in self.stream(request) if isinstance(item, Reply))
 
     def describe(self) -> dict:
         """Describe the served model and the engine's state."""
@@ -98,6 +120,15 @@ class Engine:
     def close(self) -> None:
         """Stop the worker after the requests already queued."""
         self._queue.put(None)
+
+    def _check_waiting(self, request: GenerationRequest, deadline: float) -> None:
+        if request.client_gone is not None and request.client_gone():
+            request.cancel()
+            raise ClientDisconnected("the client disconnected")
+        if time.monotonic() > deadline:
+            request.cancel()
+            raise GenerationTimeout(
+                f"generation took longer than {self.settings.request_timeout:g} seconds and was stopped")
 
     def _not_ready(self) -> ModelNotReady:
         if self.load_error and self.state == "failed":
@@ -125,13 +156,27 @@ class Engine:
             if request is None:
                 return
             if request.cancelled.is_set() or not request.result.set_running_or_notify_cancel():
+                self.counts["skipped"] += 1
                 continue
             try:
-                reply = self.model.family.generate(request.messages, request.params, request.cancelled)
+                reply = self._generate(request)
             except PalaverError as exc:
                 request.result.set_exception(exc)
             except Exception:
                 log.exception("generation failed")
                 request.result.set_exception(GenerationFailed("generation failed; the error has been logged"))
             else:
+                self.counts[reply.finish_reason] += 1
+                self.counts["generated_tokens"] += reply.usage.completion_tokens
                 request.result.set_result(reply)
+            request.deltas.put(FINISHED)
+
+    def _generate(self, request: GenerationRequest) -> Reply:
+        family = self.model.family
+        preset = request.preset or self.presets.default
+        max_new_tokens = request.params.max_new_tokens
+        if request.messages is not None:
+            prompt = family.build_prompt(preset.apply(request.messages), max_new_tokens)
+        else:
+            prompt = family.text_prompt(preset.format(request.prompt), max_new_tokens)
+        return family.generate(prompt, request.params, request.cancelled, request.deltas.put)

@@ -22,7 +22,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     """Create the app's engine and conversation store; start loading when preload is on."""
     engine = Engine(settings)
     store = ConversationStore(settings.max_conversations, settings.max_history_turns, settings.conversation_ttl)
-    app.extensions["palaver"] = {"settings": settings, "engine": engine, "chat": Chat(store, engine.generate)}
+    app.extensions["palaver"] = {"settings": settings, "engine": engine, "chat": Chat(store, engine)}
     if settings.preload:
         engine.start()
 

@@ -87,6 +87,17 @@ def test_temperature_zero_or_no_sampling_means_greedy():
     assert not defaults().greedy
 
 
-def test_every_parameter_has_a_setting_for_its_default():
+def test_every_parameter_but_stop_has_a_setting_for_its_default():
     names = {setting.name for setting in SETTINGS}
-    assert all(param.name in names for param in GENERATION_PARAMETERS)
+    assert {param.name for param in GENERATION_PARAMETERS} - names == {"stop"}
+
+
+@pytest.mark.parametrize("value, expected", [("###", ("###",)), (["a", "b"], ("a", "b")), ([], ())])
+def test_stop_takes_a_string_or_a_short_list(value, expected):
+    assert defaults().overridden({"stop": value}).stop == expected
+
+
+@pytest.mark.parametrize("value", [["a"] * 5, [""], [1], {"a": 1}, "x" * 101])
+def test_bad_stop_values_are_rejected(value):
+    with pytest.raises(InvalidRequest, match="at most 4 non-empty strings"):
+        defaults().overridden({"stop": value})

@@ -4,20 +4,26 @@ import threading
 
 import pytest
 
-from commons import Message, Reply, Settings, Usage
+from commons import Settings
 from errors import GenerationFailed, InvalidRequest, NotFound
 from conversations import Chat, ChatInput, ConversationStore
 
 SETTINGS = Settings(max_message_chars=20)
 
 
-def echo(messages, params):
-    """Reply with the count of messages seen, so tests can check what history reached the model."""
-    return Reply(f"saw {len(messages)}", Usage(len(messages), 1), 0, "stop")
+@pytest.fixture
+def chat(make_engine, chat_model):
+    """A chat service on the real tiny chat model."""
+    return Chat(ConversationStore(100, 100, 100), make_engine(chat_model))
 
 
-def chat_input(text, conversation_id=None):
-    return ChatInput(text, conversation_id, SETTINGS.generation_defaults())
+def chat_input(text, conversation_id=None, **params):
+    return ChatInput(text, conversation_id, Settings(temperature=0.0, max_new_tokens=4)
+                     .generation_defaults().overridden(params))
+
+
+def contents(chat, conversation_id):
+    return [m.content for m in chat.history(conversation_id)]
 
 
 def test_store_evicts_the_least_recently_used_conversation():
@@ -39,46 +45,49 @@ def test_store_expires_idle_conversations():
     assert store.get(old.id) is None and store.get(recent.id) is recent
 
 
-def test_store_caps_turns_per_conversation():
-    chat = Chat(ConversationStore(10, max_turns=4, ttl_seconds=100), echo)
+def test_store_caps_turns_per_conversation(make_engine, chat_model):
+    chat = Chat(ConversationStore(10, max_turns=4, ttl_seconds=100), make_engine(chat_model))
     turn = chat.send(chat_input("one"))
     for text in ("two", "three"):
         chat.send(chat_input(text, turn.conversation_id))
-    assert [m.content for m in chat.history(turn.conversation_id)] == ["two", "saw 3", "three", "saw 5"]
+    history = chat.history(turn.conversation_id)
+    assert [m.role for m in history] == ["user", "assistant"] * 2
+    assert [history[0].content, history[2].content] == ["two", "three"]
 
 
-def test_chat_remembers_and_sends_the_history():
-    chat = Chat(ConversationStore(10, 10, 100), echo)
+def test_chat_remembers_and_sends_the_history(chat):
     first = chat.send(chat_input("hello"))
     second = chat.send(chat_input("again", first.conversation_id))
-    assert second.conversation_id == first.conversation_id and second.reply.text == "saw 3"
-    assert chat.history(first.conversation_id) == [
-        Message("user", "hello"), Message("assistant", "saw 1"), Message("user", "again"),
-        Message("assistant", "saw 3")]
+    assert second.conversation_id == first.conversation_id
+    assert second.reply.usage.prompt_tokens > first.reply.usage.prompt_tokens + first.reply.usage.completion_tokens
+    assert contents(chat, first.conversation_id) == ["hello", first.reply.text, "again", second.reply.text]
 
 
-def test_unknown_conversation_is_not_found_unless_restarting():
-    chat = Chat(ConversationStore(10, 10, 100), echo)
+def test_unknown_conversation_is_not_found_unless_restarting(chat):
     with pytest.raises(NotFound) as caught:
         chat.send(chat_input("hi", "missing"))
     assert caught.value.param == "conversation_id" and caught.value.status == 404
     assert chat.send(chat_input("hi", "missing"), restart_unknown=True).conversation_id != "missing"
 
 
-def test_a_failed_generation_leaves_no_dangling_user_turn():
-    def fail(messages, params):
-        raise GenerationFailed("boom")
-
-    chat = Chat(ConversationStore(10, 10, 100), echo)
+def test_a_failed_generation_leaves_no_dangling_user_turn(chat):
     turn = chat.send(chat_input("hello"))
-    chat._generate = fail
+    chat.engine.model.family.generate = lambda *args: (_ for _ in ()).throw(RuntimeError("boom"))
     with pytest.raises(GenerationFailed):
         chat.send(chat_input("lost", turn.conversation_id))
-    assert [m.content for m in chat.history(turn.conversation_id)] == ["hello", "saw 1"]
+    assert contents(chat, turn.conversation_id) == ["hello", turn.reply.text]
 
 
-def test_concurrent_messages_in_one_conversation_take_turns():
-    chat = Chat(ConversationStore(10, 100, 100), echo)
+def test_a_stopped_stream_keeps_what_the_user_saw(chat):
+    conversation = chat.open(None)
+    items = chat.stream(conversation, chat_input("tell me a story", max_new_tokens=64, stop=[]))
+    shown = next(items) + next(items)
+    items.close()  # as when the user presses Stop or the browser goes away
+    assert contents(chat, conversation.id) == ["tell me a story", shown]
+    assert chat.engine.wait_ready(1) and chat.send(chat_input("next", conversation.id)).reply is not None
+
+
+def test_concurrent_messages_in_one_conversation_take_turns(chat):
     conversation_id = chat.send(chat_input("start")).conversation_id
     threads = [threading.Thread(target=chat.send, args=(chat_input(f"m{i}", conversation_id),)) for i in range(8)]
     for thread in threads:
@@ -87,16 +96,14 @@ def test_concurrent_messages_in_one_conversation_take_turns():
         thread.join()
     history = chat.history(conversation_id)
     assert [m.role for m in history] == ["user", "assistant"] * 9
-    assert sorted(m.content for m in history if m.role == "assistant") == sorted(f"saw {n}" for n in range(1, 18, 2))
+    assert sorted(m.content for m in history if m.role == "user") == sorted(["start"] + [f"m{i}" for i in range(8)])
 
 
-def test_conversations_are_isolated_under_concurrency():
-    chat = Chat(ConversationStore(100, 100, 100), lambda messages, params: Reply(
-        "|".join(m.content for m in messages if m.role == "user"), Usage(1, 1), 0, "stop"))
+def test_conversations_are_isolated_under_concurrency(chat):
     ids = [chat.send(chat_input(f"user{n}-0")).conversation_id for n in range(8)]
 
     def talk(n):
-        for step in range(1, 4):
+        for step in range(1, 3):
             chat.send(chat_input(f"user{n}-{step}", ids[n]))
 
     threads = [threading.Thread(target=talk, args=(n,)) for n in range(8)]
@@ -105,9 +112,16 @@ def test_conversations_are_isolated_under_concurrency():
     for thread in threads:
         thread.join()
     for n, conversation_id in enumerate(ids):
-        contents = " ".join(m.content for m in chat.history(conversation_id))
-        assert all(f"user{other}-" not in contents for other in range(8) if other != n)
-        assert contents.count(f"user{n}-") == 4 + (1 + 2 + 3 + 4)  # four user turns, four growing echoes
+        users = [m.content for m in chat.history(conversation_id) if m.role == "user"]
+        assert users == [f"user{n}-0", f"user{n}-1", f"user{n}-2"]
+
+
+def test_a_conversation_remembers_its_preset(chat):
+    turn = chat.send(ChatInput("hi there", None, chat_input("x").params, "text-message-check"))
+    assert chat.store.get(turn.conversation_id).preset == "text-message-check"
+    with pytest.raises(InvalidRequest) as caught:
+        chat.send(ChatInput("hi", None, chat_input("x").params, "no-such-preset"))
+    assert caught.value.param == "preset" and "text-message-check" in caught.value.message
 
 
 @pytest.mark.parametrize("body, param, words", [
@@ -118,6 +132,7 @@ def test_conversations_are_isolated_under_concurrency():
     ({"message": "hi", "conversation_id": "x" * 65}, "conversation_id", "string of 1 to 64"),
     ({"message": "hi", "max_new_tokens": 0}, "max_new_tokens", "at least 1"),
     ({"message": "hi", "extra": 1}, "extra", "unknown field"),
+    ({"message": "hi", "preset": 3}, "preset", "preset's name"),
 ])
 def test_chat_input_rejects_bad_bodies_naming_the_field(body, param, words):
     with pytest.raises(InvalidRequest) as caught:

@@ -16,6 +16,11 @@ def family_of(path, **settings):
     return load_model(Settings(model=str(path), **settings)).family
 
 
+def reply_to(family, messages, params=GREEDY, cancelled=None):
+    prompt = family.build_prompt(messages, params.max_new_tokens)
+    return family.generate(prompt, params, cancelled or threading.Event())
+
+
 def conversation(turns: int) -> list[Message]:
     return [Message("user" if i % 2 == 0 else "assistant", f"turn {i} hello there how are you") for i in range(turns)]
 
@@ -38,8 +43,8 @@ def test_family_ignores_the_model_name(chat_model, dialogpt_model, tmp_path):
 @pytest.mark.parametrize("fixture", ["chat_model", "dialogpt_model", "blenderbot_model", "blenderbot_small_model"])
 def test_each_family_replies_within_its_token_budget(request, fixture):
     family = family_of(request.getfixturevalue(fixture))
-    first = family.generate(conversation(3), GREEDY, threading.Event())
-    again = family.generate(conversation(3), GREEDY, threading.Event())
+    first = reply_to(family, conversation(3))
+    again = reply_to(family, conversation(3))
     assert isinstance(first.text, str)
     assert 1 <= first.usage.completion_tokens <= 8
     assert first.usage.prompt_tokens > 0
@@ -98,14 +103,14 @@ def test_message_longer_than_the_input_limit_is_a_clear_error(blenderbot_model):
 def test_reply_length_is_capped_by_the_decoder_limit(blenderbot_model):
     family = family_of(blenderbot_model)
     params = Settings(temperature=0.0, max_new_tokens=1000).generation_defaults()
-    reply = family.generate([Message("user", "hello")], params, threading.Event())
+    reply = reply_to(family, [Message("user", "hello")], params)
     assert reply.usage.completion_tokens <= 63
 
 
 def test_seeded_sampling_is_reproducible(chat_model):
     family = family_of(chat_model)
     params = Settings(temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=8, seed=42).generation_defaults()
-    replies = {family.generate(conversation(1), params, threading.Event()).text for _ in range(2)}
+    replies = {reply_to(family, conversation(1), params).text for _ in range(2)}
     assert len(replies) == 1
 
 
@@ -114,6 +119,6 @@ def test_cancelled_request_stops_early(chat_model):
     cancelled = threading.Event()
     cancelled.set()
     params = Settings(temperature=0.0, max_new_tokens=200).generation_defaults()
-    reply = family.generate(conversation(1), params, cancelled)
+    reply = reply_to(family, conversation(1), params, cancelled)
     assert reply.finish_reason == "cancelled" and reply.usage.completion_tokens <= 2
 

@@ -6,10 +6,16 @@ import pytest
 
 from commons import Message, Settings
 from errors import GenerationFailed, GenerationTimeout, ModelNotReady
-from inference import Engine
+from inference import Engine, GenerationRequest
 from loading import load_model
 
 HELLO = [Message("user", "hello there")]
+
+
+def ask(engine: Engine, **overrides):
+    """Generate a reply to HELLO with the engine's default parameters."""
+    params = engine.settings.generation_defaults().overridden(overrides)
+    return engine.generate(GenerationRequest(params, messages=HELLO))
 
 
 def counting_loader(calls: list, gate: threading.Event | None = None):
@@ -28,16 +34,15 @@ def test_model_loads_lazily_and_only_once_under_concurrent_requests(make_setting
     calls: list = []
     engine = Engine(make_settings(chat_model), loader=counting_loader(calls))
     assert engine.state == "idle" and calls == []
-    params = engine.settings.generation_defaults()
     replies, errors = [], []
 
-    def ask():
+    def ask_once():
         try:
-            replies.append(engine.generate(HELLO, params))
+            replies.append(ask(engine))
         except Exception as exc:  # collected, so the assertion shows it
             errors.append(exc)
 
-    threads = [threading.Thread(target=ask) for _ in range(8)]
+    threads = [threading.Thread(target=ask_once) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -52,24 +57,24 @@ def test_requests_wait_for_a_loading_model_then_get_503_with_retry_after(make_se
     gate = threading.Event()
     engine = Engine(make_settings(chat_model, load_wait=0.2), loader=counting_loader([], gate))
     with pytest.raises(ModelNotReady) as caught:
-        engine.generate(HELLO, engine.settings.generation_defaults())
+        ask(engine)
     assert caught.value.status == 503 and caught.value.retry_after > 0
     assert engine.state == "loading" and "loading" in caught.value.message
     gate.set()
     assert engine.wait_ready(30)
-    assert engine.generate(HELLO, engine.settings.generation_defaults()).usage.completion_tokens > 0
+    assert ask(engine).usage.completion_tokens > 0
     engine.close()
 
 
 def test_a_model_that_fails_to_load_reports_why_and_is_retried(make_engine, tmp_path):
     engine = make_engine(tmp_path / "no-such-model")
     with pytest.raises(ModelNotReady) as caught:
-        engine.generate(HELLO, engine.settings.generation_defaults())
+        ask(engine)
     assert "failed to load" in caught.value.message and "no model directory" in caught.value.message
     assert engine.state == "failed" and engine.describe()["error"]
     first_worker = engine._worker
     with pytest.raises(ModelNotReady):
-        engine.generate(HELLO, engine.settings.generation_defaults())
+        ask(engine)
     assert engine._worker is not first_worker, "a later request tries loading again"
 
 
@@ -80,18 +85,18 @@ def test_a_slow_generation_times_out_is_cancelled_and_the_engine_carries_on(make
     real_generate = family.generate
     seen = {}
 
-    def stall_then_generate(messages, params, cancelled):
+    def stall_then_generate(prompt, params, cancelled, on_text):
         seen["cancelled"] = cancelled
         cancelled.wait(5)  # stands in for a generation that outlives the timeout
-        return real_generate(messages, params, cancelled)
+        return real_generate(prompt, params, cancelled, on_text)
 
     family.generate = stall_then_generate
     with pytest.raises(GenerationTimeout) as caught:
-        engine.generate(HELLO, engine.settings.generation_defaults())
+        ask(engine)
     assert caught.value.status == 504 and "0.3 seconds" in caught.value.message
     assert seen["cancelled"].is_set()
     family.generate = real_generate
-    assert engine.generate(HELLO, engine.settings.generation_defaults()).finish_reason in ("stop", "length")
+    assert ask(engine).finish_reason in ("stop", "length")
 
 
 def test_a_failing_generation_is_a_generic_error_and_is_logged(make_engine, chat_model, caplog):
@@ -101,11 +106,11 @@ def test_a_failing_generation_is_a_generic_error_and_is_logged(make_engine, chat
     real_generate = family.generate
     family.generate = lambda *args: (_ for _ in ()).throw(RuntimeError("secret internal detail"))
     with pytest.raises(GenerationFailed) as caught:
-        engine.generate(HELLO, engine.settings.generation_defaults())
+        ask(engine)
     assert "secret" not in caught.value.message
     assert "secret internal detail" in caplog.text
     family.generate = real_generate
-    assert engine.generate(HELLO, engine.settings.generation_defaults()).usage.prompt_tokens > 0
+    assert ask(engine).usage.prompt_tokens > 0
 
 
 def test_describe_reports_the_model_and_its_limits(make_engine, chat_model):

@@ -1,0 +1,94 @@
+"""Turn generated tokens into text deltas as they arrive, cutting the reply at stop sequences."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from transformers.generation.streamers import BaseStreamer
+
+INCOMPLETE_CHARACTER = "\ufffd"
+
+
+class ReplyStream(BaseStreamer):
+    """Decode tokens incrementally and hand on text that can no longer change.
+
+    Decoding a growing token list can rewrite its tail (a multi-byte character split across
+    tokens, a word piece), so each step decodes from a recent offset and emits only the part
+    past the previous read offset, as vLLM does. Text that might begin a stop sequence is held
+    back until it is clearly not one.
+    """
+
+    def __init__(self, tokenizer, stop_token_ids: Sequence[int], stop_sequences: Sequence[str] = (),
+                 on_text: Callable[[str], None] | None = None):
+        self.tokenizer = tokenizer
+        self.stop_token_ids = set(stop_token_ids)
+        self.stop_sequences = [s for s in stop_sequences if s]
+        self.on_text = on_text
+        self.tokens: list[int] = []
+        self.prompt_seen = False
+        self.prefix_offset = 0
+        self.read_offset = 0
+        self.decoded = ""  # all text decoded so far, before stop sequences are applied
+        self.text = ""  # the reply text handed on so far
+        self.hit_stop_token = False
+        self.hit_stop_sequence = False
+
+    @property
+    def stopped(self) -> bool:
+        return self.hit_stop_token or self.hit_stop_sequence
+
+    def put(self, value) -> None:
+        """Receive the prompt (ignored) or the next token ids from generate."""
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        if self.stopped:
+            return
+        for token in value.reshape(-1).tolist():
+            if token in self.stop_token_ids:
+                self.hit_stop_token = True
+                break
+            self.tokens.append(token)
+            self._decode_new_token()
+        self._emit(final=self.stopped)
+
+    def end(self) -> None:
+        """Flush whatever is held back once generation ends."""
+        if self.read_offset < len(self.tokens):  # a trailing partial character, decoded as it is
+            before = self._decode(self.prefix_offset, self.read_offset)
+            self.decoded += self._decode(self.prefix_offset)[len(before):]
+            self.read_offset = len(self.tokens)
+        self._emit(final=True)
+
+    def _decode(self, start: int, end: int | None = None) -> str:
+        return self.tokenizer.decode(self.tokens[start:end], skip_special_tokens=True)
+
+    def _decode_new_token(self) -> None:
+        before = self._decode(self.prefix_offset, self.read_offset)
+        after = self._decode(self.prefix_offset)
+        if len(after) > len(before) and not after.endswith(INCOMPLETE_CHARACTER):
+            self.decoded += after[len(before):]
+            self.prefix_offset, self.read_offset = self.read_offset, len(self.tokens)
+
+    def _emit(self, final: bool) -> None:
+        reply = self.decoded.lstrip()
+        cut = min((i for i in (reply.find(s) for s in self.stop_sequences) if i >= 0), default=-1)
+        if cut >= 0:
+            reply, final = reply[:cut], True
+            self.hit_stop_sequence = True
+        end = len(reply) if final else len(reply) - self._held_back(reply)
+        delta = reply[len(self.text):end]
+        if delta:
+            self.text += delta
+            if self.on_text is not None:
+                self.on_text(delta)
+
+    def _held_back(self, reply: str) -> int:
+        """Return the length of the longest tail of reply that could start a stop sequence."""
+        longest = 0
+        for stop in self.stop_sequences:
+            for size in range(min(len(stop) - 1, len(reply)), longest, -1):
+                if reply.endswith(stop[:size]):
+                    longest = size
+                    break
+        return longest
