@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-import json
-
-from flask import Blueprint, request
+from flask import Blueprint
 
 from commons import GENERATION_PARAMETERS
-from errors import InvalidRequest, NotFound
+from errors import NotFound
 from conversations import ChatInput
-from services import get_chat, get_engine, get_settings, json_error, to_palaver_error
+from services import (
+    client_gone_probe, get_chat, get_engine, get_settings, json_error, read_json, require_api_key, to_palaver_error,
+)
 
 api = Blueprint("api", __name__, url_prefix="/api")
+api.before_request(require_api_key)
 health = Blueprint("health", __name__)
-
-
-def read_json() -> object:
-    """Parse the request body as JSON whatever its content type, as curl users expect."""
-    body = request.get_data(cache=True)
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("the request body must be valid JSON") from None
 
 
 @api.post("/chat")
 def chat():
     chat_input = ChatInput.parse(read_json(), get_settings())
-    return get_chat().send(chat_input).as_dict()
+    return get_chat().send(chat_input, client_gone=client_gone_probe()).as_dict()
 
 
 @api.get("/conversations/<conversation_id>")
@@ -55,6 +47,8 @@ def schema():
              "max_length": settings.max_message_chars, "description": "The user's message."},
             {"name": "conversation_id", "type": "string", "required": False, "max_length": 64,
              "description": "Continue this conversation; omit it to start a new one."},
+            {"name": "preset", "type": "string", "required": False,
+             "description": "Name of a preset (see presets) for this conversation."},
         ],
         "outputs": [
             {"name": "reply", "type": "string"},
@@ -66,6 +60,7 @@ def schema():
             {"name": "finish_reason", "type": "string", "enum": ["stop", "length", "cancelled"]},
         ],
         "params": [p.describe(getattr(defaults, p.name)) for p in GENERATION_PARAMETERS],
+        "presets": [preset.describe() for preset in get_engine().presets],
         "model": get_engine().describe(),
     }
 

@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 import services
 from api import api, health
 from commons import Settings
+from openai_api import v1
 from pages import pages
 
 
@@ -33,6 +34,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(pages)
     app.register_blueprint(api)
     app.register_blueprint(health)
+    app.register_blueprint(v1)
     app.register_error_handler(HTTPException, unrouted_error)
     return app
 
@@ -40,7 +42,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 def unrouted_error(exc: HTTPException):
     """Answer URLs and methods that no blueprint routes: JSON under /api, a page elsewhere."""
     error = services.to_palaver_error(exc)
-    if request.path.startswith("/api/"):
+    if request.path.startswith(("/api/", "/v1/")):
         return services.json_error(error)
     return render_template("error.html", error=error), error.status
 

@@ -9,6 +9,8 @@ from typing import Any, Callable, Mapping
 
 from errors import ConfigurationError, InvalidRequest
 
+EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
+
 # ---------------------------------------------------------------------------
 # Settings: one declarative table of PALAVER_* environment variables.
 
@@ -67,6 +69,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Empty means the message as it is."),
     Setting("preset", str, "Preset used when a request names none: `default` or a preset file's name."),
     Setting("presets_dir", str, "Directory of extra preset files (`NAME.json`), beside the built-in ones."),
+    Setting("api_keys", str,
+            "Comma-separated API keys. When set, `/api/*`, `/v1/*` and `/invocations` need "
+            "`Authorization: Bearer <key>`."),
+    Setting("page_requires_key", parse_bool, "Ask for one of the API keys before showing the chat page."),
     Setting("max_message_chars", int, "Longest accepted message, in characters."),
     Setting("max_body_bytes", int, "Largest accepted request body; larger ones get 413."),
     Setting("max_context_tokens", int,
@@ -101,6 +107,8 @@ class Settings:
     user_template: str = ""
     preset: str = "default"
     presets_dir: str = ""
+    api_keys: str = ""
+    page_requires_key: bool = False
     max_message_chars: int = 2000
     max_body_bytes: int = 65536
     max_context_tokens: int = 2048
@@ -136,6 +144,20 @@ class Settings:
         settings = cls(**values)
         settings.generation_defaults()  # fail at start-up, not on the first request
         return settings
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
+    def model_name(self) -> str:
+        """Return the served model's name as clients see it, without loading it."""
+        if not self.model:
+            return EMBEDDED_MODEL_NAME
+        path = Path(self.model).expanduser()
+        if self.model.endswith(".gguf"):
+            return path.stem
+        return path.name if self.model.startswith((".", "/", "~")) or path.is_dir() else self.model
 
     def generation_defaults(self) -> "GenerationParams":
         """Return the default generation parameters, validated."""
@@ -187,8 +209,15 @@ class Parameter:
         text = f"{'an integer' if self.kind is int else 'a number'} {low} and at most {self.maximum}"
         return text + (", or null" if self.nullable else "")
 
-    def check(self, value: Any, *, from_text: bool = False) -> Any:
-        """Return value converted to this parameter's type, or raise InvalidRequest."""
+    def check(self, value: Any, *, from_text: bool = False, field_name: str | None = None) -> Any:
+        """Return value converted to this parameter's type, or raise InvalidRequest naming field_name."""
+        try:
+            return self._check(value, from_text)
+        except InvalidRequest:
+            field_name = field_name or self.name
+            raise InvalidRequest(f"'{field_name}' must be {self.range_text()}", param=field_name) from None
+
+    def _check(self, value: Any, from_text: bool) -> Any:
         if from_text:
             value = self._from_text(value)
         if value is None and self.nullable:
@@ -271,15 +300,18 @@ class GenerationParams:
     def greedy(self) -> bool:
         return not self.do_sample or self.temperature == 0
 
-    def overridden(self, values: Mapping[str, Any], *, from_text: bool = False) -> "GenerationParams":
-        """Return a copy with values validated and applied; unknown names are errors."""
+    def overridden(self, values: Mapping[str, Any], *, from_text: bool = False,
+                   aliases: Mapping[str, str] | None = None) -> "GenerationParams":
+        """Return a copy with values validated and applied; aliases map client field names to ours."""
+        aliases = aliases or {}
         changes = {}
-        for name, value in values.items():
-            param = PARAMETERS_BY_NAME.get(name)
+        for field_name, value in values.items():
+            param = PARAMETERS_BY_NAME.get(aliases.get(field_name, field_name))
             if param is None:
-                allowed = ", ".join(PARAMETERS_BY_NAME)
-                raise InvalidRequest(f"unknown field '{name}'; generation parameters are {allowed}", param=name)
-            changes[name] = param.check(value, from_text=from_text)
+                allowed = ", ".join(aliases or PARAMETERS_BY_NAME)
+                raise InvalidRequest(f"unknown field '{field_name}'; accepted parameters are {allowed}",
+                                     param=field_name)
+            changes[param.name] = param.check(value, from_text=from_text, field_name=field_name)
         return GenerationParams(**{**self.__dict__, **changes})
 
 
@@ -310,6 +342,14 @@ class Usage:
     def as_dict(self) -> dict[str, int]:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "total_tokens": self.total_tokens}
+
+
+@dataclass(frozen=True)
+class PromptInfo:
+    """What a stream reports before its first text: the prompt's size and what was left out."""
+
+    prompt_tokens: int
+    truncated_turns: int
 
 
 @dataclass(frozen=True)

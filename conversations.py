@@ -10,7 +10,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from commons import GenerationParams, Message, Reply, Settings
+from commons import GenerationParams, Message, PromptInfo, Reply, Settings
 from errors import InvalidRequest, NotFound
 from inference import GenerationRequest
 
@@ -144,8 +144,8 @@ class Chat:
             return next(item for item in items if isinstance(item, ChatTurn))
 
     def stream(self, conversation: Conversation, chat_input: ChatInput,
-               client_gone: Callable[[], bool] | None = None) -> Iterator[str | ChatTurn]:
-        """Yield the reply's text as it comes, then the finished ChatTurn; remember the turn."""
+               client_gone: Callable[[], bool] | None = None) -> Iterator[PromptInfo | str | ChatTurn]:
+        """Yield the PromptInfo, the reply's text as it comes, then the ChatTurn; remember the turn."""
         preset = self.engine.presets.get(chat_input.preset or conversation.preset)
         with conversation.lock:
             user_turn = Message("user", chat_input.text)
@@ -160,7 +160,8 @@ class Chat:
                             finished = True
                             yield ChatTurn(conversation.id, item)
                             return
-                        shown += item
+                        if isinstance(item, str):
+                            shown += item
                         yield item
             except GeneratorExit:
                 # Stopped by the user: keep what they saw. A failure keeps nothing, so no turn dangles.

@@ -96,10 +96,10 @@ class ModelFamily:
                                 top_k=params.top_k, **options)
 
     def generate(self, prompt: Prompt, params: GenerationParams, cancelled: threading.Event,
-                 on_text: Callable[[str], None] | None = None) -> Reply:
+                 on_text: Callable[[str], None] | None = None, strip_leading: bool = True) -> Reply:
         """Generate one reply to a prompt, handing text to on_text as it is decoded."""
         max_new_tokens = min(params.max_new_tokens, self.reply_limit())
-        stream = ReplyStream(self.tokenizer, self.stop_token_ids, params.stop, on_text)
+        stream = ReplyStream(self.tokenizer, self.stop_token_ids, params.stop, on_text, strip_leading)
         input_ids = torch.tensor([prompt.input_ids])
         if params.seed is not None and not params.greedy:
             torch.manual_seed(params.seed)
@@ -126,7 +126,7 @@ class ModelFamily:
     def describe(self) -> dict:
         """Describe the family and its limits for clients."""
         return {"family": self.name, "context_tokens": self.context_tokens,
-                "max_reply_tokens": self.reply_limit()}
+                "max_input_tokens": self.input_limit(1), "max_reply_tokens": self.reply_limit()}
 
 
 class ChatTemplateFamily(ModelFamily):

@@ -11,7 +11,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from commons import GenerationParams, Message, Reply, Settings
+from commons import GenerationParams, Message, PromptInfo, Reply, Settings
 from errors import ClientDisconnected, GenerationFailed, GenerationTimeout, ModelNotReady, PalaverError
 from presets import Preset, Presets
 
@@ -82,8 +82,8 @@ class Engine:
         self._settled.wait(timeout)
         return self.model is not None
 
-    def stream(self, request: GenerationRequest) -> Iterator[str | Reply]:
-        """Queue a request, then yield its text as it is generated and, last, its Reply."""
+    def stream(self, request: GenerationRequest) -> Iterator[PromptInfo | str | Reply]:
+        """Queue a request; yield its PromptInfo, then its text as it is generated, then its Reply."""
         if not self.wait_ready(self.settings.load_wait):
             raise self._not_ready()
         self._queue.put(request)
@@ -96,7 +96,7 @@ class Engine:
                     self._check_waiting(request, deadline)
                     continue
                 if item is FINISHED:
-                    yield request.result.result()
+                    yield request.result.result()  # raises the request's error, if it failed
                     return
                 yield item
         finally:
@@ -109,7 +109,7 @@ class Engine:
 
     def describe(self) -> dict:
         """Describe the served model and the engine's state."""
-        info = {"state": self.state}
+        info = {"state": self.state, "requests": dict(self.counts)}
         if self.model is not None:
             info.update(name=self.model.name, load_seconds=round(self.model.load_seconds, 2),
                         **self.model.family.describe())
@@ -175,8 +175,10 @@ class Engine:
         family = self.model.family
         preset = request.preset or self.presets.default
         max_new_tokens = request.params.max_new_tokens
-        if request.messages is not None:
+        is_chat = request.messages is not None
+        if is_chat:
             prompt = family.build_prompt(preset.apply(request.messages), max_new_tokens)
         else:
             prompt = family.text_prompt(preset.format(request.prompt), max_new_tokens)
-        return family.generate(prompt, request.params, request.cancelled, request.deltas.put)
+        request.deltas.put(PromptInfo(len(prompt.input_ids), prompt.truncated_turns))
+        return family.generate(prompt, request.params, request.cancelled, request.deltas.put, strip_leading=is_chat)

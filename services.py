@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import hmac
+import json
 import logging
 import os
 import secrets
+import select
+import socket
 from pathlib import Path
+from typing import Any, Callable, Iterable
 
-from flask import Flask, current_app, jsonify
+from flask import Flask, Response, current_app, jsonify, request, stream_with_context
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from commons import Settings
-from errors import PalaverError, PayloadTooLarge
+from errors import InvalidRequest, PalaverError, PayloadTooLarge, Unauthorized
 from conversations import Chat, ConversationStore
 from inference import Engine
 
@@ -83,3 +88,56 @@ def json_error(error: PalaverError):
     if error.retry_after:
         response.headers["Retry-After"] = str(error.retry_after)
     return response
+
+
+def sse_event(payload: Any) -> str:
+    """Frame one Server-Sent Event: a data line of JSON (or a literal string) and a blank line."""
+    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    return f"data: {data}\n\n"
+
+
+def event_stream(events: Iterable[str], headers: dict | None = None) -> Response:
+    """Send framed events as they come; the server sees at once when the client is gone."""
+    return Response(stream_with_context(events), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})})
+
+
+def client_gone_probe() -> Callable[[], bool] | None:
+    """Return a check for whether this request's client has closed its connection."""
+    sock = request.environ.get("gunicorn.socket")
+    if sock is None:
+        return None
+
+    def gone() -> bool:
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            # Readable with nothing to read means the peer closed; pipelined bytes mean it is still there.
+            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    return gone
+
+
+def has_valid_key(candidate: str | None) -> bool:
+    """Tell whether candidate is one of the configured API keys, in constant time."""
+    keys = get_settings().api_key_list
+    return bool(candidate) and any(hmac.compare_digest(candidate.encode(), key.encode()) for key in keys)
+
+
+def require_api_key() -> None:
+    """Refuse the request unless keys are off or it carries a valid bearer key."""
+    if not get_settings().api_key_list:
+        return
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not has_valid_key(token.strip()):
+        raise Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>'",
+                           code="invalid_api_key")
+
+
+def read_json() -> Any:
+    """Parse the request body as JSON whatever its content type, as curl users expect."""
+    try:
+        return json.loads(request.get_data(cache=True))
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("the request body must be valid JSON") from None

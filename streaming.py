@@ -19,7 +19,8 @@ class ReplyStream(BaseStreamer):
     """
 
     def __init__(self, tokenizer, stop_token_ids: Sequence[int], stop_sequences: Sequence[str] = (),
-                 on_text: Callable[[str], None] | None = None):
+                 on_text: Callable[[str], None] | None = None, strip_leading: bool = True):
+        self.strip_leading = strip_leading  # chat replies drop it; raw completions keep " Paris"
         self.tokenizer = tokenizer
         self.stop_token_ids = set(stop_token_ids)
         self.stop_sequences = [s for s in stop_sequences if s]
@@ -71,7 +72,7 @@ class ReplyStream(BaseStreamer):
             self.prefix_offset, self.read_offset = self.read_offset, len(self.tokens)
 
     def _emit(self, final: bool) -> None:
-        reply = self.decoded.lstrip()
+        reply = self.decoded.lstrip() if self.strip_leading else self.decoded
         cut = min((i for i in (reply.find(s) for s in self.stop_sequences) if i >= 0), default=-1)
         if cut >= 0:
             reply, final = reply[:cut], True

@@ -110,6 +110,15 @@ def make_engine(make_settings):
         engine.close()
 
 
+def raising(error: Exception):
+    """Return a stand-in for a model call that fails with error, to force failures."""
+
+    def fail(*args, **kwargs):
+        raise error
+
+    return fail
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

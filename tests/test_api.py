@@ -3,6 +3,8 @@
 import threading
 
 import pytest
+from conftest import raising
+
 
 from commons import GENERATION_PARAMETERS
 from loading import load_model
@@ -121,7 +123,7 @@ def test_a_generation_failure_is_a_500_without_a_stack_trace_and_keeps_history(c
     conversation_id = chat(client, message="hello").get_json()["conversation_id"]
     family = app.extensions["palaver"]["engine"].model.family
     real_generate = family.generate
-    family.generate = lambda *args: (_ for _ in ()).throw(ValueError("tensor shape secret"))
+    family.generate = raising(ValueError("tensor shape secret"))
     try:
         response = chat(client, message="this one fails", conversation_id=conversation_id)
     finally:

@@ -3,6 +3,8 @@
 import threading
 
 import pytest
+from conftest import raising
+
 
 from commons import Settings
 from errors import GenerationFailed, InvalidRequest, NotFound
@@ -72,7 +74,7 @@ def test_unknown_conversation_is_not_found_unless_restarting(chat):
 
 def test_a_failed_generation_leaves_no_dangling_user_turn(chat):
     turn = chat.send(chat_input("hello"))
-    chat.engine.model.family.generate = lambda *args: (_ for _ in ()).throw(RuntimeError("boom"))
+    chat.engine.model.family.generate = raising(RuntimeError("boom"))
     with pytest.raises(GenerationFailed):
         chat.send(chat_input("lost", turn.conversation_id))
     assert contents(chat, turn.conversation_id) == ["hello", turn.reply.text]
@@ -81,6 +83,7 @@ def test_a_failed_generation_leaves_no_dangling_user_turn(chat):
 def test_a_stopped_stream_keeps_what_the_user_saw(chat):
     conversation = chat.open(None)
     items = chat.stream(conversation, chat_input("tell me a story", max_new_tokens=64, stop=[]))
+    assert next(items).truncated_turns == 0  # the PromptInfo comes first
     shown = next(items) + next(items)
     items.close()  # as when the user presses Stop or the browser goes away
     assert contents(chat, conversation.id) == ["tell me a story", shown]

@@ -3,6 +3,8 @@
 import threading
 
 import pytest
+from conftest import raising
+
 
 from commons import Message, Settings
 from errors import GenerationFailed, GenerationTimeout, ModelNotReady
@@ -85,10 +87,10 @@ def test_a_slow_generation_times_out_is_cancelled_and_the_engine_carries_on(make
     real_generate = family.generate
     seen = {}
 
-    def stall_then_generate(prompt, params, cancelled, on_text):
+    def stall_then_generate(prompt, params, cancelled, *args, **kwargs):
         seen["cancelled"] = cancelled
         cancelled.wait(5)  # stands in for a generation that outlives the timeout
-        return real_generate(prompt, params, cancelled, on_text)
+        return real_generate(prompt, params, cancelled, *args, **kwargs)
 
     family.generate = stall_then_generate
     with pytest.raises(GenerationTimeout) as caught:
@@ -104,7 +106,7 @@ def test_a_failing_generation_is_a_generic_error_and_is_logged(make_engine, chat
     assert engine.wait_ready(30)
     family = engine.model.family
     real_generate = family.generate
-    family.generate = lambda *args: (_ for _ in ()).throw(RuntimeError("secret internal detail"))
+    family.generate = raising(RuntimeError("secret internal detail"))
     with pytest.raises(GenerationFailed) as caught:
         ask(engine)
     assert "secret" not in caught.value.message
@@ -115,7 +117,7 @@ def test_a_failing_generation_is_a_generic_error_and_is_logged(make_engine, chat
 
 def test_describe_reports_the_model_and_its_limits(make_engine, chat_model):
     engine = make_engine(chat_model, max_context_tokens=128)
-    assert engine.describe() == {"state": "idle"}
+    assert engine.describe() == {"state": "idle", "requests": {}}
     engine.wait_ready(30)
     description = engine.describe()
     assert description["state"] == "ready" and description["family"] == "chat-template"
