@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 import services
 from api import api, health
 from commons import Settings
+from mlflow_api import mlflow
 from openai_api import v1
 from pages import pages
 
@@ -35,6 +36,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api)
     app.register_blueprint(health)
     app.register_blueprint(v1)
+    app.register_blueprint(mlflow)
     app.register_error_handler(HTTPException, unrouted_error)
     return app
 
