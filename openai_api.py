@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from contextlib import closing
 from typing import Iterator
 
 from flask import Blueprint
 
-from commons import PromptInfo, Reply, Usage
-from errors import GenerationFailed, ModelNotReady, PalaverError
+from commons import Reply, Usage
+from errors import ModelNotReady, PalaverError
 from inference import Engine, GenerationRequest
 from openai_protocol import (
     CompletionRequest, chat_chunk, chat_completion, finish_reason, new_id, text_choice, text_completion, usage_info,
 )
 from services import (
-    client_gone_probe, event_stream, get_engine, get_settings, json_error, read_json, require_api_key, sse_event,
-    to_palaver_error,
+    client_gone_probe, event_stream, get_engine, get_settings, guarded, json_error, read_json, require_api_key,
+    sse_event, to_palaver_error,
 )
-
-log = logging.getLogger("palaver.openai")
 
 v1 = Blueprint("v1", __name__, url_prefix="/v1")
 v1.before_request(require_api_key)
@@ -134,16 +131,3 @@ def text_events(streams: list[Iterator], completion: CompletionRequest) -> Itera
     if completion.include_usage:
         yield sse_event({**text_completion(completion_id, completion.model, [], usage, created)})
     yield sse_event("[DONE]")
-
-
-def guarded(items: Iterator) -> Iterator:
-    """Pass items through, turning a failure into a final error item instead of a broken stream."""
-    try:
-        for item in items:
-            if not isinstance(item, PromptInfo):
-                yield item
-    except PalaverError as exc:
-        yield exc
-    except Exception:
-        log.exception("streaming failed")
-        yield GenerationFailed("generation failed; the error has been logged")

@@ -2,25 +2,50 @@
 
 from __future__ import annotations
 
+import hashlib
+from contextlib import closing
+from typing import Iterator
+
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
-from errors import PalaverError, PayloadTooLarge
-from conversations import ChatInput
-from services import get_chat, get_engine, get_settings, json_error, to_palaver_error
+from conversations import ChatInput, ChatTurn
+from errors import PalaverError, PayloadTooLarge, Unauthorized
+from services import (
+    client_gone_probe, event_stream, get_chat, get_engine, get_settings, guarded, has_valid_key, json_error, sse_event, to_palaver_error,
+)
 
 pages = Blueprint("pages", __name__)
 
 
-def wants_json() -> bool:
-    """Tell whether the page's script, rather than a browser form or curl, sent this request."""
-    return request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
+def wants(mimetype: str) -> bool:
+    """Tell whether the page's script asked for mimetype rather than the HTML page."""
+    return request.accept_mimetypes.best_match(["text/html", mimetype]) == mimetype
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@pages.before_request
+def require_page_key():
+    settings = get_settings()
+    if not settings.page_requires_key or request.endpoint == "pages.enter_key":
+        return None
+    if session.get("key_digest") in {key_digest(key) for key in settings.api_key_list}:
+        return None
+    raise Unauthorized("enter an access key to use this chat", code="invalid_api_key")
 
 
 def render_chat(error: PalaverError | None = None, draft: str = ""):
     """Render the chat page with this session's conversation."""
+    engine = get_engine()
+    conversation = get_chat().store.get(session["conversation_id"]) if session.get("conversation_id") else None
+    preset = engine.presets.get(conversation.preset if conversation and conversation.preset else
+                                session.get("preset"))
     return render_template(
-        "chat.html", messages=get_chat().history(session.get("conversation_id")), error=error, draft=draft,
-        max_chars=get_settings().max_message_chars, model=get_engine().describe())
+        "chat.html", messages=list(conversation.messages) if conversation else [], error=error, draft=draft,
+        max_chars=get_settings().max_message_chars, model=engine.describe(), presets=list(engine.presets),
+        preset=preset)
 
 
 @pages.get("/")
@@ -30,29 +55,63 @@ def index():
 
 @pages.post("/")
 def send():
-    fields = {**request.form.to_dict(), "conversation_id": session.get("conversation_id")}
+    fields = {"preset": session.get("preset"), **request.form.to_dict(),
+              "conversation_id": session.get("conversation_id")}
     chat_input = ChatInput.parse(fields, get_settings(), message_field="textbox", from_text=True)
-    turn = get_chat().send(chat_input, restart_unknown=True)
-    session["conversation_id"] = turn.conversation_id
+    chat = get_chat()
+    conversation = chat.open(chat_input.conversation_id, restart_unknown=True)
+    session["conversation_id"] = conversation.id
     session.permanent = True
-    return turn.as_dict() if wants_json() else render_chat()
+    items = chat.stream(conversation, chat_input, client_gone_probe())
+    next(items)  # errors found before any text keep their status
+    if wants("text/event-stream"):
+        return event_stream(page_events(items))
+    with closing(items):
+        turn = next(item for item in items if isinstance(item, ChatTurn))
+    return turn.as_dict() if wants("application/json") else render_chat()
+
+
+def page_events(items: Iterator) -> Iterator[str]:
+    """Frame a reply for the page's script: text deltas, then the finished turn or an error."""
+    with closing(items):  # the browser's Stop closes the connection, which cancels the generation
+        for item in guarded(items):
+            if isinstance(item, str):
+                yield sse_event({"delta": item})
+            elif isinstance(item, ChatTurn):
+                yield sse_event({"done": True, **item.as_dict()})
+            else:
+                yield sse_event(item.as_dict())
 
 
 @pages.post("/new")
 def new_conversation():
+    preset = request.form.get("preset") or None
+    get_engine().presets.get(preset, param="preset")  # refuse an unknown preset before forgetting anything
     conversation_id = session.pop("conversation_id", None)
     if conversation_id:
         get_chat().store.delete(conversation_id)
+    session["preset"] = preset
+    return redirect(url_for("pages.index"), code=303)
+
+
+@pages.post("/key")
+def enter_key():
+    key = request.form.get("key", "")
+    if not has_valid_key(key):
+        raise Unauthorized("that key is not valid", param="key", code="invalid_api_key")
+    session["key_digest"] = key_digest(key)
+    session.permanent = True
     return redirect(url_for("pages.index"), code=303)
 
 
 @pages.errorhandler(Exception)
 def page_error(exc: Exception):
     error = to_palaver_error(exc)
-    if wants_json():
+    if wants("application/json") or wants("text/event-stream"):
         return json_error(error)
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
+    if isinstance(error, Unauthorized):
+        return render_template("key.html", error=error if request.method == "POST" else None), 401, headers
     # Give the user back what they typed, unless the body was too large to read.
     draft = "" if isinstance(error, PayloadTooLarge) else request.form.get("textbox", "")
-    response = render_chat(error, draft)
-    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
-    return response, error.status, headers
+    return render_chat(error, draft), error.status, headers

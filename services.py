@@ -10,13 +10,13 @@ import secrets
 import select
 import socket
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from flask import Flask, Response, current_app, jsonify, request, stream_with_context
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from commons import Settings
-from errors import InvalidRequest, PalaverError, PayloadTooLarge, Unauthorized
+from commons import PromptInfo, Settings
+from errors import GenerationFailed, InvalidRequest, PalaverError, PayloadTooLarge, Unauthorized
 from conversations import Chat, ConversationStore
 from inference import Engine
 
@@ -141,3 +141,16 @@ def read_json() -> Any:
         return json.loads(request.get_data(cache=True))
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("the request body must be valid JSON") from None
+
+
+def guarded(items: Iterator) -> Iterator:
+    """Pass a stream's items on, turning a failure into a last error item instead of a broken stream."""
+    try:
+        for item in items:
+            if not isinstance(item, PromptInfo):
+                yield item
+    except PalaverError as exc:
+        yield exc
+    except Exception:
+        log.exception("streaming failed")
+        yield GenerationFailed("generation failed; the error has been logged")

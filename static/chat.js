@@ -1,12 +1,14 @@
-// Send messages without reloading the page; without JavaScript the form posts as usual.
+// Stream replies into the page without reloading; without JavaScript the form posts as usual.
 (function () {
   "use strict";
   const form = document.getElementById("chat-form");
-  if (!form || !window.fetch) return;
+  if (!form || !window.fetch || !window.ReadableStream) return;
   const textbox = document.getElementById("textbox");
   const sendButton = document.getElementById("send");
+  const stopButton = document.getElementById("stop");
   const conversation = document.getElementById("conversation");
   const errorBox = document.getElementById("error");
+  let controller = null;
 
   function addMessage(role, text) {
     const empty = document.getElementById("empty");
@@ -30,19 +32,63 @@
     errorBox.hidden = !message;
   }
 
-  async function send(text) {
+  function setBusy(busy) {
+    sendButton.hidden = busy;
+    stopButton.hidden = !busy;
+  }
+
+  // Read Server-Sent Events from a fetch response, calling onEvent with each parsed data payload.
+  async function readEvents(response, onEvent) {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const data = buffer.slice(0, end).split("\n")
+          .filter((line) => line.startsWith("data: ")).map((line) => line.slice(6)).join("\n");
+        buffer = buffer.slice(end + 2);
+        if (data) onEvent(JSON.parse(data));
+      }
+    }
+  }
+
+  async function send(text, reply) {
+    const body = reply.querySelector(".text");
+    let received = 0;
     const response = await fetch(form.action, {
       method: "POST",
       body: new URLSearchParams({ textbox: text }),
-      headers: { Accept: "application/json" },
+      headers: { Accept: "text/event-stream" },
       credentials: "same-origin",
+      signal: controller.signal,
     });
-    const data = await response.json().catch(() => null);
     if (!response.ok) {
-      const message = data && data.error ? data.error.message : "The server answered " + response.status + ".";
-      throw new Error(message);
+      const data = await response.json().catch(() => null);
+      throw new Error(data && data.error ? data.error.message : "The server answered " + response.status + ".");
     }
-    return data;
+    await readEvents(response, (event) => {
+      if (event.error) throw new Error(event.error.message);
+      if (event.delta !== undefined) {
+        if (received === 0) {
+          reply.classList.remove("thinking");
+          body.textContent = "";
+        }
+        received += 1;
+        reply.dataset.deltas = String(received);
+        body.textContent += event.delta;
+        reply.scrollIntoView({ block: "end" });
+      }
+      if (event.done) {
+        reply.classList.remove("thinking");
+        body.textContent = event.reply;
+        reply.removeAttribute("aria-busy");
+      }
+    });
+    return received;
   }
 
   form.addEventListener("submit", async (event) => {
@@ -54,32 +100,42 @@
     }
     showError("");
     const question = addMessage("user", text.trim());
-    const pending = addMessage("assistant", "Thinking");
-    pending.classList.add("thinking");
-    pending.setAttribute("aria-busy", "true");
+    const reply = addMessage("assistant", "Thinking");
+    reply.classList.add("thinking");
+    reply.setAttribute("aria-busy", "true");
     textbox.value = "";
-    sendButton.disabled = true;
+    controller = new AbortController();
+    setBusy(true);
     try {
-      const data = await send(text);
-      pending.querySelector(".text").textContent = data.reply;
-      pending.classList.remove("thinking");
-      pending.removeAttribute("aria-busy");
+      await send(text, reply);
     } catch (error) {
-      // The server keeps no half turn, so neither does the page; the text goes back in the box.
-      pending.remove();
-      question.remove();
-      textbox.value = text;
-      showError(error.message || "Could not reach the server.");
+      const shown = !reply.classList.contains("thinking");
+      if (error.name === "AbortError" && shown) {
+        // Stopped: the server keeps the part already shown, and so does the page.
+        reply.classList.add("stopped");
+        reply.removeAttribute("aria-busy");
+      } else {
+        // Nothing was kept on the server, so nothing stays here; the text goes back in the box.
+        reply.remove();
+        question.remove();
+        textbox.value = text;
+        if (error.name !== "AbortError") showError(error.message || "Could not reach the server.");
+      }
     } finally {
-      sendButton.disabled = false;
+      controller = null;
+      setBusy(false);
       textbox.focus();
     }
+  });
+
+  stopButton.addEventListener("click", () => {
+    if (controller) controller.abort();
   });
 
   textbox.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
-      form.requestSubmit();
+      if (!controller) form.requestSubmit();
     }
   });
 })();

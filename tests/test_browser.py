@@ -44,10 +44,12 @@ def test_a_message_is_sent_without_reloading_and_the_reply_appears(chromium, ser
     page.fill("#textbox", "Hello from the browser")
     page.click("#send")
     sync_api.expect(page.locator(".message.assistant.thinking")).to_have_count(1)
-    sync_api.expect(page.locator("#send")).to_be_disabled()
+    sync_api.expect(page.locator("#stop")).to_be_visible()
+    sync_api.expect(page.locator("#send")).to_be_hidden()
     sync_api.expect(page.locator(".message.assistant:not(.thinking)")).to_have_count(1, timeout=30000)
     assert page.locator(".message.user .text").inner_text() == "Hello from the browser"
     assert page.evaluate("window.notReloaded") is True
+    sync_api.expect(page.locator("#send")).to_be_visible()
     assert page.input_value("#textbox") == ""
     page.keyboard.press("Enter")  # an empty box is refused in the page, with a message
     sync_api.expect(page.locator("#error")).to_have_text("Type a message first.")
