@@ -9,10 +9,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import sync_playwright  # noqa: E402
 
 from conftest import gunicorn_server  # noqa: E402
-from test_browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from test_browser import CHROMIUM, CHROMIUM_ARGS, expect_replies  # noqa: E402
 
 MESSAGES = ["Hi there! What can you help me with?", "Give me one tip for writing clear emails."]
 
@@ -26,7 +26,7 @@ def main() -> None:
         for count, message in enumerate(MESSAGES, start=1):
             page.fill("#textbox", message)
             page.click("#send")
-            expect(page.locator(".message.assistant:not(.thinking)")).to_have_count(count, timeout=120000)
+            expect_replies(page, count, timeout=120000)
         page.screenshot(path=str(ROOT / "docs" / "screenshot.png"))
         browser.close()
 

@@ -26,6 +26,12 @@ def open_page(chromium, server, **context_options):
     return page
 
 
+def expect_replies(page, count: int, timeout: float = 30000):
+    """Wait until count replies have finished streaming (the Send button is back)."""
+    sync_api.expect(page.locator(".message.assistant:not(.thinking)")).to_have_count(count, timeout=timeout)
+    sync_api.expect(page.locator("#send")).to_be_visible(timeout=timeout)
+
+
 def delay_posts(page, seconds: float):
     """Hold the page's POSTs briefly, so the waiting state can be seen."""
 
@@ -46,7 +52,7 @@ def test_a_message_is_sent_without_reloading_and_the_reply_appears(chromium, ser
     sync_api.expect(page.locator(".message.assistant.thinking")).to_have_count(1)
     sync_api.expect(page.locator("#stop")).to_be_visible()
     sync_api.expect(page.locator("#send")).to_be_hidden()
-    sync_api.expect(page.locator(".message.assistant:not(.thinking)")).to_have_count(1, timeout=30000)
+    expect_replies(page, 1)
     assert page.locator(".message.user .text").inner_text() == "Hello from the browser"
     assert page.evaluate("window.notReloaded") is True
     sync_api.expect(page.locator("#send")).to_be_visible()
@@ -55,7 +61,7 @@ def test_a_message_is_sent_without_reloading_and_the_reply_appears(chromium, ser
     sync_api.expect(page.locator("#error")).to_have_text("Type a message first.")
     page.fill("#textbox", "Second message")
     page.press("#textbox", "Enter")
-    sync_api.expect(page.locator(".message.assistant:not(.thinking)")).to_have_count(2, timeout=30000)
+    expect_replies(page, 2)
     page.reload()
     sync_api.expect(page.locator(".message")).to_have_count(4)
     page.context.close()
@@ -65,14 +71,14 @@ def test_new_conversation_starts_over_and_the_page_still_works(chromium, server)
     page = open_page(chromium, server)
     page.fill("#textbox", "Remember this")
     page.click("#send")
-    sync_api.expect(page.locator(".message.assistant:not(.thinking)")).to_have_count(1, timeout=30000)
+    expect_replies(page, 1)
     page.click("#new-conversation")
     page.wait_for_load_state()
     sync_api.expect(page.locator(".message")).to_have_count(0)
     sync_api.expect(page.locator("#empty")).to_be_visible()
     page.fill("#textbox", "A fresh start")
     page.click("#send")
-    sync_api.expect(page.locator(".message.assistant:not(.thinking)")).to_have_count(1, timeout=30000)
+    expect_replies(page, 1)
     assert page.locator(".message.user .text").all_inner_texts() == ["A fresh start"]
     page.context.close()
 
@@ -103,7 +109,7 @@ def test_the_layout_fits_a_phone_screen(chromium, server, tmp_path):
     page = open_page(chromium, server, viewport={"width": 375, "height": 700})
     page.fill("#textbox", "A message on a small screen")
     page.click("#send")
-    sync_api.expect(page.locator(".message.assistant:not(.thinking)")).to_have_count(1, timeout=30000)
+    expect_replies(page, 1)
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     assert page.locator("#send").bounding_box()["width"] > 0
     page.screenshot(path=str(tmp_path / "mobile.png"))
