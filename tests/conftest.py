@@ -171,3 +171,43 @@ def server(chat_model, tmp_path_factory):
            "PALAVER_TEMPERATURE": "0", "PALAVER_MAX_NEW_TOKENS": "8", "PALAVER_PRELOAD": "1"}
     with gunicorn_server(env, wait_for="/readyz") as base_url:
         yield base_url
+
+
+def start_server(model: Path | str, cache_dir: Path, **settings: str):
+    """Start a Procfile server on a model with PALAVER_* settings given as keyword arguments."""
+    env = {"PALAVER_MODEL": str(model), "PALAVER_CACHE_DIR": str(cache_dir), "PALAVER_TEMPERATURE": "0",
+           "PALAVER_PRELOAD": "1", **{f"PALAVER_{name.upper()}": value for name, value in settings.items()}}
+    return gunicorn_server(env, wait_for="/readyz", timeout=120)
+
+
+@pytest.fixture(scope="session")
+def keyed_server(chat_model, tmp_path_factory):
+    """A server that requires API keys, on the tiny chat model."""
+    with start_server(chat_model, tmp_path_factory.mktemp("keyed"), api_keys="key-one, key-two",
+                      max_new_tokens="4") as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="session")
+def html_server(html_model, tmp_path_factory):
+    """A server whose model always answers '<script>alert(1)</script>'."""
+    with start_server(html_model, tmp_path_factory.mktemp("html")) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="session")
+def embedded_cache(tmp_path_factory):
+    """Convert the embedded GGUF once into a fresh cache, timing it."""
+    from loading import converted_gguf_dir, embedded_gguf_path
+
+    cache = tmp_path_factory.mktemp("embedded-cache")
+    started = time.perf_counter()
+    converted = converted_gguf_dir(embedded_gguf_path(), str(cache))
+    return cache, converted, time.perf_counter() - started
+
+
+@pytest.fixture(scope="session")
+def embedded_server(embedded_cache):
+    """A server on the real embedded model, slow enough to watch streaming and stopping."""
+    with start_server("", embedded_cache[0], max_new_tokens="300") as base_url:
+        yield base_url

@@ -116,18 +116,14 @@ def test_the_layout_fits_a_phone_screen(chromium, server, tmp_path):
     page.context.close()
 
 
-def test_html_in_a_reply_is_shown_as_text(chromium, html_model, tmp_path):
-    from conftest import gunicorn_server
-
-    env = {"PALAVER_MODEL": str(html_model), "PALAVER_CACHE_DIR": str(tmp_path), "PALAVER_TEMPERATURE": "0"}
-    with gunicorn_server(env) as base_url:
-        page = open_page(chromium, base_url)
-        # A function, so that Playwright runs it rather than calling the stub it would return.
-        page.evaluate("() => { window.alerted = false; window.alert = () => { window.alerted = true; }; }")
-        page.fill("#textbox", "say something")
-        page.click("#send")
-        reply = page.locator(".message.assistant:not(.thinking) .text")
-        sync_api.expect(reply).to_contain_text("<script>", timeout=30000)
-        assert page.locator("#conversation script").count() == 0
-        assert page.evaluate("window.alerted") is False
-        page.context.close()
+def test_html_in_a_reply_is_shown_as_text(chromium, html_server):
+    page = open_page(chromium, html_server)
+    # A function, so that Playwright runs it rather than calling the stub it would return.
+    page.evaluate("() => { window.alerted = false; window.alert = () => { window.alerted = true; }; }")
+    page.fill("#textbox", "say something")
+    page.click("#send")
+    reply = page.locator(".message.assistant:not(.thinking) .text")
+    sync_api.expect(reply).to_contain_text("<script>", timeout=30000)
+    assert page.locator("#conversation script").count() == 0
+    assert page.evaluate("window.alerted") is False
+    page.context.close()

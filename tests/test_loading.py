@@ -32,15 +32,6 @@ def test_local_directories_and_hub_ids_are_passed_through(chat_model, tmp_path):
         "microsoft/DialoGPT-medium", "microsoft/DialoGPT-medium")
 
 
-@pytest.fixture(scope="session")
-def embedded_cache(tmp_path_factory):
-    """Convert the embedded GGUF once into a fresh cache, timing it."""
-    cache = tmp_path_factory.mktemp("embedded-cache")
-    started = time.perf_counter()
-    converted = converted_gguf_dir(embedded_gguf_path(), str(cache))
-    return cache, converted, time.perf_counter() - started
-
-
 def test_embedded_model_is_converted_once_to_safetensors(embedded_cache):
     cache, converted, _ = embedded_cache
     assert (converted / "model.safetensors").is_file() and (converted / "tokenizer.json").is_file()
