@@ -37,6 +37,13 @@ def forget_conversation(conversation_id: str):
     return {"conversation_id": conversation_id, "deleted": True}
 
 
+@api.post("/conversations/<conversation_id>/cancel")
+def cancel_generation(conversation_id: str):
+    if get_chat().store.get(conversation_id) is None:
+        raise NotFound(f"conversation '{conversation_id}' does not exist or has expired", param="conversation_id")
+    return {"conversation_id": conversation_id, "stopped": get_chat().cancel(conversation_id)}
+
+
 @api.get("/schema")
 def schema():
     settings = get_settings()

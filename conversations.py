@@ -24,6 +24,7 @@ class Conversation:
     messages: deque
     last_used: float
     preset: str | None = None
+    active: GenerationRequest | None = None  # the generation running for this conversation, if any
     # Held for a whole turn, so one user's concurrent messages each see the previous reply.
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -152,11 +153,13 @@ class Chat:
             request = GenerationRequest(chat_input.params, messages=[*conversation.messages, user_turn],
                                         preset=preset, client_gone=client_gone)
             shown, finished = "", False
+            conversation.active = request
             try:
                 with closing(self.engine.stream(request)) as items:
                     for item in items:
                         if isinstance(item, Reply):
-                            self._remember(conversation, user_turn, item.text, preset)
+                            if item.text or item.finish_reason != "cancelled":  # stopped before any text: no turn
+                                self._remember(conversation, user_turn, item.text, preset)
                             finished = True
                             yield ChatTurn(conversation.id, item)
                             return
@@ -164,10 +167,20 @@ class Chat:
                             shown += item
                         yield item
             except GeneratorExit:
-                # Stopped by the user: keep what they saw. A failure keeps nothing, so no turn dangles.
+                # The client went away mid-reply: keep what was sent. A failure keeps nothing, so no turn dangles.
                 if shown and not finished:
                     self._remember(conversation, user_turn, shown, preset)
                 raise
+            finally:
+                conversation.active = None
+
+    def cancel(self, conversation_id: str | None) -> bool:
+        """Stop the generation running in a conversation; its stream ends with what was kept."""
+        conversation = self.store.get(conversation_id) if conversation_id else None
+        request = conversation.active if conversation else None
+        if request is not None:
+            request.cancel()
+        return request is not None
 
     def _remember(self, conversation: Conversation, user_turn: Message, reply: str, preset) -> None:
         conversation.messages.extend([user_turn, Message("assistant", reply)])

@@ -11,7 +11,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from commons import GenerationParams, Message, PromptInfo, Reply, Settings
+from commons import GenerationParams, Message, PromptInfo, Reply, Settings, Usage
 from errors import ClientDisconnected, GenerationFailed, GenerationTimeout, ModelNotReady, PalaverError
 from presets import Preset, Presets
 
@@ -88,15 +88,23 @@ class Engine:
             raise self._not_ready()
         self._queue.put(request)
         deadline = time.monotonic() + self.settings.request_timeout
+        next_check = time.monotonic() + POLL_SECONDS
         try:
             while True:
                 try:
                     item = request.deltas.get(timeout=POLL_SECONDS)
                 except queue.Empty:
+                    item = None
+                if time.monotonic() >= next_check:  # on a clock: deltas may arrive faster than the poll
                     self._check_waiting(request, deadline)
+                    next_check = time.monotonic() + POLL_SECONDS
+                if item is None:
                     continue
                 if item is FINISHED:
-                    yield request.result.result()  # raises the request's error, if it failed
+                    if request.result.cancelled():  # stopped while still queued
+                        yield Reply("", Usage(0, 0), 0, "cancelled")
+                    else:
+                        yield request.result.result()  # raises the request's error, if it failed
                     return
                 yield item
         finally:
@@ -156,7 +164,8 @@ class Engine:
             if request is None:
                 return
             if request.cancelled.is_set() or not request.result.set_running_or_notify_cancel():
-                self.counts["skipped"] += 1
+                self.counts["cancelled_before_start"] += 1
+                request.deltas.put(FINISHED)  # a waiter, if any, learns at once
                 continue
             try:
                 reply = self._generate(request)

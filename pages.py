@@ -83,6 +83,11 @@ def page_events(items: Iterator) -> Iterator[str]:
                 yield sse_event(item.as_dict())
 
 
+@pages.post("/stop")
+def stop():
+    return {"stopped": get_chat().cancel(session.get("conversation_id"))}
+
+
 @pages.post("/new")
 def new_conversation():
     preset = request.form.get("preset") or None

@@ -8,6 +8,7 @@
   const stopButton = document.getElementById("stop");
   const conversation = document.getElementById("conversation");
   const errorBox = document.getElementById("error");
+  const stopUrl = form.dataset.stopUrl;
   let controller = null;
 
   function addMessage(role, text) {
@@ -30,6 +31,10 @@
   function showError(message) {
     errorBox.textContent = message;
     errorBox.hidden = !message;
+  }
+
+  function body(message) {
+    return message.querySelector(".text");
   }
 
   function setBusy(busy) {
@@ -83,9 +88,14 @@
         reply.scrollIntoView({ block: "end" });
       }
       if (event.done) {
+        // The server's final text is what it kept, so the page and the history always agree.
         reply.classList.remove("thinking");
         body.textContent = event.reply;
         reply.removeAttribute("aria-busy");
+        if (event.finish_reason === "cancelled") {
+          if (!event.reply) throw new DOMException("Stopped before any text", "AbortError");
+          reply.classList.add("stopped");
+        }
       }
     });
     return received;
@@ -109,7 +119,7 @@
     try {
       await send(text, reply);
     } catch (error) {
-      const shown = !reply.classList.contains("thinking");
+      const shown = body(reply).textContent !== "" && !reply.classList.contains("thinking");
       if (error.name === "AbortError" && shown) {
         // Stopped: the server keeps the part already shown, and so does the page.
         reply.classList.add("stopped");
@@ -123,13 +133,25 @@
       }
     } finally {
       controller = null;
+      stopButton.disabled = false;
       setBusy(false);
       textbox.focus();
     }
   });
 
-  stopButton.addEventListener("click", () => {
-    if (controller) controller.abort();
+  // Stop asks the server to end the generation; the stream then finishes with what was kept.
+  // If the server cannot be told, hanging up stops it too.
+  stopButton.addEventListener("click", async () => {
+    const running = controller;
+    if (!running) return;
+    stopButton.disabled = true;
+    try {
+      const response = await fetch(stopUrl, { method: "POST", credentials: "same-origin" });
+      if (!response.ok) running.abort();
+    } catch (error) {
+      running.abort();
+    }
+    setTimeout(() => { if (controller === running) running.abort(); }, 5000);
   });
 
   textbox.addEventListener("keydown", (event) => {

@@ -211,3 +211,19 @@ def embedded_server(embedded_cache):
     """A server on the real embedded model, slow enough to watch streaming and stopping."""
     with start_server("", embedded_cache[0], max_new_tokens="300") as base_url:
         yield base_url
+
+
+def engine_counts(base_url: str) -> dict:
+    """Read the engine's request and token counters from /readyz."""
+    return requests.get(base_url + "/readyz", timeout=10).json()["requests"]
+
+
+def wait_for_cancelled(base_url: str, before: dict, timeout: float = 15) -> dict:
+    """Wait until the engine has finished one more cancelled request; return the new counters."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        counts = engine_counts(base_url)
+        if counts.get("cancelled", 0) > before.get("cancelled", 0):
+            return counts
+        time.sleep(0.05)
+    raise AssertionError(f"no request was cancelled within {timeout}s: {engine_counts(base_url)}")

@@ -127,3 +127,26 @@ def test_html_in_a_reply_is_shown_as_text(chromium, html_server):
     assert page.locator("#conversation script").count() == 0
     assert page.evaluate("window.alerted") is False
     page.context.close()
+
+
+def test_replies_stream_in_and_stop_ends_generation_on_the_server(chromium, embedded_server):
+    from conftest import engine_counts, wait_for_cancelled
+
+    before = engine_counts(embedded_server)
+    page = open_page(chromium, embedded_server)
+    page.fill("#textbox", "Write a very long story about a dragon who learns to bake bread.")
+    page.click("#send")
+    page.wait_for_function(
+        "() => Number(document.querySelector('.message.assistant')?.dataset.deltas || 0) >= 3", timeout=60000)
+    page.click("#stop")
+    sync_api.expect(page.locator(".message.assistant.stopped")).to_have_count(1)
+    sync_api.expect(page.locator("#send")).to_be_visible()
+    after = wait_for_cancelled(embedded_server, before)
+    assert after["generated_tokens"] - before.get("generated_tokens", 0) < 40, "stopped long before 300 tokens"
+    shown = page.locator(".message.assistant .text").inner_text()
+    page.wait_for_timeout(500)
+    assert page.locator(".message.assistant .text").inner_text() == shown and shown
+    page.reload()
+    sync_api.expect(page.locator(".message")).to_have_count(2)
+    assert page.locator(".message.assistant .text").inner_text() == shown, "the server kept what was shown"
+    page.context.close()

@@ -122,3 +122,32 @@ def test_describe_reports_the_model_and_its_limits(make_engine, chat_model):
     description = engine.describe()
     assert description["state"] == "ready" and description["family"] == "chat-template"
     assert description["context_tokens"] == 128 and description["name"] == "chat-llama"
+
+
+def test_a_request_cancelled_while_queued_finishes_at_once(make_engine, chat_model):
+    engine = make_engine(chat_model)
+    assert engine.wait_ready(30)
+    family = engine.model.family
+    real_generate = family.generate
+    busy, release = threading.Event(), threading.Event()
+
+    def hold_the_worker(*args, **kwargs):
+        busy.set()
+        release.wait(10)
+        return real_generate(*args, **kwargs)
+
+    family.generate = hold_the_worker
+    params = engine.settings.generation_defaults()
+    first = threading.Thread(target=engine.generate, args=(GenerationRequest(params, messages=HELLO),))
+    first.start()
+    assert busy.wait(10)
+    family.generate = real_generate
+    queued = GenerationRequest(params, messages=HELLO)
+    replies = []
+    waiter = threading.Thread(target=lambda: replies.append(engine.generate(queued)))
+    waiter.start()
+    queued.cancel()
+    release.set()
+    waiter.join(5)
+    first.join(5)
+    assert not waiter.is_alive() and replies[0].finish_reason == "cancelled" and replies[0].text == ""

@@ -1,5 +1,6 @@
 """The chat page and its form endpoint, as browsers without JavaScript and curl use them."""
 
+import json
 import re
 
 import pytest
@@ -102,3 +103,38 @@ def test_the_page_is_usable_at_mobile_width(client):
 def test_unknown_pages_get_a_friendly_404(client):
     response = client.get("/nowhere")
     assert response.status_code == 404 and "Back to the chat" in response.get_data(as_text=True)
+
+
+def test_the_page_script_streams_deltas_then_the_finished_turn(client):
+    response = client.post("/", data={"textbox": "hello"}, headers={"Accept": "text/event-stream"})
+    assert response.status_code == 200 and response.mimetype == "text/event-stream"
+    events = [json.loads(line[len("data: "):]) for line in response.get_data(as_text=True).split("\n\n") if line]
+    done = events[-1]
+    assert done["done"] is True and "".join(e["delta"] for e in events[:-1]) == done["reply"]
+    assert len(messages_on(client.get("/").get_data(as_text=True))) == 2
+
+
+def test_a_streamed_bad_message_gets_a_json_error_status(client):
+    response = client.post("/", data={"textbox": " "}, headers={"Accept": "text/event-stream"})
+    assert response.status_code == 400 and response.get_json()["error"]["param"] == "textbox"
+
+
+def test_a_preset_is_chosen_for_a_new_conversation(client, app):
+    assert "Text message check" in client.get("/").get_data(as_text=True)
+    assert client.post("/new", data={"preset": "text-message-check"}).status_code == 303
+    page = client.post("/", data={"textbox": "see you at 8"}).get_data(as_text=True)
+    assert 'id="preset-note"' in page and '<option value="text-message-check" selected>' in page
+    conversation_id = next(iter(app.extensions["palaver"]["chat"].store._conversations))
+    assert app.extensions["palaver"]["chat"].store.get(conversation_id).preset == "text-message-check"
+    assert client.post("/new", data={"preset": "nope"}).status_code == 400
+
+
+def test_the_page_can_require_a_key(make_app, chat_model):
+    client = make_app(chat_model, api_keys="sesame", page_requires_key=True).test_client()
+    locked = client.get("/")
+    assert locked.status_code == 401 and 'name="key"' in locked.get_data(as_text=True)
+    assert client.post("/", data={"textbox": "hi"}).status_code == 401
+    wrong = client.post("/key", data={"key": "nope"})
+    assert wrong.status_code == 401 and "not valid" in wrong.get_data(as_text=True)
+    assert client.post("/key", data={"key": "sesame"}).status_code == 303
+    assert client.post("/", data={"textbox": "hi"}).status_code == 200

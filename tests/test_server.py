@@ -1,12 +1,18 @@
 """A real gunicorn server, started from the Procfile, under concurrent users on both surfaces."""
 
+import json
 import re
+import socket
 import subprocess
 import threading
+import time
+from urllib.parse import urlparse
 
 import requests
 
-from conftest import gunicorn_server
+from conftest import engine_counts, gunicorn_server, wait_for_cancelled
+
+STORY = "Write a very long story about a dragon who learns to bake bread."
 
 
 def user_texts(page: str) -> list[str]:
@@ -83,3 +89,62 @@ def test_curl_with_a_cookie_jar_continues_the_conversation(server, tmp_path):
 
     assert user_texts(curl("Hi there")) == ["Hi there"]
     assert user_texts(curl("Second line")) == ["Hi there", "Second line"]
+
+
+def raw_post(base_url: str, path: str, body: dict) -> socket.socket:
+    """Send a POST by hand, so the test can hang up whenever it likes."""
+    url = urlparse(base_url)
+    sock = socket.create_connection((url.hostname, url.port), timeout=60)
+    data = json.dumps(body).encode()
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    return sock
+
+
+def test_hanging_up_on_a_stream_stops_generation_within_a_few_tokens(embedded_server):
+    before = engine_counts(embedded_server)
+    sock = raw_post(embedded_server, "/v1/chat/completions", {
+        "model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": STORY}], "max_tokens": 300,
+        "stream": True})
+    received = b""
+    while received.count(b'"content": "') + received.count(b'"content":"') < 4:  # role chunk plus 3 deltas
+        received += sock.recv(4096)
+    sock.close()
+    after = wait_for_cancelled(embedded_server, before)
+    generated = after["generated_tokens"] - before.get("generated_tokens", 0)
+    print(f"tokens generated for a stream closed after 3 deltas: {generated} of 300")
+    assert generated <= 12
+
+
+def test_hanging_up_on_a_plain_request_stops_generation(embedded_server):
+    before = engine_counts(embedded_server)
+    sock = raw_post(embedded_server, "/api/chat", {"message": STORY, "max_new_tokens": 300})
+    time.sleep(1.0)
+    sock.close()
+    after = wait_for_cancelled(embedded_server, before)
+    generated = after["generated_tokens"] - before.get("generated_tokens", 0)
+    print(f"tokens generated for a request dropped after 1 s: {generated} of 300")
+    assert generated < 80
+    reply = requests.post(embedded_server + "/api/chat", json={"message": "Hi", "max_new_tokens": 4}, timeout=30)
+    assert reply.status_code == 200, "the engine is free again"
+
+
+def test_the_api_can_stop_a_conversations_generation(embedded_server):
+    conversation_id = requests.post(embedded_server + "/api/chat", json={"message": "Hi", "max_new_tokens": 2},
+                                    timeout=30).json()["conversation_id"]
+    result = {}
+    asking = threading.Thread(target=lambda: result.update(requests.post(
+        embedded_server + "/api/chat", json={"message": STORY, "conversation_id": conversation_id}, timeout=60
+    ).json()))
+    asking.start()
+    cancel_url = f"{embedded_server}/api/conversations/{conversation_id}/cancel"
+    deadline = time.monotonic() + 30
+    while not requests.post(cancel_url, timeout=10).json()["stopped"]:
+        assert time.monotonic() < deadline, "the generation never started"
+        time.sleep(0.05)
+    asking.join()
+    assert result["finish_reason"] == "cancelled" and result["usage"]["completion_tokens"] < 300
+    history = requests.get(f"{embedded_server}/api/conversations/{conversation_id}", timeout=10).json()["messages"]
+    if result["reply"]:
+        assert history[-1]["content"] == result["reply"], "what was kept is what the client got"
+    assert requests.post(f"{embedded_server}/api/conversations/nope/cancel", timeout=10).status_code == 404

@@ -1,0 +1,70 @@
+"""OpenAI protocol details through Flask's test client: errors before and after a stream starts."""
+
+import json
+import threading
+
+from conftest import raising
+from loading import load_model
+
+BODY = {"model": "chat-llama", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
+
+
+def events(response) -> list:
+    raw = response.get_data(as_text=True)
+    return [line[len("data: "):] for line in raw.split("\n\n") if line]
+
+
+def test_an_error_after_the_stream_starts_is_an_error_event_then_done(make_app, chat_model, caplog):
+    app = make_app(chat_model)
+    client = app.test_client()
+    assert client.post("/v1/chat/completions", json=BODY).status_code == 200
+    family = app.extensions["palaver"]["engine"].model.family
+
+    def speak_then_fail(prompt, params, cancelled, on_text=None, **kwargs):
+        on_text("partial ")
+        raise RuntimeError("exploded inside the model")
+
+    family.generate = speak_then_fail
+    response = client.post("/v1/chat/completions", json={**BODY, "stream": True})
+    data = events(response)
+    assert response.status_code == 200 and data[-1] == "[DONE]"
+    assert json.loads(data[1])["choices"][0]["delta"]["content"] == "partial "
+    error = json.loads(data[-2])["error"]
+    assert error["type"] == "server_error" and "exploded" not in response.get_data(as_text=True)
+    assert "exploded inside the model" in caplog.text
+
+
+def test_errors_before_the_stream_starts_keep_their_status(make_app, chat_model):
+    client = make_app(chat_model, max_context_tokens=64).test_client()
+    response = client.post("/v1/chat/completions", json={
+        **BODY, "stream": True, "messages": [{"role": "user", "content": "hello there " * 60}]})
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "context_length_exceeded"
+    text = client.post("/v1/completions", json={"model": "chat-llama", "prompt": "hello there " * 60})
+    assert text.status_code == 400 and text.get_json()["error"]["param"] == "prompt"
+
+
+def test_v1_answers_503_with_retry_after_while_loading(make_app, chat_model):
+    app = make_app(chat_model, load_wait=0.1)
+    gate = threading.Event()
+    app.extensions["palaver"]["engine"]._loader = lambda settings: gate.wait(30) and load_model(settings)
+    response = app.test_client().post("/v1/chat/completions", json=BODY)
+    gate.set()
+    assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+    assert response.get_json()["error"]["type"] == "model_not_ready"
+
+
+def test_v1_errors_use_one_envelope(make_app, chat_model):
+    client = make_app(chat_model).test_client()
+    for response in (client.post("/v1/chat/completions", data="nope"), client.get("/v1/nothing"),
+                     client.get("/v1/chat/completions")):
+        assert set(response.get_json()["error"]) == {"message", "type", "param", "code"}
+    assert client.post("/v1/chat/completions", data="nope").status_code == 400
+
+
+def test_a_failing_model_mid_generation_is_500_without_details(make_app, chat_model):
+    app = make_app(chat_model)
+    client = app.test_client()
+    client.post("/v1/chat/completions", json=BODY)
+    app.extensions["palaver"]["engine"].model.family.generate = raising(RuntimeError("internal detail"))
+    response = client.post("/v1/chat/completions", json=BODY)
+    assert response.status_code == 500 and "internal detail" not in response.get_data(as_text=True)
