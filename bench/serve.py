@@ -1,11 +1,12 @@
 """Measure Palaver served from its Procfile: cold and cached start, reply latency, resident memory.
 
-Usage: make bench   (or: .venv/bin/python bench/serve.py --replies 20 --max-tokens 32)
+Usage: make bench   (or: .venv/bin/python bench/serve.py --replies 20 --max-tokens 32 --streams 8)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -82,11 +83,37 @@ def reply_latencies(base_url: str, replies: int, max_tokens: int) -> list[tuple[
     return results
 
 
+def streamed_replies(base_url: str, count: int, max_tokens: int) -> list[tuple[float, float, int]]:
+    """Stream replies through /v1/chat/completions; return (time to first token, total seconds, tokens)."""
+    results = []
+    model = requests.get(base_url + "/v1/models", timeout=30).json()["data"][0]["id"]
+    for n in range(count):
+        body = {"model": model, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+                "stream_options": {"include_usage": True},
+                "messages": [{"role": "user", "content": PROMPTS[n % len(PROMPTS)]}]}
+        started = time.perf_counter()
+        first, tokens = None, 0
+        with requests.post(base_url + "/v1/chat/completions", json=body, stream=True, timeout=120) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                if not line.startswith(b"data: {"):
+                    continue
+                chunk = json.loads(line[len(b"data: "):])
+                if chunk["choices"] and chunk["choices"][0]["delta"].get("content") and first is None:
+                    first = time.perf_counter() - started
+                if chunk.get("usage"):
+                    tokens = chunk["usage"]["completion_tokens"]
+        results.append((first, time.perf_counter() - started, tokens))
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replies", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--model", default="", help="PALAVER_MODEL to serve (default: the embedded model)")
+    parser.add_argument("--streams", type=int, default=8, help="streamed replies to time")
+    parser.add_argument("--stream-tokens", type=int, default=64, help="max_tokens of each streamed reply")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as cache_dir:
@@ -100,7 +127,9 @@ def main() -> None:
                     rss_loaded, _ = worker_memory_mb(pid)
                     measured = reply_latencies(base_url, args.replies, args.max_tokens)
                     rss, peak = worker_memory_mb(pid)
+                    streamed = streamed_replies(base_url, args.streams, args.stream_tokens)
     latencies = [seconds for seconds, _ in measured]
+    rates = [(tokens - 1) / (total - first) for first, total, tokens in streamed if tokens > 1]
     tokens = [count for _, count in measured]
     full = [seconds for seconds, count in measured if count == args.max_tokens]
     rows += [
@@ -114,6 +143,9 @@ def main() -> None:
         ("worker RSS after load, MB", f"{rss_loaded:.0f}"),
         (f"worker RSS after {len(measured)} replies, MB", f"{rss:.0f}"),
         ("worker peak RSS, MB", f"{peak:.0f}"),
+        (f"streamed replies measured (max {args.stream_tokens} tokens, greedy, /v1 with stream)", f"{len(streamed)}"),
+        ("time to first token, p50 s", f"{statistics.median(first for first, _, _ in streamed):.3f}"),
+        ("streaming rate after the first token, p50 tokens/s", f"{statistics.median(rates):.1f}"),
     ]
     print(f"Machine: {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}\n")
     print("| measure | value |\n|---|---|")
