@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from commons import GENERATION_PARAMETERS
-from errors import NotFound
+from parameters import GENERATION_PARAMETERS
 from conversations import ChatInput
 from services import (
     client_gone_probe, get_chat, get_engine, get_settings, json_error, read_json, require_api_key, to_palaver_error,
@@ -24,23 +23,20 @@ def chat():
 
 @api.get("/conversations/<conversation_id>")
 def conversation(conversation_id: str):
-    found = get_chat().store.get(conversation_id)
-    if found is None:
-        raise NotFound(f"conversation '{conversation_id}' does not exist or has expired", param="conversation_id")
+    found = get_chat().find(conversation_id)
     return {"conversation_id": found.id, "messages": [m.as_dict() for m in list(found.messages)]}
 
 
 @api.delete("/conversations/<conversation_id>")
 def forget_conversation(conversation_id: str):
-    if not get_chat().store.delete(conversation_id):
-        raise NotFound(f"conversation '{conversation_id}' does not exist or has expired", param="conversation_id")
+    get_chat().find(conversation_id)
+    get_chat().store.delete(conversation_id)
     return {"conversation_id": conversation_id, "deleted": True}
 
 
 @api.post("/conversations/<conversation_id>/cancel")
 def cancel_generation(conversation_id: str):
-    if get_chat().store.get(conversation_id) is None:
-        raise NotFound(f"conversation '{conversation_id}' does not exist or has expired", param="conversation_id")
+    get_chat().find(conversation_id)
     return {"conversation_id": conversation_id, "stopped": get_chat().cancel(conversation_id)}
 
 

@@ -10,7 +10,8 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from commons import GenerationParams, Message, PromptInfo, Reply, Settings
+from commons import Message, PromptInfo, Reply, Settings
+from parameters import GenerationParams
 from errors import InvalidRequest, NotFound
 from inference import GenerationRequest
 
@@ -195,8 +196,15 @@ class Chat:
             return conversation
         if restart_unknown:
             return self.store.create()
-        raise NotFound(f"conversation '{conversation_id}' does not exist or has expired",
-                       param="conversation_id")
+        return self.find(conversation_id)
+
+    def find(self, conversation_id: str) -> Conversation:
+        """Return a live conversation, or raise NotFound."""
+        conversation = self.store.get(conversation_id)
+        if conversation is None:
+            raise NotFound(f"conversation '{conversation_id}' does not exist or has expired",
+                           param="conversation_id")
+        return conversation
 
     def history(self, conversation_id: str | None) -> list[Message]:
         """Return a conversation's messages, or an empty list."""

@@ -9,7 +9,8 @@ from typing import Callable
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from commons import GenerationParams, Message, Reply, Usage
+from commons import Message, Reply, Usage
+from parameters import GenerationParams
 from errors import InvalidRequest
 from streaming import ReplyStream
 

@@ -11,7 +11,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from commons import GenerationParams, Message, PromptInfo, Reply, Settings, Usage
+from commons import Message, PromptInfo, Reply, Settings, Usage
+from parameters import GenerationParams
 from errors import ClientDisconnected, GenerationFailed, GenerationTimeout, ModelNotReady, PalaverError
 from presets import Preset, Presets
 

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from flask import Blueprint, Response, jsonify, request
 
-from commons import GenerationParams
+from parameters import GenerationParams
 from errors import InvalidRequest
 from inference import GenerationRequest
 from openai_api import serve_chat, serve_text

@@ -7,7 +7,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from commons import GenerationParams, Message, Reply, Settings, Usage
+from commons import Message, Reply, Settings, Usage
+from parameters import GenerationParams
 from errors import InvalidRequest, NotFound
 
 # Client field -> generation parameter. top_k and repetition_penalty are extensions, as in vLLM.

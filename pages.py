@@ -11,7 +11,8 @@ from flask import Blueprint, redirect, render_template, request, session, url_fo
 from conversations import ChatInput, ChatTurn
 from errors import PalaverError, PayloadTooLarge, Unauthorized
 from services import (
-    client_gone_probe, event_stream, get_chat, get_engine, get_settings, guarded, has_valid_key, json_error, sse_event, to_palaver_error,
+    client_gone_probe, event_stream, get_chat, get_engine, get_settings, guarded, has_valid_key, json_error,
+    sse_event, to_palaver_error,
 )
 
 pages = Blueprint("pages", __name__)

@@ -6,7 +6,7 @@ import pytest
 from conftest import raising
 
 
-from commons import GENERATION_PARAMETERS
+from parameters import GENERATION_PARAMETERS
 from loading import load_model
 
 

@@ -2,8 +2,9 @@
 
 import pytest
 
-from commons import GENERATION_PARAMETERS, SETTINGS, Settings, settings_markdown
-from errors import ConfigurationError, InvalidRequest
+from commons import SETTINGS, Settings, settings_markdown
+from parameters import GENERATION_PARAMETERS
+from errors import ConfigurationError
 from conftest import ROOT
 
 
@@ -37,67 +38,6 @@ def test_readme_carries_the_current_settings_table():
     assert settings_markdown() in (ROOT / "README.md").read_text()
 
 
-def defaults():
-    return Settings(temperature=0.7).generation_defaults()
-
-
-@pytest.mark.parametrize("field, value", [
-    ("max_new_tokens", 1), ("max_new_tokens", 1024), ("max_new_tokens", 8.0), ("temperature", 0),
-    ("temperature", 2), ("top_p", 1), ("top_p", 0.05), ("top_k", 0), ("repetition_penalty", 1.3),
-    ("do_sample", False), ("seed", None), ("seed", 0), ("seed", 2**32 - 1),
-])
-def test_valid_parameters_are_accepted(field, value):
-    params = defaults().overridden({field: value})
-    assert getattr(params, field) == value
-
-
-@pytest.mark.parametrize("field, value, words", [
-    ("max_new_tokens", 0, "at least 1 and at most 1024"), ("max_new_tokens", 1025, "at most 1024"),
-    ("max_new_tokens", 2.5, "an integer"), ("max_new_tokens", "8", "an integer"),
-    ("max_new_tokens", True, "an integer"), ("temperature", -0.1, "at least 0.0"),
-    ("temperature", 2.5, "at most 2.0"), ("temperature", "hot", "a number"), ("top_p", 0, "greater than 0.0"),
-    ("top_p", 1.5, "at most 1.0"), ("top_k", -1, "at least 0"), ("repetition_penalty", 0.5, "at least 1.0"),
-    ("do_sample", "yes", "true or false"), ("do_sample", 1, "true or false"), ("seed", -1, "at least 0"),
-    ("seed", 2**32, "at most 4294967295"), ("temperature", None, "a number"),
-])
-def test_invalid_parameters_name_the_field_and_the_allowed_range(field, value, words):
-    with pytest.raises(InvalidRequest) as caught:
-        defaults().overridden({field: value})
-    assert caught.value.param == field
-    assert field in caught.value.message and words in caught.value.message
-
-
-def test_unknown_fields_are_rejected_with_the_allowed_names():
-    with pytest.raises(InvalidRequest) as caught:
-        defaults().overridden({"temprature": 0.5})
-    assert caught.value.param == "temprature"
-    assert "temperature" in caught.value.message
-
-
-def test_form_values_are_parsed_from_text():
-    params = defaults().overridden({"max_new_tokens": "12", "do_sample": "false", "seed": ""}, from_text=True)
-    assert (params.max_new_tokens, params.do_sample, params.seed) == (12, False, None)
-    with pytest.raises(InvalidRequest, match="max_new_tokens"):
-        defaults().overridden({"max_new_tokens": "twelve"}, from_text=True)
-
-
-def test_temperature_zero_or_no_sampling_means_greedy():
-    assert defaults().overridden({"temperature": 0}).greedy
-    assert defaults().overridden({"do_sample": False}).greedy
-    assert not defaults().greedy
-
-
 def test_every_parameter_but_stop_has_a_setting_for_its_default():
     names = {setting.name for setting in SETTINGS}
     assert {param.name for param in GENERATION_PARAMETERS} - names == {"stop"}
-
-
-@pytest.mark.parametrize("value, expected", [("###", ("###",)), (["a", "b"], ("a", "b")), ([], ())])
-def test_stop_takes_a_string_or_a_short_list(value, expected):
-    assert defaults().overridden({"stop": value}).stop == expected
-
-
-@pytest.mark.parametrize("value", [["a"] * 5, [""], [1], {"a": 1}, "x" * 101])
-def test_bad_stop_values_are_rejected(value):
-    with pytest.raises(InvalidRequest, match="at most 4 non-empty strings"):
-        defaults().overridden({"stop": value})

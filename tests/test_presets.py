@@ -13,7 +13,8 @@ def test_a_preset_puts_its_system_prompt_first_and_templates_user_messages():
     preset = Preset("p", "P", system_prompt="Be kind.", user_template="Check: {text} {not a field}")
     shaped = preset.apply([Message("system", "Client rules."), Message("user", "hi {there}"),
                            Message("assistant", "hello"), Message("user", "bye")])
-    assert shaped == [Message("system", "Be kind.\n\nClient rules."), Message("user", "Check: hi {there} {not a field}"),
+    assert shaped == [Message("system", "Be kind.\n\nClient rules."),
+                      Message("user", "Check: hi {there} {not a field}"),
                       Message("assistant", "hello"), Message("user", "Check: bye {not a field}")]
 
 
