@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import Future
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -114,7 +115,8 @@ class Engine:
 
     def generate(self, request: GenerationRequest) -> Reply:
         """Queue a request and wait for its whole reply."""
-        return next(item for item in self.stream(request) if isinstance(item, Reply))
+        with closing(self.stream(request)) as items:
+            return next(item for item in items if isinstance(item, Reply))
 
     def describe(self) -> dict:
         """Describe the served model and the engine's state."""

@@ -60,7 +60,8 @@ def serve_chat(chat: CompletionRequest, engine: Engine):
     headers = {TRUNCATED_HEADER: str(info.truncated_turns)}
     if chat.stream:
         return event_stream(chat_events(items, chat), headers)
-    reply = next(item for item in items if isinstance(item, Reply))
+    with closing(items):
+        reply = next(item for item in items if isinstance(item, Reply))
     return chat_completion(new_id("chatcmpl"), chat.model, reply), 200, headers
 
 
@@ -96,7 +97,8 @@ def serve_text(completion: CompletionRequest, engine: Engine):
         return event_stream(text_events(streams, completion))
     choices, usage = [], Usage(0, 0)
     for index, (prompt, items) in enumerate(zip(completion.prompts, streams)):
-        reply = next(item for item in items if isinstance(item, Reply))
+        with closing(items):
+            reply = next(item for item in items if isinstance(item, Reply))
         choices.append(text_choice(index, prompt + reply.text if completion.echo else reply.text,
                                    finish_reason(reply)))
         usage = Usage(usage.prompt_tokens + reply.usage.prompt_tokens,
