@@ -76,6 +76,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("load_wait", float,
             "Seconds a request waits for a loading model before a 503 with Retry-After."),
     Setting("request_timeout", float, "Seconds a generation may take before it is cancelled."),
+    Setting("max_pending", int,
+            "Requests that may wait for or use the model at once; more get 429 with Retry-After."),
     Setting("torch_threads", int, "Threads torch uses for inference; 0 keeps torch's default."),
     Setting("http_threads", int, "Request threads per gunicorn worker."),
     Setting("max_new_tokens", int, "Default longest reply, in tokens."),
@@ -108,6 +110,7 @@ class Settings:
     conversation_ttl: int = 86400
     load_wait: float = 60
     request_timeout: float = 120
+    max_pending: int = 32
     torch_threads: int = 0
     http_threads: int = 16
     max_new_tokens: int = 64

@@ -62,3 +62,8 @@ class ClientDisconnected(PalaverError):
 class Unauthorized(PalaverError):
     status = 401
     type = "invalid_request_error"
+
+
+class ServerBusy(PalaverError):
+    status = 429
+    type = "rate_limit_error"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from commons import Message, PromptInfo, Reply, Settings, Usage
 from parameters import GenerationParams
-from errors import ClientDisconnected, GenerationFailed, GenerationTimeout, ModelNotReady, PalaverError
+from errors import ClientDisconnected, GenerationFailed, GenerationTimeout, ModelNotReady, PalaverError, ServerBusy
 from presets import Preset, Presets
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("palaver.engine")
 
 RETRY_AFTER_SECONDS = 5
+BUSY_RETRY_AFTER_SECONDS = 2
 FINISHED = object()  # the last item a request's delta queue receives
 POLL_SECONDS = 0.25  # how often a waiting request checks whether its client is still there
 
@@ -60,6 +61,8 @@ class Engine:
         self.model: "LoadedModel | None" = None
         self.load_error: str | None = None
         self.counts: Counter = Counter()  # requests by how they finished, and generated tokens
+        self.pending = 0  # requests queued or generating
+        self._pending_lock = threading.Lock()
 
     @property
     def state(self) -> str:
@@ -88,6 +91,12 @@ class Engine:
         """Queue a request; yield its PromptInfo, then its text as it is generated, then its Reply."""
         if not self.wait_ready(self.settings.load_wait):
             raise self._not_ready()
+        with self._pending_lock:
+            if self.pending >= self.settings.max_pending:
+                self.counts["refused_busy"] += 1
+                raise ServerBusy("the server is busy; try again in a few seconds",
+                                 retry_after=BUSY_RETRY_AFTER_SECONDS, code="server_busy")
+            self.pending += 1
         self._queue.put(request)
         deadline = time.monotonic() + self.settings.request_timeout
         next_check = time.monotonic() + POLL_SECONDS
@@ -120,7 +129,7 @@ class Engine:
 
     def describe(self) -> dict:
         """Describe the served model and the engine's state."""
-        info = {"state": self.state, "requests": dict(self.counts)}
+        info = {"state": self.state, "pending": self.pending, "requests": dict(self.counts)}
         if self.model is not None:
             info.update(name=self.model.name, load_seconds=round(self.model.load_seconds, 2),
                         **self.model.family.describe())
@@ -168,7 +177,7 @@ class Engine:
                 return
             if request.cancelled.is_set() or not request.result.set_running_or_notify_cancel():
                 self.counts["cancelled_before_start"] += 1
-                request.deltas.put(FINISHED)  # a waiter, if any, learns at once
+                self._finish(request)
                 continue
             try:
                 reply = self._generate(request)
@@ -181,7 +190,12 @@ class Engine:
                 self.counts[reply.finish_reason] += 1
                 self.counts["generated_tokens"] += reply.usage.completion_tokens
                 request.result.set_result(reply)
-            request.deltas.put(FINISHED)
+            self._finish(request)
+
+    def _finish(self, request: GenerationRequest) -> None:
+        with self._pending_lock:
+            self.pending -= 1
+        request.deltas.put(FINISHED)  # the waiter, if any, learns at once
 
     def _generate(self, request: GenerationRequest) -> Reply:
         family = self.model.family

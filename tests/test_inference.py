@@ -7,7 +7,7 @@ from conftest import raising
 
 
 from commons import Message, Settings
-from errors import GenerationFailed, GenerationTimeout, ModelNotReady
+from errors import GenerationFailed, GenerationTimeout, ModelNotReady, ServerBusy
 from inference import Engine, GenerationRequest
 from loading import load_model
 
@@ -117,7 +117,7 @@ def test_a_failing_generation_is_a_generic_error_and_is_logged(make_engine, chat
 
 def test_describe_reports_the_model_and_its_limits(make_engine, chat_model):
     engine = make_engine(chat_model, max_context_tokens=128)
-    assert engine.describe() == {"state": "idle", "requests": {}}
+    assert engine.describe() == {"state": "idle", "pending": 0, "requests": {}}
     engine.wait_ready(30)
     description = engine.describe()
     assert description["state"] == "ready" and description["family"] == "chat-template"
@@ -151,3 +151,29 @@ def test_a_request_cancelled_while_queued_finishes_at_once(make_engine, chat_mod
     waiter.join(5)
     first.join(5)
     assert not waiter.is_alive() and replies[0].finish_reason == "cancelled" and replies[0].text == ""
+
+
+def test_requests_past_the_pending_bound_get_429_and_the_bound_frees_up(make_engine, chat_model):
+    engine = make_engine(chat_model, max_pending=1)
+    assert engine.wait_ready(30)
+    family = engine.model.family
+    real_generate = family.generate
+    busy, release = threading.Event(), threading.Event()
+
+    def hold_the_worker(*args, **kwargs):
+        busy.set()
+        release.wait(10)
+        return real_generate(*args, **kwargs)
+
+    family.generate = hold_the_worker
+    first = threading.Thread(target=ask, args=(engine,))
+    first.start()
+    assert busy.wait(10) and engine.pending == 1
+    with pytest.raises(ServerBusy) as caught:
+        ask(engine)
+    assert caught.value.status == 429 and caught.value.retry_after > 0 and "try again" in caught.value.message
+    family.generate = real_generate
+    release.set()
+    first.join(10)
+    assert engine.pending == 0 and ask(engine).usage.completion_tokens > 0
+    assert engine.describe()["requests"]["refused_busy"] == 1

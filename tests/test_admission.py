@@ -1,0 +1,51 @@
+"""Admission control on every surface: past the pending bound, a 429 with Retry-After or a busy page."""
+
+import threading
+
+import pytest
+
+
+@pytest.fixture
+def busy_app(make_app, chat_model):
+    """An app allowed one pending request, whose worker is held busy by one."""
+    app = make_app(chat_model, max_pending=1)
+    engine = app.extensions["palaver"]["engine"]
+    assert engine.wait_ready(30)
+    family = engine.model.family
+    real_generate = family.generate
+    busy, release = threading.Event(), threading.Event()
+
+    def hold_the_worker(*args, **kwargs):
+        busy.set()
+        release.wait(10)
+        return real_generate(*args, **kwargs)
+
+    family.generate = hold_the_worker
+    holder = threading.Thread(target=app.test_client().post, args=("/api/chat",), kwargs={"json": {"message": "hi"}})
+    holder.start()
+    assert busy.wait(10)
+    yield app
+    family.generate = real_generate
+    release.set()
+    holder.join(10)
+
+
+def test_the_json_apis_get_429_with_retry_after(busy_app):
+    client = busy_app.test_client()
+    for path, body in [("/api/chat", {"message": "hi"}),
+                       ("/v1/chat/completions", {"model": "chat-llama", "messages": [{"role": "user", "content": "hi"}]})]:
+        response = client.post(path, json=body)
+        assert response.status_code == 429 and int(response.headers["Retry-After"]) > 0
+        assert response.get_json()["error"]["code"] == "server_busy"
+
+
+def test_mlflow_gets_request_limit_exceeded(busy_app):
+    response = busy_app.test_client().post("/invocations", json={"inputs": ["hi"]})
+    assert response.status_code == 429 and response.get_json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
+
+
+def test_the_page_says_busy_and_keeps_the_text(busy_app):
+    response = busy_app.test_client().post("/", data={"textbox": "are you there?"})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 429 and "busy; try again in a few seconds" in page
+    assert ">are you there?</textarea>" in page
