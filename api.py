@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from parameters import GENERATION_PARAMETERS
 from conversations import ChatInput
 from services import (
-    client_gone_probe, get_chat, get_engine, get_settings, json_error, read_json, require_api_key, to_palaver_error,
+    client_gone_probe, get_chat, get_engine, get_metrics, get_settings, json_error, read_json, require_api_key,
+    to_palaver_error,
 )
 
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -83,3 +85,8 @@ def readyz():
     engine = get_engine()
     description = engine.describe()
     return description, 200 if description["state"] == "ready" else 503
+
+
+@health.get("/metrics")
+def metrics():
+    return Response(get_metrics().render(), mimetype=CONTENT_TYPE_LATEST)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -78,6 +79,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("request_timeout", float, "Seconds a generation may take before it is cancelled."),
     Setting("max_pending", int,
             "Requests that may wait for or use the model at once; more get 429 with Retry-After."),
+    Setting("log_messages", parse_bool, "Include request bodies (message text) in the per-request log line."),
     Setting("torch_threads", int, "Threads torch uses for inference; 0 keeps torch's default."),
     Setting("http_threads", int, "Request threads per gunicorn worker."),
     Setting("max_new_tokens", int, "Default longest reply, in tokens."),
@@ -111,6 +113,7 @@ class Settings:
     load_wait: float = 60
     request_timeout: float = 120
     max_pending: int = 32
+    log_messages: bool = False
     torch_threads: int = 0
     http_threads: int = 16
     max_new_tokens: int = 64
@@ -221,3 +224,7 @@ class Reply:
     usage: Usage
     truncated_turns: int
     finish_reason: str  # "stop", "length" or "cancelled"
+
+
+# Whoever serves a request may set this, in the request's thread, to hear of every reply it produces.
+REPLY_LISTENER: ContextVar[Callable[[Reply], None] | None] = ContextVar("reply_listener", default=None)

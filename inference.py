@@ -12,7 +12,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from commons import Message, PromptInfo, Reply, Settings, Usage
+from commons import REPLY_LISTENER, Message, PromptInfo, Reply, Settings, Usage
 from parameters import GenerationParams
 from errors import ClientDisconnected, GenerationFailed, GenerationTimeout, ModelNotReady, PalaverError, ServerBusy
 from presets import Preset, Presets
@@ -40,6 +40,7 @@ class GenerationRequest:
     result: Future = field(default_factory=Future)
     cancelled: threading.Event = field(default_factory=threading.Event)
     deltas: queue.Queue = field(default_factory=queue.Queue)
+    queued_at: float = 0.0
 
     def cancel(self) -> None:
         """Ask the worker to skip or stop this request."""
@@ -47,11 +48,26 @@ class GenerationRequest:
         self.result.cancel()
 
 
+class Observer:
+    """What the engine reports as it works; metrics implement it, and the default ignores it all."""
+
+    def first_text(self, seconds: float) -> None:
+        """A request produced its first text this many seconds after it was queued."""
+
+    def step(self, batch_size: int) -> None:
+        """The worker ran a generation step for this many requests together."""
+
+    def finished(self, reply: Reply) -> None:
+        """A request finished with this reply."""
+
+
 class Engine:
     """Load a model lazily, exactly once, and run every generation on its worker thread."""
 
-    def __init__(self, settings: Settings, loader: Callable[[Settings], "LoadedModel"] | None = None):
+    def __init__(self, settings: Settings, loader: Callable[[Settings], "LoadedModel"] | None = None,
+                 observer: Observer | None = None):
         self.settings = settings
+        self.observer = observer or Observer()
         self.presets = Presets(settings)
         self._loader = loader
         self._lock = threading.Lock()
@@ -97,6 +113,7 @@ class Engine:
                 raise ServerBusy("the server is busy; try again in a few seconds",
                                  retry_after=BUSY_RETRY_AFTER_SECONDS, code="server_busy")
             self.pending += 1
+        request.queued_at = time.monotonic()
         self._queue.put(request)
         deadline = time.monotonic() + self.settings.request_timeout
         next_check = time.monotonic() + POLL_SECONDS
@@ -112,10 +129,13 @@ class Engine:
                 if item is None:
                     continue
                 if item is FINISHED:
-                    if request.result.cancelled():  # stopped while still queued
-                        yield Reply("", Usage(0, 0), 0, "cancelled")
-                    else:
-                        yield request.result.result()  # raises the request's error, if it failed
+                    # Stopped while still queued, there is no reply; otherwise this raises the request's error.
+                    reply = Reply("", Usage(0, 0), 0, "cancelled") if request.result.cancelled() else \
+                        request.result.result()
+                    listener = REPLY_LISTENER.get()
+                    if listener is not None:
+                        listener(reply)
+                    yield reply
                     return
                 yield item
         finally:
@@ -189,6 +209,7 @@ class Engine:
             else:
                 self.counts[reply.finish_reason] += 1
                 self.counts["generated_tokens"] += reply.usage.completion_tokens
+                self.observer.finished(reply)
                 request.result.set_result(reply)
             self._finish(request)
 
@@ -207,4 +228,13 @@ class Engine:
         else:
             prompt = family.text_prompt(preset.format(request.prompt), max_new_tokens)
         request.deltas.put(PromptInfo(len(prompt.input_ids), prompt.truncated_turns))
-        return family.generate(prompt, request.params, request.cancelled, request.deltas.put, strip_leading=is_chat)
+        first_text = []
+
+        def hand_on(text: str) -> None:
+            if not first_text:
+                first_text.append(True)
+                self.observer.first_text(time.monotonic() - request.queued_at)
+            request.deltas.put(text)
+
+        self.observer.step(1)  # one request at a time, until the worker batches
+        return family.generate(prompt, request.params, request.cancelled, hand_on, strip_leading=is_chat)

@@ -9,25 +9,36 @@ import os
 import secrets
 import select
 import socket
+import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from flask import Flask, Response, current_app, jsonify, request, stream_with_context
+from flask import Flask, Response, current_app, g, jsonify, request, stream_with_context
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from commons import PromptInfo, Settings
+from commons import REPLY_LISTENER, PromptInfo, Reply, Settings
 from errors import GenerationFailed, InvalidRequest, PalaverError, PayloadTooLarge, Unauthorized
 from conversations import Chat, ConversationStore
 from inference import Engine
+from metrics import Metrics
 
 log = logging.getLogger("palaver")
+request_log = logging.getLogger("palaver.requests")
+
+SURFACES = {"pages": "page", "api": "api", "v1": "openai", "mlflow": "mlflow", "health": "health"}
 
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Create the app's engine and conversation store; start loading when preload is on."""
-    engine = Engine(settings)
+    metrics = Metrics()
+    engine = Engine(settings, observer=metrics)
+    metrics.watch(engine)
     store = ConversationStore(settings.max_conversations, settings.max_history_turns, settings.conversation_ttl)
-    app.extensions["palaver"] = {"settings": settings, "engine": engine, "chat": Chat(store, engine)}
+    app.extensions["palaver"] = {"settings": settings, "engine": engine, "chat": Chat(store, engine),
+                                 "metrics": metrics}
+    app.before_request(start_request_record)
+    app.after_request(finish_request_record)
     if settings.preload:
         engine.start()
 
@@ -42,6 +53,41 @@ def get_engine():
 
 def get_chat() -> Chat:
     return current_app.extensions["palaver"]["chat"]
+
+
+def get_metrics() -> Metrics:
+    return current_app.extensions["palaver"]["metrics"]
+
+
+def start_request_record() -> None:
+    """Give the request an id and a clock, and tally the tokens of every reply it produces."""
+    g.request_id = uuid.uuid4().hex[:16]
+    g.started = time.monotonic()
+    g.tokens = tokens = {"prompt_tokens": 0, "completion_tokens": 0}
+
+    def count(reply: Reply) -> None:
+        tokens["prompt_tokens"] += reply.usage.prompt_tokens
+        tokens["completion_tokens"] += reply.usage.completion_tokens
+
+    REPLY_LISTENER.set(count)
+
+
+def finish_request_record(response: Response) -> Response:
+    """Count the request, and log one structured line once its body (streamed or not) is sent."""
+    surface = SURFACES.get(request.blueprint, "other")
+    get_metrics().requests.labels(surface, str(response.status_code)).inc()
+    response.headers["X-Request-Id"] = g.request_id
+    record = {"event": "request", "id": g.request_id, "surface": surface, "method": request.method,
+              "path": request.path, "status": response.status_code}
+    if get_settings().log_messages:
+        record["body"] = request.get_data(as_text=True)[:2000] if request.content_length else ""
+    started, tokens = g.started, g.tokens
+
+    def write_line() -> None:
+        request_log.info(json.dumps({**record, **tokens, "latency_ms": round((time.monotonic() - started) * 1000)}))
+
+    response.call_on_close(write_line)
+    return response
 
 
 def secret_key(settings: Settings) -> str:

@@ -32,8 +32,8 @@ def busy_app(make_app, chat_model):
 
 def test_the_json_apis_get_429_with_retry_after(busy_app):
     client = busy_app.test_client()
-    for path, body in [("/api/chat", {"message": "hi"}),
-                       ("/v1/chat/completions", {"model": "chat-llama", "messages": [{"role": "user", "content": "hi"}]})]:
+    chat = {"model": "chat-llama", "messages": [{"role": "user", "content": "hi"}]}
+    for path, body in [("/api/chat", {"message": "hi"}), ("/v1/chat/completions", chat)]:
         response = client.post(path, json=body)
         assert response.status_code == 429 and int(response.headers["Retry-After"]) > 0
         assert response.get_json()["error"]["code"] == "server_busy"
