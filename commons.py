@@ -77,6 +77,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("load_wait", float,
             "Seconds a request waits for a loading model before a 503 with Retry-After."),
     Setting("request_timeout", float, "Seconds a generation may take before it is cancelled."),
+    Setting("max_batch_size", int, "Requests generated together in one forward pass; more wait their turn."),
     Setting("max_pending", int,
             "Requests that may wait for or use the model at once; more get 429 with Retry-After."),
     Setting("log_messages", parse_bool, "Include request bodies (message text) in the per-request log line."),
@@ -112,6 +113,7 @@ class Settings:
     conversation_ttl: int = 86400
     load_wait: float = 60
     request_timeout: float = 120
+    max_batch_size: int = 16
     max_pending: int = 32
     log_messages: bool = False
     torch_threads: int = 0

@@ -6,10 +6,8 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
-
-from commons import Message, Reply, Usage
+from batching import CausalBatch, Row, Seq2SeqBatch
+from commons import Message, Reply
 from parameters import GenerationParams
 from errors import InvalidRequest
 from streaming import ReplyStream
@@ -19,16 +17,6 @@ from streaming import ReplyStream
 class Prompt:
     input_ids: list[int]
     truncated_turns: int
-
-
-class StopWhen(StoppingCriteria):
-    """Stop generating as soon as a condition holds: a cancel flag, or a stop sequence seen."""
-
-    def __init__(self, condition: Callable[[], bool]):
-        self.condition = condition
-
-    def __call__(self, input_ids, scores, **kwargs):
-        return torch.full((input_ids.shape[0],), self.condition(), dtype=torch.bool)
 
 
 class ModelFamily:
@@ -84,45 +72,27 @@ class ModelFamily:
             raise too_long("prompt", len(input_ids), limit)
         return Prompt(input_ids, 0)
 
-    def generation_config(self, params: GenerationParams, max_new_tokens: int) -> GenerationConfig:
-        """Build a fresh generation config, so the model's own sampling defaults never leak in."""
-        options = dict(max_new_tokens=max_new_tokens, eos_token_id=self.stop_token_ids,
-                       pad_token_id=self.pad_token_id, repetition_penalty=params.repetition_penalty)
-        start = getattr(self.model.generation_config, "decoder_start_token_id", None)
-        if start is not None:
-            options["decoder_start_token_id"] = start
-        if params.greedy:
-            return GenerationConfig(do_sample=False, **options)
-        return GenerationConfig(do_sample=True, temperature=params.temperature, top_p=params.top_p,
-                                top_k=params.top_k, **options)
+    def start_batch(self) -> CausalBatch:
+        """Start an empty batch that this family's requests can join."""
+        return CausalBatch(self.model)
+
+    def new_row(self, prompt: Prompt, params: GenerationParams, cancelled: threading.Event,
+                on_text: Callable[[str], None] | None = None, strip_leading: bool = True) -> Row:
+        """Make a batch row for one request, streaming its text to on_text."""
+        stream = ReplyStream(self.tokenizer, self.stop_token_ids, params.stop, on_text, strip_leading)
+        return Row(prompt.input_ids, prompt.truncated_turns, params, min(params.max_new_tokens, self.reply_limit()),
+                   stream, cancelled)
 
     def generate(self, prompt: Prompt, params: GenerationParams, cancelled: threading.Event,
                  on_text: Callable[[str], None] | None = None, strip_leading: bool = True) -> Reply:
-        """Generate one reply to a prompt, handing text to on_text as it is decoded."""
-        max_new_tokens = min(params.max_new_tokens, self.reply_limit())
-        stream = ReplyStream(self.tokenizer, self.stop_token_ids, params.stop, on_text, strip_leading)
-        input_ids = torch.tensor([prompt.input_ids])
-        if params.seed is not None and not params.greedy:
-            torch.manual_seed(params.seed)
-        with torch.inference_mode():
-            output = self.model.generate(
-                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), streamer=stream,
-                generation_config=self.generation_config(params, max_new_tokens),
-                stopping_criteria=StoppingCriteriaList([StopWhen(lambda: cancelled.is_set() or stream.stopped)]))
-        new_tokens = self.new_tokens(output[0].tolist(), len(prompt.input_ids))
-        return self.finish(new_tokens, prompt, stream, cancelled.is_set())
-
-    def new_tokens(self, sequence: list[int], prompt_length: int) -> list[int]:
-        """Return the generated part of an output sequence."""
-        return sequence[prompt_length:]
-
-    def finish(self, new_tokens: list[int], prompt: Prompt, stream: ReplyStream, cancelled: bool) -> Reply:
-        """Count the reply's tokens up to its first stop token and say how it ended."""
-        stops = set(self.stop_token_ids)
-        end = next((i for i, token in enumerate(new_tokens) if token in stops), None)
-        reason = "cancelled" if cancelled else "stop" if stream.stopped else "length"
-        completion_tokens = len(new_tokens) if end is None else end + 1
-        return Reply(stream.text, Usage(len(prompt.input_ids), completion_tokens), prompt.truncated_turns, reason)
+        """Generate one reply on its own: a batch of one, through the same code as any batch."""
+        batch = self.start_batch()
+        row = self.new_row(prompt, params, cancelled, on_text, strip_leading)
+        batch.add(row)
+        while batch.rows:
+            batch.step()
+            batch.remove_done()
+        return row.reply()
 
     def describe(self) -> dict:
         """Describe the family and its limits for clients."""
@@ -187,8 +157,11 @@ class BlenderbotFamily(ModelFamily):
         text = self.turn_separator.join(self.format_turn(m) for m in messages)
         return list(self.tokenizer(text)["input_ids"])
 
-    def new_tokens(self, sequence: list[int], prompt_length: int) -> list[int]:
-        return sequence[1:]  # drop the decoder start token
+    def start_batch(self) -> Seq2SeqBatch:
+        start = self.model.generation_config.decoder_start_token_id
+        if start is None:
+            start = self.model.config.decoder_start_token_id
+        return Seq2SeqBatch(self.model, start, self.pad_token_id)
 
 
 class BlenderbotSmallFamily(BlenderbotFamily):

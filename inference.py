@@ -191,34 +191,55 @@ class Engine:
         self._serve()
 
     def _serve(self) -> None:
+        """Run the batch: admit queued requests at each step, decode, and finish rows as they end."""
+        family = self.model.family
+        batch = family.start_batch()
         while True:
-            request = self._queue.get()
-            if request is None:
-                return
-            if request.cancelled.is_set() or not request.result.set_running_or_notify_cancel():
-                self.counts["cancelled_before_start"] += 1
-                self._finish(request)
-                continue
-            try:
-                reply = self._generate(request)
-            except PalaverError as exc:
-                request.result.set_exception(exc)
-            except Exception:
-                log.exception("generation failed")
-                request.result.set_exception(GenerationFailed("generation failed; the error has been logged"))
-            else:
-                self.counts[reply.finish_reason] += 1
-                self.counts["generated_tokens"] += reply.usage.completion_tokens
-                self.observer.finished(reply)
-                request.result.set_result(reply)
+            for request in self._take(block=not batch.rows, limit=self.settings.max_batch_size - len(batch.rows)):
+                if request is None:
+                    return
+                self._admit(request, batch)
+            if batch.rows:
+                self.observer.step(len(batch.rows))
+                try:
+                    batch.step()
+                except Exception:
+                    log.exception("a generation step failed")
+                    for row in batch.rows:
+                        self._fail(row.owner, GenerationFailed("generation failed; the error has been logged"))
+                    batch = family.start_batch()
+                    continue
+            for row in batch.remove_done():
+                self._complete(row)
+
+    def _take(self, block: bool, limit: int) -> list[GenerationRequest | None]:
+        """Take up to limit queued requests, waiting for one only when the batch is empty."""
+        taken: list[GenerationRequest | None] = []
+        try:
+            if block:
+                taken.append(self._queue.get())
+            while len(taken) < limit and taken[-1:] != [None]:
+                taken.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        return taken
+
+    def _admit(self, request: GenerationRequest, batch) -> None:
+        """Build the request's prompt and add it to the batch, or finish it at once."""
+        if request.cancelled.is_set() or not request.result.set_running_or_notify_cancel():
+            self.counts["cancelled_before_start"] += 1
             self._finish(request)
+            return
+        try:
+            row = self._row(request)
+            batch.add(row)
+        except PalaverError as exc:
+            self._fail(request, exc)
+        except Exception:
+            log.exception("starting a generation failed")
+            self._fail(request, GenerationFailed("generation failed; the error has been logged"))
 
-    def _finish(self, request: GenerationRequest) -> None:
-        with self._pending_lock:
-            self.pending -= 1
-        request.deltas.put(FINISHED)  # the waiter, if any, learns at once
-
-    def _generate(self, request: GenerationRequest) -> Reply:
+    def _row(self, request: GenerationRequest):
         family = self.model.family
         preset = request.preset or self.presets.default
         max_new_tokens = request.params.max_new_tokens
@@ -236,5 +257,23 @@ class Engine:
                 self.observer.first_text(time.monotonic() - request.queued_at)
             request.deltas.put(text)
 
-        self.observer.step(1)  # one request at a time, until the worker batches
-        return family.generate(prompt, request.params, request.cancelled, hand_on, strip_leading=is_chat)
+        row = family.new_row(prompt, request.params, request.cancelled, hand_on, strip_leading=is_chat)
+        row.owner = request
+        return row
+
+    def _complete(self, row) -> None:
+        request, reply = row.owner, row.reply()
+        self.counts[reply.finish_reason] += 1
+        self.counts["generated_tokens"] += reply.usage.completion_tokens
+        self.observer.finished(reply)
+        request.result.set_result(reply)
+        self._finish(request)
+
+    def _fail(self, request: GenerationRequest, error: PalaverError) -> None:
+        request.result.set_exception(error)
+        self._finish(request)
+
+    def _finish(self, request: GenerationRequest) -> None:
+        with self._pending_lock:
+            self.pending -= 1
+        request.deltas.put(FINISHED)  # the waiter, if any, learns at once

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -117,6 +118,25 @@ def raising(error: Exception):
         raise error
 
     return fail
+
+
+@contextmanager
+def model_held(model):
+    """Hold the model's forward pass until released, to keep the engine busy; yield (busy, release)."""
+    busy, release = threading.Event(), threading.Event()
+    real_forward = model.forward
+
+    def held_forward(*args, **kwargs):
+        busy.set()
+        release.wait(30)
+        return real_forward(*args, **kwargs)
+
+    model.forward = held_forward
+    try:
+        yield busy, release
+    finally:
+        release.set()
+        del model.forward  # back to the class's own forward
 
 
 def free_port() -> int:

@@ -4,6 +4,8 @@ import threading
 
 import pytest
 
+from conftest import model_held
+
 
 @pytest.fixture
 def busy_app(make_app, chat_model):
@@ -11,23 +13,14 @@ def busy_app(make_app, chat_model):
     app = make_app(chat_model, max_pending=1)
     engine = app.extensions["palaver"]["engine"]
     assert engine.wait_ready(30)
-    family = engine.model.family
-    real_generate = family.generate
-    busy, release = threading.Event(), threading.Event()
-
-    def hold_the_worker(*args, **kwargs):
-        busy.set()
-        release.wait(10)
-        return real_generate(*args, **kwargs)
-
-    family.generate = hold_the_worker
-    holder = threading.Thread(target=app.test_client().post, args=("/api/chat",), kwargs={"json": {"message": "hi"}})
-    holder.start()
-    assert busy.wait(10)
-    yield app
-    family.generate = real_generate
-    release.set()
-    holder.join(10)
+    with model_held(engine.model.family.model) as (busy, release):
+        holder = threading.Thread(target=app.test_client().post, args=("/api/chat",),
+                                  kwargs={"json": {"message": "hi"}})
+        holder.start()
+        assert busy.wait(10)
+        yield app
+        release.set()
+        holder.join(10)
 
 
 def test_the_json_apis_get_429_with_retry_after(busy_app):

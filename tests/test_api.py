@@ -121,13 +121,12 @@ def test_schema_publishes_inputs_outputs_and_every_parameter(client):
 
 def test_a_generation_failure_is_a_500_without_a_stack_trace_and_keeps_history(client, app, caplog):
     conversation_id = chat(client, message="hello").get_json()["conversation_id"]
-    family = app.extensions["palaver"]["engine"].model.family
-    real_generate = family.generate
-    family.generate = raising(ValueError("tensor shape secret"))
+    model = app.extensions["palaver"]["engine"].model.family.model
+    model.forward = raising(ValueError("tensor shape secret"))
     try:
         response = chat(client, message="this one fails", conversation_id=conversation_id)
     finally:
-        family.generate = real_generate
+        del model.forward
     assert_error(response, 500, None, "error has been logged")
     assert "tensor shape secret" not in response.get_data(as_text=True)
     assert "tensor shape secret" in caplog.text

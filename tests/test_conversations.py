@@ -74,7 +74,7 @@ def test_unknown_conversation_is_not_found_unless_restarting(chat):
 
 def test_a_failed_generation_leaves_no_dangling_user_turn(chat):
     turn = chat.send(chat_input("hello"))
-    chat.engine.model.family.generate = raising(RuntimeError("boom"))
+    chat.engine.model.family.model.forward = raising(RuntimeError("boom"))
     with pytest.raises(GenerationFailed):
         chat.send(chat_input("lost", turn.conversation_id))
     assert contents(chat, turn.conversation_id) == ["hello", turn.reply.text]

@@ -3,7 +3,7 @@
 import threading
 
 import pytest
-from conftest import raising
+from conftest import model_held, raising
 
 
 from commons import Message, Settings
@@ -83,35 +83,25 @@ def test_a_model_that_fails_to_load_reports_why_and_is_retried(make_engine, tmp_
 def test_a_slow_generation_times_out_is_cancelled_and_the_engine_carries_on(make_engine, chat_model):
     engine = make_engine(chat_model, request_timeout=0.3)
     assert engine.wait_ready(30)
-    family = engine.model.family
-    real_generate = family.generate
-    seen = {}
-
-    def stall_then_generate(prompt, params, cancelled, *args, **kwargs):
-        seen["cancelled"] = cancelled
-        cancelled.wait(5)  # stands in for a generation that outlives the timeout
-        return real_generate(prompt, params, cancelled, *args, **kwargs)
-
-    family.generate = stall_then_generate
-    with pytest.raises(GenerationTimeout) as caught:
-        ask(engine)
+    request = GenerationRequest(engine.settings.generation_defaults(), messages=HELLO)
+    with model_held(engine.model.family.model):  # stands in for a generation that outlives the timeout
+        with pytest.raises(GenerationTimeout) as caught:
+            engine.generate(request)
     assert caught.value.status == 504 and "0.3 seconds" in caught.value.message
-    assert seen["cancelled"].is_set()
-    family.generate = real_generate
+    assert request.cancelled.is_set()
     assert ask(engine).finish_reason in ("stop", "length")
 
 
 def test_a_failing_generation_is_a_generic_error_and_is_logged(make_engine, chat_model, caplog):
     engine = make_engine(chat_model)
     assert engine.wait_ready(30)
-    family = engine.model.family
-    real_generate = family.generate
-    family.generate = raising(RuntimeError("secret internal detail"))
+    model = engine.model.family.model
+    model.forward = raising(RuntimeError("secret internal detail"))
     with pytest.raises(GenerationFailed) as caught:
         ask(engine)
+    del model.forward
     assert "secret" not in caught.value.message
     assert "secret internal detail" in caplog.text
-    family.generate = real_generate
     assert ask(engine).usage.prompt_tokens > 0
 
 
@@ -125,55 +115,35 @@ def test_describe_reports_the_model_and_its_limits(make_engine, chat_model):
 
 
 def test_a_request_cancelled_while_queued_finishes_at_once(make_engine, chat_model):
-    engine = make_engine(chat_model)
+    engine = make_engine(chat_model, max_batch_size=1)
     assert engine.wait_ready(30)
-    family = engine.model.family
-    real_generate = family.generate
-    busy, release = threading.Event(), threading.Event()
-
-    def hold_the_worker(*args, **kwargs):
-        busy.set()
-        release.wait(10)
-        return real_generate(*args, **kwargs)
-
-    family.generate = hold_the_worker
     params = engine.settings.generation_defaults()
-    first = threading.Thread(target=engine.generate, args=(GenerationRequest(params, messages=HELLO),))
-    first.start()
-    assert busy.wait(10)
-    family.generate = real_generate
-    queued = GenerationRequest(params, messages=HELLO)
-    replies = []
-    waiter = threading.Thread(target=lambda: replies.append(engine.generate(queued)))
-    waiter.start()
-    queued.cancel()
-    release.set()
-    waiter.join(5)
-    first.join(5)
+    with model_held(engine.model.family.model) as (busy, release):
+        first = threading.Thread(target=engine.generate, args=(GenerationRequest(params, messages=HELLO),))
+        first.start()
+        assert busy.wait(10)
+        queued = GenerationRequest(params, messages=HELLO)
+        replies = []
+        waiter = threading.Thread(target=lambda: replies.append(engine.generate(queued)))
+        waiter.start()
+        queued.cancel()
+        release.set()
+        waiter.join(5)
+        first.join(5)
     assert not waiter.is_alive() and replies[0].finish_reason == "cancelled" and replies[0].text == ""
 
 
 def test_requests_past_the_pending_bound_get_429_and_the_bound_frees_up(make_engine, chat_model):
     engine = make_engine(chat_model, max_pending=1)
     assert engine.wait_ready(30)
-    family = engine.model.family
-    real_generate = family.generate
-    busy, release = threading.Event(), threading.Event()
-
-    def hold_the_worker(*args, **kwargs):
-        busy.set()
-        release.wait(10)
-        return real_generate(*args, **kwargs)
-
-    family.generate = hold_the_worker
-    first = threading.Thread(target=ask, args=(engine,))
-    first.start()
-    assert busy.wait(10) and engine.pending == 1
-    with pytest.raises(ServerBusy) as caught:
-        ask(engine)
+    with model_held(engine.model.family.model) as (busy, release):
+        first = threading.Thread(target=ask, args=(engine,))
+        first.start()
+        assert busy.wait(10) and engine.pending == 1
+        with pytest.raises(ServerBusy) as caught:
+            ask(engine)
+        release.set()
+        first.join(10)
     assert caught.value.status == 429 and caught.value.retry_after > 0 and "try again" in caught.value.message
-    family.generate = real_generate
-    release.set()
-    first.join(10)
     assert engine.pending == 0 and ask(engine).usage.completion_tokens > 0
     assert engine.describe()["requests"]["refused_busy"] == 1

@@ -14,21 +14,27 @@ def events(response) -> list:
     return [line[len("data: "):] for line in raw.split("\n\n") if line]
 
 
-def test_an_error_after_the_stream_starts_is_an_error_event_then_done(make_app, chat_model, caplog):
-    app = make_app(chat_model)
+def test_an_error_after_the_stream_starts_is_an_error_event_then_done(make_app, html_model, caplog):
+    app = make_app(html_model)
     client = app.test_client()
-    assert client.post("/v1/chat/completions", json=BODY).status_code == 200
-    family = app.extensions["palaver"]["engine"].model.family
+    body = {**BODY, "model": "html-replier"}
+    assert client.post("/v1/chat/completions", json=body).status_code == 200
+    model = app.extensions["palaver"]["engine"].model.family.model
+    real_forward = model.forward
+    calls = []
 
-    def speak_then_fail(prompt, params, cancelled, on_text=None, **kwargs):
-        on_text("partial ")
-        raise RuntimeError("exploded inside the model")
+    def prefill_then_fail(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:  # the prefill gives the first text; the next step fails
+            raise RuntimeError("exploded inside the model")
+        return real_forward(*args, **kwargs)
 
-    family.generate = speak_then_fail
-    response = client.post("/v1/chat/completions", json={**BODY, "stream": True})
+    model.forward = prefill_then_fail
+    response = client.post("/v1/chat/completions", json={**body, "stream": True})
     data = events(response)
+    del model.forward
     assert response.status_code == 200 and data[-1] == "[DONE]"
-    assert json.loads(data[1])["choices"][0]["delta"]["content"] == "partial "
+    assert json.loads(data[1])["choices"][0]["delta"]["content"] == "<script>"
     error = json.loads(data[-2])["error"]
     assert error["type"] == "server_error" and "exploded" not in response.get_data(as_text=True)
     assert "exploded inside the model" in caplog.text
@@ -65,6 +71,6 @@ def test_a_failing_model_mid_generation_is_500_without_details(make_app, chat_mo
     app = make_app(chat_model)
     client = app.test_client()
     client.post("/v1/chat/completions", json=BODY)
-    app.extensions["palaver"]["engine"].model.family.generate = raising(RuntimeError("internal detail"))
+    app.extensions["palaver"]["engine"].model.family.model.forward = raising(RuntimeError("internal detail"))
     response = client.post("/v1/chat/completions", json=BODY)
     assert response.status_code == 500 and "internal detail" not in response.get_data(as_text=True)

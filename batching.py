@@ -1,0 +1,194 @@
+"""Continuous batching: requests join a running batch at the next step and leave it the moment they end."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from commons import Reply, Usage
+from parameters import GenerationParams
+from streaming import ReplyStream
+
+
+class Sampler:
+    """Choose each next token with one request's own parameters and random generator."""
+
+    def __init__(self, params: GenerationParams):
+        self.params = params
+        self.generator = torch.Generator()
+        if params.seed is not None:
+            self.generator.manual_seed(params.seed)
+        else:
+            self.generator.seed()
+
+    def choose(self, logits: torch.Tensor, seen: list[int]) -> int:
+        """Apply repetition penalty, temperature, top-k and top-p in transformers' order, then pick."""
+        params = self.params
+        scores = logits.float().clone()
+        if params.repetition_penalty != 1.0 and seen:
+            index = torch.tensor(sorted(set(seen)))
+            picked = scores[index]
+            scores[index] = torch.where(picked < 0, picked * params.repetition_penalty,
+                                        picked / params.repetition_penalty)
+        if params.greedy:
+            return int(scores.argmax())
+        scores = scores / params.temperature
+        if 0 < params.top_k < scores.numel():
+            scores[scores < torch.topk(scores, params.top_k).values[-1]] = -float("inf")
+        if params.top_p < 1.0:
+            ordered, order = torch.sort(scores)
+            drop = ordered.softmax(-1).cumsum(-1) <= 1 - params.top_p
+            drop[-1] = False  # always keep the likeliest token
+            scores[order[drop]] = -float("inf")
+        return int(torch.multinomial(scores.softmax(-1), 1, generator=self.generator))
+
+
+@dataclass
+class Row:
+    """One request inside a batch: its prompt, what it generated, and how it streams."""
+
+    prompt_ids: list[int]
+    truncated_turns: int
+    params: GenerationParams
+    max_new_tokens: int
+    stream: ReplyStream
+    cancelled: threading.Event
+    owner: object = None  # whoever asked for this row, for the caller's bookkeeping
+    sampler: Sampler = None
+    generated: list[int] = field(default_factory=list)
+    on_finish: Callable[["Row", Reply], None] | None = None
+
+    def __post_init__(self):
+        self.sampler = Sampler(self.params)
+        self.stream.put(torch.tensor(self.prompt_ids))  # the stream skips the prompt
+
+    def accept(self, logits: torch.Tensor) -> None:
+        """Choose the next token from logits and hand it to the stream."""
+        token = self.sampler.choose(logits, self.prompt_ids + self.generated)
+        self.generated.append(token)
+        self.stream.put(torch.tensor([token]))
+
+    @property
+    def done(self) -> bool:
+        return self.stream.stopped or self.cancelled.is_set() or len(self.generated) >= self.max_new_tokens
+
+    def reply(self) -> Reply:
+        """Flush the stream and describe how the reply ended."""
+        self.stream.end()
+        reason = "cancelled" if self.cancelled.is_set() else "stop" if self.stream.stopped else "length"
+        return Reply(self.stream.text, Usage(len(self.prompt_ids), len(self.generated)), self.truncated_turns, reason)
+
+
+class CausalBatch:
+    """Rows of a decoder-only model sharing one left-padded KV cache."""
+
+    def __init__(self, model):
+        self.model = model
+        self.rows: list[Row] = []
+        self.finished_early: list[Row] = []  # rows whose first token already ended them
+        self.cache = None
+        self.mask: torch.Tensor | None = None  # [rows, cached length]: 1 for real tokens, 0 for padding
+
+    @torch.inference_mode()
+    def add(self, row: Row) -> None:
+        """Prefill the row's prompt alone, choose its first token, and pad its cache into the batch."""
+        input_ids = torch.tensor([row.prompt_ids])
+        output = self.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=True)
+        row.accept(output.logits[0, -1])
+        if row.done:
+            self.finished_early.append(row)
+            return
+        self._merge(output.past_key_values, len(row.prompt_ids))
+        self.rows.append(row)
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        """Decode one token for every row in one forward pass."""
+        if not self.rows:
+            return
+        input_ids = torch.tensor([[row.generated[-1]] for row in self.rows])
+        positions = torch.tensor([[len(row.prompt_ids) + len(row.generated) - 1] for row in self.rows])
+        mask = torch.cat([self.mask, torch.ones(len(self.rows), 1, dtype=self.mask.dtype)], dim=1)
+        output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                            past_key_values=self.cache, use_cache=True)
+        self.mask = mask
+        for index, row in enumerate(self.rows):
+            row.accept(output.logits[index, -1])
+
+    def remove_done(self) -> list[Row]:
+        """Take finished rows out of the batch and free their cache."""
+        finished, self.finished_early = self.finished_early + [row for row in self.rows if row.done], []
+        if finished:
+            keep = [i for i, row in enumerate(self.rows) if not row.done]
+            self.rows = [self.rows[i] for i in keep]
+            if not keep:
+                self.cache, self.mask = None, None
+            else:
+                index = torch.tensor(keep)
+                first = int((self.mask[index].sum(0) > 0).nonzero()[0])  # drop columns that are padding everywhere
+                self.mask = self.mask[index, first:]
+                for layer in self.cache.layers:
+                    layer.keys, layer.values = layer.keys[index, :, first:], layer.values[index, :, first:]
+        return finished
+
+    def _merge(self, cache, length: int) -> None:
+        if self.cache is None:
+            self.cache, self.mask = cache, torch.ones(1, length, dtype=torch.long)
+            return
+        current = self.mask.shape[1]
+        width = max(current, length)
+        for layer, new in zip(self.cache.layers, cache.layers):
+            layer.keys = torch.cat([pad_left(layer.keys, width - current), pad_left(new.keys, width - length)])
+            layer.values = torch.cat([pad_left(layer.values, width - current), pad_left(new.values, width - length)])
+        new_mask = torch.ones(1, length, dtype=self.mask.dtype)
+        self.mask = torch.cat([F.pad(self.mask, (width - current, 0)), F.pad(new_mask, (width - length, 0))])
+
+
+class Seq2SeqBatch:
+    """Rows of an encoder-decoder model: encoded once on joining, decoded together each step."""
+
+    def __init__(self, model, decoder_start_id: int, pad_id: int):
+        self.model = model
+        self.decoder_start_id = decoder_start_id
+        self.pad_id = pad_id
+        self.rows: list[Row] = []
+        self.encoded: list[torch.Tensor] = []
+
+    @torch.inference_mode()
+    def add(self, row: Row) -> None:
+        """Encode the row's prompt alone; its first token comes with the next step."""
+        self.encoded.append(self.model.get_encoder()(input_ids=torch.tensor([row.prompt_ids])).last_hidden_state[0])
+        self.rows.append(row)
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        """Decode one token for every row; right padding keeps each row's positions its own."""
+        if not self.rows:
+            return
+        encoder_states = torch.nn.utils.rnn.pad_sequence(self.encoded, batch_first=True)
+        encoder_mask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(e), dtype=torch.long) for e in self.encoded],
+                                                       batch_first=True)
+        decoded = [[self.decoder_start_id, *row.generated] for row in self.rows]
+        decoder_ids = torch.nn.utils.rnn.pad_sequence([torch.tensor(d) for d in decoded], batch_first=True,
+                                                      padding_value=self.pad_id)
+        output = self.model(encoder_outputs=(encoder_states,), attention_mask=encoder_mask,
+                            decoder_input_ids=decoder_ids, use_cache=False)
+        for index, row in enumerate(self.rows):
+            row.accept(output.logits[index, len(decoded[index]) - 1])
+
+    def remove_done(self) -> list[Row]:
+        """Take finished rows out of the batch."""
+        finished = [row for row in self.rows if row.done]
+        kept = [(row, encoded) for row, encoded in zip(self.rows, self.encoded) if not row.done]
+        self.rows = [row for row, _ in kept]
+        self.encoded = [encoded for _, encoded in kept]
+        return finished
+
+
+def pad_left(states: torch.Tensor, amount: int) -> torch.Tensor:
+    """Pad a [batch, heads, length, dim] cache tensor with zeros at the start of its length."""
+    return F.pad(states, (0, 0, amount, 0)) if amount else states

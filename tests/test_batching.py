@@ -1,0 +1,103 @@
+"""Continuous batching: replies made in a batch equal replies made alone, whoever joins or leaves."""
+
+import threading
+
+import pytest
+
+from commons import Message, Settings
+from conftest import model_held
+from inference import GenerationRequest
+from loading import load_model
+
+FAMILIES = ["chat_model", "dialogpt_model", "blenderbot_model", "blenderbot_small_model"]
+
+
+def history(turns: int) -> list[Message]:
+    return [Message("user" if i % 2 == 0 else "assistant", f"turn {i} tell me a story about a cat")
+            for i in range(turns)]
+
+
+def greedy(max_new_tokens: int, **overrides):
+    return Settings(temperature=0.0, max_new_tokens=max_new_tokens, **overrides).generation_defaults()
+
+
+CASES = [(history(1), 6), (history(5), 12), (history(3), 3), (history(7), 9)]
+
+
+@pytest.mark.parametrize("fixture", FAMILIES)
+def test_greedy_replies_in_a_batch_equal_replies_alone(request, fixture):
+    family = load_model(Settings(model=str(request.getfixturevalue(fixture)))).family
+    prompts = [(family.build_prompt(messages, n), greedy(n)) for messages, n in CASES]
+    alone = [family.generate(prompt, params, threading.Event()) for prompt, params in prompts]
+    batch = family.start_batch()
+    rows = [family.new_row(prompt, params, threading.Event()) for prompt, params in prompts]
+    # Join at different steps, and leave at different steps (mixed max_new_tokens).
+    batch.add(rows[0])
+    batch.step()
+    batch.add(rows[1])
+    batch.step()
+    batch.add(rows[2])
+    batch.add(rows[3])
+    finished = batch.remove_done()
+    while batch.rows:
+        batch.step()
+        finished += batch.remove_done()
+    assert len(finished) == 4
+    assert [row.reply() for row in rows] == alone
+
+
+@pytest.mark.parametrize("fixture", FAMILIES)
+def test_cancelling_one_row_leaves_the_others_untouched(request, fixture):
+    family = load_model(Settings(model=str(request.getfixturevalue(fixture)))).family
+    prompts = [(family.build_prompt(messages, n), greedy(n, repetition_penalty=1.3)) for messages, n in CASES]
+    alone = [family.generate(prompt, params, threading.Event()) for prompt, params in prompts]
+    flags = [threading.Event() for _ in prompts]
+    batch = family.start_batch()
+    rows = [family.new_row(prompt, params, flag) for (prompt, params), flag in zip(prompts, flags)]
+    for row in rows:
+        batch.add(row)
+    batch.step()
+    flags[1].set()
+    while batch.rows:
+        batch.remove_done()
+        if batch.rows:
+            batch.step()
+    replies = [row.reply() for row in rows]
+    assert replies[1].finish_reason == "cancelled" and replies[1].usage.completion_tokens <= 3
+    assert [replies[i] for i in (0, 2, 3)] == [alone[i] for i in (0, 2, 3)]
+
+
+def test_concurrent_requests_share_forward_passes_and_match_alone(make_app, chat_model):
+    app = make_app(chat_model, max_batch_size=8)
+    engine = app.extensions["palaver"]["engine"]
+    assert engine.wait_ready(30)
+    requests = [GenerationRequest(greedy(n), messages=messages) for messages, n in CASES * 2]
+    alone = [engine.generate(GenerationRequest(r.params, messages=r.messages)) for r in requests]
+    replies = [None] * len(requests)
+    sizes = app.extensions["palaver"]["metrics"].batch_size
+    before_total, before_steps = histogram_totals(sizes)
+
+    def ask(index):
+        replies[index] = engine.generate(requests[index])
+
+    with model_held(engine.model.family.model) as (busy, release):
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(requests))]
+        threads[0].start()
+        assert busy.wait(10)  # the first request's prefill is held while the others queue
+        for thread in threads[1:]:
+            thread.start()
+        while engine.pending < len(requests):
+            threading.Event().wait(0.01)
+        release.set()
+        for thread in threads:
+            thread.join(30)
+    assert replies == alone
+    total, steps = histogram_totals(sizes)
+    assert (total - before_total) / (steps - before_steps) > 2, "requests were generated together"
+
+
+def histogram_totals(histogram) -> tuple[float, float]:
+    """Return a histogram's sum and count."""
+    samples = histogram.collect()[0].samples
+    return (next(s.value for s in samples if s.name.endswith("_sum")),
+            next(s.value for s in samples if s.name.endswith("_count")))
