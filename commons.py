@@ -82,7 +82,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Requests that may wait for or use the model at once; more get 429 with Retry-After."),
     Setting("log_messages", parse_bool, "Include request bodies (message text) in the per-request log line."),
     Setting("torch_threads", int, "Threads torch uses for inference; 0 keeps torch's default."),
-    Setting("http_threads", int, "Request threads per gunicorn worker."),
+    Setting("http_threads", int,
+            "Request threads in the gunicorn worker; each open request or stream holds one, so keep it at or above "
+            "`PALAVER_MAX_PENDING` for concurrent requests to reach the batch."),
     Setting("max_new_tokens", int, "Default longest reply, in tokens."),
     Setting("temperature", float, "Default sampling temperature; 0 means greedy decoding."),
     Setting("top_p", float, "Default nucleus sampling threshold."),
@@ -113,11 +115,11 @@ class Settings:
     conversation_ttl: int = 86400
     load_wait: float = 60
     request_timeout: float = 120
-    max_batch_size: int = 16
-    max_pending: int = 32
+    max_batch_size: int = 32
+    max_pending: int = 64
     log_messages: bool = False
     torch_threads: int = 0
-    http_threads: int = 16
+    http_threads: int = 64
     max_new_tokens: int = 64
     temperature: float = 0.7
     top_p: float = 0.9

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
+from contextlib import closing
 from typing import Any, Mapping
 
 from flask import Blueprint, Response, jsonify, request
 
+from commons import Reply
 from parameters import GenerationParams
 from errors import InvalidRequest
 from inference import GenerationRequest
-from openai_api import serve_chat, serve_text
+from openai_api import serve_chat, serve_text, start_all
 from openai_protocol import MAX_PROMPTS, CompletionRequest
 from services import get_engine, get_settings, read_json, require_api_key, to_palaver_error
 
@@ -98,5 +100,8 @@ def predict(prompts: list[str], params: dict[str, Any]) -> list[str]:
     engine = get_engine()
     preset = engine.presets.get(params.pop("preset", None))
     generation: GenerationParams = get_settings().generation_defaults().overridden(params)
-    replies = [engine.generate(GenerationRequest(generation, prompt=p, preset=preset)) for p in prompts]
+    replies = []
+    for stream in start_all([GenerationRequest(generation, prompt=p, preset=preset) for p in prompts], engine):
+        with closing(stream):
+            replies.append(next(item for item in stream if isinstance(item, Reply)))
     return [(prompt + reply.text if full_text else reply.text).strip() for prompt, reply in zip(prompts, replies)]

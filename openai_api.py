@@ -90,9 +90,8 @@ def serve_text(completion: CompletionRequest, engine: Engine):
     """Answer a completion for one prompt or a list of them."""
     preset = engine.presets.get(completion.preset)
     probe = client_gone_probe()
-    streams = [engine.stream(GenerationRequest(completion.params, prompt=prompt, preset=preset, client_gone=probe))
-               for prompt in completion.prompts]
-    next(streams[0])  # the first prompt's errors keep their status; later ones arrive in the body
+    streams = start_all([GenerationRequest(completion.params, prompt=prompt, preset=preset, client_gone=probe)
+                         for prompt in completion.prompts], engine)
     if completion.stream:
         return event_stream(text_events(streams, completion))
     choices, usage = [], Usage(0, 0)
@@ -133,3 +132,11 @@ def text_events(streams: list[Iterator], completion: CompletionRequest) -> Itera
     if completion.include_usage:
         yield sse_event({**text_completion(completion_id, completion.model, [], usage, created)})
     yield sse_event("[DONE]")
+
+
+def start_all(requests: list[GenerationRequest], engine: Engine) -> list[Iterator]:
+    """Queue every request before waiting on any, so they are generated in one batch."""
+    streams = [engine.stream(request) for request in requests]
+    for stream in streams:
+        next(stream)  # returns once the request has joined; a bad prompt raises here, with its status
+    return streams

@@ -41,7 +41,11 @@ def palaver(cache_dir: str, model: str = ""):
         yield f"http://127.0.0.1:{port}", process.pid
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def seconds_until_ready(base_url: str, started: float, timeout: float = 300) -> float:
@@ -50,7 +54,7 @@ def seconds_until_ready(base_url: str, started: float, timeout: float = 300) -> 
         try:
             if requests.get(base_url + "/readyz", timeout=2).status_code == 200:
                 return time.perf_counter() - started
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or too busy loading to answer
             pass
         time.sleep(0.05)
     raise SystemExit("the server did not become ready")

@@ -101,3 +101,17 @@ def histogram_totals(histogram) -> tuple[float, float]:
     samples = histogram.collect()[0].samples
     return (next(s.value for s in samples if s.name.endswith("_sum")),
             next(s.value for s in samples if s.name.endswith("_count")))
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/completions", {"model": "chat-llama", "prompt": ["one", "two two", "three three three", "four"],
+                         "max_tokens": 6}),
+    ("/invocations", {"inputs": ["one", "two two", "three three three", "four"], "params": {"max_new_tokens": 6}}),
+])
+def test_a_list_of_prompts_is_generated_as_one_batch(make_app, chat_model, path, body):
+    app = make_app(chat_model)
+    sizes = app.extensions["palaver"]["metrics"].batch_size
+    response = app.test_client().post(path, json=body)
+    assert response.status_code == 200
+    total, steps = histogram_totals(sizes)
+    assert total / steps > 1.5, "the prompts shared forward passes"
