@@ -97,7 +97,9 @@ class CausalBatch:
     def add(self, row: Row) -> None:
         """Prefill the row's prompt alone, choose its first token, and pad its cache into the batch."""
         input_ids = torch.tensor([row.prompt_ids])
-        output = self.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=True)
+        # Only the last position's logits are needed: a whole prompt's would be prompt length × vocabulary.
+        output = self.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=True,
+                            logits_to_keep=1)
         row.accept(output.logits[0, -1])
         if row.done:
             self.finished_early.append(row)
