@@ -93,19 +93,29 @@ class CausalBatch:
         self.cache = None
         self.mask: torch.Tensor | None = None  # [rows, cached length]: 1 for real tokens, 0 for padding
 
-    @torch.inference_mode()
     def add(self, row: Row) -> None:
-        """Prefill the row's prompt alone, choose its first token, and pad its cache into the batch."""
-        input_ids = torch.tensor([row.prompt_ids])
+        """Add one row; see add_many."""
+        self.add_many([row])
+
+    @torch.inference_mode()
+    def add_many(self, rows: list[Row]) -> None:
+        """Prefill rows that join together in one padded pass, choose their first tokens, and merge their caches."""
+        width = max(len(row.prompt_ids) for row in rows)
+        mask = torch.tensor([[0] * (width - len(row.prompt_ids)) + [1] * len(row.prompt_ids) for row in rows])
+        input_ids = torch.tensor([[0] * (width - len(row.prompt_ids)) + row.prompt_ids for row in rows])
         # Only the last position's logits are needed: a whole prompt's would be prompt length × vocabulary.
-        output = self.model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=True,
-                            logits_to_keep=1)
-        row.accept(output.logits[0, -1])
-        if row.done:
-            self.finished_early.append(row)
-            return
-        self._merge(output.past_key_values, len(row.prompt_ids))
-        self.rows.append(row)
+        output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                            use_cache=True, logits_to_keep=1)
+        for index, row in enumerate(rows):
+            row.accept(output.logits[index, -1])
+        joining = [i for i, row in enumerate(rows) if not row.done]
+        self.finished_early += [row for row in rows if row.done]
+        if joining:
+            index = torch.tensor(joining)
+            for layer in output.past_key_values.layers:
+                layer.keys, layer.values = layer.keys[index], layer.values[index]
+            self._merge(output.past_key_values, mask[index])
+            self.rows += [rows[i] for i in joining]
 
     @torch.inference_mode()
     def step(self) -> None:
@@ -137,17 +147,17 @@ class CausalBatch:
                     layer.keys, layer.values = layer.keys[index, :, first:], layer.values[index, :, first:]
         return finished
 
-    def _merge(self, cache, length: int) -> None:
+    def _merge(self, cache, mask: torch.Tensor) -> None:
+        """Left-pad the batch's cache or the newcomers', whichever is shorter, and stack them."""
         if self.cache is None:
-            self.cache, self.mask = cache, torch.ones(1, length, dtype=torch.long)
+            self.cache, self.mask = cache, mask
             return
-        current = self.mask.shape[1]
+        current, length = self.mask.shape[1], mask.shape[1]
         width = max(current, length)
         for layer, new in zip(self.cache.layers, cache.layers):
             layer.keys = torch.cat([pad_left(layer.keys, width - current), pad_left(new.keys, width - length)])
             layer.values = torch.cat([pad_left(layer.values, width - current), pad_left(new.values, width - length)])
-        new_mask = torch.ones(1, length, dtype=self.mask.dtype)
-        self.mask = torch.cat([F.pad(self.mask, (width - current, 0)), F.pad(new_mask, (width - length, 0))])
+        self.mask = torch.cat([F.pad(self.mask, (width - current, 0)), F.pad(mask, (width - length, 0))])
 
 
 class Seq2SeqBatch:
@@ -159,6 +169,11 @@ class Seq2SeqBatch:
         self.pad_id = pad_id
         self.rows: list[Row] = []
         self.encoded: list[torch.Tensor] = []
+
+    def add_many(self, rows: list[Row]) -> None:
+        """Add rows one by one; encoding each alone keeps its positions exact."""
+        for row in rows:
+            self.add(row)
 
     @torch.inference_mode()
     def add(self, row: Row) -> None:

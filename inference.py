@@ -195,10 +195,13 @@ class Engine:
         family = self.model.family
         batch = family.start_batch()
         while True:
+            joining = []
             for request in self._take(block=not batch.rows, limit=self.settings.max_batch_size - len(batch.rows)):
                 if request is None:
                     return
-                self._admit(request, batch)
+                joining += self._admit(request)
+            if joining:
+                self._join(joining, batch)
             if batch.rows:
                 self.observer.step(len(batch.rows))
                 try:
@@ -224,20 +227,29 @@ class Engine:
             pass
         return taken
 
-    def _admit(self, request: GenerationRequest, batch) -> None:
-        """Build the request's prompt and add it to the batch, or finish it at once."""
+    def _admit(self, request: GenerationRequest) -> list:
+        """Build the request's batch row, or finish the request at once; return the rows that join."""
         if request.cancelled.is_set() or not request.result.set_running_or_notify_cancel():
             self.counts["cancelled_before_start"] += 1
             self._finish(request)
-            return
+            return []
         try:
-            row = self._row(request)
-            batch.add(row)
+            return [self._row(request)]
         except PalaverError as exc:
             self._fail(request, exc)
         except Exception:
             log.exception("starting a generation failed")
             self._fail(request, GenerationFailed("generation failed; the error has been logged"))
+        return []
+
+    def _join(self, rows: list, batch) -> None:
+        """Prefill rows that arrived together in one pass; a failure fails only them."""
+        try:
+            batch.add_many(rows)
+        except Exception:
+            log.exception("starting a generation failed")
+            for row in rows:
+                self._fail(row.owner, GenerationFailed("generation failed; the error has been logged"))
 
     def _row(self, request: GenerationRequest):
         family = self.model.family

@@ -1,6 +1,7 @@
 """Drive C concurrent clients, each holding a T-turn conversation, through /v1/chat/completions.
 
-Usage: make bench-load                 (Palaver, started from the Procfile with the embedded model)
+Usage: make bench-load                 (Palaver, started from the Procfile with the embedded model;
+                                        set PALAVER_CACHE_DIR to reuse a converted model)
        .venv/bin/python bench/load.py --url http://127.0.0.1:8080 --pid PID   (any OpenAI-compatible server)
 """
 
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import requests
 
+# Read before importing serve, whose test helpers clear PALAVER_* variables.
+CACHE_DIR = os.environ.get("PALAVER_CACHE_DIR")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from serve import palaver, seconds_until_ready  # noqa: E402
@@ -101,9 +104,9 @@ def main() -> None:
         rows = [run_load(args.url, c, args.turns, args.max_tokens, args.pid) for c in levels]
         label = args.label or args.url
     else:
-        with tempfile.TemporaryDirectory() as cache_dir, palaver(os.environ.get("PALAVER_CACHE_DIR", cache_dir)) \
-                as (url, pid):
-            seconds_until_ready(url, time.perf_counter())
+        with tempfile.TemporaryDirectory() as cache_dir, palaver(CACHE_DIR or cache_dir) as (url, pid):
+            seconds_until_ready(url, time.perf_counter(), timeout=600)
+            run_load(url, 2, 1, 8, None)  # warm up: first calls pay one-off kernel set-up
             rows = [run_load(url, c, args.turns, args.max_tokens, pid) for c in levels]
         label = args.label or "Palaver"
     print(f"{label} · {args.turns} turns × {args.max_tokens} tokens, greedy · "

@@ -36,8 +36,7 @@ def test_greedy_replies_in_a_batch_equal_replies_alone(request, fixture):
     batch.step()
     batch.add(rows[1])
     batch.step()
-    batch.add(rows[2])
-    batch.add(rows[3])
+    batch.add_many([rows[2], rows[3]])  # two prompts of different lengths prefilled in one padded pass
     finished = batch.remove_done()
     while batch.rows:
         batch.step()
@@ -54,8 +53,7 @@ def test_cancelling_one_row_leaves_the_others_untouched(request, fixture):
     flags = [threading.Event() for _ in prompts]
     batch = family.start_batch()
     rows = [family.new_row(prompt, params, flag) for (prompt, params), flag in zip(prompts, flags)]
-    for row in rows:
-        batch.add(row)
+    batch.add_many(rows)
     batch.step()
     flags[1].set()
     while batch.rows:
