@@ -49,7 +49,7 @@ def converse(url: str, model: str, client: int, turns: int, max_tokens: int, res
         messages.append({"role": "user", "content": OPENERS[client % len(OPENERS)] if turn == 0 else FOLLOW_UP})
         body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
                 "stream_options": {"include_usage": True}}
-        started, first, text, tokens = time.perf_counter(), None, "", 0
+        started, first, text, tokens, chunks = time.perf_counter(), None, "", 0, 0
         try:
             with requests.post(url + "/v1/chat/completions", json=body, stream=True, timeout=300) as response:
                 if response.status_code != 200:
@@ -62,12 +62,14 @@ def converse(url: str, model: str, client: int, turns: int, max_tokens: int, res
                     if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
                         first = first or time.perf_counter() - started
                         text += chunk["choices"][0]["delta"]["content"]
+                        chunks += 1
                     if chunk.get("usage"):
                         tokens = chunk["usage"]["completion_tokens"]
         except requests.RequestException as exc:
             errors.append(str(exc))
             return
-        results.append((time.perf_counter() - started, first or 0.0, tokens))
+        # A server that reports no usage when streaming (llama-cpp-python) sends one token per chunk.
+        results.append((time.perf_counter() - started, first or 0.0, tokens or chunks))
         messages.append({"role": "assistant", "content": text})
 
 
