@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
 from commons import Reply, Usage
 from parameters import GenerationParams
@@ -83,11 +85,51 @@ class Row:
         return Reply(self.stream.text, Usage(len(self.prompt_ids), len(self.generated)), self.truncated_turns, reason)
 
 
+class PrefixCache:
+    """Keep finished requests' KV caches, so a conversation's next turn computes only its new tokens."""
+
+    MIN_REUSE = 8  # shorter shared prefixes are not worth a separate prefill
+
+    def __init__(self, max_tokens: int, counts: Counter | None = None):
+        self.max_tokens = max_tokens
+        self.counts = Counter() if counts is None else counts  # prompt tokens computed, and reused
+        self.entries: OrderedDict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self.tokens = 0
+
+    def store(self, token_ids: list[int], layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Remember the cache of token_ids, evicting the least recently used beyond the token budget."""
+        key = tuple(token_ids)
+        if len(key) < self.MIN_REUSE or len(key) > self.max_tokens or key in self.entries:
+            return
+        while self.tokens + len(key) > self.max_tokens:
+            evicted, _ = self.entries.popitem(last=False)
+            self.tokens -= len(evicted)
+        self.entries[key] = layers
+        self.tokens += len(key)
+
+    def lookup(self, prompt_ids: list[int]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]] | None]:
+        """Return the longest cached prefix of prompt_ids (leaving one token to compute) and its cache."""
+        best, best_key = 0, None
+        for key in self.entries:
+            shared = 0
+            for a, b in zip(key, prompt_ids[:-1]):
+                if a != b:
+                    break
+                shared += 1
+            if shared > best:
+                best, best_key = shared, key
+        if best < self.MIN_REUSE:
+            return 0, None
+        self.entries.move_to_end(best_key)
+        return best, [(k[:, :, :best], v[:, :, :best]) for k, v in self.entries[best_key]]
+
+
 class CausalBatch:
     """Rows of a decoder-only model sharing one left-padded KV cache."""
 
-    def __init__(self, model):
+    def __init__(self, model, prefix_cache: PrefixCache | None = None):
         self.model = model
+        self.prefix_cache = prefix_cache
         self.rows: list[Row] = []
         self.finished_early: list[Row] = []  # rows whose first token already ended them
         self.cache = None
@@ -99,15 +141,47 @@ class CausalBatch:
 
     @torch.inference_mode()
     def add_many(self, rows: list[Row]) -> None:
-        """Prefill rows that join together in one padded pass, choose their first tokens, and merge their caches."""
+        """Prefill joining rows: from a cached prefix where one exists, the rest together in one padded pass."""
+        fresh = []
+        for row in rows:
+            reused, layers = self.prefix_cache.lookup(row.prompt_ids) if self.prefix_cache else (0, None)
+            if layers is None:
+                fresh.append(row)
+            else:
+                self._add_from_prefix(row, reused, layers)
+        if fresh:
+            self._prefill_together(fresh)
+
+    def _add_from_prefix(self, row: Row, reused: int, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        cache = DynamicCache()
+        for index, (keys, values) in enumerate(layers):
+            cache.update(keys, values, index)
+        length = len(row.prompt_ids)
+        output = self.model(input_ids=torch.tensor([row.prompt_ids[reused:]]),
+                            attention_mask=torch.ones(1, length, dtype=torch.long),
+                            position_ids=torch.arange(reused, length).unsqueeze(0), past_key_values=cache,
+                            use_cache=True, logits_to_keep=1)
+        self.prefix_cache.counts["prefilled_tokens"] += length - reused
+        self.prefix_cache.counts["reused_prompt_tokens"] += reused
+        self._join([row], output, torch.ones(1, length, dtype=torch.long))
+
+    def _prefill_together(self, rows: list[Row]) -> None:
         width = max(len(row.prompt_ids) for row in rows)
         mask = torch.tensor([[0] * (width - len(row.prompt_ids)) + [1] * len(row.prompt_ids) for row in rows])
         input_ids = torch.tensor([[0] * (width - len(row.prompt_ids)) + row.prompt_ids for row in rows])
         # Only the last position's logits are needed: a whole prompt's would be prompt length × vocabulary.
         output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                             use_cache=True, logits_to_keep=1)
+        if self.prefix_cache is not None:
+            self.prefix_cache.counts["prefilled_tokens"] += sum(len(row.prompt_ids) for row in rows)
+        self._join(rows, output, mask)
+
+    def _join(self, rows: list[Row], output, mask: torch.Tensor) -> None:
+        """Choose the prefilled rows' first tokens and merge the caches of those that go on."""
         for index, row in enumerate(rows):
             row.accept(output.logits[index, -1])
+            if row.done and self.prefix_cache is not None:  # ended at its first token: its prompt is still reusable
+                self._remember(row.prompt_ids, output.past_key_values, index)
         joining = [i for i, row in enumerate(rows) if not row.done]
         self.finished_early += [row for row in rows if row.done]
         if joining:
@@ -134,6 +208,10 @@ class CausalBatch:
     def remove_done(self) -> list[Row]:
         """Take finished rows out of the batch and free their cache."""
         finished, self.finished_early = self.finished_early + [row for row in self.rows if row.done], []
+        if self.prefix_cache is not None:
+            for index, row in enumerate(self.rows):
+                if row.done:  # the cache holds the prompt and every generated token but the last
+                    self._remember(row.prompt_ids + row.generated[:-1], self.cache, index)
         if finished:
             keep = [i for i, row in enumerate(self.rows) if not row.done]
             self.rows = [self.rows[i] for i in keep]
@@ -146,6 +224,13 @@ class CausalBatch:
                 for layer in self.cache.layers:
                     layer.keys, layer.values = layer.keys[index, :, first:], layer.values[index, :, first:]
         return finished
+
+    def _remember(self, token_ids: list[int], cache, index: int) -> None:
+        """Store one row's cache (its last len(token_ids) positions; padding comes first) for reuse."""
+        length = len(token_ids)
+        self.prefix_cache.store(token_ids, [(layer.keys[index:index + 1, :, -length:].clone(),
+                                             layer.values[index:index + 1, :, -length:].clone())
+                                            for layer in cache.layers])
 
     def _merge(self, cache, mask: torch.Tensor) -> None:
         """Left-pad the batch's cache or the newcomers', whichever is shorter, and stack them."""

@@ -78,6 +78,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds a request waits for a loading model before a 503 with Retry-After."),
     Setting("request_timeout", float, "Seconds a generation may take before it is cancelled."),
     Setting("max_batch_size", int, "Requests generated together in one forward pass; more wait their turn."),
+    Setting("prefix_cache_tokens", int,
+            "Tokens of finished requests' KV cache kept so a conversation's next turn reuses them (about 46 KB "
+            "each for the embedded model); 0 turns it off."),
     Setting("max_pending", int,
             "Requests that may wait for or use the model at once; more get 429 with Retry-After."),
     Setting("log_messages", parse_bool, "Include request bodies (message text) in the per-request log line."),
@@ -116,6 +119,7 @@ class Settings:
     load_wait: float = 60
     request_timeout: float = 120
     max_batch_size: int = 32
+    prefix_cache_tokens: int = 4096
     max_pending: int = 64
     log_messages: bool = False
     torch_threads: int = 0

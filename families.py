@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from batching import CausalBatch, Row, Seq2SeqBatch
+from batching import CausalBatch, PrefixCache, Row, Seq2SeqBatch
 from commons import Message, Reply
 from parameters import GenerationParams
 from errors import InvalidRequest
@@ -72,9 +72,9 @@ class ModelFamily:
             raise too_long("prompt", len(input_ids), limit)
         return Prompt(input_ids, 0)
 
-    def start_batch(self) -> CausalBatch:
+    def start_batch(self, prefix_cache: PrefixCache | None = None) -> CausalBatch:
         """Start an empty batch that this family's requests can join."""
-        return CausalBatch(self.model)
+        return CausalBatch(self.model, prefix_cache)
 
     def new_row(self, prompt: Prompt, params: GenerationParams, cancelled: threading.Event,
                 on_text: Callable[[str], None] | None = None, strip_leading: bool = True) -> Row:
@@ -157,7 +157,7 @@ class BlenderbotFamily(ModelFamily):
         text = self.turn_separator.join(self.format_turn(m) for m in messages)
         return list(self.tokenizer(text)["input_ids"])
 
-    def start_batch(self) -> Seq2SeqBatch:
+    def start_batch(self, prefix_cache: PrefixCache | None = None) -> Seq2SeqBatch:
         start = self.model.generation_config.decoder_start_token_id
         if start is None:
             start = self.model.config.decoder_start_token_id

@@ -192,8 +192,12 @@ class Engine:
 
     def _serve(self) -> None:
         """Run the batch: admit queued requests at each step, decode, and finish rows as they end."""
+        from batching import PrefixCache  # torch-bound, like the loader: imported on this thread
+
         family = self.model.family
-        batch = family.start_batch()
+        prefix_cache = PrefixCache(self.settings.prefix_cache_tokens, self.counts) \
+            if self.settings.prefix_cache_tokens else None
+        batch = family.start_batch(prefix_cache)
         while True:
             joining = []
             for request in self._take(block=not batch.rows, limit=self.settings.max_batch_size - len(batch.rows)):
@@ -210,7 +214,7 @@ class Engine:
                     log.exception("a generation step failed")
                     for row in batch.rows:
                         self._fail(row.owner, GenerationFailed("generation failed; the error has been logged"))
-                    batch = family.start_batch()
+                    batch = family.start_batch(prefix_cache)
                     continue
             for row in batch.remove_done():
                 self._complete(row)

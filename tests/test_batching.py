@@ -113,3 +113,41 @@ def test_a_list_of_prompts_is_generated_as_one_batch(make_app, chat_model, path,
     assert response.status_code == 200
     total, steps = histogram_totals(sizes)
     assert total / steps > 1.5, "the prompts shared forward passes"
+
+
+def test_the_prefix_cache_finds_the_longest_prefix_and_stays_within_its_budget():
+    import torch
+
+    from batching import PrefixCache
+
+    def layers(n):
+        return [(torch.zeros(1, 1, n, 2), torch.zeros(1, 1, n, 2))]
+
+    cache = PrefixCache(max_tokens=30)
+    cache.store(list(range(10)), layers(10))
+    cache.store(list(range(12)), layers(12))
+    assert cache.lookup(list(range(20)))[0] == 12
+    assert cache.lookup(list(range(12)))[0] == 11, "at least one token is left to compute"
+    assert cache.lookup([99] + list(range(20)))[0] == 0
+    assert cache.lookup(list(range(5)))[0] == 0, "prefixes shorter than MIN_REUSE are not reused"
+    cache.store(list(range(100, 115)), layers(15))  # evicts the least recently used entry
+    assert cache.tokens <= 30 and tuple(range(10)) not in cache.entries
+    assert cache.lookup(list(range(20)))[1][0][0].shape[2] == 12
+
+
+@pytest.mark.parametrize("fixture", ["chat_model", "dialogpt_model"])
+def test_a_conversations_next_turn_reuses_its_cache_and_replies_the_same(make_app, request, fixture):
+    model = request.getfixturevalue(fixture)
+    replies = {}
+    for budget in (0, 4096):
+        app = make_app(model, prefix_cache_tokens=budget, max_new_tokens=6)
+        client = app.test_client()
+        first = client.post("/api/chat", json={"message": "tell me a story about a cat"}).get_json()
+        second = client.post("/api/chat", json={"message": "and then what",
+                                                "conversation_id": first["conversation_id"]}).get_json()
+        replies[budget] = (first["reply"], second["reply"])
+        counts = app.extensions["palaver"]["engine"].counts
+        if budget:
+            assert counts["reused_prompt_tokens"] > 0
+            assert counts["prefilled_tokens"] < first["usage"]["prompt_tokens"] + second["usage"]["prompt_tokens"]
+    assert replies[0] == replies[4096]
