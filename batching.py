@@ -253,6 +253,7 @@ class Seq2SeqBatch:
         self.decoder_start_id = decoder_start_id
         self.pad_id = pad_id
         self.rows: list[Row] = []
+        self.finished_early: list[Row] = []  # never used: a row's first token comes with a step
         self.encoded: list[torch.Tensor] = []
 
     def add_many(self, rows: list[Row]) -> None:

@@ -205,7 +205,7 @@ class Engine:
                     return
                 joining += self._admit(request)
             if joining:
-                self._join(joining, batch)
+                batch = self._join(joining, batch, family, prefix_cache)
             if batch.rows:
                 self.observer.step(len(batch.rows))
                 try:
@@ -246,14 +246,19 @@ class Engine:
             self._fail(request, GenerationFailed("generation failed; the error has been logged"))
         return []
 
-    def _join(self, rows: list, batch) -> None:
-        """Prefill rows that arrived together in one pass; a failure fails only them."""
+    def _join(self, rows: list, batch, family, prefix_cache):
+        """Prefill rows that arrived together; return the batch to go on with."""
         try:
             batch.add_many(rows)
+            return batch
         except Exception:
             log.exception("starting a generation failed")
-            for row in rows:
-                self._fail(row.owner, GenerationFailed("generation failed; the error has been logged"))
+        # Some rows may have joined before the failure, so the batch can no longer be trusted.
+        entered = any(row in batch.rows or row in batch.finished_early for row in rows)
+        failed = rows + ([row for row in batch.rows if row not in rows] if entered else [])
+        for row in failed:
+            self._fail(row.owner, GenerationFailed("generation failed; the error has been logged"))
+        return family.start_batch(prefix_cache) if entered else batch
 
     def _row(self, request: GenerationRequest):
         family = self.model.family

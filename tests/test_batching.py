@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from commons import Message, Settings
-from conftest import model_held
+from conftest import model_held, raising
 from inference import GenerationRequest
 from loading import load_model
 
@@ -151,3 +151,18 @@ def test_a_conversations_next_turn_reuses_its_cache_and_replies_the_same(make_ap
             assert counts["reused_prompt_tokens"] > 0
             assert counts["prefilled_tokens"] < first["usage"]["prompt_tokens"] + second["usage"]["prompt_tokens"]
     assert replies[0] == replies[4096]
+
+
+def test_a_failure_while_joining_fails_cleanly_and_the_engine_goes_on(make_app, chat_model, caplog):
+    app = make_app(chat_model, max_new_tokens=4)
+    client = app.test_client()
+    first = client.post("/api/chat", json={"message": "tell me a story about a cat"}).get_json()
+    model = app.extensions["palaver"]["engine"].model.family.model
+    model.forward = raising(RuntimeError("prefill exploded"))
+    failed = client.post("/api/chat", json={"message": "and then", "conversation_id": first["conversation_id"]})
+    del model.forward
+    assert failed.status_code == 500 and "prefill exploded" in caplog.text
+    again = client.post("/api/chat", json={"message": "and then", "conversation_id": first["conversation_id"]})
+    assert again.status_code == 200
+    history = client.get(f"/api/conversations/{first['conversation_id']}").get_json()["messages"]
+    assert [m["role"] for m in history] == ["user", "assistant"] * 2
