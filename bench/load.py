@@ -20,11 +20,9 @@ from pathlib import Path
 
 import requests
 
-# Read before importing serve, whose test helpers clear PALAVER_* variables.
-CACHE_DIR = os.environ.get("PALAVER_CACHE_DIR")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve import palaver, seconds_until_ready  # noqa: E402
+from serve import palaver, percentile, seconds_until_ready  # noqa: E402
 
 OPENERS = ["Tell me about the sea.", "What should I cook tonight?", "Give me a tip for learning Python.",
            "Why is the sky blue?", "Describe your favourite book.", "How do bees make honey?"]
@@ -85,9 +83,9 @@ def run_load(url: str, clients: int, turns: int, max_tokens: int, pid: int | Non
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
-    latencies = sorted(r[0] for r in results) or [0.0]
+    latencies = [r[0] for r in results] or [0.0]
     return {"clients": clients, "tokens_per_s": sum(r[2] for r in results) / wall, "replies_per_s": len(results) / wall,
-            "p50": statistics.median(latencies), "p95": latencies[int(0.95 * (len(latencies) - 1))],
+            "p50": statistics.median(latencies), "p95": percentile(latencies, 0.95),
             "ttft_p50": statistics.median(r[1] for r in results) if results else 0.0, "errors": len(errors),
             "peak_rss_mb": peak_rss_mb(pid) if pid else float("nan"), "error_samples": errors[:3]}
 
@@ -106,7 +104,8 @@ def main() -> None:
         rows = [run_load(args.url, c, args.turns, args.max_tokens, args.pid) for c in levels]
         label = args.label or args.url
     else:
-        with tempfile.TemporaryDirectory() as cache_dir, palaver(CACHE_DIR or cache_dir) as (url, pid):
+        cache = os.environ.get("PALAVER_CACHE_DIR")
+        with tempfile.TemporaryDirectory() as scratch, palaver(cache or scratch) as (url, pid):
             seconds_until_ready(url, time.perf_counter(), timeout=600)
             run_load(url, 2, 1, 8, None)  # warm up: first calls pay one-off kernel set-up
             rows = [run_load(url, c, args.turns, args.max_tokens, pid) for c in levels]

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +22,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import free_port, procfile_command  # noqa: E402
+from servers import procfile_server  # noqa: E402
 
 PROMPTS = ["Hi there! Who are you?", "Tell me about the sea.", "What should I cook tonight?",
            "Give me a tip for learning Python."]
@@ -31,21 +31,15 @@ PROMPTS = ["Hi there! Who are you?", "Tell me about the sea.", "What should I co
 @contextmanager
 def palaver(cache_dir: str, model: str = ""):
     """Start the Procfile's web command with the model preloading; yield (base URL, master pid)."""
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "PALAVER_CACHE_DIR": cache_dir, "PALAVER_MODEL": model,
-           "PALAVER_PRELOAD": "1", "HF_HUB_OFFLINE": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    process = subprocess.Popen(["sh", "-c", "exec " + procfile_command()], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield f"http://127.0.0.1:{port}", process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    env = {"PALAVER_CACHE_DIR": cache_dir, "PALAVER_MODEL": model, "PALAVER_PRELOAD": "1", "HF_HUB_OFFLINE": "1"}
+    with procfile_server(env) as server:
+        yield server.url, server.pid
+
+
+def percentile(values, fraction: float) -> float:
+    """Return the nearest-rank percentile: the smallest value with at least fraction of values at or below it."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 def seconds_until_ready(base_url: str, started: float, timeout: float = 300) -> float:
@@ -140,7 +134,7 @@ def main() -> None:
         (f"replies measured (max {args.max_tokens} tokens, greedy)", f"{len(measured)}"),
         ("mean completion tokens per reply", f"{statistics.mean(tokens):.1f}"),
         ("latency p50, s", f"{statistics.median(latencies):.2f}"),
-        ("latency p95, s", f"{sorted(latencies)[int(0.95 * (len(latencies) - 1))]:.2f}"),
+        ("latency p95, s", f"{percentile(latencies, 0.95):.2f}"),
         (f"latency of full {args.max_tokens}-token replies, median s ({len(full)} replies)",
          f"{statistics.median(full):.2f}" if full else "n/a"),
         ("single-client tokens/s", f"{sum(tokens) / sum(latencies):.1f}"),

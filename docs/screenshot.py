@@ -11,18 +11,18 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from conftest import gunicorn_server  # noqa: E402
+from servers import procfile_server  # noqa: E402
 from test_browser import CHROMIUM, CHROMIUM_ARGS, expect_replies  # noqa: E402
 
 MESSAGES = ["Hi there! What can you help me with?", "Give me one tip for writing clear emails."]
 
 
 def main() -> None:
-    with gunicorn_server({"PALAVER_TEMPERATURE": "0", "PALAVER_MAX_NEW_TOKENS": "48"}) as base_url, \
+    with procfile_server({"PALAVER_TEMPERATURE": "0", "PALAVER_MAX_NEW_TOKENS": "48"}) as server, \
             sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 900, "height": 640})
-        page.goto(base_url + "/")
+        page.goto(server.url + "/")
         for count, message in enumerate(MESSAGES, start=1):
             page.fill("#textbox", message)
             page.click("#send")

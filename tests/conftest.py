@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -14,8 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Nothing in the suite may reach the network; PALAVER_* from the caller's shell must not leak in.
@@ -24,6 +21,7 @@ for name in [n for n in os.environ if n.startswith("PALAVER_")]:
     del os.environ[name]
 
 import tiny_models  # noqa: E402
+from servers import procfile_server  # noqa: E402
 from app import create_app  # noqa: E402
 from commons import Settings  # noqa: E402
 from inference import Engine  # noqa: E402
@@ -139,49 +137,11 @@ def model_held(model):
         del model.forward  # back to the class's own forward
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def procfile_command() -> str:
-    """Return the Procfile's web command, exactly as a PaaS would run it."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith("web:"):
-            return line.split(":", 1)[1].strip()
-    raise AssertionError("Procfile has no web process")
-
-
 @contextmanager
 def gunicorn_server(env: dict[str, str], wait_for: str = "/healthz", timeout: float = 60):
     """Run the Procfile's web command on a free port and yield its base URL."""
-    port = free_port()
-    full_env = {**os.environ, **env, "PORT": str(port),
-                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    process = subprocess.Popen(["sh", "-c", procfile_command()], cwd=ROOT, env=full_env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise AssertionError("gunicorn exited:\n" + process.stdout.read())
-            try:
-                if requests.get(base_url + wait_for, timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"gunicorn did not answer {wait_for} within {timeout}s")
-            time.sleep(0.1)
-        yield base_url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    with procfile_server(env, wait_for, timeout) as running:
+        yield running.url
 
 
 @pytest.fixture(scope="session")

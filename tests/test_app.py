@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from app import create_app
-from conftest import ROOT
+from servers import ROOT
 
 
 def test_importing_the_app_does_not_import_torch():

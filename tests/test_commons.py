@@ -5,7 +5,7 @@ import pytest
 from commons import SETTINGS, Settings, settings_markdown
 from parameters import GENERATION_PARAMETERS
 from errors import ConfigurationError
-from conftest import ROOT
+from servers import ROOT
 
 
 def test_settings_come_from_palaver_environment_variables():

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from errors import ConfigurationError
-from conftest import ROOT
+from servers import ROOT
 from loading import EMBEDDED_NAME, converted_gguf_dir, embedded_gguf_path, resolve_source
 
 

@@ -1,0 +1,71 @@
+"""Start Palaver exactly as the Procfile says, on a free port: for tests, benchmarks and screenshots."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, NamedTuple
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Server(NamedTuple):
+    url: str
+    pid: int  # gunicorn's master process; the worker is its child
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def procfile_command() -> str:
+    """Return the Procfile's web command, exactly as a PaaS would run it."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith("web:"):
+            return line.split(":", 1)[1].strip()
+    raise RuntimeError("Procfile has no web process")
+
+
+@contextmanager
+def procfile_server(env: dict[str, str], wait_for: str = "/healthz", timeout: float = 60) -> Iterator[Server]:
+    """Run the Procfile's web command with env added, and yield it once wait_for answers 200."""
+    port = free_port()
+    full_env = {**os.environ, **env, "PORT": str(port),
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    # Output goes to a file: a pipe nobody reads would fill up and block the server mid-test.
+    with tempfile.TemporaryFile(mode="w+") as output:
+        process = subprocess.Popen(["sh", "-c", "exec " + procfile_command()], cwd=ROOT, env=full_env,
+                                   stdout=output, stderr=subprocess.STDOUT, text=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    output.seek(0)
+                    raise RuntimeError("the server exited:\n" + output.read())
+                try:
+                    if requests.get(url + wait_for, timeout=2).status_code == 200:
+                        break
+                except requests.RequestException:  # not listening yet, or too busy loading to answer
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the server did not answer {wait_for} within {timeout}s")
+                time.sleep(0.1)
+            yield Server(url, process.pid)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
