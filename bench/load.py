@@ -101,6 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     if args.url:
+        run_load(args.url, 2, 1, 8, None)  # warm up, as for Palaver below
         rows = [run_load(args.url, c, args.turns, args.max_tokens, args.pid) for c in levels]
         label = args.label or args.url
     else:
