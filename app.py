@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any, Mapping
 
 from flask import Flask, render_template, request
-from werkzeug.exceptions import HTTPException
 
 import services
 from api import api, health
@@ -37,14 +36,14 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health)
     app.register_blueprint(v1)
     app.register_blueprint(mlflow)
-    app.register_error_handler(HTTPException, unrouted_error)
+    app.register_error_handler(Exception, unrouted_error)
     return app
 
 
-def unrouted_error(exc: HTTPException):
-    """Answer URLs and methods that no blueprint routes: JSON under /api, a page elsewhere."""
+def unrouted_error(exc: Exception):
+    """Answer errors outside any blueprint (unknown URLs, refused requests): JSON for APIs, a page elsewhere."""
     error = services.to_palaver_error(exc)
-    if request.path.startswith(("/api/", "/v1/")):
+    if request.path.startswith(("/api/", "/v1/", "/invocations")) or request.mimetype == "application/json":
         return services.json_error(error)
     return render_template("error.html", error=error), error.status
 

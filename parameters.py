@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -38,7 +39,7 @@ class Parameter:
         if self.kind is tuple:
             return f"a string or a list of at most {self.maximum} non-empty strings"
         low = f"greater than {self.minimum}" if self.exclusive_minimum else f"at least {self.minimum}"
-        text = f"{'an integer' if self.kind is int else 'a number'} {low} and at most {self.maximum}"
+        text = f"{'an integer' if self.kind is int else 'a finite number'} {low} and at most {self.maximum}"
         return text + (", or null" if self.nullable else "")
 
     def check(self, value: Any, *, from_text: bool = False, field_name: str | None = None) -> Any:
@@ -62,15 +63,16 @@ class Parameter:
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self._invalid()
-        if self.kind is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise self._invalid()
-            value = int(value)
-        else:
-            value = float(value)
+        # NaN passes every comparison below, and sampling with it fails the whole batch.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self._invalid()
+        if self.kind is int and isinstance(value, float) and not value.is_integer():
+            raise self._invalid()
+        # Compare before converting: float() of an integer with hundreds of digits overflows.
         too_low = value <= self.minimum if self.exclusive_minimum else value < self.minimum
         if too_low or value > self.maximum:
             raise self._invalid()
+        value = int(value) if self.kind is int else float(value)
         return value
 
     def _check_strings(self, value: Any) -> tuple[str, ...]:

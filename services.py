@@ -5,7 +5,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import os
+import re
 import secrets
 import select
 import socket
@@ -35,7 +37,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     engine = Engine(settings, observer=metrics)
     metrics.watch(engine)
     store = ConversationStore(settings.max_conversations, settings.max_history_turns, settings.conversation_ttl)
-    app.extensions["palaver"] = {"settings": settings, "engine": engine, "chat": Chat(store, engine),
+    app.extensions["palaver"] = {"settings": settings, "engine": engine, "chat": Chat(store, engine, settings.max_waiting_per_conversation, settings.request_timeout),
                                  "metrics": metrics}
     app.before_request(start_request_record)
     app.after_request(finish_request_record)
@@ -60,9 +62,10 @@ def get_metrics() -> Metrics:
 
 
 def start_request_record() -> None:
-    """Give the request an id and a clock, and tally the tokens of every reply it produces."""
+    """Give the request an id and a clock, read its body, and tally the tokens of every reply it produces."""
     g.request_id = uuid.uuid4().hex[:16]
     g.started = time.monotonic()
+    g.body = b""
     g.tokens = tokens = {"prompt_tokens": 0, "completion_tokens": 0}
 
     def count(reply: Reply) -> None:
@@ -70,6 +73,24 @@ def start_request_record() -> None:
         tokens["completion_tokens"] += reply.usage.completion_tokens
 
     REPLY_LISTENER.set(count)
+    g.body = read_body()
+
+
+def read_body() -> bytes:
+    """Read the whole body once, so bad framing or an oversized body is one clear 400 or 413 everywhere."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return b""
+    limit = get_settings().max_body_bytes
+    try:
+        data = request.get_data(cache=True)
+        if request.content_length is None and len(data) >= limit:
+            request.stream.read(1)  # a chunked body is cut at the limit silently: this raises if more was sent
+        return data
+    except RequestEntityTooLarge:
+        raise PayloadTooLarge(f"the request body must be at most {limit} bytes") from None
+    except Exception as exc:  # the server's parser found bad chunk framing, or the client hung up mid-body
+        log.info("unreadable request body: %s: %s", exc.__class__.__name__, exc)
+        raise InvalidRequest("the request body could not be read: its framing is invalid or it ended early") from None
 
 
 def finish_request_record(response: Response) -> Response:
@@ -80,7 +101,7 @@ def finish_request_record(response: Response) -> Response:
     record = {"event": "request", "id": g.request_id, "surface": surface, "method": request.method,
               "path": request.path, "status": response.status_code}
     if get_settings().log_messages:
-        record["body"] = request.get_data(as_text=True)[:2000] if request.content_length else ""
+        record["body"] = g.get("body", b"")[:2000].decode("utf-8", errors="replace")
     started, tokens = g.started, g.tokens
 
     def write_line() -> None:
@@ -184,9 +205,34 @@ def require_api_key() -> None:
 def read_json() -> Any:
     """Parse the request body as JSON whatever its content type, as curl users expect."""
     try:
-        return json.loads(request.get_data(cache=True))
-    except (ValueError, UnicodeDecodeError):
+        body = json.loads(g.body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidRequest("the request body must be valid JSON") from None
+    check_json_values(body)
+    return body
+
+
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_json_values(body: Any) -> None:
+    """Refuse NaN, Infinity and lone surrogates anywhere in a parsed body, naming the field."""
+    pending: list[tuple[Any, str]] = [(body, "")]
+    while pending:  # a loop, not recursion: the body may nest as deep as the parser allowed
+        value, path = pending.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidRequest(f"'{path or 'body'}' must be a finite number; NaN and Infinity are not allowed",
+                                 param=path or None)
+        if isinstance(value, str) and LONE_SURROGATE.search(value):
+            raise InvalidRequest(f"'{path or 'body'}' must be valid Unicode text; it holds a lone surrogate",
+                                 param=path or None)
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if LONE_SURROGATE.search(key):
+                    raise InvalidRequest("field names must be valid Unicode text; one holds a lone surrogate")
+                pending.append((item, f"{path}.{key}" if path else key))
+        elif isinstance(value, list):
+            pending.extend((item, f"{path}[{index}]") for index, item in enumerate(value))
 
 
 def guarded(items: Iterator) -> Iterator:
