@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from transformers import DynamicCache
 from commons import Reply, Usage
 from parameters import GenerationParams
 from streaming import ReplyStream
+
+log = logging.getLogger("palaver.engine")
 
 
 class Sampler:
@@ -63,20 +66,26 @@ class Row:
     sampler: Sampler = None
     generated: list[int] = field(default_factory=list)
     on_finish: Callable[["Row", Reply], None] | None = None
+    error: Exception | None = None  # why this row failed; its neighbours in the batch go on
 
     def __post_init__(self):
         self.sampler = Sampler(self.params)
         self.stream.put(torch.tensor(self.prompt_ids))  # the stream skips the prompt
 
     def accept(self, logits: torch.Tensor) -> None:
-        """Choose the next token from logits and hand it to the stream."""
-        token = self.sampler.choose(logits, self.prompt_ids + self.generated)
-        self.generated.append(token)
-        self.stream.put(torch.tensor([token]))
+        """Choose the next token from logits and hand it to the stream; a failure ends only this row."""
+        try:
+            token = self.sampler.choose(logits, self.prompt_ids + self.generated)
+            self.generated.append(token)
+            self.stream.put(torch.tensor([token]))
+        except Exception as exc:
+            log.exception("a row failed while choosing its next token")
+            self.error = exc
 
     @property
     def done(self) -> bool:
-        return self.stream.stopped or self.cancelled.is_set() or len(self.generated) >= self.max_new_tokens
+        return (self.error is not None or self.stream.stopped or self.cancelled.is_set()
+                or len(self.generated) >= self.max_new_tokens)
 
     def reply(self) -> Reply:
         """Flush the stream and describe how the reply ended."""
@@ -180,7 +189,7 @@ class CausalBatch:
         """Choose the prefilled rows' first tokens and merge the caches of those that go on."""
         for index, row in enumerate(rows):
             row.accept(output.logits[index, -1])
-            if row.done and self.prefix_cache is not None:  # ended at its first token: its prompt is still reusable
+            if row.done and row.error is None and self.prefix_cache is not None:  # its prompt is still reusable
                 self._remember(row.prompt_ids, output.past_key_values, index)
         joining = [i for i, row in enumerate(rows) if not row.done]
         self.finished_early += [row for row in rows if row.done]
@@ -210,7 +219,7 @@ class CausalBatch:
         finished, self.finished_early = self.finished_early + [row for row in self.rows if row.done], []
         if self.prefix_cache is not None:
             for index, row in enumerate(self.rows):
-                if row.done:  # the cache holds the prompt and every generated token but the last
+                if row.done and row.error is None:  # the cache holds the prompt and every generated token but the last
                     self._remember(row.prompt_ids + row.generated[:-1], self.cache, index)
         if finished:
             keep = [i for i, row in enumerate(self.rows) if not row.done]

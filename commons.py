@@ -66,6 +66,7 @@ SETTINGS: tuple[Setting, ...] = (
             "`Authorization: Bearer <key>`."),
     Setting("page_requires_key", parse_bool, "Ask for one of the API keys before showing the chat page."),
     Setting("max_message_chars", int, "Longest accepted message, in characters."),
+    Setting("max_messages", int, "Most messages one chat completion request may carry; more get 400."),
     Setting("max_body_bytes", int, "Largest accepted request body; larger ones get 413."),
     Setting("max_context_tokens", int,
             "Cap on prompt plus reply tokens, below the model's own context length."),
@@ -83,6 +84,9 @@ SETTINGS: tuple[Setting, ...] = (
             "each for the embedded model); 0 turns it off."),
     Setting("max_pending", int,
             "Requests that may wait for or use the model at once; more get 429 with Retry-After."),
+    Setting("max_waiting_per_conversation", int,
+            "Messages that may wait behind a conversation's running turn; more get 409 with Retry-After. Each "
+            "waits at most `PALAVER_REQUEST_TIMEOUT` seconds, then gets 409 too."),
     Setting("log_messages", parse_bool, "Include request bodies (message text) in the per-request log line."),
     Setting("torch_threads", int, "Threads torch uses for inference; 0 keeps torch's default."),
     Setting("http_threads", int,
@@ -111,6 +115,7 @@ class Settings:
     api_keys: str = ""
     page_requires_key: bool = False
     max_message_chars: int = 2000
+    max_messages: int = 256
     max_body_bytes: int = 65536
     max_context_tokens: int = 2048
     max_history_turns: int = 40
@@ -121,6 +126,7 @@ class Settings:
     max_batch_size: int = 32
     prefix_cache_tokens: int = 4096
     max_pending: int = 64
+    max_waiting_per_conversation: int = 4
     log_messages: bool = False
     torch_threads: int = 0
     http_threads: int = 64

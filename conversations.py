@@ -6,14 +6,14 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from commons import Message, PromptInfo, Reply, Settings
 from parameters import GenerationParams
-from errors import InvalidRequest, NotFound
-from inference import GenerationRequest
+from errors import ClientDisconnected, ConversationBusy, InvalidRequest, NotFound
+from inference import BUSY_RETRY_AFTER_SECONDS, POLL_SECONDS, GenerationRequest
 
 if TYPE_CHECKING:
     from inference import Engine
@@ -28,6 +28,7 @@ class Conversation:
     active: GenerationRequest | None = None  # the generation running for this conversation, if any
     # Held for a whole turn, so one user's concurrent messages each see the previous reply.
     lock: threading.Lock = field(default_factory=threading.Lock)
+    waiting: int = 0  # messages waiting for the turn before them to end
 
 
 class ConversationStore:
@@ -45,15 +46,19 @@ class ConversationStore:
     def __len__(self) -> int:
         return len(self._conversations)
 
-    def create(self) -> Conversation:
-        """Start an empty conversation, evicting the least recently used beyond the cap."""
-        conversation = Conversation(uuid.uuid4().hex, deque(maxlen=self.max_turns), self._clock())
+    def new(self) -> Conversation:
+        """Start an empty conversation, kept only once add() is called after its first turn."""
+        return Conversation(uuid.uuid4().hex, deque(maxlen=self.max_turns), self._clock())
+
+    def add(self, conversation: Conversation) -> None:
+        """Keep a conversation, evicting the least recently used beyond the cap."""
         with self._lock:
             self._expire()
+            conversation.last_used = self._clock()
             self._conversations[conversation.id] = conversation
+            self._conversations.move_to_end(conversation.id)
             while len(self._conversations) > self.max_conversations:
                 self._conversations.popitem(last=False)
-        return conversation
 
     def get(self, conversation_id: str) -> Conversation | None:
         """Return a live conversation and mark it used, or None."""
@@ -134,9 +139,15 @@ class ChatTurn:
 class Chat:
     """Answer a message within its conversation and remember both turns."""
 
-    def __init__(self, store: ConversationStore, engine: "Engine"):
+    def __init__(self, store: ConversationStore, engine: "Engine", max_waiting: int = 4,
+                 wait_seconds: float = 120):
         self.store = store
         self.engine = engine
+        self.max_waiting = max_waiting
+        self.wait_seconds = wait_seconds
+        # Conversations with a turn running, stored or not yet: Stop and a second message must find them.
+        self._running: dict[str, Conversation] = {}
+        self._lock = threading.Lock()
 
     def send(self, chat_input: ChatInput, *, restart_unknown: bool = False,
              client_gone: Callable[[], bool] | None = None) -> ChatTurn:
@@ -149,7 +160,7 @@ class Chat:
                client_gone: Callable[[], bool] | None = None) -> Iterator[PromptInfo | str | ChatTurn]:
         """Yield the PromptInfo, the reply's text as it comes, then the ChatTurn; remember the turn."""
         preset = self.engine.presets.get(chat_input.preset or conversation.preset)
-        with conversation.lock:
+        with self._turn(conversation, client_gone):
             user_turn = Message("user", chat_input.text)
             request = GenerationRequest(chat_input.params, messages=[*conversation.messages, user_turn],
                                         preset=preset, client_gone=client_gone)
@@ -175,9 +186,47 @@ class Chat:
             finally:
                 conversation.active = None
 
+    @contextmanager
+    def _turn(self, conversation: Conversation, client_gone: Callable[[], bool] | None) -> Iterator[None]:
+        """Hold the conversation for one turn, waiting a bounded time, in a bounded line, for the one before."""
+        if not conversation.lock.acquire(blocking=False):
+            self._wait_for_turn(conversation, client_gone)
+        with self._lock:
+            self._running[conversation.id] = conversation
+        try:
+            yield
+        finally:
+            with self._lock:
+                if conversation.waiting == 0:
+                    self._running.pop(conversation.id, None)
+            conversation.lock.release()
+
+    def _wait_for_turn(self, conversation: Conversation, client_gone: Callable[[], bool] | None) -> None:
+        with self._lock:
+            if conversation.waiting >= self.max_waiting:
+                raise ConversationBusy(f"this conversation already has {conversation.waiting} messages waiting for "
+                                       "a reply; wait for them to finish", retry_after=BUSY_RETRY_AFTER_SECONDS,
+                                       code="conversation_busy", param="conversation_id")
+            conversation.waiting += 1
+        try:
+            with self.engine.waiting():  # a wait counts toward PALAVER_MAX_PENDING like a queued request
+                deadline = time.monotonic() + self.wait_seconds
+                while not conversation.lock.acquire(timeout=POLL_SECONDS):
+                    if client_gone is not None and client_gone():
+                        raise ClientDisconnected("the client disconnected")
+                    if time.monotonic() > deadline:
+                        raise ConversationBusy(
+                            f"this conversation was busy with an earlier message for {self.wait_seconds:g} seconds; "
+                            "try again when it has finished", retry_after=BUSY_RETRY_AFTER_SECONDS,
+                            code="conversation_busy", param="conversation_id")
+        finally:
+            with self._lock:
+                conversation.waiting -= 1
+
     def cancel(self, conversation_id: str | None) -> bool:
         """Stop the generation running in a conversation; its stream ends with what was kept."""
-        conversation = self.store.get(conversation_id) if conversation_id else None
+        with self._lock:
+            conversation = self._running.get(conversation_id) if conversation_id else None
         request = conversation.active if conversation else None
         if request is not None:
             request.cancel()
@@ -186,16 +235,20 @@ class Chat:
     def _remember(self, conversation: Conversation, user_turn: Message, reply: str, preset) -> None:
         conversation.messages.extend([user_turn, Message("assistant", reply)])
         conversation.preset = preset.name
+        self.store.add(conversation)  # a conversation exists from its first turn that succeeds
 
     def open(self, conversation_id: str | None, restart_unknown: bool = False) -> Conversation:
-        """Return the conversation with this id, or a new one."""
+        """Return the conversation with this id (stored, or running its first turn), or a new one."""
         if conversation_id is None:
-            return self.store.create()
+            return self.store.new()
         conversation = self.store.get(conversation_id)
+        if conversation is None:
+            with self._lock:
+                conversation = self._running.get(conversation_id)
         if conversation is not None:
             return conversation
         if restart_unknown:
-            return self.store.create()
+            return self.store.new()
         return self.find(conversation_id)
 
     def find(self, conversation_id: str) -> Conversation:

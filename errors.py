@@ -64,6 +64,11 @@ class Unauthorized(PalaverError):
     type = "invalid_request_error"
 
 
+class ConversationBusy(PalaverError):
+    status = 409
+    type = "conflict_error"
+
+
 class ServerBusy(PalaverError):
     status = 429
     type = "rate_limit_error"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -11,6 +12,11 @@ from commons import Message, Reply
 from parameters import GenerationParams
 from errors import InvalidRequest
 from streaming import ReplyStream
+
+
+# Private-use characters around a message's index: the template's own text never holds them.
+CONTENT_MARK = "\ue000{}\ue001"
+CONTENT_MARK_PATTERN = re.compile("\ue000([0-9]+)\ue001")
 
 
 @dataclass(frozen=True)
@@ -30,14 +36,33 @@ class ModelFamily:
         self.context_tokens = min(context_length(model.config), max_context_tokens)
         self.stop_token_ids = sorted(stop_token_ids(model, tokenizer))
         self.pad_token_id = pad_token_id(model, tokenizer)
+        # Request threads build prompts; a fast tokenizer must not be driven from two threads at once.
+        self._tokenizer_lock = threading.Lock()
+        added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+        texts = {str(t) for t in tokenizer.all_special_tokens} | {getattr(t, "content", str(t)) for t in added.values()}
+        self.control_texts = sorted(texts - {""}, key=len, reverse=True)
 
     @classmethod
     def matches(cls, config, tokenizer) -> bool:
         raise NotImplementedError
 
     def encode(self, messages: list[Message]) -> list[int]:
-        """Turn a whole conversation into prompt token ids."""
+        """Turn a whole conversation into prompt token ids; text in messages never becomes a control token."""
         raise NotImplementedError
+
+    def holds_control_text(self, text: str) -> bool:
+        """Tell whether text contains the written form of a control token, such as '<|im_end|>'."""
+        return any(token in text for token in self.control_texts)
+
+    def defuse(self, text: str) -> str:
+        """Break up control-token text with a zero-width joiner, for templates that rewrite content."""
+        for token in self.control_texts:
+            text = text.replace(token, token[:1] + "\u200d" + token[1:])
+        return text
+
+    def encode_text(self, text: str) -> list[int]:
+        """Tokenize message content so that text such as '<|im_end|>' stays text, not a control token."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
 
     def reply_limit(self) -> int:
         """Return the most tokens one reply may have."""
@@ -48,25 +73,31 @@ class ModelFamily:
         return self.context_tokens - min(max_new_tokens, self.reply_limit())
 
     def build_prompt(self, messages: list[Message], max_new_tokens: int) -> Prompt:
-        """Encode messages, dropping the oldest non-system turns until the prompt fits."""
+        """Encode messages, dropping the fewest oldest non-system turns that make the prompt fit."""
         limit = self.input_limit(max_new_tokens)
         system = [m for m in messages if m.role == "system"]
         turns = [m for m in messages if m.role != "system"]
-        dropped = 0
-        while True:
-            input_ids = self.encode(system + turns[dropped:])
-            if len(input_ids) <= limit:
-                return Prompt(input_ids, dropped)
-            if dropped >= len(turns) - 1:
-                raise too_long("message", len(input_ids), limit)
-            dropped += 1
-            # Start the kept history on a user turn, as chat formats expect.
-            while dropped < len(turns) - 1 and turns[dropped].role != "user":
-                dropped += 1
+        # Kept history starts on a user turn, as chat formats expect, or at the last turn.
+        starts = [0] + [i for i in range(1, len(turns)) if turns[i].role == "user" or i == len(turns) - 1]
+        with self._tokenizer_lock:
+            # Bisect: encodings shrink as turns are dropped, so O(log n) encodes instead of one per turn.
+            low, high, best, shortest = 0, len(starts) - 1, None, 0
+            while low <= high:
+                middle = (low + high) // 2
+                input_ids = self.encode(system + turns[starts[middle]:])
+                if len(input_ids) <= limit:
+                    best, high = Prompt(input_ids, starts[middle]), middle - 1
+                else:
+                    low = middle + 1
+                    shortest = len(input_ids)
+        if best is None:
+            raise too_long("message", shortest, limit)
+        return best
 
     def text_prompt(self, text: str, max_new_tokens: int) -> Prompt:
-        """Encode a raw completion prompt, which is never truncated."""
-        input_ids = list(self.tokenizer(text)["input_ids"])
+        """Encode a raw completion prompt, which is never truncated and may hold control tokens."""
+        with self._tokenizer_lock:
+            input_ids = list(self.tokenizer(text)["input_ids"])
         limit = self.input_limit(max_new_tokens)
         if len(input_ids) > limit:
             raise too_long("prompt", len(input_ids), limit)
@@ -92,6 +123,8 @@ class ModelFamily:
         while batch.rows:
             batch.step()
             batch.remove_done()
+        if row.error is not None:
+            raise row.error
         return row.reply()
 
     def describe(self) -> dict:
@@ -110,6 +143,27 @@ class ChatTemplateFamily(ModelFamily):
         return not config.is_encoder_decoder and bool(getattr(tokenizer, "chat_template", None))
 
     def encode(self, messages: list[Message]) -> list[int]:
+        if not any(self.holds_control_text(m.content) for m in messages):
+            return self._encode_with_template(messages)  # the common case, tokenized exactly as the template says
+        # Render the template around placeholders, then tokenize its own text (control tokens and all)
+        # apart from the messages' text, which is tokenized with control tokens split into plain text.
+        marks = [Message(m.role, CONTENT_MARK.format(index)) for index, m in enumerate(messages)]
+        pieces = CONTENT_MARK_PATTERN.split(self._render(marks))
+        if pieces[1::2] != [str(index) for index in range(len(messages))]:  # the template rewrote a message
+            return self._encode_with_template([Message(m.role, self.defuse(m.content)) for m in messages])
+        ids: list[int] = []
+        for index, piece in enumerate(pieces):
+            if index % 2:
+                ids += self.encode_text(messages[int(piece)].content)
+            elif piece:
+                ids += self.tokenizer.encode(piece, add_special_tokens=False)
+        return ids
+
+    def _render(self, messages: list[Message]) -> str:
+        return self.tokenizer.apply_chat_template([m.as_dict() for m in messages], add_generation_prompt=True,
+                                                  tokenize=False)
+
+    def _encode_with_template(self, messages: list[Message]) -> list[int]:
         encoded = self.tokenizer.apply_chat_template(
             [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=True, return_dict=True)
         return list(encoded["input_ids"])
@@ -127,7 +181,7 @@ class EosJoinedFamily(ModelFamily):
     def encode(self, messages: list[Message]) -> list[int]:
         ids: list[int] = []
         for message in messages:
-            ids += self.tokenizer.encode(message.content, add_special_tokens=False)
+            ids += self.encode_text(message.content)
             ids.append(self.tokenizer.eos_token_id)
         return ids
 
@@ -155,7 +209,7 @@ class BlenderbotFamily(ModelFamily):
 
     def encode(self, messages: list[Message]) -> list[int]:
         text = self.turn_separator.join(self.format_turn(m) for m in messages)
-        return list(self.tokenizer(text)["input_ids"])
+        return list(self.tokenizer(text, split_special_tokens=True)["input_ids"])
 
     def start_batch(self, prefix_cache: PrefixCache | None = None) -> Seq2SeqBatch:
         start = self.model.generation_config.decoder_start_token_id

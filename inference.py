@@ -8,7 +8,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import Future
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -18,6 +18,7 @@ from errors import ClientDisconnected, GenerationFailed, GenerationTimeout, Mode
 from presets import Preset, Presets
 
 if TYPE_CHECKING:
+    from families import Prompt
     from loading import LoadedModel
 
 log = logging.getLogger("palaver.engine")
@@ -37,6 +38,7 @@ class GenerationRequest:
     prompt: str | None = None  # ...or a raw completion prompt
     preset: Preset | None = None
     client_gone: Callable[[], bool] | None = None
+    built: "Prompt | None" = None  # token ids, built on the caller's thread before queueing
     result: Future = field(default_factory=Future)
     cancelled: threading.Event = field(default_factory=threading.Event)
     deltas: queue.Queue = field(default_factory=queue.Queue)
@@ -78,6 +80,7 @@ class Engine:
         self.load_error: str | None = None
         self.counts: Counter = Counter()  # requests by how they finished, and generated tokens
         self.pending = 0  # requests queued or generating
+        self.waiting_count = 0  # requests waiting for their conversation's previous turn to end
         self._pending_lock = threading.Lock()
 
     @property
@@ -108,16 +111,23 @@ class Engine:
         if not self.wait_ready(self.settings.load_wait):
             raise self._not_ready()
         with self._pending_lock:
-            if self.pending >= self.settings.max_pending:
+            if self.pending + self.waiting_count >= self.settings.max_pending:
                 self.counts["refused_busy"] += 1
-                raise ServerBusy("the server is busy; try again in a few seconds",
-                                 retry_after=BUSY_RETRY_AFTER_SECONDS, code="server_busy")
+                raise self._busy()
             self.pending += 1
+        try:
+            # On the caller's thread: a long history costs its own request time, never the engine's.
+            request.built = self._build_prompt(request)
+        except BaseException:
+            with self._pending_lock:
+                self.pending -= 1
+            raise
         request.queued_at = time.monotonic()
         self._queue.put(request)
         deadline = time.monotonic() + self.settings.request_timeout
         next_check = time.monotonic() + POLL_SECONDS
         try:
+            yield PromptInfo(len(request.built.input_ids), request.built.truncated_turns)
             while True:
                 try:
                     item = request.deltas.get(timeout=POLL_SECONDS)
@@ -141,6 +151,20 @@ class Engine:
         finally:
             if not request.result.done():
                 request.cancel()  # the consumer left early: no work continues for nobody
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Count a request that waits before it can queue (behind its conversation's turn) toward the bound."""
+        with self._pending_lock:
+            if self.pending + self.waiting_count >= self.settings.max_pending:
+                self.counts["refused_busy"] += 1
+                raise self._busy()
+            self.waiting_count += 1
+        try:
+            yield
+        finally:
+            with self._pending_lock:
+                self.waiting_count -= 1
 
     def generate(self, request: GenerationRequest) -> Reply:
         """Queue a request and wait for its whole reply."""
@@ -169,6 +193,10 @@ class Engine:
             request.cancel()
             raise GenerationTimeout(
                 f"generation took longer than {self.settings.request_timeout:g} seconds and was stopped")
+
+    def _busy(self) -> ServerBusy:
+        return ServerBusy("the server is busy; try again in a few seconds", retry_after=BUSY_RETRY_AFTER_SECONDS,
+                          code="server_busy")
 
     def _not_ready(self) -> ModelNotReady:
         if self.load_error and self.state == "failed":
@@ -260,16 +288,17 @@ class Engine:
             self._fail(row.owner, GenerationFailed("generation failed; the error has been logged"))
         return family.start_batch(prefix_cache) if entered else batch
 
-    def _row(self, request: GenerationRequest):
+    def _build_prompt(self, request: GenerationRequest) -> "Prompt":
         family = self.model.family
         preset = request.preset or self.presets.default
-        max_new_tokens = request.params.max_new_tokens
+        if request.messages is not None:
+            return family.build_prompt(preset.apply(request.messages), request.params.max_new_tokens)
+        return family.text_prompt(preset.format(request.prompt), request.params.max_new_tokens)
+
+    def _row(self, request: GenerationRequest):
+        family = self.model.family
         is_chat = request.messages is not None
-        if is_chat:
-            prompt = family.build_prompt(preset.apply(request.messages), max_new_tokens)
-        else:
-            prompt = family.text_prompt(preset.format(request.prompt), max_new_tokens)
-        request.deltas.put(PromptInfo(len(prompt.input_ids), prompt.truncated_turns))
+        prompt = request.built
         first_text = []
 
         def hand_on(text: str) -> None:
@@ -283,6 +312,9 @@ class Engine:
         return row
 
     def _complete(self, row) -> None:
+        if row.error is not None:
+            self._fail(row.owner, GenerationFailed("generation failed; the error has been logged"))
+            return
         request, reply = row.owner, row.reply()
         self.counts[reply.finish_reason] += 1
         self.counts["generated_tokens"] += reply.usage.completion_tokens

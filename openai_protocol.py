@@ -56,7 +56,8 @@ class CompletionRequest:
     def parse_chat(cls, body: Any, settings: Settings, *, require_model: bool = True) -> "CompletionRequest":
         """Validate a chat.completions body."""
         fields = common_fields(body, settings, {"messages"}, require_model)
-        return cls(messages=parse_messages(fields.get("messages"), settings.max_message_chars), **fields["common"])
+        messages = parse_messages(fields.get("messages"), settings.max_message_chars, settings.max_messages)
+        return cls(messages=messages, **fields["common"])
 
     @classmethod
     def parse_text(cls, body: Any, settings: Settings, *, require_model: bool = True) -> "CompletionRequest":
@@ -125,10 +126,11 @@ def check_bool(value: Any, name: str) -> bool:
     return value
 
 
-def parse_messages(raw: Any, max_chars: int) -> list[Message]:
+def parse_messages(raw: Any, max_chars: int, max_messages: int) -> list[Message]:
     """Validate OpenAI-style messages; content may be a string or a list of text parts."""
-    if not isinstance(raw, list) or not raw:
-        raise InvalidRequest("'messages' must be a non-empty list", param="messages")
+    if not isinstance(raw, list) or not 0 < len(raw) <= max_messages:
+        raise InvalidRequest(f"'messages' must be a list of 1 to {max_messages} messages"
+                             + (f" (got {len(raw)})" if isinstance(raw, list) else ""), param="messages")
     messages = []
     for index, item in enumerate(raw):
         where = f"messages[{index}]"

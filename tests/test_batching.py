@@ -166,3 +166,56 @@ def test_a_failure_while_joining_fails_cleanly_and_the_engine_goes_on(make_app, 
     assert again.status_code == 200
     history = client.get(f"/api/conversations/{first['conversation_id']}").get_json()["messages"]
     assert [m["role"] for m in history] == ["user", "assistant"] * 2
+
+
+def test_a_row_that_fails_inside_a_running_batch_fails_alone(make_app, chat_model, monkeypatch):
+    from batching import Sampler
+    from errors import GenerationFailed
+
+    app = make_app(chat_model, max_batch_size=8)
+    engine = app.extensions["palaver"]["engine"]
+    assert engine.wait_ready(30)
+    requests = [GenerationRequest(greedy(n), messages=messages) for messages, n in CASES]
+    alone = [engine.generate(GenerationRequest(r.params, messages=r.messages)) for r in requests]
+    doomed = GenerationRequest(greedy(12, seed=13), messages=history(3))
+    real_choose, in_flight_at_failure = Sampler.choose, []
+
+    def choose(self, logits, seen):
+        if self.params.seed == 13 and len(seen) > len(doomed.built.input_ids) + 2:  # its third token
+            in_flight_at_failure.append(engine.pending)
+            return int(torch_nan_multinomial())
+        return real_choose(self, logits, seen)
+
+    monkeypatch.setattr(Sampler, "choose", choose)
+    outcomes: dict[int, object] = {}
+
+    def ask(index, request):
+        try:
+            outcomes[index] = engine.generate(request)
+        except GenerationFailed as exc:
+            outcomes[index] = exc
+
+    everyone = [*requests, doomed]
+    with model_held(engine.model.family.model) as (busy, release):
+        threads = [threading.Thread(target=ask, args=(i, r)) for i, r in enumerate(everyone)]
+        threads[0].start()
+        assert busy.wait(10)
+        for thread in threads[1:]:
+            thread.start()
+        while engine.pending < len(everyone):
+            threading.Event().wait(0.01)
+        release.set()
+        for thread in threads:
+            thread.join(30)
+    assert isinstance(outcomes[len(requests)], GenerationFailed)
+    assert in_flight_at_failure and in_flight_at_failure[0] > 1, "the row failed while others were generating"
+    assert [outcomes[i] for i in range(len(requests))] == alone
+    assert engine.pending == 0
+    assert engine.generate(GenerationRequest(greedy(4), messages=history(1))).finish_reason in ("stop", "length")
+
+
+def torch_nan_multinomial():
+    """Sample from NaN probabilities, which raises inside torch as a NaN temperature used to."""
+    import torch
+
+    return torch.multinomial(torch.full((4,), float("nan")), 1)

@@ -3,12 +3,11 @@
 import threading
 
 import pytest
-from conftest import raising
-
+from conftest import model_held, raising
 
 from commons import Settings
-from errors import GenerationFailed, InvalidRequest, NotFound
 from conversations import Chat, ChatInput, ConversationStore
+from errors import ConversationBusy, GenerationFailed, InvalidRequest, NotFound, ServerBusy
 
 SETTINGS = Settings(max_message_chars=20)
 
@@ -30,9 +29,11 @@ def contents(chat, conversation_id):
 
 def test_store_evicts_the_least_recently_used_conversation():
     store = ConversationStore(max_conversations=2, max_turns=10, ttl_seconds=100)
-    first, second = store.create(), store.create()
+    first, second, third = store.new(), store.new(), store.new()
+    store.add(first)
+    store.add(second)
     store.get(first.id)  # touch first, so second is now the oldest
-    third = store.create()
+    store.add(third)
     assert store.get(second.id) is None
     assert store.get(first.id) is first and store.get(third.id) is third and len(store) == 2
 
@@ -40,9 +41,10 @@ def test_store_evicts_the_least_recently_used_conversation():
 def test_store_expires_idle_conversations():
     now = [0.0]
     store = ConversationStore(max_conversations=10, max_turns=10, ttl_seconds=60, clock=lambda: now[0])
-    old = store.create()
+    old, recent = store.new(), store.new()
+    store.add(old)
     now[0] = 30
-    recent = store.create()
+    store.add(recent)
     now[0] = 61
     assert store.get(old.id) is None and store.get(recent.id) is recent
 
@@ -91,6 +93,7 @@ def test_a_stopped_stream_keeps_what_the_user_saw(chat):
 
 
 def test_concurrent_messages_in_one_conversation_take_turns(chat):
+    chat.max_waiting = 8
     conversation_id = chat.send(chat_input("start")).conversation_id
     threads = [threading.Thread(target=chat.send, args=(chat_input(f"m{i}", conversation_id),)) for i in range(8)]
     for thread in threads:
@@ -146,3 +149,81 @@ def test_chat_input_rejects_bad_bodies_naming_the_field(body, param, words):
 def test_chat_input_strips_the_message_and_applies_parameters():
     parsed = ChatInput.parse({"message": "  hi  ", "temperature": 0, "conversation_id": "abc"}, SETTINGS)
     assert (parsed.text, parsed.conversation_id, parsed.params.greedy) == ("hi", "abc", True)
+
+
+def test_failed_and_refused_turns_create_no_conversation(chat):
+    kept = chat.send(chat_input("hello")).conversation_id
+    chat.store.max_conversations = 2
+    for _ in range(5):
+        with pytest.raises(InvalidRequest):  # too long for the model's context
+            chat.send(chat_input("hello there " * 400))
+    chat.engine.model.family.model.forward = raising(RuntimeError("boom"))
+    with pytest.raises(GenerationFailed):
+        chat.send(chat_input("lost"))
+    del chat.engine.model.family.model.forward
+    assert len(chat.store) == 1 and chat.history(kept), "a real conversation survives a flood of failures"
+
+
+def test_a_new_conversation_can_be_stopped_before_it_is_stored(chat):
+    conversation = chat.open(None)
+    items = chat.stream(conversation, chat_input("tell me a story", max_new_tokens=200, stop=[]))
+    next(items)
+    assert chat.store.get(conversation.id) is None and chat.cancel(conversation.id)
+    turn = [item for item in items][-1]
+    assert turn.reply.finish_reason == "cancelled"
+
+
+def hold_turn(chat, conversation_id):
+    """Start a turn in the conversation whose generation is held until released; return its thread."""
+    thread = threading.Thread(target=chat.send, args=(chat_input("held", conversation_id),))
+    thread.start()
+    return thread
+
+
+def test_messages_waiting_on_one_conversation_are_bounded_and_time_out(chat):
+    conversation_id = chat.send(chat_input("start")).conversation_id
+    chat.max_waiting, chat.wait_seconds = 2, 1.0
+    outcomes = []
+
+    def send():
+        try:
+            outcomes.append(chat.send(chat_input("queued", conversation_id)))
+        except ConversationBusy as exc:
+            outcomes.append(exc)
+
+    with model_held(chat.engine.model.family.model) as (busy, release):
+        holder = hold_turn(chat, conversation_id)
+        assert busy.wait(10)
+        waiters = [threading.Thread(target=send) for _ in range(2)]
+        for waiter in waiters:
+            waiter.start()
+        while chat.engine.waiting_count < 2:
+            threading.Event().wait(0.01)
+        with pytest.raises(ConversationBusy) as caught:  # a third waiter is one too many
+            chat.send(chat_input("one too many", conversation_id))
+        assert caught.value.status == 409 and caught.value.retry_after and "2 messages waiting" in caught.value.message
+        for waiter in waiters:
+            waiter.join(10)
+        assert [exc.status for exc in outcomes] == [409, 409], "each waited at most wait_seconds"
+        release.set()
+        holder.join(10)
+    assert chat.engine.waiting_count == 0 and chat.engine.pending == 0
+    assert chat.send(chat_input("after", conversation_id)).reply is not None
+
+
+def test_waiting_on_a_conversation_counts_toward_the_pending_bound(chat):
+    conversation_id = chat.send(chat_input("start")).conversation_id
+    chat.engine.settings = Settings(**{**chat.engine.settings.__dict__, "max_pending": 2})
+    with model_held(chat.engine.model.family.model) as (busy, release):
+        holder = hold_turn(chat, conversation_id)
+        assert busy.wait(10)
+        waiter = threading.Thread(target=chat.send, args=(chat_input("waits", conversation_id),))
+        waiter.start()
+        while chat.engine.waiting_count < 1:
+            threading.Event().wait(0.01)
+        with pytest.raises(ServerBusy):  # one generating plus one waiting fill a bound of two
+            chat.send(chat_input("elsewhere"))
+        release.set()
+        holder.join(10)
+        waiter.join(10)
+    assert [m.content for m in chat.history(conversation_id) if m.role == "user"] == ["start", "held", "waits"]
