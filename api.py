@@ -7,9 +7,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from parameters import GENERATION_PARAMETERS
 from conversations import ChatInput
+from errors import NotFound
+from security import require_api_key
 from services import (
-    client_gone_probe, get_chat, get_engine, get_metrics, get_settings, json_error, read_json, require_api_key,
-    to_palaver_error,
+    client_gone_probe, get_chat, get_engine, get_metrics, get_settings, json_error, read_json, to_palaver_error,
 )
 
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -89,4 +90,7 @@ def readyz():
 
 @health.get("/metrics")
 def metrics():
+    if not get_settings().metrics:  # off unless asked for, as llama.cpp's server does
+        raise NotFound("metrics are off; set PALAVER_METRICS=1 to serve them")
+    require_api_key()
     return Response(get_metrics().render(), mimetype=CONTENT_TYPE_LATEST)

@@ -62,9 +62,25 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("preset", str, "Preset used when a request names none: `default` or a preset file's name."),
     Setting("presets_dir", str, "Directory of extra preset files (`NAME.json`), beside the built-in ones."),
     Setting("api_keys", str,
-            "Comma-separated API keys. When set, `/api/*`, `/v1/*` and `/invocations` need "
-            "`Authorization: Bearer <key>`."),
-    Setting("page_requires_key", parse_bool, "Ask for one of the API keys before showing the chat page."),
+            "Comma-separated API keys. When set, `/api/*`, `/v1/*`, `/invocations` and `/metrics` need "
+            "`Authorization: Bearer <key>`, and the chat page asks for a key once per browser."),
+    Setting("sign_in_ttl", int, "Seconds a browser stays signed in to the page after entering a key."),
+    Setting("sign_in_attempts", str,
+            "Failed page sign-ins allowed per client address, as `N/minute` (or second, hour, day)."),
+    Setting("rate_limit", str,
+            "Requests allowed per API key, or per client address without one, as `N/minute`; empty means no limit."),
+    Setting("token_rate_limit", str,
+            "Generated tokens allowed per API key, or per client address, as `N/minute`; empty means no limit."),
+    Setting("rate_limit_storage", str,
+            "Where rate-limit counters live: `memory://` counts in each process; a `redis://` URL (with the "
+            "`redis` package installed) shares them between processes."),
+    Setting("allowed_hosts", str,
+            "Comma-separated host names this server answers for (`.example.com` takes subdomains too); others get "
+            "400. Empty answers any Host."),
+    Setting("trusted_proxies", int,
+            "Proxies in front of the server (1 on Heroku) whose `X-Forwarded-For` and `X-Forwarded-Proto` are "
+            "believed: client addresses and https then come from them."),
+    Setting("metrics", parse_bool, "Serve Prometheus metrics at `/metrics` (behind the API keys when they are set)."),
     Setting("max_message_chars", int, "Longest accepted message, in characters."),
     Setting("max_messages", int, "Most messages one chat completion request may carry; more get 400."),
     Setting("max_body_bytes", int, "Largest accepted request body; larger ones get 413."),
@@ -113,7 +129,14 @@ class Settings:
     preset: str = "default"
     presets_dir: str = ""
     api_keys: str = ""
-    page_requires_key: bool = False
+    sign_in_ttl: int = 7 * 24 * 3600
+    sign_in_attempts: str = "10/minute"
+    rate_limit: str = ""
+    token_rate_limit: str = ""
+    rate_limit_storage: str = "memory://"
+    allowed_hosts: str = ""
+    trusted_proxies: int = 0
+    metrics: bool = False
     max_message_chars: int = 2000
     max_messages: int = 256
     max_body_bytes: int = 65536
@@ -159,6 +182,10 @@ class Settings:
     @property
     def api_key_list(self) -> list[str]:
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
+    def allowed_host_list(self) -> list[str]:
+        return [host.strip() for host in self.allowed_hosts.split(",") if host.strip()]
 
     @property
     def model_name(self) -> str:

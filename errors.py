@@ -72,3 +72,18 @@ class ConversationBusy(PalaverError):
 class ServerBusy(PalaverError):
     status = 429
     type = "rate_limit_error"
+
+
+class Forbidden(PalaverError):
+    status = 403
+    type = "permission_error"
+
+
+class UnsupportedMediaType(PalaverError):
+    status = 415
+    type = "invalid_request_error"
+
+
+class RateLimited(PalaverError):
+    status = 429
+    type = "rate_limit_error"

@@ -177,8 +177,6 @@ class Engine:
         if self.model is not None:
             info.update(name=self.model.name, load_seconds=round(self.model.load_seconds, 2),
                         **self.model.family.describe())
-        elif self.load_error:
-            info["error"] = self.load_error
         return info
 
     def close(self) -> None:
@@ -199,8 +197,8 @@ class Engine:
                           code="server_busy")
 
     def _not_ready(self) -> ModelNotReady:
-        if self.load_error and self.state == "failed":
-            return ModelNotReady(f"the model failed to load: {self.load_error}", retry_after=RETRY_AFTER_SECONDS)
+        if self.load_error and self.state == "failed":  # why stays in the server's log: it may name files
+            return ModelNotReady("the model failed to load; the server's log says why", retry_after=RETRY_AFTER_SECONDS)
         return ModelNotReady("the model is still loading; retry shortly", retry_after=RETRY_AFTER_SECONDS)
 
     def _run(self) -> None:

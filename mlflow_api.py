@@ -15,7 +15,8 @@ from errors import InvalidRequest
 from inference import GenerationRequest
 from openai_api import serve_chat, serve_text, start_all
 from openai_protocol import MAX_PROMPTS, CompletionRequest
-from services import get_engine, get_settings, read_json, require_api_key, to_palaver_error
+from security import require_api_key
+from services import get_engine, get_settings, read_json, to_palaver_error
 
 mlflow = Blueprint("mlflow", __name__)
 

@@ -14,9 +14,10 @@ from inference import Engine, GenerationRequest
 from openai_protocol import (
     CompletionRequest, chat_chunk, chat_completion, finish_reason, new_id, text_choice, text_completion, usage_info,
 )
+from security import require_api_key
 from services import (
-    client_gone_probe, event_stream, get_engine, get_settings, guarded, json_error, read_json, require_api_key,
-    sse_event, to_palaver_error,
+    client_gone_probe, event_stream, get_engine, get_settings, guarded, json_error, read_json, sse_event,
+    to_palaver_error,
 )
 
 v1 = Blueprint("v1", __name__, url_prefix="/v1")

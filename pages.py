@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from contextlib import closing
 from typing import Iterator
 
@@ -10,9 +9,10 @@ from flask import Blueprint, redirect, render_template, request, session, url_fo
 
 from conversations import ChatInput, ChatTurn
 from errors import PalaverError, PayloadTooLarge, Unauthorized
+from security import require_sign_in, sign_in
 from services import (
-    client_gone_probe, event_stream, get_chat, get_engine, get_settings, guarded, has_valid_key, json_error,
-    sse_event, to_palaver_error,
+    client_gone_probe, event_stream, get_chat, get_engine, get_settings, guarded, json_error, sse_event,
+    to_palaver_error,
 )
 
 pages = Blueprint("pages", __name__)
@@ -23,18 +23,7 @@ def wants(mimetype: str) -> bool:
     return request.accept_mimetypes.best_match(["text/html", mimetype]) == mimetype
 
 
-def key_digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-@pages.before_request
-def require_page_key():
-    settings = get_settings()
-    if not settings.page_requires_key or request.endpoint == "pages.enter_key":
-        return None
-    if session.get("key_digest") in {key_digest(key) for key in settings.api_key_list}:
-        return None
-    raise Unauthorized("enter an access key to use this chat", code="invalid_api_key")
+pages.before_request(require_sign_in)
 
 
 def render_chat(error: PalaverError | None = None, draft: str = ""):
@@ -102,11 +91,7 @@ def new_conversation():
 
 @pages.post("/key")
 def enter_key():
-    key = request.form.get("key", "")
-    if not has_valid_key(key):
-        raise Unauthorized("that key is not valid", param="key", code="invalid_api_key")
-    session["key_digest"] = key_digest(key)
-    session.permanent = True
+    sign_in(request.form.get("key", ""))
     return redirect(url_for("pages.index"), code=303)
 
 
@@ -116,8 +101,9 @@ def page_error(exc: Exception):
     if wants("application/json") or wants("text/event-stream"):
         return json_error(error)
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
-    if isinstance(error, Unauthorized):
-        return render_template("key.html", error=error if request.method == "POST" else None), 401, headers
+    if isinstance(error, Unauthorized) or request.endpoint == "pages.enter_key":  # never the chat before sign-in
+        shown = error if request.method == "POST" else None
+        return render_template("key.html", error=shown), error.status, headers
     # Give the user back what they typed, unless the body was too large to read.
     draft = "" if isinstance(error, PayloadTooLarge) else request.form.get("textbox", "")
     return render_chat(error, draft), error.status, headers

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import math
@@ -20,7 +19,8 @@ from flask import Flask, Response, current_app, g, jsonify, request, stream_with
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from commons import REPLY_LISTENER, PromptInfo, Reply, Settings
-from errors import GenerationFailed, InvalidRequest, PalaverError, PayloadTooLarge, Unauthorized
+import security
+from errors import GenerationFailed, InvalidRequest, PalaverError, PayloadTooLarge
 from conversations import Chat, ConversationStore
 from inference import Engine
 from metrics import Metrics
@@ -39,7 +39,12 @@ def init_app(app: Flask, settings: Settings) -> None:
     store = ConversationStore(settings.max_conversations, settings.max_history_turns, settings.conversation_ttl)
     app.extensions["palaver"] = {"settings": settings, "engine": engine, "chat": Chat(store, engine, settings.max_waiting_per_conversation, settings.request_timeout),
                                  "metrics": metrics}
+    security.init_app(app, settings)
+    # In this order: cheap refusals come before the body is read, and budgets are charged last.
     app.before_request(start_request_record)
+    app.before_request(security.refuse_foreign_requests)
+    app.before_request(load_body)
+    app.before_request(security.apply_rate_limits)
     app.after_request(finish_request_record)
     if settings.preload:
         engine.start()
@@ -62,7 +67,7 @@ def get_metrics() -> Metrics:
 
 
 def start_request_record() -> None:
-    """Give the request an id and a clock, read its body, and tally the tokens of every reply it produces."""
+    """Give the request an id and a clock, and tally (and charge) the tokens of every reply it produces."""
     g.request_id = uuid.uuid4().hex[:16]
     g.started = time.monotonic()
     g.body = b""
@@ -71,8 +76,12 @@ def start_request_record() -> None:
     def count(reply: Reply) -> None:
         tokens["prompt_tokens"] += reply.usage.prompt_tokens
         tokens["completion_tokens"] += reply.usage.completion_tokens
+        security.charge_tokens(reply.usage.completion_tokens)
 
     REPLY_LISTENER.set(count)
+
+
+def load_body() -> None:
     g.body = read_body()
 
 
@@ -97,12 +106,13 @@ def finish_request_record(response: Response) -> Response:
     """Count the request, and log one structured line once its body (streamed or not) is sent."""
     surface = SURFACES.get(request.blueprint, "other")
     get_metrics().requests.labels(surface, str(response.status_code)).inc()
-    response.headers["X-Request-Id"] = g.request_id
-    record = {"event": "request", "id": g.request_id, "surface": surface, "method": request.method,
+    request_id = g.get("request_id", "-")
+    response.headers["X-Request-Id"] = request_id
+    record = {"event": "request", "id": request_id, "surface": surface, "method": request.method,
               "path": request.path, "status": response.status_code}
     if get_settings().log_messages:
         record["body"] = g.get("body", b"")[:2000].decode("utf-8", errors="replace")
-    started, tokens = g.started, g.tokens
+    started, tokens = g.get("started", time.monotonic()), g.get("tokens", {})
 
     def write_line() -> None:
         request_log.info(json.dumps({**record, **tokens, "latency_ms": round((time.monotonic() - started) * 1000)}))
@@ -184,22 +194,6 @@ def client_gone_probe() -> Callable[[], bool] | None:
             return True
 
     return gone
-
-
-def has_valid_key(candidate: str | None) -> bool:
-    """Tell whether candidate is one of the configured API keys, in constant time."""
-    keys = get_settings().api_key_list
-    return bool(candidate) and any(hmac.compare_digest(candidate.encode(), key.encode()) for key in keys)
-
-
-def require_api_key() -> None:
-    """Refuse the request unless keys are off or it carries a valid bearer key."""
-    if not get_settings().api_key_list:
-        return
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not has_valid_key(token.strip()):
-        raise Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>'",
-                           code="invalid_api_key")
 
 
 def read_json() -> Any:

@@ -179,8 +179,12 @@ def test_api_answers_503_with_retry_after_while_the_model_loads(make_app, chat_m
     assert app.test_client().post("/api/chat", json={"message": "hello"}).status_code == 200
 
 
-def test_a_model_that_cannot_load_gives_503_and_readyz_explains(make_app, tmp_path):
+def test_a_model_that_cannot_load_gives_503_and_keeps_its_path_in_the_log(make_app, tmp_path, caplog):
     client = make_app(tmp_path / "missing").test_client()
-    assert_error(chat(client, message="hello"), 503, None, "failed to load")
+    refused = chat(client, message="hello")
+    assert_error(refused, 503, None, "failed to load")
     ready = client.get("/readyz")
-    assert ready.status_code == 503 and ready.get_json()["state"] == "failed" and "missing" in ready.get_json()["error"]
+    assert ready.status_code == 503 and ready.get_json()["state"] == "failed"
+    for response in (refused, ready):
+        assert str(tmp_path) not in response.get_data(as_text=True), "no file path reaches a client"
+    assert str(tmp_path / "missing") in caplog.text, "the operator learns why from the log"

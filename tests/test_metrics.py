@@ -11,7 +11,7 @@ def metric(text: str, name: str, labels: str = "") -> float:
 
 
 def test_metrics_count_requests_tokens_and_timings(make_app, html_model):
-    client = make_app(html_model).test_client()
+    client = make_app(html_model, metrics=True).test_client()
     assert client.post("/api/chat", json={"message": "hi"}).status_code == 200
     assert client.post("/api/chat", json={"message": " "}).status_code == 400
     client.post("/", data={"textbox": "hi"})

@@ -61,10 +61,11 @@ def test_v1_answers_503_with_retry_after_while_loading(make_app, chat_model):
 
 def test_v1_errors_use_one_envelope(make_app, chat_model):
     client = make_app(chat_model).test_client()
-    for response in (client.post("/v1/chat/completions", data="nope"), client.get("/v1/nothing"),
-                     client.get("/v1/chat/completions")):
+    not_json = client.post("/v1/chat/completions", data="nope", content_type="application/json")
+    for response in (not_json, client.get("/v1/nothing"), client.get("/v1/chat/completions"),
+                     client.post("/v1/chat/completions", data="nope")):
         assert set(response.get_json()["error"]) == {"message", "type", "param", "code"}
-    assert client.post("/v1/chat/completions", data="nope").status_code == 400
+    assert not_json.status_code == 400
 
 
 def test_a_failing_model_mid_generation_is_500_without_details(make_app, chat_model):

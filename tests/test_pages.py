@@ -127,14 +127,3 @@ def test_a_preset_is_chosen_for_a_new_conversation(client, app):
     conversation_id = next(iter(app.extensions["palaver"]["chat"].store._conversations))
     assert app.extensions["palaver"]["chat"].store.get(conversation_id).preset == "text-message-check"
     assert client.post("/new", data={"preset": "nope"}).status_code == 400
-
-
-def test_the_page_can_require_a_key(make_app, chat_model):
-    client = make_app(chat_model, api_keys="sesame", page_requires_key=True).test_client()
-    locked = client.get("/")
-    assert locked.status_code == 401 and 'name="key"' in locked.get_data(as_text=True)
-    assert client.post("/", data={"textbox": "hi"}).status_code == 401
-    wrong = client.post("/key", data={"key": "nope"})
-    assert wrong.status_code == 401 and "not valid" in wrong.get_data(as_text=True)
-    assert client.post("/key", data={"key": "sesame"}).status_code == 303
-    assert client.post("/", data={"textbox": "hi"}).status_code == 200
