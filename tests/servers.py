@@ -20,6 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 class Server(NamedTuple):
     url: str
     pid: int  # gunicorn's master process; the worker is its child
+    log_path: str = ""  # everything the server printed, logs and tracebacks included
+
+    def log(self) -> str:
+        """Return what the server has printed so far."""
+        return Path(self.log_path).read_text(errors="replace")
 
 
 def free_port() -> int:
@@ -43,7 +48,7 @@ def procfile_server(env: dict[str, str], wait_for: str = "/healthz", timeout: fl
     full_env = {**os.environ, **env, "PORT": str(port),
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     # Output goes to a file: a pipe nobody reads would fill up and block the server mid-test.
-    with tempfile.TemporaryFile(mode="w+") as output:
+    with tempfile.NamedTemporaryFile(mode="w+", prefix="palaver-server-", suffix=".log") as output:
         process = subprocess.Popen(["sh", "-c", "exec " + procfile_command()], cwd=ROOT, env=full_env,
                                    stdout=output, stderr=subprocess.STDOUT, text=True)
         url = f"http://127.0.0.1:{port}"
@@ -61,7 +66,7 @@ def procfile_server(env: dict[str, str], wait_for: str = "/healthz", timeout: fl
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the server did not answer {wait_for} within {timeout}s")
                 time.sleep(0.1)
-            yield Server(url, process.pid)
+            yield Server(url, process.pid, output.name)
         finally:
             process.terminate()
             try:
