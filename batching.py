@@ -189,10 +189,13 @@ class CausalBatch:
         """Choose the prefilled rows' first tokens and merge the caches of those that go on."""
         for index, row in enumerate(rows):
             row.accept(output.logits[index, -1])
-            if row.done and row.error is None and self.prefix_cache is not None:  # its prompt is still reusable
+        # Read each row's state once: a cancel from another thread may land between two reads.
+        done = [row.done for row in rows]
+        for index, row in enumerate(rows):
+            if done[index] and row.error is None and self.prefix_cache is not None:  # its prompt is still reusable
                 self._remember(row.prompt_ids, output.past_key_values, index)
-        joining = [i for i, row in enumerate(rows) if not row.done]
-        self.finished_early += [row for row in rows if row.done]
+        joining = [i for i, row in enumerate(rows) if not done[i]]
+        self.finished_early += [row for i, row in enumerate(rows) if done[i]]
         if joining:
             index = torch.tensor(joining)
             for layer in output.past_key_values.layers:
@@ -216,13 +219,15 @@ class CausalBatch:
 
     def remove_done(self) -> list[Row]:
         """Take finished rows out of the batch and free their cache."""
-        finished, self.finished_early = self.finished_early + [row for row in self.rows if row.done], []
+        done = [row.done for row in self.rows]  # once: a cancel may land between two reads
+        finished = self.finished_early + [row for row, ended in zip(self.rows, done) if ended]
+        self.finished_early = []
         if self.prefix_cache is not None:
             for index, row in enumerate(self.rows):
-                if row.done and row.error is None:  # the cache holds the prompt and every generated token but the last
+                if done[index] and row.error is None:  # the cache holds the prompt and every token but the last
                     self._remember(row.prompt_ids + row.generated[:-1], self.cache, index)
         if finished:
-            keep = [i for i, row in enumerate(self.rows) if not row.done]
+            keep = [i for i, ended in enumerate(done) if not ended]
             self.rows = [self.rows[i] for i in keep]
             if not keep:
                 self.cache, self.mask = None, None
@@ -294,8 +299,9 @@ class Seq2SeqBatch:
 
     def remove_done(self) -> list[Row]:
         """Take finished rows out of the batch."""
-        finished = [row for row in self.rows if row.done]
-        kept = [(row, encoded) for row, encoded in zip(self.rows, self.encoded) if not row.done]
+        done = [row.done for row in self.rows]  # once: a cancel may land between two reads
+        finished = [row for row, ended in zip(self.rows, done) if ended]
+        kept = [(row, encoded) for row, encoded, ended in zip(self.rows, self.encoded, done) if not ended]
         self.rows = [row for row, _ in kept]
         self.encoded = [encoded for _, encoded in kept]
         return finished

@@ -219,3 +219,33 @@ def torch_nan_multinomial():
     import torch
 
     return torch.multinomial(torch.full((4,), float("nan")), 1)
+
+
+class CancelledAfter:
+    """A cancel flag that turns on by itself after it has been read a given number of times."""
+
+    def __init__(self, reads: int):
+        self.reads = reads
+
+    def is_set(self) -> bool:
+        self.reads -= 1
+        return self.reads < 0
+
+    def set(self) -> None:
+        self.reads = 0
+
+
+@pytest.mark.parametrize("fixture", ["chat_model", "blenderbot_model"])
+def test_a_cancel_landing_at_any_moment_ends_its_row_exactly_once(request, fixture):
+    family = load_model(Settings(model=str(request.getfixturevalue(fixture)))).family
+    prompts = [(family.build_prompt(messages, n), greedy(n)) for messages, n in CASES]
+    for reads in range(0, 24):  # the cancel lands between any two reads of the flag, in join, step or removal
+        batch = family.start_batch()
+        flags = [threading.Event(), CancelledAfter(reads), threading.Event(), CancelledAfter(reads + 1)]
+        rows = [family.new_row(prompt, params, flag) for (prompt, params), flag in zip(prompts, flags)]
+        batch.add_many(rows)
+        finished = batch.remove_done()
+        while batch.rows:
+            batch.step()
+            finished += batch.remove_done()
+        assert sorted(map(id, finished)) == sorted(map(id, rows)), f"each row ends once (flag flips after {reads})"
