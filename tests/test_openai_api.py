@@ -73,7 +73,7 @@ def test_stop_sequences_end_the_reply_and_are_left_out(html_server):
     ({"logprobs": True}, "logprobs are not supported"),
     ({"presence_penalty": 0.5}, "presence_penalty is not supported"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"temperature": 3}, "'temperature' must be a number at least 0.0 and at most 2.0"),
+    ({"temperature": 3}, "'temperature' must be a finite number at least 0.0 and at most 2.0"),
     ({"max_tokens": 0}, "'max_tokens' must be an integer at least 1"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "'stop' must be a string or a list of at most 4"),
 ])
@@ -146,7 +146,13 @@ def test_api_keys_are_required_when_set(keyed_server):
     assert requests.post(keyed_server + "/api/chat", json={"message": "hi"}, timeout=10,
                          headers={"Authorization": "Bearer key-one"}).status_code == 200
     assert requests.get(keyed_server + "/healthz", timeout=10).status_code == 200
-    assert requests.get(keyed_server + "/", timeout=10).status_code == 200, "the page needs no key by default"
+    assert requests.get(keyed_server + "/", timeout=10).status_code == 401, "the page asks for a key"
+    for accept in ("text/html", "application/json", "text/event-stream"):  # the form endpoint generates too
+        assert requests.post(keyed_server + "/", data={"textbox": "hi"}, headers={"Accept": accept},
+                             timeout=10).status_code == 401
+    assert requests.post(keyed_server + "/", data={"textbox": "hi"}, timeout=10,
+                         headers={"Accept": "application/json", "Authorization": "Bearer key-one"}).status_code == 200
+    assert requests.get(keyed_server + "/metrics", timeout=10).status_code == 404, "metrics are off by default"
 
 
 def test_an_oversized_body_gets_413_in_the_envelope(server):
