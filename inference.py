@@ -7,19 +7,19 @@ import queue
 import threading
 import time
 from collections import Counter
-from concurrent.futures import Future
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from commons import REPLY_LISTENER, Message, PromptInfo, Reply, Settings, Usage
-from parameters import GenerationParams
+from commons import REPLY_LISTENER, PromptInfo, Reply, Settings, Usage
 from errors import ClientDisconnected, GenerationFailed, GenerationTimeout, ModelNotReady, PalaverError, ServerBusy
-from presets import Preset, Presets
+from generation import GenerationRequest, Observer
+from presets import Presets
 
 if TYPE_CHECKING:
     from families import Prompt
     from loading import LoadedModel
+
+__all__ = ["Engine", "GenerationRequest", "Observer"]
 
 log = logging.getLogger("palaver.engine")
 
@@ -27,40 +27,6 @@ RETRY_AFTER_SECONDS = 5
 BUSY_RETRY_AFTER_SECONDS = 2
 FINISHED = object()  # the last item a request's delta queue receives
 POLL_SECONDS = 0.25  # how often a waiting request checks whether its client is still there
-
-
-@dataclass
-class GenerationRequest:
-    """One unit of work: its inputs, a way to hand back text and the reply, and a cancel flag."""
-
-    params: GenerationParams
-    messages: list[Message] | None = None  # a conversation, formatted by the model's family...
-    prompt: str | None = None  # ...or a raw completion prompt
-    preset: Preset | None = None
-    client_gone: Callable[[], bool] | None = None
-    built: "Prompt | None" = None  # token ids, built on the caller's thread before queueing
-    result: Future = field(default_factory=Future)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    deltas: queue.Queue = field(default_factory=queue.Queue)
-    queued_at: float = 0.0
-
-    def cancel(self) -> None:
-        """Ask the worker to skip or stop this request."""
-        self.cancelled.set()
-        self.result.cancel()
-
-
-class Observer:
-    """What the engine reports as it works; metrics implement it, and the default ignores it all."""
-
-    def first_text(self, seconds: float) -> None:
-        """A request produced its first text this many seconds after it was queued."""
-
-    def step(self, batch_size: int) -> None:
-        """The worker ran a generation step for this many requests together."""
-
-    def finished(self, reply: Reply) -> None:
-        """A request finished with this reply."""
 
 
 class Engine:
@@ -110,17 +76,12 @@ class Engine:
         """Queue a request; yield its PromptInfo, then its text as it is generated, then its Reply."""
         if not self.wait_ready(self.settings.load_wait):
             raise self._not_ready()
-        with self._pending_lock:
-            if self.pending + self.waiting_count >= self.settings.max_pending:
-                self.counts["refused_busy"] += 1
-                raise self._busy()
-            self.pending += 1
+        self._reserve("pending")
         try:
             # On the caller's thread: a long history costs its own request time, never the engine's.
             request.built = self._build_prompt(request)
         except BaseException:
-            with self._pending_lock:
-                self.pending -= 1
+            self._release("pending")
             raise
         request.queued_at = time.monotonic()
         self._queue.put(request)
@@ -155,16 +116,24 @@ class Engine:
     @contextmanager
     def waiting(self) -> Iterator[None]:
         """Count a request that waits before it can queue (behind its conversation's turn) toward the bound."""
-        with self._pending_lock:
-            if self.pending + self.waiting_count >= self.settings.max_pending:
-                self.counts["refused_busy"] += 1
-                raise self._busy()
-            self.waiting_count += 1
+        self._reserve("waiting_count")
         try:
             yield
         finally:
-            with self._pending_lock:
-                self.waiting_count -= 1
+            self._release("waiting_count")
+
+    def _reserve(self, counter: str) -> None:
+        """Take a place under PALAVER_MAX_PENDING, as a queued or a waiting request, or refuse with 429."""
+        with self._pending_lock:
+            if self.pending + self.waiting_count >= self.settings.max_pending:
+                self.counts["refused_busy"] += 1
+                raise ServerBusy("the server is busy; try again in a few seconds",
+                                 retry_after=BUSY_RETRY_AFTER_SECONDS, code="server_busy")
+            setattr(self, counter, getattr(self, counter) + 1)
+
+    def _release(self, counter: str) -> None:
+        with self._pending_lock:
+            setattr(self, counter, getattr(self, counter) - 1)
 
     def generate(self, request: GenerationRequest) -> Reply:
         """Queue a request and wait for its whole reply."""
@@ -191,10 +160,6 @@ class Engine:
             request.cancel()
             raise GenerationTimeout(
                 f"generation took longer than {self.settings.request_timeout:g} seconds and was stopped")
-
-    def _busy(self) -> ServerBusy:
-        return ServerBusy("the server is busy; try again in a few seconds", retry_after=BUSY_RETRY_AFTER_SECONDS,
-                          code="server_busy")
 
     def _not_ready(self) -> ModelNotReady:
         if self.load_error and self.state == "failed":  # why stays in the server's log: it may name files
@@ -325,6 +290,5 @@ class Engine:
         self._finish(request)
 
     def _finish(self, request: GenerationRequest) -> None:
-        with self._pending_lock:
-            self.pending -= 1
+        self._release("pending")
         request.deltas.put(FINISHED)  # the waiter, if any, learns at once

@@ -169,7 +169,7 @@ def test_a_failure_while_joining_fails_cleanly_and_the_engine_goes_on(make_app, 
 
 
 def test_a_row_that_fails_inside_a_running_batch_fails_alone(make_app, chat_model, monkeypatch):
-    from batching import Sampler
+    from sampling import Sampler
     from errors import GenerationFailed
 
     app = make_app(chat_model, max_batch_size=8)
