@@ -84,6 +84,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_message_chars", int, "Longest accepted message, in characters."),
     Setting("max_messages", int, "Most messages one chat completion request may carry; more get 400."),
     Setting("max_body_bytes", int, "Largest accepted request body; larger ones get 413."),
+    Setting("read_timeout", float,
+            "Seconds a client has, from its request's first byte, to send all of it; slower ones get 408. The "
+            "request is read without holding a thread (see docs/slow-clients.md)."),
     Setting("max_context_tokens", int,
             "Cap on prompt plus reply tokens, below the model's own context length."),
     Setting("max_history_turns", int,
@@ -140,6 +143,7 @@ class Settings:
     max_message_chars: int = 2000
     max_messages: int = 256
     max_body_bytes: int = 65536
+    read_timeout: float = 10
     max_context_tokens: int = 2048
     max_history_turns: int = 40
     max_conversations: int = 1000

@@ -2,6 +2,7 @@
 
 import os
 
+import http_worker
 from commons import Settings
 
 settings = Settings.from_env()
@@ -10,7 +11,13 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # One process: the model and the conversation memory live in it, and a second worker would
 # double the memory and split users' histories. Scale with threads here, or with more dynos.
 workers = 1
-worker_class = "gthread"
+# gthread, except that the poller reads each request whole before a thread takes it, so slow or silent
+# clients hold no thread (docs/slow-clients.md). The worker class is loaded in this process before the fork.
+worker_class = "http_worker.BufferedThreadWorker"
+# Bodies the app would refuse with 413 are handed over at once instead of being waited for.
+http_worker.BufferedThreadWorker.max_body_bytes = settings.max_body_bytes
+# A request must arrive whole within PALAVER_READ_TIMEOUT seconds of its first byte, or it gets 408.
+http_worker.BufferedThreadWorker.request_deadline = settings.read_timeout
 threads = settings.http_threads
 # gthread's heartbeat comes from the main thread, so a long generation never trips this;
 # it covers a worker that hangs outright. The model loads on the engine's own thread.

@@ -1,0 +1,269 @@
+"""Slow, idle and half-sent requests against a real Procfile server: they may hold no thread another user needs."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import resource
+import select
+import socket
+import threading
+import time
+from urllib.parse import urlparse
+
+import pytest
+import requests
+
+from servers import procfile_server
+
+DEADLINE = 10.0  # http_worker.BufferedThreadWorker.request_deadline, as gunicorn.conf.py sets it
+KEEPALIVE = 5.0  # gunicorn.conf.py's keepalive: how long a connection may stay silent
+SLACK = 2.5  # the worker checks deadlines about once a second
+
+# 260 hostile sockets here and as many in the server, which inherits this limit.
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if _soft != resource.RLIM_INFINITY and _soft < 4096:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (4096 if _hard == resource.RLIM_INFINITY else min(4096, _hard), _hard))
+
+
+@pytest.fixture(scope="module")
+def palaver(chat_model, tmp_path_factory):
+    env = {"PALAVER_MODEL": str(chat_model), "PALAVER_CACHE_DIR": str(tmp_path_factory.mktemp("http-worker")),
+           "PALAVER_TEMPERATURE": "0", "PALAVER_MAX_NEW_TOKENS": "4", "PALAVER_PRELOAD": "1"}
+    with procfile_server(env, wait_for="/readyz", timeout=120) as running:
+        yield running
+        assert "Traceback" not in running.log(), "no client may leave a traceback in the server's log"
+
+
+def connect(server, timeout: float = 5) -> socket.socket:
+    url = urlparse(server.url)
+    return socket.create_connection((url.hostname, url.port), timeout=timeout)
+
+
+def head(server, method: str, path: str, *lines: str) -> bytes:
+    return "\r\n".join([f"{method} {path} HTTP/1.1", f"Host: {urlparse(server.url).netloc}", *lines, "", ""]).encode()
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """Read until the server closes the connection."""
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def json_post(server, path: str, body: bytes, *lines: str) -> bytes:
+    return head(server, "POST", path, "Content-Type: application/json", f"Content-Length: {len(body)}", *lines) + body
+
+
+class Attack:
+    """Keep slow-header, silent and short-bodied sockets open, reopening any the server closes."""
+
+    def __init__(self, server, slow: int = 200, idle: int = 30, short: int = 30) -> None:
+        self.server = server
+        partial_head = head(server, "GET", "/healthz", "User-Agent: slowloris")[:-2] + b"X-Padding: "
+        short_body = head(server, "POST", "/api/chat", "Content-Type: application/json", "Content-Length: 1000")
+        self.openings = [partial_head] * slow + [b""] * idle + [short_body + b'{"message"'] * short
+        self.socks: list[socket.socket | None] = [None] * len(self.openings)
+        self.reopened = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def open(self, index: int) -> None:
+        sock = connect(self.server)
+        if self.openings[index]:
+            sock.sendall(self.openings[index])
+        self.socks[index] = sock
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            open_socks = [sock for sock in self.socks if sock is not None]
+            answered = set(select.select(open_socks, [], [], 0)[0]) if open_socks else set()
+            for index, sock in enumerate(self.socks):
+                try:
+                    if sock is None or sock in answered:  # the server answered or closed it: open another
+                        if sock is not None:
+                            sock.close()
+                            self.socks[index] = None
+                            self.reopened += 1
+                        self.open(index)
+                    elif self.openings[index].endswith(b"X-Padding: "):
+                        sock.send(b"a")  # one more header byte, never the end of the head
+                except OSError:  # reset by the server: open another next round
+                    if self.socks[index] is not None:
+                        self.socks[index].close()
+                    self.socks[index] = None
+            self.stopping.wait(0.5)
+
+    def __enter__(self) -> "Attack":
+        for index in range(len(self.socks)):
+            self.open(index)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self.thread.join(10)
+        for sock in self.socks:
+            if sock is not None:
+                sock.close()
+
+
+def timed(call) -> tuple[int | str, float]:
+    started = time.monotonic()
+    try:
+        status: int | str = call().status_code
+    except requests.RequestException as exc:
+        status = type(exc).__name__
+    return status, time.monotonic() - started
+
+
+def normal_user(server, seconds: float) -> list[tuple[str, int | str, float]]:
+    """Check health and chat every half second for a while; return (what, status, seconds) for each."""
+    results = []
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        results.append(("healthz", *timed(lambda: requests.get(server.url + "/healthz", timeout=2))))
+        results.append(("chat", *timed(lambda: requests.post(server.url + "/api/chat", json={"message": "hi"},
+                                                               timeout=2))))
+        time.sleep(0.5)
+    return results
+
+
+def test_a_normal_user_is_answered_within_2s_while_260_slow_or_idle_sockets_are_open(palaver):
+    with Attack(palaver) as attack:
+        time.sleep(1)  # let every hostile socket be accepted and send its first bytes
+        results = normal_user(palaver, 6)
+        still_open = sum(sock is not None for sock in attack.socks)
+    slowest = max(seconds for _, _, seconds in results)
+    print(f"{len(results)} requests with {still_open} hostile sockets open: slowest {slowest:.3f}s, "
+          f"{attack.reopened} hostile sockets closed by the server and reopened")
+    assert all(status == 200 and seconds < 2 for _, status, seconds in results), results
+    assert still_open == 260 and len(results) >= 8
+
+
+def test_a_head_that_never_completes_gets_408_and_a_silent_socket_is_closed(palaver):
+    slow, silent = connect(palaver, timeout=30), connect(palaver, timeout=30)
+    with slow, silent:
+        started = time.monotonic()
+        slow.sendall(head(palaver, "GET", "/healthz")[:-2] + b"X-Padding: ")
+        closed: dict[str, float] = {}
+        while len(closed) < 2 and time.monotonic() - started < DEADLINE + SLACK + 1:
+            for name, sock in (("slow", slow), ("silent", silent)):
+                if name not in closed and select.select([sock], [], [], 0)[0]:
+                    closed[name] = time.monotonic() - started
+                    answer = read_all(sock)
+                    assert answer == b"" if name == "silent" else answer.startswith(b"HTTP/1.1 408 "), answer
+            if "slow" not in closed:
+                try:
+                    slow.send(b"a")
+                except OSError:
+                    pass
+            time.sleep(0.5)
+    print(f"closed after {closed}")
+    assert KEEPALIVE - 0.5 <= closed["silent"] <= KEEPALIVE + SLACK
+    assert DEADLINE - 0.5 <= closed["slow"] <= DEADLINE + SLACK
+
+
+def test_a_body_sent_slowly_but_within_the_deadline_is_answered_also_on_a_kept_alive_connection(palaver):
+    body = json.dumps({"message": "hi"}).encode()
+    url = urlparse(palaver.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    socks = []
+    try:
+        for _ in range(2):
+            connection.putrequest("POST", "/api/chat")
+            connection.putheader("Content-Type", "application/json")
+            connection.putheader("Content-Length", str(len(body)))
+            connection.endheaders()
+            socks.append(connection.sock)
+            for piece in (body[:5], body[5:9], body[9:]):
+                time.sleep(0.3)
+                connection.send(piece)
+            response = connection.getresponse()
+            assert response.status == 200 and "reply" in json.loads(response.read())
+        assert socks[0] is socks[1]  # the second request came back to the poller on the kept-alive socket
+    finally:
+        connection.close()
+
+
+def test_a_head_sent_byte_by_byte_is_answered(palaver):
+    with connect(palaver, timeout=30) as sock:
+        for byte in head(palaver, "GET", "/healthz", "Connection: close"):
+            sock.send(bytes([byte]))
+            time.sleep(0.005)
+        assert status_of(read_all(sock)) == 200
+
+
+def test_chunked_bodies_keep_alive_pipelining_http10_and_streams_still_work(palaver):
+    body = json.dumps({"message": "hi"}).encode()
+    chunked = head(palaver, "POST", "/api/chat", "Content-Type: application/json", "Transfer-Encoding: chunked",
+                   "Connection: close") + b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (5, body[:5], len(body) - 5, body[5:])
+    with connect(palaver) as sock:
+        sock.sendall(chunked)
+        answer = read_all(sock)
+    assert status_of(answer) == 200 and b'"reply"' in answer
+
+    url = urlparse(palaver.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    try:
+        for _ in range(2):
+            connection.request("POST", "/api/chat", body=body, headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            assert response.status == 200 and "reply" in json.loads(response.read())
+        connection.request("GET", "/healthz")
+        assert json.loads(connection.getresponse().read()) == {"status": "ok"}
+    finally:
+        connection.close()
+
+    with connect(palaver) as sock:  # two requests in one write; the second closes the connection
+        sock.sendall(head(palaver, "GET", "/healthz") + json_post(palaver, "/api/chat", body, "Connection: close"))
+        answer = read_all(sock)
+    assert answer.count(b"HTTP/1.1 200 OK") == 2 and b'"reply"' in answer
+
+    with connect(palaver) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+        assert status_of(read_all(sock)) == 200
+
+    with requests.post(palaver.url + "/v1/chat/completions", stream=True, timeout=30, json={
+            "model": "chat-llama", "messages": [{"role": "user", "content": "hi"}], "stream": True}) as response:
+        events = [line for line in response.iter_lines() if line]
+    assert response.status_code == 200 and events[-1] == b"data: [DONE]"
+
+
+def test_oversized_bodies_get_413_at_once_without_waiting_for_them(palaver):
+    for request in (head(palaver, "POST", "/api/chat", "Content-Type: application/json", "Content-Length: 1000000"),
+                    head(palaver, "POST", "/api/chat", "Content-Type: application/json",
+                         "Transfer-Encoding: chunked") + b"8000\r\n" + b"x" * 0x8000 + b"\r\n8000\r\n" + b"x" * 0x8000
+                    + b"\r\n10\r\n" + b"x" * 8):  # over 64 KiB, unfinished, and never finished
+        with connect(palaver) as sock:
+            started = time.monotonic()
+            sock.sendall(request)
+            answer = read_all(sock)  # the server closes: the rest of such a request could not be parsed
+            elapsed = time.monotonic() - started
+        assert status_of(answer) == 413 and b"at most 65536 bytes" in answer and elapsed < 2, (answer[:200], elapsed)
+
+
+def test_a_head_over_64_kib_is_refused_at_once(palaver):
+    with connect(palaver) as sock:
+        sock.sendall(head(palaver, "GET", "/healthz")[:-2] + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 1000)
+                                                                      for i in range(70)))
+        started = time.monotonic()
+        answer = read_all(sock)
+    assert status_of(answer) == 431 and time.monotonic() - started < 2
+
+
+def test_clients_that_never_close_after_a_closing_answer_stall_nobody(palaver):
+    holders = [connect(palaver) for _ in range(30)]
+    try:
+        for sock in holders:  # each is answered and closed by the server, but never reads or closes its end
+            sock.sendall(head(palaver, "GET", "/healthz", "Connection: close"))
+        results = normal_user(palaver, 3)
+    finally:
+        for sock in holders:
+            sock.close()
+    assert all(status == 200 and seconds < 2 for _, status, seconds in results), results
