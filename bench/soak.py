@@ -82,10 +82,11 @@ def page_streamer(url: str, stop: threading.Event, tally: Tally) -> None:
             for line in response.iter_lines(delimiter=b"\n"):  # SSE lines end at LF; text may hold U+2028
                 if line.startswith(b"data: "):
                     event = json.loads(line[6:])
-                    deltas += "delta" in event
                     done = done or event.get("done", False)
-                    if deltas == 3:
-                        tally.add("page Stop", session.post(url + "/stop", timeout=30).status_code)
+                    if "delta" in event:
+                        deltas += 1
+                        if deltas == 3:  # press Stop once, mid-reply
+                            tally.add("page Stop", session.post(url + "/stop", timeout=30).status_code)
             tally.add("page stream", response.status_code if done else "no done event")
 
 
