@@ -196,9 +196,8 @@ class Chat:
         try:
             yield
         finally:
-            with self._lock:
-                if conversation.waiting == 0:
-                    self._running.pop(conversation.id, None)
+            with self._lock:  # a message waiting for the next turn registers again once it has the lock
+                self._running.pop(conversation.id, None)
             conversation.lock.release()
 
     def _wait_for_turn(self, conversation: Conversation, client_gone: Callable[[], bool] | None) -> None:

@@ -18,10 +18,10 @@ from typing import Any, Callable, Iterable, Iterator
 from flask import Flask, Response, current_app, g, jsonify, request, stream_with_context
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from commons import REPLY_LISTENER, PromptInfo, Reply, Settings
 import security
-from errors import GenerationFailed, InvalidRequest, PalaverError, PayloadTooLarge
+from commons import REPLY_LISTENER, PromptInfo, Reply, Settings
 from conversations import Chat, ConversationStore
+from errors import GenerationFailed, InvalidRequest, PalaverError, PayloadTooLarge
 from inference import Engine
 from metrics import Metrics
 
@@ -37,8 +37,8 @@ def init_app(app: Flask, settings: Settings) -> None:
     engine = Engine(settings, observer=metrics)
     metrics.watch(engine)
     store = ConversationStore(settings.max_conversations, settings.max_history_turns, settings.conversation_ttl)
-    app.extensions["palaver"] = {"settings": settings, "engine": engine, "chat": Chat(store, engine, settings.max_waiting_per_conversation, settings.request_timeout),
-                                 "metrics": metrics}
+    chat = Chat(store, engine, settings.max_waiting_per_conversation, settings.request_timeout)
+    app.extensions["palaver"] = {"settings": settings, "engine": engine, "chat": chat, "metrics": metrics}
     security.init_app(app, settings)
     # In this order: cheap refusals come before the body is read, and budgets are charged last.
     app.before_request(start_request_record)

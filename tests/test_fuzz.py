@@ -95,8 +95,8 @@ ENDPOINTS = [("POST", "/"), ("POST", "/stop"), ("POST", "/new"), ("POST", "/key"
              ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("GET", "/v1/models"),
              ("POST", "/invocations"), ("GET", "/readyz"), ("GET", "/healthz"), ("GET", "/ping"),
              ("GET", "/metrics"), ("POST", "/no/such/path")]
-CONTENT_TYPES = st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded",
-                                 "text/csv", "multipart/form-data; boundary=x", "", "application/json; charset=latin-1"])
+CONTENT_TYPES = st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", "text/csv",
+                                 "multipart/form-data; boundary=x", "", "application/json; charset=latin-1"])
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def send(fuzz_server, method: str, path: str, body: bytes, content_type: str) ->
     headers = {"Content-Type": content_type} if content_type else {}
     response = session.request(method, server.url + path, data=body, headers=headers, timeout=30)
     response.content  # read streams to the end
-    assert response.status_code < 500, f"{method} {path} {body[:200]!r} -> {response.status_code} {response.text[:300]}"
+    assert response.status_code < 500, f"{method} {path} {body[:200]!r}: {response.status_code} {response.text[:300]}"
 
 
 @pytest.mark.parametrize("method, path", ENDPOINTS)
