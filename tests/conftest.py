@@ -38,6 +38,12 @@ def chat_model(models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def gguf_chat_model(chat_model, models_dir) -> Path:
+    """The tiny chat Llama written as a GGUF file with Q4_0, Q4_1 and Q8_0 blocks."""
+    return tiny_models.build_gguf_llama(chat_model, models_dir / "chat-llama.gguf")
+
+
+@pytest.fixture(scope="session")
 def dialogpt_model(models_dir) -> Path:
     return tiny_models.build_dialogpt(models_dir / "dialogpt")
 

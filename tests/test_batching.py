@@ -9,7 +9,7 @@ from conftest import model_held, raising
 from inference import GenerationRequest
 from loading import load_model
 
-FAMILIES = ["chat_model", "dialogpt_model", "blenderbot_model", "blenderbot_small_model"]
+FAMILIES = ["chat_model", "gguf_chat_model", "dialogpt_model", "blenderbot_model", "blenderbot_small_model"]
 
 
 def history(turns: int) -> list[Message]:

@@ -23,12 +23,12 @@ def test_embedded_gguf_is_found_without_importing_its_package():
 ])
 def test_missing_local_models_are_configuration_errors(spec, words, tmp_path):
     with pytest.raises(ConfigurationError, match=words):
-        resolve_source(spec, str(tmp_path))
+        resolve_source(spec)
 
 
-def test_local_directories_and_hub_ids_are_passed_through(chat_model, tmp_path):
-    assert resolve_source(str(chat_model), str(tmp_path)) == ("chat-llama", str(chat_model))
-    assert resolve_source("microsoft/DialoGPT-medium", str(tmp_path)) == (
+def test_local_directories_and_hub_ids_are_passed_through(chat_model):
+    assert resolve_source(str(chat_model)) == ("chat-llama", str(chat_model))
+    assert resolve_source("microsoft/DialoGPT-medium") == (
         "microsoft/DialoGPT-medium", "microsoft/DialoGPT-medium")
 
 
@@ -44,11 +44,10 @@ def test_embedded_model_is_converted_once_to_safetensors(embedded_cache):
     assert not [p for p in converted.parent.iterdir() if p.name.startswith(".converting-")]
 
 
-def test_a_gguf_path_is_converted_through_the_same_cache(embedded_cache):
-    cache, converted, _ = embedded_cache
+def test_gguf_paths_and_the_embedded_model_resolve_to_their_files():
     gguf = embedded_gguf_path()
-    assert resolve_source(str(gguf), str(cache)) == (gguf.stem, str(converted))
-    assert resolve_source("", str(cache)) == (EMBEDDED_NAME, str(converted))
+    assert resolve_source(str(gguf)) == (gguf.stem, str(gguf))
+    assert resolve_source("") == (EMBEDDED_NAME, str(gguf))
 
 
 def test_embedded_model_holds_a_two_turn_conversation(embedded_cache, make_app):

@@ -125,3 +125,73 @@ def build_html_replier(path: Path) -> Path:
         for current, following in zip(chain, chain[1:]):
             model.lm_head.weight[following] += 10 * normalized[current]
     return save(model, tokenizer, path)
+
+
+# The GGUF types each tensor of the tiny GGUF gets: every kind the kernel serves, mixed as real files mix them.
+GGUF_TYPES = {"token_embd": "Q8_0", "attn_q": "Q4_0", "attn_k": "Q4_1", "attn_v": "Q8_0", "attn_output": "Q4_1",
+              "ffn_gate": "Q4_0", "ffn_up": "Q4_1", "ffn_down": "Q8_0"}
+LLAMA_TO_GGUF = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+                 "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+                 "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+
+
+def build_gguf_llama(llama_dir: Path, path: Path) -> Path:
+    """Write a tiny chat Llama as a GGUF file the way llama.cpp's converter does: permuted Q/K, mixed block types."""
+    import gguf
+    from gguf.quants import quantize
+
+    model = LlamaForCausalLM.from_pretrained(llama_dir)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(llama_dir)
+    config = model.config
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_name("tiny-chat-llama")
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    writer.add_vocab_size(config.vocab_size)
+    state = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    tokens = [token for token, _ in sorted(state["vocab"].items(), key=lambda item: item[1])]
+    special = set(tokenizer.all_special_tokens)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3 if token in special else 1 for token in tokens])  # 3: control, 1: normal
+    writer.add_token_merges([" ".join(pair) if isinstance(pair, list) else pair for pair in state["merges"]])
+    writer.add_bos_token_id(tokenizer.bos_token_id)
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_pad_token_id(tokenizer.pad_token_id)
+    writer.add_chat_template(tokenizer.chat_template)
+
+    def add(name: str, weights: torch.Tensor, kind: str | None) -> None:
+        array = weights.detach().float().numpy()
+        if kind is None:
+            writer.add_tensor(name, array)
+        else:
+            qtype = gguf.GGMLQuantizationType[kind]
+            writer.add_tensor(name, quantize(array, qtype), raw_dtype=qtype)
+
+    def permute(weights: torch.Tensor, heads: int) -> torch.Tensor:  # llama.cpp's convert_hf_to_gguf.py
+        return weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(
+            weights.shape)
+
+    add("token_embd.weight", model.model.embed_tokens.weight, GGUF_TYPES["token_embd"])
+    add("output_norm.weight", model.model.norm.weight, None)
+    for index, layer in enumerate(model.model.layers):
+        for hf_name, gguf_name in LLAMA_TO_GGUF.items():
+            weights = layer.get_submodule(hf_name).weight
+            if gguf_name == "attn_q":
+                weights = permute(weights, config.num_attention_heads)
+            elif gguf_name == "attn_k":
+                weights = permute(weights, config.num_key_value_heads)
+            add(f"blk.{index}.{gguf_name}.weight", weights, GGUF_TYPES.get(gguf_name))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

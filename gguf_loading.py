@@ -1,0 +1,153 @@
+"""Build a transformers model straight from a GGUF file, keeping its quantised blocks as stored."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from quantized import BLOCK, BLOCK_BYTES, GGUFEmbedding, GGUFLinear
+
+log = logging.getLogger("palaver.loading")
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where one tensor lies in a GGUF file, as gguf's reader found it."""
+
+    name: str
+    qtype: int
+    offset: int
+    shape: tuple[int, ...]  # as stored: [rows, bytes] for blocks, numpy's order for plain arrays
+    dtype: str
+
+
+def read_tensor_index(gguf_path: Path) -> list[TensorEntry]:
+    """List a GGUF file's tensors; gguf's reader takes seconds here, so the result is cached as JSON."""
+    import gguf
+
+    reader = gguf.GGUFReader(gguf_path)
+    return [TensorEntry(t.name, int(t.tensor_type), int(t.data_offset), tuple(int(n) for n in t.data.shape),
+                        t.data.dtype.str) for t in reader.tensors]
+
+
+def save_tensor_index(entries: list[TensorEntry], path: Path) -> None:
+    """Write a tensor index as JSON."""
+    path.write_text(json.dumps([asdict(entry) for entry in entries]))
+
+
+def load_tensor_index(path: Path) -> list[TensorEntry]:
+    """Read a tensor index written by save_tensor_index."""
+    return [TensorEntry(**{**entry, "shape": tuple(entry["shape"])}) for entry in json.loads(path.read_text())]
+
+
+def load_gguf_model(gguf_path: Path, config, index: list[TensorEntry]) -> nn.Module:
+    """Create the model for config and fill it from the file: blocks for linear layers, float32 for the rest."""
+    import gguf
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor
+
+    started = time.perf_counter()
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    architecture = gguf_architecture(config.model_type)
+    processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=config.to_dict())
+    names = gguf_to_hf_names(model, architecture, config.num_hidden_layers)
+    data = np.memmap(gguf_path, dtype=np.uint8, mode="r")
+    embedding_blocks = None
+    blocked = 0
+    for entry in index:
+        hf_name = names.get(entry.name)
+        if hf_name is None:
+            continue
+        stored = data[entry.offset:entry.offset + int(np.prod(entry.shape)) * np.dtype(entry.dtype).itemsize]
+        stored = stored.view(np.dtype(entry.dtype)).reshape(entry.shape)
+        module_name, _, attribute = hf_name.rpartition(".")
+        module = model.get_submodule(module_name)
+        if entry.qtype in BLOCK_BYTES and attribute == "weight" and isinstance(module, (nn.Linear, nn.Embedding)):
+            rows = row_order(processor, entry.name, entry.shape[0])
+            if rows is not None:
+                # A copy in memory, not a view of the file: pages of a mapped file are counted and evicted oddly.
+                blocks = torch.from_numpy(np.array(stored[rows] if len(rows) else stored))
+                in_features = blocks.shape[1] // BLOCK_BYTES[entry.qtype] * BLOCK
+                if isinstance(module, nn.Embedding):
+                    replacement: nn.Module = GGUFEmbedding(blocks, entry.qtype, in_features)
+                    embedding_blocks = (blocks, entry.qtype, in_features)
+                else:
+                    replacement = GGUFLinear(blocks, entry.qtype, in_features, _bias_of(module))
+                model.set_submodule(module_name, replacement)
+                blocked += 1
+                continue
+        weights = gguf.dequantize(stored, gguf.GGMLQuantizationType(entry.qtype))
+        weights = processor.process(weights=weights, name=entry.name).weights
+        _set_tensor(model, hf_name, torch.from_numpy(np.array(weights, dtype=np.float32)))
+    if config.tie_word_embeddings and embedding_blocks is not None:
+        model.set_submodule("lm_head", GGUFLinear(*embedding_blocks))  # the head reads the embedding's blocks
+    missing = [name for name, p in [*model.named_parameters(), *model.named_buffers()] if p.is_meta]
+    if missing:
+        raise ValueError(f"the GGUF file has no weights for {', '.join(missing[:5])}")
+    model.eval()
+    log.info("read %s: %d tensors kept as GGUF blocks in %.1fs", gguf_path.name, blocked, time.perf_counter() - started)
+    return model
+
+
+def gguf_architecture(model_type: str) -> str:
+    """Return gguf's name for a transformers model type."""
+    return {"cohere": "command-r", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "gemma3_text": "gemma3",
+            "gpt_oss": "gpt-oss"}.get(model_type, model_type)
+
+
+def gguf_to_hf_names(model: nn.Module, architecture: str, layers: int) -> dict[str, str]:
+    """Map GGUF tensor names to the model's parameter names, building gguf's name table once."""
+    import gguf
+
+    arch = next((key for key, value in gguf.MODEL_ARCH_NAMES.items() if value == architecture), None)
+    if arch is None:
+        raise ValueError(f"gguf does not know the architecture {architecture!r}")
+    table = gguf.get_tensor_name_map(arch, layers)
+    names = {}
+    for hf_name, _ in [*model.named_parameters(), *model.named_buffers()]:
+        base, _, suffix = hf_name.rpartition(".")
+        gguf_name = table.get_name(base)
+        if gguf_name is not None:
+            names[f"{gguf_name}.{suffix}"] = hf_name
+    return names
+
+
+def row_order(processor, name: str, rows: int) -> np.ndarray | None:
+    """Return how the converter reorders a tensor's rows ([] for not at all), or None if it does more than that."""
+    probe = np.arange(rows, dtype=np.float64).reshape(rows, 1)
+    processed = processor.process(weights=probe, name=name).weights
+    if processed.shape != probe.shape:
+        return None
+    order = processed[:, 0].astype(np.int64)
+    if not np.array_equal(np.sort(order), np.arange(rows)):
+        return None
+    return np.array([], dtype=np.int64) if np.array_equal(order, np.arange(rows)) else order
+
+
+def _bias_of(module: nn.Module) -> torch.Tensor | None:
+    bias = getattr(module, "bias", None)
+    return None if bias is None or bias.is_meta else bias.detach()
+
+
+def _set_tensor(model: nn.Module, name: str, value: torch.Tensor) -> None:
+    """Put a loaded tensor in place of the empty parameter that name points to."""
+    module_name, _, attribute = name.rpartition(".")
+    module = model.get_submodule(module_name)
+    if isinstance(module, GGUFLinear) and attribute == "bias":
+        module.bias = value
+        return
+    old = getattr(module, attribute)
+    value = value.reshape(old.shape)
+    if isinstance(old, nn.Parameter):
+        setattr(module, attribute, nn.Parameter(value, requires_grad=False))
+    else:
+        module.register_buffer(attribute, value)

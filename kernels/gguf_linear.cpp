@@ -1,0 +1,172 @@
+// y = x @ W.T where W is stored as GGUF blocks (Q4_0, Q4_1, Q8_0) and x stays float32.
+//
+// Each weight is dequantised exactly as gguf-py does (q * d, (q - 8) * d, q * d + m, all exact or rounded
+// once in float32), so the model's arithmetic is the float32 model's, with no new quantisation error.
+// Every dot product uses one 8-lane accumulator over k = lane, lane + 8, ... in order and a fixed
+// horizontal sum: a row's result does not depend on which other rows share the call (batch invariance).
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kBlock = 32;  // weights per GGUF block, for every type served here
+enum QuantType : int64_t { kQ4_0 = 2, kQ4_1 = 3, kQ8_0 = 8 };  // ggml's type numbers
+
+int64_t block_bytes(int64_t type) {
+  switch (type) {
+    case kQ4_0: return 2 + 16;
+    case kQ4_1: return 2 + 2 + 16;
+    case kQ8_0: return 2 + 32;
+    default: TORCH_CHECK(false, "gguf_linear: unsupported GGUF type ", type);
+  }
+}
+
+inline float half_to_float(const uint8_t* p) {
+  uint16_t bits;
+  std::memcpy(&bits, p, 2);
+  return _cvtsh_ss(bits);
+}
+
+// Dequantise one row of blocks into out[0 .. blocks * 32).
+void dequantise_row(const uint8_t* row, int64_t type, int64_t blocks, float* out) {
+  const int64_t stride = block_bytes(type);
+  for (int64_t b = 0; b < blocks; ++b, row += stride, out += kBlock) {
+    const __m256 d = _mm256_set1_ps(half_to_float(row));
+    if (type == kQ8_0) {
+      const int8_t* q = reinterpret_cast<const int8_t*>(row + 2);
+      for (int j = 0; j < 4; ++j) {
+        __m256i wide = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * j)));
+        _mm256_storeu_ps(out + 8 * j, _mm256_mul_ps(_mm256_cvtepi32_ps(wide), d));
+      }
+      continue;
+    }
+    const uint8_t* qs = row + (type == kQ4_1 ? 4 : 2);
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+    const __m128i low_mask = _mm_set1_epi8(0x0F);
+    // ggml's layout: byte j holds weight j in its low nibble and weight j + 16 in its high nibble.
+    const __m128i low = _mm_and_si128(packed, low_mask);
+    const __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), low_mask);
+    const __m128i halves[4] = {low, _mm_srli_si128(low, 8), high, _mm_srli_si128(high, 8)};
+    if (type == kQ4_1) {
+      const __m256 m = _mm256_set1_ps(half_to_float(row + 2));
+      for (int j = 0; j < 4; ++j) {
+        __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(halves[j]));
+        // q * d is exact in float32, so one rounding, as gguf-py's d * q + m.
+        _mm256_storeu_ps(out + 8 * j, _mm256_fmadd_ps(q, d, m));
+      }
+    } else {
+      const __m256i eight = _mm256_set1_epi32(8);
+      for (int j = 0; j < 4; ++j) {
+        __m256i q = _mm256_sub_epi32(_mm256_cvtepu8_epi32(halves[j]), eight);
+        _mm256_storeu_ps(out + 8 * j, _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
+      }
+    }
+  }
+}
+
+inline float horizontal_sum(__m256 v) {
+  __m128 sum = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  sum = _mm_add_ps(sum, _mm_movehl_ps(sum, sum));
+  sum = _mm_add_ss(sum, _mm_shuffle_ps(sum, sum, 1));
+  return _mm_cvtss_f32(sum);
+}
+
+constexpr int64_t kTileN = 4;   // weight rows dequantised together and reused across input rows
+constexpr int64_t kTileM = 3;   // input rows per register tile: 12 accumulators, 3 inputs, 1 weight
+constexpr int64_t kChunkM = 64; // input rows kept hot in cache while a tile of weights is reused
+
+// Dot products of rows [m0, m0 + rows) of x with the tile's weight rows, written to y.
+template <int Rows>
+void tile_dot(const float* x, int64_t k, const float* weights, int64_t tile_n, float* y, int64_t n_out) {
+  __m256 acc[Rows][kTileN];
+  for (int r = 0; r < Rows; ++r)
+    for (int n = 0; n < kTileN; ++n) acc[r][n] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < k; i += 8) {
+    __m256 xs[Rows];
+    for (int r = 0; r < Rows; ++r) xs[r] = _mm256_loadu_ps(x + r * k + i);
+    for (int n = 0; n < kTileN; ++n) {
+      const __m256 w = _mm256_loadu_ps(weights + n * k + i);
+      for (int r = 0; r < Rows; ++r) acc[r][n] = _mm256_fmadd_ps(w, xs[r], acc[r][n]);
+    }
+  }
+  // Constant bounds here keep the accumulators in registers; the tile's edge is cut when copying out.
+  float sums[Rows][kTileN];
+  for (int r = 0; r < Rows; ++r)
+    for (int n = 0; n < kTileN; ++n) sums[r][n] = horizontal_sum(acc[r][n]);
+  for (int r = 0; r < Rows; ++r)
+    for (int n = 0; n < tile_n; ++n) y[r * n_out + n] = sums[r][n];
+}
+
+at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& blocks, int64_t type, int64_t in_features) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat, "gguf_linear: x must be float32");
+  TORCH_CHECK(blocks.scalar_type() == at::kByte && blocks.dim() == 2, "gguf_linear: blocks must be uint8 [out, bytes]");
+  TORCH_CHECK(in_features % kBlock == 0 && x.size(-1) == in_features, "gguf_linear: bad in_features");
+  const int64_t per_row = in_features / kBlock;
+  TORCH_CHECK(blocks.size(1) == per_row * block_bytes(type), "gguf_linear: blocks do not match in_features");
+  const at::Tensor input = x.reshape({-1, in_features}).contiguous();
+  const at::Tensor weight = blocks.contiguous();
+  const int64_t m_total = input.size(0), n_total = weight.size(0), k = in_features;
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = n_total;
+  at::Tensor out = at::empty({m_total, n_total}, x.options());
+  const float* xp = input.data_ptr<float>();
+  const uint8_t* wp = weight.data_ptr<uint8_t>();
+  float* yp = out.data_ptr<float>();
+  const int64_t row_bytes = weight.size(1);
+  const int64_t tiles = (n_total + kTileN - 1) / kTileN;
+  // Enough tiles per task that a small layer is not split into more tasks than it is worth.
+  const int64_t grain = std::max<int64_t>(1, 16384 / (k * std::max<int64_t>(1, std::min<int64_t>(m_total, 8))));
+  at::parallel_for(0, tiles, grain, [&](int64_t begin, int64_t end) {
+    std::vector<float> buffer(kTileN * k, 0.0f);
+    for (int64_t tile = begin; tile < end; ++tile) {
+      const int64_t n0 = tile * kTileN, tile_n = std::min(kTileN, n_total - n0);
+      for (int64_t n = 0; n < tile_n; ++n) dequantise_row(wp + (n0 + n) * row_bytes, type, per_row, &buffer[n * k]);
+      for (int64_t n = tile_n; n < kTileN; ++n) std::fill_n(&buffer[n * k], k, 0.0f);
+      for (int64_t chunk = 0; chunk < m_total; chunk += kChunkM) {
+        const int64_t chunk_end = std::min(m_total, chunk + kChunkM);
+        int64_t m = chunk;
+        for (; m + kTileM <= chunk_end; m += kTileM)
+          tile_dot<kTileM>(xp + m * k, k, buffer.data(), tile_n, yp + m * n_total + n0, n_total);
+        for (; m < chunk_end; ++m) tile_dot<1>(xp + m * k, k, buffer.data(), tile_n, yp + m * n_total + n0, n_total);
+      }
+    }
+  });
+  return out.view(shape);
+}
+
+at::Tensor gguf_dequantise(const at::Tensor& blocks, int64_t type, int64_t in_features) {
+  TORCH_CHECK(blocks.scalar_type() == at::kByte && blocks.dim() == 2, "gguf_dequantise: blocks must be uint8 [out, bytes]");
+  const int64_t per_row = in_features / kBlock;
+  TORCH_CHECK(in_features % kBlock == 0 && blocks.size(1) == per_row * block_bytes(type), "gguf_dequantise: bad shape");
+  const at::Tensor weight = blocks.contiguous();
+  at::Tensor out = at::empty({weight.size(0), in_features}, blocks.options().dtype(at::kFloat));
+  const uint8_t* wp = weight.data_ptr<uint8_t>();
+  float* op = out.data_ptr<float>();
+  const int64_t row_bytes = weight.size(1);
+  at::parallel_for(0, weight.size(0), 64, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) dequantise_row(wp + n * row_bytes, type, per_row, op + n * in_features);
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(palaver, m) {
+  m.def("gguf_linear(Tensor x, Tensor blocks, int type, int in_features) -> Tensor");
+  m.def("gguf_dequantise(Tensor blocks, int type, int in_features) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(palaver, CPU, m) {
+  m.impl("gguf_linear", &gguf_linear);
+  m.impl("gguf_dequantise", &gguf_dequantise);
+}

@@ -1,0 +1,135 @@
+"""Linear and embedding layers that keep GGUF blocks as stored and compute with float32 activations."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger("palaver.quantized")
+
+KERNEL_LIBRARY = Path(__file__).resolve().parent / "kernels" / "build" / "palaver_kernels.so"
+BLOCK = 32  # weights per block, for every type served here
+# ggml's type numbers and the bytes of one block: a float16 scale, [a float16 minimum,] then the weights.
+Q4_0, Q4_1, Q8_0 = 2, 3, 8
+BLOCK_BYTES = {Q4_0: 18, Q4_1: 20, Q8_0: 34}
+TYPE_NAMES = {Q4_0: "Q4_0", Q4_1: "Q4_1", Q8_0: "Q8_0"}
+
+_kernel_lock = threading.Lock()
+_kernel_state: dict[str, bool | str] = {}
+
+
+def kernel_available() -> bool:
+    """Load the block kernel once; on a CPU or an install that cannot run it, say why once."""
+    with _kernel_lock:
+        if "loaded" not in _kernel_state:
+            _kernel_state["loaded"], _kernel_state["why"] = _load_kernel()
+            if not _kernel_state["loaded"]:
+                log.warning("GGUF block kernel unavailable (%s): GGUF weights are served as float32, "
+                            "which reads about 5x more memory per token", _kernel_state["why"])
+        return bool(_kernel_state["loaded"])
+
+
+def kernel_status() -> str:
+    """Describe whether the kernel is in use, for logs and /api/health."""
+    return "gguf-blocks" if kernel_available() else f"float32 ({_kernel_state['why']})"
+
+
+def _load_kernel() -> tuple[bool, str]:
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return False, "this CPU has no AVX2"
+    if not KERNEL_LIBRARY.is_file():
+        return False, "not built: run `python kernels/build.py` where a C++ compiler is installed"
+    try:
+        torch.ops.load_library(str(KERNEL_LIBRARY))
+    except (OSError, RuntimeError) as exc:
+        return False, f"could not load {KERNEL_LIBRARY.name}: {exc}"
+    return True, ""
+
+
+def dequantise(blocks: torch.Tensor, qtype: int, in_features: int) -> torch.Tensor:
+    """Turn [out, bytes] blocks into float32 weights exactly as gguf-py does, in plain torch."""
+    rows = blocks.shape[0]
+    cells = blocks.reshape(rows, in_features // BLOCK, BLOCK_BYTES[qtype])
+    scale = cells[..., :2].contiguous().view(torch.float16).float()
+    if qtype == Q8_0:
+        return (cells[..., 2:].contiguous().view(torch.int8).float() * scale).reshape(rows, in_features)
+    packed = cells[..., 4 if qtype == Q4_1 else 2:]
+    nibbles = torch.cat([packed & 0x0F, packed >> 4], dim=-1).float()
+    if qtype == Q4_1:
+        weights = nibbles * scale + cells[..., 2:4].contiguous().view(torch.float16).float()
+    else:
+        weights = (nibbles - 8) * scale
+    return weights.reshape(rows, in_features)
+
+
+def quantise_q8_0(weight: torch.Tensor) -> torch.Tensor:
+    """Quantise float weights [out, in] to Q8_0 blocks as ggml does: scale = max |w| / 127 per 32."""
+    rows, columns = weight.shape
+    groups = weight.detach().float().reshape(rows, columns // BLOCK, BLOCK)
+    scale = groups.abs().amax(dim=-1, keepdim=True) / 127
+    inverse = torch.where(scale > 0, 1 / scale, torch.zeros_like(scale))
+    values = torch.round(groups * inverse).clamp(-127, 127).to(torch.int8)
+    scale_bytes = scale.to(torch.float16).view(torch.uint8)
+    return torch.cat([scale_bytes, values.view(torch.uint8)], dim=-1).reshape(rows, -1).contiguous()
+
+
+class GGUFLinear(nn.Module):
+    """y = x W^T + b, with W kept as GGUF blocks and read by the kernel every call."""
+
+    def __init__(self, blocks: torch.Tensor, qtype: int, in_features: int, bias: torch.Tensor | None = None):
+        super().__init__()
+        if qtype not in BLOCK_BYTES or in_features % BLOCK or blocks.shape[1] != in_features // BLOCK * BLOCK_BYTES[qtype]:
+            raise ValueError(f"blocks of type {qtype} do not hold rows of {in_features} weights")
+        self.register_buffer("blocks", blocks, persistent=False)
+        self.register_buffer("bias", bias, persistent=False)
+        self.qtype, self.in_features, self.out_features = qtype, in_features, blocks.shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.ops.palaver.gguf_linear(x.float(), self.blocks, self.qtype, self.in_features)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{TYPE_NAMES[self.qtype]}, in_features={self.in_features}, out_features={self.out_features}"
+
+
+class GGUFEmbedding(nn.Module):
+    """Look up token embeddings from GGUF blocks, dequantising only the rows asked for."""
+
+    def __init__(self, blocks: torch.Tensor, qtype: int, embedding_dim: int):
+        super().__init__()
+        self.register_buffer("blocks", blocks, persistent=False)
+        self.qtype, self.embedding_dim, self.num_embeddings = qtype, embedding_dim, blocks.shape[0]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = torch.ops.palaver.gguf_dequantise(self.blocks[ids.reshape(-1)], self.qtype, self.embedding_dim)
+        return rows.reshape(*ids.shape, self.embedding_dim)
+
+    def extra_repr(self) -> str:
+        return f"{TYPE_NAMES[self.qtype]}, {self.num_embeddings}, {self.embedding_dim}"
+
+
+def quantise_linear_layers(model: nn.Module) -> int:
+    """Replace every float Linear (and GPT-2 Conv1D) whose inputs split into blocks with a Q8_0 GGUFLinear."""
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            weight = _linear_weight(child)
+            if weight is None or weight.shape[1] % BLOCK:
+                continue
+            bias = child.bias.detach().float() if getattr(child, "bias", None) is not None else None
+            setattr(parent, name, GGUFLinear(quantise_q8_0(weight), Q8_0, weight.shape[1], bias))
+            replaced += 1
+    return replaced
+
+
+def _linear_weight(module: nn.Module) -> torch.Tensor | None:
+    """Return a layer's weight as [out, in], or None when it is not a linear layer."""
+    if isinstance(module, nn.Linear):
+        return module.weight.detach()
+    if type(module).__name__ == "Conv1D":  # GPT-2 stores its weight as [in, out]
+        return module.weight.detach().t()
+    return None
