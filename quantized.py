@@ -11,7 +11,7 @@ from torch import nn
 
 log = logging.getLogger("palaver.quantized")
 
-KERNEL_LIBRARY = Path(__file__).resolve().parent / "kernels" / "build" / "palaver_kernels.so"
+KERNEL_LIBRARY = Path(__file__).resolve().parent / "csrc" / "build" / "palaver_kernels.so"
 BLOCK = 32  # weights per block, for every type served here
 # ggml's type numbers and the bytes of one block: a float16 scale, [a float16 minimum,] then the weights.
 Q4_0, Q4_1, Q8_0 = 2, 3, 8
@@ -42,7 +42,7 @@ def _load_kernel() -> tuple[bool, str]:
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         return False, "this CPU has no AVX2"
     if not KERNEL_LIBRARY.is_file():
-        return False, "not built: run `python kernels/build.py` where a C++ compiler is installed"
+        return False, "not built: run `python csrc/build.py` where a C++ compiler is installed"
     try:
         torch.ops.load_library(str(KERNEL_LIBRARY))
     except (OSError, RuntimeError) as exc:

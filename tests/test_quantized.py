@@ -22,7 +22,7 @@ TYPES = [Q4_0, Q4_1, Q8_0]
 
 @pytest.fixture(scope="module", autouse=True)
 def kernel():
-    assert kernel_available(), "make builds the kernel (kernels/build.py); CI must run the quantised path"
+    assert kernel_available(), "make builds the kernel (csrc/build.py); CI must run the quantised path"
 
 
 def random_blocks(qtype: int, rows: int, columns: int, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:

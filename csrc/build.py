@@ -1,6 +1,6 @@
 """Compile the GGUF block kernels into a library that torch.ops.load_library can load.
 
-Usage: python kernels/build.py   (make run, make test and bin/post_compile call it)
+Usage: python csrc/build.py   (make run, make test and bin/post_compile call it)
 """
 
 from __future__ import annotations

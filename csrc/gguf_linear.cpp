@@ -107,6 +107,59 @@ void tile_dot(const float* x, int64_t k, const float* weights, int64_t tile_n, f
     for (int n = 0; n < tile_n; ++n) y[r * n_out + n] = sums[r][n];
 }
 
+// The 8 weights [8 * group, 8 * group + 8) of one block, dequantised exactly as dequantise_row does.
+template <int64_t Type>
+inline __m256 block_group(const uint8_t* block, int group) {
+  const __m256 d = _mm256_set1_ps(half_to_float(block));
+  if constexpr (Type == kQ8_0) {
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + 8 * group));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
+  } else {
+    const uint8_t* qs = block + (Type == kQ4_1 ? 4 : 2) + 8 * (group & 1);
+    __m128i packed = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs));
+    if (group >= 2) packed = _mm_srli_epi16(packed, 4);
+    const __m256i q = _mm256_cvtepu8_epi32(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
+    if constexpr (Type == kQ4_1) {
+      return _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), d, _mm256_set1_ps(half_to_float(block + 2)));
+    } else {
+      return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, _mm256_set1_epi32(8))), d);
+    }
+  }
+}
+
+// Few input rows: dequantise in registers as the weights stream past, with the same accumulation as tile_dot.
+template <int64_t Type, int Rows>
+void fused_dot(const float* x, int64_t k, const uint8_t* const rows[kTileN], int64_t tile_n, float* y, int64_t n_out) {
+  constexpr int64_t stride = Type == kQ8_0 ? 34 : Type == kQ4_1 ? 20 : 18;
+  __m256 acc[Rows][kTileN];
+  for (int r = 0; r < Rows; ++r)
+    for (int n = 0; n < kTileN; ++n) acc[r][n] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < k / kBlock; ++b) {
+    for (int group = 0; group < 4; ++group) {
+      const int64_t i = b * kBlock + 8 * group;
+      __m256 xs[Rows];
+      for (int r = 0; r < Rows; ++r) xs[r] = _mm256_loadu_ps(x + r * k + i);
+      for (int n = 0; n < kTileN; ++n) {
+        const __m256 w = block_group<Type>(rows[n] + b * stride, group);
+        for (int r = 0; r < Rows; ++r) acc[r][n] = _mm256_fmadd_ps(w, xs[r], acc[r][n]);
+      }
+    }
+  }
+  float sums[Rows][kTileN];
+  for (int r = 0; r < Rows; ++r)
+    for (int n = 0; n < kTileN; ++n) sums[r][n] = horizontal_sum(acc[r][n]);
+  for (int r = 0; r < Rows; ++r)
+    for (int n = 0; n < tile_n; ++n) y[r * n_out + n] = sums[r][n];
+}
+
+template <int Rows>
+void fused_dot_any(int64_t type, const float* x, int64_t k, const uint8_t* const rows[kTileN], int64_t tile_n,
+                   float* y, int64_t n_out) {
+  if (type == kQ4_0) fused_dot<kQ4_0, Rows>(x, k, rows, tile_n, y, n_out);
+  else if (type == kQ4_1) fused_dot<kQ4_1, Rows>(x, k, rows, tile_n, y, n_out);
+  else fused_dot<kQ8_0, Rows>(x, k, rows, tile_n, y, n_out);
+}
+
 at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& blocks, int64_t type, int64_t in_features) {
   TORCH_CHECK(x.scalar_type() == at::kFloat, "gguf_linear: x must be float32");
   TORCH_CHECK(blocks.scalar_type() == at::kByte && blocks.dim() == 2, "gguf_linear: blocks must be uint8 [out, bytes]");
@@ -130,6 +183,13 @@ at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& blocks, int64_t ty
     std::vector<float> buffer(kTileN * k, 0.0f);
     for (int64_t tile = begin; tile < end; ++tile) {
       const int64_t n0 = tile * kTileN, tile_n = std::min(kTileN, n_total - n0);
+      if (m_total < kTileM) {  // decoding one or two rows: no buffer, weights go straight to registers
+        const uint8_t* rows[kTileN];
+        for (int64_t n = 0; n < kTileN; ++n) rows[n] = wp + (n0 + std::min(n, tile_n - 1)) * row_bytes;
+        for (int64_t m = 0; m < m_total; ++m)
+          fused_dot_any<1>(type, xp + m * k, k, rows, tile_n, yp + m * n_total + n0, n_total);
+        continue;
+      }
       for (int64_t n = 0; n < tile_n; ++n) dequantise_row(wp + (n0 + n) * row_bytes, type, per_row, &buffer[n * k]);
       for (int64_t n = tile_n; n < kTileN; ++n) std::fill_n(&buffer[n * k], k, 0.0f);
       for (int64_t chunk = 0; chunk < m_total; chunk += kChunkM) {
