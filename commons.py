@@ -123,7 +123,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Messages that may wait behind a conversation's running turn; more get 409 with Retry-After. Each "
             "waits at most `PALAVER_REQUEST_TIMEOUT` seconds, then gets 409 too."),
     Setting("log_messages", parse_bool, "Include request bodies (message text) in the per-request log line."),
-    Setting("torch_threads", int, "Threads torch uses for inference; 0 keeps torch's default."),
+    Setting("torch_threads", int,
+            "Threads for inference. With GGUF blocks they are the block kernel's, and torch's other ops use one; "
+            "otherwise torch's. 0 means the cores this process may use (its CPU affinity and cgroup quota) for "
+            "the kernel, and torch's default otherwise."),
     Setting("http_threads", int,
             "Request threads in the gunicorn worker; each open request or stream holds one, so keep it at or above "
             "`PALAVER_MAX_PENDING` for concurrent requests to reach the batch."),

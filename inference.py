@@ -145,7 +145,7 @@ class Engine:
         info = {"state": self.state, "pending": self.pending, "requests": dict(self.counts)}
         if self.model is not None:
             info.update(name=self.model.name, load_seconds=round(self.model.load_seconds, 2),
-                        **self.model.family.describe())
+                        weights=self.model.weights, **self.model.family.describe())
         return info
 
     def close(self) -> None:

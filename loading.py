@@ -22,7 +22,9 @@ from commons import EMBEDDED_MODEL_NAME, Settings
 from errors import ConfigurationError
 from families import ModelFamily, family_for
 from gguf_loading import load_gguf_model, load_tensor_index, read_tensor_index, save_tensor_index
-from quantized import kernel_available, kernel_status, quantise_linear_layers
+from quantized import (
+    GGUFLinear, available_cores, kernel_available, quantise_linear_layers, use_kernel_threads,
+)
 
 log = logging.getLogger("palaver.loading")
 
@@ -37,6 +39,7 @@ class LoadedModel:
     name: str
     family: ModelFamily
     load_seconds: float
+    weights: str = "float32"  # or "gguf-blocks": how the linear layers hold their weights
     loaded_at: float = field(default_factory=time.time)
 
 
@@ -147,8 +150,6 @@ def resolve_source(spec: str) -> tuple[str, str]:
 def load_model(settings: Settings) -> LoadedModel:
     """Load the configured model, as GGUF blocks where it can, and wrap it in its family."""
     started = time.perf_counter()
-    if settings.torch_threads > 0:
-        torch.set_num_threads(settings.torch_threads)
     name, source = resolve_source(settings.model)
     blocks = settings.weights != "float32" and kernel_available()
     if source.endswith(".gguf") and blocks:
@@ -165,8 +166,13 @@ def load_model(settings: Settings) -> LoadedModel:
         if settings.weights == "q8_0" and blocks:
             log.info("quantised %d linear layers to Q8_0", quantise_linear_layers(model))
     model.eval()
+    in_blocks = any(isinstance(module, GGUFLinear) for module in model.modules())
+    if in_blocks:
+        use_kernel_threads(settings.torch_threads or available_cores())
+    elif settings.torch_threads > 0:
+        torch.set_num_threads(settings.torch_threads)
     family = family_for(config, tokenizer)(model, tokenizer, settings.max_context_tokens)
     seconds = time.perf_counter() - started
-    log.info("loaded %s (%s family, %s weights) in %.1fs", name, family.name, kernel_status() if blocks else "float32",
-             seconds)
-    return LoadedModel(name, family, seconds)
+    weights = "gguf-blocks" if in_blocks else "float32"
+    log.info("loaded %s (%s family, %s weights) in %.1fs", name, family.name, weights, seconds)
+    return LoadedModel(name, family, seconds, weights)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
 from pathlib import Path
 
@@ -33,11 +35,6 @@ def kernel_available() -> bool:
         return bool(_kernel_state["loaded"])
 
 
-def kernel_status() -> str:
-    """Describe whether the kernel is in use, for logs and /api/health."""
-    return "gguf-blocks" if kernel_available() else f"float32 ({_kernel_state['why']})"
-
-
 def _load_kernel() -> tuple[bool, str]:
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         return False, "this CPU has no AVX2"
@@ -48,6 +45,29 @@ def _load_kernel() -> tuple[bool, str]:
     except (OSError, RuntimeError) as exc:
         return False, f"could not load {KERNEL_LIBRARY.name}: {exc}"
     return True, ""
+
+
+def available_cores() -> int:
+    """Count the cores this process may really use: its CPU affinity, capped by a cgroup CPU quota."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+def use_kernel_threads(threads: int) -> None:
+    """Give the kernel's own pool the cores, and torch's other ops one thread.
+
+    torch's OpenMP pool waits at a barrier for every thread after each of the hundreds of small ops in a decode
+    step; with a busy neighbour on the cores, each wait lasts a scheduler time slice. The kernel's pool never
+    waits for a thread that has not started, and the small ops gain little from a second thread.
+    """
+    torch.ops.palaver.set_threads(threads)
+    torch.set_num_threads(1)
 
 
 def dequantise(blocks: torch.Tensor, qtype: int, in_features: int) -> torch.Tensor:

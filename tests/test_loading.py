@@ -63,3 +63,4 @@ def test_embedded_model_holds_a_two_turn_conversation(embedded_cache, make_app):
     assert second["usage"]["prompt_tokens"] > body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
     ready = client.get("/readyz").get_json()
     assert ready["name"] == EMBEDDED_NAME and ready["family"] == "chat-template"
+    assert ready["weights"] == "gguf-blocks", "the embedded model is served from its GGUF blocks"
