@@ -60,7 +60,8 @@ def load_gguf_model(gguf_path: Path, config, index: list[TensorEntry]) -> nn.Mod
     architecture = gguf_architecture(config.model_type)
     processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=config.to_dict())
     names = gguf_to_hf_names(model, architecture, config.num_hidden_layers)
-    data = np.memmap(gguf_path, dtype=np.uint8, mode="r")
+    # Copy-on-write, so torch gets the writable arrays it expects; nothing ever writes to them.
+    data = np.memmap(gguf_path, dtype=np.uint8, mode="c")
     embedding_blocks = None
     blocked = 0
     for entry in index:
@@ -74,8 +75,9 @@ def load_gguf_model(gguf_path: Path, config, index: list[TensorEntry]) -> nn.Mod
         if entry.qtype in BLOCK_BYTES and attribute == "weight" and isinstance(module, (nn.Linear, nn.Embedding)):
             rows = row_order(processor, entry.name, entry.shape[0])
             if rows is not None:
-                # A copy in memory, not a view of the file: pages of a mapped file are counted and evicted oddly.
-                blocks = torch.from_numpy(np.array(stored[rows] if len(rows) else stored))
+                # Rows in file order stay a view of the mapped file: no copy, no transient peak while loading,
+                # and clean pages the kernel may drop under memory pressure. Reordered rows need a copy.
+                blocks = torch.from_numpy(stored[rows] if len(rows) else stored)
                 in_features = blocks.shape[1] // BLOCK_BYTES[entry.qtype] * BLOCK
                 if isinstance(module, nn.Embedding):
                     replacement: nn.Module = GGUFEmbedding(blocks, entry.qtype, in_features)

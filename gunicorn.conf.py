@@ -1,5 +1,6 @@
 """Gunicorn settings for Palaver: one worker process holding the model, threads for concurrent requests."""
 
+import ctypes
 import os
 
 import http_worker
@@ -26,3 +27,12 @@ graceful_timeout = 30
 keepalive = 5
 accesslog = "-"
 errorlog = "-"
+
+
+def post_fork(server, worker):
+    """Cap glibc's malloc arenas in the worker: by default each request thread may get its own (up to 8 per
+    core), and each keeps the memory it freed, so the worker grows with the thread count."""
+    try:
+        ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc
+        pass

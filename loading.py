@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import ctypes
 import fcntl
 import hashlib
 import importlib.metadata
@@ -147,6 +148,14 @@ def resolve_source(spec: str) -> tuple[str, str]:
     return spec, spec  # a Hugging Face hub id
 
 
+def release_freed_memory() -> None:
+    """Hand memory freed while loading back to the system (glibc keeps it otherwise)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def load_model(settings: Settings) -> LoadedModel:
     """Load the configured model, as GGUF blocks where it can, and wrap it in its family."""
     started = time.perf_counter()
@@ -173,6 +182,7 @@ def load_model(settings: Settings) -> LoadedModel:
         torch.set_num_threads(settings.torch_threads)
     family = family_for(config, tokenizer)(model, tokenizer, settings.max_context_tokens)
     seconds = time.perf_counter() - started
+    release_freed_memory()
     weights = "gguf-blocks" if in_blocks else "float32"
     log.info("loaded %s (%s family, %s weights) in %.1fs", name, family.name, weights, seconds)
     return LoadedModel(name, family, seconds, weights)
