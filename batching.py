@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from commons import Reply, Usage
+from kv_cache import grow_in_place
 from parameters import GenerationParams
 from sampling import Sampler
 from streaming import ReplyStream
@@ -217,6 +218,7 @@ class CausalBatch:
     def _merge(self, cache, mask: torch.Tensor) -> None:
         """Left-pad the batch's cache or the newcomers', whichever is shorter, and stack them."""
         if self.cache is None:
+            grow_in_place(cache)
             self.cache, self.mask = cache, mask
             return
         current, length = self.mask.shape[1], mask.shape[1]
