@@ -120,28 +120,46 @@ class CausalBatch:
     @torch.inference_mode()
     def add_many(self, rows: list[Row]) -> None:
         """Prefill joining rows: from a cached prefix where one exists, the rest together in one padded pass."""
-        fresh = []
+        fresh, cached = [], []
         for row in rows:
             reused, layers = self.prefix_cache.lookup(row.prompt_ids) if self.prefix_cache else (0, None)
             if layers is None:
                 fresh.append(row)
             else:
-                self._add_from_prefix(row, reused, layers)
+                cached.append((row, reused, layers))
+        if cached:
+            self._prefill_from_prefixes(cached)
         if fresh:
             self._prefill_together(fresh)
 
-    def _add_from_prefix(self, row: Row, reused: int, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def _prefill_from_prefixes(self, joining: list[tuple[Row, int, list[tuple[torch.Tensor, torch.Tensor]]]]) -> None:
+        """Compute only the new tokens of rows whose prompts start with a cached prefix, together in one pass.
+
+        Each row's columns are [padding][cached prefix][padding][new tokens]: prefixes are left-padded to one
+        width and new tokens right-aligned, so every row's last position is its prompt's last token.
+        """
+        rows = [row for row, _, _ in joining]
+        prefix_width = max(reused for _, reused, _ in joining)
+        new_width = max(len(row.prompt_ids) - reused for row, reused, _ in joining)
         cache = DynamicCache()
-        for index, (keys, values) in enumerate(layers):
-            cache.update(keys, values, index)
-        length = len(row.prompt_ids)
-        output = self.model(input_ids=torch.tensor([row.prompt_ids[reused:]]),
-                            attention_mask=torch.ones(1, length, dtype=torch.long),
-                            position_ids=torch.arange(reused, length).unsqueeze(0), past_key_values=cache,
-                            use_cache=True, logits_to_keep=1)
-        self.prefix_cache.counts["prefilled_tokens"] += length - reused
-        self.prefix_cache.counts["reused_prompt_tokens"] += reused
-        self._join([row], output, torch.ones(1, length, dtype=torch.long))
+        for index in range(len(joining[0][2])):
+            cache.update(torch.cat([pad_left(layers[index][0], prefix_width - reused) for _, reused, layers in joining]),
+                         torch.cat([pad_left(layers[index][1], prefix_width - reused) for _, reused, layers in joining]),
+                         index)
+        input_ids, mask, positions = [], [], []
+        for row, reused, _ in joining:
+            new = row.prompt_ids[reused:]
+            gap = new_width - len(new)
+            input_ids.append([0] * gap + new)
+            mask.append([0] * (prefix_width - reused) + [1] * reused + [0] * gap + [1] * len(new))
+            positions.append([reused] * gap + list(range(reused, len(row.prompt_ids))))
+        mask_tensor = torch.tensor(mask)
+        output = self.model(input_ids=torch.tensor(input_ids), attention_mask=mask_tensor,
+                            position_ids=torch.tensor(positions), past_key_values=cache, use_cache=True,
+                            logits_to_keep=1)
+        self.prefix_cache.counts["prefilled_tokens"] += sum(len(row.prompt_ids) - reused for row, reused, _ in joining)
+        self.prefix_cache.counts["reused_prompt_tokens"] += sum(reused for _, reused, _ in joining)
+        self._join(rows, output, mask_tensor)
 
     def _prefill_together(self, rows: list[Row]) -> None:
         width = max(len(row.prompt_ids) for row in rows)
@@ -162,7 +180,7 @@ class CausalBatch:
         done = [row.done for row in rows]
         for index, row in enumerate(rows):
             if done[index] and row.error is None and self.prefix_cache is not None:  # its prompt is still reusable
-                self._remember(row.prompt_ids, output.past_key_values, index)
+                self._remember(row.prompt_ids, output.past_key_values, mask, index)
         joining = [i for i, row in enumerate(rows) if not done[i]]
         self.finished_early += [row for i, row in enumerate(rows) if done[i]]
         if joining:
@@ -194,7 +212,7 @@ class CausalBatch:
         if self.prefix_cache is not None:
             for index, row in enumerate(self.rows):
                 if done[index] and row.error is None:  # the cache holds the prompt and every token but the last
-                    self._remember(row.prompt_ids + row.generated[:-1], self.cache, index)
+                    self._remember(row.prompt_ids + row.generated[:-1], self.cache, self.mask, index)
         if finished:
             keep = [i for i, ended in enumerate(done) if not ended]
             self.rows = [self.rows[i] for i in keep]
@@ -208,11 +226,13 @@ class CausalBatch:
                     layer.keys, layer.values = layer.keys[index, :, first:], layer.values[index, :, first:]
         return finished
 
-    def _remember(self, token_ids: list[int], cache, index: int) -> None:
-        """Store one row's cache (its last len(token_ids) positions; padding comes first) for reuse."""
-        length = len(token_ids)
-        self.prefix_cache.store(token_ids, [(layer.keys[index:index + 1, :, -length:].clone(),
-                                             layer.values[index:index + 1, :, -length:].clone())
+    def _remember(self, token_ids: list[int], cache, mask: torch.Tensor, index: int) -> None:
+        """Store one row's cache (the positions its mask marks real, which may have gaps) for reuse."""
+        real = mask[index].nonzero().flatten()
+        if len(real) != len(token_ids):  # never expected: a cache that does not match its tokens is not kept
+            log.error("a row's cache holds %d positions for %d tokens", len(real), len(token_ids))
+            return
+        self.prefix_cache.store(token_ids, [(layer.keys[index:index + 1, :, real], layer.values[index:index + 1, :, real])
                                             for layer in cache.layers])
 
     def _merge(self, cache, mask: torch.Tensor) -> None:

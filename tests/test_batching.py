@@ -6,6 +6,7 @@ import pytest
 
 from commons import Message, Settings
 from conftest import model_held, raising
+from batching import PrefixCache
 from inference import GenerationRequest
 from loading import load_model
 
@@ -249,3 +250,31 @@ def test_a_cancel_landing_at_any_moment_ends_its_row_exactly_once(request, fixtu
             batch.step()
             finished += batch.remove_done()
         assert sorted(map(id, finished)) == sorted(map(id, rows)), f"each row ends once (flag flips after {reads})"
+
+
+@pytest.mark.parametrize("fixture", ["chat_model", "gguf_chat_model", "dialogpt_model"])
+def test_next_turns_joining_together_from_their_caches_reply_as_alone(request, fixture):
+    family = load_model(Settings(model=str(request.getfixturevalue(fixture)))).family
+    cache = PrefixCache(4096)
+    firsts = [history(1), history(3), history(5)]
+    # Each conversation's first turn, alone, fills the prefix cache.
+    for messages in firsts:
+        batch = family.start_batch(cache)
+        batch.add(family.new_row(family.build_prompt(messages, 5), greedy(5), threading.Event()))
+        while batch.rows:
+            batch.step()
+            batch.remove_done()
+    # Their next turns, of different lengths, join one batch together and reuse those caches.
+    nexts = [messages + [Message("assistant", "a cat"), Message("user", "and then " * (i + 1))]
+             for i, messages in enumerate(firsts)]
+    prompts = [(family.build_prompt(messages, 7), greedy(7)) for messages in nexts]
+    alone = [family.generate(prompt, params, threading.Event()) for prompt, params in prompts]
+    reused_before = cache.counts["reused_prompt_tokens"]
+    batch = family.start_batch(cache)
+    rows = [family.new_row(prompt, params, threading.Event()) for prompt, params in prompts]
+    batch.add_many(rows)
+    while batch.rows:
+        batch.step()
+        batch.remove_done()
+    assert cache.counts["reused_prompt_tokens"] > reused_before, "the joining rows came from the cache"
+    assert [row.reply() for row in rows] == alone
