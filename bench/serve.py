@@ -115,7 +115,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as cache_dir:
-        for label in ("cold start (converts the GGUF)", "cached start"):
+        for label in ("cold start (empty cache)", "cached start"):
             started = time.perf_counter()
             with palaver(cache_dir, args.model) as (base_url, pid):
                 rows.append((label + ": process start to ready, s", f"{seconds_until_ready(base_url, started):.1f}"))
