@@ -143,9 +143,9 @@ class CausalBatch:
         new_width = max(len(row.prompt_ids) - reused for row, reused, _ in joining)
         cache = DynamicCache()
         for index in range(len(joining[0][2])):
-            cache.update(torch.cat([pad_left(layers[index][0], prefix_width - reused) for _, reused, layers in joining]),
-                         torch.cat([pad_left(layers[index][1], prefix_width - reused) for _, reused, layers in joining]),
-                         index)
+            keys = [pad_left(layers[index][0], prefix_width - reused) for _, reused, layers in joining]
+            values = [pad_left(layers[index][1], prefix_width - reused) for _, reused, layers in joining]
+            cache.update(torch.cat(keys), torch.cat(values), index)
         input_ids, mask, positions = [], [], []
         for row, reused, _ in joining:
             new = row.prompt_ids[reused:]
@@ -232,7 +232,8 @@ class CausalBatch:
         if len(real) != len(token_ids):  # never expected: a cache that does not match its tokens is not kept
             log.error("a row's cache holds %d positions for %d tokens", len(real), len(token_ids))
             return
-        self.prefix_cache.store(token_ids, [(layer.keys[index:index + 1, :, real], layer.values[index:index + 1, :, real])
+        row = slice(index, index + 1)
+        self.prefix_cache.store(token_ids, [(layer.keys[row, :, real], layer.values[row, :, real])
                                             for layer in cache.layers])
 
     def _merge(self, cache, mask: torch.Tensor) -> None:

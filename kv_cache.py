@@ -46,9 +46,9 @@ class GrowingLayer(DynamicLayer):
 
     def _owns_views(self) -> bool:
         """Tell whether keys and values are still the views this layer made of its buffers."""
-        buffer = self._key_buffer
-        return (buffer is not None and self.keys.shape[:-2] == buffer.shape[:-2]
-                and self.keys.data_ptr() == buffer.data_ptr() and self.values.data_ptr() == self._value_buffer.data_ptr())
+        keys, values = self._key_buffer, self._value_buffer
+        return (keys is not None and values is not None and self.keys.shape[:-2] == keys.shape[:-2]
+                and self.keys.data_ptr() == keys.data_ptr() and self.values.data_ptr() == values.data_ptr())
 
     def _reallocate(self, needed: int) -> None:
         capacity = needed + SPARE_TOKENS + needed // 4

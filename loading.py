@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -71,23 +72,39 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def converted_gguf_dir(gguf_path: Path, cache_dir: str) -> Path:
-    """Return a safetensors copy of a GGUF model, converting it once and caching the result."""
-    target = Path(cache_dir) / "converted" / f"{gguf_path.stem}-{file_digest(gguf_path)}"
+def cached_gguf_dir(gguf_path: Path, cache_dir: str, kind: str, write: Callable[[Path, Path], None]) -> Path:
+    """Return cache_dir/kind/<file>-<digest>, made once by write(gguf_path, staging) and moved in atomically."""
+    target = Path(cache_dir) / kind / f"{gguf_path.stem}-{file_digest(gguf_path)}"
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Another worker or process may be converting the same file: wait for it instead of repeating it.
+    # Another worker or process may be making the same directory: wait for it instead of repeating it.
     with open(target.parent / f".{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / "config.json").is_file():
-            convert_gguf(gguf_path, target)
+            started = time.perf_counter()
+            staging = Path(tempfile.mkdtemp(prefix=".writing-", dir=target.parent))
+            try:
+                write(gguf_path, staging)
+                os.replace(staging, target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            log.info("wrote %s in %.1fs", target, time.perf_counter() - started)
     return target
 
 
-def convert_gguf(gguf_path: Path, target: Path) -> None:
-    """De-quantize a GGUF model and save it as safetensors, atomically."""
-    started = time.perf_counter()
+def converted_gguf_dir(gguf_path: Path, cache_dir: str) -> Path:
+    """Return a float32 safetensors copy of a GGUF model, converting it once."""
+    return cached_gguf_dir(gguf_path, cache_dir, "converted", convert_gguf)
+
+
+def gguf_metadata_dir(gguf_path: Path, cache_dir: str) -> Path:
+    """Return a GGUF model's config, tokenizer and tensor index as files, extracting them once (no weights)."""
+    return cached_gguf_dir(gguf_path, cache_dir, "gguf-metadata", extract_gguf_metadata)
+
+
+def convert_gguf(gguf_path: Path, staging: Path) -> None:
+    """De-quantize a GGUF model and save it as safetensors with its tokenizer."""
     directory, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
     gguf_model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
@@ -98,38 +115,19 @@ def convert_gguf(gguf_path: Path, target: Path) -> None:
     plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(gguf_model.state_dict())
     plain.generation_config = gguf_model.generation_config
-    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
-    try:
-        plain.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    log.info("converted %s to %s in %.1fs", gguf_path, target, time.perf_counter() - started)
+    plain.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
 
 
-def gguf_metadata_dir(gguf_path: Path, cache_dir: str) -> Path:
-    """Return a GGUF model's config and tokenizer saved as files, extracting them once (no weights)."""
-    target = Path(cache_dir) / "gguf-metadata" / f"{gguf_path.stem}-{file_digest(gguf_path)}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "config.json").is_file():
-            staging = Path(tempfile.mkdtemp(prefix=".extracting-", dir=target.parent))
-            try:
-                directory, name = str(gguf_path.parent), gguf_path.name
-                AutoTokenizer.from_pretrained(directory, gguf_file=name).save_pretrained(staging)
-                config = AutoConfig.from_pretrained(directory, gguf_file=name)
-                if hasattr(config, "quantization_config"):
-                    del config.quantization_config
-                config.save_pretrained(staging)
-                save_tensor_index(read_tensor_index(gguf_path), staging / "tensors.json")
-                os.replace(staging, target)
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-    return target
+def extract_gguf_metadata(gguf_path: Path, staging: Path) -> None:
+    """Save a GGUF model's tokenizer, config and tensor index."""
+    directory, name = str(gguf_path.parent), gguf_path.name
+    AutoTokenizer.from_pretrained(directory, gguf_file=name).save_pretrained(staging)
+    config = AutoConfig.from_pretrained(directory, gguf_file=name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(staging)
+    save_tensor_index(read_tensor_index(gguf_path), staging / "tensors.json")
 
 
 def resolve_source(spec: str) -> tuple[str, str]:

@@ -102,7 +102,8 @@ class GGUFLinear(nn.Module):
 
     def __init__(self, blocks: torch.Tensor, qtype: int, in_features: int, bias: torch.Tensor | None = None):
         super().__init__()
-        if qtype not in BLOCK_BYTES or in_features % BLOCK or blocks.shape[1] != in_features // BLOCK * BLOCK_BYTES[qtype]:
+        whole_blocks = qtype in BLOCK_BYTES and in_features % BLOCK == 0
+        if not whole_blocks or blocks.shape[1] != in_features // BLOCK * BLOCK_BYTES[qtype]:
             raise ValueError(f"blocks of type {qtype} do not hold rows of {in_features} weights")
         self.register_buffer("blocks", blocks, persistent=False)
         self.register_buffer("bias", bias, persistent=False)

@@ -25,7 +25,7 @@ STAMP = LIBRARY.with_suffix(".stamp")  # the source and torch it was built from
 
 def fingerprint() -> str:
     """Name what the library depends on: the source, torch's version and the compiler flags."""
-    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest = hashlib.sha256(SOURCE.read_bytes() + (HERE / "chunk_pool.h").read_bytes())
     digest.update(torch.__version__.encode())
     digest.update(" ".join(compile_command(Path("in"), Path("out"))).encode())
     return digest.hexdigest()
@@ -35,10 +35,11 @@ def compile_command(source: Path, target: Path) -> list[str]:
     """Return the compiler call: AVX2 and FMA, torch's headers and libraries, its C++ ABI."""
     abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
     includes = [f"-I{path}" for path in cpp_extension.include_paths()]
-    includes.append(f"-I{sysconfig.get_paths()['include']}")
+    includes += [f"-I{sysconfig.get_paths()['include']}", f"-I{HERE}"]
     libraries = [f"-L{path}" for path in cpp_extension.library_paths()]
     rpaths = [f"-Wl,-rpath,{path}" for path in cpp_extension.library_paths()]
-    return [os.environ.get("CXX", "c++"), "-O3", "-std=c++20", "-shared", "-fPIC", "-mavx2", "-mfma", "-mf16c", "-fopenmp",
+    return [os.environ.get("CXX", "c++"), "-O3", "-std=c++20", "-shared", "-fPIC",
+            "-mavx2", "-mfma", "-mf16c",
             f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *includes, str(source), "-o", str(target), *libraries, *rpaths,
             "-lc10", "-ltorch_cpu"]
 

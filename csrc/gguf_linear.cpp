@@ -4,7 +4,6 @@
 // once in float32), so the model's arithmetic is the float32 model's, with no new quantisation error.
 // Every dot product uses one 8-lane accumulator over k = lane, lane + 8, ... in order and a fixed
 // horizontal sum: a row's result does not depend on which other rows share the call (batch invariance).
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
@@ -12,12 +11,9 @@
 
 #include <immintrin.h>
 
+#include "chunk_pool.h"
+
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
-#include <functional>
-#include <mutex>
-#include <thread>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -149,107 +145,6 @@ void fused_dot_any(int64_t type, const float* x, int64_t k, const uint8_t* const
   else fused_dot<kQ8_0, Rows>(x, k, rows, tile_n, y, n_out);
 }
 
-// Work sharing that never waits for a thread the OS has not scheduled. The caller claims chunks itself; helpers
-// that wake in time claim the rest. With busy neighbours on the same cores, a barrier-based pool (OpenMP's)
-// stalls every call until each of its threads gets a time slice; here a late helper simply finds no work left.
-class ChunkPool {
- public:
-  using Body = std::function<void(int64_t, int64_t)>;
-
-  static ChunkPool& instance() {
-    static ChunkPool* pool = new ChunkPool;  // never destroyed: detached helpers wait on it until exit
-    return *pool;
-  }
-
-  void run(int64_t total, int64_t chunk, const Body& body) {
-    const int64_t chunks = (total + chunk - 1) / chunk;
-    const int64_t helpers = std::min<int64_t>(threads_.load() - 1, chunks - 1);
-    if (helpers <= 0) {
-      body(0, total);
-      return;
-    }
-    std::lock_guard<std::mutex> one_call(call_mutex_);  // calls from several threads take turns
-    ensure_helpers(helpers);
-    const Job job{&body, total, chunk, chunks};
-    uint64_t generation;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      // Close the old job's counter before opening the new one: a helper late from the old one fails its claim.
-      generation = ++generation_;
-      job_ = job;
-      done_.store(0, std::memory_order_relaxed);
-      counter_.store(pack(generation, 0), std::memory_order_release);
-      published_.store(generation, std::memory_order_release);
-    }
-    if (sleepers_.load(std::memory_order_acquire) > 0) wake_.notify_all();
-    work(generation, job);
-    while (done_.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
-  }
-
-  void set_threads(int64_t threads) { threads_.store(std::max<int64_t>(1, threads)); }
-
- private:
-  struct Job {
-    const Body* body;
-    int64_t total, chunk, chunks;
-  };
-  static constexpr uint64_t kIndexMask = 0xFFFFFFFFull;
-  static uint64_t pack(uint64_t generation, uint64_t index) { return (generation << 32) | index; }
-
-  void ensure_helpers(int64_t count) {
-    while (static_cast<int64_t>(helpers_) < count) {
-      std::thread([this] { helper(); }).detach();
-      ++helpers_;
-    }
-  }
-
-  // Claim and run chunks of this generation's job until none are left.
-  void work(uint64_t generation, const Job& job) {
-    uint64_t seen = counter_.load(std::memory_order_acquire);
-    while ((seen >> 32) == generation && static_cast<int64_t>(seen & kIndexMask) < job.chunks) {
-      if (!counter_.compare_exchange_weak(seen, seen + 1, std::memory_order_acq_rel)) continue;
-      const int64_t begin = static_cast<int64_t>(seen & kIndexMask) * job.chunk;
-      (*job.body)(begin, std::min(job.total, begin + job.chunk));
-      done_.fetch_add(1, std::memory_order_acq_rel);
-      seen = counter_.load(std::memory_order_acquire);
-    }
-  }
-
-  void helper() {
-    uint64_t last = 0;
-    for (;;) {
-      // A decode step calls the kernel every few dozen microseconds: watch for the next call a little while,
-      // yielding the core to anyone who wants it, before sleeping until woken.
-      for (int spin = 0; spin < kSpins && published_.load(std::memory_order_acquire) == last; ++spin)
-        std::this_thread::yield();
-      uint64_t generation;
-      Job job;
-      {
-        std::unique_lock<std::mutex> lock(mutex_);
-        if (generation_ == last) {
-          sleepers_.fetch_add(1, std::memory_order_acq_rel);
-          wake_.wait(lock, [&] { return generation_ != last; });
-          sleepers_.fetch_sub(1, std::memory_order_acq_rel);
-        }
-        generation = last = generation_;
-        job = job_;
-      }
-      work(generation, job);
-    }
-  }
-
-  std::mutex call_mutex_, mutex_;
-  std::condition_variable wake_;
-  size_t helpers_ = 0;
-  std::atomic<int64_t> threads_{static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()))};
-  static constexpr int kSpins = 2000;  // about a millisecond of yields
-  std::atomic<uint64_t> counter_{0}, published_{0};
-  std::atomic<int> sleepers_{0};
-  std::atomic<int64_t> done_{0};
-  uint64_t generation_ = 0;
-  Job job_{nullptr, 0, 1, 0};
-};
-
 at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& blocks, int64_t type, int64_t in_features) {
   TORCH_CHECK(x.scalar_type() == at::kFloat, "gguf_linear: x must be float32");
   TORCH_CHECK(blocks.scalar_type() == at::kByte && blocks.dim() == 2, "gguf_linear: blocks must be uint8 [out, bytes]");
@@ -269,7 +164,7 @@ at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& blocks, int64_t ty
   const int64_t tiles = (n_total + kTileN - 1) / kTileN;
   // Enough tiles per task that a small layer is not split into more tasks than it is worth.
   const int64_t grain = std::max<int64_t>(1, 16384 / (k * std::max<int64_t>(1, std::min<int64_t>(m_total, 8))));
-  ChunkPool::instance().run(tiles, grain, [&](int64_t begin, int64_t end) {
+  palaver::ChunkPool::instance().run(tiles, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> buffer(kTileN * k, 0.0f);
     for (int64_t tile = begin; tile < end; ++tile) {
       const int64_t n0 = tile * kTileN, tile_n = std::min(kTileN, n_total - n0);
@@ -303,13 +198,13 @@ at::Tensor gguf_dequantise(const at::Tensor& blocks, int64_t type, int64_t in_fe
   const uint8_t* wp = weight.data_ptr<uint8_t>();
   float* op = out.data_ptr<float>();
   const int64_t row_bytes = weight.size(1);
-  ChunkPool::instance().run(weight.size(0), 64, [&](int64_t begin, int64_t end) {
+  palaver::ChunkPool::instance().run(weight.size(0), 64, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) dequantise_row(wp + n * row_bytes, type, per_row, op + n * in_features);
   });
   return out;
 }
 
-void set_threads(int64_t threads) { ChunkPool::instance().set_threads(threads); }
+void set_threads(int64_t threads) { palaver::ChunkPool::instance().set_threads(threads); }
 
 }  // namespace
 

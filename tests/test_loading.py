@@ -8,7 +8,7 @@ import pytest
 
 from errors import ConfigurationError
 from servers import ROOT
-from loading import EMBEDDED_NAME, converted_gguf_dir, embedded_gguf_path, resolve_source
+from loading import EMBEDDED_NAME, converted_gguf_dir, embedded_gguf_path, gguf_metadata_dir, resolve_source
 
 
 def test_embedded_gguf_is_found_without_importing_its_package():
@@ -41,7 +41,7 @@ def test_embedded_model_is_converted_once_to_safetensors(embedded_cache):
     assert converted_gguf_dir(embedded_gguf_path(), str(cache)) == converted
     assert time.perf_counter() - started < 5, "the cached conversion is reused"
     assert (converted / "model.safetensors").stat().st_mtime_ns == stamp
-    assert not [p for p in converted.parent.iterdir() if p.name.startswith(".converting-")]
+    assert not [p for p in converted.parent.iterdir() if p.name.startswith(".writing-")]
 
 
 def test_gguf_paths_and_the_embedded_model_resolve_to_their_files():
@@ -64,3 +64,14 @@ def test_embedded_model_holds_a_two_turn_conversation(embedded_cache, make_app):
     ready = client.get("/readyz").get_json()
     assert ready["name"] == EMBEDDED_NAME and ready["family"] == "chat-template"
     assert ready["weights"] == "gguf-blocks", "the embedded model is served from its GGUF blocks"
+
+
+def test_a_gguf_models_metadata_is_extracted_once_without_weights(gguf_chat_model, tmp_path):
+    extracted = gguf_metadata_dir(gguf_chat_model, str(tmp_path))
+    assert {"config.json", "tokenizer.json", "tensors.json"} <= {p.name for p in extracted.iterdir()}
+    assert not list(extracted.glob("*.safetensors")), "the weights stay in the GGUF file"
+    assert "quantization_config" not in (extracted / "config.json").read_text()
+    stamp = (extracted / "tensors.json").stat().st_mtime_ns
+    assert gguf_metadata_dir(gguf_chat_model, str(tmp_path)) == extracted
+    assert (extracted / "tensors.json").stat().st_mtime_ns == stamp
+    assert not [p for p in extracted.parent.iterdir() if p.name.startswith(".writing-")]
