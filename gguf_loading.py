@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -28,13 +30,32 @@ class TensorEntry:
     dtype: str
 
 
-def read_tensor_index(gguf_path: Path) -> list[TensorEntry]:
-    """List a GGUF file's tensors; gguf's reader takes seconds here, so the result is cached as JSON."""
-    import gguf
-
-    reader = gguf.GGUFReader(gguf_path)
+def read_tensor_index(reader) -> list[TensorEntry]:
+    """List the tensors a gguf.GGUFReader found; reading a file takes seconds, so the result is cached as JSON."""
     return [TensorEntry(t.name, int(t.tensor_type), int(t.data_offset), tuple(int(n) for n in t.data.shape),
                         t.data.dtype.str) for t in reader.tensors]
+
+
+@contextmanager
+def one_reader(gguf_path: Path) -> Iterator:
+    """Parse a GGUF file's metadata once, and hand the same reader to transformers while inside.
+
+    transformers parses the whole file (its 49,152-token vocabulary included, about 3.5 s) for the tokenizer and
+    again for the config; it imports gguf.GGUFReader when called, so it finds this one.
+    """
+    import gguf
+
+    original = gguf.GGUFReader
+    reader = original(gguf_path)
+
+    def reuse(path, *args, **kwargs):
+        return reader if Path(path) == Path(gguf_path) else original(path, *args, **kwargs)
+
+    gguf.GGUFReader = reuse
+    try:
+        yield reader
+    finally:
+        gguf.GGUFReader = original
 
 
 def save_tensor_index(entries: list[TensorEntry], path: Path) -> None:

@@ -23,7 +23,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from commons import EMBEDDED_MODEL_NAME, Settings
 from errors import ConfigurationError
 from families import ModelFamily, family_for
-from gguf_loading import load_gguf_model, load_tensor_index, read_tensor_index, save_tensor_index
+from gguf_loading import load_gguf_model, load_tensor_index, one_reader, read_tensor_index, save_tensor_index
 from quantized import (
     GGUFLinear, available_cores, kernel_available, quantise_linear_layers, use_kernel_threads,
 )
@@ -122,12 +122,13 @@ def convert_gguf(gguf_path: Path, staging: Path) -> None:
 def extract_gguf_metadata(gguf_path: Path, staging: Path) -> None:
     """Save a GGUF model's tokenizer, config and tensor index."""
     directory, name = str(gguf_path.parent), gguf_path.name
-    AutoTokenizer.from_pretrained(directory, gguf_file=name).save_pretrained(staging)
-    config = AutoConfig.from_pretrained(directory, gguf_file=name)
+    with one_reader(gguf_path) as reader:
+        AutoTokenizer.from_pretrained(directory, gguf_file=name).save_pretrained(staging)
+        config = AutoConfig.from_pretrained(directory, gguf_file=name)
+        save_tensor_index(read_tensor_index(reader), staging / "tensors.json")
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.save_pretrained(staging)
-    save_tensor_index(read_tensor_index(gguf_path), staging / "tensors.json")
 
 
 def resolve_source(spec: str) -> tuple[str, str]:

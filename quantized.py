@@ -44,7 +44,20 @@ def _load_kernel() -> tuple[bool, str]:
         torch.ops.load_library(str(KERNEL_LIBRARY))
     except (OSError, RuntimeError) as exc:
         return False, f"could not load {KERNEL_LIBRARY.name}: {exc}"
+    _register_fakes()
     return True, ""
+
+
+def _register_fakes() -> None:
+    """Describe the kernels' output shapes, so torch.compile and meta tensors can trace through them."""
+
+    @torch.library.register_fake("palaver::gguf_linear")
+    def _(x, blocks, qtype, in_features):
+        return x.new_empty((*x.shape[:-1], blocks.shape[0]))
+
+    @torch.library.register_fake("palaver::gguf_dequantise")
+    def _(blocks, qtype, in_features):
+        return blocks.new_empty((blocks.shape[0], in_features), dtype=torch.float32)
 
 
 def available_cores() -> int:
