@@ -25,9 +25,10 @@ def greedy(max_new_tokens: int, **overrides):
 CASES = [(history(1), 6), (history(5), 12), (history(3), 3), (history(7), 9)]
 
 
-@pytest.mark.parametrize("fixture", FAMILIES)
-def test_greedy_replies_in_a_batch_equal_replies_alone(request, fixture):
-    family = load_model(Settings(model=str(request.getfixturevalue(fixture)))).family
+@pytest.mark.parametrize("fixture, weights", [(fixture, "auto") for fixture in FAMILIES]
+                         + [("chat_model", "q8_0"), ("dialogpt_model", "q8_0")])
+def test_greedy_replies_in_a_batch_equal_replies_alone(request, fixture, weights):
+    family = load_model(Settings(model=str(request.getfixturevalue(fixture)), weights=weights)).family
     prompts = [(family.build_prompt(messages, n), greedy(n)) for messages, n in CASES]
     alone = [family.generate(prompt, params, threading.Event()) for prompt, params in prompts]
     batch = family.start_batch()
