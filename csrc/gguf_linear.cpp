@@ -23,13 +23,16 @@ namespace {
 constexpr int64_t kBlock = 32;  // weights per GGUF block, for every type served here
 enum QuantType : int64_t { kQ4_0 = 2, kQ4_1 = 3, kQ8_0 = 8 };  // ggml's type numbers
 
-int64_t block_bytes(int64_t type) {
-  switch (type) {
-    case kQ4_0: return 2 + 16;
-    case kQ4_1: return 2 + 2 + 16;
-    case kQ8_0: return 2 + 32;
-    default: TORCH_CHECK(false, "gguf_linear: unsupported GGUF type ", type);
-  }
+// Bytes of one block: a float16 scale, [a float16 minimum,] then the weights; 0 for types not served here.
+constexpr int64_t block_bytes(int64_t type) {
+  return type == kQ4_0 ? 2 + 16 : type == kQ4_1 ? 2 + 2 + 16 : type == kQ8_0 ? 2 + 32 : 0;
+}
+
+void check_blocks(const at::Tensor& blocks, int64_t type, int64_t in_features) {
+  TORCH_CHECK(block_bytes(type) > 0, "palaver: unsupported GGUF type ", type);
+  TORCH_CHECK(blocks.scalar_type() == at::kByte && blocks.dim() == 2, "palaver: blocks must be uint8 [out, bytes]");
+  TORCH_CHECK(in_features % kBlock == 0 && blocks.size(1) == in_features / kBlock * block_bytes(type),
+              "palaver: blocks do not hold rows of ", in_features, " weights");
 }
 
 inline float half_to_float(const uint8_t* p) {
@@ -49,7 +52,18 @@ constexpr int64_t kTileN = 4;   // weight rows dequantised together and reused a
 constexpr int64_t kTileM = 3;   // input rows per register tile: 12 accumulators, 3 inputs, 1 weight
 constexpr int64_t kChunkM = 64; // input rows kept hot in cache while a tile of weights is reused
 
-// Dot products of rows [m0, m0 + rows) of x with the tile's weight rows, written to y.
+// Write a register tile's dot products to y. Constant bounds keep the accumulators in registers; the tile's
+// edge is cut when copying out.
+template <int Rows>
+inline void store_tile(const __m256 (&acc)[Rows][kTileN], int64_t tile_n, float* y, int64_t n_out) {
+  float sums[Rows][kTileN];
+  for (int r = 0; r < Rows; ++r)
+    for (int n = 0; n < kTileN; ++n) sums[r][n] = horizontal_sum(acc[r][n]);
+  for (int r = 0; r < Rows; ++r)
+    for (int n = 0; n < tile_n; ++n) y[r * n_out + n] = sums[r][n];
+}
+
+// Dot products of Rows rows of x with the tile's dequantised weight rows, written to y.
 template <int Rows>
 void tile_dot(const float* x, int64_t k, const float* weights, int64_t tile_n, float* y, int64_t n_out) {
   __m256 acc[Rows][kTileN];
@@ -63,12 +77,7 @@ void tile_dot(const float* x, int64_t k, const float* weights, int64_t tile_n, f
       for (int r = 0; r < Rows; ++r) acc[r][n] = _mm256_fmadd_ps(w, xs[r], acc[r][n]);
     }
   }
-  // Constant bounds here keep the accumulators in registers; the tile's edge is cut when copying out.
-  float sums[Rows][kTileN];
-  for (int r = 0; r < Rows; ++r)
-    for (int n = 0; n < kTileN; ++n) sums[r][n] = horizontal_sum(acc[r][n]);
-  for (int r = 0; r < Rows; ++r)
-    for (int n = 0; n < tile_n; ++n) y[r * n_out + n] = sums[r][n];
+  store_tile<Rows>(acc, tile_n, y, n_out);
 }
 
 // One block's 32 weights in four registers, dequantised exactly as dequantise_row does.
@@ -100,7 +109,7 @@ inline void block_weights(const uint8_t* block, __m256 w[4]) {
 // Dequantise one row of blocks into out[0 .. blocks * 32).
 template <int64_t Type>
 void dequantise_row_of(const uint8_t* row, int64_t blocks, float* out) {
-  constexpr int64_t stride = Type == kQ8_0 ? 34 : Type == kQ4_1 ? 20 : 18;
+  constexpr int64_t stride = block_bytes(Type);
   for (int64_t b = 0; b < blocks; ++b) {
     __m256 w[4];
     block_weights<Type>(row + b * stride, w);
@@ -114,43 +123,34 @@ void dequantise_row(const uint8_t* row, int64_t type, int64_t blocks, float* out
   else dequantise_row_of<kQ8_0>(row, blocks, out);
 }
 
-// Few input rows: dequantise in registers as the weights stream past, with the same accumulation as tile_dot.
-template <int64_t Type, int Rows>
-void fused_dot(const float* x, int64_t k, const uint8_t* const rows[kTileN], int64_t tile_n, float* y, int64_t n_out) {
-  constexpr int64_t stride = Type == kQ8_0 ? 34 : Type == kQ4_1 ? 20 : 18;
-  __m256 acc[Rows][kTileN];
-  for (int r = 0; r < Rows; ++r)
-    for (int n = 0; n < kTileN; ++n) acc[r][n] = _mm256_setzero_ps();
+// One input row: dequantise in registers as the weights stream past, with the same accumulation as tile_dot.
+template <int64_t Type>
+void fused_dot(const float* x, int64_t k, const uint8_t* const rows[kTileN], int64_t tile_n, float* y) {
+  constexpr int64_t stride = block_bytes(Type);
+  __m256 acc[1][kTileN];
+  for (int n = 0; n < kTileN; ++n) acc[0][n] = _mm256_setzero_ps();
   for (int64_t b = 0; b < k / kBlock; ++b) {
     for (int n = 0; n < kTileN; ++n) {
       __m256 w[4];
       block_weights<Type>(rows[n] + b * stride, w);
-      for (int j = 0; j < 4; ++j)
-        for (int r = 0; r < Rows; ++r)
-          acc[r][n] = _mm256_fmadd_ps(w[j], _mm256_loadu_ps(x + r * k + b * kBlock + 8 * j), acc[r][n]);
+      for (int j = 0; j < 4; ++j) acc[0][n] = _mm256_fmadd_ps(w[j], _mm256_loadu_ps(x + b * kBlock + 8 * j), acc[0][n]);
     }
   }
-  float sums[Rows][kTileN];
-  for (int r = 0; r < Rows; ++r)
-    for (int n = 0; n < kTileN; ++n) sums[r][n] = horizontal_sum(acc[r][n]);
-  for (int r = 0; r < Rows; ++r)
-    for (int n = 0; n < tile_n; ++n) y[r * n_out + n] = sums[r][n];
+  store_tile<1>(acc, tile_n, y, 0);
 }
 
-template <int Rows>
 void fused_dot_any(int64_t type, const float* x, int64_t k, const uint8_t* const rows[kTileN], int64_t tile_n,
-                   float* y, int64_t n_out) {
-  if (type == kQ4_0) fused_dot<kQ4_0, Rows>(x, k, rows, tile_n, y, n_out);
-  else if (type == kQ4_1) fused_dot<kQ4_1, Rows>(x, k, rows, tile_n, y, n_out);
-  else fused_dot<kQ8_0, Rows>(x, k, rows, tile_n, y, n_out);
+                   float* y) {
+  if (type == kQ4_0) fused_dot<kQ4_0>(x, k, rows, tile_n, y);
+  else if (type == kQ4_1) fused_dot<kQ4_1>(x, k, rows, tile_n, y);
+  else fused_dot<kQ8_0>(x, k, rows, tile_n, y);
 }
 
 at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& blocks, int64_t type, int64_t in_features) {
-  TORCH_CHECK(x.scalar_type() == at::kFloat, "gguf_linear: x must be float32");
-  TORCH_CHECK(blocks.scalar_type() == at::kByte && blocks.dim() == 2, "gguf_linear: blocks must be uint8 [out, bytes]");
-  TORCH_CHECK(in_features % kBlock == 0 && x.size(-1) == in_features, "gguf_linear: bad in_features");
+  TORCH_CHECK(x.scalar_type() == at::kFloat && x.size(-1) == in_features,
+              "gguf_linear: x must be float32 with ", in_features, " features");
+  check_blocks(blocks, type, in_features);
   const int64_t per_row = in_features / kBlock;
-  TORCH_CHECK(blocks.size(1) == per_row * block_bytes(type), "gguf_linear: blocks do not match in_features");
   const at::Tensor input = x.reshape({-1, in_features}).contiguous();
   const at::Tensor weight = blocks.contiguous();
   const int64_t m_total = input.size(0), n_total = weight.size(0), k = in_features;
@@ -165,14 +165,14 @@ at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& blocks, int64_t ty
   // Enough tiles per task that a small layer is not split into more tasks than it is worth.
   const int64_t grain = std::max<int64_t>(1, 16384 / (k * std::max<int64_t>(1, std::min<int64_t>(m_total, 8))));
   palaver::ChunkPool::instance().run(tiles, grain, [&](int64_t begin, int64_t end) {
-    std::vector<float> buffer(kTileN * k, 0.0f);
+    const bool fused = m_total < kTileM;  // decoding one or two rows: weights go straight to registers
+    std::vector<float> buffer(fused ? 0 : kTileN * k, 0.0f);
     for (int64_t tile = begin; tile < end; ++tile) {
       const int64_t n0 = tile * kTileN, tile_n = std::min(kTileN, n_total - n0);
-      if (m_total < kTileM) {  // decoding one or two rows: no buffer, weights go straight to registers
+      if (fused) {
         const uint8_t* rows[kTileN];
         for (int64_t n = 0; n < kTileN; ++n) rows[n] = wp + (n0 + std::min(n, tile_n - 1)) * row_bytes;
-        for (int64_t m = 0; m < m_total; ++m)
-          fused_dot_any<1>(type, xp + m * k, k, rows, tile_n, yp + m * n_total + n0, n_total);
+        for (int64_t m = 0; m < m_total; ++m) fused_dot_any(type, xp + m * k, k, rows, tile_n, yp + m * n_total + n0);
         continue;
       }
       for (int64_t n = 0; n < tile_n; ++n) dequantise_row(wp + (n0 + n) * row_bytes, type, per_row, &buffer[n * k]);
@@ -190,9 +190,8 @@ at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& blocks, int64_t ty
 }
 
 at::Tensor gguf_dequantise(const at::Tensor& blocks, int64_t type, int64_t in_features) {
-  TORCH_CHECK(blocks.scalar_type() == at::kByte && blocks.dim() == 2, "gguf_dequantise: blocks must be uint8 [out, bytes]");
+  check_blocks(blocks, type, in_features);
   const int64_t per_row = in_features / kBlock;
-  TORCH_CHECK(in_features % kBlock == 0 && blocks.size(1) == per_row * block_bytes(type), "gguf_dequantise: bad shape");
   const at::Tensor weight = blocks.contiguous();
   at::Tensor out = at::empty({weight.size(0), in_features}, blocks.options().dtype(at::kFloat));
   const uint8_t* wp = weight.data_ptr<uint8_t>();
