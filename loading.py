@@ -132,7 +132,7 @@ def extract_gguf_metadata(gguf_path: Path, staging: Path) -> None:
 
 
 def resolve_source(spec: str) -> tuple[str, str]:
-    """Turn PALAVER_MODEL into a (display name, GGUF file, directory or hub id) pair."""
+    """Turn PALAVER_MODEL into (display name, source): a .gguf path, a model directory or a hub id."""
     if not spec:
         return EMBEDDED_NAME, str(embedded_gguf_path())
     path = Path(spec).expanduser()

@@ -24,7 +24,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from load import run_load  # noqa: E402
+from load import print_table, run_load  # noqa: E402
 from serve import palaver, seconds_until_ready  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -146,14 +146,7 @@ def main() -> None:
                         noisy = run_load(url, args.hog_clients, args.turns, args.max_tokens, pid)
                     rows.append((name, f"{args.hog_clients} + {args.hogs} CPU hogs", noisy))
     print(f"\n{args.turns} turns × {args.max_tokens} tokens a reply, greedy, closed loop · {cpu_summary()}\n")
-    print("| server | clients | completion tokens/s | p50 latency s | p95 latency s | p50 TTFT s | errors "
-          "| peak RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, clients, row in rows:
-        print(f"| {name} | {clients} | {row['tokens_per_s']:.1f} | {row['p50']:.2f} | {row['p95']:.2f} "
-              f"| {row['ttft_p50']:.2f} | {row['errors']} | {row['peak_rss_mb']:.0f} |")
-        for sample in row["error_samples"]:
-            print(f"  error: {sample}")
+    print_table([(f"{name} | {clients}", row) for name, clients, row in rows], "server | clients")
 
 
 if __name__ == "__main__":

@@ -90,6 +90,19 @@ def run_load(url: str, clients: int, turns: int, max_tokens: int, pid: int | Non
             "peak_rss_mb": peak_rss_mb(pid) if pid else float("nan"), "error_samples": errors[:3]}
 
 
+def print_table(rows: list[tuple[str, dict]], first_column: str) -> None:
+    """Print load results as a Markdown table, one row per (label, result)."""
+    header = (f"| {first_column} | completion tokens/s | replies/s | p50 latency s | p95 latency s | p50 TTFT s "
+              "| errors | peak server RSS MB |")
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for label, row in rows:
+        print(f"| {label} | {row['tokens_per_s']:.1f} | {row['replies_per_s']:.2f} | {row['p50']:.2f} "
+              f"| {row['p95']:.2f} | {row['ttft_p50']:.2f} | {row['errors']} | {row['peak_rss_mb']:.0f} |")
+        for sample in row["error_samples"]:
+            print(f"  error: {sample}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="1,4,16,32", help="comma-separated client counts")
@@ -113,14 +126,7 @@ def main() -> None:
         label = args.label or "Palaver"
     print(f"{label} · {args.turns} turns × {args.max_tokens} tokens, greedy · "
           f"{os.cpu_count()} CPUs, {platform.machine()}\n")
-    print("| clients | completion tokens/s | replies/s | p50 latency s | p95 latency s | p50 TTFT s | errors "
-          "| peak server RSS MB |")
-    print("|---|---|---|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['clients']} | {row['tokens_per_s']:.1f} | {row['replies_per_s']:.2f} | {row['p50']:.2f} "
-              f"| {row['p95']:.2f} | {row['ttft_p50']:.2f} | {row['errors']} | {row['peak_rss_mb']:.0f} |")
-        for sample in row["error_samples"]:
-            print(f"  error: {sample}")
+    print_table([(str(row["clients"]), row) for row in rows], "clients")
 
 
 if __name__ == "__main__":

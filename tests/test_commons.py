@@ -16,6 +16,7 @@ def test_settings_come_from_palaver_environment_variables():
     assert settings.temperature == 0.0
     assert settings.seed == 7
     assert Settings.from_env({}).seed is None
+    assert Settings.from_env({"PALAVER_WEIGHTS": " Q8_0 "}).weights == "q8_0"
 
 
 @pytest.mark.parametrize("name, value, mentioned", [
@@ -23,6 +24,7 @@ def test_settings_come_from_palaver_environment_variables():
     ("PALAVER_PRELOAD", "maybe", "PALAVER_PRELOAD"),
     ("PALAVER_TEMPERATURE", "5", "at most 2.0"),
     ("PALAVER_TOP_P", "0", "greater than 0.0"),
+    ("PALAVER_WEIGHTS", "int4", "PALAVER_WEIGHTS: must be one of auto, q8_0, float32"),
 ])
 def test_bad_settings_fail_at_start_with_the_variable_named(name, value, mentioned):
     with pytest.raises(ConfigurationError, match=mentioned):
