@@ -51,6 +51,9 @@ inline float horizontal_sum(__m256 v) {
 constexpr int64_t kTileN = 4;   // weight rows dequantised together and reused across input rows
 constexpr int64_t kTileM = 3;   // input rows per register tile: 12 accumulators, 3 inputs, 1 weight
 constexpr int64_t kChunkM = 64; // input rows kept hot in cache while a tile of weights is reused
+// Prefetch this far ahead of the weights being read: the hardware prefetchers fall behind on a tile's four
+// interleaved row streams (measured: a decode step's kernel time fell by a third at 4 KB).
+constexpr int64_t kPrefetchBytes = 4096;
 
 // Write a register tile's dot products to y. Constant bounds keep the accumulators in registers; the tile's
 // edge is cut when copying out.
@@ -90,18 +93,19 @@ inline void block_weights(const uint8_t* block, __m256 w[4]) {
       w[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
     }
   } else {
-    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + (Type == kQ4_1 ? 4 : 2)));
-    const __m128i mask = _mm_set1_epi8(0x0F);
-    const __m128i low = _mm_and_si128(packed, mask);
-    const __m128i high = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
-    const __m128i halves[4] = {low, _mm_srli_si128(low, 8), high, _mm_srli_si128(high, 8)};
+    // Widen bytes to 32-bit lanes first: one byte's low nibble is weight i, its high nibble weight i + 16.
+    const uint8_t* packed = block + (Type == kQ4_1 ? 4 : 2);
+    const __m256i first = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(packed)));
+    const __m256i second = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(packed + 8)));
+    const __m256i mask = _mm256_set1_epi32(0x0F);
+    const __m256i nibbles[4] = {_mm256_and_si256(first, mask), _mm256_and_si256(second, mask),
+                                _mm256_srli_epi32(first, 4), _mm256_srli_epi32(second, 4)};
     if constexpr (Type == kQ4_1) {
       const __m256 m = _mm256_set1_ps(half_to_float(block + 2));
-      for (int j = 0; j < 4; ++j) w[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(halves[j])), d, m);
+      for (int j = 0; j < 4; ++j) w[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(nibbles[j]), d, m);
     } else {
       const __m256i eight = _mm256_set1_epi32(8);
-      for (int j = 0; j < 4; ++j)
-        w[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(halves[j]), eight)), d);
+      for (int j = 0; j < 4; ++j) w[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(nibbles[j], eight)), d);
     }
   }
 }
@@ -111,6 +115,7 @@ template <int64_t Type>
 void dequantise_row_of(const uint8_t* row, int64_t blocks, float* out) {
   constexpr int64_t stride = block_bytes(Type);
   for (int64_t b = 0; b < blocks; ++b) {
+    _mm_prefetch(reinterpret_cast<const char*>(row + b * stride + kPrefetchBytes), _MM_HINT_T0);
     __m256 w[4];
     block_weights<Type>(row + b * stride, w);
     for (int j = 0; j < 4; ++j) _mm256_storeu_ps(out + b * kBlock + 8 * j, w[j]);
@@ -130,10 +135,13 @@ void fused_dot(const float* x, int64_t k, const uint8_t* const rows[kTileN], int
   __m256 acc[1][kTileN];
   for (int n = 0; n < kTileN; ++n) acc[0][n] = _mm256_setzero_ps();
   for (int64_t b = 0; b < k / kBlock; ++b) {
+    __m256 xs[4];
+    for (int j = 0; j < 4; ++j) xs[j] = _mm256_loadu_ps(x + b * kBlock + 8 * j);
     for (int n = 0; n < kTileN; ++n) {
+      _mm_prefetch(reinterpret_cast<const char*>(rows[n] + b * stride + kPrefetchBytes), _MM_HINT_T0);
       __m256 w[4];
       block_weights<Type>(rows[n] + b * stride, w);
-      for (int j = 0; j < 4; ++j) acc[0][n] = _mm256_fmadd_ps(w[j], _mm256_loadu_ps(x + b * kBlock + 8 * j), acc[0][n]);
+      for (int j = 0; j < 4; ++j) acc[0][n] = _mm256_fmadd_ps(w[j], xs[j], acc[0][n]);
     }
   }
   store_tile<1>(acc, tile_n, y, 0);
