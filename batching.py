@@ -14,6 +14,7 @@ from transformers import DynamicCache
 
 from commons import Reply, Usage
 from kv_cache import grow_in_place
+from llama_decoder import LlamaDecoder
 from parameters import GenerationParams
 from sampling import Sampler
 from streaming import ReplyStream
@@ -105,8 +106,9 @@ class PrefixCache:
 class CausalBatch:
     """Rows of a decoder-only model sharing one left-padded KV cache."""
 
-    def __init__(self, model, prefix_cache: PrefixCache | None = None):
+    def __init__(self, model, prefix_cache: PrefixCache | None = None, decoder: LlamaDecoder | None = None):
         self.model = model
+        self.decoder = decoder  # a faster decode step for the model, where there is one
         self.prefix_cache = prefix_cache
         self.rows: list[Row] = []
         self.finished_early: list[Row] = []  # rows whose first token already ended them
@@ -198,11 +200,14 @@ class CausalBatch:
         input_ids = torch.tensor([[row.generated[-1]] for row in self.rows])
         positions = torch.tensor([[len(row.prompt_ids) + len(row.generated) - 1] for row in self.rows])
         mask = torch.cat([self.mask, torch.ones(len(self.rows), 1, dtype=self.mask.dtype)], dim=1)
-        output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                            past_key_values=self.cache, use_cache=True)
+        if self.decoder is not None:
+            logits = self.decoder.step(input_ids, positions, mask, self.cache)
+        else:
+            logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                                past_key_values=self.cache, use_cache=True).logits[:, -1]
         self.mask = mask
         for index, row in enumerate(self.rows):
-            row.accept(output.logits[index, -1])
+            row.accept(logits[index])
 
     def remove_done(self) -> list[Row]:
         """Take finished rows out of the batch and free their cache."""

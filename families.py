@@ -11,6 +11,7 @@ from batching import CausalBatch, PrefixCache, Row, Seq2SeqBatch
 from commons import Message, Reply
 from parameters import GenerationParams
 from errors import InvalidRequest
+from llama_decoder import LlamaDecoder
 from streaming import ReplyStream
 
 
@@ -41,6 +42,7 @@ class ModelFamily:
         added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
         texts = {str(t) for t in tokenizer.all_special_tokens} | {getattr(t, "content", str(t)) for t in added.values()}
         self.control_texts = sorted(texts - {""}, key=len, reverse=True)
+        self.decoder = LlamaDecoder(model) if LlamaDecoder.supports(model) else None
 
     @classmethod
     def matches(cls, config, tokenizer) -> bool:
@@ -105,7 +107,7 @@ class ModelFamily:
 
     def start_batch(self, prefix_cache: PrefixCache | None = None) -> CausalBatch:
         """Start an empty batch that this family's requests can join."""
-        return CausalBatch(self.model, prefix_cache)
+        return CausalBatch(self.model, prefix_cache, self.decoder)
 
     def new_row(self, prompt: Prompt, params: GenerationParams, cancelled: threading.Event,
                 on_text: Callable[[str], None] | None = None, strip_leading: bool = True) -> Row:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import logging
+import mmap
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -14,9 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from quantized import BLOCK, BLOCK_BYTES, GGUFEmbedding, GGUFLinear
+from quantized import BLOCK, BLOCK_BYTES, GGUFEmbedding, GGUFLinear, join_layers
 
 log = logging.getLogger("palaver.loading")
+# Projections that read the same input, which a decode step computes in one kernel call.
+JOINABLE_PROJECTIONS = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("mlp.gate_proj", "mlp.up_proj"))
 
 
 @dataclass(frozen=True)
@@ -113,12 +118,53 @@ def load_gguf_model(gguf_path: Path, config, index: list[TensorEntry]) -> nn.Mod
         _set_tensor(model, hf_name, torch.from_numpy(np.array(weights, dtype=np.float32)))
     if config.tie_word_embeddings and embedding_blocks is not None:
         model.set_submodule("lm_head", GGUFLinear(*embedding_blocks))  # the head reads the embedding's blocks
+    _lay_out_joinable_projections(model, data)
     missing = [name for name, p in [*model.named_parameters(), *model.named_buffers()] if p.is_meta]
     if missing:
         raise ValueError(f"the GGUF file has no weights for {', '.join(missing[:5])}")
     model.eval()
     log.info("read %s: %d tensors kept as GGUF blocks in %.1fs", gguf_path.name, blocked, time.perf_counter() - started)
     return model
+
+
+def _lay_out_joinable_projections(model: nn.Module, data: np.memmap) -> None:
+    """Copy each layer's projections of one input (Q/K/V, gate/up) into one buffer, so a decoder joins them free.
+
+    The file pages they were read from are released, so the process does not hold those weights twice.
+    """
+    for layer in getattr(getattr(model, "model", None), "layers", []):
+        for names in JOINABLE_PROJECTIONS:
+            parts = [layer.get_submodule(name) for name in names if _has_submodule(layer, name)]
+            if len(parts) != len(names):
+                continue
+            read = [getattr(part, "blocks", None) for part in parts]
+            if join_layers(parts) is not None:
+                for blocks in read:
+                    _release_mapped_pages(blocks, data)
+
+
+def _has_submodule(module: nn.Module, name: str) -> bool:
+    try:
+        module.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
+
+
+def _release_mapped_pages(tensor: torch.Tensor, data: np.memmap) -> None:
+    """Drop the whole pages of the mapped file under tensor from this process; a later read maps them again."""
+    start, end = tensor.data_ptr(), tensor.data_ptr() + tensor.numel() * tensor.element_size()
+    base = data.ctypes.data
+    if not base <= start < end <= base + data.size:
+        return  # not a view of the file
+    first, last = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, end // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first:
+        _libc().madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), mmap.MADV_DONTNEED)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def gguf_architecture(model_type: str) -> str:

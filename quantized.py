@@ -146,6 +146,38 @@ class GGUFEmbedding(nn.Module):
         return f"{TYPE_NAMES[self.qtype]}, {self.num_embeddings}, {self.embedding_dim}"
 
 
+def join_layers(parts: list[nn.Module]) -> GGUFLinear | None:
+    """Make one block layer computing the parts' outputs side by side, or None when they cannot be joined.
+
+    The parts then read views of the joined blocks, so the weights are held once. Parts already laid out one
+    after another in memory are joined without a copy.
+    """
+    first = parts[0]
+    if not all(isinstance(p, GGUFLinear) and p.bias is None and p.qtype == first.qtype
+               and p.in_features == first.in_features for p in parts):
+        return None
+    rows = sum(p.out_features for p in parts)
+    if _laid_out_in_order([p.blocks for p in parts]):
+        blocks = first.blocks.new_empty(0).set_(first.blocks.untyped_storage(), first.blocks.storage_offset(),
+                                                (rows, first.blocks.shape[1]))
+    else:
+        blocks = torch.cat([p.blocks for p in parts])
+        start = 0
+        for part in parts:
+            part.blocks, start = blocks[start:start + part.out_features], start + part.out_features
+    return GGUFLinear(blocks, first.qtype, first.in_features)
+
+
+def _laid_out_in_order(tensors: list[torch.Tensor]) -> bool:
+    storage = tensors[0].untyped_storage().data_ptr()
+    offset = tensors[0].storage_offset()
+    for tensor in tensors:
+        if not tensor.is_contiguous() or tensor.untyped_storage().data_ptr() != storage or tensor.storage_offset() != offset:
+            return False
+        offset += tensor.numel()
+    return True
+
+
 def quantise_linear_layers(model: nn.Module) -> int:
     """Replace every float Linear (and GPT-2 Conv1D) whose inputs split into blocks with a Q8_0 GGUFLinear."""
     replaced = 0

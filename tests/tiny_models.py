@@ -135,8 +135,9 @@ LLAMA_TO_GGUF = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "se
                  "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
 
 
-def build_gguf_llama(llama_dir: Path, path: Path) -> Path:
+def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None = None) -> Path:
     """Write a tiny chat Llama as a GGUF file the way llama.cpp's converter does: permuted Q/K, mixed block types."""
+    types = GGUF_TYPES if types is None else types
     import gguf
     from gguf.quants import quantize
 
@@ -180,7 +181,7 @@ def build_gguf_llama(llama_dir: Path, path: Path) -> Path:
         return weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(
             weights.shape)
 
-    add("token_embd.weight", model.model.embed_tokens.weight, GGUF_TYPES["token_embd"])
+    add("token_embd.weight", model.model.embed_tokens.weight, types["token_embd"])
     add("output_norm.weight", model.model.norm.weight, None)
     for index, layer in enumerate(model.model.layers):
         for hf_name, gguf_name in LLAMA_TO_GGUF.items():
@@ -189,7 +190,7 @@ def build_gguf_llama(llama_dir: Path, path: Path) -> Path:
                 weights = permute(weights, config.num_attention_heads)
             elif gguf_name == "attn_k":
                 weights = permute(weights, config.num_key_value_heads)
-            add(f"blk.{index}.{gguf_name}.weight", weights, GGUF_TYPES.get(gguf_name))
+            add(f"blk.{index}.{gguf_name}.weight", weights, types.get(gguf_name))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
