@@ -1,51 +1,7 @@
-"""The Palaver web app: an app factory that wires settings, the engine and the blueprints."""
+"""The WSGI entry point that the Procfile names: gunicorn serves `app:app`."""
 
-from __future__ import annotations
+from palaver.web.app import create_app
 
-import logging
-from datetime import timedelta
-from typing import Any, Mapping
-
-from flask import Flask, render_template, request
-
-import services
-from api import api, health
-from commons import Settings
-from mlflow_api import mlflow
-from openai_api import v1
-from pages import pages
-
-
-def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    """Create the app; test_config may carry a SETTINGS object and Flask config overrides."""
-    config = dict(test_config or {})
-    settings: Settings = config.pop("SETTINGS", None) or Settings.from_env()
-    app = Flask(__name__)
-    app.config.from_mapping(
-        SECRET_KEY=services.secret_key(settings),
-        MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        SESSION_COOKIE_SAMESITE="Lax",
-        PERMANENT_SESSION_LIFETIME=timedelta(seconds=settings.conversation_ttl),
-    )
-    app.config.update(config)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    services.init_app(app, settings)
-    app.register_blueprint(pages)
-    app.register_blueprint(api)
-    app.register_blueprint(health)
-    app.register_blueprint(v1)
-    app.register_blueprint(mlflow)
-    app.register_error_handler(Exception, unrouted_error)
-    return app
-
-
-def unrouted_error(exc: Exception):
-    """Answer errors outside any blueprint (unknown URLs, refused requests): JSON for APIs, a page elsewhere."""
-    error = services.to_palaver_error(exc)
-    if request.path.startswith(("/api/", "/v1/", "/invocations")) or request.mimetype == "application/json":
-        return services.json_error(error)
-    return render_template("error.html", error=error), error.status
-
+__all__ = ["app", "create_app"]
 
 app = create_app()

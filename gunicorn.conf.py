@@ -3,7 +3,7 @@
 import ctypes
 import os
 
-import http_worker
+import palaver.web.http_worker as http_worker
 from commons import Settings
 
 settings = Settings.from_env()

@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--hog-clients", type=int, default=8, help="clients during the noisy-neighbour run")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    import loading
+    import palaver.engine.loading as loading
 
     gguf = str(loading.embedded_gguf_path())
     levels = [int(c) for c in args.clients.split(",") if c]

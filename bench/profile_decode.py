@@ -12,7 +12,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from commons import Message, Settings  # noqa: E402
-from loading import load_model  # noqa: E402
+from palaver.engine.loading import load_model  # noqa: E402
 
 
 def main() -> None:

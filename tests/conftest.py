@@ -24,7 +24,7 @@ import tiny_models  # noqa: E402
 from servers import procfile_server  # noqa: E402
 from app import create_app  # noqa: E402
 from commons import Settings  # noqa: E402
-from inference import Engine  # noqa: E402
+from palaver.engine.engine import Engine  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -184,7 +184,7 @@ def html_server(html_model, tmp_path_factory):
 @pytest.fixture(scope="session")
 def embedded_cache(tmp_path_factory):
     """Convert the embedded GGUF once into a fresh cache, timing it."""
-    from loading import converted_gguf_dir, embedded_gguf_path
+    from palaver.engine.loading import converted_gguf_dir, embedded_gguf_path
 
     cache = tmp_path_factory.mktemp("embedded-cache")
     started = time.perf_counter()

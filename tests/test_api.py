@@ -6,8 +6,8 @@ import pytest
 from conftest import raising
 
 
-from parameters import GENERATION_PARAMETERS
-from loading import load_model
+from palaver.parameters import GENERATION_PARAMETERS
+from palaver.engine.loading import load_model
 
 
 def chat(client, **body):

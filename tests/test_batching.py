@@ -6,9 +6,9 @@ import pytest
 
 from commons import Message, Settings
 from conftest import model_held, raising
-from batching import PrefixCache
-from inference import GenerationRequest
-from loading import load_model
+from palaver.engine.batching import PrefixCache
+from palaver.engine.engine import GenerationRequest
+from palaver.engine.loading import load_model
 
 FAMILIES = ["chat_model", "gguf_chat_model", "dialogpt_model", "blenderbot_model", "blenderbot_small_model"]
 
@@ -120,7 +120,7 @@ def test_a_list_of_prompts_is_generated_as_one_batch(make_app, chat_model, path,
 def test_the_prefix_cache_finds_the_longest_prefix_and_stays_within_its_budget():
     import torch
 
-    from batching import PrefixCache
+    from palaver.engine.batching import PrefixCache
 
     def layers(n):
         return [(torch.zeros(1, 1, n, 2), torch.zeros(1, 1, n, 2))]
@@ -171,8 +171,8 @@ def test_a_failure_while_joining_fails_cleanly_and_the_engine_goes_on(make_app, 
 
 
 def test_a_row_that_fails_inside_a_running_batch_fails_alone(make_app, chat_model, monkeypatch):
-    from sampling import Sampler
-    from errors import GenerationFailed
+    from palaver.engine.sampling import Sampler
+    from palaver.errors import GenerationFailed
 
     app = make_app(chat_model, max_batch_size=8)
     engine = app.extensions["palaver"]["engine"]

@@ -3,8 +3,8 @@
 import pytest
 
 from commons import SETTINGS, Settings, settings_markdown
-from parameters import GENERATION_PARAMETERS
-from errors import ConfigurationError
+from palaver.parameters import GENERATION_PARAMETERS
+from palaver.errors import ConfigurationError
 from servers import ROOT
 
 

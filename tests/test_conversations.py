@@ -6,8 +6,8 @@ import pytest
 from conftest import model_held, raising
 
 from commons import Settings
-from conversations import Chat, ChatInput, ConversationStore
-from errors import ConversationBusy, GenerationFailed, InvalidRequest, NotFound, ServerBusy
+from palaver.conversations import Chat, ChatInput, ConversationStore
+from palaver.errors import ConversationBusy, GenerationFailed, InvalidRequest, NotFound, ServerBusy
 
 SETTINGS = Settings(max_message_chars=20)
 

@@ -1,6 +1,6 @@
 """Client-facing errors: status, type and the JSON envelope."""
 
-from errors import GenerationTimeout, InvalidRequest, ModelNotReady, NotFound, PayloadTooLarge
+from palaver.errors import GenerationTimeout, InvalidRequest, ModelNotReady, NotFound, PayloadTooLarge
 
 
 def test_errors_carry_status_type_and_param():

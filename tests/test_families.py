@@ -6,8 +6,8 @@ import threading
 import pytest
 
 from commons import Message, Settings
-from errors import InvalidRequest
-from loading import load_model
+from palaver.errors import InvalidRequest
+from palaver.engine.loading import load_model
 
 import tiny_models
 

@@ -10,10 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from commons import Settings
-from conversations import ChatInput
-from errors import InvalidRequest, NotFound
-from openai_protocol import CompletionRequest
-from parameters import GENERATION_PARAMETERS
+from palaver.conversations import ChatInput
+from palaver.errors import InvalidRequest, NotFound
+from palaver.web.openai.protocol import CompletionRequest
+from palaver.parameters import GENERATION_PARAMETERS
 from servers import procfile_server
 
 # Reproducible in CI; each test stays within a few seconds.

@@ -168,7 +168,7 @@ def test_a_body_shorter_than_its_content_length_gets_an_answer(hostile):
 
 def test_the_request_thread_builds_prompts_not_the_engine(make_engine, chat_model):
     from commons import Message
-    from inference import GenerationRequest
+    from palaver.engine.engine import GenerationRequest
 
     engine = make_engine(chat_model)
     assert engine.wait_ready(30)

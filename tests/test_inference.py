@@ -7,9 +7,9 @@ from conftest import model_held, raising
 
 
 from commons import Message, Settings
-from errors import GenerationFailed, GenerationTimeout, ModelNotReady, ServerBusy
-from inference import Engine, GenerationRequest
-from loading import load_model
+from palaver.errors import GenerationFailed, GenerationTimeout, ModelNotReady, ServerBusy
+from palaver.engine.engine import Engine, GenerationRequest
+from palaver.engine.loading import load_model
 
 HELLO = [Message("user", "hello there")]
 

@@ -4,7 +4,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from kv_cache import GrowingLayer, grow_in_place
+from palaver.engine.kv_cache import GrowingLayer, grow_in_place
 
 
 def states(batch: int, length: int, seed: int) -> torch.Tensor:

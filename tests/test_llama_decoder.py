@@ -8,8 +8,8 @@ import torch
 
 import tiny_models
 from commons import Message, Settings
-from loading import load_model
-from quantized import GGUFLinear
+from palaver.engine.loading import load_model
+from palaver.engine.quantized import GGUFLinear
 
 # float32 Linear layers; Q8_0 made at load (joined by a copy); GGUF blocks of mixed types (kept apart);
 # GGUF blocks of one type per projection group (laid out together while loading).

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from errors import ConfigurationError
+from palaver.errors import ConfigurationError
 from servers import ROOT
-from loading import EMBEDDED_NAME, converted_gguf_dir, embedded_gguf_path, gguf_metadata_dir, resolve_source
+from palaver.engine.loading import EMBEDDED_NAME, converted_gguf_dir, embedded_gguf_path, gguf_metadata_dir, resolve_source
 
 
 def test_embedded_gguf_is_found_without_importing_its_package():

@@ -4,7 +4,7 @@ import json
 import threading
 
 from conftest import raising
-from loading import load_model
+from palaver.engine.loading import load_model
 
 BODY = {"model": "chat-llama", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
 

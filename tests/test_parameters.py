@@ -3,7 +3,7 @@
 import pytest
 
 from commons import Settings
-from errors import InvalidRequest
+from palaver.errors import InvalidRequest
 
 
 def defaults():

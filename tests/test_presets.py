@@ -5,8 +5,8 @@ import json
 import pytest
 
 from commons import Message, Settings
-from errors import ConfigurationError, InvalidRequest
-from presets import Preset, Presets
+from palaver.errors import ConfigurationError, InvalidRequest
+from palaver.presets import Preset, Presets
 
 
 def test_a_preset_puts_its_system_prompt_first_and_templates_user_messages():

@@ -11,8 +11,8 @@ from gguf.quants import quantize
 from torch import nn
 
 from commons import Settings
-from loading import load_model
-from quantized import (
+from palaver.engine.loading import load_model
+from palaver.engine.quantized import (
     Q4_0, Q4_1, Q8_0, GGUFEmbedding, GGUFLinear, dequantise, kernel_available, quantise_linear_layers, quantise_q8_0,
 )
 from servers import ROOT

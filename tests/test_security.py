@@ -9,7 +9,7 @@ import time
 import pytest
 from flask import url_for
 
-from security import CONTENT_SECURITY_POLICY
+from palaver.web.security import CONTENT_SECURITY_POLICY
 
 KEYS = "key-one, key-two"
 BEARER = {"Authorization": "Bearer key-one"}

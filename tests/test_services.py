@@ -3,8 +3,8 @@
 import pytest
 from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
-from errors import InvalidRequest, PayloadTooLarge
-from services import sse_event, to_palaver_error
+from palaver.errors import InvalidRequest, PayloadTooLarge
+from palaver.web.boundary import sse_event, to_palaver_error
 
 
 def test_sse_events_are_one_data_line_and_a_blank_line():

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from streaming import ReplyStream
+from palaver.engine.streaming import ReplyStream
 
 TEXT = "héllo wörld, ça va? 😀 done"
 

@@ -7,12 +7,12 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from batching import CausalBatch, PrefixCache, Row, Seq2SeqBatch
-from commons import Message, Reply
-from parameters import GenerationParams
-from errors import InvalidRequest
-from llama_decoder import LlamaDecoder
-from streaming import ReplyStream
+from palaver.engine.batching import CausalBatch, PrefixCache, Row, Seq2SeqBatch
+from palaver.types import Message, Reply
+from palaver.parameters import GenerationParams
+from palaver.errors import InvalidRequest
+from palaver.engine.llama_decoder import LlamaDecoder
+from palaver.engine.streaming import ReplyStream
 
 
 # Private-use characters around a message's index: the template's own text never holds them.

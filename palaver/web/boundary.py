@@ -18,12 +18,13 @@ from typing import Any, Callable, Iterable, Iterator
 from flask import Flask, Response, current_app, g, jsonify, request, stream_with_context
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-import security
-from commons import REPLY_LISTENER, PromptInfo, Reply, Settings
-from conversations import Chat, ConversationStore
-from errors import GenerationFailed, InvalidRequest, PalaverError, PayloadTooLarge
-from inference import Engine
-from metrics import Metrics
+import palaver.web.security as security
+from palaver.config import Settings
+from palaver.types import REPLY_LISTENER, PromptInfo, Reply
+from palaver.conversations import Chat, ConversationStore
+from palaver.errors import GenerationFailed, InvalidRequest, PalaverError, PayloadTooLarge
+from palaver.engine.engine import Engine
+from palaver.web.metrics import Metrics
 
 log = logging.getLogger("palaver")
 request_log = logging.getLogger("palaver.requests")

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from commons import Reply, Usage
-from kv_cache import grow_in_place
-from llama_decoder import LlamaDecoder
-from parameters import GenerationParams
-from sampling import Sampler
-from streaming import ReplyStream
+from palaver.types import Reply, Usage
+from palaver.engine.kv_cache import grow_in_place
+from palaver.engine.llama_decoder import LlamaDecoder
+from palaver.parameters import GenerationParams
+from palaver.engine.sampling import Sampler
+from palaver.engine.streaming import ReplyStream
 
 log = logging.getLogger("palaver.engine")
 

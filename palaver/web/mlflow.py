@@ -9,14 +9,14 @@ from typing import Any, Mapping
 
 from flask import Blueprint, Response, jsonify, request
 
-from commons import Reply
-from parameters import GenerationParams
-from errors import InvalidRequest
-from inference import GenerationRequest
-from openai_api import serve_chat, serve_text, start_all
-from openai_protocol import MAX_PROMPTS, CompletionRequest
-from security import require_api_key
-from services import get_engine, get_settings, read_json, to_palaver_error
+from palaver.types import Reply
+from palaver.parameters import GenerationParams
+from palaver.errors import InvalidRequest
+from palaver.engine.engine import GenerationRequest
+from palaver.web.openai.routes import serve_chat, serve_text, start_all
+from palaver.web.openai.protocol import MAX_PROMPTS, CompletionRequest
+from palaver.web.security import require_api_key
+from palaver.web.boundary import get_engine, get_settings, read_json, to_palaver_error
 
 mlflow = Blueprint("mlflow", __name__)
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from quantized import GGUFLinear, join_layers
+from palaver.engine.quantized import GGUFLinear, join_layers
 
 
 class LlamaDecoder:

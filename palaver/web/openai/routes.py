@@ -8,14 +8,14 @@ from typing import Iterator
 
 from flask import Blueprint
 
-from commons import Reply, Usage
-from errors import ModelNotReady, PalaverError
-from inference import Engine, GenerationRequest
-from openai_protocol import (
+from palaver.types import Reply, Usage
+from palaver.errors import ModelNotReady, PalaverError
+from palaver.engine.engine import Engine, GenerationRequest
+from palaver.web.openai.protocol import (
     CompletionRequest, chat_chunk, chat_completion, finish_reason, new_id, text_choice, text_completion, usage_info,
 )
-from security import require_api_key
-from services import (
+from palaver.web.security import require_api_key
+from palaver.web.boundary import (
     client_gone_probe, event_stream, get_engine, get_settings, guarded, json_error, read_json, sse_event,
     to_palaver_error,
 )

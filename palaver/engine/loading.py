@@ -20,11 +20,11 @@ from typing import Callable
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from commons import EMBEDDED_MODEL_NAME, Settings
-from errors import ConfigurationError
-from families import ModelFamily, family_for
-from gguf_loading import load_gguf_model, load_tensor_index, one_reader, read_tensor_index, save_tensor_index
-from quantized import (
+from palaver.config import EMBEDDED_MODEL_NAME, Settings
+from palaver.errors import ConfigurationError
+from palaver.engine.families import ModelFamily, family_for
+from palaver.engine.gguf_loading import load_gguf_model, load_tensor_index, one_reader, read_tensor_index, save_tensor_index
+from palaver.engine.quantized import (
     GGUFLinear, available_cores, kernel_available, quantise_linear_layers, use_kernel_threads,
 )
 

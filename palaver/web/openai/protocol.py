@@ -7,9 +7,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from commons import Message, Reply, Settings, Usage
-from parameters import GenerationParams
-from errors import InvalidRequest, NotFound
+from palaver.config import Settings
+
+from palaver.types import Message, Reply, Usage
+from palaver.parameters import GenerationParams
+from palaver.errors import InvalidRequest, NotFound
 
 # Client field -> generation parameter. top_k and repetition_penalty are extensions, as in vLLM.
 PARAMETER_FIELDS = {

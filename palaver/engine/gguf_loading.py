@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from quantized import BLOCK, BLOCK_BYTES, GGUFEmbedding, GGUFLinear, join_layers
+from palaver.engine.quantized import BLOCK, BLOCK_BYTES, GGUFEmbedding, GGUFLinear, join_layers
 
 log = logging.getLogger("palaver.loading")
 # Projections that read the same input, which a decode step computes in one kernel call.

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from errors import InvalidRequest
+from palaver.errors import InvalidRequest
 
 
 def parse_bool(value: str) -> bool:

@@ -7,12 +7,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from commons import Message, Settings
-from errors import ConfigurationError, InvalidRequest
+from palaver.config import Settings
+
+from palaver.types import Message
+from palaver.errors import ConfigurationError, InvalidRequest
 
 log = logging.getLogger("palaver.presets")
 
-BUILT_IN_DIR = Path(__file__).resolve().parent / "presets"
+BUILT_IN_DIR = Path(__file__).resolve().parents[1] / "presets"
 PLACEHOLDER = "{text}"
 DEFAULT = "default"
 

@@ -8,12 +8,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from commons import Message, Reply
-from parameters import GenerationParams
-from presets import Preset
+from palaver.types import Message, Reply
+from palaver.parameters import GenerationParams
+from palaver.presets import Preset
 
 if TYPE_CHECKING:
-    from families import Prompt
+    from palaver.engine.families import Prompt
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from parameters import GenerationParams
+from palaver.parameters import GenerationParams
 
 
 class Sampler:

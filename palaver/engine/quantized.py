@@ -13,7 +13,7 @@ from torch import nn
 
 log = logging.getLogger("palaver.quantized")
 
-KERNEL_LIBRARY = Path(__file__).resolve().parent / "csrc" / "build" / "palaver_kernels.so"
+KERNEL_LIBRARY = Path(__file__).resolve().parents[2] / "csrc" / "build" / "palaver_kernels.so"
 BLOCK = 32  # weights per block, for every type served here
 # ggml's type numbers and the bytes of one block: a float16 scale, [a float16 minimum,] then the weights.
 Q4_0, Q4_1, Q8_0 = 2, 3, 8

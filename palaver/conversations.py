@@ -10,13 +10,15 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from commons import Message, PromptInfo, Reply, Settings
-from parameters import GenerationParams
-from errors import ClientDisconnected, ConversationBusy, InvalidRequest, NotFound
-from inference import BUSY_RETRY_AFTER_SECONDS, POLL_SECONDS, GenerationRequest
+from palaver.config import Settings
+
+from palaver.types import Message, PromptInfo, Reply
+from palaver.parameters import GenerationParams
+from palaver.errors import ClientDisconnected, ConversationBusy, InvalidRequest, NotFound
+from palaver.engine.engine import BUSY_RETRY_AFTER_SECONDS, POLL_SECONDS, GenerationRequest
 
 if TYPE_CHECKING:
-    from inference import Engine
+    from palaver.engine.engine import Engine
 
 
 @dataclass

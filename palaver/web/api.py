@@ -5,11 +5,11 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from parameters import GENERATION_PARAMETERS
-from conversations import ChatInput
-from errors import NotFound
-from security import require_api_key
-from services import (
+from palaver.parameters import GENERATION_PARAMETERS
+from palaver.conversations import ChatInput
+from palaver.errors import NotFound
+from palaver.web.security import require_api_key
+from palaver.web.boundary import (
     client_gone_probe, get_chat, get_engine, get_metrics, get_settings, json_error, read_json, to_palaver_error,
 )
 

@@ -15,8 +15,8 @@ from limits.strategies import FixedWindowRateLimiter
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.sansio.utils import host_is_trusted
 
-from commons import Settings
-from errors import ConfigurationError, Forbidden, InvalidRequest, RateLimited, Unauthorized, UnsupportedMediaType
+from palaver.config import Settings
+from palaver.errors import ConfigurationError, Forbidden, InvalidRequest, RateLimited, Unauthorized, UnsupportedMediaType
 
 # Routes that run the model: keys guard them all, and the token budget applies to them.
 GENERATING_ENDPOINTS = {"pages.send", "api.chat", "v1.chat_completions", "v1.completions", "mlflow.invocations"}

@@ -7,10 +7,10 @@ from typing import Iterator
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
-from conversations import ChatInput, ChatTurn
-from errors import PalaverError, PayloadTooLarge, Unauthorized
-from security import require_sign_in, sign_in
-from services import (
+from palaver.conversations import ChatInput, ChatTurn
+from palaver.errors import PalaverError, PayloadTooLarge, Unauthorized
+from palaver.web.security import require_sign_in, sign_in
+from palaver.web.boundary import (
     client_gone_probe, event_stream, get_chat, get_engine, get_settings, guarded, json_error, sse_event,
     to_palaver_error,
 )

@@ -1,0 +1,1 @@
+"""Palaver: a self-hosted chatbot server."""

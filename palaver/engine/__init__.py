@@ -1,0 +1,1 @@
+"""The engine: loading models, batching requests and generating replies. Never imports Flask."""

@@ -1,0 +1,296 @@
+"""The engine: one worker thread per model that loads it once, then serves a queue of requests."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from contextlib import closing, contextmanager
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from palaver.config import Settings
+
+from palaver.types import REPLY_LISTENER, PromptInfo, Reply, Usage
+from palaver.errors import ClientDisconnected, GenerationFailed, GenerationTimeout, ModelNotReady, PalaverError, ServerBusy
+from palaver.engine.requests import GenerationRequest, Observer
+from palaver.presets import Presets
+
+if TYPE_CHECKING:
+    from palaver.engine.families import Prompt
+    from palaver.engine.loading import LoadedModel
+
+__all__ = ["Engine", "GenerationRequest", "Observer"]
+
+log = logging.getLogger("palaver.engine")
+
+RETRY_AFTER_SECONDS = 5
+BUSY_RETRY_AFTER_SECONDS = 2
+FINISHED = object()  # the last item a request's delta queue receives
+POLL_SECONDS = 0.25  # how often a waiting request checks whether its client is still there
+
+
+class Engine:
+    """Load a model lazily, exactly once, and run every generation on its worker thread."""
+
+    def __init__(self, settings: Settings, loader: Callable[[Settings], "LoadedModel"] | None = None,
+                 observer: Observer | None = None):
+        self.settings = settings
+        self.observer = observer or Observer()
+        self.presets = Presets(settings)
+        self._loader = loader
+        self._lock = threading.Lock()
+        self._settled = threading.Event()  # set once a load attempt has succeeded or failed
+        self._queue: queue.Queue[GenerationRequest | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self.model: "LoadedModel | None" = None
+        self.load_error: str | None = None
+        self.counts: Counter = Counter()  # requests by how they finished, and generated tokens
+        self.pending = 0  # requests queued or generating
+        self.waiting_count = 0  # requests waiting for their conversation's previous turn to end
+        self._pending_lock = threading.Lock()
+
+    @property
+    def state(self) -> str:
+        if self.model is not None:
+            return "ready"
+        if self._worker is not None and self._worker.is_alive():
+            return "loading"
+        return "failed" if self.load_error else "idle"
+
+    def start(self) -> None:
+        """Start loading in the background unless a load is running or done."""
+        with self._lock:
+            if self.model is not None or (self._worker is not None and self._worker.is_alive()):
+                return
+            self._settled.clear()
+            self._worker = threading.Thread(target=self._run, name="palaver-engine", daemon=True)
+            self._worker.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Start loading if needed and wait up to timeout seconds for it to finish."""
+        self.start()
+        self._settled.wait(timeout)
+        return self.model is not None
+
+    def stream(self, request: GenerationRequest) -> Iterator[PromptInfo | str | Reply]:
+        """Queue a request; yield its PromptInfo, then its text as it is generated, then its Reply."""
+        if not self.wait_ready(self.settings.load_wait):
+            raise self._not_ready()
+        self._reserve("pending")
+        try:
+            # On the caller's thread: a long history costs its own request time, never the engine's.
+            request.built = self._build_prompt(request)
+        except BaseException:
+            self._release("pending")
+            raise
+        request.queued_at = time.monotonic()
+        self._queue.put(request)
+        deadline = time.monotonic() + self.settings.request_timeout
+        next_check = time.monotonic() + POLL_SECONDS
+        try:
+            yield PromptInfo(len(request.built.input_ids), request.built.truncated_turns)
+            while True:
+                try:
+                    item = request.deltas.get(timeout=POLL_SECONDS)
+                except queue.Empty:
+                    item = None
+                if time.monotonic() >= next_check:  # on a clock: deltas may arrive faster than the poll
+                    self._check_waiting(request, deadline)
+                    next_check = time.monotonic() + POLL_SECONDS
+                if item is None:
+                    continue
+                if item is FINISHED:
+                    # Stopped while still queued, there is no reply; otherwise this raises the request's error.
+                    reply = Reply("", Usage(0, 0), 0, "cancelled") if request.result.cancelled() else \
+                        request.result.result()
+                    listener = REPLY_LISTENER.get()
+                    if listener is not None:
+                        listener(reply)
+                    yield reply
+                    return
+                yield item
+        finally:
+            if not request.result.done():
+                request.cancel()  # the consumer left early: no work continues for nobody
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Count a request that waits before it can queue (behind its conversation's turn) toward the bound."""
+        self._reserve("waiting_count")
+        try:
+            yield
+        finally:
+            self._release("waiting_count")
+
+    def _reserve(self, counter: str) -> None:
+        """Take a place under PALAVER_MAX_PENDING, as a queued or a waiting request, or refuse with 429."""
+        with self._pending_lock:
+            if self.pending + self.waiting_count >= self.settings.max_pending:
+                self.counts["refused_busy"] += 1
+                raise ServerBusy("the server is busy; try again in a few seconds",
+                                 retry_after=BUSY_RETRY_AFTER_SECONDS, code="server_busy")
+            setattr(self, counter, getattr(self, counter) + 1)
+
+    def _release(self, counter: str) -> None:
+        with self._pending_lock:
+            setattr(self, counter, getattr(self, counter) - 1)
+
+    def generate(self, request: GenerationRequest) -> Reply:
+        """Queue a request and wait for its whole reply."""
+        with closing(self.stream(request)) as items:
+            return next(item for item in items if isinstance(item, Reply))
+
+    def describe(self) -> dict:
+        """Describe the served model and the engine's state."""
+        info = {"state": self.state, "pending": self.pending, "requests": dict(self.counts)}
+        if self.model is not None:
+            info.update(name=self.model.name, load_seconds=round(self.model.load_seconds, 2),
+                        weights=self.model.weights, **self.model.family.describe())
+        return info
+
+    def close(self) -> None:
+        """Stop the worker after the requests already queued."""
+        self._queue.put(None)
+
+    def _check_waiting(self, request: GenerationRequest, deadline: float) -> None:
+        if request.client_gone is not None and request.client_gone():
+            request.cancel()
+            raise ClientDisconnected("the client disconnected")
+        if time.monotonic() > deadline:
+            request.cancel()
+            raise GenerationTimeout(
+                f"generation took longer than {self.settings.request_timeout:g} seconds and was stopped")
+
+    def _not_ready(self) -> ModelNotReady:
+        if self.load_error and self.state == "failed":  # why stays in the server's log: it may name files
+            return ModelNotReady("the model failed to load; the server's log says why", retry_after=RETRY_AFTER_SECONDS)
+        return ModelNotReady("the model is still loading; retry shortly", retry_after=RETRY_AFTER_SECONDS)
+
+    def _run(self) -> None:
+        try:
+            # torch is imported here, on the worker, so the web server starts and answers at once.
+            from palaver.engine.loading import load_model
+
+            self.model = (self._loader or load_model)(self.settings)
+            self.load_error = None
+        except Exception as exc:  # a bad model must not take the server down
+            log.exception("loading the model failed")
+            self.load_error = str(exc) or exc.__class__.__name__
+            return
+        finally:
+            self._settled.set()
+        self._serve()
+
+    def _serve(self) -> None:
+        """Run the batch: admit queued requests at each step, decode, and finish rows as they end."""
+        from palaver.engine.batching import PrefixCache  # torch-bound, like the loader: imported on this thread
+
+        family = self.model.family
+        prefix_cache = PrefixCache(self.settings.prefix_cache_tokens, self.counts) \
+            if self.settings.prefix_cache_tokens else None
+        batch = family.start_batch(prefix_cache)
+        while True:
+            joining = []
+            for request in self._take(block=not batch.rows, limit=self.settings.max_batch_size - len(batch.rows)):
+                if request is None:
+                    return
+                joining += self._admit(request)
+            if joining:
+                batch = self._join(joining, batch, family, prefix_cache)
+            if batch.rows:
+                self.observer.step(len(batch.rows))
+                try:
+                    batch.step()
+                except Exception:
+                    log.exception("a generation step failed")
+                    for row in batch.rows:
+                        self._fail(row.owner, GenerationFailed("generation failed; the error has been logged"))
+                    batch = family.start_batch(prefix_cache)
+                    continue
+            for row in batch.remove_done():
+                self._complete(row)
+
+    def _take(self, block: bool, limit: int) -> list[GenerationRequest | None]:
+        """Take up to limit queued requests, waiting for one only when the batch is empty."""
+        taken: list[GenerationRequest | None] = []
+        try:
+            if block:
+                taken.append(self._queue.get())
+            while len(taken) < limit and taken[-1:] != [None]:
+                taken.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        return taken
+
+    def _admit(self, request: GenerationRequest) -> list:
+        """Build the request's batch row, or finish the request at once; return the rows that join."""
+        if request.cancelled.is_set() or not request.result.set_running_or_notify_cancel():
+            self.counts["cancelled_before_start"] += 1
+            self._finish(request)
+            return []
+        try:
+            return [self._row(request)]
+        except PalaverError as exc:
+            self._fail(request, exc)
+        except Exception:
+            log.exception("starting a generation failed")
+            self._fail(request, GenerationFailed("generation failed; the error has been logged"))
+        return []
+
+    def _join(self, rows: list, batch, family, prefix_cache):
+        """Prefill rows that arrived together; return the batch to go on with."""
+        try:
+            batch.add_many(rows)
+            return batch
+        except Exception:
+            log.exception("starting a generation failed")
+        # Some rows may have joined before the failure, so the batch can no longer be trusted.
+        entered = any(row in batch.rows or row in batch.finished_early for row in rows)
+        failed = rows + ([row for row in batch.rows if row not in rows] if entered else [])
+        for row in failed:
+            self._fail(row.owner, GenerationFailed("generation failed; the error has been logged"))
+        return family.start_batch(prefix_cache) if entered else batch
+
+    def _build_prompt(self, request: GenerationRequest) -> "Prompt":
+        family = self.model.family
+        preset = request.preset or self.presets.default
+        if request.messages is not None:
+            return family.build_prompt(preset.apply(request.messages), request.params.max_new_tokens)
+        return family.text_prompt(preset.format(request.prompt), request.params.max_new_tokens)
+
+    def _row(self, request: GenerationRequest):
+        family = self.model.family
+        is_chat = request.messages is not None
+        prompt = request.built
+        first_text = []
+
+        def hand_on(text: str) -> None:
+            if not first_text:
+                first_text.append(True)
+                self.observer.first_text(time.monotonic() - request.queued_at)
+            request.deltas.put(text)
+
+        row = family.new_row(prompt, request.params, request.cancelled, hand_on, strip_leading=is_chat)
+        row.owner = request
+        return row
+
+    def _complete(self, row) -> None:
+        if row.error is not None:
+            self._fail(row.owner, GenerationFailed("generation failed; the error has been logged"))
+            return
+        request, reply = row.owner, row.reply()
+        self.counts[reply.finish_reason] += 1
+        self.counts["generated_tokens"] += reply.usage.completion_tokens
+        self.observer.finished(reply)
+        request.result.set_result(reply)
+        self._finish(request)
+
+    def _fail(self, request: GenerationRequest, error: PalaverError) -> None:
+        request.result.set_exception(error)
+        self._finish(request)
+
+    def _finish(self, request: GenerationRequest) -> None:
+        self._release("pending")
+        request.deltas.put(FINISHED)  # the waiter, if any, learns at once

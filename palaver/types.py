@@ -1,0 +1,49 @@
+"""The shared vocabulary of the engine and the web layer: messages, usage, prompts and replies."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Callable
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.total_tokens}
+
+
+@dataclass(frozen=True)
+class PromptInfo:
+    """What a stream reports before its first text: the prompt's size and what was left out."""
+
+    prompt_tokens: int
+    truncated_turns: int
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    usage: Usage
+    truncated_turns: int
+    finish_reason: str  # "stop", "length" or "cancelled"
+
+
+# Whoever serves a request may set this, in the request's thread, to hear of every reply it produces.
+REPLY_LISTENER: ContextVar[Callable[[Reply], None] | None] = ContextVar("reply_listener", default=None)

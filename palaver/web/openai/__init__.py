@@ -1,0 +1,1 @@
+"""The OpenAI-compatible API: its protocol objects and its routes."""
