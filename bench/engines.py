@@ -1,7 +1,7 @@
 """Palaver, llama.cpp's own llama-server and llama-cpp-python's server, side by side on the embedded GGUF.
 
 Usage: make bench-engines                       (all three, 1, 16 and 32 clients, then two CPU hogs at 8 clients)
-       .venv/bin/python bench/engines.py --servers palaver,llama-server --clients 1 --hogs 0
+       .venv/bin/python -m bench.engines --servers palaver,llama-server --clients 1 --hogs 0
 Each server runs alone on the machine in turn, under the same closed-loop load (bench/load.py): every client
 holds a conversation of --turns turns, greedy, --max-tokens tokens a reply. Builds the peers on first use.
 """
@@ -22,10 +22,9 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from load import print_table, run_load  # noqa: E402
-from serve import palaver, seconds_until_ready  # noqa: E402
+from bench.load import print_table, run_load
+from bench.serve import palaver, seconds_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 HOG = "while True: pass"
@@ -126,7 +125,6 @@ def main() -> None:
     parser.add_argument("--hogs", type=int, default=2, help="busy-loop processes for the noisy-neighbour run")
     parser.add_argument("--hog-clients", type=int, default=8, help="clients during the noisy-neighbour run")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     import palaver.engine.loading as loading
 
     gguf = str(loading.embedded_gguf_path())

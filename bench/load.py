@@ -2,7 +2,7 @@
 
 Usage: make bench-load                 (Palaver, started from the Procfile with the embedded model;
                                         set PALAVER_CACHE_DIR to reuse a converted model)
-       .venv/bin/python bench/load.py --url http://127.0.0.1:8080 --pid PID   (any OpenAI-compatible server)
+       .venv/bin/python -m bench.load --url http://127.0.0.1:8080 --pid PID   (any OpenAI-compatible server)
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -20,9 +19,8 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve import palaver, percentile, seconds_until_ready  # noqa: E402
+from bench.serve import palaver, percentile, seconds_until_ready
 
 OPENERS = ["Tell me about the sea.", "What should I cook tonight?", "Give me a tip for learning Python.",
            "Why is the sky blue?", "Describe your favourite book.", "How do bees make honey?"]

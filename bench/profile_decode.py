@@ -1,18 +1,15 @@
 """Profile single-request decoding of the embedded model with the torch profiler; print where time goes.
 
-Usage: .venv/bin/python bench/profile_decode.py
+Usage: .venv/bin/python -m bench.profile_decode
 """
 
-import sys
 import threading
-from pathlib import Path
 
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from commons import Message, Settings  # noqa: E402
-from palaver.engine.loading import load_model  # noqa: E402
+from commons import Message, Settings
+from palaver.engine.loading import load_model
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Measure Palaver served from its Procfile: cold and cached start, reply latency, resident memory.
 
-Usage: make bench   (or: .venv/bin/python bench/serve.py --replies 20 --max-tokens 32 --streams 8)
+Usage: make bench   (or: .venv/bin/python -m bench.serve --replies 20 --max-tokens 32 --streams 8)
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import math
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -20,9 +19,8 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 
-from servers import procfile_server  # noqa: E402
+from tests.servers import procfile_server
 
 PROMPTS = ["Hi there! Who are you?", "Tell me about the sea.", "What should I cook tonight?",
            "Give me a tip for learning Python."]

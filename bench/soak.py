@@ -17,20 +17,17 @@ import os
 import platform
 import random
 import socket
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 from urllib.parse import urlparse
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve import worker_memory_mb  # noqa: E402
-from servers import procfile_server  # noqa: E402
+from bench.serve import worker_memory_mb
+from tests.servers import procfile_server
 
 TOPICS = ["the sea", "bees", "a red bicycle", "Python", "the moon", "bread", "a lost cat", "rain"]
 BAD_BODIES = [

@@ -1,18 +1,16 @@
 """Take the README's screenshot: the embedded model served from the Procfile, in headless Chromium.
 
-Usage: .venv/bin/python docs/screenshot.py
+Usage: .venv/bin/python -m docs.screenshot
 """
 
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 
-from playwright.sync_api import sync_playwright  # noqa: E402
+from playwright.sync_api import sync_playwright
 
-from servers import procfile_server  # noqa: E402
-from test_browser import CHROMIUM, CHROMIUM_ARGS, expect_replies  # noqa: E402
+from tests.servers import procfile_server
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, expect_replies
 
 MESSAGES = ["Hi there! What can you help me with?", "Give me one tip for writing clear emails."]
 

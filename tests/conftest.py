@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import requests
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Nothing in the suite may reach the network; PALAVER_* from the caller's shell must not leak in.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -21,10 +14,10 @@ for name in [n for n in os.environ if n.startswith("PALAVER_")]:
     del os.environ[name]
 
 import tiny_models  # noqa: E402
-from servers import procfile_server  # noqa: E402
 from app import create_app  # noqa: E402
 from commons import Settings  # noqa: E402
-from palaver.engine.engine import Engine  # noqa: E402
+from inference import Engine  # noqa: E402
+from servers import gunicorn_server, start_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -115,41 +108,6 @@ def make_engine(make_settings):
         engine.close()
 
 
-def raising(error: Exception):
-    """Return a stand-in for a model call that fails with error, to force failures."""
-
-    def fail(*args, **kwargs):
-        raise error
-
-    return fail
-
-
-@contextmanager
-def model_held(model):
-    """Hold the model's forward pass until released, to keep the engine busy; yield (busy, release)."""
-    busy, release = threading.Event(), threading.Event()
-    real_forward = model.forward
-
-    def held_forward(*args, **kwargs):
-        busy.set()
-        release.wait(30)
-        return real_forward(*args, **kwargs)
-
-    model.forward = held_forward
-    try:
-        yield busy, release
-    finally:
-        release.set()
-        del model.forward  # back to the class's own forward
-
-
-@contextmanager
-def gunicorn_server(env: dict[str, str], wait_for: str = "/healthz", timeout: float = 60):
-    """Run the Procfile's web command on a free port and yield its base URL."""
-    with procfile_server(env, wait_for, timeout) as running:
-        yield running.url
-
-
 @pytest.fixture(scope="session")
 def server(chat_model, tmp_path_factory):
     """A real gunicorn server on the tiny chat model, started from the Procfile."""
@@ -157,13 +115,6 @@ def server(chat_model, tmp_path_factory):
            "PALAVER_TEMPERATURE": "0", "PALAVER_MAX_NEW_TOKENS": "8", "PALAVER_PRELOAD": "1"}
     with gunicorn_server(env, wait_for="/readyz") as base_url:
         yield base_url
-
-
-def start_server(model: Path | str, cache_dir: Path, **settings: str):
-    """Start a Procfile server on a model with PALAVER_* settings given as keyword arguments."""
-    env = {"PALAVER_MODEL": str(model), "PALAVER_CACHE_DIR": str(cache_dir), "PALAVER_TEMPERATURE": "0",
-           "PALAVER_PRELOAD": "1", **{f"PALAVER_{name.upper()}": value for name, value in settings.items()}}
-    return gunicorn_server(env, wait_for="/readyz", timeout=120)
 
 
 @pytest.fixture(scope="session")
@@ -197,19 +148,3 @@ def embedded_server(embedded_cache):
     """A server on the real embedded model, slow enough to watch streaming and stopping."""
     with start_server("", embedded_cache[0], max_new_tokens="300") as base_url:
         yield base_url
-
-
-def engine_counts(base_url: str) -> dict:
-    """Read the engine's request and token counters from /readyz."""
-    return requests.get(base_url + "/readyz", timeout=10).json()["requests"]
-
-
-def wait_for_cancelled(base_url: str, before: dict, timeout: float = 15) -> dict:
-    """Wait until the engine has finished one more cancelled request; return the new counters."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        counts = engine_counts(base_url)
-        if counts.get("cancelled", 0) > before.get("cancelled", 0):
-            return counts
-        time.sleep(0.05)
-    raise AssertionError(f"no request was cancelled within {timeout}s: {engine_counts(base_url)}")

@@ -74,3 +74,33 @@ def procfile_server(env: dict[str, str], wait_for: str = "/healthz", timeout: fl
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextmanager
+def gunicorn_server(env: dict[str, str], wait_for: str = "/healthz", timeout: float = 60):
+    """Run the Procfile's web command on a free port and yield its base URL."""
+    with procfile_server(env, wait_for, timeout) as running:
+        yield running.url
+
+
+def start_server(model: Path | str, cache_dir: Path, **settings: str):
+    """Start a Procfile server on a model with PALAVER_* settings given as keyword arguments."""
+    env = {"PALAVER_MODEL": str(model), "PALAVER_CACHE_DIR": str(cache_dir), "PALAVER_TEMPERATURE": "0",
+           "PALAVER_PRELOAD": "1", **{f"PALAVER_{name.upper()}": value for name, value in settings.items()}}
+    return gunicorn_server(env, wait_for="/readyz", timeout=120)
+
+
+def engine_counts(base_url: str) -> dict:
+    """Read the engine's request and token counters from /readyz."""
+    return requests.get(base_url + "/readyz", timeout=10).json()["requests"]
+
+
+def wait_for_cancelled(base_url: str, before: dict, timeout: float = 15) -> dict:
+    """Wait until the engine has finished one more cancelled request; return the new counters."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        counts = engine_counts(base_url)
+        if counts.get("cancelled", 0) > before.get("cancelled", 0):
+            return counts
+        time.sleep(0.05)
+    raise AssertionError(f"no request was cancelled within {timeout}s: {engine_counts(base_url)}")

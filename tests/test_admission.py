@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from conftest import model_held
+from helpers import model_held
 
 
 @pytest.fixture

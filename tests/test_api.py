@@ -3,7 +3,7 @@
 import threading
 
 import pytest
-from conftest import raising
+from helpers import raising
 
 
 from palaver.parameters import GENERATION_PARAMETERS

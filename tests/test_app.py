@@ -8,7 +8,7 @@ from servers import ROOT
 
 
 def test_importing_the_app_does_not_import_torch():
-    code = "import sys, app; assert app.app.name == 'app'; assert 'torch' not in sys.modules"
+    code = "import sys, app; assert app.app.name == 'palaver'; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 

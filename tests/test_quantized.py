@@ -107,9 +107,10 @@ def test_quantising_skips_layers_whose_inputs_do_not_split_into_blocks():
 
 
 def test_without_the_kernel_a_gguf_model_is_served_as_float32_and_the_log_says_so(gguf_chat_model, tmp_path):
-    code = ("import logging, quantized, pathlib; logging.basicConfig(level=logging.INFO); "
+    code = ("import logging, pathlib; import palaver.engine.quantized as quantized; "
+            "logging.basicConfig(level=logging.INFO); "
             "quantized.KERNEL_LIBRARY = pathlib.Path('/nowhere/palaver_kernels.so'); "
-            "from commons import Settings; from loading import load_model; "
+            "from commons import Settings; from palaver.engine.loading import load_model; "
             f"m = load_model(Settings(model={str(gguf_chat_model)!r}, cache_dir={str(tmp_path)!r})).family.model; "
             "import torch; assert type(m.lm_head) is torch.nn.Linear; quantized.kernel_available()")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import requests
 
-from conftest import engine_counts, gunicorn_server, wait_for_cancelled
+from servers import engine_counts, gunicorn_server, wait_for_cancelled
 
 STORY = "Write a very long story about a dragon who learns to bake bread."
 

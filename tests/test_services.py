@@ -1,6 +1,5 @@
 """Web plumbing shared by every surface: SSE framing and the boundary's error translation."""
 
-import pytest
 from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
 from palaver.errors import InvalidRequest, PayloadTooLarge

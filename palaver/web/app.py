@@ -23,7 +23,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Create the app; test_config may carry a SETTINGS object and Flask config overrides."""
     config = dict(test_config or {})
     settings: Settings = config.pop("SETTINGS", None) or Settings.from_env()
-    app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app = Flask("palaver", template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.config.from_mapping(
         SECRET_KEY=services.secret_key(settings),
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
