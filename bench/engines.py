@@ -22,7 +22,6 @@ from pathlib import Path
 
 import requests
 
-
 from bench.load import print_table, run_load
 from bench.serve import palaver, seconds_until_ready
 
@@ -42,8 +41,9 @@ def cpu_summary() -> str:
     model = re.search(r"model name\s*:\s*(.*)", text)
     flags = set(re.search(r"flags\s*:\s*(.*)", text).group(1).split())
     wanted = ["avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni"]
-    return f"{model.group(1) if model else platform.processor()}, {os.cpu_count()} CPUs, " + \
-        " ".join(flag for flag in wanted if flag in flags)
+    return f"{model.group(1) if model else platform.processor()}, {os.cpu_count()} CPUs, " + " ".join(
+        flag for flag in wanted if flag in flags
+    )
 
 
 @contextmanager
@@ -79,26 +79,64 @@ def start(name: str, gguf: str, cache_dir: str):
             seconds_until_ready(url, time.perf_counter(), timeout=600)
             yield url, pid
     elif name == "llama-server":
-        binary = subprocess.run([str(ROOT / "bench/llama_server.sh")], check=True, capture_output=True,
-                                text=True).stdout.strip()
+        binary = subprocess.run(
+            [str(ROOT / "bench/llama_server.sh")], check=True, capture_output=True, text=True
+        ).stdout.strip()
         port = free_port()
-        with process_server([binary, "-m", gguf, "--host", "127.0.0.1", "--port", str(port), "-c", "32768",
-                             "-np", "32", "-cb", "-t", threads], port, "llama-server.log") as server:
+        with process_server(
+            [
+                binary,
+                "-m",
+                gguf,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "-c",
+                "32768",
+                "-np",
+                "32",
+                "-cb",
+                "-t",
+                threads,
+            ],
+            port,
+            "llama-server.log",
+        ) as server:
             yield server
     elif name == "llama-cpp-python":
         venv = ROOT / os.environ.get("LLAMACPP_VENV", ".bench-llamacpp-venv")
-        if subprocess.run([str(venv / "bin/python"), "-c", "import llama_cpp.server"],
-                          capture_output=True).returncode:
+        if subprocess.run([str(venv / "bin/python"), "-c", "import llama_cpp.server"], capture_output=True).returncode:
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-            subprocess.run([str(venv / "bin/pip"), "install", "--quiet", "llama-cpp-python[server]==0.3.36"],
-                           check=True)
+            subprocess.run(
+                [str(venv / "bin/pip"), "install", "--quiet", "llama-cpp-python[server]==0.3.36"], check=True
+            )
         port = free_port()
         # It reads PORT and HOST from the environment over its flags; --interrupt_requests False queues requests
         # instead of letting each new one cut off the one streaming.
         env = {k: v for k, v in os.environ.items() if k not in ("PORT", "HOST")}
-        with process_server([str(venv / "bin/python"), "-m", "llama_cpp.server", "--model", gguf, "--host",
-                             "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", threads,
-                             "--interrupt_requests", "False"], port, "llama-cpp-python.log", env) as server:
+        with process_server(
+            [
+                str(venv / "bin/python"),
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                gguf,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--n_ctx",
+                "4096",
+                "--n_threads",
+                threads,
+                "--interrupt_requests",
+                "False",
+            ],
+            port,
+            "llama-cpp-python.log",
+            env,
+        ) as server:
             yield server
     else:
         raise SystemExit(f"unknown server {name!r}")

@@ -19,11 +19,16 @@ from pathlib import Path
 
 import requests
 
-
 from bench.serve import palaver, percentile, seconds_until_ready
 
-OPENERS = ["Tell me about the sea.", "What should I cook tonight?", "Give me a tip for learning Python.",
-           "Why is the sky blue?", "Describe your favourite book.", "How do bees make honey?"]
+OPENERS = [
+    "Tell me about the sea.",
+    "What should I cook tonight?",
+    "Give me a tip for learning Python.",
+    "Why is the sky blue?",
+    "Describe your favourite book.",
+    "How do bees make honey?",
+]
 FOLLOW_UP = "Tell me more."
 
 
@@ -43,8 +48,14 @@ def converse(url: str, model: str, client: int, turns: int, max_tokens: int, res
     messages = []
     for turn in range(turns):
         messages.append({"role": "user", "content": OPENERS[client % len(OPENERS)] if turn == 0 else FOLLOW_UP})
-        body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-                "stream_options": {"include_usage": True}}
+        body = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         started, first, text, tokens, chunks = time.perf_counter(), None, "", 0, 0
         try:
             with requests.post(url + "/v1/chat/completions", json=body, stream=True, timeout=300) as response:
@@ -54,7 +65,7 @@ def converse(url: str, model: str, client: int, turns: int, max_tokens: int, res
                 for line in response.iter_lines():
                     if not line.startswith(b"data: {"):
                         continue
-                    chunk = json.loads(line[len(b"data: "):])
+                    chunk = json.loads(line[len(b"data: ") :])
                     if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
                         first = first or time.perf_counter() - started
                         text += chunk["choices"][0]["delta"]["content"]
@@ -73,8 +84,10 @@ def run_load(url: str, clients: int, turns: int, max_tokens: int, pid: int | Non
     """Run one load level and summarise it."""
     model = requests.get(url + "/v1/models", timeout=30).json()["data"][0]["id"]
     results, errors = [], []
-    threads = [threading.Thread(target=converse, args=(url, model, n, turns, max_tokens, results, errors))
-               for n in range(clients)]
+    threads = [
+        threading.Thread(target=converse, args=(url, model, n, turns, max_tokens, results, errors))
+        for n in range(clients)
+    ]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -82,21 +95,32 @@ def run_load(url: str, clients: int, turns: int, max_tokens: int, pid: int | Non
         thread.join()
     wall = time.perf_counter() - started
     latencies = [r[0] for r in results] or [0.0]
-    return {"clients": clients, "tokens_per_s": sum(r[2] for r in results) / wall, "replies_per_s": len(results) / wall,
-            "p50": statistics.median(latencies), "p95": percentile(latencies, 0.95),
-            "ttft_p50": statistics.median(r[1] for r in results) if results else 0.0, "errors": len(errors),
-            "peak_rss_mb": peak_rss_mb(pid) if pid else float("nan"), "error_samples": errors[:3]}
+    return {
+        "clients": clients,
+        "tokens_per_s": sum(r[2] for r in results) / wall,
+        "replies_per_s": len(results) / wall,
+        "p50": statistics.median(latencies),
+        "p95": percentile(latencies, 0.95),
+        "ttft_p50": statistics.median(r[1] for r in results) if results else 0.0,
+        "errors": len(errors),
+        "peak_rss_mb": peak_rss_mb(pid) if pid else float("nan"),
+        "error_samples": errors[:3],
+    }
 
 
 def print_table(rows: list[tuple[str, dict]], first_column: str) -> None:
     """Print load results as a Markdown table, one row per (label, result)."""
-    header = (f"| {first_column} | completion tokens/s | replies/s | p50 latency s | p95 latency s | p50 TTFT s "
-              "| errors | peak server RSS MB |")
+    header = (
+        f"| {first_column} | completion tokens/s | replies/s | p50 latency s | p95 latency s | p50 TTFT s "
+        "| errors | peak server RSS MB |"
+    )
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for label, row in rows:
-        print(f"| {label} | {row['tokens_per_s']:.1f} | {row['replies_per_s']:.2f} | {row['p50']:.2f} "
-              f"| {row['p95']:.2f} | {row['ttft_p50']:.2f} | {row['errors']} | {row['peak_rss_mb']:.0f} |")
+        print(
+            f"| {label} | {row['tokens_per_s']:.1f} | {row['replies_per_s']:.2f} | {row['p50']:.2f} "
+            f"| {row['p95']:.2f} | {row['ttft_p50']:.2f} | {row['errors']} | {row['peak_rss_mb']:.0f} |"
+        )
         for sample in row["error_samples"]:
             print(f"  error: {sample}")
 
@@ -122,8 +146,10 @@ def main() -> None:
             run_load(url, 2, 1, 8, None)  # warm up: first calls pay one-off kernel set-up
             rows = [run_load(url, c, args.turns, args.max_tokens, pid) for c in levels]
         label = args.label or "Palaver"
-    print(f"{label} · {args.turns} turns × {args.max_tokens} tokens, greedy · "
-          f"{os.cpu_count()} CPUs, {platform.machine()}\n")
+    print(
+        f"{label} · {args.turns} turns × {args.max_tokens} tokens, greedy · "
+        f"{os.cpu_count()} CPUs, {platform.machine()}\n"
+    )
     print_table([(str(row["clients"]), row) for row in rows], "clients")
 
 

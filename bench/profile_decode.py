@@ -7,7 +7,6 @@ import threading
 
 from torch.profiler import ProfilerActivity, profile
 
-
 from commons import Message, Settings
 from palaver.engine.loading import load_model
 

@@ -18,12 +18,16 @@ from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-
 from tests.servers import procfile_server
 
-PROMPTS = ["Hi there! Who are you?", "Tell me about the sea.", "What should I cook tonight?",
-           "Give me a tip for learning Python."]
+ROOT = Path(__file__).resolve().parent.parent
+
+PROMPTS = [
+    "Hi there! Who are you?",
+    "Tell me about the sea.",
+    "What should I cook tonight?",
+    "Give me a tip for learning Python.",
+]
 
 
 @contextmanager
@@ -67,8 +71,12 @@ def reply_latencies(base_url: str, replies: int, max_tokens: int) -> list[tuple[
     for n in range(replies):
         if n % len(PROMPTS) == 0:
             conversation_id = None
-        body = {"message": PROMPTS[n % len(PROMPTS)], "conversation_id": conversation_id,
-                "max_new_tokens": max_tokens, "temperature": 0}
+        body = {
+            "message": PROMPTS[n % len(PROMPTS)],
+            "conversation_id": conversation_id,
+            "max_new_tokens": max_tokens,
+            "temperature": 0,
+        }
         started = time.perf_counter()
         response = requests.post(base_url + "/api/chat", json=body, timeout=120)
         elapsed = time.perf_counter() - started
@@ -84,9 +92,14 @@ def streamed_replies(base_url: str, count: int, max_tokens: int) -> list[tuple[f
     results = []
     model = requests.get(base_url + "/v1/models", timeout=30).json()["data"][0]["id"]
     for n in range(count):
-        body = {"model": model, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-                "stream_options": {"include_usage": True},
-                "messages": [{"role": "user", "content": PROMPTS[n % len(PROMPTS)]}]}
+        body = {
+            "model": model,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": PROMPTS[n % len(PROMPTS)]}],
+        }
         started = time.perf_counter()
         first, tokens = None, 0
         with requests.post(base_url + "/v1/chat/completions", json=body, stream=True, timeout=120) as response:
@@ -94,7 +107,7 @@ def streamed_replies(base_url: str, count: int, max_tokens: int) -> list[tuple[f
             for line in response.iter_lines():
                 if not line.startswith(b"data: {"):
                     continue
-                chunk = json.loads(line[len(b"data: "):])
+                chunk = json.loads(line[len(b"data: ") :])
                 if chunk["choices"] and chunk["choices"][0]["delta"].get("content") and first is None:
                     first = time.perf_counter() - started
                 if chunk.get("usage"):
@@ -133,8 +146,10 @@ def main() -> None:
         ("mean completion tokens per reply", f"{statistics.mean(tokens):.1f}"),
         ("latency p50, s", f"{statistics.median(latencies):.2f}"),
         ("latency p95, s", f"{percentile(latencies, 0.95):.2f}"),
-        (f"latency of full {args.max_tokens}-token replies, median s ({len(full)} replies)",
-         f"{statistics.median(full):.2f}" if full else "n/a"),
+        (
+            f"latency of full {args.max_tokens}-token replies, median s ({len(full)} replies)",
+            f"{statistics.median(full):.2f}" if full else "n/a",
+        ),
         ("single-client tokens/s", f"{sum(tokens) / sum(latencies):.1f}"),
         ("worker RSS after load, MB", f"{rss_loaded:.0f}"),
         (f"worker RSS after {len(measured)} replies, MB", f"{rss:.0f}"),

@@ -25,7 +25,6 @@ from urllib.parse import urlparse
 
 import requests
 
-
 from bench.serve import worker_memory_mb
 from tests.servers import procfile_server
 
@@ -38,8 +37,11 @@ BAD_BODIES = [
     ("/api/chat", "application/json", json.dumps({"message": "x" * 100000}).encode()),
     ("/v1/chat/completions", "application/json", json.dumps({"model": "nope", "messages": []}).encode()),
     ("/v1/chat/completions", "text/plain", b'{"model": "x", "messages": [{"role": "user", "content": "hi"}]}'),
-    ("/v1/chat/completions", "application/json", json.dumps(
-        {"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": "w"}] * 1400}).encode()),
+    (
+        "/v1/chat/completions",
+        "application/json",
+        json.dumps({"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": "w"}] * 1400}).encode(),
+    ),
     ("/invocations", "application/json", b'{"inputs": ["x"], "params": {"top_p": Infinity}}'),
     ("/", "application/x-www-form-urlencoded", b"textbox=hi&temperature=nan"),
 ]
@@ -62,8 +64,9 @@ def page_visitor(url: str, stop: threading.Event, tally: Tally) -> None:
     session = requests.Session()
     while not stop.is_set():
         tally.add("page GET", session.get(url + "/", timeout=120).status_code)
-        response = session.post(url + "/", data={"textbox": f"Tell me about {random.choice(TOPICS)}",
-                                                 "max_new_tokens": "16"}, timeout=120)
+        response = session.post(
+            url + "/", data={"textbox": f"Tell me about {random.choice(TOPICS)}", "max_new_tokens": "16"}, timeout=120
+        )
         tally.add("page POST", response.status_code)
         if random.random() < 0.2:
             tally.add("page new", session.post(url + "/new", timeout=30, allow_redirects=False).status_code)
@@ -73,8 +76,13 @@ def page_streamer(url: str, stop: threading.Event, tally: Tally) -> None:
     """Stream a reply into the page and press Stop after a few deltas."""
     session = requests.Session()
     while not stop.is_set():
-        with session.post(url + "/", data={"textbox": "Tell me a long story", "max_new_tokens": "200"},
-                          headers={"Accept": "text/event-stream"}, stream=True, timeout=120) as response:
+        with session.post(
+            url + "/",
+            data={"textbox": "Tell me a long story", "max_new_tokens": "200"},
+            headers={"Accept": "text/event-stream"},
+            stream=True,
+            timeout=120,
+        ) as response:
             deltas, done = 0, False
             for line in response.iter_lines(delimiter=b"\n"):  # SSE lines end at LF; text may hold U+2028
                 if line.startswith(b"data: "):
@@ -92,8 +100,11 @@ def api_user(url: str, stop: threading.Event, tally: Tally) -> None:
     while not stop.is_set():
         conversation_id = None
         for turn in range(3):
-            body = {"message": f"Tell me about {random.choice(TOPICS)}" if turn == 0 else "And then?",
-                    "max_new_tokens": 24, **({"conversation_id": conversation_id} if conversation_id else {})}
+            body = {
+                "message": f"Tell me about {random.choice(TOPICS)}" if turn == 0 else "And then?",
+                "max_new_tokens": 24,
+                **({"conversation_id": conversation_id} if conversation_id else {}),
+            }
             if conversation_id and random.random() < 0.2:
                 cancel_soon(url, conversation_id, tally)
             response = requests.post(url + "/api/chat", json=body, timeout=120)
@@ -106,8 +117,9 @@ def api_user(url: str, stop: threading.Event, tally: Tally) -> None:
 def cancel_soon(url: str, conversation_id: str, tally: Tally) -> None:
     def cancel():
         time.sleep(0.2)
-        tally.add("api cancel", requests.post(f"{url}/api/conversations/{conversation_id}/cancel",
-                                              timeout=30).status_code)
+        tally.add(
+            "api cancel", requests.post(f"{url}/api/conversations/{conversation_id}/cancel", timeout=30).status_code
+        )
 
     threading.Thread(target=cancel, daemon=True).start()
 
@@ -116,8 +128,12 @@ def openai_streamer(url: str, stop: threading.Event, tally: Tally) -> None:
     """Stream /v1 chat completions; hang up on one in three after two chunks."""
     while not stop.is_set():
         hang_up = random.random() < 0.33
-        body = {"model": "SmolLM2-135M-Instruct", "stream": True, "max_tokens": 32,
-                "messages": [{"role": "user", "content": f"Describe {random.choice(TOPICS)}"}]}
+        body = {
+            "model": "SmolLM2-135M-Instruct",
+            "stream": True,
+            "max_tokens": 32,
+            "messages": [{"role": "user", "content": f"Describe {random.choice(TOPICS)}"}],
+        }
         with requests.post(url + "/v1/chat/completions", json=body, stream=True, timeout=120) as response:
             chunks, finished = 0, False
             for line in response.iter_lines(delimiter=b"\n"):
@@ -125,8 +141,10 @@ def openai_streamer(url: str, stop: threading.Event, tally: Tally) -> None:
                 finished = finished or line == b"data: [DONE]"
                 if hang_up and chunks == 2:
                     break
-        tally.add("v1 stream dropped" if hang_up else "v1 stream",
-                  response.status_code if hang_up or finished else "no [DONE]")
+        tally.add(
+            "v1 stream dropped" if hang_up else "v1 stream",
+            response.status_code if hang_up or finished else "no [DONE]",
+        )
 
 
 def bad_inputs(url: str, stop: threading.Event, tally: Tally) -> None:
@@ -137,8 +155,10 @@ def bad_inputs(url: str, stop: threading.Event, tally: Tally) -> None:
         response = requests.post(url + path, data=body, headers={"Content-Type": content_type}, timeout=60)
         tally.add("bad input", response.status_code)
         with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
-            sock.sendall(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
-                         b"\r\nzz\r\n{}\r\n0\r\n\r\n")
+            sock.sendall(
+                b"POST /api/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
+                b"\r\nzz\r\n{}\r\n0\r\n\r\n"
+            )
             answer = sock.recv(64)
             tally.add("bad chunking", int(answer.split(b" ")[1]) if answer else "closed")
         time.sleep(0.2)
@@ -155,7 +175,7 @@ def slow_sockets(url: str, stop: threading.Event, tally: Tally, count: int) -> N
         kept = []
         for sock, sent in sockets:
             try:
-                sock.send(head[sent:sent + 1])
+                sock.send(head[sent : sent + 1])
                 kept.append((sock, sent + 1))
             except OSError:
                 tally.add("slow socket", "closed by server")
@@ -180,8 +200,11 @@ def main() -> None:
         requests.post(url + "/api/chat", json={"message": "warm up"}, timeout=300)
         tally, stop = Tally(), threading.Event()
         clients = [(page_visitor, 2), (page_streamer, 1), (api_user, 2), (openai_streamer, 2), (bad_inputs, 1)]
-        threads = [threading.Thread(target=guard, args=(kind, url, stop, tally), daemon=True)
-                   for kind, n in clients for _ in range(n)]
+        threads = [
+            threading.Thread(target=guard, args=(kind, url, stop, tally), daemon=True)
+            for kind, n in clients
+            for _ in range(n)
+        ]
         threads.append(threading.Thread(target=slow_sockets, args=(url, stop, tally, args.slow_sockets), daemon=True))
         started = time.monotonic()
         for thread in threads:
@@ -234,8 +257,10 @@ def report(tally: Tally, memory: dict[str, float], pending: int, minutes: float)
         print(f"| {kind} | {status} | {count} |")
     errors = sum(count for (_, status), count in tally.counts.items() if isinstance(status, int) and status >= 500)
     growth = (memory["end"] - memory["after warm-up"]) / memory["after warm-up"]
-    print(f"\n| measure | value |\n|---|---|\n| requests | {sum(tally.counts.values())} |\n| 5xx | {errors} |\n"
-          f"| engine pending at the end | {pending} |")
+    print(
+        f"\n| measure | value |\n|---|---|\n| requests | {sum(tally.counts.values())} |\n| 5xx | {errors} |\n"
+        f"| engine pending at the end | {pending} |"
+    )
     for name, value in memory.items():
         print(f"| worker RSS {name} | {value:.0f} MB |")
     print(f"| RSS growth after warm-up | {growth:+.1%} |")

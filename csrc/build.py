@@ -38,10 +38,25 @@ def compile_command(source: Path, target: Path) -> list[str]:
     includes += [f"-I{sysconfig.get_paths()['include']}", f"-I{HERE}"]
     libraries = [f"-L{path}" for path in cpp_extension.library_paths()]
     rpaths = [f"-Wl,-rpath,{path}" for path in cpp_extension.library_paths()]
-    return [os.environ.get("CXX", "c++"), "-O3", "-std=c++20", "-shared", "-fPIC",
-            "-mavx2", "-mfma", "-mf16c",
-            f"-D_GLIBCXX_USE_CXX11_ABI={abi}", *includes, str(source), "-o", str(target), *libraries, *rpaths,
-            "-lc10", "-ltorch_cpu"]
+    return [
+        os.environ.get("CXX", "c++"),
+        "-O3",
+        "-std=c++20",
+        "-shared",
+        "-fPIC",
+        "-mavx2",
+        "-mfma",
+        "-mf16c",
+        f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+        *includes,
+        str(source),
+        "-o",
+        str(target),
+        *libraries,
+        *rpaths,
+        "-lc10",
+        "-ltorch_cpu",
+    ]
 
 
 def build() -> Path:

@@ -6,16 +6,16 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from palaver.config import Settings
-
-from palaver.types import Message, PromptInfo, Reply
-from palaver.parameters import GenerationParams
-from palaver.errors import ClientDisconnected, ConversationBusy, InvalidRequest, NotFound
 from palaver.engine.engine import BUSY_RETRY_AFTER_SECONDS, POLL_SECONDS, GenerationRequest
+from palaver.errors import ClientDisconnected, ConversationBusy, InvalidRequest, NotFound
+from palaver.parameters import GenerationParams
+from palaver.types import Message, PromptInfo, Reply
 
 if TYPE_CHECKING:
     from palaver.engine.engine import Engine
@@ -36,8 +36,9 @@ class Conversation:
 class ConversationStore:
     """Keep conversations in memory, bounded in count (LRU), idle time (TTL) and turns."""
 
-    def __init__(self, max_conversations: int, max_turns: int, ttl_seconds: float,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, max_conversations: int, max_turns: int, ttl_seconds: float, clock: Callable[[], float] = time.monotonic
+    ):
         self.max_conversations = max_conversations
         self.max_turns = max_turns
         self.ttl_seconds = ttl_seconds
@@ -94,8 +95,9 @@ class ChatInput:
     preset: str | None = None
 
     @classmethod
-    def parse(cls, data: Any, settings: Settings, *, message_field: str = "message",
-              from_text: bool = False) -> "ChatInput":
+    def parse(
+        cls, data: Any, settings: Settings, *, message_field: str = "message", from_text: bool = False
+    ) -> ChatInput:
         """Validate a request body; every surface goes through here."""
         if not isinstance(data, Mapping):
             raise InvalidRequest("the request body must be a JSON object")
@@ -103,8 +105,7 @@ class ChatInput:
         text = check_message(fields.pop(message_field, None), settings.max_message_chars, message_field)
         conversation_id = fields.pop("conversation_id", None)
         if conversation_id is not None and (not isinstance(conversation_id, str) or not 0 < len(conversation_id) <= 64):
-            raise InvalidRequest("'conversation_id' must be a string of 1 to 64 characters",
-                                 param="conversation_id")
+            raise InvalidRequest("'conversation_id' must be a string of 1 to 64 characters", param="conversation_id")
         preset = fields.pop("preset", None) or None
         if preset is not None and not isinstance(preset, str):
             raise InvalidRequest("'preset' must be a preset's name", param="preset")
@@ -122,8 +123,9 @@ def check_message(value: Any, max_chars: int, field_name: str) -> str:
     if not text:
         raise InvalidRequest(f"'{field_name}' must not be empty", param=field_name)
     if len(text) > max_chars:
-        raise InvalidRequest(f"'{field_name}' must be at most {max_chars} characters (got {len(text)})",
-                             param=field_name)
+        raise InvalidRequest(
+            f"'{field_name}' must be at most {max_chars} characters (got {len(text)})", param=field_name
+        )
     return text
 
 
@@ -133,16 +135,19 @@ class ChatTurn:
     reply: Reply
 
     def as_dict(self) -> dict[str, Any]:
-        return {"reply": self.reply.text, "conversation_id": self.conversation_id,
-                "usage": self.reply.usage.as_dict(), "truncated_turns": self.reply.truncated_turns,
-                "finish_reason": self.reply.finish_reason}
+        return {
+            "reply": self.reply.text,
+            "conversation_id": self.conversation_id,
+            "usage": self.reply.usage.as_dict(),
+            "truncated_turns": self.reply.truncated_turns,
+            "finish_reason": self.reply.finish_reason,
+        }
 
 
 class Chat:
     """Answer a message within its conversation and remember both turns."""
 
-    def __init__(self, store: ConversationStore, engine: "Engine", max_waiting: int = 4,
-                 wait_seconds: float = 120):
+    def __init__(self, store: ConversationStore, engine: Engine, max_waiting: int = 4, wait_seconds: float = 120):
         self.store = store
         self.engine = engine
         self.max_waiting = max_waiting
@@ -151,21 +156,24 @@ class Chat:
         self._running: dict[str, Conversation] = {}
         self._lock = threading.Lock()
 
-    def send(self, chat_input: ChatInput, *, restart_unknown: bool = False,
-             client_gone: Callable[[], bool] | None = None) -> ChatTurn:
+    def send(
+        self, chat_input: ChatInput, *, restart_unknown: bool = False, client_gone: Callable[[], bool] | None = None
+    ) -> ChatTurn:
         """Reply to chat_input; an unknown conversation is an error unless restart_unknown."""
         conversation = self.open(chat_input.conversation_id, restart_unknown)
         with closing(self.stream(conversation, chat_input, client_gone)) as items:
             return next(item for item in items if isinstance(item, ChatTurn))
 
-    def stream(self, conversation: Conversation, chat_input: ChatInput,
-               client_gone: Callable[[], bool] | None = None) -> Iterator[PromptInfo | str | ChatTurn]:
+    def stream(
+        self, conversation: Conversation, chat_input: ChatInput, client_gone: Callable[[], bool] | None = None
+    ) -> Iterator[PromptInfo | str | ChatTurn]:
         """Yield the PromptInfo, the reply's text as it comes, then the ChatTurn; remember the turn."""
         preset = self.engine.presets.get(chat_input.preset or conversation.preset)
         with self._turn(conversation, client_gone):
             user_turn = Message("user", chat_input.text)
-            request = GenerationRequest(chat_input.params, messages=[*conversation.messages, user_turn],
-                                        preset=preset, client_gone=client_gone)
+            request = GenerationRequest(
+                chat_input.params, messages=[*conversation.messages, user_turn], preset=preset, client_gone=client_gone
+            )
             shown, finished = "", False
             conversation.active = request
             try:
@@ -205,9 +213,13 @@ class Chat:
     def _wait_for_turn(self, conversation: Conversation, client_gone: Callable[[], bool] | None) -> None:
         with self._lock:
             if conversation.waiting >= self.max_waiting:
-                raise ConversationBusy(f"this conversation already has {conversation.waiting} messages waiting for "
-                                       "a reply; wait for them to finish", retry_after=BUSY_RETRY_AFTER_SECONDS,
-                                       code="conversation_busy", param="conversation_id")
+                raise ConversationBusy(
+                    f"this conversation already has {conversation.waiting} messages waiting for "
+                    "a reply; wait for them to finish",
+                    retry_after=BUSY_RETRY_AFTER_SECONDS,
+                    code="conversation_busy",
+                    param="conversation_id",
+                )
             conversation.waiting += 1
         try:
             with self.engine.waiting():  # a wait counts toward PALAVER_MAX_PENDING like a queued request
@@ -218,8 +230,11 @@ class Chat:
                     if time.monotonic() > deadline:
                         raise ConversationBusy(
                             f"this conversation was busy with an earlier message for {self.wait_seconds:g} seconds; "
-                            "try again when it has finished", retry_after=BUSY_RETRY_AFTER_SECONDS,
-                            code="conversation_busy", param="conversation_id")
+                            "try again when it has finished",
+                            retry_after=BUSY_RETRY_AFTER_SECONDS,
+                            code="conversation_busy",
+                            param="conversation_id",
+                        )
         finally:
             with self._lock:
                 conversation.waiting -= 1
@@ -256,8 +271,7 @@ class Chat:
         """Return a live conversation, or raise NotFound."""
         conversation = self.store.get(conversation_id)
         if conversation is None:
-            raise NotFound(f"conversation '{conversation_id}' does not exist or has expired",
-                           param="conversation_id")
+            raise NotFound(f"conversation '{conversation_id}' does not exist or has expired", param="conversation_id")
         return conversation
 
     def history(self, conversation_id: str | None) -> list[Message]:

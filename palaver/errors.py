@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 class ConfigurationError(Exception):
     """A setting has a value the server cannot start with."""
 
@@ -12,8 +13,9 @@ class PalaverError(Exception):
     status = 500
     type = "server_error"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 retry_after: int | None = None):
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str | None = None, retry_after: int | None = None
+    ):
         super().__init__(message)
         self.message = message
         self.param = param

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from palaver.errors import InvalidRequest
 
@@ -17,8 +18,6 @@ def parse_bool(value: str) -> bool:
     if lowered in ("0", "false", "no", "off", ""):
         return False
     raise ValueError(f"expected true or false, got {value!r}")
-
-
 
 
 @dataclass(frozen=True)
@@ -93,28 +92,40 @@ class Parameter:
         except ValueError:
             raise self._invalid() from None
 
-    def _invalid(self) -> "InvalidRequest":
+    def _invalid(self) -> InvalidRequest:
         return InvalidRequest(f"'{self.name}' must be {self.range_text()}", param=self.name)
 
     def describe(self, default: Any) -> dict[str, Any]:
         """Describe this parameter for the published schema."""
         kind = {bool: "boolean", int: "integer", float: "number", tuple: "string or array of strings"}[self.kind]
-        return {"name": self.name, "type": kind, "default": default, "minimum": self.minimum,
-                "maximum": self.maximum, "exclusive_minimum": self.exclusive_minimum,
-                "nullable": self.nullable, "description": self.help}
+        return {
+            "name": self.name,
+            "type": kind,
+            "default": default,
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "exclusive_minimum": self.exclusive_minimum,
+            "nullable": self.nullable,
+            "description": self.help,
+        }
 
 
 GENERATION_PARAMETERS: tuple[Parameter, ...] = (
     Parameter("max_new_tokens", int, 1, 1024, "Longest reply, in tokens."),
     Parameter("temperature", float, 0.0, 2.0, "Sampling temperature; 0 means greedy decoding."),
-    Parameter("top_p", float, 0.0, 1.0, "Sample from the smallest set of tokens whose probability reaches top_p.",
-              exclusive_minimum=True),
+    Parameter(
+        "top_p",
+        float,
+        0.0,
+        1.0,
+        "Sample from the smallest set of tokens whose probability reaches top_p.",
+        exclusive_minimum=True,
+    ),
     Parameter("top_k", int, 0, 1000, "Sample from the k most likely tokens; 0 disables the cut-off."),
     Parameter("repetition_penalty", float, 1.0, 2.0, "Penalty for repeating tokens; 1 disables it."),
     Parameter("do_sample", bool, None, None, "Sample; false means greedy decoding."),
     Parameter("seed", int, 0, 2**32 - 1, "Random seed for reproducible sampling.", nullable=True),
-    Parameter("stop", tuple, 0, 4, "Text that ends the reply when generated; it is left out of the reply.",
-              default=()),
+    Parameter("stop", tuple, 0, 4, "Text that ends the reply when generated; it is left out of the reply.", default=()),
 )
 PARAMETERS_BY_NAME = {param.name: param for param in GENERATION_PARAMETERS}
 
@@ -134,8 +145,9 @@ class GenerationParams:
     def greedy(self) -> bool:
         return not self.do_sample or self.temperature == 0
 
-    def overridden(self, values: Mapping[str, Any], *, from_text: bool = False,
-                   aliases: Mapping[str, str] | None = None) -> "GenerationParams":
+    def overridden(
+        self, values: Mapping[str, Any], *, from_text: bool = False, aliases: Mapping[str, str] | None = None
+    ) -> GenerationParams:
         """Return a copy with values validated and applied; aliases map client field names to ours."""
         aliases = aliases or {}
         changes = {}
@@ -143,7 +155,8 @@ class GenerationParams:
             param = PARAMETERS_BY_NAME.get(aliases.get(field_name, field_name))
             if param is None:
                 allowed = ", ".join(aliases or PARAMETERS_BY_NAME)
-                raise InvalidRequest(f"unknown field '{field_name}'; accepted parameters are {allowed}",
-                                     param=field_name)
+                raise InvalidRequest(
+                    f"unknown field '{field_name}'; accepted parameters are {allowed}", param=field_name
+                )
             changes[param.name] = param.check(value, from_text=from_text, field_name=field_name)
         return GenerationParams(**{**self.__dict__, **changes})

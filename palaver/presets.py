@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from palaver.config import Settings
-
-from palaver.types import Message
 from palaver.errors import ConfigurationError, InvalidRequest
+from palaver.types import Message
 
 log = logging.getLogger("palaver.presets")
 
@@ -49,23 +48,34 @@ class Preset:
         return self.user_template.replace(PLACEHOLDER, text)
 
     def describe(self) -> dict:
-        return {"name": self.name, "title": self.title, "description": self.description,
-                "system_prompt": self.system_prompt, "user_template": self.user_template}
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "system_prompt": self.system_prompt,
+            "user_template": self.user_template,
+        }
 
 
 class Presets:
     """The presets a server offers: the settings' own, the built-in ones and a directory of files."""
 
     def __init__(self, settings: Settings):
-        configured = Preset(DEFAULT, "Default", "The server's own system prompt and template.",
-                            settings.system_prompt, settings.user_template or PLACEHOLDER)
+        configured = Preset(
+            DEFAULT,
+            "Default",
+            "The server's own system prompt and template.",
+            settings.system_prompt,
+            settings.user_template or PLACEHOLDER,
+        )
         self.by_name: dict[str, Preset] = {DEFAULT: configured}
         for directory in filter(None, [BUILT_IN_DIR, settings.presets_dir]):
             for path in sorted(Path(directory).glob("*.json")):
                 self.by_name[path.stem] = load_preset(path)
         if settings.preset not in self.by_name:
-            raise ConfigurationError(f"PALAVER_PRESET: no preset named '{settings.preset}'; "
-                                     f"available: {', '.join(self.by_name)}")
+            raise ConfigurationError(
+                f"PALAVER_PRESET: no preset named '{settings.preset}'; available: {', '.join(self.by_name)}"
+            )
         self.default = self.by_name[settings.preset]
 
     def get(self, name: str | None, param: str = "preset") -> Preset:
@@ -84,7 +94,12 @@ def load_preset(path: Path) -> Preset:
     """Read a preset file: JSON with title, description, system_prompt and user_template."""
     try:
         data = json.loads(path.read_text())
-        return Preset(path.stem, data.get("title", path.stem), data.get("description", ""),
-                      data.get("system_prompt", ""), data.get("user_template", PLACEHOLDER))
+        return Preset(
+            path.stem,
+            data.get("title", path.stem),
+            data.get("description", ""),
+            data.get("system_prompt", ""),
+            data.get("user_template", PLACEHOLDER),
+        )
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise ConfigurationError(f"preset file {path}: {exc}") from None

@@ -14,10 +14,11 @@ for name in [n for n in os.environ if n.startswith("PALAVER_")]:
     del os.environ[name]
 
 import tiny_models  # noqa: E402
+from servers import gunicorn_server, start_server  # noqa: E402
+
 from app import create_app  # noqa: E402
 from commons import Settings  # noqa: E402
 from inference import Engine  # noqa: E402
-from servers import gunicorn_server, start_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +62,14 @@ def make_settings(tmp_path):
     """Build settings for a test: greedy, short replies, a private cache directory."""
 
     def make(model: Path | str = "", **overrides) -> Settings:
-        values = dict(model=str(model), cache_dir=str(tmp_path / "cache"), temperature=0.0, max_new_tokens=8,
-                      load_wait=30, request_timeout=30)
+        values = dict(
+            model=str(model),
+            cache_dir=str(tmp_path / "cache"),
+            temperature=0.0,
+            max_new_tokens=8,
+            load_wait=30,
+            request_timeout=30,
+        )
         values.update(overrides)
         return Settings(**values)
 
@@ -111,8 +118,13 @@ def make_engine(make_settings):
 @pytest.fixture(scope="session")
 def server(chat_model, tmp_path_factory):
     """A real gunicorn server on the tiny chat model, started from the Procfile."""
-    env = {"PALAVER_MODEL": str(chat_model), "PALAVER_CACHE_DIR": str(tmp_path_factory.mktemp("server-cache")),
-           "PALAVER_TEMPERATURE": "0", "PALAVER_MAX_NEW_TOKENS": "8", "PALAVER_PRELOAD": "1"}
+    env = {
+        "PALAVER_MODEL": str(chat_model),
+        "PALAVER_CACHE_DIR": str(tmp_path_factory.mktemp("server-cache")),
+        "PALAVER_TEMPERATURE": "0",
+        "PALAVER_MAX_NEW_TOKENS": "8",
+        "PALAVER_PRELOAD": "1",
+    }
     with gunicorn_server(env, wait_for="/readyz") as base_url:
         yield base_url
 
@@ -120,8 +132,9 @@ def server(chat_model, tmp_path_factory):
 @pytest.fixture(scope="session")
 def keyed_server(chat_model, tmp_path_factory):
     """A server that requires API keys, on the tiny chat model."""
-    with start_server(chat_model, tmp_path_factory.mktemp("keyed"), api_keys="key-one, key-two",
-                      max_new_tokens="4") as base_url:
+    with start_server(
+        chat_model, tmp_path_factory.mktemp("keyed"), api_keys="key-one, key-two", max_new_tokens="4"
+    ) as base_url:
         yield base_url
 
 

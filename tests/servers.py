@@ -8,9 +8,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import requests
 
@@ -45,12 +46,22 @@ def procfile_command() -> str:
 def procfile_server(env: dict[str, str], wait_for: str = "/healthz", timeout: float = 60) -> Iterator[Server]:
     """Run the Procfile's web command with env added, and yield it once wait_for answers 200."""
     port = free_port()
-    full_env = {**os.environ, **env, "PORT": str(port),
-                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    full_env = {
+        **os.environ,
+        **env,
+        "PORT": str(port),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     # Output goes to a file: a pipe nobody reads would fill up and block the server mid-test.
     with tempfile.NamedTemporaryFile(mode="w+", prefix="palaver-server-", suffix=".log") as output:
-        process = subprocess.Popen(["sh", "-c", "exec " + procfile_command()], cwd=ROOT, env=full_env,
-                                   stdout=output, stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(
+            ["sh", "-c", "exec " + procfile_command()],
+            cwd=ROOT,
+            env=full_env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + timeout
@@ -85,8 +96,13 @@ def gunicorn_server(env: dict[str, str], wait_for: str = "/healthz", timeout: fl
 
 def start_server(model: Path | str, cache_dir: Path, **settings: str):
     """Start a Procfile server on a model with PALAVER_* settings given as keyword arguments."""
-    env = {"PALAVER_MODEL": str(model), "PALAVER_CACHE_DIR": str(cache_dir), "PALAVER_TEMPERATURE": "0",
-           "PALAVER_PRELOAD": "1", **{f"PALAVER_{name.upper()}": value for name, value in settings.items()}}
+    env = {
+        "PALAVER_MODEL": str(model),
+        "PALAVER_CACHE_DIR": str(cache_dir),
+        "PALAVER_TEMPERATURE": "0",
+        "PALAVER_PRELOAD": "1",
+        **{f"PALAVER_{name.upper()}": value for name, value in settings.items()},
+    }
     return gunicorn_server(env, wait_for="/readyz", timeout=120)
 
 

@@ -3,7 +3,6 @@
 import threading
 
 import pytest
-
 from helpers import model_held
 
 
@@ -14,8 +13,9 @@ def busy_app(make_app, chat_model):
     engine = app.extensions["palaver"]["engine"]
     assert engine.wait_ready(30)
     with model_held(engine.model.family.model) as (busy, release):
-        holder = threading.Thread(target=app.test_client().post, args=("/api/chat",),
-                                  kwargs={"json": {"message": "hi"}})
+        holder = threading.Thread(
+            target=app.test_client().post, args=("/api/chat",), kwargs={"json": {"message": "hi"}}
+        )
         holder.start()
         assert busy.wait(10)
         yield app

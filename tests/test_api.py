@@ -5,9 +5,8 @@ import threading
 import pytest
 from helpers import raising
 
-
-from palaver.parameters import GENERATION_PARAMETERS
 from palaver.engine.loading import load_model
+from palaver.parameters import GENERATION_PARAMETERS
 
 
 def chat(client, **body):
@@ -58,29 +57,41 @@ def test_truncated_turns_are_reported_when_history_overflows(make_app, chat_mode
 
 
 def test_generation_parameters_apply_per_request(client):
-    body = chat(client, message="hello", max_new_tokens=3, temperature=0, top_k=5, top_p=0.5,
-                repetition_penalty=1.2, do_sample=True, seed=1).get_json()
+    body = chat(
+        client,
+        message="hello",
+        max_new_tokens=3,
+        temperature=0,
+        top_k=5,
+        top_p=0.5,
+        repetition_penalty=1.2,
+        do_sample=True,
+        seed=1,
+    ).get_json()
     assert 1 <= body["usage"]["completion_tokens"] <= 3
 
 
-@pytest.mark.parametrize("body, param, words", [
-    ({"message": "   "}, "message", ["must not be empty"]),
-    ({"message": "x" * 2001}, "message", ["at most 2000 characters"]),
-    ({"message": ["hi"]}, "message", ["must be a string"]),
-    ({}, "message", ["required"]),
-    ({"message": "hi", "temperature": 3}, "temperature", ["at least 0.0 and at most 2.0"]),
-    ({"message": "hi", "top_p": 0}, "top_p", ["greater than 0.0"]),
-    ({"message": "hi", "max_new_tokens": "ten"}, "max_new_tokens", ["an integer", "at most 1024"]),
-    ({"message": "hi", "do_sample": "no"}, "do_sample", ["true or false"]),
-    ({"message": "hi", "seed": -5}, "seed", ["at least 0"]),
-    ({"message": "hi", "stream": True}, "stream", ["unknown field"]),
-    ({"message": "hi", "conversation_id": 12}, "conversation_id", ["string"]),
-])
+@pytest.mark.parametrize(
+    "body, param, words",
+    [
+        ({"message": "   "}, "message", ["must not be empty"]),
+        ({"message": "x" * 2001}, "message", ["at most 2000 characters"]),
+        ({"message": ["hi"]}, "message", ["must be a string"]),
+        ({}, "message", ["required"]),
+        ({"message": "hi", "temperature": 3}, "temperature", ["at least 0.0 and at most 2.0"]),
+        ({"message": "hi", "top_p": 0}, "top_p", ["greater than 0.0"]),
+        ({"message": "hi", "max_new_tokens": "ten"}, "max_new_tokens", ["an integer", "at most 1024"]),
+        ({"message": "hi", "do_sample": "no"}, "do_sample", ["true or false"]),
+        ({"message": "hi", "seed": -5}, "seed", ["at least 0"]),
+        ({"message": "hi", "stream": True}, "stream", ["unknown field"]),
+        ({"message": "hi", "conversation_id": 12}, "conversation_id", ["string"]),
+    ],
+)
 def test_bad_input_gets_400_naming_the_field(client, body, param, words):
     assert_error(chat(client, **body), 400, param, *words)
 
 
-@pytest.mark.parametrize("data", [b"not json", b"{\"message\": ", b"\xff\xfe", b""])
+@pytest.mark.parametrize("data", [b"not json", b'{"message": ', b"\xff\xfe", b""])
 def test_a_body_that_is_not_json_gets_400(client, data):
     assert_error(client.post("/api/chat", data=data, content_type="application/json"), 400, None, "valid JSON")
 
@@ -111,8 +122,15 @@ def test_schema_publishes_inputs_outputs_and_every_parameter(client):
     params = {p["name"]: p for p in schema["params"]}
     assert set(params) == {p.name for p in GENERATION_PARAMETERS}
     assert params["temperature"] == {
-        "name": "temperature", "type": "number", "default": 0.0, "minimum": 0.0, "maximum": 2.0,
-        "exclusive_minimum": False, "nullable": False, "description": params["temperature"]["description"]}
+        "name": "temperature",
+        "type": "number",
+        "default": 0.0,
+        "minimum": 0.0,
+        "maximum": 2.0,
+        "exclusive_minimum": False,
+        "nullable": False,
+        "description": params["temperature"]["description"],
+    }
     assert params["max_new_tokens"]["type"] == "integer" and params["do_sample"]["type"] == "boolean"
     inputs = {i["name"]: i for i in schema["inputs"]}
     assert inputs["message"]["required"] and inputs["message"]["max_length"] == 2000

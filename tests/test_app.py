@@ -3,8 +3,9 @@
 import subprocess
 import sys
 
-from app import create_app
 from servers import ROOT
+
+from app import create_app
 
 
 def test_importing_the_app_does_not_import_torch():

@@ -3,9 +3,9 @@
 import threading
 
 import pytest
+from helpers import model_held, raising
 
 from commons import Message, Settings
-from helpers import model_held, raising
 from palaver.engine.batching import PrefixCache
 from palaver.engine.engine import GenerationRequest
 from palaver.engine.loading import load_model
@@ -14,8 +14,9 @@ FAMILIES = ["chat_model", "gguf_chat_model", "dialogpt_model", "blenderbot_model
 
 
 def history(turns: int) -> list[Message]:
-    return [Message("user" if i % 2 == 0 else "assistant", f"turn {i} tell me a story about a cat")
-            for i in range(turns)]
+    return [
+        Message("user" if i % 2 == 0 else "assistant", f"turn {i} tell me a story about a cat") for i in range(turns)
+    ]
 
 
 def greedy(max_new_tokens: int, **overrides):
@@ -25,8 +26,10 @@ def greedy(max_new_tokens: int, **overrides):
 CASES = [(history(1), 6), (history(5), 12), (history(3), 3), (history(7), 9)]
 
 
-@pytest.mark.parametrize("fixture, weights", [(fixture, "auto") for fixture in FAMILIES]
-                         + [("chat_model", "q8_0"), ("dialogpt_model", "q8_0")])
+@pytest.mark.parametrize(
+    "fixture, weights",
+    [(fixture, "auto") for fixture in FAMILIES] + [("chat_model", "q8_0"), ("dialogpt_model", "q8_0")],
+)
 def test_greedy_replies_in_a_batch_equal_replies_alone(request, fixture, weights):
     family = load_model(Settings(model=str(request.getfixturevalue(fixture)), weights=weights)).family
     prompts = [(family.build_prompt(messages, n), greedy(n)) for messages, n in CASES]
@@ -99,15 +102,22 @@ def test_concurrent_requests_share_forward_passes_and_match_alone(make_app, chat
 def histogram_totals(histogram) -> tuple[float, float]:
     """Return a histogram's sum and count."""
     samples = histogram.collect()[0].samples
-    return (next(s.value for s in samples if s.name.endswith("_sum")),
-            next(s.value for s in samples if s.name.endswith("_count")))
+    return (
+        next(s.value for s in samples if s.name.endswith("_sum")),
+        next(s.value for s in samples if s.name.endswith("_count")),
+    )
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/v1/completions", {"model": "chat-llama", "prompt": ["one", "two two", "three three three", "four"],
-                         "max_tokens": 6}),
-    ("/invocations", {"inputs": ["one", "two two", "three three three", "four"], "params": {"max_new_tokens": 6}}),
-])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        (
+            "/v1/completions",
+            {"model": "chat-llama", "prompt": ["one", "two two", "three three three", "four"], "max_tokens": 6},
+        ),
+        ("/invocations", {"inputs": ["one", "two two", "three three three", "four"], "params": {"max_new_tokens": 6}}),
+    ],
+)
 def test_a_list_of_prompts_is_generated_as_one_batch(make_app, chat_model, path, body):
     app = make_app(chat_model)
     sizes = app.extensions["palaver"]["metrics"].batch_size
@@ -145,8 +155,9 @@ def test_a_conversations_next_turn_reuses_its_cache_and_replies_the_same(make_ap
         app = make_app(model, prefix_cache_tokens=budget, max_new_tokens=6)
         client = app.test_client()
         first = client.post("/api/chat", json={"message": "tell me a story about a cat"}).get_json()
-        second = client.post("/api/chat", json={"message": "and then what",
-                                                "conversation_id": first["conversation_id"]}).get_json()
+        second = client.post(
+            "/api/chat", json={"message": "and then what", "conversation_id": first["conversation_id"]}
+        ).get_json()
         replies[budget] = (first["reply"], second["reply"])
         counts = app.extensions["palaver"]["engine"].counts
         if budget:
@@ -266,8 +277,10 @@ def test_next_turns_joining_together_from_their_caches_reply_as_alone(request, f
             batch.step()
             batch.remove_done()
     # Their next turns, of different lengths, join one batch together and reuse those caches.
-    nexts = [messages + [Message("assistant", "a cat"), Message("user", "and then " * (i + 1))]
-             for i, messages in enumerate(firsts)]
+    nexts = [
+        messages + [Message("assistant", "a cat"), Message("user", "and then " * (i + 1))]
+        for i, messages in enumerate(firsts)
+    ]
     prompts = [(family.build_prompt(messages, 7), greedy(7)) for messages in nexts]
     alone = [family.generate(prompt, params, threading.Event()) for prompt, params in prompts]
     reused_before = cache.counts["reused_prompt_tokens"]

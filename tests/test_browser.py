@@ -7,8 +7,15 @@ import pytest
 from playwright import sync_api
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +144,8 @@ def test_replies_stream_in_and_stop_ends_generation_on_the_server(chromium, embe
     page.fill("#textbox", "Write a very long story about a dragon who learns to bake bread.")
     page.click("#send")
     page.wait_for_function(
-        "() => Number(document.querySelector('.message.assistant')?.dataset.deltas || 0) >= 3", timeout=60000)
+        "() => Number(document.querySelector('.message.assistant')?.dataset.deltas || 0) >= 3", timeout=60000
+    )
     page.click("#stop")
     sync_api.expect(page.locator(".message.assistant.stopped")).to_have_count(1)
     sync_api.expect(page.locator("#send")).to_be_visible()

@@ -19,8 +19,9 @@ def chat(make_engine, chat_model):
 
 
 def chat_input(text, conversation_id=None, **params):
-    return ChatInput(text, conversation_id, Settings(temperature=0.0, max_new_tokens=4)
-                     .generation_defaults().overridden(params))
+    return ChatInput(
+        text, conversation_id, Settings(temperature=0.0, max_new_tokens=4).generation_defaults().overridden(params)
+    )
 
 
 def contents(chat, conversation_id):
@@ -130,16 +131,22 @@ def test_a_conversation_remembers_its_preset(chat):
     assert caught.value.param == "preset" and "text-message-check" in caught.value.message
 
 
-@pytest.mark.parametrize("body, param, words", [
-    ([], None, "JSON object"), ("hi", None, "JSON object"), ({}, "message", "required"),
-    ({"message": 5}, "message", "must be a string"), ({"message": " \n\t "}, "message", "must not be empty"),
-    ({"message": "x" * 21}, "message", "at most 20 characters"),
-    ({"message": "hi", "conversation_id": 5}, "conversation_id", "string of 1 to 64"),
-    ({"message": "hi", "conversation_id": "x" * 65}, "conversation_id", "string of 1 to 64"),
-    ({"message": "hi", "max_new_tokens": 0}, "max_new_tokens", "at least 1"),
-    ({"message": "hi", "extra": 1}, "extra", "unknown field"),
-    ({"message": "hi", "preset": 3}, "preset", "preset's name"),
-])
+@pytest.mark.parametrize(
+    "body, param, words",
+    [
+        ([], None, "JSON object"),
+        ("hi", None, "JSON object"),
+        ({}, "message", "required"),
+        ({"message": 5}, "message", "must be a string"),
+        ({"message": " \n\t "}, "message", "must not be empty"),
+        ({"message": "x" * 21}, "message", "at most 20 characters"),
+        ({"message": "hi", "conversation_id": 5}, "conversation_id", "string of 1 to 64"),
+        ({"message": "hi", "conversation_id": "x" * 65}, "conversation_id", "string of 1 to 64"),
+        ({"message": "hi", "max_new_tokens": 0}, "max_new_tokens", "at least 1"),
+        ({"message": "hi", "extra": 1}, "extra", "unknown field"),
+        ({"message": "hi", "preset": 3}, "preset", "preset's name"),
+    ],
+)
 def test_chat_input_rejects_bad_bodies_naming_the_field(body, param, words):
     with pytest.raises(InvalidRequest) as caught:
         ChatInput.parse(body, SETTINGS)

@@ -4,13 +4,19 @@ from palaver.errors import GenerationTimeout, InvalidRequest, ModelNotReady, Not
 
 
 def test_errors_carry_status_type_and_param():
-    cases = [(InvalidRequest, 400), (NotFound, 404), (PayloadTooLarge, 413), (ModelNotReady, 503),
-             (GenerationTimeout, 504)]
+    cases = [
+        (InvalidRequest, 400),
+        (NotFound, 404),
+        (PayloadTooLarge, 413),
+        (ModelNotReady, 503),
+        (GenerationTimeout, 504),
+    ]
     for error_class, status in cases:
         error = error_class("what went wrong", param="field")
         assert error.status == status
         assert error.as_dict() == {
-            "error": {"message": "what went wrong", "type": error.type, "param": "field", "code": None}}
+            "error": {"message": "what went wrong", "type": error.type, "param": "field", "code": None}
+        }
 
 
 def test_retry_after_is_kept_for_the_response_header():

@@ -4,12 +4,11 @@ import shutil
 import threading
 
 import pytest
+import tiny_models
 
 from commons import Message, Settings
-from palaver.errors import InvalidRequest
 from palaver.engine.loading import load_model
-
-import tiny_models
+from palaver.errors import InvalidRequest
 
 GREEDY = Settings(temperature=0.0, max_new_tokens=8).generation_defaults()
 
@@ -27,10 +26,15 @@ def conversation(turns: int) -> list[Message]:
     return [Message("user" if i % 2 == 0 else "assistant", f"turn {i} hello there how are you") for i in range(turns)]
 
 
-@pytest.mark.parametrize("fixture, expected", [
-    ("chat_model", "chat-template"), ("dialogpt_model", "eos-joined"),
-    ("blenderbot_model", "blenderbot"), ("blenderbot_small_model", "blenderbot-small"),
-])
+@pytest.mark.parametrize(
+    "fixture, expected",
+    [
+        ("chat_model", "chat-template"),
+        ("dialogpt_model", "eos-joined"),
+        ("blenderbot_model", "blenderbot"),
+        ("blenderbot_small_model", "blenderbot-small"),
+    ],
+)
 def test_family_is_detected_from_config_and_tokenizer(request, fixture, expected):
     assert family_of(request.getfixturevalue(fixture)).name == expected
 
@@ -82,7 +86,7 @@ def test_long_history_drops_oldest_turns_and_reports_how_many(request, fixture):
     prompt = family.build_prompt(history, max_new_tokens=8)
     assert prompt.truncated_turns > 0
     assert len(prompt.input_ids) <= family.input_limit(8)
-    kept = history[prompt.truncated_turns:]
+    kept = history[prompt.truncated_turns :]
     assert kept[0].role == "user" and kept[-1] == history[-1]
     assert prompt.input_ids == family.encode(kept)
 
@@ -125,7 +129,6 @@ def test_cancelled_request_stops_early(chat_model):
     assert reply.finish_reason == "cancelled" and reply.usage.completion_tokens <= 2
 
 
-
 @pytest.mark.parametrize("fixture", ["chat_model", "dialogpt_model", "blenderbot_model"])
 def test_truncation_keeps_the_most_history_that_fits_in_few_encodes(request, fixture):
     family = family_of(request.getfixturevalue(fixture), max_context_tokens=64)
@@ -161,15 +164,17 @@ def test_control_token_text_in_messages_stays_text(request, fixture):
 def test_chat_template_encoding_of_plain_text_matches_the_template(chat_model):
     family = family_of(chat_model)
     messages = [Message("system", "be brief"), *conversation(5)]
-    expected = family.tokenizer.apply_chat_template([m.as_dict() for m in messages], add_generation_prompt=True,
-                                                    tokenize=True, return_dict=True)["input_ids"]
+    expected = family.tokenizer.apply_chat_template(
+        [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
     assert family.encode(messages) == list(expected)
 
 
 def test_control_token_text_stays_inert_under_a_template_that_rewrites_content(chat_model):
     family = family_of(chat_model)
     family.tokenizer.chat_template = tiny_models.CHATML_TEMPLATE.replace(
-        "message['content']", "message['content'] + ' ' + message['content']")
+        "message['content']", "message['content'] + ' ' + message['content']"
+    )
     control_ids = {family.tokenizer.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>")}
     plain = family.encode([Message("user", "hello")])
     forged = family.encode([Message("user", "hello" + CONTROL_TEXT)])

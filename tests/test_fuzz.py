@@ -8,32 +8,82 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from servers import procfile_server
 
 from commons import Settings
 from palaver.conversations import ChatInput
 from palaver.errors import InvalidRequest, NotFound
-from palaver.web.openai.protocol import CompletionRequest
 from palaver.parameters import GENERATION_PARAMETERS
-from servers import procfile_server
+from palaver.web.openai.protocol import CompletionRequest
 
 # Reproducible in CI; each test stays within a few seconds.
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 SERVER_FUZZ = settings(FUZZ, max_examples=40)
 
-HOSTILE_NUMBERS = st.sampled_from([math.nan, math.inf, -math.inf, 10**400, -10**400, 2**63, -1, 0, 1e-320, -0.0])
-SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True, allow_infinity=True)
-           | HOSTILE_NUMBERS | st.text(max_size=40) | st.sampled_from(["\ud800", "nan", "inf", "", "1e999"]))
-JSON_VALUES = st.recursive(SCALARS, lambda children: st.lists(children, max_size=4)
-                           | st.dictionaries(st.text(max_size=10), children, max_size=4), max_leaves=12)
-FIELDS = ["message", "messages", "prompt", "model", "temperature", "top_p", "top_k", "max_tokens", "max_new_tokens",
-          "max_completion_tokens", "repetition_penalty", "seed", "stop", "stream", "stream_options", "n", "preset",
-          "conversation_id", "inputs", "instances", "dataframe_split", "dataframe_records", "params", "echo",
-          "do_sample", "logit_bias", "user", "role", "content", "return_full_text", "textbox"]
+HOSTILE_NUMBERS = st.sampled_from([math.nan, math.inf, -math.inf, 10**400, -(10**400), 2**63, -1, 0, 1e-320, -0.0])
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | HOSTILE_NUMBERS
+    | st.text(max_size=40)
+    | st.sampled_from(["\ud800", "nan", "inf", "", "1e999"])
+)
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12,
+)
+FIELDS = [
+    "message",
+    "messages",
+    "prompt",
+    "model",
+    "temperature",
+    "top_p",
+    "top_k",
+    "max_tokens",
+    "max_new_tokens",
+    "max_completion_tokens",
+    "repetition_penalty",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "n",
+    "preset",
+    "conversation_id",
+    "inputs",
+    "instances",
+    "dataframe_split",
+    "dataframe_records",
+    "params",
+    "echo",
+    "do_sample",
+    "logit_bias",
+    "user",
+    "role",
+    "content",
+    "return_full_text",
+    "textbox",
+]
 BODIES = st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, max_size=6) | JSON_VALUES
-MESSAGE_LISTS = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "tool", 3]),
-                                                "content": SCALARS | st.lists(JSON_VALUES, max_size=2)}),
-                         max_size=4)
+MESSAGE_LISTS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["user", "assistant", "system", "tool", 3]),
+            "content": SCALARS | st.lists(JSON_VALUES, max_size=2),
+        }
+    ),
+    max_size=4,
+)
 
 
 @pytest.mark.parametrize("parameter", GENERATION_PARAMETERS, ids=lambda p: p.name)
@@ -57,8 +107,9 @@ def test_every_parameter_accepts_only_finite_in_range_values(parameter, value):
 @given(text=st.text(max_size=30) | st.sampled_from(["nan", "-inf", "Infinity", "1e999", "9" * 5000, " 5 ", "0x10"]))
 def test_every_parameter_from_a_form_accepts_only_finite_in_range_values(parameter, text):
     try:
-        checked = getattr(Settings().generation_defaults().overridden({parameter.name: text}, from_text=True),
-                          parameter.name)
+        checked = getattr(
+            Settings().generation_defaults().overridden({parameter.name: text}, from_text=True), parameter.name
+        )
     except InvalidRequest as exc:
         assert exc.param == parameter.name
         return
@@ -77,8 +128,10 @@ def test_chat_input_parses_or_refuses_any_body(body):
 @FUZZ
 @given(body=BODIES, messages=MESSAGE_LISTS)
 def test_completion_requests_parse_or_refuse_any_body(body, messages):
-    for candidate in (body, {**body, "model": "SmolLM2-135M-Instruct", "messages": messages}
-                      if isinstance(body, dict) else body):
+    for candidate in (
+        body,
+        {**body, "model": "SmolLM2-135M-Instruct", "messages": messages} if isinstance(body, dict) else body,
+    ):
         for parse in (CompletionRequest.parse_chat, CompletionRequest.parse_text):
             try:
                 parse(candidate, Settings())
@@ -89,21 +142,50 @@ def test_completion_requests_parse_or_refuse_any_body(body, messages):
 # ---------------------------------------------------------------------------
 # Against a real server: random JSON, random bytes and wrong content types on every endpoint.
 
-ENDPOINTS = [("POST", "/"), ("POST", "/stop"), ("POST", "/new"), ("POST", "/key"), ("POST", "/api/chat"),
-             ("GET", "/api/conversations/abc"), ("DELETE", "/api/conversations/abc"),
-             ("POST", "/api/conversations/abc/cancel"), ("GET", "/api/schema"),
-             ("POST", "/v1/chat/completions"), ("POST", "/v1/completions"), ("GET", "/v1/models"),
-             ("POST", "/invocations"), ("GET", "/readyz"), ("GET", "/healthz"), ("GET", "/ping"),
-             ("GET", "/metrics"), ("POST", "/no/such/path")]
-CONTENT_TYPES = st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", "text/csv",
-                                 "multipart/form-data; boundary=x", "", "application/json; charset=latin-1"])
+ENDPOINTS = [
+    ("POST", "/"),
+    ("POST", "/stop"),
+    ("POST", "/new"),
+    ("POST", "/key"),
+    ("POST", "/api/chat"),
+    ("GET", "/api/conversations/abc"),
+    ("DELETE", "/api/conversations/abc"),
+    ("POST", "/api/conversations/abc/cancel"),
+    ("GET", "/api/schema"),
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/completions"),
+    ("GET", "/v1/models"),
+    ("POST", "/invocations"),
+    ("GET", "/readyz"),
+    ("GET", "/healthz"),
+    ("GET", "/ping"),
+    ("GET", "/metrics"),
+    ("POST", "/no/such/path"),
+]
+CONTENT_TYPES = st.sampled_from(
+    [
+        "application/json",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "text/csv",
+        "multipart/form-data; boundary=x",
+        "",
+        "application/json; charset=latin-1",
+    ]
+)
 
 
 @pytest.fixture(scope="module")
 def fuzz_server(chat_model, tmp_path_factory):
-    env = {"PALAVER_MODEL": str(chat_model), "PALAVER_CACHE_DIR": str(tmp_path_factory.mktemp("fuzz")),
-           "PALAVER_TEMPERATURE": "0", "PALAVER_MAX_NEW_TOKENS": "2", "PALAVER_PRELOAD": "1",
-           "PALAVER_METRICS": "1", "PALAVER_MAX_BODY_BYTES": "8192"}
+    env = {
+        "PALAVER_MODEL": str(chat_model),
+        "PALAVER_CACHE_DIR": str(tmp_path_factory.mktemp("fuzz")),
+        "PALAVER_TEMPERATURE": "0",
+        "PALAVER_MAX_NEW_TOKENS": "2",
+        "PALAVER_PRELOAD": "1",
+        "PALAVER_METRICS": "1",
+        "PALAVER_MAX_BODY_BYTES": "8192",
+    }
     with procfile_server(env, wait_for="/readyz", timeout=120) as running:
         session = requests.Session()
         yield running, session
@@ -116,7 +198,7 @@ def send(fuzz_server, method: str, path: str, body: bytes, content_type: str) ->
     server, session = fuzz_server
     headers = {"Content-Type": content_type} if content_type else {}
     response = session.request(method, server.url + path, data=body, headers=headers, timeout=30)
-    response.content  # read streams to the end
+    _ = response.content  # read streams to the end
     assert response.status_code < 500, f"{method} {path} {body[:200]!r}: {response.status_code} {response.text[:300]}"
 
 
@@ -134,14 +216,17 @@ FORM_VALUES = st.text(max_size=20) | st.sampled_from(["nan", "NaN", "inf", "-Inf
 @SERVER_FUZZ
 @given(fields=st.dictionaries(st.sampled_from(FIELDS), FORM_VALUES, max_size=5))
 def test_random_form_fields_never_get_a_5xx(fuzz_server, path, fields):
-    send(fuzz_server, "POST", path, urlencode({"textbox": "hi", **fields}).encode(),
-         "application/x-www-form-urlencoded")
+    send(
+        fuzz_server, "POST", path, urlencode({"textbox": "hi", **fields}).encode(), "application/x-www-form-urlencoded"
+    )
 
 
 @pytest.mark.parametrize("method, path", [e for e in ENDPOINTS if e[0] == "POST"])
 @SERVER_FUZZ
-@given(body=st.binary(max_size=300) | st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
-       content_type=CONTENT_TYPES)
+@given(
+    body=st.binary(max_size=300) | st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    content_type=CONTENT_TYPES,
+)
 def test_random_bytes_never_get_a_5xx(fuzz_server, method, path, body, content_type):
     send(fuzz_server, method, path, body, content_type)
 
@@ -152,11 +237,19 @@ HOSTILE_TEXTS = ["nan", "NaN", "inf", "-Infinity", "1e999", "-1", "9" * 5000, ""
 @pytest.mark.parametrize("parameter", GENERATION_PARAMETERS, ids=lambda p: p.name)
 def test_every_parameter_with_every_hostile_value_on_every_surface(fuzz_server, parameter):
     for text in HOSTILE_TEXTS:
-        send(fuzz_server, "POST", "/", urlencode({"textbox": "hi", parameter.name: text}).encode(),
-             "application/x-www-form-urlencoded")
+        send(
+            fuzz_server,
+            "POST",
+            "/",
+            urlencode({"textbox": "hi", parameter.name: text}).encode(),
+            "application/x-www-form-urlencoded",
+        )
     for value in [math.nan, math.inf, -math.inf, 10**400, -(10**400), 1e308, "nan", None, [], {}, True]:
-        for path, body in [("/api/chat", {"message": "hi"}), ("/invocations", {"inputs": ["x"], "params": {}}),
-                           ("/v1/completions", {"model": "chat-llama", "prompt": "x"})]:
+        for path, body in [
+            ("/api/chat", {"message": "hi"}),
+            ("/invocations", {"inputs": ["x"], "params": {}}),
+            ("/v1/completions", {"model": "chat-llama", "prompt": "x"}),
+        ]:
             body = json.loads(json.dumps(body))
             (body["params"] if "params" in body else body)[parameter.name] = value
             send(fuzz_server, "POST", path, json.dumps(body, allow_nan=True).encode(), "application/json")

@@ -8,7 +8,6 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
-
 from servers import procfile_server
 
 CHAT_MESSAGES = [{"role": "user", "content": "tell me a story about a cat"}]
@@ -17,9 +16,16 @@ CHAT_MESSAGES = [{"role": "user", "content": "tell me a story about a cat"}]
 @pytest.fixture(scope="module")
 def hostile(chat_model, tmp_path_factory):
     """A server on the tiny chat model with small memory bounds and message logging on."""
-    env = {"PALAVER_MODEL": str(chat_model), "PALAVER_CACHE_DIR": str(tmp_path_factory.mktemp("hostile")),
-           "PALAVER_TEMPERATURE": "0", "PALAVER_MAX_NEW_TOKENS": "8", "PALAVER_PRELOAD": "1",
-           "PALAVER_MAX_CONVERSATIONS": "5", "PALAVER_LOG_MESSAGES": "1", "PALAVER_MAX_CONTEXT_TOKENS": "128"}
+    env = {
+        "PALAVER_MODEL": str(chat_model),
+        "PALAVER_CACHE_DIR": str(tmp_path_factory.mktemp("hostile")),
+        "PALAVER_TEMPERATURE": "0",
+        "PALAVER_MAX_NEW_TOKENS": "8",
+        "PALAVER_PRELOAD": "1",
+        "PALAVER_MAX_CONVERSATIONS": "5",
+        "PALAVER_LOG_MESSAGES": "1",
+        "PALAVER_MAX_CONTEXT_TOKENS": "128",
+    }
     with procfile_server(env, wait_for="/readyz", timeout=120) as running:
         yield running
         assert "Traceback" not in running.log(), "no request may leave a traceback in the server's log"
@@ -37,20 +43,30 @@ def raw_request(server, head: str, body: bytes = b"", read_timeout: float = 10) 
 
 
 def post_raw_json(server, path: str, text: str) -> requests.Response:
-    return requests.post(server.url + path, data=text.encode("utf-8", "surrogatepass"),
-                         headers={"Content-Type": "application/json"}, timeout=30)
+    return requests.post(
+        server.url + path,
+        data=text.encode("utf-8", "surrogatepass"),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
 
 
-@pytest.mark.parametrize("path, body, field", [
-    ("/api/chat", '{"message": "hi", "temperature": NaN}', "temperature"),
-    ("/api/chat", '{"message": "hi", "top_p": NaN}', "top_p"),
-    ("/api/chat", '{"message": "hi", "temperature": Infinity}', "temperature"),
-    ("/api/chat", '{"message": "hi", "temperature": 1e999}', "temperature"),
-    ("/v1/chat/completions", '{"model": "chat-llama", "messages": [{"role": "user", "content": "x"}], '
-                             '"temperature": NaN}', "temperature"),
-    ("/v1/completions", '{"model": "chat-llama", "prompt": "x", "top_p": -Infinity}', "top_p"),
-    ("/invocations", '{"inputs": ["x"], "params": {"temperature": NaN}}', "params.temperature"),
-])
+@pytest.mark.parametrize(
+    "path, body, field",
+    [
+        ("/api/chat", '{"message": "hi", "temperature": NaN}', "temperature"),
+        ("/api/chat", '{"message": "hi", "top_p": NaN}', "top_p"),
+        ("/api/chat", '{"message": "hi", "temperature": Infinity}', "temperature"),
+        ("/api/chat", '{"message": "hi", "temperature": 1e999}', "temperature"),
+        (
+            "/v1/chat/completions",
+            '{"model": "chat-llama", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+            "temperature",
+        ),
+        ("/v1/completions", '{"model": "chat-llama", "prompt": "x", "top_p": -Infinity}', "top_p"),
+        ("/invocations", '{"inputs": ["x"], "params": {"temperature": NaN}}', "params.temperature"),
+    ],
+)
 def test_non_finite_numbers_get_400_naming_the_field(hostile, path, body, field):
     response = post_raw_json(hostile, path, body)
     assert response.status_code == 400
@@ -60,8 +76,12 @@ def test_non_finite_numbers_get_400_naming_the_field(hostile, path, body, field)
 
 @pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e999"])
 def test_non_finite_form_values_get_400(hostile, value):
-    response = requests.post(hostile.url + "/", data={"textbox": "hi", "temperature": value},
-                             headers={"Accept": "application/json"}, timeout=30)
+    response = requests.post(
+        hostile.url + "/",
+        data={"textbox": "hi", "temperature": value},
+        headers={"Accept": "application/json"},
+        timeout=30,
+    )
     assert response.status_code == 400 and "'temperature'" in response.json()["error"]["message"]
 
 
@@ -73,8 +93,12 @@ def test_nan_sent_during_other_users_streams_hurts_none_of_them(hostile):
             return response.text
 
     def poison(index: int) -> int:
-        return post_raw_json(hostile, "/v1/chat/completions", '{"model": "chat-llama", "messages": '
-                             '[{"role": "user", "content": "x"}], "temperature": NaN, "stream": true}').status_code
+        return post_raw_json(
+            hostile,
+            "/v1/chat/completions",
+            '{"model": "chat-llama", "messages": '
+            '[{"role": "user", "content": "x"}], "temperature": NaN, "stream": true}',
+        ).status_code
 
     with ThreadPoolExecutor(16) as pool:
         streams = [pool.submit(stream_one, i) for i in range(8)]
@@ -87,21 +111,27 @@ def test_nan_sent_during_other_users_streams_hurts_none_of_them(hostile):
 
 def test_too_many_messages_get_400_and_long_histories_are_answered(hostile):
     flood = [{"role": "user" if i % 2 == 0 else "assistant", "content": "word"} for i in range(1400)]
-    refused = requests.post(hostile.url + "/v1/chat/completions", json={"model": "chat-llama", "messages": flood},
-                            timeout=30)
+    refused = requests.post(
+        hostile.url + "/v1/chat/completions", json={"model": "chat-llama", "messages": flood}, timeout=30
+    )
     assert refused.status_code == 400 and "1 to 256 messages" in refused.json()["error"]["message"]
-    kept = requests.post(hostile.url + "/v1/chat/completions",
-                         json={"model": "chat-llama", "messages": flood[:255], "max_tokens": 2}, timeout=30)
+    kept = requests.post(
+        hostile.url + "/v1/chat/completions",
+        json={"model": "chat-llama", "messages": flood[:255], "max_tokens": 2},
+        timeout=30,
+    )
     assert kept.status_code == 200 and kept.json()["usage"]["truncated_turns"] > 0
 
 
 def test_forty_messages_on_one_conversation_are_all_answered_quickly(hostile):
     conversation_id = requests.post(hostile.url + "/api/chat", json={"message": "start"}, timeout=30).json()[
-        "conversation_id"]
+        "conversation_id"
+    ]
 
     def send(index: int) -> requests.Response:
-        return requests.post(hostile.url + "/api/chat", json={"message": f"m{index}", "conversation_id":
-                                                               conversation_id}, timeout=60)
+        return requests.post(
+            hostile.url + "/api/chat", json={"message": f"m{index}", "conversation_id": conversation_id}, timeout=60
+        )
 
     with ThreadPoolExecutor(40) as pool:
         responses = list(pool.map(send, range(40)))
@@ -117,14 +147,15 @@ def test_failed_requests_do_not_evict_real_conversations(hostile):
     real = requests.post(hostile.url + "/api/chat", json={"message": "remember me"}, timeout=30).json()
     for _ in range(30):
         assert requests.post(hostile.url + "/api/chat", json={"message": "x" * 3000}, timeout=30).status_code == 400
-        assert requests.post(hostile.url + "/api/chat", json={"message": "hello there " * 100},
-                             timeout=30).status_code == 400
+        assert (
+            requests.post(hostile.url + "/api/chat", json={"message": "hello there " * 100}, timeout=30).status_code
+            == 400
+        )
     found = requests.get(f"{hostile.url}/api/conversations/{real['conversation_id']}", timeout=30)
     assert found.status_code == 200 and found.json()["messages"][0]["content"] == "remember me"
 
 
-@pytest.mark.parametrize("body", ['{"message": "\\ud800"}', '{"message": "hi", "stop": ["\\udfff"]}',
-                                  '{"\\ud800": 1}'])
+@pytest.mark.parametrize("body", ['{"message": "\\ud800"}', '{"message": "hi", "stop": ["\\udfff"]}', '{"\\ud800": 1}'])
 def test_lone_surrogates_get_400(hostile, body):
     response = post_raw_json(hostile, "/api/chat", body)
     assert response.status_code == 400 and "surrogate" in response.json()["error"]["message"]
@@ -132,12 +163,14 @@ def test_lone_surrogates_get_400(hostile, body):
 
 def test_bad_chunked_bodies_get_400_and_oversized_ones_413(hostile):
     host = urlparse(hostile.url).netloc
-    head = f"POST /api/chat HTTP/1.1\nHost: {host}\nContent-Type: application/json\nTransfer-Encoding: chunked\n" \
-           "Connection: close\n"
+    head = (
+        f"POST /api/chat HTTP/1.1\nHost: {host}\nContent-Type: application/json\nTransfer-Encoding: chunked\n"
+        "Connection: close\n"
+    )
     status, answer = raw_request(hostile, head, b"zz\r\n{}\r\n0\r\n\r\n")
     assert status == 400 and b'"error"' in answer
     big = json.dumps({"message": "x" * 80000}).encode()
-    chunks = b"".join(b"%x\r\n%s\r\n" % (len(big[i:i + 8000]), big[i:i + 8000]) for i in range(0, len(big), 8000))
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(big[i : i + 8000]), big[i : i + 8000]) for i in range(0, len(big), 8000))
     status, answer = raw_request(hostile, head, chunks + b"0\r\n\r\n")
     assert status == 413 and b"at most 65536 bytes" in answer
     good = json.dumps({"message": "hi"}).encode()
@@ -156,8 +189,10 @@ def test_a_body_shorter_than_its_content_length_gets_an_answer(hostile):
     host = urlparse(hostile.url).netloc
     url = urlparse(hostile.url)
     with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
-        sock.sendall(f"POST /api/chat HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                     f"Content-Length: 1000\r\n\r\n{{\"message\"".encode())
+        sock.sendall(
+            f"POST /api/chat HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f'Content-Length: 1000\r\n\r\n{{"message"'.encode()
+        )
         sock.shutdown(socket.SHUT_WR)  # the client gives up sending
         answer = b""
         while chunk := sock.recv(65536):

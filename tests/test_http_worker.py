@@ -13,7 +13,6 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
-
 from servers import procfile_server
 
 DEADLINE = 10.0  # http_worker.BufferedThreadWorker.request_deadline, as gunicorn.conf.py sets it
@@ -28,8 +27,13 @@ if _soft != resource.RLIM_INFINITY and _soft < 4096:
 
 @pytest.fixture(scope="module")
 def palaver(chat_model, tmp_path_factory):
-    env = {"PALAVER_MODEL": str(chat_model), "PALAVER_CACHE_DIR": str(tmp_path_factory.mktemp("http-worker")),
-           "PALAVER_TEMPERATURE": "0", "PALAVER_MAX_NEW_TOKENS": "4", "PALAVER_PRELOAD": "1"}
+    env = {
+        "PALAVER_MODEL": str(chat_model),
+        "PALAVER_CACHE_DIR": str(tmp_path_factory.mktemp("http-worker")),
+        "PALAVER_TEMPERATURE": "0",
+        "PALAVER_MAX_NEW_TOKENS": "4",
+        "PALAVER_PRELOAD": "1",
+    }
     with procfile_server(env, wait_for="/readyz", timeout=120) as running:
         yield running
         assert "Traceback" not in running.log(), "no client may leave a traceback in the server's log"
@@ -99,7 +103,7 @@ class Attack:
                     self.socks[index] = None
             self.stopping.wait(0.5)
 
-    def __enter__(self) -> "Attack":
+    def __enter__(self) -> Attack:
         for index in range(len(self.socks)):
             self.open(index)
         self.thread.start()
@@ -128,8 +132,9 @@ def normal_user(server, seconds: float) -> list[tuple[str, int | str, float]]:
     until = time.monotonic() + seconds
     while time.monotonic() < until:
         results.append(("healthz", *timed(lambda: requests.get(server.url + "/healthz", timeout=2))))
-        results.append(("chat", *timed(lambda: requests.post(server.url + "/api/chat", json={"message": "hi"},
-                                                               timeout=2))))
+        results.append(
+            ("chat", *timed(lambda: requests.post(server.url + "/api/chat", json={"message": "hi"}, timeout=2)))
+        )
         time.sleep(0.5)
     return results
 
@@ -140,8 +145,10 @@ def test_a_normal_user_is_answered_within_2s_while_260_slow_or_idle_sockets_are_
         results = normal_user(palaver, 6)
         still_open = sum(sock is not None for sock in attack.socks)
     slowest = max(seconds for _, _, seconds in results)
-    print(f"{len(results)} requests with {still_open} hostile sockets open: slowest {slowest:.3f}s, "
-          f"{attack.reopened} hostile sockets closed by the server and reopened")
+    print(
+        f"{len(results)} requests with {still_open} hostile sockets open: slowest {slowest:.3f}s, "
+        f"{attack.reopened} hostile sockets closed by the server and reopened"
+    )
     assert all(status == 200 and seconds < 2 for _, status, seconds in results), results
     assert still_open == 260 and len(results) >= 8
 
@@ -201,8 +208,14 @@ def test_a_head_sent_byte_by_byte_is_answered(palaver):
 
 def test_chunked_bodies_keep_alive_pipelining_http10_and_streams_still_work(palaver):
     body = json.dumps({"message": "hi"}).encode()
-    chunked = head(palaver, "POST", "/api/chat", "Content-Type: application/json", "Transfer-Encoding: chunked",
-                   "Connection: close") + b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (5, body[:5], len(body) - 5, body[5:])
+    chunked = head(
+        palaver,
+        "POST",
+        "/api/chat",
+        "Content-Type: application/json",
+        "Transfer-Encoding: chunked",
+        "Connection: close",
+    ) + b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (5, body[:5], len(body) - 5, body[5:])
     with connect(palaver) as sock:
         sock.sendall(chunked)
         answer = read_all(sock)
@@ -229,17 +242,27 @@ def test_chunked_bodies_keep_alive_pipelining_http10_and_streams_still_work(pala
         sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
         assert status_of(read_all(sock)) == 200
 
-    with requests.post(palaver.url + "/v1/chat/completions", stream=True, timeout=30, json={
-            "model": "chat-llama", "messages": [{"role": "user", "content": "hi"}], "stream": True}) as response:
+    with requests.post(
+        palaver.url + "/v1/chat/completions",
+        stream=True,
+        timeout=30,
+        json={"model": "chat-llama", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+    ) as response:
         events = [line for line in response.iter_lines() if line]
     assert response.status_code == 200 and events[-1] == b"data: [DONE]"
 
 
 def test_oversized_bodies_get_413_at_once_without_waiting_for_them(palaver):
-    for request in (head(palaver, "POST", "/api/chat", "Content-Type: application/json", "Content-Length: 1000000"),
-                    head(palaver, "POST", "/api/chat", "Content-Type: application/json",
-                         "Transfer-Encoding: chunked") + b"8000\r\n" + b"x" * 0x8000 + b"\r\n8000\r\n" + b"x" * 0x8000
-                    + b"\r\n10\r\n" + b"x" * 8):  # over 64 KiB, unfinished, and never finished
+    for request in (
+        head(palaver, "POST", "/api/chat", "Content-Type: application/json", "Content-Length: 1000000"),
+        head(palaver, "POST", "/api/chat", "Content-Type: application/json", "Transfer-Encoding: chunked")
+        + b"8000\r\n"
+        + b"x" * 0x8000
+        + b"\r\n8000\r\n"
+        + b"x" * 0x8000
+        + b"\r\n10\r\n"
+        + b"x" * 8,
+    ):  # over 64 KiB, unfinished, and never finished
         with connect(palaver) as sock:
             started = time.monotonic()
             sock.sendall(request)
@@ -250,8 +273,9 @@ def test_oversized_bodies_get_413_at_once_without_waiting_for_them(palaver):
 
 def test_a_head_over_64_kib_is_refused_at_once(palaver):
     with connect(palaver) as sock:
-        sock.sendall(head(palaver, "GET", "/healthz")[:-2] + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 1000)
-                                                                      for i in range(70)))
+        sock.sendall(
+            head(palaver, "GET", "/healthz")[:-2] + b"".join(b"X-%d: %s\r\n" % (i, b"a" * 1000) for i in range(70))
+        )
         started = time.monotonic()
         answer = read_all(sock)
     assert status_of(answer) == 431 and time.monotonic() - started < 2

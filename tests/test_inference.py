@@ -5,11 +5,10 @@ import threading
 import pytest
 from helpers import model_held, raising
 
-
 from commons import Message, Settings
-from palaver.errors import GenerationFailed, GenerationTimeout, ModelNotReady, ServerBusy
 from palaver.engine.engine import Engine, GenerationRequest
 from palaver.engine.loading import load_model
+from palaver.errors import GenerationFailed, GenerationTimeout, ModelNotReady, ServerBusy
 
 HELLO = [Message("user", "hello there")]
 

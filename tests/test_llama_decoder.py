@@ -1,22 +1,32 @@
-"""The lean Llama decode step: transformers' logits, bit for bit, in fewer ops; projections joined, weights held once."""
+"""The lean Llama decode step: transformers' logits, bit for bit, in fewer ops; weights held once."""
 
 import copy
 import threading
 
 import pytest
+import tiny_models
 import torch
 
-import tiny_models
 from commons import Message, Settings
 from palaver.engine.loading import load_model
 from palaver.engine.quantized import GGUFLinear
 
 # float32 Linear layers; Q8_0 made at load (joined by a copy); GGUF blocks of mixed types (kept apart);
 # GGUF blocks of one type per projection group (laid out together while loading).
-VARIANTS = [("chat_model", "auto"), ("chat_model", "q8_0"), ("gguf_chat_model", "auto"),
-            ("uniform_gguf_chat_model", "auto")]
-UNIFORM_TYPES = {**tiny_models.GGUF_TYPES, "attn_q": "Q4_1", "attn_k": "Q4_1", "attn_v": "Q4_1",
-                 "ffn_gate": "Q8_0", "ffn_up": "Q8_0"}
+VARIANTS = [
+    ("chat_model", "auto"),
+    ("chat_model", "q8_0"),
+    ("gguf_chat_model", "auto"),
+    ("uniform_gguf_chat_model", "auto"),
+]
+UNIFORM_TYPES = {
+    **tiny_models.GGUF_TYPES,
+    "attn_q": "Q4_1",
+    "attn_k": "Q4_1",
+    "attn_v": "Q4_1",
+    "ffn_gate": "Q8_0",
+    "ffn_up": "Q8_0",
+}
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +56,13 @@ def test_a_decode_step_gives_transformers_logits_and_cache_bit_for_bit(request, 
         mask = torch.cat([batch.mask, torch.ones(len(batch.rows), 1, dtype=batch.mask.dtype)], dim=1)
         assert not bool(mask.all()), "the rows must be padded for transformers to take its masked path"
         reference_cache = copy.deepcopy(batch.cache)
-        expected = family.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                                past_key_values=reference_cache, use_cache=True).logits[:, -1]
+        expected = family.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=reference_cache,
+            use_cache=True,
+        ).logits[:, -1]
         logits = family.decoder.step(input_ids, positions, mask, batch.cache)
         assert torch.equal(logits, expected)
         for layer, reference in zip(batch.cache.layers, reference_cache.layers):
@@ -62,8 +77,10 @@ def test_projections_of_one_block_type_are_joined_and_the_weights_held_once(requ
     family = load_model(Settings(model=str(request.getfixturevalue(fixture)), weights=weights)).family
     for index, layer in enumerate(family.model.model.layers):
         attention, mlp = layer.self_attn, layer.mlp
-        for joined, parts in [(family.decoder.qkv[index], [attention.q_proj, attention.k_proj, attention.v_proj]),
-                              (family.decoder.gate_up[index], [mlp.gate_proj, mlp.up_proj])]:
+        for joined, parts in [
+            (family.decoder.qkv[index], [attention.q_proj, attention.k_proj, attention.v_proj]),
+            (family.decoder.gate_up[index], [mlp.gate_proj, mlp.up_proj]),
+        ]:
             assert isinstance(joined, GGUFLinear)
             assert joined.out_features == sum(part.out_features for part in parts)
             # Each part reads its rows of the joined blocks: one copy of the weights.

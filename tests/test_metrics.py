@@ -34,8 +34,10 @@ def request_lines(caplog) -> list[dict]:
 def test_each_request_logs_one_structured_line_without_message_text(make_app, html_model, caplog):
     caplog.set_level("INFO", logger="palaver.requests")
     client = make_app(html_model).test_client()
-    response = client.post("/v1/chat/completions", json={
-        "model": "html-replier", "messages": [{"role": "user", "content": "a secret message"}], "stream": True})
+    response = client.post(
+        "/v1/chat/completions",
+        json={"model": "html-replier", "messages": [{"role": "user", "content": "a secret message"}], "stream": True},
+    )
     response.get_data()
     response.close()
     [line] = request_lines(caplog)
@@ -46,7 +48,8 @@ def test_each_request_logs_one_structured_line_without_message_text(make_app, ht
 
 def test_message_text_is_logged_only_when_allowed(make_app, html_model, caplog):
     caplog.set_level("INFO", logger="palaver.requests")
-    response = make_app(html_model, log_messages=True).test_client().post(
-        "/api/chat", json={"message": "a secret message"})
+    response = (
+        make_app(html_model, log_messages=True).test_client().post("/api/chat", json={"message": "a secret message"})
+    )
     response.close()
     assert "a secret message" in request_lines(caplog)[0]["body"]

@@ -44,8 +44,16 @@ def test_token_limits_are_respected(client, limit):
 
 def test_streaming_sends_role_content_finish_usage_and_matches_the_whole_reply(client):
     whole = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=12, temperature=0)
-    chunks = list(client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=12, temperature=0,
-                                                 stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=HELLO,
+            max_tokens=12,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert all(chunk.object == "chat.completion.chunk" for chunk in chunks)
     assert len({chunk.id for chunk in chunks}) == 1
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -67,27 +75,34 @@ def test_stop_sequences_end_the_reply_and_are_left_out(html_server):
     assert "".join(c.choices[0].delta.content or "" for c in streamed).strip() == "<script>"
 
 
-@pytest.mark.parametrize("extra, words", [
-    ({"n": 2}, "only n=1 is supported"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools are not supported"),
-    ({"logprobs": True}, "logprobs are not supported"),
-    ({"presence_penalty": 0.5}, "presence_penalty is not supported"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"temperature": 3}, "'temperature' must be a finite number at least 0.0 and at most 2.0"),
-    ({"max_tokens": 0}, "'max_tokens' must be an integer at least 1"),
-    ({"stop": ["a", "b", "c", "d", "e"]}, "'stop' must be a string or a list of at most 4"),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ({"n": 2}, "only n=1 is supported"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools are not supported"),
+        ({"logprobs": True}, "logprobs are not supported"),
+        ({"presence_penalty": 0.5}, "presence_penalty is not supported"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"temperature": 3}, "'temperature' must be a finite number at least 0.0 and at most 2.0"),
+        ({"max_tokens": 0}, "'max_tokens' must be an integer at least 1"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "'stop' must be a string or a list of at most 4"),
+    ],
+)
 def test_requests_we_cannot_honour_get_a_clear_400(client, extra, words):
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=MODEL, messages=HELLO, **extra)
     assert caught.value.status_code == 400 and words in caught.value.message
 
 
-@pytest.mark.parametrize("messages, param", [
-    ([], "messages"), ([{"role": "tool", "content": "x"}], "messages[0].role"),
-    ([{"role": "system", "content": "only a system message"}], "messages"),
-    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}], "messages[0].content"),
-])
+@pytest.mark.parametrize(
+    "messages, param",
+    [
+        ([], "messages"),
+        ([{"role": "tool", "content": "x"}], "messages[0].role"),
+        ([{"role": "system", "content": "only a system message"}], "messages"),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}], "messages[0].content"),
+    ],
+)
 def test_bad_messages_name_the_field(client, messages, param):
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=MODEL, messages=messages)
@@ -95,8 +110,10 @@ def test_bad_messages_name_the_field(client, messages, param):
 
 
 def test_text_parts_and_developer_messages_are_accepted(client):
-    messages = [{"role": "developer", "content": "be brief"},
-                {"role": "user", "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "there"}]}]
+    messages = [
+        {"role": "developer", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "there"}]},
+    ]
     assert client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2).choices
 
 
@@ -109,17 +126,21 @@ def test_an_unknown_model_is_404_and_names_the_served_one(client):
 def test_overflowing_history_drops_oldest_turns_and_says_how_many(client):
     history = []
     for n in range(40):
-        history += [{"role": "user", "content": f"tell me a story about a cat number {n}"},
-                    {"role": "assistant", "content": "the quick brown fox jumps over the lazy dog " * 2}]
+        history += [
+            {"role": "user", "content": f"tell me a story about a cat number {n}"},
+            {"role": "assistant", "content": "the quick brown fox jumps over the lazy dog " * 2},
+        ]
     raw = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "system", "content": "you are palaver"}, *history, *HELLO], max_tokens=2)
+        model=MODEL, messages=[{"role": "system", "content": "you are palaver"}, *history, *HELLO], max_tokens=2
+    )
     dropped = int(raw.headers["X-Palaver-Truncated-Turns"])
     assert dropped > 0 and raw.parse().usage.model_extra["truncated_turns"] == dropped
 
 
 def test_presets_are_accepted_by_name(client):
-    completion = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2,
-                                                extra_body={"preset": "text-message-check"})
+    completion = client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=2, extra_body={"preset": "text-message-check"}
+    )
     assert completion.choices
     with pytest.raises(openai.BadRequestError, match="text-message-check"):
         client.chat.completions.create(model=MODEL, messages=HELLO, extra_body={"preset": "nope"})
@@ -143,35 +164,54 @@ def test_api_keys_are_required_when_set(keyed_server):
     keyed = openai.OpenAI(base_url=keyed_server + "/v1", api_key="key-two", max_retries=0)
     assert keyed.chat.completions.create(model=MODEL, messages=HELLO).choices
     assert requests.post(keyed_server + "/api/chat", json={"message": "hi"}, timeout=10).status_code == 401
-    assert requests.post(keyed_server + "/api/chat", json={"message": "hi"}, timeout=10,
-                         headers={"Authorization": "Bearer key-one"}).status_code == 200
+    assert (
+        requests.post(
+            keyed_server + "/api/chat", json={"message": "hi"}, timeout=10, headers={"Authorization": "Bearer key-one"}
+        ).status_code
+        == 200
+    )
     assert requests.get(keyed_server + "/healthz", timeout=10).status_code == 200
     assert requests.get(keyed_server + "/", timeout=10).status_code == 401, "the page asks for a key"
     for accept in ("text/html", "application/json", "text/event-stream"):  # the form endpoint generates too
-        assert requests.post(keyed_server + "/", data={"textbox": "hi"}, headers={"Accept": accept},
-                             timeout=10).status_code == 401
-    assert requests.post(keyed_server + "/", data={"textbox": "hi"}, timeout=10,
-                         headers={"Accept": "application/json", "Authorization": "Bearer key-one"}).status_code == 200
+        assert (
+            requests.post(
+                keyed_server + "/", data={"textbox": "hi"}, headers={"Accept": accept}, timeout=10
+            ).status_code
+            == 401
+        )
+    assert (
+        requests.post(
+            keyed_server + "/",
+            data={"textbox": "hi"},
+            timeout=10,
+            headers={"Accept": "application/json", "Authorization": "Bearer key-one"},
+        ).status_code
+        == 200
+    )
     assert requests.get(keyed_server + "/metrics", timeout=10).status_code == 404, "metrics are off by default"
 
 
 def test_an_oversized_body_gets_413_in_the_envelope(server):
-    response = requests.post(server + "/v1/chat/completions", timeout=10,
-                             json={"model": MODEL, "messages": [{"role": "user", "content": "x" * 70000}]})
+    response = requests.post(
+        server + "/v1/chat/completions",
+        timeout=10,
+        json={"model": MODEL, "messages": [{"role": "user", "content": "x" * 70000}]},
+    )
     assert response.status_code == 413 and set(response.json()["error"]) == {"message", "type", "param", "code"}
 
 
 def test_sse_framing_byte_by_byte(server):
     url = urlparse(server)
     connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-    body = json.dumps({"model": MODEL, "messages": HELLO, "max_tokens": 6, "stream": True,
-                       "stream_options": {"include_usage": True}})
+    body = json.dumps(
+        {"model": MODEL, "messages": HELLO, "max_tokens": 6, "stream": True, "stream_options": {"include_usage": True}}
+    )
     connection.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
     response = connection.getresponse()
     assert response.status == 200 and response.getheader("Content-Type").startswith("text/event-stream")
     raw = response.read().decode()
     assert re.fullmatch(r"(data: [^\n]+\n\n)+data: \[DONE\]\n\n", raw), raw
-    events = [json.loads(line[len("data: "):]) for line in raw.split("\n\n")[:-2]]
+    events = [json.loads(line[len("data: ") :]) for line in raw.split("\n\n")[:-2]]
     assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert events[-2]["choices"][0]["finish_reason"] in ("stop", "length")
     assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] >= 1

@@ -4,6 +4,7 @@ import json
 import threading
 
 from helpers import raising
+
 from palaver.engine.loading import load_model
 
 BODY = {"model": "chat-llama", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
@@ -11,7 +12,7 @@ BODY = {"model": "chat-llama", "messages": [{"role": "user", "content": "hello"}
 
 def events(response) -> list:
     raw = response.get_data(as_text=True)
-    return [line[len("data: "):] for line in raw.split("\n\n") if line]
+    return [line[len("data: ") :] for line in raw.split("\n\n") if line]
 
 
 def test_an_error_after_the_stream_starts_is_an_error_event_then_done(make_app, html_model, caplog):
@@ -42,8 +43,10 @@ def test_an_error_after_the_stream_starts_is_an_error_event_then_done(make_app, 
 
 def test_errors_before_the_stream_starts_keep_their_status(make_app, chat_model):
     client = make_app(chat_model, max_context_tokens=64).test_client()
-    response = client.post("/v1/chat/completions", json={
-        **BODY, "stream": True, "messages": [{"role": "user", "content": "hello there " * 60}]})
+    response = client.post(
+        "/v1/chat/completions",
+        json={**BODY, "stream": True, "messages": [{"role": "user", "content": "hello there " * 60}]},
+    )
     assert response.status_code == 400 and response.get_json()["error"]["code"] == "context_length_exceeded"
     text = client.post("/v1/completions", json={"model": "chat-llama", "prompt": "hello there " * 60})
     assert text.status_code == 400 and text.get_json()["error"]["param"] == "prompt"
@@ -62,8 +65,12 @@ def test_v1_answers_503_with_retry_after_while_loading(make_app, chat_model):
 def test_v1_errors_use_one_envelope(make_app, chat_model):
     client = make_app(chat_model).test_client()
     not_json = client.post("/v1/chat/completions", data="nope", content_type="application/json")
-    for response in (not_json, client.get("/v1/nothing"), client.get("/v1/chat/completions"),
-                     client.post("/v1/chat/completions", data="nope")):
+    for response in (
+        not_json,
+        client.get("/v1/nothing"),
+        client.get("/v1/chat/completions"),
+        client.post("/v1/chat/completions", data="nope"),
+    ):
         assert set(response.get_json()["error"]) == {"message", "type", "param", "code"}
     assert not_json.status_code == 400
 

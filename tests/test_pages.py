@@ -7,8 +7,9 @@ import pytest
 
 
 def messages_on(page: str) -> list[tuple[str, str]]:
-    return re.findall(r'<article class="message (\w+)">\s*<span class="who">[^<]*</span>\s*<p class="text">(.*?)</p>',
-                      page, re.S)
+    return re.findall(
+        r'<article class="message (\w+)">\s*<span class="who">[^<]*</span>\s*<p class="text">(.*?)</p>', page, re.S
+    )
 
 
 def test_the_page_opens_before_the_model_loads(client, app):
@@ -40,13 +41,16 @@ def test_the_page_script_gets_json(client):
     assert len(messages_on(client.get("/").get_data(as_text=True))) == 2
 
 
-@pytest.mark.parametrize("form, words", [
-    ({"textbox": "   "}, "must not be empty"),
-    ({"textbox": "y" * 2001}, "at most 2000 characters"),
-    ({}, "is required"),
-    ({"textbox": "hi", "temperature": "hot"}, "temperature"),
-    ({"textbox": "hi", "nonsense": "1"}, "unknown field"),
-])
+@pytest.mark.parametrize(
+    "form, words",
+    [
+        ({"textbox": "   "}, "must not be empty"),
+        ({"textbox": "y" * 2001}, "at most 2000 characters"),
+        ({}, "is required"),
+        ({"textbox": "hi", "temperature": "hot"}, "temperature"),
+        ({"textbox": "hi", "nonsense": "1"}, "unknown field"),
+    ],
+)
 def test_bad_form_input_shows_the_error_and_keeps_the_draft(client, form, words):
     response = client.post("/", data=form)
     page = response.get_data(as_text=True)
@@ -62,8 +66,11 @@ def test_bad_input_from_the_page_script_gets_a_json_error(client):
 
 
 def test_generation_parameters_can_be_posted_as_form_fields(client):
-    response = client.post("/", data={"textbox": "hello", "temperature": "0", "max_new_tokens": "2"},
-                           headers={"Accept": "application/json"})
+    response = client.post(
+        "/",
+        data={"textbox": "hello", "temperature": "0", "max_new_tokens": "2"},
+        headers={"Accept": "application/json"},
+    )
     assert response.get_json()["usage"]["completion_tokens"] <= 2
 
 
@@ -108,7 +115,7 @@ def test_unknown_pages_get_a_friendly_404(client):
 def test_the_page_script_streams_deltas_then_the_finished_turn(client):
     response = client.post("/", data={"textbox": "hello"}, headers={"Accept": "text/event-stream"})
     assert response.status_code == 200 and response.mimetype == "text/event-stream"
-    events = [json.loads(line[len("data: "):]) for line in response.get_data(as_text=True).split("\n\n") if line]
+    events = [json.loads(line[len("data: ") :]) for line in response.get_data(as_text=True).split("\n\n") if line]
     done = events[-1]
     assert done["done"] is True and "".join(e["delta"] for e in events[:-1]) == done["reply"]
     assert len(messages_on(client.get("/").get_data(as_text=True))) == 2

@@ -11,11 +11,20 @@ from palaver.presets import Preset, Presets
 
 def test_a_preset_puts_its_system_prompt_first_and_templates_user_messages():
     preset = Preset("p", "P", system_prompt="Be kind.", user_template="Check: {text} {not a field}")
-    shaped = preset.apply([Message("system", "Client rules."), Message("user", "hi {there}"),
-                           Message("assistant", "hello"), Message("user", "bye")])
-    assert shaped == [Message("system", "Be kind.\n\nClient rules."),
-                      Message("user", "Check: hi {there} {not a field}"),
-                      Message("assistant", "hello"), Message("user", "Check: bye {not a field}")]
+    shaped = preset.apply(
+        [
+            Message("system", "Client rules."),
+            Message("user", "hi {there}"),
+            Message("assistant", "hello"),
+            Message("user", "bye"),
+        ]
+    )
+    assert shaped == [
+        Message("system", "Be kind.\n\nClient rules."),
+        Message("user", "Check: hi {there} {not a field}"),
+        Message("assistant", "hello"),
+        Message("user", "Check: bye {not a field}"),
+    ]
 
 
 def test_the_default_preset_changes_nothing():
@@ -26,7 +35,9 @@ def test_the_default_preset_changes_nothing():
 def test_settings_make_the_default_preset():
     presets = Presets(Settings(system_prompt="You are terse.", user_template="Q: {text}"))
     assert presets.default.apply([Message("user", "hi")]) == [
-        Message("system", "You are terse."), Message("user", "Q: hi")]
+        Message("system", "You are terse."),
+        Message("user", "Q: hi"),
+    ]
 
 
 def test_the_text_message_check_preset_ships():
@@ -42,8 +53,9 @@ def test_preset_files_come_from_a_directory(tmp_path):
     assert presets.default.name == "pirate" and presets.get("pirate").title == "Pirate"
 
 
-@pytest.mark.parametrize("content, words", [("{not json", "preset file"),
-                                            (json.dumps({"user_template": "no placeholder"}), "{text}")])
+@pytest.mark.parametrize(
+    "content, words", [("{not json", "preset file"), (json.dumps({"user_template": "no placeholder"}), "{text}")]
+)
 def test_bad_preset_files_fail_at_start(tmp_path, content, words):
     (tmp_path / "bad.json").write_text(content)
     with pytest.raises(ConfigurationError, match=words):
@@ -60,6 +72,10 @@ def test_unknown_presets_are_refused():
 
 def test_a_template_reaches_the_model(make_app, chat_model):
     plain = make_app(chat_model).test_client().post("/api/chat", json={"message": "hi"}).get_json()
-    templated = make_app(chat_model, user_template="Please answer this: {text}").test_client().post(
-        "/api/chat", json={"message": "hi"}).get_json()
+    templated = (
+        make_app(chat_model, user_template="Please answer this: {text}")
+        .test_client()
+        .post("/api/chat", json={"message": "hi"})
+        .get_json()
+    )
     assert templated["usage"]["prompt_tokens"] > plain["usage"]["prompt_tokens"]

@@ -8,14 +8,22 @@ import numpy as np
 import pytest
 import torch
 from gguf.quants import quantize
+from servers import ROOT
 from torch import nn
 
 from commons import Settings
 from palaver.engine.loading import load_model
 from palaver.engine.quantized import (
-    Q4_0, Q4_1, Q8_0, GGUFEmbedding, GGUFLinear, dequantise, kernel_available, quantise_linear_layers, quantise_q8_0,
+    Q4_0,
+    Q4_1,
+    Q8_0,
+    GGUFEmbedding,
+    GGUFLinear,
+    dequantise,
+    kernel_available,
+    quantise_linear_layers,
+    quantise_q8_0,
 )
-from servers import ROOT
 
 TYPES = [Q4_0, Q4_1, Q8_0]
 
@@ -43,10 +51,11 @@ def test_weights_are_exactly_gguf_pys_dequantised_weights(qtype):
 def test_a_rows_product_is_the_same_bits_alone_and_in_any_batch(qtype):
     blocks, _ = random_blocks(qtype, 70, 160)
     x = torch.randn(41, 160, generator=torch.Generator().manual_seed(1))
-    alone = torch.cat([torch.ops.palaver.gguf_linear(x[i:i + 1], blocks, qtype, 160) for i in range(len(x))])
+    alone = torch.cat([torch.ops.palaver.gguf_linear(x[i : i + 1], blocks, qtype, 160) for i in range(len(x))])
     for size in (2, 3, 4, 7, 16, 32, 41):
-        together = torch.cat([torch.ops.palaver.gguf_linear(x[i:i + size], blocks, qtype, 160)
-                              for i in range(0, len(x), size)])
+        together = torch.cat(
+            [torch.ops.palaver.gguf_linear(x[i : i + size], blocks, qtype, 160) for i in range(0, len(x), size)]
+        )
         assert torch.equal(together, alone), f"batches of {size} changed the bits"
     reference = x @ dequantise(blocks, qtype, 160).T
     torch.testing.assert_close(alone, reference, rtol=1e-5, atol=1e-5)
@@ -107,12 +116,14 @@ def test_quantising_skips_layers_whose_inputs_do_not_split_into_blocks():
 
 
 def test_without_the_kernel_a_gguf_model_is_served_as_float32_and_the_log_says_so(gguf_chat_model, tmp_path):
-    code = ("import logging, pathlib; import palaver.engine.quantized as quantized; "
-            "logging.basicConfig(level=logging.INFO); "
-            "quantized.KERNEL_LIBRARY = pathlib.Path('/nowhere/palaver_kernels.so'); "
-            "from commons import Settings; from palaver.engine.loading import load_model; "
-            f"m = load_model(Settings(model={str(gguf_chat_model)!r}, cache_dir={str(tmp_path)!r})).family.model; "
-            "import torch; assert type(m.lm_head) is torch.nn.Linear; quantized.kernel_available()")
+    code = (
+        "import logging, pathlib; import palaver.engine.quantized as quantized; "
+        "logging.basicConfig(level=logging.INFO); "
+        "quantized.KERNEL_LIBRARY = pathlib.Path('/nowhere/palaver_kernels.so'); "
+        "from commons import Settings; from palaver.engine.loading import load_model; "
+        f"m = load_model(Settings(model={str(gguf_chat_model)!r}, cache_dir={str(tmp_path)!r})).family.model; "
+        "import torch; assert type(m.lm_head) is torch.nn.Linear; quantized.kernel_available()"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("GGUF block kernel unavailable (not built") == 1

@@ -33,16 +33,25 @@ def keyed(make_app, chat_model):
     return make_app(chat_model, api_keys=KEYS)
 
 
-@pytest.mark.parametrize("method, path, kwargs", [
-    ("post", "/", {"data": {"textbox": "hi"}}),
-    ("post", "/", {"data": {"textbox": "hi"}, "headers": {"Accept": "text/event-stream"}}),
-    ("post", "/", {"data": {"textbox": "hi"}, "headers": {"Accept": "application/json"}}),
-    ("post", "/stop", {}), ("post", "/new", {}), ("get", "/", {}),
-    ("post", "/api/chat", {"json": {"message": "hi"}}),
-    ("post", "/v1/chat/completions", {"json": {"model": "chat-llama", "messages": [{"role": "user", "content": "x"}]}}),
-    ("post", "/v1/completions", {"json": {"model": "chat-llama", "prompt": "x"}}),
-    ("post", "/invocations", {"json": {"inputs": ["x"]}}),
-])
+@pytest.mark.parametrize(
+    "method, path, kwargs",
+    [
+        ("post", "/", {"data": {"textbox": "hi"}}),
+        ("post", "/", {"data": {"textbox": "hi"}, "headers": {"Accept": "text/event-stream"}}),
+        ("post", "/", {"data": {"textbox": "hi"}, "headers": {"Accept": "application/json"}}),
+        ("post", "/stop", {}),
+        ("post", "/new", {}),
+        ("get", "/", {}),
+        ("post", "/api/chat", {"json": {"message": "hi"}}),
+        (
+            "post",
+            "/v1/chat/completions",
+            {"json": {"model": "chat-llama", "messages": [{"role": "user", "content": "x"}]}},
+        ),
+        ("post", "/v1/completions", {"json": {"model": "chat-llama", "prompt": "x"}}),
+        ("post", "/invocations", {"json": {"inputs": ["x"]}}),
+    ],
+)
 def test_with_keys_set_every_generating_surface_needs_one(keyed, method, path, kwargs):
     response = getattr(keyed.test_client(), method)(path, **kwargs)
     assert response.status_code == 401
@@ -58,9 +67,12 @@ def test_one_sign_in_keeps_the_page_usable_and_the_mark_is_opaque(keyed):
     wrong = client.post("/key", data={"key": "nope"})
     assert wrong.status_code == 401 and "not valid" in wrong.get_data(as_text=True)
     assert client.post("/key", data={"key": "key-two"}).status_code == 303
-    for response in (client.get("/"), client.post("/", data={"textbox": "hi"}),
-                     client.post("/", data={"textbox": "again"}, headers={"Accept": "text/event-stream"}),
-                     client.post("/stop")):
+    for response in (
+        client.get("/"),
+        client.post("/", data={"textbox": "hi"}),
+        client.post("/", data={"textbox": "again"}, headers={"Accept": "text/event-stream"}),
+        client.post("/stop"),
+    ):
         assert response.status_code == 200
     payload = cookie_payload(client)
     for leak in ("key-two", hashlib.sha256(b"key-two").hexdigest(), hashlib.sha256(b"key-two").hexdigest()[:16]):
@@ -109,8 +121,9 @@ def test_requests_per_minute_are_limited_per_key_or_address(make_app, chat_model
     refused = client.post("/api/chat", json={"message": "hi"}, headers=BEARER)
     assert refused.headers["Retry-After"].isdigit() and refused.get_json()["error"]["code"] == "rate_limit_exceeded"
     assert "3 requests per 1 minute" in refused.get_json()["error"]["message"]
-    assert client.post("/api/chat", json={"message": "hi"}, headers={"Authorization": "Bearer key-two"}
-                       ).status_code == 200, "each key has its own budget"
+    assert (
+        client.post("/api/chat", json={"message": "hi"}, headers={"Authorization": "Bearer key-two"}).status_code == 200
+    ), "each key has its own budget"
     assert client.get("/healthz").status_code == 200, "probes are never limited"
     mlflow = client.post("/invocations", json={"inputs": ["x"]}, headers=BEARER)
     assert mlflow.status_code == 429 and mlflow.get_json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
@@ -140,13 +153,18 @@ def test_generated_tokens_per_minute_are_limited(make_app, chat_model):
         if response.status_code == 200:
             spent += response.get_json()["usage"]["completion_tokens"]
     assert 429 in statuses and spent >= 10, "refused only once the budget was spent"
-    assert statuses[statuses.index(429):] == [429] * (len(statuses) - statuses.index(429))
+    assert statuses[statuses.index(429) :] == [429] * (len(statuses) - statuses.index(429))
 
 
-@pytest.mark.parametrize("path, content_type", [
-    ("/v1/chat/completions", "text/plain"), ("/v1/completions", "application/x-www-form-urlencoded"),
-    ("/invocations", "text/plain"), ("/v1/chat/completions", None),
-])
+@pytest.mark.parametrize(
+    "path, content_type",
+    [
+        ("/v1/chat/completions", "text/plain"),
+        ("/v1/completions", "application/x-www-form-urlencoded"),
+        ("/invocations", "text/plain"),
+        ("/v1/chat/completions", None),
+    ],
+)
 def test_json_only_apis_refuse_other_bodies_with_415(client, path, content_type):
     body = json.dumps({"model": "chat-llama", "messages": [{"role": "user", "content": "x"}], "inputs": ["x"]})
     response = client.post(path, data=body, content_type=content_type)
@@ -154,8 +172,10 @@ def test_json_only_apis_refuse_other_bodies_with_415(client, path, content_type)
 
 
 def test_api_chat_takes_plain_curl_but_refuses_other_sites(client):
-    assert client.post("/api/chat", data='{"message": "hi"}',
-                       content_type="application/x-www-form-urlencoded").status_code == 200
+    assert (
+        client.post("/api/chat", data='{"message": "hi"}', content_type="application/x-www-form-urlencoded").status_code
+        == 200
+    )
     assert client.post("/api/chat", json={"message": "hi"}, headers={"Origin": "http://localhost"}).status_code == 200
     for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"}):
         refused = client.post("/api/chat", json={"message": "hi"}, headers=headers)
@@ -185,8 +205,13 @@ def test_behind_a_trusted_proxy_the_cookie_is_secure_and_urls_are_https(make_app
 
 
 def test_every_response_carries_the_security_headers(client):
-    for response in (client.get("/"), client.get("/healthz"), client.post("/api/chat", json={}),
-                     client.get("/no-such-page"), client.get("/static/chat.js")):
+    for response in (
+        client.get("/"),
+        client.get("/healthz"),
+        client.post("/api/chat", json={}),
+        client.get("/no-such-page"),
+        client.get("/static/chat.js"),
+    ):
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["Referrer-Policy"] == "same-origin"
         assert response.headers["X-Frame-Options"] == "DENY"

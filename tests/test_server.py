@@ -9,15 +9,15 @@ import time
 from urllib.parse import urlparse
 
 import requests
-
 from servers import engine_counts, gunicorn_server, wait_for_cancelled
 
 STORY = "Write a very long story about a dragon who learns to bake bread."
 
 
 def user_texts(page: str) -> list[str]:
-    return re.findall(r'<article class="message user">\s*<span class="who">[^<]*</span>\s*<p class="text">(.*?)</p>',
-                      page, re.S)
+    return re.findall(
+        r'<article class="message user">\s*<span class="who">[^<]*</span>\s*<p class="text">(.*?)</p>', page, re.S
+    )
 
 
 def test_procfile_server_answers_health_and_serves_the_page(server):
@@ -35,8 +35,11 @@ def test_sixteen_concurrent_users_on_both_surfaces_keep_their_own_histories(serv
         start.wait()
         conversation_id = None
         for turn in range(2):
-            response = requests.post(server + "/api/chat", timeout=60, json={
-                "message": f"{name} says {turn}", "conversation_id": conversation_id})
+            response = requests.post(
+                server + "/api/chat",
+                timeout=60,
+                json={"message": f"{name} says {turn}", "conversation_id": conversation_id},
+            )
             if response.status_code != 200:
                 errors.append(f"{name}: {response.status_code} {response.text}")
                 return
@@ -84,8 +87,13 @@ def test_curl_with_a_cookie_jar_continues_the_conversation(server, tmp_path):
     jar = str(tmp_path / "jar")
 
     def curl(text: str) -> str:
-        return subprocess.run(["curl", "-sS", "--fail", "-c", jar, "-b", jar, "-d", f"textbox={text}", server + "/"],
-                              check=True, capture_output=True, text=True, timeout=60).stdout
+        return subprocess.run(
+            ["curl", "-sS", "--fail", "-c", jar, "-b", jar, "-d", f"textbox={text}", server + "/"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
 
     assert user_texts(curl("Hi there")) == ["Hi there"]
     assert user_texts(curl("Second line")) == ["Hi there", "Second line"]
@@ -96,16 +104,26 @@ def raw_post(base_url: str, path: str, body: dict) -> socket.socket:
     url = urlparse(base_url)
     sock = socket.create_connection((url.hostname, url.port), timeout=60)
     data = json.dumps(body).encode()
-    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
     return sock
 
 
 def test_hanging_up_on_a_stream_stops_generation_within_a_few_tokens(embedded_server):
     before = engine_counts(embedded_server)
-    sock = raw_post(embedded_server, "/v1/chat/completions", {
-        "model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": STORY}], "max_tokens": 300,
-        "stream": True})
+    sock = raw_post(
+        embedded_server,
+        "/v1/chat/completions",
+        {
+            "model": "SmolLM2-135M-Instruct",
+            "messages": [{"role": "user", "content": STORY}],
+            "max_tokens": 300,
+            "stream": True,
+        },
+    )
     received = b""
     while received.count(b'"content": "') + received.count(b'"content":"') < 4:  # role chunk plus 3 deltas
         received += sock.recv(4096)
@@ -130,12 +148,17 @@ def test_hanging_up_on_a_plain_request_stops_generation(embedded_server):
 
 
 def test_the_api_can_stop_a_conversations_generation(embedded_server):
-    conversation_id = requests.post(embedded_server + "/api/chat", json={"message": "Hi", "max_new_tokens": 2},
-                                    timeout=30).json()["conversation_id"]
+    conversation_id = requests.post(
+        embedded_server + "/api/chat", json={"message": "Hi", "max_new_tokens": 2}, timeout=30
+    ).json()["conversation_id"]
     result = {}
-    asking = threading.Thread(target=lambda: result.update(requests.post(
-        embedded_server + "/api/chat", json={"message": STORY, "conversation_id": conversation_id}, timeout=60
-    ).json()))
+    asking = threading.Thread(
+        target=lambda: result.update(
+            requests.post(
+                embedded_server + "/api/chat", json={"message": STORY, "conversation_id": conversation_id}, timeout=60
+            ).json()
+        )
+    )
     asking.start()
     cancel_url = f"{embedded_server}/api/conversations/{conversation_id}/cancel"
     deadline = time.monotonic() + 30

@@ -9,15 +9,28 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
-    BlenderbotConfig, BlenderbotForConditionalGeneration, BlenderbotSmallConfig,
-    BlenderbotSmallForConditionalGeneration, BlenderbotSmallTokenizer, BlenderbotTokenizerFast, GPT2Config,
-    GPT2LMHeadModel, GPT2TokenizerFast, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast,
+    BlenderbotConfig,
+    BlenderbotForConditionalGeneration,
+    BlenderbotSmallConfig,
+    BlenderbotSmallForConditionalGeneration,
+    BlenderbotSmallTokenizer,
+    BlenderbotTokenizerFast,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPT2TokenizerFast,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
 )
 
 CORPUS = [
-    "hello there how are you doing today", "i am fine thanks and you", "what is your name",
-    "the quick brown fox jumps over the lazy dog", "tell me a story about a cat",
-    "palaver is a chat server", "0123456789 !?.,'\"-:;()[]{}<>/",
+    "hello there how are you doing today",
+    "i am fine thanks and you",
+    "what is your name",
+    "the quick brown fox jumps over the lazy dog",
+    "tell me a story about a cat",
+    "palaver is a chat server",
+    "0123456789 !?.,'\"-:;()[]{}<>/",
 ] * 20
 
 # A ChatML template like SmolLM2's, so the chat-template family is exercised the same way.
@@ -33,8 +46,9 @@ def byte_level_bpe(special_tokens: list[str], vocab_size: int = 400) -> Tokenize
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=special_tokens, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tokenizer.train_from_iterator(CORPUS, trainer)
     return tokenizer
 
@@ -48,25 +62,49 @@ def save(model, tokenizer, path: Path) -> Path:
 
 def build_dialogpt(path: Path) -> Path:
     """GPT-2 with no chat template: the DialoGPT architecture."""
-    tokenizer = GPT2TokenizerFast(tokenizer_object=byte_level_bpe(["<|endoftext|>"]), bos_token="<|endoftext|>",
-                                  eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tokenizer = GPT2TokenizerFast(
+        tokenizer_object=byte_level_bpe(["<|endoftext|>"]),
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=32, n_layer=2, n_head=2,
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=256,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     return save(GPT2LMHeadModel(config), tokenizer, path)
 
 
 def build_chat_llama(path: Path) -> Path:
     """A Llama causal model whose tokenizer carries a ChatML chat template."""
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=byte_level_bpe(specials), bos_token="<|im_start|>",
-                                        eos_token="<|im_end|>", pad_token="<|im_end|>", unk_token="<|endoftext|>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=byte_level_bpe(specials),
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
     tokenizer.chat_template = CHATML_TEMPLATE
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return save(LlamaForCausalLM(config), tokenizer, path)
 
 
@@ -74,14 +112,30 @@ def build_blenderbot(path: Path) -> Path:
     """Blenderbot (encoder-decoder) with a short, 64-position input limit."""
     bpe = byte_level_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     bpe.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 2)])
-    tokenizer = BlenderbotTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>",
-                                        pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
+    tokenizer = BlenderbotTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+    )
     torch.manual_seed(0)
-    config = BlenderbotConfig(vocab_size=len(tokenizer), d_model=32, encoder_layers=1, decoder_layers=1,
-                              encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                              decoder_ffn_dim=64, max_position_embeddings=64,
-                              bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id,
-                              eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=tokenizer.bos_token_id)
+    config = BlenderbotConfig(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.bos_token_id,
+    )
     return save(BlenderbotForConditionalGeneration(config), tokenizer, path)
 
 
@@ -95,21 +149,43 @@ def build_blenderbot_small(path: Path) -> Path:
     (path / "merges.txt").write_text("#version: 0.2\n")
     tokenizer = BlenderbotSmallTokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
     torch.manual_seed(0)
-    config = BlenderbotSmallConfig(vocab_size=len(vocab), d_model=32, encoder_layers=1, decoder_layers=1,
-                                   encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                                   decoder_ffn_dim=64, max_position_embeddings=128, pad_token_id=0,
-                                   bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    config = BlenderbotSmallConfig(
+        vocab_size=len(vocab),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
     return save(BlenderbotSmallForConditionalGeneration(config), tokenizer, path)
 
 
 def build_html_replier(path: Path) -> Path:
     """A GPT-2 whose weights make it answer '<script>alert(1)</script>' to anything."""
-    tokenizer = GPT2TokenizerFast(tokenizer_object=byte_level_bpe(["<|endoftext|>"]), bos_token="<|endoftext|>",
-                                  eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tokenizer = GPT2TokenizerFast(
+        tokenizer_object=byte_level_bpe(["<|endoftext|>"]),
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
     tokenizer.add_tokens(HTML_REPLY_TOKENS)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=64, n_layer=1, n_head=1,
-                        tie_word_embeddings=False, eos_token_id=tokenizer.eos_token_id,
-                        bos_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=256,
+        n_embd=64,
+        n_layer=1,
+        n_head=1,
+        tie_word_embeddings=False,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
     model = GPT2LMHeadModel(config)
     chain = [tokenizer.eos_token_id] + tokenizer.convert_tokens_to_ids(HTML_REPLY_TOKENS) + [tokenizer.eos_token_id]
@@ -128,11 +204,27 @@ def build_html_replier(path: Path) -> Path:
 
 
 # The GGUF types each tensor of the tiny GGUF gets: every kind the kernel serves, mixed as real files mix them.
-GGUF_TYPES = {"token_embd": "Q8_0", "attn_q": "Q4_0", "attn_k": "Q4_1", "attn_v": "Q8_0", "attn_output": "Q4_1",
-              "ffn_gate": "Q4_0", "ffn_up": "Q4_1", "ffn_down": "Q8_0"}
-LLAMA_TO_GGUF = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-                 "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-                 "mlp.down_proj": "ffn_down", "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
+GGUF_TYPES = {
+    "token_embd": "Q8_0",
+    "attn_q": "Q4_0",
+    "attn_k": "Q4_1",
+    "attn_v": "Q8_0",
+    "attn_output": "Q4_1",
+    "ffn_gate": "Q4_0",
+    "ffn_up": "Q4_1",
+    "ffn_down": "Q8_0",
+}
+LLAMA_TO_GGUF = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
 
 
 def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None = None) -> Path:
@@ -178,8 +270,11 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
             writer.add_tensor(name, quantize(array, qtype), raw_dtype=qtype)
 
     def permute(weights: torch.Tensor, heads: int) -> torch.Tensor:  # llama.cpp's convert_hf_to_gguf.py
-        return weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:]).swapaxes(1, 2).reshape(
-            weights.shape)
+        return (
+            weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:])
+            .swapaxes(1, 2)
+            .reshape(weights.shape)
+        )
 
     add("token_embd.weight", model.model.embed_tokens.weight, types["token_embd"])
     add("output_norm.weight", model.model.norm.weight, None)

@@ -5,19 +5,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from palaver.types import Reply, Usage
 from palaver.engine.kv_cache import grow_in_place
 from palaver.engine.llama_decoder import LlamaDecoder
-from palaver.parameters import GenerationParams
 from palaver.engine.sampling import Sampler
 from palaver.engine.streaming import ReplyStream
+from palaver.parameters import GenerationParams
+from palaver.types import Reply, Usage
 
 log = logging.getLogger("palaver.engine")
 
@@ -35,7 +35,7 @@ class Row:
     owner: object = None  # whoever asked for this row, for the caller's bookkeeping
     sampler: Sampler = None
     generated: list[int] = field(default_factory=list)
-    on_finish: Callable[["Row", Reply], None] | None = None
+    on_finish: Callable[[Row, Reply], None] | None = None
     error: Exception | None = None  # why this row failed; its neighbours in the batch go on
 
     def __post_init__(self):
@@ -54,8 +54,12 @@ class Row:
 
     @property
     def done(self) -> bool:
-        return (self.error is not None or self.stream.stopped or self.cancelled.is_set()
-                or len(self.generated) >= self.max_new_tokens)
+        return (
+            self.error is not None
+            or self.stream.stopped
+            or self.cancelled.is_set()
+            or len(self.generated) >= self.max_new_tokens
+        )
 
     def reply(self) -> Reply:
         """Flush the stream and describe how the reply ended."""
@@ -156,9 +160,14 @@ class CausalBatch:
             mask.append([0] * (prefix_width - reused) + [1] * reused + [0] * gap + [1] * len(new))
             positions.append([reused] * gap + list(range(reused, len(row.prompt_ids))))
         mask_tensor = torch.tensor(mask)
-        output = self.model(input_ids=torch.tensor(input_ids), attention_mask=mask_tensor,
-                            position_ids=torch.tensor(positions), past_key_values=cache, use_cache=True,
-                            logits_to_keep=1)
+        output = self.model(
+            input_ids=torch.tensor(input_ids),
+            attention_mask=mask_tensor,
+            position_ids=torch.tensor(positions),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         self.prefix_cache.counts["prefilled_tokens"] += sum(len(row.prompt_ids) - reused for row, reused, _ in joining)
         self.prefix_cache.counts["reused_prompt_tokens"] += sum(reused for _, reused, _ in joining)
         self._join(rows, output, mask_tensor)
@@ -168,8 +177,13 @@ class CausalBatch:
         mask = torch.tensor([[0] * (width - len(row.prompt_ids)) + [1] * len(row.prompt_ids) for row in rows])
         input_ids = torch.tensor([[0] * (width - len(row.prompt_ids)) + row.prompt_ids for row in rows])
         # Only the last position's logits are needed: a whole prompt's would be prompt length × vocabulary.
-        output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                            use_cache=True, logits_to_keep=1)
+        output = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            use_cache=True,
+            logits_to_keep=1,
+        )
         if self.prefix_cache is not None:
             self.prefix_cache.counts["prefilled_tokens"] += sum(len(row.prompt_ids) for row in rows)
         self._join(rows, output, mask)
@@ -203,8 +217,13 @@ class CausalBatch:
         if self.decoder is not None:
             logits = self.decoder.step(input_ids, positions, mask, self.cache)
         else:
-            logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                                past_key_values=self.cache, use_cache=True).logits[:, -1]
+            logits = self.model(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=self.cache,
+                use_cache=True,
+            ).logits[:, -1]
         self.mask = mask
         for index, row in enumerate(self.rows):
             row.accept(logits[index])
@@ -238,8 +257,9 @@ class CausalBatch:
             log.error("a row's cache holds %d positions for %d tokens", len(real), len(token_ids))
             return
         row = slice(index, index + 1)
-        self.prefix_cache.store(token_ids, [(layer.keys[row, :, real], layer.values[row, :, real])
-                                            for layer in cache.layers])
+        self.prefix_cache.store(
+            token_ids, [(layer.keys[row, :, real], layer.values[row, :, real]) for layer in cache.layers]
+        )
 
     def _merge(self, cache, mask: torch.Tensor) -> None:
         """Left-pad the batch's cache or the newcomers', whichever is shorter, and stack them."""
@@ -283,13 +303,19 @@ class Seq2SeqBatch:
         if not self.rows:
             return
         encoder_states = torch.nn.utils.rnn.pad_sequence(self.encoded, batch_first=True)
-        encoder_mask = torch.nn.utils.rnn.pad_sequence([torch.ones(len(e), dtype=torch.long) for e in self.encoded],
-                                                       batch_first=True)
+        encoder_mask = torch.nn.utils.rnn.pad_sequence(
+            [torch.ones(len(e), dtype=torch.long) for e in self.encoded], batch_first=True
+        )
         decoded = [[self.decoder_start_id, *row.generated] for row in self.rows]
-        decoder_ids = torch.nn.utils.rnn.pad_sequence([torch.tensor(d) for d in decoded], batch_first=True,
-                                                      padding_value=self.pad_id)
-        output = self.model(encoder_outputs=(encoder_states,), attention_mask=encoder_mask,
-                            decoder_input_ids=decoder_ids, use_cache=False)
+        decoder_ids = torch.nn.utils.rnn.pad_sequence(
+            [torch.tensor(d) for d in decoded], batch_first=True, padding_value=self.pad_id
+        )
+        output = self.model(
+            encoder_outputs=(encoder_states,),
+            attention_mask=encoder_mask,
+            decoder_input_ids=decoder_ids,
+            use_cache=False,
+        )
         for index, row in enumerate(self.rows):
             row.accept(output.logits[index, len(decoded[index]) - 1])
 

@@ -7,15 +7,22 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING
 
 from palaver.config import Settings
-
-from palaver.types import REPLY_LISTENER, PromptInfo, Reply, Usage
-from palaver.errors import ClientDisconnected, GenerationFailed, GenerationTimeout, ModelNotReady, PalaverError, ServerBusy
 from palaver.engine.requests import GenerationRequest, Observer
+from palaver.errors import (
+    ClientDisconnected,
+    GenerationFailed,
+    GenerationTimeout,
+    ModelNotReady,
+    PalaverError,
+    ServerBusy,
+)
 from palaver.presets import Presets
+from palaver.types import REPLY_LISTENER, PromptInfo, Reply, Usage
 
 if TYPE_CHECKING:
     from palaver.engine.families import Prompt
@@ -34,8 +41,12 @@ POLL_SECONDS = 0.25  # how often a waiting request checks whether its client is 
 class Engine:
     """Load a model lazily, exactly once, and run every generation on its worker thread."""
 
-    def __init__(self, settings: Settings, loader: Callable[[Settings], "LoadedModel"] | None = None,
-                 observer: Observer | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        loader: Callable[[Settings], LoadedModel] | None = None,
+        observer: Observer | None = None,
+    ):
         self.settings = settings
         self.observer = observer or Observer()
         self.presets = Presets(settings)
@@ -44,7 +55,7 @@ class Engine:
         self._settled = threading.Event()  # set once a load attempt has succeeded or failed
         self._queue: queue.Queue[GenerationRequest | None] = queue.Queue()
         self._worker: threading.Thread | None = None
-        self.model: "LoadedModel | None" = None
+        self.model: LoadedModel | None = None
         self.load_error: str | None = None
         self.counts: Counter = Counter()  # requests by how they finished, and generated tokens
         self.pending = 0  # requests queued or generating
@@ -103,8 +114,11 @@ class Engine:
                     continue
                 if item is FINISHED:
                     # Stopped while still queued, there is no reply; otherwise this raises the request's error.
-                    reply = Reply("", Usage(0, 0), 0, "cancelled") if request.result.cancelled() else \
-                        request.result.result()
+                    reply = (
+                        Reply("", Usage(0, 0), 0, "cancelled")
+                        if request.result.cancelled()
+                        else request.result.result()
+                    )
                     listener = REPLY_LISTENER.get()
                     if listener is not None:
                         listener(reply)
@@ -129,8 +143,11 @@ class Engine:
         with self._pending_lock:
             if self.pending + self.waiting_count >= self.settings.max_pending:
                 self.counts["refused_busy"] += 1
-                raise ServerBusy("the server is busy; try again in a few seconds",
-                                 retry_after=BUSY_RETRY_AFTER_SECONDS, code="server_busy")
+                raise ServerBusy(
+                    "the server is busy; try again in a few seconds",
+                    retry_after=BUSY_RETRY_AFTER_SECONDS,
+                    code="server_busy",
+                )
             setattr(self, counter, getattr(self, counter) + 1)
 
     def _release(self, counter: str) -> None:
@@ -146,8 +163,12 @@ class Engine:
         """Describe the served model and the engine's state."""
         info = {"state": self.state, "pending": self.pending, "requests": dict(self.counts)}
         if self.model is not None:
-            info.update(name=self.model.name, load_seconds=round(self.model.load_seconds, 2),
-                        weights=self.model.weights, **self.model.family.describe())
+            info.update(
+                name=self.model.name,
+                load_seconds=round(self.model.load_seconds, 2),
+                weights=self.model.weights,
+                **self.model.family.describe(),
+            )
         return info
 
     def close(self) -> None:
@@ -161,7 +182,8 @@ class Engine:
         if time.monotonic() > deadline:
             request.cancel()
             raise GenerationTimeout(
-                f"generation took longer than {self.settings.request_timeout:g} seconds and was stopped")
+                f"generation took longer than {self.settings.request_timeout:g} seconds and was stopped"
+            )
 
     def _not_ready(self) -> ModelNotReady:
         if self.load_error and self.state == "failed":  # why stays in the server's log: it may name files
@@ -188,8 +210,9 @@ class Engine:
         from palaver.engine.batching import PrefixCache  # torch-bound, like the loader: imported on this thread
 
         family = self.model.family
-        prefix_cache = PrefixCache(self.settings.prefix_cache_tokens, self.counts) \
-            if self.settings.prefix_cache_tokens else None
+        prefix_cache = (
+            PrefixCache(self.settings.prefix_cache_tokens, self.counts) if self.settings.prefix_cache_tokens else None
+        )
         batch = family.start_batch(prefix_cache)
         while True:
             joining = []
@@ -253,7 +276,7 @@ class Engine:
             self._fail(row.owner, GenerationFailed("generation failed; the error has been logged"))
         return family.start_batch(prefix_cache) if entered else batch
 
-    def _build_prompt(self, request: GenerationRequest) -> "Prompt":
+    def _build_prompt(self, request: GenerationRequest) -> Prompt:
         family = self.model.family
         preset = request.preset or self.presets.default
         if request.messages is not None:

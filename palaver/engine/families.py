@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from palaver.engine.batching import CausalBatch, PrefixCache, Row, Seq2SeqBatch
-from palaver.types import Message, Reply
-from palaver.parameters import GenerationParams
-from palaver.errors import InvalidRequest
 from palaver.engine.llama_decoder import LlamaDecoder
 from palaver.engine.streaming import ReplyStream
-
+from palaver.errors import InvalidRequest
+from palaver.parameters import GenerationParams
+from palaver.types import Message, Reply
 
 # Private-use characters around a message's index: the template's own text never holds them.
 CONTENT_MARK = "\ue000{}\ue001"
@@ -86,7 +85,7 @@ class ModelFamily:
             low, high, best, shortest = 0, len(starts) - 1, None, 0
             while low <= high:
                 middle = (low + high) // 2
-                input_ids = self.encode(system + turns[starts[middle]:])
+                input_ids = self.encode(system + turns[starts[middle] :])
                 if len(input_ids) <= limit:
                     best, high = Prompt(input_ids, starts[middle]), middle - 1
                 else:
@@ -109,15 +108,33 @@ class ModelFamily:
         """Start an empty batch that this family's requests can join."""
         return CausalBatch(self.model, prefix_cache, self.decoder)
 
-    def new_row(self, prompt: Prompt, params: GenerationParams, cancelled: threading.Event,
-                on_text: Callable[[str], None] | None = None, strip_leading: bool = True) -> Row:
+    def new_row(
+        self,
+        prompt: Prompt,
+        params: GenerationParams,
+        cancelled: threading.Event,
+        on_text: Callable[[str], None] | None = None,
+        strip_leading: bool = True,
+    ) -> Row:
         """Make a batch row for one request, streaming its text to on_text."""
         stream = ReplyStream(self.tokenizer, self.stop_token_ids, params.stop, on_text, strip_leading)
-        return Row(prompt.input_ids, prompt.truncated_turns, params, min(params.max_new_tokens, self.reply_limit()),
-                   stream, cancelled)
+        return Row(
+            prompt.input_ids,
+            prompt.truncated_turns,
+            params,
+            min(params.max_new_tokens, self.reply_limit()),
+            stream,
+            cancelled,
+        )
 
-    def generate(self, prompt: Prompt, params: GenerationParams, cancelled: threading.Event,
-                 on_text: Callable[[str], None] | None = None, strip_leading: bool = True) -> Reply:
+    def generate(
+        self,
+        prompt: Prompt,
+        params: GenerationParams,
+        cancelled: threading.Event,
+        on_text: Callable[[str], None] | None = None,
+        strip_leading: bool = True,
+    ) -> Reply:
         """Generate one reply on its own: a batch of one, through the same code as any batch."""
         batch = self.start_batch()
         row = self.new_row(prompt, params, cancelled, on_text, strip_leading)
@@ -131,8 +148,12 @@ class ModelFamily:
 
     def describe(self) -> dict:
         """Describe the family and its limits for clients."""
-        return {"family": self.name, "context_tokens": self.context_tokens,
-                "max_input_tokens": self.input_limit(1), "max_reply_tokens": self.reply_limit()}
+        return {
+            "family": self.name,
+            "context_tokens": self.context_tokens,
+            "max_input_tokens": self.input_limit(1),
+            "max_reply_tokens": self.reply_limit(),
+        }
 
 
 class ChatTemplateFamily(ModelFamily):
@@ -162,12 +183,14 @@ class ChatTemplateFamily(ModelFamily):
         return ids
 
     def _render(self, messages: list[Message]) -> str:
-        return self.tokenizer.apply_chat_template([m.as_dict() for m in messages], add_generation_prompt=True,
-                                                  tokenize=False)
+        return self.tokenizer.apply_chat_template(
+            [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=False
+        )
 
     def _encode_with_template(self, messages: list[Message]) -> list[int]:
         encoded = self.tokenizer.apply_chat_template(
-            [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=True, return_dict=True)
+            [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=True, return_dict=True
+        )
         return list(encoded["input_ids"])
 
 
@@ -234,14 +257,16 @@ class BlenderbotSmallFamily(BlenderbotFamily):
         return message.content
 
 
-FAMILIES: tuple[type[ModelFamily], ...] = (
-    BlenderbotSmallFamily, BlenderbotFamily, ChatTemplateFamily, EosJoinedFamily)
+FAMILIES: tuple[type[ModelFamily], ...] = (BlenderbotSmallFamily, BlenderbotFamily, ChatTemplateFamily, EosJoinedFamily)
 
 
 def too_long(field: str, tokens: int, limit: int) -> InvalidRequest:
     """Describe an input that the model's context cannot hold."""
-    return InvalidRequest(f"'{field}' is too long for this model: {tokens} tokens, and it accepts at most "
-                          f"{limit} input tokens", param=field, code="context_length_exceeded")
+    return InvalidRequest(
+        f"'{field}' is too long for this model: {tokens} tokens, and it accepts at most {limit} input tokens",
+        param=field,
+        code="context_length_exceeded",
+    )
 
 
 def family_for(config, tokenizer) -> type[ModelFamily]:

@@ -8,10 +8,10 @@ import json
 import logging
 import mmap
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -37,8 +37,12 @@ class TensorEntry:
 
 def read_tensor_index(reader) -> list[TensorEntry]:
     """List the tensors a gguf.GGUFReader found; reading a file takes seconds, so the result is cached as JSON."""
-    return [TensorEntry(t.name, int(t.tensor_type), int(t.data_offset), tuple(int(n) for n in t.data.shape),
-                        t.data.dtype.str) for t in reader.tensors]
+    return [
+        TensorEntry(
+            t.name, int(t.tensor_type), int(t.data_offset), tuple(int(n) for n in t.data.shape), t.data.dtype.str
+        )
+        for t in reader.tensors
+    ]
 
 
 @contextmanager
@@ -94,7 +98,7 @@ def load_gguf_model(gguf_path: Path, config, index: list[TensorEntry]) -> nn.Mod
         hf_name = names.get(entry.name)
         if hf_name is None:
             continue
-        stored = data[entry.offset:entry.offset + int(np.prod(entry.shape)) * np.dtype(entry.dtype).itemsize]
+        stored = data[entry.offset : entry.offset + int(np.prod(entry.shape)) * np.dtype(entry.dtype).itemsize]
         stored = stored.view(np.dtype(entry.dtype)).reshape(entry.shape)
         module_name, _, attribute = hf_name.rpartition(".")
         module = model.get_submodule(module_name)
@@ -169,8 +173,13 @@ def _libc() -> ctypes.CDLL:
 
 def gguf_architecture(model_type: str) -> str:
     """Return gguf's name for a transformers model type."""
-    return {"cohere": "command-r", "qwen2_moe": "qwen2moe", "qwen3_moe": "qwen3moe", "gemma3_text": "gemma3",
-            "gpt_oss": "gpt-oss"}.get(model_type, model_type)
+    return {
+        "cohere": "command-r",
+        "qwen2_moe": "qwen2moe",
+        "qwen3_moe": "qwen3moe",
+        "gemma3_text": "gemma3",
+        "gpt_oss": "gpt-oss",
+    }.get(model_type, model_type)
 
 
 def gguf_to_hf_names(model: nn.Module, architecture: str, layers: int) -> dict[str, str]:

@@ -21,7 +21,7 @@ class GrowingLayer(DynamicLayer):
         self._value_buffer: torch.Tensor | None = None
 
     @classmethod
-    def adopt(cls, layer: DynamicLayer) -> "GrowingLayer":
+    def adopt(cls, layer: DynamicLayer) -> GrowingLayer:
         """Take over another layer's keys and values."""
         grown = cls()
         if layer.is_initialized:
@@ -47,8 +47,13 @@ class GrowingLayer(DynamicLayer):
     def _owns_views(self) -> bool:
         """Tell whether keys and values are still the views this layer made of its buffers."""
         keys, values = self._key_buffer, self._value_buffer
-        return (keys is not None and values is not None and self.keys.shape[:-2] == keys.shape[:-2]
-                and self.keys.data_ptr() == keys.data_ptr() and self.values.data_ptr() == values.data_ptr())
+        return (
+            keys is not None
+            and values is not None
+            and self.keys.shape[:-2] == keys.shape[:-2]
+            and self.keys.data_ptr() == keys.data_ptr()
+            and self.values.data_ptr() == values.data_ptr()
+        )
 
     def _reallocate(self, needed: int) -> None:
         capacity = needed + SPARE_TOKENS + needed // 4

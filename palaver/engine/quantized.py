@@ -30,8 +30,11 @@ def kernel_available() -> bool:
         if "loaded" not in _kernel_state:
             _kernel_state["loaded"], _kernel_state["why"] = _load_kernel()
             if not _kernel_state["loaded"]:
-                log.warning("GGUF block kernel unavailable (%s): GGUF weights are served as float32, "
-                            "which reads about 5x more memory per token", _kernel_state["why"])
+                log.warning(
+                    "GGUF block kernel unavailable (%s): GGUF weights are served as float32, "
+                    "which reads about 5x more memory per token",
+                    _kernel_state["why"],
+                )
         return bool(_kernel_state["loaded"])
 
 
@@ -90,7 +93,7 @@ def dequantise(blocks: torch.Tensor, qtype: int, in_features: int) -> torch.Tens
     scale = cells[..., :2].contiguous().view(torch.float16).float()
     if qtype == Q8_0:
         return (cells[..., 2:].contiguous().view(torch.int8).float() * scale).reshape(rows, in_features)
-    packed = cells[..., 4 if qtype == Q4_1 else 2:]
+    packed = cells[..., 4 if qtype == Q4_1 else 2 :]
     nibbles = torch.cat([packed & 0x0F, packed >> 4], dim=-1).float()
     if qtype == Q4_1:
         weights = nibbles * scale + cells[..., 2:4].contiguous().view(torch.float16).float()
@@ -153,18 +156,21 @@ def join_layers(parts: list[nn.Module]) -> GGUFLinear | None:
     after another in memory are joined without a copy.
     """
     first = parts[0]
-    if not all(isinstance(p, GGUFLinear) and p.bias is None and p.qtype == first.qtype
-               and p.in_features == first.in_features for p in parts):
+    if not all(
+        isinstance(p, GGUFLinear) and p.bias is None and p.qtype == first.qtype and p.in_features == first.in_features
+        for p in parts
+    ):
         return None
     rows = sum(p.out_features for p in parts)
     if _laid_out_in_order([p.blocks for p in parts]):
-        blocks = first.blocks.new_empty(0).set_(first.blocks.untyped_storage(), first.blocks.storage_offset(),
-                                                (rows, first.blocks.shape[1]))
+        blocks = first.blocks.new_empty(0).set_(
+            first.blocks.untyped_storage(), first.blocks.storage_offset(), (rows, first.blocks.shape[1])
+        )
     else:
         blocks = torch.cat([p.blocks for p in parts])
         start = 0
         for part in parts:
-            part.blocks, start = blocks[start:start + part.out_features], start + part.out_features
+            part.blocks, start = blocks[start : start + part.out_features], start + part.out_features
     return GGUFLinear(blocks, first.qtype, first.in_features)
 
 
@@ -172,7 +178,11 @@ def _laid_out_in_order(tensors: list[torch.Tensor]) -> bool:
     storage = tensors[0].untyped_storage().data_ptr()
     offset = tensors[0].storage_offset()
     for tensor in tensors:
-        if not tensor.is_contiguous() or tensor.untyped_storage().data_ptr() != storage or tensor.storage_offset() != offset:
+        if (
+            not tensor.is_contiguous()
+            or tensor.untyped_storage().data_ptr() != storage
+            or tensor.storage_offset() != offset
+        ):
             return False
         offset += tensor.numel()
     return True

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-from palaver.types import Message, Reply
 from palaver.parameters import GenerationParams
 from palaver.presets import Preset
+from palaver.types import Message, Reply
 
 if TYPE_CHECKING:
     from palaver.engine.families import Prompt
@@ -25,7 +26,7 @@ class GenerationRequest:
     prompt: str | None = None  # ...or a raw completion prompt
     preset: Preset | None = None
     client_gone: Callable[[], bool] | None = None
-    built: "Prompt | None" = None  # token ids, built on the caller's thread before queueing
+    built: Prompt | None = None  # token ids, built on the caller's thread before queueing
     result: Future = field(default_factory=Future)
     cancelled: threading.Event = field(default_factory=threading.Event)
     deltas: queue.Queue = field(default_factory=queue.Queue)

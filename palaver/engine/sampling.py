@@ -25,8 +25,9 @@ class Sampler:
         if params.repetition_penalty != 1.0 and seen:
             index = torch.tensor(sorted(set(seen)))
             picked = scores[index]
-            scores[index] = torch.where(picked < 0, picked * params.repetition_penalty,
-                                        picked / params.repetition_penalty)
+            scores[index] = torch.where(
+                picked < 0, picked * params.repetition_penalty, picked / params.repetition_penalty
+            )
         if params.greedy:
             return int(scores.argmax())
         scores = scores / params.temperature

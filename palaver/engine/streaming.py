@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from transformers.generation.streamers import BaseStreamer
 
@@ -18,8 +18,14 @@ class ReplyStream(BaseStreamer):
     back until it is clearly not one.
     """
 
-    def __init__(self, tokenizer, stop_token_ids: Sequence[int], stop_sequences: Sequence[str] = (),
-                 on_text: Callable[[str], None] | None = None, strip_leading: bool = True):
+    def __init__(
+        self,
+        tokenizer,
+        stop_token_ids: Sequence[int],
+        stop_sequences: Sequence[str] = (),
+        on_text: Callable[[str], None] | None = None,
+        strip_leading: bool = True,
+    ):
         self.strip_leading = strip_leading  # chat replies drop it; raw completions keep " Paris"
         self.tokenizer = tokenizer
         self.stop_token_ids = set(stop_token_ids)
@@ -57,7 +63,7 @@ class ReplyStream(BaseStreamer):
         """Flush whatever is held back once generation ends."""
         if self.read_offset < len(self.tokens):  # a trailing partial character, decoded as it is
             before = self._decode(self.prefix_offset, self.read_offset)
-            self.decoded += self._decode(self.prefix_offset)[len(before):]
+            self.decoded += self._decode(self.prefix_offset)[len(before) :]
             self.read_offset = len(self.tokens)
         self._emit(final=True)
 
@@ -68,7 +74,7 @@ class ReplyStream(BaseStreamer):
         before = self._decode(self.prefix_offset, self.read_offset)
         after = self._decode(self.prefix_offset)
         if len(after) > len(before) and not after.endswith(INCOMPLETE_CHARACTER):
-            self.decoded += after[len(before):]
+            self.decoded += after[len(before) :]
             self.prefix_offset, self.read_offset = self.read_offset, len(self.tokens)
 
     def _emit(self, final: bool) -> None:
@@ -78,7 +84,7 @@ class ReplyStream(BaseStreamer):
             reply, final = reply[:cut], True
             self.hit_stop_sequence = True
         end = len(reply) if final else len(reply) - self._held_back(reply)
-        delta = reply[len(self.text):end]
+        delta = reply[len(self.text) : end]
         if delta:
             self.text += delta
             if self.on_text is not None:

@@ -5,13 +5,20 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from palaver.parameters import GENERATION_PARAMETERS
 from palaver.conversations import ChatInput
 from palaver.errors import NotFound
-from palaver.web.security import require_api_key
+from palaver.parameters import GENERATION_PARAMETERS
 from palaver.web.boundary import (
-    client_gone_probe, get_chat, get_engine, get_metrics, get_settings, json_error, read_json, to_palaver_error,
+    client_gone_probe,
+    get_chat,
+    get_engine,
+    get_metrics,
+    get_settings,
+    json_error,
+    read_json,
+    to_palaver_error,
 )
+from palaver.web.security import require_api_key
 
 api = Blueprint("api", __name__, url_prefix="/api")
 api.before_request(require_api_key)
@@ -49,20 +56,41 @@ def schema():
     defaults = settings.generation_defaults()
     return {
         "inputs": [
-            {"name": "message", "type": "string", "required": True, "min_length": 1,
-             "max_length": settings.max_message_chars, "description": "The user's message."},
-            {"name": "conversation_id", "type": "string", "required": False, "max_length": 64,
-             "description": "Continue this conversation; omit it to start a new one."},
-            {"name": "preset", "type": "string", "required": False,
-             "description": "Name of a preset (see presets) for this conversation."},
+            {
+                "name": "message",
+                "type": "string",
+                "required": True,
+                "min_length": 1,
+                "max_length": settings.max_message_chars,
+                "description": "The user's message.",
+            },
+            {
+                "name": "conversation_id",
+                "type": "string",
+                "required": False,
+                "max_length": 64,
+                "description": "Continue this conversation; omit it to start a new one.",
+            },
+            {
+                "name": "preset",
+                "type": "string",
+                "required": False,
+                "description": "Name of a preset (see presets) for this conversation.",
+            },
         ],
         "outputs": [
             {"name": "reply", "type": "string"},
             {"name": "conversation_id", "type": "string"},
-            {"name": "usage", "type": "object", "properties": {
-                "prompt_tokens": "integer", "completion_tokens": "integer", "total_tokens": "integer"}},
-            {"name": "truncated_turns", "type": "integer",
-             "description": "Oldest messages left out of the prompt to fit the context window."},
+            {
+                "name": "usage",
+                "type": "object",
+                "properties": {"prompt_tokens": "integer", "completion_tokens": "integer", "total_tokens": "integer"},
+            },
+            {
+                "name": "truncated_turns",
+                "type": "integer",
+                "description": "Oldest messages left out of the prompt to fit the context window.",
+            },
             {"name": "finish_reason", "type": "string", "enum": ["stop", "length", "cancelled"]},
         ],
         "params": [p.describe(getattr(defaults, p.name)) for p in GENERATION_PARAMETERS],

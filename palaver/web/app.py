@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from flask import Flask, render_template, request
 
@@ -49,4 +50,3 @@ def unrouted_error(exc: Exception):
     if request.path.startswith(("/api/", "/v1/", "/invocations")) or request.mimetype == "application/json":
         return services.json_error(error)
     return render_template("error.html", error=error), error.status
-

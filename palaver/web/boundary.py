@@ -12,18 +12,19 @@ import select
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, request, stream_with_context
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import palaver.web.security as security
 from palaver.config import Settings
-from palaver.types import REPLY_LISTENER, PromptInfo, Reply
 from palaver.conversations import Chat, ConversationStore
-from palaver.errors import GenerationFailed, InvalidRequest, PalaverError, PayloadTooLarge
 from palaver.engine.engine import Engine
+from palaver.errors import GenerationFailed, InvalidRequest, PalaverError, PayloadTooLarge
+from palaver.types import REPLY_LISTENER, PromptInfo, Reply
 from palaver.web.metrics import Metrics
 
 log = logging.getLogger("palaver")
@@ -109,8 +110,14 @@ def finish_request_record(response: Response) -> Response:
     get_metrics().requests.labels(surface, str(response.status_code)).inc()
     request_id = g.get("request_id", "-")
     response.headers["X-Request-Id"] = request_id
-    record = {"event": "request", "id": request_id, "surface": surface, "method": request.method,
-              "path": request.path, "status": response.status_code}
+    record = {
+        "event": "request",
+        "id": request_id,
+        "surface": surface,
+        "method": request.method,
+        "path": request.path,
+        "status": response.status_code,
+    }
     if get_settings().log_messages:
         record["body"] = g.get("body", b"")[:2000].decode("utf-8", errors="replace")
     started, tokens = g.get("started", time.monotonic()), g.get("tokens", {})
@@ -176,8 +183,11 @@ def sse_event(payload: Any) -> str:
 
 def event_stream(events: Iterable[str], headers: dict | None = None) -> Response:
     """Send framed events as they come; the server sees at once when the client is gone."""
-    return Response(stream_with_context(events), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})})
+    return Response(
+        stream_with_context(events),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
+    )
 
 
 def client_gone_probe() -> Callable[[], bool] | None:
@@ -216,11 +226,13 @@ def check_json_values(body: Any) -> None:
     while pending:  # a loop, not recursion: the body may nest as deep as the parser allowed
         value, path = pending.pop()
         if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidRequest(f"'{path or 'body'}' must be a finite number; NaN and Infinity are not allowed",
-                                 param=path or None)
+            raise InvalidRequest(
+                f"'{path or 'body'}' must be a finite number; NaN and Infinity are not allowed", param=path or None
+            )
         if isinstance(value, str) and LONE_SURROGATE.search(value):
-            raise InvalidRequest(f"'{path or 'body'}' must be valid Unicode text; it holds a lone surrogate",
-                                 param=path or None)
+            raise InvalidRequest(
+                f"'{path or 'body'}' must be valid Unicode text; it holds a lone surrogate", param=path or None
+            )
         if isinstance(value, dict):
             for key, item in value.items():
                 if LONE_SURROGATE.search(key):

@@ -40,7 +40,7 @@ class PendingRequest:
                 self.searched = max(0, len(self.data) - 3)
                 return TOO_LARGE if len(self.data) > HEAD_LIMIT else WAIT
             self.body_at = end.end()
-            if end.group() != b"\r\n\r\n" or self.read_head(bytes(self.data[:end.start()])) == CUT:
+            if end.group() != b"\r\n\r\n" or self.read_head(bytes(self.data[: end.start()])) == CUT:
                 return CUT
         state = self.read_body()
         # Tiny chunks carry more framing than data: bound what one request may hold whatever its chunks.
@@ -76,7 +76,7 @@ class PendingRequest:
             eol = self.data.find(b"\r\n", self.scan)
             if eol < 0:
                 return CUT if len(self.data) - self.scan > 1024 else WAIT
-            digits = bytes(self.data[self.scan:eol]).split(b";")[0].strip()
+            digits = bytes(self.data[self.scan : eol]).split(b";")[0].strip()
             if not digits or digits.strip(b"0123456789abcdefABCDEF"):
                 return CUT  # a malformed chunk size: the app answers 400
             size = int(digits, 16)
@@ -87,7 +87,7 @@ class PendingRequest:
             end = eol + 2 + size + 2
             if len(self.data) < end:
                 return WAIT
-            if self.data[end - 2:end] != b"\r\n":
+            if self.data[end - 2 : end] != b"\r\n":
                 return CUT
             self.decoded, self.scan = self.decoded + size, end
 
@@ -106,8 +106,12 @@ class BufferedThreadWorker(ThreadWorker):
     def check_config(cls, cfg, log) -> None:
         """Refuse set-ups whose bytes on the socket are not plain HTTP/1 requests."""
         super().check_config(cfg, log)
-        if cfg.is_ssl or cfg.protocol != "http" or cfg.proxy_protocol != "off" or cfg.http2_cleartext in (
-                "prior-knowledge", "both"):
+        if (
+            cfg.is_ssl
+            or cfg.protocol != "http"
+            or cfg.proxy_protocol != "off"
+            or cfg.http2_cleartext in ("prior-knowledge", "both")
+        ):
             raise RuntimeError("BufferedThreadWorker reads plain HTTP/1 only: no TLS, uwsgi, PROXY or h2c preface")
 
     def enqueue_req(self, conn: TConn) -> None:

@@ -15,19 +15,28 @@ class Metrics:
 
     def __init__(self):
         self.registry = CollectorRegistry()
-        self.requests = Counter("palaver_requests", "HTTP requests by surface and status.",
-                                ["surface", "status"], registry=self.registry)
-        self.queue_depth = Gauge("palaver_queue_depth", "Requests waiting for or using the model.",
-                                 registry=self.registry)
-        self.batch_size = Histogram("palaver_batch_size", "Requests generated together in one engine step.",
-                                    buckets=BATCH_BUCKETS, registry=self.registry)
+        self.requests = Counter(
+            "palaver_requests", "HTTP requests by surface and status.", ["surface", "status"], registry=self.registry
+        )
+        self.queue_depth = Gauge(
+            "palaver_queue_depth", "Requests waiting for or using the model.", registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "palaver_batch_size",
+            "Requests generated together in one engine step.",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
         self.time_to_first_token = Histogram(
-            "palaver_time_to_first_token_seconds", "Seconds from queueing a request to its first text.",
-            buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.generated_tokens = Counter("palaver_generated_tokens", "Completion tokens generated.",
-                                        registry=self.registry)
-        self.model_load = Gauge("palaver_model_load_seconds", "Seconds the model took to load.",
-                                registry=self.registry)
+            "palaver_time_to_first_token_seconds",
+            "Seconds from queueing a request to its first text.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.generated_tokens = Counter(
+            "palaver_generated_tokens", "Completion tokens generated.", registry=self.registry
+        )
+        self.model_load = Gauge("palaver_model_load_seconds", "Seconds the model took to load.", registry=self.registry)
 
     def watch(self, engine) -> None:
         """Read the queue depth and load time from the engine when scraped."""

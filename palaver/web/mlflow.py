@@ -4,25 +4,33 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping
 from contextlib import closing
-from typing import Any, Mapping
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from palaver.types import Reply
-from palaver.parameters import GenerationParams
-from palaver.errors import InvalidRequest
 from palaver.engine.engine import GenerationRequest
-from palaver.web.openai.routes import serve_chat, serve_text, start_all
-from palaver.web.openai.protocol import MAX_PROMPTS, CompletionRequest
-from palaver.web.security import require_api_key
+from palaver.errors import InvalidRequest
+from palaver.parameters import GenerationParams
+from palaver.types import Reply
 from palaver.web.boundary import get_engine, get_settings, read_json, to_palaver_error
+from palaver.web.openai.protocol import MAX_PROMPTS, CompletionRequest
+from palaver.web.openai.routes import serve_chat, serve_text, start_all
+from palaver.web.security import require_api_key
 
 mlflow = Blueprint("mlflow", __name__)
 
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
-ERROR_CODES = {400: "BAD_REQUEST", 401: "UNAUTHENTICATED", 404: "RESOURCE_DOES_NOT_EXIST", 413: "BAD_REQUEST",
-               429: "REQUEST_LIMIT_EXCEEDED", 503: "TEMPORARILY_UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+ERROR_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    413: "BAD_REQUEST",
+    429: "REQUEST_LIMIT_EXCEEDED",
+    503: "TEMPORARILY_UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 
 
 @mlflow.get("/ping")
@@ -47,8 +55,11 @@ def invocations():
 @mlflow.errorhandler(Exception)
 def mlflow_error(exc: Exception):
     error = to_palaver_error(exc)
-    code = "INVALID_PARAMETER_VALUE" if error.status == 400 and error.param else ERROR_CODES.get(
-        error.status, "INTERNAL_ERROR")
+    code = (
+        "INVALID_PARAMETER_VALUE"
+        if error.status == 400 and error.param
+        else ERROR_CODES.get(error.status, "INTERNAL_ERROR")
+    )
     response = jsonify({"error_code": code, "message": error.message})
     response.status_code = error.status
     if error.retry_after:
@@ -67,15 +78,19 @@ def read_csv() -> dict[str, Any]:
 def scoring_input(body: Any) -> tuple[list[str], dict[str, Any]]:
     """Take prompts and params from any of MLflow's wrapped formats; a frame's first column holds prompts."""
     if not isinstance(body, Mapping) or len(set(body) - {"params"}) != 1 or not set(body) & set(INPUT_KEYS):
-        raise InvalidRequest(f"Invalid input. The body must be a JSON object with exactly one of "
-                             f"{', '.join(INPUT_KEYS)}, and optionally params, or a chat payload with messages")
+        raise InvalidRequest(
+            f"Invalid input. The body must be a JSON object with exactly one of "
+            f"{', '.join(INPUT_KEYS)}, and optionally params, or a chat payload with messages"
+        )
     key = next(key for key in INPUT_KEYS if key in body)
     data = body[key]
     if key == "dataframe_split":
-        if not isinstance(data, Mapping) or set(data) - {"columns", "data", "index"} or not isinstance(
-                data.get("data"), list):
-            raise InvalidRequest("'dataframe_split' takes columns, data and index, with data a list of rows",
-                                 param=key)
+        if (
+            not isinstance(data, Mapping)
+            or set(data) - {"columns", "data", "index"}
+            or not isinstance(data.get("data"), list)
+        ):
+            raise InvalidRequest("'dataframe_split' takes columns, data and index, with data a list of rows", param=key)
         data = [row[0] if isinstance(row, list) and row else row for row in data["data"]]
     elif isinstance(data, Mapping):  # columnar: {"prompt": ["a", "b"]}
         data = next(iter(data.values()), None)
@@ -83,10 +98,14 @@ def scoring_input(body: Any) -> tuple[list[str], dict[str, Any]]:
     if isinstance(prompts, list):
         prompts = [next(iter(p.values()), None) if isinstance(p, Mapping) else p for p in prompts]
     max_chars = get_settings().max_message_chars
-    if not isinstance(prompts, list) or not 0 < len(prompts) <= MAX_PROMPTS or not all(
-            isinstance(p, str) and p.strip() and len(p) <= max_chars for p in prompts):
-        raise InvalidRequest(f"'{key}' must hold 1 to {MAX_PROMPTS} non-empty prompts of at most {max_chars} "
-                             "characters each", param=key)
+    if (
+        not isinstance(prompts, list)
+        or not 0 < len(prompts) <= MAX_PROMPTS
+        or not all(isinstance(p, str) and p.strip() and len(p) <= max_chars for p in prompts)
+    ):
+        raise InvalidRequest(
+            f"'{key}' must hold 1 to {MAX_PROMPTS} non-empty prompts of at most {max_chars} characters each", param=key
+        )
     params = body.get("params", {})
     if not isinstance(params, Mapping):
         raise InvalidRequest("'params' must be an object", param="params")

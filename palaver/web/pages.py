@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import closing
-from typing import Iterator
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
 from palaver.conversations import ChatInput, ChatTurn
 from palaver.errors import PalaverError, PayloadTooLarge, Unauthorized
-from palaver.web.security import require_sign_in, sign_in
 from palaver.web.boundary import (
-    client_gone_probe, event_stream, get_chat, get_engine, get_settings, guarded, json_error, sse_event,
+    client_gone_probe,
+    event_stream,
+    get_chat,
+    get_engine,
+    get_settings,
+    guarded,
+    json_error,
+    sse_event,
     to_palaver_error,
 )
+from palaver.web.security import require_sign_in, sign_in
 
 pages = Blueprint("pages", __name__)
 
@@ -30,12 +37,17 @@ def render_chat(error: PalaverError | None = None, draft: str = ""):
     """Render the chat page with this session's conversation."""
     engine = get_engine()
     conversation = get_chat().store.get(session["conversation_id"]) if session.get("conversation_id") else None
-    preset = engine.presets.get(conversation.preset if conversation and conversation.preset else
-                                session.get("preset"))
+    preset = engine.presets.get(conversation.preset if conversation and conversation.preset else session.get("preset"))
     return render_template(
-        "chat.html", messages=list(conversation.messages) if conversation else [], error=error, draft=draft,
-        max_chars=get_settings().max_message_chars, model=engine.describe(), presets=list(engine.presets),
-        preset=preset)
+        "chat.html",
+        messages=list(conversation.messages) if conversation else [],
+        error=error,
+        draft=draft,
+        max_chars=get_settings().max_message_chars,
+        model=engine.describe(),
+        presets=list(engine.presets),
+        preset=preset,
+    )
 
 
 @pages.get("/")
@@ -45,8 +57,11 @@ def index():
 
 @pages.post("/")
 def send():
-    fields = {"preset": session.get("preset"), **request.form.to_dict(),
-              "conversation_id": session.get("conversation_id")}
+    fields = {
+        "preset": session.get("preset"),
+        **request.form.to_dict(),
+        "conversation_id": session.get("conversation_id"),
+    }
     chat_input = ChatInput.parse(fields, get_settings(), message_field="textbox", from_text=True)
     chat = get_chat()
     conversation = chat.open(chat_input.conversation_id, restart_unknown=True)

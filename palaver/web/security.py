@@ -16,7 +16,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.sansio.utils import host_is_trusted
 
 from palaver.config import Settings
-from palaver.errors import ConfigurationError, Forbidden, InvalidRequest, RateLimited, Unauthorized, UnsupportedMediaType
+from palaver.errors import (
+    ConfigurationError,
+    Forbidden,
+    InvalidRequest,
+    RateLimited,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 
 # Routes that run the model: keys guard them all, and the token budget applies to them.
 GENERATING_ENDPOINTS = {"pages.send", "api.chat", "v1.chat_completions", "v1.completions", "mlflow.invocations"}
@@ -24,9 +31,11 @@ GENERATING_ENDPOINTS = {"pages.send", "api.chat", "v1.chat_completions", "v1.com
 PROBE_ENDPOINTS = {"health.healthz", "mlflow.ping", "static"}
 JSON_BODY_BLUEPRINTS = {"v1": ("application/json",), "mlflow": ("application/json", "text/csv", "application/csv")}
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-                           "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-                           "frame-ancestors 'none'")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
 
 
 class SessionsSecureOverHttps(SecureCookieSessionInterface):
@@ -74,9 +83,12 @@ class RateLimits:
     def _refusal(self, limit, bucket: str, caller: str, what: str) -> RateLimited:
         reset_at = self.strategy.get_window_stats(limit, bucket, caller).reset_time
         wait = max(1, int(reset_at - time.time() + 0.999))
-        return RateLimited(f"rate limit reached: at most {limit.amount} {what} per {limit.multiples} "
-                           f"{limit.GRANULARITY.name}; retry in {wait} seconds", retry_after=wait,
-                           code="rate_limit_exceeded")
+        return RateLimited(
+            f"rate limit reached: at most {limit.amount} {what} per {limit.multiples} "
+            f"{limit.GRANULARITY.name}; retry in {wait} seconds",
+            retry_after=wait,
+            code="rate_limit_exceeded",
+        )
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -103,14 +115,19 @@ def refuse_foreign_requests() -> None:
     if request.method not in UNSAFE_METHODS:
         return
     origin = request.headers.get("Origin")
-    if (origin is not None and urlsplit(origin).netloc != request.host) or \
-            request.headers.get("Sec-Fetch-Site") == "cross-site":
-        raise Forbidden("cross-site requests are refused; call this API from a server or from the page itself",
-                        code="cross_site_request")
+    if (origin is not None and urlsplit(origin).netloc != request.host) or request.headers.get(
+        "Sec-Fetch-Site"
+    ) == "cross-site":
+        raise Forbidden(
+            "cross-site requests are refused; call this API from a server or from the page itself",
+            code="cross_site_request",
+        )
     accepted = JSON_BODY_BLUEPRINTS.get(request.blueprint or "")
     if accepted and request.mimetype not in accepted:
-        raise UnsupportedMediaType(f"the body must be sent as {' or '.join(accepted)} "
-                                   f"(got '{request.mimetype or 'no content type'}')", code="unsupported_media_type")
+        raise UnsupportedMediaType(
+            f"the body must be sent as {' or '.join(accepted)} (got '{request.mimetype or 'no content type'}')",
+            code="unsupported_media_type",
+        )
 
 
 def key_id(key: str) -> str:
@@ -134,8 +151,12 @@ def bearer_key_id() -> str | None:
 def signed_in_key_id() -> str | None:
     """Return the key id of this browser's sign-in, if it is current and its key still configured."""
     mark = session.get("sign_in")
-    if not isinstance(mark, dict) or not isinstance(mark.get("key"), str) or \
-            not isinstance(mark.get("until"), (int, float)) or mark["until"] < time.time():
+    if (
+        not isinstance(mark, dict)
+        or not isinstance(mark.get("key"), str)
+        or not isinstance(mark.get("until"), (int, float))
+        or mark["until"] < time.time()
+    ):
         return None
     keys = current_app.extensions["palaver"]["settings"].api_key_list
     return mark["key"] if any(hmac.compare_digest(mark["key"], key_id(key)) for key in keys) else None
@@ -166,8 +187,12 @@ def require_api_key() -> None:
 
 def require_sign_in() -> None:
     """Refuse a page request unless keys are off, the browser has signed in, or it carries a bearer key."""
-    if keys_required() and request.endpoint != "pages.enter_key" and \
-            signed_in_key_id() is None and bearer_key_id() is None:
+    if (
+        keys_required()
+        and request.endpoint != "pages.enter_key"
+        and signed_in_key_id() is None
+        and bearer_key_id() is None
+    ):
         raise Unauthorized("enter an access key to use this chat", code="invalid_api_key")
 
 

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from palaver.config import Settings
-
-from palaver.types import Message, Reply, Usage
-from palaver.parameters import GenerationParams
 from palaver.errors import InvalidRequest, NotFound
+from palaver.parameters import GenerationParams
+from palaver.types import Message, Reply, Usage
 
 # Client field -> generation parameter. top_k and repetition_penalty are extensions, as in vLLM.
 PARAMETER_FIELDS = {
-    "max_tokens": "max_new_tokens", "max_completion_tokens": "max_new_tokens", "temperature": "temperature",
-    "top_p": "top_p", "seed": "seed", "stop": "stop", "top_k": "top_k", "repetition_penalty": "repetition_penalty",
+    "max_tokens": "max_new_tokens",
+    "max_completion_tokens": "max_new_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+    "stop": "stop",
+    "top_k": "top_k",
+    "repetition_penalty": "repetition_penalty",
 }
 # Fields we accept only at a value that changes nothing; anything else is a clear 400, never ignored.
 NEUTRAL_FIELDS: dict[str, tuple[Any, str]] = {
@@ -31,7 +37,7 @@ NEUTRAL_FIELDS: dict[str, tuple[Any, str]] = {
     "functions": ([], "functions are not supported"),
     "tool_choice": ("none", "tools are not supported"),
     "function_call": ("none", "functions are not supported"),
-    "response_format": ({"type": "text"}, "only response_format {\"type\": \"text\"} is supported"),
+    "response_format": ({"type": "text"}, 'only response_format {"type": "text"} is supported'),
     "suffix": ("", "suffix is not supported"),
     "store": (False, "storing completions is not supported"),
     "modalities": (["text"], "only the text modality is supported"),
@@ -55,22 +61,28 @@ class CompletionRequest:
     echo: bool = False
 
     @classmethod
-    def parse_chat(cls, body: Any, settings: Settings, *, require_model: bool = True) -> "CompletionRequest":
+    def parse_chat(cls, body: Any, settings: Settings, *, require_model: bool = True) -> CompletionRequest:
         """Validate a chat.completions body."""
         fields = common_fields(body, settings, {"messages"}, require_model)
         messages = parse_messages(fields.get("messages"), settings.max_message_chars, settings.max_messages)
         return cls(messages=messages, **fields["common"])
 
     @classmethod
-    def parse_text(cls, body: Any, settings: Settings, *, require_model: bool = True) -> "CompletionRequest":
+    def parse_text(cls, body: Any, settings: Settings, *, require_model: bool = True) -> CompletionRequest:
         """Validate a completions body, whose prompt is a string or a list of strings."""
         fields = common_fields(body, settings, {"prompt", "echo"}, require_model)
         prompts = fields.get("prompt")
         prompts = [prompts] if isinstance(prompts, str) else prompts
-        if not isinstance(prompts, list) or not 0 < len(prompts) <= MAX_PROMPTS or not all(
-                isinstance(p, str) and p.strip() and len(p) <= settings.max_message_chars for p in prompts):
-            raise InvalidRequest(f"'prompt' must be a non-empty string of at most {settings.max_message_chars} "
-                                 f"characters, or a list of 1 to {MAX_PROMPTS} such strings", param="prompt")
+        if (
+            not isinstance(prompts, list)
+            or not 0 < len(prompts) <= MAX_PROMPTS
+            or not all(isinstance(p, str) and p.strip() and len(p) <= settings.max_message_chars for p in prompts)
+        ):
+            raise InvalidRequest(
+                f"'prompt' must be a non-empty string of at most {settings.max_message_chars} "
+                f"characters, or a list of 1 to {MAX_PROMPTS} such strings",
+                param="prompt",
+            )
         echo = fields.get("echo") or False
         if not isinstance(echo, bool):
             raise InvalidRequest("'echo' must be true or false", param="echo")
@@ -93,8 +105,9 @@ def common_fields(body: Any, settings: Settings, own: set[str], require_model: b
     stream = check_bool(body.get("stream", False), "stream")
     options = body.get("stream_options", {})
     if not isinstance(options, Mapping) or set(options) - {"include_usage"} or (options and not stream):
-        raise InvalidRequest("'stream_options' takes only include_usage, and only with stream: true",
-                             param="stream_options")
+        raise InvalidRequest(
+            "'stream_options' takes only include_usage, and only with stream: true", param="stream_options"
+        )
     if not isinstance(body.get("user", ""), str):
         raise InvalidRequest("'user' must be a string", param="user")
     given = {name: body[name] for name in PARAMETER_FIELDS if name in body}
@@ -104,8 +117,13 @@ def common_fields(body: Any, settings: Settings, own: set[str], require_model: b
     preset = body.get("preset")
     if preset is not None and not isinstance(preset, str):
         raise InvalidRequest("'preset' must be a preset's name", param="preset")
-    common = dict(model=model, params=params, stream=stream, preset=preset,
-                  include_usage=check_bool(options.get("include_usage", False), "stream_options.include_usage"))
+    common = dict(
+        model=model,
+        params=params,
+        stream=stream,
+        preset=preset,
+        include_usage=check_bool(options.get("include_usage", False), "stream_options.include_usage"),
+    )
     return {**{name: body[name] for name in own if name in body}, "common": common}
 
 
@@ -117,8 +135,9 @@ def check_model(model: Any, settings: Settings, required: bool) -> str:
     if not isinstance(model, str) or not model:
         raise InvalidRequest(f"'model' is required; this server serves '{served}'", param="model")
     if model not in {served, settings.model}:
-        raise NotFound(f"the model '{model}' does not exist; this server serves '{served}'", param="model",
-                       code="model_not_found")
+        raise NotFound(
+            f"the model '{model}' does not exist; this server serves '{served}'", param="model", code="model_not_found"
+        )
     return served
 
 
@@ -131,14 +150,18 @@ def check_bool(value: Any, name: str) -> bool:
 def parse_messages(raw: Any, max_chars: int, max_messages: int) -> list[Message]:
     """Validate OpenAI-style messages; content may be a string or a list of text parts."""
     if not isinstance(raw, list) or not 0 < len(raw) <= max_messages:
-        raise InvalidRequest(f"'messages' must be a list of 1 to {max_messages} messages"
-                             + (f" (got {len(raw)})" if isinstance(raw, list) else ""), param="messages")
+        raise InvalidRequest(
+            f"'messages' must be a list of 1 to {max_messages} messages"
+            + (f" (got {len(raw)})" if isinstance(raw, list) else ""),
+            param="messages",
+        )
     messages = []
     for index, item in enumerate(raw):
         where = f"messages[{index}]"
         if not isinstance(item, Mapping) or item.get("role") not in CHAT_ROLES:
-            raise InvalidRequest(f"'{where}' must be an object whose role is one of {', '.join(CHAT_ROLES)}",
-                                 param=f"{where}.role")
+            raise InvalidRequest(
+                f"'{where}' must be an object whose role is one of {', '.join(CHAT_ROLES)}", param=f"{where}.role"
+            )
         content = text_content(item.get("content"), f"{where}.content")
         if len(content) > max_chars:
             raise InvalidRequest(f"'{where}.content' must be at most {max_chars} characters", param=f"{where}.content")
@@ -152,11 +175,11 @@ def text_content(content: Any, where: str) -> str:
     """Return a message's text, joining text parts; any other kind of part is refused."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list) and all(isinstance(p, Mapping) and p.get("type") == "text"
-                                         and isinstance(p.get("text"), str) for p in content):
+    if isinstance(content, list) and all(
+        isinstance(p, Mapping) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
+    ):
         return "".join(part["text"] for part in content)
-    raise InvalidRequest(f"'{where}' must be a string or a list of text parts; only text is supported",
-                         param=where)
+    raise InvalidRequest(f"'{where}' must be a string or a list of text parts; only text is supported", param=where)
 
 
 # ---------------------------------------------------------------------------
@@ -178,29 +201,59 @@ def usage_info(usage: Usage, truncated_turns: int = 0) -> dict[str, int]:
 
 def chat_completion(completion_id: str, model: str, reply: Reply) -> dict[str, Any]:
     """Build a chat.completion object."""
-    return {"id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text},
-                         "logprobs": None, "finish_reason": finish_reason(reply)}],
-            "usage": usage_info(reply.usage, reply.truncated_turns), "system_fingerprint": None}
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": reply.text},
+                "logprobs": None,
+                "finish_reason": finish_reason(reply),
+            }
+        ],
+        "usage": usage_info(reply.usage, reply.truncated_turns),
+        "system_fingerprint": None,
+    }
 
 
-def chat_chunk(completion_id: str, model: str, created: int, delta: dict | None = None,
-               reason: str | None = None, usage: dict | None = None, include_usage: bool = False) -> dict:
+def chat_chunk(
+    completion_id: str,
+    model: str,
+    created: int,
+    delta: dict | None = None,
+    reason: str | None = None,
+    usage: dict | None = None,
+    include_usage: bool = False,
+) -> dict:
     """Build a chat.completion.chunk; a usage chunk has no choices."""
-    chunk = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-             "system_fingerprint": None,
-             "choices": [] if usage else [{"index": 0, "delta": delta or {}, "logprobs": None,
-                                           "finish_reason": reason}]}
+    chunk = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [] if usage else [{"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": reason}],
+    }
     if include_usage:
         chunk["usage"] = usage
     return chunk
 
 
-def text_completion(completion_id: str, model: str, choices: list[dict], usage: Usage | None,
-                    created: int | None = None) -> dict[str, Any]:
+def text_completion(
+    completion_id: str, model: str, choices: list[dict], usage: Usage | None, created: int | None = None
+) -> dict[str, Any]:
     """Build a text_completion object (or one of its stream chunks, without usage)."""
-    completion = {"id": completion_id, "object": "text_completion", "created": created or int(time.time()),
-                  "model": model, "choices": choices, "system_fingerprint": None}
+    completion = {
+        "id": completion_id,
+        "object": "text_completion",
+        "created": created or int(time.time()),
+        "model": model,
+        "choices": choices,
+        "system_fingerprint": None,
+    }
     if usage is not None:
         completion["usage"] = usage_info(usage)
     return completion

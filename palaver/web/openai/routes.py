@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import closing
-from typing import Iterator
 
 from flask import Blueprint
 
-from palaver.types import Reply, Usage
-from palaver.errors import ModelNotReady, PalaverError
 from palaver.engine.engine import Engine, GenerationRequest
-from palaver.web.openai.protocol import (
-    CompletionRequest, chat_chunk, chat_completion, finish_reason, new_id, text_choice, text_completion, usage_info,
-)
-from palaver.web.security import require_api_key
+from palaver.errors import ModelNotReady, PalaverError
+from palaver.types import Reply, Usage
 from palaver.web.boundary import (
-    client_gone_probe, event_stream, get_engine, get_settings, guarded, json_error, read_json, sse_event,
+    client_gone_probe,
+    event_stream,
+    get_engine,
+    get_settings,
+    guarded,
+    json_error,
+    read_json,
+    sse_event,
     to_palaver_error,
 )
+from palaver.web.openai.protocol import (
+    CompletionRequest,
+    chat_chunk,
+    chat_completion,
+    finish_reason,
+    new_id,
+    text_choice,
+    text_completion,
+    usage_info,
+)
+from palaver.web.security import require_api_key
 
 v1 = Blueprint("v1", __name__, url_prefix="/v1")
 v1.before_request(require_api_key)
@@ -41,10 +55,21 @@ def models():
     if not engine.wait_ready(get_settings().load_wait):
         raise ModelNotReady("the model is still loading; retry shortly", retry_after=5)
     limits = engine.model.family.describe()
-    return {"object": "list", "data": [{
-        "id": get_settings().model_name, "object": "model", "created": int(engine.model.loaded_at),
-        "owned_by": "palaver", "family": limits["family"], "context_length": limits["context_tokens"],
-        "max_input_tokens": limits["max_input_tokens"], "max_output_tokens": limits["max_reply_tokens"]}]}
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": get_settings().model_name,
+                "object": "model",
+                "created": int(engine.model.loaded_at),
+                "owned_by": "palaver",
+                "family": limits["family"],
+                "context_length": limits["context_tokens"],
+                "max_input_tokens": limits["max_input_tokens"],
+                "max_output_tokens": limits["max_reply_tokens"],
+            }
+        ],
+    }
 
 
 @v1.errorhandler(Exception)
@@ -54,8 +79,9 @@ def v1_error(exc: Exception):
 
 def serve_chat(chat: CompletionRequest, engine: Engine):
     """Answer a chat completion, as one object or as a stream of chunks."""
-    request = GenerationRequest(chat.params, messages=chat.messages, preset=engine.presets.get(chat.preset),
-                                client_gone=client_gone_probe())
+    request = GenerationRequest(
+        chat.params, messages=chat.messages, preset=engine.presets.get(chat.preset), client_gone=client_gone_probe()
+    )
     items = engine.stream(request)
     info = next(items)  # errors found before any text (a prompt too long, a loading model) keep their status
     headers = {TRUNCATED_HEADER: str(info.truncated_turns)}
@@ -91,18 +117,23 @@ def serve_text(completion: CompletionRequest, engine: Engine):
     """Answer a completion for one prompt or a list of them."""
     preset = engine.presets.get(completion.preset)
     probe = client_gone_probe()
-    streams = start_all([GenerationRequest(completion.params, prompt=prompt, preset=preset, client_gone=probe)
-                         for prompt in completion.prompts], engine)
+    streams = start_all(
+        [
+            GenerationRequest(completion.params, prompt=prompt, preset=preset, client_gone=probe)
+            for prompt in completion.prompts
+        ],
+        engine,
+    )
     if completion.stream:
         return event_stream(text_events(streams, completion))
     choices, usage = [], Usage(0, 0)
     for index, (prompt, items) in enumerate(zip(completion.prompts, streams)):
         with closing(items):
             reply = next(item for item in items if isinstance(item, Reply))
-        choices.append(text_choice(index, prompt + reply.text if completion.echo else reply.text,
-                                   finish_reason(reply)))
-        usage = Usage(usage.prompt_tokens + reply.usage.prompt_tokens,
-                      usage.completion_tokens + reply.usage.completion_tokens)
+        choices.append(text_choice(index, prompt + reply.text if completion.echo else reply.text, finish_reason(reply)))
+        usage = Usage(
+            usage.prompt_tokens + reply.usage.prompt_tokens, usage.completion_tokens + reply.usage.completion_tokens
+        )
     return text_completion(new_id("cmpl"), completion.model, choices, usage)
 
 
@@ -112,8 +143,9 @@ def text_events(streams: list[Iterator], completion: CompletionRequest) -> Itera
     usage = Usage(0, 0)
 
     def chunk(index: int, text: str, reason: str | None = None) -> str:
-        return sse_event(text_completion(completion_id, completion.model, [text_choice(index, text, reason)],
-                                         None, created))
+        return sse_event(
+            text_completion(completion_id, completion.model, [text_choice(index, text, reason)], None, created)
+        )
 
     for index, (prompt, items) in enumerate(zip(completion.prompts, streams)):
         with closing(items):
@@ -124,8 +156,10 @@ def text_events(streams: list[Iterator], completion: CompletionRequest) -> Itera
                     yield chunk(index, item)
                 elif isinstance(item, Reply):
                     yield chunk(index, "", finish_reason(item))
-                    usage = Usage(usage.prompt_tokens + item.usage.prompt_tokens,
-                                  usage.completion_tokens + item.usage.completion_tokens)
+                    usage = Usage(
+                        usage.prompt_tokens + item.usage.prompt_tokens,
+                        usage.completion_tokens + item.usage.completion_tokens,
+                    )
                 elif isinstance(item, PalaverError):
                     yield sse_event(item.as_dict())
                     yield sse_event("[DONE]")
