@@ -6,6 +6,8 @@ import time
 import pytest
 from playwright import sync_api
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",

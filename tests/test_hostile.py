@@ -10,6 +10,8 @@ import pytest
 import requests
 from servers import procfile_server
 
+pytestmark = pytest.mark.server
+
 CHAT_MESSAGES = [{"role": "user", "content": "tell me a story about a cat"}]
 
 

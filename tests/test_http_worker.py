@@ -15,6 +15,8 @@ import pytest
 import requests
 from servers import procfile_server
 
+pytestmark = pytest.mark.server
+
 DEADLINE = 10.0  # http_worker.BufferedThreadWorker.request_deadline, as gunicorn.conf.py sets it
 KEEPALIVE = 5.0  # gunicorn.conf.py's keepalive: how long a connection may stay silent
 SLACK = 2.5  # the worker checks deadlines about once a second
