@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # the project: Procfile, gunicorn.conf.py, templates/, static/
 
 
-def procfile_command() -> list[str]:
-    """Return the Procfile's web command, split into arguments."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
+def procfile_command() -> str:
+    """Return the Procfile's web command, exactly as a PaaS would run it."""
+    procfile = ROOT / "Procfile"
+    if not procfile.is_file():
+        raise SystemExit(f"palaver: no Procfile at {procfile}; run from a checkout (pip install -e .)")
+    for line in procfile.read_text().splitlines():
         if line.startswith("web:"):
-            return shlex.split(line.removeprefix("web:"))
-    raise SystemExit("the Procfile has no web process")
+            return line.split(":", 1)[1].strip()
+    raise SystemExit("palaver: the Procfile has no web process")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,5 +31,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         os.chdir(ROOT)  # the Procfile's paths (gunicorn.conf.py, app:app) are relative to the project
         os.environ["PORT"] = str(args.port)
-        command = procfile_command()
-        os.execvp(sys.executable, [sys.executable, "-m", *command] if command[0] == "gunicorn" else command)
+        # This environment's gunicorn, through a shell as a PaaS runs a Procfile line.
+        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        os.execvp("sh", ["sh", "-c", "exec " + procfile_command()])

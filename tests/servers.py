@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import requests
 
+from palaver.cli import procfile_command
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -34,17 +36,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def procfile_command() -> str:
-    """Return the Procfile's web command, exactly as a PaaS would run it."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith("web:"):
-            return line.split(":", 1)[1].strip()
-    raise RuntimeError("Procfile has no web process")
-
-
 @contextmanager
-def procfile_server(env: dict[str, str], wait_for: str = "/healthz", timeout: float = 60) -> Iterator[Server]:
-    """Run the Procfile's web command with env added, and yield it once wait_for answers 200."""
+def procfile_server(
+    env: dict[str, str], wait_for: str = "/healthz", timeout: float = 60, command: str | None = None
+) -> Iterator[Server]:
+    """Run the Procfile's web command (or command) with env added, and yield it once wait_for answers 200."""
     port = free_port()
     full_env = {
         **os.environ,
@@ -55,7 +51,7 @@ def procfile_server(env: dict[str, str], wait_for: str = "/healthz", timeout: fl
     # Output goes to a file: a pipe nobody reads would fill up and block the server mid-test.
     with tempfile.NamedTemporaryFile(mode="w+", prefix="palaver-server-", suffix=".log") as output:
         process = subprocess.Popen(
-            ["sh", "-c", "exec " + procfile_command()],
+            ["sh", "-c", "exec " + (command or procfile_command())],
             cwd=ROOT,
             env=full_env,
             stdout=output,
@@ -94,16 +90,20 @@ def gunicorn_server(env: dict[str, str], wait_for: str = "/healthz", timeout: fl
         yield running.url
 
 
-def start_server(model: Path | str, cache_dir: Path, **settings: str):
-    """Start a Procfile server on a model with PALAVER_* settings given as keyword arguments."""
-    env = {
+def server_env(model: Path | str, cache_dir: Path, **settings: str) -> dict[str, str]:
+    """Return a test server's environment: greedy, preloaded, with PALAVER_* settings as keyword arguments."""
+    return {
         "PALAVER_MODEL": str(model),
         "PALAVER_CACHE_DIR": str(cache_dir),
         "PALAVER_TEMPERATURE": "0",
         "PALAVER_PRELOAD": "1",
         **{f"PALAVER_{name.upper()}": value for name, value in settings.items()},
     }
-    return gunicorn_server(env, wait_for="/readyz", timeout=120)
+
+
+def start_server(model: Path | str, cache_dir: Path, **settings: str):
+    """Start a Procfile server on a model with PALAVER_* settings given as keyword arguments; yield its URL."""
+    return gunicorn_server(server_env(model, cache_dir, **settings), wait_for="/readyz", timeout=120)
 
 
 def engine_counts(base_url: str) -> dict:
