@@ -14,11 +14,25 @@ for name in [n for n in os.environ if n.startswith("PALAVER_")]:
     del os.environ[name]
 
 import tiny_models  # noqa: E402
-from servers import gunicorn_server, start_server  # noqa: E402
+from servers import start_server  # noqa: E402
 
 from app import create_app  # noqa: E402
 from commons import Settings  # noqa: E402
 from inference import Engine  # noqa: E402
+
+# Fixtures that start a real gunicorn server, and those that load the real embedded model: tests using them are
+# marked, so that `pytest -m "not server"` or `-m "not slow"` leaves them out.
+SERVER_FIXTURES = {"server", "keyed_server", "html_server", "embedded_server", "fuzz_server", "hostile", "palaver"}
+EMBEDDED_FIXTURES = {"embedded_cache", "embedded_server"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SERVER_FIXTURES:
+            item.add_marker(pytest.mark.server)
+        if fixtures & EMBEDDED_FIXTURES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -118,14 +132,7 @@ def make_engine(make_settings):
 @pytest.fixture(scope="session")
 def server(chat_model, tmp_path_factory):
     """A real gunicorn server on the tiny chat model, started from the Procfile."""
-    env = {
-        "PALAVER_MODEL": str(chat_model),
-        "PALAVER_CACHE_DIR": str(tmp_path_factory.mktemp("server-cache")),
-        "PALAVER_TEMPERATURE": "0",
-        "PALAVER_MAX_NEW_TOKENS": "8",
-        "PALAVER_PRELOAD": "1",
-    }
-    with gunicorn_server(env, wait_for="/readyz") as base_url:
+    with start_server(chat_model, tmp_path_factory.mktemp("server-cache"), max_new_tokens="8") as base_url:
         yield base_url
 
 

@@ -8,7 +8,7 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import procfile_server
+from servers import procfile_server, server_env
 
 from commons import Settings
 from palaver.conversations import ChatInput
@@ -177,15 +177,9 @@ CONTENT_TYPES = st.sampled_from(
 
 @pytest.fixture(scope="module")
 def fuzz_server(chat_model, tmp_path_factory):
-    env = {
-        "PALAVER_MODEL": str(chat_model),
-        "PALAVER_CACHE_DIR": str(tmp_path_factory.mktemp("fuzz")),
-        "PALAVER_TEMPERATURE": "0",
-        "PALAVER_MAX_NEW_TOKENS": "2",
-        "PALAVER_PRELOAD": "1",
-        "PALAVER_METRICS": "1",
-        "PALAVER_MAX_BODY_BYTES": "8192",
-    }
+    env = server_env(
+        chat_model, tmp_path_factory.mktemp("fuzz"), max_new_tokens="2", metrics="1", max_body_bytes="8192"
+    )
     with procfile_server(env, wait_for="/readyz", timeout=120) as running:
         session = requests.Session()
         yield running, session

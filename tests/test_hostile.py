@@ -8,9 +8,7 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
-from servers import procfile_server
-
-pytestmark = pytest.mark.server
+from servers import procfile_server, server_env
 
 CHAT_MESSAGES = [{"role": "user", "content": "tell me a story about a cat"}]
 
@@ -18,16 +16,14 @@ CHAT_MESSAGES = [{"role": "user", "content": "tell me a story about a cat"}]
 @pytest.fixture(scope="module")
 def hostile(chat_model, tmp_path_factory):
     """A server on the tiny chat model with small memory bounds and message logging on."""
-    env = {
-        "PALAVER_MODEL": str(chat_model),
-        "PALAVER_CACHE_DIR": str(tmp_path_factory.mktemp("hostile")),
-        "PALAVER_TEMPERATURE": "0",
-        "PALAVER_MAX_NEW_TOKENS": "8",
-        "PALAVER_PRELOAD": "1",
-        "PALAVER_MAX_CONVERSATIONS": "5",
-        "PALAVER_LOG_MESSAGES": "1",
-        "PALAVER_MAX_CONTEXT_TOKENS": "128",
-    }
+    env = server_env(
+        chat_model,
+        tmp_path_factory.mktemp("hostile"),
+        max_new_tokens="8",
+        max_conversations="5",
+        log_messages="1",
+        max_context_tokens="128",
+    )
     with procfile_server(env, wait_for="/readyz", timeout=120) as running:
         yield running
         assert "Traceback" not in running.log(), "no request may leave a traceback in the server's log"

@@ -13,9 +13,7 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
-from servers import procfile_server
-
-pytestmark = pytest.mark.server
+from servers import procfile_server, server_env
 
 DEADLINE = 10.0  # http_worker.BufferedThreadWorker.request_deadline, as gunicorn.conf.py sets it
 KEEPALIVE = 5.0  # gunicorn.conf.py's keepalive: how long a connection may stay silent
@@ -29,13 +27,7 @@ if _soft != resource.RLIM_INFINITY and _soft < 4096:
 
 @pytest.fixture(scope="module")
 def palaver(chat_model, tmp_path_factory):
-    env = {
-        "PALAVER_MODEL": str(chat_model),
-        "PALAVER_CACHE_DIR": str(tmp_path_factory.mktemp("http-worker")),
-        "PALAVER_TEMPERATURE": "0",
-        "PALAVER_MAX_NEW_TOKENS": "4",
-        "PALAVER_PRELOAD": "1",
-    }
+    env = server_env(chat_model, tmp_path_factory.mktemp("http-worker"), max_new_tokens="4")
     with procfile_server(env, wait_for="/readyz", timeout=120) as running:
         yield running
         assert "Traceback" not in running.log(), "no client may leave a traceback in the server's log"

@@ -8,6 +8,7 @@ import threading
 import time
 from urllib.parse import urlparse
 
+import pytest
 import requests
 from servers import engine_counts, gunicorn_server, wait_for_cancelled
 
@@ -74,6 +75,7 @@ def test_bad_requests_to_the_server_get_4xx_and_it_stays_up(server):
     assert requests.post(server + "/api/chat", json={"message": "still up?"}, timeout=30).status_code == 200
 
 
+@pytest.mark.server
 def test_the_page_is_served_before_a_lazy_model_loads(chat_model, tmp_path):
     env = {"PALAVER_MODEL": str(chat_model), "PALAVER_CACHE_DIR": str(tmp_path)}
     with gunicorn_server(env) as base_url:
