@@ -6,9 +6,9 @@ import pytest
 from helpers import model_held, raising
 
 from commons import Message, Settings
-from palaver.engine.batching import PrefixCache
 from palaver.engine.engine import GenerationRequest
 from palaver.engine.loading import load_model
+from palaver.engine.prefix_cache import PrefixCache
 
 FAMILIES = ["chat_model", "gguf_chat_model", "dialogpt_model", "blenderbot_model", "blenderbot_small_model"]
 
@@ -125,26 +125,6 @@ def test_a_list_of_prompts_is_generated_as_one_batch(make_app, chat_model, path,
     assert response.status_code == 200
     total, steps = histogram_totals(sizes)
     assert total / steps > 1.5, "the prompts shared forward passes"
-
-
-def test_the_prefix_cache_finds_the_longest_prefix_and_stays_within_its_budget():
-    import torch
-
-    from palaver.engine.batching import PrefixCache
-
-    def layers(n):
-        return [(torch.zeros(1, 1, n, 2), torch.zeros(1, 1, n, 2))]
-
-    cache = PrefixCache(max_tokens=30)
-    cache.store(list(range(10)), layers(10))
-    cache.store(list(range(12)), layers(12))
-    assert cache.lookup(list(range(20)))[0] == 12
-    assert cache.lookup(list(range(12)))[0] == 11, "at least one token is left to compute"
-    assert cache.lookup([99] + list(range(20)))[0] == 0
-    assert cache.lookup(list(range(5)))[0] == 0, "prefixes shorter than MIN_REUSE are not reused"
-    cache.store(list(range(100, 115)), layers(15))  # evicts the least recently used entry
-    assert cache.tokens <= 30 and tuple(range(10)) not in cache.entries
-    assert cache.lookup(list(range(20)))[1][0][0].shape[2] == 12
 
 
 @pytest.mark.parametrize("fixture", ["chat_model", "dialogpt_model"])

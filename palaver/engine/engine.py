@@ -207,7 +207,7 @@ class Engine:
 
     def _serve(self) -> None:
         """Run the batch: admit queued requests at each step, decode, and finish rows as they end."""
-        from palaver.engine.batching import PrefixCache  # torch-bound, like the loader: imported on this thread
+        from palaver.engine.prefix_cache import PrefixCache  # torch-bound, like the loader: imported on this thread
 
         family = self.model.family
         prefix_cache = (

@@ -7,8 +7,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from palaver.engine.batching import CausalBatch, PrefixCache, Row, Seq2SeqBatch
+from palaver.engine.batching import CausalBatch, Row, Seq2SeqBatch
 from palaver.engine.llama_decoder import LlamaDecoder
+from palaver.engine.prefix_cache import PrefixCache
 from palaver.engine.streaming import ReplyStream
 from palaver.errors import InvalidRequest
 from palaver.parameters import GenerationParams
