@@ -33,10 +33,12 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-# Style and import order (ruff). Part of `make test`, so CI fails on a finding.
+# Style, import order (ruff) and types (mypy, on the package and the entry points). Part of `make test`,
+# so CI fails on a finding.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: $(STAMP) $(KERNEL) browser lint
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest $(PYTEST_ARGS)

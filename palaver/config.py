@@ -265,7 +265,7 @@ class Settings:
         try:
             return GenerationParams(**{p.name: p.check(raw[p.name]) for p in GENERATION_PARAMETERS})
         except InvalidRequest as exc:
-            raise ConfigurationError(f"PALAVER_{exc.param.upper()}: {exc.message}") from None
+            raise ConfigurationError(f"PALAVER_{(exc.param or '').upper()}: {exc.message}") from None
 
 
 assert [f.name for f in fields(Settings)] == [s.name for s in SETTINGS], "SETTINGS and Settings disagree"

@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -15,7 +15,7 @@ from palaver.config import Settings
 from palaver.engine.engine import BUSY_RETRY_AFTER_SECONDS, POLL_SECONDS, GenerationRequest
 from palaver.errors import ClientDisconnected, ConversationBusy, InvalidRequest, NotFound
 from palaver.parameters import GenerationParams
-from palaver.types import Message, PromptInfo, Reply
+from palaver.types import Message, PromptInfo, Reply, final
 
 if TYPE_CHECKING:
     from palaver.engine.engine import Engine
@@ -161,12 +161,11 @@ class Chat:
     ) -> ChatTurn:
         """Reply to chat_input; an unknown conversation is an error unless restart_unknown."""
         conversation = self.open(chat_input.conversation_id, restart_unknown)
-        with closing(self.stream(conversation, chat_input, client_gone)) as items:
-            return next(item for item in items if isinstance(item, ChatTurn))
+        return final(self.stream(conversation, chat_input, client_gone), ChatTurn)
 
     def stream(
         self, conversation: Conversation, chat_input: ChatInput, client_gone: Callable[[], bool] | None = None
-    ) -> Iterator[PromptInfo | str | ChatTurn]:
+    ) -> Generator[PromptInfo | str | ChatTurn, None, None]:
         """Yield the PromptInfo, the reply's text as it comes, then the ChatTurn; remember the turn."""
         preset = self.engine.presets.get(chat_input.preset or conversation.preset)
         with self._turn(conversation, client_gone):

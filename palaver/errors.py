@@ -55,6 +55,9 @@ class GenerationFailed(PalaverError):
     status = 500
     type = "server_error"
 
+    def __init__(self, message: str = "generation failed; the error has been logged", **details: Any):
+        super().__init__(message, **details)
+
 
 class ClientDisconnected(PalaverError):
     status = 499  # nginx's code for a client that closed the request; nobody receives it

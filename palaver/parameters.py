@@ -76,7 +76,7 @@ class Parameter:
 
     def _check_strings(self, value: Any) -> tuple[str, ...]:
         values = [value] if isinstance(value, str) else value
-        if not isinstance(values, (list, tuple)) or len(values) > self.maximum:
+        if not isinstance(values, (list, tuple)) or (self.maximum is not None and len(values) > self.maximum):
             raise self._invalid()
         if not all(isinstance(v, str) and 0 < len(v) <= 100 for v in values):
             raise self._invalid()

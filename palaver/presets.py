@@ -69,8 +69,8 @@ class Presets:
             settings.user_template or PLACEHOLDER,
         )
         self.by_name: dict[str, Preset] = {DEFAULT: configured}
-        for directory in filter(None, [BUILT_IN_DIR, settings.presets_dir]):
-            for path in sorted(Path(directory).glob("*.json")):
+        for directory in [BUILT_IN_DIR, *([Path(settings.presets_dir)] if settings.presets_dir else [])]:
+            for path in sorted(directory.glob("*.json")):
                 self.by_name[path.stem] = load_preset(path)
         if settings.preset not in self.by_name:
             raise ConfigurationError(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from contextlib import closing
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 
 @dataclass(frozen=True)
@@ -51,3 +53,14 @@ class Reply:
 
 # Whoever serves a request may set this, in the request's thread, to hear of every reply it produces.
 REPLY_LISTENER: ContextVar[Callable[[Reply], None] | None] = ContextVar("reply_listener", default=None)
+
+
+# What a generation streams: its PromptInfo, then text deltas, then the Reply.
+ReplyEvents = Generator[PromptInfo | str | Reply, None, None]
+Final = TypeVar("Final")
+
+
+def final(events: Generator[Any, None, None], kind: type[Final]) -> Final:
+    """Read events to the end, closing them, and return the one of type kind (a Reply, or a ChatTurn)."""
+    with closing(events):
+        return next(item for item in events if isinstance(item, kind))

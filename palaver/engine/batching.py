@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +32,9 @@ class Row:
     max_new_tokens: int
     stream: ReplyStream
     cancelled: threading.Event
-    owner: object = None  # whoever asked for this row, for the caller's bookkeeping
-    sampler: Sampler = None
+    owner: Any = None  # whoever asked for this row, for the caller's bookkeeping
+    sampler: Sampler = field(init=False)
     generated: list[int] = field(default_factory=list)
-    on_finish: Callable[[Row, Reply], None] | None = None
     error: Exception | None = None  # why this row failed; its neighbours in the batch go on
 
     def __post_init__(self):
@@ -105,6 +104,7 @@ class CausalBatch:
         Each row's columns are [padding][cached prefix][padding][new tokens]: prefixes are left-padded to one
         width and new tokens right-aligned, so every row's last position is its prompt's last token.
         """
+        assert self.prefix_cache is not None  # only rows that hit the prefix cache come here
         rows = [row for row, _, _ in joining]
         prefix_width = max(reused for _, reused, _ in joining)
         new_width = max(len(row.prompt_ids) - reused for row, reused, _ in joining)
@@ -161,10 +161,10 @@ class CausalBatch:
         joining = [i for i, row in enumerate(rows) if not done[i]]
         self.finished_early += [row for i, row in enumerate(rows) if done[i]]
         if joining:
-            index = torch.tensor(joining)
+            going_on = torch.tensor(joining)
             for layer in output.past_key_values.layers:
-                layer.keys, layer.values = layer.keys[index], layer.values[index]
-            self._merge(output.past_key_values, mask[index])
+                layer.keys, layer.values = layer.keys[going_on], layer.values[going_on]
+            self._merge(output.past_key_values, mask[going_on])
             self.rows += [rows[i] for i in joining]
 
     @torch.inference_mode()
@@ -172,6 +172,7 @@ class CausalBatch:
         """Decode one token for every row in one forward pass."""
         if not self.rows:
             return
+        assert self.mask is not None  # rows in the batch have a cache and a mask
         input_ids = torch.tensor([[row.generated[-1]] for row in self.rows])
         positions = torch.tensor([[len(row.prompt_ids) + len(row.generated) - 1] for row in self.rows])
         mask = torch.cat([self.mask, torch.ones(len(self.rows), 1, dtype=self.mask.dtype)], dim=1)
@@ -194,7 +195,7 @@ class CausalBatch:
         done = [row.done for row in self.rows]  # once: a cancel may land between two reads
         finished = self.finished_early + [row for row, ended in zip(self.rows, done) if ended]
         self.finished_early = []
-        if self.prefix_cache is not None:
+        if self.prefix_cache is not None and self.mask is not None:
             for index, row in enumerate(self.rows):
                 if done[index] and row.error is None:  # the cache holds the prompt and every token but the last
                     self._remember(row.prompt_ids + row.generated[:-1], self.cache, self.mask, index)
@@ -204,15 +205,17 @@ class CausalBatch:
             if not keep:
                 self.cache, self.mask = None, None
             else:
-                index = torch.tensor(keep)
-                first = int((self.mask[index].sum(0) > 0).nonzero()[0])  # drop columns that are padding everywhere
-                self.mask = self.mask[index, first:]
+                assert self.cache is not None and self.mask is not None  # rows were in the batch
+                kept = torch.tensor(keep)
+                first = int((self.mask[kept].sum(0) > 0).nonzero()[0])  # drop columns that are padding everywhere
+                self.mask = self.mask[kept, first:]
                 for layer in self.cache.layers:
-                    layer.keys, layer.values = layer.keys[index, :, first:], layer.values[index, :, first:]
+                    layer.keys, layer.values = layer.keys[kept, :, first:], layer.values[kept, :, first:]
         return finished
 
     def _remember(self, token_ids: list[int], cache, mask: torch.Tensor, index: int) -> None:
         """Store one row's cache (the positions its mask marks real, which may have gaps) for reuse."""
+        assert self.prefix_cache is not None  # callers remember only when there is a prefix cache
         real = mask[index].nonzero().flatten()
         if len(real) != len(token_ids):  # never expected: a cache that does not match its tokens is not kept
             log.error("a row's cache holds %d positions for %d tokens", len(real), len(token_ids))

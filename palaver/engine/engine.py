@@ -8,7 +8,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from palaver.config import Settings
@@ -22,10 +22,10 @@ from palaver.errors import (
     ServerBusy,
 )
 from palaver.presets import Presets
-from palaver.types import REPLY_LISTENER, PromptInfo, Reply, Usage
+from palaver.types import REPLY_LISTENER, PromptInfo, Reply, ReplyEvents, Usage, final
 
 if TYPE_CHECKING:
-    from palaver.engine.families import Prompt
+    from palaver.engine.families import ModelFamily, Prompt
     from palaver.engine.loading import LoadedModel
 
 __all__ = ["Engine", "GenerationRequest", "Observer"]
@@ -85,7 +85,7 @@ class Engine:
         self._settled.wait(timeout)
         return self.model is not None
 
-    def stream(self, request: GenerationRequest) -> Iterator[PromptInfo | str | Reply]:
+    def stream(self, request: GenerationRequest) -> ReplyEvents:
         """Queue a request; yield its PromptInfo, then its text as it is generated, then its Reply."""
         if not self.wait_ready(self.settings.load_wait):
             raise self._not_ready()
@@ -156,8 +156,7 @@ class Engine:
 
     def generate(self, request: GenerationRequest) -> Reply:
         """Queue a request and wait for its whole reply."""
-        with closing(self.stream(request)) as items:
-            return next(item for item in items if isinstance(item, Reply))
+        return final(self.stream(request), Reply)
 
     def describe(self) -> dict:
         """Describe the served model and the engine's state."""
@@ -209,7 +208,7 @@ class Engine:
         """Run the batch: admit queued requests at each step, decode, and finish rows as they end."""
         from palaver.engine.prefix_cache import PrefixCache  # torch-bound, like the loader: imported on this thread
 
-        family = self.model.family
+        family = self._family()
         prefix_cache = (
             PrefixCache(self.settings.prefix_cache_tokens, self.counts) if self.settings.prefix_cache_tokens else None
         )
@@ -229,7 +228,7 @@ class Engine:
                 except Exception:
                     log.exception("a generation step failed")
                     for row in batch.rows:
-                        self._fail(row.owner, GenerationFailed("generation failed; the error has been logged"))
+                        self._fail(row.owner, GenerationFailed())
                     batch = family.start_batch(prefix_cache)
                     continue
             for row in batch.remove_done():
@@ -259,7 +258,7 @@ class Engine:
             self._fail(request, exc)
         except Exception:
             log.exception("starting a generation failed")
-            self._fail(request, GenerationFailed("generation failed; the error has been logged"))
+            self._fail(request, GenerationFailed())
         return []
 
     def _join(self, rows: list, batch, family, prefix_cache):
@@ -273,21 +272,28 @@ class Engine:
         entered = any(row in batch.rows or row in batch.finished_early for row in rows)
         failed = rows + ([row for row in batch.rows if row not in rows] if entered else [])
         for row in failed:
-            self._fail(row.owner, GenerationFailed("generation failed; the error has been logged"))
+            self._fail(row.owner, GenerationFailed())
         return family.start_batch(prefix_cache) if entered else batch
 
+    def _family(self) -> ModelFamily:
+        """Return the loaded model's family; the worker serves only once the model is loaded."""
+        assert self.model is not None
+        return self.model.family
+
     def _build_prompt(self, request: GenerationRequest) -> Prompt:
-        family = self.model.family
+        family = self._family()
         preset = request.preset or self.presets.default
         if request.messages is not None:
             return family.build_prompt(preset.apply(request.messages), request.params.max_new_tokens)
+        assert request.prompt is not None  # a request carries messages or a prompt
         return family.text_prompt(preset.format(request.prompt), request.params.max_new_tokens)
 
     def _row(self, request: GenerationRequest):
-        family = self.model.family
+        family = self._family()
         is_chat = request.messages is not None
         prompt = request.built
-        first_text = []
+        assert prompt is not None  # built on the request's own thread before it was queued
+        first_text: list[bool] = []
 
         def hand_on(text: str) -> None:
             if not first_text:
@@ -301,7 +307,7 @@ class Engine:
 
     def _complete(self, row) -> None:
         if row.error is not None:
-            self._fail(row.owner, GenerationFailed("generation failed; the error has been logged"))
+            self._fail(row.owner, GenerationFailed())
             return
         request, reply = row.owner, row.reply()
         self.counts[reply.finish_reason] += 1

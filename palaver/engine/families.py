@@ -105,7 +105,7 @@ class ModelFamily:
             raise too_long("prompt", len(input_ids), limit)
         return Prompt(input_ids, 0)
 
-    def start_batch(self, prefix_cache: PrefixCache | None = None) -> CausalBatch:
+    def start_batch(self, prefix_cache: PrefixCache | None = None) -> CausalBatch | Seq2SeqBatch:
         """Start an empty batch that this family's requests can join."""
         return CausalBatch(self.model, prefix_cache, self.decoder)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers.cache_utils import DynamicLayer
 
@@ -15,7 +17,7 @@ class GrowingLayer(DynamicLayer):
     fresh buffers with room to spare. Values are unchanged, so replies are too.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._key_buffer: torch.Tensor | None = None
         self._value_buffer: torch.Tensor | None = None
@@ -24,7 +26,7 @@ class GrowingLayer(DynamicLayer):
     def adopt(cls, layer: DynamicLayer) -> GrowingLayer:
         """Take over another layer's keys and values."""
         grown = cls()
-        if layer.is_initialized:
+        if layer.is_initialized and layer.keys is not None and layer.values is not None:
             grown.lazy_initialization(layer.keys, layer.values)
             grown.keys, grown.values = layer.keys, layer.values
         return grown
@@ -32,38 +34,40 @@ class GrowingLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
-        keys = self.keys
-        if keys is None or keys.numel() == 0:
-            self.keys, self.values = key_states[..., :0, :], value_states[..., :0, :]
-        length, adding = self.keys.shape[-2], key_states.shape[-2]
-        if not self._owns_views() or length + adding > self._key_buffer.shape[-2]:
-            self._reallocate(length + adding)
-        end = length + adding
-        self._key_buffer[..., length:end, :] = key_states
-        self._value_buffer[..., length:end, :] = value_states
-        self.keys, self.values = self._key_buffer[..., :end, :], self._value_buffer[..., :end, :]
+        keys, values = self.keys, self.values
+        if keys is None or values is None or keys.numel() == 0:
+            keys, values = key_states[..., :0, :], value_states[..., :0, :]
+        length, end = keys.shape[-2], keys.shape[-2] + key_states.shape[-2]
+        key_buffer, value_buffer = self._key_buffer, self._value_buffer
+        if key_buffer is None or value_buffer is None or not self._owns(keys, values) or end > key_buffer.shape[-2]:
+            key_buffer, value_buffer = self._reallocate(keys, values, end)
+        key_buffer[..., length:end, :] = key_states
+        value_buffer[..., length:end, :] = value_states
+        self.keys, self.values = key_buffer[..., :end, :], value_buffer[..., :end, :]
         return self.keys, self.values
 
-    def _owns_views(self) -> bool:
+    def _owns(self, keys: torch.Tensor, values: torch.Tensor) -> bool:
         """Tell whether keys and values are still the views this layer made of its buffers."""
-        keys, values = self._key_buffer, self._value_buffer
+        key_buffer, value_buffer = self._key_buffer, self._value_buffer
         return (
-            keys is not None
-            and values is not None
-            and self.keys.shape[:-2] == keys.shape[:-2]
-            and self.keys.data_ptr() == keys.data_ptr()
-            and self.values.data_ptr() == values.data_ptr()
+            key_buffer is not None
+            and value_buffer is not None
+            and keys.shape[:-2] == key_buffer.shape[:-2]
+            and keys.data_ptr() == key_buffer.data_ptr()
+            and values.data_ptr() == value_buffer.data_ptr()
         )
 
-    def _reallocate(self, needed: int) -> None:
+    def _reallocate(self, keys: torch.Tensor, values: torch.Tensor, needed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Move keys and values into fresh buffers with room for needed positions and more; return the buffers."""
         capacity = needed + SPARE_TOKENS + needed // 4
-        length = self.keys.shape[-2]
-        for name in ("keys", "values"):
-            current = getattr(self, name)
+        length = keys.shape[-2]
+        buffers = []
+        for current in (keys, values):
             buffer = current.new_empty((*current.shape[:-2], capacity, current.shape[-1]))
             buffer[..., :length, :] = current
-            setattr(self, f"_{name[:-1]}_buffer", buffer)
-        self.keys, self.values = self._key_buffer[..., :length, :], self._value_buffer[..., :length, :]
+            buffers.append(buffer)
+        self._key_buffer, self._value_buffer = buffers
+        return self._key_buffer, self._value_buffer
 
 
 def grow_in_place(cache) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,11 +20,12 @@ class LlamaDecoder:
     eager forward and do not depend on which rows share the batch. Prefill still goes through transformers.
     """
 
-    def __init__(self, model: nn.Module):
+    # transformers' modules and configs are reached by attribute, which torch's typing cannot follow: Any.
+    def __init__(self, model: Any):
         inner = model.model
         config = model.config
         self.embed, self.rotary, self.norm, self.head = inner.embed_tokens, inner.rotary_emb, inner.norm, model.lm_head
-        self.layers = list(inner.layers[: config.num_hidden_layers])
+        self.layers: list[Any] = list(inner.layers[: config.num_hidden_layers])
         attention = self.layers[0].self_attn
         self.head_dim, self.scaling = attention.head_dim, attention.scaling
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
@@ -32,10 +35,10 @@ class LlamaDecoder:
         self.gate_up = [_join([layer.mlp.gate_proj, layer.mlp.up_proj]) for layer in self.layers]
 
     @staticmethod
-    def supports(model: nn.Module) -> bool:
+    def supports(model: Any) -> bool:
         """Tell whether this model is a plain Llama that the decoder reproduces exactly."""
         config = model.config
-        return (
+        return bool(
             type(model).__name__ == "LlamaForCausalLM"
             and config._attn_implementation == "sdpa"
             and config.hidden_act == "silu"
@@ -90,7 +93,7 @@ def _project(states: torch.Tensor, projection: GGUFLinear | list[nn.Module], wid
     return list(joined.split(widths, dim=-1))
 
 
-def _rms_norm(hidden: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+def _rms_norm(hidden: torch.Tensor, norm: Any) -> torch.Tensor:
     # transformers' LlamaRMSNorm, op for op, so the result has the same bits.
     variance = hidden.pow(2).mean(-1, keepdim=True)
     return norm.weight * (hidden * torch.rsqrt(variance + norm.variance_epsilon))

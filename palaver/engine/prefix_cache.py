@@ -40,7 +40,7 @@ class PrefixCache:
                 shared += 1
             if shared > best:
                 best, best_key = shared, key
-        if best < self.MIN_REUSE:
+        if best_key is None or best < self.MIN_REUSE:
             return 0, None
         self.entries.move_to_end(best_key)
         return best, [(k[:, :, :best], v[:, :, :best]) for k, v in self.entries[best_key]]

@@ -7,6 +7,7 @@ import math
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -116,6 +117,9 @@ def quantise_q8_0(weight: torch.Tensor) -> torch.Tensor:
 class GGUFLinear(nn.Module):
     """y = x W^T + b, with W kept as GGUF blocks and read by the kernel every call."""
 
+    blocks: torch.Tensor  # buffers, declared for type checkers
+    bias: torch.Tensor | None
+
     def __init__(self, blocks: torch.Tensor, qtype: int, in_features: int, bias: torch.Tensor | None = None):
         super().__init__()
         whole_blocks = qtype in BLOCK_BYTES and in_features % BLOCK == 0
@@ -136,6 +140,8 @@ class GGUFLinear(nn.Module):
 class GGUFEmbedding(nn.Module):
     """Look up token embeddings from GGUF blocks, dequantising only the rows asked for."""
 
+    blocks: torch.Tensor
+
     def __init__(self, blocks: torch.Tensor, qtype: int, embedding_dim: int):
         super().__init__()
         self.register_buffer("blocks", blocks, persistent=False)
@@ -149,7 +155,7 @@ class GGUFEmbedding(nn.Module):
         return f"{TYPE_NAMES[self.qtype]}, {self.num_embeddings}, {self.embedding_dim}"
 
 
-def join_layers(parts: list[nn.Module]) -> GGUFLinear | None:
+def join_layers(parts: list[Any]) -> GGUFLinear | None:
     """Make one block layer computing the parts' outputs side by side, or None when they cannot be joined.
 
     The parts then read views of the joined blocks, so the weights are held once. Parts already laid out one
@@ -196,7 +202,8 @@ def quantise_linear_layers(model: nn.Module) -> int:
             weight = _linear_weight(child)
             if weight is None or weight.shape[1] % BLOCK:
                 continue
-            bias = child.bias.detach().float() if getattr(child, "bias", None) is not None else None
+            child_bias = getattr(child, "bias", None)
+            bias = child_bias.detach().float() if child_bias is not None else None
             setattr(parent, name, GGUFLinear(quantise_q8_0(weight), Q8_0, weight.shape[1], bias))
             replaced += 1
     return replaced
@@ -207,5 +214,5 @@ def _linear_weight(module: nn.Module) -> torch.Tensor | None:
     if isinstance(module, nn.Linear):
         return module.weight.detach()
     if type(module).__name__ == "Conv1D":  # GPT-2 stores its weight as [in, out]
-        return module.weight.detach().t()
+        return module.get_parameter("weight").detach().t()
     return None

@@ -12,7 +12,7 @@ import select
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,7 @@ def read_body() -> bytes:
 
 def finish_request_record(response: Response) -> Response:
     """Count the request, and log one structured line once its body (streamed or not) is sent."""
-    surface = SURFACES.get(request.blueprint, "other")
+    surface = SURFACES.get(request.blueprint or "", "other")
     get_metrics().requests.labels(surface, str(response.status_code)).inc()
     request_id = g.get("request_id", "-")
     response.headers["X-Request-Id"] = request_id
@@ -181,7 +181,7 @@ def sse_event(payload: Any) -> str:
     return f"data: {data}\n\n"
 
 
-def event_stream(events: Iterable[str], headers: dict | None = None) -> Response:
+def event_stream(events: Iterator[str], headers: dict | None = None) -> Response:
     """Send framed events as they come; the server sees at once when the client is gone."""
     return Response(
         stream_with_context(events),
@@ -252,4 +252,4 @@ def guarded(items: Iterator) -> Iterator:
         yield exc
     except Exception:
         log.exception("streaming failed")
-        yield GenerationFailed("generation failed; the error has been logged")
+        yield GenerationFailed()

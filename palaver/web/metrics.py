@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from palaver.engine.requests import Observer
 from palaver.types import Reply
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
 
-class Metrics:
+class Metrics(Observer):
     """Count requests, tokens and timings; the engine reports to it as its observer."""
 
     def __init__(self):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping
-from contextlib import closing
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -13,7 +12,7 @@ from flask import Blueprint, Response, jsonify, request
 from palaver.engine.engine import GenerationRequest
 from palaver.errors import InvalidRequest
 from palaver.parameters import GenerationParams
-from palaver.types import Reply
+from palaver.types import Reply, final
 from palaver.web.boundary import get_engine, get_settings, read_json, to_palaver_error
 from palaver.web.openai.protocol import MAX_PROMPTS, CompletionRequest
 from palaver.web.openai.routes import serve_chat, serve_text, start_all
@@ -122,6 +121,5 @@ def predict(prompts: list[str], params: dict[str, Any]) -> list[str]:
     generation: GenerationParams = get_settings().generation_defaults().overridden(params)
     replies = []
     for stream in start_all([GenerationRequest(generation, prompt=p, preset=preset) for p in prompts], engine):
-        with closing(stream):
-            replies.append(next(item for item in stream if isinstance(item, Reply)))
+        replies.append(final(stream, Reply))
     return [(prompt + reply.text if full_text else reply.text).strip() for prompt, reply in zip(prompts, replies)]

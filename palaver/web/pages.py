@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import closing
+from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
 from palaver.conversations import ChatInput, ChatTurn
 from palaver.errors import PalaverError, PayloadTooLarge, Unauthorized
+from palaver.types import final
 from palaver.web.boundary import (
     client_gone_probe,
     event_stream,
@@ -71,12 +73,11 @@ def send():
     next(items)  # errors found before any text keep their status
     if wants("text/event-stream"):
         return event_stream(page_events(items))
-    with closing(items):
-        turn = next(item for item in items if isinstance(item, ChatTurn))
+    turn = final(items, ChatTurn)
     return turn.as_dict() if wants("application/json") else render_chat()
 
 
-def page_events(items: Iterator) -> Iterator[str]:
+def page_events(items: Generator[Any, None, None]) -> Iterator[str]:
     """Frame a reply for the page's script: text deltas, then the finished turn or an error."""
     with closing(items):  # the browser's Stop closes the connection, which cancels the generation
         for item in guarded(items):

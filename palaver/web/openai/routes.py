@@ -10,7 +10,7 @@ from flask import Blueprint
 
 from palaver.engine.engine import Engine, GenerationRequest
 from palaver.errors import ModelNotReady, PalaverError
-from palaver.types import Reply, Usage
+from palaver.types import PromptInfo, Reply, ReplyEvents, Usage, final
 from palaver.web.boundary import (
     client_gone_probe,
     event_stream,
@@ -84,15 +84,15 @@ def serve_chat(chat: CompletionRequest, engine: Engine):
     )
     items = engine.stream(request)
     info = next(items)  # errors found before any text (a prompt too long, a loading model) keep their status
+    assert isinstance(info, PromptInfo)  # a stream starts with its prompt's size
     headers = {TRUNCATED_HEADER: str(info.truncated_turns)}
     if chat.stream:
         return event_stream(chat_events(items, chat), headers)
-    with closing(items):
-        reply = next(item for item in items if isinstance(item, Reply))
+    reply = final(items, Reply)
     return chat_completion(new_id("chatcmpl"), chat.model, reply), 200, headers
 
 
-def chat_events(items: Iterator, chat: CompletionRequest) -> Iterator[str]:
+def chat_events(items: ReplyEvents, chat: CompletionRequest) -> Iterator[str]:
     """Frame a reply as chat.completion.chunk events: role, content deltas, finish, usage, [DONE]."""
     completion_id, created = new_id("chatcmpl"), int(time.time())
 
@@ -115,6 +115,7 @@ def chat_events(items: Iterator, chat: CompletionRequest) -> Iterator[str]:
 
 def serve_text(completion: CompletionRequest, engine: Engine):
     """Answer a completion for one prompt or a list of them."""
+    assert completion.prompts is not None  # a text completion carries prompts
     preset = engine.presets.get(completion.preset)
     probe = client_gone_probe()
     streams = start_all(
@@ -125,11 +126,10 @@ def serve_text(completion: CompletionRequest, engine: Engine):
         engine,
     )
     if completion.stream:
-        return event_stream(text_events(streams, completion))
+        return event_stream(text_events(completion.prompts, streams, completion))
     choices, usage = [], Usage(0, 0)
     for index, (prompt, items) in enumerate(zip(completion.prompts, streams)):
-        with closing(items):
-            reply = next(item for item in items if isinstance(item, Reply))
+        reply = final(items, Reply)
         choices.append(text_choice(index, prompt + reply.text if completion.echo else reply.text, finish_reason(reply)))
         usage = Usage(
             usage.prompt_tokens + reply.usage.prompt_tokens, usage.completion_tokens + reply.usage.completion_tokens
@@ -137,7 +137,7 @@ def serve_text(completion: CompletionRequest, engine: Engine):
     return text_completion(new_id("cmpl"), completion.model, choices, usage)
 
 
-def text_events(streams: list[Iterator], completion: CompletionRequest) -> Iterator[str]:
+def text_events(prompts: list[str], streams: list[ReplyEvents], completion: CompletionRequest) -> Iterator[str]:
     """Frame completions for each prompt in turn as text_completion chunks, then [DONE]."""
     completion_id, created = new_id("cmpl"), int(time.time())
     usage = Usage(0, 0)
@@ -147,7 +147,7 @@ def text_events(streams: list[Iterator], completion: CompletionRequest) -> Itera
             text_completion(completion_id, completion.model, [text_choice(index, text, reason)], None, created)
         )
 
-    for index, (prompt, items) in enumerate(zip(completion.prompts, streams)):
+    for index, (prompt, items) in enumerate(zip(prompts, streams)):
         with closing(items):
             if completion.echo:
                 yield chunk(index, prompt)
@@ -169,7 +169,7 @@ def text_events(streams: list[Iterator], completion: CompletionRequest) -> Itera
     yield sse_event("[DONE]")
 
 
-def start_all(requests: list[GenerationRequest], engine: Engine) -> list[Iterator]:
+def start_all(requests: list[GenerationRequest], engine: Engine) -> list[ReplyEvents]:
     """Queue every request before waiting on any, so they are generated in one batch."""
     streams = [engine.stream(request) for request in requests]
     for stream in streams:
