@@ -6,14 +6,13 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from palaver.config import Settings
 from palaver.engine.engine import BUSY_RETRY_AFTER_SECONDS, POLL_SECONDS, GenerationRequest
-from palaver.errors import ClientDisconnected, ConversationBusy, InvalidRequest, NotFound
+from palaver.errors import ClientDisconnected, ConversationBusy, NotFound
 from palaver.parameters import GenerationParams
 from palaver.types import Message, PromptInfo, Reply, final
 
@@ -94,54 +93,11 @@ class ChatInput:
     params: GenerationParams
     preset: str | None = None
 
-    @classmethod
-    def parse(
-        cls, data: Any, settings: Settings, *, message_field: str = "message", from_text: bool = False
-    ) -> ChatInput:
-        """Validate a request body; every surface goes through here."""
-        if not isinstance(data, Mapping):
-            raise InvalidRequest("the request body must be a JSON object")
-        fields = dict(data)
-        text = check_message(fields.pop(message_field, None), settings.max_message_chars, message_field)
-        conversation_id = fields.pop("conversation_id", None)
-        if conversation_id is not None and (not isinstance(conversation_id, str) or not 0 < len(conversation_id) <= 64):
-            raise InvalidRequest("'conversation_id' must be a string of 1 to 64 characters", param="conversation_id")
-        preset = fields.pop("preset", None) or None
-        if preset is not None and not isinstance(preset, str):
-            raise InvalidRequest("'preset' must be a preset's name", param="preset")
-        params = settings.generation_defaults().overridden(fields, from_text=from_text)
-        return cls(text, conversation_id or None, params, preset)
-
-
-def check_message(value: Any, max_chars: int, field_name: str) -> str:
-    """Return a message stripped of surrounding whitespace, or raise InvalidRequest."""
-    if value is None:
-        raise InvalidRequest(f"'{field_name}' is required", param=field_name)
-    if not isinstance(value, str):
-        raise InvalidRequest(f"'{field_name}' must be a string", param=field_name)
-    text = value.strip()
-    if not text:
-        raise InvalidRequest(f"'{field_name}' must not be empty", param=field_name)
-    if len(text) > max_chars:
-        raise InvalidRequest(
-            f"'{field_name}' must be at most {max_chars} characters (got {len(text)})", param=field_name
-        )
-    return text
-
 
 @dataclass(frozen=True)
 class ChatTurn:
     conversation_id: str
     reply: Reply
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "reply": self.reply.text,
-            "conversation_id": self.conversation_id,
-            "usage": self.reply.usage.as_dict(),
-            "truncated_turns": self.reply.truncated_turns,
-            "finish_reason": self.reply.finish_reason,
-        }
 
 
 class Chat:

@@ -1,13 +1,17 @@
-"""Generation parameters: their types and allowed ranges, and the one path that validates them."""
+"""Generation parameters: one declaration of their types and ranges, and the values the engine receives."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Annotated, Any
 
-from palaver.errors import InvalidRequest
+from pydantic import BeforeValidator, Field
+
+from palaver.validation import RequestModel, expected, field_error
+
+MAX_STOPS = 4
+MAX_STOP_CHARS = 100
+STOP_ACCEPTS = f"a string or a list of at most {MAX_STOPS} non-empty strings of at most {MAX_STOP_CHARS} characters"
 
 
 def parse_bool(value: str) -> bool:
@@ -20,114 +24,60 @@ def parse_bool(value: str) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
-@dataclass(frozen=True)
-class Parameter:
-    name: str
-    kind: type
-    minimum: float | None
-    maximum: float | None
-    help: str
-    exclusive_minimum: bool = False
-    nullable: bool = False
-    default: Any = None  # for parameters that have no setting
-
-    def range_text(self) -> str:
-        """Describe the allowed values in words, for error messages."""
-        if self.kind is bool:
-            return "true or false"
-        if self.kind is tuple:
-            return f"a string or a list of at most {self.maximum} non-empty strings"
-        low = f"greater than {self.minimum}" if self.exclusive_minimum else f"at least {self.minimum}"
-        text = f"{'an integer' if self.kind is int else 'a finite number'} {low} and at most {self.maximum}"
-        return text + (", or null" if self.nullable else "")
-
-    def check(self, value: Any, *, from_text: bool = False, field_name: str | None = None) -> Any:
-        """Return value converted to this parameter's type, or raise InvalidRequest naming field_name."""
-        try:
-            return self._check(value, from_text)
-        except InvalidRequest:
-            field_name = field_name or self.name
-            raise InvalidRequest(f"'{field_name}' must be {self.range_text()}", param=field_name) from None
-
-    def _check(self, value: Any, from_text: bool) -> Any:
-        if from_text:
-            value = self._from_text(value)
-        if value is None and self.nullable:
-            return None
-        if self.kind is tuple:
-            return self._check_strings(value)
-        if self.kind is bool:
-            if not isinstance(value, bool):
-                raise self._invalid()
-            return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self._invalid()
-        # NaN passes every comparison below, and sampling with it fails the whole batch.
-        if isinstance(value, float) and not math.isfinite(value):
-            raise self._invalid()
-        if self.kind is int and isinstance(value, float) and not value.is_integer():
-            raise self._invalid()
-        # Compare before converting: float() of an integer with hundreds of digits overflows.
-        too_low = value <= self.minimum if self.exclusive_minimum else value < self.minimum
-        if too_low or value > self.maximum:
-            raise self._invalid()
-        value = int(value) if self.kind is int else float(value)
-        return value
-
-    def _check_strings(self, value: Any) -> tuple[str, ...]:
-        values = [value] if isinstance(value, str) else value
-        if not isinstance(values, (list, tuple)) or (self.maximum is not None and len(values) > self.maximum):
-            raise self._invalid()
-        if not all(isinstance(v, str) and 0 < len(v) <= 100 for v in values):
-            raise self._invalid()
-        return tuple(values)
-
-    def _from_text(self, text: Any) -> Any:
-        if not isinstance(text, str) or self.kind is tuple:
-            return text
-        if text.strip() == "" and self.nullable:
-            return None
-        try:
-            return parse_bool(text) if self.kind is bool else self.kind(text)
-        except ValueError:
-            raise self._invalid() from None
-
-    def _invalid(self) -> InvalidRequest:
-        return InvalidRequest(f"'{self.name}' must be {self.range_text()}", param=self.name)
-
-    def describe(self, default: Any) -> dict[str, Any]:
-        """Describe this parameter for the published schema."""
-        kind = {bool: "boolean", int: "integer", float: "number", tuple: "string or array of strings"}[self.kind]
-        return {
-            "name": self.name,
-            "type": kind,
-            "default": default,
-            "minimum": self.minimum,
-            "maximum": self.maximum,
-            "exclusive_minimum": self.exclusive_minimum,
-            "nullable": self.nullable,
-            "description": self.help,
-        }
+def whole_number(value: Any) -> Any:
+    """Take 8.0 as 8, as JSON encoders that write every number as a float send it."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
-GENERATION_PARAMETERS: tuple[Parameter, ...] = (
-    Parameter("max_new_tokens", int, 1, 1024, "Longest reply, in tokens."),
-    Parameter("temperature", float, 0.0, 2.0, "Sampling temperature; 0 means greedy decoding."),
-    Parameter(
-        "top_p",
-        float,
-        0.0,
-        1.0,
-        "Sample from the smallest set of tokens whose probability reaches top_p.",
-        exclusive_minimum=True,
-    ),
-    Parameter("top_k", int, 0, 1000, "Sample from the k most likely tokens; 0 disables the cut-off."),
-    Parameter("repetition_penalty", float, 1.0, 2.0, "Penalty for repeating tokens; 1 disables it."),
-    Parameter("do_sample", bool, None, None, "Sample; false means greedy decoding."),
-    Parameter("seed", int, 0, 2**32 - 1, "Random seed for reproducible sampling.", nullable=True),
-    Parameter("stop", tuple, 0, 4, "Text that ends the reply when generated; it is left out of the reply.", default=()),
-)
-PARAMETERS_BY_NAME = {param.name: param for param in GENERATION_PARAMETERS}
+def stop_strings(value: Any) -> tuple[str, ...] | None:
+    """Accept one stop string or a short list of them."""
+    if value is None:
+        return None
+    values = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(values, (list, tuple))
+        or len(values) > MAX_STOPS
+        or not all(isinstance(v, str) and 0 < len(v) <= MAX_STOP_CHARS for v in values)
+    ):
+        raise field_error(f"must be {STOP_ACCEPTS}")
+    return tuple(values)
+
+
+# Each parameter once: its type, range and help. Request models name them under their own protocol's names.
+MaxNewTokens = Annotated[
+    int | None,
+    BeforeValidator(whole_number),
+    Field(ge=1, le=1024, description="Longest reply, in tokens. A model with a short decoder caps this further."),
+]
+Temperature = Annotated[
+    float | None,
+    Field(ge=0.0, le=2.0, description="Sampling temperature. 0 means greedy decoding; it is not an error."),
+]
+TopP = Annotated[
+    float | None,
+    Field(gt=0.0, le=1.0, description="Sample from the smallest set of tokens whose probability reaches top_p."),
+]
+TopK = Annotated[
+    int | None,
+    BeforeValidator(whole_number),
+    Field(ge=0, le=1000, description="Sample from the k most likely tokens; 0 disables the cut-off."),
+]
+RepetitionPenalty = Annotated[
+    float | None, Field(ge=1.0, le=2.0, description="Penalty for repeating tokens; 1 disables it.")
+]
+DoSample = Annotated[bool | None, Field(description="Sample; false means greedy decoding.")]
+Seed = Annotated[
+    int | None,
+    BeforeValidator(whole_number),
+    Field(ge=0, le=2**32 - 1, description="Random seed for reproducible sampling."),
+]
+Stop = Annotated[
+    tuple[str, ...] | None,
+    BeforeValidator(stop_strings),
+    Field(description="Text that ends the reply. It is left out of the reply, and finish_reason is stop."),
+]
 
 
 @dataclass(frozen=True)
@@ -145,18 +95,36 @@ class GenerationParams:
     def greedy(self) -> bool:
         return not self.do_sample or self.temperature == 0
 
-    def overridden(
-        self, values: Mapping[str, Any], *, from_text: bool = False, aliases: Mapping[str, str] | None = None
-    ) -> GenerationParams:
-        """Return a copy with values validated and applied; aliases map client field names to ours."""
-        aliases = aliases or {}
-        changes = {}
-        for field_name, value in values.items():
-            param = PARAMETERS_BY_NAME.get(aliases.get(field_name, field_name))
-            if param is None:
-                allowed = ", ".join(aliases or PARAMETERS_BY_NAME)
-                raise InvalidRequest(
-                    f"unknown field '{field_name}'; accepted parameters are {allowed}", param=field_name
-                )
-            changes[param.name] = param.check(value, from_text=from_text, field_name=field_name)
-        return GenerationParams(**{**self.__dict__, **changes})
+
+class Sampling(RequestModel):
+    """The generation parameters a request may set; those it leaves out (or sends as null) keep the defaults."""
+
+    max_new_tokens: MaxNewTokens = None
+    temperature: Temperature = None
+    top_p: TopP = None
+    top_k: TopK = None
+    repetition_penalty: RepetitionPenalty = None
+    do_sample: DoSample = None
+    seed: Seed = None
+    stop: Stop = None
+
+    def applied_to(self, defaults: GenerationParams) -> GenerationParams:
+        """Return defaults with the parameters this request sets."""
+        return with_given(defaults, **{name: getattr(self, name) for name in PARAMETER_NAMES})
+
+
+PARAMETER_NAMES = tuple(GenerationParams.__dataclass_fields__)
+
+
+def with_given(defaults: GenerationParams, **given: Any) -> GenerationParams:
+    """Return defaults with every parameter that is given (not None) replaced."""
+    return replace(defaults, **{name: value for name, value in given.items() if value is not None})
+
+
+def parameters_markdown() -> str:
+    """Render the generation parameters as a Markdown table for the docs."""
+    lines = ["| Parameter | Accepts | Meaning |", "|---|---|---|"]
+    for name, field in Sampling.model_fields.items():
+        accepts = STOP_ACCEPTS if name == "stop" else expected(field)
+        lines.append(f"| `{name}` | {accepts} | {field.description} |")
+    return "\n".join(lines)

@@ -6,7 +6,7 @@ import pytest
 from helpers import raising
 
 from palaver.engine.loading import load_model
-from palaver.parameters import GENERATION_PARAMETERS
+from palaver.parameters import PARAMETER_NAMES
 
 
 def chat(client, **body):
@@ -117,24 +117,15 @@ def test_temperature_zero_is_greedy_not_an_error(client):
     assert len(replies) == 1
 
 
-def test_schema_publishes_inputs_outputs_and_every_parameter(client):
+def test_schema_publishes_the_request_and_response_models_with_this_servers_defaults(client):
     schema = client.get("/api/schema").get_json()
-    params = {p["name"]: p for p in schema["params"]}
-    assert set(params) == {p.name for p in GENERATION_PARAMETERS}
-    assert params["temperature"] == {
-        "name": "temperature",
-        "type": "number",
-        "default": 0.0,
-        "minimum": 0.0,
-        "maximum": 2.0,
-        "exclusive_minimum": False,
-        "nullable": False,
-        "description": params["temperature"]["description"],
-    }
-    assert params["max_new_tokens"]["type"] == "integer" and params["do_sample"]["type"] == "boolean"
-    inputs = {i["name"]: i for i in schema["inputs"]}
-    assert inputs["message"]["required"] and inputs["message"]["max_length"] == 2000
-    assert {o["name"] for o in schema["outputs"]} >= {"reply", "conversation_id", "usage", "truncated_turns"}
+    properties = schema["request"]["properties"]
+    assert set(properties) == {"message", "conversation_id", "preset", *PARAMETER_NAMES}
+    assert properties["temperature"]["default"] == 0.0  # the test app's default, not the model's None
+    assert properties["temperature"]["anyOf"][0] == {"type": "number", "minimum": 0.0, "maximum": 2.0}
+    assert properties["message"]["maxLength"] == 2000 and schema["request"]["required"] == ["message"]
+    assert {"reply", "conversation_id", "usage", "truncated_turns"} <= set(schema["response"]["properties"])
+    assert schema["model"]["state"] and isinstance(schema["presets"], list)
 
 
 def test_a_generation_failure_is_a_500_without_a_stack_trace_and_keeps_history(client, app, caplog):

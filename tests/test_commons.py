@@ -1,11 +1,10 @@
 """Settings table, generation parameter validation and error vocabulary."""
 
 import pytest
-from servers import ROOT
 
-from commons import SETTINGS, Settings, settings_markdown
+from commons import SETTINGS, Settings
 from palaver.errors import ConfigurationError
-from palaver.parameters import GENERATION_PARAMETERS
+from palaver.parameters import PARAMETER_NAMES
 
 
 def test_settings_come_from_palaver_environment_variables():
@@ -46,10 +45,6 @@ def test_every_setting_has_help_and_an_env_var_name():
         assert setting.env_var.startswith("PALAVER_") and setting.help
 
 
-def test_readme_carries_the_current_settings_table():
-    assert settings_markdown() in (ROOT / "README.md").read_text()
-
-
 def test_every_parameter_but_stop_has_a_setting_for_its_default():
     names = {setting.name for setting in SETTINGS}
-    assert {param.name for param in GENERATION_PARAMETERS} - names == {"stop"}
+    assert set(PARAMETER_NAMES) - names == {"stop"}

@@ -1,4 +1,4 @@
-"""Conversation memory: bounds, isolation, consistency on failure, and input parsing."""
+"""Conversation memory: bounds, isolation and consistency on failure."""
 
 import threading
 
@@ -8,8 +8,7 @@ from helpers import model_held, raising
 from commons import Settings
 from palaver.conversations import Chat, ChatInput, ConversationStore
 from palaver.errors import ConversationBusy, GenerationFailed, InvalidRequest, NotFound, ServerBusy
-
-SETTINGS = Settings(max_message_chars=20)
+from palaver.parameters import Sampling
 
 
 @pytest.fixture
@@ -19,9 +18,8 @@ def chat(make_engine, chat_model):
 
 
 def chat_input(text, conversation_id=None, **params):
-    return ChatInput(
-        text, conversation_id, Settings(temperature=0.0, max_new_tokens=4).generation_defaults().overridden(params)
-    )
+    defaults = Settings(temperature=0.0, max_new_tokens=4).generation_defaults()
+    return ChatInput(text, conversation_id, Sampling.parse(params).applied_to(defaults))
 
 
 def contents(chat, conversation_id):
@@ -129,33 +127,6 @@ def test_a_conversation_remembers_its_preset(chat):
     with pytest.raises(InvalidRequest) as caught:
         chat.send(ChatInput("hi", None, chat_input("x").params, "no-such-preset"))
     assert caught.value.param == "preset" and "text-message-check" in caught.value.message
-
-
-@pytest.mark.parametrize(
-    "body, param, words",
-    [
-        ([], None, "JSON object"),
-        ("hi", None, "JSON object"),
-        ({}, "message", "required"),
-        ({"message": 5}, "message", "must be a string"),
-        ({"message": " \n\t "}, "message", "must not be empty"),
-        ({"message": "x" * 21}, "message", "at most 20 characters"),
-        ({"message": "hi", "conversation_id": 5}, "conversation_id", "string of 1 to 64"),
-        ({"message": "hi", "conversation_id": "x" * 65}, "conversation_id", "string of 1 to 64"),
-        ({"message": "hi", "max_new_tokens": 0}, "max_new_tokens", "at least 1"),
-        ({"message": "hi", "extra": 1}, "extra", "unknown field"),
-        ({"message": "hi", "preset": 3}, "preset", "preset's name"),
-    ],
-)
-def test_chat_input_rejects_bad_bodies_naming_the_field(body, param, words):
-    with pytest.raises(InvalidRequest) as caught:
-        ChatInput.parse(body, SETTINGS)
-    assert caught.value.param == param and words in caught.value.message
-
-
-def test_chat_input_strips_the_message_and_applies_parameters():
-    parsed = ChatInput.parse({"message": "  hi  ", "temperature": 0, "conversation_id": "abc"}, SETTINGS)
-    assert (parsed.text, parsed.conversation_id, parsed.params.greedy) == ("hi", "abc", True)
 
 
 def test_failed_and_refused_turns_create_no_conversation(chat):

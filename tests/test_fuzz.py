@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 from servers import procfile_server, server_env
 
 from commons import Settings
-from palaver.conversations import ChatInput
 from palaver.errors import InvalidRequest, NotFound
-from palaver.parameters import GENERATION_PARAMETERS
-from palaver.web.openai.protocol import CompletionRequest
+from palaver.parameters import PARAMETER_NAMES, Sampling
+from palaver.web.mlflow import ScoringRequest
+from palaver.web.openai.protocol import ChatCompletionRequest, TextCompletionRequest
+from palaver.web.protocol import ChatRequest, FormChatRequest
 
 # Reproducible in CI; each test stays within a few seconds.
 FUZZ = settings(
@@ -86,41 +87,47 @@ MESSAGE_LISTS = st.lists(
 )
 
 
-@pytest.mark.parametrize("parameter", GENERATION_PARAMETERS, ids=lambda p: p.name)
+def bounds(name):
+    """Return the lowest and highest values a parameter's declaration allows."""
+    limits = {type(item).__name__: item for item in Sampling.model_fields[name].metadata}
+    low = limits["Ge"].ge if "Ge" in limits else limits["Gt"].gt if "Gt" in limits else -math.inf
+    return low, limits["Le"].le if "Le" in limits else math.inf
+
+
+@pytest.mark.parametrize("name", PARAMETER_NAMES)
 @FUZZ
 @given(value=JSON_VALUES)
-def test_every_parameter_accepts_only_finite_in_range_values(parameter, value):
-    defaults = Settings().generation_defaults()
+def test_every_parameter_accepts_only_finite_in_range_values(name, value):
     try:
-        checked = getattr(defaults.overridden({parameter.name: value}), parameter.name)
+        checked = getattr(Sampling.parse({name: value}).applied_to(Settings().generation_defaults()), name)
     except InvalidRequest as exc:
-        assert exc.param == parameter.name and f"'{parameter.name}'" in exc.message
+        assert exc.param == name and f"'{name}'" in exc.message
         return
+    low, high = bounds(name)
     if isinstance(checked, float):
-        assert math.isfinite(checked) and parameter.minimum <= checked <= parameter.maximum
+        assert math.isfinite(checked) and low <= checked <= high
     elif isinstance(checked, int) and not isinstance(checked, bool):
-        assert parameter.minimum <= checked <= parameter.maximum
+        assert low <= checked <= high
 
 
-@pytest.mark.parametrize("parameter", GENERATION_PARAMETERS, ids=lambda p: p.name)
+@pytest.mark.parametrize("name", PARAMETER_NAMES)
 @FUZZ
 @given(text=st.text(max_size=30) | st.sampled_from(["nan", "-inf", "Infinity", "1e999", "9" * 5000, " 5 ", "0x10"]))
-def test_every_parameter_from_a_form_accepts_only_finite_in_range_values(parameter, text):
+def test_every_parameter_from_a_form_accepts_only_finite_in_range_values(name, text):
     try:
-        checked = getattr(
-            Settings().generation_defaults().overridden({parameter.name: text}, from_text=True), parameter.name
-        )
+        form = FormChatRequest.from_form({"textbox": "hi", name: text}, Settings())
     except InvalidRequest as exc:
-        assert exc.param == parameter.name
+        assert exc.param == name
         return
+    checked = getattr(form.to_input(Settings()).params, name)
     assert not isinstance(checked, float) or math.isfinite(checked)
 
 
 @FUZZ
 @given(body=BODIES)
-def test_chat_input_parses_or_refuses_any_body(body):
+def test_chat_requests_parse_or_refuse_any_body(body):
     try:
-        ChatInput.parse(body, Settings())
+        ChatRequest.parse(body, {"settings": Settings()})
     except InvalidRequest:
         pass
 
@@ -132,9 +139,9 @@ def test_completion_requests_parse_or_refuse_any_body(body, messages):
         body,
         {**body, "model": "SmolLM2-135M-Instruct", "messages": messages} if isinstance(body, dict) else body,
     ):
-        for parse in (CompletionRequest.parse_chat, CompletionRequest.parse_text):
+        for model in (ChatCompletionRequest, TextCompletionRequest, ScoringRequest):
             try:
-                parse(candidate, Settings())
+                model.parse(candidate, {"settings": Settings()})
             except (InvalidRequest, NotFound):
                 pass
 
@@ -228,14 +235,14 @@ def test_random_bytes_never_get_a_5xx(fuzz_server, method, path, body, content_t
 HOSTILE_TEXTS = ["nan", "NaN", "inf", "-Infinity", "1e999", "-1", "9" * 5000, "", "\u0663", "0x10"]
 
 
-@pytest.mark.parametrize("parameter", GENERATION_PARAMETERS, ids=lambda p: p.name)
-def test_every_parameter_with_every_hostile_value_on_every_surface(fuzz_server, parameter):
+@pytest.mark.parametrize("name", PARAMETER_NAMES)
+def test_every_parameter_with_every_hostile_value_on_every_surface(fuzz_server, name):
     for text in HOSTILE_TEXTS:
         send(
             fuzz_server,
             "POST",
             "/",
-            urlencode({"textbox": "hi", parameter.name: text}).encode(),
+            urlencode({"textbox": "hi", name: text}).encode(),
             "application/x-www-form-urlencoded",
         )
     for value in [math.nan, math.inf, -math.inf, 10**400, -(10**400), 1e308, "nan", None, [], {}, True]:
@@ -245,5 +252,5 @@ def test_every_parameter_with_every_hostile_value_on_every_surface(fuzz_server, 
             ("/v1/completions", {"model": "chat-llama", "prompt": "x"}),
         ]:
             body = json.loads(json.dumps(body))
-            (body["params"] if "params" in body else body)[parameter.name] = value
+            (body["params"] if "params" in body else body)[name] = value
             send(fuzz_server, "POST", path, json.dumps(body, allow_nan=True).encode(), "application/json")

@@ -9,13 +9,14 @@ from commons import Message, Settings
 from palaver.engine.engine import Engine, GenerationRequest
 from palaver.engine.loading import load_model
 from palaver.errors import GenerationFailed, GenerationTimeout, ModelNotReady, ServerBusy
+from palaver.parameters import Sampling
 
 HELLO = [Message("user", "hello there")]
 
 
 def ask(engine: Engine, **overrides):
     """Generate a reply to HELLO with the engine's default parameters."""
-    params = engine.settings.generation_defaults().overridden(overrides)
+    params = Sampling.parse(overrides).applied_to(engine.settings.generation_defaults())
     return engine.generate(GenerationRequest(params, messages=HELLO))
 
 

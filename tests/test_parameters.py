@@ -4,10 +4,15 @@ import pytest
 
 from commons import Settings
 from palaver.errors import InvalidRequest
+from palaver.parameters import Sampling
 
 
 def defaults():
     return Settings(temperature=0.7).generation_defaults()
+
+
+def overridden(values, from_text=False):
+    return Sampling.parse(values, from_text=from_text).applied_to(defaults())
 
 
 @pytest.mark.parametrize(
@@ -29,7 +34,7 @@ def defaults():
     ],
 )
 def test_valid_parameters_are_accepted(field, value):
-    params = defaults().overridden({field: value})
+    params = overridden({field: value})
     assert getattr(params, field) == value
 
 
@@ -52,7 +57,6 @@ def test_valid_parameters_are_accepted(field, value):
         ("do_sample", 1, "true or false"),
         ("seed", -1, "at least 0"),
         ("seed", 2**32, "at most 4294967295"),
-        ("temperature", None, "a finite number"),
         ("temperature", float("nan"), "a finite number"),
         ("temperature", float("inf"), "at most 2.0"),
         ("top_p", float("nan"), "greater than 0.0"),
@@ -65,23 +69,27 @@ def test_valid_parameters_are_accepted(field, value):
 )
 def test_invalid_parameters_name_the_field_and_the_allowed_range(field, value, words):
     with pytest.raises(InvalidRequest) as caught:
-        defaults().overridden({field: value})
+        overridden({field: value})
     assert caught.value.param == field
     assert field in caught.value.message and words in caught.value.message
 
 
 def test_unknown_fields_are_rejected_with_the_allowed_names():
     with pytest.raises(InvalidRequest) as caught:
-        defaults().overridden({"temprature": 0.5})
+        overridden({"temprature": 0.5})
     assert caught.value.param == "temprature"
     assert "temperature" in caught.value.message
 
 
+def test_null_means_the_default():
+    assert overridden({"temperature": None, "seed": None}) == defaults()
+
+
 def test_form_values_are_parsed_from_text():
-    params = defaults().overridden({"max_new_tokens": "12", "do_sample": "false", "seed": ""}, from_text=True)
-    assert (params.max_new_tokens, params.do_sample, params.seed) == (12, False, None)
+    params = overridden({"max_new_tokens": "12", "do_sample": "false", "top_p": "0.5"}, from_text=True)
+    assert (params.max_new_tokens, params.do_sample, params.top_p) == (12, False, 0.5)
     with pytest.raises(InvalidRequest, match="max_new_tokens"):
-        defaults().overridden({"max_new_tokens": "twelve"}, from_text=True)
+        overridden({"max_new_tokens": "twelve"}, from_text=True)
 
 
 @pytest.mark.parametrize(
@@ -98,22 +106,22 @@ def test_form_values_are_parsed_from_text():
 )
 def test_non_finite_and_malformed_form_values_are_refused_naming_the_field(field, text):
     with pytest.raises(InvalidRequest) as caught:
-        defaults().overridden({field: text}, from_text=True)
+        overridden({field: text}, from_text=True)
     assert caught.value.param == field and f"'{field}'" in caught.value.message
 
 
 def test_temperature_zero_or_no_sampling_means_greedy():
-    assert defaults().overridden({"temperature": 0}).greedy
-    assert defaults().overridden({"do_sample": False}).greedy
+    assert overridden({"temperature": 0}).greedy
+    assert overridden({"do_sample": False}).greedy
     assert not defaults().greedy
 
 
 @pytest.mark.parametrize("value, expected", [("###", ("###",)), (["a", "b"], ("a", "b")), ([], ())])
 def test_stop_takes_a_string_or_a_short_list(value, expected):
-    assert defaults().overridden({"stop": value}).stop == expected
+    assert overridden({"stop": value}).stop == expected
 
 
 @pytest.mark.parametrize("value", [["a"] * 5, [""], [1], {"a": 1}, "x" * 101])
 def test_bad_stop_values_are_rejected(value):
     with pytest.raises(InvalidRequest, match="at most 4 non-empty strings"):
-        defaults().overridden({"stop": value})
+        overridden({"stop": value})

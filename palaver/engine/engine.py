@@ -85,10 +85,15 @@ class Engine:
         self._settled.wait(timeout)
         return self.model is not None
 
+    def loaded_model(self, timeout: float) -> LoadedModel:
+        """Return the model once loaded, waiting up to timeout seconds; raise 503 saying why it is not."""
+        if not self.wait_ready(timeout) or self.model is None:
+            raise self._not_ready()
+        return self.model
+
     def stream(self, request: GenerationRequest) -> ReplyEvents:
         """Queue a request; yield its PromptInfo, then its text as it is generated, then its Reply."""
-        if not self.wait_ready(self.settings.load_wait):
-            raise self._not_ready()
+        self.loaded_model(self.settings.load_wait)
         self._reserve("pending")
         try:
             # On the caller's thread: a long history costs its own request time, never the engine's.

@@ -5,9 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from palaver.conversations import ChatInput
 from palaver.errors import NotFound
-from palaver.parameters import GENERATION_PARAMETERS
 from palaver.web.boundary import (
     client_gone_probe,
     get_chat,
@@ -18,6 +16,7 @@ from palaver.web.boundary import (
     read_json,
     to_palaver_error,
 )
+from palaver.web.protocol import ChatRequest, ChatResponse, chat_schema
 from palaver.web.security import require_api_key
 
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -27,8 +26,9 @@ health = Blueprint("health", __name__)
 
 @api.post("/chat")
 def chat():
-    chat_input = ChatInput.parse(read_json(), get_settings())
-    return get_chat().send(chat_input, client_gone=client_gone_probe()).as_dict()
+    settings = get_settings()
+    chat_input = ChatRequest.parse(read_json(), {"settings": settings}).to_input(settings)
+    return ChatResponse.of(get_chat().send(chat_input, client_gone=client_gone_probe())).model_dump()
 
 
 @api.get("/conversations/<conversation_id>")
@@ -52,50 +52,11 @@ def cancel_generation(conversation_id: str):
 
 @api.get("/schema")
 def schema():
-    settings = get_settings()
-    defaults = settings.generation_defaults()
+    engine = get_engine()
     return {
-        "inputs": [
-            {
-                "name": "message",
-                "type": "string",
-                "required": True,
-                "min_length": 1,
-                "max_length": settings.max_message_chars,
-                "description": "The user's message.",
-            },
-            {
-                "name": "conversation_id",
-                "type": "string",
-                "required": False,
-                "max_length": 64,
-                "description": "Continue this conversation; omit it to start a new one.",
-            },
-            {
-                "name": "preset",
-                "type": "string",
-                "required": False,
-                "description": "Name of a preset (see presets) for this conversation.",
-            },
-        ],
-        "outputs": [
-            {"name": "reply", "type": "string"},
-            {"name": "conversation_id", "type": "string"},
-            {
-                "name": "usage",
-                "type": "object",
-                "properties": {"prompt_tokens": "integer", "completion_tokens": "integer", "total_tokens": "integer"},
-            },
-            {
-                "name": "truncated_turns",
-                "type": "integer",
-                "description": "Oldest messages left out of the prompt to fit the context window.",
-            },
-            {"name": "finish_reason", "type": "string", "enum": ["stop", "length", "cancelled"]},
-        ],
-        "params": [p.describe(getattr(defaults, p.name)) for p in GENERATION_PARAMETERS],
-        "presets": [preset.describe() for preset in get_engine().presets],
-        "model": get_engine().describe(),
+        **chat_schema(get_settings()),
+        "presets": [preset.describe() for preset in engine.presets],
+        "model": engine.describe(),
     }
 
 

@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
 from flask import Blueprint, Response, jsonify, request
+from pydantic import BeforeValidator, Field, model_validator
 
 from palaver.engine.engine import GenerationRequest
 from palaver.errors import InvalidRequest
-from palaver.parameters import GenerationParams
+from palaver.parameters import Sampling
 from palaver.types import Reply, final
+from palaver.validation import RequestModel, body_error, field_error
 from palaver.web.boundary import get_engine, get_settings, read_json, to_palaver_error
-from palaver.web.openai.protocol import MAX_PROMPTS, CompletionRequest
+from palaver.web.openai.protocol import ChatCompletionRequest, TextCompletionRequest
 from palaver.web.openai.routes import serve_chat, serve_text, start_all
+from palaver.web.protocol import prompt_list
 from palaver.web.security import require_api_key
 
 mlflow = Blueprint("mlflow", __name__)
 
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+INVALID_INPUT = (
+    f"Invalid input. The body must be a JSON object with exactly one of {', '.join(INPUT_KEYS)}, "
+    "and optionally params, or a chat payload with messages"
+)
 ERROR_CODES = {
     400: "BAD_REQUEST",
     401: "UNAUTHENTICATED",
@@ -42,13 +49,14 @@ def ping():
 def invocations():
     require_api_key()
     body = read_csv() if request.mimetype in ("text/csv", "application/csv") else read_json()
-    settings, engine = get_settings(), get_engine()
+    context = {"settings": get_settings()}
     if isinstance(body, Mapping) and "messages" in body:  # llm/v1/chat
-        return serve_chat(CompletionRequest.parse_chat(body, settings, require_model=False), engine)
+        return serve_chat(ChatCompletionRequest.parse(body, context), require_model=False)
     if isinstance(body, Mapping) and "prompt" in body:  # llm/v1/completions
-        return serve_text(CompletionRequest.parse_text(body, settings, require_model=False), engine)
-    prompts, params = scoring_input(body)
-    return {"predictions": predict(prompts, params)}
+        return serve_text(TextCompletionRequest.parse(body, context), require_model=False)
+    if not isinstance(body, Mapping):
+        raise InvalidRequest(INVALID_INPUT)
+    return {"predictions": predict(ScoringRequest.parse(body, context))}
 
 
 @mlflow.errorhandler(Exception)
@@ -74,52 +82,67 @@ def read_csv() -> dict[str, Any]:
     return {"dataframe_split": {"columns": rows[0], "data": rows[1:]}}
 
 
-def scoring_input(body: Any) -> tuple[list[str], dict[str, Any]]:
-    """Take prompts and params from any of MLflow's wrapped formats; a frame's first column holds prompts."""
-    if not isinstance(body, Mapping) or len(set(body) - {"params"}) != 1 or not set(body) & set(INPUT_KEYS):
-        raise InvalidRequest(
-            f"Invalid input. The body must be a JSON object with exactly one of "
-            f"{', '.join(INPUT_KEYS)}, and optionally params, or a chat payload with messages"
-        )
-    key = next(key for key in INPUT_KEYS if key in body)
-    data = body[key]
-    if key == "dataframe_split":
-        if (
-            not isinstance(data, Mapping)
-            or set(data) - {"columns", "data", "index"}
-            or not isinstance(data.get("data"), list)
-        ):
-            raise InvalidRequest("'dataframe_split' takes columns, data and index, with data a list of rows", param=key)
-        data = [row[0] if isinstance(row, list) and row else row for row in data["data"]]
-    elif isinstance(data, Mapping):  # columnar: {"prompt": ["a", "b"]}
-        data = next(iter(data.values()), None)
-    prompts = [data] if isinstance(data, str) else data
-    if isinstance(prompts, list):
-        prompts = [next(iter(p.values()), None) if isinstance(p, Mapping) else p for p in prompts]
-    max_chars = get_settings().max_message_chars
+def first_column(rows: Any) -> Any:
+    """Take each record's (or row's) first value: a frame's first column holds the prompts."""
+    if isinstance(rows, Mapping):  # columnar: {"prompt": ["a", "b"]}
+        return next(iter(rows.values()), None)
+    if isinstance(rows, list):
+        return [next(iter(row.values()), None) if isinstance(row, Mapping) else row for row in rows]
+    return rows
+
+
+def split_frame(frame: Any) -> Any:
+    """Take the prompts of a dataframe_split: the first value of each row of data."""
     if (
-        not isinstance(prompts, list)
-        or not 0 < len(prompts) <= MAX_PROMPTS
-        or not all(isinstance(p, str) and p.strip() and len(p) <= max_chars for p in prompts)
+        not isinstance(frame, Mapping)
+        or set(frame) - {"columns", "data", "index"}
+        or not isinstance(frame.get("data"), list)
     ):
-        raise InvalidRequest(
-            f"'{key}' must hold 1 to {MAX_PROMPTS} non-empty prompts of at most {max_chars} characters each", param=key
-        )
-    params = body.get("params", {})
-    if not isinstance(params, Mapping):
-        raise InvalidRequest("'params' must be an object", param="params")
-    return prompts, dict(params)
+        raise field_error("must be an object of columns, data and index, with data a list of rows")
+    return [row[0] if isinstance(row, list) and row else row for row in frame["data"]]
 
 
-def predict(prompts: list[str], params: dict[str, Any]) -> list[str]:
+def prompts_of(extract: Callable[[Any], Any]) -> Any:
+    """Return a validator that takes prompts out of one of MLflow's input formats, then checks them."""
+    return BeforeValidator(lambda value, info: prompt_list(extract(value), info))
+
+
+class ScoringParams(Sampling):
+    """The params of a scoring request: generation parameters, plus the pipeline's own."""
+
+    return_full_text: bool = Field(True, description="Begin each prediction with its prompt, as a pipeline does.")
+    preset: str | None = Field(None, description="Name of a Palaver preset.")
+
+
+class ScoringRequest(RequestModel):
+    """POST /invocations with one of MLflow's input formats: each is read as a list of prompts."""
+
+    dataframe_split: Annotated[list[str] | None, prompts_of(split_frame)] = None
+    dataframe_records: Annotated[list[str] | None, prompts_of(first_column)] = None
+    instances: Annotated[list[str] | None, prompts_of(first_column)] = None
+    inputs: Annotated[list[str] | None, prompts_of(first_column)] = None
+    params: ScoringParams = ScoringParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_input(cls, body: Any) -> Any:
+        if not isinstance(body, Mapping) or len(set(body) - {"params"}) != 1 or not set(body) & set(INPUT_KEYS):
+            raise body_error(INVALID_INPUT)
+        return body
+
+    @property
+    def prompts(self) -> list[str]:
+        return next(prompts for key in INPUT_KEYS if (prompts := getattr(self, key)) is not None)
+
+
+def predict(scoring: ScoringRequest) -> list[str]:
     """Complete each prompt; like a transformers text-generation pipeline, include it unless told not to."""
-    full_text = params.pop("return_full_text", True)
-    if not isinstance(full_text, bool):
-        raise InvalidRequest("'return_full_text' must be true or false", param="return_full_text")
-    engine = get_engine()
-    preset = engine.presets.get(params.pop("preset", None))
-    generation: GenerationParams = get_settings().generation_defaults().overridden(params)
-    replies = []
-    for stream in start_all([GenerationRequest(generation, prompt=p, preset=preset) for p in prompts], engine):
-        replies.append(final(stream, Reply))
-    return [(prompt + reply.text if full_text else reply.text).strip() for prompt, reply in zip(prompts, replies)]
+    engine, params = get_engine(), scoring.params
+    generation = params.applied_to(get_settings().generation_defaults())
+    preset = engine.presets.get(params.preset)
+    streams = start_all([GenerationRequest(generation, prompt=p, preset=preset) for p in scoring.prompts], engine)
+    replies = [final(stream, Reply) for stream in streams]
+    return [
+        (prompt + reply.text if params.return_full_text else reply.text).strip()
+        for prompt, reply in zip(scoring.prompts, replies)
+    ]

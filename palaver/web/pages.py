@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 
-from palaver.conversations import ChatInput, ChatTurn
+from palaver.conversations import ChatTurn
 from palaver.errors import PalaverError, PayloadTooLarge, Unauthorized
 from palaver.types import final
 from palaver.web.boundary import (
@@ -22,6 +22,7 @@ from palaver.web.boundary import (
     sse_event,
     to_palaver_error,
 )
+from palaver.web.protocol import ChatResponse, FormChatRequest
 from palaver.web.security import require_sign_in, sign_in
 
 pages = Blueprint("pages", __name__)
@@ -64,7 +65,8 @@ def send():
         **request.form.to_dict(),
         "conversation_id": session.get("conversation_id"),
     }
-    chat_input = ChatInput.parse(fields, get_settings(), message_field="textbox", from_text=True)
+    settings = get_settings()
+    chat_input = FormChatRequest.from_form(fields, settings).to_input(settings)
     chat = get_chat()
     conversation = chat.open(chat_input.conversation_id, restart_unknown=True)
     session["conversation_id"] = conversation.id
@@ -74,7 +76,7 @@ def send():
     if wants("text/event-stream"):
         return event_stream(page_events(items))
     turn = final(items, ChatTurn)
-    return turn.as_dict() if wants("application/json") else render_chat()
+    return ChatResponse.of(turn).model_dump() if wants("application/json") else render_chat()
 
 
 def page_events(items: Generator[Any, None, None]) -> Iterator[str]:
@@ -84,7 +86,7 @@ def page_events(items: Generator[Any, None, None]) -> Iterator[str]:
             if isinstance(item, str):
                 yield sse_event({"delta": item})
             elif isinstance(item, ChatTurn):
-                yield sse_event({"done": True, **item.as_dict()})
+                yield sse_event({"done": True, **ChatResponse.of(item).model_dump()})
             else:
                 yield sse_event(item.as_dict())
 

@@ -9,7 +9,7 @@ from contextlib import closing
 from flask import Blueprint
 
 from palaver.engine.engine import Engine, GenerationRequest
-from palaver.errors import ModelNotReady, PalaverError
+from palaver.errors import PalaverError
 from palaver.types import PromptInfo, Reply, ReplyEvents, Usage, final
 from palaver.web.boundary import (
     client_gone_probe,
@@ -23,14 +23,19 @@ from palaver.web.boundary import (
     to_palaver_error,
 )
 from palaver.web.openai.protocol import (
-    CompletionRequest,
-    chat_chunk,
-    chat_completion,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChunkChoice,
+    CompletionUsage,
+    Delta,
+    ModelCard,
+    ModelList,
+    TextChoice,
+    TextCompletion,
+    TextCompletionRequest,
     finish_reason,
     new_id,
-    text_choice,
-    text_completion,
-    usage_info,
 )
 from palaver.web.security import require_api_key
 
@@ -41,35 +46,28 @@ TRUNCATED_HEADER = "X-Palaver-Truncated-Turns"
 
 @v1.post("/chat/completions")
 def chat_completions():
-    return serve_chat(CompletionRequest.parse_chat(read_json(), get_settings()), get_engine())
+    return serve_chat(ChatCompletionRequest.parse(read_json(), {"settings": get_settings()}))
 
 
 @v1.post("/completions")
 def completions():
-    return serve_text(CompletionRequest.parse_text(read_json(), get_settings()), get_engine())
+    return serve_text(TextCompletionRequest.parse(read_json(), {"settings": get_settings()}))
 
 
 @v1.get("/models")
 def models():
     engine = get_engine()
-    if not engine.wait_ready(get_settings().load_wait):
-        raise ModelNotReady("the model is still loading; retry shortly", retry_after=5)
-    limits = engine.model.family.describe()
-    return {
-        "object": "list",
-        "data": [
-            {
-                "id": get_settings().model_name,
-                "object": "model",
-                "created": int(engine.model.loaded_at),
-                "owned_by": "palaver",
-                "family": limits["family"],
-                "context_length": limits["context_tokens"],
-                "max_input_tokens": limits["max_input_tokens"],
-                "max_output_tokens": limits["max_reply_tokens"],
-            }
-        ],
-    }
+    model = engine.loaded_model(get_settings().load_wait)
+    limits = model.family.describe()
+    card = ModelCard(
+        id=get_settings().model_name,
+        created=int(model.loaded_at),
+        family=limits["family"],
+        context_length=limits["context_tokens"],
+        max_input_tokens=limits["max_input_tokens"],
+        max_output_tokens=limits["max_reply_tokens"],
+    )
+    return ModelList(data=[card]).model_dump()
 
 
 @v1.errorhandler(Exception)
@@ -77,95 +75,96 @@ def v1_error(exc: Exception):
     return json_error(to_palaver_error(exc))
 
 
-def serve_chat(chat: CompletionRequest, engine: Engine):
+def serve_chat(chat: ChatCompletionRequest, *, require_model: bool = True):
     """Answer a chat completion, as one object or as a stream of chunks."""
+    settings, engine = get_settings(), get_engine()
+    model = chat.served_model(settings, required=require_model)
     request = GenerationRequest(
-        chat.params, messages=chat.messages, preset=engine.presets.get(chat.preset), client_gone=client_gone_probe()
+        chat.generation_params(settings.generation_defaults()),
+        messages=[message.to_message() for message in chat.messages],
+        preset=engine.presets.get(chat.preset),
+        client_gone=client_gone_probe(),
     )
     items = engine.stream(request)
     info = next(items)  # errors found before any text (a prompt too long, a loading model) keep their status
     assert isinstance(info, PromptInfo)  # a stream starts with its prompt's size
     headers = {TRUNCATED_HEADER: str(info.truncated_turns)}
     if chat.stream:
-        return event_stream(chat_events(items, chat), headers)
-    reply = final(items, Reply)
-    return chat_completion(new_id("chatcmpl"), chat.model, reply), 200, headers
+        return event_stream(chat_events(items, model, chat.include_usage), headers)
+    return ChatCompletion.of(model, final(items, Reply)).model_dump(), 200, headers
 
 
-def chat_events(items: ReplyEvents, chat: CompletionRequest) -> Iterator[str]:
+def chat_events(items: ReplyEvents, model: str, include_usage: bool) -> Iterator[str]:
     """Frame a reply as chat.completion.chunk events: role, content deltas, finish, usage, [DONE]."""
     completion_id, created = new_id("chatcmpl"), int(time.time())
 
-    def chunk(**fields) -> str:
-        return sse_event(chat_chunk(completion_id, chat.model, created, include_usage=chat.include_usage, **fields))
+    def chunk(*choices: ChunkChoice, usage: CompletionUsage | None = None) -> str:
+        event = ChatCompletionChunk(id=completion_id, created=created, model=model, choices=list(choices), usage=usage)
+        return sse_event(event.as_event(include_usage))
 
     with closing(items):  # closing the stream cancels the generation when the client goes away
-        yield chunk(delta={"role": "assistant", "content": ""})
+        yield chunk(ChunkChoice(delta=Delta(role="assistant", content="")))
         for item in guarded(items):
             if isinstance(item, str):
-                yield chunk(delta={"content": item})
+                yield chunk(ChunkChoice(delta=Delta(content=item)))
             elif isinstance(item, Reply):
-                yield chunk(reason=finish_reason(item))
-                if chat.include_usage:
-                    yield chunk(usage=usage_info(item.usage, item.truncated_turns))
+                yield chunk(ChunkChoice(finish_reason=finish_reason(item)))
+                if include_usage:
+                    yield chunk(usage=CompletionUsage.of(item.usage, item.truncated_turns))
             else:
                 yield sse_event(item.as_dict())  # an error after the stream began
     yield sse_event("[DONE]")
 
 
-def serve_text(completion: CompletionRequest, engine: Engine):
+def serve_text(completion: TextCompletionRequest, *, require_model: bool = True):
     """Answer a completion for one prompt or a list of them."""
-    assert completion.prompts is not None  # a text completion carries prompts
+    settings, engine = get_settings(), get_engine()
+    model = completion.served_model(settings, required=require_model)
+    params = completion.generation_params(settings.generation_defaults())
     preset = engine.presets.get(completion.preset)
     probe = client_gone_probe()
     streams = start_all(
-        [
-            GenerationRequest(completion.params, prompt=prompt, preset=preset, client_gone=probe)
-            for prompt in completion.prompts
-        ],
+        [GenerationRequest(params, prompt=prompt, preset=preset, client_gone=probe) for prompt in completion.prompt],
         engine,
     )
     if completion.stream:
-        return event_stream(text_events(completion.prompts, streams, completion))
-    choices, usage = [], Usage(0, 0)
-    for index, (prompt, items) in enumerate(zip(completion.prompts, streams)):
-        reply = final(items, Reply)
-        choices.append(text_choice(index, prompt + reply.text if completion.echo else reply.text, finish_reason(reply)))
-        usage = Usage(
-            usage.prompt_tokens + reply.usage.prompt_tokens, usage.completion_tokens + reply.usage.completion_tokens
+        return event_stream(text_events(streams, completion, model))
+    replies = [final(items, Reply) for items in streams]
+    choices = [
+        TextChoice(
+            index=index, text=prompt + reply.text if completion.echo else reply.text, finish_reason=finish_reason(reply)
         )
-    return text_completion(new_id("cmpl"), completion.model, choices, usage)
+        for index, (prompt, reply) in enumerate(zip(completion.prompt, replies))
+    ]
+    usage = sum((reply.usage for reply in replies), Usage(0, 0))
+    return TextCompletion(id=new_id("cmpl"), model=model, choices=choices, usage=CompletionUsage.of(usage)).model_dump()
 
 
-def text_events(prompts: list[str], streams: list[ReplyEvents], completion: CompletionRequest) -> Iterator[str]:
+def text_events(streams: list[ReplyEvents], completion: TextCompletionRequest, model: str) -> Iterator[str]:
     """Frame completions for each prompt in turn as text_completion chunks, then [DONE]."""
     completion_id, created = new_id("cmpl"), int(time.time())
     usage = Usage(0, 0)
 
-    def chunk(index: int, text: str, reason: str | None = None) -> str:
-        return sse_event(
-            text_completion(completion_id, completion.model, [text_choice(index, text, reason)], None, created)
-        )
+    def chunk(choices: list[TextChoice], usage: CompletionUsage | None = None) -> str:
+        event = TextCompletion(id=completion_id, created=created, model=model, choices=choices, usage=usage)
+        return sse_event(event.as_event())
 
-    for index, (prompt, items) in enumerate(zip(prompts, streams)):
+    for index, (prompt, items) in enumerate(zip(completion.prompt, streams)):
         with closing(items):
             if completion.echo:
-                yield chunk(index, prompt)
+                yield chunk([TextChoice(index=index, text=prompt)])
             for item in guarded(items):
                 if isinstance(item, str):
-                    yield chunk(index, item)
+                    yield chunk([TextChoice(index=index, text=item)])
                 elif isinstance(item, Reply):
-                    yield chunk(index, "", finish_reason(item))
-                    usage = Usage(
-                        usage.prompt_tokens + item.usage.prompt_tokens,
-                        usage.completion_tokens + item.usage.completion_tokens,
-                    )
+                    yield chunk([TextChoice(index=index, text="", finish_reason=finish_reason(item))])
+                    usage += item.usage
                 elif isinstance(item, PalaverError):
                     yield sse_event(item.as_dict())
                     yield sse_event("[DONE]")
                     return
     if completion.include_usage:
-        yield sse_event({**text_completion(completion_id, completion.model, [], usage, created)})
+        yield chunk([], CompletionUsage.of(usage))
     yield sse_event("[DONE]")
 
 
