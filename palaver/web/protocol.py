@@ -113,8 +113,8 @@ def prompt_list(value: Any, info: ValidationInfo) -> list[str]:
         or not all(isinstance(p, str) and p.strip() and len(p) <= max_chars for p in prompts)
     ):
         raise field_error(
-            f"must be a non-empty string of at most {max_chars} characters, or a list of 1 to {MAX_PROMPTS} such "
-            "strings"
+            f"must be a prompt or a list of 1 to {MAX_PROMPTS} non-empty prompts, each a string of at most "
+            f"{max_chars} characters"
         )
     return prompts
 
