@@ -11,7 +11,8 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from palaver.engine.engine import BUSY_RETRY_AFTER_SECONDS, POLL_SECONDS, GenerationRequest
+from palaver.engine.admission import BUSY_RETRY_AFTER_SECONDS
+from palaver.engine.engine import POLL_SECONDS, GenerationRequest
 from palaver.errors import ClientDisconnected, ConversationBusy, NotFound
 from palaver.parameters import GenerationParams
 from palaver.types import Message, PromptInfo, Reply, final

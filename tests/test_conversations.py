@@ -191,7 +191,7 @@ def test_messages_waiting_on_one_conversation_are_bounded_and_time_out(chat):
 
 def test_waiting_on_a_conversation_counts_toward_the_pending_bound(chat):
     conversation_id = chat.send(chat_input("start")).conversation_id
-    chat.engine.settings = Settings(**{**chat.engine.settings.__dict__, "max_pending": 2})
+    chat.engine.admission.limit = 2
     with model_held(chat.engine.model.family.model) as (busy, release):
         holder = hold_turn(chat, conversation_id)
         assert busy.wait(10)

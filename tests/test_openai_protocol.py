@@ -10,7 +10,8 @@ from helpers import raising
 from commons import Settings
 from palaver.engine.loading import load_model
 from palaver.errors import InvalidRequest
-from palaver.web.openai.protocol import ChatCompletionChunk, ChatCompletionRequest, ChunkChoice, Delta
+from palaver.web.openai.protocol import ChatCompletionRequest
+from palaver.web.openai.responses import ChatCompletionChunk, ChunkChoice, Delta
 
 BODY = {"model": "chat-llama", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
 

@@ -7,11 +7,12 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from palaver.config import Settings
+from palaver.engine.admission import Admission
 from palaver.engine.requests import GenerationRequest, Observer
 from palaver.errors import (
     ClientDisconnected,
@@ -19,7 +20,6 @@ from palaver.errors import (
     GenerationTimeout,
     ModelNotReady,
     PalaverError,
-    ServerBusy,
 )
 from palaver.presets import Presets
 from palaver.types import REPLY_LISTENER, PromptInfo, Reply, ReplyEvents, Usage, final
@@ -33,7 +33,6 @@ __all__ = ["Engine", "GenerationRequest", "Observer"]
 log = logging.getLogger("palaver.engine")
 
 RETRY_AFTER_SECONDS = 5
-BUSY_RETRY_AFTER_SECONDS = 2
 FINISHED = object()  # the last item a request's delta queue receives
 POLL_SECONDS = 0.25  # how often a waiting request checks whether its client is still there
 
@@ -58,9 +57,7 @@ class Engine:
         self.model: LoadedModel | None = None
         self.load_error: str | None = None
         self.counts: Counter = Counter()  # requests by how they finished, and generated tokens
-        self.pending = 0  # requests queued or generating
-        self.waiting_count = 0  # requests waiting for their conversation's previous turn to end
-        self._pending_lock = threading.Lock()
+        self.admission = Admission(settings.max_pending, self.counts)
 
     @property
     def state(self) -> str:
@@ -94,12 +91,12 @@ class Engine:
     def stream(self, request: GenerationRequest) -> ReplyEvents:
         """Queue a request; yield its PromptInfo, then its text as it is generated, then its Reply."""
         self.loaded_model(self.settings.load_wait)
-        self._reserve("pending")
+        self.admission.admit()
         try:
             # On the caller's thread: a long history costs its own request time, never the engine's.
             request.built = self._build_prompt(request)
         except BaseException:
-            self._release("pending")
+            self.admission.finished()
             raise
         request.queued_at = time.monotonic()
         self._queue.put(request)
@@ -134,30 +131,19 @@ class Engine:
             if not request.result.done():
                 request.cancel()  # the consumer left early: no work continues for nobody
 
-    @contextmanager
-    def waiting(self) -> Iterator[None]:
+    @property
+    def pending(self) -> int:
+        """Return the requests queued or generating."""
+        return self.admission.pending
+
+    @property
+    def waiting_count(self) -> int:
+        """Return the requests waiting for their conversation's previous turn to end."""
+        return self.admission.waiting
+
+    def waiting(self) -> AbstractContextManager[None]:
         """Count a request that waits before it can queue (behind its conversation's turn) toward the bound."""
-        self._reserve("waiting_count")
-        try:
-            yield
-        finally:
-            self._release("waiting_count")
-
-    def _reserve(self, counter: str) -> None:
-        """Take a place under PALAVER_MAX_PENDING, as a queued or a waiting request, or refuse with 429."""
-        with self._pending_lock:
-            if self.pending + self.waiting_count >= self.settings.max_pending:
-                self.counts["refused_busy"] += 1
-                raise ServerBusy(
-                    "the server is busy; try again in a few seconds",
-                    retry_after=BUSY_RETRY_AFTER_SECONDS,
-                    code="server_busy",
-                )
-            setattr(self, counter, getattr(self, counter) + 1)
-
-    def _release(self, counter: str) -> None:
-        with self._pending_lock:
-            setattr(self, counter, getattr(self, counter) - 1)
+        return self.admission.waiting_turn()
 
     def generate(self, request: GenerationRequest) -> Reply:
         """Queue a request and wait for its whole reply."""
@@ -326,5 +312,5 @@ class Engine:
         self._finish(request)
 
     def _finish(self, request: GenerationRequest) -> None:
-        self._release("pending")
+        self.admission.finished()
         request.deltas.put(FINISHED)  # the waiter, if any, learns at once

@@ -22,10 +22,10 @@ from palaver.web.boundary import (
     sse_event,
     to_palaver_error,
 )
-from palaver.web.openai.protocol import (
+from palaver.web.openai.protocol import ChatCompletionRequest, TextCompletionRequest
+from palaver.web.openai.responses import (
     ChatCompletion,
     ChatCompletionChunk,
-    ChatCompletionRequest,
     ChunkChoice,
     CompletionUsage,
     Delta,
@@ -33,7 +33,6 @@ from palaver.web.openai.protocol import (
     ModelList,
     TextChoice,
     TextCompletion,
-    TextCompletionRequest,
     finish_reason,
     new_id,
 )

@@ -1,0 +1,55 @@
+"""Admission control: one bound on the requests that wait for or use the model at once."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from palaver.errors import ServerBusy
+
+BUSY_RETRY_AFTER_SECONDS = 2
+
+
+class Admission:
+    """Count queued and generating requests, and those waiting for their conversation's turn, under one bound."""
+
+    def __init__(self, limit: int, counts: Counter):
+        self.limit = limit
+        self.counts = counts
+        self.pending = 0  # requests queued or generating
+        self.waiting = 0  # requests waiting for their conversation's previous turn to end
+        self._lock = threading.Lock()
+
+    def admit(self) -> None:
+        """Take a place for a request that queues, or refuse with 429."""
+        self._take("pending")
+
+    def finished(self) -> None:
+        """Give back a queued request's place."""
+        self._give_back("pending")
+
+    @contextmanager
+    def waiting_turn(self) -> Iterator[None]:
+        """Hold a place while a request waits for its conversation's turn."""
+        self._take("waiting")
+        try:
+            yield
+        finally:
+            self._give_back("waiting")
+
+    def _take(self, counter: str) -> None:
+        with self._lock:
+            if self.pending + self.waiting >= self.limit:
+                self.counts["refused_busy"] += 1
+                raise ServerBusy(
+                    "the server is busy; try again in a few seconds",
+                    retry_after=BUSY_RETRY_AFTER_SECONDS,
+                    code="server_busy",
+                )
+            setattr(self, counter, getattr(self, counter) + 1)
+
+    def _give_back(self, counter: str) -> None:
+        with self._lock:
+            setattr(self, counter, getattr(self, counter) - 1)
