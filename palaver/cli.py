@@ -1,4 +1,4 @@
-"""The `palaver` command: `palaver serve` runs the server exactly as the Procfile does."""
+"""The `palaver` command: `palaver serve` runs the server as the Procfile does; `palaver db upgrade` migrates."""
 
 from __future__ import annotations
 
@@ -27,10 +27,27 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the chat page and the APIs, as the Procfile does")
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    db = commands.add_parser("db", help="manage the conversation database")
+    db.add_argument("action", choices=["upgrade"], help="upgrade: apply every migration not yet applied")
     args = parser.parse_args(argv)
+    if args.command == "db":
+        upgrade_database()
+        return
     if args.command == "serve":
         os.chdir(ROOT)  # the Procfile's paths (gunicorn.conf.py, app:app) are relative to the project
         os.environ["PORT"] = str(args.port)
         # This environment's gunicorn, through a shell as a PaaS runs a Procfile line.
         os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         os.execvp("sh", ["sh", "-c", "exec " + procfile_command()])
+
+
+def upgrade_database() -> None:
+    """Apply the database's pending migrations, for the URL the server would use."""
+    from palaver.config import Settings
+    from palaver.storage.database import connect, database_url, upgrade
+
+    settings = Settings.from_env()
+    url = database_url(settings.database_url, settings.cache_dir)
+    engine = connect(url)
+    revision = upgrade(engine)
+    print(f"palaver: {engine.url.render_as_string(hide_password=True)} is at revision {revision}")

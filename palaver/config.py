@@ -132,10 +132,21 @@ class Settings:
     max_context_tokens: int = setting(2048, "Cap on prompt plus reply tokens, below the model's own context length.")
     max_history_turns: int = setting(
         40,
-        "Messages (user and assistant) kept per conversation; older ones are forgotten.",
+        "Most recent messages (user and assistant) sent to the model with each turn; every message is stored.",
     )
-    max_conversations: int = setting(1000, "Conversations kept in memory; the least recently used is evicted first.")
-    conversation_ttl: int = setting(86400, "Seconds of inactivity after which a conversation expires.")
+    database_url: str = setting(
+        "",
+        "Database for conversations, as a SQLAlchemy URL (`postgresql://user:pass@host/db`, `sqlite:///path`). "
+        "Empty means the platform's `DATABASE_URL` when set, else SQLite in the cache directory.",
+    )
+    max_conversations: int = setting(
+        100000,
+        "Conversations kept in the database; the retention sweep deletes the least recently used beyond it.",
+    )
+    conversation_ttl: int = setting(
+        30 * 24 * 3600,
+        "Seconds a conversation may stay idle before the retention sweep deletes it.",
+    )
     load_wait: float = setting(60, "Seconds a request waits for a loading model before a 503 with Retry-After.")
     request_timeout: float = setting(120, "Seconds a generation may take before it is cancelled.")
     max_batch_size: int = setting(32, "Requests generated together in one forward pass; more wait their turn.")
@@ -186,6 +197,8 @@ class Settings:
                 values[setting.name] = setting.parse(raw)
             except ValueError as exc:
                 raise ConfigurationError(f"{setting.env_var}: {exc}") from None
+        if not values.get("database_url") and environ.get("DATABASE_URL"):  # set by Heroku and similar platforms
+            values["database_url"] = environ["DATABASE_URL"]
         values.update(overrides)
         settings = cls(**values)
         settings.generation_defaults()  # fail at start-up, not on the first request

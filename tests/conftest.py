@@ -13,6 +13,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 for name in [n for n in os.environ if n.startswith("PALAVER_")]:
     del os.environ[name]
 
+import databases  # noqa: E402
 import tiny_models  # noqa: E402
 from servers import start_server  # noqa: E402
 
@@ -23,13 +24,14 @@ from inference import Engine  # noqa: E402
 # Fixtures that start a real gunicorn server, and those that load the real embedded model: tests using them are
 # marked, so that `pytest -m "not server"` or `-m "not slow"` leaves them out.
 SERVER_FIXTURES = {"server", "keyed_server", "html_server", "embedded_server", "fuzz_server", "hostile", "palaver"}
+SERVER_MODULES = {"test_persistence"}
 EMBEDDED_FIXTURES = {"embedded_cache", "embedded_server"}
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if fixtures & SERVER_FIXTURES:
+        if fixtures & SERVER_FIXTURES or item.module.__name__ in SERVER_MODULES:
             item.add_marker(pytest.mark.server)
         if fixtures & EMBEDDED_FIXTURES:
             item.add_marker(pytest.mark.slow)
@@ -69,6 +71,21 @@ def blenderbot_small_model(models_dir) -> Path:
 @pytest.fixture(scope="session")
 def html_model(models_dir) -> Path:
     return tiny_models.build_html_replier(models_dir / "html-replier")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL 15 server for the session, in a temporary directory."""
+    with databases.postgres_cluster() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path):
+    """The URL of an empty database: a SQLite file, then a database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'palaver.db'}"
+    return databases.fresh_postgres_database(request.getfixturevalue("postgres_server"))
 
 
 @pytest.fixture

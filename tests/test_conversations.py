@@ -6,15 +6,24 @@ import pytest
 from helpers import model_held, raising
 
 from commons import Settings
-from palaver.conversations import Chat, ChatInput, ConversationStore
+from palaver.conversations import Chat, ChatInput
 from palaver.errors import ConversationBusy, GenerationFailed, InvalidRequest, NotFound, ServerBusy
 from palaver.parameters import Sampling
+from palaver.storage.database import connect, database_url, upgrade
+from palaver.storage.store import ConversationStore
+
+
+def sqlite_store(path, max_conversations=100, idle_seconds=3600, clock=None):
+    """A store on a fresh, migrated SQLite database."""
+    database = connect(database_url("", str(path)))
+    upgrade(database)
+    return ConversationStore(database, max_conversations, idle_seconds, **({"clock": clock} if clock else {}))
 
 
 @pytest.fixture
-def chat(make_engine, chat_model):
-    """A chat service on the real tiny chat model."""
-    return Chat(ConversationStore(100, 100, 100), make_engine(chat_model))
+def chat(make_engine, chat_model, tmp_path):
+    """A chat service on the real tiny chat model, storing in SQLite."""
+    return Chat(sqlite_store(tmp_path), make_engine(chat_model))
 
 
 def chat_input(text, conversation_id=None, **params):
@@ -26,36 +35,16 @@ def contents(chat, conversation_id):
     return [m.content for m in chat.history(conversation_id)]
 
 
-def test_store_evicts_the_least_recently_used_conversation():
-    store = ConversationStore(max_conversations=2, max_turns=10, ttl_seconds=100)
-    first, second, third = store.new(), store.new(), store.new()
-    store.add(first)
-    store.add(second)
-    store.get(first.id)  # touch first, so second is now the oldest
-    store.add(third)
-    assert store.get(second.id) is None
-    assert store.get(first.id) is first and store.get(third.id) is third and len(store) == 2
-
-
-def test_store_expires_idle_conversations():
-    now = [0.0]
-    store = ConversationStore(max_conversations=10, max_turns=10, ttl_seconds=60, clock=lambda: now[0])
-    old, recent = store.new(), store.new()
-    store.add(old)
-    now[0] = 30
-    store.add(recent)
-    now[0] = 61
-    assert store.get(old.id) is None and store.get(recent.id) is recent
-
-
-def test_store_caps_turns_per_conversation(make_engine, chat_model):
-    chat = Chat(ConversationStore(10, max_turns=4, ttl_seconds=100), make_engine(chat_model))
+def test_only_the_latest_messages_are_sent_but_all_are_stored(make_engine, chat_model, tmp_path):
+    chat = Chat(sqlite_store(tmp_path), make_engine(chat_model), max_history=2)
+    sent = []
+    real_stream = chat.engine.stream
+    chat.engine.stream = lambda request: sent.append(request.messages) or real_stream(request)
     turn = chat.send(chat_input("one"))
     for text in ("two", "three"):
         chat.send(chat_input(text, turn.conversation_id))
-    history = chat.history(turn.conversation_id)
-    assert [m.role for m in history] == ["user", "assistant"] * 2
-    assert [history[0].content, history[2].content] == ["two", "three"]
+    assert [m.content for m in sent[-1]][::2] == ["two", "three"] and len(sent[-1]) == 3
+    assert [m.content for m in chat.history(turn.conversation_id)][::2] == ["one", "two", "three"]
 
 
 def test_chat_remembers_and_sends_the_history(chat):
@@ -82,13 +71,13 @@ def test_a_failed_generation_leaves_no_dangling_user_turn(chat):
 
 
 def test_a_stopped_stream_keeps_what_the_user_saw(chat):
-    conversation = chat.open(None)
-    items = chat.stream(conversation, chat_input("tell me a story", max_new_tokens=64, stop=[]))
+    conversation_id = chat.resolve(None)
+    items = chat.stream(conversation_id, chat_input("tell me a story", max_new_tokens=64, stop=[]))
     assert next(items).truncated_turns == 0  # the PromptInfo comes first
     shown = next(items) + next(items)
     items.close()  # as when the user presses Stop or the browser goes away
-    assert contents(chat, conversation.id) == ["tell me a story", shown]
-    assert chat.engine.wait_ready(1) and chat.send(chat_input("next", conversation.id)).reply is not None
+    assert contents(chat, conversation_id) == ["tell me a story", shown]
+    assert chat.engine.wait_ready(1) and chat.send(chat_input("next", conversation_id)).reply is not None
 
 
 def test_concurrent_messages_in_one_conversation_take_turns(chat):
@@ -139,14 +128,14 @@ def test_failed_and_refused_turns_create_no_conversation(chat):
     with pytest.raises(GenerationFailed):
         chat.send(chat_input("lost"))
     del chat.engine.model.family.model.forward
-    assert len(chat.store) == 1 and chat.history(kept), "a real conversation survives a flood of failures"
+    assert chat.store.count() == 1 and chat.history(kept), "a real conversation survives a flood of failures"
 
 
 def test_a_new_conversation_can_be_stopped_before_it_is_stored(chat):
-    conversation = chat.open(None)
-    items = chat.stream(conversation, chat_input("tell me a story", max_new_tokens=200, stop=[]))
+    conversation_id = chat.resolve(None)
+    items = chat.stream(conversation_id, chat_input("tell me a story", max_new_tokens=200, stop=[]))
     next(items)
-    assert chat.store.get(conversation.id) is None and chat.cancel(conversation.id)
+    assert chat.store.get(conversation_id) is None and chat.cancel(conversation_id)
     turn = [item for item in items][-1]
     assert turn.reply.finish_reason == "cancelled"
 

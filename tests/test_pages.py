@@ -97,7 +97,8 @@ def test_new_conversation_starts_over(client):
 
 def test_an_expired_conversation_cookie_starts_a_new_conversation(client, app):
     client.post("/", data={"textbox": "hello"})
-    app.extensions["palaver"]["chat"].store._conversations.clear()
+    with client.session_transaction() as session:
+        assert app.extensions["palaver"]["chat"].store.delete(session["conversation_id"])  # as the sweep does
     page = client.post("/", data={"textbox": "still here?"}).get_data(as_text=True)
     assert [text for _, text in messages_on(page)][0] == "still here?"
 
@@ -131,6 +132,7 @@ def test_a_preset_is_chosen_for_a_new_conversation(client, app):
     assert client.post("/new", data={"preset": "text-message-check"}).status_code == 303
     page = client.post("/", data={"textbox": "see you at 8"}).get_data(as_text=True)
     assert 'id="preset-note"' in page and '<option value="text-message-check" selected>' in page
-    conversation_id = next(iter(app.extensions["palaver"]["chat"].store._conversations))
+    with client.session_transaction() as session:
+        conversation_id = session["conversation_id"]
     assert app.extensions["palaver"]["chat"].store.get(conversation_id).preset == "text-message-check"
     assert client.post("/new", data={"preset": "nope"}).status_code == 400

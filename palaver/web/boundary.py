@@ -21,9 +21,11 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import palaver.web.security as security
 from palaver.config import Settings
-from palaver.conversations import Chat, ConversationStore
+from palaver.conversations import Chat
 from palaver.engine.engine import Engine
 from palaver.errors import GenerationFailed, InvalidRequest, PalaverError, PayloadTooLarge
+from palaver.storage.database import connect, database_url, upgrade
+from palaver.storage.store import ConversationStore
 from palaver.types import REPLY_LISTENER, PromptInfo, Reply
 from palaver.web.metrics import Metrics
 
@@ -38,8 +40,13 @@ def init_app(app: Flask, settings: Settings) -> None:
     metrics = Metrics()
     engine = Engine(settings, observer=metrics)
     metrics.watch(engine)
-    store = ConversationStore(settings.max_conversations, settings.max_history_turns, settings.conversation_ttl)
-    chat = Chat(store, engine, settings.max_waiting_per_conversation, settings.request_timeout)
+    database = connect(database_url(settings.database_url, settings.cache_dir))
+    upgrade(database)  # every start brings the schema up to date; `palaver db upgrade` does the same alone
+    store = ConversationStore(database, settings.max_conversations, settings.conversation_ttl)
+    store.start_sweeping()
+    chat = Chat(
+        store, engine, settings.max_waiting_per_conversation, settings.request_timeout, settings.max_history_turns
+    )
     app.extensions["palaver"] = {"settings": settings, "engine": engine, "chat": chat, "metrics": metrics}
     security.init_app(app, settings)
     # In this order: cheap refusals come before the body is read, and budgets are charged last.

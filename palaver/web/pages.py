@@ -68,10 +68,10 @@ def send():
     settings = get_settings()
     chat_input = FormChatRequest.from_form(fields, settings).to_input(settings)
     chat = get_chat()
-    conversation = chat.open(chat_input.conversation_id, restart_unknown=True)
-    session["conversation_id"] = conversation.id
+    conversation_id = chat.resolve(chat_input.conversation_id, restart_unknown=True)
+    session["conversation_id"] = conversation_id
     session.permanent = True
-    items = chat.stream(conversation, chat_input, client_gone_probe())
+    items = chat.stream(conversation_id, chat_input, client_gone_probe())
     next(items)  # errors found before any text keep their status
     if wants("text/event-stream"):
         return event_stream(page_events(items))

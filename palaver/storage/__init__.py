@@ -1,0 +1,1 @@
+"""Conversation storage in a SQL database: SQLite by default, PostgreSQL by URL."""
