@@ -1,4 +1,4 @@
-"""Gunicorn settings for Palaver: one worker process holding the model, threads for concurrent requests."""
+"""Gunicorn settings for Palaver: worker processes each holding the model, threads for concurrent requests."""
 
 import ctypes
 import os
@@ -9,9 +9,9 @@ from commons import Settings
 settings = Settings.from_env()
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
-# One process: the model and the conversation memory live in it, and a second worker would
-# double the memory and split users' histories. Scale with threads here, or with more dynos.
-workers = 1
+# Each worker loads its own model, so this is PALAVER_WORKERS (1 by default), never the platform's
+# WEB_CONCURRENCY, which is sized for apps without one. Conversations are shared through the database.
+workers = settings.workers
 # gthread, except that the poller reads each request whole before a thread takes it, so slow or silent
 # clients hold no thread (docs/slow-clients.md). The worker class is loaded in this process before the fork.
 worker_class = "palaver.web.http_worker.BufferedThreadWorker"

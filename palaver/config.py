@@ -171,6 +171,11 @@ class Settings:
         "otherwise torch's. 0 means the cores this process may use (its CPU affinity and cgroup quota) for "
         "the kernel, and torch's default otherwise.",
     )
+    workers: int = setting(
+        1,
+        "gunicorn worker processes. Each holds its own engine and model (about 0.45 GB for the embedded one); "
+        "they share conversations through the database.",
+    )
     http_threads: int = setting(
         64,
         "Request threads in the gunicorn worker; each open request or stream holds one, so keep it at or "

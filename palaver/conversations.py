@@ -68,6 +68,7 @@ class Chat:
         # Conversations with a request in this process: Stop and a second message must find the running turn.
         self._live: dict[str, Conversation] = {}
         self._lock = threading.Lock()
+        store.watch(self._cancel_here)  # Stop pressed while another process served the page reaches us here
 
     def send(
         self, chat_input: ChatInput, *, restart_unknown: bool = False, client_gone: Callable[[], bool] | None = None
@@ -82,7 +83,7 @@ class Chat:
             return uuid.uuid4().hex
         with self._lock:
             running = conversation_id in self._live
-        if running or self.store.get(conversation_id) is not None:
+        if running or self.store.exists(conversation_id):
             return conversation_id
         if restart_unknown:
             return uuid.uuid4().hex
@@ -128,15 +129,24 @@ class Chat:
 
     @contextmanager
     def _turn(self, conversation_id: str, client_gone: Callable[[], bool] | None) -> Iterator[Conversation]:
-        """Hold the conversation for one turn, waiting a bounded time, in a bounded line, for the one before."""
+        """Hold the conversation for one turn, here and in the database, waiting a bounded time for the one before."""
         with self._lock:
             conversation = self._live.setdefault(conversation_id, Conversation(conversation_id))
             conversation.users += 1
+        token = uuid.uuid4().hex
         try:
+            # First in this process, then across processes: a lease in the database that this process renews.
             if not conversation.lock.acquire(blocking=False):
-                self._wait_for_turn(conversation, client_gone)
+                self._wait_for_turn(conversation, client_gone, lambda: conversation.lock.acquire(timeout=POLL_SECONDS))
             try:
-                yield conversation
+                if not self.store.acquire(conversation_id, token):
+                    self._wait_for_turn(
+                        conversation, client_gone, lambda: self._pause() or self.store.acquire(conversation_id, token)
+                    )
+                try:
+                    yield conversation
+                finally:
+                    self.store.release(conversation_id, token)
             finally:
                 conversation.lock.release()
         finally:
@@ -145,7 +155,14 @@ class Chat:
                 if not conversation.users:
                     del self._live[conversation_id]
 
-    def _wait_for_turn(self, conversation: Conversation, client_gone: Callable[[], bool] | None) -> None:
+    @staticmethod
+    def _pause() -> None:
+        time.sleep(POLL_SECONDS)
+
+    def _wait_for_turn(
+        self, conversation: Conversation, client_gone: Callable[[], bool] | None, take: Callable[[], bool]
+    ) -> None:
+        """Call take until it gets the turn, in a bounded line, for a bounded time, while the client is there."""
         with self._lock:
             if conversation.waiting >= self.max_waiting:
                 raise ConversationBusy(
@@ -159,7 +176,7 @@ class Chat:
         try:
             with self.engine.waiting():  # a wait counts toward PALAVER_MAX_PENDING like a queued request
                 deadline = time.monotonic() + self.wait_seconds
-                while not conversation.lock.acquire(timeout=POLL_SECONDS):
+                while not take():
                     if client_gone is not None and client_gone():
                         raise ClientDisconnected("the client disconnected")
                     if time.monotonic() > deadline:
@@ -175,9 +192,14 @@ class Chat:
                 conversation.waiting -= 1
 
     def cancel(self, conversation_id: str | None) -> bool:
-        """Stop the generation running in a conversation; its stream ends with what was kept."""
+        """Stop the generation running in a conversation, in this process or another; it keeps what was shown."""
+        if not conversation_id:
+            return False
+        return self._cancel_here(conversation_id) or self.store.request_cancel(conversation_id)
+
+    def _cancel_here(self, conversation_id: str) -> bool:
         with self._lock:
-            conversation = self._live.get(conversation_id) if conversation_id else None
+            conversation = self._live.get(conversation_id)
             request = conversation.active if conversation else None
         if request is not None:
             request.cancel()

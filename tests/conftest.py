@@ -24,7 +24,7 @@ from inference import Engine  # noqa: E402
 # Fixtures that start a real gunicorn server, and those that load the real embedded model: tests using them are
 # marked, so that `pytest -m "not server"` or `-m "not slow"` leaves them out.
 SERVER_FIXTURES = {"server", "keyed_server", "html_server", "embedded_server", "fuzz_server", "hostile", "palaver"}
-SERVER_MODULES = {"test_persistence"}
+SERVER_MODULES = {"test_persistence", "test_scale_out"}
 EMBEDDED_FIXTURES = {"embedded_cache", "embedded_server"}
 
 

@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
 from commons import Settings
-from palaver.storage.database import connect, current_revision, database_url, head_revision, upgrade
-from palaver.storage.store import ConversationStore
+from palaver.storage.database import alembic_config, connect, current_revision, database_url, head_revision, upgrade
+from palaver.storage.store import LEASE_SECONDS, ConversationStore
 from palaver.types import Reply, Usage
 
 
@@ -28,12 +29,28 @@ def store(database_url):
 
 def test_migrations_build_an_empty_database_and_rerun_as_no_ops(database_url):
     database = connect(database_url)
-    assert upgrade(database) == head_revision() == "0001"
-    assert upgrade(database) == "0001"
+    assert upgrade(database) == head_revision() == "0002"
+    assert upgrade(database) == "0002"
     tables = set(sa.inspect(database).get_table_names())
     assert {"conversations", "messages", "alembic_version"} <= tables
     with database.connect() as connection:
-        assert current_revision(connection) == "0001"
+        assert current_revision(connection) == "0002"
+    database.dispose()
+
+
+def test_a_database_at_an_older_revision_upgrades_and_keeps_its_conversations(database_url):
+    database = connect(database_url)
+    with database.begin() as connection:
+        command.upgrade(alembic_config(connection), "0001")
+        connection.execute(
+            sa.text(
+                "INSERT INTO conversations (id, title, turns, created_at, updated_at) VALUES ('c', 't', 0, :t, :t)"
+            ),
+            {"t": datetime(2026, 1, 1, tzinfo=UTC)},
+        )
+    assert upgrade(database) == "0002"
+    with database.connect() as connection:
+        assert connection.execute(sa.text("SELECT title, cancel_requested FROM conversations")).one() == ("t", False)
     database.dispose()
 
 
@@ -113,4 +130,36 @@ def test_palaver_db_upgrade_migrates_the_configured_database(database_url, tmp_p
     command = [sys.executable, "-m", "palaver", "db", "upgrade"]
     for _ in range(2):
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-        assert "is at revision 0001" in done.stdout and "password" not in done.stdout
+        assert f"is at revision {head_revision()}" in done.stdout and "password" not in done.stdout
+
+
+def test_one_lease_at_a_time_and_a_dead_holders_lease_runs_out(database_url):
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    database = connect(database_url)
+    upgrade(database)
+    store = ConversationStore(database, 100, 3600, clock=lambda: now[0])
+    assert store.acquire("c", "first") and store.exists("c") and store.get("c") is None  # running, not yet stored
+    assert not store.acquire("c", "second")
+    now[0] += timedelta(seconds=LEASE_SECONDS + 1)  # its process died: nobody renewed the lease
+    assert store.acquire("c", "second")
+    store.add_turn("c", None, "hello", reply("hi"))
+    store.release("c", "first")  # a stale holder's release changes nothing
+    assert not store.acquire("c", "third")
+    store.release("c", "second")
+    assert store.acquire("c", "third") and [m.content for m in store.get("c").messages] == ["hello", "hi"]
+    database.dispose()
+
+
+def test_a_first_turn_that_fails_leaves_nothing(store):
+    assert store.acquire("new", "token")
+    store.release("new", "token")
+    assert not store.exists("new") and store.count() == 0
+
+
+def test_stop_asked_in_another_process_reaches_the_holder(store):
+    stopped = threading.Event()
+    store.watch(lambda conversation_id: conversation_id == "c" and stopped.set())
+    assert not store.request_cancel("c")  # nothing running
+    assert store.acquire("c", "token")
+    assert store.request_cancel("c") and stopped.wait(5)
+    store.release("c", "token")

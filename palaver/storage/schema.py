@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -13,6 +14,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -27,6 +29,10 @@ conversations = Table(
     Column("turns", Integer, nullable=False, default=0),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # The process running this conversation's turn holds a lease it renews; a dead process's lease runs out.
+    Column("lease_token", String(32), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, server_default=false()),
     Index("ix_conversations_owner_updated", "owner", "updated_at"),
     Index("ix_conversations_updated", "updated_at"),
 )

@@ -15,6 +15,8 @@ from palaver.types import Message, Reply
 
 log = logging.getLogger("palaver.storage")
 TITLE_CHARS = 80
+LEASE_SECONDS = 15  # a turn's lease outlives this many seconds without renewal only if its process died
+HEARTBEAT_SECONDS = 0.25  # also how soon Stop pressed in another process reaches the turn
 
 
 def utc_now() -> datetime:
@@ -46,12 +48,15 @@ class ConversationStore:
         self.idle_seconds = idle_seconds
         self._clock = clock
         self._sweeper: threading.Thread | None = None
+        self._heartbeat: threading.Thread | None = None
+        self._held: dict[str, str] = {}  # conversation id -> lease token, for the turns this process runs
+        self._held_lock = threading.Lock()
 
     def get(self, conversation_id: str) -> StoredConversation | None:
-        """Return a conversation with its messages in order, or None."""
+        """Return a conversation with its messages in order, or None before its first turn is stored."""
         with self.engine.connect() as connection:
             row = connection.execute(sa.select(conversations).where(conversations.c.id == conversation_id)).first()
-            if row is None:
+            if row is None or row.turns == 0:
                 return None
             stored = connection.execute(
                 sa.select(messages.c.role, messages.c.content)
@@ -61,6 +66,12 @@ class ConversationStore:
         return StoredConversation(
             row.id, row.title, row.preset, row.created_at, row.updated_at, [Message(r.role, r.content) for r in stored]
         )
+
+    def exists(self, conversation_id: str) -> bool:
+        """Tell whether a conversation is stored or running its first turn in some process."""
+        with self.engine.connect() as connection:
+            found = connection.execute(sa.select(conversations.c.id).where(conversations.c.id == conversation_id))
+            return found.first() is not None
 
     def add_turn(self, conversation_id: str, preset: str | None, user_text: str, reply: Reply) -> None:
         """Write a user message and its reply in one transaction, creating the conversation on its first turn."""
@@ -80,6 +91,12 @@ class ConversationStore:
                         created_at=now,
                         updated_at=now,
                     )
+                )
+            elif turns == 0:  # created empty when its first turn began
+                connection.execute(
+                    conversations.update()
+                    .where(conversations.c.id == conversation_id)
+                    .values(title=user_text[:TITLE_CHARS], created_at=now)
                 )
             usage = reply.usage
             connection.execute(
@@ -140,6 +157,105 @@ class ConversationStore:
                 connection.execute(messages.delete().where(messages.c.conversation_id.in_(chunk)))
                 connection.execute(conversations.delete().where(conversations.c.id.in_(chunk)))
         return len(doomed)
+
+    def acquire(self, conversation_id: str, token: str) -> bool:
+        """Take the conversation's turn for token unless another live lease holds it; create it if new."""
+        now = self._clock()
+        until = now + timedelta(seconds=LEASE_SECONDS)
+        free = sa.or_(conversations.c.lease_token.is_(None), conversations.c.lease_until < now)
+        with self.engine.begin() as connection:
+            taken = connection.execute(
+                conversations.update()
+                .where(conversations.c.id == conversation_id, free)
+                .values(lease_token=token, lease_until=until, cancel_requested=False)
+            )
+            if taken.rowcount:
+                self._hold(conversation_id, token)
+                return True
+            if connection.execute(sa.select(conversations.c.id).where(conversations.c.id == conversation_id)).first():
+                return False
+        try:  # a new conversation: its row appears now, empty, so that a second message finds the turn taken
+            with self.engine.begin() as connection:
+                connection.execute(
+                    conversations.insert().values(
+                        id=conversation_id,
+                        title="",
+                        turns=0,
+                        created_at=now,
+                        updated_at=now,
+                        lease_token=token,
+                        lease_until=until,
+                    )
+                )
+        except sa.exc.IntegrityError:  # another process created it first: its turn runs
+            return False
+        self._hold(conversation_id, token)
+        return True
+
+    def release(self, conversation_id: str, token: str) -> None:
+        """Give the turn back; a conversation whose first turn failed is removed, so nothing is left of it."""
+        with self._held_lock:
+            self._held.pop(conversation_id, None)
+        mine = sa.and_(conversations.c.id == conversation_id, conversations.c.lease_token == token)
+        with self.engine.begin() as connection:
+            connection.execute(conversations.delete().where(mine, conversations.c.turns == 0))
+            connection.execute(
+                conversations.update().where(mine).values(lease_token=None, lease_until=None, cancel_requested=False)
+            )
+
+    def request_cancel(self, conversation_id: str) -> bool:
+        """Ask whichever process runs the conversation's turn to stop it; return whether a turn is running."""
+        with self.engine.begin() as connection:
+            asked = connection.execute(
+                conversations.update()
+                .where(
+                    conversations.c.id == conversation_id,
+                    conversations.c.lease_token.is_not(None),
+                    conversations.c.lease_until >= self._clock(),
+                )
+                .values(cancel_requested=True)
+            )
+        return asked.rowcount > 0
+
+    def watch(self, on_cancel: Callable[[str], object]) -> None:
+        """Renew this process's leases every HEARTBEAT_SECONDS, and pass on Stop asked for in another process."""
+        if self._heartbeat is not None:
+            return
+
+        def run() -> None:
+            while not threading.Event().wait(HEARTBEAT_SECONDS):
+                with self._held_lock:
+                    held = dict(self._held)
+                if not held:
+                    continue
+                try:
+                    for conversation_id in self._renew(held):
+                        on_cancel(conversation_id)
+                except Exception:  # a database hiccup must not end the heartbeat; leases outlive a few misses
+                    log.exception("renewing turn leases failed")
+
+        self._heartbeat = threading.Thread(target=run, name="palaver-leases", daemon=True)
+        self._heartbeat.start()
+
+    def _renew(self, held: dict[str, str]) -> list[str]:
+        until = self._clock() + timedelta(seconds=LEASE_SECONDS)
+        with self.engine.begin() as connection:
+            connection.execute(
+                conversations.update()
+                .where(conversations.c.lease_token.in_(list(held.values())))
+                .values(lease_until=until)
+            )
+            return list(
+                connection.execute(
+                    sa.select(conversations.c.id).where(
+                        conversations.c.lease_token.in_(list(held.values())), conversations.c.cancel_requested
+                    )
+                ).scalars()
+            )
+
+    def _hold(self, conversation_id: str, token: str) -> None:
+        with self._held_lock:
+            self._held[conversation_id] = token
 
     def start_sweeping(self, interval: float = 60) -> None:
         """Sweep on a background thread every interval seconds, so retention never delays a request."""
