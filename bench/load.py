@@ -80,12 +80,40 @@ def converse(url: str, model: str, client: int, turns: int, max_tokens: int, res
         messages.append({"role": "assistant", "content": text})
 
 
-def run_load(url: str, clients: int, turns: int, max_tokens: int, pid: int | None) -> dict:
-    """Run one load level and summarise it."""
+def converse_on_page(url: str, model: str, client: int, turns: int, max_tokens: int, results: list, errors: list):
+    """Hold one conversation through the page's streaming form, as a browser does: the server keeps the history."""
+    browser = requests.Session()
+    for turn in range(turns):
+        text = OPENERS[client % len(OPENERS)] if turn == 0 else FOLLOW_UP
+        form = {"textbox": text, "max_new_tokens": max_tokens, "temperature": 0}
+        started, first, tokens = time.perf_counter(), None, 0
+        try:
+            with browser.post(
+                url + "/", data=form, headers={"Accept": "text/event-stream"}, stream=True, timeout=300
+            ) as response:
+                if response.status_code != 200:
+                    errors.append(f"{response.status_code} {response.text[:200]}")
+                    return
+                for line in response.iter_lines():
+                    if not line.startswith(b"data: {"):
+                        continue
+                    event = json.loads(line[len(b"data: ") :])
+                    if event.get("delta"):
+                        first = first or time.perf_counter() - started
+                    if event.get("done"):
+                        tokens = event["usage"]["completion_tokens"]
+        except requests.RequestException as exc:
+            errors.append(str(exc))
+            return
+        results.append((time.perf_counter() - started, first or 0.0, tokens))
+
+
+def run_load(url: str, clients: int, turns: int, max_tokens: int, pid: int | None, client=converse) -> dict:
+    """Run one load level and summarise it; client holds one conversation (through /v1 unless told otherwise)."""
     model = requests.get(url + "/v1/models", timeout=30).json()["data"][0]["id"]
     results, errors = [], []
     threads = [
-        threading.Thread(target=converse, args=(url, model, n, turns, max_tokens, results, errors))
+        threading.Thread(target=client, args=(url, model, n, turns, max_tokens, results, errors))
         for n in range(clients)
     ]
     started = time.perf_counter()
