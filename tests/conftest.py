@@ -120,6 +120,7 @@ def make_app(make_settings):
     yield make
     for app in apps:
         app.extensions["palaver"]["engine"].close()
+        app.extensions["palaver"]["chat"].store.close()
 
 
 @pytest.fixture

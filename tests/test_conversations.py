@@ -23,7 +23,9 @@ def sqlite_store(path, max_conversations=100, idle_seconds=3600, clock=None):
 @pytest.fixture
 def chat(make_engine, chat_model, tmp_path):
     """A chat service on the real tiny chat model, storing in SQLite."""
-    return Chat(sqlite_store(tmp_path), make_engine(chat_model))
+    chat = Chat(sqlite_store(tmp_path), make_engine(chat_model))
+    yield chat
+    chat.store.close()
 
 
 def chat_input(text, conversation_id=None, **params):
@@ -36,7 +38,7 @@ def contents(chat, conversation_id):
 
 
 def test_only_the_latest_messages_are_sent_but_all_are_stored(make_engine, chat_model, tmp_path):
-    chat = Chat(sqlite_store(tmp_path), make_engine(chat_model), max_history=2)
+    chat = Chat(sqlite_store(tmp_path / "db"), make_engine(chat_model), max_history=2)
     sent = []
     real_stream = chat.engine.stream
     chat.engine.stream = lambda request: sent.append(request.messages) or real_stream(request)

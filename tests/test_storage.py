@@ -23,8 +23,9 @@ def reply(text, finish_reason="stop"):
 def store(database_url):
     database = connect(database_url)
     upgrade(database)
-    yield ConversationStore(database, max_conversations=100, idle_seconds=3600)
-    database.dispose()
+    store = ConversationStore(database, max_conversations=100, idle_seconds=3600)
+    yield store
+    store.close()
 
 
 def test_migrations_build_an_empty_database_and_rerun_as_no_ops(database_url):

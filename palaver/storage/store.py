@@ -51,6 +51,7 @@ class ConversationStore:
         self._heartbeat: threading.Thread | None = None
         self._held: dict[str, str] = {}  # conversation id -> lease token, for the turns this process runs
         self._held_lock = threading.Lock()
+        self._closed = threading.Event()
 
     def get(self, conversation_id: str) -> StoredConversation | None:
         """Return a conversation with its messages in order, or None before its first turn is stored."""
@@ -223,7 +224,7 @@ class ConversationStore:
             return
 
         def run() -> None:
-            while not threading.Event().wait(HEARTBEAT_SECONDS):
+            while not self._closed.wait(HEARTBEAT_SECONDS):
                 with self._held_lock:
                     held = dict(self._held)
                 if not held:
@@ -253,6 +254,11 @@ class ConversationStore:
                 ).scalars()
             )
 
+    def close(self) -> None:
+        """Stop the background threads and close the database's connections."""
+        self._closed.set()
+        self.engine.dispose()
+
     def _hold(self, conversation_id: str, token: str) -> None:
         with self._held_lock:
             self._held[conversation_id] = token
@@ -263,7 +269,7 @@ class ConversationStore:
             return
 
         def run() -> None:
-            while not threading.Event().wait(interval):
+            while not self._closed.wait(interval):
                 try:
                     removed = self.sweep()
                     if removed:
