@@ -23,11 +23,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class Conversation:
-    """A conversation as this process serves it: its stored history, and the turn running in it."""
+    """A conversation as this process serves it: the turn running in it, and the messages waiting behind."""
 
     id: str
-    messages: list[Message] = field(default_factory=list)
-    preset: str | None = None
     active: GenerationRequest | None = None  # the generation running for this conversation, if any
     # Held for a whole turn, so one user's concurrent messages each see the previous reply.
     lock: threading.Lock = field(default_factory=threading.Lock)
