@@ -39,14 +39,14 @@ def conversation(conversation_id: str):
 
 @api.delete("/conversations/<conversation_id>")
 def forget_conversation(conversation_id: str):
-    get_chat().find(conversation_id)
+    get_chat().resolve(conversation_id)  # 404 unless it exists; its messages need not be read
     get_chat().store.delete(conversation_id)
     return {"conversation_id": conversation_id, "deleted": True}
 
 
 @api.post("/conversations/<conversation_id>/cancel")
 def cancel_generation(conversation_id: str):
-    get_chat().find(conversation_id)
+    get_chat().resolve(conversation_id)  # a first turn still running counts: it can be stopped
     return {"conversation_id": conversation_id, "stopped": get_chat().cancel(conversation_id)}
 
 
