@@ -35,10 +35,10 @@ def storage_ms_per_turn(url: str, conversations: int = 16, turns: int = 3) -> li
         for index in range(conversations):
             conversation_id, token = f"bench-{index}", uuid.uuid4().hex
             started = time.perf_counter()
-            assert store.acquire(conversation_id, token)
+            assert store.leases.acquire(conversation_id, token)
             store.get(conversation_id)
             store.add_turn(conversation_id, "default", "Tell me more.", REPLY)
-            store.release(conversation_id, token)
+            store.leases.release(conversation_id, token)
             times.append((time.perf_counter() - started) * 1000)
     database.dispose()
     return times

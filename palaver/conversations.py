@@ -27,6 +27,7 @@ class Conversation:
 
     id: str
     active: GenerationRequest | None = None  # the generation running for this conversation, if any
+    lease: str | None = None  # the token of the database lease its running turn holds
     # Held for a whole turn, so one user's concurrent messages each see the previous reply.
     lock: threading.Lock = field(default_factory=threading.Lock)
     waiting: int = 0  # messages waiting for the turn before them to end
@@ -66,33 +67,41 @@ class Chat:
         # Conversations with a request in this process: Stop and a second message must find the running turn.
         self._live: dict[str, Conversation] = {}
         self._lock = threading.Lock()
-        store.watch(self._cancel_here)  # Stop pressed while another process served the page reaches us here
+        # Stop pressed in another process, or a delete, reaches the turn running here through its lease.
+        store.leases.watch(self._cancel_here)
 
     def send(
-        self, chat_input: ChatInput, *, restart_unknown: bool = False, client_gone: Callable[[], bool] | None = None
+        self,
+        chat_input: ChatInput,
+        owner: str | None = None,
+        *,
+        restart_unknown: bool = False,
+        client_gone: Callable[[], bool] | None = None,
     ) -> ChatTurn:
-        """Reply to chat_input; an unknown conversation is an error unless restart_unknown."""
-        conversation_id = self.resolve(chat_input.conversation_id, restart_unknown)
-        return final(self.stream(conversation_id, chat_input, client_gone), ChatTurn)
+        """Reply to chat_input for owner; an unknown conversation is an error unless restart_unknown."""
+        conversation_id = self.resolve(chat_input.conversation_id, owner, restart_unknown)
+        return final(self.stream(conversation_id, chat_input, owner, client_gone), ChatTurn)
 
-    def resolve(self, conversation_id: str | None, restart_unknown: bool = False) -> str:
-        """Return the id to continue: a stored or running conversation's, or a new one's."""
+    def resolve(self, conversation_id: str | None, owner: str | None = None, restart_unknown: bool = False) -> str:
+        """Return the id to continue: a stored or running conversation's that owner may use, or a new one's."""
         if conversation_id is None:
             return uuid.uuid4().hex
-        with self._lock:
-            running = conversation_id in self._live
-        if running or self.store.exists(conversation_id):
+        if self.store.exists(conversation_id, owner):
             return conversation_id
         if restart_unknown:
             return uuid.uuid4().hex
         raise self._not_found(conversation_id)
 
     def stream(
-        self, conversation_id: str, chat_input: ChatInput, client_gone: Callable[[], bool] | None = None
+        self,
+        conversation_id: str,
+        chat_input: ChatInput,
+        owner: str | None = None,
+        client_gone: Callable[[], bool] | None = None,
     ) -> Generator[PromptInfo | str | ChatTurn, None, None]:
         """Yield the PromptInfo, the reply's text as it comes, then the ChatTurn; store the turn."""
-        with self._turn(conversation_id, client_gone) as conversation:
-            stored = self.store.get(conversation_id)  # read once the turn is ours: it holds the previous reply
+        with self._turn(conversation_id, owner, client_gone) as conversation:
+            stored = self.store.get(conversation_id, owner)  # read once the turn is ours: it holds the previous reply
             history = stored.messages if stored else []
             preset = self.engine.presets.get(chat_input.preset or (stored.preset if stored else None))
             user_turn = Message("user", chat_input.text)
@@ -126,7 +135,9 @@ class Chat:
                 conversation.active = None
 
     @contextmanager
-    def _turn(self, conversation_id: str, client_gone: Callable[[], bool] | None) -> Iterator[Conversation]:
+    def _turn(
+        self, conversation_id: str, owner: str | None, client_gone: Callable[[], bool] | None
+    ) -> Iterator[Conversation]:
         """Hold the conversation for one turn, here and in the database, waiting a bounded time for the one before."""
         with self._lock:
             conversation = self._live.setdefault(conversation_id, Conversation(conversation_id))
@@ -137,14 +148,19 @@ class Chat:
             if not conversation.lock.acquire(blocking=False):
                 self._wait_for_turn(conversation, client_gone, lambda: conversation.lock.acquire(timeout=POLL_SECONDS))
             try:
-                if not self.store.acquire(conversation_id, token):
+                leases = self.store.leases
+                if not leases.acquire(conversation_id, token, owner):
                     self._wait_for_turn(
-                        conversation, client_gone, lambda: self._pause() or self.store.acquire(conversation_id, token)
+                        conversation,
+                        client_gone,
+                        lambda: self._pause() or leases.acquire(conversation_id, token, owner),
                     )
+                conversation.lease = token
                 try:
                     yield conversation
                 finally:
-                    self.store.release(conversation_id, token)
+                    conversation.lease = None
+                    leases.release(conversation_id, token)
             finally:
                 conversation.lock.release()
         finally:
@@ -189,30 +205,45 @@ class Chat:
             with self._lock:
                 conversation.waiting -= 1
 
-    def cancel(self, conversation_id: str | None) -> bool:
-        """Stop the generation running in a conversation, in this process or another; it keeps what was shown."""
-        if not conversation_id:
+    def cancel(self, conversation_id: str | None, owner: str | None = None) -> bool:
+        """Stop the generation running in owner's conversation, in this process or another; it keeps what was shown."""
+        if not conversation_id or not self.store.exists(conversation_id, owner):
             return False
-        return self._cancel_here(conversation_id) or self.store.request_cancel(conversation_id)
+        return self._cancel_here(conversation_id) or self.store.leases.request_cancel(conversation_id)
 
-    def _cancel_here(self, conversation_id: str) -> bool:
+    def delete(self, conversation_id: str, owner: str | None = None) -> None:
+        """Delete owner's conversation for good, stopping its running turn, or raise NotFound."""
+        if not self.store.exists(conversation_id, owner):
+            raise self._not_found(conversation_id)
+        self.cancel(conversation_id, owner)  # its turn ends writing nothing: the row it would add to is gone
+        self.store.delete(conversation_id, owner)
+
+    def _cancel_here(self, conversation_id: str, lease: str | None = None) -> bool:
+        """Stop the conversation's turn running here: any turn, or only the one holding lease."""
         with self._lock:
             conversation = self._live.get(conversation_id)
-            request = conversation.active if conversation else None
+            current = conversation is not None and (lease is None or conversation.lease == lease)
+            request = conversation.active if conversation and current else None
         if request is not None:
             request.cancel()
         return request is not None
 
-    def find(self, conversation_id: str) -> StoredConversation:
-        """Return a stored conversation, or raise NotFound."""
-        stored = self.store.get(conversation_id)
+    def rename(self, conversation_id: str, title: str, owner: str | None = None) -> StoredConversation:
+        """Retitle owner's stored conversation and return it, or raise NotFound."""
+        if not self.store.rename(conversation_id, owner, title):
+            raise self._not_found(conversation_id)
+        return self.find(conversation_id, owner)
+
+    def find(self, conversation_id: str, owner: str | None = None) -> StoredConversation:
+        """Return a stored conversation owner may use, or raise NotFound."""
+        stored = self.store.get(conversation_id, owner)
         if stored is None:
             raise self._not_found(conversation_id)
         return stored
 
-    def history(self, conversation_id: str | None) -> list[Message]:
-        """Return a conversation's messages, or an empty list."""
-        stored = self.store.get(conversation_id) if conversation_id else None
+    def history(self, conversation_id: str | None, owner: str | None = None) -> list[Message]:
+        """Return the messages of a conversation owner may use, or an empty list."""
+        stored = self.store.get(conversation_id, owner) if conversation_id else None
         return stored.messages if stored else []
 
     @staticmethod

@@ -35,6 +35,10 @@ def test_chat_returns_a_reply_and_continues_the_conversation(client):
     assert history[0]["content"] == "hello there" and history[3]["content"] == second["reply"]
 
 
+def test_a_message_with_a_nul_character_is_refused_before_it_reaches_the_model(client):
+    assert_error(chat(client, message="a\x00b"), 400, "message", "NUL")
+
+
 def test_new_conversations_get_distinct_ids(client):
     ids = {chat(client, message=text).get_json()["conversation_id"] for text in ("a", "b")}
     assert len(ids) == 2

@@ -1,5 +1,6 @@
 """Fuzzing: every parameter and every endpoint, with hostile values, never yields a 5xx or a traceback."""
 
+import base64
 import json
 import math
 from urllib.parse import urlencode
@@ -155,7 +156,10 @@ ENDPOINTS = [
     ("POST", "/new"),
     ("POST", "/key"),
     ("POST", "/api/chat"),
+    ("GET", "/api/conversations"),
     ("GET", "/api/conversations/abc"),
+    ("PATCH", "/api/conversations/abc"),
+    ("GET", "/api/conversations/abc/export"),
     ("DELETE", "/api/conversations/abc"),
     ("POST", "/api/conversations/abc/cancel"),
     ("GET", "/api/schema"),
@@ -230,6 +234,26 @@ def test_random_form_fields_never_get_a_5xx(fuzz_server, path, fields):
 )
 def test_random_bytes_never_get_a_5xx(fuzz_server, method, path, body, content_type):
     send(fuzz_server, method, path, body, content_type)
+
+
+QUERY_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300)
+CURSORS = QUERY_TEXT | QUERY_TEXT.map(lambda text: base64.urlsafe_b64encode(text.encode()).decode().rstrip("="))
+
+
+@pytest.mark.parametrize("path", ["/api/conversations", "/api/conversations/abc/export"])
+@SERVER_FUZZ
+@given(query=st.dictionaries(st.sampled_from(["limit", "cursor", "format", "sort"]), CURSORS, max_size=3))
+def test_random_query_strings_never_get_a_5xx(fuzz_server, path, query):
+    send(fuzz_server, "GET", f"{path}?{urlencode(query)}", b"", "")
+
+
+@pytest.mark.parametrize(
+    "cursor", ["0001-01-01T00:00:00+05:00|x", "9999-12-31T23:59:59-05:00|x", "2026-01-01T00:00:00|x", "2026-01-01|"]
+)
+def test_cursors_with_dates_at_the_edges_are_refused_or_served(fuzz_server, cursor):
+    send(fuzz_server, "POST", "/", b"textbox=hi", "application/x-www-form-urlencoded")  # an owner, so a real query
+    encoded = base64.urlsafe_b64encode(cursor.encode()).decode()
+    send(fuzz_server, "GET", f"/api/conversations?cursor={encoded}", b"", "")
 
 
 HOSTILE_TEXTS = ["nan", "NaN", "inf", "-Infinity", "1e999", "-1", "9" * 5000, "", "\u0663", "0x10"]

@@ -87,18 +87,25 @@ def test_html_in_replies_and_messages_is_shown_as_text(make_app, html_model):
     assert "<script>alert" not in page and "<b>bold" not in page
 
 
-def test_new_conversation_starts_over(client):
+def page_owner(session) -> str:
+    return f"browser:{session['owner']}"
+
+
+def test_new_conversation_starts_over_and_keeps_the_old_one(client):
     client.post("/", data={"textbox": "remember me"})
     response = client.post("/new")
     assert response.status_code == 303 and response.headers["Location"].endswith("/")
     assert messages_on(client.get("/").get_data(as_text=True)) == []
     assert len(messages_on(client.post("/", data={"textbox": "fresh"}).get_data(as_text=True))) == 2
+    listed = client.get("/api/conversations").get_json()["conversations"]
+    assert [c["title"] for c in listed] == ["fresh", "remember me"]
 
 
 def test_an_expired_conversation_cookie_starts_a_new_conversation(client, app):
     client.post("/", data={"textbox": "hello"})
     with client.session_transaction() as session:
-        assert app.extensions["palaver"]["chat"].store.delete(session["conversation_id"])  # as the sweep does
+        store = app.extensions["palaver"]["chat"].store
+        assert store.delete(session["conversation_id"], page_owner(session))  # as the sweep does
     page = client.post("/", data={"textbox": "still here?"}).get_data(as_text=True)
     assert [text for _, text in messages_on(page)][0] == "still here?"
 
@@ -133,6 +140,6 @@ def test_a_preset_is_chosen_for_a_new_conversation(client, app):
     page = client.post("/", data={"textbox": "see you at 8"}).get_data(as_text=True)
     assert 'id="preset-note"' in page and '<option value="text-message-check" selected>' in page
     with client.session_transaction() as session:
-        conversation_id = session["conversation_id"]
-    assert app.extensions["palaver"]["chat"].store.get(conversation_id).preset == "text-message-check"
+        conversation_id, owner = session["conversation_id"], page_owner(session)
+    assert app.extensions["palaver"]["chat"].store.get(conversation_id, owner).preset == "text-message-check"
     assert client.post("/new", data={"preset": "nope"}).status_code == 400

@@ -24,8 +24,8 @@ def worker_pid(master_pid: int) -> int:
     return int(children[0])
 
 
-def history(server, conversation_id):
-    response = requests.get(f"{server.url}/api/conversations/{conversation_id}", timeout=10)
+def history(server, conversation_id, client=requests):
+    response = client.get(f"{server.url}/api/conversations/{conversation_id}", timeout=10)
     assert response.status_code == 200, response.text
     return [(m["role"], m["content"]) for m in response.json()["messages"]]
 
@@ -46,6 +46,8 @@ def test_a_restart_keeps_every_conversation_on_the_page_and_the_api(chat_model, 
             f"{server.url}/api/chat", json={"message": "still there?", "conversation_id": conversation_id}, timeout=30
         )
         assert third.status_code == 200 and len(history(server, conversation_id)) == 6
+        listed = browser.get(f"{server.url}/api/conversations", timeout=10).json()["conversations"]
+        assert [c["conversation_id"] for c in listed] == [page_reply["conversation_id"]]  # its owner survived too
         page = browser.get(f"{server.url}/").text  # the same cookie finds the same conversation
         assert (
             "from the page" in page
@@ -84,7 +86,7 @@ def test_killing_the_worker_mid_reply_loses_only_that_turn(chat_model, tmp_path,
                 pass
             time.sleep(0.2)
         assert worker_pid(server.pid) != worker
-        assert history(server, conversation_id) == [("user", "hello"), ("assistant", finished["reply"])]
+        assert history(server, conversation_id, browser) == [("user", "hello"), ("assistant", finished["reply"])]
         after = browser.post(f"{server.url}/", data={"textbox": "are you back?"}, headers=FORM_JSON)
         assert after.status_code == 200 and after.json()["conversation_id"] == conversation_id
-        assert [role for role, _ in history(server, conversation_id)] == ["user", "assistant"] * 2
+        assert [role for role, _ in history(server, conversation_id, browser)] == ["user", "assistant"] * 2

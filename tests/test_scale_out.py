@@ -26,8 +26,8 @@ def pair(request, chat_model, tmp_path_factory):
         yield [stack.enter_context(procfile_server(env, wait_for="/readyz", timeout=120)) for _ in range(2)]
 
 
-def history(url, conversation_id):
-    response = requests.get(f"{url}/api/conversations/{conversation_id}", timeout=10)
+def history(url, conversation_id, client=requests):
+    response = client.get(f"{url}/api/conversations/{conversation_id}", timeout=10)
     assert response.status_code == 200, response.text
     return response.json()["messages"]
 
@@ -44,9 +44,13 @@ def test_a_user_alternating_between_processes_keeps_one_history(pair):
     assert len(ids) == 1
     (conversation_id,) = ids
     for server in (one, two):
-        users = [m["content"] for m in history(server.url, conversation_id) if m["role"] == "user"]
+        users = [m["content"] for m in history(server.url, conversation_id, browser) if m["role"] == "user"]
         assert users == [f"page {step}" for step in range(4)]
         assert f"page {3}" in browser.get(f"{server.url}/").text
+        listed = browser.get(f"{server.url}/api/conversations", timeout=10).json()["conversations"]
+        assert [c["conversation_id"] for c in listed] == [conversation_id]
+        stranger = requests.get(f"{server.url}/api/conversations/{conversation_id}", timeout=10)
+        assert stranger.status_code == 404
 
 
 def test_concurrent_messages_through_both_processes_take_turns(pair):
@@ -94,5 +98,27 @@ def test_stop_pressed_on_one_process_stops_the_reply_on_the_other(pair):
             break
         shown += event["delta"]
     assert event["finish_reason"] == "cancelled"
-    assert history(two.url, conversation_id)[-1] == {"role": "assistant", "content": event["reply"]}
+    assert history(two.url, conversation_id, browser)[-1] == {"role": "assistant", "content": event["reply"]}
     assert event["reply"] == shown
+
+
+def test_deleting_on_one_process_stops_the_reply_on_the_other_and_it_stays_deleted(pair):
+    one, two = pair
+    browser = requests.Session()
+    started = browser.post(f"{one.url}/", data={"textbox": "hello", "max_new_tokens": "2"}, headers=FORM_JSON)
+    conversation_id = started.json()["conversation_id"]
+    stream = browser.post(
+        f"{one.url}/",
+        data={"textbox": "tell me a long story", "stop": "", "max_new_tokens": "400"},
+        headers={"Accept": "text/event-stream"},
+        stream=True,
+        timeout=60,
+    )
+    events = (json.loads(line[len(b"data: ") :]) for line in stream.iter_lines() if line.startswith(b"data:"))
+    assert next(events)["delta"] is not None
+    assert browser.delete(f"{two.url}/api/conversations/{conversation_id}", timeout=10).json()["deleted"]
+    done = next(event for event in events if "delta" not in event)
+    assert done["finish_reason"] == "cancelled"
+    for server in (one, two):
+        assert browser.get(f"{server.url}/api/conversations/{conversation_id}", timeout=10).status_code == 404
+        assert browser.get(f"{server.url}/api/conversations", timeout=10).json()["conversations"] == []

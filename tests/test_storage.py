@@ -11,12 +11,22 @@ from alembic import command
 
 from commons import Settings
 from palaver.storage.database import alembic_config, connect, current_revision, database_url, head_revision, upgrade
-from palaver.storage.store import LEASE_SECONDS, ConversationStore
+from palaver.storage.leases import HEARTBEAT_SECONDS, LEASE_SECONDS
+from palaver.storage.store import AUTO_TITLE_CHARS, ConversationStore
 from palaver.types import Reply, Usage
 
 
 def reply(text, finish_reason="stop"):
     return Reply(text, Usage(5, 2), 0, finish_reason)
+
+
+def store_turn(store, conversation_id, user_text, answer="hi", preset=None, owner=None):
+    """Store a turn as Chat does: under the conversation's lease."""
+    assert store.leases.acquire(conversation_id, "turn", owner)
+    try:
+        return store.add_turn(conversation_id, preset, user_text, reply(answer) if isinstance(answer, str) else answer)
+    finally:
+        store.leases.release(conversation_id, "turn")
 
 
 @pytest.fixture
@@ -75,8 +85,8 @@ def test_concurrent_starts_migrate_once(database_url):
 
 
 def test_a_turn_is_stored_whole_and_in_order(store):
-    store.add_turn("c1", "default", "hello", reply("hi there"))
-    store.add_turn("c1", "text-message-check", "again", reply("stopped he", "cancelled"))
+    store_turn(store, "c1", "hello", "hi there", "default")
+    store_turn(store, "c1", "again", reply("stopped he", "cancelled"), "text-message-check")
     stored = store.get("c1")
     assert [(m.role, m.content) for m in stored.messages] == [
         ("user", "hello"),
@@ -84,19 +94,71 @@ def test_a_turn_is_stored_whole_and_in_order(store):
         ("user", "again"),
         ("assistant", "stopped he"),
     ]
-    assert stored.title == "hello" and stored.preset == "text-message-check"
+    assert stored.title == "hello" and stored.preset == "text-message-check" and stored.turns == 2
     assert stored.updated_at >= stored.created_at and store.get("missing") is None
+    user, answer = stored.records[2:]
+    assert (user.prompt_tokens, user.completion_tokens, user.finish_reason) == (5, None, None)
+    assert (answer.prompt_tokens, answer.completion_tokens, answer.finish_reason) == (None, 2, "cancelled")
+    assert answer.created_at.tzinfo == UTC and stored.updated_at.tzinfo == UTC
+
+
+def test_a_title_is_the_start_of_the_first_message_on_one_line(store):
+    store_turn(store, "c", "  What is\n\tthe   answer? " + "x" * 200)
+    assert store.get("c").title == ("What is the answer? " + "x" * 200)[:AUTO_TITLE_CHARS]
+
+
+def test_an_owner_uses_only_its_own_and_unowned_conversations(store):
+    store_turn(store, "mine", "hello", owner="browser:a")
+    store_turn(store, "open", "hello")
+    assert store.get("mine", "browser:a") and store.exists("mine", "browser:a")
+    for stranger in ("browser:b", None):
+        assert store.get("mine", stranger) is None and not store.exists("mine", stranger)
+        assert not store.leases.acquire("mine", "token", stranger)
+        assert not store.rename("mine", stranger, "taken") and not store.delete("mine", stranger)
+    assert store.get("open", "browser:b") and store.exists("open")  # no owner: its id alone opens it
+    assert store.rename("mine", "browser:a", "Renamed") and store.get("mine", "browser:a").title == "Renamed"
+    assert [c.id for c in store.owned("browser:a", 10)] == ["mine"] and store.owned("browser:b", 10) == []
+
+
+def test_an_owners_conversations_page_newest_first_without_loss_or_repeats(database_url):
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    database = connect(database_url)
+    upgrade(database)
+    store = ConversationStore(database, 100, 3600, clock=lambda: now[0])
+    for index in range(5):
+        store_turn(store, f"a{index}", f"mine {index}", owner="browser:a")
+        now[0] += timedelta(seconds=1) if index < 2 else timedelta(0)  # a2, a3 and a4 share one time
+    store_turn(store, "theirs", "theirs", owner="browser:b")
+    now[0] += timedelta(seconds=1)
+    store_turn(store, "a0", "again", owner="browser:a")  # its new turn makes it the newest
+    pages, after = [], None
+    while page := store.owned("browser:a", 2, after):
+        pages.append([c.id for c in page])
+        after = (page[-1].updated_at, page[-1].id)
+    assert pages == [["a0", "a4"], ["a3", "a2"], ["a1"]]
+    database.dispose()
+
+
+def test_a_conversation_deleted_during_its_turn_stays_deleted(store):
+    store_turn(store, "c", "hello")
+    assert store.leases.acquire("c", "token")
+    assert store.delete("c")
+    assert not store.add_turn("c", None, "again", reply("too late"))
+    store.leases.release("c", "token")
+    assert not store.exists("c")
+    with store.engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM messages")).scalar() == 0
 
 
 def test_a_turn_that_fails_to_write_writes_nothing(store):
-    store.add_turn("c1", None, "hello", reply("hi"))
+    store_turn(store, "c1", "hello")
     with pytest.raises(sa.exc.StatementError):
-        store.add_turn("c1", None, "\x00" if store.engine.dialect.name == "postgresql" else None, reply("lost"))
+        store_turn(store, "c1", "\x00" if store.engine.dialect.name == "postgresql" else None, "lost")
     assert [m.content for m in store.get("c1").messages] == ["hello", "hi"]
 
 
 def test_delete_removes_the_conversation_and_its_messages(store):
-    store.add_turn("c1", None, "hello", reply("hi"))
+    store_turn(store, "c1", "hello")
     assert store.delete("c1") and not store.delete("c1")
     with store.engine.connect() as connection:
         assert connection.execute(sa.text("SELECT count(*) FROM messages")).scalar() == 0
@@ -108,7 +170,7 @@ def test_the_sweep_deletes_idle_conversations_then_the_oldest_beyond_the_cap(dat
     upgrade(database)
     store = ConversationStore(database, max_conversations=2, idle_seconds=60, clock=lambda: now[0])
     for name in ("old", "a", "b", "c"):
-        store.add_turn(name, None, name, reply("x"))
+        store_turn(store, name, name)
         now[0] += timedelta(seconds=50)
     # "old" is 200 s idle; of a, b and c (150, 100 and 50 s), the cap of 2 keeps the newest two.
     now[0] -= timedelta(seconds=40)
@@ -139,28 +201,40 @@ def test_one_lease_at_a_time_and_a_dead_holders_lease_runs_out(database_url):
     database = connect(database_url)
     upgrade(database)
     store = ConversationStore(database, 100, 3600, clock=lambda: now[0])
-    assert store.acquire("c", "first") and store.exists("c") and store.get("c") is None  # running, not yet stored
-    assert not store.acquire("c", "second")
+    assert (
+        store.leases.acquire("c", "first") and store.exists("c") and store.get("c") is None
+    )  # running, not yet stored
+    assert not store.leases.acquire("c", "second")
     now[0] += timedelta(seconds=LEASE_SECONDS + 1)  # its process died: nobody renewed the lease
-    assert store.acquire("c", "second")
+    assert store.leases.acquire("c", "second")
     store.add_turn("c", None, "hello", reply("hi"))
-    store.release("c", "first")  # a stale holder's release changes nothing
-    assert not store.acquire("c", "third")
-    store.release("c", "second")
-    assert store.acquire("c", "third") and [m.content for m in store.get("c").messages] == ["hello", "hi"]
+    store.leases.release("c", "first")  # a stale holder's release changes nothing
+    assert not store.leases.acquire("c", "third")
+    store.leases.release("c", "second")
+    assert store.leases.acquire("c", "third") and [m.content for m in store.get("c").messages] == ["hello", "hi"]
     database.dispose()
 
 
 def test_a_first_turn_that_fails_leaves_nothing(store):
-    assert store.acquire("new", "token")
-    store.release("new", "token")
+    assert store.leases.acquire("new", "token")
+    store.leases.release("new", "token")
     assert not store.exists("new") and store.count() == 0
 
 
 def test_stop_asked_in_another_process_reaches_the_holder(store):
     stopped = threading.Event()
-    store.watch(lambda conversation_id: conversation_id == "c" and stopped.set())
-    assert not store.request_cancel("c")  # nothing running
-    assert store.acquire("c", "token")
-    assert store.request_cancel("c") and stopped.wait(5)
-    store.release("c", "token")
+    store.leases.watch(lambda conversation_id, token: (conversation_id, token) == ("c", "token") and stopped.set())
+    assert not store.leases.request_cancel("c")  # nothing running
+    assert store.leases.acquire("c", "token")
+    assert store.leases.request_cancel("c") and stopped.wait(5)
+    store.leases.release("c", "token")
+
+
+def test_a_holder_is_told_to_stop_when_its_conversation_is_deleted(store):
+    stopped = threading.Event()
+    store.leases.watch(lambda conversation_id, token: (conversation_id, token) == ("c", "token") and stopped.set())
+    store_turn(store, "c", "hello")
+    assert store.leases.acquire("c", "token")
+    assert not stopped.wait(3 * HEARTBEAT_SECONDS)  # renewed, not stopped, while its row is there
+    assert store.delete("c") and stopped.wait(5)
+    store.leases.release("c", "token")

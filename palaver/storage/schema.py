@@ -1,10 +1,11 @@
-"""The database's tables: conversations and their messages."""
+"""The database's tables, conversations and their messages, and who may use a conversation."""
 
 from __future__ import annotations
 
 from sqlalchemy import (
     Boolean,
     Column,
+    ColumnElement,
     DateTime,
     ForeignKey,
     Index,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    or_,
 )
 
 metadata = MetaData()
@@ -51,3 +53,9 @@ messages = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("conversation_id", "position", name="uq_messages_conversation_position"),
 )
+
+
+def visible_to(owner: str | None) -> ColumnElement[bool]:
+    """Select the conversations owner may use: its own, and those without an owner, which their id alone opens."""
+    unowned = conversations.c.owner.is_(None)
+    return or_(unowned, conversations.c.owner == owner) if owner else unowned

@@ -1,4 +1,4 @@
-"""The conversation store: each finished turn written in one transaction, and a sweep that applies retention."""
+"""The conversation store: owners' conversations, each turn written in one transaction, and a retention sweep."""
 
 from __future__ import annotations
 
@@ -10,27 +10,69 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from palaver.storage.schema import conversations, messages
+from palaver.storage.leases import TurnLeases
+from palaver.storage.schema import conversations, messages, visible_to
 from palaver.types import Message, Reply
 
 log = logging.getLogger("palaver.storage")
-TITLE_CHARS = 80
-LEASE_SECONDS = 15  # a turn's lease outlives this many seconds without renewal only if its process died
-HEARTBEAT_SECONDS = 0.25  # also how soon Stop pressed in another process reaches the turn
+AUTO_TITLE_CHARS = 80  # a conversation is titled by the start of its first message until it is renamed
+MAX_TITLE_CHARS = 200
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """Return a stored time as an aware UTC time: SQLite gives back the naive UTC time it was given."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 @dataclass(frozen=True)
-class StoredConversation:
+class StoredMessage:
+    role: str
+    content: str
+    created_at: datetime
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+
+    @property
+    def message(self) -> Message:
+        return Message(self.role, self.content)
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
     id: str
     title: str
     preset: str | None
+    turns: int
     created_at: datetime
     updated_at: datetime
-    messages: list[Message] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, row: sa.Row) -> ConversationSummary:
+        return cls(row.id, row.title, row.preset, row.turns, as_utc(row.created_at), as_utc(row.updated_at))
+
+
+@dataclass(frozen=True)
+class StoredConversation(ConversationSummary):
+    records: list[StoredMessage] = field(default_factory=list)
+
+    @property
+    def messages(self) -> list[Message]:
+        return [record.message for record in self.records]
+
+
+SUMMARY_COLUMNS = (
+    conversations.c.id,
+    conversations.c.title,
+    conversations.c.preset,
+    conversations.c.turns,
+    conversations.c.created_at,
+    conversations.c.updated_at,
+)
 
 
 class ConversationStore:
@@ -48,56 +90,79 @@ class ConversationStore:
         self.idle_seconds = idle_seconds
         self._clock = clock
         self._sweeper: threading.Thread | None = None
-        self._heartbeat: threading.Thread | None = None
-        self._held: dict[str, str] = {}  # conversation id -> lease token, for the turns this process runs
-        self._held_lock = threading.Lock()
         self._closed = threading.Event()
+        self.leases = TurnLeases(engine, clock, self._closed)
 
-    def get(self, conversation_id: str) -> StoredConversation | None:
-        """Return a conversation with its messages in order, or None before its first turn is stored."""
+    def get(self, conversation_id: str, owner: str | None = None) -> StoredConversation | None:
+        """Return a conversation owner may see, with its messages in order; None before its first turn is stored."""
         with self.engine.connect() as connection:
-            row = connection.execute(sa.select(conversations).where(conversations.c.id == conversation_id)).first()
+            row = connection.execute(
+                sa.select(*SUMMARY_COLUMNS).where(conversations.c.id == conversation_id, visible_to(owner))
+            ).first()
             if row is None or row.turns == 0:
                 return None
             stored = connection.execute(
-                sa.select(messages.c.role, messages.c.content)
+                sa.select(
+                    messages.c.role,
+                    messages.c.content,
+                    messages.c.created_at,
+                    messages.c.prompt_tokens,
+                    messages.c.completion_tokens,
+                    messages.c.finish_reason,
+                )
                 .where(messages.c.conversation_id == conversation_id)
                 .order_by(messages.c.position)
             ).all()
-        return StoredConversation(
-            row.id, row.title, row.preset, row.created_at, row.updated_at, [Message(r.role, r.content) for r in stored]
-        )
+        records = [StoredMessage(r.role, r.content, as_utc(r.created_at), *r[3:]) for r in stored]
+        return StoredConversation(**vars(ConversationSummary.of(row)), records=records)
 
-    def exists(self, conversation_id: str) -> bool:
-        """Tell whether a conversation is stored or running its first turn in some process."""
+    def exists(self, conversation_id: str, owner: str | None = None) -> bool:
+        """Tell whether owner may use a conversation that is stored or running its first turn in some process."""
         with self.engine.connect() as connection:
-            found = connection.execute(sa.select(conversations.c.id).where(conversations.c.id == conversation_id))
+            found = connection.execute(
+                sa.select(conversations.c.id).where(conversations.c.id == conversation_id, visible_to(owner))
+            )
             return found.first() is not None
 
-    def add_turn(self, conversation_id: str, preset: str | None, user_text: str, reply: Reply) -> None:
-        """Write a user message and its reply in one transaction, creating the conversation on its first turn."""
+    def owned(self, owner: str, limit: int, after: tuple[datetime, str] | None = None) -> list[ConversationSummary]:
+        """Return up to limit of owner's conversations, most recently updated first, from after (time, id) on."""
+        query = sa.select(*SUMMARY_COLUMNS).where(conversations.c.owner == owner, conversations.c.turns > 0)
+        if after is not None:
+            updated_at, conversation_id = after
+            query = query.where(
+                sa.or_(
+                    conversations.c.updated_at < updated_at,
+                    sa.and_(conversations.c.updated_at == updated_at, conversations.c.id < conversation_id),
+                )
+            )
+        query = query.order_by(conversations.c.updated_at.desc(), conversations.c.id.desc()).limit(limit)
+        with self.engine.connect() as connection:
+            return [ConversationSummary.of(row) for row in connection.execute(query)]
+
+    def rename(self, conversation_id: str, owner: str | None, title: str) -> bool:
+        """Retitle a conversation owner may use; return whether there was one."""
+        with self.engine.begin() as connection:
+            renamed = connection.execute(
+                conversations.update()
+                .where(conversations.c.id == conversation_id, conversations.c.turns > 0, visible_to(owner))
+                .values(title=title[:MAX_TITLE_CHARS])
+            )
+        return renamed.rowcount > 0
+
+    def add_turn(self, conversation_id: str, preset: str | None, user_text: str, reply: Reply) -> bool:
+        """Write a user message and its reply in one transaction; False if the conversation was deleted meanwhile."""
         now = self._clock()
         with self.engine.begin() as connection:
             turns = connection.execute(
                 sa.select(conversations.c.turns).where(conversations.c.id == conversation_id)
             ).scalar()
-            if turns is None:
-                turns = 0
-                connection.execute(
-                    conversations.insert().values(
-                        id=conversation_id,
-                        title=user_text[:TITLE_CHARS],
-                        preset=preset,
-                        turns=0,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-            elif turns == 0:  # created empty when its first turn began
+            if turns is None:  # its row appears when its first turn takes the lease, so it was deleted since
+                return False
+            if turns == 0:
                 connection.execute(
                     conversations.update()
                     .where(conversations.c.id == conversation_id)
-                    .values(title=user_text[:TITLE_CHARS], created_at=now)
+                    .values(title=" ".join(user_text.split())[:AUTO_TITLE_CHARS], created_at=now)
                 )
             usage = reply.usage
             connection.execute(
@@ -130,12 +195,16 @@ class ConversationStore:
                 .where(conversations.c.id == conversation_id)
                 .values(turns=turns + 1, preset=preset, updated_at=now)
             )
+        return True
 
-    def delete(self, conversation_id: str) -> bool:
-        """Delete a conversation and its messages; return whether it existed."""
+    def delete(self, conversation_id: str, owner: str | None = None) -> bool:
+        """Delete a conversation owner may use, with its messages; return whether there was one."""
         with self.engine.begin() as connection:
-            connection.execute(messages.delete().where(messages.c.conversation_id == conversation_id))
-            deleted = connection.execute(conversations.delete().where(conversations.c.id == conversation_id))
+            deleted = connection.execute(
+                conversations.delete().where(conversations.c.id == conversation_id, visible_to(owner))
+            )
+            if deleted.rowcount:
+                connection.execute(messages.delete().where(messages.c.conversation_id == conversation_id))
         return deleted.rowcount > 0
 
     def count(self) -> int:
@@ -159,109 +228,10 @@ class ConversationStore:
                 connection.execute(conversations.delete().where(conversations.c.id.in_(chunk)))
         return len(doomed)
 
-    def acquire(self, conversation_id: str, token: str) -> bool:
-        """Take the conversation's turn for token unless another live lease holds it; create it if new."""
-        now = self._clock()
-        until = now + timedelta(seconds=LEASE_SECONDS)
-        free = sa.or_(conversations.c.lease_token.is_(None), conversations.c.lease_until < now)
-        with self.engine.begin() as connection:
-            taken = connection.execute(
-                conversations.update()
-                .where(conversations.c.id == conversation_id, free)
-                .values(lease_token=token, lease_until=until, cancel_requested=False)
-            )
-            if taken.rowcount:
-                self._hold(conversation_id, token)
-                return True
-            if connection.execute(sa.select(conversations.c.id).where(conversations.c.id == conversation_id)).first():
-                return False
-        try:  # a new conversation: its row appears now, empty, so that a second message finds the turn taken
-            with self.engine.begin() as connection:
-                connection.execute(
-                    conversations.insert().values(
-                        id=conversation_id,
-                        title="",
-                        turns=0,
-                        created_at=now,
-                        updated_at=now,
-                        lease_token=token,
-                        lease_until=until,
-                    )
-                )
-        except sa.exc.IntegrityError:  # another process created it first: its turn runs
-            return False
-        self._hold(conversation_id, token)
-        return True
-
-    def release(self, conversation_id: str, token: str) -> None:
-        """Give the turn back; a conversation whose first turn failed is removed, so nothing is left of it."""
-        with self._held_lock:
-            self._held.pop(conversation_id, None)
-        mine = sa.and_(conversations.c.id == conversation_id, conversations.c.lease_token == token)
-        with self.engine.begin() as connection:
-            connection.execute(conversations.delete().where(mine, conversations.c.turns == 0))
-            connection.execute(
-                conversations.update().where(mine).values(lease_token=None, lease_until=None, cancel_requested=False)
-            )
-
-    def request_cancel(self, conversation_id: str) -> bool:
-        """Ask whichever process runs the conversation's turn to stop it; return whether a turn is running."""
-        with self.engine.begin() as connection:
-            asked = connection.execute(
-                conversations.update()
-                .where(
-                    conversations.c.id == conversation_id,
-                    conversations.c.lease_token.is_not(None),
-                    conversations.c.lease_until >= self._clock(),
-                )
-                .values(cancel_requested=True)
-            )
-        return asked.rowcount > 0
-
-    def watch(self, on_cancel: Callable[[str], object]) -> None:
-        """Renew this process's leases every HEARTBEAT_SECONDS, and pass on Stop asked for in another process."""
-        if self._heartbeat is not None:
-            return
-
-        def run() -> None:
-            while not self._closed.wait(HEARTBEAT_SECONDS):
-                with self._held_lock:
-                    held = dict(self._held)
-                if not held:
-                    continue
-                try:
-                    for conversation_id in self._renew(held):
-                        on_cancel(conversation_id)
-                except Exception:  # a database hiccup must not end the heartbeat; leases outlive a few misses
-                    log.exception("renewing turn leases failed")
-
-        self._heartbeat = threading.Thread(target=run, name="palaver-leases", daemon=True)
-        self._heartbeat.start()
-
-    def _renew(self, held: dict[str, str]) -> list[str]:
-        until = self._clock() + timedelta(seconds=LEASE_SECONDS)
-        with self.engine.begin() as connection:
-            connection.execute(
-                conversations.update()
-                .where(conversations.c.lease_token.in_(list(held.values())))
-                .values(lease_until=until)
-            )
-            return list(
-                connection.execute(
-                    sa.select(conversations.c.id).where(
-                        conversations.c.lease_token.in_(list(held.values())), conversations.c.cancel_requested
-                    )
-                ).scalars()
-            )
-
     def close(self) -> None:
         """Stop the background threads and close the database's connections."""
         self._closed.set()
         self.engine.dispose()
-
-    def _hold(self, conversation_id: str, token: str) -> None:
-        with self._held_lock:
-            self._held[conversation_id] = token
 
     def start_sweeping(self, interval: float = 60) -> None:
         """Sweep on a background thread every interval seconds, so retention never delays a request."""

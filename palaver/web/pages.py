@@ -22,6 +22,7 @@ from palaver.web.boundary import (
     sse_event,
     to_palaver_error,
 )
+from palaver.web.owners import current_owner
 from palaver.web.protocol import ChatResponse, FormChatRequest
 from palaver.web.security import require_sign_in, sign_in
 
@@ -39,7 +40,8 @@ pages.before_request(require_sign_in)
 def render_chat(error: PalaverError | None = None, draft: str = ""):
     """Render the chat page with this session's conversation."""
     engine = get_engine()
-    conversation = get_chat().store.get(session["conversation_id"]) if session.get("conversation_id") else None
+    conversation_id = session.get("conversation_id")
+    conversation = get_chat().store.get(conversation_id, current_owner()) if conversation_id else None
     preset = engine.presets.get(conversation.preset if conversation and conversation.preset else session.get("preset"))
     return render_template(
         "chat.html",
@@ -55,6 +57,7 @@ def render_chat(error: PalaverError | None = None, draft: str = ""):
 
 @pages.get("/")
 def index():
+    current_owner(create=True)  # the browser gets its id on its first visit, for the API calls it makes too
     return render_chat()
 
 
@@ -67,11 +70,11 @@ def send():
     }
     settings = get_settings()
     chat_input = FormChatRequest.from_form(fields, settings).to_input(settings)
-    chat = get_chat()
-    conversation_id = chat.resolve(chat_input.conversation_id, restart_unknown=True)
+    chat, owner = get_chat(), current_owner(create=True)
+    conversation_id = chat.resolve(chat_input.conversation_id, owner, restart_unknown=True)
     session["conversation_id"] = conversation_id
     session.permanent = True
-    items = chat.stream(conversation_id, chat_input, client_gone_probe())
+    items = chat.stream(conversation_id, chat_input, owner, client_gone_probe())
     next(items)  # errors found before any text keep their status
     if wants("text/event-stream"):
         return event_stream(page_events(items))
@@ -93,16 +96,14 @@ def page_events(items: Generator[Any, None, None]) -> Iterator[str]:
 
 @pages.post("/stop")
 def stop():
-    return {"stopped": get_chat().cancel(session.get("conversation_id"))}
+    return {"stopped": get_chat().cancel(session.get("conversation_id"), current_owner())}
 
 
 @pages.post("/new")
 def new_conversation():
     preset = request.form.get("preset") or None
-    get_engine().presets.get(preset, param="preset")  # refuse an unknown preset before forgetting anything
-    conversation_id = session.pop("conversation_id", None)
-    if conversation_id:
-        get_chat().store.delete(conversation_id)
+    get_engine().presets.get(preset, param="preset")  # refuse an unknown preset before starting over
+    session.pop("conversation_id", None)  # the previous one stays in the owner's list until deleted or expired
     session["preset"] = preset
     return redirect(url_for("pages.index"), code=303)
 

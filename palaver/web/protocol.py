@@ -23,6 +23,8 @@ def message_text(text: str, settings: Settings) -> str:
     text = text.strip()
     if not text:
         raise field_error("must not be empty")
+    if "\x00" in text:  # no database stores it as text, and no reader wants it
+        raise field_error("must not contain NUL characters")
     if len(text) > settings.max_message_chars:
         raise field_error(f"must be at most {settings.max_message_chars} characters (got {len(text)})")
     return text

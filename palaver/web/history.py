@@ -1,0 +1,136 @@
+"""The conversation API's models: a page of an owner's conversations, a rename, and exports as JSON and Markdown."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import unicodedata
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from palaver.storage.store import MAX_TITLE_CHARS, ConversationSummary, StoredConversation
+from palaver.validation import RequestModel, field_error
+
+MAX_PAGE_SIZE = 100
+
+
+def encode_cursor(summary: ConversationSummary) -> str:
+    """Return the opaque cursor of the page after summary: its update time and id."""
+    return base64.urlsafe_b64encode(f"{summary.updated_at.isoformat()}|{summary.id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        moment, _, conversation_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition("|")
+        updated_at = datetime.fromisoformat(moment)
+        if updated_at.tzinfo is None or not conversation_id:
+            raise ValueError("not a cursor")
+        return updated_at.astimezone(UTC), conversation_id  # SQLite compares the UTC time's digits
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
+        raise field_error("must be the next_cursor of an earlier page") from None
+
+
+class ConversationListQuery(RequestModel):
+    """GET /api/conversations: a page of the caller's conversations, most recently active first."""
+
+    limit: int = Field(20, ge=1, le=MAX_PAGE_SIZE, description="How many conversations to return.")
+    cursor: str | None = Field(None, max_length=200, description="The next_cursor of the previous page.")
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor_decodes(cls, cursor: str) -> str:
+        decode_cursor(cursor)
+        return cursor
+
+    def after(self) -> tuple[datetime, str] | None:
+        """Return where this page starts: after the (update time, id) of the previous page's last conversation."""
+        return decode_cursor(self.cursor) if self.cursor else None
+
+
+class RenameRequest(RequestModel):
+    """PATCH /api/conversations/<id>: a new title."""
+
+    title: str = Field(max_length=MAX_TITLE_CHARS, description="The conversation's new title, on one line.")
+
+    @field_validator("title")
+    @classmethod
+    def _one_line(cls, title: str) -> str:
+        title = " ".join(title.split())
+        if not title:
+            raise field_error("must not be blank")
+        if any(unicodedata.category(character) == "Cc" for character in title):
+            raise field_error("must not contain control characters")
+        return title
+
+
+class ExportQuery(RequestModel):
+    """GET /api/conversations/<id>/export: the format to download."""
+
+    format: Literal["json", "markdown"] = "json"
+
+
+class ConversationInfo(BaseModel):
+    """One conversation in a listing, and the head of a read or export."""
+
+    conversation_id: str
+    title: str
+    preset: str | None
+    turns: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, summary: ConversationSummary) -> ConversationInfo:
+        return cls(
+            conversation_id=summary.id,
+            title=summary.title,
+            preset=summary.preset,
+            turns=summary.turns,
+            created_at=summary.created_at,
+            updated_at=summary.updated_at,
+        )
+
+
+class ConversationPage(BaseModel):
+    conversations: list[ConversationInfo]
+    next_cursor: str | None = Field(description="Pass it as cursor for the next page; null on the last page.")
+
+
+class MessageRecord(BaseModel):
+    role: str
+    content: str
+    created_at: datetime
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    finish_reason: str | None
+
+
+class ConversationExport(ConversationInfo):
+    """A whole conversation with each message's time, token counts and finish reason."""
+
+    messages: list[MessageRecord]
+
+    @classmethod
+    def whole(cls, conversation: StoredConversation) -> ConversationExport:
+        records = [MessageRecord(**vars(record)) for record in conversation.records]
+        return cls(**vars(ConversationInfo.of(conversation)), messages=records)
+
+
+FINISH_NOTES = {"cancelled": "stopped before the end", "length": "cut off at the token limit"}
+
+
+def as_markdown(conversation: StoredConversation) -> str:
+    """Write a conversation as a Markdown document: its title, then each message under its speaker and time."""
+    title = conversation.title or f"Conversation {conversation.id[:8]}"
+    lines = [f"# {title}", "", f"*Started {stamp(conversation.created_at)}, {conversation.turns} turns.*", ""]
+    for record in conversation.records:
+        note = FINISH_NOTES.get(record.finish_reason or "")
+        heading = f"### {record.role.capitalize()} · {stamp(record.created_at)}" + (f" · {note}" if note else "")
+        lines += [heading, "", record.content, ""]
+    return "\n".join(lines)
+
+
+def stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")

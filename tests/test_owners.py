@@ -1,0 +1,119 @@
+"""Owners: a browser's cookie or an API key owns its conversations, and nobody else can use them."""
+
+import threading
+
+import pytest
+from helpers import model_held
+from test_api import assert_error
+
+KEYS = "key-one, key-two"
+
+
+def bearer(key):
+    return {"Authorization": f"Bearer {key}"}
+
+
+def page_conversation(client):
+    with client.session_transaction() as session:
+        return session["conversation_id"]
+
+
+def assert_closed_to(client, conversation_id, headers=None):
+    """Check that client can neither list, read, export, rename, continue, cancel nor delete the conversation."""
+    headers = headers or {}
+    listed = client.get("/api/conversations", headers=headers).get_json()["conversations"]
+    assert conversation_id not in [c["conversation_id"] for c in listed]
+    url = f"/api/conversations/{conversation_id}"
+    assert_error(client.get(url, headers=headers), 404, "conversation_id")
+    assert_error(client.get(f"{url}/export?format=markdown", headers=headers), 404, "conversation_id")
+    assert_error(client.patch(url, json={"title": "mine now"}, headers=headers), 404, "conversation_id")
+    continued = client.post("/api/chat", json={"message": "hi", "conversation_id": conversation_id}, headers=headers)
+    assert_error(continued, 404, "conversation_id")
+    assert_error(client.post(f"{url}/cancel", headers=headers), 404, "conversation_id")
+    assert_error(client.delete(url, headers=headers), 404, "conversation_id")
+
+
+def test_a_browsers_conversations_are_closed_to_other_browsers_and_anonymous_callers(app):
+    alice = app.test_client()
+    alice.post("/", data={"textbox": "alice's secret"})
+    on_page = page_conversation(alice)
+    by_api = alice.post("/api/chat", json={"message": "also mine"}).get_json()["conversation_id"]
+    bob = app.test_client()
+    bob.post("/", data={"textbox": "bob's own"})
+    for conversation_id in (on_page, by_api):
+        assert_closed_to(bob, conversation_id)
+        assert_closed_to(app.test_client(use_cookies=False), conversation_id)
+    assert "alice&#39;s secret" not in bob.get("/").get_data(as_text=True)
+    listed = alice.get("/api/conversations").get_json()["conversations"]
+    assert [c["conversation_id"] for c in listed] == [by_api, on_page]
+    assert [m["content"] for m in alice.get(f"/api/conversations/{on_page}").get_json()["messages"]][0] == (
+        "alice's secret"
+    )
+
+
+def test_a_page_ignores_a_conversation_id_it_does_not_own(app):
+    alice = app.test_client()
+    alice.post("/", data={"textbox": "alice's secret"})
+    theirs = page_conversation(alice)
+    bob = app.test_client()
+    bob.post("/", data={"textbox": "hello", "conversation_id": theirs})  # a form field cannot pick the conversation
+    assert page_conversation(bob) != theirs
+    with bob.session_transaction() as session:  # as if bob held alice's id in his signed cookie
+        session["conversation_id"] = theirs
+    assert "alice&#39;s secret" not in bob.get("/").get_data(as_text=True)
+    assert bob.post("/stop").get_json() == {"stopped": False}
+    bob.post("/", data={"textbox": "mine"})
+    assert page_conversation(bob) != theirs
+    assert len(alice.get(f"/api/conversations/{theirs}").get_json()["messages"]) == 2
+
+
+def test_a_conversation_started_without_owner_is_opened_by_its_id_alone(app):
+    anonymous = app.test_client(use_cookies=False)
+    conversation_id = anonymous.post("/api/chat", json={"message": "hello"}).get_json()["conversation_id"]
+    assert anonymous.get("/api/conversations").get_json() == {"conversations": [], "next_cursor": None}
+    browser = app.test_client()
+    browser.get("/")
+    assert browser.get("/api/conversations").get_json()["conversations"] == []  # listed for nobody
+    assert browser.get(f"/api/conversations/{conversation_id}").status_code == 200  # but its id opens it
+    assert anonymous.post("/api/chat", json={"message": "again", "conversation_id": conversation_id}).status_code == 200
+
+
+@pytest.fixture
+def keyed(make_app, chat_model):
+    return make_app(chat_model, api_keys=KEYS)
+
+
+def test_with_keys_set_each_key_owns_its_conversations_on_the_page_and_the_api(keyed):
+    client = keyed.test_client()
+    one = client.post("/api/chat", json={"message": "key one's"}, headers=bearer("key-one")).get_json()
+    assert_closed_to(client, one["conversation_id"], bearer("key-two"))
+    browser = keyed.test_client()
+    browser.post("/key", data={"key": "key-one"})
+    browser.post("/", data={"textbox": "from the page"})
+    on_page = page_conversation(browser)
+    listed = client.get("/api/conversations", headers=bearer("key-one")).get_json()["conversations"]
+    assert [c["conversation_id"] for c in listed] == [on_page, one["conversation_id"]]  # the key is the owner
+    browser.post("/key", data={"key": "key-two"})
+    assert "from the page" not in browser.get("/").get_data(as_text=True)
+    assert browser.post("/stop").get_json() == {"stopped": False}
+
+
+def test_only_the_owner_can_stop_a_running_reply(keyed):
+    client = keyed.test_client()
+    first = client.post("/api/chat", json={"message": "hello"}, headers=bearer("key-one")).get_json()
+    conversation_id, replies = first["conversation_id"], []
+    body = {"message": "go on", "conversation_id": conversation_id, "max_new_tokens": 8}
+
+    def send():
+        replies.append(keyed.test_client().post("/api/chat", json=body, headers=bearer("key-one")).get_json())
+
+    with model_held(keyed.extensions["palaver"]["engine"].model.family.model) as (busy, release):
+        sender = threading.Thread(target=send)
+        sender.start()
+        assert busy.wait(30)
+        url = f"/api/conversations/{conversation_id}/cancel"
+        assert_error(client.post(url, headers=bearer("key-two")), 404, "conversation_id")
+        assert client.post(url, headers=bearer("key-one")).get_json()["stopped"]
+        release.set()
+        sender.join(30)
+    assert replies[0]["finish_reason"] == "cancelled"
