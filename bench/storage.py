@@ -73,12 +73,14 @@ def main() -> None:
             )
             with palaver(cache, database_url=served) as (base_url, pid):
                 seconds_until_ready(base_url, time.perf_counter(), timeout=600)
-                run_load(base_url, 2, 1, 8, None)  # warm up
-                for round_number in range(rounds):  # alternate, so drift on this shared machine hits both alike
-                    for label, client in (
-                        ("/v1, history sent by the client, nothing stored", converse),
-                        (f"page, history stored in {name}", converse_on_page),
-                    ):
+                surfaces = [
+                    ("/v1, history sent by the client, nothing stored", converse),
+                    (f"page, history stored in {name}", converse_on_page),
+                ]
+                for _, client in surfaces:  # warm up at full width: the first batches of a size cost more
+                    run_load(base_url, clients, 1, 8, None, client=client)
+                for round_number in range(rounds):  # ABBA, so drift on this shared machine hits both alike
+                    for label, client in surfaces if round_number % 2 == 0 else surfaces[::-1]:
                         row = run_load(base_url, clients, turns, max_tokens, pid, client=client)
                         rows.append((f"{label} (server on {name}, round {round_number + 1})", row))
         print(f"{clients} clients × {turns} turns × {max_tokens} tokens, greedy, embedded model\n")

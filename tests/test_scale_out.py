@@ -78,19 +78,24 @@ def test_concurrent_messages_through_both_processes_take_turns(pair):
     assert sorted(users) == sorted(["start"] + [f"m{index}" for index in range(10)]), "none duplicated"
 
 
-def test_stop_pressed_on_one_process_stops_the_reply_on_the_other(pair):
-    one, two = pair
-    browser = requests.Session()
-    started = browser.post(f"{one.url}/", data={"textbox": "hello", "max_new_tokens": "2"}, headers=FORM_JSON)
-    conversation_id = started.json()["conversation_id"]
+def long_reply(browser, url):
+    """Start a conversation on url, then a long streaming reply in it; return its id and the reply's events."""
+    started = browser.post(f"{url}/", data={"textbox": "hello", "max_new_tokens": "2"}, headers=FORM_JSON)
     stream = browser.post(
-        f"{one.url}/",
+        f"{url}/",
         data={"textbox": "tell me a long story", "stop": "", "max_new_tokens": "400"},
         headers={"Accept": "text/event-stream"},
         stream=True,
         timeout=60,
     )
     events = (json.loads(line[len(b"data: ") :]) for line in stream.iter_lines() if line.startswith(b"data:"))
+    return started.json()["conversation_id"], events
+
+
+def test_stop_pressed_on_one_process_stops_the_reply_on_the_other(pair):
+    one, two = pair
+    browser = requests.Session()
+    conversation_id, events = long_reply(browser, one.url)
     shown = next(events)["delta"]
     assert browser.post(f"{two.url}/stop").json() == {"stopped": True}
     for event in events:
@@ -105,16 +110,7 @@ def test_stop_pressed_on_one_process_stops_the_reply_on_the_other(pair):
 def test_deleting_on_one_process_stops_the_reply_on_the_other_and_it_stays_deleted(pair):
     one, two = pair
     browser = requests.Session()
-    started = browser.post(f"{one.url}/", data={"textbox": "hello", "max_new_tokens": "2"}, headers=FORM_JSON)
-    conversation_id = started.json()["conversation_id"]
-    stream = browser.post(
-        f"{one.url}/",
-        data={"textbox": "tell me a long story", "stop": "", "max_new_tokens": "400"},
-        headers={"Accept": "text/event-stream"},
-        stream=True,
-        timeout=60,
-    )
-    events = (json.loads(line[len(b"data: ") :]) for line in stream.iter_lines() if line.startswith(b"data:"))
+    conversation_id, events = long_reply(browser, one.url)
     assert next(events)["delta"] is not None
     assert browser.delete(f"{two.url}/api/conversations/{conversation_id}", timeout=10).json()["deleted"]
     done = next(event for event in events if "delta" not in event)
