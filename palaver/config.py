@@ -14,15 +14,20 @@ from palaver.parameters import PARAMETER_NAMES, GenerationParams, Sampling, pars
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 
-def parse_weights(value: str) -> str:
-    """Parse PALAVER_WEIGHTS: auto, q8_0 or float32."""
-    value = str(value).strip().lower()
-    if value not in WEIGHT_MODES:
-        raise ValueError(f"must be one of {', '.join(WEIGHT_MODES)}, not {value!r}")
-    return value
+def one_of(*options: str) -> Callable[[str], str]:
+    """Return a parser that accepts one of options, in any case."""
+
+    def parse(value: str) -> str:
+        value = str(value).strip().lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, not {value!r}")
+        return value
+
+    return parse
 
 
 WEIGHT_MODES = ("auto", "q8_0", "float32")
+BACKENDS = ("local", "openai")
 
 
 def parse_optional_int(value: str) -> int | None:
@@ -72,8 +77,18 @@ class Settings:
         "memory read per token) and other models in float32; `q8_0` also quantises other models' linear "
         "layers to Q8_0 at load (faster and smaller, slightly different replies); `float32` de-quantises "
         "everything. Blocks need the kernel that `make` builds; without it, float32.",
-        parse=parse_weights,
+        parse=one_of(*WEIGHT_MODES),
     )
+    backend: str = setting(
+        "local",
+        "Where replies are generated: `local` runs the model in each worker; `openai` sends generation to the "
+        "OpenAI-compatible server at `PALAVER_UPSTREAM_URL` (vLLM, TGI, llama.cpp, Ollama, OpenAI, or another "
+        "Palaver).",
+        parse=one_of(*BACKENDS),
+    )
+    upstream_url: str = setting("", "The upstream server's `/v1` base URL, for `PALAVER_BACKEND=openai`.")
+    upstream_api_key: str = setting("", "API key sent to the upstream server, if it needs one.")
+    upstream_model: str = setting("", "Upstream model to use. Empty means the first model the upstream lists.")
     preload: bool = setting(False, "Load the model at start-up instead of on the first message.")
     secret_key: str = setting(
         "",
@@ -207,6 +222,8 @@ class Settings:
         values.update(overrides)
         settings = cls(**values)
         settings.generation_defaults()  # fail at start-up, not on the first request
+        if settings.backend == "openai" and not settings.upstream_url:
+            raise ConfigurationError("PALAVER_UPSTREAM_URL: required when PALAVER_BACKEND=openai")
         return settings
 
     @property

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from palaver.engine.admission import BUSY_RETRY_AFTER_SECONDS
-from palaver.engine.engine import POLL_SECONDS, GenerationRequest
+from palaver.engine.requests import POLL_SECONDS, GenerationRequest
 from palaver.errors import ClientDisconnected, ConversationBusy, NotFound
 from palaver.parameters import GenerationParams
 from palaver.storage.store import ConversationStore, StoredConversation
 from palaver.types import Message, PromptInfo, Reply, Usage, final
 
 if TYPE_CHECKING:
-    from palaver.engine.engine import Engine
+    from palaver.backends import Backend
 
 
 @dataclass
@@ -54,7 +54,7 @@ class Chat:
     def __init__(
         self,
         store: ConversationStore,
-        engine: Engine,
+        engine: Backend,
         max_waiting: int = 4,
         wait_seconds: float = 120,
         max_history: int = 40,

@@ -47,6 +47,17 @@ class PromptInfo:
 
 
 @dataclass(frozen=True)
+class ModelLimits:
+    """The served model as clients see it: its family and token limits, and when it became ready."""
+
+    family: str
+    ready_at: float
+    context_tokens: int | None
+    max_input_tokens: int | None
+    max_reply_tokens: int | None
+
+
+@dataclass(frozen=True)
 class Reply:
     text: str
     usage: Usage

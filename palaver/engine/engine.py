@@ -13,16 +13,14 @@ from typing import TYPE_CHECKING
 
 from palaver.config import Settings
 from palaver.engine.admission import Admission
-from palaver.engine.requests import GenerationRequest, Observer
+from palaver.engine.requests import FINISHED, GenerationRequest, Observer, follow
 from palaver.errors import (
-    ClientDisconnected,
     GenerationFailed,
-    GenerationTimeout,
     ModelNotReady,
     PalaverError,
 )
 from palaver.presets import Presets
-from palaver.types import REPLY_LISTENER, PromptInfo, Reply, ReplyEvents, Usage, final
+from palaver.types import ModelLimits, PromptInfo, Reply, ReplyEvents, final
 
 if TYPE_CHECKING:
     from palaver.engine.families import ModelFamily, Prompt
@@ -33,8 +31,6 @@ __all__ = ["Engine", "GenerationRequest", "Observer"]
 log = logging.getLogger("palaver.engine")
 
 RETRY_AFTER_SECONDS = 5
-FINISHED = object()  # the last item a request's delta queue receives
-POLL_SECONDS = 0.25  # how often a waiting request checks whether its client is still there
 
 
 class Engine:
@@ -88,6 +84,26 @@ class Engine:
             raise self._not_ready()
         return self.model
 
+    def model_limits(self, timeout: float) -> ModelLimits:
+        """Return the loaded model's family and limits, waiting up to timeout seconds for it to load."""
+        model = self.loaded_model(timeout)
+        limits = model.family.describe()
+        return ModelLimits(
+            limits["family"],
+            model.loaded_at,
+            limits["context_tokens"],
+            limits["max_input_tokens"],
+            limits["max_reply_tokens"],
+        )
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.model_name
+
+    @property
+    def load_seconds(self) -> float:
+        return self.model.load_seconds if self.model is not None else 0.0
+
     def stream(self, request: GenerationRequest) -> ReplyEvents:
         """Queue a request; yield its PromptInfo, then its text as it is generated, then its Reply."""
         self.loaded_model(self.settings.load_wait)
@@ -100,36 +116,8 @@ class Engine:
             raise
         request.queued_at = time.monotonic()
         self._queue.put(request)
-        deadline = time.monotonic() + self.settings.request_timeout
-        next_check = time.monotonic() + POLL_SECONDS
-        try:
-            yield PromptInfo(len(request.built.input_ids), request.built.truncated_turns)
-            while True:
-                try:
-                    item = request.deltas.get(timeout=POLL_SECONDS)
-                except queue.Empty:
-                    item = None
-                if time.monotonic() >= next_check:  # on a clock: deltas may arrive faster than the poll
-                    self._check_waiting(request, deadline)
-                    next_check = time.monotonic() + POLL_SECONDS
-                if item is None:
-                    continue
-                if item is FINISHED:
-                    # Stopped while still queued, there is no reply; otherwise this raises the request's error.
-                    reply = (
-                        Reply("", Usage(0, 0), 0, "cancelled")
-                        if request.result.cancelled()
-                        else request.result.result()
-                    )
-                    listener = REPLY_LISTENER.get()
-                    if listener is not None:
-                        listener(reply)
-                    yield reply
-                    return
-                yield item
-        finally:
-            if not request.result.done():
-                request.cancel()  # the consumer left early: no work continues for nobody
+        yield PromptInfo(len(request.built.input_ids), request.built.truncated_turns)
+        yield from follow(request, self.settings.request_timeout)
 
     @property
     def pending(self) -> int:
@@ -164,16 +152,6 @@ class Engine:
     def close(self) -> None:
         """Stop the worker after the requests already queued."""
         self._queue.put(None)
-
-    def _check_waiting(self, request: GenerationRequest, deadline: float) -> None:
-        if request.client_gone is not None and request.client_gone():
-            request.cancel()
-            raise ClientDisconnected("the client disconnected")
-        if time.monotonic() > deadline:
-            request.cancel()
-            raise GenerationTimeout(
-                f"generation took longer than {self.settings.request_timeout:g} seconds and was stopped"
-            )
 
     def _not_ready(self) -> ModelNotReady:
         if self.load_error and self.state == "failed":  # why stays in the server's log: it may name files

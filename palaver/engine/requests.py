@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Generator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from palaver.errors import ClientDisconnected, GenerationTimeout
 from palaver.parameters import GenerationParams
 from palaver.presets import Preset
-from palaver.types import Message, Reply
+from palaver.types import REPLY_LISTENER, Message, Reply, Usage
 
 if TYPE_CHECKING:
     from palaver.engine.families import Prompt
+
+FINISHED = object()  # the last item a request's delta queue receives
+POLL_SECONDS = 0.25  # how often a waiting request checks whether its client is still there
 
 
 @dataclass
@@ -36,6 +41,45 @@ class GenerationRequest:
         """Ask the worker to skip or stop this request."""
         self.cancelled.set()
         self.result.cancel()
+
+
+def follow(
+    request: GenerationRequest, timeout: float, poll: Callable[[], None] | None = None
+) -> Generator[str | Reply, None, None]:
+    """Yield a queued request's text as it comes, then its Reply; stop it if its client leaves or time runs out."""
+    deadline = time.monotonic() + timeout
+    next_check = time.monotonic() + POLL_SECONDS
+    try:
+        while True:
+            try:
+                item = request.deltas.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                item = None
+            if time.monotonic() >= next_check:  # on a clock: deltas may arrive faster than the poll
+                if request.client_gone is not None and request.client_gone():
+                    request.cancel()
+                    raise ClientDisconnected("the client disconnected")
+                if time.monotonic() > deadline:
+                    request.cancel()
+                    raise GenerationTimeout(f"generation took longer than {timeout:g} seconds and was stopped")
+                if poll is not None:
+                    poll()
+                next_check = time.monotonic() + POLL_SECONDS
+            if item is None:
+                continue
+            if item is FINISHED:
+                # Stopped while still queued, there is no reply; otherwise this raises the request's error.
+                cancelled = request.result.cancelled()
+                reply = Reply("", Usage(0, 0), 0, "cancelled") if cancelled else request.result.result()
+                listener = REPLY_LISTENER.get()
+                if listener is not None:
+                    listener(reply)
+                yield reply
+                return
+            yield item
+    finally:
+        if not request.result.done():
+            request.cancel()  # the consumer left early: no work continues for nobody
 
 
 class Observer:

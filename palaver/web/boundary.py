@@ -20,9 +20,9 @@ from flask import Flask, Response, current_app, g, jsonify, request, stream_with
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import palaver.web.security as security
+from palaver.backends import Backend, create_backend
 from palaver.config import Settings
 from palaver.conversations import Chat
-from palaver.engine.engine import Engine
 from palaver.errors import GenerationFailed, InvalidRequest, PalaverError, PayloadTooLarge
 from palaver.storage.database import connect, database_url, upgrade
 from palaver.storage.store import ConversationStore
@@ -38,7 +38,7 @@ SURFACES = {"pages": "page", "api": "api", "v1": "openai", "mlflow": "mlflow", "
 def init_app(app: Flask, settings: Settings) -> None:
     """Create the app's engine and conversation store; start loading when preload is on."""
     metrics = Metrics()
-    engine = Engine(settings, observer=metrics)
+    engine = create_backend(settings, observer=metrics)
     metrics.watch(engine)
     database = connect(database_url(settings.database_url, settings.cache_dir))
     upgrade(database)  # every start brings the schema up to date; `palaver db upgrade` does the same alone
@@ -63,7 +63,7 @@ def get_settings() -> Settings:
     return current_app.extensions["palaver"]["settings"]
 
 
-def get_engine():
+def get_engine() -> Backend:
     return current_app.extensions["palaver"]["engine"]
 
 

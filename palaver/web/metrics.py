@@ -42,7 +42,7 @@ class Metrics(Observer):
     def watch(self, engine) -> None:
         """Read the queue depth and load time from the engine when scraped."""
         self.queue_depth.set_function(lambda: engine.pending)
-        self.model_load.set_function(lambda: engine.model.load_seconds if engine.model else 0)
+        self.model_load.set_function(lambda: engine.load_seconds)
 
     def first_text(self, seconds: float) -> None:
         self.time_to_first_token.observe(seconds)

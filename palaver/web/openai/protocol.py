@@ -130,9 +130,8 @@ class CompletionFields(RequestModel):
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
 
-    def served_model(self, settings: Settings, *, required: bool = True) -> str:
+    def served_model(self, served: str, settings: Settings, *, required: bool = True) -> str:
         """Accept the served model's name (or PALAVER_MODEL as written); refuse any other."""
-        served = settings.model_name
         if self.model is None and not required:
             return served
         if not self.model:

@@ -114,9 +114,9 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "palaver"
     family: str
-    context_length: int
-    max_input_tokens: int
-    max_output_tokens: int
+    context_length: int | None
+    max_input_tokens: int | None
+    max_output_tokens: int | None
 
 
 class ModelList(BaseModel):

@@ -8,7 +8,8 @@ from contextlib import closing
 
 from flask import Blueprint
 
-from palaver.engine.engine import Engine, GenerationRequest
+from palaver.backends import Backend
+from palaver.engine.requests import GenerationRequest
 from palaver.errors import PalaverError
 from palaver.types import PromptInfo, Reply, ReplyEvents, Usage, final
 from palaver.web.boundary import (
@@ -55,16 +56,14 @@ def completions():
 
 @v1.get("/models")
 def models():
-    engine = get_engine()
-    model = engine.loaded_model(get_settings().load_wait)
-    limits = model.family.describe()
+    limits = get_engine().model_limits(get_settings().load_wait)
     card = ModelCard(
-        id=get_settings().model_name,
-        created=int(model.loaded_at),
-        family=limits["family"],
-        context_length=limits["context_tokens"],
-        max_input_tokens=limits["max_input_tokens"],
-        max_output_tokens=limits["max_reply_tokens"],
+        id=get_engine().model_name,
+        created=int(limits.ready_at),
+        family=limits.family,
+        context_length=limits.context_tokens,
+        max_input_tokens=limits.max_input_tokens,
+        max_output_tokens=limits.max_reply_tokens,
     )
     return ModelList(data=[card]).model_dump()
 
@@ -77,7 +76,7 @@ def v1_error(exc: Exception):
 def serve_chat(chat: ChatCompletionRequest, *, require_model: bool = True):
     """Answer a chat completion, as one object or as a stream of chunks."""
     settings, engine = get_settings(), get_engine()
-    model = chat.served_model(settings, required=require_model)
+    model = chat.served_model(engine.model_name, settings, required=require_model)
     request = GenerationRequest(
         chat.generation_params(settings.generation_defaults()),
         messages=[message.to_message() for message in chat.messages],
@@ -118,7 +117,7 @@ def chat_events(items: ReplyEvents, model: str, include_usage: bool) -> Iterator
 def serve_text(completion: TextCompletionRequest, *, require_model: bool = True):
     """Answer a completion for one prompt or a list of them."""
     settings, engine = get_settings(), get_engine()
-    model = completion.served_model(settings, required=require_model)
+    model = completion.served_model(engine.model_name, settings, required=require_model)
     params = completion.generation_params(settings.generation_defaults())
     preset = engine.presets.get(completion.preset)
     probe = client_gone_probe()
@@ -167,7 +166,7 @@ def text_events(streams: list[ReplyEvents], completion: TextCompletionRequest, m
     yield sse_event("[DONE]")
 
 
-def start_all(requests: list[GenerationRequest], engine: Engine) -> list[ReplyEvents]:
+def start_all(requests: list[GenerationRequest], engine: Backend) -> list[ReplyEvents]:
     """Queue every request before waiting on any, so they are generated in one batch."""
     streams = [engine.stream(request) for request in requests]
     for stream in streams:

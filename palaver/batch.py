@@ -1,0 +1,152 @@
+"""Batch runs: a preset over every row of a CSV or JSONL file, through the engine's batching, resumable."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from palaver.engine.requests import GenerationRequest
+from palaver.errors import PalaverError
+from palaver.parameters import GenerationParams
+from palaver.presets import Preset
+from palaver.types import Message
+
+if TYPE_CHECKING:
+    from palaver.backends import Backend
+
+log = logging.getLogger("palaver.batch")
+REPLY, ERROR = "reply", "error"
+
+
+class BatchInputError(Exception):
+    """The input file cannot be run as it is: a missing column, an unknown format."""
+
+
+def file_format(path: Path) -> str:
+    """Return csv or jsonl, from the file's extension."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    raise BatchInputError(f"{path.name}: use a .csv or .jsonl file")
+
+
+def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Return the rows of a CSV or JSONL file, and the CSV's columns (empty for JSONL)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        if file_format(path) == "csv":
+            reader = csv.DictReader(handle)
+            return list(reader), list(reader.fieldnames or [])
+        rows = []
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise BatchInputError(f"{path.name}, line {number}: not JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise BatchInputError(f"{path.name}, line {number}: each line must be a JSON object")
+                rows.append(row)
+        return rows, []
+
+
+def rows_done(path: Path) -> int:
+    """Return how many rows an earlier run of the same batch has already written to path."""
+    if not path.exists():
+        return 0
+    with path.open(newline="", encoding="utf-8") as handle:
+        if file_format(path) == "csv":
+            return sum(1 for _ in csv.DictReader(handle))
+        return sum(1 for line in handle if line.strip())
+
+
+@dataclass(frozen=True)
+class RowResult:
+    row: dict[str, Any]
+    reply: str
+    error: str | None
+
+
+class OrderedWriter:
+    """Write results in input order as they finish, flushing each, so an interrupted run resumes after them."""
+
+    def __init__(self, handle: TextIO, fmt: str, columns: list[str], start: int, write_header: bool):
+        self.handle, self.format, self.next = handle, fmt, start
+        self.pending: dict[int, RowResult] = {}
+        self.lock = threading.Lock()
+        self.csv = csv.DictWriter(handle, [*columns, REPLY, ERROR], extrasaction="ignore") if fmt == "csv" else None
+        if self.csv is not None and write_header:
+            self.csv.writeheader()
+
+    def add(self, index: int, result: RowResult) -> None:
+        with self.lock:
+            self.pending[index] = result
+            while self.next in self.pending:
+                self._write(self.pending.pop(self.next))
+                self.next += 1
+            self.handle.flush()
+
+    def _write(self, result: RowResult) -> None:
+        if self.csv is not None:
+            self.csv.writerow({**result.row, REPLY: result.reply, ERROR: result.error or ""})
+            return
+        extra = {ERROR: result.error} if result.error else {}
+        self.handle.write(json.dumps({**result.row, REPLY: result.reply, **extra}, ensure_ascii=False) + "\n")
+
+
+@dataclass
+class BatchRun:
+    """Run one preset over a file's rows through a backend, writing each row with its reply."""
+
+    backend: Backend
+    params: GenerationParams
+    preset: Preset
+    column: str = "text"
+    concurrency: int = 32
+
+    def run(self, source: Path, target: Path, on_start: Callable[[int, int], Any] | None = None) -> Iterator[RowResult]:
+        """Run the rows target does not hold yet, yielding each as it is written; on_start gets (done, total)."""
+        rows, columns = read_rows(source)
+        if file_format(target) != file_format(source):
+            raise BatchInputError("the output must have the input's format (.csv or .jsonl)")
+        if columns and self.column not in columns:
+            raise BatchInputError(f"{source.name} has no column '{self.column}'; its columns are {', '.join(columns)}")
+        done = rows_done(target)
+        if done > len(rows):
+            raise BatchInputError(f"{target.name} holds {done} rows but {source.name} only {len(rows)}")
+        if on_start is not None:
+            on_start(done, len(rows))
+        with target.open("a", newline="", encoding="utf-8") as handle:
+            writer = OrderedWriter(handle, file_format(source), columns, done, write_header=done == 0)
+            with ThreadPoolExecutor(self.concurrency, thread_name_prefix="palaver-batch") as pool:
+                futures: list[Future] = [pool.submit(self._answer, row) for row in rows[done:]]
+                try:
+                    for index, future in enumerate(futures, done):
+                        result = future.result()
+                        writer.add(index, result)
+                        yield result
+                except BaseException:  # an interrupt: what has been written stays, the rest is not started
+                    for future in futures:
+                        future.cancel()
+                    raise
+
+    def _answer(self, row: dict[str, Any]) -> RowResult:
+        text = row.get(self.column)
+        if not isinstance(text, str) or not text.strip():
+            return RowResult(row, "", f"no text in '{self.column}'")
+        request = GenerationRequest(self.params, messages=[Message("user", text)], preset=self.preset)
+        try:
+            return RowResult(row, self.backend.generate(request).text, None)
+        except PalaverError as exc:
+            return RowResult(row, "", exc.message)
+        except Exception:  # one row's failure must not end the run
+            log.exception("a batch row failed")
+            return RowResult(row, "", "generation failed; the error has been logged")
