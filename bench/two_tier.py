@@ -80,7 +80,7 @@ def check_llamacpp(cache: str, scratch: str) -> bool:
         def readiness() -> str:
             ready = requests.get(f"{url}/readyz", timeout=10).json()
             assert ready["state"] == "ready", ready
-            return f"serving {ready['name']!r} from {ready['upstream']}"
+            return f"serving {ready['name']!r}"
 
         def page_memory() -> str:
             first = browser.post(f"{url}/", data={"textbox": "My name is Ada."}, headers=FORM_JSON, timeout=60)

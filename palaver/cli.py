@@ -80,7 +80,7 @@ def models() -> None:
         model=backend.model_name,
         family=limits.family,
         weights=description.get("weights", "-"),
-        upstream=description.get("upstream", "-"),
+        upstream=getattr(backend, "url", "-"),
         context_tokens=limits.context_tokens,
         max_input_tokens=limits.max_input_tokens,
         max_reply_tokens=limits.max_reply_tokens,

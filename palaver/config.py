@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from palaver.errors import ConfigurationError, InvalidRequest
+from palaver.mlflow_models import find_mlflow_model
 from palaver.parameters import PARAMETER_NAMES, GenerationParams, Sampling, parse_bool
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -220,6 +221,10 @@ class Settings:
         if not values.get("database_url") and environ.get("DATABASE_URL"):  # set by Heroku and similar platforms
             values["database_url"] = environ["DATABASE_URL"]
         values.update(overrides)
+        saved = find_mlflow_model(values.get("model", ""))
+        for name, value in (saved.defaults if saved else {}).items():  # a variable set explicitly still wins
+            if name in SETTING_NAMES:
+                values.setdefault(name, value)
         settings = cls(**values)
         settings.generation_defaults()  # fail at start-up, not on the first request
         if settings.backend == "openai" and not settings.upstream_url:
@@ -296,6 +301,9 @@ SETTINGS: tuple[Setting, ...] = tuple(
     )
     for declared in fields(Settings)
 )
+
+
+SETTING_NAMES = frozenset(setting.name for setting in SETTINGS)
 
 
 def settings_markdown() -> str:

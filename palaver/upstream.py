@@ -91,6 +91,7 @@ class UpstreamEngine:
         self.served_id: str | None = None
         self.load_error: str | None = None
         self._lock = threading.Lock()
+        self._lookup: threading.Thread | None = None
 
     @property
     def state(self) -> str:
@@ -113,8 +114,10 @@ class UpstreamEngine:
         return 0.0
 
     def start(self) -> None:
-        """Look the upstream model up in the background."""
-        threading.Thread(target=self.wait_ready, args=(self.settings.load_wait,), daemon=True).start()
+        """Look the upstream model up in the background, unless a look-up is running."""
+        if self._lookup is None or not self._lookup.is_alive():
+            self._lookup = threading.Thread(target=self.wait_ready, args=(self.settings.load_wait,), daemon=True)
+            self._lookup.start()
 
     def wait_ready(self, timeout: float) -> bool:
         try:
@@ -160,13 +163,14 @@ class UpstreamEngine:
         return self.admission.waiting_turn()
 
     def describe(self) -> dict:
-        """Describe the upstream and its model for /readyz and the page."""
+        """Describe the upstream model and this backend's state for /readyz and the page."""
+        if self.limits is None and self.settings.preload:
+            self.start()  # an upstream that was down at start-up is asked again, so readiness can recover
         info: dict[str, Any] = {
             "state": self.state,
             "pending": self.pending,
             "requests": dict(self.counts),
-            "backend": "openai",
-            "upstream": self.url,
+            "backend": "openai",  # the upstream's address stays in the log: /readyz is public
         }
         if self.limits is not None:
             info.update(

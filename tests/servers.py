@@ -38,10 +38,14 @@ def free_port() -> int:
 
 @contextmanager
 def procfile_server(
-    env: dict[str, str], wait_for: str = "/healthz", timeout: float = 60, command: str | None = None
+    env: dict[str, str],
+    wait_for: str = "/healthz",
+    timeout: float = 60,
+    command: str | None = None,
+    port: int | None = None,
 ) -> Iterator[Server]:
     """Run the Procfile's web command (or command) with env added, and yield it once wait_for answers 200."""
-    port = free_port()
+    port = port or free_port()
     full_env = {
         **os.environ,
         **env,

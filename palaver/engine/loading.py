@@ -37,6 +37,7 @@ from palaver.engine.quantized import (
     use_kernel_threads,
 )
 from palaver.errors import ConfigurationError
+from palaver.mlflow_models import find_mlflow_model
 
 log = logging.getLogger("palaver.loading")
 
@@ -145,6 +146,9 @@ def resolve_source(spec: str) -> str:
     """Turn PALAVER_MODEL into what to load: a .gguf path, a model directory or a hub id (Settings names it)."""
     if not spec:
         return str(embedded_gguf_path())
+    saved = find_mlflow_model(spec)
+    if saved is not None:
+        return str(saved.model_dir)
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():
@@ -178,7 +182,8 @@ def load_model(settings: Settings) -> LoadedModel:
         if source.endswith(".gguf"):
             source = str(converted_gguf_dir(Path(source), settings.cache_dir))
         config = AutoConfig.from_pretrained(source)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        saved = find_mlflow_model(settings.model)  # an MLflow model keeps its tokenizer beside its weights
+        tokenizer = AutoTokenizer.from_pretrained(saved.tokenizer_dir if saved else source)
         model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
         model = model_class.from_pretrained(source, dtype=torch.float32)
         if settings.weights == "q8_0" and blocks:
