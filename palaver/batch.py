@@ -58,10 +58,19 @@ def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         return rows, []
 
 
+def drop_partial_row(path: Path) -> None:
+    """Cut a last row that a killed run left half-written, so that resuming writes it again whole."""
+    with path.open("rb+") as handle:
+        data = handle.read()
+        if data and not data.endswith(b"\n"):
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
 def rows_done(path: Path) -> int:
     """Return how many rows an earlier run of the same batch has already written to path."""
     if not path.exists():
         return 0
+    drop_partial_row(path)
     with path.open(newline="", encoding="utf-8") as handle:
         if file_format(path) == "csv":
             return sum(1 for _ in csv.DictReader(handle))

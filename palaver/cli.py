@@ -116,7 +116,7 @@ def chat(url: str | None, key: str | None, preset: str | None) -> None:
     while True:
         try:
             text = input("you> ").strip()
-        except EOFError:
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D, or Ctrl-C at the prompt, ends the chat
             click.echo()
             return
         if not text:

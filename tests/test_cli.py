@@ -89,6 +89,16 @@ def test_batch_resumes_without_redoing_finished_rows(cli_env, tmp_path):
     assert [row["reply"] for row in rows[:3]] == ["kept"] * 3 and all(row["reply"] != "kept" for row in rows[3:])
 
 
+def test_a_row_half_written_by_a_killed_run_is_written_again_whole(cli_env, tmp_path):
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("".join(json.dumps({"id": n, "text": f"line {n}"}) + "\n" for n in range(4)))
+    target.write_text(json.dumps({"id": 0, "text": "line 0", "reply": "kept"}) + '\n{"id": 1, "text": "li')
+    result = palaver("batch", str(source), "-o", str(target), env=cli_env)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [row["id"] for row in rows] == [0, 1, 2, 3] and rows[0]["reply"] == "kept"
+
+
 def test_an_interrupted_batch_keeps_its_rows_and_resumes(cli_env, tmp_path):
     source, target = tmp_path / "in.csv", tmp_path / "out.csv"
     write_csv(source, [{"id": str(n), "text": f"message number {n}"} for n in range(300)])
