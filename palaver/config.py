@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from palaver.errors import ConfigurationError, InvalidRequest
-from palaver.mlflow_models import find_mlflow_model
+from palaver.mlflow_models import MLFLOW_PRESET, OpenAIModel, fetch_mlflow_model, find_mlflow_model, is_mlflow_uri
 from palaver.parameters import PARAMETER_NAMES, GenerationParams, Sampling, parse_bool
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -29,6 +29,7 @@ def one_of(*options: str) -> Callable[[str], str]:
 
 WEIGHT_MODES = ("auto", "q8_0", "float32")
 BACKENDS = ("local", "openai")
+OPENAI_URL = "https://api.openai.com/v1"  # where an openai-flavour MLflow model goes when nothing else is set
 
 
 def parse_optional_int(value: str) -> int | None:
@@ -63,8 +64,8 @@ class Settings:
 
     model: str = setting(
         "",
-        "Model to serve: a Hugging Face id, a local model directory, or a .gguf file. Empty means the "
-        "embedded SmolLM2-135M-Instruct.",
+        "Model to serve: a Hugging Face id, a local model or MLflow model directory, a `models:/` or `runs:/` "
+        "URI, or a .gguf file. Empty means the embedded SmolLM2-135M-Instruct.",
     )
     cache_dir: str = setting(
         MISSING,
@@ -221,7 +222,12 @@ class Settings:
         if not values.get("database_url") and environ.get("DATABASE_URL"):  # set by Heroku and similar platforms
             values["database_url"] = environ["DATABASE_URL"]
         values.update(overrides)
+        if is_mlflow_uri(values.get("model", "")):
+            cache = values.get("cache_dir") or default_cache_dir()
+            values["model"] = str(fetch_mlflow_model(values["model"], Path(cache)))
         saved = find_mlflow_model(values.get("model", ""))
+        if isinstance(saved, OpenAIModel):
+            values.update(upstream_for(saved, values, environ))
         for name, value in (saved.defaults if saved else {}).items():  # a variable set explicitly still wins
             if name in SETTING_NAMES:
                 values.setdefault(name, value)
@@ -257,6 +263,24 @@ class Settings:
         except InvalidRequest as exc:
             raise ConfigurationError(f"PALAVER_{(exc.param or '').upper()}: {exc.message}") from None
         return GenerationParams(**{name: getattr(checked, name) for name in values})
+
+
+def upstream_for(saved: OpenAIModel, values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Return the upstream settings an openai-flavour MLflow model implies, read as MLflow reads them."""
+    if values.get("backend", "openai") != "openai":
+        raise ConfigurationError(
+            f"PALAVER_BACKEND: {saved.path} is an openai-flavour MLflow model, served with PALAVER_BACKEND=openai"
+        )
+    return {
+        "backend": "openai",
+        "upstream_model": values.get("upstream_model") or saved.upstream_model,
+        "upstream_url": values.get("upstream_url")
+        or environ.get("OPENAI_BASE_URL")
+        or environ.get("OPENAI_API_BASE")
+        or OPENAI_URL,
+        "upstream_api_key": values.get("upstream_api_key") or environ.get("OPENAI_API_KEY", ""),
+        "preset": values.get("preset") or MLFLOW_PRESET,
+    }
 
 
 PARSERS: dict[str, Callable[[str], Any]] = {

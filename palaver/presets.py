@@ -9,12 +9,12 @@ from pathlib import Path
 
 from palaver.config import Settings
 from palaver.errors import ConfigurationError, InvalidRequest
+from palaver.mlflow_models import MLFLOW_PRESET, PLACEHOLDER, OpenAIModel, find_mlflow_model
 from palaver.types import Message
 
 log = logging.getLogger("palaver.presets")
 
 BUILT_IN_DIR = Path(__file__).resolve().parents[1] / "presets"
-PLACEHOLDER = "{text}"
 DEFAULT = "default"
 
 
@@ -25,6 +25,7 @@ class Preset:
     description: str = ""
     system_prompt: str = ""
     user_template: str = PLACEHOLDER
+    leading: tuple[Message, ...] = ()  # fixed messages between the system prompt and the conversation
 
     def __post_init__(self):
         if PLACEHOLDER not in self.user_template:
@@ -36,6 +37,7 @@ class Preset:
         if self.system_prompt:
             system.insert(0, self.system_prompt)
         shaped = [Message("system", "\n\n".join(system))] if system else []
+        shaped.extend(self.leading)
         for message in messages:
             if message.role == "user":
                 shaped.append(Message("user", self.format(message.content)))
@@ -54,6 +56,7 @@ class Preset:
             "description": self.description,
             "system_prompt": self.system_prompt,
             "user_template": self.user_template,
+            "leading_messages": [message.as_dict() for message in self.leading],
         }
 
 
@@ -69,6 +72,17 @@ class Presets:
             settings.user_template or PLACEHOLDER,
         )
         self.by_name: dict[str, Preset] = {DEFAULT: configured}
+        saved = find_mlflow_model(settings.model)
+        if isinstance(saved, OpenAIModel):
+            template = saved.template
+            self.by_name[MLFLOW_PRESET] = Preset(
+                MLFLOW_PRESET,
+                "MLflow model",
+                f"The prompt template saved with {saved.path.name}.",
+                template.system_prompt,
+                template.user_template,
+                template.leading,
+            )
         for directory in [BUILT_IN_DIR, *([Path(settings.presets_dir)] if settings.presets_dir else [])]:
             for path in sorted(directory.glob("*.json")):
                 self.by_name[path.stem] = load_preset(path)

@@ -25,6 +25,7 @@ log = logging.getLogger("palaver.upstream")
 
 RETRY_AFTER_SECONDS = 5
 CONNECT_SECONDS = 5.0
+LOOKUP_COOL_DOWN_SECONDS = 2.0
 CONNECT_RETRIES = 2  # connection attempts are retried; a request the upstream received never is
 
 
@@ -91,6 +92,8 @@ class UpstreamEngine:
         self.served_id: str | None = None
         self.load_error: str | None = None
         self._lock = threading.Lock()
+        self._failure: PalaverError | None = None
+        self._failed_at = 0.0
         self._lookup: threading.Thread | None = None
 
     @property
@@ -130,7 +133,13 @@ class UpstreamEngine:
         """Return the upstream model's limits, asking the upstream's /models once it answers; 503 until then."""
         with self._lock:
             if self.limits is None:
-                self.limits = self._discover()
+                if self._failure is not None and time.monotonic() - self._failed_at < LOOKUP_COOL_DOWN_SECONDS:
+                    raise self._failure  # answer at once rather than queue every request behind a dead upstream
+                try:
+                    self.limits = self._discover()
+                except PalaverError as exc:
+                    self._failure, self._failed_at = exc, time.monotonic()
+                    raise
             return self.limits
 
     def _discover(self) -> ModelLimits:

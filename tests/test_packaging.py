@@ -37,3 +37,7 @@ def test_the_projects_dependencies_are_the_pins_paas_buildpacks_install():
     lines = (ROOT / "requirements.txt").read_text().splitlines()
     pinned = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert sorted(declared) == sorted(pinned)
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["mlflow"]
+    assert set(extra) <= {
+        line.split("#")[0].strip() for line in (ROOT / "requirements-dev.txt").read_text().splitlines()
+    }

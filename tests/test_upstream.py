@@ -4,6 +4,7 @@ import json
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -138,12 +139,12 @@ def test_the_web_tier_validates_and_holds_replies_to_the_upstreams_limits(fronts
     assert too_long.status_code == 400 and "too long" in too_long.json()["error"]["message"]
 
 
-def silent_server():
-    """A socket that accepts connections and never answers."""
+def silent_server(held=None):
+    """A socket that accepts connections into held and never answers."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
-    held = []
+    held = [] if held is None else held
     threading.Thread(target=lambda: [held.append(listener.accept()) for _ in range(16)], daemon=True).start()
     return listener
 
@@ -178,6 +179,22 @@ def test_upstream_failures_map_to_palavers_errors(case, upstream, chat_model, tm
             assert int(answer.headers["Retry-After"]) > 0
         assert "Traceback" not in answer.text and UPSTREAM_KEY not in answer.text
         assert "Traceback" not in front.log()
+
+
+def test_a_dead_upstream_is_not_asked_again_for_every_waiting_request(tmp_path):
+    held = []
+    with silent_server(held) as listener:
+        env = front_env(f"http://127.0.0.1:{listener.getsockname()[1]}", tmp_path / "front", request_timeout="2")
+        with procfile_server(env, timeout=60) as front:
+            with ThreadPoolExecutor(6) as pool:
+                answers = list(
+                    pool.map(
+                        lambda _: requests.post(f"{front.url}/api/chat", json={"message": "hi"}, timeout=60), range(6)
+                    )
+                )
+            assert [answer.status_code for answer in answers] == [504] * 6
+            # The look-up at start-up, and at most one more: the rest were answered from the failed look-up.
+            assert len(held) <= 2, f"{len(held)} look-ups for 6 requests"
 
 
 def test_a_web_tier_started_before_its_upstream_becomes_ready_when_the_upstream_comes_up(chat_model, tmp_path):

@@ -37,7 +37,7 @@ from palaver.engine.quantized import (
     use_kernel_threads,
 )
 from palaver.errors import ConfigurationError
-from palaver.mlflow_models import find_mlflow_model
+from palaver.mlflow_models import OpenAIModel, TransformersModel, find_mlflow_model
 
 log = logging.getLogger("palaver.loading")
 
@@ -147,6 +147,10 @@ def resolve_source(spec: str) -> str:
     if not spec:
         return str(embedded_gguf_path())
     saved = find_mlflow_model(spec)
+    if isinstance(saved, OpenAIModel):
+        raise ConfigurationError(
+            f"PALAVER_MODEL: {spec} is an openai-flavour MLflow model, served with PALAVER_BACKEND=openai"
+        )
     if saved is not None:
         return str(saved.model_dir)
     path = Path(spec).expanduser()
@@ -183,7 +187,9 @@ def load_model(settings: Settings) -> LoadedModel:
             source = str(converted_gguf_dir(Path(source), settings.cache_dir))
         config = AutoConfig.from_pretrained(source)
         saved = find_mlflow_model(settings.model)  # an MLflow model keeps its tokenizer beside its weights
-        tokenizer = AutoTokenizer.from_pretrained(saved.tokenizer_dir if saved else source)
+        tokenizer = AutoTokenizer.from_pretrained(
+            saved.tokenizer_dir if isinstance(saved, TransformersModel) else source
+        )
         model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
         model = model_class.from_pretrained(source, dtype=torch.float32)
         if settings.weights == "q8_0" and blocks:

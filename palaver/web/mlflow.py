@@ -12,8 +12,9 @@ from pydantic import BeforeValidator, Field, model_validator
 
 from palaver.engine.engine import GenerationRequest
 from palaver.errors import InvalidRequest
+from palaver.mlflow_models import OpenAIModel, find_mlflow_model
 from palaver.parameters import Sampling
-from palaver.types import Reply, final
+from palaver.types import Message, Reply, final
 from palaver.validation import RequestModel, body_error, field_error
 from palaver.web.boundary import get_engine, get_settings, json_error, read_json, to_palaver_error
 from palaver.web.openai.protocol import ChatCompletionRequest, TextCompletionRequest
@@ -106,7 +107,11 @@ def prompts_of(extract: Callable[[Any], Any]) -> Any:
 class ScoringParams(Sampling):
     """The params of a scoring request: generation parameters, plus the pipeline's own."""
 
-    return_full_text: bool = Field(True, description="Begin each prediction with its prompt, as a pipeline does.")
+    return_full_text: bool | None = Field(
+        None,
+        description="Begin each prediction with its prompt, as a transformers pipeline does; "
+        "by default, except for an openai-flavour MLflow model.",
+    )
     preset: str | None = Field(None, description="Name of a Palaver preset.")
 
 
@@ -136,9 +141,13 @@ def predict(scoring: ScoringRequest) -> list[str]:
     engine, params = get_engine(), scoring.params
     generation = params.applied_to(get_settings().generation_defaults())
     preset = engine.presets.get(params.preset)
-    streams = start_all([GenerationRequest(generation, prompt=p, preset=preset) for p in scoring.prompts], engine)
-    replies = [final(stream, Reply) for stream in streams]
+    saved = find_mlflow_model(get_settings().model)
+    if isinstance(saved, OpenAIModel) and saved.task == "chat.completions":  # each row is a user message, as in MLflow
+        work = [GenerationRequest(generation, messages=[Message("user", p)], preset=preset) for p in scoring.prompts]
+    else:
+        work = [GenerationRequest(generation, prompt=p, preset=preset) for p in scoring.prompts]
+    replies = [final(stream, Reply) for stream in start_all(work, engine)]
+    full_text = params.return_full_text if params.return_full_text is not None else not isinstance(saved, OpenAIModel)
     return [
-        (prompt + reply.text if params.return_full_text else reply.text).strip()
-        for prompt, reply in zip(scoring.prompts, replies)
+        (prompt + reply.text if full_text else reply.text).strip() for prompt, reply in zip(scoring.prompts, replies)
     ]
