@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from palaver.engine.admission import BUSY_RETRY_AFTER_SECONDS
 from palaver.engine.requests import POLL_SECONDS, GenerationRequest
-from palaver.errors import ClientDisconnected, ConversationBusy, NotFound
+from palaver.errors import ClientDisconnected, ConversationBusy, InvalidRequest, NotFound
 from palaver.parameters import GenerationParams
 from palaver.storage.store import ConversationStore, StoredConversation
 from palaver.types import Message, PromptInfo, Reply, Usage, final
@@ -40,12 +40,15 @@ class ChatInput:
     conversation_id: str | None
     params: GenerationParams
     preset: str | None = None
+    replace_last_turn: bool = False  # regenerate or edit: the new turn takes the last one's place
 
 
 @dataclass(frozen=True)
 class ChatTurn:
     conversation_id: str
     reply: Reply
+    user_text: str = ""
+    seconds: float | None = None
 
 
 class Chat:
@@ -103,6 +106,12 @@ class Chat:
         with self._turn(conversation_id, owner, client_gone) as conversation:
             stored = self.store.get(conversation_id, owner)  # read once the turn is ours: it holds the previous reply
             history = stored.messages if stored else []
+            if chat_input.replace_last_turn:
+                if not history:
+                    raise InvalidRequest(
+                        "'replace_last_turn': the conversation has no turn to replace yet", param="replace_last_turn"
+                    )
+                history = history[:-2]
             preset = self.engine.presets.get(chat_input.preset or (stored.preset if stored else None))
             user_turn = Message("user", chat_input.text)
             request = GenerationRequest(
@@ -111,25 +120,34 @@ class Chat:
                 preset=preset,
                 client_gone=client_gone,
             )
-            shown, finished = "", False
+            shown, finished, started = "", False, time.monotonic()
+
+            def store(reply: Reply) -> float:
+                seconds = time.monotonic() - started
+                replace = chat_input.replace_last_turn
+                self.store.add_turn(conversation_id, preset.name, user_turn.content, reply, seconds, replace)
+                return seconds
+
             conversation.active = request
             try:
                 with closing(self.engine.stream(request)) as items:
                     for item in items:
                         if isinstance(item, Reply):
+                            seconds = None
                             if item.text or item.finish_reason != "cancelled":  # stopped before any text: no turn
-                                self.store.add_turn(conversation_id, preset.name, user_turn.content, item)
+                                seconds = store(item)
                             finished = True
-                            yield ChatTurn(conversation_id, item)
+                            yield ChatTurn(conversation_id, item, user_turn.content, seconds)
                             return
                         if isinstance(item, str):
                             shown += item
+                        elif isinstance(item, PromptInfo):  # the model is loaded: time the reply from here
+                            started = time.monotonic()
                         yield item
             except GeneratorExit:
                 # The client went away mid-reply: keep what was sent. A failure keeps nothing, so no turn dangles.
                 if shown and not finished:
-                    kept = Reply(shown, Usage(0, 0), 0, "cancelled")
-                    self.store.add_turn(conversation_id, preset.name, user_turn.content, kept)
+                    store(Reply(shown, Usage(0, 0), 0, "cancelled"))
                 raise
             finally:
                 conversation.active = None

@@ -124,12 +124,25 @@ def test_temperature_zero_is_greedy_not_an_error(client):
 def test_schema_publishes_the_request_and_response_models_with_this_servers_defaults(client):
     schema = client.get("/api/schema").get_json()
     properties = schema["request"]["properties"]
-    assert set(properties) == {"message", "conversation_id", "preset", *PARAMETER_NAMES}
+    assert set(properties) == {"message", "conversation_id", "preset", "replace_last_turn", *PARAMETER_NAMES}
     assert properties["temperature"]["default"] == 0.0  # the test app's default, not the model's None
     assert properties["temperature"]["anyOf"][0] == {"type": "number", "minimum": 0.0, "maximum": 2.0}
     assert properties["message"]["maxLength"] == 2000 and schema["request"]["required"] == ["message"]
     assert {"reply", "conversation_id", "usage", "truncated_turns"} <= set(schema["response"]["properties"])
     assert schema["model"]["state"] and isinstance(schema["presets"], list)
+
+
+def test_replace_last_turn_regenerates_in_place(client):
+    refused = chat(client, message="hello", replace_last_turn=True)
+    assert refused.status_code == 400 and refused.get_json()["error"]["param"] == "replace_last_turn"
+    conversation_id = chat(client, message="hello").get_json()["conversation_id"]
+    chat(client, message="again", conversation_id=conversation_id)
+    replaced = chat(client, message="again, differently", conversation_id=conversation_id, replace_last_turn=True)
+    assert replaced.status_code == 200
+    messages = client.get(f"/api/conversations/{conversation_id}").get_json()["messages"]
+    assert [m["content"] for m in messages if m["role"] == "user"] == ["hello", "again, differently"]
+    wrong_type = chat(client, message="x", conversation_id=conversation_id, replace_last_turn="yes")
+    assert wrong_type.status_code == 400 and wrong_type.get_json()["error"]["param"] == "replace_last_turn"
 
 
 def test_a_generation_failure_is_a_500_without_a_stack_trace_and_keeps_history(client, app, caplog):

@@ -40,12 +40,12 @@ def store(database_url):
 
 def test_migrations_build_an_empty_database_and_rerun_as_no_ops(database_url):
     database = connect(database_url)
-    assert upgrade(database) == head_revision() == "0002"
-    assert upgrade(database) == "0002"
+    assert upgrade(database) == head_revision() == "0003"
+    assert upgrade(database) == "0003"
     tables = set(sa.inspect(database).get_table_names())
     assert {"conversations", "messages", "alembic_version"} <= tables
     with database.connect() as connection:
-        assert current_revision(connection) == "0002"
+        assert current_revision(connection) == "0003"
     database.dispose()
 
 
@@ -59,7 +59,7 @@ def test_a_database_at_an_older_revision_upgrades_and_keeps_its_conversations(da
             ),
             {"t": datetime(2026, 1, 1, tzinfo=UTC)},
         )
-    assert upgrade(database) == "0002"
+    assert upgrade(database) == "0003"
     with database.connect() as connection:
         assert connection.execute(sa.text("SELECT title, cancel_requested FROM conversations")).one() == ("t", False)
     database.dispose()
@@ -238,3 +238,34 @@ def test_a_holder_is_told_to_stop_when_its_conversation_is_deleted(store):
     assert not stopped.wait(3 * HEARTBEAT_SECONDS)  # renewed, not stopped, while its row is there
     assert store.delete("c") and stopped.wait(5)
     store.leases.release("c", "token")
+
+
+def test_the_last_turn_is_replaced_in_place_with_its_reply_time(store):
+    store_turn(store, "c1", "first", "one", owner="browser:a")
+    store_turn(store, "c1", "second", "two", owner="browser:a")
+    assert store.leases.acquire("c1", "turn", "browser:a")
+    assert store.add_turn("c1", None, "second, edited", reply("three"), seconds=1.5, replace_last=True)
+    store.leases.release("c1", "turn")
+    stored = store.get("c1", "browser:a")
+    assert [r.content for r in stored.records] == ["first", "one", "second, edited", "three"]
+    assert stored.turns == 2 and stored.records[3].seconds == 1.5 and stored.records[1].seconds is None
+    assert stored.title == "first"
+
+
+def test_an_owners_conversations_are_searched_by_title_and_text_in_any_case(store):
+    store_turn(store, "c1", "Bread recipes", "Flour, WATER and salt", owner="browser:a")
+    store_turn(store, "c2", "Weather", "Rain in 100% of Oslo_west", owner="browser:a")
+    store_turn(store, "c3", "bread for someone else", owner="browser:b")
+    found = {
+        text: [c.id for c in store.owned("browser:a", 10, matching=text)]
+        for text in ["bread", "water", "OSLO", "100%", "_west", "%", "nothing"]
+    }
+    assert found == {
+        "bread": ["c1"],
+        "water": ["c1"],
+        "OSLO": ["c2"],
+        "100%": ["c2"],
+        "_west": ["c2"],
+        "%": ["c2"],
+        "nothing": [],
+    }

@@ -7,6 +7,7 @@ from sqlalchemy import (
     Column,
     ColumnElement,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -51,6 +52,7 @@ messages = Table(
     Column("completion_tokens", Integer, nullable=True),
     Column("finish_reason", String(16), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("seconds", Float, nullable=True),  # how long the reply took, from the turn's start to its end
     UniqueConstraint("conversation_id", "position", name="uq_messages_conversation_position"),
 )
 

@@ -19,6 +19,11 @@ AUTO_TITLE_CHARS = 80  # a conversation is titled by the start of its first mess
 MAX_TITLE_CHARS = 200
 
 
+def auto_title(text: str) -> str:
+    """Title a conversation by the start of its first message, on one line."""
+    return " ".join(text.split())[:AUTO_TITLE_CHARS]
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -36,6 +41,7 @@ class StoredMessage:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     finish_reason: str | None = None
+    seconds: float | None = None
 
     @property
     def message(self) -> Message:
@@ -109,6 +115,7 @@ class ConversationStore:
                     messages.c.prompt_tokens,
                     messages.c.completion_tokens,
                     messages.c.finish_reason,
+                    messages.c.seconds,
                 )
                 .where(messages.c.conversation_id == conversation_id)
                 .order_by(messages.c.position)
@@ -124,9 +131,18 @@ class ConversationStore:
             )
             return found.first() is not None
 
-    def owned(self, owner: str, limit: int, after: tuple[datetime, str] | None = None) -> list[ConversationSummary]:
+    def owned(
+        self, owner: str, limit: int, after: tuple[datetime, str] | None = None, matching: str | None = None
+    ) -> list[ConversationSummary]:
         """Return up to limit of owner's conversations, most recently updated first, from after (time, id) on."""
         query = sa.select(*SUMMARY_COLUMNS).where(conversations.c.owner == owner, conversations.c.turns > 0)
+        if matching:  # in the title or any message, ignoring case; % and _ are matched as themselves
+            in_title = conversations.c.title.icontains(matching, autoescape=True)
+            in_text = sa.exists().where(
+                messages.c.conversation_id == conversations.c.id,
+                messages.c.content.icontains(matching, autoescape=True),
+            )
+            query = query.where(sa.or_(in_title, in_text))
         if after is not None:
             updated_at, conversation_id = after
             query = query.where(
@@ -149,53 +165,77 @@ class ConversationStore:
             )
         return renamed.rowcount > 0
 
-    def add_turn(self, conversation_id: str, preset: str | None, user_text: str, reply: Reply) -> bool:
-        """Write a user message and its reply in one transaction; False if the conversation was deleted meanwhile."""
+    def add_turn(
+        self,
+        conversation_id: str,
+        preset: str | None,
+        user_text: str,
+        reply: Reply,
+        seconds: float | None = None,
+        replace_last: bool = False,
+    ) -> bool:
+        """Write a user message and its reply in one transaction, or put them in place of the last turn's.
+
+        Return False if the conversation was deleted meanwhile.
+        """
         now = self._clock()
         with self.engine.begin() as connection:
-            turns = connection.execute(
-                sa.select(conversations.c.turns).where(conversations.c.id == conversation_id)
-            ).scalar()
-            if turns is None:  # its row appears when its first turn takes the lease, so it was deleted since
+            row = connection.execute(
+                sa.select(conversations.c.turns, conversations.c.title).where(conversations.c.id == conversation_id)
+            ).first()
+            if row is None:  # its row appears when its first turn takes the lease, so it was deleted since
                 return False
-            if turns == 0:
-                connection.execute(
+            turn = row.turns - 1 if replace_last and row.turns else row.turns
+            if turn == 0 and (row.turns == 0 or row.title == self._first_title(connection, conversation_id)):
+                connection.execute(  # a new first message renames the conversation, unless the owner named it
                     conversations.update()
                     .where(conversations.c.id == conversation_id)
-                    .values(title=" ".join(user_text.split())[:AUTO_TITLE_CHARS], created_at=now)
+                    .values(title=auto_title(user_text), **({} if row.turns else {"created_at": now}))
                 )
+            connection.execute(
+                messages.delete().where(messages.c.conversation_id == conversation_id, messages.c.position >= 2 * turn)
+            )
             usage = reply.usage
             connection.execute(
                 messages.insert(),
                 [
                     dict(
                         conversation_id=conversation_id,
-                        position=2 * turns,
+                        position=2 * turn,
                         role="user",
                         content=user_text,
                         prompt_tokens=usage.prompt_tokens,
                         completion_tokens=None,
                         finish_reason=None,
                         created_at=now,
+                        seconds=None,
                     ),
                     dict(
                         conversation_id=conversation_id,
-                        position=2 * turns + 1,
+                        position=2 * turn + 1,
                         role="assistant",
                         content=reply.text,
                         prompt_tokens=None,
                         completion_tokens=usage.completion_tokens,
                         finish_reason=reply.finish_reason,
                         created_at=now,
+                        seconds=seconds,
                     ),
                 ],
             )
             connection.execute(
                 conversations.update()
                 .where(conversations.c.id == conversation_id)
-                .values(turns=turns + 1, preset=preset, updated_at=now)
+                .values(turns=turn + 1, preset=preset, updated_at=now)
             )
         return True
+
+    @staticmethod
+    def _first_title(connection: sa.Connection, conversation_id: str) -> str:
+        first = connection.execute(
+            sa.select(messages.c.content).where(messages.c.conversation_id == conversation_id, messages.c.position == 0)
+        ).scalar()
+        return auto_title(first or "")
 
     def delete(self, conversation_id: str, owner: str | None = None) -> bool:
         """Delete a conversation owner may use, with its messages; return whether there was one."""

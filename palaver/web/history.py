@@ -37,6 +37,16 @@ class ConversationListQuery(RequestModel):
 
     limit: int = Field(20, ge=1, le=MAX_PAGE_SIZE, description="How many conversations to return.")
     cursor: str | None = Field(None, max_length=200, description="The next_cursor of the previous page.")
+    q: str | None = Field(
+        None, max_length=200, description="Only conversations whose title or messages hold this text, in any case."
+    )
+
+    @field_validator("q")
+    @classmethod
+    def _search_text(cls, text: str) -> str | None:
+        if any(unicodedata.category(character) in ("Cc", "Cs") for character in text):
+            raise field_error("must not contain control characters")
+        return text.strip() or None
 
     @field_validator("cursor")
     @classmethod
@@ -105,6 +115,7 @@ class MessageRecord(BaseModel):
     prompt_tokens: int | None
     completion_tokens: int | None
     finish_reason: str | None
+    seconds: float | None = Field(description="How long the reply took, for a reply.")
 
 
 class ConversationExport(ConversationInfo):

@@ -38,6 +38,10 @@ class ChatRequest(Sampling):
         None, min_length=1, max_length=64, description="Continue this conversation; omit it to start a new one."
     )
     preset: str | None = Field(None, description="Name of a preset (see presets) for this conversation.")
+    replace_last_turn: bool = Field(
+        False,
+        description="Put this message and its reply in place of the conversation's last turn (regenerate or edit).",
+    )
 
     @field_validator("message")
     @classmethod
@@ -46,9 +50,8 @@ class ChatRequest(Sampling):
 
     def to_input(self, settings: Settings) -> ChatInput:
         """Return the conversation's input, with the server's defaults for parameters left out."""
-        return ChatInput(
-            self.message, self.conversation_id, self.applied_to(settings.generation_defaults()), self.preset
-        )
+        params = self.applied_to(settings.generation_defaults())
+        return ChatInput(self.message, self.conversation_id, params, self.preset, self.replace_last_turn)
 
 
 class FormChatRequest(ChatRequest):
