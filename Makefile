@@ -46,7 +46,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: $(STAMP) $(KERNEL) browser postgres lint
+# axe-core from npm, which the browser tests inject for the accessibility run.
+AXE := node_modules/axe-core/axe.min.js
+$(AXE): package.json package-lock.json
+	@command -v npm >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq npm >/dev/null; }
+	npm ci --silent --no-audit --no-fund
+	touch $(AXE)
+
+test: $(STAMP) $(KERNEL) $(AXE) browser postgres lint
 	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) $(KERNEL)

@@ -23,7 +23,16 @@ from inference import Engine  # noqa: E402
 
 # Fixtures that start a real gunicorn server, and those that load the real embedded model: tests using them are
 # marked, so that `pytest -m "not server"` or `-m "not slow"` leaves them out.
-SERVER_FIXTURES = {"server", "keyed_server", "html_server", "embedded_server", "fuzz_server", "hostile", "palaver"}
+SERVER_FIXTURES = {
+    "server",
+    "keyed_server",
+    "html_server",
+    "markdown_server",
+    "embedded_server",
+    "fuzz_server",
+    "hostile",
+    "palaver",
+}
 SERVER_MODULES = {"test_persistence", "test_scale_out"}
 EMBEDDED_FIXTURES = {"embedded_cache", "embedded_server"}
 
@@ -71,6 +80,11 @@ def blenderbot_small_model(models_dir) -> Path:
 @pytest.fixture(scope="session")
 def html_model(models_dir) -> Path:
     return tiny_models.build_html_replier(models_dir / "html-replier")
+
+
+@pytest.fixture(scope="session")
+def markdown_model(models_dir) -> Path:
+    return tiny_models.build_fixed_replier(models_dir / "markdown-replier", tiny_models.MARKDOWN_REPLY_PIECES)
 
 
 @pytest.fixture(scope="session")
@@ -167,6 +181,13 @@ def keyed_server(chat_model, tmp_path_factory):
 def html_server(html_model, tmp_path_factory):
     """A server whose model always answers '<script>alert(1)</script>'."""
     with start_server(html_model, tmp_path_factory.mktemp("html")) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="session")
+def markdown_server(markdown_model, tmp_path_factory):
+    """A server whose model answers a Markdown list, table, code block and links, carrying XSS payloads."""
+    with start_server(markdown_model, tmp_path_factory.mktemp("markdown")) as base_url:
         yield base_url
 
 

@@ -1,7 +1,9 @@
 """The chat page in headless Chromium (Debian's), driven by Playwright."""
 
+import re
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 from playwright import sync_api
@@ -160,3 +162,246 @@ def test_replies_stream_in_and_stop_ends_generation_on_the_server(chromium, embe
     sync_api.expect(page.locator(".message")).to_have_count(2)
     assert page.locator(".message.assistant .text").inner_text() == shown, "the server kept what was shown"
     page.context.close()
+
+
+AXE = Path(__file__).resolve().parents[1] / "node_modules" / "axe-core" / "axe.min.js"
+WATCH = """
+window.__alerts = [];
+window.__violations = [];
+window.alert = (message) => window.__alerts.push(String(message));
+document.addEventListener("securitypolicyviolation", (event) =>
+  window.__violations.push(event.violatedDirective + " " + event.blockedURI));
+"""
+
+
+def send(page, text: str, replies: int):
+    """Type a message, send it with Enter, and wait for the reply it makes the replies-th."""
+    page.fill("#textbox", text)
+    page.press("#textbox", "Enter")
+    expect_replies(page, replies)
+
+
+def user_texts(page):
+    return page.locator(".message.user .text").all_inner_texts()
+
+
+def exported(page, server):
+    conversation_id = page.url.rsplit("/", 1)[-1]
+    return page.request.get(f"{server}/api/conversations/{conversation_id}/export").json()["messages"]
+
+
+def test_the_sidebar_creates_switches_renames_searches_and_deletes(chromium, server):
+    page = open_page(chromium, server)
+    send(page, "Plan a picnic", 1)
+    sync_api.expect(page).to_have_url(re.compile(r"/c/[0-9a-f]{32}$"))
+    picnic = page.url
+    sync_api.expect(page.locator("#conversation-list a")).to_have_text(["Plan a picnic"])
+    page.click("#new-conversation")
+    page.wait_for_load_state()
+    send(page, "Learn some Rust", 1)
+    sync_api.expect(page.locator("#conversation-list a")).to_have_text(["Learn some Rust", "Plan a picnic"])
+    page.click("#conversation-list >> text=Plan a picnic")
+    page.wait_for_url(picnic)
+    assert user_texts(page) == ["Plan a picnic"]
+    sync_api.expect(page.locator("#conversation-list a[aria-current=page]")).to_have_text("Plan a picnic")
+    page.click(".rename summary")
+    page.fill("#title", "Picnic on Saturday")
+    page.click(".rename button[type=submit]")
+    sync_api.expect(page.locator("#conversation-title")).to_have_text("Picnic on Saturday")
+    page.fill("#search", "rust")
+    page.press("#search", "Enter")
+    sync_api.expect(page.locator("#conversation-list a")).to_have_text(["Learn some Rust"])
+    page.goto(picnic)
+    page.reload()
+    assert user_texts(page) == ["Plan a picnic"] and page.locator(".message.assistant").count() == 1
+    stranger = open_page(chromium, server)
+    response = stranger.goto(picnic)
+    assert response.status == 404 and "Plan a picnic" not in stranger.content()
+    stranger.context.close()
+    page.click(".delete summary")
+    page.check(".delete input[name=confirm]")
+    page.click("#delete-conversation")
+    page.wait_for_url(server + "/")
+    sync_api.expect(page.locator("#conversation-list a")).to_have_text(["Learn some Rust"])
+    assert page.request.get(picnic).status == 404
+    page.context.close()
+
+
+def test_regenerate_and_edit_replace_the_last_turn_in_storage(chromium, server):
+    page = open_page(chromium, server)
+    send(page, "first question", 1)
+    send(page, "second question", 2)
+    before = exported(page, server)
+    page.click(".regenerate button")
+    expect_replies(page, 2)
+    after = exported(page, server)
+    assert [m["role"] for m in after] == ["user", "assistant"] * 2 and after[:2] == before[:2]
+    assert after[2]["content"] == "second question"
+    assert after[3]["created_at"] > before[3]["created_at"], "the reply was replaced, not appended"
+    page.click(".edit summary")
+    page.fill("#edit-text", "second question, edited")
+    page.click(".edit button[type=submit]")
+    expect_replies(page, 2)
+    sync_api.expect(page.locator(".message.user .text")).to_have_text(["first question", "second question, edited"])
+    edited = exported(page, server)
+    assert [m["content"] for m in edited if m["role"] == "user"] == ["first question", "second question, edited"]
+    assert len(edited) == 4
+    page.reload()
+    assert user_texts(page) == ["first question", "second question, edited"]
+    page.click(".export summary")
+    with page.expect_download() as download:
+        page.click("#export-markdown")
+    text = Path(download.value.path()).read_text()
+    assert text.startswith("# first question") and "second question, edited" in text
+    page.context.close()
+
+
+def test_a_markdown_reply_renders_and_its_code_and_text_copy(chromium, markdown_server):
+    context = chromium.new_context(permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    page.goto(markdown_server + "/")
+    send(page, "Show me some Markdown", 1)
+    reply = page.locator(".message.assistant")
+    sync_api.expect(reply.locator("ul > li")).to_have_text(["first item", "second item"])
+    sync_api.expect(reply.locator("table td")).to_have_count(2)
+    sync_api.expect(reply.locator("strong")).to_have_text("bold")
+    sync_api.expect(reply.locator("figure.code figcaption")).to_contain_text("python")
+    sync_api.expect(reply.locator(".stats")).to_contain_text("tokens/s")
+    reply.locator(".copy-code").click()
+    sync_api.expect(reply.locator(".copy-code")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == "print('<script>alert(4)</script>')\n"
+    reply.locator(".copy-reply").click()
+    assert page.evaluate("navigator.clipboard.readText()").startswith("Some **bold** text")
+    context.close()
+
+
+XSS_MESSAGE = "\n".join(
+    [
+        "<script>alert(11)</script>",
+        "<img src=x onerror=alert(12)>",
+        "[run](javascript:alert(13)) [page](data:text/html,<script>alert(14)</script>)",
+        "```",
+        "<script>alert(15)</script>",
+        "```",
+        "| a |",
+        "|---|",
+        "| <img src=x onerror=alert(16)> |",
+    ]
+)
+
+
+def assert_nothing_ran_or_rendered(page, javascript: bool):
+    conversation = page.locator("#conversation")
+    for selector in ["script", "img", "iframe", "object", "embed", "[onerror]", "[onclick]", "[onload]", "[style]"]:
+        assert conversation.locator(selector).count() == 0, selector
+    assert conversation.locator("a[href^='javascript'], a[href^='data'], a[href^='JAVASCRIPT']").count() == 0
+    assert conversation.locator("a:not([rel='noopener noreferrer nofollow'])").count() == 0
+    assert conversation.locator("a[href='https://example.com/docs']").count() >= 1, "the safe link is a link"
+    assert user_texts(page)[0] == XSS_MESSAGE, "a user message stays plain text"
+    assert conversation.locator(".message.assistant table td").first.inner_text() == "<img src=x onerror=alert(2)>"
+    if javascript:
+        assert page.evaluate("window.__alerts") == [] and page.evaluate("window.__violations") == []
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["with-javascript", "without-javascript"])
+def test_xss_payloads_in_replies_and_messages_never_run(chromium, markdown_server, javascript):
+    context = chromium.new_context(java_script_enabled=javascript)
+    context.add_init_script(WATCH)
+    page = context.new_page()
+    page.goto(markdown_server + "/")
+    page.fill("#textbox", XSS_MESSAGE)
+    if javascript:
+        page.click("#send")
+        expect_replies(page, 1)
+    else:
+        page.click("#send")
+        page.wait_for_load_state()
+    assert_nothing_ran_or_rendered(page, javascript)
+    page.reload()
+    assert_nothing_ran_or_rendered(page, javascript)
+    context.close()
+
+
+def test_the_main_flow_works_from_the_keyboard_alone(chromium, server):
+    page = open_page(chromium, server)
+    assert page.evaluate("document.activeElement.id") == "textbox"
+    page.keyboard.type("Typed with the keyboard")
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.type("on two lines")
+    page.keyboard.press("Enter")
+    expect_replies(page, 1)
+    assert user_texts(page) == ["Typed with the keyboard\non two lines"]
+    assert page.evaluate("document.activeElement.id") == "textbox", "focus returns to the composer"
+    page.evaluate("document.activeElement.blur()")
+    reached = []
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        reached.append(
+            page.evaluate(
+                "() => { const e = document.activeElement; return e.id || e.className || e.textContent.trim(); }"
+            )
+        )
+    for control in ["skip-link", "new-conversation", "search", "textbox", "send", "copy-reply"]:
+        assert control in reached, (control, reached)
+    assert {"Rename", "Export", "Delete", "Settings", "Edit", "Regenerate"} <= set(reached), reached
+    page.focus(".settings summary")
+    page.keyboard.press("Enter")
+    sync_api.expect(page.locator("#temperature")).to_be_visible()
+    page.focus("#max_new_tokens")
+    page.keyboard.type("2")
+    page.focus("#textbox")
+    page.keyboard.type("Short, please")
+    page.keyboard.press("Enter")
+    expect_replies(page, 2)
+    assert exported(page, server)[-1]["completion_tokens"] <= 2
+    page.context.close()
+
+
+def test_a_bad_setting_gets_the_apis_message_and_keeps_the_text(chromium, server):
+    page = open_page(chromium, server)
+    page.click(".settings summary")
+    page.fill("#temperature", "9")
+    send_text = "hello with a bad temperature"
+    page.fill("#textbox", send_text)
+    page.press("#textbox", "Enter")
+    sync_api.expect(page.locator("#error")).to_contain_text("temperature")
+    assert page.input_value("#textbox") == send_text and page.locator(".message").count() == 0
+    page.context.close()
+
+
+@pytest.mark.parametrize("color_scheme", ["light", "dark"])
+def test_axe_finds_no_serious_accessibility_violations(chromium, markdown_server, color_scheme):
+    # axe is injected as a script tag, which the page's own policy rightly refuses: only this context bypasses it.
+    context = chromium.new_context(bypass_csp=True, color_scheme=color_scheme)
+    page = context.new_page()
+    page.goto(markdown_server + "/")
+    send(page, "Show me some Markdown", 1)
+    page.click(".settings summary")
+    page.add_script_tag(path=str(AXE))
+    violations = page.evaluate(
+        "async () => (await axe.run(document)).violations"
+        ".map((v) => ({id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' '))}))"
+    )
+    assert [v for v in violations if v["impact"] in ("serious", "critical")] == []
+    context.close()
+
+
+@pytest.mark.parametrize("color_scheme", ["light", "dark"])
+@pytest.mark.parametrize("width, height", [(1280, 800), (390, 844)], ids=["desktop", "phone"])
+def test_screenshots_at_desktop_and_phone_widths(chromium, markdown_server, tmp_path, width, height, color_scheme):
+    shots = tmp_path  # the README's own come from python -m docs.screenshot, on the embedded model
+    context = chromium.new_context(viewport={"width": width, "height": height}, color_scheme=color_scheme)
+    page = context.new_page()
+    page.goto(markdown_server + "/")
+    send(page, "Show me some Markdown", 1)
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    name = f"{'desktop' if width > 500 else 'phone'}-{color_scheme}.png"
+    page.screenshot(path=str(shots / name))
+    if width < 500:  # the conversation list hides behind a button, and opens over the chat
+        assert not page.locator("#sidebar").is_visible()
+        page.click(".open-sidebar")
+        sync_api.expect(page.locator("#sidebar")).to_be_visible()
+        sync_api.expect(page.locator("#conversation-list a")).to_have_count(1)
+        page.click(".close-sidebar")
+        sync_api.expect(page.locator("#sidebar")).to_be_hidden()
+    context.close()

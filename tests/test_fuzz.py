@@ -62,6 +62,9 @@ FIELDS = [
     "n",
     "preset",
     "conversation_id",
+    "replace_last_turn",
+    "title",
+    "confirm",
     "inputs",
     "instances",
     "dataframe_split",
@@ -155,6 +158,11 @@ ENDPOINTS = [
     ("POST", "/stop"),
     ("POST", "/new"),
     ("POST", "/key"),
+    ("GET", "/c/abc"),
+    ("POST", "/c/abc"),
+    ("POST", "/c/abc/stop"),
+    ("POST", "/c/abc/rename"),
+    ("POST", "/c/abc/delete"),
     ("POST", "/api/chat"),
     ("GET", "/api/conversations"),
     ("GET", "/api/conversations/abc"),
@@ -217,7 +225,7 @@ def test_random_json_never_gets_a_5xx(fuzz_server, method, path, body, content_t
 FORM_VALUES = st.text(max_size=20) | st.sampled_from(["nan", "NaN", "inf", "-Infinity", "1e999", "9" * 5000, "true"])
 
 
-@pytest.mark.parametrize("path", ["/", "/api/chat", "/new", "/key"])
+@pytest.mark.parametrize("path", ["/", "/api/chat", "/new", "/key", "/c/abc", "/c/abc/rename", "/c/abc/delete"])
 @SERVER_FUZZ
 @given(fields=st.dictionaries(st.sampled_from(FIELDS), FORM_VALUES, max_size=5))
 def test_random_form_fields_never_get_a_5xx(fuzz_server, path, fields):
@@ -240,9 +248,9 @@ QUERY_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_s
 CURSORS = QUERY_TEXT | QUERY_TEXT.map(lambda text: base64.urlsafe_b64encode(text.encode()).decode().rstrip("="))
 
 
-@pytest.mark.parametrize("path", ["/api/conversations", "/api/conversations/abc/export"])
+@pytest.mark.parametrize("path", ["/api/conversations", "/api/conversations/abc/export", "/"])
 @SERVER_FUZZ
-@given(query=st.dictionaries(st.sampled_from(["limit", "cursor", "format", "sort"]), CURSORS, max_size=3))
+@given(query=st.dictionaries(st.sampled_from(["limit", "cursor", "format", "sort", "q"]), CURSORS, max_size=3))
 def test_random_query_strings_never_get_a_5xx(fuzz_server, path, query):
     send(fuzz_server, "GET", f"{path}?{urlencode(query)}", b"", "")
 

@@ -17,7 +17,7 @@ STORY = "Write a very long story about a dragon who learns to bake bread."
 
 def user_texts(page: str) -> list[str]:
     return re.findall(
-        r'<article class="message user">\s*<span class="who">[^<]*</span>\s*<p class="text">(.*?)</p>', page, re.S
+        r'<article class="message user"[^>]*>\s*<span class="who">[^<]*</span>\s*<p class="text">(.*?)</p>', page, re.S
     )
 
 

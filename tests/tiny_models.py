@@ -39,6 +39,21 @@ CHATML_TEMPLATE = (
     "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 HTML_REPLY_TOKENS = ["<script>", "alert(1)", "</script>"]
+# A reply in Markdown that also carries every payload the page must show as text or drop: one piece a token.
+MARKDOWN_REPLY_PIECES = [
+    "Some **bold** text and a list:\n\n",
+    "- first item\n",
+    "- second item\n\n",
+    "| name | value |\n",
+    "|---|---|\n",
+    "| <img src=x onerror=alert(2)> | <script>alert(3)</script> |\n\n",
+    "```python\n",
+    "print('<script>alert(4)</script>')\n",
+    "```\n\n",
+    "[run](javascript:alert(5)) [page](data:text/html;base64,PHNjcmlwdD5hbGVydCg2KTwvc2NyaXB0Pg==) "
+    "[docs](https://example.com/docs)\n\n",
+    '<script>alert(7)</script><img src=x onerror=alert(8)> <a href="javascript:alert(9)">raw link</a>\n',
+]
 
 
 def byte_level_bpe(special_tokens: list[str], vocab_size: int = 400) -> Tokenizer:
@@ -169,16 +184,22 @@ def build_blenderbot_small(path: Path) -> Path:
 
 def build_html_replier(path: Path) -> Path:
     """A GPT-2 whose weights make it answer '<script>alert(1)</script>' to anything."""
+    return build_fixed_replier(path, HTML_REPLY_TOKENS)
+
+
+def build_fixed_replier(path: Path, pieces: list[str]) -> Path:
+    """A GPT-2 whose weights make it answer the pieces, in order, to anything; each piece must be distinct."""
+    assert len(set(pieces)) == len(pieces), "the next piece depends only on the current one"
     tokenizer = GPT2TokenizerFast(
         tokenizer_object=byte_level_bpe(["<|endoftext|>"]),
         bos_token="<|endoftext|>",
         eos_token="<|endoftext|>",
         unk_token="<|endoftext|>",
     )
-    tokenizer.add_tokens(HTML_REPLY_TOKENS)
+    tokenizer.add_tokens(pieces)
     config = GPT2Config(
         vocab_size=len(tokenizer),
-        n_positions=256,
+        n_positions=1024,  # room for long messages: the positions are silenced anyway
         n_embd=64,
         n_layer=1,
         n_head=1,
@@ -188,7 +209,7 @@ def build_html_replier(path: Path) -> Path:
     )
     torch.manual_seed(0)
     model = GPT2LMHeadModel(config)
-    chain = [tokenizer.eos_token_id] + tokenizer.convert_tokens_to_ids(HTML_REPLY_TOKENS) + [tokenizer.eos_token_id]
+    chain = [tokenizer.eos_token_id] + tokenizer.convert_tokens_to_ids(pieces) + [tokenizer.eos_token_id]
     with torch.no_grad():
         # Silence the block and positions, so each next token depends only on the current one.
         for parameter in [*model.transformer.h.parameters(), model.transformer.wpe.weight]:

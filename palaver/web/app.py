@@ -13,6 +13,7 @@ from flask import Flask, render_template, request
 import palaver.web.boundary as services
 from palaver.config import Settings
 from palaver.web.api import api, health
+from palaver.web.markdown import render_markdown
 from palaver.web.mlflow import mlflow
 from palaver.web.openai.routes import v1
 from palaver.web.pages import pages
@@ -35,6 +36,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     services.init_app(app, settings)
+    app.add_template_filter(render_markdown, "markdown")
     app.register_blueprint(pages)
     app.register_blueprint(api)
     app.register_blueprint(health)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator
 from contextlib import closing
+from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask import Blueprint, get_template_attribute, redirect, render_template, request, session, url_for
 
 from palaver.conversations import ChatTurn
-from palaver.errors import PalaverError, PayloadTooLarge, Unauthorized
+from palaver.errors import InvalidRequest, NotFound, PalaverError, PayloadTooLarge, Unauthorized
+from palaver.storage.store import StoredMessage
 from palaver.types import final
 from palaver.web.boundary import (
     client_gone_probe,
@@ -22,6 +24,7 @@ from palaver.web.boundary import (
     sse_event,
     to_palaver_error,
 )
+from palaver.web.history import ConversationListQuery, RenameRequest
 from palaver.web.owners import current_owner
 from palaver.web.protocol import ChatResponse, FormChatRequest
 from palaver.web.security import require_sign_in, sign_in
@@ -37,41 +40,92 @@ def wants(mimetype: str) -> bool:
 pages.before_request(require_sign_in)
 
 
-def render_chat(error: PalaverError | None = None, draft: str = ""):
-    """Render the chat page with this session's conversation."""
-    engine = get_engine()
-    conversation_id = session.get("conversation_id")
-    conversation = get_chat().store.get(conversation_id, current_owner()) if conversation_id else None
-    preset = engine.presets.get(conversation.preset if conversation and conversation.preset else session.get("preset"))
+LISTED_CONVERSATIONS = 50
+PANEL_PARAMETERS = ("temperature", "max_new_tokens", "top_p")
+
+
+def render_chat(conversation_id: str | None, error: PalaverError | None = None, draft: str = ""):
+    """Render the chat page: the owner's conversations beside one of them (or a new one)."""
+    form = {} if isinstance(error, PayloadTooLarge) else request.form  # a body too large to read stays unread
+    engine, settings, store, owner = get_engine(), get_settings(), get_chat().store, current_owner()
+    conversation = store.get(conversation_id, owner) if conversation_id else None
+    search = ConversationListQuery.parse({"q": request.args.get("q", "")}, from_text=True) if error is None else None
+    query = search.q if search else None
+    listed = store.owned(owner, LISTED_CONVERSATIONS, matching=query) if owner else []
+    chosen_preset = form.get("preset") or (conversation.preset if conversation else session.get("preset"))
+    preset = engine.presets.by_name.get(chosen_preset or "", engine.presets.default)
+    path = url_for("pages.send_in", conversation_id=conversation.id) if conversation else url_for("pages.send")
+    model = engine.describe()
     return render_template(
         "chat.html",
-        messages=list(conversation.messages) if conversation else [],
+        conversation=conversation,
+        records=conversation.records if conversation else [],
+        conversations=listed,
+        query=query or "",
         error=error,
         draft=draft,
-        max_chars=get_settings().max_message_chars,
-        model=engine.describe(),
+        max_chars=settings.max_message_chars,
+        model=model,
+        model_name=model.get("name")
+        or (settings.upstream_model if settings.backend == "openai" else settings.model_name),
         presets=list(engine.presets),
         preset=preset,
+        send_url=path,
+        stop_url=f"{path}/stop" if conversation else url_for("pages.stop"),
+        chosen={name: form.get(name, "") for name in PANEL_PARAMETERS},
+        defaults={name: getattr(settings, name) for name in PANEL_PARAMETERS},
+    )
+
+
+def render_turn(turn: ChatTurn) -> str:
+    """Render a finished turn as the page shows it after a reload, for the script to put in place."""
+    message = get_template_attribute("_message.html", "message")
+    usage, reply = turn.reply.usage, turn.reply
+    now = datetime.now(UTC)
+    question = StoredMessage("user", turn.user_text, now, usage.prompt_tokens)
+    answer = StoredMessage(
+        "assistant", reply.text, now, None, usage.completion_tokens, reply.finish_reason, turn.seconds
+    )
+    return str(message(question, turn.conversation_id, editable=True)) + str(
+        message(answer, turn.conversation_id, question=question)
     )
 
 
 @pages.get("/")
 def index():
     current_owner(create=True)  # the browser gets its id on its first visit, for the API calls it makes too
-    return render_chat()
+    return render_chat(session.get("conversation_id"))
+
+
+@pages.get("/c/<conversation_id>")
+def open_conversation(conversation_id: str):
+    """Open one of the owner's conversations at its own address; anyone else gets a 404."""
+    if get_chat().store.get(conversation_id, current_owner(create=True)) is None:
+        raise NotFound("there is no conversation at this address, or it is not yours")
+    session["conversation_id"] = conversation_id  # curl's POST / and the Stop of old pages continue it
+    return render_chat(conversation_id)
 
 
 @pages.post("/")
 def send():
-    fields = {
-        "preset": session.get("preset"),
-        **request.form.to_dict(),
-        "conversation_id": session.get("conversation_id"),
-    }
+    """Send a message in the session's conversation, or start one: the form endpoint curl posts to."""
+    return take_turn(session.get("conversation_id"), restart_unknown=True)
+
+
+@pages.post("/c/<conversation_id>")
+def send_in(conversation_id: str):
+    """Send a message in the conversation at this address, which must be the owner's."""
+    if not get_chat().store.exists(conversation_id, current_owner(create=True)):
+        raise NotFound("there is no conversation at this address, or it is not yours")
+    return take_turn(conversation_id, restart_unknown=False)
+
+
+def take_turn(conversation_id: str | None, restart_unknown: bool):
+    fields = {"preset": session.get("preset"), **request.form.to_dict(), "conversation_id": conversation_id}
     settings = get_settings()
     chat_input = FormChatRequest.from_form(fields, settings).to_input(settings)
     chat, owner = get_chat(), current_owner(create=True)
-    conversation_id = chat.resolve(chat_input.conversation_id, owner, restart_unknown=True)
+    conversation_id = chat.resolve(chat_input.conversation_id, owner, restart_unknown=restart_unknown)
     session["conversation_id"] = conversation_id
     session.permanent = True
     items = chat.stream(conversation_id, chat_input, owner, client_gone_probe())
@@ -79,17 +133,17 @@ def send():
     if wants("text/event-stream"):
         return event_stream(page_events(items))
     turn = final(items, ChatTurn)
-    return ChatResponse.of(turn).model_dump() if wants("application/json") else render_chat()
+    return ChatResponse.of(turn).model_dump() if wants("application/json") else render_chat(conversation_id)
 
 
 def page_events(items: Generator[Any, None, None]) -> Iterator[str]:
-    """Frame a reply for the page's script: text deltas, then the finished turn or an error."""
+    """Frame a reply for the page's script: text deltas, then the finished turn, rendered, or an error."""
     with closing(items):  # the browser's Stop closes the connection, which cancels the generation
         for item in guarded(items):
             if isinstance(item, str):
                 yield sse_event({"delta": item})
             elif isinstance(item, ChatTurn):
-                yield sse_event({"done": True, **ChatResponse.of(item).model_dump()})
+                yield sse_event({"done": True, **ChatResponse.of(item).model_dump(), "html": render_turn(item)})
             else:
                 yield sse_event(item.as_dict())
 
@@ -97,6 +151,28 @@ def page_events(items: Generator[Any, None, None]) -> Iterator[str]:
 @pages.post("/stop")
 def stop():
     return {"stopped": get_chat().cancel(session.get("conversation_id"), current_owner())}
+
+
+@pages.post("/c/<conversation_id>/stop")
+def stop_in(conversation_id: str):
+    return {"stopped": get_chat().cancel(conversation_id, current_owner())}
+
+
+@pages.post("/c/<conversation_id>/rename")
+def rename_conversation(conversation_id: str):
+    title = RenameRequest.parse(request.form.to_dict(), from_text=True).title
+    get_chat().rename(conversation_id, title, current_owner())
+    return redirect(url_for("pages.open_conversation", conversation_id=conversation_id), code=303)
+
+
+@pages.post("/c/<conversation_id>/delete")
+def delete_conversation(conversation_id: str):
+    if request.form.get("confirm") != "yes":
+        raise InvalidRequest("'confirm' must be ticked to delete a conversation", param="confirm")
+    get_chat().delete(conversation_id, current_owner())
+    if session.get("conversation_id") == conversation_id:
+        session.pop("conversation_id")
+    return redirect(url_for("pages.index"), code=303)
 
 
 @pages.post("/new")
@@ -125,4 +201,5 @@ def page_error(exc: Exception):
         return render_template("key.html", error=shown), error.status, headers
     # Give the user back what they typed, unless the body was too large to read.
     draft = "" if isinstance(error, PayloadTooLarge) else request.form.get("textbox", "")
-    return render_chat(error, draft), error.status, headers
+    shown_id = request.view_args.get("conversation_id") if request.view_args and error.status != 404 else None
+    return render_chat(shown_id or session.get("conversation_id"), error, draft), error.status, headers

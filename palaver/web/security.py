@@ -26,7 +26,14 @@ from palaver.errors import (
 )
 
 # Routes that run the model: keys guard them all, and the token budget applies to them.
-GENERATING_ENDPOINTS = {"pages.send", "api.chat", "v1.chat_completions", "v1.completions", "mlflow.invocations"}
+GENERATING_ENDPOINTS = {
+    "pages.send",
+    "pages.send_in",
+    "api.chat",
+    "v1.chat_completions",
+    "v1.completions",
+    "mlflow.invocations",
+}
 # Constant answers for a platform's probes: no host check, no key, no rate limit.
 PROBE_ENDPOINTS = {"health.healthz", "mlflow.ping", "static"}
 JSON_BODY_BLUEPRINTS = {"v1": ("application/json",), "mlflow": ("application/json", "text/csv", "application/csv")}
