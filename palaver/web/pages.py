@@ -100,7 +100,7 @@ def index():
 @pages.get("/c/<conversation_id>")
 def open_conversation(conversation_id: str):
     """Open one of the owner's conversations at its own address; anyone else gets a 404."""
-    if get_chat().store.get(conversation_id, current_owner(create=True)) is None:
+    if not get_chat().store.exists(conversation_id, current_owner(create=True)):
         raise NotFound("there is no conversation at this address, or it is not yours")
     session["conversation_id"] = conversation_id  # curl's POST / and the Stop of old pages continue it
     return render_chat(conversation_id)
