@@ -158,9 +158,8 @@ def openai_model(path: Path, conf: dict[str, Any], description: dict[str, Any]) 
         template = chat_template(path, saved.get("messages") or [])
     else:
         template = PromptTemplate(user_template=as_placeholder(path, saved.get("prompt") or "{prompt}"))
-    parameters = {OPENAI_NAMES.get(name, name): value for name, value in saved.items()}
-    parameters = {name: value for name, value in parameters.items() if name not in ("model", "task", "messages")}
-    parameters.pop("prompt", None)
+    template_keys = ("model", "task", "messages", "prompt")
+    parameters = {OPENAI_NAMES.get(name, name): value for name, value in saved.items() if name not in template_keys}
     return OpenAIModel(path, str(saved.get("model") or ""), task, template, saved_defaults(parameters, description))
 
 

@@ -1,5 +1,6 @@
 """The conversation API: listing an owner's conversations in pages, rename, export and delete."""
 
+import base64
 import threading
 
 import pytest
@@ -135,3 +136,35 @@ def test_a_conversation_deleted_while_it_replies_does_not_come_back(browser, app
         sender.join(30)
     assert replies[0].status_code == 200
     assert_error(browser.get(f"/api/conversations/{conversation_id}"), 404, "conversation_id")
+
+
+HOSTILE_IDS = ["a%00b", "%ED%A0%80", "x" * 65, "..%2F..", "a%20b"]
+
+
+def test_ids_and_cursors_that_cannot_exist_never_reach_the_database(make_app, chat_model, database_url):
+    # PostgreSQL answers a NUL in text with an error, not a miss: each must be a 404 or a 400 before any query.
+    client = make_app(chat_model, database_url=database_url).test_client()
+    client.post("/", data={"textbox": "hi"})
+    for raw in HOSTILE_IDS:
+        for method, path in [
+            ("GET", "/c/{}"),
+            ("POST", "/c/{}"),
+            ("POST", "/c/{}/stop"),
+            ("POST", "/c/{}/rename"),
+            ("POST", "/c/{}/delete"),
+            ("GET", "/api/conversations/{}"),
+            ("PATCH", "/api/conversations/{}"),
+            ("DELETE", "/api/conversations/{}"),
+            ("GET", "/api/conversations/{}/export"),
+            ("POST", "/api/conversations/{}/cancel"),
+        ]:
+            body = {"json": {"title": "t"}} if method == "PATCH" else {"data": {"textbox": "x", "confirm": "yes"}}
+            response = client.open(path.format(raw), method=method, **(body if method != "GET" else {}))
+            assert response.status_code == 404, (method, path, raw, response.status_code)
+            assert "Traceback" not in response.get_data(as_text=True)
+    for conversation_id in ["a\x00b", "a b", "é"]:
+        assert_error(client.post("/api/chat", json={"message": "x", "conversation_id": conversation_id}), 400,
+                     "conversation_id", "letters, digits")  # fmt: skip
+    cursor = base64.urlsafe_b64encode(b"2026-01-01T00:00:00+00:00|a\x00b").decode()
+    assert_error(client.get("/api/conversations", query_string={"cursor": cursor}), 400, "cursor")
+    assert client.get("/api/conversations").status_code == 200, "the database is still answering"

@@ -33,6 +33,16 @@ def assert_closed_to(client, conversation_id, headers=None):
     assert_error(client.delete(url, headers=headers), 404, "conversation_id")
 
 
+def assert_page_closed_to(client, conversation_id):
+    """Check that client can neither open, continue, rename, delete nor stop the conversation on the page."""
+    page = f"/c/{conversation_id}"
+    assert client.get(page).status_code == 404
+    assert client.post(page, data={"textbox": "mine now"}).status_code == 404
+    assert client.post(f"{page}/rename", data={"title": "mine now"}).status_code == 404
+    assert client.post(f"{page}/delete", data={"confirm": "yes"}).status_code == 404
+    assert client.post(f"{page}/stop").get_json() == {"stopped": False}
+
+
 def test_a_browsers_conversations_are_closed_to_other_browsers_and_anonymous_callers(app):
     alice = app.test_client()
     alice.post("/", data={"textbox": "alice's secret"})
@@ -43,6 +53,8 @@ def test_a_browsers_conversations_are_closed_to_other_browsers_and_anonymous_cal
     for conversation_id in (on_page, by_api):
         assert_closed_to(bob, conversation_id)
         assert_closed_to(app.test_client(use_cookies=False), conversation_id)
+        assert_page_closed_to(bob, conversation_id)
+        assert_page_closed_to(app.test_client(), conversation_id)
     assert "alice&#39;s secret" not in bob.get("/").get_data(as_text=True)
     listed = alice.get("/api/conversations").get_json()["conversations"]
     assert [c["conversation_id"] for c in listed] == [by_api, on_page]
@@ -113,6 +125,9 @@ def test_only_the_owner_can_stop_a_running_reply(keyed):
         assert busy.wait(30)
         url = f"/api/conversations/{conversation_id}/cancel"
         assert_error(client.post(url, headers=bearer("key-two")), 404, "conversation_id")
+        other_page = keyed.test_client()
+        other_page.post("/key", data={"key": "key-two"})
+        assert other_page.post(f"/c/{conversation_id}/stop").get_json() == {"stopped": False}
         assert client.post(url, headers=bearer("key-one")).get_json()["stopped"]
         release.set()
         sender.join(30)

@@ -55,19 +55,19 @@ def list_conversations():
     )
 
 
-@api.get("/conversations/<conversation_id>")
+@api.get("/conversations/<conversation:conversation_id>")
 def conversation(conversation_id: str):
     found = get_chat().find(conversation_id, current_owner())
     return {**ConversationInfo.of(found).model_dump(mode="json"), "messages": [m.as_dict() for m in found.messages]}
 
 
-@api.patch("/conversations/<conversation_id>")
+@api.patch("/conversations/<conversation:conversation_id>")
 def rename_conversation(conversation_id: str):
     title = RenameRequest.parse(read_json()).title
     return ConversationInfo.of(get_chat().rename(conversation_id, title, current_owner())).model_dump(mode="json")
 
 
-@api.get("/conversations/<conversation_id>/export")
+@api.get("/conversations/<conversation:conversation_id>/export")
 def export_conversation(conversation_id: str):
     kind = ExportQuery.parse(request.args.to_dict(), from_text=True).format
     found = get_chat().find(conversation_id, current_owner())
@@ -80,13 +80,13 @@ def export_conversation(conversation_id: str):
     return Response(body, mimetype=mimetype, headers={"Content-Disposition": disposition})
 
 
-@api.delete("/conversations/<conversation_id>")
+@api.delete("/conversations/<conversation:conversation_id>")
 def forget_conversation(conversation_id: str):
     get_chat().delete(conversation_id, current_owner())
     return {"conversation_id": conversation_id, "deleted": True}
 
 
-@api.post("/conversations/<conversation_id>/cancel")
+@api.post("/conversations/<conversation:conversation_id>/cancel")
 def cancel_generation(conversation_id: str):
     owner = current_owner()
     get_chat().resolve(conversation_id, owner)  # a first turn still running counts: it can be stopped

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, render_template, request
+from werkzeug.routing import BaseConverter
 
 import palaver.web.boundary as services
 from palaver.config import Settings
 from palaver.web.api import api, health
+from palaver.web.history import CONVERSATION_ID
 from palaver.web.markdown import render_markdown
 from palaver.web.mlflow import mlflow
 from palaver.web.openai.routes import v1
@@ -36,6 +38,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     services.init_app(app, settings)
+    app.url_map.converters["conversation"] = ConversationIdConverter
     app.add_template_filter(render_markdown, "markdown")
     app.register_blueprint(pages)
     app.register_blueprint(api)
@@ -44,6 +47,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(mlflow)
     app.register_error_handler(Exception, unrouted_error)
     return app
+
+
+class ConversationIdConverter(BaseConverter):
+    """Match only what can be a conversation id in /c/<id> and /api/conversations/<id>; the rest is a 404."""
+
+    regex = CONVERSATION_ID.pattern
 
 
 def unrouted_error(exc: Exception):

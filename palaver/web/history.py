@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import unicodedata
 from datetime import UTC, datetime
 from typing import Literal
@@ -14,6 +15,13 @@ from palaver.storage.store import MAX_TITLE_CHARS, ConversationSummary, StoredCo
 from palaver.validation import RequestModel, field_error
 
 MAX_PAGE_SIZE = 100
+# What Palaver hands out (uuid4 hex), with room for the ids older versions made. Anything else cannot exist,
+# and must not reach the database: PostgreSQL refuses a NUL in text with an error, not a miss.
+CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_conversation_id(text: str) -> bool:
+    return CONVERSATION_ID.fullmatch(text) is not None
 
 
 def encode_cursor(summary: ConversationSummary) -> str:
@@ -25,11 +33,18 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         moment, _, conversation_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().partition("|")
         updated_at = datetime.fromisoformat(moment)
-        if updated_at.tzinfo is None or not conversation_id:
+        if updated_at.tzinfo is None or not is_conversation_id(conversation_id):
             raise ValueError("not a cursor")
         return updated_at.astimezone(UTC), conversation_id  # SQLite compares the UTC time's digits
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError):
         raise field_error("must be the next_cursor of an earlier page") from None
+
+
+def printable(text: str) -> str:
+    """Return text if it holds no control character (nor a lone surrogate), or refuse it."""
+    if any(unicodedata.category(character) in ("Cc", "Cs") for character in text):
+        raise field_error("must not contain control characters")
+    return text
 
 
 class ConversationListQuery(RequestModel):
@@ -44,9 +59,7 @@ class ConversationListQuery(RequestModel):
     @field_validator("q")
     @classmethod
     def _search_text(cls, text: str) -> str | None:
-        if any(unicodedata.category(character) in ("Cc", "Cs") for character in text):
-            raise field_error("must not contain control characters")
-        return text.strip() or None
+        return printable(text).strip() or None
 
     @field_validator("cursor")
     @classmethod
@@ -70,9 +83,7 @@ class RenameRequest(RequestModel):
         title = " ".join(title.split())
         if not title:
             raise field_error("must not be blank")
-        if any(unicodedata.category(character) == "Cc" for character in title):
-            raise field_error("must not contain control characters")
-        return title
+        return printable(title)
 
 
 class ExportQuery(RequestModel):

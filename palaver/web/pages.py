@@ -66,6 +66,7 @@ def render_chat(conversation_id: str | None, error: PalaverError | None = None, 
         draft=draft,
         max_chars=settings.max_message_chars,
         model=model,
+        # From what the backend already knows: a page must never wait on the upstream to learn a name.
         model_name=model.get("name")
         or (settings.upstream_model if settings.backend == "openai" else settings.model_name),
         presets=list(engine.presets),
@@ -97,7 +98,7 @@ def index():
     return render_chat(session.get("conversation_id"))
 
 
-@pages.get("/c/<conversation_id>")
+@pages.get("/c/<conversation:conversation_id>")
 def open_conversation(conversation_id: str):
     """Open one of the owner's conversations at its own address; anyone else gets a 404."""
     if not get_chat().store.exists(conversation_id, current_owner(create=True)):
@@ -112,11 +113,9 @@ def send():
     return take_turn(session.get("conversation_id"), restart_unknown=True)
 
 
-@pages.post("/c/<conversation_id>")
+@pages.post("/c/<conversation:conversation_id>")
 def send_in(conversation_id: str):
-    """Send a message in the conversation at this address, which must be the owner's."""
-    if not get_chat().store.exists(conversation_id, current_owner(create=True)):
-        raise NotFound("there is no conversation at this address, or it is not yours")
+    """Send a message in the conversation at this address, which must be the owner's (resolve checks)."""
     return take_turn(conversation_id, restart_unknown=False)
 
 
@@ -153,19 +152,19 @@ def stop():
     return {"stopped": get_chat().cancel(session.get("conversation_id"), current_owner())}
 
 
-@pages.post("/c/<conversation_id>/stop")
+@pages.post("/c/<conversation:conversation_id>/stop")
 def stop_in(conversation_id: str):
     return {"stopped": get_chat().cancel(conversation_id, current_owner())}
 
 
-@pages.post("/c/<conversation_id>/rename")
+@pages.post("/c/<conversation:conversation_id>/rename")
 def rename_conversation(conversation_id: str):
     title = RenameRequest.parse(request.form.to_dict(), from_text=True).title
     get_chat().rename(conversation_id, title, current_owner())
     return redirect(url_for("pages.open_conversation", conversation_id=conversation_id), code=303)
 
 
-@pages.post("/c/<conversation_id>/delete")
+@pages.post("/c/<conversation:conversation_id>/delete")
 def delete_conversation(conversation_id: str):
     if request.form.get("confirm") != "yes":
         raise InvalidRequest("'confirm' must be ticked to delete a conversation", param="confirm")

@@ -11,6 +11,7 @@ from palaver.config import Settings
 from palaver.conversations import ChatInput, ChatTurn
 from palaver.parameters import PARAMETER_NAMES, Sampling
 from palaver.validation import field_error
+from palaver.web.history import is_conversation_id
 
 
 def settings_of(info: ValidationInfo) -> Settings:
@@ -47,6 +48,13 @@ class ChatRequest(Sampling):
     @classmethod
     def _message_text(cls, text: str, info: ValidationInfo) -> str:
         return message_text(text, settings_of(info))
+
+    @field_validator("conversation_id")
+    @classmethod
+    def _known_shape(cls, conversation_id: str | None) -> str | None:
+        if conversation_id is not None and not is_conversation_id(conversation_id):
+            raise field_error("must be a conversation id: letters, digits, '-' and '_' only")
+        return conversation_id
 
     def to_input(self, settings: Settings) -> ChatInput:
         """Return the conversation's input, with the server's defaults for parameters left out."""
