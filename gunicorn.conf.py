@@ -19,6 +19,10 @@ worker_class = "palaver.web.http_worker.BufferedThreadWorker"
 http_worker.BufferedThreadWorker.max_body_bytes = settings.max_body_bytes
 # A request must arrive whole within PALAVER_READ_TIMEOUT seconds of its first byte, or it gets 408.
 http_worker.BufferedThreadWorker.request_deadline = settings.read_timeout
+# Behind a proxy every connection comes from the proxy's address, so a per-address cap would cap everyone.
+http_worker.BufferedThreadWorker.max_connections_per_address = (
+    0 if settings.trusted_proxies else settings.max_connections_per_address
+)
 threads = settings.http_threads
 # gthread's heartbeat comes from the main thread, so a long generation never trips this;
 # it covers a worker that hangs outright. The model loads on the engine's own thread.

@@ -149,7 +149,9 @@ class Settings:
     max_context_tokens: int = setting(2048, "Cap on prompt plus reply tokens, below the model's own context length.")
     max_history_turns: int = setting(
         40,
-        "Most recent messages (user and assistant) sent to the model with each turn; every message is stored.",
+        "Most recent messages (user and assistant) sent to the model with each turn; every message is stored. "
+        "Past it, older turns are dropped a quarter of this at a time, so that consecutive turns share the "
+        "cached start of their prompt.",
     )
     database_url: str = setting(
         "",
@@ -158,7 +160,14 @@ class Settings:
     )
     max_conversations: int = setting(
         100000,
-        "Conversations kept in the database; the retention sweep deletes the least recently used beyond it.",
+        "Conversations kept in the database. Past it, the retention sweep deletes the least recently used "
+        "conversations of the clients that hold the most, so one client's flood evicts only its own.",
+    )
+    sweep_interval: float = setting(60, "Seconds between retention sweeps, which run on a background thread.")
+    max_conversation_turns: int = setting(
+        1000,
+        "Turns one conversation may hold; a message past it gets 409 `conversation_full` (regenerating or "
+        "editing the last turn still works).",
     )
     conversation_ttl: int = setting(
         30 * 24 * 3600,
@@ -175,6 +184,17 @@ class Settings:
     max_pending: int = setting(
         64,
         "Requests that may wait for or use the model at once; more get 429 with Retry-After.",
+    )
+    client_share: int = setting(
+        8,
+        "Requests one client (its API key, else its address) may have in flight at once, and so rows it may "
+        "hold in the engine; more get 429 with Retry-After. Health probes and static files do not count. 0 "
+        "means no per-client bound.",
+    )
+    max_connections_per_address: int = setting(
+        64,
+        "Open connections one client address may hold; past it, that address's idlest waiting connection is "
+        "closed. Not applied with `PALAVER_TRUSTED_PROXIES` set, where every connection comes from the proxy.",
     )
     max_waiting_per_conversation: int = setting(
         4,

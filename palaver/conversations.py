@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING
 
 from palaver.engine.admission import BUSY_RETRY_AFTER_SECONDS
@@ -15,10 +16,22 @@ from palaver.engine.requests import POLL_SECONDS, GenerationRequest
 from palaver.errors import ClientDisconnected, ConversationBusy, InvalidRequest, NotFound
 from palaver.parameters import GenerationParams
 from palaver.storage.store import ConversationStore, StoredConversation
-from palaver.types import Message, PromptInfo, Reply, Usage, final
+from palaver.types import CALLER, Message, PromptInfo, Reply, Usage, final
 
 if TYPE_CHECKING:
     from palaver.backends import Backend
+
+
+def history_start(turns: int, most: int) -> int:
+    """Return the first of turns a prompt keeps: all up to most, past it whole quarters of most are dropped.
+
+    Dropping in steps, not one turn a turn, keeps the prompt's start the same for several turns in a row,
+    so the prefix cache reuses the conversation's cached keys and values instead of prefilling it afresh.
+    """
+    if turns <= most:
+        return 0
+    step = max(1, most // 4)
+    return -(-(turns - most) // step) * step
 
 
 @dataclass
@@ -61,12 +74,14 @@ class Chat:
         max_waiting: int = 4,
         wait_seconds: float = 120,
         max_history: int = 40,
+        max_turns: int = 1000,
     ):
         self.store = store
         self.engine = engine
         self.max_waiting = max_waiting
         self.wait_seconds = wait_seconds
         self.max_history = max_history
+        self.max_turns = max_turns
         # Conversations with a request in this process: Stop and a second message must find the running turn.
         self._live: dict[str, Conversation] = {}
         self._lock = threading.Lock()
@@ -104,19 +119,25 @@ class Chat:
     ) -> Generator[PromptInfo | str | ChatTurn, None, None]:
         """Yield the PromptInfo, the reply's text as it comes, then the ChatTurn; store the turn."""
         with self._turn(conversation_id, owner, client_gone) as conversation:
-            stored = self.store.get(conversation_id, owner)  # read once the turn is ours: it holds the previous reply
+            replacing = chat_input.replace_last_turn
+            # Read once the turn is ours, so it holds the previous reply; only the turns the prompt can hold.
+            stored = self.store.get(conversation_id, owner, partial(self._prompt_turns, replacing=replacing))
+            if replacing and stored is None:
+                raise InvalidRequest(
+                    "'replace_last_turn': the conversation has no turn to replace yet", param="replace_last_turn"
+                )
+            if stored is not None and not replacing and stored.turns >= self.max_turns:
+                raise ConversationBusy(
+                    f"this conversation has reached its limit of {self.max_turns} turns; start a new conversation",
+                    code="conversation_full",
+                    param="conversation_id",
+                )
             history = stored.messages if stored else []
-            if chat_input.replace_last_turn:
-                if not history:
-                    raise InvalidRequest(
-                        "'replace_last_turn': the conversation has no turn to replace yet", param="replace_last_turn"
-                    )
-                history = history[:-2]
             preset = self.engine.presets.get(chat_input.preset or (stored.preset if stored else None))
             user_turn = Message("user", chat_input.text)
             request = GenerationRequest(
                 chat_input.params,
-                messages=[*history[-self.max_history :], user_turn] if self.max_history else [user_turn],
+                messages=[*history, user_turn],
                 preset=preset,
                 client_gone=client_gone,
             )
@@ -152,6 +173,11 @@ class Chat:
             finally:
                 conversation.active = None
 
+    def _prompt_turns(self, turns: int, replacing: bool) -> range:
+        """Return the stored turns a new turn's prompt carries: those before any it replaces, as the window allows."""
+        kept = turns - 1 if replacing else turns
+        return range(history_start(kept, self.max_history // 2), kept)
+
     @contextmanager
     def _turn(
         self, conversation_id: str, owner: str | None, client_gone: Callable[[], bool] | None
@@ -167,11 +193,12 @@ class Chat:
                 self._wait_for_turn(conversation, client_gone, lambda: conversation.lock.acquire(timeout=POLL_SECONDS))
             try:
                 leases = self.store.leases
-                if not leases.acquire(conversation_id, token, owner):
+                client = CALLER.get().client or None  # whose share of storage a new conversation takes
+                if not leases.acquire(conversation_id, token, owner, client):
                     self._wait_for_turn(
                         conversation,
                         client_gone,
-                        lambda: self._pause() or leases.acquire(conversation_id, token, owner),
+                        lambda: self._pause() or leases.acquire(conversation_id, token, owner, client),
                     )
                 conversation.lease = token
                 try:

@@ -68,6 +68,22 @@ class Reply:
 # Whoever serves a request may set this, in the request's thread, to hear of every reply it produces.
 REPLY_LISTENER: ContextVar[Callable[[Reply], None] | None] = ContextVar("reply_listener", default=None)
 
+# Reserve up to n tokens of a budget (or raise); the callable it returns settles the reservation with the count used.
+Reserve = Callable[[int], Callable[[int], None]]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a generation is for: the client whose share its engine row takes, and the budget its tokens come from."""
+
+    client: str = ""
+    reserve: Reserve | None = None
+
+
+# Whoever serves a request sets this in the request's thread; generations started there are the caller's.
+ANONYMOUS = Caller()
+CALLER: ContextVar[Caller] = ContextVar("caller", default=ANONYMOUS)
+
 
 # What a generation streams: its PromptInfo, then text deltas, then the Reply.
 ReplyEvents = Generator[PromptInfo | str | Reply, None, None]

@@ -199,8 +199,11 @@ class UpstreamEngine:
         limits = self.model_limits(self.settings.load_wait)
         self.admission.admit()
         try:
+            params = request.params
+            request.reserve_tokens(min(params.max_new_tokens, limits.max_reply_tokens or params.max_new_tokens))
             chunks = self._open(request, limits.max_reply_tokens)  # errors before any text keep their status
         except BaseException:
+            request.result.cancel()  # settles a reservation already made: nothing was generated
             self.admission.finished()
             raise
         request.queued_at = time.monotonic()

@@ -57,6 +57,12 @@ def chat_model(models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def long_chat_model(models_dir) -> Path:
+    """The tiny chat Llama with 8,192 positions: its replies can run thousands of tokens, long enough to stop."""
+    return tiny_models.build_chat_llama(models_dir / "long-chat-llama", max_positions=8192)
+
+
+@pytest.fixture(scope="session")
 def gguf_chat_model(chat_model, models_dir) -> Path:
     """The tiny chat Llama written as a GGUF file with Q4_0, Q4_1 and Q8_0 blocks."""
     return tiny_models.build_gguf_llama(chat_model, models_dir / "chat-llama.gguf")
@@ -114,6 +120,9 @@ def make_settings(tmp_path):
             max_new_tokens=8,
             load_wait=30,
             request_timeout=30,
+            # The Flask test client leaves an unread response open, which would keep its client's place:
+            # in-process apps bound nothing per client unless a test asks (a real server closes every answer).
+            client_share=0,
         )
         values.update(overrides)
         return Settings(**values)

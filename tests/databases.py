@@ -40,7 +40,19 @@ def postgres_cluster() -> Iterator[str]:
     port = free_port()
     log = directory / "server.log"
     subprocess.run(
-        as_postgres_user(str(POSTGRES_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"),
+        as_postgres_user(
+            str(POSTGRES_BIN / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            # As hosted PostgreSQL is: a UTF-8 locale, so that lower() folds every letter, not ASCII only.
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+        ),
         check=True,
         capture_output=True,
     )

@@ -32,3 +32,47 @@ def model_held(model):
     finally:
         release.set()
         del model.forward  # back to the class's own forward
+
+
+def seed_turns(store, conversation_id: str, turns: int, reply: str = "Answer with **Markdown** and `code`.") -> None:
+    """Append turns to a stored conversation in one transaction, as a long-lived conversation would hold them."""
+    import sqlalchemy as sa
+
+    from palaver.storage.schema import conversations, messages
+    from palaver.storage.store import utc_now
+
+    now = utc_now()
+    with store.engine.begin() as connection:
+        stored = connection.execute(sa.select(conversations.c.turns).where(conversations.c.id == conversation_id))
+        first = stored.scalar_one()
+        rows = []
+        for turn in range(first, first + turns):
+            common = dict(conversation_id=conversation_id, created_at=now)
+            rows.append(
+                dict(
+                    common,
+                    position=2 * turn,
+                    role="user",
+                    content=f"question {turn}",
+                    prompt_tokens=9,
+                    completion_tokens=None,
+                    finish_reason=None,
+                    seconds=None,
+                )
+            )
+            rows.append(
+                dict(
+                    common,
+                    position=2 * turn + 1,
+                    role="assistant",
+                    content=f"{reply} ({turn})",
+                    prompt_tokens=None,
+                    completion_tokens=8,
+                    finish_reason="stop",
+                    seconds=0.5,
+                )
+            )
+        connection.execute(messages.insert(), rows)
+        connection.execute(
+            conversations.update().where(conversations.c.id == conversation_id).values(turns=first + turns)
+        )

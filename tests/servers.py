@@ -30,6 +30,25 @@ class Server(NamedTuple):
         return Path(self.log_path).read_text(errors="replace")
 
 
+class FromAddress(requests.adapters.HTTPAdapter):
+    """Send a session's requests from one local address (127.0.0.0/8 is all loopback): the server sees a client."""
+
+    def __init__(self, address: str):
+        self.address = address
+        super().__init__(pool_maxsize=64)
+
+    def init_poolmanager(self, *args, **kwargs):
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def client_at(address: str) -> requests.Session:
+    """Return a session whose requests come from address, as another client's would."""
+    session = requests.Session()
+    session.mount("http://", FromAddress(address))
+    return session
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

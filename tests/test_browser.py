@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from playwright import sync_api
 
 pytestmark = pytest.mark.browser
@@ -114,6 +115,33 @@ def test_without_javascript_the_form_posts_and_the_page_returns_with_the_reply(c
     sync_api.expect(page.locator(".message")).to_have_count(2)
     assert page.locator(".message.user .text").inner_text() == "No script here"
     page.context.close()
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["javascript", "no javascript"])
+def test_a_link_to_a_strangers_conversation_opens_nothing_and_the_visitors_message_stays_theirs(
+    chromium, server, javascript
+):
+    planted = requests.post(server + "/api/chat", json={"message": "Welcome to support."}, timeout=30).json()
+    conversation_id = planted["conversation_id"]
+    context = chromium.new_context(java_script_enabled=javascript)
+    page = context.new_page()
+    answer = page.goto(f"{server}/c/{conversation_id}")
+    assert answer.status == 404
+    sync_api.expect(page.locator("body")).not_to_contain_text("Welcome to support.")
+    page.goto(server + "/")
+    sync_api.expect(page.locator(".message")).to_have_count(0)
+    page.fill("#textbox", "my password is hunter2")
+    page.click("#send")
+    if javascript:
+        expect_replies(page, 1)
+    else:
+        page.wait_for_load_state()
+        sync_api.expect(page.locator(".message")).to_have_count(2)
+    read = requests.get(f"{server}/api/conversations/{conversation_id}", timeout=10).json()
+    assert [m["content"] for m in read["messages"] if m["role"] == "user"] == ["Welcome to support."]
+    listed = page.request.get(server + "/api/conversations").json()["conversations"]
+    assert len(listed) == 1 and listed[0]["conversation_id"] != conversation_id
+    context.close()
 
 
 def test_the_layout_fits_a_phone_screen(chromium, server, tmp_path):

@@ -6,7 +6,7 @@ import pytest
 from helpers import model_held, raising
 
 from commons import Settings
-from palaver.conversations import Chat, ChatInput
+from palaver.conversations import Chat, ChatInput, history_start
 from palaver.errors import ConversationBusy, GenerationFailed, InvalidRequest, NotFound, ServerBusy
 from palaver.parameters import Sampling
 from palaver.storage.database import connect, database_url, upgrade
@@ -196,3 +196,34 @@ def test_waiting_on_a_conversation_counts_toward_the_pending_bound(chat):
         holder.join(10)
         waiter.join(10)
     assert [m.content for m in chat.history(conversation_id) if m.role == "user"] == ["start", "held", "waits"]
+
+
+def test_past_the_window_whole_quarters_of_history_are_dropped_at_once():
+    assert [history_start(turns, 20) for turns in (0, 20, 21, 25, 26, 30, 31)] == [0, 0, 5, 5, 10, 10, 15]
+    assert [history_start(turns, 1) for turns in (1, 2, 3)] == [0, 1, 2]
+    assert history_start(5, 0) == 5, "no history at all"
+
+
+def test_a_conversation_past_its_history_window_keeps_reusing_its_cached_prompt(make_engine, chat_model, tmp_path):
+    engine = make_engine(chat_model, max_new_tokens=1)
+    chat = Chat(sqlite_store(tmp_path / "db"), engine, max_history=32)  # 16 turns, then dropped 4 at a time
+    conversation_id, reused = None, []
+    for turn in range(28):
+        before = engine.counts["reused_prompt_tokens"]
+        result = chat.send(chat_input(f"turn {turn}: tell me about bees and honey", conversation_id))
+        conversation_id = result.conversation_id
+        reused.append((engine.counts["reused_prompt_tokens"] - before) / result.reply.usage.prompt_tokens)
+    past_the_window = reused[16:]  # one turn in four starts its prompt afresh; sliding by one, every turn did
+    assert sum(share > 0.5 for share in past_the_window) >= 8, f"most turns reuse most of their prompt: {reused}"
+
+
+def test_a_full_conversation_refuses_a_new_turn_but_can_still_redo_its_last(make_engine, chat_model, tmp_path):
+    chat = Chat(sqlite_store(tmp_path / "db"), make_engine(chat_model), max_turns=2)
+    first = chat.send(chat_input("one"))
+    chat.send(chat_input("two", first.conversation_id))
+    with pytest.raises(ConversationBusy) as full:
+        chat.send(chat_input("three", first.conversation_id))
+    assert full.value.status == 409 and full.value.code == "conversation_full" and "limit of 2 turns" in str(full.value)
+    again = ChatInput("two, again", first.conversation_id, chat_input("x").params, replace_last_turn=True)
+    chat.send(again)
+    assert contents(chat, first.conversation_id)[::2] == ["one", "two, again"]

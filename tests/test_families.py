@@ -7,6 +7,7 @@ import pytest
 import tiny_models
 
 from commons import Message, Settings
+from palaver.engine.families import TRUNCATION_BLOCK
 from palaver.engine.loading import load_model
 from palaver.errors import InvalidRequest
 
@@ -138,7 +139,11 @@ def test_truncation_keeps_the_most_history_that_fits_in_few_encodes(request, fix
     family.encode = lambda messages: calls.append(len(messages)) or real_encode(messages)
     prompt = family.build_prompt(history, max_new_tokens=8)
     assert len(calls) <= 12, "bisecting: about log2(700 user turns) encodes, not one per dropped turn"
-    earlier_start = max(i for i in range(prompt.truncated_turns) if history[i].role == "user")
+    assert len(prompt.input_ids) <= family.input_limit(8)
+    # Turns are dropped TRUNCATION_BLOCK user turns at a time, so that the prompt's start stays put for several
+    # turns and the prefix cache keeps matching it: the block before the kept one would not have fitted.
+    users = [i for i in range(prompt.truncated_turns) if history[i].role == "user"]
+    earlier_start = users[-TRUNCATION_BLOCK] if len(users) >= TRUNCATION_BLOCK else 0
     assert len(real_encode(history[earlier_start:])) > family.input_limit(8), "no longer history would fit"
 
 

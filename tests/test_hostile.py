@@ -1,6 +1,7 @@
 """Hostile input against a real gunicorn server: nothing a visitor sends may hurt another user's request."""
 
 import json
+import re
 import socket
 import threading
 import time
@@ -9,7 +10,7 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
-from servers import procfile_server, server_env
+from servers import client_at, procfile_server, server_env
 
 CHAT_MESSAGES = [{"role": "user", "content": "tell me a story about a cat"}]
 
@@ -41,8 +42,10 @@ def raw_request(server, head: str, body: bytes = b"", read_timeout: float = 10) 
     return int(answer.split(b" ", 2)[1]), answer
 
 
-def post_raw_json(server, path: str, text: str) -> requests.Response:
-    return requests.post(
+def post_raw_json(server, *args) -> requests.Response:
+    """POST text as raw JSON bytes (lone surrogates and all) to path: post_raw_json(server, [session,] path, text)."""
+    *session, path, text = args
+    return (session[0] if session else requests).post(
         server.url + path,
         data=text.encode("utf-8", "surrogatepass"),
         headers={"Content-Type": "application/json"},
@@ -85,15 +88,18 @@ def test_non_finite_form_values_get_400(hostile, value):
 
 
 def test_nan_sent_during_other_users_streams_hurts_none_of_them(hostile):
+    users, attacker = client_at("127.0.0.2"), client_at("127.0.0.3")
+
     def stream_one(index: int) -> str:
         body = {"model": "chat-llama", "messages": CHAT_MESSAGES, "max_tokens": 48, "stream": True}
-        with requests.post(hostile.url + "/v1/chat/completions", json=body, stream=True, timeout=60) as response:
+        with users.post(hostile.url + "/v1/chat/completions", json=body, stream=True, timeout=60) as response:
             assert response.status_code == 200
             return response.text
 
     def poison(index: int) -> int:
         return post_raw_json(
             hostile,
+            attacker,
             "/v1/chat/completions",
             '{"model": "chat-llama", "messages": '
             '[{"role": "user", "content": "x"}], "temperature": NaN, "stream": true}',
@@ -135,9 +141,11 @@ def test_forty_messages_on_one_conversation_are_all_answered_quickly(hostile):
     with ThreadPoolExecutor(40) as pool:
         responses = list(pool.map(send, range(40)))
     statuses = [r.status_code for r in responses]
-    assert set(statuses) <= {200, 409} and statuses.count(200) >= 5
-    busy = next(r for r in responses if r.status_code == 409)
+    assert set(statuses) <= {200, 409, 429} and statuses.count(200) >= 5
+    busy = next(r for r in responses if r.status_code == 409)  # one client's share lets some of them wait
     assert busy.json()["error"]["code"] == "conversation_busy" and busy.headers["Retry-After"]
+    over = [r for r in responses if r.status_code == 429]
+    assert all(r.json()["error"]["code"] == "client_share_exceeded" and r.headers["Retry-After"] for r in over)
     history = requests.get(f"{hostile.url}/api/conversations/{conversation_id}", timeout=30).json()["messages"]
     assert len(history) == 2 * (1 + statuses.count(200)), "every answered message, and only those, is kept"
 
@@ -214,3 +222,24 @@ def test_the_request_thread_builds_prompts_not_the_engine(make_engine, chat_mode
     family.build_prompt = lambda *args: threads.append(threading.current_thread().name) or real_build(*args)
     engine.generate(GenerationRequest(engine.settings.generation_defaults(), messages=[Message("user", "hi")]))
     assert threads == [threading.current_thread().name] and "palaver-engine" not in threads
+
+
+def test_anonymous_conversations_from_one_address_evict_only_their_own(chat_model, tmp_path):
+    env = server_env(chat_model, tmp_path, max_new_tokens="1", max_conversations="30", sweep_interval="1")
+    with procfile_server(env, wait_for="/readyz", timeout=120) as server:
+        user = client_at("127.0.0.2")
+        user.get(server.url + "/", timeout=10)
+        mine = user.post(server.url + "/", data={"textbox": "keep me"}, headers={"Accept": "application/json"})
+        flood = client_at("127.0.0.3")
+        for index in range(60):
+            assert flood.post(server.url + "/api/chat", json={"message": f"x{index}"}, timeout=30).status_code == 200
+
+        def swept() -> int:  # the sweep runs every second, so during the flood too
+            return sum(int(n) for n in re.findall(r"retention sweep deleted (\d+) conversations", server.log()))
+
+        deadline = time.monotonic() + 30
+        while swept() < 31 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert swept() == 31, "61 conversations, 30 kept"
+        kept = user.get(f"{server.url}/api/conversations/{mine.json()['conversation_id']}", timeout=10)
+        assert kept.status_code == 200 and kept.json()["messages"][0]["content"] == "keep me"

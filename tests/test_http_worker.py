@@ -6,14 +6,17 @@ import http.client
 import json
 import resource
 import select
+import selectors
 import socket
+import sqlite3
 import threading
 import time
+from datetime import datetime
 from urllib.parse import urlparse
 
 import pytest
 import requests
-from servers import procfile_server, server_env
+from servers import client_at, procfile_server, server_env
 
 DEADLINE = 10.0  # http_worker.BufferedThreadWorker.request_deadline, as gunicorn.conf.py sets it
 KEEPALIVE = 5.0  # gunicorn.conf.py's keepalive: how long a connection may stay silent
@@ -33,9 +36,16 @@ def palaver(chat_model, tmp_path_factory):
         assert "Traceback" not in running.log(), "no client may leave a traceback in the server's log"
 
 
-def connect(server, timeout: float = 5) -> socket.socket:
+OTHER_ADDRESS = "127.0.0.2"  # another client: the hostile sockets all come from 127.0.0.1
+
+
+def connect(server, timeout: float = 5, source: str = "127.0.0.1") -> socket.socket:
     url = urlparse(server.url)
-    return socket.create_connection((url.hostname, url.port), timeout=timeout)
+    return socket.create_connection((url.hostname, url.port), timeout=timeout, source_address=(source, 0))
+
+
+def other_client() -> requests.Session:
+    return client_at(OTHER_ADDRESS)
 
 
 def head(server, method: str, path: str, *lines: str) -> bytes:
@@ -121,14 +131,14 @@ def timed(call) -> tuple[int | str, float]:
 
 
 def normal_user(server, seconds: float) -> list[tuple[str, int | str, float]]:
-    """Check health and chat every half second for a while; return (what, status, seconds) for each."""
+    """Check health and chat every half second for a while, from another address; return (what, status, seconds)."""
     results = []
+    user = other_client()
     until = time.monotonic() + seconds
     while time.monotonic() < until:
-        results.append(("healthz", *timed(lambda: requests.get(server.url + "/healthz", timeout=2))))
-        results.append(
-            ("chat", *timed(lambda: requests.post(server.url + "/api/chat", json={"message": "hi"}, timeout=2)))
-        )
+        results.append(("healthz", *timed(lambda: user.get(server.url + "/healthz", timeout=2))))
+        results.append(("page", *timed(lambda: user.get(server.url + "/", timeout=2))))
+        results.append(("chat", *timed(lambda: user.post(server.url + "/api/chat", json={"message": "hi"}, timeout=2))))
         time.sleep(0.5)
     return results
 
@@ -158,7 +168,10 @@ def test_a_head_that_never_completes_gets_408_and_a_silent_socket_is_closed(pala
                 if name not in closed and select.select([sock], [], [], 0)[0]:
                     closed[name] = time.monotonic() - started
                     answer = read_all(sock)
-                    assert answer == b"" if name == "silent" else answer.startswith(b"HTTP/1.1 408 "), answer
+                    if name == "silent":
+                        assert answer == b""
+                    else:
+                        assert answer.startswith(b"HTTP/1.1 408 ") and b"X-Content-Type-Options: nosniff" in answer
             if "slow" not in closed:
                 try:
                     slow.send(b"a")
@@ -285,3 +298,128 @@ def test_clients_that_never_close_after_a_closing_answer_stall_nobody(palaver):
         for sock in holders:
             sock.close()
     assert all(status == 200 and seconds < 2 for _, status, seconds in results), results
+
+
+def test_2500_idle_sockets_from_one_address_hold_64_connections_and_slow_nobody_else(palaver):
+    socks = []
+    try:
+        for _ in range(2500):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.bind(("127.0.0.1", 0))
+            try:
+                sock.connect((urlparse(palaver.url).hostname, urlparse(palaver.url).port))
+            except BlockingIOError:
+                pass
+            socks.append(sock)
+        results = normal_user(palaver, 3)
+        with selectors.DefaultSelector() as selector:  # select() stops at 1024 descriptors
+            for sock in socks:
+                selector.register(sock, selectors.EVENT_READ)
+            closed = selector.select(1)  # closed by the server: the end of the stream reads as readable
+        held = len(socks) - len(closed)
+    finally:
+        for sock in socks:
+            sock.close()
+    print(f"{held} of 2500 idle sockets held by the server; slowest answer {max(r[2] for r in results):.3f}s")
+    assert held <= 64, "one address holds at most PALAVER_MAX_CONNECTIONS_PER_ADDRESS connections"
+    assert all(status == 200 and seconds < 2 for _, status, seconds in results), results
+
+
+@pytest.fixture(scope="module")
+def two_threads(chat_model, tmp_path_factory):
+    """A server with two request threads, whose database the test can reach into to hold a conversation's turn."""
+    cache = tmp_path_factory.mktemp("two-threads")
+    env = server_env(chat_model, cache, http_threads="2", max_waiting_per_conversation="8", client_share="0")
+    with procfile_server(env, wait_for="/readyz", timeout=120) as running:
+        yield running, cache / "palaver.db"
+
+
+def hold_turn(database, conversation_id: str) -> None:
+    """Mark a conversation's turn as held by a live process, as another worker running a long reply would."""
+    with sqlite3.connect(database) as db:
+        db.execute(
+            "UPDATE conversations SET lease_token = 'elsewhere', lease_until = ? WHERE id = ?",
+            (datetime(2100, 1, 1).isoformat(sep=" "), conversation_id),
+        )
+
+
+def test_probes_are_answered_by_the_poller_while_every_request_thread_is_busy(two_threads):
+    server, database = two_threads
+    conversation_id = requests.post(server.url + "/api/chat", json={"message": "hi"}, timeout=30).json()[
+        "conversation_id"
+    ]
+    hold_turn(database, conversation_id)
+    waiting = [  # each waits for the held turn, holding one of the two threads
+        threading.Thread(
+            target=lambda: requests.post(
+                server.url + "/api/chat", json={"message": "again", "conversation_id": conversation_id}, timeout=60
+            )
+        )
+        for _ in range(2)
+    ]
+    for thread in waiting:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        with pytest.raises(requests.Timeout):  # every thread is taken: an ordinary request waits
+            requests.get(server.url + "/api/schema", timeout=1)
+        with connect(server) as sock:  # two probes on one kept-alive connection, then HEAD, answered at once
+            sock.sendall(head(server, "GET", "/healthz") + head(server, "GET", "/readyz?verbose=1"))
+            sock.sendall(head(server, "HEAD", "/readyz", "Connection: close"))
+            sock.settimeout(1)
+            answer = read_all(sock)
+        assert answer.count(b"HTTP/1.1 200 OK") == 3 and answer.count(b'"status": "ok"') == 1
+        assert answer.count(b'"state": "ready"') == 1, "HEAD gets the head only"
+        assert answer.count(b"X-Content-Type-Options: nosniff") == 3
+    finally:
+        with sqlite3.connect(database) as db:
+            db.execute("UPDATE conversations SET lease_token = NULL, lease_until = NULL")
+        for thread in waiting:
+            thread.join(60)
+
+
+def test_gunicorns_own_errors_and_the_pollers_carry_the_security_headers(palaver):
+    for request, status in [
+        (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (head(palaver, "GET", "/healthz")[:-2] + b"X: " + b"a" * 9000 + b"\r\n\r\n", 431),  # gunicorn's field limit
+        (head(palaver, "GET", "/healthz")[:-2] + b"X: " + b"a" * 70000, 431),  # the poller's, for an endless head
+    ]:
+        with connect(palaver) as sock:
+            sock.sendall(request)
+            answer = read_all(sock)
+        assert status_of(answer) == status
+        assert b"X-Content-Type-Options: nosniff" in answer and b"X-Frame-Options: DENY" in answer, answer[:400]
+
+
+def test_expect_100_continue_is_answered_once_and_never_before_a_413(palaver):
+    body = json.dumps({"message": "hi"}).encode()
+    for length, status in ((len(body), 200), (1_000_000, 413)):
+        with connect(palaver, timeout=10) as sock:
+            sock.sendall(
+                head(
+                    palaver,
+                    "POST",
+                    "/api/chat",
+                    "Expect: 100-continue",
+                    "Content-Type: application/json",
+                    f"Content-Length: {length}",
+                    "Connection: close",
+                )
+            )
+            if status == 200:
+                assert sock.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"  # a client waits for this, then sends
+                sock.sendall(body)
+            answer = read_all(sock)
+        assert answer.count(b"100 Continue") == 0 and status_of(answer) == status, answer[:300]
+
+
+def test_http11_without_host_gets_400_and_http10_without_one_is_served(palaver):
+    with connect(palaver) as sock:
+        sock.sendall(b"GET /api/schema HTTP/1.1\r\nConnection: close\r\n\r\n")
+        answer = read_all(sock)
+    assert status_of(answer) == 400 and b"Host header" in answer
+    with connect(palaver) as sock:
+        sock.sendall(b"GET /api/schema HTTP/1.0\r\n\r\n")
+        assert status_of(read_all(sock)) == 200

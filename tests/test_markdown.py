@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny_models import MARKDOWN_REPLY_PIECES
 
-from palaver.web.markdown import LINK_REL, render_markdown
+from palaver.web.markdown import LINK_REL, RenderCache, render_markdown
 
 ALLOWED_TAGS = {
     "p", "em", "strong", "s", "ul", "ol", "li", "a", "code", "pre", "figure", "figcaption", "table", "thead",
@@ -73,3 +73,13 @@ def test_dangerous_links_and_html_stay_text():
 @given(st.text(alphabet=st.sampled_from(list("<>\"'`[]()!:/\\=&#;*_-|\n jsavcriptdaonerlg123")), max_size=120))
 def test_no_text_renders_to_unsafe_html(text):
     assert_safe(str(render_markdown(text)))
+
+
+def test_a_reply_is_rendered_once_and_the_cache_stays_within_its_bound():
+    cache = RenderCache(max_bytes=2000)
+    first = cache.render("**bold** and `code`")
+    assert cache.render("**bold** and `code`") is first, "a reply shown again is not rendered again"
+    for index in range(100):
+        cache.render(f"reply {index} " + "x" * 50)
+    assert cache.size <= 2000 and cache.render("reply 99 " + "x" * 50) == "<p>reply 99 " + "x" * 50 + "</p>\n"
+    assert cache.render("**bold** and `code`") == first and cache.render("**bold** and `code`") is not first

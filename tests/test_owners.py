@@ -3,6 +3,7 @@
 import threading
 
 import pytest
+import requests
 from helpers import model_held
 from test_api import assert_error
 
@@ -79,15 +80,18 @@ def test_a_page_ignores_a_conversation_id_it_does_not_own(app):
     assert len(alice.get(f"/api/conversations/{theirs}").get_json()["messages"]) == 2
 
 
-def test_a_conversation_started_without_owner_is_opened_by_its_id_alone(app):
+def test_a_conversation_started_without_owner_is_opened_by_its_id_alone_and_by_no_one_who_is_someone(app):
     anonymous = app.test_client(use_cookies=False)
     conversation_id = anonymous.post("/api/chat", json={"message": "hello"}).get_json()["conversation_id"]
     assert anonymous.get("/api/conversations").get_json() == {"conversations": [], "next_cursor": None}
+    assert anonymous.get(f"/api/conversations/{conversation_id}").status_code == 200  # its id opens it
+    assert anonymous.post("/api/chat", json={"message": "again", "conversation_id": conversation_id}).status_code == 200
     browser = app.test_client()
     browser.get("/")
     assert browser.get("/api/conversations").get_json()["conversations"] == []  # listed for nobody
-    assert browser.get(f"/api/conversations/{conversation_id}").status_code == 200  # but its id opens it
-    assert anonymous.post("/api/chat", json={"message": "again", "conversation_id": conversation_id}).status_code == 200
+    assert_closed_to(browser, conversation_id)  # a browser is someone: an unowned id opens nothing for it
+    assert_page_closed_to(browser, conversation_id)
+    assert len(anonymous.get(f"/api/conversations/{conversation_id}").get_json()["messages"]) == 4
 
 
 @pytest.fixture
@@ -132,3 +136,36 @@ def test_only_the_owner_can_stop_a_running_reply(keyed):
         release.set()
         sender.join(30)
     assert replies[0]["finish_reason"] == "cancelled"
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("keys", [False, True], ids=["no keys", "keys"])
+def test_a_link_to_a_strangers_conversation_never_carries_a_visitors_message(request, keys):
+    """The issue's sequence: a stranger plants a conversation and sends its link; the visitor opens it and types."""
+    base = request.getfixturevalue("keyed_server" if keys else "server")
+    attacker = requests.Session()
+    attacker_headers = bearer("key-one") if keys else {}
+    planted = attacker.post(
+        base + "/api/chat", json={"message": "Welcome to support."}, headers=attacker_headers, timeout=30
+    )
+    conversation_id = planted.json()["conversation_id"]
+    visitor = requests.Session()
+    if keys:
+        visitor.post(base + "/key", data={"key": "key-two"}, timeout=10)
+    assert visitor.get(base + "/", timeout=10).status_code == 200
+    link = visitor.get(f"{base}/c/{conversation_id}", timeout=10)
+    assert link.status_code == 404
+    assert "Welcome to support." not in link.text
+    assert "Welcome to support." not in visitor.get(base + "/", timeout=10).text
+    sent = visitor.post(base + "/", data={"textbox": "my password is hunter2"}, headers=FORM_JSON, timeout=30)
+    assert sent.status_code == 200 and sent.json()["conversation_id"] != conversation_id
+    posted = visitor.post(f"{base}/c/{conversation_id}", data={"textbox": "hunter2 again"}, timeout=30)
+    assert posted.status_code == 404
+    read = attacker.get(f"{base}/api/conversations/{conversation_id}", headers=attacker_headers, timeout=10).json()
+    assert [m["content"] for m in read["messages"] if m["role"] == "user"] == ["Welcome to support."]
+    visitor_headers = bearer("key-two") if keys else {}
+    mine = visitor.get(base + "/api/conversations", headers=visitor_headers, timeout=10).json()["conversations"]
+    assert [c["conversation_id"] for c in mine] == [sent.json()["conversation_id"]]
+
+
+FORM_JSON = {"Accept": "application/json"}

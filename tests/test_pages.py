@@ -5,6 +5,7 @@ import json
 import re
 
 import pytest
+from helpers import seed_turns
 
 
 def messages_on(page: str) -> list[tuple[str, str]]:
@@ -275,3 +276,36 @@ def test_the_page_carries_a_strict_content_security_policy(client):
     assert headers["X-Content-Type-Options"] == "nosniff" and headers["Referrer-Policy"] == "same-origin"
     page = client.get("/").get_data(as_text=True)
     assert "<script>" not in page and "<style" not in page and " style=" not in page and " on" + "click" not in page
+
+
+def test_a_long_conversation_shows_its_latest_turns_and_earlier_ones_a_link_away(client, app):
+    client.post("/", data={"textbox": "question 0"})
+    with client.session_transaction() as session:
+        conversation_id = session["conversation_id"]
+    seed_turns(app.extensions["palaver"]["chat"].store, conversation_id, 119)
+    page = client.get(f"/c/{conversation_id}").get_data(as_text=True)
+    users = [text for role, text in messages_on(page) if role == "user"]
+    assert users == [f"question {turn}" for turn in range(70, 120)]
+    assert page.count("Regenerate") == 1 and page.count("Send again") == 1, "only the last turn is redone"
+    earlier = html.unescape(re.search(r'id="earlier"><a href="([^"]+)"', page).group(1))
+    assert earlier == f"/c/{conversation_id}?before=70" and 'id="later"' not in page
+    page = client.get(earlier).get_data(as_text=True)
+    assert [text for role, text in messages_on(page) if role == "user"] == [f"question {t}" for t in range(20, 70)]
+    assert "Regenerate" not in page and "Send again" not in page
+    assert html.unescape(re.search(r'id="later"><a href="([^"]+)"', page).group(1)) == f"/c/{conversation_id}"
+    page = client.get(html.unescape(re.search(r'id="earlier"><a href="([^"]+)"', page).group(1))).get_data(as_text=True)
+    assert [text for role, text in messages_on(page) if role == "user"] == [f"question {t}" for t in range(20)]
+    assert 'id="earlier"' not in page
+    assert re.search(r'id="later"><a href="[^"]+before=70"', page), "the next page of fifty"
+    refused = client.get(f"/c/{conversation_id}?before=abc")
+    assert refused.status_code == 400 and "before" in refused.get_data(as_text=True)
+    assert client.get(f"/c/{conversation_id}?utm_source=mail").status_code == 200, "other query fields are ignored"
+
+
+def test_a_page_of_a_2000_turn_conversation_stays_small(client, app):
+    client.post("/", data={"textbox": "hello"})
+    with client.session_transaction() as session:
+        conversation_id = session["conversation_id"]
+    seed_turns(app.extensions["palaver"]["chat"].store, conversation_id, 1999, reply="x" * 600)
+    page = client.get(f"/c/{conversation_id}").get_data()
+    assert len(page) < 500_000 and len(messages_on(page.decode())) == 100

@@ -8,8 +8,9 @@ import time
 
 import pytest
 from flask import url_for
+from helpers import model_held
 
-from palaver.web.security import CONTENT_SECURITY_POLICY
+from palaver.web.headers import CONTENT_SECURITY_POLICY
 
 KEYS = "key-one, key-two"
 BEARER = {"Authorization": "Bearer key-one"}
@@ -130,7 +131,7 @@ def test_requests_per_minute_are_limited_per_key_or_address(make_app, chat_model
 
 
 def test_the_request_limit_holds_across_threads(make_app, chat_model):
-    client_app = make_app(chat_model, rate_limit="10/minute")
+    client_app = make_app(chat_model, rate_limit="10/minute", client_share=0)
     statuses: list[int] = []
 
     def ask():
@@ -152,8 +153,42 @@ def test_generated_tokens_per_minute_are_limited(make_app, chat_model):
         statuses.append(response.status_code)
         if response.status_code == 200:
             spent += response.get_json()["usage"]["completion_tokens"]
-    assert 429 in statuses and spent >= 10, "refused only once the budget was spent"
+        else:
+            assert "reserves 4" in response.get_json()["error"]["message"]
+    assert 429 in statuses and spent <= 10, "a request is refused once the budget has no room for its max tokens"
     assert statuses[statuses.index(429) :] == [429] * (len(statuses) - statuses.index(429))
+
+
+def test_the_token_limit_holds_for_requests_that_arrive_together(make_app, chat_model):
+    app = make_app(chat_model, token_rate_limit="300/minute", max_batch_size=32, client_share=0)
+    assert app.extensions["palaver"]["engine"].wait_ready(30)
+    statuses: list[int] = []
+
+    def ask():
+        answer = app.test_client().post("/api/chat", json={"message": "a long story", "max_new_tokens": 128})
+        statuses.append(answer.status_code)
+
+    with model_held(app.extensions["palaver"]["engine"].model.family.model) as (busy, release):
+        threads = [threading.Thread(target=ask) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        assert busy.wait(30)
+        deadline = time.monotonic() + 30
+        while len(statuses) < 14 and time.monotonic() < deadline:  # the refused answer at once, the rest wait
+            time.sleep(0.05)
+        release.set()
+        for thread in threads:
+            thread.join(60)
+    assert sorted(statuses) == [200] * 2 + [429] * 14, "each admitted request reserved its 128 tokens up front"
+    after = app.test_client().post("/api/chat", json={"message": "hi", "max_new_tokens": 8})
+    assert after.status_code == 200, "what the two replies did not use was given back"
+
+
+def test_health_probes_are_never_rate_limited(make_app, chat_model):
+    client = make_app(chat_model, rate_limit="2/minute").test_client()
+    statuses = [client.get(path).status_code for path in ("/healthz", "/readyz", "/ping") for _ in range(5)]
+    assert 429 not in statuses
+    assert client.get("/api/schema").status_code == 200, "the probes spent none of the address's budget"
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
-from servers import engine_counts, gunicorn_server, wait_for_cancelled
+from servers import client_at, engine_counts, gunicorn_server, wait_for_cancelled
 
 STORY = "Write a very long story about a dragon who learns to bake bread."
 
@@ -32,11 +32,11 @@ def test_sixteen_concurrent_users_on_both_surfaces_keep_their_own_histories(serv
     errors: list[str] = []
     start = threading.Barrier(16)
 
-    def api_user(name: str):
+    def api_user(name: str, address: str):
         start.wait()
-        conversation_id = None
+        conversation_id, user = None, client_at(address)  # sixteen users are sixteen clients
         for turn in range(2):
-            response = requests.post(
+            response = user.post(
                 server + "/api/chat",
                 timeout=60,
                 json={"message": f"{name} says {turn}", "conversation_id": conversation_id},
@@ -45,12 +45,12 @@ def test_sixteen_concurrent_users_on_both_surfaces_keep_their_own_histories(serv
                 errors.append(f"{name}: {response.status_code} {response.text}")
                 return
             conversation_id = response.json()["conversation_id"]
-        history = requests.get(f"{server}/api/conversations/{conversation_id}", timeout=10).json()["messages"]
+        history = user.get(f"{server}/api/conversations/{conversation_id}", timeout=10).json()["messages"]
         results[name] = [m["content"] for m in history if m["role"] == "user"]
 
-    def form_user(name: str):
+    def form_user(name: str, address: str):
         start.wait()
-        with requests.Session() as session:  # a cookie jar, like curl -c/-b
+        with client_at(address) as session:  # a cookie jar, like curl -c/-b
             for turn in range(2):
                 response = session.post(server + "/", data={"textbox": f"{name} says {turn}"}, timeout=60)
                 if response.status_code != 200:
@@ -58,8 +58,8 @@ def test_sixteen_concurrent_users_on_both_surfaces_keep_their_own_histories(serv
                     return
             results[name] = user_texts(response.text)
 
-    threads = [threading.Thread(target=api_user, args=(f"api{n}",)) for n in range(8)]
-    threads += [threading.Thread(target=form_user, args=(f"form{n}",)) for n in range(8)]
+    threads = [threading.Thread(target=api_user, args=(f"api{n}", f"127.0.0.{10 + n}")) for n in range(8)]
+    threads += [threading.Thread(target=form_user, args=(f"form{n}", f"127.0.0.{20 + n}")) for n in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -12,7 +12,7 @@ from alembic import command
 from commons import Settings
 from palaver.storage.database import alembic_config, connect, current_revision, database_url, head_revision, upgrade
 from palaver.storage.leases import HEARTBEAT_SECONDS, LEASE_SECONDS
-from palaver.storage.store import AUTO_TITLE_CHARS, ConversationStore
+from palaver.storage.store import AUTO_TITLE_CHARS, ConversationStore, fair_level
 from palaver.types import Reply, Usage
 
 
@@ -20,9 +20,9 @@ def reply(text, finish_reason="stop"):
     return Reply(text, Usage(5, 2), 0, finish_reason)
 
 
-def store_turn(store, conversation_id, user_text, answer="hi", preset=None, owner=None):
+def store_turn(store, conversation_id, user_text, answer="hi", preset=None, owner=None, client=None):
     """Store a turn as Chat does: under the conversation's lease."""
-    assert store.leases.acquire(conversation_id, "turn", owner)
+    assert store.leases.acquire(conversation_id, "turn", owner, client)
     try:
         return store.add_turn(conversation_id, preset, user_text, reply(answer) if isinstance(answer, str) else answer)
     finally:
@@ -40,12 +40,12 @@ def store(database_url):
 
 def test_migrations_build_an_empty_database_and_rerun_as_no_ops(database_url):
     database = connect(database_url)
-    assert upgrade(database) == head_revision() == "0003"
-    assert upgrade(database) == "0003"
+    assert upgrade(database) == head_revision() == "0004"
+    assert upgrade(database) == "0004"
     tables = set(sa.inspect(database).get_table_names())
     assert {"conversations", "messages", "alembic_version"} <= tables
     with database.connect() as connection:
-        assert current_revision(connection) == "0003"
+        assert current_revision(connection) == "0004"
     database.dispose()
 
 
@@ -55,13 +55,15 @@ def test_a_database_at_an_older_revision_upgrades_and_keeps_its_conversations(da
         command.upgrade(alembic_config(connection), "0001")
         connection.execute(
             sa.text(
-                "INSERT INTO conversations (id, title, turns, created_at, updated_at) VALUES ('c', 't', 0, :t, :t)"
+                "INSERT INTO conversations (id, owner, title, turns, created_at, updated_at) "
+                "VALUES ('c', 'browser:b', 't', 0, :t, :t)"
             ),
             {"t": datetime(2026, 1, 1, tzinfo=UTC)},
         )
-    assert upgrade(database) == "0003"
+    assert upgrade(database) == "0004"
     with database.connect() as connection:
-        assert connection.execute(sa.text("SELECT title, cancel_requested FROM conversations")).one() == ("t", False)
+        found = connection.execute(sa.text("SELECT title, cancel_requested, client FROM conversations")).one()
+        assert found == ("t", False, "browser:b"), "an owner's old conversations are its pool"
     database.dispose()
 
 
@@ -107,7 +109,7 @@ def test_a_title_is_the_start_of_the_first_message_on_one_line(store):
     assert store.get("c").title == ("What is the answer? " + "x" * 200)[:AUTO_TITLE_CHARS]
 
 
-def test_an_owner_uses_only_its_own_and_unowned_conversations(store):
+def test_an_owner_uses_only_its_own_conversations_and_only_the_ownerless_use_unowned_ones(store):
     store_turn(store, "mine", "hello", owner="browser:a")
     store_turn(store, "open", "hello")
     assert store.get("mine", "browser:a") and store.exists("mine", "browser:a")
@@ -115,7 +117,10 @@ def test_an_owner_uses_only_its_own_and_unowned_conversations(store):
         assert store.get("mine", stranger) is None and not store.exists("mine", stranger)
         assert not store.leases.acquire("mine", "token", stranger)
         assert not store.rename("mine", stranger, "taken") and not store.delete("mine", stranger)
-    assert store.get("open", "browser:b") and store.exists("open")  # no owner: its id alone opens it
+    assert store.get("open") and store.exists("open")  # no owner: its id alone opens it, for the ownerless
+    assert store.get("open", "browser:b") is None and not store.exists("open", "browser:b")  # never for someone
+    assert not store.leases.acquire("open", "token", "browser:b")
+    assert not store.rename("open", "browser:b", "taken") and not store.delete("open", "browser:b")
     assert store.rename("mine", "browser:a", "Renamed") and store.get("mine", "browser:a").title == "Renamed"
     assert [c.id for c in store.owned("browser:a", 10)] == ["mine"] and store.owned("browser:b", 10) == []
 
@@ -177,6 +182,50 @@ def test_the_sweep_deletes_idle_conversations_then_the_oldest_beyond_the_cap(dat
     assert store.sweep() == 2
     assert [name for name in ("old", "a", "b", "c") if store.get(name)] == ["b", "c"]
     database.dispose()
+
+
+def test_past_the_cap_a_flooding_client_loses_only_its_own_conversations(database_url):
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    database = connect(database_url)
+    upgrade(database)
+    store = ConversationStore(database, max_conversations=30, idle_seconds=3600, clock=lambda: now[0])
+    store_turn(store, "user's", "mine", owner="browser:u", client="address:10.0.0.1")
+    for index in range(60):  # the flood comes later, so a global least-recently-used cap would take "user's" first
+        now[0] += timedelta(seconds=1)
+        store_turn(store, f"flood-{index:02}", "x", client="address:10.0.0.66")
+    store_turn(store, "keyed", "k", owner="key:abc", client="key:abc")
+    assert store.sweep() == 32
+    assert store.get("user's", "browser:u") is not None and store.get("keyed", "key:abc") is not None
+    kept = [index for index in range(60) if store.get(f"flood-{index:02}")]
+    assert kept == list(range(32, 60)), "the flood keeps its newest, within the level every pool fits under"
+    assert store.count() == 30
+    database.dispose()
+
+
+def test_fair_level_trims_only_the_largest_pools():
+    assert fair_level([1, 60], 30) == 29
+    assert fair_level([10, 10, 10], 30) == 10
+    assert fair_level([5, 50, 50], 45) == 20
+    assert fair_level([3], 0) == 0 and fair_level([], 5) == 0
+
+
+def test_a_window_reads_only_the_turns_it_names(store):
+    for turn in range(7):
+        store_turn(store, "c", f"question {turn}", f"answer {turn}")
+    last_three = store.get("c", window=lambda turns: range(turns - 3, turns))
+    assert last_three.turns == 7 and last_three.first_turn == 4
+    assert [m.content for m in last_three.messages] == [
+        f"{kind} {turn}" for turn in (4, 5, 6) for kind in ("question", "answer")
+    ]
+    assert store.get("c", window=lambda turns: range(0, 0)).records == []
+
+
+def test_search_ignores_case_for_every_letter(store):
+    store_turn(store, "c", "Mon école est grande", owner="browser:o")
+    store_turn(store, "d", "ΣΟΦΙΑ and ISTANBUL", owner="browser:o")
+    assert [c.id for c in store.owned("browser:o", 10, matching="ÉCOLE")] == ["c"]
+    assert [c.id for c in store.owned("browser:o", 10, matching="σοφια")] == ["d"]
+    assert store.owned("browser:o", 10, matching="100%") == []
 
 
 def test_postgres_urls_are_normalised_for_psycopg_and_sqlite_lives_in_the_cache(tmp_path):

@@ -20,7 +20,10 @@ UPSTREAM_KEY = "upstream-secret"
 @pytest.fixture(scope="module")
 def upstream(chat_model, tmp_path_factory):
     """The inference tier: a Palaver on the tiny chat model, behind an API key."""
-    env = server_env(chat_model, tmp_path_factory.mktemp("upstream"), api_keys=UPSTREAM_KEY, max_new_tokens="8")
+    # Behind web tiers, every request comes with their one key: the tiers bound each client, so this does not.
+    env = server_env(
+        chat_model, tmp_path_factory.mktemp("upstream"), api_keys=UPSTREAM_KEY, max_new_tokens="8", client_share="0"
+    )
     with procfile_server(env, wait_for="/readyz", timeout=120) as running:
         yield running.url
 
@@ -70,7 +73,8 @@ def test_a_conversation_alternating_between_fronts_keeps_its_memory(fronts):
     assert prompt_tokens == sorted(prompt_tokens) and prompt_tokens[0] < prompt_tokens[-1], "history reached the model"
     page = browser.post(f"{fronts[1]}/", data={"textbox": "from the page"}, headers=FORM_JSON, timeout=30)
     assert page.status_code == 200 and page.json()["reply"]
-    messages = browser.get(f"{fronts[0]}/api/conversations/{conversation_id}", timeout=10).json()["messages"]
+    # Started without a cookie, the conversation has no owner: only a caller that is nobody reaches it by its id.
+    messages = requests.get(f"{fronts[0]}/api/conversations/{conversation_id}", timeout=10).json()["messages"]
     assert [m["content"] for m in messages if m["role"] == "user"] == ["step 0", "step 1", "step 2"]
 
 

@@ -96,7 +96,7 @@ def build_dialogpt(path: Path) -> Path:
     return save(GPT2LMHeadModel(config), tokenizer, path)
 
 
-def build_chat_llama(path: Path) -> Path:
+def build_chat_llama(path: Path, max_positions: int = 512) -> Path:
     """A Llama causal model whose tokenizer carries a ChatML chat template."""
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tokenizer = PreTrainedTokenizerFast(
@@ -115,7 +115,7 @@ def build_chat_llama(path: Path) -> Path:
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
-        max_position_embeddings=512,
+        max_position_embeddings=max_positions,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

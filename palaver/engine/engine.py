@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import Counter
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from palaver.config import Settings
 from palaver.engine.admission import Admission
+from palaver.engine.fair_queue import FairQueue
 from palaver.engine.requests import FINISHED, GenerationRequest, Observer, follow
 from palaver.errors import (
     GenerationFailed,
@@ -48,7 +48,7 @@ class Engine:
         self._loader = loader
         self._lock = threading.Lock()
         self._settled = threading.Event()  # set once a load attempt has succeeded or failed
-        self._queue: queue.Queue[GenerationRequest | None] = queue.Queue()
+        self._queue = FairQueue()
         self._worker: threading.Thread | None = None
         self.model: LoadedModel | None = None
         self.load_error: str | None = None
@@ -111,7 +111,9 @@ class Engine:
         try:
             # On the caller's thread: a long history costs its own request time, never the engine's.
             request.built = self._build_prompt(request)
+            request.reserve_tokens(min(request.params.max_new_tokens, self._family().reply_limit()))
         except BaseException:
+            request.result.cancel()  # settles a reservation already made: nothing was generated
             self.admission.finished()
             raise
         request.queued_at = time.monotonic()
@@ -151,7 +153,7 @@ class Engine:
 
     def close(self) -> None:
         """Stop the worker after the requests already queued."""
-        self._queue.put(None)
+        self._queue.close()
 
     def _not_ready(self) -> ModelNotReady:
         if self.load_error and self.state == "failed":  # why stays in the server's log: it may name files
@@ -184,7 +186,7 @@ class Engine:
         batch = family.start_batch(prefix_cache)
         while True:
             joining = []
-            for request in self._take(block=not batch.rows, limit=self.settings.max_batch_size - len(batch.rows)):
+            for request in self._queue.take(block=not batch.rows, limit=self.settings.max_batch_size - len(batch.rows)):
                 if request is None:
                     return
                 joining += self._admit(request)
@@ -202,18 +204,6 @@ class Engine:
                     continue
             for row in batch.remove_done():
                 self._complete(row)
-
-    def _take(self, block: bool, limit: int) -> list[GenerationRequest | None]:
-        """Take up to limit queued requests, waiting for one only when the batch is empty."""
-        taken: list[GenerationRequest | None] = []
-        try:
-            if block:
-                taken.append(self._queue.get())
-            while len(taken) < limit and taken[-1:] != [None]:
-                taken.append(self._queue.get_nowait())
-        except queue.Empty:
-            pass
-        return taken
 
     def _admit(self, request: GenerationRequest) -> list:
         """Build the request's batch row, or finish the request at once; return the rows that join."""

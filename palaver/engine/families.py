@@ -18,6 +18,7 @@ from palaver.types import Message, Reply
 # Private-use characters around a message's index: the template's own text never holds them.
 CONTENT_MARK = "\ue000{}\ue001"
 CONTENT_MARK_PATTERN = re.compile("\ue000([0-9]+)\ue001")
+TRUNCATION_BLOCK = 4  # user turns dropped together when a conversation outgrows the context
 
 
 @dataclass(frozen=True)
@@ -75,12 +76,14 @@ class ModelFamily:
         return self.context_tokens - min(max_new_tokens, self.reply_limit())
 
     def build_prompt(self, messages: list[Message], max_new_tokens: int) -> Prompt:
-        """Encode messages, dropping the fewest oldest non-system turns that make the prompt fit."""
+        """Encode messages, dropping the fewest oldest blocks of non-system turns that make the prompt fit."""
         limit = self.input_limit(max_new_tokens)
         system = [m for m in messages if m.role == "system"]
         turns = [m for m in messages if m.role != "system"]
-        # Kept history starts on a user turn, as chat formats expect, or at the last turn.
-        starts = [0] + [i for i in range(1, len(turns)) if turns[i].role == "user" or i == len(turns) - 1]
+        # Kept history starts on a user turn, as chat formats expect, or at the last turn. Turns go in blocks,
+        # so the prompt's start stays put for several turns and the prefix cache keeps matching it.
+        users = [i for i in range(1, len(turns)) if turns[i].role == "user"]
+        starts = sorted({0, *users[TRUNCATION_BLOCK - 1 :: TRUNCATION_BLOCK], *users[-1:], len(turns) - 1} - {-1})
         with self._tokenizer_lock:
             # Bisect: encodings shrink as turns are dropped, so O(log n) encodes instead of one per turn.
             low, high, best, shortest = 0, len(starts) - 1, None, 0

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from palaver.errors import ClientDisconnected, GenerationTimeout
 from palaver.parameters import GenerationParams
 from palaver.presets import Preset
-from palaver.types import REPLY_LISTENER, Message, Reply, Usage
+from palaver.types import CALLER, REPLY_LISTENER, Message, Reply, Usage
 
 if TYPE_CHECKING:
     from palaver.engine.families import Prompt
@@ -36,11 +36,28 @@ class GenerationRequest:
     cancelled: threading.Event = field(default_factory=threading.Event)
     deltas: queue.Queue = field(default_factory=queue.Queue)
     queued_at: float = 0.0
+    client: str = field(default_factory=lambda: CALLER.get().client)  # the engine takes clients round-robin
 
     def cancel(self) -> None:
         """Ask the worker to skip or stop this request."""
         self.cancelled.set()
         self.result.cancel()
+
+    def reserve_tokens(self, most: int) -> None:
+        """Reserve most tokens of the caller's budget, or raise; the reply's real count settles it once it ends."""
+        reserve = CALLER.get().reserve
+        if reserve is None:
+            return
+        settle = reserve(most)
+        # Settled when the engine finishes the row, even after its client has left: what ran is what is charged.
+        self.result.add_done_callback(lambda result: settle(generated_tokens(result)))
+
+
+def generated_tokens(result: Future) -> int:
+    """Return how many tokens a finished request generated: none if it was cancelled before starting or failed."""
+    if result.cancelled() or result.exception() is not None:
+        return 0
+    return result.result().usage.completion_tokens
 
 
 def follow(

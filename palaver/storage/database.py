@@ -17,6 +17,18 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK_KEY = 0x70616C61  # "pala": one advisory lock so that concurrent starts migrate once
 
 
+UNICODE_LOWER = "palaver_lower"
+
+
+def unicode_lower(text: object) -> object:
+    return text.lower() if isinstance(text, str) else text
+
+
+def lowered(engine: sa.Engine, column: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+    """Return column in lower case for a search, for every letter on every database."""
+    return getattr(sa.func, UNICODE_LOWER if engine.dialect.name == "sqlite" else "lower")(column)
+
+
 def database_url(configured: str, cache_dir: str) -> str:
     """Return the SQLAlchemy URL to use: the configured one, else SQLite in the cache directory."""
     url = configured
@@ -43,6 +55,8 @@ def connect(url: str) -> sa.Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
+            # SQLite's own lower() folds ASCII only: searching 'ÉCOLE' must find 'école', as on PostgreSQL.
+            dbapi_connection.create_function(UNICODE_LOWER, 1, unicode_lower, deterministic=True)
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)

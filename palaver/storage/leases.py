@@ -27,7 +27,7 @@ class TurnLeases:
         self._held: dict[str, str] = {}  # conversation id -> lease token, for the turns this process runs
         self._held_lock = threading.Lock()
 
-    def acquire(self, conversation_id: str, token: str, owner: str | None = None) -> bool:
+    def acquire(self, conversation_id: str, token: str, owner: str | None = None, client: str | None = None) -> bool:
         """Take the turn of a conversation owner may use, unless another live lease holds it; create it if new."""
         now = self._clock()
         until = now + timedelta(seconds=LEASE_SECONDS)
@@ -50,6 +50,7 @@ class TurnLeases:
                     conversations.insert().values(
                         id=conversation_id,
                         owner=owner,
+                        client=client,
                         title="",
                         turns=0,
                         created_at=now,

@@ -17,7 +17,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
-    or_,
 )
 
 metadata = MetaData()
@@ -27,6 +26,8 @@ conversations = Table(
     metadata,
     Column("id", String(64), primary_key=True),
     Column("owner", String(64), nullable=True),
+    # The client that started it (an API key or an address): the retention sweep bounds storage per client.
+    Column("client", String(100), nullable=True),
     Column("title", String(200), nullable=False, default=""),
     Column("preset", String(100), nullable=True),
     Column("turns", Integer, nullable=False, default=0),
@@ -38,6 +39,7 @@ conversations = Table(
     Column("cancel_requested", Boolean, nullable=False, server_default=false()),
     Index("ix_conversations_owner_updated", "owner", "updated_at"),
     Index("ix_conversations_updated", "updated_at"),
+    Index("ix_conversations_client_updated", "client", "updated_at"),
 )
 
 messages = Table(
@@ -58,6 +60,9 @@ messages = Table(
 
 
 def visible_to(owner: str | None) -> ColumnElement[bool]:
-    """Select the conversations owner may use: its own, and those without an owner, which their id alone opens."""
-    unowned = conversations.c.owner.is_(None)
-    return or_(unowned, conversations.c.owner == owner) if owner else unowned
+    """Select the conversations owner may use: only its own; a caller with no owner, only the unowned.
+
+    A caller that is someone (a browser, a key) never reaches an unowned conversation, so a link to one can
+    never make a visitor's messages land where a stranger reads them (docs/security.md).
+    """
+    return conversations.c.owner == owner if owner else conversations.c.owner.is_(None)

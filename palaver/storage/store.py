@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from palaver.storage.database import lowered
 from palaver.storage.leases import TurnLeases
 from palaver.storage.schema import conversations, messages, visible_to
 from palaver.types import Message, Reply
@@ -22,6 +23,24 @@ MAX_TITLE_CHARS = 200
 def auto_title(text: str) -> str:
     """Title a conversation by the start of its first message, on one line."""
     return " ".join(text.split())[:AUTO_TITLE_CHARS]
+
+
+def fair_level(sizes: list[int], cap: int) -> int:
+    """Return the largest per-pool size that keeps the pools, each cut down to it, within cap in all.
+
+    Trimming every pool to this level removes conversations only from the largest pools: a client that floods
+    the store shrinks its own pool, and a client holding fewer than the level loses nothing.
+    """
+    if sum(sizes) <= cap:
+        return max(sizes, default=0)
+    low, high = 0, max(sizes)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if sum(min(size, middle) for size in sizes) <= cap:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def utc_now() -> datetime:
@@ -64,7 +83,8 @@ class ConversationSummary:
 
 @dataclass(frozen=True)
 class StoredConversation(ConversationSummary):
-    records: list[StoredMessage] = field(default_factory=list)
+    records: list[StoredMessage] = field(default_factory=list)  # all of its messages, or those of a window
+    first_turn: int = 0  # the turn records start at
 
     @property
     def messages(self) -> list[Message]:
@@ -99,14 +119,20 @@ class ConversationStore:
         self._closed = threading.Event()
         self.leases = TurnLeases(engine, clock, self._closed)
 
-    def get(self, conversation_id: str, owner: str | None = None) -> StoredConversation | None:
-        """Return a conversation owner may see, with its messages in order; None before its first turn is stored."""
+    def get(
+        self, conversation_id: str, owner: str | None = None, window: Callable[[int], range] | None = None
+    ) -> StoredConversation | None:
+        """Return a conversation owner may see, with its messages in order; None before its first turn is stored.
+
+        window maps the stored turn count to the turns to read; by default, all of them.
+        """
         with self.engine.connect() as connection:
             row = connection.execute(
                 sa.select(*SUMMARY_COLUMNS).where(conversations.c.id == conversation_id, visible_to(owner))
             ).first()
             if row is None or row.turns == 0:
                 return None
+            turns = window(row.turns) if window else range(row.turns)
             stored = connection.execute(
                 sa.select(
                     messages.c.role,
@@ -117,11 +143,15 @@ class ConversationStore:
                     messages.c.finish_reason,
                     messages.c.seconds,
                 )
-                .where(messages.c.conversation_id == conversation_id)
+                .where(
+                    messages.c.conversation_id == conversation_id,
+                    messages.c.position >= 2 * turns.start,
+                    messages.c.position < 2 * turns.stop,
+                )
                 .order_by(messages.c.position)
             ).all()
         records = [StoredMessage(r.role, r.content, as_utc(r.created_at), *r[3:]) for r in stored]
-        return StoredConversation(**vars(ConversationSummary.of(row)), records=records)
+        return StoredConversation(**vars(ConversationSummary.of(row)), records=records, first_turn=turns.start)
 
     def exists(self, conversation_id: str, owner: str | None = None) -> bool:
         """Tell whether owner may use a conversation that is stored or running its first turn in some process."""
@@ -137,10 +167,11 @@ class ConversationStore:
         """Return up to limit of owner's conversations, most recently updated first, from after (time, id) on."""
         query = sa.select(*SUMMARY_COLUMNS).where(conversations.c.owner == owner, conversations.c.turns > 0)
         if matching:  # in the title or any message, ignoring case; % and _ are matched as themselves
-            in_title = conversations.c.title.icontains(matching, autoescape=True)
+            needle = matching.lower()
+            in_title = lowered(self.engine, conversations.c.title).contains(needle, autoescape=True)
             in_text = sa.exists().where(
                 messages.c.conversation_id == conversations.c.id,
-                messages.c.content.icontains(matching, autoescape=True),
+                lowered(self.engine, messages.c.content).contains(needle, autoescape=True),
             )
             query = query.where(sa.or_(in_title, in_text))
         if after is not None:
@@ -252,21 +283,29 @@ class ConversationStore:
             return connection.execute(sa.select(sa.func.count()).select_from(conversations)).scalar_one()
 
     def sweep(self) -> int:
-        """Delete conversations idle too long, then the least recently used beyond the cap; return how many."""
+        """Delete conversations idle too long, then trim the largest client pools past the cap; return how many."""
         cutoff = self._clock() - timedelta(seconds=self.idle_seconds)
         with self.engine.begin() as connection:
             idle = sa.select(conversations.c.id).where(conversations.c.updated_at < cutoff)
-            keep = (
-                sa.select(conversations.c.id).order_by(conversations.c.updated_at.desc()).limit(self.max_conversations)
-            )
-            over = sa.select(conversations.c.id).where(conversations.c.id.not_in(keep.scalar_subquery()))
-            doomed = [*connection.execute(idle).scalars(), *connection.execute(over).scalars()]
-            doomed = list(dict.fromkeys(doomed))
-            for start in range(0, len(doomed), 500):
-                chunk = doomed[start : start + 500]
+            doomed_ids: list[str] = list(connection.execute(idle).scalars())
+            pool = sa.func.coalesce(conversations.c.client, "")
+            counted = sa.select(pool, sa.func.count()).where(conversations.c.updated_at >= cutoff).group_by(pool)
+            sizes = {str(row[0]): int(row[1]) for row in connection.execute(counted)}
+            level = fair_level(list(sizes.values()), self.max_conversations)
+            for client, size in sizes.items():
+                if size > level:  # this pool's least recently used go, down to the level every pool fits under
+                    oldest = (
+                        sa.select(conversations.c.id)
+                        .where(pool == client, conversations.c.updated_at >= cutoff)
+                        .order_by(conversations.c.updated_at, conversations.c.id)
+                        .limit(size - level)
+                    )
+                    doomed_ids += connection.execute(oldest).scalars()
+            for start in range(0, len(doomed_ids), 500):
+                chunk = doomed_ids[start : start + 500]
                 connection.execute(messages.delete().where(messages.c.conversation_id.in_(chunk)))
                 connection.execute(conversations.delete().where(conversations.c.id.in_(chunk)))
-        return len(doomed)
+        return len(doomed_ids)
 
     def close(self) -> None:
         """Stop the background threads and close the database's connections."""

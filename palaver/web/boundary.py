@@ -12,7 +12,7 @@ import select
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,9 @@ from palaver.conversations import Chat
 from palaver.errors import GenerationFailed, InvalidRequest, PalaverError, PayloadTooLarge
 from palaver.storage.database import connect, database_url, upgrade
 from palaver.storage.store import ConversationStore
-from palaver.types import REPLY_LISTENER, PromptInfo, Reply
+from palaver.types import CALLER, REPLY_LISTENER, Caller, PromptInfo, Reply
+from palaver.web import probes
+from palaver.web.fairness import ClientShares
 from palaver.web.metrics import Metrics
 
 log = logging.getLogger("palaver")
@@ -43,18 +45,33 @@ def init_app(app: Flask, settings: Settings) -> None:
     database = connect(database_url(settings.database_url, settings.cache_dir))
     upgrade(database)  # every start brings the schema up to date; `palaver db upgrade` does the same alone
     store = ConversationStore(database, settings.max_conversations, settings.conversation_ttl)
-    store.start_sweeping()
+    store.start_sweeping(settings.sweep_interval)
     chat = Chat(
-        store, engine, settings.max_waiting_per_conversation, settings.request_timeout, settings.max_history_turns
+        store,
+        engine,
+        settings.max_waiting_per_conversation,
+        settings.request_timeout,
+        settings.max_history_turns,
+        settings.max_conversation_turns,
     )
-    app.extensions["palaver"] = {"settings": settings, "engine": engine, "chat": chat, "metrics": metrics}
+    app.extensions["palaver"] = {
+        "settings": settings,
+        "engine": engine,
+        "chat": chat,
+        "metrics": metrics,
+        "shares": ClientShares(settings.client_share),
+    }
     security.init_app(app, settings)
     # In this order: cheap refusals come before the body is read, and budgets are charged last.
     app.before_request(start_request_record)
     app.before_request(security.refuse_foreign_requests)
+    app.before_request(identify_caller)
     app.before_request(load_body)
     app.before_request(security.apply_rate_limits)
     app.after_request(finish_request_record)
+    app.after_request(hold_share_until_sent)
+    app.teardown_request(give_back_share)
+    probes.install(engine.describe)  # the worker's poller answers /healthz and /readyz without a thread
     if settings.preload:
         engine.start()
 
@@ -75,8 +92,12 @@ def get_metrics() -> Metrics:
     return current_app.extensions["palaver"]["metrics"]
 
 
+def get_shares() -> ClientShares:
+    return current_app.extensions["palaver"]["shares"]
+
+
 def start_request_record() -> None:
-    """Give the request an id and a clock, and tally (and charge) the tokens of every reply it produces."""
+    """Give the request an id and a clock, and tally the tokens of every reply it produces for its log line."""
     g.request_id = uuid.uuid4().hex[:16]
     g.started = time.monotonic()
     g.body = b""
@@ -85,13 +106,41 @@ def start_request_record() -> None:
     def count(reply: Reply) -> None:
         tokens["prompt_tokens"] += reply.usage.prompt_tokens
         tokens["completion_tokens"] += reply.usage.completion_tokens
-        security.charge_tokens(reply.usage.completion_tokens)
 
     REPLY_LISTENER.set(count)
 
 
+def identify_caller() -> None:
+    """Name the request's client, for its budgets and the engine's round-robin; hold a place in its share."""
+    g.caller = security.caller_id()
+    CALLER.set(Caller(g.caller, security.token_reservation(g.caller)))
+    if request.endpoint not in security.PROBE_ENDPOINTS:
+        g.give_back_share = get_shares().take(g.caller)
+
+
+def hold_share_until_sent(response: Response) -> Response:
+    """Give the client's place back once the answer is sent: for a stream, when its last event has gone."""
+    give_back = g.pop("give_back_share", None)
+    if give_back is not None:
+        response.call_on_close(give_back)
+    return response
+
+
+def give_back_share(_error: BaseException | None = None) -> None:
+    """Give the place back if no answer took it over (Flask tears a streamed request down before it is sent)."""
+    give_back = g.pop("give_back_share", None)
+    if give_back is not None:
+        give_back()
+
+
 def load_body() -> None:
     g.body = read_body()
+    g.body_read = True
+
+
+def submitted_form() -> Mapping[str, str]:
+    """Return the request's form fields, or none when its body was never read (refused before, or too large)."""
+    return request.form if g.get("body_read") else {}
 
 
 def read_body() -> bytes:

@@ -47,11 +47,9 @@ def printable(text: str) -> str:
     return text
 
 
-class ConversationListQuery(RequestModel):
-    """GET /api/conversations: a page of the caller's conversations, most recently active first."""
+class SearchQuery(RequestModel):
+    """The sidebar's and the list's search: conversations whose title or messages hold some text, in any case."""
 
-    limit: int = Field(20, ge=1, le=MAX_PAGE_SIZE, description="How many conversations to return.")
-    cursor: str | None = Field(None, max_length=200, description="The next_cursor of the previous page.")
     q: str | None = Field(
         None, max_length=200, description="Only conversations whose title or messages hold this text, in any case."
     )
@@ -60,6 +58,13 @@ class ConversationListQuery(RequestModel):
     @classmethod
     def _search_text(cls, text: str) -> str | None:
         return printable(text).strip() or None
+
+
+class ConversationListQuery(SearchQuery):
+    """GET /api/conversations: a page of the caller's conversations, most recently active first."""
+
+    limit: int = Field(20, ge=1, le=MAX_PAGE_SIZE, description="How many conversations to return.")
+    cursor: str | None = Field(None, max_length=200, description="The next_cursor of the previous page.")
 
     @field_validator("cursor")
     @classmethod
@@ -70,6 +75,14 @@ class ConversationListQuery(RequestModel):
     def after(self) -> tuple[datetime, str] | None:
         """Return where this page starts: after the (update time, id) of the previous page's last conversation."""
         return decode_cursor(self.cursor) if self.cursor else None
+
+
+class ConversationView(SearchQuery):
+    """GET / and GET /c/<id>: the sidebar's search, and which of the conversation's turns to show."""
+
+    before: int | None = Field(
+        None, ge=1, le=10**9, description="Show the turns before this one (counted from 0): earlier messages."
+    )
 
 
 class RenameRequest(RequestModel):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import threading
+from collections import OrderedDict
 from typing import Any
 
 from markdown_it import MarkdownIt
@@ -52,8 +55,37 @@ def build_renderer() -> MarkdownIt:
 
 
 RENDERER = build_renderer()
+CACHE_BYTES = 16 * 1024 * 1024  # rendered replies kept; a page of 50 turns is well under 1 MB of them
+
+
+class RenderCache:
+    """Keep rendered replies, least recently used out first, within a bound on their text's size."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._rendered: OrderedDict[bytes, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def render(self, text: str) -> str:
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        with self._lock:
+            if (found := self._rendered.get(key)) is not None:
+                self._rendered.move_to_end(key)
+                return found
+        rendered = RENDERER.render(text)  # outside the lock: renders of different replies run side by side
+        with self._lock:
+            if key not in self._rendered:
+                self._rendered[key] = rendered
+                self.size += len(rendered)
+            while self.size > self.max_bytes and self._rendered:
+                self.size -= len(self._rendered.popitem(last=False)[1])
+        return rendered
+
+
+CACHE = RenderCache(CACHE_BYTES)
 
 
 def render_markdown(text: str) -> Markup:
-    """Render a reply's Markdown as HTML that is safe to insert into the page."""
-    return Markup(RENDERER.render(text))  # noqa: S704 - markdown-it escapes everything, with raw HTML off
+    """Render a reply's Markdown as HTML that is safe to insert into the page, once per distinct reply."""
+    return Markup(CACHE.render(text))  # noqa: S704 - markdown-it escapes everything, with raw HTML off

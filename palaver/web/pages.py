@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Generator, Iterator
 from contextlib import closing
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, get_template_attribute, redirect, render_template, request, session, url_for
 
 from palaver.conversations import ChatTurn
-from palaver.errors import InvalidRequest, NotFound, PalaverError, PayloadTooLarge, Unauthorized
-from palaver.storage.store import StoredMessage
+from palaver.errors import InvalidRequest, NotFound, PalaverError, Unauthorized
+from palaver.storage.store import StoredConversation, StoredMessage
 from palaver.types import final
 from palaver.web.boundary import (
     client_gone_probe,
@@ -22,9 +23,10 @@ from palaver.web.boundary import (
     guarded,
     json_error,
     sse_event,
+    submitted_form,
     to_palaver_error,
 )
-from palaver.web.history import ConversationListQuery, RenameRequest
+from palaver.web.history import ConversationView, RenameRequest
 from palaver.web.owners import current_owner
 from palaver.web.protocol import ChatResponse, FormChatRequest
 from palaver.web.security import require_sign_in, sign_in
@@ -41,16 +43,40 @@ pages.before_request(require_sign_in)
 
 
 LISTED_CONVERSATIONS = 50
+PAGE_TURNS = 50  # turns a page shows; earlier ones are a link away, so a long conversation loads as fast
+
+
+def page_window(turns: int, before: int | None) -> range:
+    """Return the turns a page shows: the PAGE_TURNS before the turn numbered before, or the latest."""
+    end = turns if before is None else min(before, turns)
+    return range(max(0, end - PAGE_TURNS), end)
+
+
 PANEL_PARAMETERS = ("temperature", "max_new_tokens", "top_p")
 
 
+def later_page(conversation: StoredConversation | None) -> str | None:
+    """Return the address of the turns after those shown, or None when the page shows the latest."""
+    if conversation is None:
+        return None
+    shown_end = conversation.first_turn + len(conversation.records) // 2
+    if shown_end >= conversation.turns:
+        return None
+    before = shown_end + PAGE_TURNS
+    if before >= conversation.turns:
+        return url_for("pages.open_conversation", conversation_id=conversation.id)
+    return url_for("pages.open_conversation", conversation_id=conversation.id, before=before)
+
+
 def render_chat(conversation_id: str | None, error: PalaverError | None = None, draft: str = ""):
-    """Render the chat page: the owner's conversations beside one of them (or a new one)."""
-    form = {} if isinstance(error, PayloadTooLarge) else request.form  # a body too large to read stays unread
+    """Render the chat page: the owner's conversations beside one of them (or a new one), its latest turns."""
+    form = submitted_form()
     engine, settings, store, owner = get_engine(), get_settings(), get_chat().store, current_owner()
-    conversation = store.get(conversation_id, owner) if conversation_id else None
-    search = ConversationListQuery.parse({"q": request.args.get("q", "")}, from_text=True) if error is None else None
-    query = search.q if search else None
+    asked = {name: request.args[name] for name in ("q", "before") if name in request.args}  # others: ignored
+    shown = ConversationView.parse(asked, from_text=True) if error is None else ConversationView()
+    before = shown.before
+    conversation = store.get(conversation_id, owner, partial(page_window, before=before)) if conversation_id else None
+    query = shown.q
     listed = store.owned(owner, LISTED_CONVERSATIONS, matching=query) if owner else []
     chosen_preset = form.get("preset") or (conversation.preset if conversation else session.get("preset"))
     preset = engine.presets.by_name.get(chosen_preset or "", engine.presets.default)
@@ -60,6 +86,7 @@ def render_chat(conversation_id: str | None, error: PalaverError | None = None, 
         "chat.html",
         conversation=conversation,
         records=conversation.records if conversation else [],
+        later=later_page(conversation),
         conversations=listed,
         query=query or "",
         error=error,
@@ -198,7 +225,7 @@ def page_error(exc: Exception):
     if isinstance(error, Unauthorized) or request.endpoint == "pages.enter_key":  # never the chat before sign-in
         shown = error if request.method == "POST" else None
         return render_template("key.html", error=shown), error.status, headers
-    # Give the user back what they typed, unless the body was too large to read.
-    draft = "" if isinstance(error, PayloadTooLarge) else request.form.get("textbox", "")
+    # Give the user back what they typed, unless the body was never read (refused first, or too large).
+    draft = submitted_form().get("textbox", "")
     shown_id = request.view_args.get("conversation_id") if request.view_args and error.status != 404 else None
     return render_chat(shown_id or session.get("conversation_id"), error, draft), error.status, headers

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from urllib.parse import urlsplit
 
 import limits
-from flask import Flask, Response, current_app, g, has_request_context, request, session
+from flask import Flask, Response, current_app, g, request, session
 from flask.sessions import SecureCookieSessionInterface
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
@@ -24,6 +28,9 @@ from palaver.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
+from palaver.web.headers import CONTENT_SECURITY_POLICY, SECURITY_HEADERS
+
+log = logging.getLogger("palaver")
 
 # Routes that run the model: keys guard them all, and the token budget applies to them.
 GENERATING_ENDPOINTS = {
@@ -35,14 +42,9 @@ GENERATING_ENDPOINTS = {
     "mlflow.invocations",
 }
 # Constant answers for a platform's probes: no host check, no key, no rate limit.
-PROBE_ENDPOINTS = {"health.healthz", "mlflow.ping", "static"}
+PROBE_ENDPOINTS = {"health.probe", "mlflow.ping", "static"}
 JSON_BODY_BLUEPRINTS = {"v1": ("application/json",), "mlflow": ("application/json", "text/csv", "application/csv")}
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
-    "frame-ancestors 'none'"
-)
 
 
 class SessionsSecureOverHttps(SecureCookieSessionInterface):
@@ -63,6 +65,7 @@ class RateLimits:
             self.sign_ins = limits.parse(settings.sign_in_attempts)
         except (ValueError, limits.errors.ConfigurationError) as exc:
             raise ConfigurationError(f"rate limits: {exc}") from None
+        self._settler = ThreadPoolExecutor(1, thread_name_prefix="palaver-budget")
 
     def count_request(self, caller: str) -> None:
         """Count one request, or refuse it once the caller's budget is spent."""
@@ -70,14 +73,41 @@ class RateLimits:
             raise self._refusal(self.requests, "requests", caller, "requests")
 
     def check_tokens(self, caller: str) -> None:
-        """Refuse a generation while the caller's token budget for this window is spent."""
+        """Refuse a generation at once while the caller's token budget for this window is spent."""
         if self.tokens is not None and not self.strategy.test(self.tokens, "tokens", caller):
             raise self._refusal(self.tokens, "tokens", caller, "generated tokens")
 
-    def spend_tokens(self, caller: str, count: int) -> None:
-        """Charge generated tokens; a reply that overshoots still counts in full."""
-        if self.tokens is not None and count > 0:
-            self.strategy.hit(self.tokens, "tokens", caller, cost=count)
+    def reserve_tokens(self, caller: str, most: int) -> Callable[[int], None]:
+        """Take up to most tokens of the caller's budget now, or refuse; return the call that settles the real count.
+
+        Reserving at admission is what makes the budget hold when many requests arrive at once: each one's
+        reservation is counted before the next is checked, not charged after all of them have run.
+        """
+        limit = self.tokens
+        if limit is None:
+            return lambda used: None
+        reserved = max(1, min(most, limit.amount))
+        key, storage = limit.key_for("tokens", caller), self.strategy.storage
+        if storage.incr(key, limit.get_expiry(), amount=reserved) > limit.amount:
+            storage.incr(key, limit.get_expiry(), amount=-reserved)
+            raise self._refusal(limit, "tokens", caller, f"generated tokens (this request reserves {reserved})")
+        window = storage.get_expiry(key)
+
+        def settle(used: int) -> None:
+            # Off the engine thread that finishes the row: a shared counter store is a network call away.
+            self._settler.submit(self._settle, key, reserved, used, window)
+
+        return settle
+
+    def _settle(self, key: str, reserved: int, used: int, window: float) -> None:
+        """Charge a reply's overshoot in full; give back what it did not use, unless its window has passed."""
+        assert self.tokens is not None  # only reservations settle
+        storage, difference = self.strategy.storage, used - reserved
+        try:
+            if difference > 0 or (difference < 0 and storage.get_expiry(key) == window):
+                storage.incr(key, self.tokens.get_expiry(), amount=difference)
+        except Exception:  # a counter store that is down must not take the settler with it
+            log.exception("settling a token reservation failed")
 
     def check_sign_in(self, address: str) -> None:
         """Refuse sign-in attempts from an address that has failed too often."""
@@ -116,15 +146,14 @@ def refuse_foreign_requests() -> None:
     """Refuse other hosts (DNS rebinding), cross-site writes, and non-JSON bodies on the JSON-only APIs."""
     if request.endpoint in PROBE_ENDPOINTS:
         return
+    if request.environ.get("SERVER_PROTOCOL") == "HTTP/1.1" and not request.environ.get("HTTP_HOST"):
+        raise InvalidRequest("an HTTP/1.1 request must carry a Host header", code="host_missing")
     allowed = current_app.extensions["palaver"]["settings"].allowed_host_list
     if allowed and not host_is_trusted(request.host, allowed):
         raise InvalidRequest("this server does not answer for that Host header", code="host_not_allowed")
     if request.method not in UNSAFE_METHODS:
         return
-    origin = request.headers.get("Origin")
-    if (origin is not None and urlsplit(origin).netloc != request.host) or request.headers.get(
-        "Sec-Fetch-Site"
-    ) == "cross-site":
+    if not same_origin(request.headers.get("Origin")) or request.headers.get("Sec-Fetch-Site") == "cross-site":
         raise Forbidden(
             "cross-site requests are refused; call this API from a server or from the page itself",
             code="cross_site_request",
@@ -135,6 +164,14 @@ def refuse_foreign_requests() -> None:
             f"the body must be sent as {' or '.join(accepted)} (got '{request.mimetype or 'no content type'}')",
             code="unsupported_media_type",
         )
+
+
+def same_origin(origin: str | None) -> bool:
+    """Tell whether an Origin header, if sent, names this server: its scheme as well as its host and port."""
+    if origin is None:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme == request.scheme and parts.netloc == request.host
 
 
 def key_id(key: str) -> str:
@@ -203,28 +240,31 @@ def require_sign_in() -> None:
         raise Unauthorized("enter an access key to use this chat", code="invalid_api_key")
 
 
+def caller_id() -> str:
+    """Return who the request counts against: its API key (bearer or signed in), else its client address."""
+    key = bearer_key_id() or signed_in_key_id()
+    return f"key:{key}" if key else f"address:{request.remote_addr}"
+
+
 def apply_rate_limits() -> None:
-    """Count the request against its caller's budgets: the key it uses, or else its address."""
+    """Count the request against its caller's budgets; a generation's tokens are reserved when it is admitted."""
     if request.endpoint in PROBE_ENDPOINTS:
         return
-    g.caller = bearer_key_id() or signed_in_key_id() or f"address:{request.remote_addr}"
     get_limits().count_request(g.caller)
     if request.endpoint in GENERATING_ENDPOINTS:
         get_limits().check_tokens(g.caller)
 
 
-def charge_tokens(count: int) -> None:
-    """Charge a reply's generated tokens to the caller of the current request."""
-    caller = g.get("caller") if has_request_context() else None  # engine calls outside requests charge no one
-    if caller:
-        get_limits().spend_tokens(caller, count)
+def token_reservation(caller: str) -> Callable[[int], Callable[[int], None]] | None:
+    """Return how the caller's generations reserve tokens, or None without a token limit."""
+    rate_limits = get_limits()
+    return partial(rate_limits.reserve_tokens, caller) if rate_limits.tokens is not None else None
 
 
 def add_security_headers(response: Response) -> Response:
     """Forbid sniffing, framing and cross-site referrers everywhere, and inline script on pages."""
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    response.headers.setdefault("X-Frame-Options", "DENY")
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
     if response.mimetype == "text/html":
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     return response

@@ -1,0 +1,46 @@
+"""Per-client fairness: who a request's client is, and the share of in-flight requests each client may hold."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable
+
+from palaver.errors import RateLimited
+
+SHARE_RETRY_AFTER_SECONDS = 2
+
+
+class ClientShares:
+    """Count each client's requests in flight, and refuse one past the client's share with 429."""
+
+    def __init__(self, share: int):
+        self.share = share
+        self.in_flight: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def take(self, client: str) -> Callable[[], None]:
+        """Take a place for one of client's requests, or raise; return the call that gives it back, once."""
+        if not self.share:
+            return lambda: None
+        with self._lock:
+            if self.in_flight[client] >= self.share:
+                raise RateLimited(
+                    f"this client already has {self.in_flight[client]} requests in flight, its share of the server "
+                    "(PALAVER_CLIENT_SHARE); wait for one to finish",
+                    retry_after=SHARE_RETRY_AFTER_SECONDS,
+                    code="client_share_exceeded",
+                )
+            self.in_flight[client] += 1
+        given_back = threading.Event()
+
+        def give_back() -> None:
+            with self._lock:
+                if given_back.is_set():
+                    return
+                given_back.set()
+                self.in_flight[client] -= 1
+                if self.in_flight[client] <= 0:
+                    del self.in_flight[client]
+
+        return give_back
