@@ -55,8 +55,10 @@ $(AXE): package.json package-lock.json
 	npm ci --silent --no-audit --no-fund
 	touch $(AXE)
 
+# The suite runs in one process per core (pytest-xdist), a test file to a process, so a file's servers start once.
+PYTEST_WORKERS ?= auto
 test: $(STAMP) $(KERNEL) $(AXE) browser postgres lint
-	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP) $(KERNEL)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.serve $(BENCH_ARGS)

@@ -1,15 +1,8 @@
-"""The shared vocabulary, as one import: settings (palaver.config) and messages and replies (palaver.types)."""
+"""The shared vocabulary, as one import: settings (palaver.core.config), messages and replies (palaver.core.types)."""
 
-from palaver.config import (
-    EMBEDDED_MODEL_NAME,
-    SETTINGS,
-    WEIGHT_MODES,
-    Setting,
-    Settings,
-    default_cache_dir,
-    settings_markdown,
-)
-from palaver.types import REPLY_LISTENER, Message, PromptInfo, Reply, Usage
+from palaver.core.config import EMBEDDED_MODEL_NAME, SETTINGS, WEIGHT_MODES, Settings
+from palaver.core.setting import Setting, default_cache_dir
+from palaver.core.types import REPLY_LISTENER, Message, PromptInfo, Reply, Usage
 
 __all__ = [
     "EMBEDDED_MODEL_NAME",
@@ -23,5 +16,4 @@ __all__ = [
     "Settings",
     "Usage",
     "default_cache_dir",
-    "settings_markdown",
 ]

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 from bench.storage import cpu_flags
-from palaver.batch import BatchRun
-from palaver.config import Settings
+from palaver.chat.presets import Presets
+from palaver.cli.jobs import BatchRun
+from palaver.core.config import Settings
 from palaver.engine.engine import Engine
 
 SUBJECTS = ["the sea", "a lighthouse", "bread", "a bicycle", "autumn", "a library", "the moon", "coffee", "a train"]
@@ -42,7 +43,7 @@ def main() -> None:
         batched = (f"batched ({settings.max_batch_size} rows in flight)", settings.max_batch_size)
         for label, concurrency in (batched, ("one row at a time", 1)):
             target = Path(scratch) / f"out-{concurrency}.csv"
-            run = BatchRun(engine, settings.generation_defaults(), engine.presets.default, "text", concurrency)
+            run = BatchRun(engine, settings.generation_defaults(), Presets(settings).default, "text", concurrency)
             started = time.perf_counter()
             results = list(run.run(source, target))
             seconds = time.perf_counter() - started

@@ -163,9 +163,9 @@ def main() -> None:
     parser.add_argument("--hogs", type=int, default=2, help="busy-loop processes for the noisy-neighbour run")
     parser.add_argument("--hog-clients", type=int, default=8, help="clients during the noisy-neighbour run")
     args = parser.parse_args()
-    import palaver.engine.loading as loading
+    import palaver.engine.sources as sources
 
-    gguf = str(loading.embedded_gguf_path())
+    gguf = str(sources.embedded_gguf_path())
     levels = [int(c) for c in args.clients.split(",") if c]
     rows = []
     with tempfile.TemporaryDirectory() as scratch:

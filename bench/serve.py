@@ -34,6 +34,7 @@ PROMPTS = [
 def palaver(cache_dir: str, model: str = "", **settings: str):
     """Start the Procfile's web command with the model preloading; yield (base URL, master pid)."""
     env = {"PALAVER_CACHE_DIR": cache_dir, "PALAVER_MODEL": model, "PALAVER_PRELOAD": "1", "HF_HUB_OFFLINE": "1"}
+    env["PALAVER_CLIENT_SHARE"] = "0"  # the benchmark plays many clients from one address
     env.update({f"PALAVER_{name.upper()}": value for name, value in settings.items()})
     with procfile_server(env) as server:
         yield server.url, server.pid

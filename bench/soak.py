@@ -195,6 +195,7 @@ def main() -> None:
     cache_dir = os.environ.get("PALAVER_CACHE_DIR") or tempfile.mkdtemp(prefix="palaver-soak-")
     duration = args.minutes * 60
     env = {"PALAVER_CACHE_DIR": cache_dir, "PALAVER_MODEL": args.model, "PALAVER_PRELOAD": "1", "HF_HUB_OFFLINE": "1"}
+    env["PALAVER_CLIENT_SHARE"] = "0"  # its many users all come from this one address
     with procfile_server(env, wait_for="/readyz", timeout=600) as server:
         url, pid = server.url, server.pid
         requests.post(url + "/api/chat", json={"message": "warm up"}, timeout=300)

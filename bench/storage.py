@@ -15,9 +15,9 @@ from pathlib import Path
 
 from bench.load import converse, converse_on_page, print_table, run_load
 from bench.serve import palaver, seconds_until_ready
+from palaver.core.types import Reply, Usage
 from palaver.storage.database import connect, upgrade
 from palaver.storage.store import ConversationStore
-from palaver.types import Reply, Usage
 from tests.databases import fresh_postgres_database, postgres_cluster
 
 REPLY = Reply(

@@ -7,10 +7,19 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from palaver.config import settings_markdown
-from palaver.parameters import parameters_markdown
+from palaver.core.config import SETTINGS
+from palaver.core.parameters import parameters_markdown
 
 DOCS = Path(__file__).resolve().parent
+
+
+def settings_markdown() -> str:
+    """Render the settings table: every variable, its default and its help, in declaration order."""
+    lines = ["| Variable | Default | What it does |", "|---|---|---|"]
+    lines += [f"| `{s.env_var}` | {s.shown_default} | {s.help} |" for s in SETTINGS]
+    return "\n".join(lines)
+
+
 TABLES: dict[str, tuple[Path, Callable[[], str]]] = {
     "settings": (DOCS / "configuration.md", settings_markdown),
     "parameters": (DOCS / "api.md", parameters_markdown),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from servers import start_server  # noqa: E402
 from app import create_app  # noqa: E402
 from commons import Settings  # noqa: E402
 from inference import Engine  # noqa: E402
+from palaver.web.app import build_services  # noqa: E402
 
 # Fixtures that start a real gunicorn server, and those that load the real embedded model: tests using them are
 # marked, so that `pytest -m "not server"` or `-m "not slow"` leaves them out.
@@ -40,7 +41,7 @@ EMBEDDED_FIXTURES = {"embedded_cache", "embedded_server"}
 def pytest_collection_modifyitems(items):
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if fixtures & SERVER_FIXTURES or item.module.__name__ in SERVER_MODULES:
+        if fixtures & SERVER_FIXTURES or item.module.__name__.rsplit(".", 1)[-1] in SERVER_MODULES:
             item.add_marker(pytest.mark.server)
         if fixtures & EMBEDDED_FIXTURES:
             item.add_marker(pytest.mark.slow)
@@ -132,18 +133,19 @@ def make_settings(tmp_path):
 
 @pytest.fixture
 def make_app(make_settings):
-    """Create an app on a model; its engine is closed after the test."""
+    """Create an app on a model (its engine loading with loader, if given); its services are closed after the test."""
     apps = []
 
-    def make(model: Path | str, **overrides):
-        app = create_app({"SETTINGS": make_settings(model, **overrides), "TESTING": True})
+    def make(model: Path | str, loader: Callable | None = None, **overrides):
+        settings = make_settings(model, **overrides)
+        backend = Engine(settings, loader=loader) if loader else None  # a test builds the services it needs
+        app = create_app({"TESTING": True}, services=build_services(settings, backend))
         apps.append(app)
         return app
 
     yield make
     for app in apps:
-        app.extensions["palaver"]["engine"].close()
-        app.extensions["palaver"]["chat"].store.close()
+        app.extensions["palaver"].close()
 
 
 @pytest.fixture
@@ -202,17 +204,17 @@ def markdown_server(markdown_model, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def embedded_cache(tmp_path_factory):
-    """Convert the embedded GGUF once into a fresh cache, timing it."""
-    from palaver.engine.loading import converted_gguf_dir, embedded_gguf_path
+    """A cache holding the embedded GGUF's tokenizer and config, extracted once for the session."""
+    from palaver.engine.loading import gguf_metadata_dir
+    from palaver.engine.sources import embedded_gguf_path
 
     cache = tmp_path_factory.mktemp("embedded-cache")
-    started = time.perf_counter()
-    converted = converted_gguf_dir(embedded_gguf_path(), str(cache))
-    return cache, converted, time.perf_counter() - started
+    gguf_metadata_dir(embedded_gguf_path(), str(cache))
+    return cache
 
 
 @pytest.fixture(scope="session")
 def embedded_server(embedded_cache):
     """A server on the real embedded model, slow enough to watch streaming and stopping."""
-    with start_server("", embedded_cache[0], max_new_tokens="300") as base_url:
+    with start_server("", embedded_cache, max_new_tokens="300") as base_url:
         yield base_url

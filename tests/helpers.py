@@ -38,8 +38,8 @@ def seed_turns(store, conversation_id: str, turns: int, reply: str = "Answer wit
     """Append turns to a stored conversation in one transaction, as a long-lived conversation would hold them."""
     import sqlalchemy as sa
 
+    from palaver.storage.records import utc_now
     from palaver.storage.schema import conversations, messages
-    from palaver.storage.store import utc_now
 
     now = utc_now()
     with store.engine.begin() as connection:
@@ -76,3 +76,17 @@ def seed_turns(store, conversation_id: str, turns: int, reply: str = "Answer wit
         connection.execute(
             conversations.update().where(conversations.c.id == conversation_id).values(turns=first + turns)
         )
+
+
+def assert_error(response, status, param, *words):
+    """Check a Flask test response is an error envelope with this status, naming param, and no traceback."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    error = response.get_json()["error"]
+    assert error["param"] == param and error["type"] and "Traceback" not in response.get_data(as_text=True)
+    for word in words:
+        assert word in error["message"]
+
+
+def start_conversation(client, message):
+    """Start a conversation through the API with a two-token reply; return its id."""
+    return client.post("/api/chat", json={"message": message, "max_new_tokens": 2}).get_json()["conversation_id"]

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import requests
 
-from palaver.cli import procfile_command
+from palaver.cli.main import procfile_command
 
 ROOT = Path(__file__).resolve().parent.parent
 

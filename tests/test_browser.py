@@ -2,7 +2,6 @@
 
 import re
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -44,26 +43,30 @@ def expect_replies(page, count: int, timeout: float = 30000):
     sync_api.expect(page.locator("#send")).to_be_visible(timeout=timeout)
 
 
-def delay_posts(page, seconds: float):
-    """Hold the page's POSTs briefly, so the waiting state can be seen."""
+def hold_posts(page) -> list:
+    """Hold the page's POSTs until the test lets them go, so the waiting state can be seen however slow the machine."""
+    held: list = []
 
     def hold(route):
-        if route.request.method == "POST":
-            time.sleep(seconds)
-        route.continue_()
+        if route.request.method == "POST" and not held:
+            held.append(route)  # answered when the test calls held[0].continue_()
+        else:
+            route.continue_()
 
     page.route("**/*", hold)
+    return held
 
 
 def test_a_message_is_sent_without_reloading_and_the_reply_appears(chromium, server):
     page = open_page(chromium, server)
     page.evaluate("window.notReloaded = true")
-    delay_posts(page, 0.5)
+    held = hold_posts(page)
     page.fill("#textbox", "Hello from the browser")
     page.click("#send")
     sync_api.expect(page.locator(".message.assistant.thinking")).to_have_count(1)
     sync_api.expect(page.locator("#stop")).to_be_visible()
     sync_api.expect(page.locator("#send")).to_be_hidden()
+    held[0].continue_()
     expect_replies(page, 1)
     assert page.locator(".message.user .text").inner_text() == "Hello from the browser"
     assert page.evaluate("window.notReloaded") is True

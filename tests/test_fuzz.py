@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from servers import procfile_server, server_env
 
 from commons import Settings
-from palaver.errors import InvalidRequest, NotFound
-from palaver.parameters import PARAMETER_NAMES, Sampling
+from palaver.core.errors import InvalidRequest, NotFound
+from palaver.core.parameters import PARAMETER_NAMES, Sampling
+from palaver.web.api.schemas import ChatRequest, FormChatRequest
 from palaver.web.mlflow import ScoringRequest
-from palaver.web.openai.protocol import ChatCompletionRequest, TextCompletionRequest
-from palaver.web.protocol import ChatRequest, FormChatRequest
+from palaver.web.openai.request_schemas import ChatCompletionRequest, TextCompletionRequest
 
 # Reproducible in CI; each test stays within a few seconds.
 FUZZ = settings(
@@ -194,32 +194,58 @@ CONTENT_TYPES = st.sampled_from(
 )
 
 
+class Fuzzed:
+    """A server under fuzzing: send a request, and read the log the server wrote since the last look."""
+
+    def __init__(self, server):
+        self.server, self.session, self.seen = server, requests.Session(), 0
+
+    def send(self, method: str, path: str, body: bytes, content_type: str) -> str:
+        """Send a request; return a description of it if it got a 5xx, else an empty string."""
+        headers = {"Content-Type": content_type} if content_type else {}
+        response = self.session.request(method, self.server.url + path, data=body, headers=headers, timeout=30)
+        _ = response.content  # read streams to the end
+        if response.status_code < 500:
+            return ""
+        return f"{method} {path} {body[:200]!r}: {response.status_code} {response.text[:300]}"
+
+    def new_log(self) -> str:
+        log = self.server.log()
+        fresh, self.seen = log[self.seen :], len(log)
+        return fresh
+
+
 @pytest.fixture(scope="module")
 def fuzz_server(chat_model, tmp_path_factory):
     env = server_env(
         chat_model, tmp_path_factory.mktemp("fuzz"), max_new_tokens="2", metrics="1", max_body_bytes="8192"
     )
     with procfile_server(env, wait_for="/readyz", timeout=120) as running:
-        session = requests.Session()
-        yield running, session
-        session.close()
-        log = running.log()
-        assert "Traceback" not in log and "unhandled error" not in log, "zero tracebacks"
+        fuzzed = Fuzzed(running)
+        yield fuzzed
+        fuzzed.session.close()
 
 
-def send(fuzz_server, method: str, path: str, body: bytes, content_type: str) -> None:
-    server, session = fuzz_server
-    headers = {"Content-Type": content_type} if content_type else {}
-    response = session.request(method, server.url + path, data=body, headers=headers, timeout=30)
-    _ = response.content  # read streams to the end
-    assert response.status_code < 500, f"{method} {path} {body[:200]!r}: {response.status_code} {response.text[:300]}"
+@pytest.fixture
+def fuzz(fuzz_server):
+    """The fuzzed server; each test fails itself if the server logged a traceback while it ran."""
+    fuzz_server.new_log()
+    yield fuzz_server
+
+
+def send(fuzz: Fuzzed, method: str, path: str, body: bytes, content_type: str) -> None:
+    """Send a request: no answer may be a 5xx, and nothing the server logs meanwhile may be a traceback."""
+    failure = fuzz.send(method, path, body, content_type)
+    log = fuzz.new_log()
+    assert not failure, failure
+    assert "Traceback" not in log and "unhandled error" not in log, log[-2000:]
 
 
 @pytest.mark.parametrize("method, path", ENDPOINTS)
 @SERVER_FUZZ
 @given(body=BODIES, content_type=CONTENT_TYPES)
-def test_random_json_never_gets_a_5xx(fuzz_server, method, path, body, content_type):
-    send(fuzz_server, method, path, json.dumps(body, allow_nan=True).encode("utf-8", "surrogatepass"), content_type)
+def test_random_json_never_gets_a_5xx(fuzz, method, path, body, content_type):
+    send(fuzz, method, path, json.dumps(body, allow_nan=True).encode("utf-8", "surrogatepass"), content_type)
 
 
 FORM_VALUES = st.text(max_size=20) | st.sampled_from(["nan", "NaN", "inf", "-Infinity", "1e999", "9" * 5000, "true"])
@@ -228,10 +254,8 @@ FORM_VALUES = st.text(max_size=20) | st.sampled_from(["nan", "NaN", "inf", "-Inf
 @pytest.mark.parametrize("path", ["/", "/api/chat", "/new", "/key", "/c/abc", "/c/abc/rename", "/c/abc/delete"])
 @SERVER_FUZZ
 @given(fields=st.dictionaries(st.sampled_from(FIELDS), FORM_VALUES, max_size=5))
-def test_random_form_fields_never_get_a_5xx(fuzz_server, path, fields):
-    send(
-        fuzz_server, "POST", path, urlencode({"textbox": "hi", **fields}).encode(), "application/x-www-form-urlencoded"
-    )
+def test_random_form_fields_never_get_a_5xx(fuzz, path, fields):
+    send(fuzz, "POST", path, urlencode({"textbox": "hi", **fields}).encode(), "application/x-www-form-urlencoded")
 
 
 @pytest.mark.parametrize("method, path", [e for e in ENDPOINTS if e[0] == "POST"])
@@ -240,8 +264,8 @@ def test_random_form_fields_never_get_a_5xx(fuzz_server, path, fields):
     body=st.binary(max_size=300) | st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
     content_type=CONTENT_TYPES,
 )
-def test_random_bytes_never_get_a_5xx(fuzz_server, method, path, body, content_type):
-    send(fuzz_server, method, path, body, content_type)
+def test_random_bytes_never_get_a_5xx(fuzz, method, path, body, content_type):
+    send(fuzz, method, path, body, content_type)
 
 
 QUERY_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300)
@@ -251,27 +275,27 @@ CURSORS = QUERY_TEXT | QUERY_TEXT.map(lambda text: base64.urlsafe_b64encode(text
 @pytest.mark.parametrize("path", ["/api/conversations", "/api/conversations/abc/export", "/"])
 @SERVER_FUZZ
 @given(query=st.dictionaries(st.sampled_from(["limit", "cursor", "format", "sort", "q"]), CURSORS, max_size=3))
-def test_random_query_strings_never_get_a_5xx(fuzz_server, path, query):
-    send(fuzz_server, "GET", f"{path}?{urlencode(query)}", b"", "")
+def test_random_query_strings_never_get_a_5xx(fuzz, path, query):
+    send(fuzz, "GET", f"{path}?{urlencode(query)}", b"", "")
 
 
 @pytest.mark.parametrize(
     "cursor", ["0001-01-01T00:00:00+05:00|x", "9999-12-31T23:59:59-05:00|x", "2026-01-01T00:00:00|x", "2026-01-01|"]
 )
-def test_cursors_with_dates_at_the_edges_are_refused_or_served(fuzz_server, cursor):
-    send(fuzz_server, "POST", "/", b"textbox=hi", "application/x-www-form-urlencoded")  # an owner, so a real query
+def test_cursors_with_dates_at_the_edges_are_refused_or_served(fuzz, cursor):
+    send(fuzz, "POST", "/", b"textbox=hi", "application/x-www-form-urlencoded")  # an owner, so a real query
     encoded = base64.urlsafe_b64encode(cursor.encode()).decode()
-    send(fuzz_server, "GET", f"/api/conversations?cursor={encoded}", b"", "")
+    send(fuzz, "GET", f"/api/conversations?cursor={encoded}", b"", "")
 
 
 HOSTILE_TEXTS = ["nan", "NaN", "inf", "-Infinity", "1e999", "-1", "9" * 5000, "", "\u0663", "0x10"]
 
 
 @pytest.mark.parametrize("name", PARAMETER_NAMES)
-def test_every_parameter_with_every_hostile_value_on_every_surface(fuzz_server, name):
+def test_every_parameter_with_every_hostile_value_on_every_surface(fuzz, name):
     for text in HOSTILE_TEXTS:
         send(
-            fuzz_server,
+            fuzz,
             "POST",
             "/",
             urlencode({"textbox": "hi", name: text}).encode(),
@@ -285,4 +309,4 @@ def test_every_parameter_with_every_hostile_value_on_every_surface(fuzz_server, 
         ]:
             body = json.loads(json.dumps(body))
             (body["params"] if "params" in body else body)[name] = value
-            send(fuzz_server, "POST", path, json.dumps(body, allow_nan=True).encode(), "application/json")
+            send(fuzz, "POST", path, json.dumps(body, allow_nan=True).encode(), "application/json")

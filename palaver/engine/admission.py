@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from palaver.errors import ServerBusy
+from palaver.core.errors import ServerBusy
 
 BUSY_RETRY_AFTER_SECONDS = 2
 

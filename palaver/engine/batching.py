@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from palaver.core.parameters import GenerationParams
+from palaver.core.types import Reply, Usage
 from palaver.engine.kv_cache import grow_in_place
 from palaver.engine.llama_decoder import LlamaDecoder
 from palaver.engine.prefix_cache import PrefixCache
 from palaver.engine.sampling import Sampler
 from palaver.engine.streaming import ReplyStream
-from palaver.parameters import GenerationParams
-from palaver.types import Reply, Usage
 
 log = logging.getLogger("palaver.engine")
 

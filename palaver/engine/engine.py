@@ -10,17 +10,16 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-from palaver.config import Settings
-from palaver.engine.admission import Admission
-from palaver.engine.fair_queue import FairQueue
-from palaver.engine.requests import FINISHED, GenerationRequest, Observer, follow
-from palaver.errors import (
+from palaver.core.config import Settings
+from palaver.core.errors import (
     GenerationFailed,
     ModelNotReady,
     PalaverError,
 )
-from palaver.presets import Presets
-from palaver.types import ModelLimits, PromptInfo, Reply, ReplyEvents, final
+from palaver.core.types import ModelLimits, ModelSource, PromptInfo, Reply, ReplyEvents, final
+from palaver.engine.admission import Admission
+from palaver.engine.fair_queue import FairQueue
+from palaver.engine.generation import FINISHED, GenerationRequest, Observer, follow
 
 if TYPE_CHECKING:
     from palaver.engine.families import ModelFamily, Prompt
@@ -41,10 +40,11 @@ class Engine:
         settings: Settings,
         loader: Callable[[Settings], LoadedModel] | None = None,
         observer: Observer | None = None,
+        source: ModelSource | None = None,
     ):
         self.settings = settings
+        self.source = source  # where the backends found the model; None: PALAVER_MODEL as a plain path or id
         self.observer = observer or Observer()
-        self.presets = Presets(settings)
         self._loader = loader
         self._lock = threading.Lock()
         self._settled = threading.Event()  # set once a load attempt has succeeded or failed
@@ -162,10 +162,7 @@ class Engine:
 
     def _run(self) -> None:
         try:
-            # torch is imported here, on the worker, so the web server starts and answers at once.
-            from palaver.engine.loading import load_model
-
-            self.model = (self._loader or load_model)(self.settings)
+            self.model = self._loader(self.settings) if self._loader else self._load()
             self.load_error = None
         except Exception as exc:  # a bad model must not take the server down
             log.exception("loading the model failed")
@@ -174,6 +171,12 @@ class Engine:
         finally:
             self._settled.set()
         self._serve()
+
+    def _load(self) -> LoadedModel:
+        # torch is imported here, on the worker, so the web server starts and answers at once.
+        from palaver.engine.loading import load_model
+
+        return load_model(self.settings, self.source)
 
     def _serve(self) -> None:
         """Run the batch: admit queued requests at each step, decode, and finish rows as they end."""
@@ -241,11 +244,10 @@ class Engine:
 
     def _build_prompt(self, request: GenerationRequest) -> Prompt:
         family = self._family()
-        preset = request.preset or self.presets.default
         if request.messages is not None:
-            return family.build_prompt(preset.apply(request.messages), request.params.max_new_tokens)
+            return family.build_prompt(request.messages, request.params.max_new_tokens)
         assert request.prompt is not None  # a request carries messages or a prompt
-        return family.text_prompt(preset.format(request.prompt), request.params.max_new_tokens)
+        return family.text_prompt(request.prompt, request.params.max_new_tokens)
 
     def _row(self, request: GenerationRequest):
         family = self._family()

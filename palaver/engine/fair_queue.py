@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict, deque
 
-from palaver.engine.requests import GenerationRequest
+from palaver.engine.generation import GenerationRequest
 
 
 class FairQueue:

@@ -7,13 +7,13 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from palaver.core.errors import InvalidRequest
+from palaver.core.parameters import GenerationParams
+from palaver.core.types import Message, Reply
 from palaver.engine.batching import CausalBatch, Row, Seq2SeqBatch
 from palaver.engine.llama_decoder import LlamaDecoder
 from palaver.engine.prefix_cache import PrefixCache
 from palaver.engine.streaming import ReplyStream
-from palaver.errors import InvalidRequest
-from palaver.parameters import GenerationParams
-from palaver.types import Message, Reply
 
 # Private-use characters around a message's index: the template's own text never holds them.
 CONTENT_MARK = "\ue000{}\ue001"

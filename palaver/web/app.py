@@ -1,4 +1,4 @@
-"""The Palaver web app: an app factory that wires settings, the engine and the blueprints."""
+"""The Palaver web app: an app factory that builds the services once and wires the blueprints and checks."""
 
 from __future__ import annotations
 
@@ -9,27 +9,44 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, render_template, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import BaseConverter
 
-import palaver.web.boundary as services
-from palaver.config import Settings
-from palaver.web.api import api, health
-from palaver.web.history import CONVERSATION_ID
+from palaver.backends import Backend, create_backend
+from palaver.backends.sources import resolve_settings
+from palaver.chat.conversations import Chat
+from palaver.chat.presets import Presets
+from palaver.core.config import Settings
+from palaver.storage.database import connect, database_url, upgrade
+from palaver.storage.store import ConversationStore
+from palaver.web import fairness, probes, request_log, security
+from palaver.web.api.listing import CONVERSATION_ID
+from palaver.web.api.routes import api, health
+from palaver.web.body import load_body
+from palaver.web.errors import json_error, to_palaver_error
+from palaver.web.fairness import ClientShares
 from palaver.web.markdown import render_markdown
+from palaver.web.metrics import Metrics
 from palaver.web.mlflow import mlflow
 from palaver.web.openai.routes import v1
 from palaver.web.pages import pages
+from palaver.web.rate_limits import RateLimits, apply_rate_limits
+from palaver.web.services import EXTENSION, Services
+from palaver.web.sessions import SessionsSecureOverHttps, secret_key
 
 ROOT = Path(__file__).resolve().parents[2]  # templates/ and static/ sit beside the package
 
 
-def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    """Create the app; test_config may carry a SETTINGS object and Flask config overrides."""
+def create_app(test_config: Mapping[str, Any] | None = None, services: Services | None = None) -> Flask:
+    """Create the app: from the environment, or test_config's SETTINGS and Flask config, or services built already."""
     config = dict(test_config or {})
-    settings: Settings = config.pop("SETTINGS", None) or Settings.from_env()
+    settings_given: Settings | None = config.pop("SETTINGS", None)
+    if services is None:
+        services = build_services(resolve_settings(settings_given or Settings.from_env()))
+    settings = services.settings
     app = Flask("palaver", template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
     app.config.from_mapping(
-        SECRET_KEY=services.secret_key(settings),
+        SECRET_KEY=secret_key(settings),
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=timedelta(seconds=settings.conversation_ttl),
@@ -37,16 +54,54 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(config)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    services.init_app(app, settings)
+    app.extensions[EXTENSION] = services
+    if settings.trusted_proxies:
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)  # type: ignore[method-assign]
+    app.session_interface = SessionsSecureOverHttps()
+    # In this order: cheap refusals come before the body is read, and budgets are charged last.
+    app.before_request(request_log.start_request_record)
+    app.before_request(security.refuse_foreign_requests)
+    app.before_request(fairness.identify_caller)
+    app.before_request(load_body)
+    app.before_request(apply_rate_limits)
+    app.after_request(security.add_security_headers)
+    app.after_request(request_log.finish_request_record)
+    app.after_request(fairness.hold_share_until_sent)
+    app.teardown_request(fairness.give_back_share)
     app.url_map.converters["conversation"] = ConversationIdConverter
     app.add_template_filter(render_markdown, "markdown")
-    app.register_blueprint(pages)
-    app.register_blueprint(api)
-    app.register_blueprint(health)
-    app.register_blueprint(v1)
-    app.register_blueprint(mlflow)
+    for blueprint in (pages, api, health, v1, mlflow):
+        app.register_blueprint(blueprint)
     app.register_error_handler(Exception, unrouted_error)
+    probes.install(services.backend.describe)  # the worker's poller answers /healthz and /readyz without a thread
+    if settings.preload:
+        services.backend.start()
     return app
+
+
+def build_services(settings: Settings, backend: Backend | None = None) -> Services:
+    """Build the backend (unless given), the conversation store and chat service, metrics and bounds."""
+    metrics = Metrics()
+    backend = backend or create_backend(settings, observer=metrics)
+    metrics.watch(backend)
+    database = connect(database_url(settings.database_url, settings.cache_dir))
+    upgrade(database)  # every start brings the schema up to date; `palaver db upgrade` does the same alone
+    store = ConversationStore(database, settings.max_conversations, settings.conversation_ttl)
+    store.start_sweeping(settings.sweep_interval)
+    presets = Presets(settings)
+    chat = Chat(
+        store,
+        backend,
+        presets,
+        settings.max_waiting_per_conversation,
+        settings.request_timeout,
+        settings.max_history_turns,
+        settings.max_conversation_turns,
+    )
+    return Services(
+        settings, backend, presets, chat, metrics, RateLimits(settings), ClientShares(settings.client_share)
+    )
 
 
 class ConversationIdConverter(BaseConverter):
@@ -57,7 +112,7 @@ class ConversationIdConverter(BaseConverter):
 
 def unrouted_error(exc: Exception):
     """Answer errors outside any blueprint (unknown URLs, refused requests): JSON for APIs, a page elsewhere."""
-    error = services.to_palaver_error(exc)
+    error = to_palaver_error(exc)
     if request.path.startswith(("/api/", "/v1/", "/invocations")) or request.mimetype == "application/json":
-        return services.json_error(error)
+        return json_error(error)
     return render_template("error.html", error=error), error.status

@@ -267,14 +267,15 @@ class BufferedThreadWorker(ThreadWorker):
         conn.close()
 
     def murder_pending(self) -> None:
-        """Close connections past their deadline; a partial request gets a 408 first."""
+        """Close connections past their deadline (a partial request gets a 408 first); stopping, close idle ones."""
         super().murder_pending()
         now = time.monotonic()
-        for conn in [conn for conn in self.watched if conn.timeout <= now]:
-            if conn.pending is not None and conn.pending.data:
+        for conn in list(self.watched):
+            idle = conn.pending is None or not conn.pending.data
+            if conn.timeout <= now and not idle:
                 self.refuse(conn, b"408 Request Timeout")
-            else:
-                self.drop(conn)
+            elif conn.timeout <= now or (idle and not self.alive):
+                self.drop(conn)  # a stopping worker waits for requests under way, not for clients to speak
 
 
 def write_error_with_headers(sock, status_int: int, reason: str, mesg: str) -> None:

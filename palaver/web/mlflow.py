@@ -10,17 +10,19 @@ from typing import Annotated, Any
 from flask import Blueprint, Response, request
 from pydantic import BeforeValidator, Field, model_validator
 
-from palaver.engine.engine import GenerationRequest
-from palaver.errors import InvalidRequest
-from palaver.mlflow_models import OpenAIModel, find_mlflow_model
-from palaver.parameters import Sampling
-from palaver.types import Message, Reply, final
-from palaver.validation import RequestModel, body_error, field_error
-from palaver.web.boundary import get_engine, get_settings, json_error, read_json, to_palaver_error
-from palaver.web.openai.protocol import ChatCompletionRequest, TextCompletionRequest
+from palaver.backends.mlflow_models import OpenAIModel, find_mlflow_model
+from palaver.core.errors import InvalidRequest
+from palaver.core.parameters import Sampling
+from palaver.core.types import Message, Reply, final
+from palaver.core.validation import RequestModel, body_error, field_error
+from palaver.engine.generation import GenerationRequest
+from palaver.web.api.schemas import prompt_list
+from palaver.web.body import read_json
+from palaver.web.errors import json_error, to_palaver_error
+from palaver.web.openai.request_schemas import ChatCompletionRequest, TextCompletionRequest
 from palaver.web.openai.routes import serve_chat, serve_text, start_all
-from palaver.web.protocol import prompt_list
 from palaver.web.security import require_api_key
+from palaver.web.services import services
 
 mlflow = Blueprint("mlflow", __name__)
 
@@ -50,7 +52,7 @@ def ping():
 def invocations():
     require_api_key()
     body = read_csv() if request.mimetype in ("text/csv", "application/csv") else read_json()
-    context = {"settings": get_settings()}
+    context = {"settings": services().settings}
     if isinstance(body, Mapping) and "messages" in body:  # llm/v1/chat
         return serve_chat(ChatCompletionRequest.parse(body, context), require_model=False)
     if isinstance(body, Mapping) and "prompt" in body:  # llm/v1/completions
@@ -138,15 +140,15 @@ class ScoringRequest(RequestModel):
 
 def predict(scoring: ScoringRequest) -> list[str]:
     """Complete each prompt; like a transformers text-generation pipeline, include it unless told not to."""
-    engine, params = get_engine(), scoring.params
-    generation = params.applied_to(get_settings().generation_defaults())
-    preset = engine.presets.get(params.preset)
-    saved = find_mlflow_model(get_settings().model)
+    app, params = services(), scoring.params
+    generation = params.applied_to(app.settings.generation_defaults())
+    preset = app.presets.get(params.preset)
+    saved = find_mlflow_model(app.settings.model)
     if isinstance(saved, OpenAIModel) and saved.task == "chat.completions":  # each row is a user message, as in MLflow
-        work = [GenerationRequest(generation, messages=[Message("user", p)], preset=preset) for p in scoring.prompts]
+        work = [GenerationRequest(generation, messages=preset.apply([Message("user", p)])) for p in scoring.prompts]
     else:
-        work = [GenerationRequest(generation, prompt=p, preset=preset) for p in scoring.prompts]
-    replies = [final(stream, Reply) for stream in start_all(work, engine)]
+        work = [GenerationRequest(generation, prompt=preset.format(p)) for p in scoring.prompts]
+    replies = [final(stream, Reply) for stream in start_all(work, app.backend)]
     full_text = params.return_full_text if params.return_full_text is not None else not isinstance(saved, OpenAIModel)
     return [
         (prompt + reply.text if full_text else reply.text).strip() for prompt, reply in zip(scoring.prompts, replies)

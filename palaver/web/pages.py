@@ -10,26 +10,19 @@ from typing import Any
 
 from flask import Blueprint, get_template_attribute, redirect, render_template, request, session, url_for
 
-from palaver.conversations import ChatTurn
-from palaver.errors import InvalidRequest, NotFound, PalaverError, Unauthorized
-from palaver.storage.store import StoredConversation, StoredMessage
-from palaver.types import final
-from palaver.web.boundary import (
-    client_gone_probe,
-    event_stream,
-    get_chat,
-    get_engine,
-    get_settings,
-    guarded,
-    json_error,
-    sse_event,
-    submitted_form,
-    to_palaver_error,
-)
-from palaver.web.history import ConversationView, RenameRequest
+from palaver.chat.conversations import ChatTurn
+from palaver.core.errors import InvalidRequest, NotFound, PalaverError, Unauthorized
+from palaver.core.types import final
+from palaver.storage.records import StoredConversation, StoredMessage
+from palaver.web.api.listing import ConversationView, RenameRequest
+from palaver.web.api.schemas import ChatResponse, FormChatRequest
+from palaver.web.body import submitted_form
+from palaver.web.connection import client_gone_probe
+from palaver.web.errors import json_error, to_palaver_error
 from palaver.web.owners import current_owner
-from palaver.web.protocol import ChatResponse, FormChatRequest
 from palaver.web.security import require_sign_in, sign_in
+from palaver.web.services import services
+from palaver.web.sse import event_stream, guarded, sse_event
 
 pages = Blueprint("pages", __name__)
 
@@ -71,7 +64,8 @@ def later_page(conversation: StoredConversation | None) -> str | None:
 def render_chat(conversation_id: str | None, error: PalaverError | None = None, draft: str = ""):
     """Render the chat page: the owner's conversations beside one of them (or a new one), its latest turns."""
     form = submitted_form()
-    engine, settings, store, owner = get_engine(), get_settings(), get_chat().store, current_owner()
+    app, owner = services(), current_owner()
+    engine, settings, store, presets = app.backend, app.settings, app.chat.store, app.presets
     asked = {name: request.args[name] for name in ("q", "before") if name in request.args}  # others: ignored
     shown = ConversationView.parse(asked, from_text=True) if error is None else ConversationView()
     before = shown.before
@@ -79,7 +73,7 @@ def render_chat(conversation_id: str | None, error: PalaverError | None = None, 
     query = shown.q
     listed = store.owned(owner, LISTED_CONVERSATIONS, matching=query) if owner else []
     chosen_preset = form.get("preset") or (conversation.preset if conversation else session.get("preset"))
-    preset = engine.presets.by_name.get(chosen_preset or "", engine.presets.default)
+    preset = presets.by_name.get(chosen_preset or "", presets.default)
     path = url_for("pages.send_in", conversation_id=conversation.id) if conversation else url_for("pages.send")
     model = engine.describe()
     return render_template(
@@ -96,7 +90,7 @@ def render_chat(conversation_id: str | None, error: PalaverError | None = None, 
         # From what the backend already knows: a page must never wait on the upstream to learn a name.
         model_name=model.get("name")
         or (settings.upstream_model if settings.backend == "openai" else settings.model_name),
-        presets=list(engine.presets),
+        presets=list(presets),
         preset=preset,
         send_url=path,
         stop_url=f"{path}/stop" if conversation else url_for("pages.stop"),
@@ -110,9 +104,14 @@ def render_turn(turn: ChatTurn) -> str:
     message = get_template_attribute("_message.html", "message")
     usage, reply = turn.reply.usage, turn.reply
     now = datetime.now(UTC)
-    question = StoredMessage("user", turn.user_text, now, usage.prompt_tokens)
+    question = StoredMessage(role="user", content=turn.user_text, created_at=now, prompt_tokens=usage.prompt_tokens)
     answer = StoredMessage(
-        "assistant", reply.text, now, None, usage.completion_tokens, reply.finish_reason, turn.seconds
+        role="assistant",
+        content=reply.text,
+        created_at=now,
+        completion_tokens=usage.completion_tokens,
+        finish_reason=reply.finish_reason,
+        seconds=turn.seconds,
     )
     return str(message(question, turn.conversation_id, editable=True)) + str(
         message(answer, turn.conversation_id, question=question)
@@ -128,7 +127,7 @@ def index():
 @pages.get("/c/<conversation:conversation_id>")
 def open_conversation(conversation_id: str):
     """Open one of the owner's conversations at its own address; anyone else gets a 404."""
-    if not get_chat().store.exists(conversation_id, current_owner(create=True)):
+    if not services().chat.store.exists(conversation_id, current_owner(create=True)):
         raise NotFound("there is no conversation at this address, or it is not yours")
     session["conversation_id"] = conversation_id  # curl's POST / and the Stop of old pages continue it
     return render_chat(conversation_id)
@@ -148,9 +147,9 @@ def send_in(conversation_id: str):
 
 def take_turn(conversation_id: str | None, restart_unknown: bool):
     fields = {"preset": session.get("preset"), **request.form.to_dict(), "conversation_id": conversation_id}
-    settings = get_settings()
+    settings = services().settings
     chat_input = FormChatRequest.from_form(fields, settings).to_input(settings)
-    chat, owner = get_chat(), current_owner(create=True)
+    chat, owner = services().chat, current_owner(create=True)
     conversation_id = chat.resolve(chat_input.conversation_id, owner, restart_unknown=restart_unknown)
     session["conversation_id"] = conversation_id
     session.permanent = True
@@ -176,18 +175,18 @@ def page_events(items: Generator[Any, None, None]) -> Iterator[str]:
 
 @pages.post("/stop")
 def stop():
-    return {"stopped": get_chat().cancel(session.get("conversation_id"), current_owner())}
+    return {"stopped": services().chat.cancel(session.get("conversation_id"), current_owner())}
 
 
 @pages.post("/c/<conversation:conversation_id>/stop")
 def stop_in(conversation_id: str):
-    return {"stopped": get_chat().cancel(conversation_id, current_owner())}
+    return {"stopped": services().chat.cancel(conversation_id, current_owner())}
 
 
 @pages.post("/c/<conversation:conversation_id>/rename")
 def rename_conversation(conversation_id: str):
     title = RenameRequest.parse(request.form.to_dict(), from_text=True).title
-    get_chat().rename(conversation_id, title, current_owner())
+    services().chat.rename(conversation_id, title, current_owner())
     return redirect(url_for("pages.open_conversation", conversation_id=conversation_id), code=303)
 
 
@@ -195,7 +194,7 @@ def rename_conversation(conversation_id: str):
 def delete_conversation(conversation_id: str):
     if request.form.get("confirm") != "yes":
         raise InvalidRequest("'confirm' must be ticked to delete a conversation", param="confirm")
-    get_chat().delete(conversation_id, current_owner())
+    services().chat.delete(conversation_id, current_owner())
     if session.get("conversation_id") == conversation_id:
         session.pop("conversation_id")
     return redirect(url_for("pages.index"), code=303)
@@ -204,7 +203,7 @@ def delete_conversation(conversation_id: str):
 @pages.post("/new")
 def new_conversation():
     preset = request.form.get("preset") or None
-    get_engine().presets.get(preset, param="preset")  # refuse an unknown preset before starting over
+    services().presets.get(preset, param="preset")  # refuse an unknown preset before starting over
     session.pop("conversation_id", None)  # the previous one stays in the owner's list until deleted or expired
     session["preset"] = preset
     return redirect(url_for("pages.index"), code=303)

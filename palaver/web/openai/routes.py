@@ -9,22 +9,14 @@ from contextlib import closing
 from flask import Blueprint
 
 from palaver.backends import Backend
-from palaver.engine.requests import GenerationRequest
-from palaver.errors import PalaverError
-from palaver.types import PromptInfo, Reply, ReplyEvents, Usage, final
-from palaver.web.boundary import (
-    client_gone_probe,
-    event_stream,
-    get_engine,
-    get_settings,
-    guarded,
-    json_error,
-    read_json,
-    sse_event,
-    to_palaver_error,
-)
-from palaver.web.openai.protocol import ChatCompletionRequest, TextCompletionRequest
-from palaver.web.openai.responses import (
+from palaver.core.errors import PalaverError
+from palaver.core.types import PromptInfo, Reply, ReplyEvents, Usage, final
+from palaver.engine.generation import GenerationRequest
+from palaver.web.body import read_json
+from palaver.web.connection import client_gone_probe
+from palaver.web.errors import json_error, to_palaver_error
+from palaver.web.openai.request_schemas import ChatCompletionRequest, TextCompletionRequest
+from palaver.web.openai.response_schemas import (
     ChatCompletion,
     ChatCompletionChunk,
     ChunkChoice,
@@ -38,6 +30,8 @@ from palaver.web.openai.responses import (
     new_id,
 )
 from palaver.web.security import require_api_key
+from palaver.web.services import services
+from palaver.web.sse import event_stream, guarded, sse_event
 
 v1 = Blueprint("v1", __name__, url_prefix="/v1")
 v1.before_request(require_api_key)
@@ -46,19 +40,19 @@ TRUNCATED_HEADER = "X-Palaver-Truncated-Turns"
 
 @v1.post("/chat/completions")
 def chat_completions():
-    return serve_chat(ChatCompletionRequest.parse(read_json(), {"settings": get_settings()}))
+    return serve_chat(ChatCompletionRequest.parse(read_json(), {"settings": services().settings}))
 
 
 @v1.post("/completions")
 def completions():
-    return serve_text(TextCompletionRequest.parse(read_json(), {"settings": get_settings()}))
+    return serve_text(TextCompletionRequest.parse(read_json(), {"settings": services().settings}))
 
 
 @v1.get("/models")
 def models():
-    limits = get_engine().model_limits(get_settings().load_wait)
+    limits = services().backend.model_limits(services().settings.load_wait)
     card = ModelCard(
-        id=get_engine().model_name,
+        id=services().backend.model_name,
         created=int(limits.ready_at),
         family=limits.family,
         context_length=limits.context_tokens,
@@ -75,12 +69,12 @@ def v1_error(exc: Exception):
 
 def serve_chat(chat: ChatCompletionRequest, *, require_model: bool = True):
     """Answer a chat completion, as one object or as a stream of chunks."""
-    settings, engine = get_settings(), get_engine()
+    app = services()
+    settings, engine = app.settings, app.backend
     model = chat.served_model(engine.model_name, settings, required=require_model)
     request = GenerationRequest(
         chat.generation_params(settings.generation_defaults()),
-        messages=[message.to_message() for message in chat.messages],
-        preset=engine.presets.get(chat.preset),
+        messages=app.presets.get(chat.preset).apply([message.to_message() for message in chat.messages]),
         client_gone=client_gone_probe(),
     )
     items = engine.stream(request)
@@ -116,13 +110,14 @@ def chat_events(items: ReplyEvents, model: str, include_usage: bool) -> Iterator
 
 def serve_text(completion: TextCompletionRequest, *, require_model: bool = True):
     """Answer a completion for one prompt or a list of them."""
-    settings, engine = get_settings(), get_engine()
+    app = services()
+    settings, engine = app.settings, app.backend
     model = completion.served_model(engine.model_name, settings, required=require_model)
     params = completion.generation_params(settings.generation_defaults())
-    preset = engine.presets.get(completion.preset)
+    preset = app.presets.get(completion.preset)
     probe = client_gone_probe()
     streams = start_all(
-        [GenerationRequest(params, prompt=prompt, preset=preset, client_gone=probe) for prompt in completion.prompt],
+        [GenerationRequest(params, prompt=preset.format(text), client_gone=probe) for text in completion.prompt],
         engine,
     )
     if completion.stream:

@@ -1,0 +1,301 @@
+"""The upstream backend: generation sent to an OpenAI-compatible server, behind the engine's own interface."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx2
+import openai
+
+from palaver.core.config import Settings
+from palaver.core.errors import GenerationTimeout, InvalidRequest, ModelNotReady, PalaverError, RateLimited
+from palaver.core.types import ModelLimits, PromptInfo, Reply, ReplyEvents, Usage, final
+from palaver.engine.admission import Admission
+from palaver.engine.generation import FINISHED, GenerationRequest, Observer, follow
+
+log = logging.getLogger("palaver.backends.upstream")
+
+RETRY_AFTER_SECONDS = 5
+CONNECT_SECONDS = 5.0
+LOOKUP_COOL_DOWN_SECONDS = 2.0
+CONNECT_RETRIES = 2  # connection attempts are retried; a request the upstream received never is
+
+
+def without_credentials(url: str) -> str:
+    """Return a URL fit for logs and /readyz: no user, no password."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def translate(exc: Exception) -> PalaverError:
+    """Map an upstream failure onto Palaver's own contract; the details go to the log, never to the client."""
+    if isinstance(exc, openai.APITimeoutError):
+        return GenerationTimeout("the upstream model server did not answer in time")
+    if isinstance(exc, openai.APIConnectionError):
+        log.warning("the upstream model server is unreachable: %s", exc)
+        return ModelNotReady("the upstream model server is unreachable; retry shortly", retry_after=RETRY_AFTER_SECONDS)
+    if isinstance(exc, openai.APIStatusError):
+        retry_after = exc.response.headers.get("retry-after", "")
+        wait = int(retry_after) if retry_after.isdigit() else RETRY_AFTER_SECONDS
+        if exc.status_code == 429:
+            return RateLimited("the upstream model server is busy; retry shortly", retry_after=wait)
+        if exc.status_code in (400, 413, 422):
+            return InvalidRequest(f"the upstream model server refused the request: {upstream_message(exc)}")
+        log.error("the upstream model server answered %s: %s", exc.status_code, upstream_message(exc))
+        return ModelNotReady("the upstream model server failed; retry shortly", retry_after=wait)
+    log.error("the upstream call failed", exc_info=exc)
+    return ModelNotReady("the upstream model server failed; retry shortly", retry_after=RETRY_AFTER_SECONDS)
+
+
+def upstream_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"][:500]
+    return str(exc.message)[:500]
+
+
+class UpstreamEngine:
+    """Serve generations from an OpenAI-compatible server: the same stream of events and bounds."""
+
+    def __init__(self, settings: Settings, observer: Observer | None = None):
+        self.settings = settings
+        self.observer = observer or Observer()
+        self.counts: Counter = Counter()
+        self.admission = Admission(settings.max_pending, self.counts)
+        self.url = without_credentials(settings.upstream_url)
+        self.client = openai.OpenAI(
+            base_url=settings.upstream_url,
+            api_key=settings.upstream_api_key or "none",
+            max_retries=0,  # the transport retries connecting; nothing retries a request the upstream received
+            http_client=httpx2.Client(
+                transport=httpx2.HTTPTransport(
+                    retries=CONNECT_RETRIES,
+                    limits=httpx2.Limits(max_connections=settings.max_pending, max_keepalive_connections=32),
+                ),
+                timeout=httpx2.Timeout(settings.request_timeout, connect=CONNECT_SECONDS),
+            ),
+        )
+        self.limits: ModelLimits | None = None
+        self.served_id: str | None = None
+        self.load_error: str | None = None
+        self._lock = threading.Lock()
+        self._failure: PalaverError | None = None
+        self._failed_at = 0.0
+        self._lookup: threading.Thread | None = None
+
+    @property
+    def state(self) -> str:
+        return "ready" if self.limits is not None else ("failed" if self.load_error else "idle")
+
+    @property
+    def model_name(self) -> str:
+        """Return the name clients use: PALAVER_UPSTREAM_MODEL, or the model the upstream lists first."""
+        if self.settings.upstream_model:
+            return self.settings.upstream_model
+        self.model_limits(self.settings.load_wait)
+        return self.served_id or ""
+
+    @property
+    def pending(self) -> int:
+        return self.admission.pending
+
+    @property
+    def load_seconds(self) -> float:
+        return 0.0
+
+    def start(self) -> None:
+        """Look the upstream model up in the background, unless a look-up is running."""
+        if self._lookup is None or not self._lookup.is_alive():
+            self._lookup = threading.Thread(target=self.wait_ready, args=(self.settings.load_wait,), daemon=True)
+            self._lookup.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        try:
+            self.model_limits(timeout)
+        except PalaverError:
+            return False
+        return True
+
+    def model_limits(self, timeout: float) -> ModelLimits:
+        """Return the upstream model's limits, asking the upstream's /models once it answers; 503 until then."""
+        with self._lock:
+            if self.limits is None:
+                if self._failure is not None and time.monotonic() - self._failed_at < LOOKUP_COOL_DOWN_SECONDS:
+                    raise self._failure  # answer at once rather than queue every request behind a dead upstream
+                try:
+                    self.limits = self._discover()
+                except PalaverError as exc:
+                    self._failure, self._failed_at = exc, time.monotonic()
+                    raise
+            return self.limits
+
+    def _discover(self) -> ModelLimits:
+        try:
+            listed = self.client.models.list().data
+        except Exception as exc:
+            error = translate(exc)
+            self.load_error = error.message
+            raise error from None
+        wanted = self.settings.upstream_model
+        card = next((model for model in listed if model.id == wanted), None) if wanted else next(iter(listed), None)
+        if card is None:
+            self.load_error = f"the upstream does not serve '{wanted}'"
+            log.error("%s at %s; it lists %s", self.load_error, self.url, [model.id for model in listed])
+            raise ModelNotReady(f"the upstream model server does not serve '{wanted}'", retry_after=RETRY_AFTER_SECONDS)
+        self.served_id, self.load_error = card.id, None
+        extra: dict[str, Any] = card.model_extra or {}
+        context = extra.get("context_length") or extra.get("max_model_len")  # Palaver and vLLM name it so
+        log.info("serving %s from %s", card.id, self.url)
+        return ModelLimits(
+            extra.get("family") or "upstream",
+            float(card.created or time.time()),
+            context,
+            extra.get("max_input_tokens"),
+            extra.get("max_output_tokens"),
+        )
+
+    def waiting(self) -> AbstractContextManager[None]:
+        """Count a request that waits for its conversation's turn toward the bound."""
+        return self.admission.waiting_turn()
+
+    def describe(self) -> dict:
+        """Describe the upstream model and this backend's state for /readyz and the page."""
+        if self.limits is None and self.settings.preload:
+            self.start()  # an upstream that was down at start-up is asked again, so readiness can recover
+        info: dict[str, Any] = {
+            "state": self.state,
+            "pending": self.pending,
+            "requests": dict(self.counts),
+            "backend": "openai",  # the upstream's address stays in the log: /readyz is public
+        }
+        if self.limits is not None:
+            info.update(
+                name=self.served_id,
+                family=self.limits.family,
+                context_tokens=self.limits.context_tokens,
+                max_input_tokens=self.limits.max_input_tokens,
+                max_reply_tokens=self.limits.max_reply_tokens,
+            )
+        return info
+
+    def generate(self, request: GenerationRequest) -> Reply:
+        return final(self.stream(request), Reply)
+
+    def stream(self, request: GenerationRequest) -> ReplyEvents:
+        """Open the upstream's stream, then yield a PromptInfo, the text as it comes, and the Reply."""
+        limits = self.model_limits(self.settings.load_wait)
+        self.admission.admit()
+        try:
+            params = request.params
+            request.reserve_tokens(min(params.max_new_tokens, limits.max_reply_tokens or params.max_new_tokens))
+            chunks = self._open(request, limits.max_reply_tokens)  # errors before any text keep their status
+        except BaseException:
+            request.result.cancel()  # settles a reservation already made: nothing was generated
+            self.admission.finished()
+            raise
+        request.queued_at = time.monotonic()
+        if request.result.set_running_or_notify_cancel():
+            threading.Thread(target=self._read, args=(request, chunks), name="palaver-upstream", daemon=True).start()
+        else:  # stopped while the stream was opening: nothing to read
+            chunks.close()
+            self.admission.finished()
+            request.deltas.put(FINISHED)
+
+        def close_when_stopped() -> None:
+            if request.cancelled.is_set():
+                chunks.close()  # the upstream sees the connection close and stops generating
+
+        try:
+            yield PromptInfo(0, 0)  # the upstream counts the prompt; its size arrives with the usage
+            yield from follow(request, self.settings.request_timeout, close_when_stopped)
+        finally:
+            if not request.result.done():  # the client left, or time ran out: stop the upstream too
+                request.cancel()
+                chunks.close()
+
+    def _open(self, request: GenerationRequest, max_reply_tokens: int | None) -> Any:
+        params = request.params
+        sampling: dict[str, Any] = {
+            "model": self.served_id,
+            # Held to the longest reply the upstream allows, as the local engine holds it to its model's.
+            "max_tokens": min(params.max_new_tokens, max_reply_tokens or params.max_new_tokens),
+            "temperature": params.temperature if params.do_sample else 0.0,
+            "top_p": params.top_p if params.do_sample else 1.0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if params.seed is not None:
+            sampling["seed"] = params.seed
+        if params.stop:
+            sampling["stop"] = list(params.stop)
+        try:
+            if request.messages is not None:
+                messages: Any = [message.as_dict() for message in request.messages]
+                return self.client.chat.completions.create(messages=messages, **sampling)
+            assert request.prompt is not None  # a request carries messages or a prompt
+            return self.client.completions.create(prompt=request.prompt, **sampling)
+        except Exception as exc:
+            raise translate(exc) from None
+
+    def _read(self, request: GenerationRequest, chunks: Any) -> None:
+        """Hand the upstream's text to the request as it comes, then its Reply; runs on its own thread."""
+        text, pieces, usage, finish_reason = "", 0, None, "stop"
+        first = True
+        try:
+            with chunks:
+                for chunk in self._pieces(chunks):
+                    if request.cancelled.is_set():
+                        finish_reason = "cancelled"
+                        break
+                    delta, reason, chunk_usage = chunk
+                    usage = chunk_usage or usage
+                    if reason:
+                        finish_reason = "length" if reason == "length" else "stop"
+                    if delta:
+                        if first:
+                            first = False
+                            self.observer.first_text(time.monotonic() - request.queued_at)
+                        text, pieces = text + delta, pieces + 1
+                        request.deltas.put(delta)
+            if request.cancelled.is_set():
+                finish_reason = "cancelled"
+            reply = Reply(text, usage or Usage(0, pieces), 0, finish_reason)
+            self.counts[reply.finish_reason] += 1
+            self.counts["generated_tokens"] += reply.usage.completion_tokens
+            self.observer.finished(reply)
+            request.result.set_result(reply)
+        except Exception as exc:
+            if request.cancelled.is_set():  # closed by Stop or a departed client: what was sent is the reply
+                request.result.set_result(Reply(text, Usage(0, pieces), 0, "cancelled"))
+            else:
+                request.result.set_exception(translate(exc))
+        finally:
+            self.admission.finished()
+            request.deltas.put(FINISHED)
+
+    @staticmethod
+    def _pieces(chunks: Any) -> Iterator[tuple[str, str | None, Usage | None]]:
+        """Yield (text, finish reason, usage) from chat or text completion chunks."""
+        for chunk in chunks:
+            usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens) if chunk.usage else None
+            for choice in chunk.choices or []:
+                delta = getattr(choice, "delta", None)
+                content = (delta.content if delta is not None else getattr(choice, "text", None)) or ""
+                yield content, choice.finish_reason, usage
+                usage = None
+            if usage is not None:
+                yield "", None, usage
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,1 @@
+"""The chat service: conversations taken one turn at a time and stored, and the presets that shape prompts."""

@@ -1,0 +1,186 @@
+"""Batch runs: a preset over every row of a CSV or JSONL file, through the engine's batching, resumable."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import threading
+from collections.abc import Callable, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from palaver.chat.presets import Preset
+from palaver.core.errors import PalaverError
+from palaver.core.parameters import GenerationParams
+from palaver.core.types import Message
+from palaver.engine.generation import GenerationRequest
+
+if TYPE_CHECKING:
+    from palaver.backends import Backend
+
+log = logging.getLogger("palaver.cli.jobs")
+REPLY, ERROR = "reply", "error"
+
+
+class BatchInputError(Exception):
+    """The input file cannot be run as it is: a missing column, an unknown format."""
+
+
+def file_format(path: Path) -> str:
+    """Return csv or jsonl, from the file's extension."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    raise BatchInputError(f"{path.name}: use a .csv or .jsonl file")
+
+
+def read_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Return the rows of a CSV or JSONL file, and the CSV's columns (empty for JSONL)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        if file_format(path) == "csv":
+            reader = csv.DictReader(handle)
+            return list(reader), list(reader.fieldnames or [])
+        rows = []
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise BatchInputError(f"{path.name}, line {number}: not JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise BatchInputError(f"{path.name}, line {number}: each line must be a JSON object")
+                rows.append(row)
+        return rows, []
+
+
+def drop_partial_row(path: Path) -> None:
+    """Cut a last row that a killed run left half-written, so that resuming writes it again whole."""
+    with path.open("rb+") as handle:
+        data = handle.read()
+        if data and not data.endswith(b"\n"):
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
+def rows_done(path: Path) -> int:
+    """Return how many rows an earlier run of the same batch has already written to path."""
+    if not path.exists():
+        return 0
+    drop_partial_row(path)
+    with path.open(newline="", encoding="utf-8") as handle:
+        if file_format(path) == "csv":
+            return sum(1 for _ in csv.DictReader(handle))
+        return sum(1 for line in handle if line.strip())
+
+
+@dataclass(frozen=True)
+class RowResult:
+    row: dict[str, Any]
+    reply: str
+    error: str | None
+
+
+class OrderedWriter:
+    """Write results in input order as they finish, flushing each, so an interrupted run resumes after them."""
+
+    def __init__(self, handle: TextIO, fmt: str, columns: list[str], start: int, write_header: bool):
+        self.handle, self.format, self.next = handle, fmt, start
+        self.pending: dict[int, RowResult] = {}
+        self.lock = threading.Lock()
+        self.csv = csv.DictWriter(handle, [*columns, REPLY, ERROR], extrasaction="ignore") if fmt == "csv" else None
+        if self.csv is not None and write_header:
+            self.csv.writeheader()
+
+    def add(self, index: int, result: RowResult) -> None:
+        with self.lock:
+            self.pending[index] = result
+            while self.next in self.pending:
+                self._write(self.pending.pop(self.next))
+                self.next += 1
+            self.handle.flush()
+
+    def _write(self, result: RowResult) -> None:
+        if self.csv is not None:
+            self.csv.writerow({**result.row, REPLY: result.reply, ERROR: result.error or ""})
+            return
+        extra = {ERROR: result.error} if result.error else {}
+        self.handle.write(json.dumps({**result.row, REPLY: result.reply, **extra}, ensure_ascii=False) + "\n")
+
+
+@dataclass
+class BatchRun:
+    """Run one preset over a file's rows through a backend, writing each row with its reply."""
+
+    backend: Backend
+    params: GenerationParams
+    preset: Preset
+    column: str = "text"
+    concurrency: int = 32
+    load_wait: float = 600
+    in_flight: set[GenerationRequest] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(
+        self, source: Path, target: Path, on_start: Callable[[int, int], Any] | None = None
+    ) -> Generator[RowResult, None, None]:
+        """Run the rows target does not hold yet, yielding each as it is written; on_start gets (done, total).
+
+        Closing the iterator (as an interrupt does, wherever it lands) stops the run at once: rows not started
+        never start, and rows generating are cancelled. Only the rows already written stay.
+        """
+        rows, columns = read_rows(source)
+        if file_format(target) != file_format(source):
+            raise BatchInputError("the output must have the input's format (.csv or .jsonl)")
+        if columns and self.column not in columns:
+            raise BatchInputError(f"{source.name} has no column '{self.column}'; its columns are {', '.join(columns)}")
+        done = rows_done(target)
+        if done > len(rows):
+            raise BatchInputError(f"{target.name} holds {done} rows but {source.name} only {len(rows)}")
+        if on_start is not None:
+            on_start(done, len(rows))
+        # Wait for the model here, where Ctrl-C lands, rather than in a pool thread that exit would have to join.
+        self.backend.wait_ready(self.load_wait)
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="palaver-batch")
+        finished = False
+        try:
+            with target.open("a", newline="", encoding="utf-8") as handle:
+                writer = OrderedWriter(handle, file_format(source), columns, done, write_header=done == 0)
+                futures: list[Future] = [pool.submit(self._answer, row) for row in rows[done:]]
+                for index, future in enumerate(futures, done):
+                    result = future.result()
+                    writer.add(index, result)
+                    yield result
+            finished = True
+        finally:
+            if not finished:  # interrupted, or closed by the caller: nothing more starts, nothing runs on
+                self.stop()
+            pool.shutdown(wait=finished, cancel_futures=True)
+
+    def stop(self) -> None:
+        """Cancel the generations running for this run's rows."""
+        with self._lock:
+            running = list(self.in_flight)
+        for request in running:
+            request.cancel()
+
+    def _answer(self, row: dict[str, Any]) -> RowResult:
+        text = row.get(self.column)
+        if not isinstance(text, str) or not text.strip():
+            return RowResult(row, "", f"no text in '{self.column}'")
+        request = GenerationRequest(self.params, messages=self.preset.apply([Message("user", text)]))
+        with self._lock:
+            self.in_flight.add(request)
+        try:
+            return RowResult(row, self.backend.generate(request).text, None)
+        except PalaverError as exc:
+            return RowResult(row, "", exc.message)
+        except Exception:  # one row's failure must not end the run
+            log.exception("a batch row failed")
+            return RowResult(row, "", "generation failed; the error has been logged")
+        finally:
+            with self._lock:
+                self.in_flight.discard(request)

@@ -1,0 +1,195 @@
+"""The `palaver` command: serve, chat in a terminal, run a preset over a file, describe the model, migrate."""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import closing
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parents[2]  # the project: Procfile, gunicorn.conf.py, templates/, static/
+
+
+def procfile_command() -> str:
+    """Return the Procfile's web command, exactly as a PaaS would run it."""
+    procfile = ROOT / "Procfile"
+    if not procfile.is_file():
+        raise click.ClickException(f"no Procfile at {procfile}; run from a checkout (pip install -e .)")
+    for line in procfile.read_text().splitlines():
+        if line.startswith("web:"):
+            return line.split(":", 1)[1].strip()
+    raise click.ClickException("the Procfile has no web process")
+
+
+def open_backend():
+    """Read the settings, resolve the model they name, and create its backend and presets; or exit saying why."""
+    from palaver.backends import create_backend
+    from palaver.backends.sources import resolve_settings
+    from palaver.chat.presets import Presets
+    from palaver.core.config import Settings
+    from palaver.core.errors import ConfigurationError
+
+    try:
+        settings = resolve_settings(Settings.from_env())
+        return settings, create_backend(settings), Presets(settings)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """A self-hosted chatbot server. Settings come from PALAVER_* environment variables."""
+
+
+@main.command()
+@click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", "8000")), show_default="$PORT or 8000")
+def serve(port: int) -> None:
+    """Serve the chat page and the APIs, as the Procfile does."""
+    command = procfile_command()
+    os.chdir(ROOT)  # the Procfile's paths (gunicorn.conf.py, app:app) are relative to the project
+    os.environ["PORT"] = str(port)
+    # This environment's gunicorn, through a shell as a PaaS runs a Procfile line.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    os.execvp("sh", ["sh", "-c", "exec " + command])
+
+
+@main.group()
+def db() -> None:
+    """Manage the conversation database."""
+
+
+@db.command()
+def upgrade() -> None:
+    """Apply every migration not yet applied, to the database the server would use."""
+    from palaver.core.config import Settings
+    from palaver.storage.database import connect, database_url
+    from palaver.storage.database import upgrade as migrate
+
+    settings = Settings.from_env()
+    engine = connect(database_url(settings.database_url, settings.cache_dir))
+    revision = migrate(engine)
+    click.echo(f"palaver: {engine.url.render_as_string(hide_password=True)} is at revision {revision}")
+
+
+@main.command()
+def models() -> None:
+    """Show what PALAVER_MODEL (or PALAVER_BACKEND) resolves to: source, family, limits and cache."""
+    from palaver.backends.sources import model_source
+    from palaver.core.errors import PalaverError
+    from palaver.engine.sources import plain_source
+
+    settings, backend, _ = open_backend()
+    rows: dict[str, object] = {"backend": settings.backend, "cache directory": settings.cache_dir}
+    if settings.backend == "local":
+        rows["source"] = (model_source(settings) or plain_source(settings.model)).weights
+    try:
+        limits = backend.model_limits(settings.load_wait)
+    except PalaverError as exc:
+        raise click.ClickException(f"{exc.message}") from None
+    description = backend.describe()
+    rows.update(
+        model=backend.model_name,
+        family=limits.family,
+        weights=description.get("weights", "-"),
+        upstream=getattr(backend, "url", "-"),
+        context_tokens=limits.context_tokens,
+        max_input_tokens=limits.max_input_tokens,
+        max_reply_tokens=limits.max_reply_tokens,
+    )
+    width = max(len(name) for name in rows)
+    for name, value in rows.items():
+        click.echo(f"{name.replace('_', ' '):<{width}}  {'-' if value is None else value}")
+
+
+@main.command()
+@click.option("--url", help="Chat with the Palaver running at this URL instead of loading the model here.")
+@click.option("--key", envvar="PALAVER_KEY", help="API key for --url (or PALAVER_KEY).")
+@click.option("--preset", default=None, help="Preset for the conversation; default: PALAVER_PRESET.")
+def chat(url: str | None, key: str | None, preset: str | None) -> None:
+    """Chat in the terminal, each reply streamed as it comes. Ctrl-C stops a reply; Ctrl-D ends the chat."""
+    from palaver.cli.terminal import local_chat, remote_chat
+
+    if url:
+        send = remote_chat(url, key, preset)
+    else:
+        from palaver.core.errors import PalaverError
+
+        settings, backend, presets = open_backend()
+        try:
+            send = local_chat(backend, settings.generation_defaults(), presets.get(preset, param="preset"))
+        except PalaverError as exc:
+            raise click.ClickException(exc.message) from None
+        click.echo("loading the model…", err=True)
+        backend.start()
+    while True:
+        try:
+            text = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D, or Ctrl-C at the prompt, ends the chat
+            click.echo()
+            return
+        if not text:
+            continue
+        click.echo("palaver> ", nl=False)
+        try:
+            for piece in send(text):
+                click.echo(piece, nl=False)
+        except KeyboardInterrupt:
+            click.echo(" [stopped]", nl=False)
+        except Exception as exc:  # an error ends the reply, not the chat
+            click.echo(f"[error: {exc}]", nl=False, err=True)
+        click.echo()
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--preset", default=None, help="Preset to run; default: PALAVER_PRESET.")
+@click.option("--column", default="text", show_default=True, help="Column (CSV) or field (JSONL) holding the text.")
+@click.option("--concurrency", type=int, default=None, help="Rows in flight at once; default: PALAVER_MAX_BATCH_SIZE.")
+def batch(source: Path, output: Path, preset: str | None, column: str, concurrency: int | None) -> None:
+    """Run a preset over every row of SOURCE (.csv or .jsonl); write each row with its reply to OUTPUT.
+
+    A run that is interrupted resumes where it stopped when started again with the same OUTPUT.
+    """
+    from tqdm import tqdm
+
+    from palaver.cli.jobs import BatchInputError, BatchRun
+    from palaver.core.errors import PalaverError
+
+    settings, backend, presets = open_backend()
+    try:
+        run = BatchRun(
+            backend,
+            settings.generation_defaults(),
+            presets.get(preset, param="preset"),
+            column,
+            min(concurrency or settings.max_batch_size, settings.max_pending),
+        )
+    except PalaverError as exc:
+        raise click.ClickException(exc.message) from None
+    bar = tqdm(unit="row", dynamic_ncols=True)
+
+    def start(done: int, total: int) -> None:
+        bar.reset(total)
+        bar.update(done)
+
+    failed = 0
+    try:
+        click.echo("loading the model…", err=True)
+        backend.start()
+        # Closed however the loop ends, so that Ctrl-C stops the run wherever it lands, even between two rows.
+        with closing(run.run(source, output, start)) as results:
+            for result in results:
+                failed += result.error is not None
+                bar.update()
+    except BatchInputError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        bar.close()
+        click.echo(f"interrupted after {bar.n} rows; run the same command again to resume", err=True)
+        sys.exit(130)
+    bar.close()
+    failures = f"; {failed} failed, with the reason in their 'error' field" if failed else ""
+    click.echo(f"{bar.n} rows in {output}{failures}")

@@ -1,0 +1,1 @@
+"""The shared vocabulary: settings, messages and replies, generation parameters, errors. Imports nothing above it."""

@@ -1,0 +1,250 @@
+"""Settings: every PALAVER_* environment variable declared once, with its default and help, in one dataclass."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from palaver.core.errors import ConfigurationError, InvalidRequest
+from palaver.core.parameters import PARAMETER_NAMES, GenerationParams, Sampling
+from palaver.core.setting import Setting, default_cache_dir, one_of, setting
+
+EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+WEIGHT_MODES = ("auto", "q8_0", "float32")
+BACKENDS = ("local", "openai")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every PALAVER_* setting, declared once: its type, default and help."""
+
+    model: str = setting(
+        "",
+        "Model to serve: a Hugging Face id, a local model or MLflow model directory, a `models:/` or `runs:/` "
+        "URI, or a .gguf file. Empty means the embedded SmolLM2-135M-Instruct.",
+    )
+    cache_dir: str = setting(
+        MISSING,
+        "Where converted GGUF models and the generated secret key are kept.",
+        factory=default_cache_dir,
+        shown="`$XDG_CACHE_HOME/palaver` or `~/.cache/palaver`",
+    )
+    weights: str = setting(
+        "auto",
+        "How weights are held: `auto` keeps a GGUF file's Q4_0, Q4_1 and Q8_0 blocks as stored (about 5x less "
+        "memory read per token) and other models in float32; `q8_0` also quantises other models' linear "
+        "layers to Q8_0 at load (faster and smaller, slightly different replies); `float32` de-quantises "
+        "everything. Blocks need the kernel that `make` builds; without it, float32.",
+        parse=one_of(*WEIGHT_MODES),
+    )
+    backend: str = setting(
+        "local",
+        "Where replies are generated: `local` runs the model in each worker; `openai` sends generation to the "
+        "OpenAI-compatible server at `PALAVER_UPSTREAM_URL` (vLLM, TGI, llama.cpp, Ollama, OpenAI, or another "
+        "Palaver).",
+        parse=one_of(*BACKENDS),
+    )
+    upstream_url: str = setting("", "The upstream server's `/v1` base URL, for `PALAVER_BACKEND=openai`.")
+    upstream_api_key: str = setting("", "API key sent to the upstream server, if it needs one.")
+    upstream_model: str = setting("", "Upstream model to use. Empty means the first model the upstream lists.")
+    preload: bool = setting(False, "Load the model at start-up instead of on the first message.")
+    secret_key: str = setting(
+        "",
+        "Key that signs session cookies. Empty means a random key kept in the cache directory.",
+    )
+    system_prompt: str = setting("", "System prompt put before every conversation (the `default` preset).")
+    user_template: str = setting(
+        "",
+        "Template for every user message, with `{text}` where the message goes (the `default` preset). Empty "
+        "means the message as it is.",
+    )
+    preset: str = setting("default", "Preset used when a request names none: `default` or a preset file's name.")
+    presets_dir: str = setting("", "Directory of extra preset files (`NAME.json`), beside the built-in ones.")
+    api_keys: str = setting(
+        "",
+        "Comma-separated API keys. When set, `/api/*`, `/v1/*`, `/invocations` and `/metrics` need "
+        "`Authorization: Bearer <key>`, and the chat page asks for a key once per browser.",
+    )
+    sign_in_ttl: int = setting(7 * 24 * 3600, "Seconds a browser stays signed in to the page after entering a key.")
+    sign_in_attempts: str = setting(
+        "10/minute",
+        "Failed page sign-ins allowed per client address, as `N/minute` (or second, hour, day).",
+    )
+    rate_limit: str = setting(
+        "",
+        "Requests allowed per API key, or per client address without one, as `N/minute`; empty means no limit.",
+    )
+    token_rate_limit: str = setting(
+        "",
+        "Generated tokens allowed per API key, or per client address, as `N/minute`; empty means no limit.",
+    )
+    rate_limit_storage: str = setting(
+        "memory://",
+        "Where rate-limit counters live: `memory://` counts in each process; a `redis://` URL (with the "
+        "`redis` package installed) shares them between processes.",
+    )
+    allowed_hosts: str = setting(
+        "",
+        "Comma-separated host names this server answers for (`.example.com` takes subdomains too); others get "
+        "400. Empty answers any Host.",
+    )
+    trusted_proxies: int = setting(
+        0,
+        "Proxies in front of the server (1 on Heroku) whose `X-Forwarded-For` and `X-Forwarded-Proto` are "
+        "believed: client addresses and https then come from them.",
+    )
+    metrics: bool = setting(False, "Serve Prometheus metrics at `/metrics` (behind the API keys when they are set).")
+    max_message_chars: int = setting(2000, "Longest accepted message, in characters.")
+    max_messages: int = setting(256, "Most messages one chat completion request may carry; more get 400.")
+    max_body_bytes: int = setting(65536, "Largest accepted request body; larger ones get 413.")
+    read_timeout: float = setting(
+        10,
+        "Seconds a client has, from its request's first byte, to send all of it; slower ones get 408. The "
+        "request is read without holding a thread (see docs/slow-clients.md).",
+    )
+    max_context_tokens: int = setting(2048, "Cap on prompt plus reply tokens, below the model's own context length.")
+    max_history_turns: int = setting(
+        40,
+        "Most recent messages (user and assistant) sent to the model with each turn; every message is stored. "
+        "Past it, older turns are dropped a quarter of this at a time, so that consecutive turns share the "
+        "cached start of their prompt.",
+    )
+    database_url: str = setting(
+        "",
+        "Database for conversations, as a SQLAlchemy URL (`postgresql://user:pass@host/db`, `sqlite:///path`). "
+        "Empty means the platform's `DATABASE_URL` when set, else SQLite in the cache directory.",
+    )
+    max_conversations: int = setting(
+        100000,
+        "Conversations kept in the database. Past it, the retention sweep deletes the least recently used "
+        "conversations of the clients that hold the most, so one client's flood evicts only its own.",
+    )
+    sweep_interval: float = setting(60, "Seconds between retention sweeps, which run on a background thread.")
+    max_conversation_turns: int = setting(
+        1000,
+        "Turns one conversation may hold; a message past it gets 409 `conversation_full` (regenerating or "
+        "editing the last turn still works).",
+    )
+    conversation_ttl: int = setting(
+        30 * 24 * 3600,
+        "Seconds a conversation may stay idle before the retention sweep deletes it.",
+    )
+    load_wait: float = setting(60, "Seconds a request waits for a loading model before a 503 with Retry-After.")
+    request_timeout: float = setting(120, "Seconds a generation may take before it is cancelled.")
+    max_batch_size: int = setting(32, "Requests generated together in one forward pass; more wait their turn.")
+    prefix_cache_tokens: int = setting(
+        4096,
+        "Tokens of finished requests' KV cache kept so a conversation's next turn reuses them (about 46 KB "
+        "each for the embedded model); 0 turns it off.",
+    )
+    max_pending: int = setting(
+        64,
+        "Requests that may wait for or use the model at once; more get 429 with Retry-After.",
+    )
+    client_share: int = setting(
+        8,
+        "Requests one client (its API key, else its address) may have in flight at once, and so rows it may "
+        "hold in the engine; more get 429 with Retry-After. Health probes and static files do not count. 0 "
+        "means no per-client bound.",
+    )
+    max_connections_per_address: int = setting(
+        64,
+        "Open connections one client address may hold; past it, that address's idlest waiting connection is "
+        "closed. Not applied with `PALAVER_TRUSTED_PROXIES` set, where every connection comes from the proxy.",
+    )
+    max_waiting_per_conversation: int = setting(
+        4,
+        "Messages that may wait behind a conversation's running turn; more get 409 with Retry-After. Each "
+        "waits at most `PALAVER_REQUEST_TIMEOUT` seconds, then gets 409 too.",
+    )
+    log_messages: bool = setting(False, "Include request bodies (message text) in the per-request log line.")
+    torch_threads: int = setting(
+        0,
+        "Threads for inference. With GGUF blocks they are the block kernel's, and torch's other ops use one; "
+        "otherwise torch's. 0 means the cores this process may use (its CPU affinity and cgroup quota) for "
+        "the kernel, and torch's default otherwise.",
+    )
+    workers: int = setting(
+        1,
+        "gunicorn worker processes. Each holds its own engine and model (about 0.45 GB for the embedded one); "
+        "they share conversations through the database.",
+    )
+    http_threads: int = setting(
+        64,
+        "Request threads in the gunicorn worker; each open request or stream holds one, so keep it at or "
+        "above `PALAVER_MAX_PENDING` for concurrent requests to reach the batch.",
+    )
+    max_new_tokens: int = setting(64, "Default longest reply, in tokens.")
+    temperature: float = setting(0.7, "Default sampling temperature; 0 means greedy decoding.")
+    top_p: float = setting(0.9, "Default nucleus sampling threshold.")
+    top_k: int = setting(50, "Default top-k sampling cut-off; 0 disables it.")
+    repetition_penalty: float = setting(1.1, "Default penalty for repeating tokens; 1 disables it.")
+    do_sample: bool = setting(True, "Sample by default; false means greedy decoding.")
+    seed: int | None = setting(None, "Default random seed; empty means unseeded.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read settings from PALAVER_* variables, then apply overrides; nothing is fetched, loaded or written."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for declared in SETTINGS:
+            raw = environ.get(declared.env_var)
+            if raw is None:
+                continue
+            try:
+                values[declared.name] = declared.parse(raw)
+            except ValueError as exc:
+                raise ConfigurationError(f"{declared.env_var}: {exc}") from None
+        if not values.get("database_url") and environ.get("DATABASE_URL"):  # set by Heroku and similar platforms
+            values["database_url"] = environ["DATABASE_URL"]
+        values.update(overrides)
+        settings = cls(**values)
+        settings.generation_defaults()  # fail at start-up, not on the first request
+        return settings
+
+    def explicit_names(self, environ: Mapping[str, str]) -> set[str]:
+        """Return the settings given explicitly: in the environment, or away from their defaults."""
+        defaults = type(self)()
+        return {
+            declared.name
+            for declared in SETTINGS
+            if declared.env_var in environ or getattr(self, declared.name) != getattr(defaults, declared.name)
+        }
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
+    def allowed_host_list(self) -> list[str]:
+        return [host.strip() for host in self.allowed_hosts.split(",") if host.strip()]
+
+    @property
+    def model_name(self) -> str:
+        """Return the served model's name as clients see it, without loading it."""
+        if not self.model:
+            return EMBEDDED_MODEL_NAME
+        path = Path(self.model).expanduser()
+        if self.model.endswith(".gguf"):
+            return path.stem
+        return path.name if self.model.startswith((".", "/", "~")) or path.is_dir() else self.model
+
+    def generation_defaults(self) -> GenerationParams:
+        """Return the default generation parameters, validated."""
+        values = {name: getattr(self, name) for name in PARAMETER_NAMES if name != "stop"}
+        try:
+            checked = Sampling.parse(values)
+        except InvalidRequest as exc:
+            raise ConfigurationError(f"PALAVER_{(exc.param or '').upper()}: {exc.message}") from None
+        return GenerationParams(**{name: getattr(checked, name) for name in values})
+
+
+SETTINGS: tuple[Setting, ...] = tuple(Setting.of(declared) for declared in fields(Settings))
+
+
+SETTING_NAMES = frozenset(setting.name for setting in SETTINGS)

@@ -1,0 +1,88 @@
+"""One setting: how it is declared on the Settings dataclass, how its variable's text is read, how it is shown."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import MISSING, Field, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from palaver.core.parameters import parse_bool
+
+
+def setting(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    parse: Callable[[str], Any] | None = None,
+    factory: Callable[[], Any] | None = None,
+    shown: str | None = None,
+) -> Any:
+    """Declare a setting: its default, its help, and how its variable's text is read when not by its type."""
+    metadata = {"help": help, "parse": parse, "shown": shown}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def one_of(*options: str) -> Callable[[str], str]:
+    """Return a parser that accepts one of options, in any case."""
+
+    def parse(value: str) -> str:
+        value = str(value).strip().lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}, not {value!r}")
+        return value
+
+    return parse
+
+
+def parse_optional_int(value: str) -> int | None:
+    """Parse an integer, or an empty string as None."""
+    return None if str(value).strip() == "" else int(value)
+
+
+def default_cache_dir() -> str:
+    """Return the per-user cache directory, following XDG_CACHE_HOME."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return os.path.join(base, "palaver")
+
+
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": parse_bool,
+    "int | None": parse_optional_int,
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting as its environment variable shows it."""
+
+    name: str
+    parse: Callable[[str], Any]
+    help: str
+    shown_default: str
+
+    @property
+    def env_var(self) -> str:
+        return "PALAVER_" + self.name.upper()
+
+    @classmethod
+    def of(cls, declared: Field[Any]) -> Setting:
+        """Describe a field of the Settings dataclass: its variable's parser, its help, its default as shown."""
+        parse = declared.metadata["parse"] or PARSERS[str(declared.type)]
+        return cls(declared.name, parse, declared.metadata["help"], describe_default(declared))
+
+
+def describe_default(declared: Field[Any]) -> str:
+    """Write a setting's default for the settings table."""
+    if declared.metadata["shown"]:
+        return declared.metadata["shown"]
+    default = declared.default
+    if default in ("", None):
+        return "(empty)"
+    return f"`{str(default).lower() if isinstance(default, bool) else default}`"

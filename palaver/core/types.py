@@ -1,0 +1,104 @@
+"""The shared vocabulary of the engine and the web layer: messages, usage, prompts and replies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from contextlib import closing
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class PromptInfo:
+    """What a stream reports before its first text: the prompt's size and what was left out."""
+
+    prompt_tokens: int
+    truncated_turns: int
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """The served model as clients see it: its family and token limits, and when it became ready."""
+
+    family: str
+    ready_at: float
+    context_tokens: int | None
+    max_input_tokens: int | None
+    max_reply_tokens: int | None
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What a local engine loads: weights (a .gguf file, a model directory or a hub id), and where its tokenizer is."""
+
+    weights: str
+    tokenizer: str  # the weights' own place, unless the model keeps it apart (an MLflow model's components)
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    usage: Usage
+    truncated_turns: int
+    finish_reason: str  # "stop", "length" or "cancelled"
+
+
+# Whoever serves a request may set this, in the request's thread, to hear of every reply it produces.
+REPLY_LISTENER: ContextVar[Callable[[Reply], None] | None] = ContextVar("reply_listener", default=None)
+
+# Reserve up to n tokens of a budget (or raise); the callable it returns settles the reservation with the count used.
+Reserve = Callable[[int], Callable[[int], None]]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a generation is for: the client whose share its engine row takes, and the budget its tokens come from."""
+
+    client: str = ""
+    reserve: Reserve | None = None
+
+
+# Whoever serves a request sets this in the request's thread; generations started there are the caller's.
+ANONYMOUS = Caller()
+CALLER: ContextVar[Caller] = ContextVar("caller", default=ANONYMOUS)
+
+
+# What a generation streams: its PromptInfo, then text deltas, then the Reply.
+ReplyEvents = Generator[PromptInfo | str | Reply, None, None]
+Final = TypeVar("Final")
+
+
+def final(events: Generator[Any, None, None], kind: type[Final]) -> Final:
+    """Read events to the end, closing them, and return the one of type kind (a Reply, or a ChatTurn)."""
+    with closing(events):
+        return next(item for item in events if isinstance(item, kind))

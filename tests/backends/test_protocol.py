@@ -1,0 +1,24 @@
+"""The backend protocol: the engine here and the upstream engine both provide it, so nothing branches on which."""
+
+from typing import get_type_hints
+
+from palaver.backends import Backend, create_backend
+from palaver.backends.upstream import UpstreamEngine
+from palaver.core.config import Settings
+from palaver.engine.engine import Engine
+from palaver.engine.generation import GenerationRequest
+
+MEMBERS = [name for name in vars(Backend) if not name.startswith("_")]
+
+
+def test_both_backends_provide_every_member_of_the_protocol(tmp_path):
+    local = create_backend(Settings(cache_dir=str(tmp_path)))
+    upstream = create_backend(Settings(backend="openai", upstream_url="http://127.0.0.1:9/v1", cache_dir=str(tmp_path)))
+    assert isinstance(local, Engine) and isinstance(upstream, UpstreamEngine)
+    assert {"stream", "describe", "model_limits", "waiting", "close"} <= set(MEMBERS)
+    for backend in (local, upstream):
+        missing = [name for name in MEMBERS if not hasattr(type(backend), name)]
+        assert missing == [], f"{type(backend).__name__} lacks {missing}"
+        assert backend.state in ("idle", "failed") and backend.pending == 0 and backend.describe()["state"]
+        backend.close()
+    assert get_type_hints(Backend.stream)["request"] is GenerationRequest, "typed, for mypy to check both"

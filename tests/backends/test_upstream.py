@@ -1,0 +1,221 @@
+"""Two tiers: Palaver web processes with PALAVER_BACKEND=openai in front of a third Palaver that runs the model."""
+
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+
+import openai
+import pytest
+import requests
+from servers import engine_counts, procfile_server, server_env, wait_for_cancelled
+
+FORM_JSON = {"Accept": "application/json"}
+UPSTREAM_KEY = "upstream-secret"
+
+
+@pytest.fixture(scope="module")
+def upstream(chat_model, tmp_path_factory):
+    """The inference tier: a Palaver on the tiny chat model, behind an API key."""
+    # Behind web tiers, every request comes with their one key: the tiers bound each client, so this does not.
+    env = server_env(
+        chat_model, tmp_path_factory.mktemp("upstream"), api_keys=UPSTREAM_KEY, max_new_tokens="8", client_share="0"
+    )
+    with procfile_server(env, wait_for="/readyz", timeout=120) as running:
+        yield running.url
+
+
+def front_env(upstream_url, cache, **settings):
+    return server_env(
+        "",
+        cache,
+        backend="openai",
+        upstream_url=f"{upstream_url}/v1",
+        upstream_api_key=UPSTREAM_KEY,
+        max_new_tokens="6",
+        **settings,
+    )
+
+
+@pytest.fixture(scope="module")
+def fronts(upstream, tmp_path_factory):
+    """The web tier: two Palaver processes on one database, neither of which loads a model."""
+    env = front_env(upstream, tmp_path_factory.mktemp("fronts"))
+    with ExitStack() as stack:
+        servers = [stack.enter_context(procfile_server(env, wait_for="/readyz", timeout=60)) for _ in range(2)]
+        for server in servers:  # neither web process has loaded torch, let alone a model
+            worker = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()[0]
+            assert "libtorch" not in Path(f"/proc/{worker}/maps").read_text()
+        yield [server.url for server in servers]
+
+
+def test_the_web_tier_loads_no_model_and_reports_the_upstream(fronts, upstream):
+    ready = requests.get(f"{fronts[0]}/readyz", timeout=10).json()
+    assert ready["state"] == "ready" and ready["backend"] == "openai" and ready["context_tokens"] > 0
+    shown = json.dumps(ready)
+    assert ready["name"] == "chat-llama" and "127.0.0.1" not in shown and UPSTREAM_KEY not in shown
+    models = openai.OpenAI(base_url=f"{fronts[1]}/v1", api_key="unused").models.list().data
+    assert [model.id for model in models] == ["chat-llama"]
+
+
+def test_a_conversation_alternating_between_fronts_keeps_its_memory(fronts):
+    browser, conversation_id, prompt_tokens = requests.Session(), None, []
+    for step in range(3):
+        body = {"message": f"step {step}", "conversation_id": conversation_id}
+        reply = browser.post(f"{fronts[step % 2]}/api/chat", json=body, timeout=30)
+        assert reply.status_code == 200, reply.text
+        conversation_id = reply.json()["conversation_id"]
+        prompt_tokens.append(reply.json()["usage"]["prompt_tokens"])
+        assert reply.json()["reply"] and reply.json()["usage"]["completion_tokens"] > 0
+    assert prompt_tokens == sorted(prompt_tokens) and prompt_tokens[0] < prompt_tokens[-1], "history reached the model"
+    page = browser.post(f"{fronts[1]}/", data={"textbox": "from the page"}, headers=FORM_JSON, timeout=30)
+    assert page.status_code == 200 and page.json()["reply"]
+    # Started without a cookie, the conversation has no owner: only a caller that is nobody reaches it by its id.
+    messages = requests.get(f"{fronts[0]}/api/conversations/{conversation_id}", timeout=10).json()["messages"]
+    assert [m["content"] for m in messages if m["role"] == "user"] == ["step 0", "step 1", "step 2"]
+
+
+def test_the_openai_client_streams_through_the_web_tier(fronts):
+    client = openai.OpenAI(base_url=f"{fronts[0]}/v1", api_key="unused")
+    chunks = list(
+        client.chat.completions.create(
+            model="chat-llama",
+            messages=[{"role": "user", "content": "hello"}],
+            max_tokens=5,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text and chunks[-1].usage.completion_tokens == 5
+    completion = client.completions.create(model="chat-llama", prompt="Once upon", max_tokens=3, temperature=0)
+    assert completion.choices[0].text and completion.choices[0].finish_reason == "length"
+    scored = requests.post(f"{fronts[1]}/invocations", json={"inputs": ["hi"], "params": {"max_new_tokens": 3}})
+    assert scored.status_code == 200 and scored.json()["predictions"][0]
+
+
+def test_stop_on_one_front_stops_the_upstream_too(fronts, upstream):
+    browser = requests.Session()
+    started = browser.post(f"{fronts[0]}/", data={"textbox": "hello"}, headers=FORM_JSON, timeout=30).json()
+    before = engine_counts(upstream)
+    longest = requests.get(f"{fronts[0]}/readyz", timeout=10).json()["max_reply_tokens"]
+    stream = browser.post(
+        f"{fronts[0]}/",
+        data={"textbox": "tell me a long story", "stop": "", "max_new_tokens": str(longest)},
+        headers={"Accept": "text/event-stream"},
+        stream=True,
+        timeout=60,
+    )
+    assert stream.status_code == 200, stream.text
+    events = (json.loads(line[len(b"data: ") :]) for line in stream.iter_lines() if line.startswith(b"data:"))
+    shown = next(events)["delta"]
+    assert browser.post(f"{fronts[1]}/stop", timeout=10).json() == {"stopped": True}
+    for event in events:
+        if event.get("done"):
+            break
+        shown += event.get("delta", "")
+    assert event["finish_reason"] == "cancelled" and event["reply"] == shown
+    wait_for_cancelled(upstream, before)  # the upstream saw its client go and stopped generating
+    kept = browser.get(f"{fronts[1]}/api/conversations/{started['conversation_id']}", timeout=10).json()["messages"]
+    assert kept[-1] == {"role": "assistant", "content": shown}
+
+
+def test_the_web_tier_validates_and_holds_replies_to_the_upstreams_limits(fronts, upstream):
+    before = engine_counts(upstream)
+    for body, param in (
+        ({"message": "hi", "temperature": float("nan")}, "temperature"),
+        ({"message": "hi", "max_new_tokens": 10**9}, "max_new_tokens"),
+        ({}, "message"),
+    ):
+        refused = requests.post(f"{fronts[0]}/api/chat", data=json.dumps(body), timeout=10)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == param
+    assert engine_counts(upstream) == before, "nothing invalid reached the upstream"
+    limit = requests.get(f"{fronts[0]}/readyz", timeout=10).json()["max_reply_tokens"]
+    held = requests.post(
+        f"{fronts[0]}/api/chat", json={"message": "hi", "max_new_tokens": limit + 50, "stop": []}, timeout=60
+    )
+    assert held.status_code == 200 and held.json()["usage"]["completion_tokens"] <= limit
+    too_long = requests.post(f"{fronts[0]}/api/chat", json={"message": "word " * 390}, timeout=30)
+    assert too_long.status_code == 400 and "too long" in too_long.json()["error"]["message"]
+
+
+def silent_server(held=None):
+    """A socket that accepts connections into held and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held = [] if held is None else held
+    threading.Thread(target=lambda: [held.append(listener.accept()) for _ in range(16)], daemon=True).start()
+    return listener
+
+
+@pytest.mark.parametrize("case", ["unreachable", "wrong key", "silent", "rate limited"])
+def test_upstream_failures_map_to_palavers_errors(case, upstream, chat_model, tmp_path):
+    with ExitStack() as stack:
+        settings = {}
+        target = upstream
+        if case == "unreachable":
+            closed = socket.socket()
+            closed.bind(("127.0.0.1", 0))
+            target = f"http://127.0.0.1:{closed.getsockname()[1]}"
+            closed.close()
+        elif case == "silent":
+            listener = stack.enter_context(silent_server())
+            target, settings = f"http://127.0.0.1:{listener.getsockname()[1]}", {"request_timeout": "2"}
+        elif case == "rate limited":
+            limited_env = server_env(chat_model, tmp_path / "limited", api_keys=UPSTREAM_KEY, rate_limit="3/minute")
+            target = stack.enter_context(procfile_server(limited_env, timeout=120)).url
+        env = front_env(target, tmp_path / "front", **settings)
+        if case == "wrong key":
+            env["PALAVER_UPSTREAM_API_KEY"] = "not-the-key"
+        front = stack.enter_context(procfile_server(env, timeout=60))
+        for _ in range(4 if case == "rate limited" else 1):  # the third upstream call (after /models) is refused
+            answer = requests.post(f"{front.url}/api/chat", json={"message": "hi"}, timeout=30)
+            if answer.status_code != 200:
+                break
+        expected = {"unreachable": 503, "wrong key": 503, "silent": 504, "rate limited": 429}[case]
+        assert answer.status_code == expected, answer.text
+        if expected != 504:
+            assert int(answer.headers["Retry-After"]) > 0
+        assert "Traceback" not in answer.text and UPSTREAM_KEY not in answer.text
+        assert "Traceback" not in front.log()
+
+
+def test_a_dead_upstream_is_not_asked_again_for_every_waiting_request(tmp_path):
+    held = []
+    with silent_server(held) as listener:
+        env = front_env(f"http://127.0.0.1:{listener.getsockname()[1]}", tmp_path / "front", request_timeout="2")
+        with procfile_server(env, timeout=60) as front:
+            with ThreadPoolExecutor(6) as pool:
+                answers = list(
+                    pool.map(
+                        lambda _: requests.post(f"{front.url}/api/chat", json={"message": "hi"}, timeout=60), range(6)
+                    )
+                )
+            assert [answer.status_code for answer in answers] == [504] * 6
+            # The look-up at start-up, and at most one more: the rest were answered from the failed look-up.
+            assert len(held) <= 2, f"{len(held)} look-ups for 6 requests"
+
+
+def test_a_web_tier_started_before_its_upstream_becomes_ready_when_the_upstream_comes_up(chat_model, tmp_path):
+    port_holder = socket.socket()
+    port_holder.bind(("127.0.0.1", 0))
+    port = port_holder.getsockname()[1]
+    port_holder.close()
+    with procfile_server(front_env(f"http://127.0.0.1:{port}", tmp_path / "front"), timeout=60) as front:
+        deadline = time.monotonic() + 30
+        while requests.get(f"{front.url}/readyz", timeout=10).json()["state"] != "failed":  # the first look-up
+            assert time.monotonic() < deadline, "the look-up at start-up never failed"
+            time.sleep(0.1)
+        assert requests.get(f"{front.url}/readyz", timeout=10).status_code == 503
+        env = server_env(chat_model, tmp_path / "late", api_keys=UPSTREAM_KEY)
+        with procfile_server(env, wait_for="/readyz", timeout=120, port=port):
+            deadline = time.monotonic() + 30
+            while requests.get(f"{front.url}/readyz", timeout=10).status_code != 200:
+                assert time.monotonic() < deadline, "the web tier never became ready"
+                time.sleep(0.5)
+            assert requests.post(f"{front.url}/api/chat", json={"message": "hi"}, timeout=30).status_code == 200

@@ -1,0 +1,44 @@
+"""Admission control on every surface: past the pending bound, a 429 with Retry-After or a busy page."""
+
+import threading
+
+import pytest
+from helpers import model_held
+
+
+@pytest.fixture
+def busy_app(make_app, chat_model):
+    """An app allowed one pending request, whose worker is held busy by one."""
+    app = make_app(chat_model, max_pending=1)
+    engine = app.extensions["palaver"].backend
+    assert engine.wait_ready(30)
+    with model_held(engine.model.family.model) as (busy, release):
+        holder = threading.Thread(
+            target=app.test_client().post, args=("/api/chat",), kwargs={"json": {"message": "hi"}}
+        )
+        holder.start()
+        assert busy.wait(10)
+        yield app
+        release.set()
+        holder.join(10)
+
+
+def test_the_json_apis_get_429_with_retry_after(busy_app):
+    client = busy_app.test_client()
+    chat = {"model": "chat-llama", "messages": [{"role": "user", "content": "hi"}]}
+    for path, body in [("/api/chat", {"message": "hi"}), ("/v1/chat/completions", chat)]:
+        response = client.post(path, json=body)
+        assert response.status_code == 429 and int(response.headers["Retry-After"]) > 0
+        assert response.get_json()["error"]["code"] == "server_busy"
+
+
+def test_mlflow_gets_request_limit_exceeded(busy_app):
+    response = busy_app.test_client().post("/invocations", json={"inputs": ["hi"]})
+    assert response.status_code == 429 and response.get_json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
+
+
+def test_the_page_says_busy_and_keeps_the_text(busy_app):
+    response = busy_app.test_client().post("/", data={"textbox": "are you there?"})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 429 and "busy; try again in a few seconds" in page
+    assert ">are you there?</textarea>" in page

@@ -1,0 +1,43 @@
+"""OpenAI's request objects: fields named as OpenAI names them, mapped onto the engine's parameters."""
+
+from dataclasses import replace
+
+import pytest
+
+from commons import Settings
+from palaver.core.errors import InvalidRequest
+from palaver.web.openai.request_schemas import ChatCompletionRequest
+
+BODY = {"model": "chat-llama", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
+
+
+def parse_chat(**fields):
+    return ChatCompletionRequest.parse({**BODY, **fields}, {"settings": Settings()})
+
+
+@pytest.mark.parametrize(
+    "fields, param, code, words",
+    [
+        ({"messages": [{"role": "user", "content": "x", "tool_calls": []}]}, "messages[0].tool_calls", None, "unknown"),
+        ({"messages": [{"content": "x"}]}, "messages[0].role", None, "'messages[0].role' is required"),
+        ({"messages": "hello"}, "messages", None, "a list of 1 to 256 messages"),
+        ({"n": 3}, "n", "unsupported_parameter", "only n=1 is supported"),
+        ({"max_tokens": 4, "max_completion_tokens": 4}, "max_tokens", None, "not both"),
+        ({"stream_options": {"include_usage": True}}, "stream_options", None, "only with stream: true"),
+        ({"max_tokens": "4"}, "max_tokens", None, "an integer at least 1 and at most 1024"),
+    ],
+)
+def test_chat_requests_name_the_field_and_code(fields, param, code, words):
+    with pytest.raises(InvalidRequest) as caught:
+        parse_chat(**fields)
+    assert (caught.value.param, caught.value.code) == (param, code) and words in caught.value.message
+
+
+def test_chat_requests_map_openai_names_to_the_engines_parameters():
+    defaults = Settings(temperature=0.7, do_sample=False).generation_defaults()
+    params = parse_chat(
+        max_tokens=None, max_completion_tokens=9, temperature=0.5, stop="###", n=1, logprobs=None
+    ).generation_params(defaults)
+    assert (params.max_new_tokens, params.temperature, params.do_sample, params.stop) == (9, 0.5, True, ("###",))
+    assert parse_chat(temperature=0).generation_params(defaults).greedy
+    assert parse_chat().generation_params(defaults) == replace(defaults, max_new_tokens=4)

@@ -1,0 +1,298 @@
+"""The OpenAI-compatible API, driven by the official openai client against a real gunicorn server."""
+
+import http.client
+import json
+import re
+import threading
+from urllib.parse import urlparse
+
+import openai
+import pytest
+import requests
+from helpers import raising
+
+from palaver.engine.loading import load_model
+
+MODEL = "chat-llama"
+HELLO = [{"role": "user", "content": "hello there"}]
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
+
+
+def sse_data(response) -> list:
+    """Return the data of each Server-Sent Event in a Flask test response."""
+    raw = response.get_data(as_text=True)
+    return [line[len("data: ") :] for line in raw.split("\n\n") if line]
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0)
+
+
+def test_models_lists_the_served_model_with_its_limits(client):
+    [model] = client.models.list().data
+    assert model.id == MODEL and model.owned_by == "palaver"
+    assert model.family == "chat-template" and model.context_length == 512 and model.max_input_tokens == 511
+
+
+def test_chat_completion_follows_openai_objects(client):
+    completion = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=5)
+    assert completion.object == "chat.completion" and completion.id.startswith("chatcmpl-")
+    assert completion.model == MODEL and isinstance(completion.created, int)
+    [choice] = completion.choices
+    assert choice.index == 0 and choice.message.role == "assistant" and isinstance(choice.message.content, str)
+    assert choice.finish_reason in ("stop", "length")
+    usage = completion.usage
+    assert 1 <= usage.completion_tokens <= 5 and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert usage.model_extra["truncated_turns"] == 0
+
+
+@pytest.mark.parametrize("limit", ["max_tokens", "max_completion_tokens"])
+def test_token_limits_are_respected(client, limit):
+    completion = client.chat.completions.create(model=MODEL, messages=HELLO, temperature=0, **{limit: 2})
+    tokens, reason = completion.usage.completion_tokens, completion.choices[0].finish_reason
+    assert tokens == 2 and reason == "length" or 1 <= tokens < 2 and reason == "stop", (tokens, reason)
+
+
+def test_streaming_sends_role_content_finish_usage_and_matches_the_whole_reply(client):
+    whole = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=12, temperature=0)
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL,
+            messages=HELLO,
+            max_tokens=12,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert all(chunk.object == "chat.completion.chunk" for chunk in chunks)
+    assert len({chunk.id for chunk in chunks}) == 1
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finish = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert len(finish) == 1 and finish[0].choices[0].finish_reason == whole.choices[0].finish_reason
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+
+
+def test_stop_sequences_end_the_reply_and_are_left_out(html_server):
+    client = openai.OpenAI(base_url=html_server + "/v1", api_key="unused", max_retries=0)
+    model = client.models.list().data[0].id
+    plain = client.chat.completions.create(model=model, messages=HELLO, max_tokens=10)
+    assert "alert(1)" in plain.choices[0].message.content
+    stopped = client.chat.completions.create(model=model, messages=HELLO, max_tokens=10, stop=["alert", "zzz"])
+    assert stopped.choices[0].message.content.strip() == "<script>" and stopped.choices[0].finish_reason == "stop"
+    streamed = client.chat.completions.create(model=model, messages=HELLO, max_tokens=10, stop="alert", stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed).strip() == "<script>"
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        ({"n": 2}, "only n=1 is supported"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools are not supported"),
+        ({"logprobs": True}, "logprobs are not supported"),
+        ({"presence_penalty": 0.5}, "presence_penalty is not supported"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"temperature": 3}, "'temperature' must be a finite number at least 0.0 and at most 2.0"),
+        ({"max_tokens": 0}, "'max_tokens' must be an integer at least 1"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "'stop' must be a string or a list of at most 4"),
+    ],
+)
+def test_requests_we_cannot_honour_get_a_clear_400(client, extra, words):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=HELLO, **extra)
+    assert caught.value.status_code == 400 and words in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "messages, param",
+    [
+        ([], "messages"),
+        ([{"role": "tool", "content": "x"}], "messages[0].role"),
+        ([{"role": "system", "content": "only a system message"}], "messages"),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}], "messages[0].content"),
+    ],
+)
+def test_bad_messages_name_the_field(client, messages, param):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=messages)
+    assert caught.value.body["param"] == param
+
+
+def test_text_parts_and_developer_messages_are_accepted(client):
+    messages = [
+        {"role": "developer", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "hello "}, {"type": "text", "text": "there"}]},
+    ]
+    assert client.chat.completions.create(model=MODEL, messages=messages, max_tokens=2).choices
+
+
+def test_an_unknown_model_is_404_and_names_the_served_one(client):
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    assert MODEL in caught.value.message and caught.value.body["code"] == "model_not_found"
+
+
+def test_overflowing_history_drops_oldest_turns_and_says_how_many(client):
+    history = []
+    for n in range(40):
+        history += [
+            {"role": "user", "content": f"tell me a story about a cat number {n}"},
+            {"role": "assistant", "content": "the quick brown fox jumps over the lazy dog " * 2},
+        ]
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "system", "content": "you are palaver"}, *history, *HELLO], max_tokens=2
+    )
+    dropped = int(raw.headers["X-Palaver-Truncated-Turns"])
+    assert dropped > 0 and raw.parse().usage.model_extra["truncated_turns"] == dropped
+
+
+def test_presets_are_accepted_by_name(client):
+    completion = client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=2, extra_body={"preset": "text-message-check"}
+    )
+    assert completion.choices
+    with pytest.raises(openai.BadRequestError, match="text-message-check"):
+        client.chat.completions.create(model=MODEL, messages=HELLO, extra_body={"preset": "nope"})
+
+
+def test_completions_take_a_prompt_or_a_batch(client):
+    single = client.completions.create(model=MODEL, prompt="hello there", max_tokens=3)
+    assert single.object == "text_completion" and len(single.choices) == 1
+    batch = client.completions.create(model=MODEL, prompt=["hello", "what is your name"], max_tokens=3, echo=True)
+    assert [c.index for c in batch.choices] == [0, 1]
+    assert batch.choices[1].text.startswith("what is your name")
+    assert batch.usage.completion_tokens <= 6
+    streamed = list(client.completions.create(model=MODEL, prompt=["a", "b"], max_tokens=2, stream=True))
+    assert {c.choices[0].index for c in streamed} == {0, 1}
+
+
+def test_api_keys_are_required_when_set(keyed_server):
+    with pytest.raises(openai.AuthenticationError) as caught:
+        openai.OpenAI(base_url=keyed_server + "/v1", api_key="wrong", max_retries=0).models.list()
+    assert caught.value.status_code == 401 and caught.value.body["code"] == "invalid_api_key"
+    keyed = openai.OpenAI(base_url=keyed_server + "/v1", api_key="key-two", max_retries=0)
+    assert keyed.chat.completions.create(model=MODEL, messages=HELLO).choices
+    assert requests.post(keyed_server + "/api/chat", json={"message": "hi"}, timeout=10).status_code == 401
+    assert (
+        requests.post(
+            keyed_server + "/api/chat", json={"message": "hi"}, timeout=10, headers={"Authorization": "Bearer key-one"}
+        ).status_code
+        == 200
+    )
+    assert requests.get(keyed_server + "/healthz", timeout=10).status_code == 200
+    assert requests.get(keyed_server + "/", timeout=10).status_code == 401, "the page asks for a key"
+    for accept in ("text/html", "application/json", "text/event-stream"):  # the form endpoint generates too
+        assert (
+            requests.post(
+                keyed_server + "/", data={"textbox": "hi"}, headers={"Accept": accept}, timeout=10
+            ).status_code
+            == 401
+        )
+    assert (
+        requests.post(
+            keyed_server + "/",
+            data={"textbox": "hi"},
+            timeout=10,
+            headers={"Accept": "application/json", "Authorization": "Bearer key-one"},
+        ).status_code
+        == 200
+    )
+    assert requests.get(keyed_server + "/metrics", timeout=10).status_code == 404, "metrics are off by default"
+
+
+def test_an_oversized_body_gets_413_in_the_envelope(server):
+    response = requests.post(
+        server + "/v1/chat/completions",
+        timeout=10,
+        json={"model": MODEL, "messages": [{"role": "user", "content": "x" * 70000}]},
+    )
+    assert response.status_code == 413 and set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_sse_framing_byte_by_byte(server):
+    url = urlparse(server)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    body = json.dumps(
+        {"model": MODEL, "messages": HELLO, "max_tokens": 6, "stream": True, "stream_options": {"include_usage": True}}
+    )
+    connection.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.status == 200 and response.getheader("Content-Type").startswith("text/event-stream")
+    raw = response.read().decode()
+    assert re.fullmatch(r"(data: [^\n]+\n\n)+data: \[DONE\]\n\n", raw), raw
+    events = [json.loads(line[len("data: ") :]) for line in raw.split("\n\n")[:-2]]
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert events[-2]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] >= 1
+    assert all(e["usage"] is None for e in events[:-1])
+
+
+def test_an_error_after_the_stream_starts_is_an_error_event_then_done(make_app, html_model, caplog):
+    app = make_app(html_model)
+    client = app.test_client()
+    body = {**BODY, "model": "html-replier"}
+    assert client.post("/v1/chat/completions", json=body).status_code == 200
+    model = app.extensions["palaver"].backend.model.family.model
+    real_forward = model.forward
+    calls = []
+
+    def prefill_then_fail(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:  # the prefill gives the first text; the next step fails
+            raise RuntimeError("exploded inside the model")
+        return real_forward(*args, **kwargs)
+
+    model.forward = prefill_then_fail
+    response = client.post("/v1/chat/completions", json={**body, "stream": True})
+    data = sse_data(response)
+    del model.forward
+    assert response.status_code == 200 and data[-1] == "[DONE]"
+    assert json.loads(data[1])["choices"][0]["delta"]["content"] == "<script>"
+    error = json.loads(data[-2])["error"]
+    assert error["type"] == "server_error" and "exploded" not in response.get_data(as_text=True)
+    assert "exploded inside the model" in caplog.text
+
+
+def test_errors_before_the_stream_starts_keep_their_status(make_app, chat_model):
+    client = make_app(chat_model, max_context_tokens=64).test_client()
+    response = client.post(
+        "/v1/chat/completions",
+        json={**BODY, "stream": True, "messages": [{"role": "user", "content": "hello there " * 60}]},
+    )
+    assert response.status_code == 400 and response.get_json()["error"]["code"] == "context_length_exceeded"
+    text = client.post("/v1/completions", json={"model": "chat-llama", "prompt": "hello there " * 60})
+    assert text.status_code == 400 and text.get_json()["error"]["param"] == "prompt"
+
+
+def test_v1_answers_503_with_retry_after_while_loading(make_app, chat_model):
+    gate = threading.Event()
+    app = make_app(chat_model, loader=lambda settings: gate.wait(30) and load_model(settings), load_wait=0.1)
+    response = app.test_client().post("/v1/chat/completions", json=BODY)
+    gate.set()
+    assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+    assert response.get_json()["error"]["type"] == "model_not_ready"
+
+
+def test_v1_errors_use_one_envelope(make_app, chat_model):
+    client = make_app(chat_model).test_client()
+    not_json = client.post("/v1/chat/completions", data="nope", content_type="application/json")
+    for response in (
+        not_json,
+        client.get("/v1/nothing"),
+        client.get("/v1/chat/completions"),
+        client.post("/v1/chat/completions", data="nope"),
+    ):
+        assert set(response.get_json()["error"]) == {"message", "type", "param", "code"}
+    assert not_json.status_code == 400
+
+
+def test_a_failing_model_mid_generation_is_500_without_details(make_app, chat_model):
+    app = make_app(chat_model)
+    client = app.test_client()
+    client.post("/v1/chat/completions", json=BODY)
+    app.extensions["palaver"].backend.model.family.model.forward = raising(RuntimeError("internal detail"))
+    response = client.post("/v1/chat/completions", json=BODY)
+    assert response.status_code == 500 and "internal detail" not in response.get_data(as_text=True)

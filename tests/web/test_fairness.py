@@ -1,0 +1,118 @@
+"""Per-client fairness: one client's requests in flight are bounded, and the engine serves clients in turn."""
+
+import sqlite3
+import threading
+import time
+from datetime import datetime
+
+import pytest
+import requests
+from helpers import model_held
+from servers import client_at, procfile_server, server_env
+
+from palaver.core.errors import RateLimited
+from palaver.web.fairness import ClientShares
+
+
+def test_a_client_past_its_share_gets_429_and_each_place_is_given_back_once():
+    shares = ClientShares(2)
+    first, second = shares.take("a"), shares.take("a")
+    with pytest.raises(RateLimited) as refused:
+        shares.take("a")
+    assert refused.value.status == 429 and refused.value.retry_after and refused.value.code == "client_share_exceeded"
+    shares.take("b")  # another client has its own share
+    first()
+    first()  # giving back twice frees one place only
+    shares.take("a")
+    with pytest.raises(RateLimited):
+        shares.take("a")
+    second()
+    assert ClientShares(0).take("a") is not None, "0 means no bound"
+
+
+def test_the_engine_takes_a_waiting_client_before_the_rest_of_a_flood(make_app, chat_model):
+    app = make_app(chat_model, max_batch_size=1, client_share=0)
+    engine = app.extensions["palaver"].backend
+    assert engine.wait_ready(30)
+    order: list[str] = []
+    take = engine._queue.take
+
+    def taking(block, limit):  # the order in which the engine's batch admits them
+        taken = take(block, limit)
+        order.extend(request.prompt for request in taken if request is not None)
+        return taken
+
+    engine._queue.take = taking
+
+    def ask(address: str, label: str) -> None:
+        body = {"model": "chat-llama", "prompt": label, "max_tokens": 1}
+        reply = app.test_client().post("/v1/completions", json=body, environ_base={"REMOTE_ADDR": address})
+        assert reply.status_code == 200
+
+    with model_held(engine.model.family.model) as (busy, release):
+        threads = [threading.Thread(target=ask, args=("10.0.0.66", f"f{index}")) for index in range(4)]
+        threads[0].start()
+        assert busy.wait(30)  # f0 holds the one row
+        for thread in threads[1:]:
+            thread.start()
+        while len(engine._queue) < 3:
+            time.sleep(0.01)
+        late = threading.Thread(target=ask, args=("10.0.0.1", "a0"))
+        late.start()
+        while len(engine._queue) < 4:
+            time.sleep(0.01)
+        release.set()
+        for thread in [*threads, late]:
+            thread.join(60)
+    # f0 held the row; f1, f2 and f3 queued before alice, who waits behind one of them, not all three.
+    assert order[1] == "a0" and sorted(order) == ["a0", "f1", "f2", "f3"], order
+
+
+@pytest.fixture(scope="module")
+def shared(chat_model, tmp_path_factory):
+    """A server with the default share, whose database the test reaches into to hold a conversation's turn."""
+    cache = tmp_path_factory.mktemp("fairness")
+    env = server_env(chat_model, cache, max_waiting_per_conversation="64", max_new_tokens="8")
+    with procfile_server(env, wait_for="/readyz", timeout=120) as running:
+        yield running, cache / "palaver.db"
+
+
+def test_one_address_holding_64_requests_gets_its_share_and_others_are_served(shared):
+    server, database = shared
+    conversation_id = requests.post(server.url + "/api/chat", json={"message": "hi"}, timeout=30).json()[
+        "conversation_id"
+    ]
+    with sqlite3.connect(database) as db:  # as if another worker ran a long reply in it: followers wait
+        db.execute(
+            "UPDATE conversations SET lease_token = 'elsewhere', lease_until = ? WHERE id = ?",
+            (datetime(2100, 1, 1).isoformat(sep=" "), conversation_id),
+        )
+    answers: list[requests.Response] = []
+    body = {"message": "and then?", "conversation_id": conversation_id}
+
+    def hold():
+        answers.append(requests.post(server.url + "/api/chat", json=body, timeout=60))
+
+    holders = [threading.Thread(target=hold) for _ in range(64)]
+    for thread in holders:
+        thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(answers) < 56 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        refused = [answer for answer in answers if answer.status_code == 429]
+        assert len(refused) == 56, [answer.status_code for answer in answers]
+        assert all(answer.headers["Retry-After"] for answer in refused)
+        assert refused[0].json()["error"]["code"] == "client_share_exceeded"
+        other = client_at("127.0.0.2")
+        started = time.monotonic()
+        assert other.get(server.url + "/healthz", timeout=5).status_code == 200
+        assert time.monotonic() - started < 1
+        chat = other.post(server.url + "/api/chat", json={"message": "hello", "max_new_tokens": 8}, timeout=30)
+        assert chat.status_code == 200 and chat.json()["usage"]["completion_tokens"] > 0
+    finally:
+        with sqlite3.connect(database) as db:
+            db.execute("UPDATE conversations SET lease_token = NULL, lease_until = NULL")
+        for thread in holders:
+            thread.join(60)
+    assert sorted(answer.status_code for answer in answers) == [200] * 8 + [429] * 56
