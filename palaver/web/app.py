@@ -19,7 +19,7 @@ from palaver.chat.presets import Presets
 from palaver.core.config import Settings
 from palaver.storage.database import connect, database_url, upgrade
 from palaver.storage.store import ConversationStore
-from palaver.web import fairness, probes, request_log, security
+from palaver.web import caller, probes, request_log, security
 from palaver.web.api.listing import CONVERSATION_ID
 from palaver.web.api.routes import api, health
 from palaver.web.body import load_body
@@ -30,7 +30,7 @@ from palaver.web.metrics import Metrics
 from palaver.web.mlflow import mlflow
 from palaver.web.openai.routes import v1
 from palaver.web.pages import pages
-from palaver.web.rate_limits import RateLimits, apply_rate_limits
+from palaver.web.rate_limits import RateLimits
 from palaver.web.services import EXTENSION, Services
 from palaver.web.sessions import SessionsSecureOverHttps, secret_key
 
@@ -62,13 +62,13 @@ def create_app(test_config: Mapping[str, Any] | None = None, services: Services 
     # In this order: cheap refusals come before the body is read, and budgets are charged last.
     app.before_request(request_log.start_request_record)
     app.before_request(security.refuse_foreign_requests)
-    app.before_request(fairness.identify_caller)
+    app.before_request(caller.identify_caller)
     app.before_request(load_body)
-    app.before_request(apply_rate_limits)
+    app.before_request(caller.apply_rate_limits)
     app.after_request(security.add_security_headers)
     app.after_request(request_log.finish_request_record)
-    app.after_request(fairness.hold_share_until_sent)
-    app.teardown_request(fairness.give_back_share)
+    app.after_request(caller.hold_share_until_sent)
+    app.teardown_request(caller.give_back_share)
     app.url_map.converters["conversation"] = ConversationIdConverter
     app.add_template_filter(render_markdown, "markdown")
     for blueprint in (pages, api, health, v1, mlflow):

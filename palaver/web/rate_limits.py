@@ -6,17 +6,13 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 
 import limits
-from flask import g, request
 from limits.storage import storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from palaver.core.config import Settings
 from palaver.core.errors import ConfigurationError, RateLimited
-from palaver.web.security import GENERATING_ENDPOINTS, PROBE_ENDPOINTS
-from palaver.web.services import services
 
 log = logging.getLogger("palaver")
 
@@ -93,18 +89,3 @@ class RateLimits:
             retry_after=wait,
             code="rate_limit_exceeded",
         )
-
-
-def apply_rate_limits() -> None:
-    """Count the request against its caller's budgets; a generation's tokens are reserved when it is admitted."""
-    if request.endpoint in PROBE_ENDPOINTS:
-        return
-    services().limits.count_request(g.caller)
-    if request.endpoint in GENERATING_ENDPOINTS:
-        services().limits.check_tokens(g.caller)
-
-
-def token_reservation(caller: str) -> Callable[[int], Callable[[int], None]] | None:
-    """Return how the caller's generations reserve tokens, or None without a token limit."""
-    rate_limits = services().limits
-    return partial(rate_limits.reserve_tokens, caller) if rate_limits.tokens is not None else None

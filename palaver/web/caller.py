@@ -1,0 +1,52 @@
+"""The caller of a request: which client it counts against, the share it holds, and the budgets it spends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from flask import Response, g, request
+
+from palaver.core.types import ANONYMOUS, CALLER, Caller
+from palaver.web.security import GENERATING_ENDPOINTS, PROBE_ENDPOINTS, caller_id
+from palaver.web.services import services
+
+
+def identify_caller() -> None:
+    """Name the request's client, for its budgets and the engine's round-robin; hold a place in its share."""
+    g.caller = caller_id()
+    # Generation requests made while this request runs take it; teardown puts the thread back to nobody.
+    CALLER.set(Caller(g.caller, token_reservation(g.caller)))
+    if request.endpoint not in PROBE_ENDPOINTS:
+        g.give_back_share = services().shares.take(g.caller)
+
+
+def hold_share_until_sent(response: Response) -> Response:
+    """Give the client's place back once the answer is sent: for a stream, when its last event has gone."""
+    give_back = g.pop("give_back_share", None)
+    if give_back is not None:
+        response.call_on_close(give_back)
+    return response
+
+
+def give_back_share(_error: BaseException | None = None) -> None:
+    """Give the place back if no answer took it over (Flask tears a streamed request down before it is sent)."""
+    CALLER.set(ANONYMOUS)
+    give_back = g.pop("give_back_share", None)
+    if give_back is not None:
+        give_back()
+
+
+def apply_rate_limits() -> None:
+    """Count the request against its caller's budgets; a generation's tokens are reserved when it is admitted."""
+    if request.endpoint in PROBE_ENDPOINTS:
+        return
+    services().limits.count_request(g.caller)
+    if request.endpoint in GENERATING_ENDPOINTS:
+        services().limits.check_tokens(g.caller)
+
+
+def token_reservation(caller: str) -> Callable[[int], Callable[[int], None]] | None:
+    """Return how the caller's generations reserve tokens, or None without a token limit."""
+    rate_limits = services().limits
+    return partial(rate_limits.reserve_tokens, caller) if rate_limits.tokens is not None else None
