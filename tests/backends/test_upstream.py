@@ -5,7 +5,7 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import openai
@@ -17,13 +17,22 @@ FORM_JSON = {"Accept": "application/json"}
 UPSTREAM_KEY = "upstream-secret"
 
 
+def upstream_env(model, cache, **settings):
+    # Behind web tiers, every request comes with their one key: the tiers bound each client, so this does not.
+    return server_env(model, cache, api_keys=UPSTREAM_KEY, max_new_tokens="8", client_share="0", **settings)
+
+
 @pytest.fixture(scope="module")
 def upstream(chat_model, tmp_path_factory):
     """The inference tier: a Palaver on the tiny chat model, behind an API key."""
-    # Behind web tiers, every request comes with their one key: the tiers bound each client, so this does not.
-    env = server_env(
-        chat_model, tmp_path_factory.mktemp("upstream"), api_keys=UPSTREAM_KEY, max_new_tokens="8", client_share="0"
-    )
+    with procfile_server(upstream_env(chat_model, tmp_path_factory.mktemp("upstream")), wait_for="/readyz") as running:
+        yield running.url
+
+
+@pytest.fixture(scope="module")
+def long_upstream(long_chat_model, tmp_path_factory):
+    """An inference tier whose replies may run to 1,024 tokens, long enough for Stop to land before they end."""
+    env = upstream_env(long_chat_model, tmp_path_factory.mktemp("long-upstream"), max_context_tokens="2048")
     with procfile_server(env, wait_for="/readyz", timeout=120) as running:
         yield running.url
 
@@ -40,16 +49,23 @@ def front_env(upstream_url, cache, **settings):
     )
 
 
-@pytest.fixture(scope="module")
-def fronts(upstream, tmp_path_factory):
-    """The web tier: two Palaver processes on one database, neither of which loads a model."""
-    env = front_env(upstream, tmp_path_factory.mktemp("fronts"))
+@contextmanager
+def web_tier(upstream_url, cache):
+    """Run two Palaver web processes on one database in front of upstream_url; yield their URLs."""
+    env = front_env(upstream_url, cache)
     with ExitStack() as stack:
         servers = [stack.enter_context(procfile_server(env, wait_for="/readyz", timeout=60)) for _ in range(2)]
         for server in servers:  # neither web process has loaded torch, let alone a model
             worker = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()[0]
             assert "libtorch" not in Path(f"/proc/{worker}/maps").read_text()
         yield [server.url for server in servers]
+
+
+@pytest.fixture(scope="module")
+def fronts(upstream, tmp_path_factory):
+    """The web tier: two Palaver processes on one database, neither of which loads a model."""
+    with web_tier(upstream, tmp_path_factory.mktemp("fronts")) as urls:
+        yield urls
 
 
 def test_the_web_tier_loads_no_model_and_reports_the_upstream(fronts, upstream):
@@ -98,7 +114,12 @@ def test_the_openai_client_streams_through_the_web_tier(fronts):
     assert scored.status_code == 200 and scored.json()["predictions"][0]
 
 
-def test_stop_on_one_front_stops_the_upstream_too(fronts, upstream):
+def test_stop_on_one_front_stops_the_upstream_too(long_upstream, tmp_path):
+    with web_tier(long_upstream, tmp_path) as fronts:
+        stop_on_one_front(fronts, long_upstream)
+
+
+def stop_on_one_front(fronts, upstream):
     browser = requests.Session()
     started = browser.post(f"{fronts[0]}/", data={"textbox": "hello"}, headers=FORM_JSON, timeout=30).json()
     before = engine_counts(upstream)
