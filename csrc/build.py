@@ -25,7 +25,7 @@ STAMP = LIBRARY.with_suffix(".stamp")  # the source and torch it was built from
 
 def fingerprint() -> str:
     """Name what the library depends on: the source, torch's version and the compiler flags."""
-    digest = hashlib.sha256(SOURCE.read_bytes() + (HERE / "chunk_pool.h").read_bytes())
+    digest = hashlib.sha256(SOURCE.read_bytes() + (HERE / "chunk_pool.h").read_bytes() + (HERE / "blocks.h").read_bytes())
     digest.update(torch.__version__.encode())
     digest.update(" ".join(compile_command(Path("in"), Path("out"))).encode())
     return digest.hexdigest()

@@ -3,67 +3,17 @@
 from __future__ import annotations
 
 import logging
-import threading
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
-from palaver.core.parameters import GenerationParams
-from palaver.core.types import Reply, Usage
 from palaver.engine.kv_cache import grow_in_place
 from palaver.engine.llama_decoder import LlamaDecoder
 from palaver.engine.prefix_cache import PrefixCache
-from palaver.engine.sampling import Sampler
-from palaver.engine.streaming import ReplyStream
+from palaver.engine.rows import Row
 
 log = logging.getLogger("palaver.engine")
-
-
-@dataclass
-class Row:
-    """One request inside a batch: its prompt, what it generated, and how it streams."""
-
-    prompt_ids: list[int]
-    truncated_turns: int
-    params: GenerationParams
-    max_new_tokens: int
-    stream: ReplyStream
-    cancelled: threading.Event
-    owner: Any = None  # whoever asked for this row, for the caller's bookkeeping
-    sampler: Sampler = field(init=False)
-    generated: list[int] = field(default_factory=list)
-    error: Exception | None = None  # why this row failed; its neighbours in the batch go on
-
-    def __post_init__(self):
-        self.sampler = Sampler(self.params)
-
-    def accept(self, logits: torch.Tensor) -> None:
-        """Choose the next token from logits and hand it to the stream; a failure ends only this row."""
-        try:
-            token = self.sampler.choose(logits, self.prompt_ids + self.generated)
-            self.generated.append(token)
-            self.stream.add(token)
-        except Exception as exc:
-            log.exception("a row failed while choosing its next token")
-            self.error = exc
-
-    @property
-    def done(self) -> bool:
-        return (
-            self.error is not None
-            or self.stream.stopped
-            or self.cancelled.is_set()
-            or len(self.generated) >= self.max_new_tokens
-        )
-
-    def reply(self) -> Reply:
-        """Flush the stream and describe how the reply ended."""
-        self.stream.end()
-        reason = "cancelled" if self.cancelled.is_set() else "stop" if self.stream.stopped else "length"
-        return Reply(self.stream.text, Usage(len(self.prompt_ids), len(self.generated)), self.truncated_turns, reason)
 
 
 class CausalBatch:
@@ -87,10 +37,12 @@ class CausalBatch:
         """Prefill joining rows: from a cached prefix where one exists, the rest together in one padded pass."""
         fresh, cached = [], []
         for row in rows:
-            reused, layers = self.prefix_cache.lookup(row.prompt_ids) if self.prefix_cache else (0, None)
-            if layers is None:
+            reused, key = self.prefix_cache.lookup(row.prompt_ids) if self.prefix_cache else (0, None)
+            if key is None:
                 fresh.append(row)
             else:
+                assert self.prefix_cache is not None  # a key comes only from the prefix cache
+                layers = [(k[:, :, :reused], v[:, :, :reused]) for k, v in self.prefix_cache.entries[key]]
                 cached.append((row, reused, layers))
         if cached:
             self._prefill_from_prefixes(cached)
@@ -150,8 +102,9 @@ class CausalBatch:
 
     def _join(self, rows: list[Row], output, mask: torch.Tensor) -> None:
         """Choose the prefilled rows' first tokens and merge the caches of those that go on."""
+        last = output.logits[:, -1].float().numpy()
         for index, row in enumerate(rows):
-            row.accept(output.logits[index, -1])
+            row.accept(last[index])
         # Read each row's state once: a cancel from another thread may land between two reads.
         done = [row.done for row in rows]
         for index, row in enumerate(rows):
@@ -186,8 +139,9 @@ class CausalBatch:
                 use_cache=True,
             ).logits[:, -1]
         self.mask = mask
+        scores = logits.float().numpy()
         for index, row in enumerate(self.rows):
-            row.accept(logits[index])
+            row.accept(scores[index])
 
     def remove_done(self) -> list[Row]:
         """Take finished rows out of the batch and free their cache."""
@@ -279,8 +233,10 @@ class Seq2SeqBatch:
             decoder_input_ids=decoder_ids,
             use_cache=False,
         )
+        ends = torch.tensor([len(d) - 1 for d in decoded])
+        scores = output.logits[torch.arange(len(decoded)), ends].float().numpy()
         for index, row in enumerate(self.rows):
-            row.accept(output.logits[index, len(decoded[index]) - 1])
+            row.accept(scores[index])
 
     def remove_done(self) -> list[Row]:
         """Take finished rows out of the batch."""

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from palaver.core.errors import InvalidRequest
 from palaver.core.parameters import GenerationParams
 from palaver.core.types import Message, Reply
-from palaver.engine.batching import CausalBatch, Row, Seq2SeqBatch
-from palaver.engine.llama_decoder import LlamaDecoder
 from palaver.engine.prefix_cache import PrefixCache
+from palaver.engine.rows import Row
 from palaver.engine.streaming import ReplyStream
 
 # Private-use characters around a message's index: the template's own text never holds them.
@@ -43,7 +44,6 @@ class ModelFamily:
         added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
         texts = {str(t) for t in tokenizer.all_special_tokens} | {getattr(t, "content", str(t)) for t in added.values()}
         self.control_texts = sorted(texts - {""}, key=len, reverse=True)
-        self.decoder = LlamaDecoder(model) if LlamaDecoder.supports(model) else None
 
     @classmethod
     def matches(cls, config, tokenizer) -> bool:
@@ -108,9 +108,21 @@ class ModelFamily:
             raise too_long("prompt", len(input_ids), limit)
         return Prompt(input_ids, 0)
 
-    def start_batch(self, prefix_cache: PrefixCache | None = None) -> CausalBatch | Seq2SeqBatch:
+    def start_batch(self, prefix_cache: PrefixCache | None = None) -> Any:
         """Start an empty batch that this family's requests can join."""
+        if hasattr(self.model, "new_batch"):  # a model served by the native step keeps its own batches
+            return self.model.new_batch(prefix_cache)
+        # torch is imported only for a model that runs through it.
+        from palaver.engine.batching import CausalBatch
+
         return CausalBatch(self.model, prefix_cache, self.decoder)
+
+    @functools.cached_property
+    def decoder(self) -> Any:
+        """Return the lean Llama decode step for a transformers model, or None where it does not apply."""
+        from palaver.engine.llama_decoder import LlamaDecoder
+
+        return LlamaDecoder(self.model) if LlamaDecoder.supports(self.model) else None
 
     def new_row(
         self,
@@ -240,7 +252,9 @@ class BlenderbotFamily(ModelFamily):
         text = self.turn_separator.join(self.format_turn(m) for m in messages)
         return list(self.tokenizer(text, split_special_tokens=True)["input_ids"])
 
-    def start_batch(self, prefix_cache: PrefixCache | None = None) -> Seq2SeqBatch:
+    def start_batch(self, prefix_cache: PrefixCache | None = None) -> Any:
+        from palaver.engine.batching import Seq2SeqBatch
+
         start = self.model.generation_config.decoder_start_token_id
         if start is None:
             start = self.model.config.decoder_start_token_id

@@ -69,7 +69,7 @@ def test_a_decode_step_gives_transformers_logits_and_cache_bit_for_bit(request, 
             assert torch.equal(layer.keys, reference.keys) and torch.equal(layer.values, reference.values)
         batch.mask = mask
         for index, row in enumerate(batch.rows):
-            row.accept(logits[index])
+            row.accept(logits[index].float().numpy())
 
 
 @pytest.mark.parametrize("fixture, weights", [("chat_model", "q8_0"), ("uniform_gguf_chat_model", "auto")])
