@@ -21,7 +21,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 
 # The GGUF block kernel, built ahead of time; without a compiler the server says so and serves float32.
 KERNEL := csrc/build/palaver_kernels.so
-$(KERNEL): csrc/gguf_linear.cpp csrc/chunk_pool.h csrc/build.py $(STAMP)
+$(KERNEL): csrc/gguf_linear.cpp csrc/native_step.cpp csrc/chunk_pool.h csrc/blocks.h csrc/build.py $(STAMP)
 	$(PYTHON) csrc/build.py
 
 # Serve exactly as the Procfile says, with $PORT defaulting to 8000.

@@ -1,4 +1,4 @@
-"""Compile the GGUF block kernels into a library that torch.ops.load_library can load.
+"""Compile the native libraries: the GGUF block kernels for torch, and the native step, which needs no torch.
 
 Usage: python csrc/build.py   (make run, make test and bin/post_compile call it)
 """
@@ -12,70 +12,96 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from torch.utils import cpp_extension
-
 HERE = Path(__file__).resolve().parent
-SOURCE = HERE / "gguf_linear.cpp"
-LIBRARY = HERE / "build" / "palaver_kernels.so"
-STAMP = LIBRARY.with_suffix(".stamp")  # the source and torch it was built from
+HEADERS = ("chunk_pool.h", "blocks.h")
+WARNINGS = ["-Wall", "-Wextra", "-Wpedantic"]  # the sanitizer test builds the same sources with -Werror
+CPU = ["-mavx2", "-mfma", "-mf16c"]
 
 
-def fingerprint() -> str:
-    """Name what the library depends on: the source, torch's version and the compiler flags."""
-    digest = hashlib.sha256(SOURCE.read_bytes() + (HERE / "chunk_pool.h").read_bytes() + (HERE / "blocks.h").read_bytes())
-    digest.update(torch.__version__.encode())
-    digest.update(" ".join(compile_command(Path("in"), Path("out"))).encode())
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class Library:
+    """One shared library: its source, where it goes, and whether it links against torch."""
+
+    source: str
+    name: str
+    with_torch: bool
+
+    @property
+    def path(self) -> Path:
+        return HERE / "build" / self.name
+
+    def compile_command(self, source: Path, target: Path) -> list[str]:
+        """Return the compiler call: AVX2, FMA and F16C, warnings as errors, torch's headers where it needs them."""
+        command = [os.environ.get("CXX", "c++"), "-O3", "-std=c++20", "-shared", "-fPIC", *CPU, *WARNINGS, f"-I{HERE}"]
+        if not self.with_torch:
+            return [*command, str(source), "-o", str(target), "-lpthread"]
+        import torch
+        from torch.utils import cpp_extension
+
+        abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+        # torch's own headers are not ours to warn about.
+        includes = [f"-isystem{path}" for path in cpp_extension.include_paths()]
+        includes.append(f"-isystem{sysconfig.get_paths()['include']}")
+        libraries = [f"-L{path}" for path in cpp_extension.library_paths()]
+        rpaths = [f"-Wl,-rpath,{path}" for path in cpp_extension.library_paths()]
+        return [
+            *command,
+            f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
+            *includes,
+            str(source),
+            "-o",
+            str(target),
+            *libraries,
+            *rpaths,
+            "-lc10",
+            "-ltorch_cpu",
+        ]
+
+    def fingerprint(self) -> str:
+        """Name what the library depends on: its sources, torch's version where it links it, the compiler call."""
+        digest = hashlib.sha256((HERE / self.source).read_bytes())
+        for header in HEADERS:
+            digest.update((HERE / header).read_bytes())
+        if self.with_torch:
+            import torch
+
+            digest.update(torch.__version__.encode())
+        digest.update(" ".join(self.compile_command(Path("in"), Path("out"))).encode())
+        return digest.hexdigest()
+
+    def build(self) -> Path:
+        """Build the library unless an up-to-date one is there; return its path."""
+        stamp = self.path.with_suffix(".stamp")
+        wanted = self.fingerprint()
+        if self.path.is_file() and stamp.is_file() and stamp.read_text() == wanted:
+            return self.path
+        self.path.parent.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.path.parent) as staging:
+            target = Path(staging) / self.name
+            subprocess.run(self.compile_command(HERE / self.source, target), check=True)
+            shutil.move(target, self.path)  # a running server never sees half a library
+        stamp.write_text(wanted)
+        return self.path
 
 
-def compile_command(source: Path, target: Path) -> list[str]:
-    """Return the compiler call: AVX2 and FMA, torch's headers and libraries, its C++ ABI."""
-    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    includes = [f"-I{path}" for path in cpp_extension.include_paths()]
-    includes += [f"-I{sysconfig.get_paths()['include']}", f"-I{HERE}"]
-    libraries = [f"-L{path}" for path in cpp_extension.library_paths()]
-    rpaths = [f"-Wl,-rpath,{path}" for path in cpp_extension.library_paths()]
-    return [
-        os.environ.get("CXX", "c++"),
-        "-O3",
-        "-std=c++20",
-        "-shared",
-        "-fPIC",
-        "-mavx2",
-        "-mfma",
-        "-mf16c",
-        f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
-        *includes,
-        str(source),
-        "-o",
-        str(target),
-        *libraries,
-        *rpaths,
-        "-lc10",
-        "-ltorch_cpu",
-    ]
+KERNELS = Library("gguf_linear.cpp", "palaver_kernels.so", with_torch=True)
+NATIVE_STEP = Library("native_step.cpp", "palaver_native.so", with_torch=False)
+LIBRARY = KERNELS.path  # the block kernels, as quantized.py loads them
 
 
 def build() -> Path:
-    """Build the library unless an up-to-date one is there; return its path."""
-    wanted = fingerprint()
-    if LIBRARY.is_file() and STAMP.is_file() and STAMP.read_text() == wanted:
-        return LIBRARY
-    LIBRARY.parent.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=LIBRARY.parent) as staging:
-        target = Path(staging) / LIBRARY.name
-        subprocess.run(compile_command(SOURCE, target), check=True)
-        shutil.move(target, LIBRARY)  # a running server never sees half a library
-    STAMP.write_text(wanted)
-    return LIBRARY
+    """Build both libraries; return the kernels' path."""
+    NATIVE_STEP.build()
+    return KERNELS.build()
 
 
 if __name__ == "__main__":
-    try:
-        print(f"built {build()}")
-    except (OSError, subprocess.CalledProcessError) as exc:
-        # No compiler (a slim runtime image): the server says so once and serves float32 weights.
-        print(f"the GGUF kernels were not built ({exc}); Palaver will serve float32 weights", file=sys.stderr)
+    for library, without in ((NATIVE_STEP, "Llama GGUF models run through transformers"), (KERNELS, "float32")):
+        try:
+            print(f"built {library.build()}")
+        except (OSError, subprocess.CalledProcessError) as exc:
+            # No compiler (a slim runtime image): the server says so once and serves another way.
+            print(f"{library.name} was not built ({exc}); without it, {without}", file=sys.stderr)

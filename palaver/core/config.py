@@ -10,12 +10,13 @@ from typing import Any
 
 from palaver.core.errors import ConfigurationError, InvalidRequest
 from palaver.core.parameters import PARAMETER_NAMES, GenerationParams, Sampling
-from palaver.core.setting import Setting, default_cache_dir, one_of, setting
+from palaver.core.setting import Setting, default_cache_dir, one_of, parse_bytes, setting
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 
 WEIGHT_MODES = ("auto", "q8_0", "float32")
+ENGINES = ("auto", "native", "transformers")
 BACKENDS = ("local", "openai")
 
 
@@ -41,6 +42,20 @@ class Settings:
         "layers to Q8_0 at load (faster and smaller, slightly different replies); `float32` de-quantises "
         "everything. Blocks need the kernel that `make` builds; without it, float32.",
         parse=one_of(*WEIGHT_MODES),
+    )
+    engine: str = setting(
+        "auto",
+        "What runs a local model: `auto` runs a Llama-family GGUF file on the native step (one C++ call per "
+        "step, with its own paged KV cache, no torch) where it can, and everything else through transformers; "
+        "`native` refuses to start where the native step cannot serve the model; `transformers` never uses it.",
+        parse=one_of(*ENGINES),
+    )
+    memory_limit: int = setting(
+        0,
+        "Bytes the worker may hold, such as `512MB`: the native step's KV cache gets what is left after the "
+        "weights, and requests wait for room instead of growing past it. 0 means the cgroup's memory limit "
+        "where there is one, else only `PALAVER_MAX_BATCH_SIZE` full contexts bound it.",
+        parse=parse_bytes,
     )
     backend: str = setting(
         "local",

@@ -43,6 +43,35 @@ def parse_optional_int(value: str) -> int | None:
     return None if str(value).strip() == "" else int(value)
 
 
+BYTE_UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 1024,
+    "M": 1024**2,
+    "G": 1024**3,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "KIB": 1024,
+    "MIB": 1024**2,
+    "GIB": 1024**3,
+}
+
+
+def parse_bytes(value: str) -> int:
+    """Parse a size such as 512MB, 1.5GiB or 536870912 into bytes."""
+    text = str(value).strip().upper().replace(" ", "")
+    number = text.rstrip("KMGIB")
+    unit = text[len(number) :]
+    try:
+        size = float(number) * BYTE_UNITS[unit]
+    except (KeyError, ValueError):
+        raise ValueError(f"must be a size such as 512MB or 1GiB, not {value!r}") from None
+    if not 0 <= size < 2**62:
+        raise ValueError(f"must be a size from 0 up, not {value!r}")
+    return int(size)
+
+
 def default_cache_dir() -> str:
     """Return the per-user cache directory, following XDG_CACHE_HOME."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")

@@ -22,8 +22,7 @@ from palaver.engine.fair_queue import FairQueue
 from palaver.engine.generation import FINISHED, GenerationRequest, Observer, follow
 
 if TYPE_CHECKING:
-    from palaver.engine.families import ModelFamily, Prompt
-    from palaver.engine.loading import LoadedModel
+    from palaver.engine.families import LoadedModel, ModelFamily, Prompt
 
 __all__ = ["Engine", "GenerationRequest", "Observer"]
 
@@ -147,6 +146,7 @@ class Engine:
                 name=self.model.name,
                 load_seconds=round(self.model.load_seconds, 2),
                 weights=self.model.weights,
+                engine=self.model.engine,
                 **self.model.family.describe(),
             )
         return info
@@ -173,14 +173,22 @@ class Engine:
         self._serve()
 
     def _load(self) -> LoadedModel:
-        # torch is imported here, on the worker, so the web server starts and answers at once.
+        # The loaders are imported here, on the worker, so the web server starts and answers at once; a model that
+        # the native step serves never imports torch or transformers.
+        from palaver.engine.native_loading import load_native
+        from palaver.engine.sources import plain_source
+
+        where = self.source or plain_source(self.settings.model)
+        native = load_native(self.settings, self.settings.model_name, where.weights)
+        if native is not None:
+            return native
         from palaver.engine.loading import load_model
 
-        return load_model(self.settings, self.source)
+        return load_model(self.settings, where)
 
     def _serve(self) -> None:
         """Run the batch: admit queued requests at each step, decode, and finish rows as they end."""
-        from palaver.engine.prefix_cache import PrefixCache  # torch-bound, like the loader: imported on this thread
+        from palaver.engine.prefix_cache import PrefixCache
 
         family = self._family()
         prefix_cache = (

@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import re
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from palaver.core.errors import InvalidRequest
@@ -315,3 +316,15 @@ def pad_token_id(model, tokenizer) -> int:
         if value is not None:
             return value[0] if isinstance(value, list) else value
     return 0
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to serve: its family, how long it took to load, and how its weights are held."""
+
+    name: str
+    family: ModelFamily
+    load_seconds: float
+    weights: str = "float32"  # or "gguf-blocks": how the linear layers hold their weights
+    loaded_at: float = field(default_factory=time.time)
+    engine: str = "transformers"  # or "native": what runs each step

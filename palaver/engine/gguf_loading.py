@@ -4,45 +4,23 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import json
 import logging
 import mmap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from palaver.engine.gguf_file import TensorEntry
 from palaver.engine.quantized import BLOCK, BLOCK_BYTES, GGUFEmbedding, GGUFLinear, join_layers
 
 log = logging.getLogger("palaver.loading")
 # Projections that read the same input, which a decode step computes in one kernel call.
 JOINABLE_PROJECTIONS = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("mlp.gate_proj", "mlp.up_proj"))
-
-
-@dataclass(frozen=True)
-class TensorEntry:
-    """Where one tensor lies in a GGUF file, as gguf's reader found it."""
-
-    name: str
-    qtype: int
-    offset: int
-    shape: tuple[int, ...]  # as stored: [rows, bytes] for blocks, numpy's order for plain arrays
-    dtype: str
-
-
-def read_tensor_index(reader) -> list[TensorEntry]:
-    """List the tensors a gguf.GGUFReader found; reading a file takes seconds, so the result is cached as JSON."""
-    return [
-        TensorEntry(
-            t.name, int(t.tensor_type), int(t.data_offset), tuple(int(n) for n in t.data.shape), t.data.dtype.str
-        )
-        for t in reader.tensors
-    ]
 
 
 @contextmanager
@@ -65,16 +43,6 @@ def one_reader(gguf_path: Path) -> Iterator:
         yield reader
     finally:
         setattr(gguf, "GGUFReader", original)  # noqa: B010
-
-
-def save_tensor_index(entries: list[TensorEntry], path: Path) -> None:
-    """Write a tensor index as JSON."""
-    path.write_text(json.dumps([asdict(entry) for entry in entries]))
-
-
-def load_tensor_index(path: Path) -> list[TensorEntry]:
-    """Read a tensor index written by save_tensor_index."""
-    return [TensorEntry(**{**entry, "shape": tuple(entry["shape"])}) for entry in json.loads(path.read_text())]
 
 
 def load_gguf_model(gguf_path: Path, config, index: list[TensorEntry]) -> nn.Module:

@@ -12,7 +12,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,14 +19,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from palaver.core.config import Settings
 from palaver.core.types import ModelSource
-from palaver.engine.families import ModelFamily, family_for
-from palaver.engine.gguf_loading import (
-    load_gguf_model,
-    load_tensor_index,
-    one_reader,
-    read_tensor_index,
-    save_tensor_index,
-)
+from palaver.engine.families import LoadedModel, family_for
+from palaver.engine.gguf_file import load_tensor_index, read_gguf, save_tensor_index
+from palaver.engine.gguf_loading import load_gguf_model, one_reader
 from palaver.engine.quantized import (
     GGUFLinear,
     available_cores,
@@ -38,15 +32,6 @@ from palaver.engine.quantized import (
 from palaver.engine.sources import plain_source
 
 log = logging.getLogger("palaver.loading")
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    name: str
-    family: ModelFamily
-    load_seconds: float
-    weights: str = "float32"  # or "gguf-blocks": how the linear layers hold their weights
-    loaded_at: float = field(default_factory=time.time)
 
 
 def file_digest(path: Path) -> str:
@@ -108,10 +93,10 @@ def convert_gguf(gguf_path: Path, staging: Path) -> None:
 def extract_gguf_metadata(gguf_path: Path, staging: Path) -> None:
     """Save a GGUF model's tokenizer, config and tensor index."""
     directory, name = str(gguf_path.parent), gguf_path.name
-    with one_reader(gguf_path) as reader:
+    with one_reader(gguf_path):
         AutoTokenizer.from_pretrained(directory, gguf_file=name).save_pretrained(staging)
         config = AutoConfig.from_pretrained(directory, gguf_file=name)
-        save_tensor_index(read_tensor_index(reader), staging / "tensors.json")
+        save_tensor_index(read_gguf(gguf_path).tensors, staging / "tensors.json")
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.save_pretrained(staging)

@@ -1,0 +1,167 @@
+"""Read a GGUF file's metadata and tensor index in pure Python: no torch, no transformers, and in milliseconds."""
+
+from __future__ import annotations
+
+import json
+import mmap
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+MAGIC = b"GGUF"
+# Metadata value types: the fixed-size ones by their struct format; 8 is a string and 9 an array.
+SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+STRING, ARRAY = 8, 9
+# ggml's tensor types: weights per block and bytes per block (plain floats are blocks of one).
+TYPE_LAYOUT = {
+    0: (1, 4),  # F32
+    1: (1, 2),  # F16
+    2: (32, 18),  # Q4_0
+    3: (32, 20),  # Q4_1
+    6: (32, 22),  # Q5_0
+    7: (32, 24),  # Q5_1
+    8: (32, 34),  # Q8_0
+    10: (256, 84),  # Q2_K
+    11: (256, 110),  # Q3_K
+    12: (256, 144),  # Q4_K
+    13: (256, 176),  # Q5_K
+    14: (256, 210),  # Q6_K
+    30: (1, 2),  # BF16
+}
+PLAIN_DTYPES = {0: "<f4", 1: "<f2"}
+
+
+class GGUFError(ValueError):
+    """A file that is not a GGUF file this reader understands."""
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where one tensor lies in a GGUF file: its byte offset from the file's start and its stored shape."""
+
+    name: str
+    qtype: int
+    offset: int
+    shape: tuple[int, ...]  # as stored: [rows, bytes] for blocks, numpy's order for plain arrays
+    dtype: str
+
+
+@dataclass(frozen=True)
+class GGUFFile:
+    """A GGUF file's metadata (every key, arrays in full) and its tensors."""
+
+    path: Path
+    metadata: dict[str, Any]
+    tensors: list[TensorEntry]
+
+    @property
+    def architecture(self) -> str:
+        return str(self.metadata.get("general.architecture", ""))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return an architecture key such as 'block_count' (llama.block_count), or default."""
+        return self.metadata.get(f"{self.architecture}.{key}", default)
+
+
+class _Cursor:
+    def __init__(self, data: memoryview):
+        self.data, self.at = data, 0
+
+    def scalar(self, fmt: str) -> Any:
+        value = struct.unpack_from(fmt, self.data, self.at)[0]
+        self.at += struct.calcsize(fmt)
+        return value
+
+    def string(self) -> str:
+        length = self.scalar("<Q")
+        if self.at + length > len(self.data):
+            raise GGUFError("a string runs past the end of the file")
+        text = bytes(self.data[self.at : self.at + length]).decode("utf-8", errors="replace")
+        self.at += length
+        return text
+
+    def value(self, kind: int) -> Any:
+        if kind == STRING:
+            return self.string()
+        if kind == ARRAY:
+            item_kind, count = self.scalar("<I"), self.scalar("<Q")
+            if item_kind in SCALAR_FORMATS:
+                fmt = SCALAR_FORMATS[item_kind]
+                size = struct.calcsize(fmt)
+                if self.at + size * count > len(self.data):
+                    raise GGUFError("an array runs past the end of the file")
+                items = list(struct.unpack_from(f"<{count}{fmt[1]}", self.data, self.at))
+                self.at += size * count
+                return items
+            return [self.value(item_kind) for _ in range(count)]
+        if kind not in SCALAR_FORMATS:
+            raise GGUFError(f"unknown metadata value type {kind}")
+        return self.scalar(SCALAR_FORMATS[kind])
+
+
+def read_gguf(path: Path) -> GGUFFile:
+    """Read a GGUF file's header: its metadata and the index of its tensors (the weights are not read)."""
+    if Path(path).stat().st_size < len(MAGIC):
+        raise GGUFError(f"{path} is not a GGUF file")
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        view = memoryview(mapped)
+        try:
+            return _parse(Path(path), view, len(mapped))
+        except struct.error as exc:
+            raise GGUFError(f"{path} ends inside its header") from exc
+        finally:
+            view.release()
+
+
+def _parse(path: Path, view: memoryview, size: int) -> GGUFFile:
+    cursor = _Cursor(view)
+    if bytes(view[:4]) != MAGIC:
+        raise GGUFError(f"{path} is not a GGUF file")
+    cursor.at = 4
+    version = cursor.scalar("<I")
+    if version not in (2, 3):
+        raise GGUFError(f"{path} is GGUF version {version}; versions 2 and 3 are read")
+    tensor_count, kv_count = cursor.scalar("<Q"), cursor.scalar("<Q")
+    metadata: dict[str, Any] = {}
+    for _ in range(kv_count):
+        key = cursor.string()
+        metadata[key] = cursor.value(cursor.scalar("<I"))
+    infos = []
+    for _ in range(tensor_count):
+        name = cursor.string()
+        dims = [cursor.scalar("<Q") for _ in range(cursor.scalar("<I"))]
+        infos.append((name, dims, cursor.scalar("<I"), cursor.scalar("<Q")))
+    alignment = metadata.get("general.alignment", 32)
+    if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+        raise GGUFError(f"{path} gives an alignment of {alignment!r}, not a power of two")
+    data_start = -(-cursor.at // alignment) * alignment
+    tensors = []
+    for name, dims, qtype, offset in infos:
+        if qtype not in TYPE_LAYOUT:
+            raise GGUFError(f"{name} has ggml type {qtype}, which this reader does not know")
+        per_block, block_bytes = TYPE_LAYOUT[qtype]
+        columns, rows = dims[0], 1
+        for dim in dims[1:]:
+            rows *= dim
+        if qtype in PLAIN_DTYPES:
+            shape, dtype = tuple(reversed(dims)), PLAIN_DTYPES[qtype]
+            nbytes = columns * rows * block_bytes
+        else:
+            shape, dtype = (rows, columns // per_block * block_bytes), "|u1"
+            nbytes = shape[0] * shape[1]
+        start = data_start + offset
+        if start + nbytes > size:
+            raise GGUFError(f"{name} runs past the end of {path}")
+        tensors.append(TensorEntry(name, qtype, start, shape, dtype))
+    return GGUFFile(path, metadata, tensors)
+
+
+def save_tensor_index(entries: list[TensorEntry], path: Path) -> None:
+    """Write a tensor index as JSON."""
+    path.write_text(json.dumps([asdict(entry) for entry in entries]))
+
+
+def load_tensor_index(path: Path) -> list[TensorEntry]:
+    """Read a tensor index written by save_tensor_index."""
+    return [TensorEntry(**{**entry, "shape": tuple(entry["shape"])}) for entry in json.loads(path.read_text())]

@@ -1,0 +1,262 @@
+"""The native step: a Llama-family GGUF model's whole forward pass in one call to csrc/native_step.cpp."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("palaver.native")
+
+LIBRARY = Path(__file__).resolve().parents[2] / "csrc" / "build" / "palaver_native.so"
+# ggml's type numbers that the native step reads as stored.
+NATIVE_TYPES = {0: "F32", 2: "Q4_0", 3: "Q4_1", 8: "Q8_0"}
+BLOCK = 32
+BLOCK_BYTES = {0: 128, 2: 18, 3: 20, 8: 34}  # per 32 weights
+PARTS = {"token_embd": 0, "output": 1, "output_norm": 2}
+LAYER_PARTS = {
+    "attn_norm": 10,
+    "ffn_norm": 11,
+    "attn_q": 12,
+    "attn_k": 13,
+    "attn_v": 14,
+    "attn_output": 15,
+    "ffn_gate": 16,
+    "ffn_up": 17,
+    "ffn_down": 18,
+}
+CPU_FLAGS = ("avx2", "fma", "f16c")
+
+_i64, _ptr = ctypes.c_int64, ctypes.c_void_p
+_state: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def library() -> ctypes.CDLL | None:
+    """Load the native step's library once; None (and why, logged once) where it cannot run."""
+    with _lock:
+        if "library" not in _state:
+            _state["library"], why = _load()
+            if _state["library"] is None:
+                log.warning("the native step is unavailable (%s): Llama GGUF models run through transformers", why)
+        return _state["library"]
+
+
+def unavailable_reason() -> str | None:
+    """Say why the native step cannot run here, or None when it can."""
+    if "library" not in _state:
+        library()
+    return None if _state["library"] is not None else _state.get("why", "unavailable")
+
+
+def _load() -> tuple[ctypes.CDLL | None, str]:
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
+    missing = [flag for flag in CPU_FLAGS if flag not in flags]
+    if missing:
+        _state["why"] = f"this CPU has no {', '.join(missing)}"
+        return None, _state["why"]
+    if not LIBRARY.is_file():
+        _state["why"] = "not built: run `python csrc/build.py` where a C++ compiler is installed"
+        return None, _state["why"]
+    try:
+        lib = ctypes.CDLL(str(LIBRARY))
+    except OSError as exc:
+        _state["why"] = f"could not load {LIBRARY.name}: {exc}"
+        return None, _state["why"]
+    signatures: dict[str, tuple[list, Any]] = {
+        "pv_model_new": ([ctypes.POINTER(_i64), ctypes.c_double, ctypes.c_double, _i64], _ptr),
+        "pv_model_free": ([_ptr], None),
+        "pv_model_set": ([_ptr, _i64, _i64, _ptr, _i64, _i64, _i64], _i64),
+        "pv_model_check": ([_ptr], _i64),
+        "pv_cache_new": ([_ptr, _i64, _i64], _ptr),
+        "pv_cache_free": ([_ptr], None),
+        "pv_cache_page_bytes": ([_ptr], _i64),
+        "pv_cache_used_pages": ([_ptr], _i64),
+        "pv_seq_new": ([_ptr], _i64),
+        "pv_seq_free": ([_ptr, _i64], None),
+        "pv_seq_len": ([_ptr, _i64], _i64),
+        "pv_seq_reserve": ([_ptr, _i64, _i64], _i64),
+        "pv_seq_truncate": ([_ptr, _i64, _i64], None),
+        "pv_seq_copy": ([_ptr, _i64, _i64, _i64], _i64),
+        "pv_step": ([_ptr, _ptr, _i64, _ptr, _ptr, _ptr, _ptr, _ptr], _i64),
+        "pv_set_threads": ([_i64], None),
+    }
+    for name, (arguments, result) in signatures.items():
+        function = getattr(lib, name)
+        function.argtypes, function.restype = arguments, result
+    return lib, ""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A Llama-family model's dimensions, as the native step needs them."""
+
+    vocab: int
+    hidden: int
+    ffn: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    eps: float
+    rope_base: float
+
+    @classmethod
+    def of(cls, config: dict) -> Shape:
+        heads = config["num_attention_heads"]
+        rope = config.get("rope_parameters") or {}
+        return cls(
+            vocab=config["vocab_size"],
+            hidden=config["hidden_size"],
+            ffn=config["intermediate_size"],
+            layers=config["num_hidden_layers"],
+            heads=heads,
+            kv_heads=config.get("num_key_value_heads") or heads,
+            head_dim=config.get("head_dim") or config["hidden_size"] // heads,
+            eps=config["rms_norm_eps"],
+            rope_base=rope.get("rope_theta", config.get("rope_theta", 10000.0)),
+        )
+
+
+def refusal(config: dict, entries: list) -> str | None:
+    """Say why the native step cannot serve a GGUF model with this config and these tensors, or None if it can."""
+    if config.get("model_type") != "llama":
+        return f"its architecture is {config.get('model_type')}, and the native step serves Llama"
+    rope = config.get("rope_parameters") or {}
+    if rope.get("rope_type", "default") != "default":
+        return f"its rotary scaling ({rope.get('rope_type')}) is not served natively yet"
+    if config.get("attention_bias") or config.get("mlp_bias") or config.get("hidden_act") != "silu":
+        return "its layers have biases or another activation"
+    others = sorted({NATIVE_TYPES.get(e.qtype, str(e.qtype)) for e in entries if e.qtype not in NATIVE_TYPES})
+    if others:
+        return f"it holds blocks of types {', '.join(others)}, which the native step does not read yet"
+    shape = Shape.of(config)
+    if shape.hidden % BLOCK or shape.ffn % BLOCK or shape.head_dim % 16 or shape.heads % shape.kv_heads:
+        return "its dimensions do not split into the kernel's blocks"
+    return None
+
+
+class NativeModel:
+    """A GGUF file's weights, read in place from a read-only mapping, with the native step over them."""
+
+    def __init__(self, gguf_path: Path, config: dict, entries: list, threads: int):
+        lib = library()
+        if lib is None:
+            raise RuntimeError("the native step is unavailable")
+        self.lib: ctypes.CDLL = lib
+        self.shape = Shape.of(config)
+        self.data = np.memmap(gguf_path, dtype=np.uint8, mode="r")  # pages the kernel may drop under pressure
+        shape = self.shape
+        sizes = (shape.vocab, shape.hidden, shape.ffn, shape.layers, shape.heads, shape.kv_heads, shape.head_dim)
+        dims = (_i64 * 7)(*sizes)
+        self.handle = self.lib.pv_model_new(dims, shape.eps, shape.rope_base, 1)  # GGUF's Llama Q/K: adjacent pairs
+        if not self.handle:
+            raise ValueError("the native step cannot run a model of these dimensions")
+        base = self.data.ctypes.data
+        tensors = {entry.name: entry for entry in entries}
+        for entry in entries:
+            name, _, _ = entry.name.rpartition(".")
+            layer, part = -1, PARTS.get(name)
+            if name.startswith("blk."):
+                _, number, short = name.split(".", 2)
+                layer, part = int(number), LAYER_PARTS.get(short)
+            if part is not None:
+                self._set(layer, part, base + entry.offset, entry)
+        if "output.weight" not in tensors:  # a tied head reads the embedding's rows
+            self._set(-1, PARTS["output"], base + tensors["token_embd.weight"].offset, tensors["token_embd.weight"])
+        wanting = self.lib.pv_model_check(self.handle)
+        if wanting:
+            raise ValueError(f"the GGUF file lacks weights the native step needs (code {wanting})")
+        self.lib.pv_set_threads(threads)
+
+    def _set(self, layer: int, part: int, address: int, entry) -> None:
+        if len(entry.shape) == 1:
+            rows, cols = 1, entry.shape[0]
+        else:
+            rows, cols = entry.shape[0], entry.shape[1] // BLOCK_BYTES[entry.qtype] * BLOCK
+            if entry.qtype == 0:
+                rows, cols = entry.shape[0], entry.shape[1]
+        if self.lib.pv_model_set(self.handle, layer, part, address, entry.qtype, rows, cols) != 0:
+            raise ValueError(f"the native step cannot read {entry.name} ({rows} x {cols}, type {entry.qtype})")
+
+    def kv_bytes_per_token(self) -> int:
+        """Return the bytes one position's keys and values take in every layer (float16)."""
+        return self.shape.layers * 2 * self.shape.kv_heads * self.shape.head_dim * 2
+
+    def new_cache(self, page_tokens: int, max_pages: int) -> NativeCache:
+        return NativeCache(self, page_tokens, max_pages)
+
+    def close(self) -> None:
+        if self.handle:
+            self.lib.pv_model_free(self.handle)
+            self.handle = None
+
+
+class NativeCache:
+    """Sequences' keys and values in pages that the native step owns, within a budget of pages."""
+
+    def __init__(self, model: NativeModel, page_tokens: int, max_pages: int):
+        self.model, self.page_tokens = model, page_tokens
+        self.lib: ctypes.CDLL = model.lib
+        self.handle = self.lib.pv_cache_new(model.handle, page_tokens, max_pages)
+        self.max_pages = max_pages
+        self.page_bytes = self.lib.pv_cache_page_bytes(self.handle)
+
+    @property
+    def used_pages(self) -> int:
+        return int(self.lib.pv_cache_used_pages(self.handle))
+
+    def pages_for(self, tokens: int) -> int:
+        return -(-tokens // self.page_tokens)
+
+    def new_sequence(self) -> int:
+        return int(self.lib.pv_seq_new(self.handle))
+
+    def free(self, sequence: int) -> None:
+        self.lib.pv_seq_free(self.handle, sequence)
+
+    def length(self, sequence: int) -> int:
+        return int(self.lib.pv_seq_len(self.handle, sequence))
+
+    def reserve(self, sequence: int, tokens: int) -> bool:
+        """Make room for tokens more positions; False when the budget has no pages left for them."""
+        return self.lib.pv_seq_reserve(self.handle, sequence, tokens) == 0
+
+    def truncate(self, sequence: int, length: int) -> None:
+        self.lib.pv_seq_truncate(self.handle, sequence, length)
+
+    def copy(self, target: int, source: int, tokens: int) -> bool:
+        """Copy source's first tokens positions into the empty target; False when the budget cannot hold them."""
+        return self.lib.pv_seq_copy(self.handle, target, source, tokens) == 0
+
+    def step(self, sequences: list[int], chunks: list[list[int]], want: list[bool]) -> np.ndarray:
+        """Append each chunk to its sequence; return [rows, vocab] logits, filled for the rows that want them."""
+        rows = len(sequences)
+        seqs = np.asarray(sequences, dtype=np.int64)
+        counts = np.asarray([len(chunk) for chunk in chunks], dtype=np.int64)
+        tokens = np.asarray([token for chunk in chunks for token in chunk], dtype=np.int32)
+        wanted = np.asarray(want, dtype=np.int8)
+        logits = np.zeros((rows, self.model.shape.vocab), dtype=np.float32)
+        status = self.lib.pv_step(
+            self.model.handle,
+            self.handle,
+            rows,
+            seqs.ctypes.data,
+            counts.ctypes.data,
+            tokens.ctypes.data,
+            wanted.ctypes.data,
+            logits.ctypes.data,
+        )
+        if status != 0:
+            raise ValueError("the native step refused its input")
+        return logits
+
+    def close(self) -> None:
+        if self.handle:
+            self.lib.pv_cache_free(self.handle)
+            self.handle = None

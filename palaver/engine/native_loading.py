@@ -1,0 +1,160 @@
+"""Load a Llama-family GGUF file for the native step: config, tokenizer and weights read without torch."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from palaver.core.config import Settings
+from palaver.engine import native
+from palaver.engine.families import LoadedModel, family_for
+from palaver.engine.file_tokenizer import FileTokenizer
+from palaver.engine.gguf_file import GGUFFile, read_gguf
+from palaver.engine.gguf_tokenizer import tokenizer_config, tokenizer_json, unsupported
+from palaver.engine.prefix_cache import PrefixCache
+
+log = logging.getLogger("palaver.loading")
+
+PAGE_TOKENS = 16  # KV positions per page: small enough that a short row wastes little, large enough to copy fast
+HEADROOM_BYTES = 64 * 1024**2  # a step's scratch vectors, the logits, requests' own objects, the allocator's slack
+CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+
+
+def llama_config(gguf: GGUFFile) -> dict[str, Any]:
+    """Return a transformers-style config dict from a Llama-family GGUF file's metadata."""
+    heads = int(gguf.get("attention.head_count", 0))
+    hidden = int(gguf.get("embedding_length", 0))
+    embedding = next((e for e in gguf.tensors if e.name == "token_embd.weight"), None)
+    vocab = len(gguf.metadata.get("tokenizer.ggml.tokens", [])) or (embedding.shape[0] if embedding else 0)
+    scaling = gguf.get("rope.scaling.type", "none")
+    return {
+        "model_type": gguf.architecture,
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": int(gguf.get("feed_forward_length", 0)),
+        "num_hidden_layers": int(gguf.get("block_count", 0)),
+        "num_attention_heads": heads,
+        "num_key_value_heads": int(gguf.get("attention.head_count_kv", heads)),
+        "head_dim": int(gguf.get("attention.key_length", hidden // heads if heads else 0)),
+        "rms_norm_eps": float(gguf.get("attention.layer_norm_rms_epsilon", 1e-5)),
+        "rope_parameters": {
+            "rope_type": "default" if scaling in ("none", None) else scaling,
+            "rope_theta": float(gguf.get("rope.freq_base", 10000.0)),
+        },
+        "max_position_embeddings": int(gguf.get("context_length", 2048)),
+        "hidden_act": "silu",
+        "attention_bias": any(e.name.endswith("attn_q.bias") for e in gguf.tensors),
+        "mlp_bias": False,
+    }
+
+
+def refusal(settings: Settings, source: str) -> str | None:
+    """Say why the native step will not serve this model, or None when it will."""
+    if settings.engine == "transformers":
+        return "PALAVER_ENGINE=transformers"
+    if settings.weights == "float32":
+        return "PALAVER_WEIGHTS=float32 asks for float32 weights"
+    if not source.endswith(".gguf"):
+        return "the model is not a GGUF file"
+    return native.unavailable_reason()
+
+
+class NativeLlama:
+    """A Llama GGUF model on the native step, with the attributes the model families read from a model."""
+
+    def __init__(self, gguf: GGUFFile, config: dict[str, Any], tokenizer: FileTokenizer, settings: Settings):
+        self.config = SimpleNamespace(**config, is_encoder_decoder=False)
+        self.generation_config = SimpleNamespace(
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, decoder_start_token_id=None
+        )
+        self.weights = native.NativeModel(gguf.path, config, gguf.tensors, settings.torch_threads or cpu_count())
+        context = min(config["max_position_embeddings"], settings.max_context_tokens)
+        kv_bytes = self.weights.kv_bytes_per_token()
+        wanted = settings.max_batch_size * context * kv_bytes  # every row at a full context: never more than this
+        budget = kv_budget(settings.memory_limit or cgroup_limit(), gguf.path.stat().st_size, wanted)
+        pages = budget // (PAGE_TOKENS * kv_bytes)
+        if pages * PAGE_TOKENS < context:  # a row of a full context must fit alone, or it would wait forever
+            raise ValueError(
+                f"PALAVER_MEMORY_LIMIT leaves room for {pages * PAGE_TOKENS} tokens of KV cache, fewer than one "
+                f"context of {context}: raise the limit or lower PALAVER_MAX_CONTEXT_TOKENS"
+            )
+        self.cache = self.weights.new_cache(PAGE_TOKENS, pages)
+        self.batch: Any = None
+        log.info(
+            "native step: %d KV pages of %d positions (%.0f MB, %d tokens)",
+            self.cache.max_pages,
+            PAGE_TOKENS,
+            self.cache.max_pages * self.cache.page_bytes / 1e6,
+            self.cache.max_pages * PAGE_TOKENS,
+        )
+
+    def new_batch(self, prefix_cache: PrefixCache | None) -> Any:
+        """Start a batch on this model's KV cache, freeing the sequences of any batch it replaces."""
+        from palaver.engine.native_batch import NativeBatch
+
+        if self.batch is not None:
+            self.batch.release()
+        self.batch = NativeBatch(self.cache, prefix_cache)
+        return self.batch
+
+
+def cpu_count() -> int:
+    """Return the cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cgroup_limit() -> int:
+    """Return the cgroup's memory limit in bytes, or 0 where there is none."""
+    for path in CGROUP_LIMITS:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:  # cgroup v1 writes a huge number for "no limit"
+            return int(text)
+    return 0
+
+
+def resident_bytes() -> int:
+    """Return this process's resident memory."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def kv_budget(limit: int, weight_bytes: int, wanted: int) -> int:
+    """Return the KV cache's bytes: what the limit leaves after this process, its weights and headroom."""
+    if not limit:
+        return wanted
+    left = limit - resident_bytes() - weight_bytes - HEADROOM_BYTES
+    if left <= 0:
+        raise ValueError(
+            f"PALAVER_MEMORY_LIMIT ({limit / 1e6:.0f} MB) leaves no room for a KV cache beside the process "
+            f"({resident_bytes() / 1e6:.0f} MB) and the weights ({weight_bytes / 1e6:.0f} MB)"
+        )
+    return min(left, wanted)
+
+
+def load_native(settings: Settings, name: str, source: str) -> LoadedModel | None:
+    """Load a GGUF file onto the native step, or return None (having logged why) where it cannot serve it."""
+    started = time.perf_counter()
+    why = refusal(settings, source)
+    gguf = None if why else read_gguf(Path(source))
+    if gguf is not None:
+        config = llama_config(gguf)
+        why = unsupported(gguf) or native.refusal(config, gguf.tensors)
+    if why:
+        if settings.engine == "native":
+            raise ValueError(f"PALAVER_ENGINE=native cannot serve {name}: {why}")
+        log.info("%s runs through transformers: %s", name, why)
+        return None
+    assert gguf is not None
+    tokenizer = FileTokenizer(tokenizer_json(gguf), tokenizer_config(gguf))
+    model = NativeLlama(gguf, config, tokenizer, settings)
+    family = family_for(model.config, tokenizer)(model, tokenizer, settings.max_context_tokens)
+    seconds = time.perf_counter() - started
+    log.info("loaded %s (%s family, native step) in %.1fs", name, family.name, seconds)
+    return LoadedModel(name, family, seconds, "gguf-blocks", engine="native")

@@ -1,0 +1,33 @@
+"""A GGUF file's tokenizer built without transformers: the same tokenizer.json, and refusals for other kinds."""
+
+import json
+from dataclasses import replace
+
+from transformers import AutoTokenizer
+
+from palaver.engine.gguf_file import read_gguf
+from palaver.engine.gguf_tokenizer import tokenizer_config, tokenizer_json, unsupported
+from palaver.engine.loading import gguf_metadata_dir
+from palaver.engine.sources import embedded_gguf_path
+
+
+def test_the_embedded_models_tokenizer_is_the_one_transformers_builds(tmp_path):
+    gguf = read_gguf(embedded_gguf_path())
+    theirs = AutoTokenizer.from_pretrained(gguf_metadata_dir(embedded_gguf_path(), str(tmp_path)))
+    assert unsupported(gguf) is None
+    assert json.loads(tokenizer_json(gguf)) == json.loads(theirs.backend_tokenizer.to_str())
+    config = tokenizer_config(gguf)
+    assert (config["eos_token"], config["bos_token"]) == (theirs.eos_token, theirs.bos_token)
+    assert config["chat_template"] == theirs.chat_template
+
+
+def test_other_kinds_of_tokenizer_are_named_and_left_to_transformers(gguf_chat_model):
+    gguf = read_gguf(gguf_chat_model)
+    assert unsupported(gguf) is None
+    for changes, reason in (
+        ({"tokenizer.ggml.model": "llama"}, "'llama', not byte-level BPE"),
+        ({"tokenizer.ggml.pre": "chatglm-bpe"}, "'chatglm-bpe'"),
+    ):
+        assert reason in unsupported(replace(gguf, metadata={**gguf.metadata, **changes}))
+    no_merges = {key: value for key, value in gguf.metadata.items() if key != "tokenizer.ggml.merges"}
+    assert "no merges" in unsupported(replace(gguf, metadata=no_merges))

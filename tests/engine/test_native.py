@@ -1,0 +1,158 @@
+"""The native step: transformers' logits within tolerance, the same bits in any batch, and a KV budget it keeps."""
+
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from servers import ROOT
+
+from commons import Settings
+from palaver.engine import native
+from palaver.engine.gguf_file import read_gguf
+from palaver.engine.loading import load_model
+from palaver.engine.native_loading import llama_config
+
+# The KV cache holds float16 where transformers keeps float32: logits differ by at most this share of their range.
+RELATIVE_TOLERANCE = 2e-3
+PROMPT = [5, 17, 42, 99, 3, 250, 7, 64, 128, 31, 12, 200, 9, 77, 150, 33, 21, 8, 190, 45]
+
+
+@pytest.fixture(scope="module")
+def weights(gguf_chat_model):
+    gguf = read_gguf(gguf_chat_model)
+    model = native.NativeModel(gguf_chat_model, llama_config(gguf), gguf.tensors, threads=2)
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="module")
+def reference(gguf_chat_model, tmp_path_factory):
+    """transformers' forward on the same weights, de-quantised to float32."""
+    settings = Settings(model=str(gguf_chat_model), cache_dir=str(tmp_path_factory.mktemp("f32")), weights="float32")
+    return load_model(settings).family.model
+
+
+def test_prefill_and_decode_logits_agree_with_transformers(weights, reference):
+    cache = weights.new_cache(16, 64)
+    sequence = cache.new_sequence()
+    assert cache.reserve(sequence, len(PROMPT) + 8)
+    native_rows = [cache.step([sequence], [PROMPT], [True])[0]]
+    with torch.inference_mode():
+        expected = reference(torch.tensor([PROMPT])).logits[0, -1].numpy()
+    generated = list(PROMPT)
+    for _ in range(8):  # greedy decoding, one token a step, against a full forward pass each time
+        token = int(native_rows[-1].argmax())
+        generated.append(token)
+        native_rows.append(cache.step([sequence], [[token]], [True])[0])
+    with torch.inference_mode():
+        decoded = reference(torch.tensor([generated])).logits[0, len(PROMPT) - 1 :].numpy()
+    cache.close()
+    for got, want in zip(native_rows, [expected, *decoded[1:]]):
+        assert np.abs(got - want).max() <= RELATIVE_TOLERANCE * np.abs(want).max()
+        assert got.argmax() == want.argmax()
+
+
+def test_a_rows_logits_are_the_same_bits_alone_and_beside_rows_of_any_length(weights):
+    alone_cache = weights.new_cache(16, 64)
+    alone = alone_cache.new_sequence()
+    assert alone_cache.reserve(alone, 40)
+    expected = [alone_cache.step([alone], [PROMPT], [True])[0]]
+    for token in (3, 9, 27):
+        expected.append(alone_cache.step([alone], [[token]], [True])[0])
+    cache = weights.new_cache(16, 256)
+    long_history = cache.new_sequence()  # a neighbour 150 positions long, crossing many pages
+    assert cache.reserve(long_history, 300)
+    cache.step([long_history], [[(i * 7) % 250 for i in range(150)]], [False])
+    row = cache.new_sequence()
+    assert cache.reserve(row, 40)
+    newcomer = cache.new_sequence()
+    assert cache.reserve(newcomer, 100)
+    # The row prefills beside a decoding neighbour; then it decodes while another row prefills 33 tokens.
+    got = [cache.step([long_history, row], [[5], PROMPT], [True, True])[1]]
+    for index, token in enumerate((3, 9, 27)):
+        sequences, chunks = [newcomer, row, long_history], [list(range(1, 34)), [token], [4]]
+        got.append(cache.step(sequences[index % 2 :], chunks[index % 2 :], [True] * (3 - index % 2))[1 - index % 2])
+    for alone_logits, batched in zip(expected, got):
+        assert alone_logits.tobytes() == batched.tobytes()
+    cache.close()
+    alone_cache.close()
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 130])
+def test_every_batch_size_gives_each_row_its_bits_alone(weights, rows):
+    cache = weights.new_cache(16, 2 * rows + 4)
+    sequences = [cache.new_sequence() for _ in range(rows)]
+    for sequence in sequences:
+        assert cache.reserve(sequence, 17)  # two pages: the second token of the step crosses into the next
+    tokens = [[(7 * r) % 250 + 1] * (1 + r % 2) for r in range(rows)]
+    together = cache.step(sequences, tokens, [True] * rows)
+    for index in {0, rows // 2, rows - 1}:
+        alone = weights.new_cache(16, 4)
+        sequence = alone.new_sequence()
+        assert alone.reserve(sequence, 17)
+        assert alone.step([sequence], [tokens[index]], [True])[0].tobytes() == together[index].tobytes()
+        alone.close()
+    cache.close()
+
+
+def test_the_page_budget_is_all_or_none_and_pages_come_back(weights):
+    cache = weights.new_cache(16, 4)
+    first, second = cache.new_sequence(), cache.new_sequence()
+    assert cache.reserve(first, 40) and cache.used_pages == 3
+    assert not cache.reserve(second, 17) and cache.used_pages == 3, "a refused reservation takes no page"
+    assert cache.reserve(second, 16) and cache.used_pages == 4
+    cache.step([first], [PROMPT], [False])
+    cache.truncate(first, 16)
+    assert cache.length(first) == 16 and cache.used_pages == 2
+    third = cache.new_sequence()
+    assert cache.copy(third, first, 16) and cache.used_pages == 3
+    cache.free(first)
+    cache.free(third)
+    assert cache.used_pages == 1
+    cache.close()
+
+
+def test_the_step_refuses_what_would_read_or_write_out_of_bounds(weights):
+    cache = weights.new_cache(16, 4)
+    sequence = cache.new_sequence()
+    assert cache.reserve(sequence, 4)
+    for sequences, chunks in (
+        ([sequence], [[1] * 17]),  # past its reservation
+        ([sequence, sequence], [[1], [2]]),  # one sequence twice
+        ([sequence], [[weights.shape.vocab]]),  # no such token
+        ([sequence + 99], [[1]]),  # no such sequence
+        ([sequence], [[]]),  # nothing to do
+    ):
+        with pytest.raises(ValueError):
+            cache.step(sequences, chunks, [True] * len(sequences))
+    assert cache.length(sequence) == 0
+    cache.close()
+
+
+def test_refusal_names_what_the_native_step_does_not_serve(gguf_chat_model):
+    gguf = read_gguf(gguf_chat_model)
+    config = llama_config(gguf)
+    assert native.refusal(config, gguf.tensors) is None
+    assert "qwen2" in native.refusal({**config, "model_type": "qwen2"}, gguf.tensors)
+    assert "yarn" in native.refusal({**config, "rope_parameters": {"rope_type": "yarn"}}, gguf.tensors)
+    k_quant = [type(e)(e.name, 12, e.offset, e.shape, e.dtype) for e in gguf.tensors]
+    assert "12" in native.refusal(config, k_quant)
+
+
+def test_the_native_step_passes_its_own_checks_under_address_and_undefined_behaviour_sanitizers(tmp_path):
+    """Batches of 1 to 130 rows, chunks and lengths on both sides of every page and tile, the cache's books."""
+    binary = tmp_path / "native_step_test"
+    sources = [ROOT / "csrc" / "native_step.cpp", ROOT / "csrc" / "tests" / "native_step_test.cpp"]
+    sanitizers = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+    warnings = ["-Wall", "-Wextra", "-Wpedantic", "-Werror"]  # the shipped build uses the same warnings
+    command = ["c++", "-std=c++20", "-O1", "-g", *sanitizers, *warnings, "-mavx2", "-mfma", "-mf16c"]
+    built = subprocess.run(
+        [*command, f"-I{ROOT / 'csrc'}", *map(str, sources), "-o", str(binary), "-lpthread"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    ran = subprocess.run([binary], capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0 and "all native step checks passed" in ran.stdout, ran.stderr[-4000:]
