@@ -1,6 +1,8 @@
 """Palaver, llama.cpp's own llama-server and llama-cpp-python's server, side by side on the embedded GGUF.
 
-Usage: make bench-engines                       (all three, 1, 16 and 32 clients, then two CPU hogs at 8 clients)
+Usage: make bench-engines                       (all three, 1, 16 and 32 clients, then two CPU hogs at 8 clients,
+                                                 a 1,000-token prompt's first token, Palaver's start and its
+                                                 32 clients under PALAVER_MEMORY_LIMIT=512MB)
        .venv/bin/python -m bench.engines --servers palaver,llama-server --clients 1 --hogs 0
 Each server runs alone on the machine in turn, under the same closed-loop load (bench/load.py): every client
 holds a conversation of --turns turns, greedy, --max-tokens tokens a reply. Builds the peers on first use.
@@ -9,6 +11,7 @@ holds a conversation of --turns turns, greedy, --max-tokens tokens a reply. Buil
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -22,11 +25,13 @@ from pathlib import Path
 
 import requests
 
-from bench.load import print_table, run_load
-from bench.serve import palaver, seconds_until_ready
+from bench.load import peak_rss_mb, print_table, run_load
+from bench.serve import palaver, percentile, seconds_until_ready
+from tests.servers import procfile_server
 
 ROOT = Path(__file__).resolve().parent.parent
 HOG = "while True: pass"
+WORDS = "the quick brown fox jumps over a lazy dog while seven bright stars shine above green hills".split()
 
 
 def free_port() -> int:
@@ -70,12 +75,52 @@ def process_server(command: list[str], port: int, log_name: str, env: dict | Non
         log.close()
 
 
+def long_prompt(words: int, variant: int) -> str:
+    """Return a prompt of about words tokens, whose first words differ by variant so no prefix cache helps."""
+    return f"Story number {variant}: " + " ".join(WORDS[(i * 7 + variant) % len(WORDS)] for i in range(words))
+
+
+def first_token_seconds(url: str, words: int, repeats: int = 3) -> tuple[float, int]:
+    """Stream replies to long prompts one at a time; return the median seconds to the first text, and its tokens."""
+    model = requests.get(url + "/v1/models", timeout=10).json()["data"][0]["id"]
+    times, tokens = [], 0
+    for variant in range(repeats):
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": long_prompt(words, variant)}],
+            "max_tokens": 8,
+            "temperature": 0,
+        }
+        started = time.perf_counter()
+        with requests.post(url + "/v1/chat/completions", json={**body, "stream": True}, stream=True, timeout=120) as r:
+            r.raise_for_status()
+            for line in r.iter_lines():
+                chunk = json.loads(line[len(b"data: ") :]) if line.startswith(b"data: {") else {}
+                if any(choice.get("delta", {}).get("content") for choice in chunk.get("choices", [])):
+                    times.append(time.perf_counter() - started)
+                    break
+        usage = requests.post(url + "/v1/chat/completions", json=body, timeout=120).json()["usage"]
+        tokens = usage["prompt_tokens"]
+    return percentile(times, 0.5), tokens
+
+
+def palaver_start_seconds(cache_dir: str) -> float:
+    """Return the seconds from starting the Procfile's command to a ready model (PALAVER_PRELOAD=1)."""
+    env = {"PALAVER_CACHE_DIR": cache_dir, "PALAVER_PRELOAD": "1", "HF_HUB_OFFLINE": "1"}
+    started = time.perf_counter()
+    with procfile_server(env, wait_for="/readyz", timeout=300):
+        return time.perf_counter() - started
+
+
 @contextmanager
 def start(name: str, gguf: str, cache_dir: str):
-    """Start one of the three servers on the embedded GGUF; yield (url, pid)."""
+    """Start one of the servers on the embedded GGUF; yield (url, pid)."""
     threads = str(os.cpu_count())
-    if name == "palaver":
-        with palaver(cache_dir) as (url, pid):
+    if name.startswith("palaver"):
+        # palaver-512MB: the same, with PALAVER_MEMORY_LIMIT=512MB.
+        limit = {"memory_limit": name.split("-", 1)[1]} if "-" in name else {}
+        # Long enough for the 1,000-token prompt (the default is 2,000 characters).
+        with palaver(cache_dir, max_message_chars="8000", **limit) as (url, pid):
             seconds_until_ready(url, time.perf_counter(), timeout=600)
             yield url, pid
     elif name == "llama-server":
@@ -162,19 +207,32 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--hogs", type=int, default=2, help="busy-loop processes for the noisy-neighbour run")
     parser.add_argument("--hog-clients", type=int, default=8, help="clients during the noisy-neighbour run")
+    parser.add_argument("--prompt-words", type=int, default=950, help="words of the long prompt (about 1,000 tokens)")
+    parser.add_argument("--limited", default="32", help="client counts for Palaver under PALAVER_MEMORY_LIMIT=512MB")
     args = parser.parse_args()
     import palaver.engine.sources as sources
 
     gguf = str(sources.embedded_gguf_path())
     levels = [int(c) for c in args.clients.split(",") if c]
-    rows = []
+    rows, first_tokens, starts = [], [], []
     with tempfile.TemporaryDirectory() as scratch:
         cache = os.environ.get("PALAVER_CACHE_DIR") or scratch
-        for name in args.servers.split(","):
+        if "palaver" in args.servers.split(","):
+            with tempfile.TemporaryDirectory() as empty:
+                starts = [palaver_start_seconds(empty), palaver_start_seconds(empty)]  # empty cache, then warm
+        servers = args.servers.split(",") + (["palaver-512MB"] if "palaver" in args.servers and args.limited else [])
+        for name in servers:
             with start(name, gguf, cache) as (url, pid):
                 run_load(url, 2, 1, 8, None)  # warm up: first calls pay one-off set-up
+                if name.endswith("512MB"):
+                    for clients in [int(c) for c in args.limited.split(",")]:
+                        rows.append((name, f"{clients}", run_load(url, clients, args.turns, args.max_tokens, pid)))
+                    continue
                 for clients in levels:
                     rows.append((name, f"{clients}", run_load(url, clients, args.turns, args.max_tokens, pid)))
+                if args.prompt_words and name != "llama-cpp-python":
+                    seconds, tokens = first_token_seconds(url, args.prompt_words)
+                    first_tokens.append((name, seconds, tokens, peak_rss_mb(pid)))
                 if args.hogs and name != "llama-cpp-python":
                     quiet = run_load(url, args.hog_clients, args.turns, args.max_tokens, pid)
                     rows.append((name, f"{args.hog_clients}", quiet))
@@ -183,6 +241,15 @@ def main() -> None:
                     rows.append((name, f"{args.hog_clients} + {args.hogs} CPU hogs", noisy))
     print(f"\n{args.turns} turns × {args.max_tokens} tokens a reply, greedy, closed loop · {cpu_summary()}\n")
     print_table([(f"{name} | {clients}", row) for name, clients, row in rows], "server | clients")
+    if first_tokens:
+        print("\n| server | prompt tokens | time to first token, one client (median of 3) |\n|---|---|---|")
+        for name, seconds, tokens, _ in first_tokens:
+            print(f"| {name} | {tokens} | {seconds:.3f} s |")
+    if starts:
+        print(
+            f"\nPalaver ready (PALAVER_PRELOAD=1, from process start): {starts[0]:.1f} s with an empty cache, "
+            f"{starts[1]:.1f} s warm"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The native step: transformers' logits within tolerance, the same bits in any batch, and a KV budget it keeps."""
 
 import subprocess
+import threading
 
 import numpy as np
 import pytest
@@ -156,3 +157,65 @@ def test_the_native_step_passes_its_own_checks_under_address_and_undefined_behav
     assert built.returncode == 0, built.stderr
     ran = subprocess.run([binary], capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0 and "all native step checks passed" in ran.stdout, ran.stderr[-4000:]
+
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Explain photosynthesis in one sentence.",
+    "How many legs does a spider have?",
+    "Give me three tips for better sleep.",
+    "What is 12 times 7?",
+    "Translate 'good morning' into Spanish.",
+    "Who wrote Romeo and Juliet?",
+    "Describe a cat to someone who has never seen one.",
+    "What causes rain?",
+    "List the planets of the solar system.",
+    "Tell me a short joke.",
+    "Why is the sky blue?",
+    "What is a prime number?",
+    "Suggest a name for a pet goldfish.",
+    "How do I boil an egg?",
+    "What is the largest ocean?",
+    "Summarise the story of Cinderella.",
+    "What does a compiler do?",
+    "Name a healthy breakfast.",
+]
+
+
+def test_greedy_replies_on_the_embedded_model_are_transformers_own_or_differ_only_at_near_ties(embedded_cache):
+    """20 prompts × 64 tokens: each native token is transformers' argmax on the same weights, or within a near-tie."""
+    from palaver.core.types import Message
+    from palaver.engine.families import Prompt
+    from palaver.engine.native_loading import load_native
+    from palaver.engine.sources import embedded_gguf_path
+
+    # Plain greedy: a repetition penalty would make the chosen token differ from the argmax on purpose.
+    settings = Settings(model="", cache_dir=str(embedded_cache), temperature=0.0, repetition_penalty=1.0)
+    family = load_native(settings, "embedded", str(embedded_gguf_path())).family
+    batch = family.model.new_batch(None)
+    rows = []
+    for question in QUESTIONS:
+        prompt = family.build_prompt([Message("user", question)], 64)
+        row = family.new_row(Prompt(prompt.input_ids, 0), settings.generation_defaults(), threading.Event())
+        row.stream.stop_token_ids = set()  # all 64 tokens, past an end token too
+        rows.append(row)
+    batch.add_many(rows)
+    while batch.rows:
+        batch.step()
+        batch.remove_done()
+    reference = load_model(Settings(model="", cache_dir=str(embedded_cache), engine="transformers")).family.model
+    same, near_ties = 0, []
+    for row in rows:
+        assert len(row.generated) == 64
+        with torch.inference_mode():  # transformers reads the native tokens and scores each next one
+            logits = reference(torch.tensor([row.prompt_ids + row.generated[:-1]])).logits[0].numpy()
+        for index, token in enumerate(row.generated):
+            scores = logits[len(row.prompt_ids) - 1 + index]
+            if scores.argmax() == token:
+                same += 1
+            else:
+                near_ties.append(float(scores.max() - scores[token]))
+    scale = 40.0  # the embedded model's logits reach about 35
+    assert all(gap <= RELATIVE_TOLERANCE * scale for gap in near_ties), near_ties
+    assert same >= 0.98 * 20 * 64, f"{same} of 1280 tokens are transformers' own; the rest are near-ties {near_ties}"
