@@ -9,6 +9,7 @@
 #include "blocks.h"
 #include "chunk_pool.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -119,40 +120,92 @@ void rotate(const Model& m, float* v, const float* cos_sin) {
   }
 }
 
-inline float dot_half(const float* q, const uint16_t* k, int64_t n) {
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n; i += 8) {
-    const __m256 kv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(k + i)));
-    acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), kv, acc);
-  }
-  return horizontal_sum(acc);
+// exp of 8 floats (Cephes' expf, as ggml vectorises it): each lane's result depends only on that lane's input.
+inline __m256 exp8(__m256 x) {
+  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)), _mm256_set1_ps(-88.3762626647949f));
+  const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  const __m256i power = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(power));
 }
 
-// One query head of one token attending over positions [0, length) of its sequence's pages.
+// Sum each of 8 accumulators across its lanes, as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)); lane j of the result is
+// accumulator j's sum, which depends on that accumulator alone.
+inline __m256 sums_of(const __m256 (&acc)[8]) {
+  const __m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+  const __m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
+}
+
+inline __m256 load_half(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// One query head of one token attending over positions [0, length) of its sequence's pages. scores holds
+// length rounded up to 8 floats. Every position's score, weight and contribution is computed the same way
+// wherever it falls, so the result depends only on the query and the row's own keys and values.
 void attend(const Cache& cache, const std::vector<std::unique_ptr<uint16_t[]>>& pages, int64_t layer, int64_t kv_head,
             const float* q, int64_t length, float* scores, float* out) {
   const Model& m = *cache.model;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(m.head_dim));
-  float best = -INFINITY;
-  for (int64_t t = 0; t < length; ++t) {
-    uint16_t* page = pages[t / cache.page_tokens].get();
-    scores[t] = dot_half(q, kv_at(cache, page, layer, 0, kv_head, t % cache.page_tokens), m.head_dim) * scale;
-    best = std::max(best, scores[t]);
-  }
-  float total = 0.0f;
-  for (int64_t t = 0; t < length; ++t) {
-    scores[t] = std::exp(scores[t] - best);
-    total += scores[t];
-  }
-  for (int64_t i = 0; i < m.head_dim; i += 8) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t t = 0; t < length; ++t) {
-      uint16_t* page = pages[t / cache.page_tokens].get();
-      const uint16_t* v = kv_at(cache, page, layer, 1, kv_head, t % cache.page_tokens) + i;
-      const __m256 values = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v)));
-      acc = _mm256_fmadd_ps(_mm256_set1_ps(scores[t]), values, acc);
+  const int64_t d = m.head_dim, page_tokens = cache.page_tokens;
+  const auto key = [&](int64_t t) {
+    return kv_at(cache, pages[t / page_tokens].get(), layer, 0, kv_head, t % page_tokens);
+  };
+  const __m256 scale = _mm256_set1_ps(1.0f / std::sqrt(static_cast<float>(d)));
+  // Scores, 8 positions at a time: 8 independent accumulators instead of one dependent chain per position.
+  // Positions past the end re-read the first key of the block; their lanes are dropped.
+  __m256 best8 = _mm256_set1_ps(-INFINITY);
+  for (int64_t t0 = 0; t0 < length; t0 += 8) {
+    const uint16_t* keys[8];
+    for (int64_t j = 0; j < 8; ++j) keys[j] = key(t0 + j < length ? t0 + j : t0);
+    __m256 acc[8];
+    for (auto& a : acc) a = _mm256_setzero_ps();
+    for (int64_t i = 0; i < d; i += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + i);
+      for (int64_t j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qv, load_half(keys[j] + i), acc[j]);
     }
-    _mm256_storeu_ps(out + i, _mm256_div_ps(acc, _mm256_set1_ps(total)));
+    const __m256 block = _mm256_mul_ps(sums_of(acc), scale);
+    _mm256_storeu_ps(scores + t0, block);
+    const int64_t valid = std::min<int64_t>(8, length - t0);
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), lanes));
+    best8 = _mm256_max_ps(best8, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), block, keep));
+  }
+  float lanes_best[8];
+  _mm256_storeu_ps(lanes_best, best8);
+  float best = lanes_best[0];
+  for (float value : lanes_best) best = std::max(best, value);
+  // Softmax weights: exp(score - best), summed in 8 lanes (dropped lanes add zero).
+  __m256 total8 = _mm256_setzero_ps();
+  for (int64_t t0 = 0; t0 < length; t0 += 8) {
+    const __m256 weight = exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + t0), _mm256_set1_ps(best)));
+    const int64_t valid = std::min<int64_t>(8, length - t0);
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), lanes));
+    const __m256 kept = _mm256_and_ps(weight, keep);
+    _mm256_storeu_ps(scores + t0, kept);
+    total8 = _mm256_add_ps(total8, kept);
+  }
+  const __m256 total = _mm256_set1_ps(horizontal_sum(total8));
+  // The weighted values, position by position, into one accumulator per 8 dimensions (64 at a time).
+  for (int64_t d0 = 0; d0 < d; d0 += 64) {
+    const int64_t width = std::min<int64_t>(64, d - d0) / 8;
+    __m256 acc[8];
+    for (auto& a : acc) a = _mm256_setzero_ps();
+    for (int64_t t = 0; t < length; ++t) {
+      const uint16_t* v = kv_at(cache, pages[t / page_tokens].get(), layer, 1, kv_head, t % page_tokens) + d0;
+      const __m256 weight = _mm256_set1_ps(scores[t]);
+      for (int64_t a = 0; a < width; ++a) acc[a] = _mm256_fmadd_ps(weight, load_half(v + 8 * a), acc[a]);
+    }
+    for (int64_t a = 0; a < width; ++a) _mm256_storeu_ps(out + d0 + 8 * a, _mm256_div_ps(acc[a], total));
   }
 }
 
@@ -428,7 +481,7 @@ int64_t pv_step(void* model_handle, void* cache_handle, int64_t rows, const int6
     });
     const int64_t group = m.heads / m.kv_heads;
     pool.run(n * m.heads, 4, [&](int64_t begin, int64_t end) {
-      std::vector<float> scores(static_cast<size_t>(longest));
+      std::vector<float> scores(static_cast<size_t>((longest + 7) / 8 * 8));
       for (int64_t task = begin; task < end; ++task) {
         const int64_t t = task / m.heads, head = task % m.heads;
         attend(cache, *row_pages[row_of[t]], layer, head / group, &m.qkv[t * qkv_width + head * m.head_dim],
