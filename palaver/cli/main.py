@@ -93,6 +93,7 @@ def models() -> None:
         model=backend.model_name,
         family=limits.family,
         weights=description.get("weights", "-"),
+        engine=description.get("engine", "-"),
         upstream=getattr(backend, "url", "-"),
         context_tokens=limits.context_tokens,
         max_input_tokens=limits.max_input_tokens,

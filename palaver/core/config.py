@@ -180,13 +180,13 @@ class Settings:
     log_messages: bool = setting(False, "Include request bodies (message text) in the per-request log line.")
     torch_threads: int = setting(
         0,
-        "Threads for inference. With GGUF blocks they are the block kernel's, and torch's other ops use one; "
+        "Threads for inference: the native step's, or with GGUF blocks the block kernel's (torch's other ops use one); "
         "otherwise torch's. 0 means the cores this process may use (its CPU affinity and cgroup quota) for "
         "the kernel, and torch's default otherwise.",
     )
     workers: int = setting(
         1,
-        "gunicorn worker processes. Each holds its own engine and model (about 0.45 GB for the embedded one); "
+        "gunicorn worker processes. Each holds its own engine and model (about 0.25 GB for the embedded one); "
         "they share conversations through the database.",
     )
     http_threads: int = setting(

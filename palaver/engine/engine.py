@@ -147,6 +147,7 @@ class Engine:
                 load_seconds=round(self.model.load_seconds, 2),
                 weights=self.model.weights,
                 engine=self.model.engine,
+                **({"kv_cache_bytes": self.model.kv_cache_bytes} if self.model.kv_cache_bytes else {}),
                 **self.model.family.describe(),
             )
         return info

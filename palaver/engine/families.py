@@ -328,3 +328,4 @@ class LoadedModel:
     weights: str = "float32"  # or "gguf-blocks": how the linear layers hold their weights
     loaded_at: float = field(default_factory=time.time)
     engine: str = "transformers"  # or "native": what runs each step
+    kv_cache_bytes: int | None = None  # the native step's KV budget; the transformers path has none

@@ -157,4 +157,5 @@ def load_native(settings: Settings, name: str, source: str) -> LoadedModel | Non
     family = family_for(model.config, tokenizer)(model, tokenizer, settings.max_context_tokens)
     seconds = time.perf_counter() - started
     log.info("loaded %s (%s family, native step) in %.1fs", name, family.name, seconds)
-    return LoadedModel(name, family, seconds, "gguf-blocks", engine="native")
+    budget = model.cache.max_pages * model.cache.page_bytes
+    return LoadedModel(name, family, seconds, "gguf-blocks", engine="native", kv_cache_bytes=budget)

@@ -28,6 +28,7 @@ def test_embedded_model_holds_a_two_turn_conversation(embedded_cache, make_app):
     ready = client.get("/readyz").get_json()
     assert ready["name"] == EMBEDDED_MODEL_NAME and ready["family"] == "chat-template"
     assert ready["weights"] == "gguf-blocks", "the embedded model is served from its GGUF blocks"
+    assert ready["engine"] == "native" and ready["kv_cache_bytes"] > 0
 
 
 def test_a_gguf_models_metadata_is_extracted_once_without_weights(gguf_chat_model, tmp_path):
