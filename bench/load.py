@@ -43,8 +43,17 @@ def peak_rss_mb(pid: int) -> float:
     return peak
 
 
-def converse(url: str, model: str, client: int, turns: int, max_tokens: int, results: list, errors: list) -> None:
-    """Hold one conversation, streaming each reply to time its first token."""
+def converse(
+    url: str,
+    model: str,
+    client: int,
+    turns: int,
+    max_tokens: int,
+    results: list,
+    errors: list,
+    extra: dict | None = None,
+) -> None:
+    """Hold one conversation, streaming each reply to time its first token; extra adds fields to each request."""
     messages = []
     for turn in range(turns):
         messages.append({"role": "user", "content": OPENERS[client % len(OPENERS)] if turn == 0 else FOLLOW_UP})
@@ -55,6 +64,7 @@ def converse(url: str, model: str, client: int, turns: int, max_tokens: int, res
             "temperature": 0,
             "stream": True,
             "stream_options": {"include_usage": True},
+            **(extra or {}),
         }
         started, first, text, tokens, chunks = time.perf_counter(), None, "", 0, 0
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -239,6 +240,9 @@ class UpstreamEngine:
             sampling["seed"] = params.seed
         if params.stop:
             sampling["stop"] = list(params.stop)
+        if params.json_schema is not None:  # the upstream enforces it, or refuses it with its own 400
+            schema = {"name": "reply", "schema": json.loads(params.json_schema), "strict": True}
+            sampling["response_format"] = {"type": "json_schema", "json_schema": schema}
         try:
             if request.messages is not None:
                 messages: Any = [message.as_dict() for message in request.messages]

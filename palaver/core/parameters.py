@@ -90,6 +90,7 @@ class GenerationParams:
     do_sample: bool
     seed: int | None
     stop: tuple[str, ...] = ()
+    json_schema: str | None = None  # compact JSON the reply must follow (core/json_schemas.py); None: free text
 
     @property
     def greedy(self) -> bool:
@@ -113,7 +114,8 @@ class Sampling(RequestModel):
         return with_given(defaults, **{name: getattr(self, name) for name in PARAMETER_NAMES})
 
 
-PARAMETER_NAMES = tuple(GenerationParams.__dataclass_fields__)
+# The parameters a setting, a form field or a saved default may set; a response format comes with its request.
+PARAMETER_NAMES = tuple(name for name in GenerationParams.__dataclass_fields__ if name != "json_schema")
 
 
 def with_given(defaults: GenerationParams, **given: Any) -> GenerationParams:

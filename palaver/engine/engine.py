@@ -22,6 +22,7 @@ from palaver.engine.fair_queue import FairQueue
 from palaver.engine.generation import FINISHED, GenerationRequest, Observer, follow
 
 if TYPE_CHECKING:
+    from palaver.engine.constraints import Constraints
     from palaver.engine.families import LoadedModel, ModelFamily, Prompt
 
 __all__ = ["Engine", "GenerationRequest", "Observer"]
@@ -50,6 +51,8 @@ class Engine:
         self._queue = FairQueue()
         self._worker: threading.Thread | None = None
         self.model: LoadedModel | None = None
+        self._constraints_lock = threading.Lock()
+        self._constraint_compiler: Constraints | None = None
         self.load_error: str | None = None
         self.counts: Counter = Counter()  # requests by how they finished, and generated tokens
         self.admission = Admission(settings.max_pending, self.counts)
@@ -110,6 +113,8 @@ class Engine:
         try:
             # On the caller's thread: a long history costs its own request time, never the engine's.
             request.built = self._build_prompt(request)
+            if request.params.json_schema is not None:
+                request.constraint = self._constraints().matcher(request.params.json_schema)
             request.reserve_tokens(min(request.params.max_new_tokens, self._family().reply_limit()))
         except BaseException:
             request.result.cancel()  # settles a reservation already made: nothing was generated
@@ -251,6 +256,17 @@ class Engine:
         assert self.model is not None
         return self.model.family
 
+    def _constraints(self) -> Constraints:
+        """Return the loaded model's schema compiler, made on first use."""
+        with self._constraints_lock:
+            if self._constraint_compiler is None:
+                from palaver.engine.constraints import Constraints
+
+                family = self._family()
+                vocab = int(getattr(family.model.config, "vocab_size", 0) or len(family.tokenizer))
+                self._constraint_compiler = Constraints(family.tokenizer, vocab, family.tokenizer.eos_token_id)
+            return self._constraint_compiler
+
     def _build_prompt(self, request: GenerationRequest) -> Prompt:
         family = self._family()
         if request.messages is not None:
@@ -272,7 +288,7 @@ class Engine:
             request.deltas.put(text)
 
         row = family.new_row(prompt, request.params, request.cancelled, hand_on, strip_leading=is_chat)
-        row.owner = request
+        row.owner, row.constraint = request, request.constraint
         return row
 
     def _complete(self, row) -> None:

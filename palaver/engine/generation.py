@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Generator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from palaver.core.errors import ClientDisconnected, GenerationTimeout
 from palaver.core.parameters import GenerationParams
@@ -30,6 +30,7 @@ class GenerationRequest:
     prompt: str | None = None  # ...or a raw completion prompt
     client_gone: Callable[[], bool] | None = None
     built: Prompt | None = None  # token ids, built on the caller's thread before queueing
+    constraint: Any = None  # the matcher for params.json_schema, compiled on the caller's thread too
     result: Future = field(default_factory=Future)
     cancelled: threading.Event = field(default_factory=threading.Event)
     deltas: queue.Queue = field(default_factory=queue.Queue)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, ValidationInfo, field_validator
 
 from palaver.chat.conversations import ChatInput, ChatTurn
 from palaver.core.config import Settings
+from palaver.core.json_schemas import ResponseFormat
 from palaver.core.parameters import PARAMETER_NAMES, Sampling
 from palaver.core.validation import field_error
 from palaver.web.api.listing import is_conversation_id
@@ -43,6 +45,9 @@ class ChatRequest(Sampling):
         False,
         description="Put this message and its reply in place of the conversation's last turn (regenerate or edit).",
     )
+    response_format: ResponseFormat | None = Field(
+        None, description="text, json_object, or json_schema: the reply follows the schema, enforced at each token."
+    )
 
     @field_validator("message")
     @classmethod
@@ -59,6 +64,8 @@ class ChatRequest(Sampling):
     def to_input(self, settings: Settings) -> ChatInput:
         """Return the conversation's input, with the server's defaults for parameters left out."""
         params = self.applied_to(settings.generation_defaults())
+        if self.response_format is not None:
+            params = replace(params, json_schema=self.response_format.schema_text())
         return ChatInput(self.message, self.conversation_id, params, self.preset, self.replace_last_turn)
 
 

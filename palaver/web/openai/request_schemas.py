@@ -8,6 +8,7 @@ from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, mo
 
 from palaver.core.config import Settings
 from palaver.core.errors import InvalidRequest, NotFound
+from palaver.core.json_schemas import ResponseFormat
 from palaver.core.parameters import (
     GenerationParams,
     MaxNewTokens,
@@ -36,7 +37,6 @@ NEUTRAL_FIELDS: dict[str, tuple[Any, str]] = {
     "functions": ([], "functions are not supported"),
     "tool_choice": ("none", "tools are not supported"),
     "function_call": ("none", "functions are not supported"),
-    "response_format": ({"type": "text"}, 'only response_format {"type": "text"} is supported'),
     "suffix": ("", "suffix is not supported"),
     "store": (False, "storing completions is not supported"),
     "modalities": (["text"], "only the text modality is supported"),
@@ -105,7 +105,9 @@ class CompletionFields(RequestModel):
     functions: Neutral = None
     tool_choice: Neutral = None
     function_call: Neutral = None
-    response_format: Neutral = None
+    response_format: ResponseFormat | None = Field(
+        None, description="text, json_object, or json_schema: the reply follows the schema, enforced at each token."
+    )
     suffix: Neutral = None
     store: Neutral = None
     modalities: Neutral = None
@@ -155,6 +157,7 @@ class CompletionFields(RequestModel):
             repetition_penalty=self.repetition_penalty,
             seed=self.seed,
             stop=self.stop,
+            json_schema=self.response_format.schema_text() if self.response_format else None,
         )
         # OpenAI clients sample whenever the temperature is above zero.
         return params if self.temperature is None else with_given(params, do_sample=self.temperature > 0)

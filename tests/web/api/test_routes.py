@@ -1,5 +1,6 @@
 """The JSON API, health checks and the error envelope, through Flask's test client."""
 
+import json
 import threading
 
 import pytest
@@ -116,7 +117,8 @@ def test_temperature_zero_is_greedy_not_an_error(client):
 def test_schema_publishes_the_request_and_response_models_with_this_servers_defaults(client):
     schema = client.get("/api/schema").get_json()
     properties = schema["request"]["properties"]
-    assert set(properties) == {"message", "conversation_id", "preset", "replace_last_turn", *PARAMETER_NAMES}
+    fields = {"message", "conversation_id", "preset", "replace_last_turn", "response_format", *PARAMETER_NAMES}
+    assert set(properties) == fields
     assert properties["temperature"]["default"] == 0.0  # the test app's default, not the model's None
     assert properties["temperature"]["anyOf"][0] == {"type": "number", "minimum": 0.0, "maximum": 2.0}
     assert properties["message"]["maxLength"] == 2000 and schema["request"]["required"] == ["message"]
@@ -205,3 +207,24 @@ def test_a_model_that_cannot_load_gives_503_and_keeps_its_path_in_the_log(make_a
     for response in (refused, ready):
         assert str(tmp_path) not in response.get_data(as_text=True), "no file path reaches a client"
     assert str(tmp_path / "missing") in caplog.text, "the operator learns why from the log"
+
+
+def test_a_reply_can_be_held_to_a_json_schema_and_a_bad_schema_is_named(client):
+    schema = {
+        "type": "object",
+        "properties": {"n": {"enum": [1, 2, 3]}},
+        "required": ["n"],
+        "additionalProperties": False,
+    }
+    body = {
+        "message": "pick one",
+        "max_new_tokens": 32,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "pick", "schema": schema}},
+    }
+    reply = client.post("/api/chat", json=body)
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    assert reply.get_json()["finish_reason"] == "stop" and json.loads(reply.get_json()["reply"])["n"] in (1, 2, 3)
+    body["response_format"]["json_schema"]["schema"] = {"type": "array", "uniqueItems": True}
+    refused = client.post("/api/chat", json=body)
+    assert refused.status_code == 400 and refused.get_json()["error"]["param"] == "response_format.json_schema.schema"
+    assert "'uniqueItems' at #" in refused.get_json()["error"]["message"]

@@ -41,3 +41,44 @@ def test_chat_requests_map_openai_names_to_the_engines_parameters():
     assert (params.max_new_tokens, params.temperature, params.do_sample, params.stop) == (9, 0.5, True, ("###",))
     assert parse_chat(temperature=0).generation_params(defaults).greedy
     assert parse_chat().generation_params(defaults) == replace(defaults, max_new_tokens=4)
+
+
+@pytest.mark.parametrize(
+    "response_format, param, words",
+    [
+        ({"type": "json_schema"}, "response_format.json_schema", "required with type json_schema"),
+        ({"type": "xml"}, "response_format.type", "must be one of text, json_object, json_schema"),
+        (
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array", "uniqueItems": True}}},
+            "response_format.json_schema.schema",
+            "'uniqueItems' at #, which Palaver cannot enforce",
+        ),
+        (
+            {"type": "json_schema", "json_schema": {"name": "x", "schema": {"properties": {"a": {"not": {}}}}}},
+            "response_format.json_schema.schema",
+            "'not' at #/properties/a",
+        ),
+        (
+            {"type": "json_schema", "json_schema": {"name": "has space", "schema": {}}},
+            "response_format.json_schema.name",
+            "",
+        ),
+    ],
+)
+def test_a_response_format_that_cannot_be_enforced_is_refused_naming_the_keyword(response_format, param, words):
+    with pytest.raises(InvalidRequest) as caught:
+        parse_chat(response_format=response_format)
+    assert caught.value.param == param and words in caught.value.message, caught.value.message
+
+
+def test_a_response_format_becomes_the_schema_the_engine_enforces():
+    defaults = Settings().generation_defaults()
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    given = {"type": "json_schema", "json_schema": {"name": "thing", "schema": schema, "strict": True}}
+    assert parse_chat(response_format=given).generation_params(defaults).json_schema == (
+        '{"properties":{"a":{"type":"integer"}},"type":"object"}'
+    )
+    assert parse_chat(response_format={"type": "json_object"}).generation_params(defaults).json_schema == (
+        '{"type":"object"}'
+    )
+    assert parse_chat(response_format={"type": "text"}).generation_params(defaults).json_schema is None

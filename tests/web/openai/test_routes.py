@@ -94,7 +94,7 @@ def test_stop_sequences_end_the_reply_and_are_left_out(html_server):
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools are not supported"),
         ({"logprobs": True}, "logprobs are not supported"),
         ({"presence_penalty": 0.5}, "presence_penalty is not supported"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"not": {}}}}}, "'not'"),
         ({"temperature": 3}, "'temperature' must be a finite number at least 0.0 and at most 2.0"),
         ({"max_tokens": 0}, "'max_tokens' must be an integer at least 1"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "'stop' must be a string or a list of at most 4"),
@@ -296,3 +296,69 @@ def test_a_failing_model_mid_generation_is_500_without_details(make_app, chat_mo
     app.extensions["palaver"].backend.model.family.model.forward = raising(RuntimeError("internal detail"))
     response = client.post("/v1/chat/completions", json=BODY)
     assert response.status_code == 500 and "internal detail" not in response.get_data(as_text=True)
+
+
+CONSTRAINED_SCHEMAS = [
+    {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": False},
+    {
+        "type": "object",
+        "properties": {
+            "user": {
+                "type": "object",
+                "properties": {"id": {"type": "integer", "minimum": 1, "maximum": 999}},
+                "required": ["id"],
+                "additionalProperties": False,
+            }
+        },
+        "required": ["user"],
+        "additionalProperties": False,
+    },
+    {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 9}, "minItems": 2, "maxItems": 4},
+    {"enum": ["yes", "no", "maybe"]},
+    {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 5}, {"const": "none"}]},
+    {"type": "string", "pattern": "^[A-Z]{3}-[0-9]{2}$"},
+    {"type": "number", "minimum": 0, "maximum": 10, "multipleOf": 0.5},
+    {"type": "string", "enum": ["a", "b"]},
+    {
+        "type": "object",
+        "properties": {"tags": {"type": "array", "items": {"enum": ["x", "y"]}, "maxItems": 2}},
+        "required": ["tags"],
+        "additionalProperties": False,
+    },
+    {},  # any JSON value: it may run to max_tokens in a long string, but whatever stops parses
+]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_every_reply_that_stops_follows_its_json_schema(server, client, stream):
+    import jsonschema
+
+    for index, schema in enumerate(CONSTRAINED_SCHEMAS):
+        for seed in (1, 2):
+            response_format = {"type": "json_schema", "json_schema": {"name": f"s{index}", "schema": schema}}
+            args = dict(model=MODEL, messages=HELLO, max_tokens=64, temperature=0.7, seed=seed)
+            if stream:
+                chunks = list(client.chat.completions.create(**args, response_format=response_format, stream=True))
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+                finish = next(c.choices[0].finish_reason for c in reversed(chunks) if c.choices)
+            else:
+                choice = client.chat.completions.create(**args, response_format=response_format).choices[0]
+                text, finish = choice.message.content, choice.finish_reason
+            if schema or finish == "stop":  # every bounded schema ends, and every ending is valid
+                assert finish == "stop", (schema, text)
+                jsonschema.validate(json.loads(text), schema)
+
+
+def test_the_openai_clients_parse_gets_its_pydantic_model_back(client):
+    from pydantic import BaseModel
+
+    class Verdict(BaseModel):
+        ok: bool
+
+    completion = client.chat.completions.parse(model=MODEL, messages=HELLO, response_format=Verdict, max_tokens=16)
+    assert isinstance(completion.choices[0].message.parsed, Verdict)
+    any_object = client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=64, response_format={"type": "json_object"}, temperature=0
+    ).choices[0]
+    if any_object.finish_reason == "stop":
+        assert isinstance(json.loads(any_object.message.content), dict)

@@ -1,0 +1,50 @@
+"""What holding replies to a JSON schema costs: the same load with and without response_format, side by side.
+
+Usage: make bench-constraints          (the embedded model from the Procfile; 1 and 16 clients)
+Each level runs without a schema, then with one, then without again, and the table shows each run, so the
+machine's drift between runs is visible next to the difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import tempfile
+import time
+
+from bench.engines import cpu_summary
+from bench.load import converse, print_table, run_load
+from bench.serve import palaver, seconds_until_ready
+
+# An answer in a string: the reply runs to max_tokens inside the grammar, so both runs generate as many tokens.
+SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", default="1,16")
+    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    args = parser.parse_args()
+    constrained = functools.partial(converse, extra={"response_format": RESPONSE_FORMAT})
+    rows = []
+    with tempfile.TemporaryDirectory() as cache, palaver(cache) as (url, pid):
+        seconds_until_ready(url, time.perf_counter(), timeout=600)
+        run_load(url, 2, 1, 8, None)
+        run_load(url, 2, 1, 8, None, client=constrained)  # builds the vocabulary's grammar view once
+        for clients in [int(c) for c in args.clients.split(",")]:
+            for label, client in (("free text", converse), ("JSON schema", constrained), ("free text", converse)):
+                row = run_load(url, clients, args.turns, args.max_tokens, pid, client=client)
+                rows.append((f"{clients} | {label}", row))
+    print(f"\n{args.turns} turns × {args.max_tokens} tokens, greedy · {cpu_summary()}\n")
+    print_table(rows, "clients | response format")
+
+
+if __name__ == "__main__":
+    main()

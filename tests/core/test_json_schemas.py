@@ -1,0 +1,46 @@
+"""Schemas checked at the boundary: what cannot be enforced is named with its path; size, depth and NaN bounded."""
+
+import pytest
+
+from palaver.core.json_schemas import MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH, ResponseFormat, canonical_schema, path_of
+from palaver.core.validation import RequestModel
+
+
+class Holder(RequestModel):
+    response_format: ResponseFormat
+
+
+def refusal(schema) -> str:
+    from palaver.core.errors import InvalidRequest
+
+    body = {"response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}}
+    with pytest.raises(InvalidRequest) as caught:
+        Holder.parse(body)
+    assert caught.value.param == "response_format.json_schema.schema"
+    return caught.value.message
+
+
+def test_enforceable_schemas_come_back_as_compact_sorted_json():
+    assert canonical_schema({"type": "object", "required": ["b"], "properties": {"b": {"enum": ["x", "é"]}}}) == (
+        '{"properties":{"b":{"enum":["x","\\u00e9"]}},"required":["b"],"type":"object"}'
+    )
+    assert canonical_schema({}) == "{}"
+
+
+def test_unenforceable_keywords_are_named_with_their_json_pointer():
+    schema = {"type": "object", "properties": {"tags": {"type": "array", "items": {"contains": {"const": 1}}}}}
+    assert "'contains' at #/properties/tags/items" in refusal(schema)
+    assert "'if' at #" in refusal({"if": {"type": "string"}, "then": {"maxLength": 2}})
+    assert "Unknown format" in refusal({"type": "string", "format": "bogus"})
+    assert path_of({"a": [{"b": {"k": 1}}]}, "k") == "#/a/0/b" and path_of({"a": 1}, "k") is None
+
+
+def test_huge_deep_or_non_finite_schemas_are_refused():
+    huge = {"enum": ["x" * 100] * (MAX_SCHEMA_BYTES // 100)}
+    assert f"at most {MAX_SCHEMA_BYTES} bytes" in refusal(huge)
+    deep: dict = {"type": "object"}
+    for _ in range(MAX_SCHEMA_DEPTH):
+        deep = {"type": "object", "properties": {"a": deep}}
+    assert f"at most {MAX_SCHEMA_DEPTH} levels deep" in refusal(deep)
+    assert "must be a JSON object" in refusal(["not", "a", "schema"])
+    assert "NaN" in refusal({"type": "number", "maximum": float("nan")})
