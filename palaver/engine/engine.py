@@ -217,7 +217,7 @@ class Engine:
                     log.exception("a generation step failed")
                     for row in batch.rows:
                         self._fail(row.owner, GenerationFailed())
-                    batch = family.start_batch(prefix_cache)
+                    batch = self._replace(batch, family, prefix_cache)
                     continue
             for row in batch.remove_done():
                 self._complete(row)
@@ -249,7 +249,14 @@ class Engine:
         failed = rows + ([row for row in batch.rows if row not in rows] if entered else [])
         for row in failed:
             self._fail(row.owner, GenerationFailed())
-        return family.start_batch(prefix_cache) if entered else batch
+        return self._replace(batch, family, prefix_cache) if entered else batch
+
+    def _replace(self, batch, family, prefix_cache):
+        """Start a fresh batch in place of one that can no longer be trusted, freeing what it held."""
+        release = getattr(batch, "release", None)  # the native step's batches own KV pages
+        if release is not None:
+            release()
+        return family.start_batch(prefix_cache)
 
     def _family(self) -> ModelFamily:
         """Return the loaded model's family; the worker serves only once the model is loaded."""

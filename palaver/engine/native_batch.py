@@ -45,6 +45,10 @@ class NativeBatch:
     def rows(self) -> list[Row]:
         return [slot.row for slot in self.slots] + self.waiting
 
+    def add(self, row: Row) -> None:
+        """Add one row; see add_many."""
+        self.add_many([row])
+
     def add_many(self, rows: list[Row]) -> None:
         """Queue rows; each starts prefilling as soon as its prompt and longest reply fit the KV budget."""
         self.waiting += rows
@@ -112,8 +116,9 @@ class NativeBatch:
     def remove_done(self) -> list[Row]:
         """Take finished rows out, keeping their caches for the prefix cache or giving their pages back."""
         finished, self.finished_early = self.finished_early, []
-        finished += [row for row in self.waiting if row.done]
-        self.waiting = [row for row in self.waiting if row not in finished]
+        waited = [row.done for row in self.waiting]  # once: a cancel may land between two reads
+        finished += [row for row, done in zip(self.waiting, waited) if done]
+        self.waiting = [row for row, done in zip(self.waiting, waited) if not done]
         going_on = []
         for slot in self.slots:
             if not slot.row.done:

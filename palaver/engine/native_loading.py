@@ -83,7 +83,6 @@ class NativeLlama:
                 f"context of {context}: raise the limit or lower PALAVER_MAX_CONTEXT_TOKENS"
             )
         self.cache = self.weights.new_cache(PAGE_TOKENS, pages)
-        self.batch: Any = None
         log.info(
             "native step: %d KV pages of %d positions (%.0f MB, %d tokens)",
             self.cache.max_pages,
@@ -93,13 +92,10 @@ class NativeLlama:
         )
 
     def new_batch(self, prefix_cache: PrefixCache | None) -> Any:
-        """Start a batch on this model's KV cache, freeing the sequences of any batch it replaces."""
+        """Start a batch on this model's KV cache; batches share its page budget."""
         from palaver.engine.native_batch import NativeBatch
 
-        if self.batch is not None:
-            self.batch.release()
-        self.batch = NativeBatch(self.cache, prefix_cache)
-        return self.batch
+        return NativeBatch(self.cache, prefix_cache)
 
 
 def cpu_count() -> int:

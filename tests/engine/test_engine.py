@@ -147,3 +147,18 @@ def test_requests_past_the_pending_bound_get_429_and_the_bound_frees_up(make_eng
     assert caught.value.status == 429 and caught.value.retry_after > 0 and "try again" in caught.value.message
     assert engine.pending == 0 and ask(engine).usage.completion_tokens > 0
     assert engine.describe()["requests"]["refused_busy"] == 1
+
+
+def test_a_failing_native_step_fails_its_rows_frees_their_pages_and_the_engine_carries_on(
+    make_engine, gguf_chat_model, caplog
+):
+    engine = make_engine(gguf_chat_model)
+    assert engine.wait_ready(30) and engine.describe()["engine"] == "native"
+    cache = engine.model.family.model.cache
+    cache.step = raising(RuntimeError("secret native detail"))  # the instance's step, in place of the class's
+    with pytest.raises(GenerationFailed) as caught:
+        ask(engine)
+    del cache.step
+    assert "secret" not in caught.value.message and "secret native detail" in caplog.text
+    assert cache.used_pages == 0, "the failed batch's rows gave their pages back"
+    assert ask(engine).usage.completion_tokens > 0

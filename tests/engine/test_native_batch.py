@@ -105,3 +105,23 @@ def test_the_next_turn_reuses_the_previous_turns_pages(family):
     assert second.generated == fresh.generated
     prefix_cache.clear()
     assert family.model.cache.used_pages == 0
+
+
+def test_a_row_cancelled_while_waiting_for_room_leaves_at_once(family):
+    cache = family.model.weights.new_cache(16, 3)  # room for one row
+    batch = NativeBatch(cache)
+    running, waiting = row(family, prompt(7, 30), 10), row(family, prompt(8, 30), 10)
+    batch.add_many([running, waiting])
+    assert batch.waiting == [waiting]
+    waiting.cancelled.set()
+    assert batch.remove_done() == [waiting] and waiting.reply().finish_reason == "cancelled"
+    assert batch.rows == [running] and not waiting.generated
+    run(batch)
+    assert cache.used_pages == 0
+    cache.close()
+
+
+def test_a_reply_generated_on_its_own_uses_the_same_native_batch(family):
+    params = Settings(temperature=0.0, max_new_tokens=5).generation_defaults()
+    reply = family.generate(Prompt(prompt(9, 12), 0), params, threading.Event())
+    assert reply.usage.completion_tokens >= 1 and family.model.cache.used_pages == 0
