@@ -51,6 +51,14 @@ class Backend(Protocol):
         """Describe the model and the backend's state without blocking, for /readyz and the page."""
         ...
 
+    def tokenize(self, request: GenerationRequest) -> list[int]:
+        """Return the token ids the model would be fed for request, as generating it would build them."""
+        ...
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        """Return the text of token ids, or raise InvalidRequest naming 'tokens' for ids the model lacks."""
+        ...
+
     def stream(self, request: GenerationRequest) -> ReplyEvents:
         """Queue a request; yield its PromptInfo, its text as it comes, then its Reply."""
         ...

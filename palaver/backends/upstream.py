@@ -27,6 +27,8 @@ RETRY_AFTER_SECONDS = 5
 CONNECT_SECONDS = 5.0
 LOOKUP_COOL_DOWN_SECONDS = 2.0
 CONNECT_RETRIES = 2  # connection attempts are retried; a request the upstream received never is
+# The upstream tokenizes with its own model; OpenAI's API has no way to ask it, so these are refused, not guessed.
+TOKENS_UNAVAILABLE = "/tokenize and /detokenize are not available with PALAVER_BACKEND=openai"
 
 
 def without_credentials(url: str) -> str:
@@ -189,6 +191,12 @@ class UpstreamEngine:
                 max_reply_tokens=self.limits.max_reply_tokens,
             )
         return info
+
+    def tokenize(self, request: GenerationRequest) -> list[int]:
+        raise InvalidRequest(TOKENS_UNAVAILABLE, code="unsupported_parameter")
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        raise InvalidRequest(TOKENS_UNAVAILABLE, code="unsupported_parameter")
 
     def generate(self, request: GenerationRequest) -> Reply:
         return final(self.stream(request), Reply)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from palaver.core.config import Settings
 from palaver.core.errors import (
     GenerationFailed,
+    InvalidRequest,
     ModelNotReady,
     PalaverError,
 )
@@ -124,6 +125,20 @@ class Engine:
         self._queue.put(request)
         yield PromptInfo(len(request.built.input_ids), request.built.truncated_turns)
         yield from follow(request, self.settings.request_timeout)
+
+    def tokenize(self, request: GenerationRequest) -> list[int]:
+        """Return the token ids the model would be fed for request: the same prompt stream() builds."""
+        self.loaded_model(self.settings.load_wait)
+        return list(self._build_prompt(request).input_ids)
+
+    def detokenize(self, token_ids: list[int]) -> str:
+        """Return the text of token ids; ids past the vocabulary are a 400 naming 'tokens'."""
+        tokenizer = self.loaded_model(self.settings.load_wait).family.tokenizer
+        vocabulary = len(tokenizer)
+        for index, token in enumerate(token_ids):
+            if not 0 <= token < vocabulary:
+                raise InvalidRequest(f"'tokens[{index}]' must be a token id from 0 to {vocabulary - 1}", param="tokens")
+        return str(tokenizer.decode(token_ids))
 
     @property
     def pending(self) -> int:

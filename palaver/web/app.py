@@ -29,6 +29,7 @@ from palaver.web.markdown import render_markdown
 from palaver.web.metrics import Metrics
 from palaver.web.mlflow import mlflow
 from palaver.web.openai.routes import v1
+from palaver.web.openai.tokens import tokens
 from palaver.web.pages import pages
 from palaver.web.rate_limits import RateLimits
 from palaver.web.services import EXTENSION, Services
@@ -71,7 +72,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, services: Services 
     app.teardown_request(caller.give_back_share)
     app.url_map.converters["conversation"] = ConversationIdConverter
     app.add_template_filter(render_markdown, "markdown")
-    for blueprint in (pages, api, health, v1, mlflow):
+    for blueprint in (pages, api, health, v1, tokens, mlflow):
         app.register_blueprint(blueprint)
     app.register_error_handler(Exception, unrouted_error)
     probes.install(services.backend.describe)  # the worker's poller answers /healthz and /readyz without a thread
@@ -113,6 +114,8 @@ class ConversationIdConverter(BaseConverter):
 def unrouted_error(exc: Exception):
     """Answer errors outside any blueprint (unknown URLs, refused requests): JSON for APIs, a page elsewhere."""
     error = to_palaver_error(exc)
-    if request.path.startswith(("/api/", "/v1/", "/invocations")) or request.mimetype == "application/json":
+    if request.path.startswith(("/api/", "/v1/", "/invocations", "/tokenize", "/detokenize")) or (
+        request.mimetype == "application/json"
+    ):
         return json_error(error)
     return render_template("error.html", error=error), error.status

@@ -28,7 +28,11 @@ GENERATING_ENDPOINTS = {
 }
 # Constant answers for a platform's probes: no host check, no key, no rate limit.
 PROBE_ENDPOINTS = {"health.probe", "mlflow.ping", "static"}
-JSON_BODY_BLUEPRINTS = {"v1": ("application/json",), "mlflow": ("application/json", "text/csv", "application/csv")}
+JSON_BODY_BLUEPRINTS = {
+    "v1": ("application/json",),
+    "tokens": ("application/json",),
+    "mlflow": ("application/json", "text/csv", "application/csv"),
+}
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
