@@ -22,6 +22,24 @@ def safe_link(url: str) -> bool:
     return url.strip().lower().startswith(SAFE_SCHEMES)
 
 
+def drop_unchecked_links(state: Any) -> None:
+    """Keep as plain text the links markdown-it never checks: an empty destination, as in [x]()."""
+    for block in state.tokens:
+        if not block.children:
+            continue
+        kept, dropping = [], []
+        for token in block.children:
+            if token.type == "link_open":
+                dropping.append(not safe_link(token.attrGet("href") or ""))
+                if dropping[-1]:
+                    continue
+            elif token.type == "link_close" and dropping:
+                if dropping.pop():
+                    continue
+            kept.append(token)
+        block.children = kept
+
+
 def render_link_open(renderer: Any, tokens: list, index: int, options: Any, env: Any) -> str:
     token = tokens[index]
     token.attrSet("rel", LINK_REL)
@@ -48,6 +66,7 @@ def build_renderer() -> MarkdownIt:
     renderer.enable(["table", "strikethrough"])
     renderer.disable("image")  # an image would load from anywhere the model names; it stays text
     renderer.validateLink = safe_link  # type: ignore[method-assign]  # markdown-it documents this override
+    renderer.core.ruler.push("drop_unchecked_links", drop_unchecked_links)
     renderer.add_render_rule("link_open", render_link_open)
     renderer.add_render_rule("fence", render_fence)
     renderer.add_render_rule("code_block", render_fence)
