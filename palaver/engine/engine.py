@@ -168,6 +168,7 @@ class Engine:
                 weights=self.model.weights,
                 engine=self.model.engine,
                 **({"kv_cache_bytes": self.model.kv_cache_bytes} if self.model.kv_cache_bytes else {}),
+                system_fingerprint=self.model.fingerprint,
                 **self.model.family.describe(),
             )
         return info
@@ -230,9 +231,10 @@ class Engine:
                     batch.step()
                 except Exception:
                     log.exception("a generation step failed")
-                    for row in batch.rows:
+                    failed = list(batch.rows)
+                    batch = self._replace(batch, family, prefix_cache)  # freed before the callers hear of it
+                    for row in failed:
                         self._fail(row.owner, GenerationFailed())
-                    batch = self._replace(batch, family, prefix_cache)
                     continue
             for row in batch.remove_done():
                 self._complete(row)
@@ -262,9 +264,10 @@ class Engine:
         # Some rows may have joined before the failure, so the batch can no longer be trusted.
         entered = any(row in batch.rows or row in batch.finished_early for row in rows)
         failed = rows + ([row for row in batch.rows if row not in rows] if entered else [])
+        fresh = self._replace(batch, family, prefix_cache) if entered else batch
         for row in failed:
             self._fail(row.owner, GenerationFailed())
-        return self._replace(batch, family, prefix_cache) if entered else batch
+        return fresh
 
     def _replace(self, batch, family, prefix_cache):
         """Start a fresh batch in place of one that can no longer be trusted, freeing what it held."""

@@ -329,3 +329,4 @@ class LoadedModel:
     loaded_at: float = field(default_factory=time.time)
     engine: str = "transformers"  # or "native": what runs each step
     kv_cache_bytes: int | None = None  # the native step's KV budget; the transformers path has none
+    fingerprint: str | None = None  # the weights' bytes and the arithmetic over them, as system_fingerprint

@@ -29,7 +29,7 @@ from palaver.engine.quantized import (
     quantise_linear_layers,
     use_kernel_threads,
 )
-from palaver.engine.sources import plain_source
+from palaver.engine.sources import fingerprint, plain_source
 
 log = logging.getLogger("palaver.loading")
 
@@ -140,4 +140,5 @@ def load_model(settings: Settings, where: ModelSource | None = None) -> LoadedMo
     release_freed_memory()
     weights = "gguf-blocks" if in_blocks else "float32"
     log.info("loaded %s (%s family, %s weights) in %.1fs", name, family.name, weights, seconds)
-    return LoadedModel(name, family, seconds, weights)
+    stamp = fingerprint(where.weights, "transformers", f"torch-{torch.__version__}", weights)
+    return LoadedModel(name, family, seconds, weights, fingerprint=stamp)

@@ -31,6 +31,8 @@ LAYER_PARTS = {
     "ffn_down": 18,
 }
 CPU_FLAGS = ("avx2", "fma", "f16c")
+# Raised whenever the step's arithmetic changes, so a system_fingerprint never names two ways of computing.
+ARITHMETIC_VERSION = "native-step-1"
 
 _i64, _ptr = ctypes.c_int64, ctypes.c_void_p
 _state: dict[str, Any] = {}

@@ -16,6 +16,7 @@ from palaver.engine.file_tokenizer import FileTokenizer
 from palaver.engine.gguf_file import GGUFFile, read_gguf
 from palaver.engine.gguf_tokenizer import tokenizer_config, tokenizer_json, unsupported
 from palaver.engine.prefix_cache import PrefixCache
+from palaver.engine.sources import fingerprint
 
 log = logging.getLogger("palaver.loading")
 
@@ -154,4 +155,5 @@ def load_native(settings: Settings, name: str, source: str) -> LoadedModel | Non
     seconds = time.perf_counter() - started
     log.info("loaded %s (%s family, native step) in %.1fs", name, family.name, seconds)
     budget = model.cache.max_pages * model.cache.page_bytes
-    return LoadedModel(name, family, seconds, "gguf-blocks", engine="native", kv_cache_bytes=budget)
+    stamp = fingerprint(source, "native", native.ARITHMETIC_VERSION, "gguf-blocks")
+    return LoadedModel(name, family, seconds, "gguf-blocks", engine="native", kv_cache_bytes=budget, fingerprint=stamp)

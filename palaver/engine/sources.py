@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 from pathlib import Path
@@ -53,3 +54,24 @@ def plain_source(spec: str) -> ModelSource:
     """Return what to load for a PALAVER_MODEL that is no MLflow model (backends.sources resolves those)."""
     weights = resolve_source(spec)
     return ModelSource(weights, weights)
+
+
+def fingerprint(source: str, *settings: str) -> str:
+    """Name a model's exact bytes and what computes with them, as OpenAI's system_fingerprint: fp_ and 16 hex.
+
+    A file is hashed whole; a directory by its files' names, sizes and modification times (hashing gigabytes
+    at every start would cost more than it tells); a hub id as written.
+    """
+    digest = hashlib.sha256("\0".join(settings).encode())
+    path = Path(source)
+    if path.is_file():
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    elif path.is_dir():
+        for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            stat = item.stat()
+            digest.update(f"{item.relative_to(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    else:
+        digest.update(source.encode())
+    return "fp_" + digest.hexdigest()[:16]

@@ -49,13 +49,14 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[ChatChoice]
     usage: CompletionUsage
-    system_fingerprint: None = None
+    system_fingerprint: str | None = None
 
     @classmethod
-    def of(cls, model: str, reply: Reply) -> ChatCompletion:
+    def of(cls, model: str, reply: Reply, fingerprint: str | None = None) -> ChatCompletion:
         return cls(
             id=new_id("chatcmpl"),
             model=model,
+            system_fingerprint=fingerprint,
             choices=[ChatChoice(message=AssistantMessage(content=reply.text), finish_reason=finish_reason(reply))],
             usage=CompletionUsage.of(reply.usage, reply.truncated_turns),
         )
@@ -78,7 +79,7 @@ class ChatCompletionChunk(BaseModel):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     created: int
     model: str
-    system_fingerprint: None = None
+    system_fingerprint: str | None = None
     choices: list[ChunkChoice]
     usage: CompletionUsage | None = None
 
@@ -100,7 +101,7 @@ class TextCompletion(BaseModel):
     created: int = Field(default_factory=lambda: int(time.time()))
     model: str
     choices: list[TextChoice]
-    system_fingerprint: None = None
+    system_fingerprint: str | None = None
     usage: CompletionUsage | None = None
 
     def as_event(self) -> dict[str, Any]:

@@ -81,17 +81,25 @@ def serve_chat(chat: ChatCompletionRequest, *, require_model: bool = True):
     info = next(items)  # errors found before any text (a prompt too long, a loading model) keep their status
     assert isinstance(info, PromptInfo)  # a stream starts with its prompt's size
     headers = {TRUNCATED_HEADER: str(info.truncated_turns)}
+    stamp = system_fingerprint(engine)
     if chat.stream:
-        return event_stream(chat_events(items, model, chat.include_usage), headers)
-    return ChatCompletion.of(model, final(items, Reply)).model_dump(), 200, headers
+        return event_stream(chat_events(items, model, chat.include_usage, stamp), headers)
+    return ChatCompletion.of(model, final(items, Reply), stamp).model_dump(), 200, headers
 
 
-def chat_events(items: ReplyEvents, model: str, include_usage: bool) -> Iterator[str]:
+def system_fingerprint(engine: Backend) -> str | None:
+    """Return the served weights' and arithmetic's fingerprint; None through an upstream, which has its own."""
+    return engine.describe().get("system_fingerprint")
+
+
+def chat_events(items: ReplyEvents, model: str, include_usage: bool, stamp: str | None = None) -> Iterator[str]:
     """Frame a reply as chat.completion.chunk events: role, content deltas, finish, usage, [DONE]."""
     completion_id, created = new_id("chatcmpl"), int(time.time())
 
     def chunk(*choices: ChunkChoice, usage: CompletionUsage | None = None) -> str:
-        event = ChatCompletionChunk(id=completion_id, created=created, model=model, choices=list(choices), usage=usage)
+        event = ChatCompletionChunk(
+            id=completion_id, created=created, model=model, choices=list(choices), usage=usage, system_fingerprint=stamp
+        )
         return sse_event(event.as_event(include_usage))
 
     with closing(items):  # closing the stream cancels the generation when the client goes away
@@ -121,7 +129,7 @@ def serve_text(completion: TextCompletionRequest, *, require_model: bool = True)
         engine,
     )
     if completion.stream:
-        return event_stream(text_events(streams, completion, model))
+        return event_stream(text_events(streams, completion, model, system_fingerprint(engine)))
     replies = [final(items, Reply) for items in streams]
     choices = [
         TextChoice(
@@ -130,16 +138,23 @@ def serve_text(completion: TextCompletionRequest, *, require_model: bool = True)
         for index, (prompt, reply) in enumerate(zip(completion.prompt, replies))
     ]
     usage = sum((reply.usage for reply in replies), Usage(0, 0))
-    return TextCompletion(id=new_id("cmpl"), model=model, choices=choices, usage=CompletionUsage.of(usage)).model_dump()
+    stamp = system_fingerprint(engine)
+    return TextCompletion(
+        id=new_id("cmpl"), model=model, choices=choices, usage=CompletionUsage.of(usage), system_fingerprint=stamp
+    ).model_dump()
 
 
-def text_events(streams: list[ReplyEvents], completion: TextCompletionRequest, model: str) -> Iterator[str]:
+def text_events(
+    streams: list[ReplyEvents], completion: TextCompletionRequest, model: str, stamp: str | None = None
+) -> Iterator[str]:
     """Frame completions for each prompt in turn as text_completion chunks, then [DONE]."""
     completion_id, created = new_id("cmpl"), int(time.time())
     usage = Usage(0, 0)
 
     def chunk(choices: list[TextChoice], usage: CompletionUsage | None = None) -> str:
-        event = TextCompletion(id=completion_id, created=created, model=model, choices=choices, usage=usage)
+        event = TextCompletion(
+            id=completion_id, created=created, model=model, choices=choices, usage=usage, system_fingerprint=stamp
+        )
         return sse_event(event.as_event())
 
     for index, (prompt, items) in enumerate(zip(completion.prompt, streams)):

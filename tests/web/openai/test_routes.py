@@ -362,3 +362,36 @@ def test_the_openai_clients_parse_gets_its_pydantic_model_back(client):
     ).choices[0]
     if any_object.finish_reason == "stop":
         assert isinstance(json.loads(any_object.message.content), dict)
+
+
+@pytest.fixture(scope="module")
+def native_server(gguf_chat_model, tmp_path_factory):
+    """A server on the tiny Llama GGUF file, which the native step runs; no per-client bound, for 32 at once."""
+    from servers import start_server
+
+    cache = tmp_path_factory.mktemp("native-server")
+    with start_server(gguf_chat_model, cache, max_new_tokens="24", client_share="0") as base_url:
+        yield base_url
+
+
+def test_a_seeded_reply_is_the_same_bytes_alone_and_under_32_concurrent_requests(native_server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = openai.OpenAI(base_url=native_server + "/v1", api_key="unused", max_retries=0)
+    model = client.models.list().data[0].id
+
+    def ask(seed: int, words: str = "tell me something"):
+        completion = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": words}], max_tokens=24, temperature=0.8, seed=seed
+        )
+        return completion.choices[0].message.content, completion.system_fingerprint
+
+    alone, stamp = ask(7)
+    assert stamp and stamp.startswith("fp_") and len(stamp) == 19
+    with ThreadPoolExecutor(32) as pool:
+        # Half the neighbours ask the same, half something else with other seeds, all in the same batches.
+        futures = [pool.submit(ask, 7) if i % 2 else pool.submit(ask, 100 + i, "x " * (i + 1)) for i in range(32)]
+        results = [future.result() for future in futures]
+    assert {text for i, (text, _) in enumerate(results) if i % 2} == {alone}
+    assert {fingerprint for _, fingerprint in results} == {stamp}
+    assert len({text for i, (text, _) in enumerate(results) if not i % 2}) > 1, "other seeds sample otherwise"
