@@ -23,6 +23,7 @@ class Slot:
     row: Row
     sequence: int
     fed: int  # prompt tokens already in the cache
+    leader: Slot | None = None  # a slot with the same prompt, whose computed positions this one copies
 
     @property
     def prefilling(self) -> bool:
@@ -65,7 +66,9 @@ class NativeBatch:
 
     def _place(self, row: Row) -> Slot | None:
         """Give row a sequence that starts from its longest cached prefix and has room for its whole reply."""
-        shared, key = self.prefix_cache.lookup(row.prompt_ids) if self.prefix_cache else (0, None)
+        # n choices of one prompt: the first computes the prompt, and the others copy it (all but its last token).
+        leader = next((s for s in self.slots if s.leader is None and s.row.prompt_ids == row.prompt_ids), None)
+        shared, key = self.prefix_cache.lookup(row.prompt_ids) if self.prefix_cache and not leader else (0, None)
         sequence = self.cache.new_sequence()
         if key is not None:
             assert self.prefix_cache is not None  # a key comes only from the prefix cache
@@ -80,20 +83,41 @@ class NativeBatch:
             if self.prefix_cache is None or not self.prefix_cache.evict_oldest():
                 self.cache.free(sequence)
                 return None
-        if self.prefix_cache is not None:
+        if self.prefix_cache is not None and leader is None:
             self.prefix_cache.counts["prefilled_tokens"] += len(row.prompt_ids) - shared
             self.prefix_cache.counts["reused_prompt_tokens"] += shared
-        return Slot(row, sequence, shared)
+        return Slot(row, sequence, shared, leader)
+
+    def _follow_leaders(self) -> None:
+        """Copy a leader's computed prompt into each slot that waits for it, once the leader has computed it."""
+        live = {id(slot) for slot in self.slots}
+        for slot in self.slots:
+            leader = slot.leader
+            if leader is None:
+                continue
+            copied = len(slot.row.prompt_ids) - 1
+            if id(leader) not in live:  # the leader ended before its prompt was in: compute it alone
+                slot.leader = None
+            elif leader.fed >= copied and self.cache.length(leader.sequence) >= copied:
+                if self.cache.copy(slot.sequence, leader.sequence, copied):
+                    slot.fed = copied
+                    if self.prefix_cache is not None:
+                        self.prefix_cache.counts["prefilled_tokens"] += 1
+                        self.prefix_cache.counts["reused_prompt_tokens"] += copied
+                slot.leader = None
 
     def step(self) -> None:
         """Decode one token for every decoding row, and compute the next chunk of the prefilling rows' prompts."""
         self._admit()
+        self._follow_leaders()
         chosen: list[Slot] = []
         chunks: list[list[int]] = []
         want: list[bool] = []
         room = PREFILL_CHUNK_TOKENS
         for slot in self.slots:
             prompt = slot.row.prompt_ids
+            if slot.leader is not None:  # waits for its leader's prompt
+                continue
             if not slot.prefilling:
                 chosen.append(slot)
                 chunks.append([slot.row.generated[-1]])

@@ -148,7 +148,7 @@ def predict(scoring: ScoringRequest) -> list[str]:
         work = [GenerationRequest(generation, messages=preset.apply([Message("user", p)])) for p in scoring.prompts]
     else:
         work = [GenerationRequest(generation, prompt=preset.format(p)) for p in scoring.prompts]
-    replies = [final(stream, Reply) for stream in start_all(work, app.backend)]
+    replies = [final(stream, Reply) for stream in start_all(work, app.backend)[0]]
     full_text = params.return_full_text if params.return_full_text is not None else not isinstance(saved, OpenAIModel)
     return [
         (prompt + reply.text if full_text else reply.text).strip() for prompt, reply in zip(scoring.prompts, replies)

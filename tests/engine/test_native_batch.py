@@ -125,3 +125,19 @@ def test_a_reply_generated_on_its_own_uses_the_same_native_batch(family):
     params = Settings(temperature=0.0, max_new_tokens=5).generation_defaults()
     reply = family.generate(Prompt(prompt(9, 12), 0), params, threading.Event())
     assert reply.usage.completion_tokens >= 1 and family.model.cache.used_pages == 0
+
+
+def test_choices_of_one_prompt_compute_it_once_and_greedy_choices_are_equal(family):
+    counts = Counter()
+    batch = family.model.new_batch(PrefixCache(4096, counts))
+    alone = row(family, prompt(11, 40), 6)
+    solo = family.model.new_batch(None)
+    solo.add_many([alone])
+    run(solo)
+    choices = [row(family, prompt(11, 40), 6) for _ in range(4)]
+    batch.add_many(choices)
+    run(batch)
+    assert all(choice.generated == alone.generated for choice in choices)
+    assert counts["prefilled_tokens"] == 40 + 3 and counts["reused_prompt_tokens"] == 3 * 39
+    batch.prefix_cache.clear()
+    assert family.model.cache.used_pages == 0

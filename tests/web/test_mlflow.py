@@ -78,7 +78,7 @@ def test_csv_bodies_are_read_like_mlflow_frames(client):
         ({"inputs": [""]}, "INVALID_PARAMETER_VALUE", "non-empty prompts"),
         ({"inputs": ["a"], "params": {"temperature": 9}}, "INVALID_PARAMETER_VALUE", "at most 2.0"),
         ({"inputs": ["a"], "params": {"num_beams": 4}}, "INVALID_PARAMETER_VALUE", "unknown field 'num_beams'"),
-        ({"messages": [{"role": "user", "content": "hi"}], "n": 3}, "INVALID_PARAMETER_VALUE", "only n=1"),
+        ({"messages": [{"role": "user", "content": "hi"}], "n": 9}, "INVALID_PARAMETER_VALUE", "at most 8"),
         ([1, 2], "BAD_REQUEST", "Invalid input"),
     ],
 )

@@ -24,9 +24,9 @@ from palaver.core.types import Message
 from palaver.core.validation import RequestModel, body_error, field_error, unsupported
 from palaver.web.api.schemas import Prompts, settings_of
 
+MAX_CHOICES = 8  # n: each choice is a row of the batch, and holds its own reply's KV pages
 # Fields we accept only at a value that changes nothing; anything else is a clear 400, never ignored.
 NEUTRAL_FIELDS: dict[str, tuple[Any, str]] = {
-    "n": (1, "only n=1 is supported"),
     "best_of": (1, "only best_of=1 is supported"),
     "presence_penalty": (0, "presence_penalty is not supported; use repetition_penalty"),
     "frequency_penalty": (0, "frequency_penalty is not supported; use repetition_penalty"),
@@ -94,7 +94,12 @@ class CompletionFields(RequestModel):
     stop: Stop = None
     top_k: TopK = None  # top_k and repetition_penalty are extensions, as in vLLM
     repetition_penalty: RepetitionPenalty = None
-    n: Neutral = None
+    n: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_CHOICES,
+        description=f"Choices to generate from the one prompt (chat only; at most {MAX_CHOICES}).",
+    )
     best_of: Neutral = None
     presence_penalty: Neutral = None
     frequency_penalty: Neutral = None
@@ -146,6 +151,13 @@ class CompletionFields(RequestModel):
             )
         return served
 
+    def choice_params(self, params: GenerationParams) -> list[GenerationParams]:
+        """Return each choice's parameters: a given seed moves on by one per choice, so choices differ."""
+        count = self.n or 1
+        if params.seed is None:
+            return [params] * count
+        return [with_given(params, seed=params.seed + index) for index in range(count)]
+
     def generation_params(self, defaults: GenerationParams) -> GenerationParams:
         """Return the engine's parameters: the defaults, with what this request sets."""
         params = with_given(
@@ -190,3 +202,10 @@ class TextCompletionRequest(CompletionFields):
 
     prompt: Prompts
     echo: bool = False
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, n: int | None) -> int | None:
+        if n not in (None, 1):
+            raise unsupported("n is supported on chat completions; send a list of prompts here instead")
+        return n

@@ -52,13 +52,21 @@ class ChatCompletion(BaseModel):
     system_fingerprint: str | None = None
 
     @classmethod
-    def of(cls, model: str, reply: Reply, fingerprint: str | None = None) -> ChatCompletion:
+    def of(cls, model: str, replies: list[Reply], fingerprint: str | None = None) -> ChatCompletion:
+        """Describe the choices' replies; their prompt is counted once, and every choice's completion."""
+        completion = sum(reply.usage.completion_tokens for reply in replies)
+        usage = Usage(replies[0].usage.prompt_tokens, completion)
         return cls(
             id=new_id("chatcmpl"),
             model=model,
             system_fingerprint=fingerprint,
-            choices=[ChatChoice(message=AssistantMessage(content=reply.text), finish_reason=finish_reason(reply))],
-            usage=CompletionUsage.of(reply.usage, reply.truncated_turns),
+            choices=[
+                ChatChoice(
+                    index=index, message=AssistantMessage(content=reply.text), finish_reason=finish_reason(reply)
+                )
+                for index, reply in enumerate(replies)
+            ],
+            usage=CompletionUsage.of(usage, replies[0].truncated_turns),
         )
 
 

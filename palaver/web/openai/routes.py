@@ -68,23 +68,24 @@ def v1_error(exc: Exception):
 
 
 def serve_chat(chat: ChatCompletionRequest, *, require_model: bool = True):
-    """Answer a chat completion, as one object or as a stream of chunks."""
+    """Answer a chat completion, as one object or as a stream of chunks; n choices share the prompt's prefill."""
     app = services()
     settings, engine = app.settings, app.backend
     model = chat.served_model(engine.model_name, settings, required=require_model)
-    request = GenerationRequest(
-        chat.generation_params(settings.generation_defaults()),
-        messages=app.presets.get(chat.preset).apply([message.to_message() for message in chat.messages]),
-        client_gone=client_gone_probe(),
-    )
-    items = engine.stream(request)
-    info = next(items)  # errors found before any text (a prompt too long, a loading model) keep their status
-    assert isinstance(info, PromptInfo)  # a stream starts with its prompt's size
+    messages = app.presets.get(chat.preset).apply([message.to_message() for message in chat.messages])
+    probe = client_gone_probe()
+    requests = [
+        GenerationRequest(params, messages=messages, client_gone=probe)
+        for params in chat.choice_params(chat.generation_params(settings.generation_defaults()))
+    ]
+    # Errors found before any text (a prompt too long, a loading model) keep their status.
+    streams, info = start_all(requests, engine)
     headers = {TRUNCATED_HEADER: str(info.truncated_turns)}
     stamp = system_fingerprint(engine)
     if chat.stream:
-        return event_stream(chat_events(items, model, chat.include_usage, stamp), headers)
-    return ChatCompletion.of(model, final(items, Reply), stamp).model_dump(), 200, headers
+        return event_stream(chat_events(streams, model, chat.include_usage, stamp), headers)
+    replies = [final(items, Reply) for items in streams]
+    return ChatCompletion.of(model, replies, stamp).model_dump(), 200, headers
 
 
 def system_fingerprint(engine: Backend) -> str | None:
@@ -92,9 +93,10 @@ def system_fingerprint(engine: Backend) -> str | None:
     return engine.describe().get("system_fingerprint")
 
 
-def chat_events(items: ReplyEvents, model: str, include_usage: bool, stamp: str | None = None) -> Iterator[str]:
-    """Frame a reply as chat.completion.chunk events: role, content deltas, finish, usage, [DONE]."""
+def chat_events(streams: list[ReplyEvents], model: str, include_usage: bool, stamp: str | None = None) -> Iterator[str]:
+    """Frame replies as chat.completion.chunk events, choice after choice: role, deltas, finish; usage, [DONE]."""
     completion_id, created = new_id("chatcmpl"), int(time.time())
+    usage, truncated = Usage(0, 0), 0
 
     def chunk(*choices: ChunkChoice, usage: CompletionUsage | None = None) -> str:
         event = ChatCompletionChunk(
@@ -102,18 +104,31 @@ def chat_events(items: ReplyEvents, model: str, include_usage: bool, stamp: str 
         )
         return sse_event(event.as_event(include_usage))
 
-    with closing(items):  # closing the stream cancels the generation when the client goes away
-        yield chunk(ChunkChoice(delta=Delta(role="assistant", content="")))
-        for item in guarded(items):
-            if isinstance(item, str):
-                yield chunk(ChunkChoice(delta=Delta(content=item)))
-            elif isinstance(item, Reply):
-                yield chunk(ChunkChoice(finish_reason=finish_reason(item)))
-                if include_usage:
-                    yield chunk(usage=CompletionUsage.of(item.usage, item.truncated_turns))
-            else:
-                yield sse_event(item.as_dict())  # an error after the stream began
+    for index, items in enumerate(streams):
+        with closing(items):  # closing the stream cancels the generation when the client goes away
+            yield chunk(ChunkChoice(index=index, delta=Delta(role="assistant", content="")))
+            for item in guarded(items):
+                if isinstance(item, str):
+                    yield chunk(ChunkChoice(index=index, delta=Delta(content=item)))
+                elif isinstance(item, Reply):
+                    yield chunk(ChunkChoice(index=index, finish_reason=finish_reason(item)))
+                    usage = combined(usage, item.usage, first=index == 0)
+                    truncated = item.truncated_turns
+                else:
+                    yield sse_event(item.as_dict())  # an error after the stream began
+                    for rest in streams[index + 1 :]:
+                        rest.close()
+                    yield sse_event("[DONE]")
+                    return
+    if include_usage:
+        yield chunk(usage=CompletionUsage.of(usage, truncated))
     yield sse_event("[DONE]")
+
+
+def combined(total: Usage, usage: Usage, *, first: bool) -> Usage:
+    """Add a choice's usage: the prompt counts once, every choice's completion counts."""
+    prompt = usage.prompt_tokens if first else total.prompt_tokens
+    return Usage(prompt, total.completion_tokens + usage.completion_tokens)
 
 
 def serve_text(completion: TextCompletionRequest, *, require_model: bool = True):
@@ -124,7 +139,7 @@ def serve_text(completion: TextCompletionRequest, *, require_model: bool = True)
     params = completion.generation_params(settings.generation_defaults())
     preset = app.presets.get(completion.preset)
     probe = client_gone_probe()
-    streams = start_all(
+    streams, _ = start_all(
         [GenerationRequest(params, prompt=preset.format(text), client_gone=probe) for text in completion.prompt],
         engine,
     )
@@ -176,9 +191,17 @@ def text_events(
     yield sse_event("[DONE]")
 
 
-def start_all(requests: list[GenerationRequest], engine: Backend) -> list[ReplyEvents]:
-    """Queue every request before waiting on any, so they are generated in one batch."""
-    streams = [engine.stream(request) for request in requests]
-    for stream in streams:
-        next(stream)  # returns once the request has joined; a bad prompt raises here, with its status
-    return streams
+def start_all(requests: list[GenerationRequest], engine: Backend) -> tuple[list[ReplyEvents], PromptInfo]:
+    """Queue every request before waiting on any, so they are generated in one batch; return the first's info."""
+    streams: list[ReplyEvents] = []
+    try:
+        for request in requests:
+            streams.append(engine.stream(request))
+        infos = [next(stream) for stream in streams]  # each returns once its request has joined
+    except BaseException:
+        for stream in streams:
+            stream.close()  # a refused request cancels the ones queued with it
+        raise
+    info = infos[0]
+    assert isinstance(info, PromptInfo)  # a stream starts with its prompt's size
+    return streams, info

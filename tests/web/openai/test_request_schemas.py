@@ -21,7 +21,7 @@ def parse_chat(**fields):
         ({"messages": [{"role": "user", "content": "x", "tool_calls": []}]}, "messages[0].tool_calls", None, "unknown"),
         ({"messages": [{"content": "x"}]}, "messages[0].role", None, "'messages[0].role' is required"),
         ({"messages": "hello"}, "messages", None, "a list of 1 to 256 messages"),
-        ({"n": 3}, "n", "unsupported_parameter", "only n=1 is supported"),
+        ({"n": 9}, "n", None, "'n' must be an integer at least 1 and at most 8"),
         ({"max_tokens": 4, "max_completion_tokens": 4}, "max_tokens", None, "not both"),
         ({"stream_options": {"include_usage": True}}, "stream_options", None, "only with stream: true"),
         ({"max_tokens": "4"}, "max_tokens", None, "an integer at least 1 and at most 1024"),

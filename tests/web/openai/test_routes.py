@@ -90,7 +90,7 @@ def test_stop_sequences_end_the_reply_and_are_left_out(html_server):
 @pytest.mark.parametrize(
     "extra, words",
     [
-        ({"n": 2}, "only n=1 is supported"),
+        ({"n": 9}, "'n' must be an integer at least 1 and at most 8"),
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools are not supported"),
         ({"logprobs": True}, "logprobs are not supported"),
         ({"presence_penalty": 0.5}, "presence_penalty is not supported"),
@@ -395,3 +395,34 @@ def test_a_seeded_reply_is_the_same_bytes_alone_and_under_32_concurrent_requests
     assert {text for i, (text, _) in enumerate(results) if i % 2} == {alone}
     assert {fingerprint for _, fingerprint in results} == {stamp}
     assert len({text for i, (text, _) in enumerate(results) if not i % 2}) > 1, "other seeds sample otherwise"
+
+
+def test_n_choices_share_the_prompts_prefill_and_greedy_ones_are_equal(native_server):
+    from servers import engine_counts
+
+    client = openai.OpenAI(base_url=native_server + "/v1", api_key="unused", max_retries=0)
+    model = client.models.list().data[0].id
+    messages = [{"role": "user", "content": "four choices, please, of the same thing " * 3}]
+    before = engine_counts(native_server)
+    completion = client.chat.completions.create(model=model, messages=messages, max_tokens=8, temperature=0, n=4)
+    after = engine_counts(native_server)
+    texts = [choice.message.content for choice in completion.choices]
+    assert [choice.index for choice in completion.choices] == [0, 1, 2, 3] and len(set(texts)) == 1
+    single = client.chat.completions.create(model=model, messages=messages, max_tokens=8, temperature=0).usage
+    assert completion.usage.prompt_tokens == single.prompt_tokens, "the prompt counts once"
+    assert completion.usage.completion_tokens == 4 * single.completion_tokens
+    # The prompt was computed once; the other three choices copied all of it but the last token.
+    assert after["prefilled_tokens"] - before.get("prefilled_tokens", 0) == single.prompt_tokens + 3
+
+    chunks = list(
+        client.chat.completions.create(
+            model=model, messages=messages, max_tokens=8, temperature=0.9, seed=5, n=3, stream=True
+        )
+    )
+    streamed = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            streamed[choice.index] = streamed.get(choice.index, "") + (choice.delta.content or "")
+    assert sorted(streamed) == [0, 1, 2] and len(set(streamed.values())) > 1, "seeds 5, 6 and 7 sample apart"
+    refused = requests.post(f"{native_server}/v1/completions", json={"model": model, "prompt": "a", "n": 2})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "n"
