@@ -6,7 +6,7 @@ import csv
 import json
 import logging
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,16 +82,38 @@ class RowResult:
     row: dict[str, Any]
     reply: str
     error: str | None
+    fields: dict[str, Any] = field(default_factory=dict)  # a schema's top-level fields, from the reply's JSON
+
+
+def schema_fields(schema: dict[str, Any]) -> list[str]:
+    """Return the top-level properties of an object schema: the columns its replies fill."""
+    properties = schema.get("properties") if schema.get("type", "object") == "object" else None
+    return list(properties) if isinstance(properties, dict) else []
+
+
+def filled_fields(reply: str, names: list[str]) -> dict[str, Any]:
+    """Return the named fields of a reply's JSON object; nested values stay JSON text, as a cell holds them."""
+    value = json.loads(reply)
+    if not isinstance(value, dict):
+        return {}
+    return {
+        name: json.dumps(value[name], ensure_ascii=False) if isinstance(value.get(name), (dict, list)) else value[name]
+        for name in names
+        if name in value
+    }
 
 
 class OrderedWriter:
     """Write results in input order as they finish, flushing each, so an interrupted run resumes after them."""
 
-    def __init__(self, handle: TextIO, fmt: str, columns: list[str], start: int, write_header: bool):
+    def __init__(
+        self, handle: TextIO, fmt: str, columns: list[str], start: int, write_header: bool, fields: Sequence[str] = ()
+    ):
         self.handle, self.format, self.next = handle, fmt, start
         self.pending: dict[int, RowResult] = {}
         self.lock = threading.Lock()
-        self.csv = csv.DictWriter(handle, [*columns, REPLY, ERROR], extrasaction="ignore") if fmt == "csv" else None
+        header = [*columns, *[name for name in fields if name not in columns], REPLY, ERROR]
+        self.csv = csv.DictWriter(handle, header, extrasaction="ignore") if fmt == "csv" else None
         if self.csv is not None and write_header:
             self.csv.writeheader()
 
@@ -105,10 +127,11 @@ class OrderedWriter:
 
     def _write(self, result: RowResult) -> None:
         if self.csv is not None:
-            self.csv.writerow({**result.row, REPLY: result.reply, ERROR: result.error or ""})
+            self.csv.writerow({**result.row, **result.fields, REPLY: result.reply, ERROR: result.error or ""})
             return
         extra = {ERROR: result.error} if result.error else {}
-        self.handle.write(json.dumps({**result.row, REPLY: result.reply, **extra}, ensure_ascii=False) + "\n")
+        line = {**result.row, **result.fields, REPLY: result.reply, **extra}
+        self.handle.write(json.dumps(line, ensure_ascii=False) + "\n")
 
 
 @dataclass
@@ -120,6 +143,7 @@ class BatchRun:
     preset: Preset
     column: str = "text"
     concurrency: int = 32
+    fields: list[str] = field(default_factory=list)  # with a schema (params.json_schema): columns its replies fill
     load_wait: float = 600
     in_flight: set[GenerationRequest] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -148,7 +172,9 @@ class BatchRun:
         finished = False
         try:
             with target.open("a", newline="", encoding="utf-8") as handle:
-                writer = OrderedWriter(handle, file_format(source), columns, done, write_header=done == 0)
+                writer = OrderedWriter(
+                    handle, file_format(source), columns, done, write_header=done == 0, fields=self.fields
+                )
                 futures: list[Future] = [pool.submit(self._answer, row) for row in rows[done:]]
                 for index, future in enumerate(futures, done):
                     result = future.result()
@@ -175,7 +201,14 @@ class BatchRun:
         with self._lock:
             self.in_flight.add(request)
         try:
-            return RowResult(row, self.backend.generate(request).text, None)
+            reply = self.backend.generate(request)
+            if self.params.json_schema is None:
+                return RowResult(row, reply.text, None)
+            if reply.finish_reason != "stop":
+                return RowResult(
+                    row, reply.text, f"the reply ended ({reply.finish_reason}) before the schema was filled"
+                )
+            return RowResult(row, reply.text, None, filled_fields(reply.text, self.fields))
         except PalaverError as exc:
             return RowResult(row, "", exc.message)
         except Exception:  # one row's failure must not end the run

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from contextlib import closing
 from pathlib import Path
 
 import click
+from pydantic_core import PydanticCustomError
 
 ROOT = Path(__file__).resolve().parents[2]  # the project: Procfile, gunicorn.conf.py, templates/, static/
 
@@ -149,24 +151,47 @@ def chat(url: str | None, key: str | None, preset: str | None) -> None:
 @click.option("--preset", default=None, help="Preset to run; default: PALAVER_PRESET.")
 @click.option("--column", default="text", show_default=True, help="Column (CSV) or field (JSONL) holding the text.")
 @click.option("--concurrency", type=int, default=None, help="Rows in flight at once; default: PALAVER_MAX_BATCH_SIZE.")
-def batch(source: Path, output: Path, preset: str | None, column: str, concurrency: int | None) -> None:
+@click.option(
+    "--schema",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A JSON schema every reply must follow; an object schema's properties become columns.",
+)
+def batch(
+    source: Path, output: Path, preset: str | None, column: str, concurrency: int | None, schema: Path | None
+) -> None:
     """Run a preset over every row of SOURCE (.csv or .jsonl); write each row with its reply to OUTPUT.
 
     A run that is interrupted resumes where it stopped when started again with the same OUTPUT.
     """
+    from dataclasses import replace
+
     from tqdm import tqdm
 
-    from palaver.cli.jobs import BatchInputError, BatchRun
+    from palaver.cli.jobs import BatchInputError, BatchRun, schema_fields
     from palaver.core.errors import PalaverError
+    from palaver.core.json_schemas import canonical_schema
 
     settings, backend, presets = open_backend()
+    params, fields = settings.generation_defaults(), []
     try:
+        if schema is not None:
+            try:
+                given = json.loads(schema.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise click.ClickException(f"{schema.name} is not JSON: {exc}") from None
+            try:
+                params = replace(params, json_schema=canonical_schema(given))
+            except PydanticCustomError as exc:
+                raise click.ClickException(f"{schema.name} {exc.message()}") from None
+            fields = schema_fields(given)
         run = BatchRun(
             backend,
-            settings.generation_defaults(),
+            params,
             presets.get(preset, param="preset"),
             column,
             min(concurrency or settings.max_batch_size, settings.max_pending),
+            fields=fields,
         )
     except PalaverError as exc:
         raise click.ClickException(exc.message) from None

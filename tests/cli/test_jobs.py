@@ -64,3 +64,32 @@ def test_batch_refuses_a_missing_column_clearly(cli_env, tmp_path):
     write_csv(source, [{"id": "1", "text": "hi"}])
     result = palaver("batch", str(source), "-o", str(tmp_path / "out.csv"), "--column", "body", env=cli_env)
     assert result.returncode == 1 and "no column 'body'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_batch_with_a_schema_fills_its_fields_as_columns(cli_env, tmp_path):
+    schema = {
+        "type": "object",
+        "properties": {
+            "label": {"enum": ["spam", "ham"]},
+            "score": {"type": "integer", "minimum": 0, "maximum": 9},
+            "tags": {"type": "array", "items": {"enum": ["urgent"]}, "maxItems": 2},
+        },
+        "required": ["label", "score", "tags"],
+        "additionalProperties": False,
+    }
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_csv(source, [{"id": str(n), "text": f"message number {n}"} for n in range(6)])
+    env = {**cli_env, "PALAVER_MAX_NEW_TOKENS": "64"}
+    result = palaver("batch", str(source), "-o", str(target), "--schema", str(tmp_path / "schema.json"), env=env)
+    assert result.returncode == 0, result.stderr
+    rows = read_csv(target)
+    assert list(rows[0]) == ["id", "text", "label", "score", "tags", "reply", "error"]
+    for row in rows:
+        assert not row["error"] and row["label"] in ("spam", "ham") and 0 <= int(row["score"]) <= 9
+        assert json.loads(row["reply"])["label"] == row["label"] and isinstance(json.loads(row["tags"]), list)
+    (tmp_path / "bad.json").write_text(json.dumps({"type": "array", "uniqueItems": True}))
+    refused = palaver(
+        "batch", str(source), "-o", str(tmp_path / "x.csv"), "--schema", str(tmp_path / "bad.json"), env=env
+    )
+    assert refused.returncode != 0 and "'uniqueItems' at #" in refused.stderr
