@@ -137,6 +137,24 @@ def test_hanging_up_on_a_stream_stops_generation_within_a_few_tokens(embedded_se
     assert generated <= 12
 
 
+def test_hanging_up_on_a_streamed_n_choice_reply_stops_every_choice(embedded_server):
+    before = engine_counts(embedded_server)
+    body = {"model": "SmolLM2-135M-Instruct", "messages": [{"role": "user", "content": STORY}], "max_tokens": 300}
+    sock = raw_post(embedded_server, "/v1/chat/completions", {**body, "n": 3, "stream": True, "seed": 1})
+    received = b""
+    while received.count(b'"content": "') + received.count(b'"content":"') < 4:  # role chunk plus 3 deltas
+        received += sock.recv(4096)
+    sock.close()
+    # Only the first choice was being streamed; the two waiting their turn stop too.
+    for _ in range(600):
+        after = engine_counts(embedded_server)
+        if after.get("cancelled", 0) - before.get("cancelled", 0) >= 3:
+            break
+        threading.Event().wait(0.05)
+    assert after.get("cancelled", 0) - before.get("cancelled", 0) == 3, after
+    assert after["generated_tokens"] - before.get("generated_tokens", 0) < 3 * 300
+
+
 def test_hanging_up_on_a_plain_request_stops_generation(embedded_server):
     before = engine_counts(embedded_server)
     sock = raw_post(embedded_server, "/api/chat", {"message": STORY, "max_new_tokens": 300})

@@ -123,7 +123,11 @@ class Engine:
             raise
         request.queued_at = time.monotonic()
         self._queue.put(request)
-        yield PromptInfo(len(request.built.input_ids), request.built.truncated_turns)
+        try:
+            yield PromptInfo(len(request.built.input_ids), request.built.truncated_turns)
+        except GeneratorExit:  # closed before its text was read (a sibling choice's client left): stop it too
+            request.cancel()
+            raise
         yield from follow(request, self.settings.request_timeout)
 
     def tokenize(self, request: GenerationRequest) -> list[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import contextmanager
 
 from flask import Blueprint
 
@@ -84,7 +84,8 @@ def serve_chat(chat: ChatCompletionRequest, *, require_model: bool = True):
     stamp = system_fingerprint(engine)
     if chat.stream:
         return event_stream(chat_events(streams, model, chat.include_usage, stamp), headers)
-    replies = [final(items, Reply) for items in streams]
+    with closing_all(streams):
+        replies = [final(items, Reply) for items in streams]
     return ChatCompletion.of(model, replies, stamp).model_dump(), 200, headers
 
 
@@ -104,8 +105,9 @@ def chat_events(streams: list[ReplyEvents], model: str, include_usage: bool, sta
         )
         return sse_event(event.as_event(include_usage))
 
-    for index, items in enumerate(streams):
-        with closing(items):  # closing the stream cancels the generation when the client goes away
+    # Closing a stream cancels its generation: every choice's, when the client goes away or an error ends them.
+    with closing_all(streams):
+        for index, items in enumerate(streams):
             yield chunk(ChunkChoice(index=index, delta=Delta(role="assistant", content="")))
             for item in guarded(items):
                 if isinstance(item, str):
@@ -116,8 +118,6 @@ def chat_events(streams: list[ReplyEvents], model: str, include_usage: bool, sta
                     truncated = item.truncated_turns
                 else:
                     yield sse_event(item.as_dict())  # an error after the stream began
-                    for rest in streams[index + 1 :]:
-                        rest.close()
                     yield sse_event("[DONE]")
                     return
     if include_usage:
@@ -145,7 +145,8 @@ def serve_text(completion: TextCompletionRequest, *, require_model: bool = True)
     )
     if completion.stream:
         return event_stream(text_events(streams, completion, model, system_fingerprint(engine)))
-    replies = [final(items, Reply) for items in streams]
+    with closing_all(streams):
+        replies = [final(items, Reply) for items in streams]
     choices = [
         TextChoice(
             index=index, text=prompt + reply.text if completion.echo else reply.text, finish_reason=finish_reason(reply)
@@ -172,8 +173,8 @@ def text_events(
         )
         return sse_event(event.as_event())
 
-    for index, (prompt, items) in enumerate(zip(completion.prompt, streams)):
-        with closing(items):
+    with closing_all(streams):
+        for index, (prompt, items) in enumerate(zip(completion.prompt, streams)):
             if completion.echo:
                 yield chunk([TextChoice(index=index, text=prompt)])
             for item in guarded(items):
@@ -189,6 +190,16 @@ def text_events(
     if completion.include_usage:
         yield chunk([], CompletionUsage.of(usage))
     yield sse_event("[DONE]")
+
+
+@contextmanager
+def closing_all(streams: list[ReplyEvents]) -> Iterator[None]:
+    """Close every stream on the way out, finished or not, so no request generates on for nobody."""
+    try:
+        yield
+    finally:
+        for stream in streams:
+            stream.close()
 
 
 def start_all(requests: list[GenerationRequest], engine: Backend) -> tuple[list[ReplyEvents], PromptInfo]:
