@@ -21,10 +21,24 @@ COMPILE_OPTIONS: JsonCompileOptions = {"whitespace_flexible": False}
 ANY_OBJECT = '{"type":"object"}'
 
 
-def nesting(value: Any) -> int:
-    """Return how deeply value's objects and arrays nest."""
-    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-    return 1 + max((nesting(child) for child in children), default=0)
+def nesting(value: Any, most: int) -> int:
+    """Return how deeply value's objects and arrays nest, counting no further than most + 1."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:  # a loop, not recursion: a body may nest as deep as the JSON parser allowed
+        item, depth = pending.pop()
+        if not isinstance(item, (dict, list)):
+            continue
+        deepest = max(deepest, depth)
+        if deepest > most:
+            return deepest
+        children = item.values() if isinstance(item, dict) else item
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def compact(schema: dict[str, Any]) -> str:
+    """Return a checked schema as compact JSON with sorted keys: one text, one cache entry, per schema."""
+    return json.dumps(schema, separators=(",", ":"), sort_keys=True, allow_nan=False)
 
 
 def path_of(schema: Any, key: str, path: str = "#") -> str | None:
@@ -48,15 +62,14 @@ def canonical_schema(schema: Any) -> str:
     """Return schema as compact JSON, or raise a field error that names what cannot be enforced and where."""
     if not isinstance(schema, dict):
         raise field_error("must be a JSON object: a JSON schema")
+    if nesting(schema, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:  # before anything recurses into it
+        raise field_error(f"must nest at most {MAX_SCHEMA_DEPTH} levels deep")
     try:
-        text = json.dumps(schema, separators=(",", ":"), sort_keys=True, allow_nan=False)
+        text = compact(schema)
     except ValueError:
         raise field_error("must not hold NaN or Infinity") from None
     if len(text) > MAX_SCHEMA_BYTES:
         raise field_error(f"must be at most {MAX_SCHEMA_BYTES} bytes of JSON (got {len(text)})")
-    depth = nesting(schema)
-    if depth > MAX_SCHEMA_DEPTH:
-        raise field_error(f"must nest at most {MAX_SCHEMA_DEPTH} levels deep (got {depth})")
     problem = LLMatcher.validate_grammar(LLMatcher.grammar_from_json_schema(text, defaults=COMPILE_OPTIONS))
     if problem and not problem.startswith("WARNING"):
         raise field_error(explain(problem, schema))
@@ -107,5 +120,5 @@ class ResponseFormat(RequestModel):
         if self.type == "json_object":
             return ANY_OBJECT
         if self.json_schema is not None:
-            return canonical_schema(self.json_schema.schema_)
+            return compact(self.json_schema.schema_)  # checked when the request was parsed
         return None

@@ -43,4 +43,8 @@ def test_huge_deep_or_non_finite_schemas_are_refused():
         deep = {"type": "object", "properties": {"a": deep}}
     assert f"at most {MAX_SCHEMA_DEPTH} levels deep" in refusal(deep)
     assert "must be a JSON object" in refusal(["not", "a", "schema"])
+    as_deep_as_a_body_may_nest: dict = {}
+    for _ in range(900):
+        as_deep_as_a_body_may_nest = {"items": as_deep_as_a_body_may_nest}
+    assert f"at most {MAX_SCHEMA_DEPTH} levels deep" in refusal(as_deep_as_a_body_may_nest)
     assert "NaN" in refusal({"type": "number", "maximum": float("nan")})

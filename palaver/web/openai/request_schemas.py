@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from palaver.core.config import Settings
 from palaver.core.errors import InvalidRequest, NotFound
@@ -70,6 +70,26 @@ class ChatMessage(RequestModel):
 
     def to_message(self) -> Message:
         return Message("system" if self.role == "developer" else self.role, self.content)
+
+
+def message_count(messages: Any, info: ValidationInfo) -> Any:
+    """Accept a list of 1 to PALAVER_MAX_MESSAGES messages, before each is checked."""
+    limit = settings_of(info).max_messages
+    if not isinstance(messages, list) or not 0 < len(messages) <= limit:
+        got = f" (got {len(messages)})" if isinstance(messages, list) else ""
+        raise field_error(f"must be a list of 1 to {limit} messages{got}")
+    return messages
+
+
+def with_a_user_message(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """Accept messages that hold at least one non-empty user message."""
+    if not any(m.role == "user" and m.content.strip() for m in messages):
+        raise field_error("must hold at least one non-empty user message")
+    return messages
+
+
+# A chat's messages, as /v1/chat/completions and /tokenize take them.
+Conversation = Annotated[list[ChatMessage], BeforeValidator(message_count), AfterValidator(with_a_user_message)]
 
 
 class StreamOptions(RequestModel):
@@ -178,23 +198,7 @@ class CompletionFields(RequestModel):
 class ChatCompletionRequest(CompletionFields):
     """POST /v1/chat/completions (and MLflow's llm/v1/chat)."""
 
-    messages: list[ChatMessage]
-
-    @field_validator("messages", mode="before")
-    @classmethod
-    def _message_count(cls, messages: Any, info: ValidationInfo) -> Any:
-        limit = settings_of(info).max_messages
-        if not isinstance(messages, list) or not 0 < len(messages) <= limit:
-            got = f" (got {len(messages)})" if isinstance(messages, list) else ""
-            raise field_error(f"must be a list of 1 to {limit} messages{got}")
-        return messages
-
-    @field_validator("messages")
-    @classmethod
-    def _has_a_user_message(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
-        if not any(m.role == "user" and m.content.strip() for m in messages):
-            raise field_error("must hold at least one non-empty user message")
-        return messages
+    messages: Conversation
 
 
 class TextCompletionRequest(CompletionFields):

@@ -11,7 +11,7 @@ from palaver.core.validation import RequestModel, body_error, field_error
 from palaver.engine.generation import GenerationRequest
 from palaver.web.body import read_json
 from palaver.web.errors import json_error, to_palaver_error
-from palaver.web.openai.request_schemas import ChatCompletionRequest, ChatMessage, CompletionFields
+from palaver.web.openai.request_schemas import CompletionFields, Conversation
 from palaver.web.security import require_api_key
 from palaver.web.services import services
 
@@ -35,7 +35,7 @@ class TokenizeRequest(CompletionFields):
     """A prompt, or chat messages as /v1/chat/completions takes them (with the same parameters)."""
 
     prompt: str | None = Field(None, description="Text to tokenize as it is, as /v1/completions feeds it.")
-    messages: list[ChatMessage] | None = Field(None, description="A conversation, as the chat template renders it.")
+    messages: Conversation | None = Field(None, description="A conversation, as the chat template renders it.")
 
     @model_validator(mode="after")
     def _one_input(self) -> TokenizeRequest:
@@ -58,11 +58,8 @@ def tokens_error(exc: Exception):
 def tokenize():
     app = services()
     settings, backend = app.settings, app.backend
-    body = read_json()
-    if isinstance(body, dict) and body.get("messages") is not None:
-        # Checked as a chat completion is, so a chat's count is the usage that request would report.
-        ChatCompletionRequest.parse({k: v for k, v in body.items() if k != "prompt"}, {"settings": settings})
-    given = TokenizeRequest.parse(body, {"settings": settings})
+    # Checked as a chat completion is, so a chat's count is the usage that request would report.
+    given = TokenizeRequest.parse(read_json(), {"settings": settings})
     given.served_model(backend.model_name, settings, required=False)
     params = given.generation_params(settings.generation_defaults())
     if given.messages is not None:
