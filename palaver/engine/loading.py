@@ -22,9 +22,9 @@ from palaver.core.types import ModelSource
 from palaver.engine.families import LoadedModel, family_for
 from palaver.engine.gguf_file import load_tensor_index, read_gguf, save_tensor_index
 from palaver.engine.gguf_loading import load_gguf_model, one_reader
+from palaver.engine.native import available_cores
 from palaver.engine.quantized import (
     GGUFLinear,
-    available_cores,
     kernel_available,
     quantise_linear_layers,
     use_kernel_threads,

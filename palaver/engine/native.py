@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,18 @@ ARITHMETIC_VERSION = "native-step-1"
 _i64, _ptr = ctypes.c_int64, ctypes.c_void_p
 _state: dict[str, Any] = {}
 _lock = threading.Lock()
+
+
+def available_cores() -> int:
+    """Count the cores this process may really use: its CPU affinity, capped by a cgroup CPU quota."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 def library() -> ctypes.CDLL | None:
@@ -212,9 +226,6 @@ class NativeCache:
     @property
     def used_pages(self) -> int:
         return int(self.lib.pv_cache_used_pages(self.handle))
-
-    def pages_for(self, tokens: int) -> int:
-        return -(-tokens // self.page_tokens)
 
     def new_sequence(self) -> int:
         return int(self.lib.pv_seq_new(self.handle))

@@ -72,7 +72,9 @@ class NativeLlama:
         self.generation_config = SimpleNamespace(
             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, decoder_start_token_id=None
         )
-        self.weights = native.NativeModel(gguf.path, config, gguf.tensors, settings.torch_threads or cpu_count())
+        self.weights = native.NativeModel(
+            gguf.path, config, gguf.tensors, settings.torch_threads or native.available_cores()
+        )
         context = min(config["max_position_embeddings"], settings.max_context_tokens)
         kv_bytes = self.weights.kv_bytes_per_token()
         wanted = settings.max_batch_size * context * kv_bytes  # every row at a full context: never more than this
@@ -97,11 +99,6 @@ class NativeLlama:
         from palaver.engine.native_batch import NativeBatch
 
         return NativeBatch(self.cache, prefix_cache)
-
-
-def cpu_count() -> int:
-    """Return the cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def cgroup_limit() -> int:

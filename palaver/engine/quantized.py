@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -62,18 +60,6 @@ def _register_fakes() -> None:
     @torch.library.register_fake("palaver::gguf_dequantise")
     def _(blocks, qtype, in_features):
         return blocks.new_empty((blocks.shape[0], in_features), dtype=torch.float32)
-
-
-def available_cores() -> int:
-    """Count the cores this process may really use: its CPU affinity, capped by a cgroup CPU quota."""
-    cores = len(os.sched_getaffinity(0))
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return cores
 
 
 def use_kernel_threads(threads: int) -> None:
