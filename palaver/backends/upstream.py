@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -15,19 +14,29 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx2
 import openai
 
+from palaver.backends.openai_wire import RETRY_AFTER_SECONDS, pieces, tool_fields, translate
 from palaver.core.config import Settings
-from palaver.core.errors import GenerationTimeout, InvalidRequest, ModelNotReady, PalaverError, RateLimited
-from palaver.core.types import ModelLimits, PromptInfo, Reply, ReplyEvents, Usage, final
+from palaver.core.errors import InvalidRequest, ModelNotReady, PalaverError
+from palaver.core.types import (
+    ModelLimits,
+    PromptInfo,
+    Reply,
+    ReplyEvents,
+    TokenLogprob,
+    ToolCall,
+    Usage,
+    final,
+)
 from palaver.engine.admission import Admission
 from palaver.engine.generation import FINISHED, GenerationRequest, Observer, follow
 
 log = logging.getLogger("palaver.backends.upstream")
 
-RETRY_AFTER_SECONDS = 5
 CONNECT_SECONDS = 5.0
 LOOKUP_COOL_DOWN_SECONDS = 2.0
 CONNECT_RETRIES = 2  # connection attempts are retried; a request the upstream received never is
 # The upstream tokenizes with its own model; OpenAI's API has no way to ask it, so these are refused, not guessed.
+ENDINGS = ("length", "tool_calls")  # the finish reasons kept as the upstream gives them; any other is a stop
 TOKENS_UNAVAILABLE = "/tokenize and /detokenize are not available with PALAVER_BACKEND=openai"
 
 
@@ -37,35 +46,6 @@ def without_credentials(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def translate(exc: Exception) -> PalaverError:
-    """Map an upstream failure onto Palaver's own contract; the details go to the log, never to the client."""
-    if isinstance(exc, openai.APITimeoutError):
-        return GenerationTimeout("the upstream model server did not answer in time")
-    if isinstance(exc, openai.APIConnectionError):
-        log.warning("the upstream model server is unreachable: %s", exc)
-        return ModelNotReady("the upstream model server is unreachable; retry shortly", retry_after=RETRY_AFTER_SECONDS)
-    if isinstance(exc, openai.APIStatusError):
-        retry_after = exc.response.headers.get("retry-after", "")
-        wait = int(retry_after) if retry_after.isdigit() else RETRY_AFTER_SECONDS
-        if exc.status_code == 429:
-            return RateLimited("the upstream model server is busy; retry shortly", retry_after=wait)
-        if exc.status_code in (400, 413, 422):
-            return InvalidRequest(f"the upstream model server refused the request: {upstream_message(exc)}")
-        log.error("the upstream model server answered %s: %s", exc.status_code, upstream_message(exc))
-        return ModelNotReady("the upstream model server failed; retry shortly", retry_after=wait)
-    log.error("the upstream call failed", exc_info=exc)
-    return ModelNotReady("the upstream model server failed; retry shortly", retry_after=RETRY_AFTER_SECONDS)
-
-
-def upstream_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"][:500]
-    return str(exc.message)[:500]
 
 
 class UpstreamEngine:
@@ -254,60 +234,67 @@ class UpstreamEngine:
         try:
             if request.messages is not None:
                 messages: Any = [message.as_dict() for message in request.messages]
-                return self.client.chat.completions.create(messages=messages, **sampling)
+                if params.logprobs is not None:
+                    sampling.update(logprobs=True, top_logprobs=params.logprobs)
+                return self.client.chat.completions.create(messages=messages, **sampling, **tool_fields(request))
             assert request.prompt is not None  # a request carries messages or a prompt
+            if params.logprobs is not None:
+                sampling["logprobs"] = params.logprobs
             return self.client.completions.create(prompt=request.prompt, **sampling)
         except Exception as exc:
             raise translate(exc) from None
 
     def _read(self, request: GenerationRequest, chunks: Any) -> None:
         """Hand the upstream's text to the request as it comes, then its Reply; runs on its own thread."""
-        text, pieces, usage, finish_reason = "", 0, None, "stop"
+        text, text_pieces, usage, finish_reason = "", 0, None, "stop"
+        calls: dict[int, list[str]] = {}  # each call's id, name and arguments as they arrive
+        logprobs: list[TokenLogprob] = []
         first = True
         try:
             with chunks:
-                for chunk in self._pieces(chunks):
+                for piece in pieces(chunks):
                     if request.cancelled.is_set():
                         finish_reason = "cancelled"
                         break
-                    delta, reason, chunk_usage = chunk
-                    usage = chunk_usage or usage
-                    if reason:
-                        finish_reason = "length" if reason == "length" else "stop"
-                    if delta:
+                    usage = piece.usage or usage
+                    if piece.finish_reason:
+                        finish_reason = piece.finish_reason if piece.finish_reason in ENDINGS else "stop"
+                    for entry in piece.logprobs:
+                        logprobs.append(entry)
+                        request.deltas.put(entry)
+                    for call in piece.calls:
+                        known = calls.setdefault(call.index, ["", "", ""])
+                        known[0], known[1] = known[0] or call.id or "", known[1] or call.name or ""
+                        known[2] += call.arguments
+                        request.deltas.put(call)
+                    if piece.text:
                         if first:
                             first = False
                             self.observer.first_text(time.monotonic() - request.queued_at)
-                        text, pieces = text + delta, pieces + 1
-                        request.deltas.put(delta)
+                        text, text_pieces = text + piece.text, text_pieces + 1
+                        request.deltas.put(piece.text)
             if request.cancelled.is_set():
                 finish_reason = "cancelled"
-            reply = Reply(text, usage or Usage(0, pieces), 0, finish_reason)
+            reply = Reply(
+                text,
+                usage or Usage(0, text_pieces),
+                0,
+                finish_reason,
+                tool_calls=tuple(ToolCall(*calls[index]) for index in sorted(calls)),
+                logprobs=tuple(logprobs) if request.params.logprobs is not None else None,
+            )
             self.counts[reply.finish_reason] += 1
             self.counts["generated_tokens"] += reply.usage.completion_tokens
             self.observer.finished(reply)
             request.result.set_result(reply)
         except Exception as exc:
             if request.cancelled.is_set():  # closed by Stop or a departed client: what was sent is the reply
-                request.result.set_result(Reply(text, Usage(0, pieces), 0, "cancelled"))
+                request.result.set_result(Reply(text, Usage(0, text_pieces), 0, "cancelled"))
             else:
                 request.result.set_exception(translate(exc))
         finally:
             self.admission.finished()
             request.deltas.put(FINISHED)
-
-    @staticmethod
-    def _pieces(chunks: Any) -> Iterator[tuple[str, str | None, Usage | None]]:
-        """Yield (text, finish reason, usage) from chat or text completion chunks."""
-        for chunk in chunks:
-            usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens) if chunk.usage else None
-            for choice in chunk.choices or []:
-                delta = getattr(choice, "delta", None)
-                content = (delta.content if delta is not None else getattr(choice, "text", None)) or ""
-                yield content, choice.finish_reason, usage
-                usage = None
-            if usage is not None:
-                yield "", None, usage
 
     def close(self) -> None:
         self.client.close()

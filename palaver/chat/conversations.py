@@ -163,9 +163,10 @@ class Chat:
                             return
                         if isinstance(item, str):
                             shown += item
+                            yield item
                         elif isinstance(item, PromptInfo):  # the model is loaded: time the reply from here
                             started = time.monotonic()
-                        yield item
+                            yield item
             except GeneratorExit:
                 # The client went away mid-reply: keep what was sent. A failure keeps nothing, so no turn dangles.
                 if shown and not finished:

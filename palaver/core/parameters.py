@@ -91,6 +91,7 @@ class GenerationParams:
     seed: int | None
     stop: tuple[str, ...] = ()
     json_schema: str | None = None  # compact JSON the reply must follow (core/json_schemas.py); None: free text
+    logprobs: int | None = None  # report each token's log-probability and this many alternatives; None: don't
 
     @property
     def greedy(self) -> bool:
@@ -114,8 +115,10 @@ class Sampling(RequestModel):
         return with_given(defaults, **{name: getattr(self, name) for name in PARAMETER_NAMES})
 
 
-# The parameters a setting, a form field or a saved default may set; a response format comes with its request.
-PARAMETER_NAMES = tuple(name for name in GenerationParams.__dataclass_fields__ if name != "json_schema")
+# The parameters a setting, a form field or a saved default may set; a response format and logprobs come with
+# their request.
+PER_REQUEST = ("json_schema", "logprobs")
+PARAMETER_NAMES = tuple(name for name in GenerationParams.__dataclass_fields__ if name not in PER_REQUEST)
 
 
 def with_given(defaults: GenerationParams, **given: Any) -> GenerationParams:

@@ -10,12 +10,31 @@ from typing import Any, TypeVar
 
 
 @dataclass(frozen=True)
-class Message:
-    role: str
-    content: str
+class ToolCall:
+    """A call the model made: the function's name and its arguments as JSON text."""
 
-    def as_dict(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.content}
+    id: str
+    name: str
+    arguments: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # system, user, assistant, or tool (a function's result)
+    content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant's calls
+    tool_call_id: str | None = None  # the call a tool message answers
+
+    def as_dict(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = [call.as_dict() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
 
 
 @dataclass(frozen=True)
@@ -66,11 +85,40 @@ class ModelSource:
 
 
 @dataclass(frozen=True)
+class TopLogprob:
+    token: str
+    bytes: tuple[int, ...]
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability, and the likeliest alternatives at its step."""
+
+    token: str
+    bytes: tuple[int, ...]
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """Part of a call as it streams: the first part of each call carries its id and name."""
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(frozen=True)
 class Reply:
     text: str
     usage: Usage
     truncated_turns: int
-    finish_reason: str  # "stop", "length" or "cancelled"
+    finish_reason: str  # "stop", "length", "tool_calls" or "cancelled"
+    tool_calls: tuple[ToolCall, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] | None = None  # when the request asked for them
 
 
 # Whoever serves a request may set this, in the request's thread, to hear of every reply it produces.
@@ -93,8 +141,9 @@ ANONYMOUS = Caller()
 CALLER: ContextVar[Caller] = ContextVar("caller", default=ANONYMOUS)
 
 
-# What a generation streams: its PromptInfo, then text deltas, then the Reply.
-ReplyEvents = Generator[PromptInfo | str | Reply, None, None]
+# What a generation streams: its PromptInfo, then text deltas, then the Reply. A request that asked for them
+# gets each token's TokenLogprob before its text, and a request with tools gets its calls as ToolCallDeltas.
+ReplyEvents = Generator[PromptInfo | str | TokenLogprob | ToolCallDelta | Reply, None, None]
 Final = TypeVar("Final")
 
 

@@ -57,14 +57,18 @@ def invalid_request(error: ErrorDetails, model: type[BaseModel]) -> PalaverError
     loc, ctx = error["loc"], error.get("ctx") or {}
     param = location(loc) or None
     kind = error["type"]
-    if kind == "palaver_body":
-        return InvalidRequest(ctx["message"], param=ctx.get("param"))
+    if kind == "palaver_body":  # a nested model's check may name its field from the model: tool_call_id
+        named = ctx.get("param")
+        nested = param and named and not named.startswith(param)
+        return InvalidRequest(ctx["message"], param=f"{param}.{named}" if nested else named)
     if kind == "palaver_unsupported":
         return InvalidRequest(ctx["message"], param=param, code="unsupported_parameter")
     if kind == "palaver_field":
         return InvalidRequest(f"'{param}' {ctx['must']}", param=param)
     if kind == "missing":
         return InvalidRequest(f"'{param}' is required", param=param)
+    if kind == "string_pattern_mismatch":
+        return InvalidRequest(f"'{param}' must match the pattern {ctx['pattern']}", param=param)
     owner, field = field_at(model, loc)
     if kind == "extra_forbidden":
         accepted = ", ".join(field_names(owner)) if owner else ""

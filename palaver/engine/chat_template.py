@@ -72,11 +72,13 @@ class ChatTemplate:
         self.template = environment.from_string(source)
         self.special_tokens = dict(special_tokens)
 
-    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        """Render messages (plain dicts of strings), ending with the assistant's header when asked."""
+    def render(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, tools: list[dict] | None = None
+    ) -> str:
+        """Render messages (and the tools they may call), ending with the assistant's header when asked."""
         return self.template.render(
             messages=[dict(message) for message in messages],
-            tools=None,
+            tools=tools,
             documents=None,
             add_generation_prompt=add_generation_prompt,
             **self.special_tokens,

@@ -17,13 +17,14 @@ from palaver.core.errors import (
     ModelNotReady,
     PalaverError,
 )
+from palaver.core.tool_calls import read_calls
 from palaver.core.types import ModelLimits, ModelSource, PromptInfo, Reply, ReplyEvents, final
 from palaver.engine.admission import Admission
 from palaver.engine.fair_queue import FairQueue
 from palaver.engine.generation import FINISHED, GenerationRequest, Observer, follow
 
 if TYPE_CHECKING:
-    from palaver.engine.constraints import Constraints
+    from palaver.engine.constraints import Constraint, Constraints
     from palaver.engine.families import LoadedModel, ModelFamily, Prompt
 
 __all__ = ["Engine", "GenerationRequest", "Observer"]
@@ -114,8 +115,9 @@ class Engine:
         try:
             # On the caller's thread: a long history costs its own request time, never the engine's.
             request.built = self._build_prompt(request)
-            if request.params.json_schema is not None:
-                request.constraint = self._constraints().matcher(request.params.json_schema)
+            request.constraint = self._constraint(request)
+            if request.params.logprobs is not None:
+                self._constraints().token_bytes()  # made here, once, rather than on the engine's thread
             request.reserve_tokens(min(request.params.max_new_tokens, self._family().reply_limit()))
         except BaseException:
             request.result.cancel()  # settles a reservation already made: nothing was generated
@@ -128,7 +130,8 @@ class Engine:
         except GeneratorExit:  # closed before its text was read (a sibling choice's client left): stop it too
             request.cancel()
             raise
-        yield from follow(request, self.settings.request_timeout)
+        events = follow(request, self.settings.request_timeout)
+        yield from read_calls(events) if request.tools is not None and request.tools.calls_possible else events
 
     def tokenize(self, request: GenerationRequest) -> list[int]:
         """Return the token ids the model would be fed for request: the same prompt stream() builds."""
@@ -296,10 +299,22 @@ class Engine:
                 self._constraint_compiler = Constraints(family.tokenizer, vocab, family.tokenizer.eos_token_id)
             return self._constraint_compiler
 
+    def _constraint(self, request: GenerationRequest) -> Constraint | None:
+        """Return the grammar the request's reply must follow: its tools' and answer's, or its schema's."""
+        from palaver.engine.constraints import json_schema_grammar, lark_grammar
+
+        calls = request.tools.grammar(request.params.json_schema) if request.tools is not None else None
+        if calls is not None:
+            return self._constraints().constraint(lark_grammar(calls), param="tools")
+        if request.params.json_schema is not None:
+            return self._constraints().constraint(json_schema_grammar(request.params.json_schema))
+        return None
+
     def _build_prompt(self, request: GenerationRequest) -> Prompt:
         family = self._family()
         if request.messages is not None:
-            return family.build_prompt(request.messages, request.params.max_new_tokens)
+            tools = request.tools.prompt_tools() if request.tools is not None else None
+            return family.build_prompt(request.messages, request.params.max_new_tokens, tools)
         assert request.prompt is not None  # a request carries messages or a prompt
         return family.text_prompt(request.prompt, request.params.max_new_tokens)
 
@@ -318,6 +333,8 @@ class Engine:
 
         row = family.new_row(prompt, request.params, request.cancelled, hand_on, strip_leading=is_chat)
         row.owner, row.constraint = request, request.constraint
+        if request.params.logprobs is not None:
+            row.token_bytes, row.on_logprob = self._constraints().token_bytes(), request.deltas.put
         return row
 
     def _complete(self, row) -> None:

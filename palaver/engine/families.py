@@ -7,11 +7,12 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from palaver.core.errors import InvalidRequest
 from palaver.core.parameters import GenerationParams
+from palaver.core.tool_calls import template_messages, text_messages
 from palaver.core.types import Message, Reply
 from palaver.engine.prefix_cache import PrefixCache
 from palaver.engine.rows import Row
@@ -50,9 +51,27 @@ class ModelFamily:
     def matches(cls, config, tokenizer) -> bool:
         raise NotImplementedError
 
-    def encode(self, messages: list[Message]) -> list[int]:
+    def encode(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
         """Turn a whole conversation into prompt token ids; text in messages never becomes a control token."""
         raise NotImplementedError
+
+    @property
+    def renders_tools(self) -> bool:
+        """Whether the model's own template writes tools, calls and results, in the format replies are read in."""
+        return False
+
+    def encode_conversation(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> list[int]:
+        """Encode messages and the tools the model may call: by its template where it can, else as text."""
+        if self.renders_tools:
+            return self.encode([self.defused_calls(m) for m in messages], tools)
+        return self.encode(text_messages(messages, tools))
+
+    def defused_calls(self, message: Message) -> Message:
+        """Return message with control-token text in its calls' arguments broken up, as in defuse."""
+        if not message.tool_calls:
+            return message
+        calls = tuple(replace(call, arguments=self.defuse(call.arguments)) for call in message.tool_calls)
+        return replace(message, tool_calls=calls)
 
     def holds_control_text(self, text: str) -> bool:
         """Tell whether text contains the written form of a control token, such as '<|im_end|>'."""
@@ -76,8 +95,10 @@ class ModelFamily:
         """Return the most prompt tokens that leave room for the reply."""
         return self.context_tokens - min(max_new_tokens, self.reply_limit())
 
-    def build_prompt(self, messages: list[Message], max_new_tokens: int) -> Prompt:
-        """Encode messages, dropping the fewest oldest blocks of non-system turns that make the prompt fit."""
+    def build_prompt(
+        self, messages: list[Message], max_new_tokens: int, tools: list[dict[str, Any]] | None = None
+    ) -> Prompt:
+        """Encode messages (and tools), dropping the fewest oldest blocks of non-system turns that make them fit."""
         limit = self.input_limit(max_new_tokens)
         system = [m for m in messages if m.role == "system"]
         turns = [m for m in messages if m.role != "system"]
@@ -90,14 +111,14 @@ class ModelFamily:
             low, high, best, shortest = 0, len(starts) - 1, None, 0
             while low <= high:
                 middle = (low + high) // 2
-                input_ids = self.encode(system + turns[starts[middle] :])
+                input_ids = self.encode_conversation(system + turns[starts[middle] :], tools)
                 if len(input_ids) <= limit:
                     best, high = Prompt(input_ids, starts[middle]), middle - 1
                 else:
                     low = middle + 1
                     shortest = len(input_ids)
         if best is None:
-            raise too_long("message", shortest, limit)
+            raise too_long("tools" if tools else "message", shortest, limit)
         return best
 
     def text_prompt(self, text: str, max_new_tokens: int) -> Prompt:
@@ -182,15 +203,20 @@ class ChatTemplateFamily(ModelFamily):
     def matches(cls, config, tokenizer) -> bool:
         return not config.is_encoder_decoder and bool(getattr(tokenizer, "chat_template", None))
 
-    def encode(self, messages: list[Message]) -> list[int]:
+    @functools.cached_property
+    def renders_tools(self) -> bool:
+        template = getattr(self.tokenizer, "chat_template", None)
+        return isinstance(template, str) and "<tool_call>" in template and "tools" in template
+
+    def encode(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
         if not any(self.holds_control_text(m.content) for m in messages):
-            return self._encode_with_template(messages)  # the common case, tokenized exactly as the template says
+            return self._encode_with_template(messages, tools)  # the common case, tokenized as the template says
         # Render the template around placeholders, then tokenize its own text (control tokens and all)
         # apart from the messages' text, which is tokenized with control tokens split into plain text.
-        marks = [Message(m.role, CONTENT_MARK.format(index)) for index, m in enumerate(messages)]
-        pieces = CONTENT_MARK_PATTERN.split(self._render(marks))
+        marks = [replace(m, content=CONTENT_MARK.format(index)) for index, m in enumerate(messages)]
+        pieces = CONTENT_MARK_PATTERN.split(self._render(marks, tools))
         if pieces[1::2] != [str(index) for index in range(len(messages))]:  # the template rewrote a message
-            return self._encode_with_template([Message(m.role, self.defuse(m.content)) for m in messages])
+            return self._encode_with_template([replace(m, content=self.defuse(m.content)) for m in messages], tools)
         ids: list[int] = []
         for index, piece in enumerate(pieces):
             if index % 2:
@@ -199,14 +225,14 @@ class ChatTemplateFamily(ModelFamily):
                 ids += self.tokenizer.encode(piece, add_special_tokens=False)
         return ids
 
-    def _render(self, messages: list[Message]) -> str:
+    def _render(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> str:
         return self.tokenizer.apply_chat_template(
-            [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=False
+            template_messages(messages), tools=tools, add_generation_prompt=True, tokenize=False
         )
 
-    def _encode_with_template(self, messages: list[Message]) -> list[int]:
+    def _encode_with_template(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> list[int]:
         encoded = self.tokenizer.apply_chat_template(
-            [m.as_dict() for m in messages], add_generation_prompt=True, tokenize=True, return_dict=True
+            template_messages(messages), tools=tools, add_generation_prompt=True, tokenize=True, return_dict=True
         )
         return list(encoded["input_ids"])
 
@@ -220,7 +246,7 @@ class EosJoinedFamily(ModelFamily):
     def matches(cls, config, tokenizer) -> bool:
         return not config.is_encoder_decoder
 
-    def encode(self, messages: list[Message]) -> list[int]:
+    def encode(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
         ids: list[int] = []
         for message in messages:
             ids += self.encode_text(message.content)
@@ -249,7 +275,7 @@ class BlenderbotFamily(ModelFamily):
         # Blenderbot was trained with a leading space on user turns.
         return " " + message.content if message.role == "user" else message.content
 
-    def encode(self, messages: list[Message]) -> list[int]:
+    def encode(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
         text = self.turn_separator.join(self.format_turn(m) for m in messages)
         return list(self.tokenizer(text, split_special_tokens=True)["input_ids"])
 

@@ -74,15 +74,16 @@ class FileTokenizer:
 
     def apply_chat_template(
         self,
-        messages: list[dict[str, str]],
+        messages: list[dict[str, Any]],
         add_generation_prompt: bool = False,
         tokenize: bool = True,
         return_dict: bool = False,
+        tools: list[dict[str, Any]] | None = None,
     ) -> Any:
-        """Render messages with the chat template; tokenized (as a dict, when asked) or as text."""
+        """Render messages (and tools) with the chat template; tokenized (as a dict, when asked) or as text."""
         if self._template is None:
             raise ValueError("this tokenizer has no chat template")
-        text = self._template.render(messages, add_generation_prompt)
+        text = self._template.render(messages, add_generation_prompt, tools)
         if not tokenize:
             return text
         ids = self.encode(text, add_special_tokens=False)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from palaver.core.errors import ClientDisconnected, GenerationTimeout
 from palaver.core.parameters import GenerationParams
+from palaver.core.tools import ToolUse
 from palaver.core.types import CALLER, REPLY_LISTENER, Caller, Message, Reply, Usage
 
 if TYPE_CHECKING:
@@ -28,9 +29,10 @@ class GenerationRequest:
     params: GenerationParams
     messages: list[Message] | None = None  # a conversation (its preset applied), formatted by the model's family...
     prompt: str | None = None  # ...or a raw completion prompt
+    tools: ToolUse | None = None  # functions a chat's reply may call
     client_gone: Callable[[], bool] | None = None
     built: Prompt | None = None  # token ids, built on the caller's thread before queueing
-    constraint: Any = None  # the matcher for params.json_schema, compiled on the caller's thread too
+    constraint: Any = None  # the Constraint for params.json_schema or tools, compiled on the caller's thread too
     result: Future = field(default_factory=Future)
     cancelled: threading.Event = field(default_factory=threading.Event)
     deltas: queue.Queue = field(default_factory=queue.Queue)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from palaver.core.parameters import GenerationParams
-from palaver.core.types import Reply, Usage
-from palaver.engine.constraints import masked
+from palaver.core.types import Reply, TokenLogprob, Usage
+from palaver.engine.logprobs import token_logprob
 from palaver.engine.sampling import Sampler
 from palaver.engine.streaming import ReplyStream
 
@@ -27,9 +28,12 @@ class Row:
     stream: ReplyStream
     cancelled: threading.Event
     owner: Any = None  # whoever asked for this row, for the caller's bookkeeping
-    constraint: Any = None  # an llguidance matcher that the reply must satisfy, or None
+    constraint: Any = None  # the Constraint (constraints.py) that the reply must satisfy, or None
+    token_bytes: list[bytes] | None = None  # each token's bytes, by id, where params.logprobs asks for them
+    on_logprob: Callable[[TokenLogprob], None] | None = None
     sampler: Sampler = field(init=False)
     generated: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
     error: Exception | None = None  # why this row failed; its neighbours in the batch go on
 
     def __post_init__(self):
@@ -39,10 +43,17 @@ class Row:
         """Choose the next token from logits and hand it to the stream; a failure ends only this row."""
         try:
             if self.constraint is not None:
-                logits = masked(logits, self.constraint)
+                logits = self.constraint.mask(logits)
             token = self.sampler.choose(logits, self.prompt_ids + self.generated)
-            if self.constraint is not None and not self.constraint.consume_token(token):
-                raise ValueError(f"the grammar refused token {token}: {self.constraint.get_error()}")
+            if self.constraint is not None:
+                self.constraint.consume(token)
+            wanted = self.params.logprobs
+            if wanted is not None and self.token_bytes is not None and token not in self.stream.stop_token_ids:
+                # The distribution the step chose from: the model's, less what the grammar forbids.
+                entry = token_logprob(logits, token, wanted, self.token_bytes)
+                self.logprobs.append(entry)
+                if self.on_logprob is not None:
+                    self.on_logprob(entry)  # before the token's text, which the stream may yet hold back
             self.generated.append(token)
             self.stream.add(token)
         except Exception as exc:
@@ -69,4 +80,6 @@ class Row:
         self.stream.end()
         ended = self.stream.stopped or self.complete
         reason = "cancelled" if self.cancelled.is_set() else "stop" if ended else "length"
-        return Reply(self.stream.text, Usage(len(self.prompt_ids), len(self.generated)), self.truncated_turns, reason)
+        logprobs = tuple(self.logprobs) if self.params.logprobs is not None else None
+        usage = Usage(len(self.prompt_ids), len(self.generated))
+        return Reply(self.stream.text, usage, self.truncated_turns, reason, logprobs=logprobs)

@@ -44,8 +44,7 @@ def front_env(upstream_url, cache, **settings):
         backend="openai",
         upstream_url=f"{upstream_url}/v1",
         upstream_api_key=UPSTREAM_KEY,
-        max_new_tokens="6",
-        **settings,
+        **{"max_new_tokens": "6", **settings},
     )
 
 
@@ -240,3 +239,48 @@ def test_a_web_tier_started_before_its_upstream_becomes_ready_when_the_upstream_
                 assert time.monotonic() < deadline, "the web tier never became ready"
                 time.sleep(0.5)
             assert requests.post(f"{front.url}/api/chat", json={"message": "hi"}, timeout=30).status_code == 200
+
+
+def test_tools_and_logprobs_pass_through_to_the_upstream(long_upstream, tmp_path):
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string", "maxLength": 8}},
+                    "required": ["city"],
+                    "additionalProperties": False,
+                },
+            },
+        }
+    ]
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    asked = [{"role": "user", "content": "weather?"}]
+    with procfile_server(front_env(long_upstream, tmp_path, max_new_tokens="64"), wait_for="/readyz") as front:
+        client = openai.OpenAI(base_url=f"{front.url}/v1", api_key="unused", max_retries=0)
+        args = {"model": "long-chat-llama", "messages": asked, "tools": tools, "tool_choice": named, "max_tokens": 64}
+        message = client.chat.completions.create(**args, temperature=0).choices[0].message
+        call = message.tool_calls[0]
+        assert call.function.name == "get_weather" and set(json.loads(call.function.arguments)) == {"city"}
+        streamed = "".join(
+            part.function.arguments
+            for chunk in client.chat.completions.create(**args, temperature=0, stream=True)
+            for choice in chunk.choices
+            for part in choice.delta.tool_calls or []
+        )
+        assert streamed == call.function.arguments, "the upstream's call deltas reassemble"
+        answered = [
+            *asked,
+            message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": "sun"},
+        ]
+        follow_up = client.chat.completions.create(
+            model="long-chat-llama", messages=answered, max_tokens=3, logprobs=True, top_logprobs=2, temperature=0
+        ).choices[0]
+        assert len(follow_up.logprobs.content) == 3 and all(
+            len(e.top_logprobs) == 2 for e in follow_up.logprobs.content
+        )
+        text = client.completions.create(model="long-chat-llama", prompt="Once", max_tokens=3, logprobs=1).choices[0]
+        assert len(text.logprobs.tokens) == 3 and all(len(top) == 1 for top in text.logprobs.top_logprobs)

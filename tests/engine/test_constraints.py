@@ -2,14 +2,18 @@
 
 import json
 import threading
+from dataclasses import replace
 
 import jsonschema
+import numpy as np
 import pytest
 
 from commons import Settings
 from palaver.core.errors import InvalidRequest
 from palaver.core.json_schemas import canonical_schema
-from palaver.engine.constraints import Constraints
+from palaver.core.tool_calls import read_calls
+from palaver.core.tools import NO_PARAMETERS, FunctionTool, NamedToolChoice, ToolUse
+from palaver.engine.constraints import MAX_DIGITS, Constraints, json_schema_grammar, lark_grammar
 from palaver.engine.families import Prompt
 from palaver.engine.native_loading import load_native
 
@@ -56,7 +60,7 @@ def row(family, constraints, schema, seed, temperature=0.9, tokens=120):
     params = Settings(temperature=temperature, do_sample=temperature > 0, seed=seed).generation_defaults()
     params = type(params)(**{**params.__dict__, "max_new_tokens": tokens})
     new = family.new_row(Prompt([5, 17, 42, 99, 3, 7, 8, 9], 0), params, threading.Event())
-    new.constraint = None if schema is None else constraints.matcher(canonical_schema(schema))
+    new.constraint = None if schema is None else constraints.constraint(json_schema_grammar(canonical_schema(schema)))
     return new
 
 
@@ -90,5 +94,100 @@ def test_a_tokenizer_with_no_json_form_gets_a_clear_400():
     class SlowTokenizer:
         eos_token_id = 2
 
-    with pytest.raises(InvalidRequest, match="needs a fast tokenizer"):
-        Constraints(SlowTokenizer(), 100, 2).matcher('{"type":"object"}')
+    with pytest.raises(InvalidRequest, match="need a fast tokenizer"):
+        Constraints(SlowTokenizer(), 100, 2).constraint(json_schema_grammar('{"type":"object"}'))
+
+
+def test_a_number_without_bounds_stops_at_twenty_digits_even_when_the_model_wants_more(family, constraints):
+    grammar = json_schema_grammar(canonical_schema({"type": "array", "items": {"type": "integer"}, "maxItems": 2}))
+    constraint = constraints.constraint(grammar)
+    digits = [i for i, raw in enumerate(constraints.token_bytes()) if raw == b"7"]
+    logits = np.zeros(family.model.config.vocab_size, dtype=np.float32)
+    logits[digits] = 50.0  # a model that would write sevens for ever
+    text = b""
+    while not constraint.is_stopped() and len(text) < 200:
+        token = int(constraint.mask(logits).argmax())
+        constraint.consume(token)
+        text += constraints.token_bytes()[token]
+    runs = [len(run) for run in text.replace(b"[", b",").replace(b"]", b",").split(b",") if run]
+    assert constraint.is_stopped() and max(runs) == MAX_DIGITS, text
+    assert json.loads(text) == [int("7" * MAX_DIGITS)] * 2
+
+
+def test_a_pattern_that_needs_more_digits_still_gets_them(family, constraints):
+    constraint = constraints.constraint(
+        json_schema_grammar(canonical_schema({"type": "string", "pattern": "^[7]{30}$"}))
+    )
+    logits = np.zeros(family.model.config.vocab_size, dtype=np.float32)
+    text = b""
+    while not constraint.is_stopped() and len(text) < 200:
+        token = int(constraint.mask(logits).argmax())
+        constraint.consume(token)
+        text += constraints.token_bytes()[token]
+    assert json.loads(text) == "7" * 30
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "parameters": {
+                "type": "object",
+                "properties": {"q": {"type": "string", "maxLength": 6}, "n": {"type": "integer", "maximum": 9}},
+                "required": ["q"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    {"type": "function", "function": {"name": "now"}},
+]
+
+
+def tool_row(family, constraints, choice, seed, parallel=True):
+    use = ToolUse.of([FunctionTool.model_validate(t) for t in TOOLS], choice, parallel)
+    new = row(family, constraints, None, seed, tokens=100)
+    new.constraint = constraints.constraint(lark_grammar(use.grammar()), param="tools")
+    return new
+
+
+@pytest.mark.parametrize("choice", ["required", "auto", NamedToolChoice(type="function", function={"name": "now"})])
+def test_every_reply_with_tools_is_an_answer_or_calls_whose_arguments_follow_their_schema(family, constraints, choice):
+    rows = [tool_row(family, constraints, choice, seed, parallel=seed % 2 == 0) for seed in range(6)]
+    for new in rows:
+        new.stream.strip_leading = False
+    checked = []
+    for reply in run(family.model.new_batch(None), rows):
+        events = [*read_calls(iter([reply.text, reply]))]
+        ended = events[-1]
+        if ended.finish_reason == "length":
+            continue  # random weights may write calls until max_tokens; what ends is what is checked
+        if choice == "auto" and not ended.tool_calls:
+            assert "<tool_call>" not in reply.text
+            continue
+        assert ended.finish_reason == "tool_calls" and ended.tool_calls, reply.text
+        for call in ended.tool_calls:
+            function = next(t["function"] for t in TOOLS if t["function"]["name"] == call.name)
+            jsonschema.validate(json.loads(call.arguments), function.get("parameters", NO_PARAMETERS))
+        checked.append(ended)
+        if not isinstance(choice, str):
+            assert [c.name for c in ended.tool_calls] == ["now"]
+    assert choice == "auto" or len(checked) >= 3, "most replies held to calls end within 100 tokens"
+
+
+def test_logprobs_are_the_same_bits_alone_and_in_a_batch(family, constraints):
+    def logged(seed, schema=None):
+        new = row(family, constraints, schema, seed, tokens=12)
+        new.params = replace(new.params, logprobs=5)
+        new.token_bytes = constraints.token_bytes()
+        return new
+
+    alone = logged(3, SCHEMAS[1])
+    run(family.model.new_batch(None), [alone])
+    together = [logged(1), logged(3, SCHEMAS[1]), logged(2)]
+    run(family.model.new_batch(None), together)
+    assert together[1].logprobs == alone.logprobs and len(alone.logprobs) == len(alone.generated) - (
+        alone.generated[-1] in alone.stream.stop_token_ids
+    )
+    assert alone.reply().logprobs == tuple(alone.logprobs)
+    assert all(len(entry.top) <= 5 for entry in alone.logprobs)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from palaver.core.config import Settings
 from palaver.core.errors import InvalidRequest, NotFound
@@ -20,76 +20,34 @@ from palaver.core.parameters import (
     TopP,
     with_given,
 )
-from palaver.core.types import Message
-from palaver.core.validation import RequestModel, body_error, field_error, unsupported
-from palaver.web.api.schemas import Prompts, settings_of
+from palaver.core.tools import (
+    MAX_TOOLS,
+    FunctionTool,
+    NamedToolChoice,
+    ToolChoiceMode,
+    ToolUse,
+    grammar_problem,
+    unique_names,
+)
+from palaver.core.validation import RequestModel, body_error, unsupported
+from palaver.web.api.schemas import Prompts
+from palaver.web.openai.messages import Conversation
 
+MAX_TOP_LOGPROBS = 20
 MAX_CHOICES = 8  # n: each choice is a row of the batch, and holds its own reply's KV pages
 # Fields we accept only at a value that changes nothing; anything else is a clear 400, never ignored.
 NEUTRAL_FIELDS: dict[str, tuple[Any, str]] = {
     "best_of": (1, "only best_of=1 is supported"),
     "presence_penalty": (0, "presence_penalty is not supported; use repetition_penalty"),
     "frequency_penalty": (0, "frequency_penalty is not supported; use repetition_penalty"),
-    "logprobs": (False, "logprobs are not supported"),
-    "top_logprobs": (0, "top_logprobs are not supported"),
     "logit_bias": ({}, "logit_bias is not supported"),
-    "tools": ([], "tools are not supported"),
-    "functions": ([], "functions are not supported"),
-    "tool_choice": ("none", "tools are not supported"),
-    "function_call": ("none", "functions are not supported"),
+    "functions": ([], "functions are deprecated by OpenAI and not supported; send tools"),
+    "function_call": ("none", "function_call is deprecated by OpenAI and not supported; send tool_choice"),
     "suffix": ("", "suffix is not supported"),
     "store": (False, "storing completions is not supported"),
     "modalities": (["text"], "only the text modality is supported"),
 }
 Neutral = Annotated[Any, Field(description="Accepted only at the value that changes nothing.")]
-
-
-def text_content(content: Any) -> str:
-    """Return a message's text, joining text parts; any other kind of part is refused."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(
-        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
-    ):
-        return "".join(part["text"] for part in content)
-    raise field_error("must be a string or a list of text parts; only text is supported")
-
-
-class ChatMessage(RequestModel):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: Annotated[str, BeforeValidator(text_content)]
-    name: str | None = None
-
-    @field_validator("content")
-    @classmethod
-    def _within_limit(cls, content: str, info: ValidationInfo) -> str:
-        max_chars = settings_of(info).max_message_chars
-        if len(content) > max_chars:
-            raise field_error(f"must be at most {max_chars} characters")
-        return content
-
-    def to_message(self) -> Message:
-        return Message("system" if self.role == "developer" else self.role, self.content)
-
-
-def message_count(messages: Any, info: ValidationInfo) -> Any:
-    """Accept a list of 1 to PALAVER_MAX_MESSAGES messages, before each is checked."""
-    limit = settings_of(info).max_messages
-    if not isinstance(messages, list) or not 0 < len(messages) <= limit:
-        got = f" (got {len(messages)})" if isinstance(messages, list) else ""
-        raise field_error(f"must be a list of 1 to {limit} messages{got}")
-    return messages
-
-
-def with_a_user_message(messages: list[ChatMessage]) -> list[ChatMessage]:
-    """Accept messages that hold at least one non-empty user message."""
-    if not any(m.role == "user" and m.content.strip() for m in messages):
-        raise field_error("must hold at least one non-empty user message")
-    return messages
-
-
-# A chat's messages, as /v1/chat/completions and /tokenize take them.
-Conversation = Annotated[list[ChatMessage], BeforeValidator(message_count), AfterValidator(with_a_user_message)]
 
 
 class StreamOptions(RequestModel):
@@ -104,7 +62,6 @@ class CompletionFields(RequestModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     preset: str | None = Field(None, description="Name of a Palaver preset for this request.")
-    parallel_tool_calls: Any = None
     metadata: Any = None
     max_tokens: MaxNewTokens = None
     max_completion_tokens: MaxNewTokens = None
@@ -123,12 +80,8 @@ class CompletionFields(RequestModel):
     best_of: Neutral = None
     presence_penalty: Neutral = None
     frequency_penalty: Neutral = None
-    logprobs: Neutral = None
-    top_logprobs: Neutral = None
     logit_bias: Neutral = None
-    tools: Neutral = None
     functions: Neutral = None
-    tool_choice: Neutral = None
     function_call: Neutral = None
     response_format: ResponseFormat | None = Field(
         None, description="text, json_object, or json_schema: the reply follows the schema, enforced at each token."
@@ -178,6 +131,10 @@ class CompletionFields(RequestModel):
             return [params] * count
         return [with_given(params, seed=params.seed + index) for index in range(count)]
 
+    def top_logprobs_wanted(self) -> int | None:
+        """Return how many alternatives each token's log-probability comes with; None: no logprobs."""
+        return None
+
     def generation_params(self, defaults: GenerationParams) -> GenerationParams:
         """Return the engine's parameters: the defaults, with what this request sets."""
         params = with_given(
@@ -190,15 +147,64 @@ class CompletionFields(RequestModel):
             seed=self.seed,
             stop=self.stop,
             json_schema=self.response_format.schema_text() if self.response_format else None,
+            logprobs=self.top_logprobs_wanted(),
         )
         # OpenAI clients sample whenever the temperature is above zero.
         return params if self.temperature is None else with_given(params, do_sample=self.temperature > 0)
 
 
-class ChatCompletionRequest(CompletionFields):
+class ToolFields(RequestModel):
+    """The functions a chat's reply may call, as chat completions and /tokenize take them."""
+
+    tools: Annotated[list[FunctionTool], AfterValidator(unique_names)] | None = Field(
+        None, min_length=1, max_length=MAX_TOOLS, description="Functions the reply may call."
+    )
+    tool_choice: ToolChoiceMode | NamedToolChoice | None = Field(
+        None, description="none, auto (the default with tools), required, or one function by name."
+    )
+    parallel_tool_calls: bool | None = Field(None, description="Whether a reply may make several calls (default).")
+
+    @model_validator(mode="after")
+    def _tools_consistent(self) -> ToolFields:
+        names = [tool.function.name for tool in self.tools or ()]
+        if self.tool_choice not in (None, "none") and not names:
+            raise body_error("'tool_choice' needs 'tools' to choose from", "tool_choice")
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names:
+            known = ", ".join(names)
+            raise body_error(f"'tool_choice' names a function that 'tools' lacks; it has: {known}", "tool_choice")
+        use = self.tool_use()
+        response_format: ResponseFormat | None = getattr(self, "response_format", None)
+        answer = response_format.schema_text() if response_format else None
+        grammar = use.grammar(answer) if use is not None else None
+        problem = grammar_problem(grammar) if grammar is not None else None
+        if problem is not None:
+            raise body_error(f"'tools' cannot be enforced: {problem.splitlines()[0][:300]}", "tools")
+        return self
+
+    def tool_use(self) -> ToolUse | None:
+        """Return the functions the reply may call, and how; None without tools."""
+        if not self.tools:
+            return None
+        return ToolUse.of(self.tools, self.tool_choice, self.parallel_tool_calls is not False)
+
+
+class ChatCompletionRequest(CompletionFields, ToolFields):
     """POST /v1/chat/completions (and MLflow's llm/v1/chat)."""
 
     messages: Conversation
+    logprobs: bool | None = Field(None, description="Report each chosen token's log-probability.")
+    top_logprobs: int | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS, description="With logprobs: this many likeliest alternatives per token."
+    )
+
+    @model_validator(mode="after")
+    def _logprobs_consistent(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise body_error("'top_logprobs' needs 'logprobs': true", "top_logprobs")
+        return self
+
+    def top_logprobs_wanted(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class TextCompletionRequest(CompletionFields):
@@ -206,6 +212,21 @@ class TextCompletionRequest(CompletionFields):
 
     prompt: Prompts
     echo: bool = False
+    logprobs: int | None = Field(
+        None, ge=0, le=MAX_TOP_LOGPROBS, description="Report each token's log-probability and this many alternatives."
+    )
+    tools: Neutral = None
+    tool_choice: Neutral = None
+    parallel_tool_calls: Neutral = None
+    top_logprobs: Neutral = None
+
+    @field_validator("tools", "tool_choice", "parallel_tool_calls", "top_logprobs")
+    @classmethod
+    def _chat_only(cls, value: Any, info: ValidationInfo) -> Any:
+        raise unsupported(f"{info.field_name} is supported on chat completions, not on completions")
+
+    def top_logprobs_wanted(self) -> int | None:
+        return self.logprobs
 
     @field_validator("n")
     @classmethod

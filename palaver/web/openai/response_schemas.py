@@ -8,15 +8,84 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from palaver.core.types import Reply, Usage
+from palaver.core.types import Reply, TokenLogprob, ToolCall, ToolCallDelta, Usage
+
+FinishReason = Literal["stop", "length", "tool_calls"]
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def finish_reason(reply: Reply) -> Literal["stop", "length"]:
-    return "length" if reply.finish_reason == "length" else "stop"
+def finish_reason(reply: Reply) -> FinishReason:
+    if reply.finish_reason in ("length", "tool_calls"):
+        return reply.finish_reason  # type: ignore[return-value]
+    return "stop"
+
+
+class TopLogprobEntry(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class LogprobEntry(TopLogprobEntry):
+    top_logprobs: list[TopLogprobEntry]
+
+    @classmethod
+    def of(cls, entry: TokenLogprob) -> LogprobEntry:
+        return cls(
+            token=entry.token,
+            logprob=entry.logprob,
+            bytes=list(entry.bytes),
+            top_logprobs=[TopLogprobEntry(token=t.token, logprob=t.logprob, bytes=list(t.bytes)) for t in entry.top],
+        )
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[LogprobEntry] | None
+    refusal: None = None
+
+    @classmethod
+    def of(cls, entries: tuple[TokenLogprob, ...] | list[TokenLogprob] | None) -> ChoiceLogprobs | None:
+        return None if entries is None else cls(content=[LogprobEntry.of(entry) for entry in entries])
+
+
+class TextLogprobs(BaseModel):
+    """The completions API's older shape: parallel lists, and each step's alternatives as a token-to-logprob map."""
+
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]] | None
+    text_offset: list[int]
+
+    @classmethod
+    def of(cls, entries: tuple[TokenLogprob, ...] | list[TokenLogprob], offset: int, top: bool) -> TextLogprobs:
+        offsets = []
+        for entry in entries:
+            offsets.append(offset)
+            offset += len(entry.token)
+        return cls(
+            tokens=[entry.token for entry in entries],
+            token_logprobs=[entry.logprob for entry in entries],
+            top_logprobs=[{t.token: t.logprob for t in entry.top} for entry in entries] if top else None,
+            text_offset=offsets,
+        )
+
+
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str
+
+
+class ToolCallObject(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+    @classmethod
+    def of(cls, call: ToolCall) -> ToolCallObject:
+        return cls(id=call.id, function=FunctionCall(name=call.name, arguments=call.arguments))
 
 
 class CompletionUsage(BaseModel):
@@ -32,14 +101,22 @@ class CompletionUsage(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCallObject] | None = Field(None, exclude_if=lambda calls: calls is None)
+
+    @classmethod
+    def of(cls, reply: Reply) -> AssistantMessage:
+        """Describe a reply: its text, or its calls (and the text before them, if any)."""
+        if not reply.tool_calls:
+            return cls(content=reply.text)
+        return cls(content=reply.text or None, tool_calls=[ToolCallObject.of(call) for call in reply.tool_calls])
 
 
 class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    logprobs: None = None
-    finish_reason: Literal["stop", "length"]
+    logprobs: ChoiceLogprobs | None = None
+    finish_reason: FinishReason
 
 
 class ChatCompletion(BaseModel):
@@ -62,7 +139,10 @@ class ChatCompletion(BaseModel):
             system_fingerprint=fingerprint,
             choices=[
                 ChatChoice(
-                    index=index, message=AssistantMessage(content=reply.text), finish_reason=finish_reason(reply)
+                    index=index,
+                    message=AssistantMessage.of(reply),
+                    logprobs=ChoiceLogprobs.of(reply.logprobs),
+                    finish_reason=finish_reason(reply),
                 )
                 for index, reply in enumerate(replies)
             ],
@@ -70,16 +150,40 @@ class ChatCompletion(BaseModel):
         )
 
 
+class FunctionCallDelta(BaseModel):
+    name: str | None = None
+    arguments: str
+
+
+class ToolCallDeltaObject(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
+
+    @classmethod
+    def of(cls, delta: ToolCallDelta) -> ToolCallDeltaObject:
+        """Describe part of a call: the first part of each carries its id, type and name."""
+        kind: Literal["function"] | None = "function" if delta.id is not None else None
+        return cls(
+            index=delta.index,
+            id=delta.id,
+            type=kind,
+            function=FunctionCallDelta(name=delta.name, arguments=delta.arguments),
+        )
+
+
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDeltaObject] | None = Field(None, exclude_if=lambda calls: calls is None)
 
 
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta = Field(default_factory=Delta)
-    logprobs: None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    logprobs: ChoiceLogprobs | None = None
+    finish_reason: FinishReason | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -99,8 +203,8 @@ class ChatCompletionChunk(BaseModel):
 class TextChoice(BaseModel):
     index: int
     text: str
-    logprobs: None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    logprobs: TextLogprobs | None = None
+    finish_reason: FinishReason | None = None
 
 
 class TextCompletion(BaseModel):

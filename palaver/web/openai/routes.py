@@ -10,7 +10,7 @@ from flask import Blueprint
 
 from palaver.backends import Backend
 from palaver.core.errors import PalaverError
-from palaver.core.types import PromptInfo, Reply, ReplyEvents, Usage, final
+from palaver.core.types import PromptInfo, Reply, ReplyEvents, TokenLogprob, ToolCallDelta, Usage, final
 from palaver.engine.generation import GenerationRequest
 from palaver.web.body import read_json
 from palaver.web.connection import client_gone_probe
@@ -19,6 +19,7 @@ from palaver.web.openai.request_schemas import ChatCompletionRequest, TextComple
 from palaver.web.openai.response_schemas import (
     ChatCompletion,
     ChatCompletionChunk,
+    ChoiceLogprobs,
     ChunkChoice,
     CompletionUsage,
     Delta,
@@ -26,6 +27,8 @@ from palaver.web.openai.response_schemas import (
     ModelList,
     TextChoice,
     TextCompletion,
+    TextLogprobs,
+    ToolCallDeltaObject,
     finish_reason,
     new_id,
 )
@@ -75,7 +78,7 @@ def serve_chat(chat: ChatCompletionRequest, *, require_model: bool = True):
     messages = app.presets.get(chat.preset).apply([message.to_message() for message in chat.messages])
     probe = client_gone_probe()
     requests = [
-        GenerationRequest(params, messages=messages, client_gone=probe)
+        GenerationRequest(params, messages=messages, tools=chat.tool_use(), client_gone=probe)
         for params in chat.choice_params(chat.generation_params(settings.generation_defaults()))
     ]
     # Errors found before any text (a prompt too long, a loading model) keep their status.
@@ -83,7 +86,7 @@ def serve_chat(chat: ChatCompletionRequest, *, require_model: bool = True):
     headers = {TRUNCATED_HEADER: str(info.truncated_turns)}
     stamp = system_fingerprint(engine)
     if chat.stream:
-        return event_stream(chat_events(streams, model, chat.include_usage, stamp), headers)
+        return event_stream(chat_events(streams, model, chat.include_usage, stamp, bool(chat.logprobs)), headers)
     with closing_all(streams):
         replies = [final(items, Reply) for items in streams]
     return ChatCompletion.of(model, replies, stamp).model_dump(), 200, headers
@@ -94,7 +97,9 @@ def system_fingerprint(engine: Backend) -> str | None:
     return engine.describe().get("system_fingerprint")
 
 
-def chat_events(streams: list[ReplyEvents], model: str, include_usage: bool, stamp: str | None = None) -> Iterator[str]:
+def chat_events(
+    streams: list[ReplyEvents], model: str, include_usage: bool, stamp: str | None = None, logprobs: bool = False
+) -> Iterator[str]:
     """Frame replies as chat.completion.chunk events, choice after choice: role, deltas, finish; usage, [DONE]."""
     completion_id, created = new_id("chatcmpl"), int(time.time())
     usage, truncated = Usage(0, 0), 0
@@ -109,11 +114,22 @@ def chat_events(streams: list[ReplyEvents], model: str, include_usage: bool, sta
     with closing_all(streams):
         for index, items in enumerate(streams):
             yield chunk(ChunkChoice(index=index, delta=Delta(role="assistant", content="")))
+            pending: list[TokenLogprob] = []  # a token's logprob comes before its text, with the next chunk
             for item in guarded(items):
-                if isinstance(item, str):
-                    yield chunk(ChunkChoice(index=index, delta=Delta(content=item)))
+                if isinstance(item, TokenLogprob):
+                    pending.append(item)
+                elif isinstance(item, str):
+                    yield chunk(
+                        ChunkChoice(index=index, delta=Delta(content=item), logprobs=drained(pending, logprobs))
+                    )
+                elif isinstance(item, ToolCallDelta):
+                    call = ToolCallDeltaObject.of(item)
+                    yield chunk(
+                        ChunkChoice(index=index, delta=Delta(tool_calls=[call]), logprobs=drained(pending, logprobs))
+                    )
                 elif isinstance(item, Reply):
-                    yield chunk(ChunkChoice(index=index, finish_reason=finish_reason(item)))
+                    ending = drained(pending, logprobs) if pending else None
+                    yield chunk(ChunkChoice(index=index, finish_reason=finish_reason(item), logprobs=ending))
                     usage = combined(usage, item.usage, first=index == 0)
                     truncated = item.truncated_turns
                 else:
@@ -123,6 +139,13 @@ def chat_events(streams: list[ReplyEvents], model: str, include_usage: bool, sta
     if include_usage:
         yield chunk(usage=CompletionUsage.of(usage, truncated))
     yield sse_event("[DONE]")
+
+
+def drained(pending: list[TokenLogprob], wanted: bool) -> ChoiceLogprobs | None:
+    """Return the logprobs of the tokens read since the last chunk, emptying pending; None if none were asked."""
+    entries = ChoiceLogprobs.of(pending) if wanted else None
+    pending.clear()
+    return entries
 
 
 def combined(total: Usage, usage: Usage, *, first: bool) -> Usage:
@@ -149,7 +172,10 @@ def serve_text(completion: TextCompletionRequest, *, require_model: bool = True)
         replies = [final(items, Reply) for items in streams]
     choices = [
         TextChoice(
-            index=index, text=prompt + reply.text if completion.echo else reply.text, finish_reason=finish_reason(reply)
+            index=index,
+            text=prompt + reply.text if completion.echo else reply.text,
+            logprobs=text_logprobs(completion, reply.logprobs, len(prompt) if completion.echo else 0),
+            finish_reason=finish_reason(reply),
         )
         for index, (prompt, reply) in enumerate(zip(completion.prompt, replies))
     ]
@@ -175,11 +201,18 @@ def text_events(
 
     with closing_all(streams):
         for index, (prompt, items) in enumerate(zip(completion.prompt, streams)):
+            offset = len(prompt) if completion.echo else 0
             if completion.echo:
                 yield chunk([TextChoice(index=index, text=prompt)])
+            pending: list[TokenLogprob] = []
             for item in guarded(items):
-                if isinstance(item, str):
-                    yield chunk([TextChoice(index=index, text=item)])
+                if isinstance(item, TokenLogprob):
+                    pending.append(item)
+                elif isinstance(item, str):
+                    logprobs = text_logprobs(completion, pending, offset)
+                    offset += sum(len(entry.token) for entry in pending)
+                    pending = []
+                    yield chunk([TextChoice(index=index, text=item, logprobs=logprobs)])
                 elif isinstance(item, Reply):
                     yield chunk([TextChoice(index=index, text="", finish_reason=finish_reason(item))])
                     usage += item.usage
@@ -190,6 +223,15 @@ def text_events(
     if completion.include_usage:
         yield chunk([], CompletionUsage.of(usage))
     yield sse_event("[DONE]")
+
+
+def text_logprobs(
+    completion: TextCompletionRequest, entries: tuple[TokenLogprob, ...] | list[TokenLogprob] | None, offset: int
+) -> TextLogprobs | None:
+    """Describe tokens' logprobs in the completions API's shape, when the request asked for them."""
+    if completion.logprobs is None or entries is None:
+        return None
+    return TextLogprobs.of(entries, offset, top=completion.logprobs > 0)
 
 
 @contextmanager

@@ -11,7 +11,8 @@ from palaver.core.validation import RequestModel, body_error, field_error
 from palaver.engine.generation import GenerationRequest
 from palaver.web.body import read_json
 from palaver.web.errors import json_error, to_palaver_error
-from palaver.web.openai.request_schemas import CompletionFields, Conversation
+from palaver.web.openai.messages import Conversation
+from palaver.web.openai.request_schemas import CompletionFields, ToolFields
 from palaver.web.security import require_api_key
 from palaver.web.services import services
 
@@ -31,7 +32,7 @@ def token_ids(value: Any) -> Any:
     return value
 
 
-class TokenizeRequest(CompletionFields):
+class TokenizeRequest(CompletionFields, ToolFields):
     """A prompt, or chat messages as /v1/chat/completions takes them (with the same parameters)."""
 
     prompt: str | None = Field(None, description="Text to tokenize as it is, as /v1/completions feeds it.")
@@ -64,7 +65,7 @@ def tokenize():
     params = given.generation_params(settings.generation_defaults())
     if given.messages is not None:
         messages = app.presets.get(given.preset).apply([message.to_message() for message in given.messages])
-        request = GenerationRequest(params, messages=messages)
+        request = GenerationRequest(params, messages=messages, tools=given.tool_use())
     else:
         request = GenerationRequest(params, prompt=given.prompt)
     ids = backend.tokenize(request)

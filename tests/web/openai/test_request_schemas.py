@@ -18,7 +18,12 @@ def parse_chat(**fields):
 @pytest.mark.parametrize(
     "fields, param, code, words",
     [
-        ({"messages": [{"role": "user", "content": "x", "tool_calls": []}]}, "messages[0].tool_calls", None, "unknown"),
+        (
+            {"messages": [{"role": "user", "content": "x", "tool_calls": []}]},
+            "messages[0].tool_calls",
+            None,
+            "only assistant",
+        ),
         ({"messages": [{"content": "x"}]}, "messages[0].role", None, "'messages[0].role' is required"),
         ({"messages": "hello"}, "messages", None, "a list of 1 to 256 messages"),
         ({"n": 9}, "n", None, "'n' must be an integer at least 1 and at most 8"),

@@ -2,6 +2,7 @@
 
 import http.client
 import json
+import math
 import re
 import threading
 from urllib.parse import urlparse
@@ -91,8 +92,11 @@ def test_stop_sequences_end_the_reply_and_are_left_out(html_server):
     "extra, words",
     [
         ({"n": 9}, "'n' must be an integer at least 1 and at most 8"),
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools are not supported"),
-        ({"logprobs": True}, "logprobs are not supported"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"not": {}}}}]}, "'not' at #"),
+        ({"top_logprobs": 3}, "'top_logprobs' needs 'logprobs': true"),
+        ({"logprobs": True, "top_logprobs": 21}, "'top_logprobs' must be an integer at least 0 and at most 20"),
+        ({"tool_choice": "required"}, "'tool_choice' needs 'tools'"),
+        ({"functions": [{"name": "f"}]}, "functions are deprecated"),
         ({"presence_penalty": 0.5}, "presence_penalty is not supported"),
         ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"not": {}}}}}, "'not'"),
         ({"temperature": 3}, "'temperature' must be a finite number at least 0.0 and at most 2.0"),
@@ -110,7 +114,9 @@ def test_requests_we_cannot_honour_get_a_clear_400(client, extra, words):
     "messages, param",
     [
         ([], "messages"),
-        ([{"role": "tool", "content": "x"}], "messages[0].role"),
+        ([{"role": "tool", "content": "x"}], "messages[0].tool_call_id"),
+        ([{"role": "robot", "content": "x"}], "messages[0].role"),
+        ([{"role": "user", "content": "x"}, {"role": "assistant"}], "messages[1].content"),
         ([{"role": "system", "content": "only a system message"}], "messages"),
         ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}], "messages[0].content"),
     ],
@@ -426,3 +432,173 @@ def test_n_choices_share_the_prompts_prefill_and_greedy_ones_are_equal(native_se
     assert sorted(streamed) == [0, 1, 2] and len(set(streamed.values())) > 1, "seeds 5, 6 and 7 sample apart"
     refused = requests.post(f"{native_server}/v1/completions", json={"model": model, "prompt": "a", "n": 2})
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "n"
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 12}, "unit": {"enum": ["c", "f"]}},
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+CLOCK_TOOL = {"type": "function", "function": {"name": "get_time", "description": "The time now"}}
+TOOL_SCHEMAS = {
+    "get_weather": WEATHER_TOOL["function"]["parameters"],
+    "get_time": {"type": "object", "properties": {}, "additionalProperties": False},
+}
+
+
+@pytest.fixture(scope="module")
+def tool_server(long_chat_model, tmp_path_factory):
+    """A server on the tiny chat Llama with room for the tools' description (its tokenizer writes long prompts)."""
+    from servers import start_server
+
+    with start_server(long_chat_model, tmp_path_factory.mktemp("tool-server"), max_new_tokens="96") as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="module")
+def tool_client(tool_server):
+    return openai.OpenAI(base_url=tool_server + "/v1", api_key="unused", max_retries=0)
+
+
+def tool_reply(client, stream, **args):
+    """Ask with tools; return (content, [(id, name, arguments)], finish_reason), reassembling a stream as clients do."""
+    model = "long-chat-llama"
+    args = {"model": model, "messages": HELLO, "max_tokens": 96, "tools": [WEATHER_TOOL, CLOCK_TOOL], **args}
+    if not stream:
+        choice = client.chat.completions.create(**args).choices[0]
+        calls = [(c.id, c.function.name, c.function.arguments) for c in choice.message.tool_calls or []]
+        return choice.message.content, calls, choice.finish_reason
+    content, parts, finish = None, {}, None
+    for chunk in client.chat.completions.create(**args, stream=True):
+        for choice in chunk.choices:
+            if choice.delta.content:
+                content = (content or "") + choice.delta.content
+            for call in choice.delta.tool_calls or []:
+                part = parts.setdefault(call.index, ["", "", ""])
+                part[0] += call.id or ""
+                part[1] += (call.function.name or "") if call.function else ""
+                part[2] += (call.function.arguments or "") if call.function else ""
+            finish = choice.finish_reason or finish
+    return content, [tuple(parts[index]) for index in sorted(parts)], finish
+
+
+def assert_valid_calls(calls):
+    import jsonschema
+
+    assert calls and len({call_id for call_id, _, _ in calls}) == len(calls)
+    for call_id, name, arguments in calls:
+        assert call_id.startswith("call_")
+        jsonschema.validate(json.loads(arguments), TOOL_SCHEMAS[name])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_choices_through_the_openai_client(tool_client, stream):
+    client = tool_client
+    for seed in (1, 2, 3):
+        sampled = {"temperature": 0.7, "seed": seed}
+        # required, one call at a time: bounded arguments, so every reply ends with its one call
+        content, calls, finish = tool_reply(
+            client, stream, tool_choice="required", parallel_tool_calls=False, **sampled
+        )
+        assert finish == "tool_calls" and len(calls) == 1 and not content
+        assert_valid_calls(calls)
+        # a named function: that one, whatever the model would rather do
+        named = {"type": "function", "function": {"name": "get_time"}}
+        content, calls, finish = tool_reply(client, stream, tool_choice=named, **sampled)
+        assert finish == "tool_calls" and [(name, arguments) for _, name, arguments in calls] == [("get_time", "{}")]
+        # required, calls in parallel: each call that ends is whole
+        content, calls, finish = tool_reply(client, stream, tool_choice="required", **sampled)
+        assert finish in ("tool_calls", "length")
+        assert_valid_calls(calls if finish == "tool_calls" else calls[:-1] or calls)
+        # none: never a call
+        content, calls, finish = tool_reply(client, stream, tool_choice="none", **sampled)
+        assert calls == [] and finish in ("stop", "length") and isinstance(content, str)
+        # auto: an answer or calls, each well-formed
+        content, calls, finish = tool_reply(client, stream, **sampled)
+        if calls and finish == "tool_calls":
+            assert_valid_calls(calls)
+        elif not calls:
+            assert "<tool_call>" not in (content or "")
+
+
+def test_a_streamed_tool_reply_is_the_non_streamed_one(tool_client):
+    client = tool_client
+    sampled = {"temperature": 0.7, "seed": 11, "tool_choice": "required"}
+    whole, streamed = tool_reply(client, False, **sampled), tool_reply(client, True, **sampled)
+    assert [call[1:] for call in whole[1]] == [call[1:] for call in streamed[1]] and whole[2] == streamed[2]
+
+
+def test_a_conversation_with_calls_and_results_continues(tool_server, tool_client):
+    server, client = tool_server, tool_client
+    messages = [
+        {"role": "user", "content": "weather in Oslo?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_a",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo", "unit": "c"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_a", "content": "3 degrees, snow"},
+    ]
+    tools = [WEATHER_TOOL, CLOCK_TOOL]
+    model = "long-chat-llama"
+    completion = client.chat.completions.create(model=model, messages=messages, tools=tools, max_tokens=4)
+    counted = requests.post(f"{server}/tokenize", json={"model": model, "messages": messages, "tools": tools}).json()
+    assert completion.usage.prompt_tokens == counted["count"], "the tools and the results are what the model read"
+    bare = requests.post(f"{server}/tokenize", json={"model": model, "messages": messages}).json()
+    assert bare["count"] < counted["count"], "the tools are in the prompt"
+    prompt = requests.post(f"{server}/detokenize", json={"tokens": counted["tokens"]}).json()["prompt"]
+    assert "<tool_response>\n3 degrees, snow\n</tool_response>" in prompt and '"name": "get_weather"' in prompt
+
+
+def test_logprobs_on_chat_streamed_and_not_and_on_completions(client):
+    args = {"model": MODEL, "messages": HELLO, "max_tokens": 6, "temperature": 0, "logprobs": True, "top_logprobs": 3}
+    choice = client.chat.completions.create(**args).choices[0]
+    entries = choice.logprobs.content
+    assert 0 < len(entries) <= 6 and all(len(entry.top_logprobs) == 3 for entry in entries)
+    for entry in entries:
+        assert entry.logprob <= 0 and entry.top_logprobs[0].logprob >= entry.logprob
+        assert entry.bytes == list(entry.bytes) and entry.token.encode("utf-8", "replace")
+    streamed = [
+        entry
+        for chunk in client.chat.completions.create(**args, stream=True)
+        for c in chunk.choices
+        if c.logprobs
+        for entry in c.logprobs.content or []
+    ]
+    # The same tokens; the numbers agree to float32's precision (a cached prefix is summed in another order).
+    assert [e.token for e in streamed] == [e.token for e in entries]
+    assert all(math.isclose(a.logprob, b.logprob, rel_tol=1e-5) for a, b in zip(streamed, entries))
+    plain = client.chat.completions.create(**{**args, "logprobs": False, "top_logprobs": None}).choices[0]
+    assert plain.logprobs is None
+
+    text = client.completions.create(model=MODEL, prompt="hello", max_tokens=5, temperature=0, logprobs=2).choices[0]
+    logprobs = text.logprobs
+    assert (
+        len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.top_logprobs) == len(logprobs.text_offset)
+    )
+    assert logprobs.text_offset == sorted(logprobs.text_offset) and all(len(top) <= 2 for top in logprobs.top_logprobs)
+
+
+def test_under_a_grammar_logprobs_are_those_of_the_allowed_tokens(client):
+    answers = ['"yes"', '"no"', '"maybe"']
+    response_format = {"type": "json_schema", "json_schema": {"name": "v", "schema": {"enum": ["yes", "no", "maybe"]}}}
+    choice = client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=8, logprobs=True, top_logprobs=20, response_format=response_format
+    ).choices[0]
+    first = choice.logprobs.content[0]
+    assert all(any(a.startswith(bytes(t.bytes).decode()) for a in answers) for t in first.top_logprobs)
+    assert math.isclose(sum(math.exp(t.logprob) for t in first.top_logprobs), 1.0, rel_tol=1e-6)

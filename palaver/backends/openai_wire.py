@@ -1,0 +1,118 @@
+"""The OpenAI API as the upstream speaks it: Palaver's tools sent out, chunks read back, failures translated."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from palaver.core.errors import GenerationTimeout, InvalidRequest, ModelNotReady, PalaverError, RateLimited
+from palaver.core.types import TokenLogprob, ToolCallDelta, TopLogprob, Usage
+from palaver.engine.generation import GenerationRequest
+
+log = logging.getLogger("palaver.backends.upstream")
+
+RETRY_AFTER_SECONDS = 5
+
+
+def translate(exc: Exception) -> PalaverError:
+    """Map an upstream failure onto Palaver's own contract; the details go to the log, never to the client."""
+    if isinstance(exc, openai.APITimeoutError):
+        return GenerationTimeout("the upstream model server did not answer in time")
+    if isinstance(exc, openai.APIConnectionError):
+        log.warning("the upstream model server is unreachable: %s", exc)
+        return ModelNotReady("the upstream model server is unreachable; retry shortly", retry_after=RETRY_AFTER_SECONDS)
+    if isinstance(exc, openai.APIStatusError):
+        retry_after = exc.response.headers.get("retry-after", "")
+        wait = int(retry_after) if retry_after.isdigit() else RETRY_AFTER_SECONDS
+        if exc.status_code == 429:
+            return RateLimited("the upstream model server is busy; retry shortly", retry_after=wait)
+        if exc.status_code in (400, 413, 422):
+            return InvalidRequest(f"the upstream model server refused the request: {upstream_message(exc)}")
+        log.error("the upstream model server answered %s: %s", exc.status_code, upstream_message(exc))
+        return ModelNotReady("the upstream model server failed; retry shortly", retry_after=wait)
+    log.error("the upstream call failed", exc_info=exc)
+    return ModelNotReady("the upstream model server failed; retry shortly", retry_after=RETRY_AFTER_SECONDS)
+
+
+def upstream_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"][:500]
+    return str(exc.message)[:500]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """What one choice of an upstream chunk carries."""
+
+    text: str
+    finish_reason: str | None
+    usage: Usage | None
+    calls: list[ToolCallDelta] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+def tool_fields(request: GenerationRequest) -> dict[str, Any]:
+    """Return the request's tools as OpenAI's fields, for the upstream to render and enforce."""
+    tools = request.tools
+    if tools is None:
+        return {}
+    choice: Any = tools.choice
+    if choice not in ("none", "auto", "required"):
+        choice = {"type": "function", "function": {"name": choice}}
+    fields: dict[str, Any] = {"tools": [f.as_tool() for f in tools.functions], "tool_choice": choice}
+    if not tools.parallel:  # sent only when it differs from the default, which some servers do not take
+        fields["parallel_tool_calls"] = False
+    return fields
+
+
+def upstream_logprobs(logprobs: Any) -> list[TokenLogprob]:
+    """Return the logprobs of a chat choice (content entries) or a text choice (parallel lists)."""
+    if logprobs is None:
+        return []
+    if getattr(logprobs, "content", None) is not None:
+        return [
+            TokenLogprob(
+                entry.token,
+                tuple(entry.bytes or entry.token.encode()),
+                entry.logprob,
+                tuple(TopLogprob(t.token, tuple(t.bytes or t.token.encode()), t.logprob) for t in entry.top_logprobs),
+            )
+            for entry in logprobs.content
+        ]
+    tokens, values = getattr(logprobs, "tokens", None) or [], getattr(logprobs, "token_logprobs", None) or []
+    tops = getattr(logprobs, "top_logprobs", None) or [{}] * len(tokens)
+    return [
+        TokenLogprob(
+            token, tuple(token.encode()), value, tuple(TopLogprob(t, tuple(t.encode()), v) for t, v in top.items())
+        )
+        for token, value, top in zip(tokens, values, tops)
+    ]
+
+
+def pieces(chunks: Any) -> Iterator[Piece]:
+    """Yield the text, calls, logprobs, finish reason and usage of chat or text completion chunks."""
+    for chunk in chunks:
+        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens) if chunk.usage else None
+        for choice in chunk.choices or []:
+            delta = getattr(choice, "delta", None)
+            content = (delta.content if delta is not None else getattr(choice, "text", None)) or ""
+            calls = [
+                ToolCallDelta(
+                    call.index,
+                    call.id,
+                    call.function.name if call.function else None,
+                    (call.function.arguments if call.function else None) or "",
+                )
+                for call in (getattr(delta, "tool_calls", None) or [])
+            ]
+            yield Piece(content, choice.finish_reason, usage, calls, upstream_logprobs(choice.logprobs))
+            usage = None
+        if usage is not None:
+            yield Piece("", None, usage)
