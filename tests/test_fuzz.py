@@ -14,6 +14,7 @@ from servers import procfile_server, server_env
 from commons import Settings
 from palaver.core.errors import InvalidRequest, NotFound
 from palaver.core.parameters import PARAMETER_NAMES, Sampling
+from palaver.core.tools import grammar_problem
 from palaver.web.api.schemas import ChatRequest, FormChatRequest
 from palaver.web.mlflow import ScoringRequest
 from palaver.web.openai.request_schemas import ChatCompletionRequest, TextCompletionRequest
@@ -78,6 +79,12 @@ FIELDS = [
     "content",
     "return_full_text",
     "textbox",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "logprobs",
+    "top_logprobs",
+    "response_format",
 ]
 BODIES = st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, max_size=6) | JSON_VALUES
 MESSAGE_LISTS = st.lists(
@@ -85,9 +92,113 @@ MESSAGE_LISTS = st.lists(
         {
             "role": st.sampled_from(["user", "assistant", "system", "tool", 3]),
             "content": SCALARS | st.lists(JSON_VALUES, max_size=2),
-        }
+        },
+        optional={"tool_calls": JSON_VALUES, "tool_call_id": SCALARS},
     ),
     max_size=4,
+)
+
+# JSON schemas built from the keywords the grammar library enforces, a few it refuses, and hostile values.
+SCHEMA_LEAVES = st.sampled_from(
+    [
+        {"type": "string"},
+        {"type": "integer"},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+        {},
+        {"enum": ["a", "b", 1, None]},
+        {"const": "x"},
+        {"type": "string", "maxLength": 5},
+        {"type": "string", "pattern": "^[a-z]{1,4}$"},
+        {"type": "string", "pattern": "(unclosed"},
+        {"type": "integer", "minimum": 0, "maximum": 9},
+        {"type": "number", "multipleOf": 0.5},
+        {"type": "integer", "minimum": 5, "maximum": 1},
+        {"not": {}},
+        {"uniqueItems": True},
+        {"$ref": "#/$defs/missing"},
+        {"type": "frog"},
+        {"maxLength": math.nan},
+        {"minimum": 10**400},
+    ]
+)
+
+
+def object_of(properties):
+    return st.builds(
+        lambda props, required, closed: {
+            "type": "object",
+            "properties": props,
+            "required": required,
+            "additionalProperties": not closed,
+        },
+        st.dictionaries(st.sampled_from(["a", "b", "city", "", "é"]), properties, max_size=3),
+        st.lists(st.sampled_from(["a", "b", "zz"]), max_size=2),
+        st.booleans(),
+    )
+
+
+SCHEMAS = st.recursive(
+    SCHEMA_LEAVES,
+    lambda inner: object_of(inner)
+    | st.builds(lambda items, most: {"type": "array", "items": items, "maxItems": most}, inner, st.integers(-1, 4))
+    | st.builds(lambda options: {"anyOf": options}, st.lists(inner, max_size=3)),
+    max_leaves=8,
+)
+FUNCTION_NAMES = st.sampled_from(["get_time", "get_weather", "f", "f", "has space", "", "x" * 65, "\ud800", "é"])
+FUNCTIONS = st.fixed_dictionaries(
+    {"name": FUNCTION_NAMES},
+    optional={"parameters": object_of(SCHEMAS) | SCHEMAS | JSON_VALUES, "description": st.text(max_size=20) | SCALARS},
+)
+TOOL = st.fixed_dictionaries(
+    {"type": st.sampled_from(["function", "function", "function", "retrieval"]), "function": FUNCTIONS}
+)
+TOOLS = st.lists(TOOL, min_size=1, max_size=4) | st.lists(TOOL | JSON_VALUES, max_size=3) | JSON_VALUES
+TOOL_CHOICES = (
+    st.sampled_from(["none", "auto", "required", "any", ""])
+    | st.builds(lambda name: {"type": "function", "function": {"name": name}}, FUNCTION_NAMES)
+    | st.sampled_from(["auto", "required"])
+    | JSON_VALUES
+)
+RESPONSE_FORMATS = (
+    st.builds(lambda schema: {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}, SCHEMAS)
+    | st.sampled_from([{"type": "json_object"}, {"type": "text"}, {"type": "json_schema"}])
+    | JSON_VALUES
+)
+TOOL_REQUESTS = st.fixed_dictionaries(
+    {"messages": st.just([{"role": "user", "content": "hi"}]) | MESSAGE_LISTS},
+    optional={
+        "tools": TOOLS,
+        "tool_choice": TOOL_CHOICES,
+        "parallel_tool_calls": JSON_VALUES,
+        "response_format": RESPONSE_FORMATS,
+        "logprobs": JSON_VALUES,
+        "top_logprobs": JSON_VALUES | st.integers(-5, 25),
+        "stream": st.booleans(),
+        "n": st.integers(0, 3),
+    },
+)
+# Mostly well-formed: distinct names and object parameters, so the grammar is built from random schemas.
+WELL_FORMED_TOOLS = st.lists(
+    st.builds(
+        lambda name, parameters: {"type": "function", "function": {"name": name, "parameters": parameters}},
+        st.sampled_from(["a", "b", "c", "get_time"]),
+        object_of(SCHEMAS),
+    ),
+    min_size=1,
+    max_size=3,
+    unique_by=lambda tool: tool["function"]["name"],
+)
+WELL_FORMED_TOOL_REQUESTS = st.fixed_dictionaries(
+    {"messages": st.just([{"role": "user", "content": "hi"}]), "tools": WELL_FORMED_TOOLS},
+    optional={
+        "tool_choice": st.sampled_from(["none", "auto", "required", {"type": "function", "function": {"name": "a"}}]),
+        "parallel_tool_calls": st.booleans(),
+        "response_format": RESPONSE_FORMATS,
+        "logprobs": st.booleans(),
+        "stream": st.booleans(),
+    },
 )
 
 
@@ -148,6 +259,19 @@ def test_completion_requests_parse_or_refuse_any_body(body, messages):
                 model.parse(candidate, {"settings": Settings()})
             except (InvalidRequest, NotFound):
                 pass
+
+
+@FUZZ
+@given(body=TOOL_REQUESTS | WELL_FORMED_TOOL_REQUESTS)
+def test_random_tools_schemas_and_logprobs_parse_or_are_refused_naming_a_field(body):
+    try:
+        request = ChatCompletionRequest.parse({"model": "m", **body}, {"settings": Settings()})
+    except InvalidRequest as exc:
+        assert exc.param and "Traceback" not in exc.message
+        return
+    use = request.tool_use()
+    grammar = use.grammar(request.response_format.schema_text() if request.response_format else None) if use else None
+    assert grammar is None or grammar_problem(grammar) is None, "what the boundary accepts, the engine can enforce"
 
 
 # ---------------------------------------------------------------------------
@@ -277,6 +401,13 @@ CURSORS = QUERY_TEXT | QUERY_TEXT.map(lambda text: base64.urlsafe_b64encode(text
 @given(query=st.dictionaries(st.sampled_from(["limit", "cursor", "format", "sort", "q"]), CURSORS, max_size=3))
 def test_random_query_strings_never_get_a_5xx(fuzz, path, query):
     send(fuzz, "GET", f"{path}?{urlencode(query)}", b"", "")
+
+
+@SERVER_FUZZ
+@given(body=TOOL_REQUESTS | WELL_FORMED_TOOL_REQUESTS)
+def test_random_tools_schemas_and_logprobs_never_get_a_5xx(fuzz, body):
+    payload = json.dumps({"model": "chat-llama", "max_tokens": 2, **body}, allow_nan=True)
+    send(fuzz, "POST", "/v1/chat/completions", payload.encode("utf-8", "surrogatepass"), "application/json")
 
 
 @pytest.mark.parametrize(

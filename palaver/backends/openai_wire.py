@@ -64,8 +64,8 @@ def tool_fields(request: GenerationRequest) -> dict[str, Any]:
     if tools is None:
         return {}
     choice: Any = tools.choice
-    if choice not in ("none", "auto", "required"):
-        choice = {"type": "function", "function": {"name": choice}}
+    if tools.named is not None:
+        choice = {"type": "function", "function": {"name": tools.named}}
     fields: dict[str, Any] = {"tools": [f.as_tool() for f in tools.functions], "tool_choice": choice}
     if not tools.parallel:  # sent only when it differs from the default, which some servers do not take
         fields["parallel_tool_calls"] = False

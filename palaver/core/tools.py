@@ -94,8 +94,9 @@ class ToolUse:
     """The functions a reply may call, which of them it must or may call, and how many at once."""
 
     functions: tuple[Function, ...]
-    choice: str  # none, auto, required, or the one function's name the reply must call
+    choice: str  # none, auto, required, or named: the reply calls the function called `named`
     parallel: bool = True
+    named: str | None = None
 
     @classmethod
     def of(cls, tools: list[FunctionTool], choice: ToolChoiceMode | NamedToolChoice | None, parallel: bool) -> ToolUse:
@@ -103,8 +104,9 @@ class ToolUse:
             Function(tool.function.name, tool.function.description, compact(tool.function.arguments_schema()))
             for tool in tools
         )
-        mode = choice.function.name if isinstance(choice, NamedToolChoice) else choice or "auto"
-        return cls(functions, mode, parallel)
+        if isinstance(choice, NamedToolChoice):
+            return cls(functions, "named", parallel, choice.function.name)
+        return cls(functions, choice or "auto", parallel)
 
     @property
     def calls_possible(self) -> bool:
@@ -118,7 +120,7 @@ class ToolUse:
         """Return the Lark grammar a reply must follow (a text or JSON answer, or calls), or None for any text."""
         if not self.calls_possible:
             return None
-        callable_ = [f for f in self.functions if self.choice in ("auto", "required", f.name)]
+        callable_ = [f for f in self.functions if self.choice != "named" or f.name == self.named]
         close = json.dumps(CALL_CLOSE)
         rules = [
             f"fn_{index}: {json.dumps(call_head(f.name))} %json {with_options(f.parameters, SEPARATORS)} {close}"

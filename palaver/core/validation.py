@@ -152,6 +152,10 @@ def expected(field: FieldInfo) -> str:
         return "an object with the fields " + ", ".join(field_names(kind))
     if get_origin(kind) in (list, tuple):
         return "a list"
+    if kind is dict or get_origin(kind) is dict:
+        return "a JSON object"
+    if get_origin(kind) in (Union, types.UnionType):  # str or a named function, say
+        return " or ".join(expected(FieldInfo.from_annotation(option)) for option in get_args(kind))
     return "a " + getattr(kind, "__name__", "value of the documented type")
 
 

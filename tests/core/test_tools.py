@@ -136,3 +136,9 @@ def test_bad_tools_name_the_field(tools, param, words):
         assert caught.value.param == param and words in caught.value.message, caught.value.message
     else:
         assert words in str(caught.value)
+
+
+def test_a_function_named_like_a_mode_is_still_the_one_named():
+    called_none = {"type": "function", "function": {"name": "none"}}
+    grammar = use(called_none, CLOCK, choice=json_choice("none")).grammar()
+    assert grammar is not None and accepts(grammar, call("none", "{}")) and not accepts(grammar, call("get_time", "{}"))

@@ -42,3 +42,27 @@ def test_a_template_may_raise_its_own_error():
 def test_the_sandbox_keeps_a_template_from_pythons_internals(attack):
     with pytest.raises(jinja2.exceptions.SecurityError):
         render(attack)
+
+
+def test_tools_reach_the_template_as_transformers_passes_them(chat_model):
+    from tiny_models import TOOLS_TEMPLATE
+    from transformers import AutoTokenizer
+
+    from palaver.core.tool_calls import template_messages
+    from palaver.core.types import Message, ToolCall
+
+    messages = template_messages(
+        [
+            Message("user", "time?"),
+            Message("assistant", "", tool_calls=(ToolCall("call_1", "get_time", '{"zone": "UTC"}'),)),
+            Message("tool", "12:00", tool_call_id="call_1"),
+        ]
+    )
+    tools = [{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]
+    ours = ChatTemplate(TOOLS_TEMPLATE, {}).render(messages, True, tools)
+    reference = AutoTokenizer.from_pretrained(chat_model)
+    theirs = reference.apply_chat_template(
+        messages, tools=tools, chat_template=TOOLS_TEMPLATE, add_generation_prompt=True, tokenize=False
+    )
+    assert ours == theirs and '"name": "get_time"' in ours
+    assert render("{{ tools is none }}") == "True", "no tools: the template sees none"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from palaver.core.config import Settings
 from palaver.core.errors import InvalidRequest, NotFound
@@ -29,7 +29,7 @@ from palaver.core.tools import (
     grammar_problem,
     unique_names,
 )
-from palaver.core.validation import RequestModel, body_error, unsupported
+from palaver.core.validation import RequestModel, body_error, field_error, unsupported
 from palaver.web.api.schemas import Prompts
 from palaver.web.openai.messages import Conversation
 
@@ -156,13 +156,30 @@ class CompletionFields(RequestModel):
 class ToolFields(RequestModel):
     """The functions a chat's reply may call, as chat completions and /tokenize take them."""
 
-    tools: Annotated[list[FunctionTool], AfterValidator(unique_names)] | None = Field(
+    tools: list[FunctionTool] | None = Field(
         None, min_length=1, max_length=MAX_TOOLS, description="Functions the reply may call."
     )
     tool_choice: ToolChoiceMode | NamedToolChoice | None = Field(
         None, description="none, auto (the default with tools), required, or one function by name."
     )
     parallel_tool_calls: bool | None = Field(None, description="Whether a reply may make several calls (default).")
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _a_mode_or_a_function(cls, choice: Any) -> Any:
+        if choice in ("none", "auto", "required"):
+            return choice
+        try:
+            return NamedToolChoice.model_validate(choice)
+        except ValueError:
+            raise field_error(
+                'must be none, auto, required, or {"type": "function", "function": {"name": ...}}'
+            ) from None
+
+    @field_validator("tools")
+    @classmethod
+    def _named_once(cls, tools: list[FunctionTool] | None) -> list[FunctionTool] | None:
+        return None if tools is None else unique_names(tools)
 
     @model_validator(mode="after")
     def _tools_consistent(self) -> ToolFields:
