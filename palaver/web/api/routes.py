@@ -12,6 +12,7 @@ from palaver.web.api.schemas import ChatRequest, ChatResponse, chat_schema
 from palaver.web.body import read_json
 from palaver.web.connection import client_gone_probe
 from palaver.web.errors import json_error, to_palaver_error
+from palaver.web.openai.request_schemas import ChatCompletionRequest, TextCompletionRequest
 from palaver.web.owners import current_owner
 from palaver.web.probes import health as health_answer
 from palaver.web.security import require_api_key
@@ -85,6 +86,10 @@ def schema():
     app = services()
     return {
         **chat_schema(app.settings),
+        "openai": {  # /v1's requests, every field with its bounds and meaning
+            "chat_completions": ChatCompletionRequest.model_json_schema(),
+            "completions": TextCompletionRequest.model_json_schema(),
+        },
         "presets": [preset.describe() for preset in app.presets],
         "model": app.backend.describe(),
     }

@@ -124,6 +124,11 @@ def test_schema_publishes_the_request_and_response_models_with_this_servers_defa
     assert properties["message"]["maxLength"] == 2000 and schema["request"]["required"] == ["message"]
     assert {"reply", "conversation_id", "usage", "truncated_turns"} <= set(schema["response"]["properties"])
     assert schema["model"]["state"] and isinstance(schema["presets"], list)
+    chat_completions = schema["openai"]["chat_completions"]["properties"]
+    for name in ("tools", "tool_choice", "parallel_tool_calls", "logprobs", "top_logprobs", "n", "response_format"):
+        assert chat_completions[name]["description"], name
+    assert chat_completions["top_logprobs"]["anyOf"][0] == {"type": "integer", "minimum": 0, "maximum": 20}
+    assert schema["openai"]["completions"]["properties"]["logprobs"]["anyOf"][0]["maximum"] == 20
 
 
 def test_replace_last_turn_regenerates_in_place(client):
