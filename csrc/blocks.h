@@ -1,8 +1,12 @@
-// GGUF blocks (Q4_0, Q4_1, Q8_0) read in float32, and the dot products over them: one place for both libraries.
+// GGUF blocks read in float32, and the dot products over them: one place for both libraries. Served: float32,
+// float16 and bfloat16 tensors; Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 blocks of 32 weights; and the K-quants Q4_K, Q5_K
+// and Q6_K, super-blocks of 256 weights in eight parts of 32 (the types inside Q4_K_M, Q5_K_M and Q6_K files).
 //
-// Each weight is dequantised exactly as gguf-py does (q * d, (q - 8) * d, q * d + m, all exact or rounded once in
-// float32). Every dot product uses one 8-lane accumulator over k = lane, lane + 8, ... in order and a fixed
-// horizontal sum, whichever path computes it: a row's result does not depend on which other rows share the call.
+// Each weight is dequantised exactly as gguf-py does: every product of a block's integers and its float16 scales is
+// exact in float32, so each weight is rounded at most once, where gguf-py rounds it (Q6_K's (d * scale) * q, an
+// offset's subtraction or addition). Every dot product uses one 8-lane accumulator over k = lane, lane + 8, ... in
+// order and a fixed horizontal sum, whichever path computes it: a row's result does not depend on which other rows
+// share the call.
 #pragma once
 
 #include <immintrin.h>
@@ -10,15 +14,51 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace palaver {
 
-constexpr int64_t kBlock = 32;  // weights per GGUF block, for every type served here
-enum QuantType : int64_t { kF32 = 0, kQ4_0 = 2, kQ4_1 = 3, kQ8_0 = 8 };  // ggml's type numbers
+constexpr int64_t kBlock = 32;   // weights per block as the kernel reads them; a K-quant super-block holds eight
+constexpr int64_t kSuper = 256;  // weights per K-quant super-block
+// ggml's type numbers.
+enum QuantType : int64_t {
+  kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ5_0 = 6, kQ5_1 = 7, kQ8_0 = 8,
+  kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kBF16 = 30,
+};
 
-// Bytes of one block: a float16 scale, [a float16 minimum,] then the weights; 0 for types not served here.
-constexpr int64_t block_bytes(int64_t type) {
-  return type == kQ4_0 ? 2 + 16 : type == kQ4_1 ? 2 + 2 + 16 : type == kQ8_0 ? 2 + 32 : 0;
+// Weights in one stored unit of a type: a super-block of 256 for the K-quants, a block of 32 for the rest.
+constexpr int64_t unit_weights(int64_t type) {
+  return type == kQ4_K || type == kQ5_K || type == kQ6_K ? kSuper : kBlock;
+}
+
+// Bytes of one stored unit; 0 for types not served here.
+//   Q4_0: d, 16 bytes of nibbles        Q4_1: d, m, 16 bytes        Q8_0: d, 32 int8
+//   Q5_0: d, 4 bytes of fifth bits, 16  Q5_1: d, m, 4, 16
+//   Q4_K: d, dmin, 12 bytes of 6-bit scales and minimums, 128 bytes of nibbles
+//   Q5_K: as Q4_K, with 32 bytes of fifth bits before the nibbles
+//   Q6_K: 128 bytes of low nibbles, 64 of high pairs, 16 int8 scales, then d
+constexpr int64_t unit_bytes(int64_t type) {
+  switch (type) {
+    case kF32: return kBlock * 4;
+    case kF16: case kBF16: return kBlock * 2;
+    case kQ4_0: return 2 + 16;
+    case kQ4_1: return 2 + 2 + 16;
+    case kQ5_0: return 2 + 4 + 16;
+    case kQ5_1: return 2 + 2 + 4 + 16;
+    case kQ8_0: return 2 + 32;
+    case kQ4_K: return 2 + 2 + 12 + 128;
+    case kQ5_K: return 2 + 2 + 12 + 32 + 128;
+    case kQ6_K: return 128 + 64 + 16 + 2;
+    default: return 0;
+  }
+}
+
+constexpr bool served(int64_t type) { return unit_bytes(type) > 0; }
+
+// Bytes of a row of cols weights; 0 when the type is not served or cols does not split into its units.
+constexpr int64_t row_bytes_of(int64_t type, int64_t cols) {
+  return served(type) && cols > 0 && cols % unit_weights(type) == 0 ? cols / unit_weights(type) * unit_bytes(type)
+                                                                     : 0;
 }
 
 inline float half_to_float(const uint8_t* p) {
@@ -69,75 +109,180 @@ inline void tile_dot(const float* x, int64_t k, const float* weights, int64_t ti
   store_tile<Rows>(acc, tile_n, y, n_out);
 }
 
-// One block's 32 weights in four registers, dequantised exactly as dequantise_row does.
-template <int64_t Type>
-inline void block_weights(const uint8_t* block, __m256 w[4]) {
-  if constexpr (Type == kF32) {
-    for (int j = 0; j < 4; ++j) w[j] = _mm256_loadu_ps(reinterpret_cast<const float*>(block) + 8 * j);
-    return;
+inline __m256 widen_bytes(const uint8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
+
+inline __m256i widen_bytes_i(const uint8_t* p) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t bits;
+  std::memcpy(&bits, p, 4);
+  return bits;
+}
+
+// The nibbles of a 32-weight block's 16 bytes, in weight order: byte i's low nibble is weight i, its high weight i + 16.
+inline void block_nibbles(const uint8_t* packed, __m256i q[4]) {
+  const __m256i first = widen_bytes_i(packed), second = widen_bytes_i(packed + 8), mask = _mm256_set1_epi32(0x0F);
+  q[0] = _mm256_and_si256(first, mask);
+  q[1] = _mm256_and_si256(second, mask);
+  q[2] = _mm256_srli_epi32(first, 4);
+  q[3] = _mm256_srli_epi32(second, 4);
+}
+
+// Add the fifth bits of Q5_0 and Q5_1 (bit i of qh is weight i's) as 16.
+inline void add_fifth_bits(uint32_t qh, __m256i q[4]) {
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), one = _mm256_set1_epi32(1);
+  for (int j = 0; j < 4; ++j) {
+    const __m256i shift = _mm256_add_epi32(lanes, _mm256_set1_epi32(8 * j));
+    const __m256i bit = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(qh)), shift), one);
+    q[j] = _mm256_or_si256(q[j], _mm256_slli_epi32(bit, 4));
+  }
+}
+
+// A K-quant's 6-bit scale and minimum for part j of 8, as ggml's get_scale_min_k4.
+inline void scale_min_k4(int j, const uint8_t* q, int* scale, int* minimum) {
+  if (j < 4) {
+    *scale = q[j] & 63;
+    *minimum = q[j + 4] & 63;
   } else {
-    const __m256 d = _mm256_set1_ps(half_to_float(block));
+    *scale = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    *minimum = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+// Part `part` (0..7) of a Q4_K or Q5_K super-block: 32 weights (d * scale) * q - dmin * min, q of 4 or 5 bits.
+template <int64_t Type>
+inline void k_part_weights(const uint8_t* super, int64_t part, __m256 w[4]) {
+  const float d = half_to_float(super), dmin = half_to_float(super + 2);
+  int scale = 0, minimum = 0;
+  scale_min_k4(static_cast<int>(part), super + 4, &scale, &minimum);
+  // Both products are exact in float32 (11 bits of scale by 6 bits): only the subtraction rounds, as in gguf-py.
+  const __m256 ds = _mm256_set1_ps(d * static_cast<float>(scale)), dm = _mm256_set1_ps(dmin * static_cast<float>(minimum));
+  const uint8_t* nibbles = super + 16 + (Type == kQ5_K ? 32 : 0) + (part / 2) * 32;
+  const int shift = part % 2 ? 4 : 0;
+  for (int j = 0; j < 4; ++j) {
+    __m256i q = _mm256_and_si256(_mm256_srli_epi32(widen_bytes_i(nibbles + 8 * j), shift), _mm256_set1_epi32(0x0F));
+    if constexpr (Type == kQ5_K) {
+      const __m256i high = _mm256_srli_epi32(widen_bytes_i(super + 16 + 8 * j), static_cast<int>(part));
+      q = _mm256_or_si256(q, _mm256_slli_epi32(_mm256_and_si256(high, _mm256_set1_epi32(1)), 4));
+    }
+    w[j] = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(q), ds), dm);
+  }
+}
+
+// Part `part` (0..7) of a Q6_K super-block: 32 weights (d * scale) * (q - 32), q of 6 bits, a scale per 16.
+inline void q6_k_part_weights(const uint8_t* super, int64_t part, __m256 w[4]) {
+  const int64_t half = part / 4, quarter = part % 4;
+  const uint8_t* low = super + half * 64 + (quarter % 2) * 32;
+  const uint8_t* high = super + 128 + half * 32;
+  const auto* scales = reinterpret_cast<const int8_t*>(super + 192 + half * 8 + quarter * 2);
+  const float d = half_to_float(super + 208);
+  const int low_shift = quarter / 2 ? 4 : 0, high_shift = static_cast<int>(quarter) * 2;
+  for (int j = 0; j < 4; ++j) {
+    const __m256i l4 = _mm256_and_si256(_mm256_srli_epi32(widen_bytes_i(low + 8 * j), low_shift), _mm256_set1_epi32(0x0F));
+    const __m256i h2 = _mm256_and_si256(_mm256_srli_epi32(widen_bytes_i(high + 8 * j), high_shift), _mm256_set1_epi32(3));
+    const __m256i q = _mm256_sub_epi32(_mm256_or_si256(l4, _mm256_slli_epi32(h2, 4)), _mm256_set1_epi32(32));
+    // d * scale is exact; its product with q rounds once, as gguf-py's (d * scales) * q.
+    const __m256 ds = _mm256_set1_ps(d * static_cast<float>(scales[j / 2]));
+    w[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(q), ds);
+  }
+}
+
+// Block b (the weights b * 32 .. b * 32 + 31) of a row, in four registers, dequantised exactly as gguf-py does.
+template <int64_t Type>
+inline void block_weights(const uint8_t* row, int64_t b, __m256 w[4]) {
+  constexpr int64_t parts = unit_weights(Type) / kBlock;
+  const uint8_t* unit = row + (b / parts) * unit_bytes(Type);
+  if constexpr (Type == kF32) {
+    for (int j = 0; j < 4; ++j) w[j] = _mm256_loadu_ps(reinterpret_cast<const float*>(unit) + 8 * j);
+  } else if constexpr (Type == kF16) {
+    for (int j = 0; j < 4; ++j)
+      w[j] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(unit + 16 * j)));
+  } else if constexpr (Type == kBF16) {
+    for (int j = 0; j < 4; ++j) {
+      const __m256i bits = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(unit + 16 * j)));
+      w[j] = _mm256_castsi256_ps(_mm256_slli_epi32(bits, 16));
+    }
+  } else if constexpr (Type == kQ4_K || Type == kQ5_K) {
+    k_part_weights<Type>(unit, b % parts, w);
+  } else if constexpr (Type == kQ6_K) {
+    q6_k_part_weights(unit, b % parts, w);
+  } else {
+    const __m256 d = _mm256_set1_ps(half_to_float(unit));
     if constexpr (Type == kQ8_0) {
       for (int j = 0; j < 4; ++j) {
-        const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + 8 * j));
+        const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(unit + 2 + 8 * j));
         w[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
       }
     } else {
-      // Widen bytes to 32-bit lanes first: one byte's low nibble is weight i, its high nibble weight i + 16.
-      const uint8_t* packed = block + (Type == kQ4_1 ? 4 : 2);
-      const __m256i first = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(packed)));
-      const __m256i second = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(packed + 8)));
-      const __m256i mask = _mm256_set1_epi32(0x0F);
-      const __m256i nibbles[4] = {_mm256_and_si256(first, mask), _mm256_and_si256(second, mask),
-                                  _mm256_srli_epi32(first, 4), _mm256_srli_epi32(second, 4)};
-      if constexpr (Type == kQ4_1) {
-        const __m256 m = _mm256_set1_ps(half_to_float(block + 2));
-        for (int j = 0; j < 4; ++j) w[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(nibbles[j]), d, m);
+      __m256i q[4];
+      constexpr bool has_min = Type == kQ4_1 || Type == kQ5_1, has_fifth = Type == kQ5_0 || Type == kQ5_1;
+      const uint8_t* packed = unit + 2 + (has_min ? 2 : 0) + (has_fifth ? 4 : 0);
+      block_nibbles(packed, q);
+      if constexpr (has_fifth) add_fifth_bits(load_u32(unit + 2 + (has_min ? 2 : 0)), q);
+      if constexpr (has_min) {
+        // q * d is exact (5 bits by 11): the addition rounds once, fused or not.
+        const __m256 m = _mm256_set1_ps(half_to_float(unit + 2));
+        for (int j = 0; j < 4; ++j) w[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q[j]), d, m);
       } else {
-        const __m256i eight = _mm256_set1_epi32(8);
-        for (int j = 0; j < 4; ++j) w[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(nibbles[j], eight)), d);
+        const __m256i offset = _mm256_set1_epi32(Type == kQ5_0 ? 16 : 8);
+        for (int j = 0; j < 4; ++j) w[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q[j], offset)), d);
       }
     }
   }
 }
 
-// Bytes one block of 32 weights takes in a row: a float32 row (type 0) is 128.
-constexpr int64_t stride_of(int64_t type) { return type == kF32 ? kBlock * 4 : block_bytes(type); }
+// Call f with the type as a template argument.
+template <typename F>
+inline void with_type(int64_t type, F&& f) {
+  switch (type) {
+    case kF16: f(std::integral_constant<int64_t, kF16>{}); break;
+    case kBF16: f(std::integral_constant<int64_t, kBF16>{}); break;
+    case kQ4_0: f(std::integral_constant<int64_t, kQ4_0>{}); break;
+    case kQ4_1: f(std::integral_constant<int64_t, kQ4_1>{}); break;
+    case kQ5_0: f(std::integral_constant<int64_t, kQ5_0>{}); break;
+    case kQ5_1: f(std::integral_constant<int64_t, kQ5_1>{}); break;
+    case kQ8_0: f(std::integral_constant<int64_t, kQ8_0>{}); break;
+    case kQ4_K: f(std::integral_constant<int64_t, kQ4_K>{}); break;
+    case kQ5_K: f(std::integral_constant<int64_t, kQ5_K>{}); break;
+    case kQ6_K: f(std::integral_constant<int64_t, kQ6_K>{}); break;
+    default: f(std::integral_constant<int64_t, kF32>{}); break;
+  }
+}
 
 // Dequantise one row of blocks into out[0 .. blocks * 32).
 template <int64_t Type>
 inline void dequantise_row_of(const uint8_t* row, int64_t blocks, float* out) {
-  constexpr int64_t stride = stride_of(Type);
   for (int64_t b = 0; b < blocks; ++b) {
-    _mm_prefetch(reinterpret_cast<const char*>(row + b * stride + kPrefetchBytes), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(row + b * kBlock * unit_bytes(Type) / unit_weights(Type) + kPrefetchBytes),
+                 _MM_HINT_T0);
     __m256 w[4];
-    block_weights<Type>(row + b * stride, w);
+    block_weights<Type>(row, b, w);
     for (int j = 0; j < 4; ++j) _mm256_storeu_ps(out + b * kBlock + 8 * j, w[j]);
   }
 }
 
 inline void dequantise_row(const uint8_t* row, int64_t type, int64_t blocks, float* out) {
-  switch (type) {
-    case kQ4_0: dequantise_row_of<kQ4_0>(row, blocks, out); break;
-    case kQ4_1: dequantise_row_of<kQ4_1>(row, blocks, out); break;
-    case kQ8_0: dequantise_row_of<kQ8_0>(row, blocks, out); break;
-    default: dequantise_row_of<kF32>(row, blocks, out); break;
-  }
+  with_type(type, [&](auto kind) { dequantise_row_of<decltype(kind)::value>(row, blocks, out); });
 }
 
 // One input row: dequantise in registers as the weights stream past, with the same accumulation as tile_dot.
 template <int64_t Type>
 inline void fused_dot(const float* x, int64_t k, const uint8_t* const rows[kTileN], int64_t tile_n, float* y) {
-  constexpr int64_t stride = stride_of(Type);
   __m256 acc[1][kTileN];
   for (int n = 0; n < kTileN; ++n) acc[0][n] = _mm256_setzero_ps();
   for (int64_t b = 0; b < k / kBlock; ++b) {
     __m256 xs[4];
     for (int j = 0; j < 4; ++j) xs[j] = _mm256_loadu_ps(x + b * kBlock + 8 * j);
     for (int n = 0; n < kTileN; ++n) {
-      _mm_prefetch(reinterpret_cast<const char*>(rows[n] + b * stride + kPrefetchBytes), _MM_HINT_T0);
+      _mm_prefetch(
+          reinterpret_cast<const char*>(rows[n] + b * kBlock * unit_bytes(Type) / unit_weights(Type) + kPrefetchBytes),
+          _MM_HINT_T0);
       __m256 w[4];
-      block_weights<Type>(rows[n] + b * stride, w);
+      block_weights<Type>(rows[n], b, w);
       for (int j = 0; j < 4; ++j) acc[0][n] = _mm256_fmadd_ps(w[j], xs[j], acc[0][n]);
     }
   }
@@ -146,12 +291,7 @@ inline void fused_dot(const float* x, int64_t k, const uint8_t* const rows[kTile
 
 inline void fused_dot_any(int64_t type, const float* x, int64_t k, const uint8_t* const rows[kTileN],
                           int64_t tile_n, float* y) {
-  switch (type) {
-    case kQ4_0: fused_dot<kQ4_0>(x, k, rows, tile_n, y); break;
-    case kQ4_1: fused_dot<kQ4_1>(x, k, rows, tile_n, y); break;
-    case kQ8_0: fused_dot<kQ8_0>(x, k, rows, tile_n, y); break;
-    default: fused_dot<kF32>(x, k, rows, tile_n, y); break;
-  }
+  with_type(type, [&](auto kind) { fused_dot<decltype(kind)::value>(x, k, rows, tile_n, y); });
 }
 
 // The dot products of m input rows of k floats with the tile of weight rows starting at row n0 of a matrix whose

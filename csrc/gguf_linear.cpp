@@ -1,4 +1,4 @@
-// y = x @ W.T where W is stored as GGUF blocks (Q4_0, Q4_1, Q8_0) and x stays float32: the torch operator
+// y = x @ W.T where W is stored as GGUF blocks (any type blocks.h serves) and x stays float32: the torch operator
 // for the transformers path. The blocks and their dot products are in blocks.h, shared with the native step.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -17,9 +17,9 @@ namespace {
 using namespace palaver;
 
 void check_blocks(const at::Tensor& blocks, int64_t type, int64_t in_features) {
-  TORCH_CHECK(block_bytes(type) > 0, "palaver: unsupported GGUF type ", type);
+  TORCH_CHECK(served(type), "palaver: unsupported GGUF type ", type);
   TORCH_CHECK(blocks.scalar_type() == at::kByte && blocks.dim() == 2, "palaver: blocks must be uint8 [out, bytes]");
-  TORCH_CHECK(in_features % kBlock == 0 && blocks.size(1) == in_features / kBlock * block_bytes(type),
+  TORCH_CHECK(row_bytes_of(type, in_features) > 0 && blocks.size(1) == row_bytes_of(type, in_features),
               "palaver: blocks do not hold rows of ", in_features, " weights");
 }
 

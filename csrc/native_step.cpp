@@ -258,8 +258,8 @@ int64_t pv_model_set(void* handle, int64_t layer, int64_t part, const void* data
     else model.blocks[layer].ffn_norm = floats;
     return 0;
   }
-  if (palaver::stride_of(type) == 0 || cols % palaver::kBlock) return -1;
-  Matrix w{bytes, type, rows, cols, cols / palaver::kBlock * palaver::stride_of(type)};
+  if (palaver::row_bytes_of(type, cols) == 0) return -1;
+  Matrix w{bytes, type, rows, cols, palaver::row_bytes_of(type, cols)};
   switch (part) {
     case palaver::kEmbed: model.embed = w; return 0;
     case palaver::kHead: model.head = w; return 0;

@@ -70,6 +70,13 @@ def gguf_chat_model(chat_model, models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def k_quant_gguf_model(models_dir) -> Path:
+    """A tiny chat Llama 256 wide, written as a GGUF file of Q4_K, Q5_K, Q6_K, Q5_0, Q5_1, F16 and BF16 tensors."""
+    wide = tiny_models.build_chat_llama(models_dir / "wide-chat-llama", width=256)
+    return tiny_models.build_gguf_llama(wide, models_dir / "wide-chat-llama.gguf", tiny_models.K_QUANT_TYPES)
+
+
+@pytest.fixture(scope="session")
 def dialogpt_model(models_dir) -> Path:
     return tiny_models.build_dialogpt(models_dir / "dialogpt")
 

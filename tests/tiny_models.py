@@ -6,6 +6,7 @@ import json
 import string
 from pathlib import Path
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
@@ -127,8 +128,8 @@ def build_dialogpt(path: Path) -> Path:
     return save(GPT2LMHeadModel(config), tokenizer, path)
 
 
-def build_chat_llama(path: Path, max_positions: int = 512) -> Path:
-    """A Llama causal model whose tokenizer carries a ChatML chat template."""
+def build_chat_llama(path: Path, max_positions: int = 512, width: int = 32) -> Path:
+    """A Llama causal model whose tokenizer carries a ChatML chat template (width 256: rows of K-quant blocks)."""
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=byte_level_bpe(specials),
@@ -141,11 +142,11 @@ def build_chat_llama(path: Path, max_positions: int = 512) -> Path:
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=width,
+        intermediate_size=2 * width,
         num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
+        num_attention_heads=2 if width == 32 else 4,
+        num_key_value_heads=1 if width == 32 else 2,
         max_position_embeddings=max_positions,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -266,6 +267,19 @@ GGUF_TYPES = {
     "ffn_up": "Q4_1",
     "ffn_down": "Q8_0",
 }
+# Every other type the kernel serves, as a Q4_K_M or Q5_K_M file mixes them (rows of 256 weights and more).
+K_QUANT_TYPES = {
+    "token_embd": "Q6_K",
+    "attn_q": "Q4_K",
+    "attn_k": "Q5_K",
+    "attn_v": "Q6_K",
+    "attn_output": "Q5_0",
+    "ffn_gate": "Q5_1",
+    "ffn_up": "F16",
+    "ffn_down": "BF16",
+}
+# Where a K-quant keeps its float16 scales in a super-block, and the scale written there.
+K_QUANT_SCALES = {"Q4_K": {0: 0.002, 2: 0.001}, "Q5_K": {0: 0.001, 2: 0.0005}, "Q6_K": {208: 0.0004}}
 LLAMA_TO_GGUF = {
     "self_attn.q_proj": "attn_q",
     "self_attn.k_proj": "attn_k",
@@ -277,6 +291,23 @@ LLAMA_TO_GGUF = {
     "input_layernorm": "attn_norm",
     "post_attention_layernorm": "ffn_norm",
 }
+
+
+def k_quant_blocks(kind: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Return valid K-quant rows of a matrix's shape: random weights and 6-bit scales under small float16 scales.
+
+    gguf-py cannot quantise to K-quants, so the file holds random weights of the right size rather than the
+    model's own; the native step and gguf-py's de-quantisation are compared on the same bytes either way.
+    """
+    import gguf
+
+    rng = np.random.default_rng(len(kind) * shape[0] + shape[1])
+    per_block, block_bytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]]
+    units = shape[0] * shape[1] // per_block
+    raw = rng.integers(0, 256, (units, block_bytes), dtype=np.uint8)
+    for offset, scale in K_QUANT_SCALES[kind].items():
+        raw[:, offset : offset + 2] = np.full(units, scale, dtype=np.float16).view(np.uint8).reshape(units, 2)
+    return raw.reshape(shape[0], -1)
 
 
 def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None = None) -> Path:
@@ -317,6 +348,8 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
         array = weights.detach().float().numpy()
         if kind is None:
             writer.add_tensor(name, array)
+        elif kind in K_QUANT_SCALES:
+            writer.add_tensor(name, k_quant_blocks(kind, array.shape), raw_dtype=gguf.GGMLQuantizationType[kind])
         else:
             qtype = gguf.GGMLQuantizationType[kind]
             writer.add_tensor(name, quantize(array, qtype), raw_dtype=qtype)

@@ -13,7 +13,7 @@ MAGIC = b"GGUF"
 # Metadata value types: the fixed-size ones by their struct format; 8 is a string and 9 an array.
 SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 STRING, ARRAY = 8, 9
-# ggml's tensor types: weights per block and bytes per block (plain floats are blocks of one).
+# ggml's tensor types: weights per block and bytes per block (plain floats are blocks of one), and names.
 TYPE_LAYOUT = {
     0: (1, 4),  # F32
     1: (1, 2),  # F16
@@ -29,7 +29,33 @@ TYPE_LAYOUT = {
     14: (256, 210),  # Q6_K
     30: (1, 2),  # BF16
 }
+TYPE_NAMES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 10: "Q2_K", 11: "Q3_K"}
+TYPE_NAMES |= {12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 30: "BF16"}
 PLAIN_DTYPES = {0: "<f4", 1: "<f2"}
+# The types csrc/blocks.h reads as stored: the native step and the block kernel serve these; K-quants in rows of
+# whole 256-weight super-blocks, the others in rows of whole 32-weight blocks.
+KERNEL_TYPES = frozenset({0, 1, 30, 2, 3, 6, 7, 8, 12, 13, 14})
+SUPER_BLOCK_TYPES = frozenset({12, 13, 14})
+
+
+def row_weights(entry: TensorEntry) -> int:
+    """Return how many weights one stored row of a 2-D tensor holds."""
+    per_block, block_bytes = TYPE_LAYOUT[entry.qtype]
+    if entry.dtype != "|u1":  # a plain array, in numpy's order
+        return entry.shape[-1]
+    return entry.shape[1] // block_bytes * per_block
+
+
+def stored_row_bytes(qtype: int, weights: int) -> int:
+    """Return the bytes a row of weights takes stored as qtype."""
+    per_block, block_bytes = TYPE_LAYOUT[qtype]
+    return weights // per_block * block_bytes
+
+
+def kernel_reads(entry: TensorEntry) -> bool:
+    """Tell whether the kernel reads this tensor's rows as stored: a type it serves, rows of whole units."""
+    unit = 256 if entry.qtype in SUPER_BLOCK_TYPES else 32
+    return entry.qtype in KERNEL_TYPES and len(entry.shape) == 2 and row_weights(entry) % unit == 0
 
 
 class GGUFError(ValueError):

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from palaver.engine.gguf_file import TensorEntry
-from palaver.engine.quantized import BLOCK, BLOCK_BYTES, GGUFEmbedding, GGUFLinear, join_layers
+from palaver.engine.gguf_file import TensorEntry, kernel_reads, row_weights
+from palaver.engine.quantized import GGUFEmbedding, GGUFLinear, join_layers
 
 log = logging.getLogger("palaver.loading")
 # Projections that read the same input, which a decode step computes in one kernel call.
@@ -70,13 +70,16 @@ def load_gguf_model(gguf_path: Path, config, index: list[TensorEntry]) -> nn.Mod
         stored = stored.view(np.dtype(entry.dtype)).reshape(entry.shape)
         module_name, _, attribute = hf_name.rpartition(".")
         module = model.get_submodule(module_name)
-        if entry.qtype in BLOCK_BYTES and attribute == "weight" and isinstance(module, (nn.Linear, nn.Embedding)):
+        # Float32 weights stay plain tensors; every other type the kernel reads stays as stored.
+        keep = entry.qtype != 0 and kernel_reads(entry)
+        if keep and attribute == "weight" and isinstance(module, (nn.Linear, nn.Embedding)):
             rows = row_order(processor, entry.name, entry.shape[0])
             if rows is not None:
                 # Rows in file order stay a view of the mapped file: no copy, no transient peak while loading,
                 # and clean pages the kernel may drop under memory pressure. Reordered rows need a copy.
-                blocks = torch.from_numpy(stored[rows] if len(rows) else stored)
-                in_features = blocks.shape[1] // BLOCK_BYTES[entry.qtype] * BLOCK
+                in_features = row_weights(entry)
+                stored_bytes = stored.view(np.uint8)  # float16 and bfloat16 rows as their bytes, as blocks are
+                blocks = torch.from_numpy(stored_bytes[rows] if len(rows) else stored_bytes)
                 if isinstance(module, nn.Embedding):
                     replacement: nn.Module = GGUFEmbedding(blocks, entry.qtype, in_features)
                     embedding_blocks = (blocks, entry.qtype, in_features)

@@ -13,13 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from palaver.engine.gguf_file import TYPE_NAMES, kernel_reads, row_weights
+
 log = logging.getLogger("palaver.native")
 
 LIBRARY = Path(__file__).resolve().parents[2] / "csrc" / "build" / "palaver_native.so"
-# ggml's type numbers that the native step reads as stored.
-NATIVE_TYPES = {0: "F32", 2: "Q4_0", 3: "Q4_1", 8: "Q8_0"}
 BLOCK = 32
-BLOCK_BYTES = {0: 128, 2: 18, 3: 20, 8: 34}  # per 32 weights
 PARTS = {"token_embd": 0, "output": 1, "output_norm": 2}
 LAYER_PARTS = {
     "attn_norm": 10,
@@ -148,9 +147,12 @@ def refusal(config: dict, entries: list) -> str | None:
         return f"its rotary scaling ({rope.get('rope_type')}) is not served natively yet"
     if config.get("attention_bias") or config.get("mlp_bias") or config.get("hidden_act") != "silu":
         return "its layers have biases or another activation"
-    others = sorted({NATIVE_TYPES.get(e.qtype, str(e.qtype)) for e in entries if e.qtype not in NATIVE_TYPES})
+    norm = [e.qtype == 0 and len(e.shape) == 1 for e in entries]  # norms' weights, float32 vectors
+    others = sorted(
+        {TYPE_NAMES.get(e.qtype, str(e.qtype)) for e, n in zip(entries, norm) if not (n or kernel_reads(e))}
+    )
     if others:
-        return f"it holds blocks of types {', '.join(others)}, which the native step does not read yet"
+        return f"it holds tensors of types {', '.join(others)} that the native step does not read yet"
     shape = Shape.of(config)
     if shape.hidden % BLOCK or shape.ffn % BLOCK or shape.head_dim % 16 or shape.heads % shape.kv_heads:
         return "its dimensions do not split into the kernel's blocks"
@@ -191,12 +193,7 @@ class NativeModel:
         self.lib.pv_set_threads(threads)
 
     def _set(self, layer: int, part: int, address: int, entry) -> None:
-        if len(entry.shape) == 1:
-            rows, cols = 1, entry.shape[0]
-        else:
-            rows, cols = entry.shape[0], entry.shape[1] // BLOCK_BYTES[entry.qtype] * BLOCK
-            if entry.qtype == 0:
-                rows, cols = entry.shape[0], entry.shape[1]
+        rows, cols = (1, entry.shape[0]) if len(entry.shape) == 1 else (entry.shape[0], row_weights(entry))
         if self.lib.pv_model_set(self.handle, layer, part, address, entry.qtype, rows, cols) != 0:
             raise ValueError(f"the native step cannot read {entry.name} ({rows} x {cols}, type {entry.qtype})")
 

@@ -10,14 +10,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from palaver.engine.gguf_file import KERNEL_TYPES, SUPER_BLOCK_TYPES, TYPE_NAMES, stored_row_bytes
+
 log = logging.getLogger("palaver.quantized")
 
 KERNEL_LIBRARY = Path(__file__).resolve().parents[2] / "csrc" / "build" / "palaver_kernels.so"
-BLOCK = 32  # weights per block, for every type served here
-# ggml's type numbers and the bytes of one block: a float16 scale, [a float16 minimum,] then the weights.
-Q4_0, Q4_1, Q8_0 = 2, 3, 8
-BLOCK_BYTES = {Q4_0: 18, Q4_1: 20, Q8_0: 34}
-TYPE_NAMES = {Q4_0: "Q4_0", Q4_1: "Q4_1", Q8_0: "Q8_0"}
+BLOCK = 32  # weights per block; the K-quants' super-blocks hold eight
+Q8_0 = 8  # the type linear layers are quantised to at load
 
 _kernel_lock = threading.Lock()
 _kernel_state: dict[str, bool | str] = {}
@@ -73,22 +72,6 @@ def use_kernel_threads(threads: int) -> None:
     torch.set_num_threads(1)
 
 
-def dequantise(blocks: torch.Tensor, qtype: int, in_features: int) -> torch.Tensor:
-    """Turn [out, bytes] blocks into float32 weights exactly as gguf-py does, in plain torch."""
-    rows = blocks.shape[0]
-    cells = blocks.reshape(rows, in_features // BLOCK, BLOCK_BYTES[qtype])
-    scale = cells[..., :2].contiguous().view(torch.float16).float()
-    if qtype == Q8_0:
-        return (cells[..., 2:].contiguous().view(torch.int8).float() * scale).reshape(rows, in_features)
-    packed = cells[..., 4 if qtype == Q4_1 else 2 :]
-    nibbles = torch.cat([packed & 0x0F, packed >> 4], dim=-1).float()
-    if qtype == Q4_1:
-        weights = nibbles * scale + cells[..., 2:4].contiguous().view(torch.float16).float()
-    else:
-        weights = (nibbles - 8) * scale
-    return weights.reshape(rows, in_features)
-
-
 def quantise_q8_0(weight: torch.Tensor) -> torch.Tensor:
     """Quantise float weights [out, in] to Q8_0 blocks as ggml does: scale = max |w| / 127 per 32."""
     rows, columns = weight.shape
@@ -108,8 +91,8 @@ class GGUFLinear(nn.Module):
 
     def __init__(self, blocks: torch.Tensor, qtype: int, in_features: int, bias: torch.Tensor | None = None):
         super().__init__()
-        whole_blocks = qtype in BLOCK_BYTES and in_features % BLOCK == 0
-        if not whole_blocks or blocks.shape[1] != in_features // BLOCK * BLOCK_BYTES[qtype]:
+        unit = 256 if qtype in SUPER_BLOCK_TYPES else BLOCK
+        if qtype not in KERNEL_TYPES or in_features % unit or blocks.shape[1] != stored_row_bytes(qtype, in_features):
             raise ValueError(f"blocks of type {qtype} do not hold rows of {in_features} weights")
         self.register_buffer("blocks", blocks, persistent=False)
         self.register_buffer("bias", bias, persistent=False)

@@ -27,6 +27,17 @@ def test_a_gguf_model_keeps_its_blocks_and_matches_transformers_own_loader(gguf_
         torch.testing.assert_close(blocked(ids).logits, plain(ids).logits, rtol=1e-4, atol=1e-5)
 
 
+def test_k_quants_q5_and_16_bit_floats_keep_their_blocks_too(k_quant_gguf_model, tmp_path):
+    blocked = load_model(Settings(model=str(k_quant_gguf_model), cache_dir=str(tmp_path))).family.model
+    plain = load_model(Settings(model=str(k_quant_gguf_model), cache_dir=str(tmp_path), weights="float32"))
+    assert float_layers(blocked) == [], "every type in the file is read as stored"
+    kinds = {module.extra_repr().split(",")[0] for module in blocked.modules() if hasattr(module, "blocks")}
+    assert kinds == {"Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q5_1", "F16", "BF16"}
+    ids = torch.tensor([[5, 17, 42, 99, 3, 250]])
+    with torch.inference_mode():
+        torch.testing.assert_close(blocked(ids).logits, plain.family.model(ids).logits, rtol=1e-4, atol=1e-4)
+
+
 def test_without_the_kernel_a_gguf_model_is_served_as_float32_and_the_log_says_so(gguf_chat_model, tmp_path):
     code = (
         "import logging, pathlib; import palaver.engine.quantized as quantized; "

@@ -2,6 +2,7 @@
 
 import subprocess
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,6 +98,34 @@ def test_every_batch_size_gives_each_row_its_bits_alone(weights, rows):
     cache.close()
 
 
+@pytest.fixture(scope="module")
+def k_quant_weights(k_quant_gguf_model):
+    gguf = read_gguf(k_quant_gguf_model)
+    assert native.refusal(llama_config(gguf), gguf.tensors) is None, "every type in the file is read natively"
+    model = native.NativeModel(k_quant_gguf_model, llama_config(gguf), gguf.tensors, threads=2)
+    yield model
+    model.close()
+
+
+def test_k_quants_q5_and_16_bit_floats_agree_with_transformers_and_keep_each_rows_bits(
+    k_quant_weights, k_quant_gguf_model, tmp_path
+):
+    settings = Settings(model=str(k_quant_gguf_model), cache_dir=str(tmp_path), weights="float32")
+    reference = load_model(settings).family.model  # every tensor de-quantised by gguf-py
+    cache = k_quant_weights.new_cache(16, 64)
+    sequence, neighbour = cache.new_sequence(), cache.new_sequence()
+    assert cache.reserve(sequence, len(PROMPT) + 4) and cache.reserve(neighbour, 40)
+    got = cache.step([sequence], [PROMPT], [True])[0]
+    with torch.inference_mode():
+        want = reference(torch.tensor([PROMPT])).logits[0, -1].numpy()
+    assert np.abs(got - want).max() <= RELATIVE_TOLERANCE * np.abs(want).max() and got.argmax() == want.argmax()
+    alone = cache.step([sequence], [[3]], [True])[0]
+    cache.truncate(sequence, len(PROMPT))
+    together = cache.step([neighbour, sequence], [list(range(1, 30)), [3]], [False, True])[1]
+    assert alone.tobytes() == together.tobytes(), "a row's bits do not depend on its neighbour"
+    cache.close()
+
+
 def test_the_page_budget_is_all_or_none_and_pages_come_back(weights):
     cache = weights.new_cache(16, 4)
     first, second = cache.new_sequence(), cache.new_sequence()
@@ -137,14 +166,13 @@ def test_refusal_names_what_the_native_step_does_not_serve(gguf_chat_model):
     assert native.refusal(config, gguf.tensors) is None
     assert "qwen2" in native.refusal({**config, "model_type": "qwen2"}, gguf.tensors)
     assert "yarn" in native.refusal({**config, "rope_parameters": {"rope_type": "yarn"}}, gguf.tensors)
-    k_quant = [type(e)(e.name, 12, e.offset, e.shape, e.dtype) for e in gguf.tensors]
-    assert "12" in native.refusal(config, k_quant)
+    q2_k = [type(e)(e.name, 10, e.offset, e.shape, e.dtype) for e in gguf.tensors]
+    assert "Q2_K" in native.refusal(config, q2_k)
 
 
-def test_the_native_step_passes_its_own_checks_under_address_and_undefined_behaviour_sanitizers(tmp_path):
-    """Batches of 1 to 130 rows, chunks and lengths on both sides of every page and tile, the cache's books."""
-    binary = tmp_path / "native_step_test"
-    sources = [ROOT / "csrc" / "native_step.cpp", ROOT / "csrc" / "tests" / "native_step_test.cpp"]
+def sanitized_run(tmp_path, sources: list[Path], passed: str) -> None:
+    """Build C++ sources with AddressSanitizer, UndefinedBehaviorSanitizer and -Werror; run them to `passed`."""
+    binary = tmp_path / sources[-1].stem
     sanitizers = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
     warnings = ["-Wall", "-Wextra", "-Wpedantic", "-Werror"]  # the shipped build uses the same warnings
     command = ["c++", "-std=c++20", "-O1", "-g", *sanitizers, *warnings, "-mavx2", "-mfma", "-mf16c"]
@@ -156,7 +184,18 @@ def test_the_native_step_passes_its_own_checks_under_address_and_undefined_behav
     )
     assert built.returncode == 0, built.stderr
     ran = subprocess.run([binary], capture_output=True, text=True, timeout=300)
-    assert ran.returncode == 0 and "all native step checks passed" in ran.stdout, ran.stderr[-4000:]
+    assert ran.returncode == 0 and passed in ran.stdout, ran.stderr[-4000:]
+
+
+def test_the_native_step_passes_its_own_checks_under_address_and_undefined_behaviour_sanitizers(tmp_path):
+    """Batches of 1 to 130 rows, chunks and lengths on both sides of every page and tile, the cache's books."""
+    sources = [ROOT / "csrc" / "native_step.cpp", ROOT / "csrc" / "tests" / "native_step_test.cpp"]
+    sanitized_run(tmp_path, sources, "all native step checks passed")
+
+
+def test_every_block_type_passes_its_own_checks_under_the_sanitizers(tmp_path):
+    """Each type's weights against ggml's scalar reference, bit for bit; products the same alone and batched."""
+    sanitized_run(tmp_path, [ROOT / "csrc" / "tests" / "blocks_test.cpp"], "all block checks passed")
 
 
 QUESTIONS = [
