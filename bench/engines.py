@@ -4,6 +4,7 @@ Usage: make bench-engines                       (all three, 1, 16 and 32 clients
                                                  a 1,000-token prompt's first token, Palaver's start and its
                                                  32 clients under PALAVER_MEMORY_LIMIT=512MB)
        .venv/bin/python -m bench.engines --servers palaver,llama-server --clients 1 --hogs 0
+       .venv/bin/python -m bench.engines --weights Q4_K_M   (the embedded model re-quantised by llama-quantize)
 Each server runs alone on the machine in turn, under the same closed-loop load (bench/load.py): every client
 holds a conversation of --turns turns, greedy, --max-tokens tokens a reply. Builds the peers on first use.
 """
@@ -114,13 +115,13 @@ def palaver_start_seconds(cache_dir: str) -> float:
 
 @contextmanager
 def start(name: str, gguf: str, cache_dir: str):
-    """Start one of the servers on the embedded GGUF; yield (url, pid)."""
+    """Start one of the servers on a GGUF file; yield (url, pid)."""
     threads = str(os.cpu_count())
     if name.startswith("palaver"):
         # palaver-512MB: the same, with PALAVER_MEMORY_LIMIT=512MB.
         limit = {"memory_limit": name.split("-", 1)[1]} if "-" in name else {}
         # Long enough for the 1,000-token prompt (the default is 2,000 characters).
-        with palaver(cache_dir, max_message_chars="8000", **limit) as (url, pid):
+        with palaver(cache_dir, gguf, max_message_chars="8000", **limit) as (url, pid):
             seconds_until_ready(url, time.perf_counter(), timeout=600)
             yield url, pid
     elif name == "llama-server":
@@ -209,10 +210,14 @@ def main() -> None:
     parser.add_argument("--hog-clients", type=int, default=8, help="clients during the noisy-neighbour run")
     parser.add_argument("--prompt-words", type=int, default=950, help="words of the long prompt (about 1,000 tokens)")
     parser.add_argument("--limited", default="32", help="client counts for Palaver under PALAVER_MEMORY_LIMIT=512MB")
+    parser.add_argument("--weights", default="", help="a llama-quantize type (Q4_K_M...) to re-quantise the model to")
     args = parser.parse_args()
     import palaver.engine.sources as sources
 
     gguf = str(sources.embedded_gguf_path())
+    if args.weights:
+        quantise = [str(ROOT / "bench/llama_quantize.sh"), args.weights]
+        gguf = subprocess.run(quantise, check=True, capture_output=True, text=True).stdout.strip()
     levels = [int(c) for c in args.clients.split(",") if c]
     rows, first_tokens, starts = [], [], []
     with tempfile.TemporaryDirectory() as scratch:
@@ -239,7 +244,7 @@ def main() -> None:
                     with cpu_hogs(args.hogs):
                         noisy = run_load(url, args.hog_clients, args.turns, args.max_tokens, pid)
                     rows.append((name, f"{args.hog_clients} + {args.hogs} CPU hogs", noisy))
-    print(f"\n{args.turns} turns × {args.max_tokens} tokens a reply, greedy, closed loop · {cpu_summary()}\n")
+    print(f"\n{Path(gguf).name} · {args.turns} turns × {args.max_tokens} tokens a reply, greedy · {cpu_summary()}\n")
     print_table([(f"{name} | {clients}", row) for name, clients, row in rows], "server | clients")
     if first_tokens:
         print("\n| server | prompt tokens | time to first token, one client (median of 3) |\n|---|---|---|")

@@ -96,6 +96,7 @@ def models() -> None:
         family=limits.family,
         weights=description.get("weights", "-"),
         engine=description.get("engine", "-"),
+        **gguf_rows(description.get("gguf")),
         upstream=getattr(backend, "url", "-"),
         context_tokens=limits.context_tokens,
         max_input_tokens=limits.max_input_tokens,
@@ -104,6 +105,23 @@ def models() -> None:
     width = max(len(name) for name in rows)
     for name, value in rows.items():
         click.echo(f"{name.replace('_', ' '):<{width}}  {'-' if value is None else value}")
+
+
+def gguf_rows(layout: dict | None) -> dict[str, object]:
+    """Describe a GGUF file's serving: its architecture, tensor types, and how much of it is kept as stored."""
+    if not layout:
+        return {}
+    types = ", ".join(f"{count} {name}" for name, count in sorted(layout["tensor_types"].items()))
+    stored, widened = layout["bytes_as_stored"] / 1e6, layout["bytes_as_float32"] / 1e6
+    rows: dict[str, object] = {
+        "architecture": layout["architecture"],
+        "path": layout["path"],
+        "tensors": types,
+        "served": f"{stored:.0f} MB as stored, {widened:.0f} MB as float32 ({layout['share_as_stored']:.0%} as stored)",
+    }
+    if layout.get("why"):
+        rows["not native because"] = layout["why"]
+    return rows
 
 
 @main.command()

@@ -176,6 +176,7 @@ class Engine:
                 engine=self.model.engine,
                 **({"kv_cache_bytes": self.model.kv_cache_bytes} if self.model.kv_cache_bytes else {}),
                 system_fingerprint=self.model.fingerprint,
+                **({"gguf": self.model.gguf} if self.model.gguf else {}),
                 **self.model.family.describe(),
             )
         return info

@@ -356,3 +356,4 @@ class LoadedModel:
     engine: str = "transformers"  # or "native": what runs each step
     kv_cache_bytes: int | None = None  # the native step's KV budget; the transformers path has none
     fingerprint: str | None = None  # the weights' bytes and the arithmetic over them, as system_fingerprint
+    gguf: dict | None = None  # a GGUF file's architecture, tensor types, and bytes served as stored and as float32

@@ -52,6 +52,35 @@ def stored_row_bytes(qtype: int, weights: int) -> int:
     return weights // per_block * block_bytes
 
 
+def weight_layout(entries: list[TensorEntry], kept: set[str], architecture: str, path: str, why: str | None) -> dict:
+    """Describe how a GGUF file's weights are served: each type's count, the bytes kept as stored and as float32."""
+    stored = sum(_nbytes(e) for e in entries if e.name in kept)
+    widened = sum(_weights(e) * 4 for e in entries if e.name not in kept)
+    types: dict[str, int] = {}
+    for entry in entries:
+        types[TYPE_NAMES[entry.qtype]] = types.get(TYPE_NAMES[entry.qtype], 0) + 1
+    return {
+        "architecture": architecture,
+        "path": path,
+        **({"why": why} if why else {}),
+        "tensor_types": types,
+        "bytes_as_stored": stored,
+        "bytes_as_float32": widened,
+        "share_as_stored": round(stored / max(1, stored + widened), 3),
+    }
+
+
+def _nbytes(entry: TensorEntry) -> int:
+    count = 1
+    for dim in entry.shape:
+        count *= dim
+    return count * (4 if entry.dtype == "<f4" else 2 if entry.dtype == "<f2" else 1)
+
+
+def _weights(entry: TensorEntry) -> int:
+    return entry.shape[0] if len(entry.shape) == 1 else entry.shape[0] * row_weights(entry)
+
+
 def kernel_reads(entry: TensorEntry) -> bool:
     """Tell whether the kernel reads this tensor's rows as stored: a type it serves, rows of whole units."""
     unit = 256 if entry.qtype in SUPER_BLOCK_TYPES else 32

@@ -45,8 +45,8 @@ def one_reader(gguf_path: Path) -> Iterator:
         setattr(gguf, "GGUFReader", original)  # noqa: B010
 
 
-def load_gguf_model(gguf_path: Path, config, index: list[TensorEntry]) -> nn.Module:
-    """Create the model for config and fill it from the file: blocks for linear layers, float32 for the rest."""
+def load_gguf_model(gguf_path: Path, config, index: list[TensorEntry]) -> tuple[nn.Module, set[str]]:
+    """Fill a model for config from the file, blocks for linear layers and float32 for the rest; name those kept."""
     import gguf
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
@@ -61,7 +61,7 @@ def load_gguf_model(gguf_path: Path, config, index: list[TensorEntry]) -> nn.Mod
     # Copy-on-write, so torch gets the writable arrays it expects; nothing ever writes to them.
     data = np.memmap(gguf_path, dtype=np.uint8, mode="c")
     embedding_blocks = None
-    blocked = 0
+    kept: set[str] = set()
     for entry in index:
         hf_name = names.get(entry.name)
         if hf_name is None:
@@ -86,7 +86,7 @@ def load_gguf_model(gguf_path: Path, config, index: list[TensorEntry]) -> nn.Mod
                 else:
                     replacement = GGUFLinear(blocks, entry.qtype, in_features, _bias_of(module))
                 model.set_submodule(module_name, replacement)
-                blocked += 1
+                kept.add(entry.name)
                 continue
         weights = gguf.dequantize(stored, gguf.GGMLQuantizationType(entry.qtype))
         weights = processor.process(weights=weights, name=entry.name).weights
@@ -98,8 +98,10 @@ def load_gguf_model(gguf_path: Path, config, index: list[TensorEntry]) -> nn.Mod
     if missing:
         raise ValueError(f"the GGUF file has no weights for {', '.join(missing[:5])}")
     model.eval()
-    log.info("read %s: %d tensors kept as GGUF blocks in %.1fs", gguf_path.name, blocked, time.perf_counter() - started)
-    return model
+    log.info(
+        "read %s: %d tensors kept as GGUF blocks in %.1fs", gguf_path.name, len(kept), time.perf_counter() - started
+    )
+    return model, kept
 
 
 def _lay_out_joinable_projections(model: nn.Module, data: np.memmap) -> None:

@@ -20,9 +20,10 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from palaver.core.config import Settings
 from palaver.core.types import ModelSource
 from palaver.engine.families import LoadedModel, family_for
-from palaver.engine.gguf_file import load_tensor_index, read_gguf, save_tensor_index
+from palaver.engine.gguf_file import load_tensor_index, read_gguf, save_tensor_index, weight_layout
 from palaver.engine.gguf_loading import load_gguf_model, one_reader
 from palaver.engine.native import available_cores
+from palaver.engine.native_loading import why_not_native
 from palaver.engine.quantized import (
     GGUFLinear,
     kernel_available,
@@ -116,10 +117,15 @@ def load_model(settings: Settings, where: ModelSource | None = None) -> LoadedMo
     where = where or plain_source(settings.model)
     name, source = settings.model_name, where.weights
     blocks = settings.weights != "float32" and kernel_available()
-    if source.endswith(".gguf") and blocks:
+    layout = None
+    if source.endswith(".gguf"):
         metadata = gguf_metadata_dir(Path(source), settings.cache_dir)
+        index = load_tensor_index(metadata / "tensors.json")
+        why = why_not_native(settings, source)[0]
+    if source.endswith(".gguf") and blocks:
         config, tokenizer = AutoConfig.from_pretrained(metadata), AutoTokenizer.from_pretrained(metadata)
-        model = load_gguf_model(Path(source), config, load_tensor_index(metadata / "tensors.json"))
+        model, kept = load_gguf_model(Path(source), config, index)
+        layout = weight_layout(index, kept, config.model_type, "transformers", why)
     else:
         if source.endswith(".gguf"):
             source = str(converted_gguf_dir(Path(source), settings.cache_dir))
@@ -127,6 +133,8 @@ def load_model(settings: Settings, where: ModelSource | None = None) -> LoadedMo
         tokenizer = AutoTokenizer.from_pretrained(where.tokenizer if where.tokenizer != where.weights else source)
         model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
         model = model_class.from_pretrained(source, dtype=torch.float32)
+        if where.weights.endswith(".gguf"):
+            layout = weight_layout(index, set(), config.model_type, "transformers, float32", why)
         if settings.weights == "q8_0" and blocks:
             log.info("quantised %d linear layers to Q8_0", quantise_linear_layers(model))
     model.eval()
@@ -141,4 +149,4 @@ def load_model(settings: Settings, where: ModelSource | None = None) -> LoadedMo
     weights = "gguf-blocks" if in_blocks else "float32"
     log.info("loaded %s (%s family, %s weights) in %.1fs", name, family.name, weights, seconds)
     stamp = fingerprint(where.weights, "transformers", f"torch-{torch.__version__}", weights)
-    return LoadedModel(name, family, seconds, weights, fingerprint=stamp)
+    return LoadedModel(name, family, seconds, weights, fingerprint=stamp, gguf=layout)

@@ -13,7 +13,7 @@ from palaver.core.config import Settings
 from palaver.engine import native
 from palaver.engine.families import LoadedModel, family_for
 from palaver.engine.file_tokenizer import FileTokenizer
-from palaver.engine.gguf_file import GGUFFile, read_gguf
+from palaver.engine.gguf_file import GGUFFile, read_gguf, weight_layout
 from palaver.engine.gguf_tokenizer import tokenizer_config, tokenizer_json, unsupported
 from palaver.engine.prefix_cache import PrefixCache
 from palaver.engine.sources import fingerprint
@@ -132,20 +132,26 @@ def kv_budget(limit: int, weight_bytes: int, wanted: int) -> int:
     return min(left, wanted)
 
 
-def load_native(settings: Settings, name: str, source: str) -> LoadedModel | None:
-    """Load a GGUF file onto the native step, or return None (having logged why) where it cannot serve it."""
-    started = time.perf_counter()
+def why_not_native(settings: Settings, source: str) -> tuple[str | None, GGUFFile | None]:
+    """Say why the native step will not serve a model (None when it will), with the GGUF file it read to tell."""
     why = refusal(settings, source)
     gguf = None if why else read_gguf(Path(source))
     if gguf is not None:
-        config = llama_config(gguf)
-        why = unsupported(gguf) or native.refusal(config, gguf.tensors)
+        why = unsupported(gguf) or native.refusal(llama_config(gguf), gguf.tensors)
+    return why, gguf
+
+
+def load_native(settings: Settings, name: str, source: str) -> LoadedModel | None:
+    """Load a GGUF file onto the native step, or return None (having logged why) where it cannot serve it."""
+    started = time.perf_counter()
+    why, gguf = why_not_native(settings, source)
     if why:
         if settings.engine == "native":
             raise ValueError(f"PALAVER_ENGINE=native cannot serve {name}: {why}")
         log.info("%s runs through transformers: %s", name, why)
         return None
     assert gguf is not None
+    config = llama_config(gguf)
     tokenizer = FileTokenizer(tokenizer_json(gguf), tokenizer_config(gguf))
     model = NativeLlama(gguf, config, tokenizer, settings)
     family = family_for(model.config, tokenizer)(model, tokenizer, settings.max_context_tokens)
@@ -153,4 +159,7 @@ def load_native(settings: Settings, name: str, source: str) -> LoadedModel | Non
     log.info("loaded %s (%s family, native step) in %.1fs", name, family.name, seconds)
     budget = model.cache.max_pages * model.cache.page_bytes
     stamp = fingerprint(source, "native", native.ARITHMETIC_VERSION, "gguf-blocks")
-    return LoadedModel(name, family, seconds, "gguf-blocks", engine="native", kv_cache_bytes=budget, fingerprint=stamp)
+    layout = weight_layout(gguf.tensors, {e.name for e in gguf.tensors}, gguf.architecture, "native", None)
+    return LoadedModel(
+        name, family, seconds, "gguf-blocks", engine="native", kv_cache_bytes=budget, fingerprint=stamp, gguf=layout
+    )

@@ -34,3 +34,17 @@ def test_a_truncated_or_foreign_file_is_refused_with_a_reason(gguf_chat_model, t
         (tmp_path / name).write_bytes(content)
         with pytest.raises(GGUFError, match=reason):
             read_gguf(tmp_path / name)
+
+
+def test_a_layout_counts_types_and_the_bytes_kept_as_stored_and_widened_to_float32():
+    from palaver.engine.gguf_file import TensorEntry, weight_layout
+
+    entries = [
+        TensorEntry("a", 12, 0, (4, 144), "|u1"),  # 4 rows of one Q4_K super-block: 576 bytes, 1,024 weights
+        TensorEntry("b", 10, 0, (2, 84), "|u1"),  # Q2_K, not read as stored: 512 weights widened to float32
+        TensorEntry("n", 0, 0, (256,), "<f4"),  # a norm's float32 vector
+    ]
+    layout = weight_layout(entries, {"a", "n"}, "llama", "transformers", "it holds Q2_K")
+    assert layout["tensor_types"] == {"Q4_K": 1, "Q2_K": 1, "F32": 1}
+    assert layout["bytes_as_stored"] == 576 + 1024 and layout["bytes_as_float32"] == 512 * 4
+    assert layout["share_as_stored"] == round(1600 / 3648, 3) and layout["why"] == "it holds Q2_K"
