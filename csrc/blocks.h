@@ -109,37 +109,41 @@ inline void tile_dot(const float* x, int64_t k, const float* weights, int64_t ti
   store_tile<Rows>(acc, tile_n, y, n_out);
 }
 
-inline __m256 widen_bytes(const uint8_t* p) {
-  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
-}
-
-inline __m256i widen_bytes_i(const uint8_t* p) {
-  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-}
-
 inline uint32_t load_u32(const uint8_t* p) {
   uint32_t bits;
   std::memcpy(&bits, p, 4);
   return bits;
 }
 
-// The nibbles of a 32-weight block's 16 bytes, in weight order: byte i's low nibble is weight i, its high weight i + 16.
-inline void block_nibbles(const uint8_t* packed, __m256i q[4]) {
-  const __m256i first = widen_bytes_i(packed), second = widen_bytes_i(packed + 8), mask = _mm256_set1_epi32(0x0F);
-  q[0] = _mm256_and_si256(first, mask);
-  q[1] = _mm256_and_si256(second, mask);
-  q[2] = _mm256_srli_epi32(first, 4);
-  q[3] = _mm256_srli_epi32(second, 4);
+// The work is done on 32 weights at once, as bytes in weight order, and only then widened to four registers of 8.
+
+// A 32-weight block's nibbles as bytes in weight order: byte i's low nibble is weight i, its high nibble i + 16.
+inline __m256i nibble_bytes(const uint8_t* packed) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed));
+  const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
 }
 
-// Add the fifth bits of Q5_0 and Q5_1 (bit i of qh is weight i's) as 16.
-inline void add_fifth_bits(uint32_t qh, __m256i q[4]) {
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), one = _mm256_set1_epi32(1);
-  for (int j = 0; j < 4; ++j) {
-    const __m256i shift = _mm256_add_epi32(lanes, _mm256_set1_epi32(8 * j));
-    const __m256i bit = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(qh)), shift), one);
-    q[j] = _mm256_or_si256(q[j], _mm256_slli_epi32(bit, 4));
-  }
+// 0xFF in byte i where bit i of the 32 bits is set (ggml's bytes_from_bits_32).
+inline __m256i bit_bytes(uint32_t bits) {
+  const __m256i spread = _mm256_shuffle_epi8(
+      _mm256_set1_epi32(static_cast<int>(bits)),
+      _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0x0000000000000000));
+  const __m256i others = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+  return _mm256_cmpeq_epi8(others, _mm256_set1_epi64x(-1));
+}
+
+// 32 bytes (signed or not) as four registers of 8 floats, in order.
+template <bool Signed>
+inline void widen(__m256i q, __m256 w[4]) {
+  const __m128i low = _mm256_castsi256_si128(q), high = _mm256_extracti128_si256(q, 1);
+  const __m128i parts[4] = {low, _mm_srli_si128(low, 8), high, _mm_srli_si128(high, 8)};
+  for (int j = 0; j < 4; ++j)
+    w[j] = _mm256_cvtepi32_ps(Signed ? _mm256_cvtepi8_epi32(parts[j]) : _mm256_cvtepu8_epi32(parts[j]));
+}
+
+inline __m256i shift_bytes_right(__m256i x, int count) {  // count < 8; the caller masks what crossed a byte
+  return _mm256_srl_epi16(x, _mm_cvtsi32_si128(count));
 }
 
 // A K-quant's 6-bit scale and minimum for part j of 8, as ggml's get_scale_min_k4.
@@ -159,36 +163,36 @@ inline void k_part_weights(const uint8_t* super, int64_t part, __m256 w[4]) {
   const float d = half_to_float(super), dmin = half_to_float(super + 2);
   int scale = 0, minimum = 0;
   scale_min_k4(static_cast<int>(part), super + 4, &scale, &minimum);
-  // Both products are exact in float32 (11 bits of scale by 6 bits): only the subtraction rounds, as in gguf-py.
-  const __m256 ds = _mm256_set1_ps(d * static_cast<float>(scale)), dm = _mm256_set1_ps(dmin * static_cast<float>(minimum));
   const uint8_t* nibbles = super + 16 + (Type == kQ5_K ? 32 : 0) + (part / 2) * 32;
-  const int shift = part % 2 ? 4 : 0;
-  for (int j = 0; j < 4; ++j) {
-    __m256i q = _mm256_and_si256(_mm256_srli_epi32(widen_bytes_i(nibbles + 8 * j), shift), _mm256_set1_epi32(0x0F));
-    if constexpr (Type == kQ5_K) {
-      const __m256i high = _mm256_srli_epi32(widen_bytes_i(super + 16 + 8 * j), static_cast<int>(part));
-      q = _mm256_or_si256(q, _mm256_slli_epi32(_mm256_and_si256(high, _mm256_set1_epi32(1)), 4));
-    }
-    w[j] = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(q), ds), dm);
+  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(nibbles));
+  __m256i q = _mm256_and_si256(shift_bytes_right(raw, part % 2 ? 4 : 0), _mm256_set1_epi8(0x0F));
+  if constexpr (Type == kQ5_K) {  // bit `part` of qh[l] is weight l's fifth bit
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(super + 16));
+    const __m256i bit = _mm256_and_si256(shift_bytes_right(qh, static_cast<int>(part)), _mm256_set1_epi8(1));
+    q = _mm256_or_si256(q, _mm256_slli_epi16(bit, 4));  // the bit moves within its byte
   }
+  widen<false>(q, w);
+  // Both products are exact in float32 (11 bits of scale by 6 bits): only the subtraction rounds, as in gguf-py.
+  const __m256 ds = _mm256_set1_ps(d * static_cast<float>(scale));
+  const __m256 dm = _mm256_set1_ps(dmin * static_cast<float>(minimum));
+  for (int j = 0; j < 4; ++j) w[j] = _mm256_sub_ps(_mm256_mul_ps(w[j], ds), dm);
 }
 
 // Part `part` (0..7) of a Q6_K super-block: 32 weights (d * scale) * (q - 32), q of 6 bits, a scale per 16.
 inline void q6_k_part_weights(const uint8_t* super, int64_t part, __m256 w[4]) {
   const int64_t half = part / 4, quarter = part % 4;
-  const uint8_t* low = super + half * 64 + (quarter % 2) * 32;
-  const uint8_t* high = super + 128 + half * 32;
+  const __m256i low = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(super + half * 64 + (quarter % 2) * 32));
+  const __m256i high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(super + 128 + half * 32));
+  const __m256i l4 = _mm256_and_si256(shift_bytes_right(low, quarter / 2 ? 4 : 0), _mm256_set1_epi8(0x0F));
+  const __m256i h2 = _mm256_and_si256(shift_bytes_right(high, static_cast<int>(quarter) * 2), _mm256_set1_epi8(3));
+  const __m256i q = _mm256_sub_epi8(_mm256_or_si256(l4, _mm256_slli_epi16(h2, 4)), _mm256_set1_epi8(32));
+  widen<true>(q, w);
   const auto* scales = reinterpret_cast<const int8_t*>(super + 192 + half * 8 + quarter * 2);
   const float d = half_to_float(super + 208);
-  const int low_shift = quarter / 2 ? 4 : 0, high_shift = static_cast<int>(quarter) * 2;
-  for (int j = 0; j < 4; ++j) {
-    const __m256i l4 = _mm256_and_si256(_mm256_srli_epi32(widen_bytes_i(low + 8 * j), low_shift), _mm256_set1_epi32(0x0F));
-    const __m256i h2 = _mm256_and_si256(_mm256_srli_epi32(widen_bytes_i(high + 8 * j), high_shift), _mm256_set1_epi32(3));
-    const __m256i q = _mm256_sub_epi32(_mm256_or_si256(l4, _mm256_slli_epi32(h2, 4)), _mm256_set1_epi32(32));
-    // d * scale is exact; its product with q rounds once, as gguf-py's (d * scales) * q.
-    const __m256 ds = _mm256_set1_ps(d * static_cast<float>(scales[j / 2]));
-    w[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(q), ds);
-  }
+  // d * scale is exact; its product with q rounds once, as gguf-py's (d * scales) * q.
+  const __m256 first = _mm256_set1_ps(d * static_cast<float>(scales[0]));
+  const __m256 second = _mm256_set1_ps(d * static_cast<float>(scales[1]));
+  for (int j = 0; j < 4; ++j) w[j] = _mm256_mul_ps(w[j], j < 2 ? first : second);
 }
 
 // Block b (the weights b * 32 .. b * 32 + 31) of a row, in four registers, dequantised exactly as gguf-py does.
@@ -218,18 +222,32 @@ inline void block_weights(const uint8_t* row, int64_t b, __m256 w[4]) {
         w[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
       }
     } else {
-      __m256i q[4];
       constexpr bool has_min = Type == kQ4_1 || Type == kQ5_1, has_fifth = Type == kQ5_0 || Type == kQ5_1;
-      const uint8_t* packed = unit + 2 + (has_min ? 2 : 0) + (has_fifth ? 4 : 0);
-      block_nibbles(packed, q);
-      if constexpr (has_fifth) add_fifth_bits(load_u32(unit + 2 + (has_min ? 2 : 0)), q);
+      if constexpr (!has_fifth) {
+        // Q4_0 and Q4_1: each register's 8 bytes widened straight from memory, the cheapest path for 4 bits.
+        const uint8_t* packed = unit + (has_min ? 4 : 2);
+        const __m256i first = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(packed)));
+        const __m256i second = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(packed + 8)));
+        const __m256i mask = _mm256_set1_epi32(0x0F);
+        const __m256i nibbles[4] = {_mm256_and_si256(first, mask), _mm256_and_si256(second, mask),
+                                    _mm256_srli_epi32(first, 4), _mm256_srli_epi32(second, 4)};
+        for (int j = 0; j < 4; ++j)
+          w[j] = _mm256_cvtepi32_ps(has_min ? nibbles[j] : _mm256_sub_epi32(nibbles[j], _mm256_set1_epi32(8)));
+      } else {
+        // Q5_0 and Q5_1: the nibbles and fifth bits of all 32 weights at once, as bytes, then widened.
+        __m256i q = nibble_bytes(unit + 2 + (has_min ? 2 : 0) + 4);
+        const __m256i fifth = bit_bytes(load_u32(unit + 2 + (has_min ? 2 : 0)));
+        // Q5_1 adds 16 where the bit is set; Q5_0 writes q - 16 as a signed byte: 0xF0 where the bit is clear.
+        q = _mm256_or_si256(q, has_min ? _mm256_and_si256(fifth, _mm256_set1_epi8(0x10))
+                                       : _mm256_andnot_si256(fifth, _mm256_set1_epi8(static_cast<char>(0xF0))));
+        widen<!has_min>(q, w);
+      }
       if constexpr (has_min) {
         // q * d is exact (5 bits by 11): the addition rounds once, fused or not.
         const __m256 m = _mm256_set1_ps(half_to_float(unit + 2));
-        for (int j = 0; j < 4; ++j) w[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q[j]), d, m);
+        for (int j = 0; j < 4; ++j) w[j] = _mm256_fmadd_ps(w[j], d, m);
       } else {
-        const __m256i offset = _mm256_set1_epi32(Type == kQ5_0 ? 16 : 8);
-        for (int j = 0; j < 4; ++j) w[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q[j], offset)), d);
+        for (int j = 0; j < 4; ++j) w[j] = _mm256_mul_ps(w[j], d);
       }
     }
   }
