@@ -1,6 +1,7 @@
-// The whole forward pass of a Llama-family model in one native call per step: embedding rows, RMSNorm, the joined
-// Q/K/V projection, rotary, a paged KV cache that each row owns, grouped-query attention over each row's own
-// history, the output projection, the SiLU MLP, residuals, the final norm and the head.
+// The whole forward pass of a Llama-family model (Llama, and Qwen2 with its Q/K/V biases) in one native call per
+// step: embedding rows, RMSNorm, the joined Q/K/V projection and its biases, rotary, a paged KV cache that each
+// row owns, grouped-query attention over each row's own history, the output projection, the SiLU MLP, residuals,
+// the final norm and the head.
 //
 // A step takes any mix of rows: one new token for a row that is decoding, a chunk of its prompt for a row that is
 // prefilling. Every token's arithmetic is its own, in a fixed order: a row's result is the same bits alone and in
@@ -30,12 +31,16 @@ struct Matrix {
 struct Layer {
   const float* attn_norm = nullptr;
   const float* ffn_norm = nullptr;
+  const float* q_bias = nullptr;  // Qwen2's Q, K and V biases: all three, or none
+  const float* k_bias = nullptr;
+  const float* v_bias = nullptr;
   Matrix q, k, v, o, gate, up, down;
 };
 
 enum Part : int64_t {
   kEmbed = 0, kHead = 1, kOutNorm = 2,
   kAttnNorm = 10, kFfnNorm = 11, kQ = 12, kK = 13, kV = 14, kO = 15, kGate = 16, kUp = 17, kDown = 18,
+  kQBias = 19, kKBias = 20, kVBias = 21,
 };
 
 // A segment of a joined projection: one matrix's rows, written at column offset of the output.
@@ -258,6 +263,14 @@ int64_t pv_model_set(void* handle, int64_t layer, int64_t part, const void* data
     else model.blocks[layer].ffn_norm = floats;
     return 0;
   }
+  if (part == palaver::kQBias || part == palaver::kKBias || part == palaver::kVBias) {
+    const int64_t width = (part == palaver::kQBias ? model.heads : model.kv_heads) * model.head_dim;
+    if (layer < 0 || type != palaver::kF32 || rows != 1 || cols != width) return -1;
+    const auto* floats = reinterpret_cast<const float*>(bytes);
+    palaver::Layer& l = model.blocks[layer];
+    (part == palaver::kQBias ? l.q_bias : part == palaver::kKBias ? l.k_bias : l.v_bias) = floats;
+    return 0;
+  }
   if (palaver::row_bytes_of(type, cols) == 0) return -1;
   Matrix w{bytes, type, rows, cols, palaver::row_bytes_of(type, cols)};
   switch (part) {
@@ -287,7 +300,9 @@ int64_t pv_model_check(void* handle) {
     return -1000;
   for (int64_t i = 0; i < m.layers; ++i) {
     const palaver::Layer& l = m.blocks[i];
-    if (!l.attn_norm || !l.ffn_norm || !palaver::valid(l.q, m.heads * m.head_dim, m.hidden) ||
+    const bool biases = l.q_bias != nullptr;
+    const bool all_or_none = biases == (l.k_bias != nullptr) && biases == (l.v_bias != nullptr);
+    if (!all_or_none || !l.attn_norm || !l.ffn_norm || !palaver::valid(l.q, m.heads * m.head_dim, m.hidden) ||
         !palaver::valid(l.k, kv, m.hidden) || !palaver::valid(l.v, kv, m.hidden) ||
         !palaver::valid(l.o, m.hidden, m.heads * m.head_dim) || !palaver::valid(l.gate, m.ffn, m.hidden) ||
         !palaver::valid(l.up, m.ffn, m.hidden) || !palaver::valid(l.down, m.hidden, m.ffn))
@@ -462,6 +477,11 @@ int64_t pv_step(void* model_handle, void* cache_handle, int64_t rows, const int6
     // token attends over its own row's earlier positions and itself, whether they came in this step or before.
     each_token([&](int64_t t) {
       float* row = &m.qkv[t * qkv_width];
+      if (l.q_bias != nullptr) {  // as a linear layer with a bias: each output's dot product, then its bias
+        for (int64_t i = 0; i < q_width; ++i) row[i] += l.q_bias[i];
+        for (int64_t i = 0; i < kv_width; ++i) row[q_width + i] += l.k_bias[i];
+        for (int64_t i = 0; i < kv_width; ++i) row[q_width + kv_width + i] += l.v_bias[i];
+      }
       for (int64_t head = 0; head < m.heads + m.kv_heads; ++head)
         rotate(m, row + head * m.head_dim, &m.rotary[t * m.head_dim]);
       uint16_t* page = (*row_pages[row_of[t]])[position[t] / cache.page_tokens].get();

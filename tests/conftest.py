@@ -77,6 +77,13 @@ def k_quant_gguf_model(models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def qwen2_gguf_model(models_dir) -> Path:
+    """A tiny Qwen2 (Q/K/V biases, rotary in halves, a tied head) written as a GGUF file of mixed block types."""
+    qwen2 = tiny_models.build_chat_qwen2(models_dir / "chat-qwen2")
+    return tiny_models.build_gguf_llama(qwen2, models_dir / "chat-qwen2.gguf")
+
+
+@pytest.fixture(scope="session")
 def dialogpt_model(models_dir) -> Path:
     return tiny_models.build_dialogpt(models_dir / "dialogpt")
 

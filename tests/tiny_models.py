@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
+    AutoModelForCausalLM,
     BlenderbotConfig,
     BlenderbotForConditionalGeneration,
     BlenderbotSmallConfig,
@@ -22,6 +23,8 @@ from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
 )
 
 CORPUS = [
@@ -310,17 +313,49 @@ def k_quant_blocks(kind: str, shape: tuple[int, ...]) -> np.ndarray:
     return raw.reshape(shape[0], -1)
 
 
+def build_chat_qwen2(path: Path) -> Path:
+    """A tiny Qwen2 (Q/K/V biases, a tied head) with the chat Llama's tokenizer and template."""
+    llama = build_chat_llama(path)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(llama)
+    torch.manual_seed(1)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        rope_theta=1000000.0,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = Qwen2ForCausalLM(config)
+    with torch.no_grad():  # random biases large enough to matter
+        for layer in model.model.layers:
+            for projection in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                projection.bias.normal_(0.0, 0.5)
+    return save(model, tokenizer, path)
+
+
 def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None = None) -> Path:
-    """Write a tiny chat Llama as a GGUF file the way llama.cpp's converter does: permuted Q/K, mixed block types."""
+    """Write a tiny chat Llama (or Qwen2) as a GGUF file the way llama.cpp's converter does, in mixed block types.
+
+    Llama's Q and K rows are permuted into rotary pairs, as the converter does; Qwen2's are not, and its biases
+    are written as float32 vectors.
+    """
     types = GGUF_TYPES if types is None else types
     import gguf
     from gguf.quants import quantize
 
-    model = LlamaForCausalLM.from_pretrained(llama_dir)
+    model = AutoModelForCausalLM.from_pretrained(llama_dir)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(llama_dir)
     config = model.config
-    writer = gguf.GGUFWriter(path, "llama")
-    writer.add_name("tiny-chat-llama")
+    architecture = config.model_type
+    writer = gguf.GGUFWriter(path, architecture)
+    writer.add_name(f"tiny-chat-{architecture}")
     writer.add_block_count(config.num_hidden_layers)
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
@@ -335,7 +370,7 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
     tokens = [token for token, _ in sorted(state["vocab"].items(), key=lambda item: item[1])]
     special = set(tokenizer.all_special_tokens)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre("qwen2" if architecture == "qwen2" else "default")
     writer.add_token_list(tokens)
     writer.add_token_types([3 if token in special else 1 for token in tokens])  # 3: control, 1: normal
     writer.add_token_merges([" ".join(pair) if isinstance(pair, list) else pair for pair in state["merges"]])
@@ -365,12 +400,15 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
     add("output_norm.weight", model.model.norm.weight, None)
     for index, layer in enumerate(model.model.layers):
         for hf_name, gguf_name in LLAMA_TO_GGUF.items():
-            weights = layer.get_submodule(hf_name).weight
-            if gguf_name == "attn_q":
+            module = layer.get_submodule(hf_name)
+            weights = module.weight
+            if gguf_name == "attn_q" and architecture == "llama":
                 weights = permute(weights, config.num_attention_heads)
-            elif gguf_name == "attn_k":
+            elif gguf_name == "attn_k" and architecture == "llama":
                 weights = permute(weights, config.num_key_value_heads)
             add(f"blk.{index}.{gguf_name}.weight", weights, types.get(gguf_name))
+            if getattr(module, "bias", None) is not None and module.bias.dim() == 1 and gguf_name.startswith("attn_"):
+                add(f"blk.{index}.{gguf_name}.bias", module.bias, None)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

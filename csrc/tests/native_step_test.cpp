@@ -113,6 +113,16 @@ struct TinyModel {
       matrix(layer, 17, kFfn, kHidden);
       matrix(layer, 18, kHidden, kFfn);
     }
+    // Qwen2's Q/K/V biases on the first layer: a bias alone is refused by the check, all three are served.
+    for (int64_t part : {19, 20, 21}) {
+      const int64_t width = (part == 19 ? kHeads : kKvHeads) * kHeadDim;
+      std::uniform_real_distribution<float> bias(-0.5f, 0.5f);
+      norms.emplace_back(width);
+      for (float& value : norms.back()) value = bias(rng);
+      CHECK(pv_model_set(handle, 0, part, norms.back().data(), kF32, 1, width) == 0);
+      CHECK(pv_model_check(handle) == (part == 21 ? 0 : -1));
+    }
+    CHECK(pv_model_set(handle, 0, 19, norms.back().data(), kF32, 1, kKvHeads * kHeadDim) == -1);
     CHECK(pv_model_check(handle) == 0);
   }
   ~TinyModel() { pv_model_free(handle); }

@@ -1,4 +1,4 @@
-"""The native step: a Llama-family GGUF model's whole forward pass in one call to csrc/native_step.cpp."""
+"""The native step: a Llama or Qwen2 GGUF model's whole forward pass in one call to csrc/native_step.cpp."""
 
 from __future__ import annotations
 
@@ -19,7 +19,11 @@ log = logging.getLogger("palaver.native")
 
 LIBRARY = Path(__file__).resolve().parents[2] / "csrc" / "build" / "palaver_native.so"
 BLOCK = 32
+# The architectures the native step runs, and whether GGUF stores their Q and K rows in rotary pairs (2i, 2i + 1):
+# llama.cpp's converter permutes Llama's so; Qwen2's stay in transformers' halves (i, i + d/2).
+ARCHITECTURES = {"llama": True, "qwen2": False}
 PARTS = {"token_embd": 0, "output": 1, "output_norm": 2}
+BIAS_PARTS = {"attn_q": 19, "attn_k": 20, "attn_v": 21}
 LAYER_PARTS = {
     "attn_norm": 10,
     "ffn_norm": 11,
@@ -140,16 +144,18 @@ class Shape:
 
 def refusal(config: dict, entries: list) -> str | None:
     """Say why the native step cannot serve a GGUF model with this config and these tensors, or None if it can."""
-    if config.get("model_type") != "llama":
-        return f"its architecture is {config.get('model_type')}, and the native step serves Llama"
+    architecture = config.get("model_type")
+    if architecture not in ARCHITECTURES:
+        return f"its architecture is {architecture}, and the native step serves {', '.join(ARCHITECTURES)}"
     rope = config.get("rope_parameters") or {}
     if rope.get("rope_type", "default") != "default":
         return f"its rotary scaling ({rope.get('rope_type')}) is not served natively yet"
-    if config.get("attention_bias") or config.get("mlp_bias") or config.get("hidden_act") != "silu":
+    biased = config.get("attention_bias") and architecture != "qwen2"  # Qwen2's Q/K/V biases are served
+    if biased or config.get("mlp_bias") or config.get("hidden_act") != "silu":
         return "its layers have biases or another activation"
-    norm = [e.qtype == 0 and len(e.shape) == 1 for e in entries]  # norms' weights, float32 vectors
+    vectors = [e.qtype == 0 and len(e.shape) == 1 for e in entries]  # norms' weights and biases, float32
     others = sorted(
-        {TYPE_NAMES.get(e.qtype, str(e.qtype)) for e, n in zip(entries, norm) if not (n or kernel_reads(e))}
+        {TYPE_NAMES.get(e.qtype, str(e.qtype)) for e, n in zip(entries, vectors) if not (n or kernel_reads(e))}
     )
     if others:
         return f"it holds tensors of types {', '.join(others)} that the native step does not read yet"
@@ -172,17 +178,18 @@ class NativeModel:
         shape = self.shape
         sizes = (shape.vocab, shape.hidden, shape.ffn, shape.layers, shape.heads, shape.kv_heads, shape.head_dim)
         dims = (_i64 * 7)(*sizes)
-        self.handle = self.lib.pv_model_new(dims, shape.eps, shape.rope_base, 1)  # GGUF's Llama Q/K: adjacent pairs
+        adjacent_pairs = int(ARCHITECTURES[config["model_type"]])
+        self.handle = self.lib.pv_model_new(dims, shape.eps, shape.rope_base, adjacent_pairs)
         if not self.handle:
             raise ValueError("the native step cannot run a model of these dimensions")
         base = self.data.ctypes.data
         tensors = {entry.name: entry for entry in entries}
         for entry in entries:
-            name, _, _ = entry.name.rpartition(".")
+            name, _, kind = entry.name.rpartition(".")
             layer, part = -1, PARTS.get(name)
             if name.startswith("blk."):
                 _, number, short = name.split(".", 2)
-                layer, part = int(number), LAYER_PARTS.get(short)
+                layer, part = int(number), (BIAS_PARTS if kind == "bias" else LAYER_PARTS).get(short)
             if part is not None:
                 self._set(layer, part, base + entry.offset, entry)
         if "output.weight" not in tensors:  # a tied head reads the embedding's rows

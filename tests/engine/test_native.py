@@ -126,6 +126,34 @@ def test_k_quants_q5_and_16_bit_floats_agree_with_transformers_and_keep_each_row
     cache.close()
 
 
+def test_qwen2_with_its_biases_agrees_with_transformers_and_keeps_each_rows_bits(qwen2_gguf_model, tmp_path):
+    gguf = read_gguf(qwen2_gguf_model)
+    config = llama_config(gguf)
+    assert config["model_type"] == "qwen2" and config["attention_bias"]
+    assert native.refusal(config, gguf.tensors) is None
+    model = native.NativeModel(qwen2_gguf_model, config, gguf.tensors, threads=2)
+    settings = Settings(model=str(qwen2_gguf_model), cache_dir=str(tmp_path), weights="float32")
+    reference = load_model(settings).family.model  # transformers' Qwen2, from transformers' own GGUF reading
+    cache = model.new_cache(16, 64)
+    sequence, neighbour = cache.new_sequence(), cache.new_sequence()
+    assert cache.reserve(sequence, len(PROMPT) + 9) and cache.reserve(neighbour, 40)
+    got = [cache.step([sequence], [PROMPT], [True])[0]]
+    generated = list(PROMPT)
+    for _ in range(8):
+        generated.append(int(got[-1].argmax()))
+        got.append(cache.step([sequence], [[generated[-1]]], [True])[0])
+    with torch.inference_mode():
+        want = reference(torch.tensor([generated])).logits[0, len(PROMPT) - 1 :].numpy()
+    for mine, theirs in zip(got, want):
+        assert np.abs(mine - theirs).max() <= RELATIVE_TOLERANCE * np.abs(theirs).max()
+        assert mine.argmax() == theirs.argmax()
+    cache.truncate(sequence, len(generated) - 1)
+    together = cache.step([neighbour, sequence], [list(range(1, 30)), [generated[-1]]], [False, True])[1]
+    assert together.tobytes() == got[-1].tobytes(), "a row's bits do not depend on its neighbour"
+    cache.close()
+    model.close()
+
+
 def test_the_page_budget_is_all_or_none_and_pages_come_back(weights):
     cache = weights.new_cache(16, 4)
     first, second = cache.new_sequence(), cache.new_sequence()
@@ -164,7 +192,7 @@ def test_refusal_names_what_the_native_step_does_not_serve(gguf_chat_model):
     gguf = read_gguf(gguf_chat_model)
     config = llama_config(gguf)
     assert native.refusal(config, gguf.tensors) is None
-    assert "qwen2" in native.refusal({**config, "model_type": "qwen2"}, gguf.tensors)
+    assert "gemma3" in native.refusal({**config, "model_type": "gemma3"}, gguf.tensors)
     assert "yarn" in native.refusal({**config, "rope_parameters": {"rope_type": "yarn"}}, gguf.tensors)
     q2_k = [type(e)(e.name, 10, e.offset, e.shape, e.dtype) for e in gguf.tensors]
     assert "Q2_K" in native.refusal(config, q2_k)

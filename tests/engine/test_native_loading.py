@@ -3,11 +3,12 @@
 import json
 import subprocess
 import sys
+import threading
 
 import pytest
 from servers import ROOT
 
-from commons import Settings
+from commons import Message, Settings
 from palaver.engine import native_loading
 from palaver.engine.gguf_file import read_gguf
 from palaver.engine.loading import gguf_metadata_dir
@@ -109,3 +110,15 @@ def test_a_limit_too_small_for_one_context_is_refused_at_start(gguf_chat_model, 
     settings = Settings(model=str(gguf_chat_model), cache_dir=str(tmp_path), memory_limit=limit)
     with pytest.raises(ValueError, match="fewer than one context of 512"):
         load_native(settings, "tiny", str(gguf_chat_model))
+
+
+def test_a_qwen2_file_is_served_natively_with_its_own_chat_template(qwen2_gguf_model, tmp_path):
+    settings = Settings(model=str(qwen2_gguf_model), cache_dir=str(tmp_path), temperature=0.0, max_new_tokens=4)
+    loaded = load_native(settings, "tiny-qwen2", str(qwen2_gguf_model))
+    assert loaded is not None and loaded.engine == "native"
+    assert loaded.gguf["architecture"] == "qwen2" and loaded.gguf["path"] == "native"
+    family = loaded.family
+    assert "<|im_start|>" in family.tokenizer.chat_template, "the template comes from the file"
+    prompt = family.build_prompt([Message("user", "hello")], 4)
+    reply = family.generate(prompt, settings.generation_defaults(), threading.Event())
+    assert reply.usage.completion_tokens >= 1 and reply.finish_reason in ("stop", "length")
