@@ -1,7 +1,7 @@
-// The whole forward pass of a Llama-family model (Llama, and Qwen2 with its Q/K/V biases) in one native call per
-// step: embedding rows, RMSNorm, the joined Q/K/V projection and its biases, rotary, a paged KV cache that each
-// row owns, grouped-query attention over each row's own history, the output projection, the SiLU MLP, residuals,
-// the final norm and the head.
+// The whole forward pass of a Llama-family model (Llama; Qwen2 with its Q/K/V biases; Qwen3 with its Q/K norms) in
+// one native call per step: embedding rows, RMSNorm, the joined Q/K/V projection, biases or head norms, rotary, a
+// paged KV cache that each row owns, grouped-query attention over each row's own history, the output projection,
+// the SiLU MLP, residuals, the final norm and the head.
 //
 // A step takes any mix of rows: one new token for a row that is decoding, a chunk of its prompt for a row that is
 // prefilling. Every token's arithmetic is its own, in a fixed order: a row's result is the same bits alone and in
@@ -34,13 +34,15 @@ struct Layer {
   const float* q_bias = nullptr;  // Qwen2's Q, K and V biases: all three, or none
   const float* k_bias = nullptr;
   const float* v_bias = nullptr;
+  const float* q_norm = nullptr;  // Qwen3's RMSNorm of each query and key head before rotary: both, or neither
+  const float* k_norm = nullptr;
   Matrix q, k, v, o, gate, up, down;
 };
 
 enum Part : int64_t {
   kEmbed = 0, kHead = 1, kOutNorm = 2,
   kAttnNorm = 10, kFfnNorm = 11, kQ = 12, kK = 13, kV = 14, kO = 15, kGate = 16, kUp = 17, kDown = 18,
-  kQBias = 19, kKBias = 20, kVBias = 21,
+  kQBias = 19, kKBias = 20, kVBias = 21, kQNorm = 22, kKNorm = 23,
 };
 
 // A segment of a joined projection: one matrix's rows, written at column offset of the output.
@@ -263,6 +265,12 @@ int64_t pv_model_set(void* handle, int64_t layer, int64_t part, const void* data
     else model.blocks[layer].ffn_norm = floats;
     return 0;
   }
+  if (part == palaver::kQNorm || part == palaver::kKNorm) {
+    if (layer < 0 || type != palaver::kF32 || rows != 1 || cols != model.head_dim) return -1;
+    const auto* floats = reinterpret_cast<const float*>(bytes);
+    (part == palaver::kQNorm ? model.blocks[layer].q_norm : model.blocks[layer].k_norm) = floats;
+    return 0;
+  }
   if (part == palaver::kQBias || part == palaver::kKBias || part == palaver::kVBias) {
     const int64_t width = (part == palaver::kQBias ? model.heads : model.kv_heads) * model.head_dim;
     if (layer < 0 || type != palaver::kF32 || rows != 1 || cols != width) return -1;
@@ -301,7 +309,8 @@ int64_t pv_model_check(void* handle) {
   for (int64_t i = 0; i < m.layers; ++i) {
     const palaver::Layer& l = m.blocks[i];
     const bool biases = l.q_bias != nullptr;
-    const bool all_or_none = biases == (l.k_bias != nullptr) && biases == (l.v_bias != nullptr);
+    const bool all_or_none = biases == (l.k_bias != nullptr) && biases == (l.v_bias != nullptr) &&
+                             (l.q_norm != nullptr) == (l.k_norm != nullptr);
     if (!all_or_none || !l.attn_norm || !l.ffn_norm || !palaver::valid(l.q, m.heads * m.head_dim, m.hidden) ||
         !palaver::valid(l.k, kv, m.hidden) || !palaver::valid(l.v, kv, m.hidden) ||
         !palaver::valid(l.o, m.hidden, m.heads * m.head_dim) || !palaver::valid(l.gate, m.ffn, m.hidden) ||
@@ -481,6 +490,14 @@ int64_t pv_step(void* model_handle, void* cache_handle, int64_t rows, const int6
         for (int64_t i = 0; i < q_width; ++i) row[i] += l.q_bias[i];
         for (int64_t i = 0; i < kv_width; ++i) row[q_width + i] += l.k_bias[i];
         for (int64_t i = 0; i < kv_width; ++i) row[q_width + kv_width + i] += l.v_bias[i];
+      }
+      if (l.q_norm != nullptr) {  // queries' heads, then keys' (they follow the queries in the row)
+        std::vector<float> head_in(static_cast<size_t>(m.head_dim));
+        for (int64_t head = 0; head < m.heads + m.kv_heads; ++head) {
+          float* v = row + head * m.head_dim;
+          std::copy(v, v + m.head_dim, head_in.begin());
+          rms_norm(head_in.data(), head < m.heads ? l.q_norm : l.k_norm, m.head_dim, m.eps, v);
+        }
       }
       for (int64_t head = 0; head < m.heads + m.kv_heads; ++head)
         rotate(m, row + head * m.head_dim, &m.rotary[t * m.head_dim]);

@@ -84,6 +84,13 @@ def qwen2_gguf_model(models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def qwen3_gguf_model(models_dir) -> Path:
+    """A tiny Qwen3 (Q/K head norms, 128-wide heads) written as a GGUF file of mixed block types."""
+    qwen3 = tiny_models.build_chat_qwen3(models_dir / "chat-qwen3")
+    return tiny_models.build_gguf_llama(qwen3, models_dir / "chat-qwen3.gguf")
+
+
+@pytest.fixture(scope="session")
 def dialogpt_model(models_dir) -> Path:
     return tiny_models.build_dialogpt(models_dir / "dialogpt")
 

@@ -25,6 +25,8 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 CORPUS = [
@@ -293,6 +295,8 @@ LLAMA_TO_GGUF = {
     "mlp.down_proj": "ffn_down",
     "input_layernorm": "attn_norm",
     "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
 }
 
 
@@ -340,6 +344,33 @@ def build_chat_qwen2(path: Path) -> Path:
     return save(model, tokenizer, path)
 
 
+def build_chat_qwen3(path: Path) -> Path:
+    """A tiny Qwen3 (RMSNorm on each query and key head, heads wider than hidden / heads) with the chat tokenizer."""
+    llama = build_chat_llama(path)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(llama)
+    torch.manual_seed(2)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=128,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = Qwen3ForCausalLM(config)
+    with torch.no_grad():  # head norms that differ from ones, so that leaving them out would show
+        for layer in model.model.layers:
+            layer.self_attn.q_norm.weight.uniform_(0.5, 1.5)
+            layer.self_attn.k_norm.weight.uniform_(0.5, 1.5)
+    return save(model, tokenizer, path)
+
+
 def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None = None) -> Path:
     """Write a tiny chat Llama (or Qwen2) as a GGUF file the way llama.cpp's converter does, in mixed block types.
 
@@ -364,13 +395,16 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
     writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
     writer.add_vocab_size(config.vocab_size)
     state = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
     tokens = [token for token, _ in sorted(state["vocab"].items(), key=lambda item: item[1])]
     special = set(tokenizer.all_special_tokens)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("qwen2" if architecture == "qwen2" else "default")
+    writer.add_tokenizer_pre("qwen2" if architecture.startswith("qwen") else "default")
     writer.add_token_list(tokens)
     writer.add_token_types([3 if token in special else 1 for token in tokens])  # 3: control, 1: normal
     writer.add_token_merges([" ".join(pair) if isinstance(pair, list) else pair for pair in state["merges"]])
@@ -400,9 +434,11 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
     add("output_norm.weight", model.model.norm.weight, None)
     for index, layer in enumerate(model.model.layers):
         for hf_name, gguf_name in LLAMA_TO_GGUF.items():
+            if not hasattr(layer.self_attn, "q_norm") and hf_name.endswith("_norm"):
+                continue  # Qwen3's head norms: other architectures have none
             module = layer.get_submodule(hf_name)
             weights = module.weight
-            if gguf_name == "attn_q" and architecture == "llama":
+            if gguf_name == "attn_q" and architecture == "llama":  # Qwen's rows stay in rotary halves
                 weights = permute(weights, config.num_attention_heads)
             elif gguf_name == "attn_k" and architecture == "llama":
                 weights = permute(weights, config.num_key_value_heads)

@@ -123,6 +123,14 @@ struct TinyModel {
       CHECK(pv_model_check(handle) == (part == 21 ? 0 : -1));
     }
     CHECK(pv_model_set(handle, 0, 19, norms.back().data(), kF32, 1, kKvHeads * kHeadDim) == -1);
+    // Qwen3's head norms on the second layer: both or neither.
+    for (int64_t part : {22, 23}) {
+      std::uniform_real_distribution<float> around_one(0.5f, 1.5f);
+      norms.emplace_back(kHeadDim);
+      for (float& value : norms.back()) value = around_one(rng);
+      CHECK(pv_model_set(handle, 1, part, norms.back().data(), kF32, 1, kHeadDim) == 0);
+      CHECK(pv_model_check(handle) == (part == 23 ? 0 : -2));
+    }
     CHECK(pv_model_check(handle) == 0);
   }
   ~TinyModel() { pv_model_free(handle); }

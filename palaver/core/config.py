@@ -46,7 +46,7 @@ class Settings:
     )
     engine: str = setting(
         "auto",
-        "What runs a local model: `auto` runs a Llama or Qwen2 GGUF file on the native step (one C++ call per "
+        "What runs a local model: `auto` runs a Llama, Qwen2 or Qwen3 GGUF file on the native step (one C++ call per "
         "step, with its own paged KV cache, no torch) where it can, and everything else through transformers; "
         "`native` refuses to start where the native step cannot serve the model; `transformers` never uses it.",
         parse=one_of(*ENGINES),

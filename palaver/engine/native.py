@@ -1,4 +1,4 @@
-"""The native step: a Llama or Qwen2 GGUF model's whole forward pass in one call to csrc/native_step.cpp."""
+"""The native step: a Llama, Qwen2 or Qwen3 GGUF model's whole forward pass in one call to csrc/native_step.cpp."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ LIBRARY = Path(__file__).resolve().parents[2] / "csrc" / "build" / "palaver_nati
 BLOCK = 32
 # The architectures the native step runs, and whether GGUF stores their Q and K rows in rotary pairs (2i, 2i + 1):
 # llama.cpp's converter permutes Llama's so; Qwen2's stay in transformers' halves (i, i + d/2).
-ARCHITECTURES = {"llama": True, "qwen2": False}
+ARCHITECTURES = {"llama": True, "qwen2": False, "qwen3": False}
 PARTS = {"token_embd": 0, "output": 1, "output_norm": 2}
 BIAS_PARTS = {"attn_q": 19, "attn_k": 20, "attn_v": 21}
 LAYER_PARTS = {
@@ -34,6 +34,8 @@ LAYER_PARTS = {
     "ffn_gate": 16,
     "ffn_up": 17,
     "ffn_down": 18,
+    "attn_q_norm": 22,
+    "attn_k_norm": 23,
 }
 CPU_FLAGS = ("avx2", "fma", "f16c")
 # Raised whenever the step's arithmetic changes, so a system_fingerprint never names two ways of computing.

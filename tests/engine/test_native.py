@@ -126,14 +126,17 @@ def test_k_quants_q5_and_16_bit_floats_agree_with_transformers_and_keep_each_row
     cache.close()
 
 
-def test_qwen2_with_its_biases_agrees_with_transformers_and_keeps_each_rows_bits(qwen2_gguf_model, tmp_path):
-    gguf = read_gguf(qwen2_gguf_model)
+@pytest.mark.parametrize("fixture", ["qwen2_gguf_model", "qwen3_gguf_model"])
+def test_qwen2_and_qwen3_agree_with_transformers_and_keep_each_rows_bits(request, fixture, tmp_path):
+    """Qwen2 with its Q/K/V biases, Qwen3 with its head norms, each rotary in halves, and a tied head."""
+    path = request.getfixturevalue(fixture)
+    gguf = read_gguf(path)
     config = llama_config(gguf)
-    assert config["model_type"] == "qwen2" and config["attention_bias"]
+    assert config["model_type"] in ("qwen2", "qwen3") and config["attention_bias"] == (config["model_type"] == "qwen2")
     assert native.refusal(config, gguf.tensors) is None
-    model = native.NativeModel(qwen2_gguf_model, config, gguf.tensors, threads=2)
-    settings = Settings(model=str(qwen2_gguf_model), cache_dir=str(tmp_path), weights="float32")
-    reference = load_model(settings).family.model  # transformers' Qwen2, from transformers' own GGUF reading
+    model = native.NativeModel(path, config, gguf.tensors, threads=2)
+    settings = Settings(model=str(path), cache_dir=str(tmp_path), weights="float32")
+    reference = load_model(settings).family.model  # transformers' model, from transformers' own GGUF reading
     cache = model.new_cache(16, 64)
     sequence, neighbour = cache.new_sequence(), cache.new_sequence()
     assert cache.reserve(sequence, len(PROMPT) + 9) and cache.reserve(neighbour, 40)
