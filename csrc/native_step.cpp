@@ -40,7 +40,7 @@ struct Layer {
 };
 
 enum Part : int64_t {
-  kEmbed = 0, kHead = 1, kOutNorm = 2,
+  kEmbed = 0, kHead = 1, kOutNorm = 2, kRopeFreqs = 3,
   kAttnNorm = 10, kFfnNorm = 11, kQ = 12, kK = 13, kV = 14, kO = 15, kGate = 16, kUp = 17, kDown = 18,
   kQBias = 19, kKBias = 20, kVBias = 21, kQNorm = 22, kKNorm = 23,
 };
@@ -55,6 +55,7 @@ struct Model {
   int64_t vocab = 0, hidden = 0, ffn = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0;
   float eps = 1e-5f;
   bool adjacent_pairs = true;  // rotary pairs (2i, 2i+1), as GGUF stores Llama's Q and K; else (i, i + d/2)
+  bool scaled = false;         // whether Llama 3's frequency factors have divided inv_freq
   Matrix embed, head;
   const float* out_norm = nullptr;
   std::vector<Layer> blocks;
@@ -263,6 +264,13 @@ int64_t pv_model_set(void* handle, int64_t layer, int64_t part, const void* data
     if (part == palaver::kOutNorm) model.out_norm = floats;
     else if (part == palaver::kAttnNorm) model.blocks[layer].attn_norm = floats;
     else model.blocks[layer].ffn_norm = floats;
+    return 0;
+  }
+  if (part == palaver::kRopeFreqs) {  // Llama 3's rotary scaling: each frequency divided by its factor, once
+    if (layer != -1 || type != palaver::kF32 || rows != 1 || cols != model.head_dim / 2 || model.scaled) return -1;
+    const auto* factors = reinterpret_cast<const float*>(bytes);
+    for (int64_t i = 0; i < cols; ++i) model.inv_freq[i] /= factors[i];
+    model.scaled = true;
     return 0;
   }
   if (part == palaver::kQNorm || part == palaver::kKNorm) {

@@ -90,6 +90,28 @@ def qwen3_gguf_model(models_dir) -> Path:
     return tiny_models.build_gguf_llama(qwen3, models_dir / "chat-qwen3.gguf")
 
 
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 10000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 32,
+}
+
+
+@pytest.fixture(scope="session")
+def llama3_scaled_model(models_dir) -> Path:
+    """A tiny Llama with Llama 3's rotary scaling, its head tied to its embedding."""
+    return tiny_models.build_chat_llama(models_dir / "llama3-scaled", width=64, rope=LLAMA3_ROPE)
+
+
+@pytest.fixture(scope="session")
+def llama3_scaled_gguf_model(llama3_scaled_model, models_dir) -> Path:
+    """That Llama as a float32 GGUF file with the rope_freqs tensor llama.cpp's converter writes."""
+    return tiny_models.build_gguf_llama(llama3_scaled_model, models_dir / "llama3-scaled.gguf", {})
+
+
 @pytest.fixture(scope="session")
 def dialogpt_model(models_dir) -> Path:
     return tiny_models.build_dialogpt(models_dir / "dialogpt")

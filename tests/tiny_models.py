@@ -133,8 +133,11 @@ def build_dialogpt(path: Path) -> Path:
     return save(GPT2LMHeadModel(config), tokenizer, path)
 
 
-def build_chat_llama(path: Path, max_positions: int = 512, width: int = 32) -> Path:
-    """A Llama causal model whose tokenizer carries a ChatML chat template (width 256: rows of K-quant blocks)."""
+def build_chat_llama(path: Path, max_positions: int = 512, width: int = 32, rope: dict | None = None) -> Path:
+    """A Llama causal model whose tokenizer carries a ChatML chat template (width 256: rows of K-quant blocks).
+
+    rope: rotary parameters such as Llama 3's scaling; the model then ties its head to its embedding, as GGUF does.
+    """
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=byte_level_bpe(specials),
@@ -156,8 +159,31 @@ def build_chat_llama(path: Path, max_positions: int = 512, width: int = 32) -> P
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        **({"rope_parameters": rope, "tie_word_embeddings": True} if rope else {}),
     )
     return save(LlamaForCausalLM(config), tokenizer, path)
+
+
+def llama3_rope_factors(config) -> list[float]:
+    """Return the rotary frequency factors llama.cpp's converter writes as rope_freqs for Llama 3's scaling."""
+    import math
+
+    rope = config.rope_parameters
+    dim = config.hidden_size // config.num_attention_heads
+    freqs = 1.0 / (rope["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+    old_context = rope["original_max_position_embeddings"]
+    factors = []
+    for freq in freqs.tolist():
+        wavelength = 2 * math.pi / freq
+        if wavelength < old_context / high:
+            factors.append(1.0)
+        elif wavelength > old_context / low:
+            factors.append(factor)
+        else:
+            smooth = (old_context / wavelength - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return factors
 
 
 def build_blenderbot(path: Path) -> Path:
@@ -430,7 +456,9 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
             .reshape(weights.shape)
         )
 
-    add("token_embd.weight", model.model.embed_tokens.weight, types["token_embd"])
+    add("token_embd.weight", model.model.embed_tokens.weight, types.get("token_embd"))
+    if (config.rope_parameters or {}).get("rope_type") == "llama3":
+        add("rope_freqs.weight", torch.tensor(llama3_rope_factors(config)), None)
     add("output_norm.weight", model.model.norm.weight, None)
     for index, layer in enumerate(model.model.layers):
         for hf_name, gguf_name in LLAMA_TO_GGUF.items():

@@ -122,6 +122,13 @@ def load_model(settings: Settings, where: ModelSource | None = None) -> LoadedMo
         metadata = gguf_metadata_dir(Path(source), settings.cache_dir)
         index = load_tensor_index(metadata / "tensors.json")
         why = why_not_native(settings, source)[0]
+        if any(entry.name == "rope_freqs.weight" for entry in index):
+            log.warning(
+                "%s has Llama 3's rotary scaling (rope_freqs), which transformers' GGUF reading leaves out: its "
+                "replies will drift from the model's; the native step reads it (%s)",
+                name,
+                why,
+            )
     if source.endswith(".gguf") and blocks:
         config, tokenizer = AutoConfig.from_pretrained(metadata), AutoTokenizer.from_pretrained(metadata)
         model, kept = load_gguf_model(Path(source), config, index)

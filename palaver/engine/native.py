@@ -22,7 +22,7 @@ BLOCK = 32
 # The architectures the native step runs, and whether GGUF stores their Q and K rows in rotary pairs (2i, 2i + 1):
 # llama.cpp's converter permutes Llama's so; Qwen2's stay in transformers' halves (i, i + d/2).
 ARCHITECTURES = {"llama": True, "qwen2": False, "qwen3": False}
-PARTS = {"token_embd": 0, "output": 1, "output_norm": 2}
+PARTS = {"token_embd": 0, "output": 1, "output_norm": 2, "rope_freqs": 3}  # rope_freqs: Llama 3's rotary scaling
 BIAS_PARTS = {"attn_q": 19, "attn_k": 20, "attn_v": 21}
 LAYER_PARTS = {
     "attn_norm": 10,

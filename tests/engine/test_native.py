@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import transformers
 from servers import ROOT
 
 from commons import Settings
@@ -153,6 +154,26 @@ def test_qwen2_and_qwen3_agree_with_transformers_and_keep_each_rows_bits(request
     cache.truncate(sequence, len(generated) - 1)
     together = cache.step([neighbour, sequence], [list(range(1, 30)), [generated[-1]]], [False, True])[1]
     assert together.tobytes() == got[-1].tobytes(), "a row's bits do not depend on its neighbour"
+    cache.close()
+    model.close()
+
+
+def test_llama_3s_rotary_scaling_is_read_from_the_files_frequency_factors(
+    llama3_scaled_model, llama3_scaled_gguf_model
+):
+    gguf = read_gguf(llama3_scaled_gguf_model)
+    assert any(e.name == "rope_freqs.weight" for e in gguf.tensors)
+    model = native.NativeModel(llama3_scaled_gguf_model, llama_config(gguf), gguf.tensors, threads=2)
+    reference = transformers.AutoModelForCausalLM.from_pretrained(llama3_scaled_model)  # scaled by transformers
+    prompt = [(i * 37) % 250 + 1 for i in range(120)]  # past the 32 positions the scaling was fitted to
+    cache = model.new_cache(16, 64)
+    sequence = cache.new_sequence()
+    assert cache.reserve(sequence, len(prompt))
+    got = cache.step([sequence], [prompt], [True])[0]
+    with torch.inference_mode():
+        want = reference(torch.tensor([prompt])).logits[0, -1].numpy()
+    # Float32 weights on both sides: only the float16 KV cache differs (1e-5 measured; unscaled frequencies, 1e-3).
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max() and got.argmax() == want.argmax()
     cache.close()
     model.close()
 
