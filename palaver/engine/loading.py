@@ -19,11 +19,12 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
 from palaver.core.config import Settings
 from palaver.core.types import ModelSource
-from palaver.engine.families import LoadedModel, family_for
+from palaver.engine.families import LoadedModel
 from palaver.engine.gguf_file import load_tensor_index, read_gguf, save_tensor_index, weight_layout
 from palaver.engine.gguf_loading import load_gguf_model, one_reader
 from palaver.engine.native import available_cores
 from palaver.engine.native_loading import why_not_native
+from palaver.engine.prompt_formats import family_for
 from palaver.engine.quantized import (
     GGUFLinear,
     kernel_available,

@@ -11,11 +11,12 @@ from typing import Any
 
 from palaver.core.config import Settings
 from palaver.engine import native
-from palaver.engine.families import LoadedModel, family_for
+from palaver.engine.families import LoadedModel
 from palaver.engine.file_tokenizer import FileTokenizer
 from palaver.engine.gguf_file import GGUFFile, read_gguf, weight_layout
 from palaver.engine.gguf_tokenizer import tokenizer_config, tokenizer_json, unsupported
 from palaver.engine.prefix_cache import PrefixCache
+from palaver.engine.prompt_formats import family_for
 from palaver.engine.sources import fingerprint
 
 log = logging.getLogger("palaver.loading")
