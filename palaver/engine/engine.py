@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from palaver.core.config import Settings
 from palaver.core.errors import (
     GenerationFailed,
-    InvalidRequest,
     ModelNotReady,
     PalaverError,
 )
@@ -22,10 +21,10 @@ from palaver.core.types import ModelLimits, ModelSource, PromptInfo, Reply, Repl
 from palaver.engine.admission import Admission
 from palaver.engine.fair_queue import FairQueue
 from palaver.engine.generation import FINISHED, GenerationRequest, Observer, follow
+from palaver.engine.request_inputs import RequestInputs
 
 if TYPE_CHECKING:
-    from palaver.engine.constraints import Constraint, Constraints
-    from palaver.engine.families import LoadedModel, ModelFamily, Prompt
+    from palaver.engine.families import LoadedModel, ModelFamily
 
 __all__ = ["Engine", "GenerationRequest", "Observer"]
 
@@ -53,8 +52,8 @@ class Engine:
         self._queue = FairQueue()
         self._worker: threading.Thread | None = None
         self.model: LoadedModel | None = None
-        self._constraints_lock = threading.Lock()
-        self._constraint_compiler: Constraints | None = None
+        self._inputs_lock = threading.Lock()
+        self._request_inputs: RequestInputs | None = None
         self.load_error: str | None = None
         self.counts: Counter = Counter()  # requests by how they finished, and generated tokens
         self.admission = Admission(settings.max_pending, self.counts)
@@ -114,10 +113,8 @@ class Engine:
         self.admission.admit()
         try:
             # On the caller's thread: a long history costs its own request time, never the engine's.
-            request.built = self._build_prompt(request)
-            request.constraint = self._constraint(request)
-            if request.params.logprobs is not None:
-                self._constraints().token_bytes()  # made here, once, rather than on the engine's thread
+            self._inputs().prepare(request)
+            assert request.built is not None
             request.reserve_tokens(min(request.params.max_new_tokens, self._family().reply_limit()))
         except BaseException:
             request.result.cancel()  # settles a reservation already made: nothing was generated
@@ -136,16 +133,12 @@ class Engine:
     def tokenize(self, request: GenerationRequest) -> list[int]:
         """Return the token ids the model would be fed for request: the same prompt stream() builds."""
         self.loaded_model(self.settings.load_wait)
-        return list(self._build_prompt(request).input_ids)
+        return list(self._inputs().prompt(request).input_ids)
 
     def detokenize(self, token_ids: list[int]) -> str:
         """Return the text of token ids; ids past the vocabulary are a 400 naming 'tokens'."""
-        tokenizer = self.loaded_model(self.settings.load_wait).family.tokenizer
-        vocabulary = len(tokenizer)
-        for index, token in enumerate(token_ids):
-            if not 0 <= token < vocabulary:
-                raise InvalidRequest(f"'tokens[{index}]' must be a token id from 0 to {vocabulary - 1}", param="tokens")
-        return str(tokenizer.decode(token_ids))
+        self.loaded_model(self.settings.load_wait)
+        return self._inputs().text_of(token_ids)
 
     @property
     def pending(self) -> int:
@@ -289,35 +282,12 @@ class Engine:
         assert self.model is not None
         return self.model.family
 
-    def _constraints(self) -> Constraints:
-        """Return the loaded model's schema compiler, made on first use."""
-        with self._constraints_lock:
-            if self._constraint_compiler is None:
-                from palaver.engine.constraints import Constraints
-
-                family = self._family()
-                vocab = int(getattr(family.model.config, "vocab_size", 0) or len(family.tokenizer))
-                self._constraint_compiler = Constraints(family.tokenizer, vocab, family.tokenizer.eos_token_id)
-            return self._constraint_compiler
-
-    def _constraint(self, request: GenerationRequest) -> Constraint | None:
-        """Return the grammar the request's reply must follow: its tools' and answer's, or its schema's."""
-        from palaver.engine.constraints import json_schema_grammar, lark_grammar
-
-        calls = request.tools.grammar(request.params.json_schema) if request.tools is not None else None
-        if calls is not None:
-            return self._constraints().constraint(lark_grammar(calls), param="tools")
-        if request.params.json_schema is not None:
-            return self._constraints().constraint(json_schema_grammar(request.params.json_schema))
-        return None
-
-    def _build_prompt(self, request: GenerationRequest) -> Prompt:
-        family = self._family()
-        if request.messages is not None:
-            tools = request.tools.prompt_tools() if request.tools is not None else None
-            return family.build_prompt(request.messages, request.params.max_new_tokens, tools)
-        assert request.prompt is not None  # a request carries messages or a prompt
-        return family.text_prompt(request.prompt, request.params.max_new_tokens)
+    def _inputs(self) -> RequestInputs:
+        """Return what turns requests into the loaded model's inputs, made once the model is loaded."""
+        with self._inputs_lock:
+            if self._request_inputs is None:
+                self._request_inputs = RequestInputs(self._family())
+            return self._request_inputs
 
     def _row(self, request: GenerationRequest):
         family = self._family()
@@ -335,7 +305,7 @@ class Engine:
         row = family.new_row(prompt, request.params, request.cancelled, hand_on, strip_leading=is_chat)
         row.owner, row.constraint = request, request.constraint
         if request.params.logprobs is not None:
-            row.token_bytes, row.on_logprob = self._constraints().token_bytes(), request.deltas.put
+            row.token_bytes, row.on_logprob = self._inputs().constraints().token_bytes(), request.deltas.put
         return row
 
     def _complete(self, row) -> None:
