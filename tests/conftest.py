@@ -113,6 +113,13 @@ def llama3_scaled_gguf_model(llama3_scaled_model, models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sentencepiece_gguf_model(models_dir) -> Path:
+    """A tiny Llama with a SentencePiece vocabulary (scores, byte tokens), written as a GGUF file."""
+    llama = tiny_models.build_sentencepiece_llama(models_dir / "sentencepiece-llama")
+    return tiny_models.build_gguf_llama(llama, models_dir / "sentencepiece-llama.gguf")
+
+
+@pytest.fixture(scope="session")
 def dialogpt_model(models_dir) -> Path:
     return tiny_models.build_dialogpt(models_dir / "dialogpt")
 

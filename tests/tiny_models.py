@@ -397,6 +397,54 @@ def build_chat_qwen3(path: Path) -> Path:
     return save(model, tokenizer, path)
 
 
+SPM_SPECIALS = ["<unk>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|end|>"]
+SPM_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{{ '<|' + m['role'] + '|>' }}\n{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def sentencepiece_vocabulary() -> tuple[list[str], list[float], list[int]]:
+    """Return a SentencePiece-style vocabulary as GGUF keeps one: tokens, scores (merge order) and token types.
+
+    Specials, the 256 byte tokens, then every prefix of each corpus word spelt with its leading "▁", shortest
+    first, so the merges recovered from the scores rebuild every word.
+    """
+    pieces: list[str] = ["\u2581"]
+    for word in dict.fromkeys(" ".join(CORPUS).split()):
+        spelt = "\u2581" + word
+        for end in range(1, len(spelt) + 1):
+            for start in range(0, end):
+                piece = spelt[start:end]
+                if piece not in pieces:
+                    pieces.append(piece)
+    pieces.sort(key=len)
+    tokens = SPM_SPECIALS + [f"<0x{byte:02X}>" for byte in range(256)] + pieces
+    scores = [0.0] * (len(SPM_SPECIALS) + 256) + [-float(index) for index in range(len(pieces))]
+    kinds = [2] + [3] * (len(SPM_SPECIALS) - 1) + [6] * 256 + [1] * len(pieces)  # unknown, control, byte, normal
+    return tokens, scores, kinds
+
+
+def build_sentencepiece_llama(path: Path) -> Path:
+    """A tiny Llama whose vocabulary is a SentencePiece one (as Llama 2, TinyLlama and Mistral files hold)."""
+    tokens, _, _ = sentencepiece_vocabulary()
+    torch.manual_seed(3)
+    config = LlamaConfig(
+        vocab_size=len(tokens),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
 def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None = None) -> Path:
     """Write a tiny chat Llama (or Qwen2) as a GGUF file the way llama.cpp's converter does, in mixed block types.
 
@@ -408,7 +456,6 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
     from gguf.quants import quantize
 
     model = AutoModelForCausalLM.from_pretrained(llama_dir)
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(llama_dir)
     config = model.config
     architecture = config.model_type
     writer = gguf.GGUFWriter(path, architecture)
@@ -426,18 +473,31 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
     writer.add_vocab_size(config.vocab_size)
-    state = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
-    tokens = [token for token, _ in sorted(state["vocab"].items(), key=lambda item: item[1])]
-    special = set(tokenizer.all_special_tokens)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("qwen2" if architecture.startswith("qwen") else "default")
-    writer.add_token_list(tokens)
-    writer.add_token_types([3 if token in special else 1 for token in tokens])  # 3: control, 1: normal
-    writer.add_token_merges([" ".join(pair) if isinstance(pair, list) else pair for pair in state["merges"]])
-    writer.add_bos_token_id(tokenizer.bos_token_id)
-    writer.add_eos_token_id(tokenizer.eos_token_id)
-    writer.add_pad_token_id(tokenizer.pad_token_id)
-    writer.add_chat_template(tokenizer.chat_template)
+    if (llama_dir / "tokenizer.json").exists():
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(llama_dir)
+        state = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+        tokens = [token for token, _ in sorted(state["vocab"].items(), key=lambda item: item[1])]
+        special = set(tokenizer.all_special_tokens)
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("qwen2" if architecture.startswith("qwen") else "default")
+        writer.add_token_list(tokens)
+        writer.add_token_types([3 if token in special else 1 for token in tokens])  # 3: control, 1: normal
+        writer.add_token_merges([" ".join(pair) if isinstance(pair, list) else pair for pair in state["merges"]])
+        writer.add_bos_token_id(tokenizer.bos_token_id)
+        writer.add_eos_token_id(tokenizer.eos_token_id)
+        writer.add_pad_token_id(tokenizer.pad_token_id)
+        writer.add_chat_template(tokenizer.chat_template)
+    else:  # a SentencePiece vocabulary, as llama.cpp's converter writes one from tokenizer.model
+        tokens, scores, kinds = sentencepiece_vocabulary()
+        writer.add_tokenizer_model("llama")
+        writer.add_token_list(tokens)
+        writer.add_token_scores(scores)
+        writer.add_token_types(kinds)
+        writer.add_bos_token_id(1)
+        writer.add_eos_token_id(2)
+        writer.add_unk_token_id(0)
+        writer.add_add_bos_token(True)
+        writer.add_chat_template(SPM_TEMPLATE)
 
     def add(name: str, weights: torch.Tensor, kind: str | None) -> None:
         array = weights.detach().float().numpy()

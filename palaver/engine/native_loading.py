@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -133,12 +135,47 @@ def kv_budget(limit: int, weight_bytes: int, wanted: int) -> int:
     return min(left, wanted)
 
 
+# Tokenizer kinds that transformers builds from a GGUF file, once, in a child process, cached: SentencePiece
+# vocabularies (Llama 2, TinyLlama, Mistral), whose merges are recovered from the tokens' scores.
+BUILT_APART = {"llama"}
+CONVERT_SECONDS = 600
+
+
+def tokenizer_refusal(gguf: GGUFFile) -> str | None:
+    """Say why the native path cannot have this file's tokenizer, or None when it can."""
+    if gguf.metadata.get("tokenizer.ggml.model") in BUILT_APART:
+        return None
+    return unsupported(gguf)
+
+
+def file_tokenizer(gguf: GGUFFile, cache_dir: str) -> FileTokenizer:
+    """Return the file's tokenizer: built here for byte-level BPE, by transformers in a child process otherwise."""
+    if gguf.metadata.get("tokenizer.ggml.model") not in BUILT_APART:
+        return FileTokenizer(tokenizer_json(gguf), tokenizer_config(gguf))
+    # The child extracts what the transformers path caches anyway (tokenizer, config, tensor index); this process
+    # reads its tokenizer.json and so never imports transformers or torch.
+    code = (
+        "import sys; from pathlib import Path; from palaver.engine.loading import gguf_metadata_dir; "
+        "print(gguf_metadata_dir(Path(sys.argv[1]), sys.argv[2]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(gguf.path), cache_dir],
+        capture_output=True,
+        text=True,
+        timeout=CONVERT_SECONDS,
+    )
+    if done.returncode != 0:
+        raise ValueError(f"transformers could not build {gguf.path.name}'s tokenizer: {done.stderr[-500:]}")
+    directory = Path(done.stdout.strip().splitlines()[-1])
+    return FileTokenizer((directory / "tokenizer.json").read_text(), tokenizer_config(gguf))
+
+
 def why_not_native(settings: Settings, source: str) -> tuple[str | None, GGUFFile | None]:
     """Say why the native step will not serve a model (None when it will), with the GGUF file it read to tell."""
     why = refusal(settings, source)
     gguf = None if why else read_gguf(Path(source))
     if gguf is not None:
-        why = unsupported(gguf) or native.refusal(llama_config(gguf), gguf.tensors)
+        why = tokenizer_refusal(gguf) or native.refusal(llama_config(gguf), gguf.tensors)
     return why, gguf
 
 
@@ -153,7 +190,7 @@ def load_native(settings: Settings, name: str, source: str) -> LoadedModel | Non
         return None
     assert gguf is not None
     config = llama_config(gguf)
-    tokenizer = FileTokenizer(tokenizer_json(gguf), tokenizer_config(gguf))
+    tokenizer = file_tokenizer(gguf, settings.cache_dir)
     model = NativeLlama(gguf, config, tokenizer, settings)
     family = family_for(model.config, tokenizer)(model, tokenizer, settings.max_context_tokens)
     seconds = time.perf_counter() - started

@@ -122,3 +122,38 @@ def test_a_qwen2_file_is_served_natively_with_its_own_chat_template(qwen2_gguf_m
     prompt = family.build_prompt([Message("user", "hello")], 4)
     reply = family.generate(prompt, settings.generation_defaults(), threading.Event())
     assert reply.usage.completion_tokens >= 1 and reply.finish_reason in ("stop", "length")
+
+
+def test_a_sentencepiece_file_is_served_natively_with_the_tokenizer_transformers_builds(
+    sentencepiece_gguf_model, tmp_path
+):
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from palaver.engine import native
+    from palaver.engine.loading import load_model
+
+    settings = Settings(model=str(sentencepiece_gguf_model), cache_dir=str(tmp_path))
+    loaded = load_native(settings, "spm", str(sentencepiece_gguf_model))
+    assert loaded is not None and loaded.engine == "native", "a SentencePiece vocabulary no longer sends it away"
+    ours = loaded.family.tokenizer
+    theirs = AutoTokenizer.from_pretrained(sentencepiece_gguf_model.parent, gguf_file=sentencepiece_gguf_model.name)
+    for text in ["hello there", "  the quick  fox", "tell me é 123 <|end|>", "palaver\nis a chat server"]:
+        assert ours.encode(text) == theirs.encode(text), text
+        assert ours.decode(ours.encode(text), skip_special_tokens=True) == theirs.decode(theirs.encode(text), True)
+    messages = [Message("user", "hello there how are you")]
+    prompt = loaded.family.build_prompt(messages, 8).input_ids
+    reference = load_model(Settings(**{**settings.__dict__, "engine": "transformers", "weights": "float32"})).family
+    assert prompt == reference.build_prompt(messages, 8).input_ids, "the chat template and tokens are the same"
+    gguf = read_gguf(sentencepiece_gguf_model)
+    model = native.NativeModel(sentencepiece_gguf_model, llama_config(gguf), gguf.tensors, threads=2)
+    cache = model.new_cache(16, 16)
+    sequence = cache.new_sequence()
+    assert cache.reserve(sequence, len(prompt))
+    got = cache.step([sequence], [prompt], [True])[0]
+    with torch.inference_mode():
+        want = reference.model(torch.tensor([prompt])).logits[0, -1].numpy()
+    assert np.abs(got - want).max() <= 2e-3 * np.abs(want).max() and got.argmax() == want.argmax()
+    cache.close()
+    model.close()
