@@ -120,6 +120,13 @@ def sentencepiece_gguf_model(models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def phi3_gguf_model(models_dir) -> Path:
+    """A tiny Phi-3 (joined projections, an untied head, a SentencePiece vocabulary) written as a GGUF file."""
+    phi3 = tiny_models.build_sentencepiece_phi3(models_dir / "phi3")
+    return tiny_models.build_gguf_llama(phi3, models_dir / "phi3.gguf", {"attn_qkv": "Q8_0", "ffn_up": "Q5_0"})
+
+
+@pytest.fixture(scope="session")
 def dialogpt_model(models_dir) -> Path:
     return tiny_models.build_dialogpt(models_dir / "dialogpt")
 

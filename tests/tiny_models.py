@@ -22,6 +22,8 @@ from transformers import (
     GPT2TokenizerFast,
     LlamaConfig,
     LlamaForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -445,6 +447,37 @@ def build_sentencepiece_llama(path: Path) -> Path:
     return path
 
 
+def build_sentencepiece_phi3(path: Path) -> Path:
+    """A tiny Phi-3 (joined Q/K/V and gate/up projections, an untied head) with a SentencePiece vocabulary."""
+    tokens, _, _ = sentencepiece_vocabulary()
+    torch.manual_seed(4)
+    config = Phi3Config(
+        vocab_size=len(tokens),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    Phi3ForCausalLM(config).save_pretrained(path)
+    return path
+
+
+# Phi-3's modules, as llama.cpp's converter names them: its projections come joined.
+PHI3_TO_GGUF = {
+    "self_attn.qkv_proj": "attn_qkv",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
+
+
 def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None = None) -> Path:
     """Write a tiny chat Llama (or Qwen2) as a GGUF file the way llama.cpp's converter does, in mixed block types.
 
@@ -496,6 +529,7 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
         writer.add_bos_token_id(1)
         writer.add_eos_token_id(2)
         writer.add_unk_token_id(0)
+        writer.add_pad_token_id(0)
         writer.add_add_bos_token(True)
         writer.add_chat_template(SPM_TEMPLATE)
 
@@ -517,11 +551,13 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
         )
 
     add("token_embd.weight", model.model.embed_tokens.weight, types.get("token_embd"))
+    if not config.tie_word_embeddings:
+        add("output.weight", model.lm_head.weight, types.get("token_embd"))
     if (config.rope_parameters or {}).get("rope_type") == "llama3":
         add("rope_freqs.weight", torch.tensor(llama3_rope_factors(config)), None)
     add("output_norm.weight", model.model.norm.weight, None)
     for index, layer in enumerate(model.model.layers):
-        for hf_name, gguf_name in LLAMA_TO_GGUF.items():
+        for hf_name, gguf_name in (PHI3_TO_GGUF if architecture == "phi3" else LLAMA_TO_GGUF).items():
             if not hasattr(layer.self_attn, "q_norm") and hf_name.endswith("_norm"):
                 continue  # Qwen3's head norms: other architectures have none
             module = layer.get_submodule(hf_name)

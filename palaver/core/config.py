@@ -46,8 +46,8 @@ class Settings:
     )
     engine: str = setting(
         "auto",
-        "What runs a local model: `auto` runs a Llama, Qwen2 or Qwen3 GGUF file on the native step (one C++ call per "
-        "step, with its own paged KV cache, no torch) where it can, and everything else through transformers; "
+        "What runs a local model: `auto` runs a Llama, Qwen2, Qwen3 or Phi-3 GGUF file on the native step (one C++ "
+        "call per step, with its own paged KV cache, no torch) where it can, and everything else through transformers; "
         "`native` refuses to start where the native step cannot serve the model; `transformers` never uses it.",
         parse=one_of(*ENGINES),
     )

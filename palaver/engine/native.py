@@ -1,4 +1,4 @@
-"""The native step: a Llama, Qwen2 or Qwen3 GGUF model's whole forward pass in one call to csrc/native_step.cpp."""
+"""The native step: a Llama, Qwen2, Qwen3 or Phi-3 GGUF model's forward pass in one call to csrc/native_step.cpp."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ LIBRARY = Path(__file__).resolve().parents[2] / "csrc" / "build" / "palaver_nati
 BLOCK = 32
 # The architectures the native step runs, and whether GGUF stores their Q and K rows in rotary pairs (2i, 2i + 1):
 # llama.cpp's converter permutes Llama's so; Qwen2's stay in transformers' halves (i, i + d/2).
-ARCHITECTURES = {"llama": True, "qwen2": False, "qwen3": False}
+ARCHITECTURES = {"llama": True, "qwen2": False, "qwen3": False, "phi3": False}
 PARTS = {"token_embd": 0, "output": 1, "output_norm": 2, "rope_freqs": 3}  # rope_freqs: Llama 3's rotary scaling
 BIAS_PARTS = {"attn_q": 19, "attn_k": 20, "attn_v": 21}
 LAYER_PARTS = {
@@ -150,6 +150,8 @@ def refusal(config: dict, entries: list) -> str | None:
     if architecture not in ARCHITECTURES:
         return f"its architecture is {architecture}, and the native step serves {', '.join(ARCHITECTURES)}"
     rope = config.get("rope_parameters") or {}
+    if any(e.name.startswith("rope_factors_") for e in entries):  # Phi-3's long-context variants
+        return "its long-context rotary factors (longrope) are not served natively yet"
     if rope.get("rope_type", "default") != "default":
         return f"its rotary scaling ({rope.get('rope_type')}) is not served natively yet"
     biased = config.get("attention_bias") and architecture != "qwen2"  # Qwen2's Q/K/V biases are served
@@ -188,12 +190,20 @@ class NativeModel:
         tensors = {entry.name: entry for entry in entries}
         for entry in entries:
             name, _, kind = entry.name.rpartition(".")
-            layer, part = -1, PARTS.get(name)
+            layer, part, short = -1, PARTS.get(name), ""
             if name.startswith("blk."):
                 _, number, short = name.split(".", 2)
                 layer, part = int(number), (BIAS_PARTS if kind == "bias" else LAYER_PARTS).get(short)
-            if part is not None:
-                self._set(layer, part, base + entry.offset, entry)
+            address = base + entry.offset
+            if short == "attn_qkv":  # Phi-3's joined Q/K/V rows, set as three matrices
+                q_rows, kv_rows = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+                for piece, first, rows in ((12, 0, q_rows), (13, q_rows, kv_rows), (14, q_rows + kv_rows, kv_rows)):
+                    self._set_rows(layer, piece, address, entry, first, rows)
+            elif short == "ffn_up" and entry.shape[0] == 2 * shape.ffn:  # Phi-3's joined gate, then up
+                self._set_rows(layer, 16, address, entry, 0, shape.ffn)
+                self._set_rows(layer, 17, address, entry, shape.ffn, shape.ffn)
+            elif part is not None:
+                self._set(layer, part, address, entry)
         if "output.weight" not in tensors:  # a tied head reads the embedding's rows
             self._set(-1, PARTS["output"], base + tensors["token_embd.weight"].offset, tensors["token_embd.weight"])
         wanting = self.lib.pv_model_check(self.handle)
@@ -205,6 +215,13 @@ class NativeModel:
         rows, cols = (1, entry.shape[0]) if len(entry.shape) == 1 else (entry.shape[0], row_weights(entry))
         if self.lib.pv_model_set(self.handle, layer, part, address, entry.qtype, rows, cols) != 0:
             raise ValueError(f"the native step cannot read {entry.name} ({rows} x {cols}, type {entry.qtype})")
+
+    def _set_rows(self, layer: int, part: int, address: int, entry, first: int, rows: int) -> None:
+        """Point a part at rows [first, first + rows) of a joined matrix: a view, never a copy."""
+        row_bytes = entry.shape[1] if entry.dtype == "|u1" else entry.shape[1] * np.dtype(entry.dtype).itemsize
+        cols = row_weights(entry)
+        if self.lib.pv_model_set(self.handle, layer, part, address + first * row_bytes, entry.qtype, rows, cols) != 0:
+            raise ValueError(f"the native step cannot read rows {first}..{first + rows} of {entry.name}")
 
     def kv_bytes_per_token(self) -> int:
         """Return the bytes one position's keys and values take in every layer (float16)."""

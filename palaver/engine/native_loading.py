@@ -35,6 +35,7 @@ def llama_config(gguf: GGUFFile) -> dict[str, Any]:
     embedding = next((e for e in gguf.tensors if e.name == "token_embd.weight"), None)
     vocab = len(gguf.metadata.get("tokenizer.ggml.tokens", [])) or (embedding.shape[0] if embedding else 0)
     scaling = gguf.get("rope.scaling.type", "none")
+    window = int(gguf.get("attention.sliding_window", 0) or 0)
     return {
         "model_type": gguf.architecture,
         "vocab_size": vocab,
@@ -49,7 +50,8 @@ def llama_config(gguf: GGUFFile) -> dict[str, Any]:
             "rope_type": "default" if scaling in ("none", None) else scaling,
             "rope_theta": float(gguf.get("rope.freq_base", 10000.0)),
         },
-        "max_position_embeddings": int(gguf.get("context_length", 2048)),
+        # A sliding window (Phi-3's) bounds the context: within it, full attention is the same arithmetic.
+        "max_position_embeddings": min(int(gguf.get("context_length", 2048)), window or 1 << 30),
         "hidden_act": "silu",
         "attention_bias": any(e.name.endswith("attn_q.bias") for e in gguf.tensors),
         "mlp_bias": False,

@@ -127,13 +127,14 @@ def test_k_quants_q5_and_16_bit_floats_agree_with_transformers_and_keep_each_row
     cache.close()
 
 
-@pytest.mark.parametrize("fixture", ["qwen2_gguf_model", "qwen3_gguf_model"])
-def test_qwen2_and_qwen3_agree_with_transformers_and_keep_each_rows_bits(request, fixture, tmp_path):
-    """Qwen2 with its Q/K/V biases, Qwen3 with its head norms, each rotary in halves, and a tied head."""
+@pytest.mark.parametrize("fixture", ["qwen2_gguf_model", "qwen3_gguf_model", "phi3_gguf_model"])
+def test_qwen2_qwen3_and_phi3_agree_with_transformers_and_keep_each_rows_bits(request, fixture, tmp_path):
+    """Qwen2's Q/K/V biases, Qwen3's head norms, Phi-3's joined projections and untied head; rotary in halves."""
     path = request.getfixturevalue(fixture)
     gguf = read_gguf(path)
     config = llama_config(gguf)
-    assert config["model_type"] in ("qwen2", "qwen3") and config["attention_bias"] == (config["model_type"] == "qwen2")
+    assert config["model_type"] in ("qwen2", "qwen3", "phi3")
+    assert config["attention_bias"] == (config["model_type"] == "qwen2")
     assert native.refusal(config, gguf.tensors) is None
     model = native.NativeModel(path, config, gguf.tensors, threads=2)
     settings = Settings(model=str(path), cache_dir=str(tmp_path), weights="float32")
