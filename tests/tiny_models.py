@@ -551,7 +551,7 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
         )
 
     add("token_embd.weight", model.model.embed_tokens.weight, types.get("token_embd"))
-    if not config.tie_word_embeddings:
+    if architecture == "phi3":  # its head is its own; the tiny chat Llamas are written tied, as SmolLM2's file is
         add("output.weight", model.lm_head.weight, types.get("token_embd"))
     if (config.rope_parameters or {}).get("rope_type") == "llama3":
         add("rope_freqs.weight", torch.tensor(llama3_rope_factors(config)), None)
