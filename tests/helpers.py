@@ -90,3 +90,18 @@ def assert_error(response, status, param, *words):
 def start_conversation(client, message):
     """Start a conversation through the API with a two-token reply; return its id."""
     return client.post("/api/chat", json={"message": message, "max_new_tokens": 2}).get_json()["conversation_id"]
+
+
+def family_of(path, **settings):
+    """Load the model at path through transformers and return its family."""
+    from commons import Settings
+    from palaver.engine.loading import load_model
+
+    return load_model(Settings(model=str(path), **settings)).family
+
+
+def conversation(turns: int) -> list:
+    """Return a conversation of turns alternating user and assistant messages."""
+    from commons import Message
+
+    return [Message("user" if i % 2 == 0 else "assistant", f"turn {i} hello there how are you") for i in range(turns)]

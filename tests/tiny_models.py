@@ -345,26 +345,36 @@ def k_quant_blocks(kind: str, shape: tuple[int, ...]) -> np.ndarray:
     return raw.reshape(shape[0], -1)
 
 
-def build_chat_qwen2(path: Path) -> Path:
-    """A tiny Qwen2 (Q/K/V biases, a tied head) with the chat Llama's tokenizer and template."""
-    llama = build_chat_llama(path)
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(llama)
-    torch.manual_seed(1)
-    config = Qwen2Config(
+def chat_model_of(config_class, model_class, path: Path, seed: int, **shape):
+    """Return a tiny random model of a family with the chat Llama's tokenizer and template, and that tokenizer."""
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(build_chat_llama(path))
+    torch.manual_seed(seed)
+    config = config_class(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=512,
-        rope_theta=1000000.0,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        **shape,
     )
-    model = Qwen2ForCausalLM(config)
+    return model_class(config), tokenizer
+
+
+def build_chat_qwen2(path: Path) -> Path:
+    """A tiny Qwen2 (Q/K/V biases, a tied head) with the chat Llama's tokenizer and template."""
+    model, tokenizer = chat_model_of(
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        path,
+        1,
+        hidden_size=64,
+        intermediate_size=128,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rope_theta=1000000.0,
+    )
     with torch.no_grad():  # random biases large enough to matter
         for layer in model.model.layers:
             for projection in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
@@ -374,24 +384,17 @@ def build_chat_qwen2(path: Path) -> Path:
 
 def build_chat_qwen3(path: Path) -> Path:
     """A tiny Qwen3 (RMSNorm on each query and key head, heads wider than hidden / heads) with the chat tokenizer."""
-    llama = build_chat_llama(path)
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(llama)
-    torch.manual_seed(2)
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
+    model, tokenizer = chat_model_of(
+        Qwen3Config,
+        Qwen3ForCausalLM,
+        path,
+        2,
         hidden_size=128,
         intermediate_size=256,
-        num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
         head_dim=128,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
-    model = Qwen3ForCausalLM(config)
     with torch.no_grad():  # head norms that differ from ones, so that leaving them out would show
         for layer in model.model.layers:
             layer.self_attn.q_norm.weight.uniform_(0.5, 1.5)
@@ -427,44 +430,33 @@ def sentencepiece_vocabulary() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, kinds
 
 
-def build_sentencepiece_llama(path: Path) -> Path:
-    """A tiny Llama whose vocabulary is a SentencePiece one (as Llama 2, TinyLlama and Mistral files hold)."""
+def sentencepiece_model(config_class, model_class, path: Path, seed: int, **tied) -> Path:
+    """Save a tiny random model whose vocabulary is the SentencePiece one (ids 0, 1, 2: unknown, start, end)."""
     tokens, _, _ = sentencepiece_vocabulary()
-    torch.manual_seed(3)
-    config = LlamaConfig(
+    torch.manual_seed(seed)
+    shape = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2}
+    config = config_class(
         vocab_size=len(tokens),
-        hidden_size=64,
-        intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    LlamaForCausalLM(config).save_pretrained(path)
-    return path
-
-
-def build_sentencepiece_phi3(path: Path) -> Path:
-    """A tiny Phi-3 (joined Q/K/V and gate/up projections, an untied head) with a SentencePiece vocabulary."""
-    tokens, _, _ = sentencepiece_vocabulary()
-    torch.manual_seed(4)
-    config = Phi3Config(
-        vocab_size=len(tokens),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=512,
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
+        **shape,
+        **tied,
     )
-    Phi3ForCausalLM(config).save_pretrained(path)
+    model_class(config).save_pretrained(path)
     return path
+
+
+def build_sentencepiece_llama(path: Path) -> Path:
+    """A tiny Llama whose vocabulary is a SentencePiece one (as Llama 2 and TinyLlama files hold), its head tied."""
+    return sentencepiece_model(LlamaConfig, LlamaForCausalLM, path, 3, tie_word_embeddings=True)
+
+
+def build_sentencepiece_phi3(path: Path) -> Path:
+    """A tiny Phi-3 (joined Q/K/V and gate/up projections, an untied head) with a SentencePiece vocabulary."""
+    return sentencepiece_model(Phi3Config, Phi3ForCausalLM, path, 4)
 
 
 # Phi-3's modules, as llama.cpp's converter names them: its projections come joined.

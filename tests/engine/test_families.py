@@ -3,26 +3,18 @@
 import threading
 
 import pytest
+from helpers import conversation, family_of
 
 from commons import Message, Settings
 from palaver.core.errors import InvalidRequest
 from palaver.engine.families import TRUNCATION_BLOCK
-from palaver.engine.loading import load_model
 
 GREEDY = Settings(temperature=0.0, max_new_tokens=8).generation_defaults()
-
-
-def family_of(path, **settings):
-    return load_model(Settings(model=str(path), **settings)).family
 
 
 def reply_to(family, messages, params=GREEDY, cancelled=None):
     prompt = family.build_prompt(messages, params.max_new_tokens)
     return family.generate(prompt, params, cancelled or threading.Event())
-
-
-def conversation(turns: int) -> list[Message]:
-    return [Message("user" if i % 2 == 0 else "assistant", f"turn {i} hello there how are you") for i in range(turns)]
 
 
 @pytest.mark.parametrize("fixture", ["chat_model", "dialogpt_model", "blenderbot_model", "blenderbot_small_model"])

@@ -1,28 +1,12 @@
 """Prompt formats on tiny random models of each real architecture: chat templates, EOS-joined turns, Blenderbot."""
 
 import shutil
-import threading
 
 import pytest
 import tiny_models
+from helpers import conversation, family_of
 
-from commons import Message, Settings
-from palaver.engine.loading import load_model
-
-GREEDY = Settings(temperature=0.0, max_new_tokens=8).generation_defaults()
-
-
-def family_of(path, **settings):
-    return load_model(Settings(model=str(path), **settings)).family
-
-
-def reply_to(family, messages, params=GREEDY, cancelled=None):
-    prompt = family.build_prompt(messages, params.max_new_tokens)
-    return family.generate(prompt, params, cancelled or threading.Event())
-
-
-def conversation(turns: int) -> list[Message]:
-    return [Message("user" if i % 2 == 0 else "assistant", f"turn {i} hello there how are you") for i in range(turns)]
+from commons import Message
 
 
 @pytest.mark.parametrize(
