@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mmap
 import struct
@@ -71,10 +72,7 @@ def weight_layout(entries: list[TensorEntry], kept: set[str], architecture: str,
 
 
 def _nbytes(entry: TensorEntry) -> int:
-    count = 1
-    for dim in entry.shape:
-        count *= dim
-    return count * (4 if entry.dtype == "<f4" else 2 if entry.dtype == "<f2" else 1)
+    return stored_row_bytes(entry.qtype, _weights(entry))
 
 
 def _weights(entry: TensorEntry) -> int:
@@ -210,6 +208,20 @@ def _parse(path: Path, view: memoryview, size: int) -> GGUFFile:
             raise GGUFError(f"{name} runs past the end of {path}")
         tensors.append(TensorEntry(name, qtype, start, shape, dtype))
     return GGUFFile(path, metadata, tensors)
+
+
+def file_digest(path: Path) -> str:
+    """Return a short content hash, so a changed file is converted again."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def cached_dir_of(gguf_path: Path, cache_dir: str, kind: str) -> Path:
+    """Return where what is made from a GGUF file once (its metadata, a float32 copy) is kept: kind/<file>-<digest>."""
+    return Path(cache_dir) / kind / f"{gguf_path.stem}-{file_digest(gguf_path)}"
 
 
 def save_tensor_index(entries: list[TensorEntry], path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import ctypes
 import fcntl
-import hashlib
 import logging
 import os
 import shutil
@@ -20,7 +19,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from palaver.core.config import Settings
 from palaver.core.types import ModelSource
 from palaver.engine.families import LoadedModel
-from palaver.engine.gguf_file import load_tensor_index, read_gguf, save_tensor_index, weight_layout
+from palaver.engine.gguf_file import cached_dir_of, load_tensor_index, read_gguf, save_tensor_index, weight_layout
 from palaver.engine.gguf_loading import load_gguf_model, one_reader
 from palaver.engine.native import available_cores
 from palaver.engine.native_loading import why_not_native
@@ -36,18 +35,9 @@ from palaver.engine.sources import fingerprint, plain_source
 log = logging.getLogger("palaver.loading")
 
 
-def file_digest(path: Path) -> str:
-    """Return a short content hash, so a changed file is converted again."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
 def cached_gguf_dir(gguf_path: Path, cache_dir: str, kind: str, write: Callable[[Path, Path], None]) -> Path:
     """Return cache_dir/kind/<file>-<digest>, made once by write(gguf_path, staging) and moved in atomically."""
-    target = Path(cache_dir) / kind / f"{gguf_path.stem}-{file_digest(gguf_path)}"
+    target = cached_dir_of(gguf_path, cache_dir, kind)
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from palaver.engine.gguf_file import TYPE_NAMES, kernel_reads, row_weights
+from palaver.engine.gguf_file import TYPE_NAMES, kernel_reads, row_weights, stored_row_bytes
 
 log = logging.getLogger("palaver.native")
 
@@ -218,8 +218,8 @@ class NativeModel:
 
     def _set_rows(self, layer: int, part: int, address: int, entry, first: int, rows: int) -> None:
         """Point a part at rows [first, first + rows) of a joined matrix: a view, never a copy."""
-        row_bytes = entry.shape[1] if entry.dtype == "|u1" else entry.shape[1] * np.dtype(entry.dtype).itemsize
         cols = row_weights(entry)
+        row_bytes = stored_row_bytes(entry.qtype, cols)
         if self.lib.pv_model_set(self.handle, layer, part, address + first * row_bytes, entry.qtype, rows, cols) != 0:
             raise ValueError(f"the native step cannot read rows {first}..{first + rows} of {entry.name}")
 

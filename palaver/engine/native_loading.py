@@ -15,7 +15,7 @@ from palaver.core.config import Settings
 from palaver.engine import native
 from palaver.engine.families import LoadedModel
 from palaver.engine.file_tokenizer import FileTokenizer
-from palaver.engine.gguf_file import GGUFFile, read_gguf, weight_layout
+from palaver.engine.gguf_file import GGUFFile, cached_dir_of, read_gguf, weight_layout
 from palaver.engine.gguf_tokenizer import tokenizer_config, tokenizer_json, unsupported
 from palaver.engine.prefix_cache import PrefixCache
 from palaver.engine.prompt_formats import family_for
@@ -154,6 +154,9 @@ def file_tokenizer(gguf: GGUFFile, cache_dir: str) -> FileTokenizer:
     """Return the file's tokenizer: built here for byte-level BPE, by transformers in a child process otherwise."""
     if gguf.metadata.get("tokenizer.ggml.model") not in BUILT_APART:
         return FileTokenizer(tokenizer_json(gguf), tokenizer_config(gguf))
+    extracted = cached_dir_of(gguf.path, cache_dir, "gguf-metadata")  # as loading.gguf_metadata_dir names it
+    if (extracted / "config.json").is_file():  # made by an earlier start: no child, no transformers
+        return FileTokenizer((extracted / "tokenizer.json").read_text(), tokenizer_config(gguf))
     # The child extracts what the transformers path caches anyway (tokenizer, config, tensor index); this process
     # reads its tokenizer.json and so never imports transformers or torch.
     code = (

@@ -6,6 +6,7 @@ import sys
 import threading
 
 import pytest
+from helpers import raising
 from servers import ROOT
 
 from commons import Message, Settings
@@ -125,7 +126,7 @@ def test_a_qwen2_file_is_served_natively_with_its_own_chat_template(qwen2_gguf_m
 
 
 def test_a_sentencepiece_file_is_served_natively_with_the_tokenizer_transformers_builds(
-    sentencepiece_gguf_model, tmp_path
+    sentencepiece_gguf_model, tmp_path, monkeypatch
 ):
     import numpy as np
     import torch
@@ -157,3 +158,6 @@ def test_a_sentencepiece_file_is_served_natively_with_the_tokenizer_transformers
     assert np.abs(got - want).max() <= 2e-3 * np.abs(want).max() and got.argmax() == want.argmax()
     cache.close()
     model.close()
+    # A second start reads the tokenizer the first one cached: no child process, so no transformers.
+    monkeypatch.setattr(native_loading.subprocess, "run", raising(AssertionError("a child was started again")))
+    assert load_native(settings, "spm", str(sentencepiece_gguf_model)) is not None
