@@ -3,6 +3,7 @@
 // product the same bits alone and in batches of every size, on both sides of every tile and chunk, over rows of one
 // and of several blocks or super-blocks.
 
+#include "check.h"
 #include "blocks.h"
 
 #include <cmath>
@@ -15,15 +16,6 @@
 namespace {
 
 using namespace palaver;
-int failures = 0;
-
-#define CHECK(condition)                                                            \
-  do {                                                                              \
-    if (!(condition)) {                                                             \
-      std::fprintf(stderr, "%s:%d: failed: %s\n", __FILE__, __LINE__, #condition);   \
-      ++failures;                                                                   \
-    }                                                                               \
-  } while (0)
 
 float half(const uint8_t* p) { return half_to_float(p); }
 
@@ -218,8 +210,8 @@ int main() {
   std::mt19937 rng(11);
   for (int64_t type : {kF32, kF16, kBF16, kQ4_0, kQ4_1, kQ5_0, kQ5_1, kQ8_0, kQ4_K, kQ5_K, kQ6_K}) check_type(rng, type);
   CHECK(row_bytes_of(kQ4_K, 576) == 0 && row_bytes_of(kQ5_0, 576) == 18 * 22 && !served(10));
-  if (failures) {
-    std::fprintf(stderr, "%d block checks failed\n", failures);
+  if (palaver_test::failures) {
+    std::fprintf(stderr, "%d block checks failed\n", palaver_test::failures);
     return 1;
   }
   std::printf("all block checks passed\n");

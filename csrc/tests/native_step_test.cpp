@@ -2,6 +2,8 @@
 // compiles and runs this): a random model of every block type, batches of 1 to 130 rows, prefill chunks and sequence
 // lengths on both sides of every page and tile boundary, and the cache's bookkeeping.
 
+#include "check.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -36,15 +38,6 @@ namespace {
 constexpr int64_t kVocab = 97, kHidden = 64, kFfn = 96, kLayers = 2, kHeads = 4, kKvHeads = 2, kHeadDim = 16;
 constexpr int64_t kPage = 16;
 constexpr int64_t kF32 = 0, kQ4_0 = 2, kQ4_1 = 3, kQ8_0 = 8;
-int failures = 0;
-
-#define CHECK(condition)                                                   \
-  do {                                                                     \
-    if (!(condition)) {                                                    \
-      std::fprintf(stderr, "%s:%d: failed: %s\n", __FILE__, __LINE__, #condition); \
-      ++failures;                                                          \
-    }                                                                      \
-  } while (0)
 
 uint16_t half_of(float value) {
   // Small positive scales only: exponent and mantissa written directly (value in [2^-10, 1)).
@@ -242,8 +235,8 @@ int main() {
   every_batch_size_gives_each_row_its_bits_alone(model.handle);
   threads_do_not_change_the_bits(model.handle);
   the_cache_keeps_its_books(model.handle);
-  if (failures) {
-    std::fprintf(stderr, "%d checks failed\n", failures);
+  if (palaver_test::failures) {
+    std::fprintf(stderr, "%d checks failed\n", palaver_test::failures);
     return 1;
   }
   std::printf("all native step checks passed\n");
