@@ -1,7 +1,8 @@
-// The whole forward pass of a Llama-family model (Llama; Qwen2 with its Q/K/V biases; Qwen3 with its Q/K norms) in
-// one native call per step: embedding rows, RMSNorm, the joined Q/K/V projection, biases or head norms, rotary, a
-// paged KV cache that each row owns, grouped-query attention over each row's own history, the output projection,
-// the SiLU MLP, residuals, the final norm and the head.
+// The whole forward pass of a Llama-family model (Llama; Qwen2 with its Q/K/V biases; Qwen3 with its Q/K norms;
+// Gemma 3 with its scaled embeddings, four norms a layer, GELU and sliding-window layers) in one native call per
+// step: embedding rows, RMSNorm, the joined Q/K/V projection, biases or head norms, rotary, a paged KV cache that
+// each row owns, grouped-query attention over each row's own history, the output projection, the gated MLP,
+// residuals, the final norm and the head.
 //
 // A step takes any mix of rows: one new token for a row that is decoding, a chunk of its prompt for a row that is
 // prefilling. Every token's arithmetic is its own, in a fixed order: a row's result is the same bits alone and in
@@ -36,13 +37,16 @@ struct Layer {
   const float* v_bias = nullptr;
   const float* q_norm = nullptr;  // Qwen3's RMSNorm of each query and key head before rotary: both, or neither
   const float* k_norm = nullptr;
+  const float* post_attn_norm = nullptr;  // Gemma 3's norms of the attention's and the MLP's outputs: both, or neither
+  const float* post_ffn_norm = nullptr;
+  bool sliding = false;  // Gemma 3: attends over the last window positions, with the local rotary frequencies
   Matrix q, k, v, o, gate, up, down;
 };
 
 enum Part : int64_t {
   kEmbed = 0, kHead = 1, kOutNorm = 2, kRopeFreqs = 3,
   kAttnNorm = 10, kFfnNorm = 11, kQ = 12, kK = 13, kV = 14, kO = 15, kGate = 16, kUp = 17, kDown = 18,
-  kQBias = 19, kKBias = 20, kVBias = 21, kQNorm = 22, kKNorm = 23,
+  kQBias = 19, kKBias = 20, kVBias = 21, kQNorm = 22, kKNorm = 23, kPostAttnNorm = 24, kPostFfnNorm = 25,
 };
 
 // A segment of a joined projection: one matrix's rows, written at column offset of the output.
@@ -56,12 +60,16 @@ struct Model {
   float eps = 1e-5f;
   bool adjacent_pairs = true;  // rotary pairs (2i, 2i+1), as GGUF stores Llama's Q and K; else (i, i + d/2)
   bool scaled = false;         // whether Llama 3's frequency factors have divided inv_freq
+  bool gelu = false;           // Gemma 3's MLP: GELU (tanh) of the gate, else SiLU
+  float embed_scale = 1.0f;    // Gemma 3 scales each embedding row by sqrt(hidden)
+  float attn_scale = 1.0f;     // what scores are multiplied by: 1 / sqrt(head_dim) unless the model says otherwise
+  int64_t window = 0;          // the sliding layers' window, in positions (0: no layer slides)
   Matrix embed, head;
   const float* out_norm = nullptr;
   std::vector<Layer> blocks;
-  std::vector<float> inv_freq;
+  std::vector<float> inv_freq, local_inv_freq;  // the sliding layers' frequencies, where there are any
   std::mutex step_mutex;  // one step at a time: the workspace below is the model's
-  std::vector<float> x, xn, qkv, attn, gate_up, act, out_rows, rotary;
+  std::vector<float> x, xn, qkv, attn, gate_up, act, out_rows, rotary, local_rotary;
 };
 
 // Sequences' keys and values, in pages of page_tokens positions. A page holds, for every layer, the keys then
@@ -107,10 +115,10 @@ void project(const float* x, int64_t m, int64_t k, const std::vector<Segment>& s
 }
 
 // The cosines and sines of one position's rotary angles, as transformers computes them: float32 angle, then cos/sin.
-void rotary_table(const Model& m, int64_t pos, float* cos_sin) {
-  const int64_t half = m.head_dim / 2;
+void rotary_table(const std::vector<float>& inv_freq, int64_t pos, float* cos_sin) {
+  const int64_t half = static_cast<int64_t>(inv_freq.size());
   for (int64_t i = 0; i < half; ++i) {
-    const float angle = static_cast<float>(pos) * m.inv_freq[i];
+    const float angle = static_cast<float>(pos) * inv_freq[i];
     cos_sin[i] = std::cos(angle);
     cos_sin[half + i] = std::sin(angle);
   }
@@ -157,21 +165,22 @@ inline __m256 load_half(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
-// One query head of one token attending over positions [0, length) of its sequence's pages. scores holds
-// length rounded up to 8 floats. Every position's score, weight and contribution is computed the same way
+// One query head of one token attending over positions [begin, length) of its sequence's pages. scores holds
+// length - begin rounded up to 8 floats. Every position's score, weight and contribution is computed the same way
 // wherever it falls, so the result depends only on the query and the row's own keys and values.
 void attend(const Cache& cache, const std::vector<std::unique_ptr<uint16_t[]>>& pages, int64_t layer, int64_t kv_head,
-            const float* q, int64_t length, float* scores, float* out) {
+            const float* q, int64_t begin, int64_t length, float* all_scores, float* out) {
   const Model& m = *cache.model;
   const int64_t d = m.head_dim, page_tokens = cache.page_tokens;
   const auto key = [&](int64_t t) {
     return kv_at(cache, pages[t / page_tokens].get(), layer, 0, kv_head, t % page_tokens);
   };
-  const __m256 scale = _mm256_set1_ps(1.0f / std::sqrt(static_cast<float>(d)));
+  float* scores = all_scores - begin;  // indexed by position: scores[begin] is the buffer's first float
+  const __m256 scale = _mm256_set1_ps(m.attn_scale);
   // Scores, 8 positions at a time: 8 independent accumulators instead of one dependent chain per position.
   // Positions past the end re-read the first key of the block; their lanes are dropped.
   __m256 best8 = _mm256_set1_ps(-INFINITY);
-  for (int64_t t0 = 0; t0 < length; t0 += 8) {
+  for (int64_t t0 = begin; t0 < length; t0 += 8) {
     const uint16_t* keys[8];
     for (int64_t j = 0; j < 8; ++j) keys[j] = key(t0 + j < length ? t0 + j : t0);
     __m256 acc[8];
@@ -193,7 +202,7 @@ void attend(const Cache& cache, const std::vector<std::unique_ptr<uint16_t[]>>& 
   for (float value : lanes_best) best = std::max(best, value);
   // Softmax weights: exp(score - best), summed in 8 lanes (dropped lanes add zero).
   __m256 total8 = _mm256_setzero_ps();
-  for (int64_t t0 = 0; t0 < length; t0 += 8) {
+  for (int64_t t0 = begin; t0 < length; t0 += 8) {
     const __m256 weight = exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + t0), _mm256_set1_ps(best)));
     const int64_t valid = std::min<int64_t>(8, length - t0);
     const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -208,7 +217,7 @@ void attend(const Cache& cache, const std::vector<std::unique_ptr<uint16_t[]>>& 
     const int64_t width = std::min<int64_t>(64, d - d0) / 8;
     __m256 acc[8];
     for (auto& a : acc) a = _mm256_setzero_ps();
-    for (int64_t t = 0; t < length; ++t) {
+    for (int64_t t = begin; t < length; ++t) {
       const uint16_t* v = kv_at(cache, pages[t / page_tokens].get(), layer, 1, kv_head, t % page_tokens) + d0;
       const __m256 weight = _mm256_set1_ps(scores[t]);
       for (int64_t a = 0; a < width; ++a) acc[a] = _mm256_fmadd_ps(weight, load_half(v + 8 * a), acc[a]);
@@ -217,7 +226,22 @@ void attend(const Cache& cache, const std::vector<std::unique_ptr<uint16_t[]>>& 
   }
 }
 
+// Rotary frequencies as transformers computes them: the exponent and the power in float32.
+std::vector<float> frequencies(double base, int64_t head_dim) {
+  std::vector<float> inv_freq;
+  for (int64_t i = 0; i < head_dim / 2; ++i)
+    inv_freq.push_back(
+        1.0f / std::pow(static_cast<float>(base), static_cast<float>(2 * i) / static_cast<float>(head_dim)));
+  return inv_freq;
+}
+
 inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+// As torch's gelu(approximate="tanh"): 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))).
+inline float gelu_tanh(float x) {
+  const float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+  return 0.5f * x * (1.0f + std::tanh(inner));
+}
 
 bool valid(const Matrix& w, int64_t rows, int64_t cols) {
   return w.data != nullptr && w.rows == rows && w.cols == cols;
@@ -242,12 +266,27 @@ void* pv_model_new(const int64_t* dims, double eps, double rope_base, int64_t ad
     return nullptr;
   model->eps = static_cast<float>(eps);
   model->adjacent_pairs = adjacent_pairs != 0;
+  model->attn_scale = 1.0f / std::sqrt(static_cast<float>(model->head_dim));
   model->blocks.resize(model->layers);
-  for (int64_t i = 0; i < model->head_dim / 2; ++i)
-    // As transformers: the exponent and the power in float32.
-    model->inv_freq.push_back(1.0f / std::pow(static_cast<float>(rope_base),
-                                              static_cast<float>(2 * i) / static_cast<float>(model->head_dim)));
+  model->inv_freq = palaver::frequencies(rope_base, model->head_dim);
   return model.release();
+}
+
+// Make a model Gemma 3's: GELU, embeddings scaled by sqrt(hidden), scores by attn_scale, the global layers'
+// frequencies divided by rope_factor, and sliding[i] layers that attend over the last window positions with
+// frequencies of local_base. Call once, before the weights are set. Returns 0, or -1.
+int64_t pv_model_gemma3(void* handle, double attn_scale, double rope_factor, int64_t window, double local_base,
+                        const int8_t* sliding) {
+  auto& model = *static_cast<Model*>(handle);
+  if (model.gelu || model.scaled || attn_scale <= 0 || rope_factor < 1 || window < 0 || local_base <= 0) return -1;
+  model.gelu = true;
+  model.embed_scale = static_cast<float>(std::sqrt(static_cast<double>(model.hidden)));
+  model.attn_scale = static_cast<float>(attn_scale);
+  for (float& frequency : model.inv_freq) frequency /= static_cast<float>(rope_factor);
+  model.window = window;
+  model.local_inv_freq = palaver::frequencies(local_base, model.head_dim);
+  for (int64_t i = 0; i < model.layers; ++i) model.blocks[i].sliding = window > 0 && sliding[i] != 0;
+  return 0;
 }
 
 void pv_model_free(void* model) { delete static_cast<Model*>(model); }
@@ -258,12 +297,16 @@ int64_t pv_model_set(void* handle, int64_t layer, int64_t part, const void* data
   auto& model = *static_cast<Model*>(handle);
   if (layer < -1 || layer >= model.layers || data == nullptr) return -1;
   const auto* bytes = static_cast<const uint8_t*>(data);
-  if (part == palaver::kOutNorm || part == palaver::kAttnNorm || part == palaver::kFfnNorm) {
-    if (type != palaver::kF32 || rows != 1 || cols != model.hidden) return -1;
+  if (part == palaver::kOutNorm || part == palaver::kAttnNorm || part == palaver::kFfnNorm ||
+      part == palaver::kPostAttnNorm || part == palaver::kPostFfnNorm) {
+    if (type != palaver::kF32 || rows != 1 || cols != model.hidden || (part != palaver::kOutNorm && layer < 0))
+      return -1;
     const auto* floats = reinterpret_cast<const float*>(bytes);
     if (part == palaver::kOutNorm) model.out_norm = floats;
     else if (part == palaver::kAttnNorm) model.blocks[layer].attn_norm = floats;
-    else model.blocks[layer].ffn_norm = floats;
+    else if (part == palaver::kFfnNorm) model.blocks[layer].ffn_norm = floats;
+    else if (part == palaver::kPostAttnNorm) model.blocks[layer].post_attn_norm = floats;
+    else model.blocks[layer].post_ffn_norm = floats;
     return 0;
   }
   if (part == palaver::kRopeFreqs) {  // Llama 3's rotary scaling: each frequency divided by its factor, once
@@ -318,7 +361,8 @@ int64_t pv_model_check(void* handle) {
     const palaver::Layer& l = m.blocks[i];
     const bool biases = l.q_bias != nullptr;
     const bool all_or_none = biases == (l.k_bias != nullptr) && biases == (l.v_bias != nullptr) &&
-                             (l.q_norm != nullptr) == (l.k_norm != nullptr);
+                             (l.q_norm != nullptr) == (l.k_norm != nullptr) &&
+                             (l.post_attn_norm != nullptr) == (l.post_ffn_norm != nullptr);
     if (!all_or_none || !l.attn_norm || !l.ffn_norm || !palaver::valid(l.q, m.heads * m.head_dim, m.hidden) ||
         !palaver::valid(l.k, kv, m.hidden) || !palaver::valid(l.v, kv, m.hidden) ||
         !palaver::valid(l.o, m.hidden, m.heads * m.head_dim) || !palaver::valid(l.gate, m.ffn, m.hidden) ||
@@ -471,6 +515,7 @@ int64_t pv_step(void* model_handle, void* cache_handle, int64_t rows, const int6
   m.gate_up.resize(n * 2 * m.ffn);
   m.act.resize(n * m.ffn);
   m.rotary.resize(n * m.head_dim);
+  m.local_rotary.resize(m.local_inv_freq.empty() ? 0 : n * m.head_dim);
   int64_t longest = 0;
   for (int64_t t = 0; t < n; ++t) longest = std::max(longest, position[t] + 1);
   ChunkPool& pool = ChunkPool::instance();
@@ -483,7 +528,10 @@ int64_t pv_step(void* model_handle, void* cache_handle, int64_t rows, const int6
   };
   each_token([&](int64_t t) {
     dequantise_row(m.embed.data + tokens[t] * m.embed.row_bytes, m.embed.type, h / kBlock, &m.x[t * h]);
-    rotary_table(m, position[t], &m.rotary[t * m.head_dim]);
+    if (m.embed_scale != 1.0f)
+      for (int64_t i = t * h; i < (t + 1) * h; ++i) m.x[i] *= m.embed_scale;
+    rotary_table(m.inv_freq, position[t], &m.rotary[t * m.head_dim]);
+    if (!m.local_inv_freq.empty()) rotary_table(m.local_inv_freq, position[t], &m.local_rotary[t * m.head_dim]);
   });
 
   for (int64_t layer = 0; layer < m.layers; ++layer) {
@@ -507,8 +555,8 @@ int64_t pv_step(void* model_handle, void* cache_handle, int64_t rows, const int6
           rms_norm(head_in.data(), head < m.heads ? l.q_norm : l.k_norm, m.head_dim, m.eps, v);
         }
       }
-      for (int64_t head = 0; head < m.heads + m.kv_heads; ++head)
-        rotate(m, row + head * m.head_dim, &m.rotary[t * m.head_dim]);
+      const float* cos_sin = l.sliding ? &m.local_rotary[t * m.head_dim] : &m.rotary[t * m.head_dim];
+      for (int64_t head = 0; head < m.heads + m.kv_heads; ++head) rotate(m, row + head * m.head_dim, cos_sin);
       uint16_t* page = (*row_pages[row_of[t]])[position[t] / cache.page_tokens].get();
       const int64_t slot = position[t] % cache.page_tokens;
       for (int64_t g = 0; g < m.kv_heads; ++g) {
@@ -529,22 +577,30 @@ int64_t pv_step(void* model_handle, void* cache_handle, int64_t rows, const int6
       std::vector<float> scores(static_cast<size_t>((longest + 7) / 8 * 8));
       for (int64_t task = begin; task < end; ++task) {
         const int64_t t = task / m.heads, head = task % m.heads;
-        attend(cache, *row_pages[row_of[t]], layer, head / group, &m.qkv[t * qkv_width + head * m.head_dim],
+        const int64_t begin = l.sliding ? std::max<int64_t>(0, position[t] + 1 - m.window) : 0;
+        attend(cache, *row_pages[row_of[t]], layer, head / group, &m.qkv[t * qkv_width + head * m.head_dim], begin,
                position[t] + 1, scores.data(), &m.attn[t * q_width + head * m.head_dim]);
       }
     });
     project(m.attn.data(), n, q_width, {{&l.o, 0}}, m.xn.data(), h);
     each_token([&](int64_t t) {
+      // In place: each output is its own input times the scale, which is summed before any is written.
+      if (l.post_attn_norm != nullptr) rms_norm(&m.xn[t * h], l.post_attn_norm, h, m.eps, &m.xn[t * h]);
       for (int64_t i = t * h; i < (t + 1) * h; ++i) m.x[i] += m.xn[i];
       rms_norm(&m.x[t * h], l.ffn_norm, h, m.eps, &m.xn[t * h]);
     });
     project(m.xn.data(), n, h, {{&l.gate, 0}, {&l.up, m.ffn}}, m.gate_up.data(), 2 * m.ffn);
     each_token([&](int64_t t) {
       const float* gate = &m.gate_up[t * 2 * m.ffn];
-      for (int64_t i = 0; i < m.ffn; ++i) m.act[t * m.ffn + i] = silu(gate[i]) * gate[m.ffn + i];
+      float* act = &m.act[t * m.ffn];
+      if (m.gelu)
+        for (int64_t i = 0; i < m.ffn; ++i) act[i] = gelu_tanh(gate[i]) * gate[m.ffn + i];
+      else
+        for (int64_t i = 0; i < m.ffn; ++i) act[i] = silu(gate[i]) * gate[m.ffn + i];
     });
     project(m.act.data(), n, m.ffn, {{&l.down, 0}}, m.xn.data(), h);
     each_token([&](int64_t t) {
+      if (l.post_ffn_norm != nullptr) rms_norm(&m.xn[t * h], l.post_ffn_norm, h, m.eps, &m.xn[t * h]);
       for (int64_t i = t * h; i < (t + 1) * h; ++i) m.x[i] += m.xn[i];
     });
   }

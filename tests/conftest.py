@@ -127,6 +127,18 @@ def phi3_gguf_model(models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def gemma3_model(models_dir) -> Path:
+    """A tiny Gemma 3 (sliding layers of an 8-position window, four norms a layer, GELU), as transformers saves it."""
+    return tiny_models.build_sentencepiece_gemma3(models_dir / "gemma3")
+
+
+@pytest.fixture(scope="session")
+def gemma3_gguf_model(gemma3_model, models_dir) -> Path:
+    """That Gemma 3 written as a GGUF file of mixed block types, its norms stored as 1 + w as llama.cpp does."""
+    return tiny_models.build_gguf_llama(gemma3_model, models_dir / "gemma3.gguf")
+
+
+@pytest.fixture(scope="session")
 def dialogpt_model(models_dir) -> Path:
     return tiny_models.build_dialogpt(models_dir / "dialogpt")
 

@@ -17,6 +17,8 @@ from transformers import (
     BlenderbotSmallForConditionalGeneration,
     BlenderbotSmallTokenizer,
     BlenderbotTokenizerFast,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GPT2Config,
     GPT2LMHeadModel,
     GPT2TokenizerFast,
@@ -459,6 +461,34 @@ def build_sentencepiece_phi3(path: Path) -> Path:
     return sentencepiece_model(Phi3Config, Phi3ForCausalLM, path, 4)
 
 
+def build_sentencepiece_gemma3(path: Path) -> Path:
+    """A tiny Gemma 3: (1 + w) norms, four a layer, GELU, scaled embeddings, five sliding layers to one global."""
+    tokens, _, _ = sentencepiece_vocabulary()
+    torch.manual_seed(5)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokens),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=6,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=256,  # as every Gemma 3 has; llama.cpp scales queries by it (transformers by query_pre_attn_scalar)
+        query_pre_attn_scalar=256,
+        sliding_window=8,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    model = Gemma3ForCausalLM(config)
+    with torch.no_grad():  # Gemma's norms start at zero (a scale of one): make each of them matter
+        for name, weights in model.named_parameters():
+            if name.endswith("norm.weight"):
+                weights.uniform_(-0.5, 0.5)
+    model.save_pretrained(path)
+    return path
+
+
 # Phi-3's modules, as llama.cpp's converter names them: its projections come joined.
 PHI3_TO_GGUF = {
     "self_attn.qkv_proj": "attn_qkv",
@@ -470,8 +500,17 @@ PHI3_TO_GGUF = {
 }
 
 
+# Gemma 3's modules: two more norms a layer, and the one before the MLP is llama.cpp's ffn_norm.
+GEMMA3_TO_GGUF = {
+    **{hf: gguf for hf, gguf in LLAMA_TO_GGUF.items() if gguf != "ffn_norm"},
+    "post_attention_layernorm": "post_attention_norm",
+    "pre_feedforward_layernorm": "ffn_norm",
+    "post_feedforward_layernorm": "post_ffw_norm",
+}
+
+
 def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None = None) -> Path:
-    """Write a tiny chat Llama (or Qwen2) as a GGUF file the way llama.cpp's converter does, in mixed block types.
+    """Write a tiny Llama, Qwen2/3, Phi-3 or Gemma 3 as a GGUF file the way llama.cpp's converter does.
 
     Llama's Q and K rows are permuted into rotary pairs, as the converter does; Qwen2's are not, and its biases
     are written as float32 vectors.
@@ -482,7 +521,7 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
 
     model = AutoModelForCausalLM.from_pretrained(llama_dir)
     config = model.config
-    architecture = config.model_type
+    architecture = "gemma3" if config.model_type == "gemma3_text" else config.model_type
     writer = gguf.GGUFWriter(path, architecture)
     writer.add_name(f"tiny-chat-{architecture}")
     writer.add_block_count(config.num_hidden_layers)
@@ -491,13 +530,18 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
     writer.add_feed_forward_length(config.intermediate_size)
     writer.add_head_count(config.num_attention_heads)
     writer.add_head_count_kv(config.num_key_value_heads)
-    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     writer.add_rope_dimension_count(head_dim)
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
     writer.add_vocab_size(config.vocab_size)
+    if architecture == "gemma3":  # as llama.cpp's Gemma3Model writes it: each layer kind's rotary base, the window
+        writer.add_rope_freq_base(config.rope_parameters["full_attention"]["rope_theta"])
+        writer.add_rope_freq_base_swa(config.rope_parameters["sliding_attention"]["rope_theta"])
+        writer.add_sliding_window(config.sliding_window)
+    else:
+        writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
     if (llama_dir / "tokenizer.json").exists():
         tokenizer = PreTrainedTokenizerFast.from_pretrained(llama_dir)
         state = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
@@ -524,6 +568,8 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
         writer.add_pad_token_id(0)
         writer.add_add_bos_token(True)
         writer.add_chat_template(SPM_TEMPLATE)
+        if architecture == "gemma3":
+            writer.add_add_space_prefix(False)
 
     def add(name: str, weights: torch.Tensor, kind: str | None) -> None:
         array = weights.detach().float().numpy()
@@ -547,9 +593,11 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
         add("output.weight", model.lm_head.weight, types.get("token_embd"))
     if (config.rope_parameters or {}).get("rope_type") == "llama3":
         add("rope_freqs.weight", torch.tensor(llama3_rope_factors(config)), None)
-    add("output_norm.weight", model.model.norm.weight, None)
+    shift = 1.0 if architecture == "gemma3" else 0.0  # llama.cpp stores Gemma's (1 + w) norms as 1 + w
+    add("output_norm.weight", model.model.norm.weight + shift, None)
+    names = {"phi3": PHI3_TO_GGUF, "gemma3": GEMMA3_TO_GGUF}.get(architecture, LLAMA_TO_GGUF)
     for index, layer in enumerate(model.model.layers):
-        for hf_name, gguf_name in (PHI3_TO_GGUF if architecture == "phi3" else LLAMA_TO_GGUF).items():
+        for hf_name, gguf_name in names.items():
             if not hasattr(layer.self_attn, "q_norm") and hf_name.endswith("_norm"):
                 continue  # Qwen3's head norms: other architectures have none
             module = layer.get_submodule(hf_name)
@@ -558,6 +606,8 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
                 weights = permute(weights, config.num_attention_heads)
             elif gguf_name == "attn_k" and architecture == "llama":
                 weights = permute(weights, config.num_key_value_heads)
+            elif gguf_name.endswith("norm"):
+                weights = weights + shift
             add(f"blk.{index}.{gguf_name}.weight", weights, types.get(gguf_name))
             if getattr(module, "bias", None) is not None and module.bias.dim() == 1 and gguf_name.startswith("attn_"):
                 add(f"blk.{index}.{gguf_name}.bias", module.bias, None)

@@ -1,6 +1,7 @@
 // The native step's own tests, built with AddressSanitizer and UndefinedBehaviorSanitizer (tests/engine/test_native.py
 // compiles and runs this): a random model of every block type, batches of 1 to 130 rows, prefill chunks and sequence
-// lengths on both sides of every page and tile boundary, and the cache's bookkeeping.
+// lengths on both sides of every page and tile boundary, and the cache's bookkeeping; then the same for a Gemma 3
+// model, whose sliding layer's window (13 positions) starts inside a page and inside a block of 8 scores.
 
 #include "check.h"
 
@@ -19,6 +20,8 @@ void pv_model_free(void* model);
 int64_t pv_model_set(void* model, int64_t layer, int64_t part, const void* data, int64_t type, int64_t rows,
                      int64_t cols);
 int64_t pv_model_check(void* model);
+int64_t pv_model_gemma3(void* model, double attn_scale, double rope_factor, int64_t window, double local_base,
+                        const int8_t* sliding);
 void* pv_cache_new(void* model, int64_t page_tokens, int64_t max_pages);
 void pv_cache_free(void* cache);
 int64_t pv_cache_used_pages(void* cache);
@@ -75,10 +78,16 @@ struct TinyModel {
   std::vector<std::vector<float>> norms;
   void* handle = nullptr;
 
-  TinyModel() {
+  // window > 0 makes it a Gemma 3 whose first layer slides over that many positions.
+  explicit TinyModel(int64_t window = 0) {
     std::mt19937 rng(7);
     const int64_t dims[7] = {kVocab, kHidden, kFfn, kLayers, kHeads, kKvHeads, kHeadDim};
-    handle = pv_model_new(dims, 1e-5, 10000.0, 1);
+    handle = pv_model_new(dims, 1e-5, 10000.0, window > 0 ? 0 : 1);
+    const int8_t sliding[kLayers] = {1, 0};
+    if (window > 0) {
+      CHECK(pv_model_gemma3(handle, 0.2, 2.0, window, 10000.0, sliding) == 0);
+      CHECK(pv_model_gemma3(handle, 0.2, 2.0, window, 10000.0, sliding) == -1);  // once
+    }
     const int64_t types[3] = {kQ4_0, kQ4_1, kQ8_0};
     int64_t next = 0;
     auto matrix = [&](int64_t layer, int64_t part, int64_t rows, int64_t cols) {
@@ -125,6 +134,14 @@ struct TinyModel {
       CHECK(pv_model_check(handle) == (part == 23 ? 0 : -2));
     }
     CHECK(pv_model_check(handle) == 0);
+    if (window > 0) {  // Gemma 3's norms of the attention's and the MLP's outputs: both or neither
+      for (int64_t layer = 0; layer < kLayers; ++layer) {
+        norm(layer, 24);
+        CHECK(pv_model_check(handle) == -(layer + 1));
+        norm(layer, 25);
+      }
+      CHECK(pv_model_check(handle) == 0);
+    }
   }
   ~TinyModel() { pv_model_free(handle); }
 };
@@ -150,7 +167,7 @@ std::vector<float> prefill(void* model, int64_t seed, int64_t length, int64_t ch
 }
 
 void chunks_and_pages_give_the_same_bits(void* model) {
-  for (int64_t length : {1, 15, 16, 17, 31, 32, 33, 47, 48, 49, 64, 65, 130}) {
+  for (int64_t length : {1, 12, 13, 14, 15, 16, 17, 21, 22, 31, 32, 33, 47, 48, 49, 64, 65, 130}) {
     const auto whole = prefill(model, length, length, length);
     for (int64_t chunk : {1, 3, 15, 16, 17, 33}) {
       const auto chunked = prefill(model, length, length, chunk);
@@ -229,12 +246,26 @@ void the_cache_keeps_its_books(void* model) {
 
 }  // namespace
 
+// The sliding layer forgets what falls out of its window: within it, a wider window gives the same bits.
+void the_window_bounds_what_a_sliding_layer_sees(void* narrow) {
+  TinyModel wide(1000);
+  for (int64_t length : {1, 7, 12, 13})
+    CHECK(std::memcmp(prefill(narrow, 5, length, length).data(), prefill(wide.handle, 5, length, length).data(),
+                      sizeof(float) * kVocab) == 0);
+  for (int64_t length : {14, 40})
+    CHECK(std::memcmp(prefill(narrow, 5, length, length).data(), prefill(wide.handle, 5, length, length).data(),
+                      sizeof(float) * kVocab) != 0);
+}
+
 int main() {
-  TinyModel model;
-  chunks_and_pages_give_the_same_bits(model.handle);
-  every_batch_size_gives_each_row_its_bits_alone(model.handle);
-  threads_do_not_change_the_bits(model.handle);
-  the_cache_keeps_its_books(model.handle);
+  for (int64_t window : {0, 13}) {
+    TinyModel model(window);
+    chunks_and_pages_give_the_same_bits(model.handle);
+    every_batch_size_gives_each_row_its_bits_alone(model.handle);
+    threads_do_not_change_the_bits(model.handle);
+    the_cache_keeps_its_books(model.handle);
+    if (window > 0) the_window_bounds_what_a_sliding_layer_sees(model.handle);
+  }
   if (palaver_test::failures) {
     std::fprintf(stderr, "%d checks failed\n", palaver_test::failures);
     return 1;

@@ -46,9 +46,10 @@ class Settings:
     )
     engine: str = setting(
         "auto",
-        "What runs a local model: `auto` runs a Llama, Qwen2, Qwen3 or Phi-3 GGUF file on the native step (one C++ "
-        "call per step, with its own paged KV cache, no torch) where it can, and everything else through transformers; "
-        "`native` refuses to start where the native step cannot serve the model; `transformers` never uses it.",
+        "What runs a local model: `auto` runs a Llama, Qwen2, Qwen3, Phi-3 or Gemma 3 GGUF file on the native step "
+        "(one C++ call per step, with its own paged KV cache, no torch) where it can, and everything else through "
+        "transformers; `native` refuses to start where the native step cannot serve the model; `transformers` never "
+        "uses it.",
         parse=one_of(*ENGINES),
     )
     memory_limit: int = setting(

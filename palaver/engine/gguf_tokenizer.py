@@ -28,6 +28,11 @@ SPLITS = {
 }
 # Pre-tokenizer types that split as GPT-2 does (transformers gives them GPT-2's byte-level pre-tokenizer).
 GPT2_SPLIT_TYPES = {"default", "gpt2", "smollm", "starcoder", "refact", "olmo"}
+# Tokens that end a turn whatever a file names as its end of sequence (Gemma's files name <eos>, Phi-3's
+# <|endoftext|>, but their chat templates end turns with these): llama.cpp stops at them too.
+END_OF_TURN_TOKENS = frozenset(
+    {"<|eot_id|>", "<|eom_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>"}
+)
 SPECIAL_ROLES = {
     "bos_token": "bos_token_id",
     "eos_token": "eos_token_id",
@@ -155,3 +160,11 @@ def tokenizer_config(gguf: GGUFFile) -> dict[str, Any]:
     if metadata.get("tokenizer.chat_template"):
         config["chat_template"] = metadata["tokenizer.chat_template"]
     return config
+
+
+def end_of_turn_ids(gguf: GGUFFile) -> list[int]:
+    """Return the ids of the file's tokens that end a turn, beside its end-of-sequence token."""
+    eos = gguf.metadata.get("tokenizer.ggml.eos_token_id")
+    tokens = gguf.metadata.get("tokenizer.ggml.tokens", [])
+    ends = {i for i, token in enumerate(tokens) if token in END_OF_TURN_TOKENS}
+    return sorted(ends if eos is None else ends | {eos})

@@ -1,4 +1,4 @@
-"""The native step: a Llama, Qwen2, Qwen3 or Phi-3 GGUF model's forward pass in one call to csrc/native_step.cpp."""
+"""The native step: a Llama, Qwen2, Qwen3, Phi-3 or Gemma 3 GGUF model's forward pass in one native call."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ log = logging.getLogger("palaver.native")
 LIBRARY = Path(__file__).resolve().parents[2] / "csrc" / "build" / "palaver_native.so"
 BLOCK = 32
 # The architectures the native step runs, and whether GGUF stores their Q and K rows in rotary pairs (2i, 2i + 1):
-# llama.cpp's converter permutes Llama's so; Qwen2's stay in transformers' halves (i, i + d/2).
-ARCHITECTURES = {"llama": True, "qwen2": False, "qwen3": False, "phi3": False}
+# llama.cpp's converter permutes Llama's so; the others' stay in transformers' halves (i, i + d/2).
+ARCHITECTURES = {"llama": True, "qwen2": False, "qwen3": False, "phi3": False, "gemma3": False}
+# Each architecture's MLP activation, as transformers names it.
+ACTIVATIONS = {"gemma3": "gelu_pytorch_tanh"}
 PARTS = {"token_embd": 0, "output": 1, "output_norm": 2, "rope_freqs": 3}  # rope_freqs: Llama 3's rotary scaling
 BIAS_PARTS = {"attn_q": 19, "attn_k": 20, "attn_v": 21}
 LAYER_PARTS = {
@@ -36,6 +38,8 @@ LAYER_PARTS = {
     "ffn_down": 18,
     "attn_q_norm": 22,
     "attn_k_norm": 23,
+    "post_attention_norm": 24,  # Gemma 3's norms of the attention's and the MLP's outputs
+    "post_ffw_norm": 25,
 }
 CPU_FLAGS = ("avx2", "fma", "f16c")
 # Raised whenever the step's arithmetic changes, so a system_fingerprint never names two ways of computing.
@@ -94,6 +98,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         "pv_model_free": ([_ptr], None),
         "pv_model_set": ([_ptr, _i64, _i64, _ptr, _i64, _i64, _i64], _i64),
         "pv_model_check": ([_ptr], _i64),
+        "pv_model_gemma3": ([_ptr, ctypes.c_double, ctypes.c_double, _i64, ctypes.c_double, _ptr], _i64),
         "pv_cache_new": ([_ptr, _i64, _i64], _ptr),
         "pv_cache_free": ([_ptr], None),
         "pv_cache_page_bytes": ([_ptr], _i64),
@@ -152,11 +157,14 @@ def refusal(config: dict, entries: list) -> str | None:
     rope = config.get("rope_parameters") or {}
     if any(e.name.startswith("rope_factors_") for e in entries):  # Phi-3's long-context variants
         return "its long-context rotary factors (longrope) are not served natively yet"
-    if rope.get("rope_type", "default") != "default":
-        return f"its rotary scaling ({rope.get('rope_type')}) is not served natively yet"
+    scaling = rope.get("rope_type", "default")
+    if scaling != "default" and not (architecture == "gemma3" and scaling == "linear"):
+        return f"its rotary scaling ({scaling}) is not served natively yet"
     biased = config.get("attention_bias") and architecture != "qwen2"  # Qwen2's Q/K/V biases are served
-    if biased or config.get("mlp_bias") or config.get("hidden_act") != "silu":
+    if biased or config.get("mlp_bias") or config.get("hidden_act") != ACTIVATIONS.get(architecture, "silu"):
         return "its layers have biases or another activation"
+    if config.get("final_logit_softcapping"):
+        return "its logits are soft-capped, which the native step does not do yet"
     vectors = [e.qtype == 0 and len(e.shape) == 1 for e in entries]  # norms' weights and biases, float32
     others = sorted(
         {TYPE_NAMES.get(e.qtype, str(e.qtype)) for e, n in zip(entries, vectors) if not (n or kernel_reads(e))}
@@ -186,6 +194,8 @@ class NativeModel:
         self.handle = self.lib.pv_model_new(dims, shape.eps, shape.rope_base, adjacent_pairs)
         if not self.handle:
             raise ValueError("the native step cannot run a model of these dimensions")
+        if config["model_type"] == "gemma3":
+            self._make_gemma3(config)
         base = self.data.ctypes.data
         tensors = {entry.name: entry for entry in entries}
         for entry in entries:
@@ -210,6 +220,21 @@ class NativeModel:
         if wanting:
             raise ValueError(f"the GGUF file lacks weights the native step needs (code {wanting})")
         self.lib.pv_set_threads(threads)
+
+    def _make_gemma3(self, config: dict) -> None:
+        """Give the step Gemma 3's activation, scales, rotary bases and sliding layers."""
+        sliding = np.asarray([kind == "sliding_attention" for kind in config["layer_types"]], dtype=np.int8)
+        rope = config["rope_parameters"]
+        status = self.lib.pv_model_gemma3(
+            self.handle,
+            config["query_pre_attn_scalar"] ** -0.5,
+            rope.get("factor", 1.0),
+            config["sliding_window"] or 0,
+            config["rope_local_base_freq"],
+            sliding.ctypes.data,
+        )
+        if status != 0:
+            raise ValueError("the native step cannot run this Gemma 3 model's attention")
 
     def _set(self, layer: int, part: int, address: int, entry) -> None:
         rows, cols = (1, entry.shape[0]) if len(entry.shape) == 1 else (entry.shape[0], row_weights(entry))

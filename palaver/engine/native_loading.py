@@ -16,7 +16,7 @@ from palaver.engine import native
 from palaver.engine.families import LoadedModel
 from palaver.engine.file_tokenizer import FileTokenizer
 from palaver.engine.gguf_file import GGUFFile, cached_dir_of, read_gguf, weight_layout
-from palaver.engine.gguf_tokenizer import tokenizer_config, tokenizer_json, unsupported
+from palaver.engine.gguf_tokenizer import end_of_turn_ids, tokenizer_config, tokenizer_json, unsupported
 from palaver.engine.prefix_cache import PrefixCache
 from palaver.engine.prompt_formats import family_for
 from palaver.engine.sources import fingerprint
@@ -36,7 +36,8 @@ def llama_config(gguf: GGUFFile) -> dict[str, Any]:
     vocab = len(gguf.metadata.get("tokenizer.ggml.tokens", [])) or (embedding.shape[0] if embedding else 0)
     scaling = gguf.get("rope.scaling.type", "none")
     window = int(gguf.get("attention.sliding_window", 0) or 0)
-    return {
+    context = int(gguf.get("context_length", 2048))
+    config = {
         "model_type": gguf.architecture,
         "vocab_size": vocab,
         "hidden_size": hidden,
@@ -49,12 +50,37 @@ def llama_config(gguf: GGUFFile) -> dict[str, Any]:
         "rope_parameters": {
             "rope_type": "default" if scaling in ("none", None) else scaling,
             "rope_theta": float(gguf.get("rope.freq_base", 10000.0)),
+            **({"factor": float(gguf.get("rope.scaling.factor", 1.0))} if scaling == "linear" else {}),
         },
-        # A sliding window (Phi-3's) bounds the context: within it, full attention is the same arithmetic.
-        "max_position_embeddings": min(int(gguf.get("context_length", 2048)), window or 1 << 30),
+        # A sliding window on every layer (Phi-3's) bounds the context: within it, full attention is the same.
+        "max_position_embeddings": min(context, window or 1 << 30),
         "hidden_act": "silu",
         "attention_bias": any(e.name.endswith("attn_q.bias") for e in gguf.tensors),
         "mlp_bias": False,
+        "final_logit_softcapping": gguf.get("final_logit_softcapping"),
+    }
+    if gguf.architecture == "gemma3":
+        config.update(gemma3_config(gguf, config, window, context))
+    return config
+
+
+def gemma3_config(gguf: GGUFFile, config: dict[str, Any], window: int, context: int) -> dict[str, Any]:
+    """Return what a Gemma 3 file adds to Llama's config, with the defaults llama.cpp gives what it leaves out."""
+    layers, pattern = config["num_hidden_layers"], gguf.get("attention.sliding_window_pattern", 6)
+    if isinstance(pattern, list):  # one flag a layer
+        sliding = [bool(flag) for flag in pattern]
+    else:  # every pattern-th layer is global
+        sliding = [int(pattern) == 0 or i % int(pattern) < int(pattern) - 1 for i in range(layers)]
+    heads = config["num_attention_heads"]
+    # As llama.cpp: queries are scaled by 1 / sqrt(head_dim), except the 27B's (62 layers), by hidden / heads.
+    scalar = config["hidden_size"] // heads if layers == 62 else config["head_dim"]
+    return {
+        "hidden_act": "gelu_pytorch_tanh",
+        "max_position_embeddings": context,  # only some layers slide: the others see the whole context
+        "sliding_window": window,
+        "layer_types": ["sliding_attention" if window and flag else "full_attention" for flag in sliding],
+        "rope_local_base_freq": float(gguf.get("rope.freq_base_swa", 10000.0)),
+        "query_pre_attn_scalar": scalar,
     }
 
 
@@ -75,7 +101,9 @@ class NativeLlama:
     def __init__(self, gguf: GGUFFile, config: dict[str, Any], tokenizer: FileTokenizer, settings: Settings):
         self.config = SimpleNamespace(**config, is_encoder_decoder=False)
         self.generation_config = SimpleNamespace(
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, decoder_start_token_id=None
+            eos_token_id=end_of_turn_ids(gguf) or tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            decoder_start_token_id=None,
         )
         self.weights = native.NativeModel(
             gguf.path, config, gguf.tensors, settings.torch_threads or native.available_cores()

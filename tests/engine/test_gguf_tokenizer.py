@@ -6,7 +6,7 @@ from dataclasses import replace
 from transformers import AutoTokenizer
 
 from palaver.engine.gguf_file import read_gguf
-from palaver.engine.gguf_tokenizer import tokenizer_config, tokenizer_json, unsupported
+from palaver.engine.gguf_tokenizer import end_of_turn_ids, tokenizer_config, tokenizer_json, unsupported
 from palaver.engine.loading import gguf_metadata_dir
 from palaver.engine.sources import embedded_gguf_path
 
@@ -31,3 +31,12 @@ def test_other_kinds_of_tokenizer_are_named_and_left_to_transformers(gguf_chat_m
         assert reason in unsupported(replace(gguf, metadata={**gguf.metadata, **changes}))
     no_merges = {key: value for key, value in gguf.metadata.items() if key != "tokenizer.ggml.merges"}
     assert "no merges" in unsupported(replace(gguf, metadata=no_merges))
+
+
+def test_a_turns_end_stops_beside_the_files_end_of_sequence(sentencepiece_gguf_model):
+    gguf = read_gguf(sentencepiece_gguf_model)
+    tokens = gguf.metadata["tokenizer.ggml.tokens"]
+    assert [tokens[i] for i in end_of_turn_ids(gguf)] == ["</s>", "<|end|>"]
+    embedded = read_gguf(embedded_gguf_path())
+    names = {embedded.metadata["tokenizer.ggml.tokens"][i] for i in end_of_turn_ids(embedded)}
+    assert names == {"<|im_end|>", "<|endoftext|>"}

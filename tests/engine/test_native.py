@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny_models
 import torch
 import transformers
 from servers import ROOT
@@ -127,13 +128,16 @@ def test_k_quants_q5_and_16_bit_floats_agree_with_transformers_and_keep_each_row
     cache.close()
 
 
-@pytest.mark.parametrize("fixture", ["qwen2_gguf_model", "qwen3_gguf_model", "phi3_gguf_model"])
-def test_qwen2_qwen3_and_phi3_agree_with_transformers_and_keep_each_rows_bits(request, fixture, tmp_path):
-    """Qwen2's Q/K/V biases, Qwen3's head norms, Phi-3's joined projections and untied head; rotary in halves."""
+@pytest.mark.parametrize("fixture", ["qwen2_gguf_model", "qwen3_gguf_model", "phi3_gguf_model", "gemma3_gguf_model"])
+def test_qwen2_qwen3_phi3_and_gemma3_agree_with_transformers_and_keep_each_rows_bits(request, fixture, tmp_path):
+    """Qwen2's biases, Qwen3's head norms, Phi-3's joined projections, Gemma 3's layers; rotary in halves.
+
+    The 28 positions are past Gemma 3's 8-position window, so its sliding layers forget what they must.
+    """
     path = request.getfixturevalue(fixture)
     gguf = read_gguf(path)
     config = llama_config(gguf)
-    assert config["model_type"] in ("qwen2", "qwen3", "phi3")
+    assert config["model_type"] in ("qwen2", "qwen3", "phi3", "gemma3")
     assert config["attention_bias"] == (config["model_type"] == "qwen2")
     assert native.refusal(config, gguf.tensors) is None
     model = native.NativeModel(path, config, gguf.tensors, threads=2)
@@ -155,6 +159,27 @@ def test_qwen2_qwen3_and_phi3_agree_with_transformers_and_keep_each_rows_bits(re
     cache.truncate(sequence, len(generated) - 1)
     together = cache.step([neighbour, sequence], [list(range(1, 30)), [generated[-1]]], [False, True])[1]
     assert together.tobytes() == got[-1].tobytes(), "a row's bits do not depend on its neighbour"
+    cache.close()
+    model.close()
+
+
+def test_gemma3_agrees_with_transformers_own_model_on_float32_weights(gemma3_model, tmp_path):
+    """Against the model transformers saved (not its GGUF reading): the file's norms, scales and windows are right."""
+    path = tiny_models.build_gguf_llama(gemma3_model, tmp_path / "gemma3-f32.gguf", {})
+    gguf = read_gguf(path)
+    config = llama_config(gguf)
+    assert config["layer_types"] == ["sliding_attention"] * 5 + ["full_attention"]
+    assert config["sliding_window"] == 8 and config["query_pre_attn_scalar"] == 256
+    model = native.NativeModel(path, config, gguf.tensors, threads=2)
+    reference = transformers.AutoModelForCausalLM.from_pretrained(gemma3_model)
+    prompt = [(i * 37) % 250 + 1 for i in range(40)]
+    cache = model.new_cache(16, 64)
+    sequence = cache.new_sequence()
+    assert cache.reserve(sequence, len(prompt))
+    got = cache.step([sequence], [prompt], [True])[0]
+    with torch.inference_mode():
+        want = reference(torch.tensor([prompt])).logits[0, -1].numpy()
+    assert np.abs(got - want).max() <= RELATIVE_TOLERANCE * np.abs(want).max() and got.argmax() == want.argmax()
     cache.close()
     model.close()
 
@@ -217,7 +242,9 @@ def test_refusal_names_what_the_native_step_does_not_serve(gguf_chat_model):
     gguf = read_gguf(gguf_chat_model)
     config = llama_config(gguf)
     assert native.refusal(config, gguf.tensors) is None
-    assert "gemma3" in native.refusal({**config, "model_type": "gemma3"}, gguf.tensors)
+    assert "gemma2" in native.refusal({**config, "model_type": "gemma2"}, gguf.tensors)
+    assert "activation" in native.refusal({**config, "model_type": "gemma3"}, gguf.tensors), "Gemma 3's is GELU"
+    assert "soft-capped" in native.refusal({**config, "final_logit_softcapping": 30.0}, gguf.tensors)
     assert "yarn" in native.refusal({**config, "rope_parameters": {"rope_type": "yarn"}}, gguf.tensors)
     q2_k = [type(e)(e.name, 10, e.offset, e.shape, e.dtype) for e in gguf.tensors]
     assert "Q2_K" in native.refusal(config, q2_k)

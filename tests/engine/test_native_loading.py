@@ -125,6 +125,19 @@ def test_a_qwen2_file_is_served_natively_with_its_own_chat_template(qwen2_gguf_m
     assert reply.usage.completion_tokens >= 1 and reply.finish_reason in ("stop", "length")
 
 
+def test_a_gemma3_file_is_served_natively_and_stops_at_the_end_of_a_turn(gemma3_gguf_model, tmp_path):
+    settings = Settings(model=str(gemma3_gguf_model), cache_dir=str(tmp_path), temperature=0.0, max_new_tokens=4)
+    loaded = load_native(settings, "tiny-gemma3", str(gemma3_gguf_model))
+    assert loaded is not None and loaded.engine == "native"
+    assert loaded.gguf["architecture"] == "gemma3" and loaded.gguf["path"] == "native"
+    family = loaded.family
+    end = family.tokenizer.backend.token_to_id("<|end|>")
+    assert end in family.stop_token_ids, "the template's end of turn stops a reply, as in llama.cpp"
+    prompt = family.build_prompt([Message("user", "hello")], 4)
+    reply = family.generate(prompt, settings.generation_defaults(), threading.Event())
+    assert reply.usage.completion_tokens >= 1 and reply.finish_reason in ("stop", "length")
+
+
 def test_a_sentencepiece_file_is_served_natively_with_the_tokenizer_transformers_builds(
     sentencepiece_gguf_model, tmp_path, monkeypatch
 ):
