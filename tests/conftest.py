@@ -20,6 +20,7 @@ from servers import start_server  # noqa: E402
 from app import create_app  # noqa: E402
 from commons import Settings  # noqa: E402
 from inference import Engine  # noqa: E402
+from palaver.backends import ModelRouter  # noqa: E402
 from palaver.web.app import build_services  # noqa: E402
 
 # Fixtures that start a real gunicorn server, and those that load the real embedded model: tests using them are
@@ -207,8 +208,7 @@ def make_app(make_settings):
 
     def make(model: Path | str, loader: Callable | None = None, **overrides):
         settings = make_settings(model, **overrides)
-        backend = Engine(settings, loader=loader) if loader else None  # a test builds the services it needs
-        app = create_app({"TESTING": True}, services=build_services(settings, backend))
+        app = create_app({"TESTING": True}, services=build_services(settings, loader))
         apps.append(app)
         return app
 
@@ -239,6 +239,21 @@ def make_engine(make_settings):
     yield make
     for engine in engines:
         engine.close()
+
+
+@pytest.fixture
+def make_router(make_settings):
+    """Build the configured models' backend, as the app does; each is closed after the test."""
+    routers = []
+
+    def make(model: Path | str, **overrides) -> ModelRouter:
+        router = ModelRouter(make_settings(model, **overrides))
+        routers.append(router)
+        return router
+
+    yield make
+    for router in routers:
+        router.close()
 
 
 @pytest.fixture(scope="session")

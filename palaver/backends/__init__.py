@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from palaver.backends.protocol import Backend
-from palaver.backends.sources import model_source
-from palaver.backends.upstream import UpstreamEngine
+from palaver.backends.router import ModelRouter
 from palaver.core.config import Settings
-from palaver.engine.engine import Engine
 from palaver.engine.generation import Observer
 
-__all__ = ["Backend", "create_backend"]
+__all__ = ["Backend", "ModelRouter", "create_backend"]
 
 
-def create_backend(settings: Settings, observer: Observer | None = None) -> Backend:
-    """Return the backend PALAVER_BACKEND names, for settings already resolved (backends.sources)."""
-    if settings.backend == "openai":
-        return UpstreamEngine(settings, observer)
-    return Engine(settings, source=model_source(settings), observer=observer)
+def create_backend(
+    settings: Settings, observer_for: Callable[[str], Observer] | None = None, loader: Callable | None = None
+) -> ModelRouter:
+    """Return the configured models behind one backend, for settings already resolved (backends.sources).
+
+    Each model is the engine in this process, or the upstream PALAVER_BACKEND=openai names.
+    """
+    return ModelRouter(settings, observer_for, loader)

@@ -20,7 +20,7 @@ from palaver.storage.records import StoredConversation
 from palaver.storage.store import ConversationStore
 
 if TYPE_CHECKING:
-    from palaver.backends import Backend
+    from palaver.backends import ModelRouter
     from palaver.chat.presets import Presets
 
 
@@ -56,6 +56,7 @@ class ChatInput:
     params: GenerationParams
     preset: str | None = None
     replace_last_turn: bool = False  # regenerate or edit: the new turn takes the last one's place
+    model: str | None = None  # the configured model a new conversation runs on; None: the default
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class ChatTurn:
     reply: Reply
     user_text: str = ""
     seconds: float | None = None
+    model: str | None = None
 
 
 class Chat:
@@ -72,7 +74,7 @@ class Chat:
     def __init__(
         self,
         store: ConversationStore,
-        backend: Backend,
+        backend: ModelRouter,
         presets: Presets,
         max_waiting: int = 4,
         wait_seconds: float = 120,
@@ -122,6 +124,8 @@ class Chat:
         client_gone: Callable[[], bool] | None = None,
     ) -> Generator[PromptInfo | str | ChatTurn, None, None]:
         """Yield the PromptInfo, the reply's text as it comes, then the ChatTurn; store the turn."""
+        if chat_input.model:
+            self.backend.resolve(chat_input.model)  # an unknown name is a 404 before the conversation is touched
         with self._turn(conversation_id, owner, client_gone) as conversation:
             replacing = chat_input.replace_last_turn
             # Read once the turn is ours, so it holds the previous reply; only the turns the prompt can hold.
@@ -137,17 +141,18 @@ class Chat:
                     param="conversation_id",
                 )
             history = stored.messages if stored else []
+            model = self._model_of(chat_input, stored.model if stored else None)
             preset = self.presets.get(chat_input.preset or (stored.preset if stored else None))
             user_turn = Message("user", chat_input.text)
             request = GenerationRequest(
-                chat_input.params, messages=preset.apply([*history, user_turn]), client_gone=client_gone
+                chat_input.params, messages=preset.apply([*history, user_turn]), model=model, client_gone=client_gone
             )
             shown, finished, started = "", False, time.monotonic()
 
             def store(reply: Reply) -> float:
                 seconds = time.monotonic() - started
                 replace = chat_input.replace_last_turn
-                self.store.add_turn(conversation_id, preset.name, user_turn.content, reply, seconds, replace)
+                self.store.add_turn(conversation_id, preset.name, user_turn.content, reply, seconds, replace, model)
                 return seconds
 
             conversation.active = request
@@ -159,7 +164,8 @@ class Chat:
                             if item.text or item.finish_reason != "cancelled":  # stopped before any text: no turn
                                 seconds = store(item)
                             finished = True
-                            yield ChatTurn(conversation_id, item, user_turn.content, seconds)
+                            shown_model = self.backend.public_name(model)
+                            yield ChatTurn(conversation_id, item, user_turn.content, seconds, shown_model)
                             return
                         if isinstance(item, str):
                             shown += item
@@ -174,6 +180,19 @@ class Chat:
                 raise
             finally:
                 conversation.active = None
+
+    def _model_of(self, chat_input: ChatInput, stored: str | None) -> str:
+        """Return the model a turn runs on: the conversation's own once it has one; 400 for a different one."""
+        asked = self.backend.resolve(chat_input.model) if chat_input.model else None
+        if stored is None:
+            return asked or self.backend.resolve(None)
+        kept = self.backend.resolve(stored)  # a model no longer configured is a 404 that names the others
+        if asked is not None and asked != kept:
+            raise InvalidRequest(
+                f"'model': this conversation runs on '{kept}'; start a new conversation to talk to '{asked}'",
+                param="model",
+            )
+        return kept
 
     def _prompt_turns(self, turns: int, replacing: bool) -> range:
         """Return the stored turns a new turn's prompt carries: those before any it replaces, as the window allows."""

@@ -19,7 +19,7 @@ from palaver.core.types import Message
 from palaver.engine.generation import GenerationRequest
 
 if TYPE_CHECKING:
-    from palaver.backends import Backend
+    from palaver.backends import ModelRouter
 
 log = logging.getLogger("palaver.cli.jobs")
 REPLY, ERROR = "reply", "error"
@@ -138,13 +138,14 @@ class OrderedWriter:
 class BatchRun:
     """Run one preset over a file's rows through a backend, writing each row with its reply."""
 
-    backend: Backend
+    backend: ModelRouter
     params: GenerationParams
     preset: Preset
     column: str = "text"
     concurrency: int = 32
     fields: list[str] = field(default_factory=list)  # with a schema (params.json_schema): columns its replies fill
     load_wait: float = 600
+    model: str | None = None  # the configured model's name; None: the default
     in_flight: set[GenerationRequest] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -167,7 +168,7 @@ class BatchRun:
         if on_start is not None:
             on_start(done, len(rows))
         # Wait for the model here, where Ctrl-C lands, rather than in a pool thread that exit would have to join.
-        self.backend.wait_ready(self.load_wait)
+        self.backend.wait_ready(self.load_wait, self.model)
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="palaver-batch")
         finished = False
         try:
@@ -197,7 +198,7 @@ class BatchRun:
         text = row.get(self.column)
         if not isinstance(text, str) or not text.strip():
             return RowResult(row, "", f"no text in '{self.column}'")
-        request = GenerationRequest(self.params, messages=self.preset.apply([Message("user", text)]))
+        request = GenerationRequest(self.params, messages=self.preset.apply([Message("user", text)]), model=self.model)
         with self._lock:
             self.in_flight.add(request)
         try:

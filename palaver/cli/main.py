@@ -25,19 +25,30 @@ def procfile_command() -> str:
     raise click.ClickException("the Procfile has no web process")
 
 
-def open_backend():
-    """Read the settings, resolve the model they name, and create its backend and presets; or exit saying why."""
+def open_backend(model: str | None = None):
+    """Read the settings, resolve the models they name, and create the backend and presets; or exit saying why.
+
+    model, when given, must name a configured model; the returned name is the one requests use.
+    """
     from palaver.backends import create_backend
     from palaver.backends.sources import resolve_settings
     from palaver.chat.presets import Presets
     from palaver.core.config import Settings
-    from palaver.core.errors import ConfigurationError
+    from palaver.core.errors import ConfigurationError, PalaverError
 
     try:
         settings = resolve_settings(Settings.from_env())
-        return settings, create_backend(settings), Presets(settings)
+        backend = create_backend(settings)
+        return settings, backend, Presets(settings), backend.resolve(model)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
+    except PalaverError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+MODEL_OPTION = click.option(
+    "--model", default=None, help="A model PALAVER_MODELS names; default: the first (or PALAVER_MODEL)."
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,28 +87,42 @@ def upgrade() -> None:
 
 
 @main.command()
-def models() -> None:
-    """Show what PALAVER_MODEL (or PALAVER_BACKEND) resolves to: source, family, limits and cache."""
+@MODEL_OPTION
+def models(model: str | None) -> None:
+    """Show what each configured model resolves to (or --model's): source, family, limits and cache."""
+    settings, backend, _, chosen = open_backend(model)
+    names = [chosen] if model else backend.names
+    for index, name in enumerate(names):
+        if index:
+            click.echo()
+        describe_model(backend, name)
+        if len(names) > 1:
+            backend.unload(name)  # one at a time: the next may need the memory
+
+
+def describe_model(backend, name: str) -> None:
+    """Load one model and print its source, family, limits and how its weights are served."""
     from palaver.backends.sources import model_source
     from palaver.core.errors import PalaverError
     from palaver.engine.sources import plain_source
 
-    settings, backend, _ = open_backend()
+    settings = backend.slots[name].settings
     rows: dict[str, object] = {"backend": settings.backend, "cache directory": settings.cache_dir}
     if settings.backend == "local":
         rows["source"] = (model_source(settings) or plain_source(settings.model)).weights
     try:
-        limits = backend.model_limits(settings.load_wait)
+        limits = backend.model_limits(settings.load_wait, name)
     except PalaverError as exc:
         raise click.ClickException(f"{exc.message}") from None
-    description = backend.describe()
+    loaded = backend.loaded(name)
+    description = loaded.describe() if loaded is not None else {}
     rows.update(
-        model=backend.model_name,
+        model=name if len(backend.names) > 1 else backend.model_name,
         family=limits.family,
         weights=description.get("weights", "-"),
         engine=description.get("engine", "-"),
         **gguf_rows(description.get("gguf")),
-        upstream=getattr(backend, "url", "-"),
+        upstream=getattr(loaded, "url", "-"),
         context_tokens=limits.context_tokens,
         max_input_tokens=limits.max_input_tokens,
         max_reply_tokens=limits.max_reply_tokens,
@@ -128,22 +153,23 @@ def gguf_rows(layout: dict | None) -> dict[str, object]:
 @click.option("--url", help="Chat with the Palaver running at this URL instead of loading the model here.")
 @click.option("--key", envvar="PALAVER_KEY", help="API key for --url (or PALAVER_KEY).")
 @click.option("--preset", default=None, help="Preset for the conversation; default: PALAVER_PRESET.")
-def chat(url: str | None, key: str | None, preset: str | None) -> None:
+@MODEL_OPTION
+def chat(url: str | None, key: str | None, preset: str | None, model: str | None) -> None:
     """Chat in the terminal, each reply streamed as it comes. Ctrl-C stops a reply; Ctrl-D ends the chat."""
     from palaver.cli.terminal import local_chat, remote_chat
 
     if url:
-        send = remote_chat(url, key, preset)
+        send = remote_chat(url, key, preset, model)
     else:
         from palaver.core.errors import PalaverError
 
-        settings, backend, presets = open_backend()
+        settings, backend, presets, chosen = open_backend(model)
         try:
-            send = local_chat(backend, settings.generation_defaults(), presets.get(preset, param="preset"))
+            send = local_chat(backend, settings.generation_defaults(), presets.get(preset, param="preset"), chosen)
         except PalaverError as exc:
             raise click.ClickException(exc.message) from None
-        click.echo("loading the model…", err=True)
-        backend.start()
+        click.echo(f"loading the model {chosen}…", err=True)
+        backend.start(chosen)
     while True:
         try:
             text = input("you> ").strip()
@@ -175,8 +201,15 @@ def chat(url: str | None, key: str | None, preset: str | None) -> None:
     default=None,
     help="A JSON schema every reply must follow; an object schema's properties become columns.",
 )
+@MODEL_OPTION
 def batch(
-    source: Path, output: Path, preset: str | None, column: str, concurrency: int | None, schema: Path | None
+    source: Path,
+    output: Path,
+    preset: str | None,
+    column: str,
+    concurrency: int | None,
+    schema: Path | None,
+    model: str | None,
 ) -> None:
     """Run a preset over every row of SOURCE (.csv or .jsonl); write each row with its reply to OUTPUT.
 
@@ -190,7 +223,7 @@ def batch(
     from palaver.core.errors import PalaverError
     from palaver.core.json_schemas import canonical_schema
 
-    settings, backend, presets = open_backend()
+    settings, backend, presets, chosen = open_backend(model)
     params, fields = settings.generation_defaults(), []
     try:
         if schema is not None:
@@ -210,6 +243,7 @@ def batch(
             column,
             min(concurrency or settings.max_batch_size, settings.max_pending),
             fields=fields,
+            model=chosen,
         )
     except PalaverError as exc:
         raise click.ClickException(exc.message) from None
@@ -221,8 +255,8 @@ def batch(
 
     failed = 0
     try:
-        click.echo("loading the model…", err=True)
-        backend.start()
+        click.echo(f"loading the model {chosen}…", err=True)
+        backend.start(chosen)
         # Closed however the loop ends, so that Ctrl-C stops the run wherever it lands, even between two rows.
         with closing(run.run(source, output, start)) as results:
             for result in results:

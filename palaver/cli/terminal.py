@@ -20,12 +20,12 @@ if TYPE_CHECKING:
 Turn = Callable[[str], Iterator[str]]  # a message in, the reply's text out as it comes
 
 
-def local_chat(backend: Backend, params: GenerationParams, preset: Preset) -> Turn:
+def local_chat(backend: Backend, params: GenerationParams, preset: Preset, model: str | None = None) -> Turn:
     """Return a chat that remembers its turns and runs them on backend; a stopped reply keeps what was shown."""
     history: list[Message] = []
 
     def send(text: str) -> Iterator[str]:
-        request = GenerationRequest(params, messages=preset.apply([*history, Message("user", text)]))
+        request = GenerationRequest(params, messages=preset.apply([*history, Message("user", text)]), model=model)
         shown = ""
         try:
             with closing(backend.stream(request)) as events:
@@ -42,7 +42,7 @@ def local_chat(backend: Backend, params: GenerationParams, preset: Preset) -> Tu
     return send
 
 
-def remote_chat(url: str, key: str | None, preset: str | None) -> Turn:
+def remote_chat(url: str, key: str | None, preset: str | None, model: str | None = None) -> Turn:
     """Return a chat with the Palaver at url, through its form endpoint: its cookie keeps the conversation."""
     session = requests.Session()
     if key:
@@ -53,7 +53,11 @@ def remote_chat(url: str, key: str | None, preset: str | None) -> Turn:
 
     def send(text: str) -> Iterator[str]:
         response = session.post(
-            f"{base}/", data={"textbox": text}, headers={"Accept": "text/event-stream"}, stream=True, timeout=300
+            f"{base}/",
+            data={"textbox": text, **({"model": model} if model else {})},
+            headers={"Accept": "text/event-stream"},
+            stream=True,
+            timeout=300,
         )
         with closing(response):
             if response.headers.get("Content-Type", "").startswith("application/json"):

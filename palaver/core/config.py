@@ -10,7 +10,7 @@ from typing import Any
 
 from palaver.core.errors import ConfigurationError, InvalidRequest
 from palaver.core.parameters import PARAMETER_NAMES, GenerationParams, Sampling
-from palaver.core.setting import Setting, default_cache_dir, one_of, parse_bytes, setting
+from palaver.core.setting import Setting, default_cache_dir, one_of, parse_bytes, parse_duration, setting
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 
@@ -28,6 +28,18 @@ class Settings:
         "",
         "Model to serve: a Hugging Face id, a local model or MLflow model directory, a `models:/` or `runs:/` "
         "URI, or a .gguf file. Empty means the embedded SmolLM2-135M-Instruct.",
+    )
+    models: str = setting(
+        "",
+        "Several models in one server, comma-separated, each `name=source` or just `source` (anything "
+        "`PALAVER_MODEL` accepts); the first is the default. Each loads on first use and may be unloaded to make "
+        "room. Empty means `PALAVER_MODEL` alone.",
+    )
+    keep_alive: float = setting(
+        0,
+        "Unload a model idle this long (`300`, `90s`, `5m`, `1h`); it loads again when next asked for. 0 keeps "
+        "models loaded until memory is needed.",
+        parse=parse_duration,
     )
     cache_dir: str = setting(
         MISSING,
@@ -55,7 +67,8 @@ class Settings:
     memory_limit: int = setting(
         0,
         "Bytes the worker may hold, such as `512MB`: the native step's KV cache gets what is left after the "
-        "weights, and requests wait for room instead of growing past it. 0 means the cgroup's memory limit "
+        "weights, and requests wait for room instead of growing past it; with `PALAVER_MODELS`, the least "
+        "recently used idle model is unloaded when another needs the room. 0 means the cgroup's memory limit "
         "where there is one, else only `PALAVER_MAX_BATCH_SIZE` full contexts bound it.",
         parse=parse_bytes,
     )

@@ -72,6 +72,22 @@ def parse_bytes(value: str) -> int:
     return int(size)
 
 
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(value: str) -> float:
+    """Parse a duration such as 300, 90s, 5m or 1h into seconds; empty or 0 means never."""
+    text = str(value).strip().lower()
+    number = text.rstrip("smh")
+    try:
+        seconds = float(number or "0") * DURATION_UNITS[text[len(number) :]]
+    except (KeyError, ValueError):
+        raise ValueError(f"must be a duration such as 300, 90s, 5m or 1h, not {value!r}") from None
+    if not 0 <= seconds < 10**9:
+        raise ValueError(f"must be a duration from 0 up, not {value!r}")
+    return seconds
+
+
 def default_cache_dir() -> str:
     """Return the per-user cache directory, following XDG_CACHE_HOME."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")

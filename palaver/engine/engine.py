@@ -22,6 +22,7 @@ from palaver.engine.admission import Admission
 from palaver.engine.fair_queue import FairQueue
 from palaver.engine.generation import FINISHED, GenerationRequest, Observer, follow
 from palaver.engine.request_inputs import RequestInputs
+from palaver.engine.turns import StepTurns
 
 if TYPE_CHECKING:
     from palaver.engine.families import LoadedModel, ModelFamily
@@ -42,9 +43,13 @@ class Engine:
         loader: Callable[[Settings], LoadedModel] | None = None,
         observer: Observer | None = None,
         source: ModelSource | None = None,
+        name: str | None = None,
+        turns: StepTurns | None = None,
     ):
         self.settings = settings
         self.source = source  # where the backends found the model; None: PALAVER_MODEL as a plain path or id
+        self.name = name or settings.model_name
+        self.turns = turns or StepTurns()  # shared by the models of one server: one step at a time, in turn
         self.observer = observer or Observer()
         self._loader = loader
         self._lock = threading.Lock()
@@ -101,7 +106,7 @@ class Engine:
 
     @property
     def model_name(self) -> str:
-        return self.settings.model_name
+        return self.name
 
     @property
     def load_seconds(self) -> float:
@@ -178,6 +183,22 @@ class Engine:
         """Stop the worker after the requests already queued."""
         self._queue.close()
 
+    def unload(self, timeout: float = 60) -> None:
+        """Stop the worker, once its queue is served, and let go of the model: weights, KV cache, tokenizer."""
+        self.close()
+        if self._worker is not None:
+            self._worker.join(timeout)
+        model, self.model, self._request_inputs = self.model, None, None
+        if model is not None:
+            model.release()
+
+    def kv_bytes(self) -> tuple[int, int]:
+        """Return the native KV cache's budget and the bytes of it in use; (0, 0) on the transformers path."""
+        cache = getattr(getattr(self.model.family, "model", None), "cache", None) if self.model else None
+        if cache is None:
+            return 0, 0
+        return cache.max_pages * cache.page_bytes, cache.used_pages * cache.page_bytes
+
     def _not_ready(self) -> ModelNotReady:
         if self.load_error and self.state == "failed":  # why stays in the server's log: it may name files
             return ModelNotReady("the model failed to load; the server's log says why", retry_after=RETRY_AFTER_SECONDS)
@@ -202,12 +223,12 @@ class Engine:
         from palaver.engine.sources import plain_source
 
         where = self.source or plain_source(self.settings.model)
-        native = load_native(self.settings, self.settings.model_name, where.weights)
+        native = load_native(self.settings, self.name, where.weights)
         if native is not None:
             return native
         from palaver.engine.loading import load_model
 
-        return load_model(self.settings, where)
+        return load_model(self.settings, where, self.name)
 
     def _serve(self) -> None:
         """Run the batch: admit queued requests at each step, decode, and finish rows as they end."""
@@ -222,14 +243,19 @@ class Engine:
             joining = []
             for request in self._queue.take(block=not batch.rows, limit=self.settings.max_batch_size - len(batch.rows)):
                 if request is None:
+                    release = getattr(batch, "release", None)  # the native step's batches own KV pages
+                    if release is not None:
+                        release()
                     return
                 joining += self._admit(request)
             if joining:
-                batch = self._join(joining, batch, family, prefix_cache)
+                with self.turns.turn():
+                    batch = self._join(joining, batch, family, prefix_cache)
             if batch.rows:
                 self.observer.step(len(batch.rows))
                 try:
-                    batch.step()
+                    with self.turns.turn():
+                        batch.step()
                 except Exception:
                     log.exception("a generation step failed")
                     failed = list(batch.rows)

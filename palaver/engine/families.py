@@ -241,3 +241,9 @@ class LoadedModel:
     kv_cache_bytes: int | None = None  # the native step's KV budget; the transformers path has none
     fingerprint: str | None = None  # the weights' bytes and the arithmetic over them, as system_fingerprint
     gguf: dict | None = None  # a GGUF file's architecture, tensor types, and bytes served as stored and as float32
+
+    def release(self) -> None:
+        """Let go of what the model holds outside Python's reach (the native step's weights and KV pages)."""
+        close = getattr(self.family.model, "close", None)
+        if self.engine == "native" and close is not None:
+            close()

@@ -30,6 +30,7 @@ class GenerationRequest:
     messages: list[Message] | None = None  # a conversation (its preset applied), formatted by the model's family...
     prompt: str | None = None  # ...or a raw completion prompt
     tools: ToolUse | None = None  # functions a chat's reply may call
+    model: str | None = None  # the configured model's name that serves it; None: the default
     client_gone: Callable[[], bool] | None = None
     built: Prompt | None = None  # token ids, built on the caller's thread before queueing
     constraint: Any = None  # the Constraint for params.json_schema or tools, compiled on the caller's thread too

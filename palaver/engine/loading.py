@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import ctypes
 import fcntl
 import logging
 import os
@@ -21,6 +20,7 @@ from palaver.core.types import ModelSource
 from palaver.engine.families import LoadedModel
 from palaver.engine.gguf_file import cached_dir_of, load_tensor_index, read_gguf, save_tensor_index, weight_layout
 from palaver.engine.gguf_loading import load_gguf_model, one_reader
+from palaver.engine.memory import release_freed_memory
 from palaver.engine.native import available_cores
 from palaver.engine.native_loading import why_not_native
 from palaver.engine.prompt_formats import family_for
@@ -94,19 +94,11 @@ def extract_gguf_metadata(gguf_path: Path, staging: Path) -> None:
     config.save_pretrained(staging)
 
 
-def release_freed_memory() -> None:
-    """Hand memory freed while loading back to the system (glibc keeps it otherwise)."""
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def load_model(settings: Settings, where: ModelSource | None = None) -> LoadedModel:
+def load_model(settings: Settings, where: ModelSource | None = None, name: str | None = None) -> LoadedModel:
     """Load the configured model (from where, once backends resolved it), as GGUF blocks where it can."""
     started = time.perf_counter()
     where = where or plain_source(settings.model)
-    name, source = settings.model_name, where.weights
+    name, source = name or settings.model_name, where.weights
     blocks = settings.weights != "float32" and kernel_available()
     layout = None
     if source.endswith(".gguf"):

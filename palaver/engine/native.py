@@ -186,7 +186,7 @@ class NativeModel:
             raise RuntimeError("the native step is unavailable")
         self.lib: ctypes.CDLL = lib
         self.shape = Shape.of(config)
-        self.data = np.memmap(gguf_path, dtype=np.uint8, mode="r")  # pages the kernel may drop under pressure
+        self.data: np.memmap | None = np.memmap(gguf_path, dtype=np.uint8, mode="r")  # pages the kernel may drop
         shape = self.shape
         sizes = (shape.vocab, shape.hidden, shape.ffn, shape.layers, shape.heads, shape.kv_heads, shape.head_dim)
         dims = (_i64 * 7)(*sizes)
@@ -259,6 +259,7 @@ class NativeModel:
         if self.handle:
             self.lib.pv_model_free(self.handle)
             self.handle = None
+        self.data = None  # unmapped once no view of it is left: the file's pages leave this process
 
 
 class NativeCache:

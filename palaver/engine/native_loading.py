@@ -127,6 +127,11 @@ class NativeLlama:
             self.cache.max_pages * PAGE_TOKENS,
         )
 
+    def close(self) -> None:
+        """Free the KV pages and the step's model, and unmap the file; the model cannot step after this."""
+        self.cache.close()
+        self.weights.close()
+
     def new_batch(self, prefix_cache: PrefixCache | None) -> Any:
         """Start a batch on this model's KV cache; batches share its page budget."""
         from palaver.engine.native_batch import NativeBatch

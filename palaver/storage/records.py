@@ -53,6 +53,7 @@ class ConversationSummary(BaseModel):
     id: str = Field(serialization_alias="conversation_id")
     title: str
     preset: str | None
+    model: str | None = None  # the configured model it runs on; None: the server's default
     turns: int
     created_at: datetime
     updated_at: datetime
@@ -63,6 +64,7 @@ class ConversationSummary(BaseModel):
             id=row.id,
             title=row.title,
             preset=row.preset,
+            model=row.model,
             turns=row.turns,
             created_at=as_utc(row.created_at),
             updated_at=as_utc(row.updated_at),

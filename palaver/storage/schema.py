@@ -30,6 +30,7 @@ conversations = Table(
     Column("client", String(100), nullable=True),
     Column("title", String(200), nullable=False, default=""),
     Column("preset", String(100), nullable=True),
+    Column("model", String(100), nullable=True),  # the configured model's name it runs on; None: the default
     Column("turns", Integer, nullable=False, default=0),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),

@@ -32,6 +32,7 @@ SUMMARY_COLUMNS = (
     conversations.c.id,
     conversations.c.title,
     conversations.c.preset,
+    conversations.c.model,
     conversations.c.turns,
     conversations.c.created_at,
     conversations.c.updated_at,
@@ -100,10 +101,17 @@ class ConversationStore:
             return found.first() is not None
 
     def owned(
-        self, owner: str, limit: int, after: tuple[datetime, str] | None = None, matching: str | None = None
+        self,
+        owner: str,
+        limit: int,
+        after: tuple[datetime, str] | None = None,
+        matching: str | None = None,
+        model: str | None = None,
     ) -> list[ConversationSummary]:
         """Return up to limit of owner's conversations, most recently updated first, from after (time, id) on."""
         query = sa.select(*SUMMARY_COLUMNS).where(conversations.c.owner == owner, conversations.c.turns > 0)
+        if model:  # those that run on this model
+            query = query.where(conversations.c.model == model)
         if matching:  # in the title or any message, ignoring case; % and _ are matched as themselves
             needle = matching.lower()
             in_title = lowered(self.engine, conversations.c.title).contains(needle, autoescape=True)
@@ -142,6 +150,7 @@ class ConversationStore:
         reply: Reply,
         seconds: float | None = None,
         replace_last: bool = False,
+        model: str | None = None,
     ) -> bool:
         """Write a user message and its reply in one transaction, or put them in place of the last turn's.
 
@@ -195,7 +204,7 @@ class ConversationStore:
             connection.execute(
                 conversations.update()
                 .where(conversations.c.id == conversation_id)
-                .values(turns=turn + 1, preset=preset, updated_at=now)
+                .values(turns=turn + 1, preset=preset, model=model, updated_at=now)
             )
         return True
 

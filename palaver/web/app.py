@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,7 @@ from flask import Flask, render_template, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import BaseConverter
 
-from palaver.backends import Backend, create_backend
+from palaver.backends import create_backend
 from palaver.backends.sources import resolve_settings
 from palaver.chat.conversations import Chat
 from palaver.chat.presets import Presets
@@ -81,10 +81,10 @@ def create_app(test_config: Mapping[str, Any] | None = None, services: Services 
     return app
 
 
-def build_services(settings: Settings, backend: Backend | None = None) -> Services:
-    """Build the backend (unless given), the conversation store and chat service, metrics and bounds."""
+def build_services(settings: Settings, loader: Callable | None = None) -> Services:
+    """Build the backend (its models loading with loader, if given), the store and chat service, metrics and bounds."""
     metrics = Metrics()
-    backend = backend or create_backend(settings, observer=metrics)
+    backend = create_backend(settings, metrics.observer, loader)
     metrics.watch(backend)
     database = connect(database_url(settings.database_url, settings.cache_dir))
     upgrade(database)  # every start brings the schema up to date; `palaver db upgrade` does the same alone

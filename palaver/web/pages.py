@@ -66,16 +66,20 @@ def render_chat(conversation_id: str | None, error: PalaverError | None = None, 
     form = submitted_form()
     app, owner = services(), current_owner()
     engine, settings, store, presets = app.backend, app.settings, app.chat.store, app.presets
-    asked = {name: request.args[name] for name in ("q", "before") if name in request.args}  # others: ignored
+    asked = {name: request.args[name] for name in ("q", "before", "model") if name in request.args}  # others: no
     shown = ConversationView.parse(asked, from_text=True) if error is None else ConversationView()
     before = shown.before
     conversation = store.get(conversation_id, owner, partial(page_window, before=before)) if conversation_id else None
     query = shown.q
-    listed = store.owned(owner, LISTED_CONVERSATIONS, matching=query) if owner else []
+    listed = store.owned(owner, LISTED_CONVERSATIONS, matching=query, model=shown.model) if owner else []
     chosen_preset = form.get("preset") or (conversation.preset if conversation else session.get("preset"))
     preset = presets.by_name.get(chosen_preset or "", presets.default)
     path = url_for("pages.send_in", conversation_id=conversation.id) if conversation else url_for("pages.send")
     model = engine.describe()
+    # From what the backend already knows: a page must never wait on the upstream to learn a name.
+    served = model.get("name") or (settings.upstream_model if settings.backend == "openai" else settings.model_name)
+    if len(engine.names) > 1:  # the name as configured, which requests use
+        served = engine.default
     return render_template(
         "chat.html",
         conversation=conversation,
@@ -87,9 +91,11 @@ def render_chat(conversation_id: str | None, error: PalaverError | None = None, 
         draft=draft,
         max_chars=settings.max_message_chars,
         model=model,
-        # From what the backend already knows: a page must never wait on the upstream to learn a name.
-        model_name=model.get("name")
-        or (settings.upstream_model if settings.backend == "openai" else settings.model_name),
+        models=model["models"],
+        model_name=(conversation.model if conversation else None)
+        or (served if len(engine.names) == 1 else engine.default),
+        chosen_model=form.get("model") or engine.default,
+        model_filter=shown.model or "",
         presets=list(presets),
         preset=preset,
         send_url=path,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from flask import current_app
 
 if TYPE_CHECKING:
-    from palaver.backends import Backend
+    from palaver.backends import ModelRouter
     from palaver.chat.conversations import Chat
     from palaver.chat.presets import Presets
     from palaver.core.config import Settings
@@ -24,7 +24,7 @@ class Services:
     """Everything a request may use: the settings, the backend, the presets, the chat service and the bounds."""
 
     settings: Settings
-    backend: Backend
+    backend: ModelRouter
     presets: Presets
     chat: Chat
     metrics: Metrics

@@ -22,9 +22,9 @@ def sqlite_store(path, max_conversations=100, idle_seconds=3600, clock=None):
 
 
 @pytest.fixture
-def chat(make_engine, chat_model, tmp_path):
+def chat(make_router, chat_model, tmp_path):
     """A chat service on the real tiny chat model, storing in SQLite."""
-    chat = Chat(sqlite_store(tmp_path), make_engine(chat_model), Presets(Settings()))
+    chat = Chat(sqlite_store(tmp_path), make_router(chat_model), Presets(Settings()))
     yield chat
     chat.store.close()
 
@@ -38,8 +38,8 @@ def contents(chat, conversation_id):
     return [m.content for m in chat.history(conversation_id)]
 
 
-def test_only_the_latest_messages_are_sent_but_all_are_stored(make_engine, chat_model, tmp_path):
-    chat = Chat(sqlite_store(tmp_path / "db"), make_engine(chat_model), Presets(Settings()), max_history=2)
+def test_only_the_latest_messages_are_sent_but_all_are_stored(make_router, chat_model, tmp_path):
+    chat = Chat(sqlite_store(tmp_path / "db"), make_router(chat_model), Presets(Settings()), max_history=2)
     sent = []
     real_stream = chat.backend.stream
     chat.backend.stream = lambda request: sent.append(request.messages) or real_stream(request)
@@ -67,7 +67,7 @@ def test_unknown_conversation_is_not_found_unless_restarting(chat):
 
 def test_a_failed_generation_leaves_no_dangling_user_turn(chat):
     turn = chat.send(chat_input("hello"))
-    chat.backend.model.family.model.forward = raising(RuntimeError("boom"))
+    chat.backend.loaded().model.family.model.forward = raising(RuntimeError("boom"))
     with pytest.raises(GenerationFailed):
         chat.send(chat_input("lost", turn.conversation_id))
     assert contents(chat, turn.conversation_id) == ["hello", turn.reply.text]
@@ -127,10 +127,10 @@ def test_failed_and_refused_turns_create_no_conversation(chat):
     for _ in range(5):
         with pytest.raises(InvalidRequest):  # too long for the model's context
             chat.send(chat_input("hello there " * 400))
-    chat.backend.model.family.model.forward = raising(RuntimeError("boom"))
+    chat.backend.loaded().model.family.model.forward = raising(RuntimeError("boom"))
     with pytest.raises(GenerationFailed):
         chat.send(chat_input("lost"))
-    del chat.backend.model.family.model.forward
+    del chat.backend.loaded().model.family.model.forward
     assert chat.store.count() == 1 and chat.history(kept), "a real conversation survives a flood of failures"
 
 
@@ -161,13 +161,13 @@ def test_messages_waiting_on_one_conversation_are_bounded_and_time_out(chat):
         except ConversationBusy as exc:
             outcomes.append(exc)
 
-    with model_held(chat.backend.model.family.model) as (busy, release):
+    with model_held(chat.backend.loaded().model.family.model) as (busy, release):
         holder = hold_turn(chat, conversation_id)
         assert busy.wait(10)
         waiters = [threading.Thread(target=send) for _ in range(2)]
         for waiter in waiters:
             waiter.start()
-        while chat.backend.waiting_count < 2:
+        while chat.backend.loaded().waiting_count < 2:
             threading.Event().wait(0.01)
         with pytest.raises(ConversationBusy) as caught:  # a third waiter is one too many
             chat.send(chat_input("one too many", conversation_id))
@@ -177,19 +177,19 @@ def test_messages_waiting_on_one_conversation_are_bounded_and_time_out(chat):
         assert [exc.status for exc in outcomes] == [409, 409], "each waited at most wait_seconds"
         release.set()
         holder.join(10)
-    assert chat.backend.waiting_count == 0 and chat.backend.pending == 0
+    assert chat.backend.loaded().waiting_count == 0 and chat.backend.pending == 0
     assert chat.send(chat_input("after", conversation_id)).reply is not None
 
 
 def test_waiting_on_a_conversation_counts_toward_the_pending_bound(chat):
     conversation_id = chat.send(chat_input("start")).conversation_id
-    chat.backend.admission.limit = 2
-    with model_held(chat.backend.model.family.model) as (busy, release):
+    chat.backend.loaded().admission.limit = 2
+    with model_held(chat.backend.loaded().model.family.model) as (busy, release):
         holder = hold_turn(chat, conversation_id)
         assert busy.wait(10)
         waiter = threading.Thread(target=chat.send, args=(chat_input("waits", conversation_id),))
         waiter.start()
-        while chat.backend.waiting_count < 1:
+        while chat.backend.loaded().waiting_count < 1:
             threading.Event().wait(0.01)
         with pytest.raises(ServerBusy):  # one generating plus one waiting fill a bound of two
             chat.send(chat_input("elsewhere"))
@@ -205,10 +205,12 @@ def test_past_the_window_whole_quarters_of_history_are_dropped_at_once():
     assert history_start(5, 0) == 5, "no history at all"
 
 
-def test_a_conversation_past_its_history_window_keeps_reusing_its_cached_prompt(make_engine, chat_model, tmp_path):
-    engine = make_engine(chat_model, max_new_tokens=1)
+def test_a_conversation_past_its_history_window_keeps_reusing_its_cached_prompt(make_router, chat_model, tmp_path):
+    router = make_router(chat_model, max_new_tokens=1)
+    assert router.wait_ready(30)
+    engine = router.loaded()
     # A window of 16 turns, from which 4 go at a time (before, one went every turn).
-    chat = Chat(sqlite_store(tmp_path / "db"), engine, Presets(Settings()), max_history=32)
+    chat = Chat(sqlite_store(tmp_path / "db"), router, Presets(Settings()), max_history=32)
     conversation_id, reused = None, []
     for turn in range(28):
         before = engine.counts["reused_prompt_tokens"]
@@ -219,8 +221,8 @@ def test_a_conversation_past_its_history_window_keeps_reusing_its_cached_prompt(
     assert sum(share > 0.5 for share in past_the_window) >= 8, f"most turns reuse most of their prompt: {reused}"
 
 
-def test_a_full_conversation_refuses_a_new_turn_but_can_still_redo_its_last(make_engine, chat_model, tmp_path):
-    chat = Chat(sqlite_store(tmp_path / "db"), make_engine(chat_model), Presets(Settings()), max_turns=2)
+def test_a_full_conversation_refuses_a_new_turn_but_can_still_redo_its_last(make_router, chat_model, tmp_path):
+    chat = Chat(sqlite_store(tmp_path / "db"), make_router(chat_model), Presets(Settings()), max_turns=2)
     first = chat.send(chat_input("one"))
     chat.send(chat_input("two", first.conversation_id))
     with pytest.raises(ConversationBusy) as full:

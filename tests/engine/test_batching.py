@@ -139,7 +139,7 @@ def test_a_conversations_next_turn_reuses_its_cache_and_replies_the_same(make_ap
             "/api/chat", json={"message": "and then what", "conversation_id": first["conversation_id"]}
         ).get_json()
         replies[budget] = (first["reply"], second["reply"])
-        counts = app.extensions["palaver"].backend.counts
+        counts = app.extensions["palaver"].backend.loaded().counts
         if budget:
             assert counts["reused_prompt_tokens"] > 0
             assert counts["prefilled_tokens"] < first["usage"]["prompt_tokens"] + second["usage"]["prompt_tokens"]
@@ -150,7 +150,7 @@ def test_a_failure_while_joining_fails_cleanly_and_the_engine_goes_on(make_app, 
     app = make_app(chat_model, max_new_tokens=4)
     client = app.test_client()
     first = client.post("/api/chat", json={"message": "tell me a story about a cat"}).get_json()
-    model = app.extensions["palaver"].backend.model.family.model
+    model = app.extensions["palaver"].backend.loaded().model.family.model
     model.forward = raising(RuntimeError("prefill exploded"))
     failed = client.post("/api/chat", json={"message": "and then", "conversation_id": first["conversation_id"]})
     del model.forward

@@ -32,8 +32,8 @@ def test_a_client_past_its_share_gets_429_and_each_place_is_given_back_once():
 
 def test_the_engine_takes_a_waiting_client_before_the_rest_of_a_flood(make_app, chat_model):
     app = make_app(chat_model, max_batch_size=1, client_share=0)
-    engine = app.extensions["palaver"].backend
-    assert engine.wait_ready(30)
+    assert app.extensions["palaver"].backend.wait_ready(30)
+    engine = app.extensions["palaver"].backend.loaded()
     order: list[str] = []
     take = engine._queue.take
 

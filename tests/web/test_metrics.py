@@ -19,12 +19,14 @@ def test_metrics_count_requests_tokens_and_timings(make_app, html_model):
     assert metric(text, "palaver_requests_total", '{status="200",surface="api"}') == 1
     assert metric(text, "palaver_requests_total", '{status="400",surface="api"}') == 1
     assert metric(text, "palaver_requests_total", '{status="200",surface="page"}') == 1
-    assert metric(text, "palaver_generated_tokens_total") >= 6
-    assert metric(text, "palaver_time_to_first_token_seconds_count") == 2
-    steps = metric(text, "palaver_batch_size_count")
-    assert steps >= 2 and metric(text, "palaver_batch_size_sum") == steps, "one request at a time: batches of one"
-    assert metric(text, "palaver_model_load_seconds") > 0
-    assert metric(text, "palaver_queue_depth") == 0
+    model = '{model="html-replier"}'
+    assert metric(text, "palaver_generated_tokens_total", model) >= 6
+    assert metric(text, "palaver_time_to_first_token_seconds_count", model) == 2
+    steps = metric(text, "palaver_batch_size_count", model)
+    assert steps >= 2 and metric(text, "palaver_batch_size_sum", model) == steps, "one at a time: batches of one"
+    assert metric(text, "palaver_model_load_seconds", model) > 0
+    assert metric(text, "palaver_queue_depth", model) == 0
+    assert metric(text, "palaver_model_loaded", model) == 1 and metric(text, "palaver_model_loads", model) == 1
 
 
 def request_lines(caplog) -> list[dict]:

@@ -122,7 +122,7 @@ def test_only_the_owner_can_stop_a_running_reply(keyed):
     def send():
         replies.append(keyed.test_client().post("/api/chat", json=body, headers=bearer("key-one")).get_json())
 
-    with model_held(keyed.extensions["palaver"].backend.model.family.model) as (busy, release):
+    with model_held(keyed.extensions["palaver"].backend.loaded().model.family.model) as (busy, release):
         sender = threading.Thread(target=send)
         sender.start()
         assert busy.wait(30)

@@ -74,7 +74,7 @@ def test_the_token_limit_holds_for_requests_that_arrive_together(make_app, chat_
         answer = app.test_client().post("/api/chat", json={"message": "a long story", "max_new_tokens": 128})
         statuses.append(answer.status_code)
 
-    with model_held(app.extensions["palaver"].backend.model.family.model) as (busy, release):
+    with model_held(app.extensions["palaver"].backend.loaded().model.family.model) as (busy, release):
         threads = [threading.Thread(target=ask) for _ in range(16)]
         for thread in threads:
             thread.start()

@@ -53,10 +53,17 @@ class SearchQuery(RequestModel):
         None, max_length=200, description="Only conversations whose title or messages hold this text, in any case."
     )
 
+    model: str | None = Field(None, max_length=100, description="Only conversations that run on this model.")
+
     @field_validator("q")
     @classmethod
     def _search_text(cls, text: str) -> str | None:
         return printable(text).strip() or None
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, name: str) -> str | None:
+        return printable(name).strip() or None
 
 
 class ConversationListQuery(SearchQuery):

@@ -35,7 +35,8 @@ def chat():
 def list_conversations():
     query = ConversationListQuery.parse(request.args.to_dict(), from_text=True)
     owner = current_owner()  # a caller with neither key nor cookie owns nothing, so its list is empty
-    found = services().chat.store.owned(owner, query.limit + 1, query.after(), query.q) if owner else []
+    store = services().chat.store
+    found = store.owned(owner, query.limit + 1, query.after(), query.q, query.model) if owner else []
     shown = found[: query.limit]
     next_cursor = encode_cursor(shown[-1]) if len(found) > query.limit else None
     return ConversationPage(conversations=shown, next_cursor=next_cursor).model_dump(mode="json")

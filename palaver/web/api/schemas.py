@@ -41,6 +41,11 @@ class ChatRequest(Sampling):
         None, min_length=1, max_length=64, description="Continue this conversation; omit it to start a new one."
     )
     preset: str | None = Field(None, description="Name of a preset (see presets) for this conversation.")
+    model: str | None = Field(
+        None,
+        max_length=100,
+        description="The model a new conversation runs on (see /v1/models); a conversation keeps its own.",
+    )
     replace_last_turn: bool = Field(
         False,
         description="Put this message and its reply in place of the conversation's last turn (regenerate or edit).",
@@ -66,7 +71,8 @@ class ChatRequest(Sampling):
         params = self.applied_to(settings.generation_defaults())
         if self.response_format is not None:
             params = replace(params, json_schema=self.response_format.schema_text())
-        return ChatInput(self.message, self.conversation_id, params, self.preset, self.replace_last_turn)
+        model = self.model or None
+        return ChatInput(self.message, self.conversation_id, params, self.preset, self.replace_last_turn, model)
 
 
 class FormChatRequest(ChatRequest):
@@ -92,6 +98,7 @@ class ChatResponse(BaseModel):
 
     reply: str
     conversation_id: str
+    model: str = Field(description="The model that wrote the reply: the conversation's.")
     usage: UsageModel
     truncated_turns: int = Field(description="Oldest messages left out of the prompt to fit the context window.")
     finish_reason: Literal["stop", "length", "cancelled"]
@@ -102,6 +109,7 @@ class ChatResponse(BaseModel):
         return cls(
             reply=reply.text,
             conversation_id=turn.conversation_id,
+            model=turn.model or "",
             usage=UsageModel(**reply.usage.as_dict()),
             truncated_turns=reply.truncated_turns,
             finish_reason=reply.finish_reason,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from palaver.core.config import Settings
-from palaver.core.errors import InvalidRequest, NotFound
+from palaver.core.errors import InvalidRequest
 from palaver.core.json_schemas import ResponseFormat
 from palaver.core.parameters import (
     GenerationParams,
@@ -32,6 +31,9 @@ from palaver.core.tools import (
 from palaver.core.validation import RequestModel, body_error, field_error, unsupported
 from palaver.web.api.schemas import Prompts
 from palaver.web.openai.messages import Conversation
+
+if TYPE_CHECKING:
+    from palaver.backends import ModelRouter
 
 MAX_TOP_LOGPROBS = 20
 MAX_CHOICES = 8  # n: each choice is a row of the batch, and holds its own reply's KV pages
@@ -110,19 +112,14 @@ class CompletionFields(RequestModel):
     def include_usage(self) -> bool:
         return self.stream_options is not None and self.stream_options.include_usage
 
-    def served_model(self, served: str, settings: Settings, *, required: bool = True) -> str:
-        """Accept the served model's name (or PALAVER_MODEL as written); refuse any other."""
+    def served_model(self, models: ModelRouter, *, required: bool = True) -> str:
+        """Return the configured model's name the request names (or its source as written); 404 for any other."""
         if self.model is None and not required:
-            return served
+            return models.default
         if not self.model:
-            raise InvalidRequest(f"'model' is required; this server serves '{served}'", param="model")
-        if self.model not in {served, settings.model}:
-            raise NotFound(
-                f"the model '{self.model}' does not exist; this server serves '{served}'",
-                param="model",
-                code="model_not_found",
-            )
-        return served
+            known = ", ".join(f"'{name}'" for name in models.names)
+            raise InvalidRequest(f"'model' is required; this server serves {known}", param="model")
+        return models.resolve(self.model)
 
     def choice_params(self, params: GenerationParams) -> list[GenerationParams]:
         """Return each choice's parameters: a given seed moves on by one per choice, so choices differ."""

@@ -226,10 +226,27 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "palaver"
-    family: str
+    state: Literal["unloaded", "loading", "ready", "failed"]
+    default: bool
+    family: str | None  # the limits are known once the model has loaded
     context_length: int | None
     max_input_tokens: int | None
     max_output_tokens: int | None
+
+    @classmethod
+    def of(cls, described: dict) -> ModelCard:
+        """Build a card from the router's description of one model."""
+        limits = described.get("limits") or {}
+        return cls(
+            id=described["name"],
+            created=int(limits.get("ready_at", 0)),
+            state=described["state"],
+            default=described["default"],
+            family=limits.get("family"),
+            context_length=limits.get("context_tokens"),
+            max_input_tokens=limits.get("max_input_tokens"),
+            max_output_tokens=limits.get("max_reply_tokens"),
+        )
 
 
 class ModelList(BaseModel):

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from flask import Blueprint
 
-from palaver.backends import Backend
+from palaver.backends import Backend, ModelRouter
 from palaver.core.errors import PalaverError
 from palaver.core.types import PromptInfo, Reply, ReplyEvents, TokenLogprob, ToolCallDelta, Usage, final
 from palaver.engine.generation import GenerationRequest
@@ -53,16 +53,18 @@ def completions():
 
 @v1.get("/models")
 def models():
-    limits = services().backend.model_limits(services().settings.load_wait)
-    card = ModelCard(
-        id=services().backend.model_name,
-        created=int(limits.ready_at),
-        family=limits.family,
-        context_length=limits.context_tokens,
-        max_input_tokens=limits.max_input_tokens,
-        max_output_tokens=limits.max_reply_tokens,
-    )
-    return ModelList(data=[card]).model_dump()
+    """List every configured model with its state; the default one is loaded (waited for) when it is not yet."""
+    router = services().backend
+    if router.state != "ready" and router.slots[router.default].limits is None:
+        router.model_limits(services().settings.load_wait)  # as with one model: its limits, or a 503 while loading
+    return ModelList(data=[ModelCard.of(router.describe_model(name)) for name in router.names]).model_dump()
+
+
+@v1.get("/models/<path:name>")
+def model(name: str):
+    """Describe one model, without loading it."""
+    router = services().backend
+    return ModelCard.of(router.describe_model(router.resolve(name))).model_dump()
 
 
 @v1.errorhandler(Exception)
@@ -74,17 +76,18 @@ def serve_chat(chat: ChatCompletionRequest, *, require_model: bool = True):
     """Answer a chat completion, as one object or as a stream of chunks; n choices share the prompt's prefill."""
     app = services()
     settings, engine = app.settings, app.backend
-    model = chat.served_model(engine.model_name, settings, required=require_model)
+    model = chat.served_model(engine, required=require_model)
     messages = app.presets.get(chat.preset).apply([message.to_message() for message in chat.messages])
     probe = client_gone_probe()
     requests = [
-        GenerationRequest(params, messages=messages, tools=chat.tool_use(), client_gone=probe)
+        GenerationRequest(params, messages=messages, tools=chat.tool_use(), model=model, client_gone=probe)
         for params in chat.choice_params(chat.generation_params(settings.generation_defaults()))
     ]
     # Errors found before any text (a prompt too long, a loading model) keep their status.
     streams, info = start_all(requests, engine)
     headers = {TRUNCATED_HEADER: str(info.truncated_turns)}
-    stamp = system_fingerprint(engine)
+    stamp = system_fingerprint(engine, model)
+    model = engine.public_name(model)
     if chat.stream:
         return event_stream(chat_events(streams, model, chat.include_usage, stamp, bool(chat.logprobs)), headers)
     with closing_all(streams):
@@ -92,9 +95,9 @@ def serve_chat(chat: ChatCompletionRequest, *, require_model: bool = True):
     return ChatCompletion.of(model, replies, stamp).model_dump(), 200, headers
 
 
-def system_fingerprint(engine: Backend) -> str | None:
-    """Return the served weights' and arithmetic's fingerprint; None through an upstream, which has its own."""
-    return engine.describe().get("system_fingerprint")
+def system_fingerprint(router: ModelRouter, model: str) -> str | None:
+    """Return the model's weights' and arithmetic's fingerprint; None through an upstream, which has its own."""
+    return router.fingerprint(model)
 
 
 def chat_events(
@@ -158,16 +161,19 @@ def serve_text(completion: TextCompletionRequest, *, require_model: bool = True)
     """Answer a completion for one prompt or a list of them."""
     app = services()
     settings, engine = app.settings, app.backend
-    model = completion.served_model(engine.model_name, settings, required=require_model)
+    model = completion.served_model(engine, required=require_model)
     params = completion.generation_params(settings.generation_defaults())
     preset = app.presets.get(completion.preset)
     probe = client_gone_probe()
-    streams, _ = start_all(
-        [GenerationRequest(params, prompt=preset.format(text), client_gone=probe) for text in completion.prompt],
-        engine,
-    )
+    requests = [
+        GenerationRequest(params, prompt=preset.format(text), model=model, client_gone=probe)
+        for text in completion.prompt
+    ]
+    streams, _ = start_all(requests, engine)
+    stamp = system_fingerprint(engine, model)
+    model = engine.public_name(model)
     if completion.stream:
-        return event_stream(text_events(streams, completion, model, system_fingerprint(engine)))
+        return event_stream(text_events(streams, completion, model, stamp))
     with closing_all(streams):
         replies = [final(items, Reply) for items in streams]
     choices = [
@@ -180,7 +186,6 @@ def serve_text(completion: TextCompletionRequest, *, require_model: bool = True)
         for index, (prompt, reply) in enumerate(zip(completion.prompt, replies))
     ]
     usage = sum((reply.usage for reply in replies), Usage(0, 0))
-    stamp = system_fingerprint(engine)
     return TextCompletion(
         id=new_id("cmpl"), model=model, choices=choices, usage=CompletionUsage.of(usage), system_fingerprint=stamp
     ).model_dump()

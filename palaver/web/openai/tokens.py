@@ -61,15 +61,15 @@ def tokenize():
     settings, backend = app.settings, app.backend
     # Checked as a chat completion is, so a chat's count is the usage that request would report.
     given = TokenizeRequest.parse(read_json(), {"settings": settings})
-    given.served_model(backend.model_name, settings, required=False)
+    model = given.served_model(backend, required=False)
     params = given.generation_params(settings.generation_defaults())
     if given.messages is not None:
         messages = app.presets.get(given.preset).apply([message.to_message() for message in given.messages])
-        request = GenerationRequest(params, messages=messages, tools=given.tool_use())
+        request = GenerationRequest(params, messages=messages, tools=given.tool_use(), model=model)
     else:
-        request = GenerationRequest(params, prompt=given.prompt)
+        request = GenerationRequest(params, prompt=given.prompt, model=model)
     ids = backend.tokenize(request)
-    limits = backend.model_limits(settings.load_wait)
+    limits = backend.model_limits(settings.load_wait, model)
     return {"count": len(ids), "max_model_len": limits.context_tokens, "tokens": ids}
 
 
@@ -77,4 +77,5 @@ def tokenize():
 def detokenize():
     app = services()
     given = DetokenizeRequest.parse(read_json(), {"settings": app.settings})
-    return {"prompt": app.backend.detokenize(given.tokens)}
+    model = app.backend.resolve(given.model)
+    return {"prompt": app.backend.detokenize(given.tokens, model)}

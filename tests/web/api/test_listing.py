@@ -20,7 +20,7 @@ def test_the_list_pages_newest_first_without_loss_or_repeats(browser):
             break
     assert pages == 3 and [c["conversation_id"] for c in seen][:4] == started[::-1]
     assert [c["title"] for c in seen] == ["talk 3", "talk 2", "talk 1", "talk 0", "first"]
-    assert set(seen[0]) == {"conversation_id", "title", "preset", "turns", "created_at", "updated_at"}
+    assert set(seen[0]) == {"conversation_id", "title", "preset", "model", "turns", "created_at", "updated_at"}
     assert seen[0]["turns"] == 1 and seen[0]["updated_at"].endswith("Z")
 
 
@@ -89,7 +89,7 @@ def test_a_conversation_deleted_while_it_replies_does_not_come_back(browser, app
     body = {"message": "go on", "conversation_id": conversation_id, "max_new_tokens": 8}
     same_browser, replies = app.test_client(), []
     same_browser.set_cookie("session", browser.get_cookie("session").value)
-    with model_held(app.extensions["palaver"].backend.model.family.model) as (busy, release):
+    with model_held(app.extensions["palaver"].backend.loaded().model.family.model) as (busy, release):
         sender = threading.Thread(target=lambda: replies.append(same_browser.post("/api/chat", json=body)))
         sender.start()
         assert busy.wait(30)

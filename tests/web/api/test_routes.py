@@ -18,7 +18,8 @@ def test_chat_returns_a_reply_and_continues_the_conversation(client):
     first = chat(client, message="hello there")
     assert first.status_code == 200
     body = first.get_json()
-    assert set(body) == {"reply", "conversation_id", "usage", "truncated_turns", "finish_reason"}
+    assert set(body) == {"reply", "conversation_id", "model", "usage", "truncated_turns", "finish_reason"}
+    assert body["model"] == "chat-llama"
     assert body["usage"]["completion_tokens"] >= 1 and body["truncated_turns"] == 0
     second = chat(client, message="and again", conversation_id=body["conversation_id"]).get_json()
     assert second["conversation_id"] == body["conversation_id"]
@@ -117,7 +118,7 @@ def test_temperature_zero_is_greedy_not_an_error(client):
 def test_schema_publishes_the_request_and_response_models_with_this_servers_defaults(client):
     schema = client.get("/api/schema").get_json()
     properties = schema["request"]["properties"]
-    fields = {"message", "conversation_id", "preset", "replace_last_turn", "response_format", *PARAMETER_NAMES}
+    fields = {"message", "conversation_id", "preset", "model", "replace_last_turn", "response_format", *PARAMETER_NAMES}
     assert set(properties) == fields
     assert properties["temperature"]["default"] == 0.0  # the test app's default, not the model's None
     assert properties["temperature"]["anyOf"][0] == {"type": "number", "minimum": 0.0, "maximum": 2.0}
@@ -146,7 +147,7 @@ def test_replace_last_turn_regenerates_in_place(client):
 
 def test_a_generation_failure_is_a_500_without_a_stack_trace_and_keeps_history(client, app, caplog):
     conversation_id = chat(client, message="hello").get_json()["conversation_id"]
-    model = app.extensions["palaver"].backend.model.family.model
+    model = app.extensions["palaver"].backend.loaded().model.family.model
     model.forward = raising(ValueError("tensor shape secret"))
     try:
         response = chat(client, message="this one fails", conversation_id=conversation_id)

@@ -80,6 +80,7 @@ def test_the_schema_is_the_models_with_this_servers_defaults_and_limits():
     assert set(schema["response"]["properties"]) == {
         "reply",
         "conversation_id",
+        "model",
         "usage",
         "truncated_turns",
         "finish_reason",

@@ -241,7 +241,7 @@ def test_an_error_after_the_stream_starts_is_an_error_event_then_done(make_app, 
     client = app.test_client()
     body = {**BODY, "model": "html-replier"}
     assert client.post("/v1/chat/completions", json=body).status_code == 200
-    model = app.extensions["palaver"].backend.model.family.model
+    model = app.extensions["palaver"].backend.loaded().model.family.model
     real_forward = model.forward
     calls = []
 
@@ -299,7 +299,7 @@ def test_a_failing_model_mid_generation_is_500_without_details(make_app, chat_mo
     app = make_app(chat_model)
     client = app.test_client()
     client.post("/v1/chat/completions", json=BODY)
-    app.extensions["palaver"].backend.model.family.model.forward = raising(RuntimeError("internal detail"))
+    app.extensions["palaver"].backend.loaded().model.family.model.forward = raising(RuntimeError("internal detail"))
     response = client.post("/v1/chat/completions", json=BODY)
     assert response.status_code == 500 and "internal detail" not in response.get_data(as_text=True)
 

@@ -1,0 +1,333 @@
+"""Many models behind one backend: each loaded on first use, unloaded when idle or when another needs the room."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict, dataclass, replace
+
+from palaver.backends.model_list import ModelEntry, configured_models
+from palaver.backends.protocol import Backend
+from palaver.backends.sources import model_source, resolve_settings
+from palaver.backends.upstream import UpstreamEngine
+from palaver.core.config import Settings
+from palaver.core.errors import ModelNotReady, NotFound
+from palaver.core.types import ModelLimits, Reply, ReplyEvents, final
+from palaver.engine.engine import RETRY_AFTER_SECONDS, Engine
+from palaver.engine.generation import GenerationRequest, Observer
+from palaver.engine.memory import HEADROOM_BYTES, cgroup_limit, give_back, resident_bytes, weight_bytes
+from palaver.engine.sources import resolve_source
+from palaver.engine.turns import StepTurns
+
+log = logging.getLogger("palaver.models")
+
+STATES = {"idle": "unloaded", "loading": "loading", "ready": "ready", "failed": "failed"}
+
+
+@dataclass
+class Slot:
+    """One configured model: its settings, its backend while loaded, and who is using it."""
+
+    entry: ModelEntry
+    settings: Settings
+    backend: Backend | None = None
+    users: int = 0  # requests between lease and release: never unloaded under them
+    last_used: float = 0.0
+    limits: ModelLimits | None = None  # known once it has loaded
+    loads: int = 0
+    unloads: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def state(self) -> str:
+        return "unloaded" if self.backend is None else STATES.get(self.backend.state, self.backend.state)
+
+    def idle(self) -> bool:
+        """Tell whether the model is loaded and nobody uses it: it may be unloaded."""
+        return self.backend is not None and self.users == 0 and self.backend.pending == 0 and self.state != "loading"
+
+    def charge(self) -> int:
+        """Return the bytes it holds or has reserved: weights, and a native KV cache's budget."""
+        kv_budget = self.backend.kv_bytes()[0] if isinstance(self.backend, Engine) else 0
+        return weight_bytes(self.weights_path()) + kv_budget
+
+    def weights_path(self) -> str:
+        where = model_source(self.settings)
+        try:
+            return where.weights if where else resolve_source(self.settings.model)
+        except Exception:  # a missing file is the load's to report
+            return ""
+
+
+class ModelRouter:
+    """Serve the configured models through one backend interface; requests name theirs, or get the default."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        observer_for: Callable[[str], Observer] | None = None,
+        loader: Callable[[Settings], object] | None = None,
+    ):
+        self.settings = settings
+        self.entries = configured_models(settings)
+        self.slots = {entry.name: Slot(entry, self._resolve(entry)) for entry in self.entries}
+        self.default = self.entries[0].name
+        self.observer_for = observer_for or (lambda name: Observer())
+        self.loader = loader
+        self.turns = StepTurns()  # one step at a time across the models, in turn
+        self.limit = settings.memory_limit or cgroup_limit()
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        if settings.keep_alive > 0:
+            threading.Thread(target=self._reap_idle, name="palaver-keep-alive", daemon=True).start()
+
+    def _resolve(self, entry: ModelEntry) -> Settings:
+        if len(self.settings.models.strip()) == 0:
+            return self.settings  # PALAVER_MODEL alone: resolved where the settings were read
+        return resolve_settings(entry.settings(self.settings))
+
+    # Which model: names as configured, or a source as written (PALAVER_MODEL's path or id).
+
+    @property
+    def names(self) -> list[str]:
+        return [entry.name for entry in self.entries]
+
+    def resolve(self, name: str | None) -> str:
+        """Return the configured name a request's model means; None or empty is the default."""
+        if not name:
+            return self.default
+        if name in self.slots:
+            return name
+        for entry in self.entries:
+            if name == entry.source and name:
+                return entry.name
+        for slot in self.slots.values():  # through an upstream, the name it serves the model under
+            if isinstance(slot.backend, UpstreamEngine) and name == slot.backend.model_name:
+                return slot.name
+        known = ", ".join(f"'{known}'" for known in self.names)
+        raise NotFound(
+            f"the model '{name}' does not exist; this server serves {known}", param="model", code="model_not_found"
+        )
+
+    # Leases: a model in use is never unloaded; one that must load first makes room for itself.
+
+    @contextmanager
+    def using(self, name: str | None) -> Iterator[Backend]:
+        """Hold a model for the body's length, creating its backend (which loads on first use) if needed."""
+        slot, victims = self._lease(self.resolve(name))
+        for victim, backend in victims:
+            log.info("unloading %s to make room for %s", victim, slot.name)
+            self._release(victim, backend)
+        try:
+            assert slot.backend is not None
+            yield slot.backend
+            if slot.limits is None and slot.backend.state == "ready":
+                slot.limits = slot.backend.model_limits(0)
+        finally:
+            with self._lock:
+                slot.users -= 1
+                slot.last_used = time.monotonic()
+
+    def _lease(self, name: str) -> tuple[Slot, list[tuple[str, Backend]]]:
+        with self._lock:
+            slot = self.slots[name]
+            victims: list[tuple[str, Backend]] = []
+            if slot.backend is None:
+                victims = self._make_room(slot)
+                slot.backend = self._new_backend(slot)
+                slot.loads += 1
+            slot.users += 1
+            slot.last_used = time.monotonic()
+            return slot, victims
+
+    def _make_room(self, slot: Slot) -> list[tuple[str, Backend]]:
+        """Pick the least recently used idle models to unload so slot fits the budget; 503 if busy ones hold it."""
+        if not self.limit:
+            return []
+        need = weight_bytes(slot.weights_path()) + HEADROOM_BYTES  # as the native step's loader keeps
+        loaded = [other for other in self.slots.values() if other.backend is not None and other is not slot]
+        free = self.limit - resident_bytes() - self._reserved_unused(loaded)
+        victims = []
+        for other in sorted((other for other in loaded if other.idle()), key=lambda other: other.last_used):
+            if free >= need:
+                break
+            victims.append(other)
+            free += other.charge()
+        if free < need and len(victims) < len(loaded):  # models in use hold the room: unload nothing for nothing
+            busy = ", ".join(f"'{other.name}'" for other in loaded if other not in victims)
+            raise ModelNotReady(
+                f"the model '{slot.name}' needs about {need / 1e6:.0f} MB, and the memory limit "
+                f"({self.limit / 1e6:.0f} MB) is held by models in use ({busy}); retry shortly",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+        detached = []
+        for victim in victims:  # taken out now: a request for it from here on loads it afresh
+            assert victim.backend is not None
+            detached.append((victim.name, victim.backend))
+            victim.backend, victim.unloads = None, victim.unloads + 1
+        return detached
+
+    def _reserved_unused(self, loaded: list[Slot]) -> int:
+        """Return the KV budget other models have reserved and not touched yet: theirs, though not resident."""
+        total = 0
+        for other in loaded:
+            if isinstance(other.backend, Engine):
+                budget, used = other.backend.kv_bytes()
+                total += budget - used
+        return total
+
+    def _new_backend(self, slot: Slot) -> Backend:
+        observer = self.observer_for(slot.name)
+        if slot.settings.backend == "openai":
+            return UpstreamEngine(slot.settings, observer)
+        settings = slot.settings
+        if self.limit and len(self.slots) > 1:  # the KV cache may have what the others have not reserved
+            others = [other for other in self.slots.values() if other.backend is not None and other is not slot]
+            settings = replace(settings, memory_limit=max(1, self.limit - self._reserved_unused(others)))
+        loader = self.loader
+        return Engine(
+            settings,
+            loader=(lambda _: loader(settings)) if loader else None,  # type: ignore[arg-type, return-value]
+            observer=observer,
+            source=model_source(settings),
+            name=slot.name,
+            turns=self.turns,
+        )
+
+    def unload(self, name: str) -> bool:
+        """Unload a model now if nobody uses it; return whether it was unloaded."""
+        with self._lock:
+            slot = self.slots[self.resolve(name)]
+            if not slot.idle():
+                return False
+            backend, slot.backend, slot.unloads = slot.backend, None, slot.unloads + 1
+        self._release(slot.name, backend)
+        return True
+
+    def _release(self, name: str, backend: Backend | None) -> None:
+        before = resident_bytes()
+        if isinstance(backend, Engine):
+            backend.unload()
+        elif backend is not None:
+            backend.close()
+        give_back()
+        log.info("unloaded %s: resident memory %.0f MB -> %.0f MB", name, before / 1e6, resident_bytes() / 1e6)
+
+    def _reap_idle(self) -> None:
+        keep = self.settings.keep_alive
+        while not self._closed.wait(min(max(keep / 4, 0.05), 5.0)):
+            now = time.monotonic()
+            for slot in list(self.slots.values()):
+                if slot.backend is not None and slot.idle() and now - slot.last_used >= keep:
+                    log.info("%s has been idle for %.0f s (PALAVER_KEEP_ALIVE)", slot.name, now - slot.last_used)
+                    self.unload(slot.name)
+
+    def public_name(self, name: str) -> str:
+        """Return the name replies carry: as configured, or through an upstream, the name it serves the model under."""
+        backend = self.slots[name].backend
+        return backend.model_name if isinstance(backend, UpstreamEngine) else name
+
+    def loaded(self, name: str | None = None) -> Backend | None:
+        """Return a model's backend while it is loaded or loading (the default's if name is None), else None."""
+        return self.slots[self.resolve(name)].backend
+
+    # The backend protocol, routed by the request's model.
+
+    def stream(self, request: GenerationRequest) -> ReplyEvents:
+        """Queue a request on its model; yield its PromptInfo, its text, then its Reply."""
+        request.model = self.resolve(request.model)
+        with self.using(request.model) as backend:
+            yield from backend.stream(request)
+
+    def generate(self, request: GenerationRequest) -> Reply:
+        return final(self.stream(request), Reply)
+
+    def tokenize(self, request: GenerationRequest) -> list[int]:
+        with self.using(request.model) as backend:
+            return backend.tokenize(request)
+
+    def detokenize(self, token_ids: list[int], model: str | None = None) -> str:
+        with self.using(model) as backend:
+            return backend.detokenize(token_ids)
+
+    def model_limits(self, timeout: float, model: str | None = None) -> ModelLimits:
+        with self.using(model) as backend:
+            return backend.model_limits(timeout)
+
+    def waiting(self, model: str | None = None) -> AbstractContextManager[None]:
+        """Count a request waiting for its conversation's turn toward its model's pending bound."""
+        with self.using(model) as backend:
+            return backend.waiting()
+
+    def start(self, model: str | None = None) -> None:
+        """Start loading a model (the default if None) in the background."""
+        with self.using(model) as backend:
+            backend.start()
+
+    def wait_ready(self, timeout: float, model: str | None = None) -> bool:
+        with self.using(model) as backend:
+            return backend.wait_ready(timeout)
+
+    @property
+    def model_name(self) -> str:
+        with self.using(None):  # through an upstream, looked up (as a request would) on first use
+            return self.public_name(self.default)
+
+    @property
+    def state(self) -> str:
+        """Return the default model's state; one unloaded after serving counts as ready (it loads on demand)."""
+        slot = self.slots[self.default]
+        if slot.backend is None:
+            return "ready" if slot.limits is not None else "idle"
+        return slot.backend.state
+
+    @property
+    def pending(self) -> int:
+        return sum(slot.backend.pending for slot in self.slots.values() if slot.backend is not None)
+
+    @property
+    def load_seconds(self) -> float:
+        slot = self.slots[self.default]
+        return slot.backend.load_seconds if slot.backend is not None else 0.0
+
+    def fingerprint(self, name: str) -> str | None:
+        """Return a loaded model's system_fingerprint; None through an upstream, or when it is not loaded."""
+        backend = self.slots[name].backend
+        return backend.describe().get("system_fingerprint") if backend is not None else None
+
+    def load_seconds_of(self, name: str) -> float:
+        backend = self.slots[name].backend
+        return backend.load_seconds if backend is not None else 0.0
+
+    def describe(self) -> dict:
+        """Describe the default model (as one model's server does) and list every model with its state."""
+        slot = self.slots[self.default]
+        info = slot.backend.describe() if slot.backend is not None else {"state": "idle", "pending": 0}
+        info["state"] = self.state
+        info["models"] = [self.describe_model(name) for name in self.names]
+        info["memory"] = {"resident_bytes": resident_bytes(), "limit_bytes": self.limit or None}
+        return info
+
+    def describe_model(self, name: str) -> dict:
+        """Describe one model without loading it: state, use, and its limits once known."""
+        slot = self.slots[name]
+        if slot.limits is None and slot.backend is not None and slot.backend.state == "ready":
+            slot.limits = slot.backend.model_limits(0)  # ready: known at once, and kept for after an unload
+        shown = name if slot.limits is None else self.public_name(name)  # an upstream's, once it has answered
+        info: dict = {"name": shown, "state": slot.state, "pending": slot.backend.pending if slot.backend else 0}
+        if slot.limits is not None:
+            info["limits"] = asdict(slot.limits)
+        info.update(loads=slot.loads, unloads=slot.unloads, default=name == self.default)
+        return info
+
+    def close(self) -> None:
+        self._closed.set()
+        for slot in self.slots.values():
+            if slot.backend is not None:
+                slot.backend.close()
