@@ -82,6 +82,7 @@ class ModelRouter:
         self.loader = loader
         self.turns = StepTurns()  # one step at a time across the models, in turn
         self.limit = settings.memory_limit or cgroup_limit()
+        self.baseline = resident_bytes()  # this process before any model: what models' charges add to
         self._lock = threading.Lock()
         self._closed = threading.Event()
         if settings.keep_alive > 0:
@@ -152,7 +153,7 @@ class ModelRouter:
             return []
         need = weight_bytes(slot.weights_path()) + HEADROOM_BYTES  # as the native step's loader keeps
         loaded = [other for other in self.slots.values() if other.backend is not None and other is not slot]
-        free = self.limit - resident_bytes() - self._reserved_unused(loaded)
+        free = self.limit - self._committed(loaded)
         victims = []
         for other in sorted((other for other in loaded if other.idle()), key=lambda other: other.last_used):
             if free >= need:
@@ -173,6 +174,15 @@ class ModelRouter:
             victim.backend, victim.unloads = None, victim.unloads + 1
         return detached
 
+    def _committed(self, loaded: list[Slot]) -> int:
+        """Return the bytes this process holds or has promised: resident, or what the loaded models charge.
+
+        A model's weights may not be resident yet (a mapped file is read as it is used), and a KV cache's budget
+        is reserved before it is touched: the larger of the two counts keeps both within the limit.
+        """
+        charged = self.baseline + sum(other.charge() for other in loaded)
+        return max(resident_bytes() + self._reserved_unused(loaded), charged)
+
     def _reserved_unused(self, loaded: list[Slot]) -> int:
         """Return the KV budget other models have reserved and not touched yet: theirs, though not resident."""
         total = 0
@@ -187,9 +197,10 @@ class ModelRouter:
         if slot.settings.backend == "openai":
             return UpstreamEngine(slot.settings, observer)
         settings = slot.settings
-        if self.limit and len(self.slots) > 1:  # the KV cache may have what the others have not reserved
+        if self.limit and len(self.slots) > 1:  # the KV cache may have what the others have not committed
             others = [other for other in self.slots.values() if other.backend is not None and other is not slot]
-            settings = replace(settings, memory_limit=max(1, self.limit - self._reserved_unused(others)))
+            promised = self._committed(others) - resident_bytes()
+            settings = replace(settings, memory_limit=max(1, self.limit - promised))
         loader = self.loader
         return Engine(
             settings,

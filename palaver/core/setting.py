@@ -78,9 +78,11 @@ DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 def parse_duration(value: str) -> float:
     """Parse a duration such as 300, 90s, 5m or 1h into seconds; empty or 0 means never."""
     text = str(value).strip().lower()
+    if not text:
+        return 0.0
     number = text.rstrip("smh")
     try:
-        seconds = float(number or "0") * DURATION_UNITS[text[len(number) :]]
+        seconds = float(number) * DURATION_UNITS[text[len(number) :]]
     except (KeyError, ValueError):
         raise ValueError(f"must be a duration such as 300, 90s, 5m or 1h, not {value!r}") from None
     if not 0 <= seconds < 10**9:

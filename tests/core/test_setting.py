@@ -5,7 +5,7 @@ from dataclasses import fields
 import pytest
 
 from palaver.core.config import SETTINGS, Settings
-from palaver.core.setting import Setting, default_cache_dir, one_of, parse_optional_int
+from palaver.core.setting import Setting, default_cache_dir, one_of, parse_duration, parse_optional_int
 
 
 def test_a_choice_is_read_in_any_case_and_a_wrong_one_names_the_choices():
@@ -13,6 +13,19 @@ def test_a_choice_is_read_in_any_case_and_a_wrong_one_names_the_choices():
     assert parse(" FLOAT32 ") == "float32"
     with pytest.raises(ValueError, match="must be one of auto, float32, not 'q4'"):
         parse("q4")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("", 0), ("0", 0), ("300", 300), ("90s", 90), ("5m", 300), ("1.5h", 5400)]
+)
+def test_a_duration_is_seconds_or_has_a_unit(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["5 minutes", "-1", "nan", "1d", "m", "1e12"])
+def test_a_wrong_duration_names_the_forms_it_takes(text):
+    with pytest.raises(ValueError, match="a duration such as 300, 90s, 5m or 1h|from 0 up"):
+        parse_duration(text)
 
 
 def test_an_optional_integer_is_empty_or_a_number():

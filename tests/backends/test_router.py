@@ -1,0 +1,270 @@
+"""Many models in one server: listed, loaded on first use, served at once, unloaded under a budget or when idle."""
+
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+
+import openai
+import pytest
+import requests
+import tiny_models
+from servers import procfile_server
+
+from commons import Settings
+from palaver.backends import ModelRouter
+from palaver.core.errors import ModelNotReady, NotFound
+from palaver.core.types import Message, Reply, final
+from palaver.engine.generation import GenerationRequest, Observer
+from palaver.engine.memory import HEADROOM_BYTES, resident_bytes
+
+NAMES = ["llama", "dialogpt", "blender"]
+
+
+@pytest.fixture(scope="module")
+def three_models(gguf_chat_model, dialogpt_model, blenderbot_small_model) -> str:
+    """Three families: a Llama GGUF file on the native step, DialoGPT and Blenderbot through transformers."""
+    return f"llama={gguf_chat_model},dialogpt={dialogpt_model},blender={blenderbot_small_model}"
+
+
+def models_env(models: str, cache, **settings: str) -> dict[str, str]:
+    return {
+        "PALAVER_MODELS": models,
+        "PALAVER_CACHE_DIR": str(cache),
+        "PALAVER_TEMPERATURE": "0",
+        "PALAVER_MAX_NEW_TOKENS": "8",
+        **{f"PALAVER_{name.upper()}": value for name, value in settings.items()},
+    }
+
+
+@contextmanager
+def models_server(models: str, cache, **settings: str):
+    with procfile_server(models_env(models, cache, **settings), wait_for="/healthz", timeout=120) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(three_models, tmp_path_factory):
+    with models_server(three_models, tmp_path_factory.mktemp("models")) as running:
+        yield running
+
+
+def listed(url: str) -> dict[str, dict]:
+    return {card["id"]: card for card in requests.get(url + "/v1/models", timeout=120).json()["data"]}
+
+
+def client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+
+
+def wait_until(condition, timeout: float = 60, what: str = "the condition"):
+    """Poll condition until it holds (an event on the server), failing after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"{what} did not happen within {timeout}s")
+
+
+def test_every_model_is_listed_and_loads_when_first_asked_for(server):
+    cards = listed(server.url)
+    assert list(cards) == NAMES and cards["llama"]["default"] and not cards["dialogpt"]["default"]
+    assert cards["dialogpt"]["state"] == "unloaded" and cards["dialogpt"]["family"] is None
+    reply = client(server.url).chat.completions.create(
+        model="dialogpt", messages=[{"role": "user", "content": "hello"}], max_tokens=4
+    )
+    assert reply.model == "dialogpt" and reply.choices[0].message.content is not None
+    cards = listed(server.url)
+    assert cards["dialogpt"]["state"] == "ready" and cards["dialogpt"]["family"] == "eos-joined"
+    assert cards["dialogpt"]["context_length"] > 0
+    one = requests.get(server.url + "/v1/models/blender", timeout=10).json()
+    assert one["id"] == "blender" and one["state"] in ("unloaded", "loading", "ready")
+    ready = requests.get(server.url + "/readyz", timeout=10).json()
+    assert [model["name"] for model in ready["models"]] == NAMES and ready["memory"]["resident_bytes"] > 0
+
+
+def test_a_request_names_its_model_everywhere_and_an_unknown_one_is_a_404_naming_the_others(server):
+    with pytest.raises(openai.NotFoundError) as caught:
+        client(server.url).chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "hi"}])
+    assert all(f"'{name}'" in str(caught.value) for name in NAMES)
+    answer = requests.post(server.url + "/api/chat", json={"message": "hi", "model": "nope"}, timeout=60)
+    assert answer.status_code == 404 and answer.json()["error"]["param"] == "model"
+    answer = requests.post(server.url + "/api/chat", json={"message": "hi", "model": "blender"}, timeout=120)
+    assert answer.status_code == 200 and answer.json()["model"] == "blender"
+    completion = client(server.url).completions.create(model="llama", prompt="once upon", max_tokens=3)
+    assert completion.model == "llama"
+    form = requests.post(
+        server.url + "/", data={"textbox": "hi", "model": "dialogpt"}, headers={"Accept": "application/json"}
+    )
+    assert form.status_code == 200 and form.json()["model"] == "dialogpt"
+
+
+def test_two_models_stream_at_once(server):
+    results: dict[str, list] = {}
+
+    def stream(model: str) -> None:
+        chunks = client(server.url).chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "tell me a story"}], max_tokens=32, stream=True
+        )
+        results[model] = [(chunk.model, chunk.choices[0].finish_reason) for chunk in chunks if chunk.choices]
+
+    threads = [threading.Thread(target=stream, args=(model,)) for model in ("llama", "dialogpt")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    for model in ("llama", "dialogpt"):
+        assert results[model] and {name for name, _ in results[model]} == {model}, "every chunk names its model"
+        assert results[model][-1][1] in ("stop", "length")
+
+
+def test_a_conversation_continues_on_its_own_model_after_a_restart(three_models, tmp_path):
+    database = f"sqlite:///{tmp_path / 'palaver.db'}"
+    session = requests.Session()
+    with models_server(three_models, tmp_path / "cache", database_url=database) as running:
+        session.get(running.url + "/", timeout=30)  # the browser's owner cookie: its conversations are listed
+        first = session.post(running.url + "/api/chat", json={"message": "hello", "model": "blender"}, timeout=120)
+        assert first.status_code == 200 and first.json()["model"] == "blender"
+        conversation = first.json()["conversation_id"]
+    with models_server(three_models, tmp_path / "cache", database_url=database) as running:
+        again = session.post(running.url + "/api/chat", json={"message": "more", "conversation_id": conversation})
+        assert again.status_code == 200 and again.json()["model"] == "blender", "not the default, llama"
+        other = session.post(
+            running.url + "/api/chat", json={"message": "x", "conversation_id": conversation, "model": "llama"}
+        )
+        assert other.status_code == 400 and "runs on 'blender'" in other.json()["error"]["message"]
+        mine = session.get(running.url + "/api/conversations", params={"model": "blender"}).json()["conversations"]
+        assert [item["conversation_id"] for item in mine] == [conversation] and mine[0]["model"] == "blender"
+        assert session.get(running.url + "/api/conversations", params={"model": "llama"}).json()["conversations"] == []
+        page = session.get(f"{running.url}/c/{conversation}").text
+        assert 'id="model-name"' in page and ">blender</span>" in page
+
+
+def test_keep_alive_unloads_an_idle_model_and_it_loads_again_when_asked(three_models, tmp_path):
+    with models_server(three_models, tmp_path, keep_alive="1s") as running:
+        reply = client(running.url).chat.completions.create(
+            model="dialogpt", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
+        assert reply.model == "dialogpt"
+        wait_until(lambda: listed(running.url)["dialogpt"]["state"] == "unloaded", what="dialogpt's unload")
+        assert requests.get(running.url + "/readyz", timeout=10).status_code == 200, "the default still serves"
+        client(running.url).chat.completions.create(
+            model="dialogpt", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+        )
+        ready = requests.get(running.url + "/readyz", timeout=10).json()
+        dialogpt = next(model for model in ready["models"] if model["name"] == "dialogpt")
+        assert dialogpt["loads"] == 2 and dialogpt["unloads"] >= 1
+        metrics = requests.get(running.url + "/metrics", timeout=10)
+        assert metrics.status_code in (200, 404)
+
+
+@pytest.fixture(scope="module")
+def large_models(tmp_path_factory) -> tuple[str, int]:
+    """Three native GGUF models of 38 MB each (float16 weights, 1,024 wide): big beside the RSS's noise."""
+    root = tmp_path_factory.mktemp("large")
+    wide = tiny_models.build_chat_llama(root / "wide", width=1024)
+    types = {name: "F16" for name in tiny_models.GGUF_TYPES}
+    paths = [tiny_models.build_gguf_llama(wide, root / f"wide-{letter}.gguf", types) for letter in "abc"]
+    return ",".join(f"{letter}={path}" for letter, path in zip("abc", paths)), paths[0].stat().st_size
+
+
+def resident(url: str) -> int:
+    return requests.get(url + "/readyz", timeout=10).json()["memory"]["resident_bytes"]
+
+
+def say(url: str, model: str) -> None:
+    answer = requests.post(url + "/v1/completions", json={"model": model, "prompt": "hi", "max_tokens": 2}, timeout=60)
+    assert answer.status_code == 200, answer.text
+
+
+def test_the_least_recently_used_idle_model_is_unloaded_for_another_and_its_memory_returns(large_models, tmp_path):
+    models, size = large_models
+    small = {"max_batch_size": "2", "max_context_tokens": "256"}  # a KV cache of a few MB beside the weights
+    with models_server(models, tmp_path / "a", **small) as running:  # no budget: how much two models take
+        say(running.url, "a")
+        say(running.url, "b")
+        two_loaded = resident(running.url)
+    limit = two_loaded + 64 * 2**20 + size // 2  # the headroom the loader keeps, and half a third model
+    with models_server(models, tmp_path / "b", memory_limit=str(limit), **small) as running:
+        say(running.url, "a")
+        say(running.url, "b")
+        before = resident(running.url)
+        say(running.url, "c")  # a is the least recently used: it goes
+        cards = listed(running.url)
+        assert [cards[name]["state"] for name in "abc"] == ["unloaded", "ready", "ready"]
+        after = resident(running.url)
+        assert after - before < size // 2, f"a's {size / 1e6:.0f} MB went back: {before / 1e6:.0f} -> {after / 1e6:.0f}"
+        assert after <= limit
+        assert "unloading a to make room for c" in running.log()
+        say(running.url, "b")
+        say(running.url, "a")  # now c is the least recently used
+        cards = listed(running.url)
+        assert [cards[name]["state"] for name in "abc"] == ["ready", "ready", "unloaded"]
+
+
+def test_a_model_in_use_is_never_unloaded_and_the_request_that_needs_its_room_gets_a_503(make_settings, large_models):
+    models, size = large_models
+    limit = resident_bytes() + HEADROOM_BYTES + size + 16 * 2**20  # room for one model, not for two
+    names = models.replace("a=", "one=").replace("b=", "two=").rsplit(",", 1)[0]
+    settings = make_settings(models=names, memory_limit=limit, max_batch_size=2, max_context_tokens=256)
+    router = ModelRouter(settings)
+    params = settings.generation_defaults()
+    try:
+        stream = router.stream(GenerationRequest(params, messages=[Message("user", "hi")], model="one"))
+        next(stream)  # one is loaded, and its request is in flight
+        with pytest.raises(ModelNotReady, match=r"held by models in use \('one'\)") as caught:
+            router.generate(GenerationRequest(params, prompt="hi", model="two"))
+        assert caught.value.retry_after and router.describe_model("one")["state"] == "ready"
+        assert isinstance(final(stream, Reply), Reply)
+        assert router.generate(GenerationRequest(params, prompt="hi", model="two")).usage.completion_tokens > 0
+        assert router.describe_model("one")["state"] == "unloaded", "idle once its request ended: it made room"
+    finally:
+        router.close()
+
+
+class Steps(Observer):
+    """Record which model each engine step was for, in order."""
+
+    order: list[str] = []
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def step(self, batch_size: int) -> None:
+        Steps.order.append(self.name)
+
+
+def test_busy_models_take_steps_in_turn(make_settings, gguf_chat_model, qwen2_gguf_model):
+    """Round robin: while both have rows, neither takes two steps in a row, so neither starves the other."""
+    settings = make_settings(models=f"one={gguf_chat_model},two={qwen2_gguf_model}")
+    router = ModelRouter(settings, Steps)
+    Steps.order = []
+    try:
+        assert router.wait_ready(60, "one") and router.wait_ready(60, "two")
+        params = replace(settings.generation_defaults(), max_new_tokens=40)
+        streams = [router.stream(GenerationRequest(params, prompt="a story", model=name)) for name in ("one", "two")]
+        for stream in streams:
+            next(stream)  # both queued before either is read
+        replies = [final(stream, Reply) for stream in streams]
+    finally:
+        router.close()
+    order = Steps.order
+    start = max(order.index("one"), order.index("two"))
+    end = min(max(i for i, name in enumerate(order) if name == model) for model in ("one", "two"))
+    together = order[start : end + 1]
+    assert min(reply.usage.completion_tokens for reply in replies) >= 8 and len(together) >= 8, order
+    assert all(a != b for a, b in zip(together, together[1:])), f"steps alternate while both have rows: {order}"
+
+
+def test_names_and_sources_resolve_and_others_are_named_in_the_404(make_settings, gguf_chat_model):
+    router = ModelRouter(make_settings(models=f"small={gguf_chat_model},{gguf_chat_model}"))
+    try:
+        assert router.names == ["small", "chat-llama"] and router.resolve(None) == "small"
+        assert router.resolve(str(gguf_chat_model)) == "small", "a source as written means its first name"
+        with pytest.raises(NotFound, match="serves 'small', 'chat-llama'"):
+            router.resolve("big")
+        assert ModelRouter(Settings(cache_dir=router.settings.cache_dir)).names == ["SmolLM2-135M-Instruct"]
+    finally:
+        router.close()
