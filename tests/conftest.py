@@ -140,6 +140,16 @@ def gemma3_gguf_model(gemma3_model, models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def large_models(models_dir) -> tuple[str, int]:
+    """Three native GGUF models of 38 MB each (float16 weights, 1,024 wide): big beside the RSS's noise."""
+    root = models_dir / "large"
+    wide = tiny_models.build_chat_llama(root / "wide", width=1024)
+    types = {name: "F16" for name in tiny_models.GGUF_TYPES}
+    paths = [tiny_models.build_gguf_llama(wide, root / f"wide-{letter}.gguf", types) for letter in "abc"]
+    return ",".join(f"{letter}={path}" for letter, path in zip("abc", paths)), paths[0].stat().st_size
+
+
+@pytest.fixture(scope="session")
 def dialogpt_model(models_dir) -> Path:
     return tiny_models.build_dialogpt(models_dir / "dialogpt")
 

@@ -7,62 +7,23 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 
+from palaver.backends.budget import MemoryBudget
 from palaver.backends.model_list import ModelEntry, configured_models
 from palaver.backends.protocol import Backend
+from palaver.backends.slot import Slot
 from palaver.backends.sources import model_source, resolve_settings
 from palaver.backends.upstream import UpstreamEngine
 from palaver.core.config import Settings
-from palaver.core.errors import ModelNotReady, NotFound
+from palaver.core.errors import NotFound
 from palaver.core.types import ModelLimits, Reply, ReplyEvents, final
-from palaver.engine.engine import RETRY_AFTER_SECONDS, Engine
+from palaver.engine.engine import Engine
 from palaver.engine.generation import GenerationRequest, Observer
-from palaver.engine.memory import HEADROOM_BYTES, cgroup_limit, give_back, resident_bytes, weight_bytes
-from palaver.engine.sources import resolve_source
+from palaver.engine.memory import give_back, resident_bytes
 from palaver.engine.turns import StepTurns
 
 log = logging.getLogger("palaver.models")
-
-STATES = {"idle": "unloaded", "loading": "loading", "ready": "ready", "failed": "failed"}
-
-
-@dataclass
-class Slot:
-    """One configured model: its settings, its backend while loaded, and who is using it."""
-
-    entry: ModelEntry
-    settings: Settings
-    backend: Backend | None = None
-    users: int = 0  # requests between lease and release: never unloaded under them
-    last_used: float = 0.0
-    limits: ModelLimits | None = None  # known once it has loaded
-    loads: int = 0
-    unloads: int = 0
-
-    @property
-    def name(self) -> str:
-        return self.entry.name
-
-    @property
-    def state(self) -> str:
-        return "unloaded" if self.backend is None else STATES.get(self.backend.state, self.backend.state)
-
-    def idle(self) -> bool:
-        """Tell whether the model is loaded and nobody uses it: it may be unloaded."""
-        return self.backend is not None and self.users == 0 and self.backend.pending == 0 and self.state != "loading"
-
-    def charge(self) -> int:
-        """Return the bytes it holds or has reserved: weights, and a native KV cache's budget."""
-        kv_budget = self.backend.kv_bytes()[0] if isinstance(self.backend, Engine) else 0
-        return weight_bytes(self.weights_path()) + kv_budget
-
-    def weights_path(self) -> str:
-        where = model_source(self.settings)
-        try:
-            return where.weights if where else resolve_source(self.settings.model)
-        except Exception:  # a missing file is the load's to report
-            return ""
 
 
 class ModelRouter:
@@ -81,8 +42,7 @@ class ModelRouter:
         self.observer_for = observer_for or (lambda name: Observer())
         self.loader = loader
         self.turns = StepTurns()  # one step at a time across the models, in turn
-        self.limit = settings.memory_limit or cgroup_limit()
-        self.baseline = resident_bytes()  # this process before any model: what models' charges add to
+        self.budget = MemoryBudget(settings.memory_limit)
         self._lock = threading.Lock()
         self._closed = threading.Event()
         if settings.keep_alive > 0:
@@ -140,67 +100,22 @@ class ModelRouter:
             slot = self.slots[name]
             victims: list[tuple[str, Backend]] = []
             if slot.backend is None:
-                victims = self._make_room(slot)
+                loaded = [other for other in self.slots.values() if other.backend is not None and other is not slot]
+                victims = self.budget.make_room(slot, loaded)
                 slot.backend = self._new_backend(slot)
                 slot.loads += 1
             slot.users += 1
             slot.last_used = time.monotonic()
             return slot, victims
 
-    def _make_room(self, slot: Slot) -> list[tuple[str, Backend]]:
-        """Pick the least recently used idle models to unload so slot fits the budget; 503 if busy ones hold it."""
-        if not self.limit:
-            return []
-        need = weight_bytes(slot.weights_path()) + HEADROOM_BYTES  # as the native step's loader keeps
-        loaded = [other for other in self.slots.values() if other.backend is not None and other is not slot]
-        free = self.limit - self._committed(loaded)
-        victims = []
-        for other in sorted((other for other in loaded if other.idle()), key=lambda other: other.last_used):
-            if free >= need:
-                break
-            victims.append(other)
-            free += other.charge()
-        if free < need and len(victims) < len(loaded):  # models in use hold the room: unload nothing for nothing
-            busy = ", ".join(f"'{other.name}'" for other in loaded if other not in victims)
-            raise ModelNotReady(
-                f"the model '{slot.name}' needs about {need / 1e6:.0f} MB, and the memory limit "
-                f"({self.limit / 1e6:.0f} MB) is held by models in use ({busy}); retry shortly",
-                retry_after=RETRY_AFTER_SECONDS,
-            )
-        detached = []
-        for victim in victims:  # taken out now: a request for it from here on loads it afresh
-            assert victim.backend is not None
-            detached.append((victim.name, victim.backend))
-            victim.backend, victim.unloads = None, victim.unloads + 1
-        return detached
-
-    def _committed(self, loaded: list[Slot]) -> int:
-        """Return the bytes this process holds or has promised: resident, or what the loaded models charge.
-
-        A model's weights may not be resident yet (a mapped file is read as it is used), and a KV cache's budget
-        is reserved before it is touched: the larger of the two counts keeps both within the limit.
-        """
-        charged = self.baseline + sum(other.charge() for other in loaded)
-        return max(resident_bytes() + self._reserved_unused(loaded), charged)
-
-    def _reserved_unused(self, loaded: list[Slot]) -> int:
-        """Return the KV budget other models have reserved and not touched yet: theirs, though not resident."""
-        total = 0
-        for other in loaded:
-            if isinstance(other.backend, Engine):
-                budget, used = other.backend.kv_bytes()
-                total += budget - used
-        return total
-
     def _new_backend(self, slot: Slot) -> Backend:
         observer = self.observer_for(slot.name)
         if slot.settings.backend == "openai":
             return UpstreamEngine(slot.settings, observer)
         settings = slot.settings
-        if self.limit and len(self.slots) > 1:  # the KV cache may have what the others have not committed
+        if self.budget.limit and len(self.slots) > 1:  # the KV cache may have what the others have not committed
             others = [other for other in self.slots.values() if other.backend is not None and other is not slot]
-            promised = self._committed(others) - resident_bytes()
-            settings = replace(settings, memory_limit=max(1, self.limit - promised))
+            settings = replace(settings, memory_limit=self.budget.limit_for(others))
         loader = self.loader
         return Engine(
             settings,
@@ -322,7 +237,7 @@ class ModelRouter:
         info = slot.backend.describe() if slot.backend is not None else {"state": "idle", "pending": 0}
         info["state"] = self.state
         info["models"] = [self.describe_model(name) for name in self.names]
-        info["memory"] = {"resident_bytes": resident_bytes(), "limit_bytes": self.limit or None}
+        info["memory"] = {"resident_bytes": resident_bytes(), "limit_bytes": self.budget.limit or None}
         return info
 
     def describe_model(self, name: str) -> dict:

@@ -8,15 +8,13 @@ from dataclasses import replace
 import openai
 import pytest
 import requests
-import tiny_models
 from servers import procfile_server
 
 from commons import Settings
 from palaver.backends import ModelRouter
-from palaver.core.errors import ModelNotReady, NotFound
-from palaver.core.types import Message, Reply, final
+from palaver.core.errors import NotFound
+from palaver.core.types import Reply, final
 from palaver.engine.generation import GenerationRequest, Observer
-from palaver.engine.memory import HEADROOM_BYTES, resident_bytes
 
 NAMES = ["llama", "dialogpt", "blender"]
 
@@ -160,16 +158,6 @@ def test_keep_alive_unloads_an_idle_model_and_it_loads_again_when_asked(three_mo
         assert metrics.status_code in (200, 404)
 
 
-@pytest.fixture(scope="module")
-def large_models(tmp_path_factory) -> tuple[str, int]:
-    """Three native GGUF models of 38 MB each (float16 weights, 1,024 wide): big beside the RSS's noise."""
-    root = tmp_path_factory.mktemp("large")
-    wide = tiny_models.build_chat_llama(root / "wide", width=1024)
-    types = {name: "F16" for name in tiny_models.GGUF_TYPES}
-    paths = [tiny_models.build_gguf_llama(wide, root / f"wide-{letter}.gguf", types) for letter in "abc"]
-    return ",".join(f"{letter}={path}" for letter, path in zip("abc", paths)), paths[0].stat().st_size
-
-
 def resident(url: str) -> int:
     return requests.get(url + "/readyz", timeout=10).json()["memory"]["resident_bytes"]
 
@@ -202,26 +190,6 @@ def test_the_least_recently_used_idle_model_is_unloaded_for_another_and_its_memo
         say(running.url, "a")  # now c is the least recently used
         cards = listed(running.url)
         assert [cards[name]["state"] for name in "abc"] == ["ready", "ready", "unloaded"]
-
-
-def test_a_model_in_use_is_never_unloaded_and_the_request_that_needs_its_room_gets_a_503(make_settings, large_models):
-    models, size = large_models
-    limit = resident_bytes() + HEADROOM_BYTES + size + 16 * 2**20  # room for one model, not for two
-    names = models.replace("a=", "one=").replace("b=", "two=").rsplit(",", 1)[0]
-    settings = make_settings(models=names, memory_limit=limit, max_batch_size=2, max_context_tokens=256)
-    router = ModelRouter(settings)
-    params = settings.generation_defaults()
-    try:
-        stream = router.stream(GenerationRequest(params, messages=[Message("user", "hi")], model="one"))
-        next(stream)  # one is loaded, and its request is in flight
-        with pytest.raises(ModelNotReady, match=r"held by models in use \('one'\)") as caught:
-            router.generate(GenerationRequest(params, prompt="hi", model="two"))
-        assert caught.value.retry_after and router.describe_model("one")["state"] == "ready"
-        assert isinstance(final(stream, Reply), Reply)
-        assert router.generate(GenerationRequest(params, prompt="hi", model="two")).usage.completion_tokens > 0
-        assert router.describe_model("one")["state"] == "unloaded", "idle once its request ended: it made room"
-    finally:
-        router.close()
 
 
 class Steps(Observer):

@@ -1,0 +1,30 @@
+"""A configured model's slot: its state as clients see it, and what it is charged."""
+
+from commons import Settings
+from palaver.backends.model_list import ModelEntry
+from palaver.backends.slot import Slot
+from palaver.engine.engine import Engine
+
+
+def test_a_slot_is_unloaded_until_its_engine_loads_and_is_charged_its_file_and_kv_budget(
+    make_settings, gguf_chat_model
+):
+    settings = make_settings(gguf_chat_model, max_batch_size=2, max_context_tokens=256)
+    slot = Slot(ModelEntry("tiny", str(gguf_chat_model)), settings)
+    assert slot.state == "unloaded" and not slot.idle() and slot.weights_path() == str(gguf_chat_model)
+    slot.backend = Engine(settings, name="tiny")
+    try:
+        assert slot.state == "unloaded", "made, not loading: nothing asked for it yet"
+        assert slot.backend.wait_ready(60) and slot.state == "ready" and slot.idle()
+        budget, used = slot.backend.kv_bytes()
+        assert budget > 0 and used == 0
+        assert slot.charge() == gguf_chat_model.stat().st_size + budget
+        slot.users = 1
+        assert not slot.idle(), "a model with a request in hand is not idle"
+    finally:
+        slot.backend.unload()
+    assert slot.backend.model is None and slot.backend.kv_bytes() == (0, 0)
+
+
+def test_a_source_that_is_not_there_has_no_path_until_its_load_says_why():
+    assert Slot(ModelEntry("gone", "/nowhere/x.gguf"), Settings(model="/nowhere/x.gguf")).weights_path() == ""
