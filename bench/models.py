@@ -1,0 +1,121 @@
+"""Two models in one server: the cost of a switch, and two models served at once against each alone.
+
+Usage: make bench-models          (the embedded SmolLM2 twice, as two configured models, from the Procfile)
+Both models are the embedded file under two names, so neither is cheaper than the other and any gap between
+"alone" and "at once" is the cost of serving two models instead of one. It prints:
+  - time to first token for a model not yet loaded (cold), loaded (warm), and unloaded then asked for again;
+  - completion tokens/s of each model alone, and of both at once, with each one's time to first token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+
+import requests
+
+from bench.engines import cpu_summary
+from bench.load import converse, peak_rss_mb
+from bench.serve import percentile
+from palaver.engine.sources import embedded_gguf_path
+from tests.servers import procfile_server
+
+NAMES = ("smol-a", "smol-b")
+
+
+def first_token_seconds(url: str, model: str) -> float:
+    """Stream one short reply from model; return the seconds to its first text."""
+    results: list = []
+    errors: list = []
+    converse(url, model, 0, 1, 8, results, errors)
+    if errors:
+        raise SystemExit(f"{model}: {errors[0]}")
+    return results[0][1]
+
+
+def model_state(url: str, model: str) -> str:
+    return requests.get(f"{url}/v1/models/{model}", timeout=10).json()["state"]
+
+
+def load(url: str, per_model: dict[str, int], turns: int, max_tokens: int) -> dict[str, dict]:
+    """Run clients on each model at once; return each model's tokens/s and time-to-first-token p50 and p95."""
+    results: dict[str, list] = {model: [] for model in per_model}
+    errors: list = []
+    threads = [
+        threading.Thread(target=converse, args=(url, model, n, turns, max_tokens, results[model], errors))
+        for model, clients in per_model.items()
+        for n in range(clients)
+    ]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    if errors:
+        raise SystemExit(f"errors: {errors[:3]}")
+    return {
+        model: {
+            "tokens_per_s": sum(r[2] for r in rows) / wall,
+            "ttft_p50": statistics.median(r[1] for r in rows),
+            "ttft_p95": percentile([r[1] for r in rows], 0.95),
+        }
+        for model, rows in results.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=8, help="clients per model")
+    parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    args = parser.parse_args()
+    path = embedded_gguf_path()
+    env = {
+        "PALAVER_MODELS": ",".join(f"{name}={path}" for name in NAMES),
+        "PALAVER_CACHE_DIR": tempfile.mkdtemp(prefix="palaver-bench-models-"),
+        "PALAVER_CLIENT_SHARE": "0",  # the benchmark plays many clients from one address
+        "PALAVER_MAX_PENDING": "256",
+        "HF_HUB_OFFLINE": "1",
+    }
+    print(f"CPU: {cpu_summary()}")
+    with procfile_server(env, wait_for="/healthz", timeout=300) as server:
+        url = server.url
+        cold = first_token_seconds(url, NAMES[1])  # loads it: the file is in the page cache after the first
+        warm = statistics.median(first_token_seconds(url, NAMES[1]) for _ in range(5))
+        alone = {name: load(url, {name: args.clients}, args.turns, args.max_tokens)[name] for name in NAMES}
+        both = load(url, {name: args.clients for name in NAMES}, args.turns, args.max_tokens)
+        peak = peak_rss_mb(server.pid)
+    with procfile_server({**env, "PALAVER_KEEP_ALIVE": "1s"}, wait_for="/healthz", timeout=300) as server:
+        first_token_seconds(server.url, NAMES[1])
+        while model_state(server.url, NAMES[1]) != "unloaded":  # PALAVER_KEEP_ALIVE unloads it
+            time.sleep(0.1)
+        again = first_token_seconds(server.url, NAMES[1])
+    print()
+    print("| switch | time to first token, s |")
+    print("|---|---|")
+    print(f"| a model not loaded yet (cold: loads, then answers) | {cold:.2f} |")
+    print(f"| a loaded model (warm, median of 5) | {warm:.3f} |")
+    print(f"| a model unloaded when idle, asked for again | {again:.2f} |")
+    print()
+    print(f"{args.clients} clients per model, {args.turns}-turn conversations, {args.max_tokens} tokens a reply:")
+    print()
+    print("| served | model | tokens/s | TTFT p50, s | TTFT p95, s |")
+    print("|---|---|---|---|---|")
+    for name in NAMES:
+        row = alone[name]
+        print(f"| alone | {name} | {row['tokens_per_s']:.1f} | {row['ttft_p50']:.2f} | {row['ttft_p95']:.2f} |")
+    for name in NAMES:
+        row = both[name]
+        print(f"| both at once | {name} | {row['tokens_per_s']:.1f} | {row['ttft_p50']:.2f} | {row['ttft_p95']:.2f} |")
+    total = sum(row["tokens_per_s"] for row in both.values())
+    print(f"| both at once | total | {total:.1f} | | |")
+    print()
+    print(f"peak RSS of the server: {peak:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
