@@ -14,7 +14,8 @@ from commons import Settings
 from palaver.backends import ModelRouter
 from palaver.core.errors import NotFound
 from palaver.core.types import Reply, final
-from palaver.engine.generation import GenerationRequest, Observer
+from palaver.engine.generation import GenerationRequest
+from palaver.engine.turns import StepTurns
 
 NAMES = ["llama", "dialogpt", "blender"]
 
@@ -192,38 +193,41 @@ def test_the_least_recently_used_idle_model_is_unloaded_for_another_and_its_memo
         assert [cards[name]["state"] for name in "abc"] == ["ready", "ready", "unloaded"]
 
 
-class Steps(Observer):
-    """Record which model each engine step was for, in order."""
+class RecordedTurns(StepTurns):
+    """Step turns that record which thread took each."""
 
-    order: list[str] = []
+    def __init__(self):
+        super().__init__()
+        self.takers: list[int] = []
 
-    def __init__(self, name: str):
-        self.name = name
+    @contextmanager
+    def turn(self):
+        with super().turn():
+            self.takers.append(threading.get_ident())
+            yield
 
-    def step(self, batch_size: int) -> None:
-        Steps.order.append(self.name)
 
-
-def test_busy_models_take_steps_in_turn(make_settings, gguf_chat_model, qwen2_gguf_model):
-    """Round robin: while both have rows, neither takes two steps in a row, so neither starves the other."""
+def test_models_waiting_for_a_turn_take_it_in_the_order_they_asked(make_settings, gguf_chat_model, qwen2_gguf_model):
+    """First come, first served across models: a model that has just stepped queues behind one already waiting."""
     settings = make_settings(models=f"one={gguf_chat_model},two={qwen2_gguf_model}")
-    router = ModelRouter(settings, Steps)
-    Steps.order = []
+    router = ModelRouter(settings)
+    router.turns = turns = RecordedTurns()  # before any engine is made: each is given the router's turns
     try:
         assert router.wait_ready(60, "one") and router.wait_ready(60, "two")
         params = replace(settings.generation_defaults(), max_new_tokens=40)
-        streams = [router.stream(GenerationRequest(params, prompt="a story", model=name)) for name in ("one", "two")]
-        for stream in streams:
-            next(stream)  # both queued before either is read
+        with turns.turn():  # held: both models' first steps queue behind it
+            streams = [router.stream(GenerationRequest(params, prompt="a story", model=m)) for m in ("one", "two")]
+            for stream in streams:
+                next(stream)
+            wait_until(lambda: len(turns._queue) == 2, what="both models waiting for a turn")
         replies = [final(stream, Reply) for stream in streams]
+        engines = {router.loaded(name)._worker.ident: name for name in ("one", "two")}
     finally:
         router.close()
-    order = Steps.order
-    start = max(order.index("one"), order.index("two"))
-    end = min(max(i for i, name in enumerate(order) if name == model) for model in ("one", "two"))
-    together = order[start : end + 1]
-    assert min(reply.usage.completion_tokens for reply in replies) >= 8 and len(together) >= 8, order
-    assert all(a != b for a, b in zip(together, together[1:])), f"steps alternate while both have rows: {order}"
+    takers = [engines.get(ident, "test") for ident in turns.takers]
+    assert takers[0] == "test" and set(takers[1:3]) == {"one", "two"}, f"one turn each, in order: {takers[:8]}"
+    assert all(reply.usage.completion_tokens > 0 for reply in replies)
+    assert takers.count("one") > 1 and takers.count("two") > 1
 
 
 def test_names_and_sources_resolve_and_others_are_named_in_the_404(make_settings, gguf_chat_model):

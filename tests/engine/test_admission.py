@@ -12,7 +12,7 @@ def busy_app(make_app, chat_model):
     app = make_app(chat_model, max_pending=1)
     engine = app.extensions["palaver"].backend
     assert engine.wait_ready(30)
-    with model_held(engine.model.family.model) as (busy, release):
+    with model_held(engine.loaded().model.family.model) as (busy, release):
         holder = threading.Thread(
             target=app.test_client().post, args=("/api/chat",), kwargs={"json": {"message": "hi"}}
         )

@@ -83,7 +83,7 @@ def test_concurrent_requests_share_forward_passes_and_match_alone(make_app, chat
     def ask(index):
         replies[index] = engine.generate(requests[index])
 
-    with model_held(engine.model.family.model) as (busy, release):
+    with model_held(engine.loaded().model.family.model) as (busy, release):
         threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(requests))]
         threads[0].start()
         assert busy.wait(10)  # the first request's prefill is held while the others queue
@@ -189,7 +189,7 @@ def test_a_row_that_fails_inside_a_running_batch_fails_alone(make_app, chat_mode
             outcomes[index] = exc
 
     everyone = [*requests, doomed]
-    with model_held(engine.model.family.model) as (busy, release):
+    with model_held(engine.loaded().model.family.model) as (busy, release):
         threads = [threading.Thread(target=ask, args=(i, r)) for i, r in enumerate(everyone)]
         threads[0].start()
         assert busy.wait(10)
