@@ -4,7 +4,8 @@ Usage: make bench-models          (the embedded SmolLM2 twice, as two configured
 Both models are the embedded file under two names, so neither is cheaper than the other and any gap between
 "alone" and "at once" is the cost of serving two models instead of one. It prints:
   - time to first token for a model not yet loaded (cold), loaded (warm), and unloaded then asked for again;
-  - completion tokens/s of each model alone, and of both at once, with each one's time to first token.
+  - completion tokens/s of each model alone, of both at once, and of one model with both loads' clients (what
+    the same load costs in one batch), with each one's time to first token.
 """
 
 from __future__ import annotations
@@ -86,8 +87,10 @@ def main() -> None:
         url = server.url
         cold = first_token_seconds(url, NAMES[1])  # loads it: the file is in the page cache after the first
         warm = statistics.median(first_token_seconds(url, NAMES[1]) for _ in range(5))
+        load(url, {name: 2 for name in NAMES}, 1, 16)  # warm both up: first requests pay one-time costs
         alone = {name: load(url, {name: args.clients}, args.turns, args.max_tokens)[name] for name in NAMES}
         both = load(url, {name: args.clients for name in NAMES}, args.turns, args.max_tokens)
+        doubled = load(url, {NAMES[0]: 2 * args.clients}, args.turns, args.max_tokens)[NAMES[0]]
         peak = peak_rss_mb(server.pid)
     with procfile_server({**env, "PALAVER_KEEP_ALIVE": "1s"}, wait_for="/healthz", timeout=300) as server:
         first_token_seconds(server.url, NAMES[1])
@@ -113,6 +116,11 @@ def main() -> None:
         print(f"| both at once | {name} | {row['tokens_per_s']:.1f} | {row['ttft_p50']:.2f} | {row['ttft_p95']:.2f} |")
     total = sum(row["tokens_per_s"] for row in both.values())
     print(f"| both at once | total | {total:.1f} | | |")
+    row = doubled
+    print(
+        f"| one model, {2 * args.clients} clients | {NAMES[0]} | {row['tokens_per_s']:.1f} | {row['ttft_p50']:.2f} "
+        f"| {row['ttft_p95']:.2f} |"
+    )
     print()
     print(f"peak RSS of the server: {peak:.0f} MB")
 
