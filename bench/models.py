@@ -5,7 +5,9 @@ Both models are the embedded file under two names, so neither is cheaper than th
 "alone" and "at once" is the cost of serving two models instead of one. It prints:
   - time to first token for a model not yet loaded (cold), loaded (warm), and unloaded then asked for again;
   - completion tokens/s of each model alone, of both at once, and of one model with both loads' clients (what
-    the same load costs in one batch), with each one's time to first token.
+    the same load costs in one batch), with each one's time to first token;
+  - the server's resident memory before a model loads, while it is loaded, and once PALAVER_KEEP_ALIVE unloaded
+    it, for the embedded model (native step) and a random GPT-2 of 200 MB the bench writes (transformers).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import statistics
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import requests
 
@@ -35,6 +38,41 @@ def first_token_seconds(url: str, model: str) -> float:
     if errors:
         raise SystemExit(f"{model}: {errors[0]}")
     return results[0][1]
+
+
+def write_gpt2(path: Path) -> Path:
+    """Write a random GPT-2, 1,024 wide and 4 layers deep (50M weights, 200 MB), with GPT-2's tokenizer layout."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(vocab={chr(c): i for i, c in enumerate(range(33, 127))}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="~", bos_token="~", pad_token="~")
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=1024, n_layer=4, n_head=8, n_positions=256)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def resident_mb(url: str) -> float:
+    return requests.get(url + "/readyz", timeout=10).json()["memory"]["resident_bytes"] / 1e6
+
+
+def memory_after_unload(env: dict[str, str]) -> list[tuple[str, float, float, float]]:
+    """Load each of two models and let PALAVER_KEEP_ALIVE unload it; return (model, before, loaded, after) MB."""
+    scratch = Path(tempfile.mkdtemp(prefix="palaver-bench-gpt2-"))
+    models = f"embedded=,gpt2={write_gpt2(scratch / 'gpt2')}"
+    rows = []
+    with procfile_server({**env, "PALAVER_MODELS": models, "PALAVER_KEEP_ALIVE": "2s"}, "/healthz", 300) as server:
+        for model in ("embedded", "gpt2"):
+            before = resident_mb(server.url)
+            body = {"model": model, "prompt": "hello", "max_tokens": 4}
+            requests.post(server.url + "/v1/completions", json=body, timeout=300).raise_for_status()
+            loaded = resident_mb(server.url)
+            while model_state(server.url, model) != "unloaded":
+                time.sleep(0.1)
+            rows.append((model, before, loaded, resident_mb(server.url)))
+    return rows
 
 
 def model_state(url: str, model: str) -> str:
@@ -123,6 +161,11 @@ def main() -> None:
     )
     print()
     print(f"peak RSS of the server: {peak:.0f} MB")
+    print()
+    print("| model | resident MB before it loads | loaded | after PALAVER_KEEP_ALIVE unloaded it |")
+    print("|---|---|---|---|")
+    for model, before, loaded, after in memory_after_unload(env):
+        print(f"| {model} | {before:.0f} | {loaded:.0f} | {after:.0f} |")
 
 
 if __name__ == "__main__":
