@@ -48,7 +48,10 @@ def write_gpt2(path: Path) -> Path:
     backend = Tokenizer(models.BPE(vocab={chr(c): i for i, c in enumerate(range(33, 127))}, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="~", bos_token="~", pad_token="~")
-    config = GPT2Config(vocab_size=len(tokenizer), n_embd=1024, n_layer=4, n_head=8, n_positions=256)
+    end = tokenizer.eos_token_id
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_embd=1024, n_layer=4, n_head=8, n_positions=256, bos_token_id=end, eos_token_id=end
+    )
     GPT2LMHeadModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
