@@ -53,10 +53,10 @@ def completions():
 
 @v1.get("/models")
 def models():
-    """List every configured model with its state; the default one is loaded (waited for) when it is not yet."""
+    """List every configured model with its state; a server of one model waits for it, as before, to give limits."""
     router = services().backend
-    if router.state != "ready" and router.slots[router.default].limits is None:
-        router.model_limits(services().settings.load_wait)  # as with one model: its limits, or a 503 while loading
+    if len(router.names) == 1 and router.slots[router.default].limits is None:
+        router.model_limits(services().settings.load_wait)  # its limits, or a 503 while it loads
     return ModelList(data=[ModelCard.of(router.describe_model(name)) for name in router.names]).model_dump()
 
 
