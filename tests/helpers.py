@@ -1,9 +1,13 @@
-"""Helpers for tests that force failures or hold the engine busy."""
+"""Helpers for tests that force failures, hold the engine busy, or ask it something."""
 
 from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
+
+from commons import Message
+from palaver.core.parameters import Sampling
+from palaver.engine.engine import Engine, GenerationRequest
 
 
 def raising(error: Exception):
@@ -105,3 +109,12 @@ def conversation(turns: int) -> list:
     from commons import Message
 
     return [Message("user" if i % 2 == 0 else "assistant", f"turn {i} hello there how are you") for i in range(turns)]
+
+
+HELLO = [Message("user", "hello there")]  # a conversation of one message
+
+
+def ask(engine: Engine, **overrides):
+    """Generate a reply to HELLO with the engine's default parameters."""
+    params = Sampling.parse(overrides).applied_to(engine.settings.generation_defaults())
+    return engine.generate(GenerationRequest(params, messages=HELLO))

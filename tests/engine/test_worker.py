@@ -1,0 +1,65 @@
+"""The worker loop: cancelled requests leave at once, a failing step fails only its rows, and the loop carries on."""
+
+import threading
+
+import pytest
+from helpers import HELLO, ask, model_held, raising
+
+from palaver.core.errors import GenerationFailed
+from palaver.engine.engine import GenerationRequest
+
+
+def test_a_failing_generation_is_a_generic_error_and_is_logged(make_engine, chat_model, caplog):
+    engine = make_engine(chat_model)
+    assert engine.wait_ready(30)
+    model = engine.model.family.model
+    model.forward = raising(RuntimeError("secret internal detail"))
+    with pytest.raises(GenerationFailed) as caught:
+        ask(engine)
+    del model.forward
+    assert "secret" not in caught.value.message
+    assert "secret internal detail" in caplog.text
+    assert ask(engine).usage.prompt_tokens > 0
+
+
+def test_a_request_cancelled_while_queued_finishes_at_once(make_engine, chat_model):
+    engine = make_engine(chat_model, max_batch_size=1)
+    assert engine.wait_ready(30)
+    params = engine.settings.generation_defaults()
+    with model_held(engine.model.family.model) as (busy, release):
+        first = threading.Thread(target=engine.generate, args=(GenerationRequest(params, messages=HELLO),))
+        first.start()
+        assert busy.wait(10)
+        queued = GenerationRequest(params, messages=HELLO)
+        replies = []
+        waiter = threading.Thread(target=lambda: replies.append(engine.generate(queued)))
+        waiter.start()
+        queued.cancel()
+        release.set()
+        waiter.join(5)
+        first.join(5)
+    assert not waiter.is_alive() and replies[0].finish_reason == "cancelled" and replies[0].text == ""
+
+
+def test_a_failing_native_step_fails_its_rows_frees_their_pages_and_the_engine_carries_on(
+    make_engine, gguf_chat_model, caplog
+):
+    engine = make_engine(gguf_chat_model)
+    assert engine.wait_ready(30) and engine.describe()["engine"] == "native"
+    cache = engine.model.family.model.cache
+    cache.step = raising(RuntimeError("secret native detail"))  # the instance's step, in place of the class's
+    with pytest.raises(GenerationFailed) as caught:
+        ask(engine)
+    del cache.step
+    assert "secret" not in caught.value.message and "secret native detail" in caplog.text
+    assert cache.used_pages == 0, "the failed batch's rows gave their pages back"
+    assert ask(engine).usage.completion_tokens > 0
+
+
+def test_an_unloaded_engine_frees_its_pages_and_its_worker_ends(make_engine, gguf_chat_model):
+    engine = make_engine(gguf_chat_model)
+    assert engine.wait_ready(30) and ask(engine).usage.completion_tokens > 0
+    worker = engine._worker
+    assert engine.kv_bytes()[0] > 0
+    engine.unload()
+    assert not worker.is_alive() and engine.model is None and engine.kv_bytes() == (0, 0)
