@@ -82,10 +82,10 @@ class ModelRouter:
     def using(self, name: str | None) -> Iterator[Backend]:
         """Hold a model for the body's length, creating its backend (which loads on first use) if needed."""
         slot, victims = self._lease(self.resolve(name))
-        for victim, backend in victims:
-            log.info("unloading %s to make room for %s", victim, slot.name)
-            self._release(victim, backend)
         try:
+            for victim, backend in victims:
+                log.info("unloading %s to make room for %s", victim, slot.name)
+                self._release(victim, backend)
             assert slot.backend is not None
             yield slot.backend
             if slot.limits is None and slot.backend.state == "ready":
