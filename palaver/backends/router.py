@@ -88,9 +88,10 @@ class ModelRouter:
                 self._release(victim, backend)
             assert slot.backend is not None
             yield slot.backend
-            if slot.limits is None and slot.backend.state == "ready":
-                slot.limits = slot.backend.model_limits(0)
         finally:
+            backend = slot.backend  # however the body ended (a stream is closed before its end): ready is known
+            if slot.limits is None and backend is not None and backend.state == "ready":
+                slot.limits = backend.model_limits(0)
             with self._lock:
                 slot.users -= 1
                 slot.last_used = time.monotonic()

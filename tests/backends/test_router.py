@@ -141,22 +141,29 @@ def test_a_conversation_continues_on_its_own_model_after_a_restart(three_models,
         assert 'id="model-name"' in page and ">blender</span>" in page
 
 
-def test_keep_alive_unloads_an_idle_model_and_it_loads_again_when_asked(three_models, tmp_path):
-    with models_server(three_models, tmp_path, keep_alive="1s") as running:
-        reply = client(running.url).chat.completions.create(
-            model="dialogpt", messages=[{"role": "user", "content": "hi"}], max_tokens=2
-        )
-        assert reply.model == "dialogpt"
-        wait_until(lambda: listed(running.url)["dialogpt"]["state"] == "unloaded", what="dialogpt's unload")
-        assert requests.get(running.url + "/readyz", timeout=10).status_code == 200, "the default still serves"
+def test_keep_alive_unloads_idle_models_and_they_load_again_when_asked(three_models, tmp_path):
+    with models_server(three_models, tmp_path, keep_alive="1s", metrics="1") as running:
+        for model in ("llama", "dialogpt"):  # the default, and another
+            reply = client(running.url).chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+            )
+            assert reply.model == model
+        states = lambda: [listed(running.url)[name]["state"] for name in ("llama", "dialogpt")]  # noqa: E731
+        wait_until(lambda: states() == ["unloaded", "unloaded"], what="both unloads")
+        ready = requests.get(running.url + "/readyz", timeout=10)
+        assert ready.status_code == 200 and ready.json()["state"] == "ready", "the default loads again on demand"
+        metrics = requests.get(running.url + "/metrics", timeout=10).text
+        assert 'palaver_model_loaded{model="dialogpt"} 0.0' in metrics
         client(running.url).chat.completions.create(
             model="dialogpt", messages=[{"role": "user", "content": "hi"}], max_tokens=2
         )
-        ready = requests.get(running.url + "/readyz", timeout=10).json()
-        dialogpt = next(model for model in ready["models"] if model["name"] == "dialogpt")
-        assert dialogpt["loads"] == 2 and dialogpt["unloads"] >= 1
-        metrics = requests.get(running.url + "/metrics", timeout=10)
-        assert metrics.status_code in (200, 404)
+        dialogpt = requests.get(running.url + "/v1/models/dialogpt", timeout=10).json()
+        assert dialogpt["state"] == "ready"
+        described = requests.get(running.url + "/readyz", timeout=10).json()["models"]
+        assert next(model for model in described if model["name"] == "dialogpt")["loads"] == 2
+        metrics = requests.get(running.url + "/metrics", timeout=10).text
+        assert 'palaver_model_loads{model="dialogpt"} 2.0' in metrics
+        assert 'palaver_generated_tokens_total{model="dialogpt"}' in metrics
 
 
 def resident(url: str) -> int:
