@@ -83,9 +83,9 @@ class ModelRouter:
         """Hold a model for the body's length, creating its backend (which loads on first use) if needed."""
         slot, victims = self._lease(self.resolve(name))
         try:
-            for victim, backend in victims:
+            for victim, victim_backend in victims:
                 log.info("unloading %s to make room for %s", victim, slot.name)
-                self._release(victim, backend)
+                self._release(victim, victim_backend)
             assert slot.backend is not None
             yield slot.backend
         finally:
