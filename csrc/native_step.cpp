@@ -59,7 +59,8 @@ struct Model {
   int64_t vocab = 0, hidden = 0, ffn = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0;
   float eps = 1e-5f;
   bool adjacent_pairs = true;  // rotary pairs (2i, 2i+1), as GGUF stores Llama's Q and K; else (i, i + d/2)
-  bool scaled = false;         // whether Llama 3's frequency factors have divided inv_freq
+  bool scaled = false;         // whether Llama 3's or LongRoPE's frequency factors have set inv_freq
+  float rotary_scale = 1.0f;   // LongRoPE's attention factor, which multiplies every cosine and sine
   bool gelu = false;           // Gemma 3's MLP: GELU (tanh) of the gate, else SiLU
   float embed_scale = 1.0f;    // Gemma 3 scales each embedding row by sqrt(hidden)
   float attn_scale = 1.0f;     // what scores are multiplied by: 1 / sqrt(head_dim) unless the model says otherwise
@@ -114,19 +115,21 @@ void project(const float* x, int64_t m, int64_t k, const std::vector<Segment>& s
   });
 }
 
-// The cosines and sines of one position's rotary angles, as transformers computes them: float32 angle, then cos/sin.
-void rotary_table(const std::vector<float>& inv_freq, int64_t pos, float* cos_sin) {
+// The cosines and sines of one position's rotary angles, as transformers computes them: float32 angle, then cos/sin,
+// then LongRoPE's attention factor where there is one.
+void rotary_table(const std::vector<float>& inv_freq, float scale, int64_t pos, float* cos_sin) {
   const int64_t half = static_cast<int64_t>(inv_freq.size());
   for (int64_t i = 0; i < half; ++i) {
     const float angle = static_cast<float>(pos) * inv_freq[i];
-    cos_sin[i] = std::cos(angle);
-    cos_sin[half + i] = std::sin(angle);
+    cos_sin[i] = std::cos(angle) * scale;
+    cos_sin[half + i] = std::sin(angle) * scale;
   }
 }
 
-// Rotate one head's vector by the angles in cos_sin.
+// Rotate one head's vector by the angles in cos_sin: its first 2 * inv_freq.size() values (all of them, unless the
+// model rotates part of each head, as Phi-4-mini does); the rest pass through.
 void rotate(const Model& m, float* v, const float* cos_sin) {
-  const int64_t half = m.head_dim / 2;
+  const int64_t half = static_cast<int64_t>(m.inv_freq.size());
   for (int64_t i = 0; i < half; ++i) {
     const float c = cos_sin[i], s = cos_sin[half + i];
     const int64_t a = m.adjacent_pairs ? 2 * i : i, b = m.adjacent_pairs ? 2 * i + 1 : i + half;
@@ -272,6 +275,24 @@ void* pv_model_new(const int64_t* dims, double eps, double rope_base, int64_t ad
   return model.release();
 }
 
+// Rotate only the first rotary_dims of each head (2 <= rotary_dims <= head_dim, even), with frequencies of base; with
+// factors (rotary_dims / 2 of them), LongRoPE's: 1 / (factor * base^(2i / rotary_dims)), as transformers computes
+// them, and every cosine and sine multiplied by attention_factor. Call before the weights are set. Returns 0, or -1.
+int64_t pv_model_rope(void* handle, int64_t rotary_dims, double base, const float* factors, double attention_factor) {
+  auto& model = *static_cast<Model*>(handle);
+  if (model.scaled || model.gelu || rotary_dims < 2 || rotary_dims > model.head_dim || rotary_dims % 2 ||
+      base <= 0 || attention_factor <= 0)
+    return -1;
+  model.inv_freq.clear();
+  for (int64_t i = 0; i < rotary_dims / 2; ++i) {
+    const float power = std::pow(static_cast<float>(base), static_cast<float>(2 * i) / static_cast<float>(rotary_dims));
+    model.inv_freq.push_back(factors != nullptr ? 1.0f / (factors[i] * power) : 1.0f / power);
+  }
+  model.rotary_scale = static_cast<float>(attention_factor);
+  model.scaled = factors != nullptr;
+  return 0;
+}
+
 // Make a model Gemma 3's: GELU, embeddings scaled by sqrt(hidden), scores by attn_scale, the global layers'
 // frequencies divided by rope_factor, and sliding[i] layers that attend over the last window positions with
 // frequencies of local_base. Call once, before the weights are set. Returns 0, or -1.
@@ -310,7 +331,8 @@ int64_t pv_model_set(void* handle, int64_t layer, int64_t part, const void* data
     return 0;
   }
   if (part == palaver::kRopeFreqs) {  // Llama 3's rotary scaling: each frequency divided by its factor, once
-    if (layer != -1 || type != palaver::kF32 || rows != 1 || cols != model.head_dim / 2 || model.scaled) return -1;
+    const auto half = static_cast<int64_t>(model.inv_freq.size());
+    if (layer != -1 || type != palaver::kF32 || rows != 1 || cols != half || model.scaled) return -1;
     const auto* factors = reinterpret_cast<const float*>(bytes);
     for (int64_t i = 0; i < cols; ++i) model.inv_freq[i] /= factors[i];
     model.scaled = true;
@@ -530,8 +552,9 @@ int64_t pv_step(void* model_handle, void* cache_handle, int64_t rows, const int6
     dequantise_row(m.embed.data + tokens[t] * m.embed.row_bytes, m.embed.type, h / kBlock, &m.x[t * h]);
     if (m.embed_scale != 1.0f)
       for (int64_t i = t * h; i < (t + 1) * h; ++i) m.x[i] *= m.embed_scale;
-    rotary_table(m.inv_freq, position[t], &m.rotary[t * m.head_dim]);
-    if (!m.local_inv_freq.empty()) rotary_table(m.local_inv_freq, position[t], &m.local_rotary[t * m.head_dim]);
+    rotary_table(m.inv_freq, m.rotary_scale, position[t], &m.rotary[t * m.head_dim]);
+    if (!m.local_inv_freq.empty())
+      rotary_table(m.local_inv_freq, 1.0f, position[t], &m.local_rotary[t * m.head_dim]);
   });
 
   for (int64_t layer = 0; layer < m.layers; ++layer) {

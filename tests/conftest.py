@@ -128,6 +128,12 @@ def phi3_gguf_model(models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def phi3_longrope_model(models_dir) -> Path:
+    """A tiny Phi-3 with LongRoPE over half of each head (as Phi-3.5 and Phi-4-mini), as transformers saves it."""
+    return tiny_models.build_sentencepiece_phi3(models_dir / "phi3-longrope", longrope=True)
+
+
+@pytest.fixture(scope="session")
 def gemma3_model(models_dir) -> Path:
     """A tiny Gemma 3 (sliding layers of an 8-position window, four norms a layer, GELU), as transformers saves it."""
     return tiny_models.build_sentencepiece_gemma3(models_dir / "gemma3")

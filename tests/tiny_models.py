@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import string
 from pathlib import Path
 
@@ -456,9 +457,25 @@ def build_sentencepiece_llama(path: Path) -> Path:
     return sentencepiece_model(LlamaConfig, LlamaForCausalLM, path, 3, tie_word_embeddings=True)
 
 
-def build_sentencepiece_phi3(path: Path) -> Path:
-    """A tiny Phi-3 (joined Q/K/V and gate/up projections, an untied head) with a SentencePiece vocabulary."""
-    return sentencepiece_model(Phi3Config, Phi3ForCausalLM, path, 4)
+def build_sentencepiece_phi3(path: Path, longrope: bool = False) -> Path:
+    """A tiny Phi-3 (joined Q/K/V and gate/up projections, an untied head) with a SentencePiece vocabulary.
+
+    longrope: as Phi-3.5 and Phi-4-mini, LongRoPE's short and long factors over the first half of each head, from
+    an original context of 64 positions.
+    """
+    if not longrope:
+        return sentencepiece_model(Phi3Config, Phi3ForCausalLM, path, 4)
+    rope = {
+        "rope_type": "longrope",
+        "rope_theta": 10000.0,
+        "partial_rotary_factor": 0.5,
+        "original_max_position_embeddings": 64,
+        "short_factor": [1.0, 1.2, 2.0, 3.5],
+        "long_factor": [1.5, 3.0, 9.0, 25.0],
+    }
+    return sentencepiece_model(
+        Phi3Config, Phi3ForCausalLM, path, 6, rope_parameters=rope, original_max_position_embeddings=64
+    )
 
 
 def build_sentencepiece_gemma3(path: Path) -> Path:
@@ -532,7 +549,8 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
     writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    writer.add_rope_dimension_count(head_dim)
+    rope = config.rope_parameters if architecture != "gemma3" else {}
+    writer.add_rope_dimension_count(int(head_dim * rope.get("partial_rotary_factor", 1.0)))
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
     writer.add_vocab_size(config.vocab_size)
@@ -591,6 +609,13 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
     add("token_embd.weight", model.model.embed_tokens.weight, types.get("token_embd"))
     if architecture == "phi3":  # its head is its own; the tiny chat Llamas are written tied, as SmolLM2's file is
         add("output.weight", model.lm_head.weight, types.get("token_embd"))
+    if rope.get("rope_type") == "longrope":  # as llama.cpp's Phi3MiniModel writes it
+        original = rope["original_max_position_embeddings"]
+        scale = config.max_position_embeddings / original
+        writer.add_rope_scaling_orig_ctx_len(original)
+        writer.add_rope_scaling_attn_factors(math.sqrt(1 + math.log(scale) / math.log(original)))
+        add("rope_factors_long.weight", torch.tensor(rope["long_factor"]), None)
+        add("rope_factors_short.weight", torch.tensor(rope["short_factor"]), None)
     if (config.rope_parameters or {}).get("rope_type") == "llama3":
         add("rope_freqs.weight", torch.tensor(llama3_rope_factors(config)), None)
     shift = 1.0 if architecture == "gemma3" else 0.0  # llama.cpp stores Gemma's (1 + w) norms as 1 + w

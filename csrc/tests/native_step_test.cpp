@@ -1,7 +1,8 @@
 // The native step's own tests, built with AddressSanitizer and UndefinedBehaviorSanitizer (tests/engine/test_native.py
 // compiles and runs this): a random model of every block type, batches of 1 to 130 rows, prefill chunks and sequence
 // lengths on both sides of every page and tile boundary, and the cache's bookkeeping; then the same for a Gemma 3
-// model, whose sliding layer's window (13 positions) starts inside a page and inside a block of 8 scores.
+// model, whose sliding layer's window (13 positions) starts inside a page and inside a block of 8 scores; and for a
+// model that rotates half of each head with LongRoPE's factors (Phi-3.5, Phi-4-mini).
 
 #include "check.h"
 
@@ -22,6 +23,7 @@ int64_t pv_model_set(void* model, int64_t layer, int64_t part, const void* data,
 int64_t pv_model_check(void* model);
 int64_t pv_model_gemma3(void* model, double attn_scale, double rope_factor, int64_t window, double local_base,
                         const int8_t* sliding);
+int64_t pv_model_rope(void* model, int64_t rotary_dims, double base, const float* factors, double attention_factor);
 void* pv_cache_new(void* model, int64_t page_tokens, int64_t max_pages);
 void pv_cache_free(void* cache);
 int64_t pv_cache_used_pages(void* cache);
@@ -78,11 +80,18 @@ struct TinyModel {
   std::vector<std::vector<float>> norms;
   void* handle = nullptr;
 
-  // window > 0 makes it a Gemma 3 whose first layer slides over that many positions.
-  explicit TinyModel(int64_t window = 0) {
+  // window > 0 makes it a Gemma 3 whose first layer slides over that many positions; long_rope, a model that
+  // rotates the first half of each head with LongRoPE's factors.
+  explicit TinyModel(int64_t window = 0, bool long_rope = false) {
     std::mt19937 rng(7);
     const int64_t dims[7] = {kVocab, kHidden, kFfn, kLayers, kHeads, kKvHeads, kHeadDim};
-    handle = pv_model_new(dims, 1e-5, 10000.0, window > 0 ? 0 : 1);
+    handle = pv_model_new(dims, 1e-5, 10000.0, window > 0 || long_rope ? 0 : 1);
+    if (long_rope) {
+      const float factors[kHeadDim / 4] = {1.0f, 1.5f, 3.0f, 7.5f};
+      CHECK(pv_model_rope(handle, kHeadDim + 2, 10000.0, factors, 1.2) == -1);  // wider than a head
+      CHECK(pv_model_rope(handle, kHeadDim / 2, 10000.0, factors, 1.2) == 0);
+      CHECK(pv_model_rope(handle, kHeadDim / 2, 10000.0, factors, 1.2) == -1);  // once
+    }
     const int8_t sliding[kLayers] = {1, 0};
     if (window > 0) {
       CHECK(pv_model_gemma3(handle, 0.2, 2.0, window, 10000.0, sliding) == 0);
@@ -258,8 +267,9 @@ void the_window_bounds_what_a_sliding_layer_sees(void* narrow) {
 }
 
 int main() {
-  for (int64_t window : {0, 13}) {
-    TinyModel model(window);
+  for (int64_t variant = 0; variant < 3; ++variant) {
+    const int64_t window = variant == 1 ? 13 : 0;
+    TinyModel model(window, variant == 2);
     chunks_and_pages_give_the_same_bits(model.handle);
     every_batch_size_gives_each_row_its_bits_alone(model.handle);
     threads_do_not_change_the_bits(model.handle);

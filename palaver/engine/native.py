@@ -99,6 +99,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         "pv_model_set": ([_ptr, _i64, _i64, _ptr, _i64, _i64, _i64], _i64),
         "pv_model_check": ([_ptr], _i64),
         "pv_model_gemma3": ([_ptr, ctypes.c_double, ctypes.c_double, _i64, ctypes.c_double, _ptr], _i64),
+        "pv_model_rope": ([_ptr, _i64, ctypes.c_double, _ptr, ctypes.c_double], _i64),
         "pv_cache_new": ([_ptr, _i64, _i64], _ptr),
         "pv_cache_free": ([_ptr], None),
         "pv_cache_page_bytes": ([_ptr], _i64),
@@ -155,11 +156,15 @@ def refusal(config: dict, entries: list) -> str | None:
     if architecture not in ARCHITECTURES:
         return f"its architecture is {architecture}, and the native step serves {', '.join(ARCHITECTURES)}"
     rope = config.get("rope_parameters") or {}
-    if any(e.name.startswith("rope_factors_") for e in entries):  # Phi-3's long-context variants
-        return "its long-context rotary factors (longrope) are not served natively yet"
     scaling = rope.get("rope_type", "default")
-    if scaling != "default" and not (architecture == "gemma3" and scaling == "linear"):
+    longrope = scaling == "longrope" and {"rope_factors_long.weight", "rope_factors_short.weight"} <= names(entries)
+    if scaling != "default" and not (architecture == "gemma3" and scaling == "linear") and not longrope:
         return f"its rotary scaling ({scaling}) is not served natively yet"
+    rotary = config.get("rotary_dims", config.get("head_dim"))
+    if rotary is not None and (rotary % 2 or not 2 <= rotary <= Shape.of(config).head_dim):
+        return f"it rotates {rotary} dimensions of each head, which the native step cannot"
+    if architecture == "gemma3" and rotary != Shape.of(config).head_dim:
+        return "its Gemma 3 layers rotate part of each head, which the native step does not yet"
     biased = config.get("attention_bias") and architecture != "qwen2"  # Qwen2's Q/K/V biases are served
     if biased or config.get("mlp_bias") or config.get("hidden_act") != ACTIVATIONS.get(architecture, "silu"):
         return "its layers have biases or another activation"
@@ -177,10 +182,15 @@ def refusal(config: dict, entries: list) -> str | None:
     return None
 
 
+def names(entries: list) -> set[str]:
+    return {entry.name for entry in entries}
+
+
 class NativeModel:
     """A GGUF file's weights, read in place from a read-only mapping, with the native step over them."""
 
-    def __init__(self, gguf_path: Path, config: dict, entries: list, threads: int):
+    def __init__(self, gguf_path: Path, config: dict, entries: list, threads: int, context: int | None = None):
+        # context, the longest sequence served, picks LongRoPE's factors as llama.cpp does: long past the original
         lib = library()
         if lib is None:
             raise RuntimeError("the native step is unavailable")
@@ -194,10 +204,11 @@ class NativeModel:
         self.handle = self.lib.pv_model_new(dims, shape.eps, shape.rope_base, adjacent_pairs)
         if not self.handle:
             raise ValueError("the native step cannot run a model of these dimensions")
-        if config["model_type"] == "gemma3":
-            self._make_gemma3(config)
         base = self.data.ctypes.data
         tensors = {entry.name: entry for entry in entries}
+        if config["model_type"] == "gemma3":
+            self._make_gemma3(config)
+        self._set_rotary(config, tensors, base, context)
         for entry in entries:
             name, _, kind = entry.name.rpartition(".")
             layer, part, short = -1, PARTS.get(name), ""
@@ -235,6 +246,23 @@ class NativeModel:
         )
         if status != 0:
             raise ValueError("the native step cannot run this Gemma 3 model's attention")
+
+    def _set_rotary(self, config: dict, tensors: dict, base: int, context: int | None) -> None:
+        """Rotate part of each head, or by LongRoPE's factors, where the file asks; leave the default otherwise."""
+        rope = config.get("rope_parameters") or {}
+        rotary = config.get("rotary_dims") or self.shape.head_dim
+        if rope.get("rope_type") != "longrope" and rotary == self.shape.head_dim:
+            return
+        factors, attention_factor = None, 1.0
+        if rope.get("rope_type") == "longrope":
+            original = rope["original_max_position_embeddings"]
+            kind = "long" if (context or original) > original else "short"
+            entry = tensors[f"rope_factors_{kind}.weight"]
+            if entry.qtype != 0 or entry.shape[0] != rotary // 2:
+                raise ValueError(f"the native step cannot read {entry.name} ({entry.shape}, type {entry.qtype})")
+            factors, attention_factor = base + entry.offset, rope["attention_factor"]
+        if self.lib.pv_model_rope(self.handle, rotary, self.shape.rope_base, factors, attention_factor) != 0:
+            raise ValueError(f"the native step cannot rotate {rotary} of each head's {self.shape.head_dim} dimensions")
 
     def _set(self, layer: int, part: int, address: int, entry) -> None:
         rows, cols = (1, entry.shape[0]) if len(entry.shape) == 1 else (entry.shape[0], row_weights(entry))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -37,6 +38,7 @@ def llama_config(gguf: GGUFFile) -> dict[str, Any]:
     scaling = gguf.get("rope.scaling.type", "none")
     window = int(gguf.get("attention.sliding_window", 0) or 0)
     context = int(gguf.get("context_length", 2048))
+    head_dim = int(gguf.get("attention.key_length", hidden // heads if heads else 0))
     config = {
         "model_type": gguf.architecture,
         "vocab_size": vocab,
@@ -45,7 +47,8 @@ def llama_config(gguf: GGUFFile) -> dict[str, Any]:
         "num_hidden_layers": int(gguf.get("block_count", 0)),
         "num_attention_heads": heads,
         "num_key_value_heads": int(gguf.get("attention.head_count_kv", heads)),
-        "head_dim": int(gguf.get("attention.key_length", hidden // heads if heads else 0)),
+        "head_dim": head_dim,
+        "rotary_dims": int(gguf.get("rope.dimension_count", head_dim)),  # fewer: each head is rotated in part
         "rms_norm_eps": float(gguf.get("attention.layer_norm_rms_epsilon", 1e-5)),
         "rope_parameters": {
             "rope_type": "default" if scaling in ("none", None) else scaling,
@@ -61,7 +64,21 @@ def llama_config(gguf: GGUFFile) -> dict[str, Any]:
     }
     if gguf.architecture == "gemma3":
         config.update(gemma3_config(gguf, config, window, context))
+    if any(e.name == "rope_factors_long.weight" for e in gguf.tensors):
+        config["rope_parameters"].update(longrope_parameters(gguf, context))
     return config
+
+
+def longrope_parameters(gguf: GGUFFile, context: int) -> dict[str, Any]:
+    """Return LongRoPE's parameters (Phi-3 128k, Phi-3.5, Phi-4-mini) as llama.cpp's converter writes them."""
+    original = int(gguf.get("rope.scaling.original_context_length", context))
+    factor = context / original
+    default = math.sqrt(1 + math.log(factor) / math.log(original)) if factor > 1 else 1.0
+    return {
+        "rope_type": "longrope",
+        "original_max_position_embeddings": original,
+        "attention_factor": float(gguf.get("rope.scaling.attn_factor", default)),
+    }
 
 
 def gemma3_config(gguf: GGUFFile, config: dict[str, Any], window: int, context: int) -> dict[str, Any]:
@@ -105,10 +122,9 @@ class NativeLlama:
             pad_token_id=tokenizer.pad_token_id,
             decoder_start_token_id=None,
         )
-        self.weights = native.NativeModel(
-            gguf.path, config, gguf.tensors, settings.torch_threads or native.available_cores()
-        )
         context = min(config["max_position_embeddings"], settings.max_context_tokens)
+        threads = settings.torch_threads or native.available_cores()
+        self.weights = native.NativeModel(gguf.path, config, gguf.tensors, threads, context)
         kv_bytes = self.weights.kv_bytes_per_token()
         wanted = settings.max_batch_size * context * kv_bytes  # every row at a full context: never more than this
         budget = kv_budget(settings.memory_limit or cgroup_limit(), gguf.path.stat().st_size, wanted)

@@ -184,6 +184,31 @@ def test_gemma3_agrees_with_transformers_own_model_on_float32_weights(gemma3_mod
     model.close()
 
 
+def test_longrope_over_part_of_each_head_follows_transformers_within_and_past_the_original_context(
+    phi3_longrope_model, tmp_path
+):
+    """Phi-3.5's and Phi-4-mini's rotary: short factors within the original context, long ones past it."""
+    path = tiny_models.build_gguf_llama(phi3_longrope_model, tmp_path / "phi3-longrope.gguf", {})
+    gguf = read_gguf(path)
+    config = llama_config(gguf)
+    assert config["rotary_dims"] == 8 and config["head_dim"] == 16
+    assert config["rope_parameters"]["rope_type"] == "longrope" and native.refusal(config, gguf.tensors) is None
+    reference = transformers.AutoModelForCausalLM.from_pretrained(phi3_longrope_model)
+    for context, length in ((64, 40), (512, 100)):  # transformers switches to the long factors past 64 positions
+        model = native.NativeModel(path, config, gguf.tensors, threads=2, context=context)
+        prompt = [(i * 37) % 250 + 7 for i in range(length)]
+        cache = model.new_cache(16, 64)
+        sequence = cache.new_sequence()
+        assert cache.reserve(sequence, len(prompt))
+        got = cache.step([sequence], [prompt], [True])[0]
+        with torch.inference_mode():
+            want = reference(torch.tensor([prompt])).logits[0, -1].numpy()
+        # Float32 weights on both sides: 1e-4 measured; the attention factor left out is 1.2e-3 off or more.
+        assert np.abs(got - want).max() <= 5e-4 * np.abs(want).max() and got.argmax() == want.argmax()
+        cache.close()
+        model.close()
+
+
 def test_llama_3s_rotary_scaling_is_read_from_the_files_frequency_factors(
     llama3_scaled_model, llama3_scaled_gguf_model
 ):
