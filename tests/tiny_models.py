@@ -526,7 +526,7 @@ GEMMA3_TO_GGUF = {
 }
 
 
-def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None = None) -> Path:
+def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None = None, pre: str | None = None) -> Path:
     """Write a tiny Llama, Qwen2/3, Phi-3 or Gemma 3 as a GGUF file the way llama.cpp's converter does.
 
     Llama's Q and K rows are permuted into rotary pairs, as the converter does; Qwen2's are not, and its biases
@@ -566,7 +566,7 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
         tokens = [token for token, _ in sorted(state["vocab"].items(), key=lambda item: item[1])]
         special = set(tokenizer.all_special_tokens)
         writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre("qwen2" if architecture.startswith("qwen") else "default")
+        writer.add_tokenizer_pre(pre or ("qwen2" if architecture.startswith("qwen") else "default"))
         writer.add_token_list(tokens)
         writer.add_token_types([3 if token in special else 1 for token in tokens])  # 3: control, 1: normal
         writer.add_token_merges([" ".join(pair) if isinstance(pair, list) else pair for pair in state["merges"]])

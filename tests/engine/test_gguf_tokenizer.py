@@ -3,8 +3,11 @@
 import json
 from dataclasses import replace
 
+import pytest
+import tiny_models
 from transformers import AutoTokenizer
 
+from palaver.engine.file_tokenizer import FileTokenizer
 from palaver.engine.gguf_file import read_gguf
 from palaver.engine.gguf_tokenizer import end_of_turn_ids, tokenizer_config, tokenizer_json, unsupported
 from palaver.engine.loading import gguf_metadata_dir
@@ -40,3 +43,18 @@ def test_a_turns_end_stops_beside_the_files_end_of_sequence(sentencepiece_gguf_m
     embedded = read_gguf(embedded_gguf_path())
     names = {embedded.metadata["tokenizer.ggml.tokens"][i] for i in end_of_turn_ids(embedded)}
     assert names == {"<|im_end|>", "<|endoftext|>"}
+
+
+@pytest.mark.parametrize("pre", ["llama-bpe", "qwen2", "gpt-4o", "tekken"])
+def test_each_pre_tokenizer_splits_text_as_transformers_does(chat_model, tmp_path, pre):
+    """Llama 3's, Qwen2's, GPT-4o's (Phi-4-mini) and Tekken's (Mistral Nemo) splits: the same pieces, the same ids."""
+    path = tiny_models.build_gguf_llama(chat_model, tmp_path / f"{pre}.gguf", {}, pre=pre)
+    gguf = read_gguf(path)
+    theirs = AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
+    ours = FileTokenizer(tokenizer_json(gguf), tokenizer_config(gguf))
+    assert (
+        json.loads(tokenizer_json(gguf))["pre_tokenizer"]
+        == json.loads(theirs.backend_tokenizer.to_str())["pre_tokenizer"]
+    )
+    for text in ["Hello WORLD's THE quick brown Fox", "tell me 1234567 bees\n\n  and   9 honey", "it'll DON'T café/x"]:
+        assert ours.encode(text, add_special_tokens=False) == theirs.encode(text, add_special_tokens=False), text
