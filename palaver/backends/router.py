@@ -72,8 +72,9 @@ class ModelRouter:
             if isinstance(slot.backend, UpstreamEngine) and name == slot.backend.model_name:
                 return slot.name
         known = ", ".join(f"'{known}'" for known in self.names)
+        shown = name if len(name) <= 100 else name[:100] + "…"  # a name is echoed, never a whole body
         raise NotFound(
-            f"the model '{name}' does not exist; this server serves {known}", param="model", code="model_not_found"
+            f"the model '{shown}' does not exist; this server serves {known}", param="model", code="model_not_found"
         )
 
     # Leases: a model in use is never unloaded; one that must load first makes room for itself.

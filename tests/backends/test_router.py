@@ -244,6 +244,9 @@ def test_names_and_sources_resolve_and_others_are_named_in_the_404(make_settings
         assert router.resolve(str(gguf_chat_model)) == "small", "a source as written means its first name"
         with pytest.raises(NotFound, match="serves 'small', 'chat-llama'"):
             router.resolve("big")
+        with pytest.raises(NotFound) as caught:
+            router.resolve("x" * 100_000 + "\ud800")
+        assert len(caught.value.message) < 300, "a name is echoed shortened, never a whole body"
         assert ModelRouter(Settings(cache_dir=router.settings.cache_dir)).names == ["SmolLM2-135M-Instruct"]
     finally:
         router.close()
