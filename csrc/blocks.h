@@ -1,10 +1,11 @@
 // GGUF blocks read in float32, and the dot products over them: one place for both libraries. Served: float32,
-// float16 and bfloat16 tensors; Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 blocks of 32 weights; and the K-quants Q4_K, Q5_K
-// and Q6_K, super-blocks of 256 weights in eight parts of 32 (the types inside Q4_K_M, Q5_K_M and Q6_K files).
+// float16 and bfloat16 tensors; Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 blocks of 32 weights; and the K-quants Q2_K, Q3_K,
+// Q4_K, Q5_K and Q6_K, super-blocks of 256 weights in eight parts of 32 (the types inside Q2_K, Q3_K_M, Q4_K_M,
+// Q5_K_M and Q6_K files).
 //
 // Each weight is dequantised exactly as gguf-py does: every product of a block's integers and its float16 scales is
 // exact in float32, so each weight is rounded at most once, where gguf-py rounds it (Q6_K's (d * scale) * q, an
-// offset's subtraction or addition). Every dot product uses one 8-lane accumulator over k = lane, lane + 8, ... in
+// offset's subtraction or addition; Q3_K's weights are exact products). Every dot product uses one 8-lane accumulator over k = lane, lane + 8, ... in
 // order and a fixed horizontal sum, whichever path computes it: a row's result does not depend on which other rows
 // share the call.
 #pragma once
@@ -23,12 +24,12 @@ constexpr int64_t kSuper = 256;  // weights per K-quant super-block
 // ggml's type numbers.
 enum QuantType : int64_t {
   kF32 = 0, kF16 = 1, kQ4_0 = 2, kQ4_1 = 3, kQ5_0 = 6, kQ5_1 = 7, kQ8_0 = 8,
-  kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kBF16 = 30,
+  kQ2_K = 10, kQ3_K = 11, kQ4_K = 12, kQ5_K = 13, kQ6_K = 14, kBF16 = 30,
 };
 
 // Weights in one stored unit of a type: a super-block of 256 for the K-quants, a block of 32 for the rest.
 constexpr int64_t unit_weights(int64_t type) {
-  return type == kQ4_K || type == kQ5_K || type == kQ6_K ? kSuper : kBlock;
+  return type == kQ2_K || type == kQ3_K || type == kQ4_K || type == kQ5_K || type == kQ6_K ? kSuper : kBlock;
 }
 
 // Bytes of one stored unit; 0 for types not served here.
@@ -37,6 +38,8 @@ constexpr int64_t unit_weights(int64_t type) {
 //   Q4_K: d, dmin, 12 bytes of 6-bit scales and minimums, 128 bytes of nibbles
 //   Q5_K: as Q4_K, with 32 bytes of fifth bits before the nibbles
 //   Q6_K: 128 bytes of low nibbles, 64 of high pairs, 16 int8 scales, then d
+//   Q2_K: 16 bytes of 4-bit scales and minimums, 64 bytes of 2-bit weights, d, dmin
+//   Q3_K: 32 bytes of third bits, 64 bytes of 2-bit weights, 12 bytes of 6-bit scales, d
 constexpr int64_t unit_bytes(int64_t type) {
   switch (type) {
     case kF32: return kBlock * 4;
@@ -49,6 +52,8 @@ constexpr int64_t unit_bytes(int64_t type) {
     case kQ4_K: return 2 + 2 + 12 + 128;
     case kQ5_K: return 2 + 2 + 12 + 32 + 128;
     case kQ6_K: return 128 + 64 + 16 + 2;
+    case kQ2_K: return 16 + 64 + 2 + 2;
+    case kQ3_K: return 32 + 64 + 12 + 2;
     default: return 0;
   }
 }
@@ -195,6 +200,49 @@ inline void q6_k_part_weights(const uint8_t* super, int64_t part, __m256 w[4]) {
   for (int j = 0; j < 4; ++j) w[j] = _mm256_mul_ps(w[j], j < 2 ? first : second);
 }
 
+// The 2-bit weights of part `part` (0..7) of a Q2_K or Q3_K super-block, as bytes in weight order: 32 bytes of qs
+// per half, each holding four parts' weights in its bit pairs.
+inline __m256i two_bit_part(const uint8_t* qs, int64_t part) {
+  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + (part / 4) * 32));
+  return _mm256_and_si256(shift_bytes_right(raw, static_cast<int>(part % 4) * 2), _mm256_set1_epi8(3));
+}
+
+// Part `part` of a Q2_K super-block: 32 weights (d * scale) * q - dmin * min, a 4-bit scale and minimum per 16.
+inline void q2_k_part_weights(const uint8_t* super, int64_t part, __m256 w[4]) {
+  widen<false>(two_bit_part(super + 16, part), w);
+  const float d = half_to_float(super + 80), dmin = half_to_float(super + 82);
+  for (int half = 0; half < 2; ++half) {
+    const uint8_t packed = super[part * 2 + half];
+    // Both products are exact in float32 (11 bits by 4): only the subtraction rounds, as in gguf-py.
+    const __m256 ds = _mm256_set1_ps(d * static_cast<float>(packed & 0xF));
+    const __m256 dm = _mm256_set1_ps(dmin * static_cast<float>(packed >> 4));
+    for (int j = 2 * half; j < 2 * half + 2; ++j) w[j] = _mm256_sub_ps(_mm256_mul_ps(w[j], ds), dm);
+  }
+}
+
+// Q3_K's 6-bit scale number i (0..15), as ggml unpacks the 12 bytes: a low nibble, and two high bits.
+inline int q3_k_scale(const uint8_t* scales, int64_t i) {
+  const int low = (scales[i % 8] >> (4 * (i / 8))) & 0xF;
+  const int high = (scales[8 + i % 4] >> (2 * (i / 4))) & 3;
+  return (low | (high << 4)) - 32;
+}
+
+// Part `part` of a Q3_K super-block: 32 weights (d * scale) * (q - 4 where the third bit is clear), a scale per 16.
+inline void q3_k_part_weights(const uint8_t* super, int64_t part, __m256 w[4]) {
+  const __m256i low = two_bit_part(super + 32, part);
+  const __m256i hmask = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(super));
+  const __m256i bit = _mm256_and_si256(shift_bytes_right(hmask, static_cast<int>(part)), _mm256_set1_epi8(1));
+  // q - 4 * (1 - bit): 0..3 with the bit set, -4..-1 without, as signed bytes.
+  const __m256i q = _mm256_sub_epi8(low, _mm256_slli_epi16(_mm256_xor_si256(bit, _mm256_set1_epi8(1)), 2));
+  widen<true>(q, w);
+  const float d = half_to_float(super + 108);
+  for (int half = 0; half < 2; ++half) {
+    // d * scale and its product with q are exact in float32 (11 bits by 6, by 3): no weight is rounded.
+    const __m256 ds = _mm256_set1_ps(d * static_cast<float>(q3_k_scale(super + 96, part * 2 + half)));
+    for (int j = 2 * half; j < 2 * half + 2; ++j) w[j] = _mm256_mul_ps(w[j], ds);
+  }
+}
+
 // Block b (the weights b * 32 .. b * 32 + 31) of a row, in four registers, dequantised exactly as gguf-py does.
 template <int64_t Type>
 inline void block_weights(const uint8_t* row, int64_t b, __m256 w[4]) {
@@ -214,6 +262,10 @@ inline void block_weights(const uint8_t* row, int64_t b, __m256 w[4]) {
     k_part_weights<Type>(unit, b % parts, w);
   } else if constexpr (Type == kQ6_K) {
     q6_k_part_weights(unit, b % parts, w);
+  } else if constexpr (Type == kQ2_K) {
+    q2_k_part_weights(unit, b % parts, w);
+  } else if constexpr (Type == kQ3_K) {
+    q3_k_part_weights(unit, b % parts, w);
   } else {
     const __m256 d = _mm256_set1_ps(half_to_float(unit));
     if constexpr (Type == kQ8_0) {
@@ -267,6 +319,8 @@ inline void with_type(int64_t type, F&& f) {
     case kQ4_K: f(std::integral_constant<int64_t, kQ4_K>{}); break;
     case kQ5_K: f(std::integral_constant<int64_t, kQ5_K>{}); break;
     case kQ6_K: f(std::integral_constant<int64_t, kQ6_K>{}); break;
+    case kQ2_K: f(std::integral_constant<int64_t, kQ2_K>{}); break;
+    case kQ3_K: f(std::integral_constant<int64_t, kQ3_K>{}); break;
     default: f(std::integral_constant<int64_t, kF32>{}); break;
   }
 }

@@ -78,6 +78,13 @@ def k_quant_gguf_model(models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def low_bit_gguf_model(models_dir) -> Path:
+    """A tiny chat Llama 256 wide, written as a GGUF file of Q2_K and Q3_K tensors."""
+    wide = tiny_models.build_chat_llama(models_dir / "wide-chat-llama", width=256)
+    return tiny_models.build_gguf_llama(wide, models_dir / "low-bit-chat-llama.gguf", tiny_models.LOW_BIT_TYPES)
+
+
+@pytest.fixture(scope="session")
 def qwen2_gguf_model(models_dir) -> Path:
     """A tiny Qwen2 (Q/K/V biases, rotary in halves, a tied head) written as a GGUF file of mixed block types."""
     qwen2 = tiny_models.build_chat_qwen2(models_dir / "chat-qwen2")

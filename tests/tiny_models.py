@@ -316,6 +316,9 @@ K_QUANT_TYPES = {
 }
 # Where a K-quant keeps its float16 scales in a super-block, and the scale written there.
 K_QUANT_SCALES = {"Q4_K": {0: 0.002, 2: 0.001}, "Q5_K": {0: 0.001, 2: 0.0005}, "Q6_K": {208: 0.0004}}
+K_QUANT_SCALES |= {"Q2_K": {80: 0.002, 82: 0.001}, "Q3_K": {108: 0.0005}}
+# The 2- and 3-bit K-quants, as Q2_K and Q3_K_M files mix them (the rest float32).
+LOW_BIT_TYPES = {"attn_q": "Q2_K", "attn_k": "Q3_K", "attn_v": "Q3_K", "ffn_gate": "Q2_K", "ffn_down": "Q3_K"}
 LLAMA_TO_GGUF = {
     "self_attn.q_proj": "attn_q",
     "self_attn.k_proj": "attn_k",

@@ -116,6 +116,55 @@ void reference_unit(int64_t type, const uint8_t* x, float* y) {
       }
       return;
     }
+    case kQ2_K: {  // ggml's dequantize_row_q2_K
+      const float d = half(x + 80), dmin = half(x + 82);
+      const uint8_t* q = x + 16;
+      int is = 0;
+      for (int n = 0; n < 256; n += 128) {
+        int shift = 0;
+        for (int j = 0; j < 4; ++j) {
+          for (int part = 0; part < 2; ++part) {
+            const uint8_t sc = x[is++];
+            const float dl = d * static_cast<float>(sc & 0xF), ml = dmin * static_cast<float>(sc >> 4);
+            for (int l = 0; l < 16; ++l) *y++ = dl * static_cast<float>((q[l + 16 * part] >> shift) & 3) - ml;
+          }
+          shift += 2;
+        }
+        q += 32;
+      }
+      return;
+    }
+    case kQ3_K: {  // ggml's dequantize_row_q3_K, its scales unpacked as it does
+      const uint32_t kmask1 = 0x03030303, kmask2 = 0x0f0f0f0f;
+      uint32_t aux[4];
+      std::memcpy(aux, x + 96, 12);
+      const uint32_t tmp = aux[2];
+      aux[2] = ((aux[0] >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4);
+      aux[3] = ((aux[1] >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4);
+      aux[0] = (aux[0] & kmask2) | (((tmp >> 0) & kmask1) << 4);
+      aux[1] = (aux[1] & kmask2) | (((tmp >> 2) & kmask1) << 4);
+      int8_t scales[16];
+      std::memcpy(scales, aux, 16);
+      const float d_all = half(x + 108);
+      const uint8_t* q = x + 32;
+      const uint8_t* hm = x;
+      uint8_t m = 1;
+      int is = 0;
+      for (int n = 0; n < 256; n += 128) {
+        int shift = 0;
+        for (int j = 0; j < 4; ++j) {
+          for (int part = 0; part < 2; ++part) {
+            const float dl = d_all * static_cast<float>(scales[is++] - 32);
+            for (int l = 16 * part; l < 16 * part + 16; ++l)
+              *y++ = dl * static_cast<float>(static_cast<int8_t>((q[l] >> shift) & 3) - ((hm[l] & m) ? 0 : 4));
+          }
+          shift += 2;
+          m = static_cast<uint8_t>(m << 1);
+        }
+        q += 32;
+      }
+      return;
+    }
     default: CHECK(false);
   }
 }
@@ -159,6 +208,8 @@ std::vector<uint8_t> random_rows(std::mt19937& rng, int64_t type, int64_t rows, 
     std::vector<int64_t> offsets = {0};
     if (type == kQ4_1 || type == kQ5_1 || type == kQ4_K || type == kQ5_K) offsets.push_back(2);
     if (type == kQ6_K) offsets = {208};
+    if (type == kQ2_K) offsets = {80, 82};
+    if (type == kQ3_K) offsets = {108};
     for (int64_t offset : offsets) {
       const uint16_t bits = scale();
       std::memcpy(&data[u + static_cast<size_t>(offset)], &bits, 2);
@@ -208,8 +259,9 @@ void check_type(std::mt19937& rng, int64_t type) {
 
 int main() {
   std::mt19937 rng(11);
-  for (int64_t type : {kF32, kF16, kBF16, kQ4_0, kQ4_1, kQ5_0, kQ5_1, kQ8_0, kQ4_K, kQ5_K, kQ6_K}) check_type(rng, type);
-  CHECK(row_bytes_of(kQ4_K, 576) == 0 && row_bytes_of(kQ5_0, 576) == 18 * 22 && !served(10));
+  for (int64_t type : {kF32, kF16, kBF16, kQ4_0, kQ4_1, kQ5_0, kQ5_1, kQ8_0, kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K})
+    check_type(rng, type);
+  CHECK(row_bytes_of(kQ4_K, 576) == 0 && row_bytes_of(kQ5_0, 576) == 18 * 22 && !served(9) && !served(15));
   if (palaver_test::failures) {
     std::fprintf(stderr, "%d block checks failed\n", palaver_test::failures);
     return 1;

@@ -50,7 +50,7 @@ class Settings:
     weights: str = setting(
         "auto",
         "How weights are held: `auto` keeps a GGUF file's blocks as stored (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, the "
-        "K-quants Q4_K, Q5_K and Q6_K, F16 and BF16: about 5x less "
+        "K-quants Q2_K to Q6_K, F16 and BF16: about 5x less "
         "memory read per token) and other models in float32; `q8_0` also quantises other models' linear "
         "layers to Q8_0 at load (faster and smaller, slightly different replies); `float32` de-quantises "
         "everything. Blocks need the kernel that `make` builds; without it, float32.",

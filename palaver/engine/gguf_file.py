@@ -35,8 +35,8 @@ TYPE_NAMES |= {12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 30: "BF16"}
 PLAIN_DTYPES = {0: "<f4", 1: "<f2"}
 # The types csrc/blocks.h reads as stored: the native step and the block kernel serve these; K-quants in rows of
 # whole 256-weight super-blocks, the others in rows of whole 32-weight blocks.
-KERNEL_TYPES = frozenset({0, 1, 30, 2, 3, 6, 7, 8, 12, 13, 14})
-SUPER_BLOCK_TYPES = frozenset({12, 13, 14})
+KERNEL_TYPES = frozenset({0, 1, 30, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14})
+SUPER_BLOCK_TYPES = frozenset({10, 11, 12, 13, 14})
 
 
 def row_weights(entry: TensorEntry) -> int:

@@ -100,21 +100,16 @@ def test_every_batch_size_gives_each_row_its_bits_alone(weights, rows):
     cache.close()
 
 
-@pytest.fixture(scope="module")
-def k_quant_weights(k_quant_gguf_model):
-    gguf = read_gguf(k_quant_gguf_model)
+@pytest.mark.parametrize("fixture", ["k_quant_gguf_model", "low_bit_gguf_model"])
+def test_every_block_type_agrees_with_transformers_and_keeps_each_rows_bits(request, fixture, tmp_path):
+    """Q4_K, Q5_K, Q6_K, Q5_0, Q5_1, F16 and BF16 in one file; Q2_K and Q3_K in another."""
+    path = request.getfixturevalue(fixture)
+    gguf = read_gguf(path)
     assert native.refusal(llama_config(gguf), gguf.tensors) is None, "every type in the file is read natively"
-    model = native.NativeModel(k_quant_gguf_model, llama_config(gguf), gguf.tensors, threads=2)
-    yield model
-    model.close()
-
-
-def test_k_quants_q5_and_16_bit_floats_agree_with_transformers_and_keep_each_rows_bits(
-    k_quant_weights, k_quant_gguf_model, tmp_path
-):
-    settings = Settings(model=str(k_quant_gguf_model), cache_dir=str(tmp_path), weights="float32")
+    model = native.NativeModel(path, llama_config(gguf), gguf.tensors, threads=2)
+    settings = Settings(model=str(path), cache_dir=str(tmp_path), weights="float32")
     reference = load_model(settings).family.model  # every tensor de-quantised by gguf-py
-    cache = k_quant_weights.new_cache(16, 64)
+    cache = model.new_cache(16, 64)
     sequence, neighbour = cache.new_sequence(), cache.new_sequence()
     assert cache.reserve(sequence, len(PROMPT) + 4) and cache.reserve(neighbour, 40)
     got = cache.step([sequence], [PROMPT], [True])[0]
@@ -126,6 +121,7 @@ def test_k_quants_q5_and_16_bit_floats_agree_with_transformers_and_keep_each_row
     together = cache.step([neighbour, sequence], [list(range(1, 30)), [3]], [False, True])[1]
     assert alone.tobytes() == together.tobytes(), "a row's bits do not depend on its neighbour"
     cache.close()
+    model.close()
 
 
 @pytest.mark.parametrize("fixture", ["qwen2_gguf_model", "qwen3_gguf_model", "phi3_gguf_model", "gemma3_gguf_model"])

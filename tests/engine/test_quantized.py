@@ -24,7 +24,7 @@ TYPES = sorted(KERNEL_TYPES - {T.F32})
 Q4_1 = T.Q4_1
 # Where each type keeps its float16 scales in a block: these are set to finite values, every other byte is random.
 SCALES = {T.Q4_0: [0], T.Q4_1: [0, 2], T.Q5_0: [0], T.Q5_1: [0, 2], T.Q8_0: [0], T.Q4_K: [0, 2], T.Q5_K: [0, 2]}
-SCALES |= {T.Q6_K: [208]}
+SCALES |= {T.Q6_K: [208], T.Q2_K: [80, 82], T.Q3_K: [108]}
 EXTREME_HALVES = np.array([65504, -65504, 6.1e-5, 5.96e-8, -5.96e-8, 0.0, -0.0, 1e-3, 3.0], dtype=np.float16)
 
 
