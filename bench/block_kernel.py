@@ -33,7 +33,7 @@ def random_rows(qtype: int, rows: int, cols: int) -> torch.Tensor:
     per_block, block_bytes = TYPE_LAYOUT[qtype]
     units = rows * cols // per_block
     raw = rng.integers(0, 256, (units, block_bytes), dtype=np.uint8)
-    for offset in {12: (0, 2), 13: (0, 2), 14: (208,)}[qtype]:
+    for offset in {10: (80, 82), 11: (108,), 12: (0, 2), 13: (0, 2), 14: (208,)}[qtype]:
         raw[:, offset : offset + 2] = np.full(units, 0.002, dtype=np.float16).view(np.uint8).reshape(units, 2)
     return torch.from_numpy(raw.reshape(rows, -1))
 
