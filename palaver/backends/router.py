@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, replace
@@ -18,6 +19,7 @@ from palaver.backends.upstream import UpstreamEngine
 from palaver.core.config import Settings
 from palaver.core.errors import NotFound
 from palaver.core.types import ModelLimits, Reply, ReplyEvents, final
+from palaver.engine.admission import Admission
 from palaver.engine.engine import Engine
 from palaver.engine.generation import GenerationRequest, Observer
 from palaver.engine.memory import give_back, resident_bytes
@@ -43,6 +45,9 @@ class ModelRouter:
         self.loader = loader
         self.turns = StepTurns()  # one step at a time across the models, in turn
         self.budget = MemoryBudget(settings.memory_limit)
+        # PALAVER_MAX_PENDING bounds the server, not each model: N models must not let N times as many in.
+        self.counts: Counter = Counter()
+        self.admission = Admission(settings.max_pending, self.counts)
         self._lock = threading.Lock()
         self._closed = threading.Event()
         if settings.keep_alive > 0:
@@ -170,8 +175,12 @@ class ModelRouter:
     def stream(self, request: GenerationRequest) -> ReplyEvents:
         """Queue a request on its model; yield its PromptInfo, its text, then its Reply."""
         request.model = self.resolve(request.model)
-        with self.using(request.model) as backend:
-            yield from backend.stream(request)
+        self.admission.admit()  # one bound for the server, whichever model a request names
+        try:
+            with self.using(request.model) as backend:
+                yield from backend.stream(request)
+        finally:
+            self.admission.finished()
 
     def generate(self, request: GenerationRequest) -> Reply:
         return final(self.stream(request), Reply)
@@ -188,10 +197,9 @@ class ModelRouter:
         with self.using(model) as backend:
             return backend.model_limits(timeout)
 
-    def waiting(self, model: str | None = None) -> AbstractContextManager[None]:
-        """Count a request waiting for its conversation's turn toward its model's pending bound."""
-        with self.using(model) as backend:
-            return backend.waiting()
+    def waiting(self) -> AbstractContextManager[None]:
+        """Count a request waiting for its conversation's turn toward the server's pending bound."""
+        return self.admission.waiting_turn()
 
     def start(self, model: str | None = None) -> None:
         """Start loading a model (the default if None) in the background."""
@@ -217,7 +225,13 @@ class ModelRouter:
 
     @property
     def pending(self) -> int:
-        return sum(slot.backend.pending for slot in self.slots.values() if slot.backend is not None)
+        """Return the requests queued or generating, on every model."""
+        return self.admission.pending
+
+    @property
+    def waiting_count(self) -> int:
+        """Return the requests waiting for their conversation's previous turn to end."""
+        return self.admission.waiting
 
     @property
     def load_seconds(self) -> float:
@@ -238,6 +252,7 @@ class ModelRouter:
         slot = self.slots[self.default]
         info = slot.backend.describe() if slot.backend is not None else {"state": "idle", "pending": 0}
         info["state"] = self.state
+        info["requests"] = {**info.get("requests", {}), **self.counts}  # the server's refusals beside the model's
         info["models"] = [self.describe_model(name) for name in self.names]
         info["memory"] = {"resident_bytes": resident_bytes(), "limit_bytes": self.budget.limit or None}
         return info

@@ -174,7 +174,7 @@ class Settings:
     )
     max_pending: int = setting(
         64,
-        "Requests that may wait for or use the model at once; more get 429 with Retry-After.",
+        "Requests that may wait for or use the models at once, whichever they name; more get 429 with Retry-After.",
     )
     client_share: int = setting(
         8,

@@ -12,7 +12,7 @@ from servers import procfile_server
 
 from commons import Settings
 from palaver.backends import ModelRouter
-from palaver.core.errors import NotFound
+from palaver.core.errors import NotFound, ServerBusy
 from palaver.core.types import Reply, final
 from palaver.engine.generation import GenerationRequest
 from palaver.engine.turns import StepTurns
@@ -235,6 +235,26 @@ def test_models_waiting_for_a_turn_take_it_in_the_order_they_asked(make_settings
     assert takers[0] == "test" and set(takers[1:3]) == {"one", "two"}, f"one turn each, in order: {takers[:8]}"
     assert all(reply.usage.completion_tokens > 0 for reply in replies)
     assert takers.count("one") > 1 and takers.count("two") > 1
+
+
+def test_the_pending_bound_holds_for_the_server_whichever_model_a_request_names(
+    make_settings, gguf_chat_model, qwen2_gguf_model
+):
+    settings = make_settings(models=f"one={gguf_chat_model},two={qwen2_gguf_model}", max_pending=1)
+    router = ModelRouter(settings)
+    params = settings.generation_defaults()
+    try:
+        held = router.stream(GenerationRequest(params, prompt="hi", model="one"))
+        next(held)  # one request in flight, on one
+        with pytest.raises(ServerBusy):  # another model is no way round PALAVER_MAX_PENDING
+            router.generate(GenerationRequest(params, prompt="hi", model="two"))
+        with pytest.raises(ServerBusy), router.waiting():  # nor is waiting for a conversation's turn
+            pass
+        assert final(held, Reply) and router.pending == 0
+        assert router.describe()["requests"]["refused_busy"] == 2
+        assert router.generate(GenerationRequest(params, prompt="hi", model="two")).usage.completion_tokens > 0
+    finally:
+        router.close()
 
 
 def test_names_and_sources_resolve_and_others_are_named_in_the_404(make_settings, gguf_chat_model):

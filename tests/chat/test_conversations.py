@@ -167,7 +167,7 @@ def test_messages_waiting_on_one_conversation_are_bounded_and_time_out(chat):
         waiters = [threading.Thread(target=send) for _ in range(2)]
         for waiter in waiters:
             waiter.start()
-        while chat.backend.loaded().waiting_count < 2:
+        while chat.backend.waiting_count < 2:
             threading.Event().wait(0.01)
         with pytest.raises(ConversationBusy) as caught:  # a third waiter is one too many
             chat.send(chat_input("one too many", conversation_id))
@@ -177,19 +177,19 @@ def test_messages_waiting_on_one_conversation_are_bounded_and_time_out(chat):
         assert [exc.status for exc in outcomes] == [409, 409], "each waited at most wait_seconds"
         release.set()
         holder.join(10)
-    assert chat.backend.loaded().waiting_count == 0 and chat.backend.pending == 0
+    assert chat.backend.waiting_count == 0 and chat.backend.pending == 0
     assert chat.send(chat_input("after", conversation_id)).reply is not None
 
 
 def test_waiting_on_a_conversation_counts_toward_the_pending_bound(chat):
     conversation_id = chat.send(chat_input("start")).conversation_id
-    chat.backend.loaded().admission.limit = 2
+    chat.backend.admission.limit = 2
     with model_held(chat.backend.loaded().model.family.model) as (busy, release):
         holder = hold_turn(chat, conversation_id)
         assert busy.wait(10)
         waiter = threading.Thread(target=chat.send, args=(chat_input("waits", conversation_id),))
         waiter.start()
-        while chat.backend.loaded().waiting_count < 1:
+        while chat.backend.waiting_count < 1:
             threading.Event().wait(0.01)
         with pytest.raises(ServerBusy):  # one generating plus one waiting fill a bound of two
             chat.send(chat_input("elsewhere"))
