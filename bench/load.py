@@ -118,12 +118,15 @@ def converse_on_page(url: str, model: str, client: int, turns: int, max_tokens: 
         results.append((time.perf_counter() - started, first or 0.0, tokens))
 
 
-def run_load(url: str, clients: int, turns: int, max_tokens: int, pid: int | None, client=converse) -> dict:
-    """Run one load level and summarise it; client holds one conversation (through /v1 unless told otherwise)."""
-    model = requests.get(url + "/v1/models", timeout=30).json()["data"][0]["id"]
-    results, errors = [], []
+def run_clients(
+    url: str, per_model: dict[str, int], turns: int, max_tokens: int, client=converse
+) -> tuple[dict[str, list], list, float]:
+    """Run each model's clients at once until all are done; return each model's results, the errors, the seconds."""
+    results: dict[str, list] = {model: [] for model in per_model}
+    errors: list = []
     threads = [
-        threading.Thread(target=client, args=(url, model, n, turns, max_tokens, results, errors))
+        threading.Thread(target=client, args=(url, model, n, turns, max_tokens, results[model], errors))
+        for model, clients in per_model.items()
         for n in range(clients)
     ]
     started = time.perf_counter()
@@ -131,7 +134,14 @@ def run_load(url: str, clients: int, turns: int, max_tokens: int, pid: int | Non
         thread.start()
     for thread in threads:
         thread.join()
-    wall = time.perf_counter() - started
+    return results, errors, time.perf_counter() - started
+
+
+def run_load(url: str, clients: int, turns: int, max_tokens: int, pid: int | None, client=converse) -> dict:
+    """Run one load level and summarise it; client holds one conversation (through /v1 unless told otherwise)."""
+    model = requests.get(url + "/v1/models", timeout=30).json()["data"][0]["id"]
+    by_model, errors, wall = run_clients(url, {model: clients}, turns, max_tokens, client)
+    results = by_model[model]
     latencies = [r[0] for r in results] or [0.0]
     return {
         "clients": clients,

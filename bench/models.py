@@ -22,7 +22,7 @@ from pathlib import Path
 import requests
 
 from bench.engines import cpu_summary
-from bench.load import converse, peak_rss_mb
+from bench.load import converse, peak_rss_mb, run_clients
 from bench.serve import percentile
 from palaver.engine.sources import embedded_gguf_path
 from tests.servers import procfile_server
@@ -84,19 +84,7 @@ def model_state(url: str, model: str) -> str:
 
 def load(url: str, per_model: dict[str, int], turns: int, max_tokens: int) -> dict[str, dict]:
     """Run clients on each model at once; return each model's tokens/s and time-to-first-token p50 and p95."""
-    results: dict[str, list] = {model: [] for model in per_model}
-    errors: list = []
-    threads = [
-        threading.Thread(target=converse, args=(url, model, n, turns, max_tokens, results[model], errors))
-        for model, clients in per_model.items()
-        for n in range(clients)
-    ]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - started
+    results, errors, wall = run_clients(url, per_model, turns, max_tokens)
     if errors:
         raise SystemExit(f"errors: {errors[:3]}")
     return {
