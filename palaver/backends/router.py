@@ -73,8 +73,8 @@ class ModelRouter:
         for entry in self.entries:
             if name == entry.source and name:
                 return entry.name
-        for slot in self.slots.values():  # through an upstream, the name it serves the model under
-            if isinstance(slot.backend, UpstreamEngine) and name == slot.backend.model_name:
+        for slot in self.slots.values():  # through an upstream, the name it serves the model under, once known
+            if isinstance(slot.backend, UpstreamEngine) and name == upstream_name(slot.backend, ""):
                 return slot.name
         known = ", ".join(f"'{known}'" for known in self.names)
         shown = name if len(name) <= 100 else name[:100] + "…"  # a name is echoed, never a whole body
@@ -164,7 +164,7 @@ class ModelRouter:
     def public_name(self, name: str) -> str:
         """Return the name replies carry: as configured, or through an upstream, the name it serves the model under."""
         backend = self.slots[name].backend
-        return backend.model_name if isinstance(backend, UpstreamEngine) else name
+        return upstream_name(backend, name) if isinstance(backend, UpstreamEngine) else name
 
     def loaded(self, name: str | None = None) -> Backend | None:
         """Return a model's backend while it is loaded or loading (the default's if name is None), else None."""
@@ -274,3 +274,8 @@ class ModelRouter:
         for slot in self.slots.values():
             if slot.backend is not None:
                 slot.backend.close()
+
+
+def upstream_name(backend: UpstreamEngine, otherwise: str) -> str:
+    """Return the name an upstream serves its model under, without asking it (otherwise until it has answered)."""
+    return backend.settings.upstream_model or backend.served_id or otherwise
