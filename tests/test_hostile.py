@@ -162,7 +162,15 @@ def test_failed_requests_do_not_evict_real_conversations(hostile):
     assert found.status_code == 200 and found.json()["messages"][0]["content"] == "remember me"
 
 
-@pytest.mark.parametrize("body", ['{"message": "\\ud800"}', '{"message": "hi", "stop": ["\\udfff"]}', '{"\\ud800": 1}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"message": "\\ud800"}',
+        '{"message": "hi", "stop": ["\\udfff"]}',
+        '{"\\ud800": 1}',
+        '{"message": "hi", "model": "\\ud800"}',
+    ],
+)
 def test_lone_surrogates_get_400(hostile, body):
     response = post_raw_json(hostile, "/api/chat", body)
     assert response.status_code == 400 and "surrogate" in response.json()["error"]["message"]

@@ -22,6 +22,17 @@ RELATIVE_TOLERANCE = 2e-3
 PROMPT = [5, 17, 42, 99, 3, 250, 7, 64, 128, 31, 12, 200, 9, 77, 150, 33, 21, 8, 190, 45]
 
 
+def last_logits(model: native.NativeModel, reference, prompt: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Prefill prompt on the native step and through transformers' reference; return both last logits."""
+    cache = model.new_cache(16, 64)
+    sequence = cache.new_sequence()
+    assert cache.reserve(sequence, len(prompt))
+    got = cache.step([sequence], [prompt], [True])[0]
+    cache.close()
+    with torch.inference_mode():
+        return got, reference(torch.tensor([prompt])).logits[0, -1].numpy()
+
+
 @pytest.fixture(scope="module")
 def weights(gguf_chat_model):
     gguf = read_gguf(gguf_chat_model)
@@ -169,14 +180,8 @@ def test_gemma3_agrees_with_transformers_own_model_on_float32_weights(gemma3_mod
     model = native.NativeModel(path, config, gguf.tensors, threads=2)
     reference = transformers.AutoModelForCausalLM.from_pretrained(gemma3_model)
     prompt = [(i * 37) % 250 + 1 for i in range(40)]
-    cache = model.new_cache(16, 64)
-    sequence = cache.new_sequence()
-    assert cache.reserve(sequence, len(prompt))
-    got = cache.step([sequence], [prompt], [True])[0]
-    with torch.inference_mode():
-        want = reference(torch.tensor([prompt])).logits[0, -1].numpy()
+    got, want = last_logits(model, reference, prompt)
     assert np.abs(got - want).max() <= RELATIVE_TOLERANCE * np.abs(want).max() and got.argmax() == want.argmax()
-    cache.close()
     model.close()
 
 
@@ -193,15 +198,9 @@ def test_longrope_over_part_of_each_head_follows_transformers_within_and_past_th
     for context, length in ((64, 40), (512, 100)):  # transformers switches to the long factors past 64 positions
         model = native.NativeModel(path, config, gguf.tensors, threads=2, context=context)
         prompt = [(i * 37) % 250 + 7 for i in range(length)]
-        cache = model.new_cache(16, 64)
-        sequence = cache.new_sequence()
-        assert cache.reserve(sequence, len(prompt))
-        got = cache.step([sequence], [prompt], [True])[0]
-        with torch.inference_mode():
-            want = reference(torch.tensor([prompt])).logits[0, -1].numpy()
+        got, want = last_logits(model, reference, prompt)
         # Float32 weights on both sides: 1e-4 measured; the attention factor left out is 1.2e-3 off or more.
         assert np.abs(got - want).max() <= 5e-4 * np.abs(want).max() and got.argmax() == want.argmax()
-        cache.close()
         model.close()
 
 
@@ -213,15 +212,9 @@ def test_llama_3s_rotary_scaling_is_read_from_the_files_frequency_factors(
     model = native.NativeModel(llama3_scaled_gguf_model, llama_config(gguf), gguf.tensors, threads=2)
     reference = transformers.AutoModelForCausalLM.from_pretrained(llama3_scaled_model)  # scaled by transformers
     prompt = [(i * 37) % 250 + 1 for i in range(120)]  # past the 32 positions the scaling was fitted to
-    cache = model.new_cache(16, 64)
-    sequence = cache.new_sequence()
-    assert cache.reserve(sequence, len(prompt))
-    got = cache.step([sequence], [prompt], [True])[0]
-    with torch.inference_mode():
-        want = reference(torch.tensor([prompt])).logits[0, -1].numpy()
+    got, want = last_logits(model, reference, prompt)
     # Float32 weights on both sides: only the float16 KV cache differs (1e-5 measured; unscaled frequencies, 1e-3).
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max() and got.argmax() == want.argmax()
-    cache.close()
     model.close()
 
 

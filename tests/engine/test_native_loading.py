@@ -113,25 +113,21 @@ def test_a_limit_too_small_for_one_context_is_refused_at_start(gguf_chat_model, 
         load_native(settings, "tiny", str(gguf_chat_model))
 
 
-def test_a_qwen2_file_is_served_natively_with_its_own_chat_template(qwen2_gguf_model, tmp_path):
-    settings = Settings(model=str(qwen2_gguf_model), cache_dir=str(tmp_path), temperature=0.0, max_new_tokens=4)
-    loaded = load_native(settings, "tiny-qwen2", str(qwen2_gguf_model))
+@pytest.mark.parametrize(
+    ("fixture", "architecture", "end_of_turn"),
+    [("qwen2_gguf_model", "qwen2", "<|im_end|>"), ("gemma3_gguf_model", "gemma3", "<|end|>")],
+)
+def test_a_file_is_served_natively_with_its_own_template_and_stops_at_the_end_of_a_turn(
+    request, tmp_path, fixture, architecture, end_of_turn
+):
+    path = request.getfixturevalue(fixture)
+    settings = Settings(model=str(path), cache_dir=str(tmp_path), temperature=0.0, max_new_tokens=4)
+    loaded = load_native(settings, f"tiny-{architecture}", str(path))
     assert loaded is not None and loaded.engine == "native"
-    assert loaded.gguf["architecture"] == "qwen2" and loaded.gguf["path"] == "native"
+    assert loaded.gguf["architecture"] == architecture and loaded.gguf["path"] == "native"
     family = loaded.family
-    assert "<|im_start|>" in family.tokenizer.chat_template, "the template comes from the file"
-    prompt = family.build_prompt([Message("user", "hello")], 4)
-    reply = family.generate(prompt, settings.generation_defaults(), threading.Event())
-    assert reply.usage.completion_tokens >= 1 and reply.finish_reason in ("stop", "length")
-
-
-def test_a_gemma3_file_is_served_natively_and_stops_at_the_end_of_a_turn(gemma3_gguf_model, tmp_path):
-    settings = Settings(model=str(gemma3_gguf_model), cache_dir=str(tmp_path), temperature=0.0, max_new_tokens=4)
-    loaded = load_native(settings, "tiny-gemma3", str(gemma3_gguf_model))
-    assert loaded is not None and loaded.engine == "native"
-    assert loaded.gguf["architecture"] == "gemma3" and loaded.gguf["path"] == "native"
-    family = loaded.family
-    end = family.tokenizer.backend.token_to_id("<|end|>")
+    assert end_of_turn in family.tokenizer.chat_template, "the template comes from the file"
+    end = family.tokenizer.backend.token_to_id(end_of_turn)
     assert end in family.stop_token_ids, "the template's end of turn stops a reply, as in llama.cpp"
     prompt = family.build_prompt([Message("user", "hello")], 4)
     reply = family.generate(prompt, settings.generation_defaults(), threading.Event())
