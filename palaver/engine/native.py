@@ -156,14 +156,16 @@ def refusal(config: dict, entries: list) -> str | None:
     if architecture not in ARCHITECTURES:
         return f"its architecture is {architecture}, and the native step serves {', '.join(ARCHITECTURES)}"
     rope = config.get("rope_parameters") or {}
+    shape = Shape.of(config)
     scaling = rope.get("rope_type", "default")
-    longrope = scaling == "longrope" and {"rope_factors_long.weight", "rope_factors_short.weight"} <= names(entries)
+    factors = {"rope_factors_long.weight", "rope_factors_short.weight"}
+    longrope = scaling == "longrope" and factors <= {entry.name for entry in entries}
     if scaling != "default" and not (architecture == "gemma3" and scaling == "linear") and not longrope:
         return f"its rotary scaling ({scaling}) is not served natively yet"
     rotary = config.get("rotary_dims", config.get("head_dim"))
-    if rotary is not None and (rotary % 2 or not 2 <= rotary <= Shape.of(config).head_dim):
+    if rotary is not None and (rotary % 2 or not 2 <= rotary <= shape.head_dim):
         return f"it rotates {rotary} dimensions of each head, which the native step cannot"
-    if architecture == "gemma3" and rotary != Shape.of(config).head_dim:
+    if architecture == "gemma3" and rotary != shape.head_dim:
         return "its Gemma 3 layers rotate part of each head, which the native step does not yet"
     biased = config.get("attention_bias") and architecture != "qwen2"  # Qwen2's Q/K/V biases are served
     if biased or config.get("mlp_bias") or config.get("hidden_act") != ACTIVATIONS.get(architecture, "silu"):
@@ -176,14 +178,9 @@ def refusal(config: dict, entries: list) -> str | None:
     )
     if others:
         return f"it holds tensors of types {', '.join(others)} that the native step does not read yet"
-    shape = Shape.of(config)
     if shape.hidden % BLOCK or shape.ffn % BLOCK or shape.head_dim % 16 or shape.heads % shape.kv_heads:
         return "its dimensions do not split into the kernel's blocks"
     return None
-
-
-def names(entries: list) -> set[str]:
-    return {entry.name for entry in entries}
 
 
 class NativeModel:
@@ -218,11 +215,12 @@ class NativeModel:
             address = base + entry.offset
             if short == "attn_qkv":  # Phi-3's joined Q/K/V rows, set as three matrices
                 q_rows, kv_rows = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
-                for piece, first, rows in ((12, 0, q_rows), (13, q_rows, kv_rows), (14, q_rows + kv_rows, kv_rows)):
-                    self._set_rows(layer, piece, address, entry, first, rows)
+                pieces = (("attn_q", 0, q_rows), ("attn_k", q_rows, kv_rows), ("attn_v", q_rows + kv_rows, kv_rows))
+                for piece, first, rows in pieces:
+                    self._set_rows(layer, LAYER_PARTS[piece], address, entry, first, rows)
             elif short == "ffn_up" and entry.shape[0] == 2 * shape.ffn:  # Phi-3's joined gate, then up
-                self._set_rows(layer, 16, address, entry, 0, shape.ffn)
-                self._set_rows(layer, 17, address, entry, shape.ffn, shape.ffn)
+                self._set_rows(layer, LAYER_PARTS["ffn_gate"], address, entry, 0, shape.ffn)
+                self._set_rows(layer, LAYER_PARTS["ffn_up"], address, entry, shape.ffn, shape.ffn)
             elif part is not None:
                 self._set(layer, part, address, entry)
         if "output.weight" not in tensors:  # a tied head reads the embedding's rows
