@@ -252,6 +252,7 @@ class ModelRouter:
         slot = self.slots[self.default]
         info = slot.backend.describe() if slot.backend is not None else {"state": "idle", "pending": 0}
         info["state"] = self.state
+        info["waiting"] = self.waiting_count  # requests waiting for their conversation's turn, on any model
         info["requests"] = {**info.get("requests", {}), **self.counts}  # the server's refusals beside the model's
         info["models"] = [self.describe_model(name) for name in self.names]
         info["memory"] = {"resident_bytes": resident_bytes(), "limit_bytes": self.budget.limit or None}

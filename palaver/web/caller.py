@@ -7,6 +7,7 @@ from functools import partial
 
 from flask import Response, g, request
 
+from palaver.core.errors import InvalidRequest
 from palaver.core.types import ANONYMOUS, CALLER, Caller
 from palaver.web.security import GENERATING_ENDPOINTS, PROBE_ENDPOINTS, caller_id
 from palaver.web.services import services
@@ -19,6 +20,29 @@ def identify_caller() -> None:
     CALLER.set(Caller(g.caller, token_reservation(g.caller)))
     if request.endpoint not in PROBE_ENDPOINTS:
         g.give_back_share = services().shares.take(g.caller)
+
+
+def hold_rows(rows: int, param: str) -> None:
+    """Count a request's rows (its choices, or its prompts) against its client's share and the server's bound.
+
+    The request already holds one place; a request that alone needs more than either bound gets a 400 naming param.
+    """
+    app = services()
+    for bound, name in ((app.settings.max_pending, "PALAVER_MAX_PENDING"), (app.shares.share, "PALAVER_CLIENT_SHARE")):
+        if bound and rows > bound:  # never servable, so not a 429 to retry
+            raise InvalidRequest(
+                f"'{param}' asks for {rows} generations at once; one request may ask for at most {bound} ({name})",
+                param=param,
+            )
+    extra = app.shares.take(g.caller, rows - 1)
+    held = g.pop("give_back_share", None)
+
+    def give_back() -> None:
+        extra()
+        if held is not None:
+            held()
+
+    g.give_back_share = give_back
 
 
 def hold_share_until_sent(response: Response) -> Response:

@@ -134,8 +134,13 @@ class ScoringRequest(RequestModel):
         return body
 
     @property
+    def input_key(self) -> str:
+        """Return which of MLflow's input formats the body used."""
+        return next(key for key in INPUT_KEYS if getattr(self, key) is not None)
+
+    @property
     def prompts(self) -> list[str]:
-        return next(prompts for key in INPUT_KEYS if (prompts := getattr(self, key)) is not None)
+        return getattr(self, self.input_key)
 
 
 def predict(scoring: ScoringRequest) -> list[str]:
@@ -148,7 +153,7 @@ def predict(scoring: ScoringRequest) -> list[str]:
         work = [GenerationRequest(generation, messages=preset.apply([Message("user", p)])) for p in scoring.prompts]
     else:
         work = [GenerationRequest(generation, prompt=preset.format(p)) for p in scoring.prompts]
-    replies = [final(stream, Reply) for stream in start_all(work, app.backend)[0]]
+    replies = [final(stream, Reply) for stream in start_all(work, app.backend, scoring.input_key)[0]]
     full_text = params.return_full_text if params.return_full_text is not None else not isinstance(saved, OpenAIModel)
     return [
         (prompt + reply.text if full_text else reply.text).strip() for prompt, reply in zip(scoring.prompts, replies)

@@ -8,6 +8,7 @@ from dataclasses import replace
 import openai
 import pytest
 import requests
+from helpers import wait_until
 from servers import procfile_server
 
 from commons import Settings
@@ -54,17 +55,6 @@ def listed(url: str) -> dict[str, dict]:
 
 def client(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
-
-
-def wait_until(condition, timeout: float = 60, what: str = "the condition"):
-    """Poll condition until it holds (an event on the server), failing after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout}s")
 
 
 def test_every_model_is_listed_and_loads_when_first_asked_for(server):

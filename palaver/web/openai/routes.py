@@ -13,6 +13,7 @@ from palaver.core.errors import PalaverError
 from palaver.core.types import PromptInfo, Reply, ReplyEvents, TokenLogprob, ToolCallDelta, Usage, final
 from palaver.engine.generation import GenerationRequest
 from palaver.web.body import read_json
+from palaver.web.caller import hold_rows
 from palaver.web.connection import client_gone_probe
 from palaver.web.errors import json_error, to_palaver_error
 from palaver.web.openai.request_schemas import ChatCompletionRequest, TextCompletionRequest
@@ -84,7 +85,7 @@ def serve_chat(chat: ChatCompletionRequest, *, require_model: bool = True):
         for params in chat.choice_params(chat.generation_params(settings.generation_defaults()))
     ]
     # Errors found before any text (a prompt too long, a loading model) keep their status.
-    streams, info = start_all(requests, engine)
+    streams, info = start_all(requests, engine, "n")
     headers = {TRUNCATED_HEADER: str(info.truncated_turns)}
     stamp = system_fingerprint(engine, model)
     model = engine.public_name(model)
@@ -169,7 +170,7 @@ def serve_text(completion: TextCompletionRequest, *, require_model: bool = True)
         GenerationRequest(params, prompt=preset.format(text), model=model, client_gone=probe)
         for text in completion.prompt
     ]
-    streams, _ = start_all(requests, engine)
+    streams, _ = start_all(requests, engine, "prompt")
     stamp = system_fingerprint(engine, model)
     model = engine.public_name(model)
     if completion.stream:
@@ -249,8 +250,14 @@ def closing_all(streams: list[ReplyEvents]) -> Iterator[None]:
             stream.close()
 
 
-def start_all(requests: list[GenerationRequest], engine: Backend) -> tuple[list[ReplyEvents], PromptInfo]:
-    """Queue every request before waiting on any, so they are generated in one batch; return the first's info."""
+def start_all(
+    requests: list[GenerationRequest], engine: Backend, param: str
+) -> tuple[list[ReplyEvents], PromptInfo]:
+    """Queue every request before waiting on any, so they are generated in one batch; return the first's info.
+
+    Each is a row of the client's share, as a request of its own would be: param names what multiplied them.
+    """
+    hold_rows(len(requests), param)
     streams: list[ReplyEvents] = []
     try:
         for request in requests:
