@@ -441,3 +441,88 @@ def test_every_parameter_with_every_hostile_value_on_every_surface(fuzz, name):
             body = json.loads(json.dumps(body))
             (body["params"] if "params" in body else body)[name] = value
             send(fuzz, "POST", path, json.dumps(body, allow_nan=True).encode(), "application/json")
+
+
+# ---------------------------------------------------------------------------
+# Hostile schemas against a real server: each is refused with a 400 naming its field, or served; every reply
+# that stops parses and follows its schema, and nothing is a 5xx or a traceback.
+
+COUNTS = st.integers(0, 120)
+COUNTED_PATTERNS = st.builds(
+    lambda counts, atom: "^" + "".join("(" for _ in counts) + atom + "".join(f"){{1,{n}}}" for n in counts) + "y$",
+    st.lists(st.integers(1, 120), min_size=1, max_size=3),
+    st.sampled_from(["x", "x{1,100}", "[ab]", "(a|ab)", ".", "x*"]),
+)
+RECURSIVE = st.sampled_from(
+    [
+        {"$ref": "#/$defs/a"},
+        {"anyOf": [{"type": "integer"}, {"type": "array", "items": {"$ref": "#/$defs/a"}, "maxItems": 2}]},
+        {"type": "object", "properties": {"next": {"$ref": "#/$defs/a"}}, "required": ["next"]},
+        {"type": "object", "properties": {"next": {"$ref": "#/$defs/a"}}},
+        {"allOf": [{"$ref": "#/$defs/a"}]},
+        {"anyOf": [{"$ref": "#/$defs/a"}, {"$ref": "#/$defs/a"}]},
+    ]
+).map(lambda body: {"$defs": {"a": body}, "$ref": "#/$defs/a"})
+
+
+def wide(count: int, leaf: dict, required: int) -> dict:
+    names = [f"{index:x}" for index in range(count)]
+    return {"type": "object", "properties": {name: leaf for name in names}, "required": names[:required]}
+
+
+def nested(depth: int, kind: str) -> dict:
+    schema: dict = {"type": "integer"}
+    for _ in range(depth):
+        schema = {"type": "array", "items": schema} if kind == "array" else {"properties": {"a": schema}}
+    return schema
+
+
+HOSTILE_SCHEMAS = (
+    RECURSIVE
+    | COUNTED_PATTERNS.map(lambda pattern: {"type": "string", "pattern": pattern})
+    | st.builds(wide, st.integers(0, 1300), st.sampled_from([{}, {"type": "integer"}]), st.integers(0, 1300))
+    | st.builds(nested, st.integers(1, 20), st.sampled_from(["array", "object"]))
+    | st.lists(SCHEMAS | RECURSIVE, min_size=1, max_size=4).map(lambda options: {"anyOf": options})
+)
+
+
+@pytest.fixture(scope="module")
+def schema_server(chat_model, tmp_path_factory):
+    env = server_env(chat_model, tmp_path_factory.mktemp("schemas"), max_new_tokens="24")
+    with procfile_server(env, wait_for="/readyz", timeout=120) as running:
+        fuzzed = Fuzzed(running)
+        yield fuzzed
+        fuzzed.session.close()
+
+
+@SERVER_FUZZ
+@given(schema=HOSTILE_SCHEMAS, stream=st.booleans(), seed=st.integers(0, 3))
+def test_hostile_schemas_are_refused_or_served_and_every_stop_validates(schema_server, schema, stream, seed):
+    import jsonschema
+
+    schema_server.new_log()
+    body = {
+        "model": "chat-llama",
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 0.8,
+        "seed": seed,
+        "stream": stream,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}},
+    }
+    response = schema_server.session.post(schema_server.server.url + "/v1/chat/completions", json=body, timeout=60)
+    log = schema_server.new_log()
+    assert response.status_code < 500 and "Traceback" not in log, (response.text[:300], log[-2000:])
+    if response.status_code == 400:
+        assert response.json()["error"]["param"], response.text
+        return
+    assert response.status_code == 200, response.text[:300]
+    if stream:
+        sent = [json.loads(line[6:]) for line in response.text.split("\n\n") if line.startswith("data: {")]
+        choices = [c for event in sent for c in event.get("choices", [])]
+        text = "".join(c["delta"].get("content") or "" for c in choices)
+        finish = next((c["finish_reason"] for c in choices if c.get("finish_reason")), None)
+    else:
+        choice = response.json()["choices"][0]
+        text, finish = choice["message"]["content"], choice["finish_reason"]
+    if finish == "stop":  # checked against the schema as given: the metaschema frowns on some a server may serve
+        jsonschema.Draft202012Validator(schema).validate(json.loads(text))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from re import _constants as sre_constants  # type: ignore[attr-defined]  # the parser re itself uses
+from re import _parser as sre_parser  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any, Literal
 
-from llguidance import LLMatcher
+from llguidance import LLMatcher, LLParserLimits
 from pydantic import Field, field_validator, model_validator
 
 from palaver.core.validation import RequestModel, body_error, field_error
@@ -16,8 +19,20 @@ if TYPE_CHECKING:  # the type exists only in the library's stubs
 
 MAX_SCHEMA_BYTES = 16_384
 MAX_SCHEMA_DEPTH = 16
+# Each optional property is a branch the parser keeps open at every step of its object (about 4 items a
+# property): the bound keeps a step's mask within milliseconds, and within the parser limits below.
+MAX_OPTIONAL_PROPERTIES = 1_000
+# Counted repeats nested in counted repeats multiply the lexer's states: (x{1,100}){1,100} runs the lexer out
+# of fuel mid-reply. RE2 refuses repeat counts past 1,000 for the same reason.
+MAX_NESTED_REPEATS = 1_000
 # Compact JSON: no whitespace between tokens, so a reply can never run on in blank space until max_tokens.
 COMPILE_OPTIONS: JsonCompileOptions = {"whitespace_flexible": False}
+# One set of limits wherever a grammar is built, at the boundary and in the engine, so what the boundary
+# accepts the engine can hold. Rows wide enough for MAX_OPTIONAL_PROPERTIES; no grammar or schema text in
+# the library's error messages, which reach the log and the client.
+ROW_ITEMS = 10_000
+PARSER_LIMITS = LLParserLimits(max_items_in_row=ROW_ITEMS, verbose_errors=False)
+NOT_SCHEMAS = ("const", "enum", "default", "examples")  # values, not schemas: nothing in them is enforced
 ANY_OBJECT = '{"type":"object"}'
 
 
@@ -37,8 +52,77 @@ def nesting(value: Any, most: int) -> int:
 
 
 def compact(schema: dict[str, Any]) -> str:
-    """Return a checked schema as compact JSON with sorted keys: one text, one cache entry, per schema."""
-    return json.dumps(schema, separators=(",", ":"), sort_keys=True, allow_nan=False)
+    """Return a checked schema as compact JSON, keys in the schema's order: a reply writes properties in it."""
+    return json.dumps(schema, separators=(",", ":"), allow_nan=False)
+
+
+def subschemas(schema: Any, path: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield each object in schema with its JSON pointer, leaving out values (const, enum) that hold no schema."""
+    pending = [(path, schema)]
+    while pending:  # a loop: depth is bounded before this runs, but a loop costs nothing more
+        where, item = pending.pop()
+        if isinstance(item, dict):
+            yield where, item
+            pending.extend((f"{where}/{key}", child) for key, child in item.items() if key not in NOT_SCHEMAS)
+        elif isinstance(item, list):
+            pending.extend((f"{where}/{index}", child) for index, child in enumerate(item))
+
+
+def repeats(pattern: str) -> int:
+    """Return the largest product of counted repeats nested in one another in pattern, or 0 when none nest."""
+    try:
+        parsed = sre_parser.parse(pattern)
+    except (re.error, RecursionError, OverflowError):
+        return 0  # a pattern Python cannot read: the grammar library judges it
+    return nested_repeats(parsed)[1]
+
+
+def nested_repeats(items: Any) -> tuple[int, int]:
+    """Return items' longest chain of repeat counts (their product) and its largest product of two or more."""
+    chain, nested = 1, 0
+    for op, value in items:
+        children: list[Any] = []
+        count = 1
+        if op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT):
+            low, high, child = value
+            count, children = (high if high != sre_constants.MAXREPEAT else max(low, 1)), [child]
+        elif op in (sre_constants.SUBPATTERN, sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+            children = [value[-1]]
+        elif op == sre_constants.BRANCH:
+            children = list(value[1])
+        elif op == sre_constants.ATOMIC_GROUP:
+            children = [value]
+        for child in children:
+            inner, inner_nested = nested_repeats(child)
+            chain = max(chain, count * inner)
+            nested = max(nested, inner_nested, count * inner if count > 1 and inner > 1 else 0)
+    return chain, nested
+
+
+def enforceable_size(schema: dict[str, Any]) -> None:
+    """Refuse a schema whose objects or patterns would outgrow the grammar library's limits mid-reply."""
+    optional = 0
+    for where, item in subschemas(schema):
+        properties, required = item.get("properties"), item.get("required")
+        if isinstance(properties, dict):
+            named = (
+                set(required) & set(properties)
+                if isinstance(required, list) and all(isinstance(name, str) for name in required)
+                else set()
+            )
+            optional += len(properties) - len(named)
+        patterns = [(f"{where}/pattern", item.get("pattern"))]
+        if isinstance(item.get("patternProperties"), dict):
+            patterns += [(f"{where}/patternProperties", key) for key in item["patternProperties"]]
+        for at, pattern in patterns:
+            product = repeats(pattern) if isinstance(pattern, str) else 0
+            if product > MAX_NESTED_REPEATS:
+                raise field_error(
+                    f"has a pattern at {at} whose nested counted repeats multiply to {product}; "
+                    f"at most {MAX_NESTED_REPEATS}"
+                )
+    if optional > MAX_OPTIONAL_PROPERTIES:
+        raise field_error(f"must have at most {MAX_OPTIONAL_PROPERTIES} optional properties in all (got {optional})")
 
 
 def path_of(schema: Any, key: str, path: str = "#") -> str | None:
@@ -70,7 +154,9 @@ def canonical_schema(schema: Any) -> str:
         raise field_error("must not hold NaN or Infinity") from None
     if len(text) > MAX_SCHEMA_BYTES:
         raise field_error(f"must be at most {MAX_SCHEMA_BYTES} bytes of JSON (got {len(text)})")
-    problem = LLMatcher.validate_grammar(LLMatcher.grammar_from_json_schema(text, defaults=COMPILE_OPTIONS))
+    enforceable_size(schema)
+    grammar = LLMatcher.grammar_from_json_schema(text, defaults=COMPILE_OPTIONS)
+    problem = LLMatcher.validate_grammar(grammar, limits=PARSER_LIMITS)
     if problem and not problem.startswith("WARNING"):
         raise field_error(explain(problem, schema))
     return text

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from llguidance import LLMatcher
 from pydantic import Field, field_validator
 
-from palaver.core.json_schemas import canonical_schema, compact
+from palaver.core.json_schemas import PARSER_LIMITS, canonical_schema, compact
 from palaver.core.validation import RequestModel, field_error
 
 MAX_TOOLS = 128  # OpenAI's own limit
@@ -148,5 +148,5 @@ def with_options(schema: str, options: dict[str, Any]) -> str:
 
 def grammar_problem(grammar: str) -> str | None:
     """Return why the grammar library cannot enforce grammar, or None when it can."""
-    problem = LLMatcher.validate_grammar(LLMatcher.grammar_from_lark(grammar))
+    problem = LLMatcher.validate_grammar(LLMatcher.grammar_from_lark(grammar), limits=PARSER_LIMITS)
     return problem if problem and not problem.startswith("WARNING") else None

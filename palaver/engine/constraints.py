@@ -10,7 +10,7 @@ import numpy as np
 from llguidance import LLMatcher, LLTokenizer
 
 from palaver.core.errors import InvalidRequest
-from palaver.core.json_schemas import COMPILE_OPTIONS
+from palaver.core.json_schemas import COMPILE_OPTIONS, PARSER_LIMITS
 
 CACHED_GRAMMARS = 64  # compiled grammars kept, least recently used first out
 # A number's digits in a row, past which the grammar's other choices win: a schema without bounds allows
@@ -38,17 +38,39 @@ def lark_grammar(lark: str) -> str:
     return LLMatcher.grammar_from_lark(lark)
 
 
+class GrammarFailed(InvalidRequest):
+    """A reply's grammar broke down mid-reply (it outgrew the library's limits): the request fails, never 'stop'."""
+
+    def __init__(self, param: str, tokens: int, problem: str):
+        # A 400, not a 500: the same schema fails the same way again, so a client must change it, not retry.
+        reason = problem.splitlines()[0][:300] if problem else "unknown"
+        super().__init__(
+            f"'{param}' could not be enforced after {tokens} tokens of the reply: {reason}",
+            param=param,
+            code="grammar_failed",
+        )
+
+
 class Constraint:
     """One reply's grammar: which tokens may come next, and the run of digits it has written."""
 
-    def __init__(self, matcher: LLMatcher, opens_with_digit: np.ndarray, token_bytes: list[bytes]):
+    def __init__(
+        self, matcher: LLMatcher, opens_with_digit: np.ndarray, token_bytes: list[bytes], param: str = "response_format"
+    ):
         self.matcher, self.opens_with_digit, self.token_bytes = matcher, opens_with_digit, token_bytes
-        self.digits = 0
+        self.param, self.digits, self.tokens = param, 0, 0
+
+    def check(self) -> None:
+        """Raise GrammarFailed if the grammar is in its error state, which it never leaves."""
+        if self.matcher.is_error():
+            raise GrammarFailed(self.param, self.tokens, self.matcher.get_error())
 
     def mask(self, logits: Any) -> np.ndarray:
         """Return logits with every token the grammar forbids next set to minus infinity."""
         logits = np.asarray(logits, dtype=np.float32)
-        allowed = np.frombuffer(self.matcher.compute_logit_bias(), dtype=np.uint8)[: logits.shape[-1]] != 0
+        bias = self.matcher.compute_logit_bias()
+        self.check()  # a mask computed in the error state allows only the end: a broken reply would 'stop'
+        allowed = np.frombuffer(bias, dtype=np.uint8)[: logits.shape[-1]] != 0
         if self.digits >= MAX_DIGITS:
             capped = allowed & ~self.opens_with_digit[: allowed.size]
             if capped.any():  # a pattern that demands more digits still gets them
@@ -58,15 +80,18 @@ class Constraint:
         return scores
 
     def consume(self, token: int) -> None:
-        """Move the grammar past token, or raise if it forbids it."""
+        """Move the grammar past token, or raise GrammarFailed if it cannot."""
         if not self.matcher.consume_token(token):
-            raise ValueError(f"the grammar refused token {token}: {self.matcher.get_error()}")
+            self.check()
+            raise GrammarFailed(self.param, self.tokens, f"the grammar refused token {token}")
+        self.tokens += 1
         text = self.token_bytes[token] if token < len(self.token_bytes) else b""
         trailing = len(text) - len(text.rstrip(b"0123456789"))
         self.digits = self.digits + len(text) if text and trailing == len(text) else trailing
 
     def is_stopped(self) -> bool:
-        return bool(self.matcher.is_stopped())
+        """Whether the grammar is complete; one in its error state counts as stopped in the library, not here."""
+        return bool(self.matcher.is_stopped()) and not self.matcher.is_error()
 
 
 class Constraints:
@@ -116,12 +141,25 @@ class Constraints:
         with self._lock:
             compiled = self._compiled.get(grammar)
             if compiled is None:
-                compiled = LLMatcher(self._tokens(), grammar, log_level=0)
-                if compiled.is_error():
-                    raise InvalidRequest(f"'{param}' cannot be enforced: {compiled.get_error()[:300]}", param=param)
+                compiled = LLMatcher(self._tokens(), grammar, log_level=0, limits=PARSER_LIMITS)
+                problem = first_steps_problem(compiled)
+                if problem is not None:
+                    raise InvalidRequest(f"'{param}' cannot be enforced: {problem.splitlines()[0][:300]}", param=param)
                 self._compiled[grammar] = compiled
                 while len(self._compiled) > CACHED_GRAMMARS:
                     self._compiled.popitem(last=False)
             self._compiled.move_to_end(grammar)
             assert self._opens_with_digit is not None  # set with the token bytes
-            return Constraint(compiled.deep_copy(), self._opens_with_digit, token_bytes)
+            return Constraint(compiled.deep_copy(), self._opens_with_digit, token_bytes, param)
+
+
+def first_steps_problem(compiled: LLMatcher) -> str | None:
+    """Return why a fresh grammar fails on its first steps (its first mask, the text it forces), or None."""
+    # With the real tokenizer and the engine's limits, on a copy: a grammar that matches nothing (a $ref to
+    # itself) or whose opening outgrows the parser (a wide object's '{') is refused before the engine sees it.
+    probe = compiled.deep_copy()
+    probe.compute_logit_bias()
+    forced = [] if probe.is_error() else probe.compute_ff_tokens()
+    if forced and probe.consume_tokens(forced):
+        probe.compute_logit_bias()
+    return (probe.get_error() or "the grammar failed") if probe.is_error() or compiled.is_error() else None

@@ -44,7 +44,8 @@ class RequestInputs:
         if calls is not None:
             return self.constraints().constraint(lark_grammar(calls), param="tools")
         if request.params.json_schema is not None:
-            return self.constraints().constraint(json_schema_grammar(request.params.json_schema))
+            grammar = json_schema_grammar(request.params.json_schema)
+            return self.constraints().constraint(grammar, param="response_format.json_schema.schema")
         return None
 
     def constraints(self) -> Constraints:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from palaver.core.errors import PalaverError
 from palaver.core.parameters import GenerationParams
 from palaver.core.types import Reply, TokenLogprob, Usage
 from palaver.engine.logprobs import token_logprob
@@ -56,6 +57,9 @@ class Row:
                     self.on_logprob(entry)  # before the token's text, which the stream may yet hold back
             self.generated.append(token)
             self.stream.add(token)
+        except PalaverError as exc:  # a grammar that broke down: the client hears why; no traceback to log
+            log.warning("a row ended with an error: %s", exc.message)
+            self.error = exc
         except Exception as exc:
             log.exception("a row failed while choosing its next token")
             self.error = exc

@@ -131,8 +131,8 @@ class BatchWorker:
         return row
 
     def _complete(self, row) -> None:
-        if row.error is not None:
-            self._fail(row.owner, GenerationFailed())
+        if row.error is not None:  # an error meant for the client (a grammar that broke down) reaches it as is
+            self._fail(row.owner, row.error if isinstance(row.error, PalaverError) else GenerationFailed())
             return
         request, reply = row.owner, row.reply()
         self.counts[reply.finish_reason] += 1

@@ -2,7 +2,16 @@
 
 import pytest
 
-from palaver.core.json_schemas import MAX_SCHEMA_BYTES, MAX_SCHEMA_DEPTH, ResponseFormat, canonical_schema, path_of
+from palaver.core.json_schemas import (
+    MAX_NESTED_REPEATS,
+    MAX_OPTIONAL_PROPERTIES,
+    MAX_SCHEMA_BYTES,
+    MAX_SCHEMA_DEPTH,
+    ResponseFormat,
+    canonical_schema,
+    path_of,
+    repeats,
+)
 from palaver.core.validation import RequestModel
 
 
@@ -20,11 +29,33 @@ def refusal(schema) -> str:
     return caught.value.message
 
 
-def test_enforceable_schemas_come_back_as_compact_sorted_json():
+def test_enforceable_schemas_come_back_as_compact_json_in_the_schemas_own_order():
     assert canonical_schema({"type": "object", "required": ["b"], "properties": {"b": {"enum": ["x", "é"]}}}) == (
-        '{"properties":{"b":{"enum":["x","\\u00e9"]}},"required":["b"],"type":"object"}'
+        '{"type":"object","required":["b"],"properties":{"b":{"enum":["x","\\u00e9"]}}}'
     )
+    assert canonical_schema({"properties": {"reasoning": {}, "answer": {}}}) == (
+        '{"properties":{"reasoning":{},"answer":{}}}'
+    ), "a reply writes properties in the order the schema gives them"
     assert canonical_schema({}) == "{}"
+
+
+def test_nested_counted_repeats_are_refused_naming_the_pattern_and_single_ones_are_not():
+    message = refusal({"type": "string", "pattern": "^(x{1,100}){1,100}y$"})
+    assert "#/pattern" in message and "10000" in message and str(MAX_NESTED_REPEATS) in message
+    tagged = {"type": "object", "patternProperties": {"^(a|b{1,50}){1,50}$": {}}}
+    assert "#/patternProperties" in refusal(tagged)
+    assert repeats("^[a-z]{1,5000}$") == 0 and repeats("^(x{1,40}){1,25}$") == 1000 and repeats("(unclosed") == 0
+    assert repeats("((a{2}){3}){4}") == 24 and repeats("(x+)+") == 0
+    assert canonical_schema({"const": {"pattern": "(x{1,100}){1,100}"}}), "a value is no pattern"
+
+
+def test_optional_properties_are_bounded_in_all_and_required_ones_are_not():
+    wide = {"type": "object", "properties": {f"p{index}": {"type": "integer"} for index in range(600)}}
+    assert canonical_schema(wide)
+    names = [f"{index:x}" for index in range(MAX_OPTIONAL_PROPERTIES + 1)]
+    too_wide = {"type": "object", "properties": {name: {} for name in names}}
+    assert f"at most {MAX_OPTIONAL_PROPERTIES} optional properties" in refusal(too_wide)
+    assert canonical_schema({**too_wide, "required": names})
 
 
 def test_unenforceable_keywords_are_named_with_their_json_pointer():

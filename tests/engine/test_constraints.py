@@ -13,7 +13,7 @@ from palaver.core.errors import InvalidRequest
 from palaver.core.json_schemas import canonical_schema
 from palaver.core.tool_calls import read_calls
 from palaver.core.tools import NO_PARAMETERS, FunctionTool, NamedToolChoice, ToolUse
-from palaver.engine.constraints import MAX_DIGITS, Constraints, json_schema_grammar, lark_grammar
+from palaver.engine.constraints import MAX_DIGITS, Constraints, GrammarFailed, json_schema_grammar, lark_grammar
 from palaver.engine.families import Prompt
 from palaver.engine.native_loading import load_native
 
@@ -191,3 +191,56 @@ def test_logprobs_are_the_same_bits_alone_and_in_a_batch(family, constraints):
     )
     assert alone.reply().logprobs == tuple(alone.logprobs)
     assert all(len(entry.top) <= 5 for entry in alone.logprobs)
+
+
+SELF_REFERENCE = {"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}
+WIDE = {"type": "object", "properties": {f"p{index}": {"type": "integer"} for index in range(600)}}
+
+
+def outgrows_the_parser_after_its_first_string() -> dict:
+    """A schema the boundary accepts whose objects, merged, outgrow the parser once the reply reaches them."""
+    wide = {"type": "object", "properties": {f"p{index}": {} for index in range(900)}}
+    variants = [{"allOf": [{"$ref": "#/$defs/w"}, {"properties": {f"z{k}": {}}}]} for k in range(4)]
+    return {
+        "type": "object",
+        "properties": {"a": {"type": "string", "maxLength": 3}, "b": {"anyOf": variants}},
+        "required": ["a", "b"],
+        "$defs": {"w": wide},
+    }
+
+
+def test_a_grammar_that_matches_nothing_is_refused_before_generation_naming_its_field(constraints):
+    param = "response_format.json_schema.schema"
+    with pytest.raises(InvalidRequest) as caught:
+        constraints.constraint(json_schema_grammar(canonical_schema(SELF_REFERENCE)), param=param)
+    assert caught.value.param == param and caught.value.status == 400 and "<state>" not in caught.value.message
+
+
+def test_a_grammar_that_breaks_mid_reply_raises_a_grammar_error_and_never_counts_as_stopped(family, constraints):
+    param = "response_format.json_schema.schema"
+    constraint = constraints.constraint(
+        json_schema_grammar(canonical_schema(outgrows_the_parser_after_its_first_string())), param=param
+    )
+    logits = np.zeros(family.model.config.vocab_size, dtype=np.float32)
+    with pytest.raises(GrammarFailed) as caught:
+        for token in family.tokenizer.encode('{"a":"xy","b":{', add_special_tokens=False):
+            constraint.mask(logits)
+            constraint.consume(token)
+        constraint.mask(logits)
+    assert caught.value.param == param and caught.value.status == 400 and caught.value.code == "grammar_failed"
+    assert "items" in caught.value.message and "<grammar>" not in caught.value.message
+    assert not constraint.is_stopped(), "a grammar in its error state is not a complete reply"
+
+
+def test_a_row_whose_grammar_breaks_ends_with_the_grammar_error_not_stop(family, constraints):
+    broken = row(family, constraints, outgrows_the_parser_after_its_first_string(), seed=1, tokens=60)
+    run(family.model.new_batch(None), [broken])
+    assert isinstance(broken.error, GrammarFailed), (broken.error, broken.stream.text)
+
+
+def test_an_object_of_six_hundred_optional_properties_is_served_and_follows_its_schema(family, constraints):
+    replies = run(family.model.new_batch(None), [row(family, constraints, WIDE, seed) for seed in range(3)])
+    for reply in replies:
+        assert reply.finish_reason in ("stop", "length")
+        if reply.finish_reason == "stop":
+            jsonschema.validate(json.loads(reply.text), WIDE)

@@ -81,9 +81,28 @@ def test_a_response_format_becomes_the_schema_the_engine_enforces():
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     given = {"type": "json_schema", "json_schema": {"name": "thing", "schema": schema, "strict": True}}
     assert parse_chat(response_format=given).generation_params(defaults).json_schema == (
-        '{"properties":{"a":{"type":"integer"}},"type":"object"}'
+        '{"type":"object","properties":{"a":{"type":"integer"}}}'  # the schema's own order: replies follow it
     )
     assert parse_chat(response_format={"type": "json_object"}).generation_params(defaults).json_schema == (
         '{"type":"object"}'
     )
     assert parse_chat(response_format={"type": "text"}).generation_params(defaults).json_schema is None
+
+
+def test_an_empty_list_of_tools_is_no_tools():
+    assert parse_chat(tools=[]).tool_use() is None and parse_chat(tools=[], tool_choice="auto").tool_use() is None
+    assert parse_chat(tools=[], tool_choice="none").tool_use() is None
+
+
+@pytest.mark.parametrize(
+    "choice, words",
+    [
+        ("required", "'tool_choice' 'required' needs at least one function in 'tools'; it has none"),
+        ({"type": "function", "function": {"name": "f"}}, "'tool_choice' a function needs at least one function"),
+    ],
+)
+def test_a_tool_choice_without_tools_says_what_it_lacks(choice, words):
+    for tools in ([], None):
+        with pytest.raises(InvalidRequest) as caught:
+            parse_chat(tool_choice=choice, **({"tools": tools} if tools is not None else {}))
+        assert caught.value.param == "tool_choice" and words in caught.value.message, caught.value.message
