@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from palaver.backends.protocol import Backend
 from palaver.backends.slot import Slot
 from palaver.core.errors import ModelNotReady
 from palaver.engine.engine import RETRY_AFTER_SECONDS, Engine
-from palaver.engine.memory import HEADROOM_BYTES, cgroup_limit, resident_bytes, weight_bytes
+from palaver.engine.memory import HEADROOM_BYTES, cgroup_limit, resident_bytes
+
+
+class RoomInUse(ModelNotReady):
+    """The room a model needs is held by models in use: it may come free once their requests end."""
+
+    def __init__(self, message: str, busy: list[Slot]):
+        super().__init__(message, retry_after=RETRY_AFTER_SECONDS)
+        self.busy = busy
 
 
 class MemoryBudget:
@@ -16,34 +23,38 @@ class MemoryBudget:
         self.limit = limit or cgroup_limit()
         self.baseline = resident_bytes()  # this process before any model: what models' charges add to
 
-    def make_room(self, slot: Slot, loaded: list[Slot]) -> list[tuple[str, Backend]]:
-        """Take the least recently used idle models out so slot fits; 503 if models in use hold the room.
+    def plan_room(self, slot: Slot, loaded: list[Slot]) -> list[Slot]:
+        """Return the idle models to unload, least recently used first, so slot fits; 503 naming why if it cannot.
 
-        Return the models taken out (their name and backend), for the caller to unload outside its lock.
+        Nothing is unloaded here: a model that would not fit even then is refused before anything goes.
         """
         if not self.limit:
             return []
-        need = weight_bytes(slot.weights_path()) + HEADROOM_BYTES  # as the native step's loader keeps
+        need = slot.need() + HEADROOM_BYTES  # as the native step's loader keeps
+        if need > self.limit - self.baseline:
+            raise ModelNotReady(
+                f"the model '{slot.name}' needs about {need / 1e6:.0f} MB, more than the memory limit "
+                f"({self.limit / 1e6:.0f} MB, PALAVER_MEMORY_LIMIT or the cgroup's) leaves beside the server itself "
+                f"({self.baseline / 1e6:.0f} MB)",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
         free = self.limit - self.committed(loaded)
-        victims = []
+        victims: list[Slot] = []
         for other in sorted((other for other in loaded if other.idle()), key=lambda other: other.last_used):
             if free >= need:
                 break
             victims.append(other)
             free += other.charge()
-        if free < need and len(victims) < len(loaded):  # models in use hold the room: unload nothing for nothing
-            busy = ", ".join(f"'{other.name}'" for other in loaded if other not in victims)
-            raise ModelNotReady(
+        if free < need:
+            busy = [other for other in loaded if other not in victims]
+            names = ", ".join(f"'{other.name}'" for other in busy)
+            held = f"held by models in use ({names})" if busy else "not free yet"
+            raise RoomInUse(
                 f"the model '{slot.name}' needs about {need / 1e6:.0f} MB, and the memory limit "
-                f"({self.limit / 1e6:.0f} MB) is held by models in use ({busy}); retry shortly",
-                retry_after=RETRY_AFTER_SECONDS,
+                f"({self.limit / 1e6:.0f} MB) is {held}; retry shortly",
+                busy,
             )
-        detached = []
-        for victim in victims:  # taken out now: a request for it from here on loads it afresh
-            assert victim.backend is not None
-            detached.append((victim.name, victim.backend))
-            victim.backend, victim.unloads = None, victim.unloads + 1
-        return detached
+        return victims
 
     def limit_for(self, others: list[Slot]) -> int:
         """Return the limit a new model's loader sizes its KV cache by: what the others have not committed."""

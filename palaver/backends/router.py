@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
-from palaver.backends.budget import MemoryBudget
+from palaver.backends.budget import MemoryBudget, RoomInUse
 from palaver.backends.model_list import ModelEntry, configured_models
 from palaver.backends.protocol import Backend
 from palaver.backends.slot import Slot
 from palaver.backends.sources import model_source, resolve_settings
+from palaver.backends.switches import SwitchBudget
 from palaver.backends.upstream import UpstreamEngine
 from palaver.core.config import Settings
-from palaver.core.errors import NotFound
-from palaver.core.types import ModelLimits, Reply, ReplyEvents, final
+from palaver.core.errors import ModelNotReady, NotFound
+from palaver.core.types import CALLER, ModelLimits, Reply, ReplyEvents, final
 from palaver.engine.admission import Admission
-from palaver.engine.engine import Engine
+from palaver.engine.engine import RETRY_AFTER_SECONDS, Engine
 from palaver.engine.generation import GenerationRequest, Observer
 from palaver.engine.memory import give_back, resident_bytes
 from palaver.engine.turns import StepTurns
@@ -45,10 +47,13 @@ class ModelRouter:
         self.loader = loader
         self.turns = StepTurns()  # one step at a time across the models, in turn
         self.budget = MemoryBudget(settings.memory_limit)
+        self.switches = SwitchBudget(settings.client_switches)
         # PALAVER_MAX_PENDING bounds the server, not each model: N models must not let N times as many in.
         self.counts: Counter = Counter()
         self.admission = Admission(settings.max_pending, self.counts)
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a model's users or backend changed: waiting leases look again
+        self._draining: Counter[str] = Counter()  # models whose room a waiting load needs: no new requests for them
         self._closed = threading.Event()
         if settings.keep_alive > 0:
             threading.Thread(target=self._reap_idle, name="palaver-keep-alive", daemon=True).start()
@@ -87,50 +92,118 @@ class ModelRouter:
     @contextmanager
     def using(self, name: str | None) -> Iterator[Backend]:
         """Hold a model for the body's length, creating its backend (which loads on first use) if needed."""
-        slot, victims = self._lease(self.resolve(name))
+        slot, retired = self._lease(self.resolve(name))
         try:
-            for victim, victim_backend in victims:
-                log.info("unloading %s to make room for %s", victim, slot.name)
+            for victim, victim_backend in retired:
+                if victim != slot.name:
+                    log.info("unloading %s to make room for %s", victim, slot.name)
                 self._release(victim, victim_backend)
             assert slot.backend is not None
+            if slot.starting:  # what it unloaded is gone: its load sizes its cache by what is left
+                slot.starting = False
+                slot.backend.start()
             yield slot.backend
         finally:
             backend = slot.backend  # however the body ended (a stream is closed before its end): ready is known
-            if slot.limits is None and backend is not None and backend.state == "ready":
-                slot.limits = backend.model_limits(0)
-            with self._lock:
+            if backend is not None and backend.state == "ready":
+                slot.failures = 0
+                if slot.limits is None:
+                    slot.limits = backend.model_limits(0)
+            with self._changed:
                 slot.users -= 1
                 slot.last_used = time.monotonic()
+                self._changed.notify_all()  # a request waiting for this model's room may take it now
 
     def _lease(self, name: str) -> tuple[Slot, list[tuple[str, Backend]]]:
-        with self._lock:
-            slot = self.slots[name]
-            victims: list[tuple[str, Backend]] = []
-            if slot.backend is None:
-                loaded = [other for other in self.slots.values() if other.backend is not None and other is not slot]
-                victims = self.budget.make_room(slot, loaded)
-                slot.backend = self._new_backend(slot)
-                slot.loads += 1
-            slot.users += 1
-            slot.last_used = time.monotonic()
-            return slot, victims
+        """Take a place on a model; one to load first waits (up to PALAVER_LOAD_WAIT) for other loads and for room.
+
+        While it waits for room that models in use hold, they take no new requests, so a stream of them cannot
+        hold the room for ever. Return the backends taken out (its own failed one, or models unloaded), to release.
+        """
+        deadline = time.monotonic() + self.settings.load_wait
+        draining: list[Slot] = []  # the models this request waits for, which take no new requests meanwhile
+        retired: list[tuple[str, Backend]] = []
+        why: ModelNotReady | None = None
+        with self._changed:
+            try:
+                while True:
+                    slot = self.slots[name]
+                    retired += self._retire_if_failed(slot)
+                    if slot.backend is not None and not self._draining[name]:
+                        slot.users += 1
+                        slot.last_used = time.monotonic()
+                        return slot, retired
+                    loading = next((other for other in self.slots.values() if other.loading()), None)
+                    if slot.backend is None and loading is None:  # one load at a time: each sees what others took
+                        try:
+                            return slot, retired + self._load_into(slot)
+                        except RoomInUse as held:
+                            why = held
+                            for busy in held.busy:
+                                if busy not in draining:
+                                    draining.append(busy)
+                                    self._draining[busy.name] += 1
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise why or ModelNotReady(
+                            f"the model '{name}' waits for another model to load or make room; retry shortly",
+                            retry_after=RETRY_AFTER_SECONDS,
+                        )
+                    self._changed.wait(min(left, 0.25))  # a load settling is seen within a quarter second
+            finally:
+                for busy in draining:
+                    self._draining[busy.name] -= 1
+                if draining:
+                    self._changed.notify_all()
+
+    def _retire_if_failed(self, slot: Slot) -> list[tuple[str, Backend]]:
+        """Take a failed model's backend out once its back-off is over, so it loads afresh; 503 while it lasts."""
+        if slot.backend is None or slot.backend.state != "failed" or not isinstance(slot.backend, Engine):
+            return []
+        wait = slot.retry_in()
+        if wait > 0:
+            raise ModelNotReady(
+                f"the model '{slot.name}' failed to load (the server's log says why); it is tried again in "
+                f"{math.ceil(wait)} s",
+                retry_after=max(1, math.ceil(wait)),
+            )
+        failed, slot.backend, slot.failures = slot.backend, None, slot.failures + 1
+        return [(slot.name, failed)]
+
+    def _load_into(self, slot: Slot) -> list[tuple[str, Backend]]:
+        """Make room for slot (refusing before anything goes), give it a backend, and return what it unloads."""
+        loaded = [other for other in self.slots.values() if other.backend is not None and other is not slot]
+        victims = self.budget.plan_room(slot, loaded)
+        if victims and slot.name != self.default:  # the default must stay servable for everyone
+            self.switches.charge(CALLER.get().client, slot.name, [victim.name for victim in victims])
+        retired = []
+        for victim in victims:  # taken out now: a request for it from here on loads it afresh
+            assert victim.backend is not None
+            retired.append((victim.name, victim.backend))
+            victim.backend, victim.unloads = None, victim.unloads + 1
+        slot.backend = self._new_backend(slot)
+        slot.starting = isinstance(slot.backend, Engine)  # other loads wait until this one has settled
+        slot.loads += 1
+        slot.users += 1
+        slot.last_used = time.monotonic()
+        return retired
 
     def _new_backend(self, slot: Slot) -> Backend:
         observer = self.observer_for(slot.name)
         if slot.settings.backend == "openai":
             return UpstreamEngine(slot.settings, observer)
         settings = slot.settings
-        if self.budget.limit and len(self.slots) > 1:  # the KV cache may have what the others have not committed
-            others = [other for other in self.slots.values() if other.backend is not None and other is not slot]
-            settings = replace(settings, memory_limit=self.budget.limit_for(others))
         loader = self.loader
+        others = [other for other in self.slots.values() if other.backend is not None and other is not slot]
+        budgeted = self.budget.limit and len(self.slots) > 1  # the KV cache may have what the others have not
         return Engine(
             settings,
-            loader=(lambda _: loader(settings)) if loader else None,  # type: ignore[arg-type, return-value]
+            loader=(lambda settings: loader(settings)) if loader else None,  # type: ignore[arg-type, return-value]
             observer=observer,
             source=model_source(settings),
             name=slot.name,
             turns=self.turns,
+            memory_limit=(lambda: self.budget.limit_for(others)) if budgeted else None,
         )
 
     def unload(self, name: str) -> bool:
@@ -146,6 +219,8 @@ class ModelRouter:
     def _release(self, name: str, backend: Backend | None) -> None:
         before = resident_bytes()
         if isinstance(backend, Engine):
+            if backend.state == "ready":  # what it really took: the next load of it is planned with that
+                self.slots[name].footprint = max(self.slots[name].footprint, backend.load_bytes)
             backend.unload()
         elif backend is not None:
             backend.close()
@@ -212,6 +287,8 @@ class ModelRouter:
 
     @property
     def model_name(self) -> str:
+        if self.slots[self.default].settings.backend != "openai":
+            return self.default  # a name is no reason to load a model
         with self.using(None):  # through an upstream, looked up (as a request would) on first use
             return self.public_name(self.default)
 
@@ -267,6 +344,8 @@ class ModelRouter:
         info: dict = {"name": shown, "state": slot.state, "pending": slot.backend.pending if slot.backend else 0}
         if slot.limits is not None:
             info["limits"] = asdict(slot.limits)
+        if slot.state == "failed":
+            info["retry_in_seconds"] = math.ceil(slot.retry_in() * 10) / 10  # 0 only once it may be tried
         info.update(loads=slot.loads, unloads=slot.unloads, default=name == self.default)
         return info
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from palaver.backends.model_list import ModelEntry
@@ -13,6 +14,8 @@ from palaver.engine.engine import Engine
 from palaver.engine.memory import weight_bytes
 from palaver.engine.sources import resolve_source
 
+RETRY_BASE_SECONDS = 1.0  # a failed load is tried again after 1 s, then 2, 4… up to a minute
+RETRY_CAP_SECONDS = 60.0
 STATES = {"idle": "unloaded", "loading": "loading", "ready": "ready", "failed": "failed"}
 
 
@@ -28,6 +31,9 @@ class Slot:
     limits: ModelLimits | None = None  # known once it has loaded
     loads: int = 0
     unloads: int = 0
+    failures: int = 0  # loads failed in a row: each doubles the wait before the next try
+    starting: bool = False  # given a backend whose load its lessee is about to start
+    footprint: int = 0  # the resident memory its last load took, once measured: a better guess than its files
 
     @property
     def name(self) -> str:
@@ -37,14 +43,30 @@ class Slot:
     def state(self) -> str:
         return "unloaded" if self.backend is None else STATES.get(self.backend.state, self.backend.state)
 
+    def loading(self) -> bool:
+        """Tell whether its model is being loaded here (made and not yet settled): it takes memory as it goes."""
+        return isinstance(self.backend, Engine) and (self.starting or self.backend.state == "loading")
+
+    def retry_in(self) -> float:
+        """Return the seconds before a failed model may be loaded again; 0 when it may (or has not failed)."""
+        if self.backend is None or self.backend.state != "failed" or not isinstance(self.backend, Engine):
+            return 0.0
+        wait = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2**self.failures)
+        return max(0.0, self.backend.settled_at + wait - time.monotonic())
+
+    def need(self) -> int:
+        """Return the bytes its weights will take once loaded: as measured last time, or as its files say."""
+        return max(weight_bytes(self.weights_path()), self.footprint)
+
     def idle(self) -> bool:
         """Tell whether the model is loaded and nobody uses it: it may be unloaded."""
         return self.backend is not None and self.users == 0 and self.backend.pending == 0 and self.state != "loading"
 
     def charge(self) -> int:
         """Return the bytes it holds or has reserved: weights, and a native KV cache's budget."""
-        kv_budget = self.backend.kv_bytes()[0] if isinstance(self.backend, Engine) else 0
-        return weight_bytes(self.weights_path()) + kv_budget
+        if not isinstance(self.backend, Engine):
+            return weight_bytes(self.weights_path())
+        return max(self.need(), self.backend.load_bytes) + self.backend.kv_bytes()[0]
 
     def weights_path(self) -> str:
         """Return where its weights are, or "" where that is not known before loading."""

@@ -41,6 +41,12 @@ class Settings:
         "models loaded until memory is needed.",
         parse=parse_duration,
     )
+    client_switches: int = setting(
+        4,
+        "Loads one client may cause in a minute that unload another model to make room; past it, that client's "
+        "requests for a model not loaded get 429 with Retry-After, so alternating models costs the one who "
+        "alternates. Loading the default model is never counted. 0 means no bound.",
+    )
     cache_dir: str = setting(
         MISSING,
         "Where converted GGUF models and the generated secret key are kept.",
@@ -178,9 +184,9 @@ class Settings:
     )
     client_share: int = setting(
         8,
-        "Requests one client (its API key, else its address) may have in flight at once, and so rows it may "
-        "hold in the engine; more get 429 with Retry-After. Health probes and static files do not count. 0 "
-        "means no per-client bound.",
+        "Rows one client (its API key, else its address) may have in flight at once: each request counts one, "
+        "and each choice (`n`) or prompt of a list counts one; more get 429 with Retry-After, and a request that "
+        "alone asks for more gets 400. Health probes and static files do not count. 0 means no per-client bound.",
     )
     max_connections_per_address: int = setting(
         64,

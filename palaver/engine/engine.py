@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from palaver.core.config import Settings
@@ -19,6 +20,7 @@ from palaver.core.types import ModelLimits, ModelSource, PromptInfo, Reply, Repl
 from palaver.engine.admission import Admission
 from palaver.engine.fair_queue import FairQueue
 from palaver.engine.generation import GenerationRequest, Observer, follow
+from palaver.engine.memory import give_back, resident_bytes
 from palaver.engine.request_inputs import RequestInputs
 from palaver.engine.turns import StepTurns
 from palaver.engine.worker import BatchWorker
@@ -44,8 +46,11 @@ class Engine:
         source: ModelSource | None = None,
         name: str | None = None,
         turns: StepTurns | None = None,
+        memory_limit: Callable[[], int] | None = None,
     ):
         self.settings = settings
+        # Asked when the load starts, not before: what other models hold is known only once a switch has unloaded.
+        self._memory_limit = memory_limit
         self.source = source  # where the backends found the model; None: PALAVER_MODEL as a plain path or id
         self.name = name or settings.model_name
         self.turns = turns or StepTurns()  # shared by the models of one server: one step at a time, in turn
@@ -59,6 +64,8 @@ class Engine:
         self._inputs_lock = threading.Lock()
         self._request_inputs: RequestInputs | None = None
         self.load_error: str | None = None
+        self.load_bytes = 0  # how much resident memory the load took: the weights, and on transformers, torch
+        self.settled_at = 0.0  # when the last load attempt succeeded or failed
         self.counts: Counter = Counter()  # requests by how they finished, and generated tokens
         self.admission = Admission(settings.max_pending, self.counts)
 
@@ -204,14 +211,20 @@ class Engine:
         return ModelNotReady("the model is still loading; retry shortly", retry_after=RETRY_AFTER_SECONDS)
 
     def _run(self) -> None:
+        if self._memory_limit is not None:
+            self.settings = replace(self.settings, memory_limit=self._memory_limit())
+        before = resident_bytes()
         try:
             self.model = self._loader(self.settings) if self._loader else self._load()
             self.load_error = None
         except Exception as exc:  # a bad model must not take the server down
             log.exception("loading the model failed")
             self.load_error = str(exc) or exc.__class__.__name__
+            give_back()  # whatever the failed load took goes back before anything else loads
             return
         finally:
+            self.load_bytes = max(0, resident_bytes() - before)
+            self.settled_at = time.monotonic()
             self._settled.set()
         worker = BatchWorker(
             self.model.family, self.settings, self._queue, self.turns, self.observer, self.admission, self._inputs

@@ -1,6 +1,9 @@
 """The memory budget: idle models make room, least recently used first; models in use never do."""
 
+import threading
+
 import pytest
+from helpers import wait_until
 
 from commons import Settings
 from palaver.backends import ModelRouter
@@ -29,29 +32,44 @@ def test_the_least_recently_used_idle_models_go_first_and_only_as_many_as_needed
     old, older, busy = slot("old", paths[0], 2.0), slot("older", paths[1], 1.0), slot("busy", paths[2], 0.0, users=1)
     budget = MemoryBudget(1)
     budget.limit = budget.committed([old, older, busy]) + HEADROOM_BYTES + size // 2  # half a model short
-    taken = budget.make_room(slot("new", paths[0], 3.0), [busy, old, older])
-    assert [name for name, _ in taken] == ["older"], "the oldest idle one, and no more; never the busy one"
-    assert older.backend is None and older.unloads == 1 and old.backend is not None and busy.backend is not None
+    assert budget.plan_room(slot("new", paths[0], 3.0), [busy, old, older]) == [older], "the oldest idle one only"
+    assert older.backend is not None, "planning unloads nothing"
     budget.limit = budget.committed([old, busy]) + HEADROOM_BYTES - size // 2  # old is not enough: busy holds room
     with pytest.raises(ModelNotReady, match=r"held by models in use \('busy'\)"):
-        budget.make_room(slot("new", paths[0], 3.0), [busy, old])
-    assert old.backend is not None, "nothing is unloaded for nothing"
+        budget.plan_room(slot("new", paths[0], 3.0), [busy, old])
+
+
+def test_a_model_that_cannot_fit_even_alone_is_refused_naming_the_limit(large_models):
+    models, size = large_models
+    path = models.split(",")[0].split("=", 1)[1]
+    budget = MemoryBudget(1)
+    budget.limit = budget.baseline + size // 2
+    with pytest.raises(ModelNotReady, match=r"needs about \d+ MB, more than the memory limit"):
+        budget.plan_room(slot("new", path, 1.0), [slot("idle", path, 0.0)])
 
 
 def test_with_no_limit_nothing_is_unloaded(large_models, monkeypatch):
     monkeypatch.setattr("palaver.backends.budget.cgroup_limit", lambda: 0)
     models, _ = large_models
     path = models.split(",")[0].split("=", 1)[1]
-    assert MemoryBudget(0).make_room(slot("a", path, 1.0), [slot("b", path, 0.0)]) == []
+    assert MemoryBudget(0).plan_room(slot("a", path, 1.0), [slot("b", path, 0.0)]) == []
 
 
-def test_a_model_in_use_is_never_unloaded_and_the_request_that_needs_its_room_gets_a_503(make_settings, large_models):
+def one_at_a_time(make_settings, large_models, **overrides) -> ModelRouter:
+    """A router of two of the large models under a limit with room for one of them only."""
     models, size = large_models
     limit = resident_bytes() + HEADROOM_BYTES + size + 16 * 2**20  # room for one model, not for two
     names = models.replace("a=", "one=").replace("b=", "two=").rsplit(",", 1)[0]
-    settings = make_settings(models=names, memory_limit=limit, max_batch_size=2, max_context_tokens=256)
-    router = ModelRouter(settings)
-    params = settings.generation_defaults()
+    return ModelRouter(
+        make_settings(models=names, memory_limit=limit, max_batch_size=2, max_context_tokens=256, **overrides)
+    )
+
+
+def test_a_model_in_use_is_never_unloaded_and_a_load_that_needs_its_room_gets_a_503_once_it_has_waited(
+    make_settings, large_models
+):
+    router = one_at_a_time(make_settings, large_models, load_wait=1)
+    params = router.settings.generation_defaults()
     try:
         stream = router.stream(GenerationRequest(params, messages=[Message("user", "hi")], model="one"))
         next(stream)  # one is loaded, and its request is in flight
@@ -61,5 +79,53 @@ def test_a_model_in_use_is_never_unloaded_and_the_request_that_needs_its_room_ge
         assert isinstance(final(stream, Reply), Reply)
         assert router.generate(GenerationRequest(params, prompt="hi", model="two")).usage.completion_tokens > 0
         assert router.describe_model("one")["state"] == "unloaded", "idle once its request ended: it made room"
+    finally:
+        router.close()
+
+
+def test_a_load_waiting_for_room_is_served_when_it_frees_and_the_busy_model_takes_no_new_requests_meanwhile(
+    make_settings, large_models
+):
+    router = one_at_a_time(make_settings, large_models, load_wait=60)
+    params = router.settings.generation_defaults()
+    replies: dict[str, Reply] = {}
+
+    def ask(model: str) -> None:
+        replies[model] = router.generate(GenerationRequest(params, prompt="hi", model=model))
+
+    try:
+        stream = router.stream(GenerationRequest(params, messages=[Message("user", "hi")], model="one"))
+        next(stream)
+        two = threading.Thread(target=ask, args=("two",))
+        two.start()
+        wait_until(lambda: router._draining["one"] == 1, what="two waiting for one's room")
+        late = threading.Thread(target=ask, args=("one",))  # would hold one's room again: it waits its turn
+        late.start()
+        wait_until(lambda: late.is_alive() and router.slots["one"].users == 1, what="the late request waiting")
+        assert isinstance(final(stream, Reply), Reply)  # one's request ends: two takes the room
+        two.join(60)
+        late.join(60)
+        assert set(replies) == {"one", "two"} and all(reply.usage.completion_tokens for reply in replies.values())
+        assert router.describe_model("one")["unloads"] == 1 and router.describe_model("two")["unloads"] == 1
+    finally:
+        router.close()
+
+
+def test_a_model_that_cannot_fit_is_refused_before_anything_is_unloaded(make_settings, large_models, gguf_chat_model):
+    models, size = large_models
+    big = models.split(",")[0].split("=", 1)[1]
+    limit = resident_bytes() + HEADROOM_BYTES + size // 2  # the small model and its cache fit; the big one never
+    settings = make_settings(
+        models=f"small={gguf_chat_model},big={big}", memory_limit=limit, max_batch_size=2, max_context_tokens=256
+    )
+    router = ModelRouter(settings)
+    params = settings.generation_defaults()
+    try:
+        assert router.generate(GenerationRequest(params, prompt="hi", model="small")).usage.completion_tokens > 0
+        with pytest.raises(ModelNotReady, match=r"'big' needs about \d+ MB, more than the memory limit"):
+            router.generate(GenerationRequest(params, prompt="hi", model="big"))
+        assert router.describe_model("small")["state"] == "ready", "nothing is unloaded for a model that cannot fit"
+        assert router.describe_model("big")["state"] == "unloaded" and router.describe_model("big")["loads"] == 0
+        assert router.generate(GenerationRequest(params, prompt="hi", model="small")).usage.completion_tokens > 0
     finally:
         router.close()

@@ -1,19 +1,20 @@
 """Many models in one server: listed, loaded on first use, served at once, unloaded under a budget or when idle."""
 
+import shutil
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 import openai
 import pytest
 import requests
 from helpers import wait_until
-from servers import procfile_server
+from servers import client_at, procfile_server
 
 from commons import Settings
 from palaver.backends import ModelRouter
-from palaver.core.errors import NotFound, ServerBusy
+from palaver.core.errors import ModelNotReady, NotFound, ServerBusy
 from palaver.core.types import Reply, final
 from palaver.engine.generation import GenerationRequest
 from palaver.engine.turns import StepTurns
@@ -190,6 +191,48 @@ def test_the_least_recently_used_idle_model_is_unloaded_for_another_and_its_memo
         assert [cards[name]["state"] for name in "abc"] == ["ready", "ready", "unloaded"]
 
 
+def worker_peak_bytes(server) -> int:
+    """Return the peak resident memory of the server's worker (the master's child), from the kernel's count."""
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    status = Path(f"/proc/{children[0]}/status").read_text()
+    return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+
+
+def test_one_client_alternating_two_models_costs_only_itself_and_memory_stays_within_the_limit(large_models, tmp_path):
+    models, size = large_models
+    models = models.rsplit(",", 1)[0]  # a (the default) and b
+    small = {"max_batch_size": "4", "max_context_tokens": "256"}
+    with models_server(models, tmp_path / "a", **small) as running:  # no budget: what one model takes
+        say(running.url, "a")
+        one_loaded = resident(running.url)
+    limit = one_loaded + 64 * 2**20 + size // 2  # the loader's headroom, and half a second model
+    with models_server(models, tmp_path / "b", memory_limit=str(limit), **small) as running:
+        say(running.url, "a")
+        statuses: dict[str, list[int]] = {"mallory": [], "alice": []}
+        mallory, alice = client_at("127.0.0.1"), client_at("127.0.0.2")
+
+        def alternate() -> None:
+            for index in range(16):
+                body = {"model": "ab"[index % 2], "prompt": "hi", "max_tokens": 1}
+                statuses["mallory"].append(mallory.post(running.url + "/v1/completions", json=body, timeout=120))
+
+        attacker = threading.Thread(target=alternate)
+        attacker.start()
+        while attacker.is_alive():
+            body = {"model": "a", "prompt": "hello", "max_tokens": 2}
+            statuses["alice"].append(alice.post(running.url + "/v1/completions", json=body, timeout=120))
+        attacker.join()
+        assert [answer.status_code for answer in statuses["alice"]] == [200] * len(statuses["alice"])
+        codes = [answer.status_code for answer in statuses["mallory"]]
+        assert set(codes) <= {200, 429, 503} and 429 in codes, codes
+        refused = [answer.json()["error"] for answer in statuses["mallory"] if answer.status_code == 429]
+        assert refused[0]["code"] == "model_switches_exceeded" and "PALAVER_CLIENT_SWITCHES" in refused[0]["message"]
+        assert worker_peak_bytes(running) <= limit, f"peak {worker_peak_bytes(running) / 1e6:.0f} MB"
+        cards = listed(running.url)
+        assert cards["a"]["state"] == "ready" and cards["b"]["state"] in ("ready", "unloaded"), cards
+        assert requests.get(running.url + "/readyz", timeout=10).status_code == 200
+
+
 class RecordedTurns(StepTurns):
     """Step turns that record which thread took each."""
 
@@ -243,6 +286,30 @@ def test_the_pending_bound_holds_for_the_server_whichever_model_a_request_names(
         assert final(held, Reply) and router.pending == 0
         assert router.describe()["requests"]["refused_busy"] == 2
         assert router.generate(GenerationRequest(params, prompt="hi", model="two")).usage.completion_tokens > 0
+    finally:
+        router.close()
+
+
+def test_a_model_that_failed_to_load_is_tried_again_after_a_back_off_and_the_default_stays_served(
+    make_settings, gguf_chat_model, tmp_path
+):
+    later = tmp_path / "later.gguf"  # not there yet: its first load fails
+    settings = make_settings(models=f"small={gguf_chat_model},later={later}")
+    router = ModelRouter(settings)
+    params = settings.generation_defaults()
+    try:
+        with pytest.raises(ModelNotReady, match="failed to load"):
+            router.generate(GenerationRequest(params, prompt="hi", model="later"))
+        card = router.describe_model("later")
+        assert card["state"] == "failed" and 0 < card["retry_in_seconds"] <= 1 and card["loads"] == 1
+        with pytest.raises(ModelNotReady, match=r"tried again in \d+ s") as caught:
+            router.generate(GenerationRequest(params, prompt="hi", model="later"))
+        assert caught.value.retry_after >= 1 and router.describe_model("later")["loads"] == 1, "no load in back-off"
+        assert router.generate(GenerationRequest(params, prompt="hi", model="small")).usage.completion_tokens > 0
+        shutil.copy(gguf_chat_model, later)  # the operator mends the file: the next try after the back-off loads it
+        wait_until(lambda: router.describe_model("later")["retry_in_seconds"] == 0, timeout=30, what="the back-off")
+        assert router.generate(GenerationRequest(params, prompt="hi", model="later")).usage.completion_tokens > 0
+        assert router.describe_model("later")["state"] == "ready" and router.slots["later"].failures == 0
     finally:
         router.close()
 

@@ -18,7 +18,8 @@ def test_a_slot_is_unloaded_until_its_engine_loads_and_is_charged_its_file_and_k
         assert slot.backend.wait_ready(60) and slot.state == "ready" and slot.idle()
         budget, used = slot.backend.kv_bytes()
         assert budget > 0 and used == 0
-        assert slot.charge() == gguf_chat_model.stat().st_size + budget
+        took = slot.backend.load_bytes  # measured: the file's pages touched, and the tokenizer's objects
+        assert took > 0 and slot.charge() == max(gguf_chat_model.stat().st_size, took) + budget
         slot.users = 1
         assert not slot.idle(), "a model with a request in hand is not idle"
     finally:
@@ -28,3 +29,16 @@ def test_a_slot_is_unloaded_until_its_engine_loads_and_is_charged_its_file_and_k
 
 def test_a_source_that_is_not_there_has_no_path_until_its_load_says_why():
     assert Slot(ModelEntry("gone", "/nowhere/x.gguf"), Settings(model="/nowhere/x.gguf")).weights_path() == ""
+
+
+def test_a_failed_load_waits_longer_each_time_before_it_is_tried_again(make_settings, tmp_path):
+    settings = make_settings(tmp_path / "missing.gguf")
+    slot = Slot(ModelEntry("gone", settings.model), settings)
+    slot.backend = Engine(settings, name="gone")
+    assert not slot.backend.wait_ready(60) and slot.state == "failed"
+    first = slot.retry_in()
+    assert 0 < first <= 1.0
+    slot.failures = 3
+    assert 7.0 < slot.retry_in() <= 8.0, "1 s, then 2, 4, 8…"
+    slot.failures = 20
+    assert slot.retry_in() <= 60.0, "never more than a minute"

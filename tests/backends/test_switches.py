@@ -1,0 +1,87 @@
+"""Model switches per client: each client's loads that unload another model, bounded over a minute."""
+
+import pytest
+
+from palaver.backends import ModelRouter
+from palaver.backends.switches import SwitchBudget
+from palaver.core.errors import RateLimited
+from palaver.core.types import CALLER, Caller, Reply
+from palaver.engine.generation import GenerationRequest
+from palaver.engine.memory import HEADROOM_BYTES, resident_bytes
+
+
+class Clock:
+    """A clock the test moves."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_client_past_its_switches_gets_429_naming_the_models_and_when_to_retry():
+    clock = Clock()
+    budget = SwitchBudget(2, clock)
+    budget.charge("mallory", "big", ["small"])
+    clock.now += 10
+    budget.charge("mallory", "big", ["small"])
+    with pytest.raises(RateLimited) as refused:
+        budget.charge("mallory", "big", ["small"])
+    error = refused.value
+    assert error.status == 429 and error.code == "model_switches_exceeded" and error.retry_after == 50
+    assert "'big'" in error.message and "'small'" in error.message and "PALAVER_CLIENT_SWITCHES" in error.message
+    budget.charge("alice", "big", ["small"])  # another client has its own
+    clock.now += 51  # the first switch has left the window
+    budget.charge("mallory", "big", ["small"])
+
+
+def test_no_bound_and_the_servers_own_loads_are_never_counted():
+    for _ in range(10):
+        SwitchBudget(0).charge("mallory", "big", ["small"])
+    budget = SwitchBudget(1)
+    for _ in range(10):
+        budget.charge("", "big", ["small"])
+
+
+def test_clients_whose_switches_have_aged_out_are_forgotten():
+    clock = Clock()
+    budget = SwitchBudget(1, clock)
+    for index in range(1000):
+        budget.charge(f"client-{index}", "big", ["small"])
+    clock.now += 61
+    budget.charge("last", "big", ["small"])
+    assert list(budget._switches) == ["last"], "memory stays bounded by the last minute's switches"
+
+
+def test_alternating_models_costs_the_client_who_alternates_and_the_default_always_loads(make_settings, large_models):
+    models, size = large_models
+    limit = resident_bytes() + HEADROOM_BYTES + size + 16 * 2**20  # room for one model, not for two
+    names = models.replace("a=", "one=").replace("b=", "two=").rsplit(",", 1)[0]
+    settings = make_settings(
+        models=names, memory_limit=limit, max_batch_size=2, max_context_tokens=256, client_switches=2
+    )
+    router = ModelRouter(settings)
+    params = settings.generation_defaults()
+
+    def ask(client: str, model: str) -> Reply:
+        token = CALLER.set(Caller(client))
+        try:
+            return router.generate(GenerationRequest(params, prompt="hi", model=model))
+        finally:
+            CALLER.reset(token)
+
+    try:
+        ask("mallory", "one")  # the default, into free room
+        ask("mallory", "two")  # a switch: one goes
+        ask("mallory", "one")  # back to the default: never counted
+        ask("mallory", "two")  # the second switch
+        ask("mallory", "one")
+        with pytest.raises(RateLimited, match="PALAVER_CLIENT_SWITCHES") as refused:
+            ask("mallory", "two")
+        assert refused.value.code == "model_switches_exceeded" and refused.value.retry_after
+        assert router.describe_model("one")["state"] == "ready", "the refused switch unloaded nothing"
+        assert ask("alice", "one").usage.completion_tokens > 0, "the default serves everyone else"
+        assert ask("alice", "two").usage.completion_tokens > 0, "another client's switches are its own"
+    finally:
+        router.close()
