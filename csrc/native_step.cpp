@@ -259,13 +259,18 @@ using palaver::Model;
 
 extern "C" {
 
-// dims: vocab, hidden, ffn, layers, heads, kv_heads, head_dim. Returns null for dimensions the kernels cannot run.
+// dims: vocab, hidden, ffn, layers, heads, kv_heads, head_dim. Returns null for dimensions the kernels cannot run,
+// and for any a file could give that is not positive or past every real model's (the loader refuses those first):
+// nothing is sized, and no division made, from a count that is not checked here.
 void* pv_model_new(const int64_t* dims, double eps, double rope_base, int64_t adjacent_pairs) {
+  constexpr int64_t kMost[7] = {int64_t{1} << 22, int64_t{1} << 17, int64_t{1} << 20, 4096, 4096, 4096, 4096};
+  for (int i = 0; i < 7; ++i)
+    if (dims[i] <= 0 || dims[i] > kMost[i]) return nullptr;
   auto model = std::make_unique<Model>();
   model->vocab = dims[0], model->hidden = dims[1], model->ffn = dims[2], model->layers = dims[3];
   model->heads = dims[4], model->kv_heads = dims[5], model->head_dim = dims[6];
   if (model->hidden % palaver::kBlock || model->ffn % palaver::kBlock || model->head_dim % 16 ||
-      model->heads % model->kv_heads || model->layers <= 0 || model->vocab <= 0)
+      model->heads % model->kv_heads)
     return nullptr;
   model->eps = static_cast<float>(eps);
   model->adjacent_pairs = adjacent_pairs != 0;

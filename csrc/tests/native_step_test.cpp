@@ -266,7 +266,24 @@ void the_window_bounds_what_a_sliding_layer_sees(void* narrow) {
                       sizeof(float) * kVocab) != 0);
 }
 
+// Counts a hostile file could give: none positive-less or past the bounds is taken, and none divides by zero.
+void hostile_dimensions_are_refused() {
+  const int64_t good[7] = {kVocab, kHidden, kFfn, kLayers, kHeads, kKvHeads, kHeadDim};
+  void* model = pv_model_new(good, 1e-5, 10000.0, 1);
+  CHECK(model != nullptr);
+  pv_model_free(model);
+  for (int i = 0; i < 7; ++i) {
+    for (int64_t bad : {int64_t{0}, int64_t{-1}, int64_t{1} << 31, INT64_MAX}) {
+      int64_t dims[7];
+      std::copy(good, good + 7, dims);
+      dims[i] = bad;
+      CHECK(pv_model_new(dims, 1e-5, 10000.0, 1) == nullptr);
+    }
+  }
+}
+
 int main() {
+  hostile_dimensions_are_refused();
   for (int64_t variant = 0; variant < 3; ++variant) {
     const int64_t window = variant == 1 ? 13 : 0;
     TinyModel model(window, variant == 2);

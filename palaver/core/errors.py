@@ -9,6 +9,10 @@ class ConfigurationError(Exception):
     """A setting has a value the server cannot start with."""
 
 
+class ModelRefused(ValueError):
+    """A model file cannot be served as it is (a count out of bounds, a template past a bound): a line says why."""
+
+
 class PalaverError(Exception):
     status = 500
     type = "server_error"

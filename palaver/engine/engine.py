@@ -12,9 +12,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from palaver.core.config import Settings
-from palaver.core.errors import (
-    ModelNotReady,
-)
+from palaver.core.errors import ConfigurationError, ModelNotReady, ModelRefused
 from palaver.core.tool_calls import read_calls
 from palaver.core.types import ModelLimits, ModelSource, PromptInfo, Reply, ReplyEvents, final
 from palaver.engine.admission import Admission
@@ -217,6 +215,11 @@ class Engine:
         try:
             self.model = self._loader(self.settings) if self._loader else self._load()
             self.load_error = None
+        except (ModelRefused, ConfigurationError) as exc:  # the file's fault, or the settings': its line says why
+            log.error("loading %s failed: %s", self.name, exc)
+            self.load_error = str(exc)
+            give_back()
+            return
         except Exception as exc:  # a bad model must not take the server down
             log.exception("loading the model failed")
             self.load_error = str(exc) or exc.__class__.__name__

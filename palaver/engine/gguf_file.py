@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import mmap
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from palaver.core.errors import ModelRefused
+
 MAGIC = b"GGUF"
 # Metadata value types: the fixed-size ones by their struct format; 8 is a string and 9 an array.
 SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 STRING, ARRAY = 8, 9
+# Bounds on what a header may make this reader build, each far past any real file's: llama.cpp reads no arrays of
+# arrays and at most 4 dims; the largest real arrays (vocabularies, merges) hold under a million items, and the
+# largest strings (a tokenizer.json kept whole) a few MB.
+MAX_NESTING, MAX_DIMS = 4, 4
+MAX_ARRAY_ITEMS, MAX_METADATA_ITEMS = 1 << 22, 1 << 23
+MAX_STRING_BYTES = 1 << 26
+# The fewest bytes a string, an array, a key and its value, and a tensor's entry take in a header.
+LEAST_BYTES = {STRING: 8, ARRAY: 12}
+LEAST_KEY_BYTES, LEAST_TENSOR_BYTES = 8 + 4 + 1, 8 + 4 + 8 + 4 + 8
 # ggml's tensor types: weights per block and bytes per block (plain floats are blocks of one), and names.
 TYPE_LAYOUT = {
     0: (1, 4),  # F32
@@ -85,7 +97,7 @@ def kernel_reads(entry: TensorEntry) -> bool:
     return entry.qtype in KERNEL_TYPES and len(entry.shape) == 2 and row_weights(entry) % unit == 0
 
 
-class GGUFError(ValueError):
+class GGUFError(ModelRefused):
     """A file that is not a GGUF file this reader understands."""
 
 
@@ -118,39 +130,58 @@ class GGUFFile:
 
 
 class _Cursor:
+    """Read values from a GGUF header, refusing any count that the bytes left cannot hold before acting on it."""
+
     def __init__(self, data: memoryview):
-        self.data, self.at = data, 0
+        self.data, self.at, self.items = data, 0, 0
+        self.where = "the header's counts"  # what was read last, for a refusal when what follows cannot be right
+
+    def left(self) -> int:
+        return len(self.data) - self.at
 
     def scalar(self, fmt: str) -> Any:
         value = struct.unpack_from(fmt, self.data, self.at)[0]
         self.at += struct.calcsize(fmt)
         return value
 
-    def string(self) -> str:
+    def string(self, what: str) -> str:
         length = self.scalar("<Q")
-        if self.at + length > len(self.data):
-            raise GGUFError("a string runs past the end of the file")
+        if length > self.left():
+            raise GGUFError(f"{what}: a string of {length} bytes runs past the end of the file")
+        if length > MAX_STRING_BYTES:
+            raise GGUFError(f"{what}: a string of {length} bytes is longer than the {MAX_STRING_BYTES} read")
         text = bytes(self.data[self.at : self.at + length]).decode("utf-8", errors="replace")
         self.at += length
         return text
 
-    def value(self, kind: int) -> Any:
+    def value(self, kind: int, key: str, depth: int = 0) -> Any:
+        what = f"metadata key {key[:80]!r}"  # a key read past a count that lied may be any bytes
         if kind == STRING:
-            return self.string()
-        if kind == ARRAY:
-            item_kind, count = self.scalar("<I"), self.scalar("<Q")
-            if item_kind in SCALAR_FORMATS:
-                fmt = SCALAR_FORMATS[item_kind]
-                size = struct.calcsize(fmt)
-                if self.at + size * count > len(self.data):
-                    raise GGUFError("an array runs past the end of the file")
-                items = list(struct.unpack_from(f"<{count}{fmt[1]}", self.data, self.at))
-                self.at += size * count
-                return items
-            return [self.value(item_kind) for _ in range(count)]
-        if kind not in SCALAR_FORMATS:
-            raise GGUFError(f"unknown metadata value type {kind}")
-        return self.scalar(SCALAR_FORMATS[kind])
+            return self.string(what)
+        if kind != ARRAY:
+            if kind not in SCALAR_FORMATS:
+                raise GGUFError(f"{what} has unknown value type {kind}")
+            return self.scalar(SCALAR_FORMATS[kind])
+        if depth >= MAX_NESTING:  # checked before reading deeper: no recursion a file can drive
+            raise GGUFError(f"{what} nests arrays more than {MAX_NESTING} deep")
+        item_kind, count = self.scalar("<I"), self.scalar("<Q")
+        least = LEAST_BYTES.get(item_kind) or (
+            struct.calcsize(SCALAR_FORMATS[item_kind]) if item_kind in SCALAR_FORMATS else 0
+        )
+        if not least:
+            raise GGUFError(f"{what} is an array of unknown value type {item_kind}")
+        if count * least > self.left():
+            raise GGUFError(f"{what} = an array of {count} items runs past the end of the file")
+        self.items += count
+        if count > MAX_ARRAY_ITEMS or self.items > MAX_METADATA_ITEMS:
+            bound = f"at most {MAX_ARRAY_ITEMS} a key, {MAX_METADATA_ITEMS} in all, are read"
+            raise GGUFError(f"{what} = an array of {count} items: {bound}")
+        if item_kind in SCALAR_FORMATS:
+            fmt = SCALAR_FORMATS[item_kind]
+            items = list(struct.unpack_from(f"<{count}{fmt[1]}", self.data, self.at))
+            self.at += least * count
+            return items
+        return [self.value(item_kind, key, depth + 1) for _ in range(count)]
 
 
 def read_gguf(path: Path) -> GGUFFile:
@@ -159,55 +190,79 @@ def read_gguf(path: Path) -> GGUFFile:
         raise GGUFError(f"{path} is not a GGUF file")
     with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         view = memoryview(mapped)
+        cursor = _Cursor(view)
         try:
-            return _parse(Path(path), view, len(mapped))
+            return _parse(Path(path), cursor, len(mapped))
         except struct.error as exc:
-            raise GGUFError(f"{path} ends inside its header") from exc
+            raise GGUFError(f"{path} ends inside its header, in {cursor.where}") from exc
         finally:
             view.release()
 
 
-def _parse(path: Path, view: memoryview, size: int) -> GGUFFile:
-    cursor = _Cursor(view)
-    if bytes(view[:4]) != MAGIC:
+def _parse(path: Path, cursor: _Cursor, size: int) -> GGUFFile:
+    if bytes(cursor.data[:4]) != MAGIC:
         raise GGUFError(f"{path} is not a GGUF file")
     cursor.at = 4
     version = cursor.scalar("<I")
     if version not in (2, 3):
         raise GGUFError(f"{path} is GGUF version {version}; versions 2 and 3 are read")
     tensor_count, kv_count = cursor.scalar("<Q"), cursor.scalar("<Q")
+    if tensor_count * LEAST_TENSOR_BYTES + kv_count * LEAST_KEY_BYTES > cursor.left():
+        counts = f"tensor_count = {tensor_count} and kv_count = {kv_count}"
+        raise GGUFError(f"{path}'s header gives {counts}, which run past the end of the file")
     metadata: dict[str, Any] = {}
     for _ in range(kv_count):
-        key = cursor.string()
-        metadata[key] = cursor.value(cursor.scalar("<I"))
+        key = cursor.string(f"the name of the key after {cursor.where}")
+        cursor.where = f"metadata key {key[:80]!r}"
+        if key in metadata:
+            raise GGUFError(f"metadata key {key!r} appears twice")
+        metadata[key] = cursor.value(cursor.scalar("<I"), key)
     infos = []
     for _ in range(tensor_count):
-        name = cursor.string()
-        dims = [cursor.scalar("<Q") for _ in range(cursor.scalar("<I"))]
+        name = cursor.string(f"the name of the tensor after {cursor.where}")
+        cursor.where = f"tensor {name[:80]!r}"
+        n_dims = cursor.scalar("<I")
+        if not 1 <= n_dims <= MAX_DIMS:
+            raise GGUFError(f"tensor {name!r} has {n_dims} dims; 1 to {MAX_DIMS} are read")
+        dims = [cursor.scalar("<Q") for _ in range(n_dims)]
         infos.append((name, dims, cursor.scalar("<I"), cursor.scalar("<Q")))
     alignment = metadata.get("general.alignment", 32)
     if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
         raise GGUFError(f"{path} gives an alignment of {alignment!r}, not a power of two")
     data_start = -(-cursor.at // alignment) * alignment
-    tensors = []
+    tensors, names = [], set()
     for name, dims, qtype, offset in infos:
-        if qtype not in TYPE_LAYOUT:
-            raise GGUFError(f"{name} has ggml type {qtype}, which this reader does not know")
-        per_block, block_bytes = TYPE_LAYOUT[qtype]
-        columns, rows = dims[0], 1
-        for dim in dims[1:]:
-            rows *= dim
-        if qtype in PLAIN_DTYPES:
-            shape, dtype = tuple(reversed(dims)), PLAIN_DTYPES[qtype]
-            nbytes = columns * rows * block_bytes
-        else:
-            shape, dtype = (rows, columns // per_block * block_bytes), "|u1"
-            nbytes = shape[0] * shape[1]
-        start = data_start + offset
-        if start + nbytes > size:
-            raise GGUFError(f"{name} runs past the end of {path}")
-        tensors.append(TensorEntry(name, qtype, start, shape, dtype))
+        if name in names:
+            raise GGUFError(f"tensor {name!r} appears twice")
+        names.add(name)
+        tensors.append(_entry(path, name, dims, qtype, data_start, offset, alignment, size))
     return GGUFFile(path, metadata, tensors)
+
+
+def _entry(
+    path: Path, name: str, dims: list[int], qtype: int, data_start: int, offset: int, alignment: int, size: int
+) -> TensorEntry:
+    """Check one tensor's entry against its type and the file, as llama.cpp does, and say where it lies."""
+    if qtype not in TYPE_LAYOUT:
+        raise GGUFError(f"{name} has ggml type {qtype}, which this reader does not know")
+    per_block, block_bytes = TYPE_LAYOUT[qtype]
+    if min(dims) < 1:
+        raise GGUFError(f"tensor {name!r} has dims {dims}: each must be at least 1")
+    columns, rows = dims[0], math.prod(dims[1:])
+    if columns % per_block:
+        raise GGUFError(
+            f"tensor {name!r} has rows of {columns} weights, not whole {TYPE_NAMES[qtype]} blocks of {per_block}"
+        )
+    if offset % alignment:
+        raise GGUFError(f"tensor {name!r} starts at offset {offset}, not a multiple of the alignment {alignment}")
+    if qtype in PLAIN_DTYPES:
+        shape, dtype = tuple(reversed(dims)), PLAIN_DTYPES[qtype]
+    else:
+        shape, dtype = (rows, columns // per_block * block_bytes), "|u1"
+    start = data_start + offset
+    if start + rows * (columns // per_block * block_bytes) > size:
+        raise GGUFError(f"{name} runs past the end of {path}")
+    return TensorEntry(name, qtype, start, shape, dtype)
 
 
 def file_digest(path: Path) -> str:

@@ -102,9 +102,9 @@ def load_model(settings: Settings, where: ModelSource | None = None, name: str |
     blocks = settings.weights != "float32" and kernel_available()
     layout = None
     if source.endswith(".gguf"):
+        why = why_not_native(settings, source)[0]  # checks the file's metadata before transformers reads it
         metadata = gguf_metadata_dir(Path(source), settings.cache_dir)
         index = load_tensor_index(metadata / "tensors.json")
-        why = why_not_native(settings, source)[0]
         if any(entry.name == "rope_freqs.weight" for entry in index):
             log.warning(
                 "%s has Llama 3's rotary scaling (rope_freqs), which transformers' GGUF reading leaves out: its "

@@ -16,7 +16,8 @@ from palaver.core.config import Settings
 from palaver.engine import native
 from palaver.engine.families import LoadedModel
 from palaver.engine.file_tokenizer import FileTokenizer
-from palaver.engine.gguf_file import GGUFFile, cached_dir_of, read_gguf, weight_layout
+from palaver.engine.gguf_checks import read_checked
+from palaver.engine.gguf_file import GGUFFile, cached_dir_of, weight_layout
 from palaver.engine.gguf_tokenizer import end_of_turn_ids, tokenizer_config, tokenizer_json, unsupported
 from palaver.engine.prefix_cache import PrefixCache
 from palaver.engine.prompt_formats import family_for
@@ -31,7 +32,7 @@ CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/
 
 def llama_config(gguf: GGUFFile) -> dict[str, Any]:
     """Return a transformers-style config dict from a Llama-family GGUF file's metadata."""
-    heads = int(gguf.get("attention.head_count", 0))
+    heads = layer_count(gguf, "attention.head_count", 0)
     hidden = int(gguf.get("embedding_length", 0))
     embedding = next((e for e in gguf.tensors if e.name == "token_embd.weight"), None)
     vocab = len(gguf.metadata.get("tokenizer.ggml.tokens", [])) or (embedding.shape[0] if embedding else 0)
@@ -43,10 +44,10 @@ def llama_config(gguf: GGUFFile) -> dict[str, Any]:
         "model_type": gguf.architecture,
         "vocab_size": vocab,
         "hidden_size": hidden,
-        "intermediate_size": int(gguf.get("feed_forward_length", 0)),
+        "intermediate_size": layer_count(gguf, "feed_forward_length", 0),
         "num_hidden_layers": int(gguf.get("block_count", 0)),
         "num_attention_heads": heads,
-        "num_key_value_heads": int(gguf.get("attention.head_count_kv", heads)),
+        "num_key_value_heads": layer_count(gguf, "attention.head_count_kv", heads),
         "head_dim": head_dim,
         "rotary_dims": int(gguf.get("rope.dimension_count", head_dim)),  # fewer: each head is rotated in part
         "rms_norm_eps": float(gguf.get("attention.layer_norm_rms_epsilon", 1e-5)),
@@ -67,6 +68,12 @@ def llama_config(gguf: GGUFFile) -> dict[str, Any]:
     if any(e.name == "rope_factors_long.weight" for e in gguf.tensors):
         config["rope_parameters"].update(longrope_parameters(gguf, context))
     return config
+
+
+def layer_count(gguf: GGUFFile, key: str, default: int) -> int:
+    """Return a count that a file may give once or layer by layer (the same for every layer, once checked)."""
+    value = gguf.get(key, default)
+    return int(value[0] if isinstance(value, list) else value)
 
 
 def longrope_parameters(gguf: GGUFFile, context: int) -> dict[str, Any]:
@@ -225,10 +232,14 @@ def file_tokenizer(gguf: GGUFFile, cache_dir: str) -> FileTokenizer:
 
 
 def why_not_native(settings: Settings, source: str) -> tuple[str | None, GGUFFile | None]:
-    """Say why the native step will not serve a model (None when it will), with the GGUF file it read to tell."""
+    """Say why the native step will not serve a model (None when it will), with the GGUF file it read to tell.
+
+    A GGUF file's metadata is checked whichever path serves it, before anything is sized from it: a file that
+    cannot be right is refused (GGUFError, naming the key), not handed to transformers.
+    """
+    gguf = read_checked(Path(source)) if source.endswith(".gguf") else None
     why = refusal(settings, source)
-    gguf = None if why else read_gguf(Path(source))
-    if gguf is not None:
+    if gguf is not None and why is None:
         why = tokenizer_refusal(gguf) or native.refusal(llama_config(gguf), gguf.tensors)
     return why, gguf
 
