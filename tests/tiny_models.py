@@ -529,8 +529,18 @@ GEMMA3_TO_GGUF = {
 }
 
 
-def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None = None, pre: str | None = None) -> Path:
+def build_gguf_llama(
+    llama_dir: Path,
+    path: Path,
+    types: dict[str, str] | None = None,
+    pre: str | None = None,
+    template: bool | str = True,
+    add_bos: bool | None = None,
+) -> Path:
     """Write a tiny Llama, Qwen2/3, Phi-3 or Gemma 3 as a GGUF file the way llama.cpp's converter does.
+
+    template: a byte-level BPE file's chat template (True: the tokenizer's own, False: none); add_bos: its
+    add_bos_token flag, if any.
 
     Llama's Q and K rows are permuted into rotary pairs, as the converter does; Qwen2's are not, and its biases
     are written as float32 vectors.
@@ -576,7 +586,10 @@ def build_gguf_llama(llama_dir: Path, path: Path, types: dict[str, str] | None =
         writer.add_bos_token_id(tokenizer.bos_token_id)
         writer.add_eos_token_id(tokenizer.eos_token_id)
         writer.add_pad_token_id(tokenizer.pad_token_id)
-        writer.add_chat_template(tokenizer.chat_template)
+        if template:
+            writer.add_chat_template(tokenizer.chat_template if template is True else template)
+        if add_bos is not None:
+            writer.add_add_bos_token(add_bos)
     else:  # a SentencePiece vocabulary, as llama.cpp's converter writes one from tokenizer.model
         tokens, scores, kinds = sentencepiece_vocabulary()
         writer.add_tokenizer_model("llama")

@@ -1,4 +1,8 @@
-"""Render a model's Jinja chat template as transformers' apply_chat_template does, with jinja2 alone."""
+"""Render a model's Jinja chat template as transformers' apply_chat_template does, with jinja2 alone.
+
+Compile and render only inside template_sandbox's child processes: jinja folds constants at compile time, so even
+compiling a hostile template can take all memory.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,9 @@ import jinja2.ext
 import jinja2.nodes
 import jinja2.utils
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+# Every binary operator is intercepted, which keeps jinja from folding `'x' * 10**10` while compiling.
+ARITHMETIC = frozenset({"+", "-", "*", "/", "//", "%", "**"})
 
 
 class GenerationTag(jinja2.ext.Extension):
@@ -47,6 +54,16 @@ class TemplateNamespace(jinja2.utils.Namespace):
             raise jinja2.exceptions.SecurityError(f"a chat template may not set {name!r} on a namespace")
 
 
+class OutputTooLong(Exception):
+    """A render wrote more text than its bound."""
+
+
+class BoundedEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox with its operators intercepted, so that none of them runs at compile time."""
+
+    intercepted_binops = ARITHMETIC
+
+
 def raise_exception(message: str) -> None:
     raise jinja2.exceptions.TemplateError(message)
 
@@ -59,8 +76,8 @@ def tojson(value: Any, ensure_ascii: bool = False, indent: Any = None, separator
 class ChatTemplate:
     """A compiled chat template, in the sandbox and with the globals that transformers gives templates."""
 
-    def __init__(self, source: str, special_tokens: dict[str, str]):
-        environment = ImmutableSandboxedEnvironment(
+    def __init__(self, source: str, special_tokens: dict[str, Any]):
+        environment = BoundedEnvironment(
             trim_blocks=True, lstrip_blocks=True, extensions=[GenerationTag, jinja2.ext.loopcontrols]
         )
         environment.filters["tojson"] = tojson
@@ -73,13 +90,27 @@ class ChatTemplate:
         self.special_tokens = dict(special_tokens)
 
     def render(
-        self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, tools: list[dict] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        tools: list[dict] | None = None,
+        limit: int | None = None,
     ) -> str:
-        """Render messages (and the tools they may call), ending with the assistant's header when asked."""
-        return self.template.render(
-            messages=[dict(message) for message in messages],
+        """Render messages (and the tools they may call), ending with the assistant's header when asked.
+
+        limit: the most characters the render may write; past it, OutputTooLong.
+        """
+        pieces, written = [], 0
+        for piece in self.template.generate(
+            # As transformers does, a key whose value is None is left out: templates test for keys, not values.
+            messages=[{key: value for key, value in message.items() if value is not None} for message in messages],
             tools=tools,
             documents=None,
             add_generation_prompt=add_generation_prompt,
             **self.special_tokens,
-        )
+        ):
+            written += len(piece)
+            if limit is not None and written > limit:
+                raise OutputTooLong(f"it wrote more than {limit:,} characters")
+            pieces.append(piece)
+        return "".join(pieces)

@@ -41,8 +41,12 @@ class ModelFamily:
         self.context_tokens = min(context_length(model.config), max_context_tokens)
         self.stop_token_ids = sorted(stop_token_ids(model, tokenizer))
         self.pad_token_id = pad_token_id(model, tokenizer)
-        # Request threads build prompts; a fast tokenizer must not be driven from two threads at once.
-        self._tokenizer_lock = threading.Lock()
+        # Request threads build prompts; a fast tokenizer must not be driven from two threads at once. The lock is
+        # held per tokenizer call, never across a template's render, so a slow render delays no other request.
+        self._tokenizer_lock = threading.RLock()
+        # The ids the tokenizer puts around a text (BOS, EOS, as the file's add_bos_token and add_eos_token say):
+        # every prompt format carries them, as llama.cpp and a completion's prompt do.
+        self.prompt_prefix, self.prompt_suffix = special_affixes(tokenizer)
         added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
         texts = {str(t) for t in tokenizer.all_special_tokens} | {getattr(t, "content", str(t)) for t in added.values()}
         self.control_texts = sorted(texts - {""}, key=len, reverse=True)
@@ -63,8 +67,17 @@ class ModelFamily:
     def encode_conversation(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> list[int]:
         """Encode messages and the tools the model may call: by its template where it can, else as text."""
         if self.renders_tools:
-            return self.encode([self.defused_calls(m) for m in messages], tools)
-        return self.encode(text_messages(messages, tools))
+            return self.with_specials(self.encode([self.defused_calls(m) for m in messages], tools))
+        return self.with_specials(self.encode(text_messages(messages, tools)))
+
+    def with_specials(self, ids: list[int]) -> list[int]:
+        """Return ids starting with the tokenizer's prefix (BOS) and ending with its suffix, unless they already do."""
+        prefix, suffix = self.prompt_prefix, self.prompt_suffix
+        if prefix and ids[: len(prefix)] != prefix:
+            ids = prefix + ids
+        if suffix and ids[-len(suffix) :] != suffix:
+            ids = ids + suffix
+        return ids
 
     def defused_calls(self, message: Message) -> Message:
         """Return message with control-token text in its calls' arguments broken up, as in defuse."""
@@ -85,7 +98,8 @@ class ModelFamily:
 
     def encode_text(self, text: str) -> list[int]:
         """Tokenize message content so that text such as '<|im_end|>' stays text, not a control token."""
-        return list(self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
+        with self._tokenizer_lock:
+            return list(self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
 
     def reply_limit(self) -> int:
         """Return the most tokens one reply may have."""
@@ -106,17 +120,16 @@ class ModelFamily:
         # so the prompt's start stays put for several turns and the prefix cache keeps matching it.
         users = [i for i in range(1, len(turns)) if turns[i].role == "user"]
         starts = sorted({0, *users[TRUNCATION_BLOCK - 1 :: TRUNCATION_BLOCK], *users[-1:], len(turns) - 1} - {-1})
-        with self._tokenizer_lock:
-            # Bisect: encodings shrink as turns are dropped, so O(log n) encodes instead of one per turn.
-            low, high, best, shortest = 0, len(starts) - 1, None, 0
-            while low <= high:
-                middle = (low + high) // 2
-                input_ids = self.encode_conversation(system + turns[starts[middle] :], tools)
-                if len(input_ids) <= limit:
-                    best, high = Prompt(input_ids, starts[middle]), middle - 1
-                else:
-                    low = middle + 1
-                    shortest = len(input_ids)
+        # Bisect: encodings shrink as turns are dropped, so O(log n) encodes instead of one per turn.
+        low, high, best, shortest = 0, len(starts) - 1, None, 0
+        while low <= high:
+            middle = (low + high) // 2
+            input_ids = self.encode_conversation(system + turns[starts[middle] :], tools)
+            if len(input_ids) <= limit:
+                best, high = Prompt(input_ids, starts[middle]), middle - 1
+            else:
+                low = middle + 1
+                shortest = len(input_ids)
         if best is None:
             raise too_long("tools" if tools else "message", shortest, limit)
         return best
@@ -201,6 +214,16 @@ def too_long(field: str, tokens: int, limit: int) -> InvalidRequest:
         param=field,
         code="context_length_exceeded",
     )
+
+
+def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
+    """Return the ids the tokenizer adds before and after a text when asked for its special tokens."""
+    plain = list(tokenizer.encode("a", add_special_tokens=False))
+    full = list(tokenizer.encode("a"))
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
+    return [], []
 
 
 def context_length(config) -> int:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, processors
 
-from palaver.engine.chat_template import ChatTemplate
+from palaver.engine import template_sandbox
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,22 @@ class FileTokenizer:
         roles = ("bos_token", "eos_token", "unk_token", "pad_token")
         self.special_tokens_map = {role: config[role] for role in roles if config.get(role)}
         self.chat_template: str | None = config.get("chat_template")
-        self._template = ChatTemplate(self.chat_template, self.special_tokens_map) if self.chat_template else None
+        if "add_bos_token" in config or "add_eos_token" in config:
+            self.backend.post_processor = self.specials_processor(config)
+
+    def specials_processor(self, config: dict[str, Any]) -> processors.TemplateProcessing:
+        """Return the step that puts BOS before a text and EOS after it, as the config's add_*_token flags say."""
+        around: dict[str, list[str]] = {"bos_token": [], "eos_token": []}
+        for role, flag in (("bos_token", "add_bos_token"), ("eos_token", "add_eos_token")):
+            token = self.special_tokens_map.get(role)
+            if config.get(flag) and token is not None and self.backend.token_to_id(token) is not None:
+                around[role] = [token]
+        single = [*around["bos_token"], "$A", *around["eos_token"]]
+        pair = [*single, *around["bos_token"], "$B:1", *around["eos_token"]]
+        named = {token for tokens in around.values() for token in tokens}
+        return processors.TemplateProcessing(
+            single=single, pair=pair, special_tokens=[(token, self.backend.token_to_id(token)) for token in named]
+        )
 
     def __len__(self) -> int:
         return self.backend.get_vocab_size(with_added_tokens=True)
@@ -80,10 +95,12 @@ class FileTokenizer:
         return_dict: bool = False,
         tools: list[dict[str, Any]] | None = None,
     ) -> Any:
-        """Render messages (and tools) with the chat template; tokenized (as a dict, when asked) or as text."""
-        if self._template is None:
+        """Render messages (and tools) with the chat template, in a bounded child; tokenized or as text."""
+        if self.chat_template is None:
             raise ValueError("this tokenizer has no chat template")
-        text = self._template.render(messages, add_generation_prompt, tools)
+        text = template_sandbox.render(
+            self.chat_template, self.special_tokens_map, messages, add_generation_prompt, tools
+        )
         if not tokenize:
             return text
         ids = self.encode(text, add_special_tokens=False)

@@ -173,6 +173,14 @@ def tokenizer_config(gguf: GGUFFile) -> dict[str, Any]:
         config[name] = tokens[index] if index is not None and 0 <= index < len(tokens) else None
     if metadata.get("tokenizer.chat_template"):
         config["chat_template"] = metadata["tokenizer.chat_template"]
+    # Whether a prompt starts with BOS and ends with EOS. A SentencePiece file that does not say adds BOS, as llama.cpp
+    # and transformers read it.
+    for flag in ("add_bos_token", "add_eos_token"):
+        value = metadata.get(f"tokenizer.ggml.{flag}")
+        if isinstance(value, (bool, int)):
+            config[flag] = bool(value)
+    if metadata.get("tokenizer.ggml.model") == "llama":
+        config.setdefault("add_bos_token", True)
     return config
 
 

@@ -1,5 +1,6 @@
-"""The kinds of model family: how each turns a conversation into tokens (a chat template, EOS-joined turns, or
-Blenderbot's encoder input), and how a model's kind is told from its config and tokenizer."""
+"""The kinds of model family: how each turns a conversation into tokens (a chat template, ChatML for a model with
+none, EOS-joined turns, or Blenderbot's encoder input), and how a model's kind is told from its config and
+tokenizer."""
 
 from __future__ import annotations
 
@@ -7,10 +8,33 @@ import functools
 from dataclasses import replace
 from typing import Any
 
+from palaver.core.errors import InvalidRequest, ModelRefused
 from palaver.core.tool_calls import template_messages
 from palaver.core.types import Message
+from palaver.engine import template_sandbox
 from palaver.engine.families import CONTENT_MARK, CONTENT_MARK_PATTERN, ModelFamily, context_length
 from palaver.engine.prefix_cache import PrefixCache
+from palaver.engine.template_sandbox import TemplateBroke, TemplateFailed
+
+# llama.cpp's template for a model file that carries none (common/chat.cpp, CHATML_TEMPLATE_SRC).
+CHATML_TEMPLATE = (
+    "{%- for message in messages -%}\n"
+    "  {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' -}}\n"
+    "{%- endfor -%}\n"
+    "{%- if add_generation_prompt -%}\n"
+    "  {{- '<|im_start|>assistant\\n' -}}\n"
+    "{%- endif -%}"
+)
+# Conversations rendered once at load: a template that breaks a bound on them is refused before it serves anyone.
+SAMPLES = (
+    [
+        Message("system", "You are a helpful assistant"),
+        Message("user", "Hello"),
+        Message("assistant", "Hi there"),
+        Message("user", "How are you?"),
+    ],
+    [Message("user", "Hello")],
+)
 
 
 class ChatTemplateFamily(ModelFamily):
@@ -18,9 +42,35 @@ class ChatTemplateFamily(ModelFamily):
 
     name = "chat-template"
 
+    def __init__(self, model, tokenizer, max_context_tokens: int):
+        super().__init__(model, tokenizer, max_context_tokens)
+        self.check_template()
+
     @classmethod
     def matches(cls, config, tokenizer) -> bool:
         return not config.is_encoder_decoder and bool(getattr(tokenizer, "chat_template", None))
+
+    def template_source(self, tools: list[dict[str, Any]] | None) -> str:
+        """Return the template's text; of named templates, the tool-use one when there are tools, as transformers."""
+        template = self.tokenizer.chat_template
+        if isinstance(template, dict):
+            return template["tool_use"] if tools and "tool_use" in template else template["default"]
+        return template
+
+    def check_template(self) -> None:
+        """Render sample conversations once, refusing a template that does not compile or breaks a bound."""
+        for sample in SAMPLES:
+            try:
+                self._render(sample, None)
+                return
+            except TemplateBroke as error:
+                raise ModelRefused(
+                    f"the model's chat template is refused: rendering a sample conversation, {error}"
+                ) from None
+            except TemplateFailed as error:
+                if error.syntax:
+                    raise ModelRefused(f"the model's chat template is refused: {error}") from None
+        # The template raised its own errors on both samples (a role it refuses, say): requests then get them.
 
     @functools.cached_property
     def renders_tools(self) -> bool:
@@ -28,6 +78,20 @@ class ChatTemplateFamily(ModelFamily):
         return isinstance(template, str) and "<tool_call>" in template and "tools" in template
 
     def encode(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        try:
+            return self._encode(messages, tools)
+        except TemplateBroke as error:
+            raise InvalidRequest(
+                f"the model's chat template broke a bound rendering these messages: {error}",
+                param="messages",
+                code="chat_template_bound",
+            ) from None
+        except TemplateFailed as error:
+            raise InvalidRequest(
+                f"the model's chat template refused these messages: {error}", param="messages", code="chat_template"
+            ) from None
+
+    def _encode(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> list[int]:
         if not any(self.holds_control_text(m.content) for m in messages):
             return self._encode_with_template(messages, tools)  # the common case, tokenized as the template says
         # Render the template around placeholders, then tokenize its own text (control tokens and all)
@@ -41,23 +105,44 @@ class ChatTemplateFamily(ModelFamily):
             if index % 2:
                 ids += self.encode_text(messages[int(piece)].content)
             elif piece:
-                ids += self.tokenizer.encode(piece, add_special_tokens=False)
+                ids += self.encode_template_text(piece)
         return ids
 
     def _render(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> str:
-        return self.tokenizer.apply_chat_template(
-            template_messages(messages), tools=tools, add_generation_prompt=True, tokenize=False
+        # In a bounded child process, with the arguments transformers' apply_chat_template gives a template.
+        special_tokens = dict(getattr(self.tokenizer, "special_tokens_map", None) or {})
+        return template_sandbox.render(
+            self.template_source(tools), special_tokens, template_messages(messages), True, tools
         )
 
+    def encode_template_text(self, text: str) -> list[int]:
+        """Tokenize the template's own text, control tokens and all, as apply_chat_template does."""
+        with self._tokenizer_lock:
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
+
     def _encode_with_template(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> list[int]:
-        encoded = self.tokenizer.apply_chat_template(
-            template_messages(messages), tools=tools, add_generation_prompt=True, tokenize=True, return_dict=True
-        )
-        return list(encoded["input_ids"])
+        return self.encode_template_text(self._render(messages, tools))
+
+
+class ChatMLFamily(ChatTemplateFamily):
+    """Causal models with no chat template (but DialoGPT's GPT-2): ChatML, as llama.cpp falls back to."""
+
+    name = "chatml"
+
+    @classmethod
+    def matches(cls, config, tokenizer) -> bool:
+        return not config.is_encoder_decoder and getattr(config, "model_type", None) != "gpt2"
+
+    @property
+    def renders_tools(self) -> bool:
+        return False  # ChatML has no tool format: tools go in as text, in the generic format
+
+    def template_source(self, tools: list[dict[str, Any]] | None) -> str:
+        return CHATML_TEMPLATE
 
 
 class EosJoinedFamily(ModelFamily):
-    """Causal models without a template, such as DialoGPT: turns joined by the EOS token."""
+    """GPT-2 models without a template, such as DialoGPT: turns joined by the EOS token."""
 
     name = "eos-joined"
 
@@ -96,7 +181,8 @@ class BlenderbotFamily(ModelFamily):
 
     def encode(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
         text = self.turn_separator.join(self.format_turn(m) for m in messages)
-        return list(self.tokenizer(text, split_special_tokens=True)["input_ids"])
+        with self._tokenizer_lock:
+            return list(self.tokenizer(text, split_special_tokens=True)["input_ids"])
 
     def start_batch(self, prefix_cache: PrefixCache | None = None) -> Any:
         from palaver.engine.batching import Seq2SeqBatch
@@ -121,7 +207,13 @@ class BlenderbotSmallFamily(BlenderbotFamily):
         return message.content
 
 
-FAMILIES: tuple[type[ModelFamily], ...] = (BlenderbotSmallFamily, BlenderbotFamily, ChatTemplateFamily, EosJoinedFamily)
+FAMILIES: tuple[type[ModelFamily], ...] = (
+    BlenderbotSmallFamily,
+    BlenderbotFamily,
+    ChatTemplateFamily,
+    ChatMLFamily,
+    EosJoinedFamily,
+)
 
 
 def family_for(config, tokenizer) -> type[ModelFamily]:

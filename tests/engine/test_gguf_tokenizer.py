@@ -58,3 +58,24 @@ def test_each_pre_tokenizer_splits_text_as_transformers_does(chat_model, tmp_pat
     )
     for text in ["Hello WORLD's THE quick brown Fox", "tell me 1234567 bees\n\n  and   9 honey", "it'll DON'T café/x"]:
         assert ours.encode(text, add_special_tokens=False) == theirs.encode(text, add_special_tokens=False), text
+
+
+@pytest.mark.parametrize("flag", [True, False, None])
+def test_the_files_bos_flag_adds_bos_as_transformers_reads_it(chat_model, tmp_path, flag):
+    path = tiny_models.build_gguf_llama(chat_model, tmp_path / "flagged.gguf", add_bos=flag)
+    gguf = read_gguf(path)
+    ours = FileTokenizer(tokenizer_json(gguf), tokenizer_config(gguf))
+    theirs = AutoTokenizer.from_pretrained(gguf_metadata_dir(path, str(tmp_path)))
+    for text in ("hello there", ""):
+        assert ours.encode(text) == list(theirs.encode(text)), "a completion's prompt: BOS as the flag says"
+        assert ours.encode(text, add_special_tokens=False) == list(theirs.encode(text, add_special_tokens=False))
+    assert (ours.encode("hi")[0] == ours.bos_token_id) is bool(flag)
+
+
+def test_a_sentencepiece_file_that_does_not_say_adds_bos(sentencepiece_gguf_model):
+    metadata = dict(read_gguf(sentencepiece_gguf_model).metadata)
+    assert tokenizer_config(replace(read_gguf(sentencepiece_gguf_model), metadata=metadata))["add_bos_token"] is True
+    metadata.pop("tokenizer.ggml.add_bos_token")
+    assert tokenizer_config(replace(read_gguf(sentencepiece_gguf_model), metadata=metadata))["add_bos_token"] is True
+    metadata["tokenizer.ggml.add_eos_token"] = True
+    assert tokenizer_config(replace(read_gguf(sentencepiece_gguf_model), metadata=metadata))["add_eos_token"] is True

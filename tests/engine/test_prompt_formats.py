@@ -1,5 +1,6 @@
 """Prompt formats on tiny random models of each real architecture: chat templates, EOS-joined turns, Blenderbot."""
 
+import json
 import shutil
 
 import pytest
@@ -125,3 +126,78 @@ def test_a_template_without_tools_gets_them_in_the_generic_format(chat_model):
     assert "You are provided with function signatures within <tools></tools> XML tags" in text
     assert '<tool_call>\n{"name": "get_time", "arguments": {"zone": "UTC"}}\n</tool_call>' in text
     assert "<tool_response>\n12:00\n</tool_response>" in text
+
+
+# A template that renders a sample conversation well, but breaks a bound on a message that asks it to.
+TRIGGERED_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    "{% if messages[-1]['content'] == 'grow' %}{{ 'x' * 10**10 }}{% endif %}"
+    "{% if messages[-1]['content'] == 'fail' %}{{ raise_exception('no such turn') }}{% endif %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def bos_gguf(chat_model, tmp_path_factory):
+    """A GGUF whose tokenizer says add_bos_token and whose template writes no BOS of its own."""
+    path = tmp_path_factory.mktemp("bos") / "bos.gguf"
+    return tiny_models.build_gguf_llama(chat_model, path, template=TRIGGERED_TEMPLATE, add_bos=True)
+
+
+@pytest.fixture(scope="module")
+def templateless_gguf(chat_model, tmp_path_factory):
+    """A GGUF with add_bos_token and no chat template."""
+    path = tmp_path_factory.mktemp("templateless") / "templateless.gguf"
+    return tiny_models.build_gguf_llama(chat_model, path, template=False, add_bos=True)
+
+
+def native_family(path, tmp_path):
+    from commons import Settings
+    from palaver.engine.native_loading import load_native
+
+    return load_native(Settings(model=str(path), cache_dir=str(tmp_path)), "tiny", str(path)).family
+
+
+@pytest.mark.parametrize("engine", ["native", "transformers"])
+def test_a_gguf_without_a_template_gets_chatml_and_its_bos(templateless_gguf, tmp_path, engine):
+    family = native_family(templateless_gguf, tmp_path) if engine == "native" else family_of(templateless_gguf)
+    assert family.name == "chatml", "llama.cpp's fallback, not DialoGPT's EOS-joined turns"
+    ids = family.encode_conversation([Message("user", "hello")], None)
+    assert ids[0] == family.tokenizer.bos_token_id
+    assert family.tokenizer.decode(ids) == "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.mark.parametrize("engine", ["native", "transformers"])
+def test_every_chat_prompt_honours_the_files_bos_flag(bos_gguf, tmp_path, engine):
+    family = native_family(bos_gguf, tmp_path) if engine == "native" else family_of(bos_gguf)
+    bos = family.tokenizer.bos_token_id
+    ids = family.encode_conversation([Message("user", "hello")], None)
+    assert ids[0] == bos and ids.count(bos) == 1 and family.tokenizer.decode(ids[1:]) == "user: hello\nassistant:"
+    assert family.text_prompt("hello", 4).input_ids[0] == bos, "as a completion's prompt has it"
+
+
+def test_a_model_without_a_template_is_told_by_its_config_not_its_name(chat_model, tmp_path):
+    plain = shutil.copytree(chat_model, tmp_path / "DialoGPT-small")
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    assert family_of(plain).name == "chatml", "a Llama with no template is not DialoGPT, whatever its name"
+
+
+def test_a_template_that_breaks_a_bound_at_load_is_refused_naming_it(chat_model, tmp_path):
+    path = tiny_models.build_gguf_llama(chat_model, tmp_path / "greedy.gguf", template="{{ 'x' * 10**10 }}")
+    with pytest.raises(ValueError, match="chat template is refused: .* more than 512 MiB of memory"):
+        native_family(path, tmp_path)
+
+
+def test_a_template_that_breaks_a_bound_on_a_request_is_a_400_naming_it(bos_gguf, tmp_path):
+    from palaver.core.errors import InvalidRequest
+
+    family = native_family(bos_gguf, tmp_path)
+    with pytest.raises(InvalidRequest, match="chat template broke a bound .* memory") as broke:
+        family.build_prompt([Message("user", "grow")], 4)
+    assert broke.value.param == "messages" and broke.value.code == "chat_template_bound"
+    with pytest.raises(InvalidRequest, match="chat template refused these messages: .*no such turn"):
+        family.build_prompt([Message("user", "fail")], 4)
+    assert family.build_prompt([Message("user", "hello")], 4).input_ids, "the same family serves the next request"
