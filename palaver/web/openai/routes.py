@@ -250,9 +250,7 @@ def closing_all(streams: list[ReplyEvents]) -> Iterator[None]:
             stream.close()
 
 
-def start_all(
-    requests: list[GenerationRequest], engine: Backend, param: str
-) -> tuple[list[ReplyEvents], PromptInfo]:
+def start_all(requests: list[GenerationRequest], engine: Backend, param: str) -> tuple[list[ReplyEvents], PromptInfo]:
     """Queue every request before waiting on any, so they are generated in one batch; return the first's info.
 
     Each is a row of the client's share, as a request of its own would be: param names what multiplied them.
