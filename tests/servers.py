@@ -113,6 +113,11 @@ def gunicorn_server(env: dict[str, str], wait_for: str = "/healthz", timeout: fl
         yield running.url
 
 
+def capped_command(address_space: int) -> str:
+    """Return the Procfile's command under an address-space cap: a server that runs away fails, the machine does not."""
+    return f"prlimit --as={address_space} {procfile_command()}"
+
+
 def server_env(model: Path | str, cache_dir: Path, **settings: str) -> dict[str, str]:
     """Return a test server's environment: greedy, preloaded, with PALAVER_* settings as keyword arguments."""
     return {

@@ -9,7 +9,7 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from servers import procfile_server, server_env
+from servers import capped_command, procfile_server, server_env
 
 from commons import Settings
 from palaver.core.errors import InvalidRequest, NotFound
@@ -28,6 +28,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 SERVER_FUZZ = settings(FUZZ, max_examples=40)
+FUZZ_ADDRESS_SPACE = 6 * 2**30  # the fuzzed servers' cap: input that exhausts memory fails them, not the machine
 
 HOSTILE_NUMBERS = st.sampled_from([math.nan, math.inf, -math.inf, 10**400, -(10**400), 2**63, -1, 0, 1e-320, -0.0])
 SCALARS = (
@@ -344,7 +345,7 @@ def fuzz_server(chat_model, tmp_path_factory):
     env = server_env(
         chat_model, tmp_path_factory.mktemp("fuzz"), max_new_tokens="2", metrics="1", max_body_bytes="8192"
     )
-    with procfile_server(env, wait_for="/readyz", timeout=120) as running:
+    with procfile_server(env, wait_for="/readyz", timeout=120, command=capped_command(FUZZ_ADDRESS_SPACE)) as running:
         fuzzed = Fuzzed(running)
         yield fuzzed
         fuzzed.session.close()
@@ -489,7 +490,7 @@ HOSTILE_SCHEMAS = (
 @pytest.fixture(scope="module")
 def schema_server(chat_model, tmp_path_factory):
     env = server_env(chat_model, tmp_path_factory.mktemp("schemas"), max_new_tokens="24")
-    with procfile_server(env, wait_for="/readyz", timeout=120) as running:
+    with procfile_server(env, wait_for="/readyz", timeout=120, command=capped_command(FUZZ_ADDRESS_SPACE)) as running:
         fuzzed = Fuzzed(running)
         yield fuzzed
         fuzzed.session.close()

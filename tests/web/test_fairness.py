@@ -82,7 +82,7 @@ def shared(chat_model, tmp_path_factory):
 
 @contextmanager
 def turns_held(server, database, count: int):
-    """Hold count /api/chat requests in flight (waiting for a conversation's turn held elsewhere); yield their answers."""
+    """Hold count /api/chat requests in flight (waiting for a turn held elsewhere); yield their answers."""
     conversation_id = requests.post(server.url + "/api/chat", json={"message": "hi"}, timeout=30).json()[
         "conversation_id"
     ]
@@ -118,10 +118,10 @@ def test_choices_and_prompts_count_against_the_share_one_row_each(shared):
     with turns_held(server, database, 5) as answers:
         wait_until(lambda: in_flight(server) == 5, what="five requests waiting for their turn")
         # Five places held of eight: four choices, or four prompts, would be twelve rows.
-        for path, body, field in [
-            ("/v1/chat/completions", {**chat, "n": 4}, "n"),
-            ("/v1/completions", {"model": "chat-llama", "prompt": ["a", "b", "c", "d"], "max_tokens": 2}, "prompt"),
-            ("/invocations", {"inputs": ["a", "b", "c", "d"], "params": {"max_new_tokens": 2}}, "inputs"),
+        for path, body in [
+            ("/v1/chat/completions", {**chat, "n": 4}),
+            ("/v1/completions", {"model": "chat-llama", "prompt": ["a", "b", "c", "d"], "max_tokens": 2}),
+            ("/invocations", {"inputs": ["a", "b", "c", "d"], "params": {"max_new_tokens": 2}}),
         ]:
             refused = requests.post(server.url + path, json=body, timeout=30)
             assert refused.status_code == 429, (path, refused.text)
