@@ -29,11 +29,20 @@ def read_csv(path):
         return list(csv.DictReader(handle))
 
 
+def default_ctrl_c() -> None:
+    """Give the command Ctrl-C's default handling, however the test run was started."""
+    # A test run started as a background job (`make test &` in a script) ignores SIGINT, a child inherits that,
+    # and Python then never raises KeyboardInterrupt: the command would never see the Ctrl-C a test sends.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Watched:
     """A running command whose stderr lines are read as they come, so a test can wait for one."""
 
     def __init__(self, *args, env):
-        self.process = subprocess.Popen([str(PALAVER), *args], env=env, stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [str(PALAVER), *args], env=env, stderr=subprocess.PIPE, text=True, preexec_fn=default_ctrl_c
+        )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=lambda: self.lines.extend(self.process.stderr), daemon=True)
         self.reader.start()
@@ -44,10 +53,16 @@ class Watched:
             time.sleep(0.05)
         assert any(text in line for line in self.lines), self.lines
 
-    def interrupt(self) -> float:
-        """Press Ctrl-C; return how long the command took to exit."""
+    def interrupt(self, limit: float = 20) -> float:
+        """Press Ctrl-C and wait for the command to exit; return how long it took, failing past limit seconds."""
         started = time.monotonic()
         self.process.send_signal(signal.SIGINT)
-        self.process.wait(timeout=120)
-        self.reader.join(10)
+        try:
+            self.process.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"still running {limit:g}s after Ctrl-C: {self.lines[-5:]}") from None
+        finally:
+            self.reader.join(10)
         return time.monotonic() - started

@@ -148,6 +148,7 @@ class BatchRun:
     model: str | None = None  # the configured model's name; None: the default
     in_flight: set[GenerationRequest] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stopped: bool = False
 
     def run(
         self, source: Path, target: Path, on_start: Callable[[int, int], Any] | None = None
@@ -188,8 +189,9 @@ class BatchRun:
             pool.shutdown(wait=finished, cancel_futures=True)
 
     def stop(self) -> None:
-        """Cancel the generations running for this run's rows."""
+        """Cancel the generations running for this run's rows, and any a pool thread starts from now on."""
         with self._lock:
+            self._stopped = True
             running = list(self.in_flight)
         for request in running:
             request.cancel()
@@ -201,6 +203,8 @@ class BatchRun:
         request = GenerationRequest(self.params, messages=self.preset.apply([Message("user", text)]), model=self.model)
         with self._lock:
             self.in_flight.add(request)
+            if self._stopped:  # the row was taken just as the run stopped: it must not generate for nobody
+                request.cancel()
         try:
             reply = self.backend.generate(request)
             if self.params.json_schema is None:

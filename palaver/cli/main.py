@@ -7,6 +7,7 @@ import os
 import sys
 from contextlib import closing
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from pydantic_core import PydanticCustomError
@@ -23,6 +24,15 @@ def procfile_command() -> str:
         if line.startswith("web:"):
             return line.split(":", 1)[1].strip()
     raise click.ClickException("the Procfile has no web process")
+
+
+def exit_now(status: int) -> NoReturn:
+    """Exit at once with status, joining no thread: what was written is flushed and closed already."""
+    # A normal exit joins every worker thread, and a row stuck in a model load or an upstream's read would hold it
+    # for minutes; the rows written so far were flushed one by one and their file closed when the run was closed.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def open_backend(model: str | None = None):
@@ -267,7 +277,7 @@ def batch(
     except KeyboardInterrupt:
         bar.close()
         click.echo(f"interrupted after {bar.n} rows; run the same command again to resume", err=True)
-        sys.exit(130)
+        exit_now(130)
     bar.close()
     failures = f"; {failed} failed, with the reason in their 'error' field" if failed else ""
     click.echo(f"{bar.n} rows in {output}{failures}")

@@ -1,8 +1,11 @@
-"""The command line's fixtures: a command's environment on the tiny chat model, and a machine kept busy."""
+"""The command line's fixtures: a command's environment on the tiny chat model, a busy machine, a stuck upstream."""
 
+import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -22,9 +25,55 @@ def cli_env(chat_model, tmp_path):
 
 @pytest.fixture
 def busy_machine():
-    """Keep every core busy, as a developer's build beside CI would."""
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    """Keep every core busy twice over (four busy loops at least), as builds and servers beside CI would."""
+    count = max(4, 2 * (os.cpu_count() or 2))
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
     yield
     for hog in hogs:
         hog.kill()
         hog.wait()
+
+
+class StuckUpstream(ThreadingHTTPServer):
+    """An OpenAI-style server that lists one model and then never answers a completion."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), StuckHandler)
+        self.asked = threading.Event()  # set once a completion has been asked for
+        self.released = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_port}/v1"
+
+
+class StuckHandler(BaseHTTPRequestHandler):
+    server: StuckUpstream
+
+    def do_GET(self):
+        body = json.dumps({"object": "list", "data": [{"id": "stuck", "object": "model", "created": 0}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        self.server.asked.set()
+        self.server.released.wait(600)  # no headers, no reply: the client's read waits for its own timeout
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stuck_upstream():
+    """Serve an upstream that hangs on every completion, for the test's length."""
+    server = StuckUpstream()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.released.set()
+    server.shutdown()
+    server.server_close()

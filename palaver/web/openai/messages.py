@@ -8,7 +8,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, fie
 
 from palaver.core.tools import MAX_TOOLS, NAME_PATTERN
 from palaver.core.types import Message, ToolCall
-from palaver.core.validation import RequestModel, body_error, field_error
+from palaver.core.validation import RequestModel, body_error, field_error, unsupported
 from palaver.web.api.schemas import settings_of
 
 MAX_ARGUMENTS_CHARS = 65_536
@@ -42,21 +42,46 @@ class MessageToolCall(RequestModel):
     function: CalledFunction
 
 
+# What OpenAI's own replies carry, so that a transcript replays as it came back: each is accepted at the value it
+# has when it says nothing (null, or an empty list) and refused at any other, which Palaver could not honour.
+REPLAYED_FIELDS: dict[str, str] = {
+    "annotations": "annotations (a reply's citations) are not supported; send the message without them",
+    "refusal": "refusal is not supported; send the refusal's text as 'content'",
+    "audio": "audio is not supported; only text",
+    "function_call": "function_call is deprecated by OpenAI and not supported; send 'tool_calls'",
+}
+Replayed = Annotated[Any, Field(description="Accepted as OpenAI's replies carry it when empty (null or []).")]
+
+
 class ChatMessage(RequestModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Annotated[str, BeforeValidator(text_content)] = ""
     name: str | None = None
     tool_calls: list[MessageToolCall] | None = Field(None, max_length=MAX_TOOLS)
     tool_call_id: str | None = Field(None, min_length=1, max_length=256)
+    annotations: Replayed = None
+    refusal: Replayed = None
+    audio: Replayed = None
+    function_call: Replayed = None
+
+    @field_validator(*REPLAYED_FIELDS)
+    @classmethod
+    def _only_empty(cls, value: Any, info: ValidationInfo) -> Any:
+        if value not in (None, []):  # null never gets here: a null field counts as not sent
+            raise unsupported(REPLAYED_FIELDS[info.field_name or ""])
+        return None
 
     @model_validator(mode="before")
     @classmethod
     def _content_or_calls(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("role") == "assistant" and data.get("tool_calls") == []:
+            data = {key: value for key, value in data.items() if key != "tool_calls"}  # a reply replayed: no calls
         # An assistant message that only calls functions may leave out its content; any other needs it.
         if (
             isinstance(data, dict)
             and data.get("content") is None
             and not (data.get("tool_calls") and data.get("role") == "assistant")
+            and data.get("refusal") is None  # a refusal replayed in place of content is refused by its own name
         ):
             raise body_error("every message needs 'content', except an assistant's that has 'tool_calls'", "content")
         return data

@@ -154,7 +154,9 @@ class ToolFields(RequestModel):
     """The functions a chat's reply may call, as chat completions and /tokenize take them."""
 
     tools: list[FunctionTool] | None = Field(
-        None, min_length=1, max_length=MAX_TOOLS, description="Functions the reply may call."
+        None,
+        max_length=MAX_TOOLS,
+        description="Functions the reply may call; an empty list (as many clients send): none.",
     )
     tool_choice: ToolChoiceMode | NamedToolChoice | None = Field(
         None, description="none, auto (the default with tools), required, or one function by name."
@@ -176,13 +178,16 @@ class ToolFields(RequestModel):
     @field_validator("tools")
     @classmethod
     def _named_once(cls, tools: list[FunctionTool] | None) -> list[FunctionTool] | None:
-        return None if tools is None else unique_names(tools)
+        return unique_names(tools) if tools else None  # no functions at all is no tools, as vLLM takes it
 
     @model_validator(mode="after")
     def _tools_consistent(self) -> ToolFields:
         names = [tool.function.name for tool in self.tools or ()]
-        if self.tool_choice not in (None, "none") and not names:
-            raise body_error("'tool_choice' needs 'tools' to choose from", "tool_choice")
+        if self.tool_choice not in (None, "none", "auto") and not names:  # none and auto ask nothing of no tools
+            wanted = "'required'" if self.tool_choice == "required" else "a function"
+            raise body_error(
+                f"'tool_choice' {wanted} needs at least one function in 'tools'; it has none", "tool_choice"
+            )
         if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names:
             known = ", ".join(names)
             raise body_error(f"'tool_choice' names a function that 'tools' lacks; it has: {known}", "tool_choice")

@@ -95,7 +95,7 @@ def test_stop_sequences_end_the_reply_and_are_left_out(html_server):
         ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"not": {}}}}]}, "'not' at #"),
         ({"top_logprobs": 3}, "'top_logprobs' needs 'logprobs': true"),
         ({"logprobs": True, "top_logprobs": 21}, "'top_logprobs' must be an integer at least 0 and at most 20"),
-        ({"tool_choice": "required"}, "'tool_choice' needs 'tools'"),
+        ({"tool_choice": "required"}, "'tool_choice' 'required' needs at least one function in 'tools'"),
         ({"functions": [{"name": "f"}]}, "functions are deprecated"),
         ({"presence_penalty": 0.5}, "presence_penalty is not supported"),
         ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"not": {}}}}}, "'not'"),
