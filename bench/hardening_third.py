@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -69,6 +70,18 @@ def worker_peak_mb(running: Server) -> float:
     except (OSError, IndexError):
         return float("nan")  # the worker is gone
     return next(int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+
+
+def settled_state(base: str, seconds: float = 120) -> str:
+    """Return the default model's state once its load has succeeded or failed (or seconds have passed)."""
+    deadline, state = time.monotonic() + seconds, "loading"
+    while state in ("idle", "loading") and time.monotonic() < deadline:
+        try:
+            state = requests.get(base + "/readyz", timeout=60).json().get("state", "?")
+        except requests.RequestException:
+            state = "no answer"
+        time.sleep(0.2)
+    return state
 
 
 def statuses(answers: list[int]) -> str:
@@ -132,8 +145,8 @@ def probe_rows(cache: str) -> list[tuple[str, str]]:
 
 
 def big_gguf(root: Path) -> Path:
-    """Write a float32 Llama GGUF of about 200 MB, twice the embedded file: the two do not fit 600 MB together."""
-    llama = tiny_models.build_chat_llama(root / "big", width=1536)
+    """Write a float32 Llama GGUF of about 340 MB, fits 600 MB alone, and not beside the embedded model."""
+    llama = tiny_models.build_chat_llama(root / "big", width=2048)
     types = {name: "F32" for name in tiny_models.GGUF_TYPES}
     return tiny_models.build_gguf_llama(llama, root / "big.gguf", types)
 
@@ -250,9 +263,11 @@ def probe_templates(cache: str) -> list[tuple[str, str]]:
         gguf = tiny_models.build_gguf_llama(llama, Path(cache) / "t.gguf", template=PLAIN + attack)
         try:
             with server(cache, model=str(gguf), wait_for="/healthz", request_timeout="60") as running:
-                ready = requests.get(running.url + "/readyz", timeout=60)
-                if ready.status_code != 200:
-                    rows.append((label, f"refused at load: `/readyz` {ready.json()['state']}"))
+                state = settled_state(running.url)
+                if state != "ready":
+                    rows.append(
+                        (label, f"refused at load: `/readyz` {state}, worker peak {worker_peak_mb(running):.0f} MB")
+                    )
                     continue
                 seen: list[tuple[float, int, int]] = []
                 quiet, replies = quiet_and_loaded(running.url, partial(trigger, running.url, seen))
@@ -289,16 +304,12 @@ def probe_metadata(cache: str) -> list[tuple[str, str]]:
         path = header.write(Path(cache) / "hostile.gguf")
         try:
             with server(cache, model=str(path), wait_for="/healthz") as running:
-                deadline = time.monotonic() + 120
-                state = "loading"
-                while state == "loading" and time.monotonic() < deadline:
-                    state = requests.get(running.url + "/readyz", timeout=60).json().get("state", "?")
-                    time.sleep(0.2)
+                state = settled_state(running.url)
                 log = running.log()
-                why = next((line for line in log.splitlines() if "Error" in line or "refused" in line), "")
-                rows.append(
-                    (label, f"{state}, worker peak {worker_peak_mb(running):.0f} MB; log: `{why.strip()[:90]}`")
-                )
+                said = ("Error", "failed:")  # a traceback's last line before, the refusal's line after
+                why = next((line for line in reversed(log.splitlines()) if any(word in line for word in said)), "")
+                why = why.split("failed: ", 1)[-1].strip()[:100]
+                rows.append((label, f"{state}, worker peak {worker_peak_mb(running):.0f} MB; log: `{why}`"))
         except RuntimeError as error:
             rows.append((label, f"server did not start: {str(error).splitlines()[0][:80]}"))
     return rows
@@ -313,12 +324,13 @@ def probe_protocol(cache: str) -> list[tuple[str, str]]:
         chat = requests.post(
             running.url + "/tokenize", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=30
         ).json()
-        plain = requests.post(running.url + "/tokenize", json={"prompt": "hi"}, timeout=30).json()
-        bos = plain["tokens"][0]
+        kind, raw = gguf_surgery.read(bare).values["tokenizer.ggml.bos_token_id"]
+        bos = struct.unpack(gguf_surgery.FORMATS[kind], raw)[0]
+        family = requests.get(running.url + "/readyz", timeout=30).json().get("family")
         rows.append(
             (
                 "chat prompt of a file with `add_bos_token` and no template",
-                f"starts with BOS: {chat['tokens'][0] == bos}",
+                f"`{family}` format, starts with BOS: {chat['tokens'][0] == bos}",
             )
         )
     with server(cache) as running:
