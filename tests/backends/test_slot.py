@@ -19,7 +19,9 @@ def test_a_slot_is_unloaded_until_its_engine_loads_and_is_charged_its_file_and_k
         budget, used = slot.backend.kv_bytes()
         assert budget > 0 and used == 0
         took = slot.backend.load_bytes  # measured: the file's pages touched, and the tokenizer's objects
-        assert took > 0 and slot.charge() == max(gguf_chat_model.stat().st_size, took) + budget
+        assert slot.charge() == max(gguf_chat_model.stat().st_size, took) + budget
+        slot.footprint = 10 * gguf_chat_model.stat().st_size  # its last load took more than its file says
+        assert slot.need() == slot.footprint and slot.charge() >= slot.footprint + budget
         slot.users = 1
         assert not slot.idle(), "a model with a request in hand is not idle"
     finally:
