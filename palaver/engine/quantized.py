@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ from palaver.engine.gguf_file import KERNEL_TYPES, SUPER_BLOCK_TYPES, TYPE_NAMES
 
 log = logging.getLogger("palaver.quantized")
 
-KERNEL_LIBRARY = Path(__file__).resolve().parents[2] / "csrc" / "build" / "palaver_kernels.so"
+# csrc/build.py writes it into the package: by make in a checkout, by the package's build step in a wheel.
+KERNEL_LIBRARY = Path(str(resources.files("palaver"))) / "_native" / "palaver_kernels.so"
 BLOCK = 32  # weights per block; the K-quants' super-blocks hold eight
 Q8_0 = 8  # the type linear layers are quantised to at load
 
@@ -40,7 +42,7 @@ def _load_kernel() -> tuple[bool, str]:
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         return False, "this CPU has no AVX2"
     if not KERNEL_LIBRARY.is_file():
-        return False, "not built: run `python csrc/build.py` where a C++ compiler is installed"
+        return False, "not built: where a C++ compiler is installed, run `python csrc/build.py` or reinstall palaver"
     try:
         torch.ops.load_library(str(KERNEL_LIBRARY))
     except (OSError, RuntimeError) as exc:

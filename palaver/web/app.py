@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ from palaver.web.rate_limits import RateLimits
 from palaver.web.services import EXTENSION, Services
 from palaver.web.sessions import SessionsSecureOverHttps, secret_key
 
-ROOT = Path(__file__).resolve().parents[2]  # templates/ and static/ sit beside the package
+# The package's own data (the top-level templates/ and static/ link here), so an installed wheel serves them too.
+FILES = Path(str(resources.files("palaver.web")))
 
 
 def create_app(test_config: Mapping[str, Any] | None = None, services: Services | None = None) -> Flask:
@@ -45,7 +47,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, services: Services 
     if services is None:
         services = build_services(resolve_settings(settings_given or Settings.from_env()))
     settings = services.settings
-    app = Flask("palaver", template_folder=str(ROOT / "templates"), static_folder=str(ROOT / "static"))
+    app = Flask("palaver", template_folder=str(FILES / "templates"), static_folder=str(FILES / "static"))
     app.config.from_mapping(
         SECRET_KEY=secret_key(settings),
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
