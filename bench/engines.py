@@ -55,25 +55,24 @@ def cpu_summary() -> str:
 @contextmanager
 def process_server(command: list[str], port: int, log_name: str, env: dict | None = None):
     """Start a server process, wait until /v1/models answers; yield (url, pid)."""
-    log = open(Path(tempfile.gettempdir()) / log_name, "w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            if server.poll() is not None:
-                raise RuntimeError(f"{command[0]} exited; see {log.name}")
-            try:
-                if requests.get(url + "/v1/models", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        yield url, server.pid
-    finally:
-        server.terminate()
-        server.wait(30)
-        log.close()
+    with (Path(tempfile.gettempdir()) / log_name).open("w") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline:
+                if server.poll() is not None:
+                    raise RuntimeError(f"{command[0]} exited; see {log.name}")
+                try:
+                    if requests.get(url + "/v1/models", timeout=2).ok:
+                        break
+                except requests.RequestException:
+                    pass
+                time.sleep(0.5)
+            yield url, server.pid
+        finally:
+            server.terminate()
+            server.wait(30)
 
 
 def long_prompt(words: int, variant: int) -> str:

@@ -18,13 +18,14 @@ import selectors
 import socket
 import sqlite3
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlparse
@@ -63,6 +64,13 @@ def server(cache_dir: str, **settings: str) -> Iterator[Server]:
     env.update({f"PALAVER_{name.upper()}": value for name, value in settings.items()})
     with procfile_server(env, wait_for="/readyz", timeout=180) as running:
         yield running
+
+
+def commit() -> str:
+    """Return the checkout's short commit id, for the report's header."""
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
 
 
 def timed(call: Callable[[], requests.Response]) -> tuple[float, int, int]:
@@ -332,10 +340,8 @@ def probe_idle_sockets(cache: str) -> list[tuple[str, str]]:
                 sock = socket.socket()
                 sock.setblocking(False)
                 sock.bind((ATTACKER, 0))
-                try:
+                with suppress(BlockingIOError, OSError):
                     sock.connect((url.hostname, url.port))
-                except (BlockingIOError, OSError):
-                    pass
                 selector.register(sock, selectors.EVENT_READ)
 
             for _ in range(2500):
@@ -433,10 +439,8 @@ def expect_continue(base: str, host: str, length: int) -> int:
         )
         sock.settimeout(1)
         answer = b""
-        try:
+        with suppress(TimeoutError):
             answer = sock.recv(65536)
-        except TimeoutError:
-            pass
         sock.settimeout(5)
         try:
             sock.sendall(body)
@@ -474,7 +478,7 @@ def main() -> None:
             rows += found
     flags = sorted(set(Path("/proc/cpuinfo").read_text().split()) & {"avx2", "fma", "f16c", "avx512f", "avx512bw"})
     print(f"\nMachine: {os.cpu_count()} CPUs ({' '.join(flags)}), Python {platform.python_version()}")
-    print(f"Commit: {os.popen(f'git -C {ROOT} rev-parse --short HEAD').read().strip()}  run {uuid.uuid4().hex[:6]}\n")
+    print(f"Commit: {commit()}  run {uuid.uuid4().hex[:6]}\n")
     print("| probe | result |\n|---|---|")
     for label, value in rows:
         print(f"| {label} | {value} |")

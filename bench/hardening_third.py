@@ -33,7 +33,7 @@ from pathlib import Path
 
 import requests
 
-from bench.hardening import ATTACKER, VICTIM, client, timed
+from bench.hardening import ATTACKER, VICTIM, client, commit, timed
 from tests import gguf_surgery, tiny_models
 from tests.servers import Server, capped_command, procfile_server
 
@@ -339,10 +339,13 @@ def probe_protocol(cache: str) -> list[tuple[str, str]]:
             {"role": "assistant", "content": "Hello!", "annotations": [], "refusal": None},
             {"role": "user", "content": "again"},
         ]
-        answer = requests.post(running.url + CHAT, json=named(running.url, {"messages": replay, "max_tokens": 4}))
+        answer = requests.post(
+            running.url + CHAT, json=named(running.url, {"messages": replay, "max_tokens": 4}), timeout=120
+        )
         rows.append(("an assistant message with `annotations: []`", str(answer.status_code)))
         body = {"messages": [{"role": "user", "content": "hi"}], "tools": [], "max_tokens": 4}
-        rows.append(("`tools: []`", str(requests.post(running.url + CHAT, json=named(running.url, body)).status_code)))
+        answer = requests.post(running.url + CHAT, json=named(running.url, body), timeout=120)
+        rows.append(("`tools: []`", str(answer.status_code)))
     return rows
 
 
@@ -407,7 +410,7 @@ def main() -> None:
             shutil.rmtree(cache, ignore_errors=True)
     flags = sorted(set(Path("/proc/cpuinfo").read_text().split()) & {"avx2", "fma", "f16c", "avx512f", "avx512_vnni"})
     print(f"\nMachine: {os.cpu_count()} CPUs ({' '.join(flags)}), Python {platform.python_version()}")
-    print(f"Commit: {os.popen(f'git -C {ROOT} rev-parse --short HEAD').read().strip()}  run {uuid.uuid4().hex[:6]}\n")
+    print(f"Commit: {commit()}  run {uuid.uuid4().hex[:6]}\n")
     print("| probe | result |\n|---|---|")
     for label, value in rows:
         print(f"| {label} | {value} |")

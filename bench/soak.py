@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from urllib.parse import urlparse
 
 import requests
@@ -251,7 +252,9 @@ def sample_memory(pid: int, started: float, duration: float, stop: threading.Eve
 
 
 def report(tally: Tally, memory: dict[str, float], pending: int, minutes: float) -> None:
-    flags = sorted({f for f in open("/proc/cpuinfo").read().split() if f in ("avx2", "fma", "avx512f", "avx512_vnni")})
+    flags = sorted(
+        {f for f in Path("/proc/cpuinfo").read_text().split() if f in ("avx2", "fma", "avx512f", "avx512_vnni")}
+    )
     print(f"\n{minutes:g}-minute soak on {platform.machine()}, {os.cpu_count()} cores, CPU flags: {' '.join(flags)}\n")
     print("| client | status | count |\n|---|---|---|")
     for (kind, status), count in sorted(tally.counts.items(), key=lambda item: (item[0][0], str(item[0][1]))):

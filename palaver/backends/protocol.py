@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
 from palaver.core.types import ModelLimits, Reply, ReplyEvents
 from palaver.engine.generation import GenerationRequest
@@ -47,7 +47,7 @@ class Backend(Protocol):
         """Count a request waiting for its conversation's turn toward the pending bound."""
         ...
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """Describe the model and the backend's state without blocking, for /readyz and the page."""
         ...
 

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 from palaver.backends.budget import MemoryBudget, RoomInUse
 from palaver.backends.model_list import ModelEntry, configured_models
@@ -27,6 +28,9 @@ from palaver.engine.generation import GenerationRequest, Observer
 from palaver.engine.memory import give_back, resident_bytes
 from palaver.engine.turns import StepTurns
 
+if TYPE_CHECKING:
+    from palaver.engine.families import LoadedModel
+
 log = logging.getLogger("palaver.models")
 
 
@@ -37,7 +41,7 @@ class ModelRouter:
         self,
         settings: Settings,
         observer_for: Callable[[str], Observer] | None = None,
-        loader: Callable[[Settings], object] | None = None,
+        loader: Callable[[Settings], LoadedModel] | None = None,
     ):
         self.settings = settings
         self.entries = configured_models(settings)
@@ -49,7 +53,7 @@ class ModelRouter:
         self.budget = MemoryBudget(settings.memory_limit)
         self.switches = SwitchBudget(settings.client_switches)
         # PALAVER_MAX_PENDING bounds the server, not each model: N models must not let N times as many in.
-        self.counts: Counter = Counter()
+        self.counts: Counter[str] = Counter()
         self.admission = Admission(settings.max_pending, self.counts)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # a model's users or backend changed: waiting leases look again
@@ -193,12 +197,11 @@ class ModelRouter:
         if slot.settings.backend == "openai":
             return UpstreamEngine(slot.settings, observer)
         settings = slot.settings
-        loader = self.loader
         others = [other for other in self.slots.values() if other.backend is not None and other is not slot]
         budgeted = self.budget.limit and len(self.slots) > 1  # the KV cache may have what the others have not
         return Engine(
             settings,
-            loader=(lambda settings: loader(settings)) if loader else None,  # type: ignore[arg-type, return-value]
+            loader=self.loader,
             observer=observer,
             source=model_source(settings),
             name=slot.name,
@@ -324,7 +327,7 @@ class ModelRouter:
         backend = self.slots[name].backend
         return backend.load_seconds if backend is not None else 0.0
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """Describe the default model (as one model's server does) and list every model with its state."""
         slot = self.slots[self.default]
         info = slot.backend.describe() if slot.backend is not None else {"state": "idle", "pending": 0}
@@ -335,13 +338,17 @@ class ModelRouter:
         info["memory"] = {"resident_bytes": resident_bytes(), "limit_bytes": self.budget.limit or None}
         return info
 
-    def describe_model(self, name: str) -> dict:
+    def describe_model(self, name: str) -> dict[str, Any]:
         """Describe one model without loading it: state, use, and its limits once known."""
         slot = self.slots[name]
         if slot.limits is None and slot.backend is not None and slot.backend.state == "ready":
             slot.limits = slot.backend.model_limits(0)  # ready: known at once, and kept for after an unload
         shown = name if slot.limits is None else self.public_name(name)  # an upstream's, once it has answered
-        info: dict = {"name": shown, "state": slot.state, "pending": slot.backend.pending if slot.backend else 0}
+        info: dict[str, Any] = {
+            "name": shown,
+            "state": slot.state,
+            "pending": slot.backend.pending if slot.backend else 0,
+        }
         if slot.limits is not None:
             info["limits"] = asdict(slot.limits)
         if slot.state == "failed":

@@ -51,7 +51,9 @@ class Slot:
         """Return the seconds before a failed model may be loaded again; 0 when it may (or has not failed)."""
         if self.backend is None or self.backend.state != "failed" or not isinstance(self.backend, Engine):
             return 0.0
-        wait = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2**self.failures)
+        wait = min(
+            RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2.0 ** min(self.failures, 16)
+        )  # days of failures: no overflow
         return max(0.0, self.backend.settled_at + wait - time.monotonic())
 
     def need(self) -> int:

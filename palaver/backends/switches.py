@@ -6,6 +6,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from palaver.core.errors import RateLimited
 
@@ -15,7 +16,7 @@ WINDOW_SECONDS = 60.0
 class SwitchBudget:
     """Count each client's model switches over the last minute, and refuse one past PALAVER_CLIENT_SWITCHES."""
 
-    def __init__(self, per_minute: int, clock=time.monotonic):
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic):
         self.per_minute = per_minute
         self.clock = clock
         self._switches: dict[str, deque[float]] = {}

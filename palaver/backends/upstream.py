@@ -54,7 +54,7 @@ class UpstreamEngine:
     def __init__(self, settings: Settings, observer: Observer | None = None):
         self.settings = settings
         self.observer = observer or Observer()
-        self.counts: Counter = Counter()
+        self.counts: Counter[str] = Counter()
         self.admission = Admission(settings.max_pending, self.counts)
         self.url = without_credentials(settings.upstream_url)
         self.client = openai.OpenAI(
@@ -152,7 +152,7 @@ class UpstreamEngine:
         """Count a request that waits for its conversation's turn toward the bound."""
         return self.admission.waiting_turn()
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """Describe the upstream model and this backend's state for /readyz and the page."""
         if self.limits is None and self.settings.preload:
             self.start()  # an upstream that was down at start-up is asked again, so readiness can recover

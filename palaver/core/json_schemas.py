@@ -162,7 +162,7 @@ def canonical_schema(schema: Any) -> str:
     return text
 
 
-def explain(problem: str, schema: dict) -> str:
+def explain(problem: str, schema: dict[str, Any]) -> str:
     """Turn the grammar library's complaint into one that names the keyword and its path."""
     unimplemented = re.match(r"Unimplemented keys: \[(.*)\]", problem)
     if unimplemented:

@@ -127,8 +127,9 @@ class Setting:
 
 def describe_default(declared: Field[Any]) -> str:
     """Write a setting's default for the settings table."""
-    if declared.metadata["shown"]:
-        return declared.metadata["shown"]
+    shown: str | None = declared.metadata["shown"]
+    if shown:
+        return shown
     default = declared.default
     if default in ("", None):
         return "(empty)"

@@ -87,10 +87,13 @@ def check_metadata(gguf: GGUFFile) -> None:
     if original is not None and original < 2:
         raise GGUFError(f"{_name(gguf, 'rope.scaling.original_context_length')} = {original} must be at least 2")
     pattern = gguf.get("attention.sliding_window_pattern")
-    if pattern is not None and not (_whole(pattern) and 0 <= pattern <= BOUNDS["block_count"]):
-        if not isinstance(pattern, list) or len(pattern) != layers:  # one flag a layer, read for each layer
-            name = _name(gguf, "attention.sliding_window_pattern")
-            raise GGUFError(f"{name} = {_show(pattern)} must be a count, or one flag for each of {layers} layers")
+    if (
+        pattern is not None
+        and not (_whole(pattern) and 0 <= pattern <= BOUNDS["block_count"])
+        and (not isinstance(pattern, list) or len(pattern) != layers)  # one flag a layer, read for each layer
+    ):
+        name = _name(gguf, "attention.sliding_window_pattern")
+        raise GGUFError(f"{name} = {_show(pattern)} must be a count, or one flag for each of {layers} layers")
     _check_tensors(gguf, vocab, hidden, counts, head)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import json
@@ -37,10 +38,8 @@ def weight_bytes(source: str) -> int:
 
 def release_freed_memory() -> None:
     """Hand freed heap pages back to the system (glibc keeps them in its arenas otherwise)."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: what it frees goes back as it decides
         ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: what it frees goes back as it decides
-        pass
 
 
 def give_back() -> None:
