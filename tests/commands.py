@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+from timing import budget, wait_until
+
 PALAVER = Path(sys.executable).parent / "palaver"  # the console script that `pip install -e .` made
 
 
@@ -48,21 +50,18 @@ class Watched:
         self.reader.start()
 
     def wait_for(self, text: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(text in line for line in self.lines) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert any(text in line for line in self.lines), self.lines
+        wait_until(lambda: any(text in line for line in self.lines), timeout, f"{text!r} on stderr: {self.lines}")
 
     def interrupt(self, limit: float = 20) -> float:
-        """Press Ctrl-C and wait for the command to exit; return how long it took, failing past limit seconds."""
+        """Press Ctrl-C and wait for the command to exit; return how long it took; fail past budget(limit)."""
         started = time.monotonic()
         self.process.send_signal(signal.SIGINT)
         try:
-            self.process.wait(timeout=limit)
+            self.process.wait(timeout=budget(limit))
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            raise AssertionError(f"still running {limit:g}s after Ctrl-C: {self.lines[-5:]}") from None
+            raise AssertionError(f"still running {budget(limit):g}s after Ctrl-C: {self.lines[-5:]}") from None
         finally:
             self.reader.join(10)
         return time.monotonic() - started

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-# Nothing in the suite may reach the network; PALAVER_* from the caller's shell must not leak in.
+# Nothing in the suite may reach the network; PALAVER_* from the caller's shell must not leak in, but for the
+# suite's own PALAVER_TEST_TIME_SCALE (tests/timing.py), which no server reads.
 os.environ["HF_HUB_OFFLINE"] = "1"
-for name in [n for n in os.environ if n.startswith("PALAVER_")]:
+for name in [n for n in os.environ if n.startswith("PALAVER_") and n != "PALAVER_TEST_TIME_SCALE"]:
     del os.environ[name]
 
 import databases  # noqa: E402

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -13,14 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
+from servers import reserved_port
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def as_postgres_user(*command: str) -> list[str]:
@@ -37,7 +31,6 @@ def postgres_cluster() -> Iterator[str]:
     data = directory / "data"
     if os.geteuid() == 0:
         shutil.chown(directory, "postgres", "postgres")
-    port = free_port()
     log = directory / "server.log"
     subprocess.run(
         as_postgres_user(
@@ -56,12 +49,15 @@ def postgres_cluster() -> Iterator[str]:
         check=True,
         capture_output=True,
     )
-    options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        as_postgres_user(str(POSTGRES_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start"),
-        check=True,
-        capture_output=True,
-    )
+    with reserved_port() as port:  # held until the server listens on it
+        options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(
+            as_postgres_user(
+                str(POSTGRES_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start"
+            ),
+            check=True,
+            capture_output=True,
+        )
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from contextlib import contextmanager
 
 from commons import Message
@@ -119,14 +118,3 @@ def ask(engine: Engine, **overrides):
     """Generate a reply to HELLO with the engine's default parameters."""
     params = Sampling.parse(overrides).applied_to(engine.settings.generation_defaults())
     return engine.generate(GenerationRequest(params, messages=HELLO))
-
-
-def wait_until(condition, timeout: float = 60, what: str = "the condition"):
-    """Poll condition until it holds (an event on the server), failing after timeout seconds; return its value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout}s")

@@ -1,13 +1,13 @@
-"""Start Palaver exactly as the Procfile says, on a free port: for tests, benchmarks and screenshots."""
+"""Start Palaver exactly as the Procfile says, on a port of its own: for tests, benchmarks and screenshots."""
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +16,11 @@ from typing import NamedTuple
 import requests
 
 from palaver.cli.main import procfile_command
+
+try:  # pytest puts tests/ on the path; the benchmarks import this module as tests.servers
+    from timing import wait_until
+except ModuleNotFoundError:
+    from tests.timing import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,10 +54,18 @@ def client_at(address: str) -> requests.Session:
     return session
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+LISTENING = re.compile(r"Listening at: http://[^\s]+:(\d+)")  # gunicorn's line once it has bound its port
+
+
+@contextmanager
+def reserved_port() -> Iterator[int]:
+    """Hold a free port bound but not listening, for a server started later to bind with SO_REUSEADDR; yield it."""
+    # A port found free and let go could be taken by another process (or a client's socket) before the server
+    # binds it. gunicorn and PostgreSQL set SO_REUSEADDR, which lets them bind beside a socket that is not listening.
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", 0))  # never listening: a client connecting before the server starts is refused
+        yield holder.getsockname()[1]
 
 
 @contextmanager
@@ -64,11 +77,12 @@ def procfile_server(
     port: int | None = None,
 ) -> Iterator[Server]:
     """Run the Procfile's web command (or command) with env added, and yield it once wait_for answers 200."""
-    port = port or free_port()
+    # Without a port, gunicorn binds port 0 and the test reads the port the system gave it from gunicorn's log:
+    # a port found free, let go and passed on could be taken by another process in between.
     full_env = {
         **os.environ,
         **env,
-        "PORT": str(port),
+        "PORT": str(port or 0),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
     # Output goes to a file: a pipe nobody reads would fill up and block the server mid-test.
@@ -81,22 +95,25 @@ def procfile_server(
             stderr=subprocess.STDOUT,
             text=True,
         )
-        url = f"http://127.0.0.1:{port}"
+        found: list[str] = []  # the server's URL, once its log says where it listens
+
+        def answers() -> bool:
+            log = Path(output.name).read_text(errors="replace")
+            if process.poll() is not None:
+                raise RuntimeError("the server exited:\n" + log)
+            if not found:
+                listening = LISTENING.search(log)
+                if listening is None:
+                    return False
+                found.append(f"http://127.0.0.1:{listening.group(1)}")
+            try:
+                return requests.get(found[0] + wait_for, timeout=2).status_code == 200
+            except requests.RequestException:  # too busy loading to answer yet
+                return False
+
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if process.poll() is not None:
-                    output.seek(0)
-                    raise RuntimeError("the server exited:\n" + output.read())
-                try:
-                    if requests.get(url + wait_for, timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:  # not listening yet, or too busy loading to answer
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the server did not answer {wait_for} within {timeout}s")
-                time.sleep(0.1)
-            yield Server(url, process.pid, output.name)
+            wait_until(answers, timeout, f"the server answering {wait_for}", every=0.1)
+            yield Server(found[0], process.pid, output.name)
         finally:
             process.terminate()
             try:
@@ -141,10 +158,9 @@ def engine_counts(base_url: str) -> dict:
 
 def wait_for_cancelled(base_url: str, before: dict, timeout: float = 15) -> dict:
     """Wait until the engine has finished one more cancelled request; return the new counters."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def cancelled() -> dict | None:
         counts = engine_counts(base_url)
-        if counts.get("cancelled", 0) > before.get("cancelled", 0):
-            return counts
-        time.sleep(0.05)
-    raise AssertionError(f"no request was cancelled within {timeout}s: {engine_counts(base_url)}")
+        return counts if counts.get("cancelled", 0) > before.get("cancelled", 0) else None
+
+    return wait_until(cancelled, timeout, "one more request cancelled")

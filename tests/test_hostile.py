@@ -4,13 +4,13 @@ import json
 import re
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
 import pytest
 import requests
 from servers import client_at, procfile_server, server_env
+from timing import wait_until
 
 CHAT_MESSAGES = [{"role": "user", "content": "tell me a story about a cat"}]
 
@@ -197,10 +197,8 @@ def test_oversized_bodies_get_413_with_message_logging_on_and_form_bodies_are_lo
     response = requests.post(hostile.url + "/api/chat", data=b"x" * 100000, timeout=30)
     assert response.status_code == 413
     assert requests.post(hostile.url + "/", data={"textbox": "logged form text"}, timeout=30).status_code == 200
-    deadline = time.monotonic() + 10  # the line is written when the response closes, after the client has it
-    while '"body": "textbox=logged+form+text"' not in hostile.log():
-        assert time.monotonic() < deadline, "the form body was not logged"
-        time.sleep(0.1)
+    # The line is written when the response closes, after the client has it.
+    wait_until(lambda: '"body": "textbox=logged+form+text"' in hostile.log(), 10, "the form body logged")
 
 
 def test_a_body_shorter_than_its_content_length_gets_an_answer(hostile):
@@ -245,9 +243,7 @@ def test_anonymous_conversations_from_one_address_evict_only_their_own(chat_mode
         def swept() -> int:  # the sweep runs every second, so during the flood too
             return sum(int(n) for n in re.findall(r"retention sweep deleted (\d+) conversations", server.log()))
 
-        deadline = time.monotonic() + 30
-        while swept() < 31 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(lambda: swept() >= 31, 30, "31 conversations swept", every=0.2)
         assert swept() == 31, "61 conversations, 30 kept"
         kept = user.get(f"{server.url}/api/conversations/{mine.json()['conversation_id']}", timeout=10)
         assert kept.status_code == 200 and kept.json()["messages"][0]["content"] == "keep me"

@@ -2,12 +2,12 @@
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 import requests
 from servers import procfile_server, server_env
+from timing import wait_until
 
 FORM_JSON = {"Accept": "application/json"}
 
@@ -15,6 +15,14 @@ FORM_JSON = {"Accept": "application/json"}
 def serve(chat_model, cache_dir, database_url, **settings):
     env = server_env(chat_model, cache_dir, **{"max_new_tokens": "6", "database_url": database_url, **settings})
     return procfile_server(env, wait_for="/readyz", timeout=120)
+
+
+def ready(server) -> bool:
+    """Return whether the server answers /readyz with 200."""
+    try:
+        return requests.get(f"{server.url}/readyz", timeout=2).status_code == 200
+    except requests.RequestException:  # no worker to answer yet
+        return False
 
 
 def worker_pid(master_pid: int) -> int:
@@ -77,14 +85,8 @@ def test_killing_the_worker_mid_reply_loses_only_that_turn(chat_model, tmp_path,
         with pytest.raises(requests.RequestException):
             for _ in lines:
                 pass
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:  # gunicorn starts a new worker, which loads the model again
-            try:
-                if requests.get(f"{server.url}/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
+        # gunicorn starts a new worker, which loads the model again
+        wait_until(lambda: ready(server), 90, "a new worker ready", every=0.2)
         assert worker_pid(server.pid) != worker
         assert history(server, conversation_id, browser) == [("user", "hello"), ("assistant", finished["reply"])]
         after = browser.post(f"{server.url}/", data={"textbox": "are you back?"}, headers=FORM_JSON)

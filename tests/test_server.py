@@ -5,12 +5,12 @@ import re
 import socket
 import subprocess
 import threading
-import time
 from urllib.parse import urlparse
 
 import pytest
 import requests
 from servers import client_at, engine_counts, gunicorn_server, wait_for_cancelled
+from timing import wait_until
 
 STORY = "Write a very long story about a dragon who learns to bake bread."
 FORM_JSON = {"Accept": "application/json"}
@@ -146,11 +146,12 @@ def test_hanging_up_on_a_streamed_n_choice_reply_stops_every_choice(embedded_ser
         received += sock.recv(4096)
     sock.close()
     # Only the first choice was being streamed; the two waiting their turn stop too.
-    for _ in range(600):
-        after = engine_counts(embedded_server)
-        if after.get("cancelled", 0) - before.get("cancelled", 0) >= 3:
-            break
-        threading.Event().wait(0.05)
+
+    def three_cancelled() -> dict | None:
+        counts = engine_counts(embedded_server)
+        return counts if counts.get("cancelled", 0) - before.get("cancelled", 0) >= 3 else None
+
+    after = wait_until(three_cancelled, 30, "three choices cancelled")
     assert after.get("cancelled", 0) - before.get("cancelled", 0) == 3, after
     assert after["generated_tokens"] - before.get("generated_tokens", 0) < 3 * 300
 
@@ -158,10 +159,8 @@ def test_hanging_up_on_a_streamed_n_choice_reply_stops_every_choice(embedded_ser
 def test_hanging_up_on_a_plain_request_stops_generation(embedded_server):
     before = engine_counts(embedded_server)
     sock = raw_post(embedded_server, "/api/chat", {"message": STORY, "max_new_tokens": 300})
-    deadline = time.monotonic() + 30
-    while requests.get(embedded_server + "/readyz", timeout=10).json()["pending"] == 0:  # the request is in
-        assert time.monotonic() < deadline, "the request never reached the engine"
-        time.sleep(0.02)
+    pending = f"{embedded_server}/readyz"
+    wait_until(lambda: requests.get(pending, timeout=10).json()["pending"], 30, "the request in the engine", every=0.02)
     sock.close()
     after = wait_for_cancelled(embedded_server, before)
     generated = after["generated_tokens"] - before.get("generated_tokens", 0)

@@ -3,7 +3,7 @@
 import threading
 
 import pytest
-from helpers import wait_until
+from timing import wait_until
 
 from commons import Settings
 from palaver.backends import ModelRouter

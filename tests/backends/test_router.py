@@ -9,8 +9,8 @@ from pathlib import Path
 import openai
 import pytest
 import requests
-from helpers import wait_until
 from servers import client_at, procfile_server
+from timing import wait_until
 
 from commons import Settings
 from palaver.backends import ModelRouter

@@ -3,7 +3,6 @@
 import json
 import socket
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -11,7 +10,8 @@ from pathlib import Path
 import openai
 import pytest
 import requests
-from servers import engine_counts, procfile_server, server_env, wait_for_cancelled
+from servers import engine_counts, procfile_server, reserved_port, server_env, wait_for_cancelled
+from timing import wait_until
 
 FORM_JSON = {"Accept": "application/json"}
 UPSTREAM_KEY = "upstream-secret"
@@ -178,11 +178,8 @@ def test_upstream_failures_map_to_palavers_errors(case, upstream, chat_model, tm
     with ExitStack() as stack:
         settings = {}
         target = upstream
-        if case == "unreachable":
-            closed = socket.socket()
-            closed.bind(("127.0.0.1", 0))
-            target = f"http://127.0.0.1:{closed.getsockname()[1]}"
-            closed.close()
+        if case == "unreachable":  # a port held and never listened on refuses every connection
+            target = f"http://127.0.0.1:{stack.enter_context(reserved_port())}"
         elif case == "silent":
             listener = stack.enter_context(silent_server())
             target, settings = f"http://127.0.0.1:{listener.getsockname()[1]}", {"request_timeout": "2"}
@@ -222,22 +219,13 @@ def test_a_dead_upstream_is_not_asked_again_for_every_waiting_request(tmp_path):
 
 
 def test_a_web_tier_started_before_its_upstream_becomes_ready_when_the_upstream_comes_up(chat_model, tmp_path):
-    port_holder = socket.socket()
-    port_holder.bind(("127.0.0.1", 0))
-    port = port_holder.getsockname()[1]
-    port_holder.close()
-    with procfile_server(front_env(f"http://127.0.0.1:{port}", tmp_path / "front"), timeout=60) as front:
-        deadline = time.monotonic() + 30
-        while requests.get(f"{front.url}/readyz", timeout=10).json()["state"] != "failed":  # the first look-up
-            assert time.monotonic() < deadline, "the look-up at start-up never failed"
-            time.sleep(0.1)
-        assert requests.get(f"{front.url}/readyz", timeout=10).status_code == 503
+    with reserved_port() as port, procfile_server(front_env(f"http://127.0.0.1:{port}", tmp_path / "front")) as front:
+        ready = f"{front.url}/readyz"
+        wait_until(lambda: requests.get(ready, timeout=10).json()["state"] == "failed", 30, "the first look-up failing")
+        assert requests.get(ready, timeout=10).status_code == 503
         env = server_env(chat_model, tmp_path / "late", api_keys=UPSTREAM_KEY)
         with procfile_server(env, wait_for="/readyz", timeout=120, port=port):
-            deadline = time.monotonic() + 30
-            while requests.get(f"{front.url}/readyz", timeout=10).status_code != 200:
-                assert time.monotonic() < deadline, "the web tier never became ready"
-                time.sleep(0.5)
+            wait_until(lambda: requests.get(ready, timeout=10).status_code == 200, 30, "the web tier becoming ready")
             assert requests.post(f"{front.url}/api/chat", json={"message": "hi"}, timeout=30).status_code == 200
 
 

@@ -4,6 +4,7 @@ import threading
 
 import pytest
 from helpers import model_held, raising
+from timing import wait_until
 
 from commons import Settings
 from palaver.chat.conversations import Chat, ChatInput, history_start
@@ -167,8 +168,7 @@ def test_messages_waiting_on_one_conversation_are_bounded_and_time_out(chat):
         waiters = [threading.Thread(target=send) for _ in range(2)]
         for waiter in waiters:
             waiter.start()
-        while chat.backend.waiting_count < 2:
-            threading.Event().wait(0.01)
+        wait_until(lambda: chat.backend.waiting_count == 2, 30, "two messages waiting for the turn")
         with pytest.raises(ConversationBusy) as caught:  # a third waiter is one too many
             chat.send(chat_input("one too many", conversation_id))
         assert caught.value.status == 409 and caught.value.retry_after and "2 messages waiting" in caught.value.message
@@ -189,8 +189,7 @@ def test_waiting_on_a_conversation_counts_toward_the_pending_bound(chat):
         assert busy.wait(10)
         waiter = threading.Thread(target=chat.send, args=(chat_input("waits", conversation_id),))
         waiter.start()
-        while chat.backend.waiting_count < 1:
-            threading.Event().wait(0.01)
+        wait_until(lambda: chat.backend.waiting_count == 1, 30, "a message waiting for the turn")
         with pytest.raises(ServerBusy):  # one generating plus one waiting fill a bound of two
             chat.send(chat_input("elsewhere"))
         release.set()

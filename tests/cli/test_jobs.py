@@ -2,10 +2,10 @@
 
 import json
 import signal
-import time
 
 import pytest
 from commands import Watched, palaver, read_csv, write_csv
+from timing import wait_until
 
 
 def test_batch_writes_every_row_with_its_reply_in_order(cli_env, tmp_path):
@@ -54,9 +54,7 @@ def test_ctrl_c_stops_a_batch_at_once_whatever_it_is_doing(cli_env, tmp_path, bu
         signal.signal(signal.SIGINT, ignored)
     run.wait_for("loading the model")
     if moment == "running":  # rows are generating and being written, 32 at a time
-        deadline = time.monotonic() + 120
-        while (not target.exists() or len(read_csv(target)) < 5) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: target.exists() and len(read_csv(target)) >= 5, 120, "five rows written")
     seconds = run.interrupt(limit=20)
     assert run.process.returncode == 130 and any("resume" in line for line in run.lines), "".join(run.lines)
     kept = read_csv(target) if target.exists() else []

@@ -4,6 +4,7 @@ import threading
 
 import pytest
 from helpers import model_held, raising
+from timing import wait_until
 
 from commons import Message, Settings
 from palaver.engine.engine import GenerationRequest
@@ -89,8 +90,9 @@ def test_concurrent_requests_share_forward_passes_and_match_alone(make_app, chat
         assert busy.wait(10)  # the first request's prefill is held while the others queue
         for thread in threads[1:]:
             thread.start()
-        while engine.pending < len(requests):
-            threading.Event().wait(0.01)
+        # In the queue, not only admitted: a request builds its prompt (slowly on a busy machine) before it queues.
+        queue = engine.loaded()._queue
+        wait_until(lambda: len(queue) == len(requests) - 1, 30, "every request but the held one queued")
         release.set()
         for thread in threads:
             thread.join(30)
@@ -195,8 +197,8 @@ def test_a_row_that_fails_inside_a_running_batch_fails_alone(make_app, chat_mode
         assert busy.wait(10)
         for thread in threads[1:]:
             thread.start()
-        while engine.pending < len(everyone):
-            threading.Event().wait(0.01)
+        queue = engine.loaded()._queue  # queued, not only admitted (see above)
+        wait_until(lambda: len(queue) == len(everyone) - 1, 30, "every request but the held one queued")
         release.set()
         for thread in threads:
             thread.join(30)

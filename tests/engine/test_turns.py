@@ -2,6 +2,8 @@
 
 import threading
 
+from timing import wait_until
+
 from palaver.engine.turns import StepTurns
 
 
@@ -29,8 +31,8 @@ def test_turns_go_in_the_order_they_were_asked_for_and_never_overlap():
         waiter = threading.Thread(target=take, args=(name,))
         waiter.start()
         queued.acquire()
-        while turns._queue.__len__() < len(waiters) + 1:  # it is in the queue before the next asks
-            threading.Event().wait(0.001)
+        # It is in the queue before the next asks.
+        wait_until(lambda: len(turns._queue) == len(waiters) + 1, 30, f"{name} queued", every=0.001)
         waiters.append(waiter)
     release.set()
     for thread in [holder, *waiters]:

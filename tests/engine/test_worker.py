@@ -4,6 +4,7 @@ import threading
 
 import pytest
 from helpers import HELLO, ask, model_held, raising
+from timing import budget
 
 from palaver.core.errors import GenerationFailed
 from palaver.engine.engine import GenerationRequest
@@ -36,8 +37,8 @@ def test_a_request_cancelled_while_queued_finishes_at_once(make_engine, chat_mod
         waiter.start()
         queued.cancel()
         release.set()
-        waiter.join(5)
-        first.join(5)
+        waiter.join(budget(5))
+        first.join(budget(5))
     assert not waiter.is_alive() and replies[0].finish_reason == "cancelled" and replies[0].text == ""
 
 

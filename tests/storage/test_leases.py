@@ -4,6 +4,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 from stored import reply, store_turn
+from timing import budget
 
 from palaver.storage.database import connect, upgrade
 from palaver.storage.leases import HEARTBEAT_SECONDS, LEASE_SECONDS
@@ -40,7 +41,7 @@ def test_stop_asked_in_another_process_reaches_the_holder(store):
     store.leases.watch(lambda conversation_id, token: (conversation_id, token) == ("c", "token") and stopped.set())
     assert not store.leases.request_cancel("c")  # nothing running
     assert store.leases.acquire("c", "token")
-    assert store.leases.request_cancel("c") and stopped.wait(5)
+    assert store.leases.request_cancel("c") and stopped.wait(budget(5))
     store.leases.release("c", "token")
 
 
@@ -50,5 +51,5 @@ def test_a_holder_is_told_to_stop_when_its_conversation_is_deleted(store):
     store_turn(store, "c", "hello")
     assert store.leases.acquire("c", "token")
     assert not stopped.wait(3 * HEARTBEAT_SECONDS)  # renewed, not stopped, while its row is there
-    assert store.delete("c") and stopped.wait(5)
+    assert store.delete("c") and stopped.wait(budget(5))
     store.leases.release("c", "token")

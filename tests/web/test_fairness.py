@@ -8,8 +8,9 @@ from datetime import datetime
 
 import pytest
 import requests
-from helpers import model_held, wait_until
+from helpers import model_held
 from servers import client_at, procfile_server, server_env
+from timing import budget, wait_until
 
 from palaver.core.errors import RateLimited
 from palaver.web.fairness import ClientShares
@@ -56,12 +57,10 @@ def test_the_engine_takes_a_waiting_client_before_the_rest_of_a_flood(make_app, 
         assert busy.wait(30)  # f0 holds the one row
         for thread in threads[1:]:
             thread.start()
-        while len(engine._queue) < 3:
-            time.sleep(0.01)
+        wait_until(lambda: len(engine._queue) == 3, 30, "f1, f2 and f3 queued")
         late = threading.Thread(target=ask, args=("10.0.0.1", "a0"))
         late.start()
-        while len(engine._queue) < 4:
-            time.sleep(0.01)
+        wait_until(lambda: len(engine._queue) == 4, 30, "a0 queued behind them")
         release.set()
         for thread in [*threads, late]:
             thread.join(60)
@@ -168,9 +167,7 @@ def test_one_address_holding_64_requests_gets_its_share_and_others_are_served(sh
     for thread in holders:
         thread.start()
     try:
-        deadline = time.monotonic() + 30
-        while len(answers) < 56 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: len(answers) >= 56, 30, "56 requests past the share answered")
         refused = [answer for answer in answers if answer.status_code == 429]
         assert len(refused) == 56, [answer.status_code for answer in answers]
         assert all(answer.headers["Retry-After"] for answer in refused)
@@ -178,7 +175,7 @@ def test_one_address_holding_64_requests_gets_its_share_and_others_are_served(sh
         other = client_at("127.0.0.2")
         started = time.monotonic()
         assert other.get(server.url + "/healthz", timeout=5).status_code == 200
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < budget(1)
         chat = other.post(server.url + "/api/chat", json={"message": "hello", "max_new_tokens": 8}, timeout=30)
         assert chat.status_code == 200 and chat.json()["usage"]["completion_tokens"] > 0
     finally:

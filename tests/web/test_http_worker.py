@@ -17,10 +17,12 @@ from urllib.parse import urlparse
 import pytest
 import requests
 from servers import client_at, procfile_server, server_env
+from timing import budget, wait_until
 
 DEADLINE = 10.0  # http_worker.BufferedThreadWorker.request_deadline, as gunicorn.conf.py sets it
 KEEPALIVE = 5.0  # gunicorn.conf.py's keepalive: how long a connection may stay silent
 SLACK = 2.5  # the worker checks deadlines about once a second
+QUICK = 2.0  # how long a normal user's request may take while hostile sockets are open
 
 # 260 hostile sockets here and as many in the server, which inherits this limit.
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -133,19 +135,25 @@ def timed(call) -> tuple[int | str, float]:
 def normal_user(server, seconds: float) -> list[tuple[str, int | str, float]]:
     """Check health and chat every half second for a while, from another address; return (what, status, seconds)."""
     results = []
-    user = other_client()
+    user, limit, chat = other_client(), budget(QUICK), {"message": "hi"}
     until = time.monotonic() + seconds
     while time.monotonic() < until:
-        results.append(("healthz", *timed(lambda: user.get(server.url + "/healthz", timeout=2))))
-        results.append(("page", *timed(lambda: user.get(server.url + "/", timeout=2))))
-        results.append(("chat", *timed(lambda: user.post(server.url + "/api/chat", json={"message": "hi"}, timeout=2))))
+        results.append(("healthz", *timed(lambda: user.get(server.url + "/healthz", timeout=limit))))
+        results.append(("page", *timed(lambda: user.get(server.url + "/", timeout=limit))))
+        results.append(("chat", *timed(lambda: user.post(server.url + "/api/chat", json=chat, timeout=limit))))
         time.sleep(0.5)
     return results
 
 
+def all_quick(results: list[tuple[str, int | str, float]]) -> bool:
+    """Return whether every request was answered 200 within QUICK seconds (scaled for this machine)."""
+    return all(status == 200 and seconds < budget(QUICK) for _, status, seconds in results)
+
+
 def test_a_normal_user_is_answered_within_2s_while_260_slow_or_idle_sockets_are_open(palaver):
     with Attack(palaver) as attack:
-        time.sleep(1)  # let every hostile socket be accepted and send its first bytes
+        # Past one address's cap the server closes the hostile sockets it accepts: it has taken the attack up.
+        wait_until(lambda: attack.reopened, 30, "the server closing a hostile socket past the cap")
         results = normal_user(palaver, 6)
         still_open = sum(sock is not None for sock in attack.socks)
     slowest = max(seconds for _, _, seconds in results)
@@ -153,18 +161,18 @@ def test_a_normal_user_is_answered_within_2s_while_260_slow_or_idle_sockets_are_
         f"{len(results)} requests with {still_open} hostile sockets open: slowest {slowest:.3f}s, "
         f"{attack.reopened} hostile sockets closed by the server and reopened"
     )
-    assert all(status == 200 and seconds < 2 for _, status, seconds in results), results
+    assert all_quick(results), results
     # The server closes what one address holds past its cap, and the attack reopens it: it ran throughout.
     assert still_open >= 200 and len(results) >= 8
 
 
 def test_a_head_that_never_completes_gets_408_and_a_silent_socket_is_closed(palaver):
+    started = time.monotonic()  # before the sockets connect: neither can be closed sooner than its bound after it
     slow, silent = connect(palaver, timeout=30), connect(palaver, timeout=30)
     with slow, silent:
-        started = time.monotonic()
         slow.sendall(head(palaver, "GET", "/healthz")[:-2] + b"X-Padding: ")
         closed: dict[str, float] = {}
-        while len(closed) < 2 and time.monotonic() - started < DEADLINE + SLACK + 1:
+        while len(closed) < 2 and time.monotonic() - started < DEADLINE + budget(SLACK) + 1:
             for name, sock in (("slow", slow), ("silent", silent)):
                 if name not in closed and select.select([sock], [], [], 0)[0]:
                     closed[name] = time.monotonic() - started
@@ -180,8 +188,9 @@ def test_a_head_that_never_completes_gets_408_and_a_silent_socket_is_closed(pala
                     pass
             time.sleep(0.5)
     print(f"closed after {closed}")
-    assert KEEPALIVE - 0.5 <= closed["silent"] <= KEEPALIVE + SLACK
-    assert DEADLINE - 0.5 <= closed["slow"] <= DEADLINE + SLACK
+    # Never sooner than the bound (a busy machine only makes it later), and not much later on this machine.
+    assert KEEPALIVE - 0.5 <= closed["silent"] <= KEEPALIVE + budget(SLACK)
+    assert DEADLINE - 0.5 <= closed["slow"] <= DEADLINE + budget(SLACK)
 
 
 def test_a_body_sent_slowly_but_within_the_deadline_is_answered_also_on_a_kept_alive_connection(palaver):
@@ -276,7 +285,8 @@ def test_oversized_bodies_get_413_at_once_without_waiting_for_them(palaver):
             sock.sendall(request)
             answer = read_all(sock)  # the server closes: the rest of such a request could not be parsed
             elapsed = time.monotonic() - started
-        assert status_of(answer) == 413 and b"at most 65536 bytes" in answer and elapsed < 2, (answer[:200], elapsed)
+        assert status_of(answer) == 413 and b"at most 65536 bytes" in answer, answer[:200]
+        assert elapsed < budget(2), elapsed
 
 
 def test_a_head_over_64_kib_is_refused_at_once(palaver):
@@ -286,7 +296,7 @@ def test_a_head_over_64_kib_is_refused_at_once(palaver):
         )
         started = time.monotonic()
         answer = read_all(sock)
-    assert status_of(answer) == 431 and time.monotonic() - started < 2
+    assert status_of(answer) == 431 and time.monotonic() - started < budget(2)
 
 
 def test_clients_that_never_close_after_a_closing_answer_stall_nobody(palaver):
@@ -298,7 +308,7 @@ def test_clients_that_never_close_after_a_closing_answer_stall_nobody(palaver):
     finally:
         for sock in holders:
             sock.close()
-    assert all(status == 200 and seconds < 2 for _, status, seconds in results), results
+    assert all_quick(results), results
 
 
 def test_2500_idle_sockets_from_one_address_hold_64_connections_and_slow_nobody_else(palaver):
@@ -324,7 +334,7 @@ def test_2500_idle_sockets_from_one_address_hold_64_connections_and_slow_nobody_
             sock.close()
     print(f"{held} of 2500 idle sockets held by the server; slowest answer {max(r[2] for r in results):.3f}s")
     assert held <= 64, "one address holds at most PALAVER_MAX_CONNECTIONS_PER_ADDRESS connections"
-    assert all(status == 200 and seconds < 2 for _, status, seconds in results), results
+    assert all_quick(results), results
 
 
 @pytest.fixture(scope="module")
@@ -362,13 +372,13 @@ def test_probes_are_answered_by_the_poller_while_every_request_thread_is_busy(tw
     for thread in waiting:
         thread.start()
     try:
-        time.sleep(0.5)
+        wait_until(lambda: requests.get(server.url + "/readyz", timeout=10).json()["waiting"] == 2, 30, "both waiting")
         with pytest.raises(requests.Timeout):  # every thread is taken: an ordinary request waits
             requests.get(server.url + "/api/schema", timeout=1)
         with connect(server) as sock:  # two probes on one kept-alive connection, then HEAD, answered at once
             sock.sendall(head(server, "GET", "/healthz") + head(server, "GET", "/readyz?verbose=1"))
             sock.sendall(head(server, "HEAD", "/readyz", "Connection: close"))
-            sock.settimeout(1)
+            sock.settimeout(budget(1))
             answer = read_all(sock)
         assert answer.count(b"HTTP/1.1 200 OK") == 3 and answer.count(b'"status": "ok"') == 1
         assert answer.count(b'"requests": {') == 1, "HEAD gets the head only"

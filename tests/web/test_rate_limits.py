@@ -1,9 +1,9 @@
 """Rate limits: requests and tokens per caller, reserved when admitted, and probes that are never limited."""
 
 import threading
-import time
 
 from helpers import model_held
+from timing import wait_until
 
 KEYS = "key-one, key-two"
 BEARER = {"Authorization": "Bearer key-one"}
@@ -79,9 +79,7 @@ def test_the_token_limit_holds_for_requests_that_arrive_together(make_app, chat_
         for thread in threads:
             thread.start()
         assert busy.wait(30)
-        deadline = time.monotonic() + 30
-        while len(statuses) < 14 and time.monotonic() < deadline:  # the refused answer at once, the rest wait
-            time.sleep(0.05)
+        wait_until(lambda: len(statuses) == 14, 30, "the 14 refused answered at once, while two wait")
         release.set()
         for thread in threads:
             thread.join(60)

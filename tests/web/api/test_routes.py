@@ -1,10 +1,12 @@
 """The JSON API, health checks and the error envelope, through Flask's test client."""
 
 import json
+import logging
 import threading
 
 import pytest
 from helpers import assert_error, raising
+from timing import wait_until
 
 from palaver.core.parameters import PARAMETER_NAMES
 from palaver.engine.loading import load_model
@@ -186,10 +188,14 @@ def test_health_is_up_at_once_and_ready_only_after_loading(client):
     assert ready.status_code == 200 and ready.get_json()["family"] == "chat-template"
 
 
-def test_preload_starts_loading_at_start_up(make_app, chat_model):
-    app = make_app(chat_model, preload=True)
-    assert app.extensions["palaver"].backend.wait_ready(30)
-    assert app.test_client().get("/readyz").status_code == 200
+def test_preload_loads_the_model_before_any_request(make_app, chat_model, caplog):
+    caplog.set_level(logging.INFO, logger="palaver")
+    client = make_app(chat_model, preload=True).test_client()
+    # Only probes, which never start a load (wait_ready would): the model loads because the app started.
+    ready = wait_until(lambda: client.get("/readyz").status_code == 200, 60, "the preloaded model ready")
+    described = client.get("/readyz").get_json()
+    assert ready and described["family"] == "chat-template" and described["models"][0]["limits"]["context_tokens"]
+    assert "loaded chat-llama" in caplog.text and described["requests"] == {}, "loaded before any request"
 
 
 def test_api_answers_503_with_retry_after_while_the_model_loads(make_app, chat_model):
