@@ -463,25 +463,41 @@ PROBES = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=",".join(PROBES), help="comma-separated probes: " + ", ".join(PROBES))
+Probe = Callable[[str], list[tuple[str, str]]]
+CPU_FLAGS = {"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni"}
+
+
+def run_probes(probes: dict[str, Probe], description: str) -> None:
+    """Run the probes the command line names, each with a scratch directory; print their rows, then a table."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--only", default=",".join(probes), help="comma-separated probes: " + ", ".join(probes))
     args = parser.parse_args()
     rows: list[tuple[str, str]] = []
     for name in args.only.split(","):
-        with tempfile.TemporaryDirectory() as cache:
+        with tempfile.TemporaryDirectory(prefix=f"palaver-probe-{name}-", ignore_cleanup_errors=True) as cache:
             started = time.perf_counter()
-            found = PROBES[name](cache)
+            found = probes[name](cache)
             print(f"[{name}: {time.perf_counter() - started:.0f} s]", flush=True)
             for row in found:
                 print(f"  {row[0]}: {row[1]}", flush=True)
             rows += found
-    flags = sorted(set(Path("/proc/cpuinfo").read_text().split()) & {"avx2", "fma", "f16c", "avx512f", "avx512bw"})
-    print(f"\nMachine: {os.cpu_count()} CPUs ({' '.join(flags)}), Python {platform.python_version()}")
+    flags = set(Path("/proc/cpuinfo").read_text().split()) & {
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bw",
+        "avx512_vnni",
+    }
+    print(f"\nMachine: {os.cpu_count()} CPUs ({' '.join(sorted(flags))}), Python {platform.python_version()}")
     print(f"Commit: {commit()}  run {uuid.uuid4().hex[:6]}\n")
     print("| probe | result |\n|---|---|")
     for label, value in rows:
         print(f"| {label} | {value} |")
+
+
+def main() -> None:
+    run_probes(PROBES, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -11,20 +11,15 @@ succeeds in exhausting memory fails there instead of taking the machine. The att
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
-import platform
-import shutil
 import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +28,7 @@ from pathlib import Path
 
 import requests
 
-from bench.hardening import ATTACKER, VICTIM, client, commit, timed
+from bench.hardening import ATTACKER, VICTIM, client, run_probes, timed
 from tests import gguf_surgery, tiny_models
 from tests.servers import Server, capped_command, procfile_server
 
@@ -393,27 +388,7 @@ PROBES = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default=",".join(PROBES), help="comma-separated probes: " + ", ".join(PROBES))
-    args = parser.parse_args()
-    rows: list[tuple[str, str]] = []
-    for name in args.only.split(","):
-        cache = tempfile.mkdtemp(prefix=f"palaver-probe-{name}-")
-        try:
-            started = time.perf_counter()
-            found = PROBES[name](cache)
-            print(f"[{name}: {time.perf_counter() - started:.0f} s]", flush=True)
-            for row in found:
-                print(f"  {row[0]}: {row[1]}", flush=True)
-            rows += found
-        finally:
-            shutil.rmtree(cache, ignore_errors=True)
-    flags = sorted(set(Path("/proc/cpuinfo").read_text().split()) & {"avx2", "fma", "f16c", "avx512f", "avx512_vnni"})
-    print(f"\nMachine: {os.cpu_count()} CPUs ({' '.join(flags)}), Python {platform.python_version()}")
-    print(f"Commit: {commit()}  run {uuid.uuid4().hex[:6]}\n")
-    print("| probe | result |\n|---|---|")
-    for label, value in rows:
-        print(f"| {label} | {value} |")
+    run_probes(PROBES, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

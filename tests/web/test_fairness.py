@@ -149,24 +149,7 @@ def test_a_request_of_more_rows_than_the_share_is_a_400_naming_the_field_and_the
 
 def test_one_address_holding_64_requests_gets_its_share_and_others_are_served(shared):
     server, database = shared
-    conversation_id = requests.post(server.url + "/api/chat", json={"message": "hi"}, timeout=30).json()[
-        "conversation_id"
-    ]
-    with sqlite3.connect(database) as db:  # as if another worker ran a long reply in it: followers wait
-        db.execute(
-            "UPDATE conversations SET lease_token = 'elsewhere', lease_until = ? WHERE id = ?",
-            (datetime(2100, 1, 1).isoformat(sep=" "), conversation_id),
-        )
-    answers: list[requests.Response] = []
-    body = {"message": "and then?", "conversation_id": conversation_id}
-
-    def hold():
-        answers.append(requests.post(server.url + "/api/chat", json=body, timeout=60))
-
-    holders = [threading.Thread(target=hold) for _ in range(64)]
-    for thread in holders:
-        thread.start()
-    try:
+    with turns_held(server, database, 64) as answers:
         wait_until(lambda: len(answers) >= 56, 30, "56 requests past the share answered")
         refused = [answer for answer in answers if answer.status_code == 429]
         assert len(refused) == 56, [answer.status_code for answer in answers]
@@ -178,9 +161,4 @@ def test_one_address_holding_64_requests_gets_its_share_and_others_are_served(sh
         assert time.monotonic() - started < budget(1)
         chat = other.post(server.url + "/api/chat", json={"message": "hello", "max_new_tokens": 8}, timeout=30)
         assert chat.status_code == 200 and chat.json()["usage"]["completion_tokens"] > 0
-    finally:
-        with sqlite3.connect(database) as db:
-            db.execute("UPDATE conversations SET lease_token = NULL, lease_until = NULL")
-        for thread in holders:
-            thread.join(60)
     assert sorted(answer.status_code for answer in answers) == [200] * 8 + [429] * 56
