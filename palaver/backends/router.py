@@ -94,18 +94,23 @@ class ModelRouter:
     # Leases: a model in use is never unloaded; one that must load first makes room for itself.
 
     @contextmanager
-    def using(self, name: str | None) -> Iterator[Backend]:
-        """Hold a model for the body's length, creating its backend (which loads on first use) if needed."""
-        slot, retired = self._lease(self.resolve(name))
+    def using(self, name: str | None, client: str | None = None) -> Iterator[Backend]:
+        """Hold a model for the body's length, creating its backend (which loads on first use) if needed.
+
+        client: whom a switch is charged to; by default the caller of the thread that takes the lease.
+        """
+        slot, victims = self._lease(self.resolve(name), CALLER.get().client if client is None else client)
         try:
-            for victim, victim_backend in retired:
-                if victim != slot.name:
+            try:
+                for victim, victim_backend in victims:
                     log.info("unloading %s to make room for %s", victim, slot.name)
-                self._release(victim, victim_backend)
+                    self._release(victim, victim_backend)
+            finally:
+                if slot.starting:  # what it unloaded is gone: its load sizes its cache by what is left
+                    slot.starting = False
+                    assert slot.backend is not None
+                    slot.backend.start()
             assert slot.backend is not None
-            if slot.starting:  # what it unloaded is gone: its load sizes its cache by what is left
-                slot.starting = False
-                slot.backend.start()
             yield slot.backend
         finally:
             backend = slot.backend  # however the body ended (a stream is closed before its end): ready is known
@@ -118,31 +123,32 @@ class ModelRouter:
                 slot.last_used = time.monotonic()
                 self._changed.notify_all()  # a request waiting for this model's room may take it now
 
-    def _lease(self, name: str) -> tuple[Slot, list[tuple[str, Backend]]]:
+    def _lease(self, name: str, client: str) -> tuple[Slot, list[tuple[str, Backend]]]:
         """Take a place on a model; one to load first waits (up to PALAVER_LOAD_WAIT) for other loads and for room.
 
         While it waits for room that models in use hold, they take no new requests, so a stream of them cannot
-        hold the room for ever. Return the backends taken out (its own failed one, or models unloaded), to release.
+        hold the room for ever; that wait is a switch, charged to the client at once. Return the models unloaded.
         """
         deadline = time.monotonic() + self.settings.load_wait
         draining: list[Slot] = []  # the models this request waits for, which take no new requests meanwhile
-        retired: list[tuple[str, Backend]] = []
         why: ModelNotReady | None = None
         with self._changed:
             try:
                 while True:
                     slot = self.slots[name]
-                    retired += self._retire_if_failed(slot)
+                    self._retire_if_failed(slot)
                     if slot.backend is not None and not self._draining[name]:
                         slot.users += 1
                         slot.last_used = time.monotonic()
-                        return slot, retired
+                        return slot, []
                     loading = next((other for other in self.slots.values() if other.loading()), None)
                     if slot.backend is None and loading is None:  # one load at a time: each sees what others took
                         try:
-                            return slot, retired + self._load_into(slot)
+                            return slot, self._load_into(slot, client, charged=bool(draining))
                         except RoomInUse as held:
                             why = held
+                            if held.busy and not draining:  # holding others' requests back costs a switch
+                                self._charge_switch(slot, held.busy, client)
                             for busy in held.busy:
                                 if busy not in draining:
                                     draining.append(busy)
@@ -160,10 +166,10 @@ class ModelRouter:
                 if draining:
                     self._changed.notify_all()
 
-    def _retire_if_failed(self, slot: Slot) -> list[tuple[str, Backend]]:
-        """Take a failed model's backend out once its back-off is over, so it loads afresh; 503 while it lasts."""
+    def _retire_if_failed(self, slot: Slot) -> None:
+        """Let a failed model's backend go once its back-off is over, so it loads afresh; 503 while it lasts."""
         if slot.backend is None or slot.backend.state != "failed" or not isinstance(slot.backend, Engine):
-            return []
+            return
         wait = slot.retry_in()
         if wait > 0:
             raise ModelNotReady(
@@ -172,14 +178,19 @@ class ModelRouter:
                 retry_after=max(1, math.ceil(wait)),
             )
         failed, slot.backend, slot.failures = slot.backend, None, slot.failures + 1
-        return [(slot.name, failed)]
+        failed.unload()  # its worker has ended and its memory went back when it failed: nothing waits here
 
-    def _load_into(self, slot: Slot) -> list[tuple[str, Backend]]:
+    def _charge_switch(self, slot: Slot, displaced: list[Slot], client: str) -> None:
+        """Count a switch to slot against the request's client (429 past its budget); the default's are free."""
+        if slot.name != self.default:  # the default must stay servable for everyone
+            self.switches.charge(client, slot.name, [other.name for other in displaced])
+
+    def _load_into(self, slot: Slot, client: str, charged: bool) -> list[tuple[str, Backend]]:
         """Make room for slot (refusing before anything goes), give it a backend, and return what it unloads."""
         loaded = [other for other in self.slots.values() if other.backend is not None and other is not slot]
         victims = self.budget.plan_room(slot, loaded)
-        if victims and slot.name != self.default:  # the default must stay servable for everyone
-            self.switches.charge(CALLER.get().client, slot.name, [victim.name for victim in victims])
+        if victims and not charged:
+            self._charge_switch(slot, victims, client)
         retired = []
         for victim in victims:  # taken out now: a request for it from here on loads it afresh
             assert victim.backend is not None
@@ -255,7 +266,7 @@ class ModelRouter:
         request.model = self.resolve(request.model)
         self.admission.admit()  # one bound for the server, whichever model a request names
         try:
-            with self.using(request.model) as backend:
+            with self.using(request.model, request.caller.client) as backend:  # whoever reads the stream
                 yield from backend.stream(request)
         finally:
             self.admission.finished()
@@ -264,7 +275,7 @@ class ModelRouter:
         return final(self.stream(request), Reply)
 
     def tokenize(self, request: GenerationRequest) -> list[int]:
-        with self.using(request.model) as backend:
+        with self.using(request.model, request.caller.client) as backend:
             return backend.tokenize(request)
 
     def detokenize(self, token_ids: list[int], model: str | None = None) -> str:

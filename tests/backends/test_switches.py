@@ -5,7 +5,7 @@ import pytest
 from palaver.backends import ModelRouter
 from palaver.backends.switches import SwitchBudget
 from palaver.core.errors import RateLimited
-from palaver.core.types import CALLER, Caller, Reply
+from palaver.core.types import CALLER, Caller, Reply, final
 from palaver.engine.generation import GenerationRequest
 from palaver.engine.memory import HEADROOM_BYTES, resident_bytes
 
@@ -83,5 +83,36 @@ def test_alternating_models_costs_the_client_who_alternates_and_the_default_alwa
         assert router.describe_model("one")["state"] == "ready", "the refused switch unloaded nothing"
         assert ask("alice", "one").usage.completion_tokens > 0, "the default serves everyone else"
         assert ask("alice", "two").usage.completion_tokens > 0, "another client's switches are its own"
+    finally:
+        router.close()
+
+
+def test_a_client_out_of_switches_cannot_hold_back_the_model_others_are_using(make_settings, large_models):
+    models, size = large_models
+    limit = resident_bytes() + HEADROOM_BYTES + size + 16 * 2**20  # room for one model, not for two
+    names = models.replace("a=", "one=").replace("b=", "two=").rsplit(",", 1)[0]
+    settings = make_settings(
+        models=names, memory_limit=limit, max_batch_size=2, max_context_tokens=256, client_switches=1, load_wait=60
+    )
+    router = ModelRouter(settings)
+    params = settings.generation_defaults()
+
+    def stream(client: str, model: str):
+        token = CALLER.set(Caller(client))
+        try:
+            return router.stream(GenerationRequest(params, prompt="hi", model=model))
+        finally:
+            CALLER.reset(token)
+
+    try:
+        assert final(stream("mallory", "one"), Reply).usage.completion_tokens > 0  # the default, into free room
+        assert final(stream("mallory", "two"), Reply).usage.completion_tokens > 0  # its one switch
+        held = stream("alice", "one")  # the default is loaded again (never charged), and in use
+        next(held)
+        with pytest.raises(RateLimited, match="PALAVER_CLIENT_SWITCHES"):
+            final(stream("mallory", "two"), Reply)  # at once: waiting would hold alice's next requests back
+        assert router._draining["one"] == 0
+        assert final(stream("alice", "one"), Reply).usage.completion_tokens > 0
+        assert final(held, Reply).usage.completion_tokens > 0
     finally:
         router.close()
