@@ -24,6 +24,8 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 KERNEL := palaver/_native/palaver_kernels.so
 $(KERNEL): csrc/gguf_linear.cpp csrc/native_step.cpp csrc/chunk_pool.h csrc/blocks.h csrc/build.py $(STAMP)
 	$(PYTHON) csrc/build.py
+	# build.py keeps a library it has built from these sources already: make must see it as new (if it exists).
+	if [ -f $(KERNEL) ]; then touch $(KERNEL); fi
 
 # Serve exactly as the Procfile says, with $PORT defaulting to 8000.
 run: $(STAMP) $(KERNEL)
