@@ -118,3 +118,28 @@ def ask(engine: Engine, **overrides):
     """Generate a reply to HELLO with the engine's default parameters."""
     params = Sampling.parse(overrides).applied_to(engine.settings.generation_defaults())
     return engine.generate(GenerationRequest(params, messages=HELLO))
+
+
+def one_model_at_a_time(make_settings, large_models, **overrides):
+    """Return a router of two of the large models ("one", the default, and "two") with room for one of them only."""
+    from palaver.backends import ModelRouter
+    from palaver.engine.memory import HEADROOM_BYTES, resident_bytes
+
+    models, size = large_models
+    limit = resident_bytes() + HEADROOM_BYTES + size + 16 * 2**20
+    names = models.replace("a=", "one=").replace("b=", "two=").rsplit(",", 1)[0]
+    return ModelRouter(
+        make_settings(models=names, memory_limit=limit, max_batch_size=2, max_context_tokens=256, **overrides)
+    )
+
+
+def schema_outgrowing_the_parser_mid_reply() -> dict:
+    """A schema the boundary accepts whose objects, merged, outgrow the parser once the reply reaches them."""
+    wide = {"type": "object", "properties": {f"p{index}": {} for index in range(900)}}
+    variants = [{"allOf": [{"$ref": "#/$defs/w"}, {"properties": {f"z{k}": {}}}]} for k in range(4)]
+    return {
+        "type": "object",
+        "properties": {"a": {"type": "string", "maxLength": 3}, "b": {"anyOf": variants}},
+        "required": ["a", "b"],
+        "$defs": {"w": wide},
+    }

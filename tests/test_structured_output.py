@@ -5,6 +5,7 @@ import json
 import jsonschema
 import pytest
 import requests
+from helpers import schema_outgrowing_the_parser_mid_reply
 from servers import procfile_server, server_env
 
 MODEL = "chat-llama"
@@ -17,18 +18,6 @@ REASONING_FIRST = {
     "properties": {"reasoning": {"type": "string", "maxLength": 12}, "answer": {"type": "integer"}},
     "required": ["reasoning", "answer"],
 }
-
-
-def breaks_mid_reply() -> dict:
-    """A schema the boundary accepts whose merged objects outgrow the parser once the reply reaches them."""
-    wide = {"type": "object", "properties": {f"p{index}": {} for index in range(900)}}
-    variants = [{"allOf": [{"$ref": "#/$defs/w"}, {"properties": {f"z{k}": {}}}]} for k in range(4)]
-    return {
-        "type": "object",
-        "properties": {"a": {"type": "string", "maxLength": 3}, "b": {"anyOf": variants}},
-        "required": ["a", "b"],
-        "$defs": {"w": wide},
-    }
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +69,11 @@ def test_an_object_of_six_hundred_optional_properties_is_served_and_what_stops_v
 
 def test_a_grammar_that_breaks_mid_reply_is_a_clean_error_with_its_reason(server):
     before = len(server.log())
-    response = ask(server, breaks_mid_reply())
+    response = ask(server, schema_outgrowing_the_parser_mid_reply())
     assert response.status_code == 400, response.text[:500]
     error = response.json()["error"]
     assert error["param"] == FIELD and error["code"] == "grammar_failed" and "items" in error["message"]
-    streamed = ask(server, breaks_mid_reply(), stream=True)
+    streamed = ask(server, schema_outgrowing_the_parser_mid_reply(), stream=True)
     assert streamed.status_code == 200  # the headers went before the grammar broke
     sent = events(streamed)
     assert sent[-1]["error"]["code"] == "grammar_failed", sent[-1]

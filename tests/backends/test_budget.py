@@ -3,6 +3,7 @@
 import threading
 
 import pytest
+from helpers import one_model_at_a_time
 from timing import wait_until
 
 from commons import Settings
@@ -55,20 +56,10 @@ def test_with_no_limit_nothing_is_unloaded(large_models, monkeypatch):
     assert MemoryBudget(0).plan_room(slot("a", path, 1.0), [slot("b", path, 0.0)]) == []
 
 
-def one_at_a_time(make_settings, large_models, **overrides) -> ModelRouter:
-    """A router of two of the large models under a limit with room for one of them only."""
-    models, size = large_models
-    limit = resident_bytes() + HEADROOM_BYTES + size + 16 * 2**20  # room for one model, not for two
-    names = models.replace("a=", "one=").replace("b=", "two=").rsplit(",", 1)[0]
-    return ModelRouter(
-        make_settings(models=names, memory_limit=limit, max_batch_size=2, max_context_tokens=256, **overrides)
-    )
-
-
 def test_a_model_in_use_is_never_unloaded_and_a_load_that_needs_its_room_gets_a_503_once_it_has_waited(
     make_settings, large_models
 ):
-    router = one_at_a_time(make_settings, large_models, load_wait=1)
+    router = one_model_at_a_time(make_settings, large_models, load_wait=1)
     params = router.settings.generation_defaults()
     try:
         stream = router.stream(GenerationRequest(params, messages=[Message("user", "hi")], model="one"))
@@ -86,7 +77,7 @@ def test_a_model_in_use_is_never_unloaded_and_a_load_that_needs_its_room_gets_a_
 def test_a_load_waiting_for_room_is_served_when_it_frees_and_the_busy_model_takes_no_new_requests_meanwhile(
     make_settings, large_models
 ):
-    router = one_at_a_time(make_settings, large_models, load_wait=60)
+    router = one_model_at_a_time(make_settings, large_models, load_wait=60)
     params = router.settings.generation_defaults()
     replies: dict[str, Reply] = {}
 

@@ -1,13 +1,12 @@
 """Model switches per client: each client's loads that unload another model, bounded over a minute."""
 
 import pytest
+from helpers import one_model_at_a_time
 
-from palaver.backends import ModelRouter
 from palaver.backends.switches import SwitchBudget
 from palaver.core.errors import RateLimited
 from palaver.core.types import CALLER, Caller, Reply, final
 from palaver.engine.generation import GenerationRequest
-from palaver.engine.memory import HEADROOM_BYTES, resident_bytes
 
 
 class Clock:
@@ -55,14 +54,8 @@ def test_clients_whose_switches_have_aged_out_are_forgotten():
 
 
 def test_alternating_models_costs_the_client_who_alternates_and_the_default_always_loads(make_settings, large_models):
-    models, size = large_models
-    limit = resident_bytes() + HEADROOM_BYTES + size + 16 * 2**20  # room for one model, not for two
-    names = models.replace("a=", "one=").replace("b=", "two=").rsplit(",", 1)[0]
-    settings = make_settings(
-        models=names, memory_limit=limit, max_batch_size=2, max_context_tokens=256, client_switches=2
-    )
-    router = ModelRouter(settings)
-    params = settings.generation_defaults()
+    router = one_model_at_a_time(make_settings, large_models, client_switches=2)
+    params = router.settings.generation_defaults()
 
     def ask(client: str, model: str) -> Reply:
         token = CALLER.set(Caller(client))
@@ -88,14 +81,8 @@ def test_alternating_models_costs_the_client_who_alternates_and_the_default_alwa
 
 
 def test_a_client_out_of_switches_cannot_hold_back_the_model_others_are_using(make_settings, large_models):
-    models, size = large_models
-    limit = resident_bytes() + HEADROOM_BYTES + size + 16 * 2**20  # room for one model, not for two
-    names = models.replace("a=", "one=").replace("b=", "two=").rsplit(",", 1)[0]
-    settings = make_settings(
-        models=names, memory_limit=limit, max_batch_size=2, max_context_tokens=256, client_switches=1, load_wait=60
-    )
-    router = ModelRouter(settings)
-    params = settings.generation_defaults()
+    router = one_model_at_a_time(make_settings, large_models, client_switches=1, load_wait=60)
+    params = router.settings.generation_defaults()
 
     def stream(client: str, model: str):
         token = CALLER.set(Caller(client))

@@ -7,6 +7,7 @@ from dataclasses import replace
 import jsonschema
 import numpy as np
 import pytest
+from helpers import schema_outgrowing_the_parser_mid_reply
 
 from commons import Settings
 from palaver.core.errors import InvalidRequest
@@ -197,18 +198,6 @@ SELF_REFERENCE = {"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}
 WIDE = {"type": "object", "properties": {f"p{index}": {"type": "integer"} for index in range(600)}}
 
 
-def outgrows_the_parser_after_its_first_string() -> dict:
-    """A schema the boundary accepts whose objects, merged, outgrow the parser once the reply reaches them."""
-    wide = {"type": "object", "properties": {f"p{index}": {} for index in range(900)}}
-    variants = [{"allOf": [{"$ref": "#/$defs/w"}, {"properties": {f"z{k}": {}}}]} for k in range(4)]
-    return {
-        "type": "object",
-        "properties": {"a": {"type": "string", "maxLength": 3}, "b": {"anyOf": variants}},
-        "required": ["a", "b"],
-        "$defs": {"w": wide},
-    }
-
-
 def test_a_grammar_that_matches_nothing_is_refused_before_generation_naming_its_field(constraints):
     param = "response_format.json_schema.schema"
     with pytest.raises(InvalidRequest) as caught:
@@ -219,7 +208,7 @@ def test_a_grammar_that_matches_nothing_is_refused_before_generation_naming_its_
 def test_a_grammar_that_breaks_mid_reply_raises_a_grammar_error_and_never_counts_as_stopped(family, constraints):
     param = "response_format.json_schema.schema"
     constraint = constraints.constraint(
-        json_schema_grammar(canonical_schema(outgrows_the_parser_after_its_first_string())), param=param
+        json_schema_grammar(canonical_schema(schema_outgrowing_the_parser_mid_reply())), param=param
     )
     logits = np.zeros(family.model.config.vocab_size, dtype=np.float32)
     with pytest.raises(GrammarFailed) as caught:
@@ -233,7 +222,7 @@ def test_a_grammar_that_breaks_mid_reply_raises_a_grammar_error_and_never_counts
 
 
 def test_a_row_whose_grammar_breaks_ends_with_the_grammar_error_not_stop(family, constraints):
-    broken = row(family, constraints, outgrows_the_parser_after_its_first_string(), seed=1, tokens=60)
+    broken = row(family, constraints, schema_outgrowing_the_parser_mid_reply(), seed=1, tokens=60)
     run(family.model.new_batch(None), [broken])
     assert isinstance(broken.error, GrammarFailed), (broken.error, broken.stream.text)
 
