@@ -52,6 +52,13 @@ def unsupported(message: str) -> PydanticCustomError:
     return PydanticCustomError("palaver_unsupported", "{message}", {"message": message})
 
 
+def neutral_or_refused(value: Any, neutrals: tuple[Any, ...], message: str) -> Any:
+    """Return a field's value when it is one that changes nothing; otherwise raise the error that names it."""
+    if value not in neutrals:
+        raise unsupported(message)
+    return value
+
+
 def invalid_request(error: ErrorDetails, model: type[BaseModel]) -> PalaverError:
     """Translate one of pydantic's errors into the message Palaver's clients read."""
     loc, ctx = error["loc"], error.get("ctx") or {}

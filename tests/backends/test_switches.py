@@ -3,6 +3,7 @@
 import pytest
 from helpers import one_model_at_a_time
 
+from palaver.backends import ModelRouter
 from palaver.backends.switches import SwitchBudget
 from palaver.core.errors import RateLimited
 from palaver.core.types import CALLER, Caller, Reply, final
@@ -53,16 +54,20 @@ def test_clients_whose_switches_have_aged_out_are_forgotten():
     assert list(budget._switches) == ["last"], "memory stays bounded by the last minute's switches"
 
 
+def request_from(client: str, model: str, router: ModelRouter) -> GenerationRequest:
+    """Return a short request for model made by client: a request keeps the caller it was made for."""
+    token = CALLER.set(Caller(client))
+    try:
+        return GenerationRequest(router.settings.generation_defaults(), prompt="hi", model=model)
+    finally:
+        CALLER.reset(token)
+
+
 def test_alternating_models_costs_the_client_who_alternates_and_the_default_always_loads(make_settings, large_models):
     router = one_model_at_a_time(make_settings, large_models, client_switches=2)
-    params = router.settings.generation_defaults()
 
     def ask(client: str, model: str) -> Reply:
-        token = CALLER.set(Caller(client))
-        try:
-            return router.generate(GenerationRequest(params, prompt="hi", model=model))
-        finally:
-            CALLER.reset(token)
+        return router.generate(request_from(client, model, router))
 
     try:
         ask("mallory", "one")  # the default, into free room
@@ -82,14 +87,9 @@ def test_alternating_models_costs_the_client_who_alternates_and_the_default_alwa
 
 def test_a_client_out_of_switches_cannot_hold_back_the_model_others_are_using(make_settings, large_models):
     router = one_model_at_a_time(make_settings, large_models, client_switches=1, load_wait=60)
-    params = router.settings.generation_defaults()
 
     def stream(client: str, model: str):
-        token = CALLER.set(Caller(client))
-        try:
-            return router.stream(GenerationRequest(params, prompt="hi", model=model))
-        finally:
-            CALLER.reset(token)
+        return router.stream(request_from(client, model, router))
 
     try:
         assert final(stream("mallory", "one"), Reply).usage.completion_tokens > 0  # the default, into free room

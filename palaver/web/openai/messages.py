@@ -8,7 +8,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, fie
 
 from palaver.core.tools import MAX_TOOLS, NAME_PATTERN
 from palaver.core.types import Message, ToolCall
-from palaver.core.validation import RequestModel, body_error, field_error, unsupported
+from palaver.core.validation import RequestModel, body_error, field_error, neutral_or_refused
 from palaver.web.api.schemas import settings_of
 
 MAX_ARGUMENTS_CHARS = 65_536
@@ -67,8 +67,7 @@ class ChatMessage(RequestModel):
     @field_validator(*REPLAYED_FIELDS)
     @classmethod
     def _only_empty(cls, value: Any, info: ValidationInfo) -> Any:
-        if value not in (None, []):  # null never gets here: a null field counts as not sent
-            raise unsupported(REPLAYED_FIELDS[info.field_name or ""])
+        neutral_or_refused(value, (None, []), REPLAYED_FIELDS[info.field_name or ""])
         return None
 
     @model_validator(mode="before")

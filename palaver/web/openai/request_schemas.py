@@ -28,7 +28,7 @@ from palaver.core.tools import (
     grammar_problem,
     unique_names,
 )
-from palaver.core.validation import RequestModel, body_error, field_error, unsupported
+from palaver.core.validation import RequestModel, body_error, field_error, neutral_or_refused, unsupported
 from palaver.web.api.schemas import Prompts
 from palaver.web.openai.messages import Conversation
 
@@ -96,9 +96,7 @@ class CompletionFields(RequestModel):
     @classmethod
     def _only_neutral(cls, value: Any, info: ValidationInfo) -> Any:
         neutral, message = NEUTRAL_FIELDS[info.field_name or ""]
-        if value != neutral:
-            raise unsupported(message)
-        return value
+        return neutral_or_refused(value, (neutral,), message)
 
     @model_validator(mode="after")
     def _consistent(self) -> CompletionFields:
