@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from bench.engines import cpu_summary
-from palaver.engine.gguf_file import KERNEL_TYPES, SUPER_BLOCK_TYPES, TYPE_LAYOUT, TYPE_NAMES
-from palaver.engine.quantized import kernel_available
+from palaver.engine.gguf.file import KERNEL_TYPES, SUPER_BLOCK_TYPES, TYPE_LAYOUT, TYPE_NAMES
+from palaver.engine.torch.quantized import kernel_available
 
 REPEATS = 300
 

@@ -211,7 +211,7 @@ def main() -> None:
     parser.add_argument("--limited", default="32", help="client counts for Palaver under PALAVER_MEMORY_LIMIT=512MB")
     parser.add_argument("--weights", default="", help="a llama-quantize type (Q4_K_M...) to re-quantise the model to")
     args = parser.parse_args()
-    import palaver.engine.sources as sources
+    import palaver.engine.model_sources as sources
 
     gguf = str(sources.embedded_gguf_path())
     if args.weights:

@@ -47,7 +47,7 @@ def write_model(path: Path) -> None:
     """Write the random 0.5B-shaped Qwen2 GGUF file."""
     import gguf
 
-    from palaver.engine.gguf_tokenizer import bytes_to_unicode
+    from palaver.engine.gguf.tokenizer import bytes_to_unicode
 
     s, rng = SHAPE, np.random.default_rng(0)
     head_dim = s["hidden"] // s["heads"]

@@ -52,11 +52,11 @@ TEXTS = {
 
 def vocabulary() -> tuple[list[bytes], int, dict[str, list[int]], str]:
     """Return the embedded model's tokens' bytes, its end token, each text's token ids, and its tokenizer.json."""
-    from palaver.engine.constraints import Constraints
-    from palaver.engine.file_tokenizer import FileTokenizer
-    from palaver.engine.gguf_file import read_gguf
-    from palaver.engine.gguf_tokenizer import tokenizer_config, tokenizer_json
-    from palaver.engine.sources import embedded_gguf_path
+    from palaver.engine.decoding.constraints import Constraints
+    from palaver.engine.gguf.file import read_gguf
+    from palaver.engine.gguf.tokenizer import tokenizer_config, tokenizer_json
+    from palaver.engine.model_sources import embedded_gguf_path
+    from palaver.engine.prompting.file_tokenizer import FileTokenizer
 
     gguf = read_gguf(embedded_gguf_path())
     source = tokenizer_json(gguf)

@@ -7,7 +7,7 @@ KIND=${1:-Q4_K_M}
 SERVER=$(bench/llama_server.sh)
 BIN=$(dirname "$SERVER")
 DIR=${LLAMA_SERVER_DIR:-.bench-llama-server}
-SOURCE=$(.venv/bin/python -c "from palaver.engine.sources import embedded_gguf_path; print(embedded_gguf_path())")
+SOURCE=$(.venv/bin/python -c "from palaver.engine.model_sources import embedded_gguf_path; print(embedded_gguf_path())")
 OUT="$DIR/SmolLM2-135M-Instruct.$KIND.gguf"
 if [ ! -f "$OUT" ]; then
   [ -x "$BIN/llama-quantize" ] || cmake --build "$BIN/.." --target llama-quantize -j"$(nproc)" >&2

@@ -10,7 +10,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import llama_cpp.serv
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet 'llama-cpp-python[server]'
 fi
-GGUF=$(.venv/bin/python -c "from palaver.engine.loading import embedded_gguf_path; print(embedded_gguf_path())")
+GGUF=$(.venv/bin/python -c "from palaver.engine.torch.loading import embedded_gguf_path; print(embedded_gguf_path())")
 PORT=$(.venv/bin/python -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
 "$VENV/bin/python" -m llama_cpp.server --model "$GGUF" --host 127.0.0.1 --port "$PORT" --n_ctx 4096 \
   --n_threads "$(nproc)" --interrupt_requests False > /tmp/llamacpp-server.log 2>&1 &

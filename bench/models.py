@@ -23,7 +23,7 @@ import requests
 from bench.engines import cpu_summary
 from bench.load import converse, peak_rss_mb, run_clients
 from bench.serve import percentile
-from palaver.engine.sources import embedded_gguf_path
+from palaver.engine.model_sources import embedded_gguf_path
 from tests.servers import procfile_server
 
 NAMES = ("smol-a", "smol-b")

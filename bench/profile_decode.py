@@ -17,7 +17,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from commons import Message, Settings
-from palaver.engine.loading import load_model
+from palaver.engine.torch.loading import load_model
 
 STEPS = 32
 

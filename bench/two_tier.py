@@ -68,7 +68,7 @@ def check(name: str, results: list[tuple[str, str]], run: Callable[[], str]) -> 
 
 def check_llamacpp(cache: str, scratch: str) -> bool:
     """Run the page and /v1 through a web process in front of llama-cpp-python's server."""
-    from palaver.engine.sources import embedded_gguf_path
+    from palaver.engine.model_sources import embedded_gguf_path
 
     results: list[tuple[str, str]] = []
     with (

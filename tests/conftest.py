@@ -313,8 +313,8 @@ def markdown_server(markdown_model, tmp_path_factory):
 @pytest.fixture(scope="session")
 def embedded_cache(tmp_path_factory):
     """A cache holding the embedded GGUF's tokenizer and config, extracted once for the session."""
-    from palaver.engine.loading import gguf_metadata_dir
-    from palaver.engine.sources import embedded_gguf_path
+    from palaver.engine.model_sources import embedded_gguf_path
+    from palaver.engine.torch.loading import gguf_metadata_dir
 
     cache = tmp_path_factory.mktemp("embedded-cache")
     gguf_metadata_dir(embedded_gguf_path(), str(cache))

@@ -143,7 +143,7 @@ resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]),) * 2)
 logging.disable(logging.CRITICAL)
 from commons import Settings
 from palaver.engine.engine import Engine
-from palaver.engine.native_loading import load_native
+from palaver.engine.native.loading import load_native
 for line in sys.stdin:
     path, mode, cache = json.loads(line)
     settings = Settings(model=path, cache_dir=cache, max_batch_size=2, max_context_tokens=256)

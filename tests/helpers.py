@@ -99,7 +99,7 @@ def start_conversation(client, message):
 def family_of(path, **settings):
     """Load the model at path through transformers and return its family."""
     from commons import Settings
-    from palaver.engine.loading import load_model
+    from palaver.engine.torch.loading import load_model
 
     return load_model(Settings(model=str(path), **settings)).family
 
@@ -123,7 +123,7 @@ def ask(engine: Engine, **overrides):
 def one_model_at_a_time(make_settings, large_models, **overrides):
     """Return a router of two of the large models ("one", the default, and "two") with room for one of them only."""
     from palaver.backends import ModelRouter
-    from palaver.engine.memory import HEADROOM_BYTES, resident_bytes
+    from palaver.engine.machine import HEADROOM_BYTES, resident_bytes
 
     models, size = large_models
     limit = resident_bytes() + HEADROOM_BYTES + size + 16 * 2**20

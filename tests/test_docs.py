@@ -73,7 +73,7 @@ def test_code_paths_exist(page):
 def test_code_paths_are_found():
     found = {path for page in PAGES for path in code_paths(page.read_text())}
     assert {"palaver/core/validation.py", "tests/test_fuzz.py", "csrc/blocks.h", "bench/engines.py"} <= found
-    assert {"web/api/schemas.py", "engine/test_native.py", "bin/post_compile", "docs/screenshots/"} <= found
+    assert {"web/api/schemas.py", "engine/native/test_binding.py", "bin/post_compile", "docs/screenshots/"} <= found
     assert not {"/models/a.gguf", "models:/NAME/VERSION", "palaver/<room>/<module>.py", "csrc/build/"} & found
 
 

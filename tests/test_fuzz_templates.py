@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from servers import client_at, procfile_server, server_env
 from timing import budget
 
-from palaver.engine import template_sandbox
-from palaver.engine.template_sandbox import TemplateBroke, TemplateFailed
+from palaver.engine.prompting import template_sandbox
+from palaver.engine.prompting.template_sandbox import TemplateBroke, TemplateFailed
 
 FUZZ = settings(
     max_examples=30,

@@ -150,7 +150,9 @@ def test_the_wheel_installed_outside_the_checkout_serves_the_page_and_the_native
     (Path(site.stdout.strip()) / "borrowed.pth").write_text(f"{borrowed}\n")
     install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", str(wheel)]
     subprocess.run(install, check=True, timeout=120)
-    where = "import palaver, palaver.engine.native as n; print(palaver.__file__); print(n.library() is not None)"
+    where = (
+        "import palaver, palaver.engine.native.binding as n; print(palaver.__file__); print(n.library() is not None)"
+    )
     found = subprocess.run([python, "-c", where], cwd=cwd, capture_output=True, text=True, check=True).stdout.split()
     assert Path(found[0]).is_relative_to(venv) and found[1] == "True", found
     loose = subprocess.run([python, "-c", "import app"], cwd=cwd, capture_output=True, text=True)

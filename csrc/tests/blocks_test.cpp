@@ -1,4 +1,4 @@
-// The block kernel's own tests, built with AddressSanitizer and UndefinedBehaviorSanitizer (tests/engine/test_native.py
+// The block kernel's own tests, built with AddressSanitizer and UndefinedBehaviorSanitizer (tests/engine/native/test_binding.py
 // compiles and runs this): every type's weights against ggml's scalar reference, bit for bit, and each input row's
 // product the same bits alone and in batches of every size, on both sides of every tile and chunk, over rows of one
 // and of several blocks or super-blocks.

@@ -1,4 +1,4 @@
-// The native step's own tests, built with AddressSanitizer and UndefinedBehaviorSanitizer (tests/engine/test_native.py
+// The native step's own tests, built with AddressSanitizer and UndefinedBehaviorSanitizer (tests/engine/native/test_binding.py
 // compiles and runs this): a random model of every block type, batches of 1 to 130 rows, prefill chunks and sequence
 // lengths on both sides of every page and tile boundary, and the cache's bookkeeping; then the same for a Gemma 3
 // model, whose sliding layer's window (13 positions) starts inside a page and inside a block of 8 scores; and for a

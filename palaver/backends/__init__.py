@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 from palaver.backends.protocol import Backend
 from palaver.backends.router import ModelRouter
 from palaver.core.config import Settings
-from palaver.engine.generation import Observer
+from palaver.engine.scheduling.generation import Observer
 
 if TYPE_CHECKING:
-    from palaver.engine.families import LoadedModel
+    from palaver.engine.prompting.model_family import LoadedModel
 
 __all__ = ["Backend", "ModelRouter", "create_backend"]
 

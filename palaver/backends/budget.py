@@ -5,7 +5,7 @@ from __future__ import annotations
 from palaver.backends.slot import Slot
 from palaver.core.errors import ModelNotReady
 from palaver.engine.engine import RETRY_AFTER_SECONDS, Engine
-from palaver.engine.memory import HEADROOM_BYTES, cgroup_limit, resident_bytes
+from palaver.engine.machine import HEADROOM_BYTES, cgroup_limit, resident_bytes
 
 
 class RoomInUse(ModelNotReady):

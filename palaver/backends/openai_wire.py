@@ -11,7 +11,7 @@ import openai
 
 from palaver.core.errors import GenerationTimeout, InvalidRequest, ModelNotReady, PalaverError, RateLimited
 from palaver.core.types import TokenLogprob, ToolCallDelta, TopLogprob, Usage
-from palaver.engine.generation import GenerationRequest
+from palaver.engine.scheduling.generation import GenerationRequest
 
 log = logging.getLogger("palaver.backends.upstream")
 

@@ -22,14 +22,14 @@ from palaver.backends.upstream import UpstreamEngine
 from palaver.core.config import Settings
 from palaver.core.errors import ModelNotReady, NotFound
 from palaver.core.types import CALLER, ModelLimits, Reply, ReplyEvents, final
-from palaver.engine.admission import Admission
 from palaver.engine.engine import RETRY_AFTER_SECONDS, Engine
-from palaver.engine.generation import GenerationRequest, Observer
-from palaver.engine.memory import give_back, resident_bytes
-from palaver.engine.turns import StepTurns
+from palaver.engine.machine import give_back, resident_bytes
+from palaver.engine.scheduling.admission import Admission
+from palaver.engine.scheduling.generation import GenerationRequest, Observer
+from palaver.engine.scheduling.turns import StepTurns
 
 if TYPE_CHECKING:
-    from palaver.engine.families import LoadedModel
+    from palaver.engine.prompting.model_family import LoadedModel
 
 log = logging.getLogger("palaver.models")
 

@@ -11,8 +11,8 @@ from palaver.backends.sources import model_source
 from palaver.core.config import Settings
 from palaver.core.types import ModelLimits
 from palaver.engine.engine import Engine
-from palaver.engine.memory import weight_bytes
-from palaver.engine.sources import resolve_source
+from palaver.engine.machine import weight_bytes
+from palaver.engine.model_sources import resolve_source
 
 RETRY_BASE_SECONDS = 1.0  # a failed load is tried again after 1 s, then 2, 4… up to a minute
 RETRY_CAP_SECONDS = 60.0

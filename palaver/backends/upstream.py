@@ -27,8 +27,8 @@ from palaver.core.types import (
     Usage,
     final,
 )
-from palaver.engine.admission import Admission
-from palaver.engine.generation import FINISHED, GenerationRequest, Observer, follow
+from palaver.engine.scheduling.admission import Admission
+from palaver.engine.scheduling.generation import FINISHED, GenerationRequest, Observer, follow
 
 log = logging.getLogger("palaver.backends.upstream")
 

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from palaver.core.errors import ClientDisconnected, ConversationBusy, InvalidRequest, NotFound
 from palaver.core.parameters import GenerationParams
 from palaver.core.types import CALLER, Message, PromptInfo, Reply, Usage, final
-from palaver.engine.admission import BUSY_RETRY_AFTER_SECONDS
-from palaver.engine.generation import POLL_SECONDS, GenerationRequest
+from palaver.engine.scheduling.admission import BUSY_RETRY_AFTER_SECONDS
+from palaver.engine.scheduling.generation import POLL_SECONDS, GenerationRequest
 from palaver.storage.records import StoredConversation
 from palaver.storage.store import ConversationStore
 

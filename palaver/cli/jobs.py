@@ -16,7 +16,7 @@ from palaver.chat.presets import Preset
 from palaver.core.errors import PalaverError
 from palaver.core.parameters import GenerationParams
 from palaver.core.types import Message
-from palaver.engine.generation import GenerationRequest
+from palaver.engine.scheduling.generation import GenerationRequest
 
 if TYPE_CHECKING:
     from palaver.backends import ModelRouter

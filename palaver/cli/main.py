@@ -119,7 +119,7 @@ def describe_model(backend, name: str) -> None:
     """Load one model and print its source, family, limits and how its weights are served."""
     from palaver.backends.sources import model_source
     from palaver.core.errors import PalaverError
-    from palaver.engine.sources import plain_source
+    from palaver.engine.model_sources import plain_source
 
     settings = backend.slots[name].settings
     rows: dict[str, object] = {"backend": settings.backend, "cache directory": settings.cache_dir}

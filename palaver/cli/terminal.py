@@ -12,7 +12,7 @@ import requests
 from palaver.chat.presets import Preset
 from palaver.core.parameters import GenerationParams
 from palaver.core.types import Message, Reply
-from palaver.engine.generation import GenerationRequest
+from palaver.engine.scheduling.generation import GenerationRequest
 
 if TYPE_CHECKING:
     from palaver.backends import Backend

@@ -15,16 +15,16 @@ from palaver.core.config import Settings
 from palaver.core.errors import ConfigurationError, ModelNotReady, ModelRefused
 from palaver.core.tool_calls import read_calls
 from palaver.core.types import ModelLimits, ModelSource, PromptInfo, Reply, ReplyEvents, final
-from palaver.engine.admission import Admission
-from palaver.engine.fair_queue import FairQueue
-from palaver.engine.generation import GenerationRequest, Observer, follow
-from palaver.engine.memory import give_back, resident_bytes
-from palaver.engine.request_inputs import RequestInputs
-from palaver.engine.turns import StepTurns
-from palaver.engine.worker import BatchWorker
+from palaver.engine.machine import give_back, resident_bytes
+from palaver.engine.scheduling.admission import Admission
+from palaver.engine.scheduling.fair_queue import FairQueue
+from palaver.engine.scheduling.generation import GenerationRequest, Observer, follow
+from palaver.engine.scheduling.request_inputs import RequestInputs
+from palaver.engine.scheduling.turns import StepTurns
+from palaver.engine.scheduling.worker import BatchWorker
 
 if TYPE_CHECKING:
-    from palaver.engine.families import LoadedModel, ModelFamily
+    from palaver.engine.prompting.model_family import LoadedModel, ModelFamily
 
 __all__ = ["Engine", "GenerationRequest", "Observer"]
 
@@ -237,16 +237,16 @@ class Engine:
     def _load(self) -> LoadedModel:
         # The loaders are imported here, on the worker, so the web server starts and answers at once; a model that
         # the native step serves never imports torch or transformers.
-        from palaver.engine.native_loading import load_native
-        from palaver.engine.sources import plain_source
+        from palaver.engine.model_sources import plain_source
+        from palaver.engine.native.loading import load_native, why_not_native
 
         where = self.source or plain_source(self.settings.model)
         native = load_native(self.settings, self.name, where.weights)
         if native is not None:
             return native
-        from palaver.engine.loading import load_model
+        from palaver.engine.torch.loading import load_model
 
-        return load_model(self.settings, where, self.name)
+        return load_model(self.settings, where, self.name, why_not_native(self.settings, where.weights)[0])
 
     def _family(self) -> ModelFamily:
         """Return the loaded model's family; the worker serves only once the model is loaded."""

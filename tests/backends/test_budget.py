@@ -13,8 +13,8 @@ from palaver.backends.model_list import ModelEntry
 from palaver.backends.slot import Slot
 from palaver.core.errors import ModelNotReady
 from palaver.core.types import Message, Reply, final
-from palaver.engine.generation import GenerationRequest
-from palaver.engine.memory import HEADROOM_BYTES, resident_bytes
+from palaver.engine.machine import HEADROOM_BYTES, resident_bytes
+from palaver.engine.scheduling.generation import GenerationRequest
 
 
 class Loaded:

@@ -6,7 +6,7 @@ from palaver.backends import Backend, create_backend
 from palaver.backends.upstream import UpstreamEngine
 from palaver.core.config import Settings
 from palaver.engine.engine import Engine
-from palaver.engine.generation import GenerationRequest
+from palaver.engine.scheduling.generation import GenerationRequest
 
 MEMBERS = [name for name in vars(Backend) if not name.startswith("_")]
 

@@ -16,8 +16,8 @@ from commons import Settings
 from palaver.backends import ModelRouter
 from palaver.core.errors import ModelNotReady, NotFound, ServerBusy
 from palaver.core.types import Reply, final
-from palaver.engine.generation import GenerationRequest
-from palaver.engine.turns import StepTurns
+from palaver.engine.scheduling.generation import GenerationRequest
+from palaver.engine.scheduling.turns import StepTurns
 
 NAMES = ["llama", "dialogpt", "blender"]
 

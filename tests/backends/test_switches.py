@@ -7,7 +7,7 @@ from palaver.backends import ModelRouter
 from palaver.backends.switches import SwitchBudget
 from palaver.core.errors import RateLimited
 from palaver.core.types import CALLER, Caller, Reply, final
-from palaver.engine.generation import GenerationRequest
+from palaver.engine.scheduling.generation import GenerationRequest
 
 
 class Clock:

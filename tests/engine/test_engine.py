@@ -8,7 +8,7 @@ from helpers import HELLO, ask, model_held
 from commons import Settings
 from palaver.core.errors import GenerationTimeout, ModelNotReady, ServerBusy
 from palaver.engine.engine import Engine, GenerationRequest
-from palaver.engine.loading import load_model
+from palaver.engine.torch.loading import load_model
 
 
 def counting_loader(calls: list, gate: threading.Event | None = None):

@@ -11,7 +11,7 @@ from flask import Blueprint
 from palaver.backends import Backend, ModelRouter
 from palaver.core.errors import PalaverError
 from palaver.core.types import PromptInfo, Reply, ReplyEvents, TokenLogprob, ToolCallDelta, Usage, final
-from palaver.engine.generation import GenerationRequest
+from palaver.engine.scheduling.generation import GenerationRequest
 from palaver.web.body import read_json
 from palaver.web.caller import hold_rows
 from palaver.web.connection import client_gone_probe

@@ -9,7 +9,7 @@ from helpers import assert_error, raising
 from timing import wait_until
 
 from palaver.core.parameters import PARAMETER_NAMES
-from palaver.engine.loading import load_model
+from palaver.engine.torch.loading import load_model
 
 
 def chat(client, **body):

@@ -12,7 +12,7 @@ import pytest
 import requests
 from helpers import raising
 
-from palaver.engine.loading import load_model
+from palaver.engine.torch.loading import load_model
 
 MODEL = "chat-llama"
 HELLO = [{"role": "user", "content": "hello there"}]

@@ -1,0 +1,89 @@
+"""A request inside a batch: its prompt, what it generated, and how it streams (the same for every kind of batch)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from palaver.core.errors import PalaverError
+from palaver.core.parameters import GenerationParams
+from palaver.core.types import Reply, TokenLogprob, Usage
+from palaver.engine.decoding.logprobs import token_logprob
+from palaver.engine.decoding.sampling import Sampler
+from palaver.engine.decoding.streaming import ReplyStream
+
+log = logging.getLogger("palaver.engine")
+
+
+@dataclass
+class Row:
+    """One request inside a batch: its prompt, what it generated, and how it streams."""
+
+    prompt_ids: list[int]
+    truncated_turns: int
+    params: GenerationParams
+    max_new_tokens: int
+    stream: ReplyStream
+    cancelled: threading.Event
+    owner: Any = None  # whoever asked for this row, for the caller's bookkeeping
+    constraint: Any = None  # the Constraint (constraints.py) that the reply must satisfy, or None
+    token_bytes: list[bytes] | None = None  # each token's bytes, by id, where params.logprobs asks for them
+    on_logprob: Callable[[TokenLogprob], None] | None = None
+    sampler: Sampler = field(init=False)
+    generated: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    error: Exception | None = None  # why this row failed; its neighbours in the batch go on
+
+    def __post_init__(self):
+        self.sampler = Sampler(self.params)
+
+    def accept(self, logits: Any) -> None:
+        """Choose the next token from logits and hand it to the stream; a failure ends only this row."""
+        try:
+            if self.constraint is not None:
+                logits = self.constraint.mask(logits)
+            token = self.sampler.choose(logits, self.prompt_ids + self.generated)
+            if self.constraint is not None:
+                self.constraint.consume(token)
+            wanted = self.params.logprobs
+            if wanted is not None and self.token_bytes is not None and token not in self.stream.stop_token_ids:
+                # The distribution the step chose from: the model's, less what the grammar forbids.
+                entry = token_logprob(logits, token, wanted, self.token_bytes)
+                self.logprobs.append(entry)
+                if self.on_logprob is not None:
+                    self.on_logprob(entry)  # before the token's text, which the stream may yet hold back
+            self.generated.append(token)
+            self.stream.add(token)
+        except PalaverError as exc:  # a grammar that broke down: the client hears why; no traceback to log
+            log.warning("a row ended with an error: %s", exc.message)
+            self.error = exc
+        except Exception as exc:
+            log.exception("a row failed while choosing its next token")
+            self.error = exc
+
+    @property
+    def complete(self) -> bool:
+        """Whether the reply's grammar is complete: it can take no token but the end."""
+        return self.constraint is not None and self.constraint.is_stopped()
+
+    @property
+    def done(self) -> bool:
+        return (
+            self.error is not None
+            or self.stream.stopped
+            or self.complete
+            or self.cancelled.is_set()
+            or len(self.generated) >= self.max_new_tokens
+        )
+
+    def reply(self) -> Reply:
+        """Flush the stream and describe how the reply ended."""
+        self.stream.end()
+        ended = self.stream.stopped or self.complete
+        reason = "cancelled" if self.cancelled.is_set() else "stop" if ended else "length"
+        logprobs = tuple(self.logprobs) if self.params.logprobs is not None else None
+        usage = Usage(len(self.prompt_ids), len(self.generated))
+        return Reply(self.stream.text, usage, self.truncated_turns, reason, logprobs=logprobs)

@@ -1,0 +1,173 @@
+"""Continuous batching on the native step: each row owns a sequence of KV pages, and prefill runs in chunks."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from palaver.engine.decoding.prefix_cache import PrefixCache
+from palaver.engine.decoding.rows import Row
+from palaver.engine.native.binding import NativeCache
+
+log = logging.getLogger("palaver.engine")
+
+# Prompt tokens computed per step, shared by the rows that are prefilling: decoding rows wait at most one such
+# chunk for their next token, and larger chunks gained little prefill speed (docs/engine.md has the measurement).
+PREFILL_CHUNK_TOKENS = 128
+
+
+@dataclass(eq=False)
+class Slot:
+    """A row's sequence in the KV cache, and how much of its prompt the cache holds."""
+
+    row: Row
+    sequence: int
+    fed: int  # prompt tokens already in the cache
+    leader: Slot | None = None  # a slot with the same prompt, whose computed positions this one copies
+
+    @property
+    def prefilling(self) -> bool:
+        return self.fed < len(self.row.prompt_ids)
+
+
+class NativeBatch:
+    """Rows on the native step: admitted while their whole reply fits the KV budget, else waiting in order."""
+
+    def __init__(self, cache: NativeCache, prefix_cache: PrefixCache | None = None):
+        self.cache = cache
+        self.prefix_cache = prefix_cache
+        if prefix_cache is not None:
+            prefix_cache.release = cache.free  # an evicted entry's pages go back to the budget
+        self.slots: list[Slot] = []
+        self.waiting: list[Row] = []  # admitted by the engine, waiting for room in the KV cache
+        self.finished_early: list[Row] = []
+
+    @property
+    def rows(self) -> list[Row]:
+        return [slot.row for slot in self.slots] + self.waiting
+
+    def add(self, row: Row) -> None:
+        """Add one row; see add_many."""
+        self.add_many([row])
+
+    def add_many(self, rows: list[Row]) -> None:
+        """Queue rows; each starts prefilling as soon as its prompt and longest reply fit the KV budget."""
+        self.waiting += rows
+        self._admit()
+
+    def _admit(self) -> None:
+        # In order: a long prompt waiting for room is not overtaken forever by short ones.
+        while self.waiting:
+            slot = self._place(self.waiting[0])
+            if slot is None:
+                return
+            self.slots.append(slot)
+            self.waiting.pop(0)
+
+    def _place(self, row: Row) -> Slot | None:
+        """Give row a sequence that starts from its longest cached prefix and has room for its whole reply."""
+        # n choices of one prompt: the first computes the prompt, and the others copy it (all but its last token).
+        leader = next((s for s in self.slots if s.leader is None and s.row.prompt_ids == row.prompt_ids), None)
+        shared, key = self.prefix_cache.lookup(row.prompt_ids) if self.prefix_cache and not leader else (0, None)
+        sequence = self.cache.new_sequence()
+        if key is not None:
+            assert self.prefix_cache is not None  # a key comes only from the prefix cache
+            if shared == len(key):  # the entry is all prefix: the row takes its pages over
+                self.cache.free(sequence)
+                sequence = self.prefix_cache.take(key)
+            elif not self.cache.copy(sequence, self.prefix_cache.entries[key], shared):
+                shared = 0
+        # The last generated token is never fed back, so the reply needs one position fewer than its length.
+        needed = len(row.prompt_ids) - shared + row.max_new_tokens - 1
+        while not self.cache.reserve(sequence, needed):
+            if self.prefix_cache is None or not self.prefix_cache.evict_oldest():
+                self.cache.free(sequence)
+                return None
+        if self.prefix_cache is not None and leader is None:
+            self.prefix_cache.counts["prefilled_tokens"] += len(row.prompt_ids) - shared
+            self.prefix_cache.counts["reused_prompt_tokens"] += shared
+        return Slot(row, sequence, shared, leader)
+
+    def _follow_leaders(self) -> None:
+        """Copy a leader's computed prompt into each slot that waits for it, once the leader has computed it."""
+        live = {id(slot) for slot in self.slots}
+        for slot in self.slots:
+            leader = slot.leader
+            if leader is None:
+                continue
+            copied = len(slot.row.prompt_ids) - 1
+            if id(leader) not in live:  # the leader ended before its prompt was in: compute it alone
+                slot.leader = None
+            elif leader.fed >= copied and self.cache.length(leader.sequence) >= copied:
+                if self.cache.copy(slot.sequence, leader.sequence, copied):
+                    slot.fed = copied
+                    if self.prefix_cache is not None:
+                        self.prefix_cache.counts["prefilled_tokens"] += 1
+                        self.prefix_cache.counts["reused_prompt_tokens"] += copied
+                slot.leader = None
+
+    def step(self) -> None:
+        """Decode one token for every decoding row, and compute the next chunk of the prefilling rows' prompts."""
+        self._admit()
+        self._follow_leaders()
+        chosen: list[Slot] = []
+        chunks: list[list[int]] = []
+        want: list[bool] = []
+        room = PREFILL_CHUNK_TOKENS
+        for slot in self.slots:
+            prompt = slot.row.prompt_ids
+            if slot.leader is not None:  # waits for its leader's prompt
+                continue
+            if not slot.prefilling:
+                chosen.append(slot)
+                chunks.append([slot.row.generated[-1]])
+                want.append(True)
+            elif room > 0:
+                chunk = prompt[slot.fed : slot.fed + room]
+                room -= len(chunk)
+                chosen.append(slot)
+                chunks.append(chunk)
+                want.append(slot.fed + len(chunk) == len(prompt))
+        if not chosen:
+            return
+        logits = self.cache.step([slot.sequence for slot in chosen], chunks, want)
+        for index, slot in enumerate(chosen):
+            if slot.prefilling:
+                slot.fed += len(chunks[index])
+            if want[index]:
+                slot.row.accept(logits[index])
+
+    def remove_done(self) -> list[Row]:
+        """Take finished rows out, keeping their caches for the prefix cache or giving their pages back."""
+        finished, self.finished_early = self.finished_early, []
+        waited = [row.done for row in self.waiting]  # once: a cancel may land between two reads
+        finished += [row for row, done in zip(self.waiting, waited) if done]
+        self.waiting = [row for row, done in zip(self.waiting, waited) if not done]
+        going_on = []
+        for slot in self.slots:
+            if not slot.row.done:
+                going_on.append(slot)
+                continue
+            finished.append(slot.row)
+            self._keep_or_free(slot)
+        self.slots = going_on
+        if finished:
+            self._admit()
+        return finished
+
+    def _keep_or_free(self, slot: Slot) -> None:
+        row = slot.row
+        # The cache holds the prompt and every generated token but the last.
+        tokens = row.prompt_ids + row.generated[:-1]
+        complete = row.error is None and not slot.prefilling and self.cache.length(slot.sequence) == len(tokens)
+        if complete and self.prefix_cache is not None:
+            self.cache.truncate(slot.sequence, len(tokens))  # give back the pages reserved for a longer reply
+            if self.prefix_cache.store(tokens, slot.sequence):
+                return
+        self.cache.free(slot.sequence)
+
+    def release(self) -> None:
+        """Free every row's sequence: the batch is being replaced."""
+        for slot in self.slots:
+            self.cache.free(slot.sequence)
+        self.slots, self.waiting = [], []

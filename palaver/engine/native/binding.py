@@ -1,0 +1,338 @@
+"""The native step: a Llama, Qwen2, Qwen3, Phi-3 or Gemma 3 GGUF model's forward pass in one native call."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from palaver.engine.gguf.file import TYPE_NAMES, kernel_reads, row_weights, stored_row_bytes
+
+log = logging.getLogger("palaver.native")
+
+# csrc/build.py writes it into the package: by make in a checkout, by the package's build step in a wheel.
+LIBRARY = Path(str(resources.files("palaver"))) / "_native" / "palaver_native.so"
+BLOCK = 32
+# The architectures the native step runs, and whether GGUF stores their Q and K rows in rotary pairs (2i, 2i + 1):
+# llama.cpp's converter permutes Llama's so; the others' stay in transformers' halves (i, i + d/2).
+ARCHITECTURES = {"llama": True, "qwen2": False, "qwen3": False, "phi3": False, "gemma3": False}
+# Each architecture's MLP activation, as transformers names it.
+ACTIVATIONS = {"gemma3": "gelu_pytorch_tanh"}
+PARTS = {"token_embd": 0, "output": 1, "output_norm": 2, "rope_freqs": 3}  # rope_freqs: Llama 3's rotary scaling
+BIAS_PARTS = {"attn_q": 19, "attn_k": 20, "attn_v": 21}
+LAYER_PARTS = {
+    "attn_norm": 10,
+    "ffn_norm": 11,
+    "attn_q": 12,
+    "attn_k": 13,
+    "attn_v": 14,
+    "attn_output": 15,
+    "ffn_gate": 16,
+    "ffn_up": 17,
+    "ffn_down": 18,
+    "attn_q_norm": 22,
+    "attn_k_norm": 23,
+    "post_attention_norm": 24,  # Gemma 3's norms of the attention's and the MLP's outputs
+    "post_ffw_norm": 25,
+}
+CPU_FLAGS = ("avx2", "fma", "f16c")
+# Raised whenever the step's arithmetic changes, so a system_fingerprint never names two ways of computing.
+ARITHMETIC_VERSION = "native-step-1"
+
+_i64, _ptr = ctypes.c_int64, ctypes.c_void_p
+_state: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def library() -> ctypes.CDLL | None:
+    """Load the native step's library once; None (and why, logged once) where it cannot run."""
+    with _lock:
+        if "library" not in _state:
+            _state["library"], why = _load()
+            if _state["library"] is None:
+                log.warning("the native step is unavailable (%s): Llama GGUF models run through transformers", why)
+        return _state["library"]
+
+
+def unavailable_reason() -> str | None:
+    """Say why the native step cannot run here, or None when it can."""
+    if "library" not in _state:
+        library()
+    return None if _state["library"] is not None else _state.get("why", "unavailable")
+
+
+def _load() -> tuple[ctypes.CDLL | None, str]:
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
+    missing = [flag for flag in CPU_FLAGS if flag not in flags]
+    if missing:
+        _state["why"] = f"this CPU has no {', '.join(missing)}"
+        return None, _state["why"]
+    if not LIBRARY.is_file():
+        _state["why"] = "not built: where a C++ compiler is installed, run `python csrc/build.py` or reinstall palaver"
+        return None, _state["why"]
+    try:
+        lib = ctypes.CDLL(str(LIBRARY))
+    except OSError as exc:
+        _state["why"] = f"could not load {LIBRARY.name}: {exc}"
+        return None, _state["why"]
+    signatures: dict[str, tuple[list, Any]] = {
+        "pv_model_new": ([ctypes.POINTER(_i64), ctypes.c_double, ctypes.c_double, _i64], _ptr),
+        "pv_model_free": ([_ptr], None),
+        "pv_model_set": ([_ptr, _i64, _i64, _ptr, _i64, _i64, _i64], _i64),
+        "pv_model_check": ([_ptr], _i64),
+        "pv_model_gemma3": ([_ptr, ctypes.c_double, ctypes.c_double, _i64, ctypes.c_double, _ptr], _i64),
+        "pv_model_rope": ([_ptr, _i64, ctypes.c_double, _ptr, ctypes.c_double], _i64),
+        "pv_cache_new": ([_ptr, _i64, _i64], _ptr),
+        "pv_cache_free": ([_ptr], None),
+        "pv_cache_page_bytes": ([_ptr], _i64),
+        "pv_cache_used_pages": ([_ptr], _i64),
+        "pv_seq_new": ([_ptr], _i64),
+        "pv_seq_free": ([_ptr, _i64], None),
+        "pv_seq_len": ([_ptr, _i64], _i64),
+        "pv_seq_reserve": ([_ptr, _i64, _i64], _i64),
+        "pv_seq_truncate": ([_ptr, _i64, _i64], None),
+        "pv_seq_copy": ([_ptr, _i64, _i64, _i64], _i64),
+        "pv_step": ([_ptr, _ptr, _i64, _ptr, _ptr, _ptr, _ptr, _ptr], _i64),
+        "pv_set_threads": ([_i64], None),
+    }
+    for name, (arguments, result) in signatures.items():
+        function = getattr(lib, name)
+        function.argtypes, function.restype = arguments, result
+    return lib, ""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A Llama-family model's dimensions, as the native step needs them."""
+
+    vocab: int
+    hidden: int
+    ffn: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    eps: float
+    rope_base: float
+
+    @classmethod
+    def of(cls, config: dict) -> Shape:
+        heads = config["num_attention_heads"]
+        rope = config.get("rope_parameters") or {}
+        return cls(
+            vocab=config["vocab_size"],
+            hidden=config["hidden_size"],
+            ffn=config["intermediate_size"],
+            layers=config["num_hidden_layers"],
+            heads=heads,
+            kv_heads=config.get("num_key_value_heads") or heads,
+            head_dim=config.get("head_dim") or config["hidden_size"] // heads,
+            eps=config["rms_norm_eps"],
+            rope_base=rope.get("rope_theta", config.get("rope_theta", 10000.0)),
+        )
+
+
+def refusal(config: dict, entries: list) -> str | None:
+    """Say why the native step cannot serve a GGUF model with this config and these tensors, or None if it can."""
+    architecture = config.get("model_type")
+    if architecture not in ARCHITECTURES:
+        return f"its architecture is {architecture}, and the native step serves {', '.join(ARCHITECTURES)}"
+    rope = config.get("rope_parameters") or {}
+    shape = Shape.of(config)
+    scaling = rope.get("rope_type", "default")
+    factors = {"rope_factors_long.weight", "rope_factors_short.weight"}
+    longrope = scaling == "longrope" and factors <= {entry.name for entry in entries}
+    if scaling != "default" and not (architecture == "gemma3" and scaling == "linear") and not longrope:
+        return f"its rotary scaling ({scaling}) is not served natively yet"
+    rotary = config.get("rotary_dims", config.get("head_dim"))
+    if rotary is not None and (rotary % 2 or not 2 <= rotary <= shape.head_dim):
+        return f"it rotates {rotary} dimensions of each head, which the native step cannot"
+    if architecture == "gemma3" and rotary != shape.head_dim:
+        return "its Gemma 3 layers rotate part of each head, which the native step does not yet"
+    biased = config.get("attention_bias") and architecture != "qwen2"  # Qwen2's Q/K/V biases are served
+    if biased or config.get("mlp_bias") or config.get("hidden_act") != ACTIVATIONS.get(architecture, "silu"):
+        return "its layers have biases or another activation"
+    if config.get("final_logit_softcapping"):
+        return "its logits are soft-capped, which the native step does not do yet"
+    vectors = [e.qtype == 0 and len(e.shape) == 1 for e in entries]  # norms' weights and biases, float32
+    others = sorted(
+        {TYPE_NAMES.get(e.qtype, str(e.qtype)) for e, n in zip(entries, vectors) if not (n or kernel_reads(e))}
+    )
+    if others:
+        return f"it holds tensors of types {', '.join(others)} that the native step does not read yet"
+    if shape.hidden % BLOCK or shape.ffn % BLOCK or shape.head_dim % 16 or shape.heads % shape.kv_heads:
+        return "its dimensions do not split into the kernel's blocks"
+    return None
+
+
+class NativeModel:
+    """A GGUF file's weights, read in place from a read-only mapping, with the native step over them."""
+
+    def __init__(self, gguf_path: Path, config: dict, entries: list, threads: int, context: int | None = None):
+        # context, the longest sequence served, picks LongRoPE's factors as llama.cpp does: long past the original
+        lib = library()
+        if lib is None:
+            raise RuntimeError("the native step is unavailable")
+        self.lib: ctypes.CDLL = lib
+        self.shape = Shape.of(config)
+        self.data: np.memmap | None = np.memmap(gguf_path, dtype=np.uint8, mode="r")  # pages the kernel may drop
+        shape = self.shape
+        sizes = (shape.vocab, shape.hidden, shape.ffn, shape.layers, shape.heads, shape.kv_heads, shape.head_dim)
+        dims = (_i64 * 7)(*sizes)
+        adjacent_pairs = int(ARCHITECTURES[config["model_type"]])
+        self.handle = self.lib.pv_model_new(dims, shape.eps, shape.rope_base, adjacent_pairs)
+        if not self.handle:
+            raise ValueError("the native step cannot run a model of these dimensions")
+        base = self.data.ctypes.data
+        tensors = {entry.name: entry for entry in entries}
+        if config["model_type"] == "gemma3":
+            self._make_gemma3(config)
+        self._set_rotary(config, tensors, base, context)
+        for entry in entries:
+            name, _, kind = entry.name.rpartition(".")
+            layer, part, short = -1, PARTS.get(name), ""
+            if name.startswith("blk."):
+                _, number, short = name.split(".", 2)
+                layer, part = int(number), (BIAS_PARTS if kind == "bias" else LAYER_PARTS).get(short)
+            address = base + entry.offset
+            if short == "attn_qkv":  # Phi-3's joined Q/K/V rows, set as three matrices
+                q_rows, kv_rows = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+                pieces = (("attn_q", 0, q_rows), ("attn_k", q_rows, kv_rows), ("attn_v", q_rows + kv_rows, kv_rows))
+                for piece, first, rows in pieces:
+                    self._set_rows(layer, LAYER_PARTS[piece], address, entry, first, rows)
+            elif short == "ffn_up" and entry.shape[0] == 2 * shape.ffn:  # Phi-3's joined gate, then up
+                self._set_rows(layer, LAYER_PARTS["ffn_gate"], address, entry, 0, shape.ffn)
+                self._set_rows(layer, LAYER_PARTS["ffn_up"], address, entry, shape.ffn, shape.ffn)
+            elif part is not None:
+                self._set(layer, part, address, entry)
+        if "output.weight" not in tensors:  # a tied head reads the embedding's rows
+            self._set(-1, PARTS["output"], base + tensors["token_embd.weight"].offset, tensors["token_embd.weight"])
+        wanting = self.lib.pv_model_check(self.handle)
+        if wanting:
+            raise ValueError(f"the GGUF file lacks weights the native step needs (code {wanting})")
+        self.lib.pv_set_threads(threads)
+
+    def _make_gemma3(self, config: dict) -> None:
+        """Give the step Gemma 3's activation, scales, rotary bases and sliding layers."""
+        sliding = np.asarray([kind == "sliding_attention" for kind in config["layer_types"]], dtype=np.int8)
+        rope = config["rope_parameters"]
+        status = self.lib.pv_model_gemma3(
+            self.handle,
+            config["query_pre_attn_scalar"] ** -0.5,
+            rope.get("factor", 1.0),
+            config["sliding_window"] or 0,
+            config["rope_local_base_freq"],
+            sliding.ctypes.data,
+        )
+        if status != 0:
+            raise ValueError("the native step cannot run this Gemma 3 model's attention")
+
+    def _set_rotary(self, config: dict, tensors: dict, base: int, context: int | None) -> None:
+        """Rotate part of each head, or by LongRoPE's factors, where the file asks; leave the default otherwise."""
+        rope = config.get("rope_parameters") or {}
+        rotary = config.get("rotary_dims") or self.shape.head_dim
+        if rope.get("rope_type") != "longrope" and rotary == self.shape.head_dim:
+            return
+        factors, attention_factor = None, 1.0
+        if rope.get("rope_type") == "longrope":
+            original = rope["original_max_position_embeddings"]
+            kind = "long" if (context or original) > original else "short"
+            entry = tensors[f"rope_factors_{kind}.weight"]
+            if entry.qtype != 0 or entry.shape[0] != rotary // 2:
+                raise ValueError(f"the native step cannot read {entry.name} ({entry.shape}, type {entry.qtype})")
+            factors, attention_factor = base + entry.offset, rope["attention_factor"]
+        if self.lib.pv_model_rope(self.handle, rotary, self.shape.rope_base, factors, attention_factor) != 0:
+            raise ValueError(f"the native step cannot rotate {rotary} of each head's {self.shape.head_dim} dimensions")
+
+    def _set(self, layer: int, part: int, address: int, entry) -> None:
+        rows, cols = (1, entry.shape[0]) if len(entry.shape) == 1 else (entry.shape[0], row_weights(entry))
+        if self.lib.pv_model_set(self.handle, layer, part, address, entry.qtype, rows, cols) != 0:
+            raise ValueError(f"the native step cannot read {entry.name} ({rows} x {cols}, type {entry.qtype})")
+
+    def _set_rows(self, layer: int, part: int, address: int, entry, first: int, rows: int) -> None:
+        """Point a part at rows [first, first + rows) of a joined matrix: a view, never a copy."""
+        cols = row_weights(entry)
+        row_bytes = stored_row_bytes(entry.qtype, cols)
+        if self.lib.pv_model_set(self.handle, layer, part, address + first * row_bytes, entry.qtype, rows, cols) != 0:
+            raise ValueError(f"the native step cannot read rows {first}..{first + rows} of {entry.name}")
+
+    def kv_bytes_per_token(self) -> int:
+        """Return the bytes one position's keys and values take in every layer (float16)."""
+        return self.shape.layers * 2 * self.shape.kv_heads * self.shape.head_dim * 2
+
+    def new_cache(self, page_tokens: int, max_pages: int) -> NativeCache:
+        return NativeCache(self, page_tokens, max_pages)
+
+    def close(self) -> None:
+        if self.handle:
+            self.lib.pv_model_free(self.handle)
+            self.handle = None
+        self.data = None  # unmapped once no view of it is left: the file's pages leave this process
+
+
+class NativeCache:
+    """Sequences' keys and values in pages that the native step owns, within a budget of pages."""
+
+    def __init__(self, model: NativeModel, page_tokens: int, max_pages: int):
+        self.model, self.page_tokens = model, page_tokens
+        self.lib: ctypes.CDLL = model.lib
+        self.handle = self.lib.pv_cache_new(model.handle, page_tokens, max_pages)
+        self.max_pages = max_pages
+        self.page_bytes = self.lib.pv_cache_page_bytes(self.handle)
+
+    @property
+    def used_pages(self) -> int:
+        return int(self.lib.pv_cache_used_pages(self.handle))
+
+    def new_sequence(self) -> int:
+        return int(self.lib.pv_seq_new(self.handle))
+
+    def free(self, sequence: int) -> None:
+        self.lib.pv_seq_free(self.handle, sequence)
+
+    def length(self, sequence: int) -> int:
+        return int(self.lib.pv_seq_len(self.handle, sequence))
+
+    def reserve(self, sequence: int, tokens: int) -> bool:
+        """Make room for tokens more positions; False when the budget has no pages left for them."""
+        return self.lib.pv_seq_reserve(self.handle, sequence, tokens) == 0
+
+    def truncate(self, sequence: int, length: int) -> None:
+        self.lib.pv_seq_truncate(self.handle, sequence, length)
+
+    def copy(self, target: int, source: int, tokens: int) -> bool:
+        """Copy source's first tokens positions into the empty target; False when the budget cannot hold them."""
+        return self.lib.pv_seq_copy(self.handle, target, source, tokens) == 0
+
+    def step(self, sequences: list[int], chunks: list[list[int]], want: list[bool]) -> np.ndarray:
+        """Append each chunk to its sequence; return [rows, vocab] logits, filled for the rows that want them."""
+        rows = len(sequences)
+        seqs = np.asarray(sequences, dtype=np.int64)
+        counts = np.asarray([len(chunk) for chunk in chunks], dtype=np.int64)
+        tokens = np.asarray([token for chunk in chunks for token in chunk], dtype=np.int32)
+        wanted = np.asarray(want, dtype=np.int8)
+        logits = np.zeros((rows, self.model.shape.vocab), dtype=np.float32)
+        status = self.lib.pv_step(
+            self.model.handle,
+            self.handle,
+            rows,
+            seqs.ctypes.data,
+            counts.ctypes.data,
+            tokens.ctypes.data,
+            wanted.ctypes.data,
+            logits.ctypes.data,
+        )
+        if status != 0:
+            raise ValueError("the native step refused its input")
+        return logits
+
+    def close(self) -> None:
+        if self.handle:
+            self.lib.pv_cache_free(self.handle)
+            self.handle = None

@@ -1,0 +1,1 @@
+"""Who runs when: the queued job, the worker loop, the fair queue, admission and models' step turns."""

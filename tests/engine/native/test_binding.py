@@ -1,0 +1,354 @@
+"""The native step: transformers' logits within tolerance, the same bits in any batch, and a KV budget it keeps."""
+
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tiny_models
+import torch
+import transformers
+from servers import ROOT
+
+from commons import Settings
+from palaver.engine.gguf.file import read_gguf
+from palaver.engine.native import binding as native
+from palaver.engine.native.loading import llama_config
+from palaver.engine.torch.loading import load_model
+
+# The KV cache holds float16 where transformers keeps float32: logits differ by at most this share of their range.
+RELATIVE_TOLERANCE = 2e-3
+PROMPT = [5, 17, 42, 99, 3, 250, 7, 64, 128, 31, 12, 200, 9, 77, 150, 33, 21, 8, 190, 45]
+
+
+def last_logits(model: native.NativeModel, reference, prompt: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Prefill prompt on the native step and through transformers' reference; return both last logits."""
+    cache = model.new_cache(16, 64)
+    sequence = cache.new_sequence()
+    assert cache.reserve(sequence, len(prompt))
+    got = cache.step([sequence], [prompt], [True])[0]
+    cache.close()
+    with torch.inference_mode():
+        return got, reference(torch.tensor([prompt])).logits[0, -1].numpy()
+
+
+@pytest.fixture(scope="module")
+def weights(gguf_chat_model):
+    gguf = read_gguf(gguf_chat_model)
+    model = native.NativeModel(gguf_chat_model, llama_config(gguf), gguf.tensors, threads=2)
+    yield model
+    model.close()
+
+
+@pytest.fixture(scope="module")
+def reference(gguf_chat_model, tmp_path_factory):
+    """transformers' forward on the same weights, de-quantised to float32."""
+    settings = Settings(model=str(gguf_chat_model), cache_dir=str(tmp_path_factory.mktemp("f32")), weights="float32")
+    return load_model(settings).family.model
+
+
+def test_prefill_and_decode_logits_agree_with_transformers(weights, reference):
+    cache = weights.new_cache(16, 64)
+    sequence = cache.new_sequence()
+    assert cache.reserve(sequence, len(PROMPT) + 8)
+    native_rows = [cache.step([sequence], [PROMPT], [True])[0]]
+    with torch.inference_mode():
+        expected = reference(torch.tensor([PROMPT])).logits[0, -1].numpy()
+    generated = list(PROMPT)
+    for _ in range(8):  # greedy decoding, one token a step, against a full forward pass each time
+        token = int(native_rows[-1].argmax())
+        generated.append(token)
+        native_rows.append(cache.step([sequence], [[token]], [True])[0])
+    with torch.inference_mode():
+        decoded = reference(torch.tensor([generated])).logits[0, len(PROMPT) - 1 :].numpy()
+    cache.close()
+    for got, want in zip(native_rows, [expected, *decoded[1:]]):
+        assert np.abs(got - want).max() <= RELATIVE_TOLERANCE * np.abs(want).max()
+        assert got.argmax() == want.argmax()
+
+
+def test_a_rows_logits_are_the_same_bits_alone_and_beside_rows_of_any_length(weights):
+    alone_cache = weights.new_cache(16, 64)
+    alone = alone_cache.new_sequence()
+    assert alone_cache.reserve(alone, 40)
+    expected = [alone_cache.step([alone], [PROMPT], [True])[0]]
+    for token in (3, 9, 27):
+        expected.append(alone_cache.step([alone], [[token]], [True])[0])
+    cache = weights.new_cache(16, 256)
+    long_history = cache.new_sequence()  # a neighbour 150 positions long, crossing many pages
+    assert cache.reserve(long_history, 300)
+    cache.step([long_history], [[(i * 7) % 250 for i in range(150)]], [False])
+    row = cache.new_sequence()
+    assert cache.reserve(row, 40)
+    newcomer = cache.new_sequence()
+    assert cache.reserve(newcomer, 100)
+    # The row prefills beside a decoding neighbour; then it decodes while another row prefills 33 tokens.
+    got = [cache.step([long_history, row], [[5], PROMPT], [True, True])[1]]
+    for index, token in enumerate((3, 9, 27)):
+        sequences, chunks = [newcomer, row, long_history], [list(range(1, 34)), [token], [4]]
+        got.append(cache.step(sequences[index % 2 :], chunks[index % 2 :], [True] * (3 - index % 2))[1 - index % 2])
+    for alone_logits, batched in zip(expected, got):
+        assert alone_logits.tobytes() == batched.tobytes()
+    cache.close()
+    alone_cache.close()
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 130])
+def test_every_batch_size_gives_each_row_its_bits_alone(weights, rows):
+    cache = weights.new_cache(16, 2 * rows + 4)
+    sequences = [cache.new_sequence() for _ in range(rows)]
+    for sequence in sequences:
+        assert cache.reserve(sequence, 17)  # two pages: the second token of the step crosses into the next
+    tokens = [[(7 * r) % 250 + 1] * (1 + r % 2) for r in range(rows)]
+    together = cache.step(sequences, tokens, [True] * rows)
+    for index in {0, rows // 2, rows - 1}:
+        alone = weights.new_cache(16, 4)
+        sequence = alone.new_sequence()
+        assert alone.reserve(sequence, 17)
+        assert alone.step([sequence], [tokens[index]], [True])[0].tobytes() == together[index].tobytes()
+        alone.close()
+    cache.close()
+
+
+@pytest.mark.parametrize("fixture", ["k_quant_gguf_model", "low_bit_gguf_model"])
+def test_every_block_type_agrees_with_transformers_and_keeps_each_rows_bits(request, fixture, tmp_path):
+    """Q4_K, Q5_K, Q6_K, Q5_0, Q5_1, F16 and BF16 in one file; Q2_K and Q3_K in another."""
+    path = request.getfixturevalue(fixture)
+    gguf = read_gguf(path)
+    assert native.refusal(llama_config(gguf), gguf.tensors) is None, "every type in the file is read natively"
+    model = native.NativeModel(path, llama_config(gguf), gguf.tensors, threads=2)
+    settings = Settings(model=str(path), cache_dir=str(tmp_path), weights="float32")
+    reference = load_model(settings).family.model  # every tensor de-quantised by gguf-py
+    cache = model.new_cache(16, 64)
+    sequence, neighbour = cache.new_sequence(), cache.new_sequence()
+    assert cache.reserve(sequence, len(PROMPT) + 4) and cache.reserve(neighbour, 40)
+    got = cache.step([sequence], [PROMPT], [True])[0]
+    with torch.inference_mode():
+        want = reference(torch.tensor([PROMPT])).logits[0, -1].numpy()
+    assert np.abs(got - want).max() <= RELATIVE_TOLERANCE * np.abs(want).max() and got.argmax() == want.argmax()
+    alone = cache.step([sequence], [[3]], [True])[0]
+    cache.truncate(sequence, len(PROMPT))
+    together = cache.step([neighbour, sequence], [list(range(1, 30)), [3]], [False, True])[1]
+    assert alone.tobytes() == together.tobytes(), "a row's bits do not depend on its neighbour"
+    cache.close()
+    model.close()
+
+
+@pytest.mark.parametrize("fixture", ["qwen2_gguf_model", "qwen3_gguf_model", "phi3_gguf_model", "gemma3_gguf_model"])
+def test_qwen2_qwen3_phi3_and_gemma3_agree_with_transformers_and_keep_each_rows_bits(request, fixture, tmp_path):
+    """Qwen2's biases, Qwen3's head norms, Phi-3's joined projections, Gemma 3's layers; rotary in halves.
+
+    The 28 positions are past Gemma 3's 8-position window, so its sliding layers forget what they must.
+    """
+    path = request.getfixturevalue(fixture)
+    gguf = read_gguf(path)
+    config = llama_config(gguf)
+    assert config["model_type"] in ("qwen2", "qwen3", "phi3", "gemma3")
+    assert config["attention_bias"] == (config["model_type"] == "qwen2")
+    assert native.refusal(config, gguf.tensors) is None
+    model = native.NativeModel(path, config, gguf.tensors, threads=2)
+    settings = Settings(model=str(path), cache_dir=str(tmp_path), weights="float32")
+    reference = load_model(settings).family.model  # transformers' model, from transformers' own GGUF reading
+    cache = model.new_cache(16, 64)
+    sequence, neighbour = cache.new_sequence(), cache.new_sequence()
+    assert cache.reserve(sequence, len(PROMPT) + 9) and cache.reserve(neighbour, 40)
+    got = [cache.step([sequence], [PROMPT], [True])[0]]
+    generated = list(PROMPT)
+    for _ in range(8):
+        generated.append(int(got[-1].argmax()))
+        got.append(cache.step([sequence], [[generated[-1]]], [True])[0])
+    with torch.inference_mode():
+        want = reference(torch.tensor([generated])).logits[0, len(PROMPT) - 1 :].numpy()
+    for mine, theirs in zip(got, want):
+        assert np.abs(mine - theirs).max() <= RELATIVE_TOLERANCE * np.abs(theirs).max()
+        assert mine.argmax() == theirs.argmax()
+    cache.truncate(sequence, len(generated) - 1)
+    together = cache.step([neighbour, sequence], [list(range(1, 30)), [generated[-1]]], [False, True])[1]
+    assert together.tobytes() == got[-1].tobytes(), "a row's bits do not depend on its neighbour"
+    cache.close()
+    model.close()
+
+
+def test_gemma3_agrees_with_transformers_own_model_on_float32_weights(gemma3_model, tmp_path):
+    """Against the model transformers saved (not its GGUF reading): the file's norms, scales and windows are right."""
+    path = tiny_models.build_gguf_llama(gemma3_model, tmp_path / "gemma3-f32.gguf", {})
+    gguf = read_gguf(path)
+    config = llama_config(gguf)
+    assert config["layer_types"] == ["sliding_attention"] * 5 + ["full_attention"]
+    assert config["sliding_window"] == 8 and config["query_pre_attn_scalar"] == 256
+    model = native.NativeModel(path, config, gguf.tensors, threads=2)
+    reference = transformers.AutoModelForCausalLM.from_pretrained(gemma3_model)
+    prompt = [(i * 37) % 250 + 1 for i in range(40)]
+    got, want = last_logits(model, reference, prompt)
+    assert np.abs(got - want).max() <= RELATIVE_TOLERANCE * np.abs(want).max() and got.argmax() == want.argmax()
+    model.close()
+
+
+def test_longrope_over_part_of_each_head_follows_transformers_within_and_past_the_original_context(
+    phi3_longrope_model, tmp_path
+):
+    """Phi-3.5's and Phi-4-mini's rotary: short factors within the original context, long ones past it."""
+    path = tiny_models.build_gguf_llama(phi3_longrope_model, tmp_path / "phi3-longrope.gguf", {})
+    gguf = read_gguf(path)
+    config = llama_config(gguf)
+    assert config["rotary_dims"] == 8 and config["head_dim"] == 16
+    assert config["rope_parameters"]["rope_type"] == "longrope" and native.refusal(config, gguf.tensors) is None
+    reference = transformers.AutoModelForCausalLM.from_pretrained(phi3_longrope_model)
+    for context, length in ((64, 40), (512, 100)):  # transformers switches to the long factors past 64 positions
+        model = native.NativeModel(path, config, gguf.tensors, threads=2, context=context)
+        prompt = [(i * 37) % 250 + 7 for i in range(length)]
+        got, want = last_logits(model, reference, prompt)
+        # Float32 weights on both sides: 1e-4 measured; the attention factor left out is 1.2e-3 off or more.
+        assert np.abs(got - want).max() <= 5e-4 * np.abs(want).max() and got.argmax() == want.argmax()
+        model.close()
+
+
+def test_llama_3s_rotary_scaling_is_read_from_the_files_frequency_factors(
+    llama3_scaled_model, llama3_scaled_gguf_model
+):
+    gguf = read_gguf(llama3_scaled_gguf_model)
+    assert any(e.name == "rope_freqs.weight" for e in gguf.tensors)
+    model = native.NativeModel(llama3_scaled_gguf_model, llama_config(gguf), gguf.tensors, threads=2)
+    reference = transformers.AutoModelForCausalLM.from_pretrained(llama3_scaled_model)  # scaled by transformers
+    prompt = [(i * 37) % 250 + 1 for i in range(120)]  # past the 32 positions the scaling was fitted to
+    got, want = last_logits(model, reference, prompt)
+    # Float32 weights on both sides: only the float16 KV cache differs (1e-5 measured; unscaled frequencies, 1e-3).
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max() and got.argmax() == want.argmax()
+    model.close()
+
+
+def test_the_page_budget_is_all_or_none_and_pages_come_back(weights):
+    cache = weights.new_cache(16, 4)
+    first, second = cache.new_sequence(), cache.new_sequence()
+    assert cache.reserve(first, 40) and cache.used_pages == 3
+    assert not cache.reserve(second, 17) and cache.used_pages == 3, "a refused reservation takes no page"
+    assert cache.reserve(second, 16) and cache.used_pages == 4
+    cache.step([first], [PROMPT], [False])
+    cache.truncate(first, 16)
+    assert cache.length(first) == 16 and cache.used_pages == 2
+    third = cache.new_sequence()
+    assert cache.copy(third, first, 16) and cache.used_pages == 3
+    cache.free(first)
+    cache.free(third)
+    assert cache.used_pages == 1
+    cache.close()
+
+
+def test_the_step_refuses_what_would_read_or_write_out_of_bounds(weights):
+    cache = weights.new_cache(16, 4)
+    sequence = cache.new_sequence()
+    assert cache.reserve(sequence, 4)
+    for sequences, chunks in (
+        ([sequence], [[1] * 17]),  # past its reservation
+        ([sequence, sequence], [[1], [2]]),  # one sequence twice
+        ([sequence], [[weights.shape.vocab]]),  # no such token
+        ([sequence + 99], [[1]]),  # no such sequence
+        ([sequence], [[]]),  # nothing to do
+    ):
+        with pytest.raises(ValueError):
+            cache.step(sequences, chunks, [True] * len(sequences))
+    assert cache.length(sequence) == 0
+    cache.close()
+
+
+def test_refusal_names_what_the_native_step_does_not_serve(gguf_chat_model):
+    gguf = read_gguf(gguf_chat_model)
+    config = llama_config(gguf)
+    assert native.refusal(config, gguf.tensors) is None
+    assert "gemma2" in native.refusal({**config, "model_type": "gemma2"}, gguf.tensors)
+    assert "activation" in native.refusal({**config, "model_type": "gemma3"}, gguf.tensors), "Gemma 3's is GELU"
+    assert "soft-capped" in native.refusal({**config, "final_logit_softcapping": 30.0}, gguf.tensors)
+    assert "yarn" in native.refusal({**config, "rope_parameters": {"rope_type": "yarn"}}, gguf.tensors)
+    q2_k = [type(e)(e.name, 10, e.offset, e.shape, e.dtype) for e in gguf.tensors]
+    assert "Q2_K" in native.refusal(config, q2_k)
+
+
+def sanitized_run(tmp_path, sources: list[Path], passed: str) -> None:
+    """Build C++ sources with AddressSanitizer, UndefinedBehaviorSanitizer and -Werror; run them to `passed`."""
+    binary = tmp_path / sources[-1].stem
+    sanitizers = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+    warnings = ["-Wall", "-Wextra", "-Wpedantic", "-Werror"]  # the shipped build uses the same warnings
+    command = ["c++", "-std=c++20", "-O1", "-g", *sanitizers, *warnings, "-mavx2", "-mfma", "-mf16c"]
+    built = subprocess.run(
+        [*command, f"-I{ROOT / 'csrc'}", *map(str, sources), "-o", str(binary), "-lpthread"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr
+    ran = subprocess.run([binary], capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0 and passed in ran.stdout, ran.stderr[-4000:]
+
+
+def test_the_native_step_passes_its_own_checks_under_address_and_undefined_behaviour_sanitizers(tmp_path):
+    """Batches of 1 to 130 rows, chunks and lengths on both sides of every page and tile, the cache's books."""
+    sources = [ROOT / "csrc" / "native_step.cpp", ROOT / "csrc" / "tests" / "native_step_test.cpp"]
+    sanitized_run(tmp_path, sources, "all native step checks passed")
+
+
+def test_every_block_type_passes_its_own_checks_under_the_sanitizers(tmp_path):
+    """Each type's weights against ggml's scalar reference, bit for bit; products the same alone and batched."""
+    sanitized_run(tmp_path, [ROOT / "csrc" / "tests" / "blocks_test.cpp"], "all block checks passed")
+
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Explain photosynthesis in one sentence.",
+    "How many legs does a spider have?",
+    "Give me three tips for better sleep.",
+    "What is 12 times 7?",
+    "Translate 'good morning' into Spanish.",
+    "Who wrote Romeo and Juliet?",
+    "Describe a cat to someone who has never seen one.",
+    "What causes rain?",
+    "List the planets of the solar system.",
+    "Tell me a short joke.",
+    "Why is the sky blue?",
+    "What is a prime number?",
+    "Suggest a name for a pet goldfish.",
+    "How do I boil an egg?",
+    "What is the largest ocean?",
+    "Summarise the story of Cinderella.",
+    "What does a compiler do?",
+    "Name a healthy breakfast.",
+]
+
+
+def test_greedy_replies_on_the_embedded_model_are_transformers_own_or_differ_only_at_near_ties(embedded_cache):
+    """20 prompts × 64 tokens: each native token is transformers' argmax on the same weights, or within a near-tie."""
+    from palaver.core.types import Message
+    from palaver.engine.model_sources import embedded_gguf_path
+    from palaver.engine.native.loading import load_native
+    from palaver.engine.prompting.model_family import Prompt
+
+    # Plain greedy: a repetition penalty would make the chosen token differ from the argmax on purpose.
+    settings = Settings(model="", cache_dir=str(embedded_cache), temperature=0.0, repetition_penalty=1.0)
+    family = load_native(settings, "embedded", str(embedded_gguf_path())).family
+    batch = family.model.new_batch(None)
+    rows = []
+    for question in QUESTIONS:
+        prompt = family.build_prompt([Message("user", question)], 64)
+        row = family.new_row(Prompt(prompt.input_ids, 0), settings.generation_defaults(), threading.Event())
+        row.stream.stop_token_ids = set()  # all 64 tokens, past an end token too
+        rows.append(row)
+    batch.add_many(rows)
+    while batch.rows:
+        batch.step()
+        batch.remove_done()
+    reference = load_model(Settings(model="", cache_dir=str(embedded_cache), engine="transformers")).family.model
+    same, near_ties = 0, []
+    for row in rows:
+        assert len(row.generated) == 64
+        with torch.inference_mode():  # transformers reads the native tokens and scores each next one
+            logits = reference(torch.tensor([row.prompt_ids + row.generated[:-1]])).logits[0].numpy()
+        for index, token in enumerate(row.generated):
+            scores = logits[len(row.prompt_ids) - 1 + index]
+            if scores.argmax() == token:
+                same += 1
+            else:
+                near_ties.append(float(scores.max() - scores[token]))
+    scale = 40.0  # the embedded model's logits reach about 35
+    assert all(gap <= RELATIVE_TOLERANCE * scale for gap in near_ties), near_ties
+    assert same >= 0.98 * 20 * 64, f"{same} of 1280 tokens are transformers' own; the rest are near-ties {near_ties}"
