@@ -22,7 +22,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 # The GGUF block kernel, built ahead of time into the package (as its wheel build does); without a compiler the
 # server says so and serves float32.
 KERNEL := palaver/_native/palaver_kernels.so
-$(KERNEL): csrc/gguf_linear.cpp csrc/native_step.cpp csrc/chunk_pool.h csrc/blocks.h csrc/build.py $(STAMP)
+$(KERNEL): csrc/gguf_linear.cpp csrc/native_step.cpp $(wildcard csrc/*.h) csrc/build.py $(STAMP)
 	$(PYTHON) csrc/build.py
 	# build.py keeps a library it has built from these sources already: make must see it as new (if it exists).
 	if [ -f $(KERNEL) ]; then touch $(KERNEL); fi

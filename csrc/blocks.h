@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 namespace palaver {
 
@@ -385,6 +386,21 @@ inline void tile_of_rows(const float* x, int64_t m, int64_t k, const uint8_t* we
       tile_dot<kTileM>(x + r * k, k, buffer, tile_n, y + r * n_out + y_col, n_out);
     for (; r < chunk_end; ++r) tile_dot<1>(x + r * k, k, buffer, tile_n, y + r * n_out + y_col, n_out);
   }
+}
+
+// Tiles of weight rows per pool task when m input rows of k floats meet a matrix: enough that a small layer is not
+// split into more tasks than it is worth.
+constexpr int64_t tiles_per_task(int64_t k, int64_t m) {
+  return std::max<int64_t>(1, 16384 / (k * std::max<int64_t>(1, std::min<int64_t>(m, 8))));
+}
+
+// This thread's buffer for tile_of_rows with m input rows of k floats, kept between calls: it is allocated only to
+// grow, never in the loop over tiles.
+inline float* tile_buffer(int64_t m, int64_t k) {
+  thread_local std::vector<float> buffer;
+  const auto wanted = static_cast<size_t>(m < kTileM ? 0 : kTileN * k);
+  if (buffer.size() < wanted) buffer.resize(wanted);
+  return buffer.data();
 }
 
 }  // namespace palaver

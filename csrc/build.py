@@ -1,8 +1,10 @@
-"""Compile the native libraries: the GGUF block kernels for torch, and the native step, which needs no torch.
+"""Compile the native libraries: the native step, which needs no torch, and the GGUF block kernels for torch.
 
 Usage: python csrc/build.py   (make run, make test, bin/post_compile and the package's build step call it)
 
 Both go into the package, palaver/_native/, where the engine loads them from in a checkout and in an installed wheel.
+The native step's library holds the process's one thread pool; the kernels' library links against it for that pool,
+so the native step is built first.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-HEADERS = ("chunk_pool.h", "blocks.h")
+HEADERS = tuple(sorted(path.name for path in HERE.glob("*.h")))
 WARNINGS = ["-Wall", "-Wextra", "-Wpedantic"]  # the sanitizer test builds the same sources with -Werror
 CPU = ["-mavx2", "-mfma", "-mf16c"]
 # In a checkout, the package beside csrc/; in a wheel, which ships this script in palaver/_native/csrc/, its parent.
@@ -32,6 +34,7 @@ class Library:
     source: str
     name: str
     with_torch: bool
+    links: tuple[str, ...] = ()  # libraries of ours it links against, found beside it when it loads
 
     @property
     def path(self) -> Path:
@@ -40,8 +43,10 @@ class Library:
     def compile_command(self, source: Path, target: Path) -> list[str]:
         """Return the compiler call: AVX2, FMA and F16C, warnings as errors, torch's headers where it needs them."""
         command = [os.environ.get("CXX", "c++"), "-O3", "-std=c++20", "-shared", "-fPIC", *CPU, *WARNINGS, f"-I{HERE}"]
+        command.append(f"-Wl,-soname,{self.name}")
+        ours = [f"-L{OUTPUT}", *(f"-l:{name}" for name in self.links), "-Wl,-rpath,$ORIGIN"] if self.links else []
         if not self.with_torch:
-            return [*command, str(source), "-o", str(target), "-lpthread"]
+            return [*command, str(source), "-o", str(target), *ours, "-lpthread"]
         import torch
         from torch.utils import cpp_extension
 
@@ -58,6 +63,7 @@ class Library:
             str(source),
             "-o",
             str(target),
+            *ours,
             *libraries,
             *rpaths,
             "-lc10",
@@ -91,13 +97,13 @@ class Library:
         return self.path
 
 
-KERNELS = Library("gguf_linear.cpp", "palaver_kernels.so", with_torch=True)
 NATIVE_STEP = Library("native_step.cpp", "palaver_native.so", with_torch=False)
+KERNELS = Library("gguf_linear.cpp", "palaver_kernels.so", with_torch=True, links=(NATIVE_STEP.name,))
 LIBRARY = KERNELS.path  # the block kernels, as quantized.py loads them
 
 
 def build() -> Path:
-    """Build both libraries; return the kernels' path."""
+    """Build both libraries, the native step's first (the kernels link against it); return the kernels' path."""
     NATIVE_STEP.build()
     return KERNELS.build()
 

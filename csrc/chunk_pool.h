@@ -1,5 +1,8 @@
-// A work-sharing pool for the GGUF kernels that never waits for a thread the OS has not scheduled.
+// A work-sharing pool that never waits for a thread the OS has not scheduled. palaver_native.so holds the process's
+// one pool and exports it (native_step.h); palaver_kernels.so runs its kernels on that same pool.
 #pragma once
+
+#include <pthread.h>
 
 #include <algorithm>
 #include <atomic>
@@ -49,6 +52,7 @@ class ChunkPool {
   }
 
   void set_threads(int64_t threads) { threads_.store(std::max<int64_t>(1, threads)); }
+  int64_t threads() const { return threads_.load(); }
 
  private:
   struct Job {
@@ -60,7 +64,9 @@ class ChunkPool {
 
   void ensure_helpers(int64_t count) {
     while (static_cast<int64_t>(helpers_) < count) {
-      std::thread([this] { helper(); }).detach();
+      std::thread thread([this] { helper(); });
+      pthread_setname_np(thread.native_handle(), "palaver-pool");  // as top -H and /proc/<pid>/task/*/comm show it
+      thread.detach();
       ++helpers_;
     }
   }

@@ -1,12 +1,13 @@
 // y = x @ W.T where W is stored as GGUF blocks (any type blocks.h serves) and x stays float32: the torch operator
-// for the transformers path. The blocks and their dot products are in blocks.h, shared with the native step.
+// for the transformers path. The blocks and their dot products are in blocks.h, shared with the native step, and the
+// work runs on the process's one thread pool, which palaver_native.so holds (this library links against it).
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
 #include "blocks.h"
-#include "chunk_pool.h"
+#include "native_step.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -38,13 +39,11 @@ at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& blocks, int64_t ty
   float* yp = out.data_ptr<float>();
   const int64_t row_bytes = weight.size(1);
   const int64_t tiles = (n_total + kTileN - 1) / kTileN;
-  // Enough tiles per task that a small layer is not split into more tasks than it is worth.
-  const int64_t grain = std::max<int64_t>(1, 16384 / (k * std::max<int64_t>(1, std::min<int64_t>(m_total, 8))));
-  palaver::ChunkPool::instance().run(tiles, grain, [&](int64_t begin, int64_t end) {
-    std::vector<float> buffer(m_total < kTileM ? 0 : kTileN * k, 0.0f);
+  run_chunks(tiles, tiles_per_task(k, m_total), [&](int64_t begin, int64_t end) {
+    float* buffer = tile_buffer(m_total, k);
     for (int64_t tile = begin; tile < end; ++tile) {
       const int64_t n0 = tile * kTileN, tile_n = std::min(kTileN, n_total - n0);
-      tile_of_rows(xp, m_total, k, wp, type, row_bytes, n0, tile_n, yp, n_total, n0, buffer.data());
+      tile_of_rows(xp, m_total, k, wp, type, row_bytes, n0, tile_n, yp, n_total, n0, buffer);
     }
   });
   return out.view(shape);
@@ -58,13 +57,13 @@ at::Tensor gguf_dequantise(const at::Tensor& blocks, int64_t type, int64_t in_fe
   const uint8_t* wp = weight.data_ptr<uint8_t>();
   float* op = out.data_ptr<float>();
   const int64_t row_bytes = weight.size(1);
-  palaver::ChunkPool::instance().run(weight.size(0), 64, [&](int64_t begin, int64_t end) {
+  run_chunks(weight.size(0), 64, [&](int64_t begin, int64_t end) {
     for (int64_t n = begin; n < end; ++n) dequantise_row(wp + n * row_bytes, type, per_row, op + n * in_features);
   });
   return out;
 }
 
-void set_threads(int64_t threads) { palaver::ChunkPool::instance().set_threads(threads); }
+void set_threads(int64_t threads) { pv_set_threads(threads); }  // the process's pool: the native step's too
 
 }  // namespace
 

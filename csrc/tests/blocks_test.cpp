@@ -1,7 +1,7 @@
 // The block kernel's own tests, built with AddressSanitizer and UndefinedBehaviorSanitizer (tests/engine/native/test_binding.py
 // compiles and runs this): every type's weights against ggml's scalar reference, bit for bit, and each input row's
 // product the same bits alone and in batches of every size, on both sides of every tile and chunk, over rows of one
-// and of several blocks or super-blocks.
+// and of several blocks or super-blocks, on a thread's tile buffer that earlier calls left stale.
 
 #include "check.h"
 #include "blocks.h"
@@ -223,7 +223,7 @@ bool same_bits(const float* a, const float* b, int64_t n) { return std::memcmp(a
 void check_type(std::mt19937& rng, int64_t type) {
   const int64_t unit = unit_weights(type);
   for (int64_t cols : {unit, 2 * unit, 3 * unit}) {
-    for (int64_t rows : {1, 3, 4, 5, 9}) {  // tiles of kTileN = 4 weight rows: short, whole, and one over
+    for (int64_t rows : {1, 3, 4, 5, 8, 9}) {  // tiles of kTileN = 4 weight rows: short, whole, one over, two
       const std::vector<uint8_t> w = random_rows(rng, type, rows, cols);
       const int64_t row_bytes = row_bytes_of(type, cols);
       // Each weight exactly as the scalar reference gives it.
@@ -234,19 +234,21 @@ void check_type(std::mt19937& rng, int64_t type) {
           reference_unit(type, w.data() + r * row_bytes + u * unit_bytes(type), &expected[static_cast<size_t>(r * cols + u * unit)]);
       }
       CHECK(same_bits(weights.data(), expected.data(), rows * cols));
-      // Each input row's products the same bits alone and in batches of every size around kTileM and kChunkM.
-      const int64_t m_most = kChunkM + kTileM + 1;
+      // Each input row's products the same bits alone and in batches of every size around kTileM and kChunkM: the
+      // fused path (1 and 2 rows), whole and partial register tiles, and one, two and three chunks of rows.
+      const int64_t m_most = 2 * kChunkM + 1;
       std::normal_distribution<float> normal(0.0f, 1.0f);
       std::vector<float> x(static_cast<size_t>(m_most * cols));
       for (float& value : x) value = normal(rng);
-      std::vector<float> alone(static_cast<size_t>(m_most * rows)), buffer(static_cast<size_t>(kTileN * cols));
-      auto product = [&](const float* input, int64_t m, float* y) {
+      std::vector<float> alone(static_cast<size_t>(m_most * rows));
+      auto product = [&](const float* input, int64_t m, float* y) {  // on the thread's buffer, stale from before
         for (int64_t n0 = 0; n0 < rows; n0 += kTileN)
           tile_of_rows(input, m, cols, w.data(), type, row_bytes, n0, std::min(kTileN, rows - n0), y, rows, n0,
-                       buffer.data());
+                       tile_buffer(m, cols));
       };
       for (int64_t i = 0; i < m_most; ++i) product(&x[static_cast<size_t>(i * cols)], 1, &alone[static_cast<size_t>(i * rows)]);
-      for (int64_t m : {int64_t{2}, int64_t{3}, int64_t{4}, int64_t{6}, kChunkM - 1, kChunkM, kChunkM + 1, m_most}) {
+      for (int64_t m : {int64_t{2}, kTileM, kTileM + 1, kTileM + 2, 2 * kTileM, kChunkM - 1, kChunkM, kChunkM + 1,
+                        kChunkM + kTileM, kChunkM + kTileM + 1, 2 * kChunkM, m_most}) {
         std::vector<float> together(static_cast<size_t>(m * rows));
         product(x.data(), m, together.data());
         CHECK(same_bits(together.data(), alone.data(), m * rows));

@@ -1,48 +1,39 @@
 // The native step's own tests, built with AddressSanitizer and UndefinedBehaviorSanitizer (tests/engine/native/test_binding.py
-// compiles and runs this): a random model of every block type, batches of 1 to 130 rows, prefill chunks and sequence
-// lengths on both sides of every page and tile boundary, and the cache's bookkeeping; then the same for a Gemma 3
-// model, whose sliding layer's window (13 positions) starts inside a page and inside a block of 8 scores; and for a
-// model that rotates half of each head with LongRoPE's factors (Phi-3.5, Phi-4-mini).
+// compiles and runs this): random models of Q4_0, Q4_1 and Q8_0 blocks; batches on both sides of every tile and
+// chunk of the projections (3 and 64 rows) and of the threads' shares (128 tokens), prefilling and decoding; prefill
+// chunks and sequence lengths on both sides of every page (16 positions) and block of 8 scores; the cache's books
+// and its page pool; the thread pool's chunks; and weights set by name, refused by name. Four models: a Llama with
+// Qwen2's biases and Qwen3's head norms; a Gemma 3 whose sliding layer's window (13 positions) starts inside a page
+// and inside a block of 8 scores; a Phi-3.5 with joined projections that rotates half of each head with LongRoPE's
+// factors; and heads of 80, whose values are summed in two passes of 64 dimensions and one of 16.
 
 #include "check.h"
+#include "native_step.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
-
-extern "C" {
-void* pv_model_new(const int64_t* dims, double eps, double rope_base, int64_t adjacent_pairs);
-void pv_model_free(void* model);
-int64_t pv_model_set(void* model, int64_t layer, int64_t part, const void* data, int64_t type, int64_t rows,
-                     int64_t cols);
-int64_t pv_model_check(void* model);
-int64_t pv_model_gemma3(void* model, double attn_scale, double rope_factor, int64_t window, double local_base,
-                        const int8_t* sliding);
-int64_t pv_model_rope(void* model, int64_t rotary_dims, double base, const float* factors, double attention_factor);
-void* pv_cache_new(void* model, int64_t page_tokens, int64_t max_pages);
-void pv_cache_free(void* cache);
-int64_t pv_cache_used_pages(void* cache);
-int64_t pv_seq_new(void* cache);
-void pv_seq_free(void* cache, int64_t seq);
-int64_t pv_seq_len(void* cache, int64_t seq);
-int64_t pv_seq_reserve(void* cache, int64_t seq, int64_t tokens);
-void pv_seq_truncate(void* cache, int64_t seq, int64_t length);
-int64_t pv_seq_copy(void* cache, int64_t dst, int64_t src, int64_t tokens);
-int64_t pv_step(void* model, void* cache, int64_t rows, const int64_t* seqs, const int64_t* counts,
-                const int32_t* tokens, const int8_t* want, float* logits);
-void pv_set_threads(int64_t threads);
-}
 
 namespace {
 
-constexpr int64_t kVocab = 97, kHidden = 64, kFfn = 96, kLayers = 2, kHeads = 4, kKvHeads = 2, kHeadDim = 16;
-constexpr int64_t kPage = 16;
+using namespace palaver;
+
+constexpr int64_t kVocab = 97, kPage = 16;
 constexpr int64_t kF32 = 0, kQ4_0 = 2, kQ4_1 = 3, kQ8_0 = 8;
+
+struct Shape {
+  int64_t hidden = 64, ffn = 96, layers = 2, heads = 4, kv_heads = 2, head_dim = 16;
+};
+
+enum class Variant { kLlama, kGemma3, kLongRope, kWideHeads };
 
 uint16_t half_of(float value) {
   // Small positive scales only: exponent and mantissa written directly (value in [2^-10, 1)).
@@ -75,133 +66,169 @@ std::vector<uint8_t> random_blocks(std::mt19937& rng, int64_t type, int64_t rows
   return data;
 }
 
+std::string layer_tensor(int64_t layer, const char* name) { return "blk." + std::to_string(layer) + "." + name; }
+
+std::string missing_of(void* model) {
+  char missing[64] = "";
+  CHECK(pv_model_check(model, missing, sizeof missing) == kMissingTensor);
+  return missing;
+}
+
 struct TinyModel {
+  Shape shape;
   std::vector<std::vector<uint8_t>> blocks;
-  std::vector<std::vector<float>> norms;
+  std::vector<std::vector<float>> vectors;
+  std::mt19937 rng{7};
+  int64_t next_type = 0;
   void* handle = nullptr;
 
-  // window > 0 makes it a Gemma 3 whose first layer slides over that many positions; long_rope, a model that
-  // rotates the first half of each head with LongRoPE's factors.
-  explicit TinyModel(int64_t window = 0, bool long_rope = false) {
-    std::mt19937 rng(7);
-    const int64_t dims[7] = {kVocab, kHidden, kFfn, kLayers, kHeads, kKvHeads, kHeadDim};
-    handle = pv_model_new(dims, 1e-5, 10000.0, window > 0 || long_rope ? 0 : 1);
-    if (long_rope) {
-      const float factors[kHeadDim / 4] = {1.0f, 1.5f, 3.0f, 7.5f};
-      CHECK(pv_model_rope(handle, kHeadDim + 2, 10000.0, factors, 1.2) == -1);  // wider than a head
-      CHECK(pv_model_rope(handle, kHeadDim / 2, 10000.0, factors, 1.2) == 0);
-      CHECK(pv_model_rope(handle, kHeadDim / 2, 10000.0, factors, 1.2) == -1);  // once
+  // window > 0 makes it a Gemma 3 whose first layer slides over that many positions.
+  explicit TinyModel(Variant variant, int64_t window = 13) {
+    if (variant == Variant::kWideHeads) shape.heads = 2, shape.kv_heads = 1, shape.head_dim = 80;
+    const Shape& s = shape;
+    const int64_t dims[7] = {kVocab, s.hidden, s.ffn, s.layers, s.heads, s.kv_heads, s.head_dim};
+    const bool halves = variant == Variant::kGemma3 || variant == Variant::kLongRope;
+    CHECK(pv_model_new(dims, 1e-5, 10000.0, halves ? 0 : 1, &handle) == kOk);
+    if (variant == Variant::kLongRope) {
+      const float factors[4] = {1.0f, 1.5f, 3.0f, 7.5f};
+      CHECK(pv_model_rope(handle, shape.head_dim + 2, 10000.0, factors, 1.2) == kBadArgument);  // wider than a head
+      CHECK(pv_model_rope(handle, shape.head_dim / 2, 10000.0, factors, 1.2) == kOk);
+      CHECK(pv_model_rope(handle, shape.head_dim / 2, 10000.0, factors, 1.2) == kAlreadySet);
     }
-    const int8_t sliding[kLayers] = {1, 0};
-    if (window > 0) {
-      CHECK(pv_model_gemma3(handle, 0.2, 2.0, window, 10000.0, sliding) == 0);
-      CHECK(pv_model_gemma3(handle, 0.2, 2.0, window, 10000.0, sliding) == -1);  // once
+    if (variant == Variant::kGemma3) {
+      const int8_t sliding[2] = {1, 0};
+      CHECK(pv_model_gemma3(handle, 0.2, 2.0, window, 10000.0, sliding) == kOk);
+      CHECK(pv_model_gemma3(handle, 0.2, 2.0, window, 10000.0, sliding) == kAlreadySet);
     }
+    set_weights(variant);
+  }
+  TinyModel(const TinyModel&) = delete;
+  TinyModel& operator=(const TinyModel&) = delete;
+  ~TinyModel() { pv_model_free(handle); }
+
+  void matrix(const std::string& name, int64_t rows, int64_t cols) {
     const int64_t types[3] = {kQ4_0, kQ4_1, kQ8_0};
-    int64_t next = 0;
-    auto matrix = [&](int64_t layer, int64_t part, int64_t rows, int64_t cols) {
-      const int64_t type = types[next++ % 3];
-      blocks.push_back(random_blocks(rng, type, rows, cols));
-      CHECK(pv_model_set(handle, layer, part, blocks.back().data(), type, rows, cols) == 0);
-    };
-    auto norm = [&](int64_t layer, int64_t part) {
-      std::uniform_real_distribution<float> around_one(0.8f, 1.2f);
-      norms.emplace_back(kHidden);
-      for (float& value : norms.back()) value = around_one(rng);
-      CHECK(pv_model_set(handle, layer, part, norms.back().data(), kF32, 1, kHidden) == 0);
-    };
-    matrix(-1, 0, kVocab, kHidden);
-    matrix(-1, 1, kVocab, kHidden);
-    norm(-1, 2);
-    for (int64_t layer = 0; layer < kLayers; ++layer) {
-      norm(layer, 10);
-      norm(layer, 11);
-      matrix(layer, 12, kHeads * kHeadDim, kHidden);
-      matrix(layer, 13, kKvHeads * kHeadDim, kHidden);
-      matrix(layer, 14, kKvHeads * kHeadDim, kHidden);
-      matrix(layer, 15, kHidden, kHeads * kHeadDim);
-      matrix(layer, 16, kFfn, kHidden);
-      matrix(layer, 17, kFfn, kHidden);
-      matrix(layer, 18, kHidden, kFfn);
-    }
-    // Qwen2's Q/K/V biases on the first layer: a bias alone is refused by the check, all three are served.
-    for (int64_t part : {19, 20, 21}) {
-      const int64_t width = (part == 19 ? kHeads : kKvHeads) * kHeadDim;
-      std::uniform_real_distribution<float> bias(-0.5f, 0.5f);
-      norms.emplace_back(width);
-      for (float& value : norms.back()) value = bias(rng);
-      CHECK(pv_model_set(handle, 0, part, norms.back().data(), kF32, 1, width) == 0);
-      CHECK(pv_model_check(handle) == (part == 21 ? 0 : -1));
-    }
-    CHECK(pv_model_set(handle, 0, 19, norms.back().data(), kF32, 1, kKvHeads * kHeadDim) == -1);
-    // Qwen3's head norms on the second layer: both or neither.
-    for (int64_t part : {22, 23}) {
-      std::uniform_real_distribution<float> around_one(0.5f, 1.5f);
-      norms.emplace_back(kHeadDim);
-      for (float& value : norms.back()) value = around_one(rng);
-      CHECK(pv_model_set(handle, 1, part, norms.back().data(), kF32, 1, kHeadDim) == 0);
-      CHECK(pv_model_check(handle) == (part == 23 ? 0 : -2));
-    }
-    CHECK(pv_model_check(handle) == 0);
-    if (window > 0) {  // Gemma 3's norms of the attention's and the MLP's outputs: both or neither
-      for (int64_t layer = 0; layer < kLayers; ++layer) {
-        norm(layer, 24);
-        CHECK(pv_model_check(handle) == -(layer + 1));
-        norm(layer, 25);
+    const int64_t type = types[next_type++ % 3];
+    blocks.push_back(random_blocks(rng, type, rows, cols));
+    CHECK(pv_model_set(handle, name.c_str(), blocks.back().data(), type, rows, cols) == kOk);
+  }
+
+  void vector(const std::string& name, int64_t width, float low, float high) {
+    std::uniform_real_distribution<float> values(low, high);
+    vectors.emplace_back(static_cast<size_t>(width));
+    for (float& value : vectors.back()) value = values(rng);
+    CHECK(pv_model_set(handle, name.c_str(), vectors.back().data(), kF32, 1, width) == kOk);
+  }
+
+  void set_weights(Variant variant) {
+    const Shape& s = shape;
+    const int64_t q = s.heads * s.head_dim, kv = s.kv_heads * s.head_dim;
+    matrix("token_embd.weight", kVocab, s.hidden);
+    matrix("output.weight", kVocab, s.hidden);
+    vector("output_norm.weight", s.hidden, 0.8f, 1.2f);
+    for (int64_t layer = 0; layer < s.layers; ++layer) {
+      vector(layer_tensor(layer, "attn_norm.weight"), s.hidden, 0.8f, 1.2f);
+      vector(layer_tensor(layer, "ffn_norm.weight"), s.hidden, 0.8f, 1.2f);
+      if (variant == Variant::kLongRope) {  // Phi-3's joined Q/K/V, and gate then up, read as views of their rows
+        matrix(layer_tensor(layer, "attn_qkv.weight"), q + 2 * kv, s.hidden);
+        matrix(layer_tensor(layer, "ffn_up.weight"), 2 * s.ffn, s.hidden);
+      } else {
+        matrix(layer_tensor(layer, "attn_q.weight"), q, s.hidden);
+        matrix(layer_tensor(layer, "attn_k.weight"), kv, s.hidden);
+        matrix(layer_tensor(layer, "attn_v.weight"), kv, s.hidden);
+        matrix(layer_tensor(layer, "ffn_gate.weight"), s.ffn, s.hidden);
+        matrix(layer_tensor(layer, "ffn_up.weight"), s.ffn, s.hidden);
       }
-      CHECK(pv_model_check(handle) == 0);
+      matrix(layer_tensor(layer, "attn_output.weight"), s.hidden, q);
+      matrix(layer_tensor(layer, "ffn_down.weight"), s.hidden, s.ffn);
+    }
+    CHECK(pv_model_check(handle, nullptr, 0) == kOk);
+    // Qwen2's Q/K/V biases on the first layer: a bias alone is refused by the check, all three are served.
+    vector(layer_tensor(0, "attn_q.bias"), q, -0.5f, 0.5f);
+    CHECK(missing_of(handle) == "blk.0.attn_k.bias");
+    vector(layer_tensor(0, "attn_k.bias"), kv, -0.5f, 0.5f);
+    CHECK(missing_of(handle) == "blk.0.attn_v.bias");
+    vector(layer_tensor(0, "attn_v.bias"), kv, -0.5f, 0.5f);
+    // Qwen3's head norms on the second layer: both or neither.
+    vector(layer_tensor(1, "attn_q_norm.weight"), s.head_dim, 0.5f, 1.5f);
+    CHECK(missing_of(handle) == "blk.1.attn_k_norm.weight");
+    vector(layer_tensor(1, "attn_k_norm.weight"), s.head_dim, 0.5f, 1.5f);
+    CHECK(pv_model_check(handle, nullptr, 0) == kOk);
+    if (variant == Variant::kGemma3) {  // Gemma 3's norms of the attention's and the MLP's outputs: both or neither
+      for (int64_t layer = 0; layer < s.layers; ++layer) {
+        vector(layer_tensor(layer, "post_attention_norm.weight"), s.hidden, 0.8f, 1.2f);
+        CHECK(missing_of(handle) == layer_tensor(layer, "post_ffw_norm.weight"));
+        vector(layer_tensor(layer, "post_ffw_norm.weight"), s.hidden, 0.8f, 1.2f);
+      }
+      CHECK(pv_model_check(handle, nullptr, 0) == kOk);
     }
   }
-  ~TinyModel() { pv_model_free(handle); }
 };
 
 int32_t token_at(int64_t seed, int64_t i) { return static_cast<int32_t>((seed * 31 + i * 7) % kVocab); }
 
+bool same_bits(const float* a, const float* b) { return std::memcmp(a, b, sizeof(float) * kVocab) == 0; }
+
+void* new_cache(void* model, int64_t pages) {
+  void* cache = nullptr;
+  CHECK(pv_cache_new(model, kPage, pages, &cache) == kOk);
+  return cache;
+}
+
+// Step the next count tokens of seed's sequence into seq, from position start; the logits after them.
+std::vector<float> feed(void* model, void* cache, int64_t seq, int64_t seed, int64_t start, int64_t count) {
+  std::vector<int32_t> tokens;
+  for (int64_t i = start; i < start + count; ++i) tokens.push_back(token_at(seed, i));
+  std::vector<float> logits(kVocab);
+  const int8_t want = 1;
+  CHECK(pv_step(model, cache, 1, &seq, &count, tokens.data(), &want, logits.data()) == kOk);
+  return logits;
+}
+
 // Prefill length tokens in chunks of chunk into a fresh cache; return the logits after the last one.
 std::vector<float> prefill(void* model, int64_t seed, int64_t length, int64_t chunk) {
-  void* cache = pv_cache_new(model, kPage, 64);
+  void* cache = new_cache(model, 64);
   const int64_t seq = pv_seq_new(cache);
-  CHECK(pv_seq_reserve(cache, seq, length) == 0);
-  std::vector<float> logits(kVocab);
-  for (int64_t start = 0; start < length; start += chunk) {
-    const int64_t count = std::min(chunk, length - start);
-    std::vector<int32_t> tokens;
-    for (int64_t i = start; i < start + count; ++i) tokens.push_back(token_at(seed, i));
-    const int8_t want = start + count == length;
-    CHECK(pv_step(model, cache, 1, &seq, &count, tokens.data(), &want, logits.data()) == 0);
-  }
+  CHECK(pv_seq_reserve(cache, seq, length) == kOk);
+  std::vector<float> logits;
+  for (int64_t start = 0; start < length; start += chunk)
+    logits = feed(model, cache, seq, seed, start, std::min(chunk, length - start));
   CHECK(pv_seq_len(cache, seq) == length);
   pv_cache_free(cache);
   return logits;
 }
 
 void chunks_and_pages_give_the_same_bits(void* model) {
-  for (int64_t length : {1, 12, 13, 14, 15, 16, 17, 21, 22, 31, 32, 33, 47, 48, 49, 64, 65, 130}) {
+  for (int64_t length : {1, 2, 3, 4, 12, 13, 14, 15, 16, 17, 21, 22, 31, 32, 33, 47, 48, 49, 63, 64, 65, 130}) {
     const auto whole = prefill(model, length, length, length);
-    for (int64_t chunk : {1, 3, 15, 16, 17, 33}) {
-      const auto chunked = prefill(model, length, length, chunk);
-      CHECK(std::memcmp(whole.data(), chunked.data(), sizeof(float) * kVocab) == 0);
-    }
+    for (int64_t chunk : {1, 2, 3, 15, 16, 17, 33})
+      if (chunk < length) CHECK(same_bits(whole.data(), prefill(model, length, length, chunk).data()));
   }
 }
 
+// One step of many rows against each row alone: every row prefills 1 to 19 tokens (some cross a page inside the
+// step), then every row decodes one token, so the decoding step's projections take exactly `rows` input rows.
 void every_batch_size_gives_each_row_its_bits_alone(void* model) {
-  for (int64_t rows = 1; rows <= 130; ++rows) {
-    void* cache = pv_cache_new(model, kPage, rows * 3);
-    std::vector<int64_t> seqs, counts;
-    std::vector<int32_t> tokens;
+  for (int64_t rows : {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 66, 67, 127, 128, 129, 130}) {
+    void* cache = new_cache(model, rows * 3);
+    std::vector<int64_t> seqs, histories, ones(static_cast<size_t>(rows), 1);
+    std::vector<int32_t> tokens, next;
     for (int64_t r = 0; r < rows; ++r) {
       seqs.push_back(pv_seq_new(cache));
-      counts.push_back(1 + (r * 5) % 19);  // 1 to 19 tokens: some rows cross a page inside the step
-      CHECK(pv_seq_reserve(cache, seqs.back(), counts.back()) == 0);
-      for (int64_t i = 0; i < counts.back(); ++i) tokens.push_back(token_at(r, i));
+      histories.push_back(1 + (r * 5) % 19);
+      CHECK(pv_seq_reserve(cache, seqs.back(), histories.back() + 1) == kOk);
+      for (int64_t i = 0; i < histories.back(); ++i) tokens.push_back(token_at(r, i));
+      next.push_back(token_at(r, histories.back()));
     }
     std::vector<int8_t> want(static_cast<size_t>(rows), 1);
-    std::vector<float> together(static_cast<size_t>(rows * kVocab));
-    CHECK(pv_step(model, cache, rows, seqs.data(), counts.data(), tokens.data(), want.data(), together.data()) == 0);
+    std::vector<float> prefilled(static_cast<size_t>(rows * kVocab)), decoded(prefilled.size());
+    CHECK(pv_step(model, cache, rows, seqs.data(), histories.data(), tokens.data(), want.data(), prefilled.data()) ==
+          kOk);
+    CHECK(pv_step(model, cache, rows, seqs.data(), ones.data(), next.data(), want.data(), decoded.data()) == kOk);
     for (int64_t r : {int64_t{0}, rows / 2, rows - 1}) {
-      const auto alone = prefill(model, r, counts[static_cast<size_t>(r)], 64);
-      CHECK(std::memcmp(alone.data(), &together[static_cast<size_t>(r * kVocab)], sizeof(float) * kVocab) == 0);
+      const int64_t history = histories[static_cast<size_t>(r)];
+      CHECK(same_bits(prefill(model, r, history, 64).data(), &prefilled[static_cast<size_t>(r * kVocab)]));
+      CHECK(same_bits(prefill(model, r, history + 1, history).data(), &decoded[static_cast<size_t>(r * kVocab)]));
     }
     pv_cache_free(cache);
   }
@@ -211,27 +238,32 @@ void threads_do_not_change_the_bits(void* model) {
   pv_set_threads(1);
   const auto one = prefill(model, 3, 70, 70);
   pv_set_threads(2);
+  CHECK(pv_threads() == 2);
   const auto two = prefill(model, 3, 70, 70);
-  CHECK(std::memcmp(one.data(), two.data(), sizeof(float) * kVocab) == 0);
+  CHECK(same_bits(one.data(), two.data()));
 }
 
 void the_cache_keeps_its_books(void* model) {
-  void* cache = pv_cache_new(model, kPage, 4);
+  void* cache = new_cache(model, 4);
   const int64_t a = pv_seq_new(cache), b = pv_seq_new(cache);
-  CHECK(pv_seq_reserve(cache, a, 40) == 0 && pv_cache_used_pages(cache) == 3);
-  CHECK(pv_seq_reserve(cache, b, 17) == -2 && pv_cache_used_pages(cache) == 3);  // all or none
-  CHECK(pv_seq_reserve(cache, 999, 1) == -1);
+  CHECK(pv_seq_reserve(cache, a, 40) == kOk && pv_cache_used_pages(cache) == 3);
+  CHECK(pv_seq_reserve(cache, b, 17) == kOutOfPages && pv_cache_used_pages(cache) == 3);  // all or none
+  CHECK(pv_seq_reserve(cache, b, INT64_MAX) == kOutOfPages && pv_cache_used_pages(cache) == 3);
+  CHECK(pv_seq_reserve(cache, 999, 1) == kUnknownSequence);
+  CHECK(pv_seq_reserve(cache, a, -1) == kBadArgument);
   std::vector<int32_t> tokens(40);
   for (int64_t i = 0; i < 40; ++i) tokens[static_cast<size_t>(i)] = token_at(1, i);
   const int64_t forty = 40;
   const int8_t want = 0;
-  CHECK(pv_step(model, cache, 1, &a, &forty, tokens.data(), &want, nullptr) == 0);
-  pv_seq_truncate(cache, a, 17);
+  CHECK(pv_step(model, cache, 1, &a, &forty, tokens.data(), &want, nullptr) == kOk);
+  CHECK(pv_seq_truncate(cache, a, 41) == kBadArgument && pv_seq_truncate(cache, 999, 1) == kUnknownSequence);
+  CHECK(pv_seq_truncate(cache, a, 17) == kOk);
   CHECK(pv_seq_len(cache, a) == 17 && pv_cache_used_pages(cache) == 2);
-  CHECK(pv_seq_copy(cache, b, a, 17) == 0 && pv_seq_len(cache, b) == 17 && pv_cache_used_pages(cache) == 4);
+  CHECK(pv_seq_copy(cache, b, a, 17) == kOk && pv_seq_len(cache, b) == 17 && pv_cache_used_pages(cache) == 4);
   const int64_t c = pv_seq_new(cache);
-  CHECK(pv_seq_copy(cache, c, a, 17) == -2 && pv_seq_len(cache, c) == 0);  // no room: nothing copied
-  CHECK(pv_seq_copy(cache, b, a, 1) == -1);  // the target must be empty
+  CHECK(pv_seq_copy(cache, c, a, 17) == kOutOfPages && pv_seq_len(cache, c) == 0);  // no room: nothing copied
+  CHECK(pv_seq_copy(cache, b, a, 1) == kNotEmpty);
+  CHECK(pv_seq_copy(cache, c, a, 18) == kBadArgument && pv_seq_copy(cache, c, 999, 1) == kUnknownSequence);
   // Bad steps: past the reservation, a sequence twice, a token out of range, no tokens, an unknown sequence.
   std::vector<float> logits(2 * kVocab);
   const int64_t one = 1, zero = 0, past = 16;
@@ -239,12 +271,13 @@ void the_cache_keeps_its_books(void* model) {
   const int32_t bad_token = kVocab, good[2] = {1, 2};
   const int8_t wants[2] = {1, 1};
   const int64_t unknown = 12345;
-  CHECK(pv_step(model, cache, 1, &a, &past, tokens.data(), wants, logits.data()) == -1);
-  CHECK(pv_step(model, cache, 2, twice, ones, good, wants, logits.data()) == -1);
-  CHECK(pv_step(model, cache, 1, &a, &one, &bad_token, wants, logits.data()) == -1);
-  CHECK(pv_step(model, cache, 1, &a, &zero, good, wants, logits.data()) == -1);
-  CHECK(pv_step(model, cache, 1, &unknown, &one, good, wants, logits.data()) == -1);
-  CHECK(pv_seq_len(cache, a) == 17);
+  CHECK(pv_step(model, cache, 1, &a, &past, tokens.data(), wants, logits.data()) == kRowTooLong);
+  CHECK(pv_step(model, cache, 2, twice, ones, good, wants, logits.data()) == kRepeatedSequence);
+  CHECK(pv_step(model, cache, 1, &a, &one, &bad_token, wants, logits.data()) == kBadToken);
+  CHECK(pv_step(model, cache, 1, &a, &zero, good, wants, logits.data()) == kEmptyRow);
+  CHECK(pv_step(model, cache, 1, &unknown, &one, good, wants, logits.data()) == kUnknownSequence);
+  CHECK(pv_step(model, cache, 0, &a, &one, good, wants, logits.data()) == kBadArgument);
+  CHECK(pv_seq_len(cache, a) == 17 && pv_seq_len(cache, unknown) == kUnknownSequence);
   pv_seq_free(cache, a);
   pv_seq_free(cache, b);
   pv_seq_free(cache, c);
@@ -253,45 +286,137 @@ void the_cache_keeps_its_books(void* model) {
   pv_cache_free(cache);
 }
 
-}  // namespace
+// Pages given back are handed out again, holding an earlier sequence's keys and values: a row on them gets the
+// same bits as on fresh pages, and the pool never hands out more than its budget.
+void reused_pages_give_the_same_bits(void* model) {
+  void* cache = new_cache(model, 5);
+  const int64_t first = pv_seq_new(cache);
+  CHECK(pv_seq_reserve(cache, first, 5 * kPage) == kOk && pv_cache_used_pages(cache) == 5);
+  feed(model, cache, first, 8, 0, 5 * kPage);
+  pv_seq_free(cache, first);
+  const int64_t second = pv_seq_new(cache), third = pv_seq_new(cache);
+  CHECK(pv_seq_reserve(cache, second, 40) == kOk && pv_seq_reserve(cache, third, 2 * kPage) == kOk);
+  CHECK(pv_seq_reserve(cache, third, 2 * kPage + 1) == kOutOfPages && pv_cache_used_pages(cache) == 5);
+  const auto reused = feed(model, cache, second, 9, 0, 40);
+  CHECK(same_bits(reused.data(), prefill(model, 9, 40, 40).data()));
+  pv_cache_free(cache);  // with sequences still in it
+}
+
+// Every index of every total visited once, on both sides of a chunk and of the threads' shares.
+void the_pool_covers_every_index_once() {
+  for (int64_t chunk : {1, 3, 4}) {
+    for (int64_t total : {0, 1, 2, 3, 4, 5, 7, 8, 9, 64, 65}) {
+      std::vector<std::atomic<int>> seen(static_cast<size_t>(total));
+      run_chunks(total, chunk, [&](int64_t begin, int64_t end) {
+        CHECK(begin >= 0 && begin < end && end <= total && end - begin <= chunk);
+        for (int64_t i = begin; i < end; ++i) seen[static_cast<size_t>(i)].fetch_add(1);
+      });
+      for (const auto& count : seen) CHECK(count.load() == 1);
+    }
+  }
+}
 
 // The sliding layer forgets what falls out of its window: within it, a wider window gives the same bits.
 void the_window_bounds_what_a_sliding_layer_sees(void* narrow) {
-  TinyModel wide(1000);
+  TinyModel wide(Variant::kGemma3, 1000);
   for (int64_t length : {1, 7, 12, 13})
-    CHECK(std::memcmp(prefill(narrow, 5, length, length).data(), prefill(wide.handle, 5, length, length).data(),
-                      sizeof(float) * kVocab) == 0);
+    CHECK(same_bits(prefill(narrow, 5, length, length).data(), prefill(wide.handle, 5, length, length).data()));
   for (int64_t length : {14, 40})
-    CHECK(std::memcmp(prefill(narrow, 5, length, length).data(), prefill(wide.handle, 5, length, length).data(),
-                      sizeof(float) * kVocab) != 0);
+    CHECK(!same_bits(prefill(narrow, 5, length, length).data(), prefill(wide.handle, 5, length, length).data()));
 }
 
 // Counts a hostile file could give: none positive-less or past the bounds is taken, and none divides by zero.
 void hostile_dimensions_are_refused() {
-  const int64_t good[7] = {kVocab, kHidden, kFfn, kLayers, kHeads, kKvHeads, kHeadDim};
-  void* model = pv_model_new(good, 1e-5, 10000.0, 1);
-  CHECK(model != nullptr);
-  pv_model_free(model);
+  const int64_t good[7] = {kVocab, 64, 96, 2, 4, 2, 16};
+  void* model = nullptr;
+  CHECK(pv_model_new(good, 1e-5, 10000.0, 1, &model) == kOk && model != nullptr);
   for (int i = 0; i < 7; ++i) {
     for (int64_t bad : {int64_t{0}, int64_t{-1}, int64_t{1} << 31, INT64_MAX}) {
       int64_t dims[7];
       std::copy(good, good + 7, dims);
       dims[i] = bad;
-      CHECK(pv_model_new(dims, 1e-5, 10000.0, 1) == nullptr);
+      void* refused = &dims;
+      CHECK(pv_model_new(dims, 1e-5, 10000.0, 1, &refused) == kBadDimensions && refused == nullptr);
     }
   }
+  void* cache = &model;
+  CHECK(pv_cache_new(model, 0, 4, &cache) == kBadArgument && cache == nullptr);
+  CHECK(pv_cache_new(model, kPage, -1, &cache) == kBadArgument);
+  CHECK(pv_cache_new(model, kPage, INT64_MAX, &cache) == kBadArgument);  // its bytes overflow
+  CHECK(pv_cache_new(model, kPage, int64_t{1} << 40, &cache) == kOutOfMemory && cache == nullptr);  // 4 PB
+  CHECK(pv_cache_new(model, kPage, 0, &cache) == kOk);
+  const int64_t seq = pv_seq_new(cache);
+  CHECK(pv_seq_reserve(cache, seq, 0) == kOk && pv_seq_reserve(cache, seq, 1) == kOutOfPages);
+  pv_cache_free(cache);
+  pv_model_free(model);
 }
 
-int main() {
-  hostile_dimensions_are_refused();
-  for (int64_t variant = 0; variant < 3; ++variant) {
-    const int64_t window = variant == 1 ? 13 : 0;
-    TinyModel model(window, variant == 2);
+// Tensors are named as GGUF names them: an unknown name is told apart from a known one of the wrong shape.
+void tensors_are_set_and_refused_by_name() {
+  const int64_t dims[7] = {kVocab, 64, 96, 2, 4, 2, 16};
+  void* model = nullptr;
+  CHECK(pv_model_new(dims, 1e-5, 10000.0, 1, &model) == kOk);
+  const std::vector<float> norm(64, 1.0f);
+  for (const char* unknown : {"rope_factors_long.weight", "blk.0.attn_norm", "blk..attn_norm.weight",
+                              "blk.x.attn_norm.weight", "blk.1234567.attn_norm.weight", "attn_norm.weight", ""})
+    CHECK(pv_model_set(model, unknown, norm.data(), kF32, 1, 64) == kUnknownTensor);
+  CHECK(pv_model_set(model, nullptr, norm.data(), kF32, 1, 64) == kUnknownTensor);
+  CHECK(pv_model_set(model, "blk.1.attn_norm.weight", norm.data(), kF32, 1, 64) == kOk);
+  CHECK(pv_model_set(model, "blk.2.attn_norm.weight", norm.data(), kF32, 1, 64) == kBadTensor);  // 2 layers
+  CHECK(pv_model_set(model, "blk.1.attn_norm.weight", norm.data(), kF32, 1, 32) == kBadTensor);
+  CHECK(pv_model_set(model, "blk.1.attn_norm.weight", norm.data(), kQ8_0, 1, 64) == kBadTensor);
+  CHECK(pv_model_set(model, "blk.1.attn_norm.weight", nullptr, kF32, 1, 64) == kBadArgument);
+  CHECK(pv_model_set(model, "blk.1.attn_q.weight", norm.data(), kQ8_0, 63, 64) == kBadTensor);  // 64 rows
+  CHECK(pv_model_set(model, "blk.1.attn_q.weight", norm.data(), kQ8_0, 64, 48) == kBadTensor);  // not blocks
+  CHECK(pv_model_set(model, "blk.1.attn_qkv.weight", norm.data(), kQ8_0, 64 + 32, 64) == kBadTensor);
+  CHECK(pv_model_set(model, "rope_freqs.weight", norm.data(), kF32, 1, 8) == kOk);
+  CHECK(pv_model_set(model, "rope_freqs.weight", norm.data(), kF32, 1, 8) == kAlreadySet);
+  CHECK(missing_of(model) == "token_embd.weight");
+  char small[4] = "";
+  CHECK(pv_model_check(model, small, sizeof small) == kMissingTensor && std::strcmp(small, "tok") == 0);
+  pv_model_free(model);
+  CHECK(std::strcmp(pv_status_reason(kOutOfPages), "out of KV pages") == 0);
+  CHECK(std::strcmp(pv_status_reason(kOutOfMemory - 1), "unknown status") == 0);
+  CHECK(pv_abi_version() == kAbiVersion);
+}
+
+}  // namespace
+
+// Which parts to run: the arguments name them ("basics", "llama", "gemma3", "longrope", "wide_heads"); none, all.
+// test_binding.py runs two processes of this binary at once, each with half of the parts.
+bool wanted(int argc, char** argv, const char* part) {
+  if (argc < 2) return true;
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], part) == 0) return true;
+  return false;
+}
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string part = argv[i];
+    if (part != "basics" && part != "llama" && part != "gemma3" && part != "longrope" && part != "wide_heads") {
+      std::fprintf(stderr, "no such part: %s\n", argv[i]);
+      return 2;
+    }
+  }
+  if (wanted(argc, argv, "basics")) {
+    hostile_dimensions_are_refused();
+    tensors_are_set_and_refused_by_name();
+    the_pool_covers_every_index_once();
+  }
+  const std::pair<Variant, const char*> variants[] = {{Variant::kLlama, "llama"},
+                                                      {Variant::kGemma3, "gemma3"},
+                                                      {Variant::kLongRope, "longrope"},
+                                                      {Variant::kWideHeads, "wide_heads"}};
+  for (const auto& [variant, name] : variants) {
+    if (!wanted(argc, argv, name)) continue;
+    TinyModel model(variant);
     chunks_and_pages_give_the_same_bits(model.handle);
     every_batch_size_gives_each_row_its_bits_alone(model.handle);
     threads_do_not_change_the_bits(model.handle);
     the_cache_keeps_its_books(model.handle);
-    if (window > 0) the_window_bounds_what_a_sliding_layer_sees(model.handle);
+    reused_pages_give_the_same_bits(model.handle);
+    if (variant == Variant::kGemma3) the_window_bounds_what_a_sliding_layer_sees(model.handle);
   }
   if (palaver_test::failures) {
     std::fprintf(stderr, "%d checks failed\n", palaver_test::failures);

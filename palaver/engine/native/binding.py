@@ -6,13 +6,14 @@ import ctypes
 import logging
 import threading
 from dataclasses import dataclass
+from enum import IntEnum
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from palaver.engine.gguf.file import TYPE_NAMES, kernel_reads, row_weights, stored_row_bytes
+from palaver.engine.gguf.file import TYPE_NAMES, kernel_reads, row_weights
 
 log = logging.getLogger("palaver.native")
 
@@ -24,26 +25,11 @@ BLOCK = 32
 ARCHITECTURES = {"llama": True, "qwen2": False, "qwen3": False, "phi3": False, "gemma3": False}
 # Each architecture's MLP activation, as transformers names it.
 ACTIVATIONS = {"gemma3": "gelu_pytorch_tanh"}
-PARTS = {"token_embd": 0, "output": 1, "output_norm": 2, "rope_freqs": 3}  # rope_freqs: Llama 3's rotary scaling
-BIAS_PARTS = {"attn_q": 19, "attn_k": 20, "attn_v": 21}
-LAYER_PARTS = {
-    "attn_norm": 10,
-    "ffn_norm": 11,
-    "attn_q": 12,
-    "attn_k": 13,
-    "attn_v": 14,
-    "attn_output": 15,
-    "ffn_gate": 16,
-    "ffn_up": 17,
-    "ffn_down": 18,
-    "attn_q_norm": 22,
-    "attn_k_norm": 23,
-    "post_attention_norm": 24,  # Gemma 3's norms of the attention's and the MLP's outputs
-    "post_ffw_norm": 25,
-}
 CPU_FLAGS = ("avx2", "fma", "f16c")
 # Raised whenever the step's arithmetic changes, so a system_fingerprint never names two ways of computing.
 ARITHMETIC_VERSION = "native-step-1"
+# The interface this binding speaks (csrc/native_step.h's kAbiVersion): a library built for another is refused.
+ABI_VERSION = 2
 
 _i64, _ptr = ctypes.c_int64, ctypes.c_void_p
 _state: dict[str, Any] = {}
@@ -81,14 +67,34 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     except OSError as exc:
         _state["why"] = f"could not load {LIBRARY.name}: {exc}"
         return None, _state["why"]
+    why = _bind(lib)
+    if why:
+        _state["why"] = why
+        return None, why
+    return lib, ""
+
+
+def _bind(lib: ctypes.CDLL) -> str | None:
+    """Give the library's functions their signatures; say why if it was built for another interface."""
+    version = getattr(lib, "pv_abi_version", None)
+    if version is not None:
+        version.argtypes, version.restype = [], _i64
+    found = version() if version is not None else "none"
+    if found != ABI_VERSION:
+        return (
+            f"{LIBRARY.name} speaks interface {found} and this palaver needs {ABI_VERSION}: "
+            "run `python csrc/build.py` or reinstall palaver"
+        )
+    out = ctypes.POINTER(_ptr)
     signatures: dict[str, tuple[list, Any]] = {
-        "pv_model_new": ([ctypes.POINTER(_i64), ctypes.c_double, ctypes.c_double, _i64], _ptr),
+        "pv_status_reason": ([_i64], ctypes.c_char_p),
+        "pv_model_new": ([ctypes.POINTER(_i64), ctypes.c_double, ctypes.c_double, _i64, out], _i64),
         "pv_model_free": ([_ptr], None),
-        "pv_model_set": ([_ptr, _i64, _i64, _ptr, _i64, _i64, _i64], _i64),
-        "pv_model_check": ([_ptr], _i64),
+        "pv_model_set": ([_ptr, ctypes.c_char_p, _ptr, _i64, _i64, _i64], _i64),
+        "pv_model_check": ([_ptr, ctypes.c_char_p, _i64], _i64),
         "pv_model_gemma3": ([_ptr, ctypes.c_double, ctypes.c_double, _i64, ctypes.c_double, _ptr], _i64),
         "pv_model_rope": ([_ptr, _i64, ctypes.c_double, _ptr, ctypes.c_double], _i64),
-        "pv_cache_new": ([_ptr, _i64, _i64], _ptr),
+        "pv_cache_new": ([_ptr, _i64, _i64, out], _i64),
         "pv_cache_free": ([_ptr], None),
         "pv_cache_page_bytes": ([_ptr], _i64),
         "pv_cache_used_pages": ([_ptr], _i64),
@@ -96,15 +102,37 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         "pv_seq_free": ([_ptr, _i64], None),
         "pv_seq_len": ([_ptr, _i64], _i64),
         "pv_seq_reserve": ([_ptr, _i64, _i64], _i64),
-        "pv_seq_truncate": ([_ptr, _i64, _i64], None),
+        "pv_seq_truncate": ([_ptr, _i64, _i64], _i64),
         "pv_seq_copy": ([_ptr, _i64, _i64, _i64], _i64),
         "pv_step": ([_ptr, _ptr, _i64, _ptr, _ptr, _ptr, _ptr, _ptr], _i64),
         "pv_set_threads": ([_i64], None),
+        "pv_threads": ([], _i64),
     }
     for name, (arguments, result) in signatures.items():
         function = getattr(lib, name)
         function.argtypes, function.restype = arguments, result
-    return lib, ""
+    return None
+
+
+class Status(IntEnum):
+    """The native step's refusals that the binding acts on (csrc/native_step.h names them all)."""
+
+    OK = 0
+    UNKNOWN_TENSOR = -3  # a tensor the step does not read: left out
+    OUT_OF_PAGES = -8  # a reservation or copy the page budget cannot hold: the caller waits or evicts
+
+
+class NativeStepError(ValueError):
+    """A call the native step refused, with its status and the reason the library gives for it."""
+
+    def __init__(self, lib: ctypes.CDLL, status: int, what: str):
+        self.status, self.reason = status, lib.pv_status_reason(status).decode()
+        super().__init__(f"{what}: {self.reason}")
+
+
+def _checked(lib: ctypes.CDLL, status: int, what: str) -> None:
+    if status != Status.OK:
+        raise NativeStepError(lib, status, what)
 
 
 @dataclass(frozen=True)
@@ -186,37 +214,23 @@ class NativeModel:
         sizes = (shape.vocab, shape.hidden, shape.ffn, shape.layers, shape.heads, shape.kv_heads, shape.head_dim)
         dims = (_i64 * 7)(*sizes)
         adjacent_pairs = int(ARCHITECTURES[config["model_type"]])
-        self.handle = self.lib.pv_model_new(dims, shape.eps, shape.rope_base, adjacent_pairs)
-        if not self.handle:
-            raise ValueError("the native step cannot run a model of these dimensions")
+        handle = _ptr()
+        status = self.lib.pv_model_new(dims, shape.eps, shape.rope_base, adjacent_pairs, ctypes.byref(handle))
+        _checked(self.lib, status, "the native step cannot run a model of these dimensions")
+        self.handle: int | None = handle.value
         base = self.data.ctypes.data
         tensors = {entry.name: entry for entry in entries}
         if config["model_type"] == "gemma3":
             self._make_gemma3(config)
         self._set_rotary(config, tensors, base, context)
-        for entry in entries:
-            name, _, kind = entry.name.rpartition(".")
-            layer, part, short = -1, PARTS.get(name), ""
-            if name.startswith("blk."):
-                _, number, short = name.split(".", 2)
-                layer, part = int(number), (BIAS_PARTS if kind == "bias" else LAYER_PARTS).get(short)
-            address = base + entry.offset
-            if short == "attn_qkv":  # Phi-3's joined Q/K/V rows, set as three matrices
-                q_rows, kv_rows = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
-                pieces = (("attn_q", 0, q_rows), ("attn_k", q_rows, kv_rows), ("attn_v", q_rows + kv_rows, kv_rows))
-                for piece, first, rows in pieces:
-                    self._set_rows(layer, LAYER_PARTS[piece], address, entry, first, rows)
-            elif short == "ffn_up" and entry.shape[0] == 2 * shape.ffn:  # Phi-3's joined gate, then up
-                self._set_rows(layer, LAYER_PARTS["ffn_gate"], address, entry, 0, shape.ffn)
-                self._set_rows(layer, LAYER_PARTS["ffn_up"], address, entry, shape.ffn, shape.ffn)
-            elif part is not None:
-                self._set(layer, part, address, entry)
+        for entry in entries:  # by name: the step reads the tensors it knows, Phi-3's joined ones as views
+            self._set(entry.name, base + entry.offset, entry)
         if "output.weight" not in tensors:  # a tied head reads the embedding's rows
-            self._set(-1, PARTS["output"], base + tensors["token_embd.weight"].offset, tensors["token_embd.weight"])
-        wanting = self.lib.pv_model_check(self.handle)
-        if wanting:
-            raise ValueError(f"the GGUF file lacks weights the native step needs (code {wanting})")
-        self.lib.pv_set_threads(threads)
+            self._set("output.weight", base + tensors["token_embd.weight"].offset, tensors["token_embd.weight"])
+        missing = ctypes.create_string_buffer(128)
+        status = self.lib.pv_model_check(self.handle, missing, len(missing))
+        _checked(self.lib, status, f"the GGUF file lacks {missing.value.decode()}, which the native step needs")
+        self.lib.pv_set_threads(threads)  # the process's one pool, which the block kernels share
 
     def _make_gemma3(self, config: dict) -> None:
         """Give the step Gemma 3's activation, scales, rotary bases and sliding layers."""
@@ -230,8 +244,7 @@ class NativeModel:
             config["rope_local_base_freq"],
             sliding.ctypes.data,
         )
-        if status != 0:
-            raise ValueError("the native step cannot run this Gemma 3 model's attention")
+        _checked(self.lib, status, "the native step cannot run this Gemma 3 model's attention")
 
     def _set_rotary(self, config: dict, tensors: dict, base: int, context: int | None) -> None:
         """Rotate part of each head, or by LongRoPE's factors, where the file asks; leave the default otherwise."""
@@ -247,20 +260,16 @@ class NativeModel:
             if entry.qtype != 0 or entry.shape[0] != rotary // 2:
                 raise ValueError(f"the native step cannot read {entry.name} ({entry.shape}, type {entry.qtype})")
             factors, attention_factor = base + entry.offset, rope["attention_factor"]
-        if self.lib.pv_model_rope(self.handle, rotary, self.shape.rope_base, factors, attention_factor) != 0:
-            raise ValueError(f"the native step cannot rotate {rotary} of each head's {self.shape.head_dim} dimensions")
+        status = self.lib.pv_model_rope(self.handle, rotary, self.shape.rope_base, factors, attention_factor)
+        what = f"the native step cannot rotate {rotary} of each head's {self.shape.head_dim} dimensions"
+        _checked(self.lib, status, what)
 
-    def _set(self, layer: int, part: int, address: int, entry) -> None:
+    def _set(self, name: str, address: int, entry) -> None:
+        """Point the step at a tensor by its GGUF name; leave out a tensor it does not read."""
         rows, cols = (1, entry.shape[0]) if len(entry.shape) == 1 else (entry.shape[0], row_weights(entry))
-        if self.lib.pv_model_set(self.handle, layer, part, address, entry.qtype, rows, cols) != 0:
-            raise ValueError(f"the native step cannot read {entry.name} ({rows} x {cols}, type {entry.qtype})")
-
-    def _set_rows(self, layer: int, part: int, address: int, entry, first: int, rows: int) -> None:
-        """Point a part at rows [first, first + rows) of a joined matrix: a view, never a copy."""
-        cols = row_weights(entry)
-        row_bytes = stored_row_bytes(entry.qtype, cols)
-        if self.lib.pv_model_set(self.handle, layer, part, address + first * row_bytes, entry.qtype, rows, cols) != 0:
-            raise ValueError(f"the native step cannot read rows {first}..{first + rows} of {entry.name}")
+        status = self.lib.pv_model_set(self.handle, name.encode(), address, entry.qtype, rows, cols)
+        if status != Status.UNKNOWN_TENSOR:
+            _checked(self.lib, status, f"the native step cannot read {name} ({rows} x {cols}, type {entry.qtype})")
 
     def kv_bytes_per_token(self) -> int:
         """Return the bytes one position's keys and values take in every layer (float16)."""
@@ -277,12 +286,19 @@ class NativeModel:
 
 
 class NativeCache:
-    """Sequences' keys and values in pages that the native step owns, within a budget of pages."""
+    """Sequences' keys and values in pages that the native step owns, within a budget of pages.
+
+    The pages come from one pool that reserves the budget's address space when the cache is made; a page takes
+    memory when it is first written, and a page given back is the next one handed out.
+    """
 
     def __init__(self, model: NativeModel, page_tokens: int, max_pages: int):
         self.model, self.page_tokens = model, page_tokens
         self.lib: ctypes.CDLL = model.lib
-        self.handle = self.lib.pv_cache_new(model.handle, page_tokens, max_pages)
+        handle = _ptr()
+        status = self.lib.pv_cache_new(model.handle, page_tokens, max_pages, ctypes.byref(handle))
+        _checked(self.lib, status, f"the native step cannot make a KV cache of {max_pages} pages")
+        self.handle: int | None = handle.value
         self.max_pages = max_pages
         self.page_bytes = self.lib.pv_cache_page_bytes(self.handle)
 
@@ -291,24 +307,36 @@ class NativeCache:
         return int(self.lib.pv_cache_used_pages(self.handle))
 
     def new_sequence(self) -> int:
-        return int(self.lib.pv_seq_new(self.handle))
+        sequence = int(self.lib.pv_seq_new(self.handle))
+        if sequence <= 0:
+            raise NativeStepError(self.lib, sequence, "the native step cannot start a sequence")
+        return sequence
 
     def free(self, sequence: int) -> None:
         self.lib.pv_seq_free(self.handle, sequence)
 
     def length(self, sequence: int) -> int:
-        return int(self.lib.pv_seq_len(self.handle, sequence))
+        length = int(self.lib.pv_seq_len(self.handle, sequence))
+        if length < 0:
+            raise NativeStepError(self.lib, length, f"the native step has no length for sequence {sequence}")
+        return length
 
     def reserve(self, sequence: int, tokens: int) -> bool:
         """Make room for tokens more positions; False when the budget has no pages left for them."""
-        return self.lib.pv_seq_reserve(self.handle, sequence, tokens) == 0
+        return self._within_budget(self.lib.pv_seq_reserve(self.handle, sequence, tokens), "reserve")
 
     def truncate(self, sequence: int, length: int) -> None:
-        self.lib.pv_seq_truncate(self.handle, sequence, length)
+        _checked(self.lib, self.lib.pv_seq_truncate(self.handle, sequence, length), "the native step cannot truncate")
 
     def copy(self, target: int, source: int, tokens: int) -> bool:
         """Copy source's first tokens positions into the empty target; False when the budget cannot hold them."""
-        return self.lib.pv_seq_copy(self.handle, target, source, tokens) == 0
+        return self._within_budget(self.lib.pv_seq_copy(self.handle, target, source, tokens), "copy")
+
+    def _within_budget(self, status: int, what: str) -> bool:
+        if status == Status.OUT_OF_PAGES:
+            return False
+        _checked(self.lib, status, f"the native step cannot {what} positions")
+        return True
 
     def step(self, sequences: list[int], chunks: list[list[int]], want: list[bool]) -> np.ndarray:
         """Append each chunk to its sequence; return [rows, vocab] logits, filled for the rows that want them."""
@@ -328,8 +356,7 @@ class NativeCache:
             wanted.ctypes.data,
             logits.ctypes.data,
         )
-        if status != 0:
-            raise ValueError("the native step refused its input")
+        _checked(self.lib, status, "the native step refused its input")
         return logits
 
     def close(self) -> None:

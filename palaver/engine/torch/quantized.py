@@ -64,7 +64,7 @@ def _register_fakes() -> None:
 
 
 def use_kernel_threads(threads: int) -> None:
-    """Give the kernel's own pool the cores, and torch's other ops one thread.
+    """Give the process's one native pool (the step's and the kernel's) the cores, and torch's other ops one thread.
 
     torch's OpenMP pool waits at a barrier for every thread after each of the hundreds of small ops in a decode
     step; with a busy neighbour on the cores, each wait lasts a scheduler time slice. The kernel's pool never

@@ -1,6 +1,7 @@
 """The native step: transformers' logits within tolerance, the same bits in any batch, and a KV budget it keeps."""
 
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def weights(gguf_chat_model):
 def reference(gguf_chat_model, tmp_path_factory):
     """transformers' forward on the same weights, de-quantised to float32."""
     settings = Settings(model=str(gguf_chat_model), cache_dir=str(tmp_path_factory.mktemp("f32")), weights="float32")
-    return load_model(settings).family.model
+    return load_model(settings).family.model.module
 
 
 def test_prefill_and_decode_logits_agree_with_transformers(weights, reference):
@@ -119,7 +120,7 @@ def test_every_block_type_agrees_with_transformers_and_keeps_each_rows_bits(requ
     assert native.refusal(llama_config(gguf), gguf.tensors) is None, "every type in the file is read natively"
     model = native.NativeModel(path, llama_config(gguf), gguf.tensors, threads=2)
     settings = Settings(model=str(path), cache_dir=str(tmp_path), weights="float32")
-    reference = load_model(settings).family.model  # every tensor de-quantised by gguf-py
+    reference = load_model(settings).family.model.module  # every tensor de-quantised by gguf-py
     cache = model.new_cache(16, 64)
     sequence, neighbour = cache.new_sequence(), cache.new_sequence()
     assert cache.reserve(sequence, len(PROMPT) + 4) and cache.reserve(neighbour, 40)
@@ -149,7 +150,7 @@ def test_qwen2_qwen3_phi3_and_gemma3_agree_with_transformers_and_keep_each_rows_
     assert native.refusal(config, gguf.tensors) is None
     model = native.NativeModel(path, config, gguf.tensors, threads=2)
     settings = Settings(model=str(path), cache_dir=str(tmp_path), weights="float32")
-    reference = load_model(settings).family.model  # transformers' model, from transformers' own GGUF reading
+    reference = load_model(settings).family.model.module  # transformers' model, from transformers' own GGUF reading
     cache = model.new_cache(16, 64)
     sequence, neighbour = cache.new_sequence(), cache.new_sequence()
     assert cache.reserve(sequence, len(PROMPT) + 9) and cache.reserve(neighbour, 40)
@@ -232,24 +233,107 @@ def test_the_page_budget_is_all_or_none_and_pages_come_back(weights):
     cache.free(first)
     cache.free(third)
     assert cache.used_pages == 1
+    with pytest.raises(native.NativeStepError, match="no such sequence"):
+        cache.reserve(first, 1)
     cache.close()
 
 
-def test_the_step_refuses_what_would_read_or_write_out_of_bounds(weights):
+def test_a_budget_past_the_address_space_is_refused_by_name_not_crashed_on(weights):
+    with pytest.raises(native.NativeStepError, match="out of memory"):
+        weights.new_cache(16, 1 << 40)  # petabytes of pages
+    with pytest.raises(native.NativeStepError, match="bad arguments"):
+        weights.new_cache(0, 4)
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("past its reservation", "row too long"),
+        ("one sequence twice", "one sequence in two rows"),
+        ("no such token", "a token outside the vocabulary"),
+        ("no such sequence", "no such sequence"),
+        ("nothing to do", "a row with no tokens"),
+    ],
+)
+def test_the_step_refuses_what_would_read_or_write_out_of_bounds_and_says_why(weights, case, reason):
     cache = weights.new_cache(16, 4)
     sequence = cache.new_sequence()
     assert cache.reserve(sequence, 4)
-    for sequences, chunks in (
-        ([sequence], [[1] * 17]),  # past its reservation
-        ([sequence, sequence], [[1], [2]]),  # one sequence twice
-        ([sequence], [[weights.shape.vocab]]),  # no such token
-        ([sequence + 99], [[1]]),  # no such sequence
-        ([sequence], [[]]),  # nothing to do
-    ):
-        with pytest.raises(ValueError):
-            cache.step(sequences, chunks, [True] * len(sequences))
+    sequences, chunks = {
+        "past its reservation": ([sequence], [[1] * 17]),
+        "one sequence twice": ([sequence, sequence], [[1], [2]]),
+        "no such token": ([sequence], [[weights.shape.vocab]]),
+        "no such sequence": ([sequence + 99], [[1]]),
+        "nothing to do": ([sequence], [[]]),
+    }[case]
+    with pytest.raises(native.NativeStepError, match=f"the native step refused its input: {reason}"):
+        cache.step(sequences, chunks, [True] * len(sequences))
     assert cache.length(sequence) == 0
     cache.close()
+
+
+def test_weights_are_set_by_name_and_a_missing_one_is_named(gguf_chat_model):
+    gguf = read_gguf(gguf_chat_model)
+    entries = [e for e in gguf.tensors if e.name != "blk.1.ffn_norm.weight"]
+    with pytest.raises(ValueError, match=r"the GGUF file lacks blk\.1\.ffn_norm\.weight"):
+        native.NativeModel(gguf_chat_model, llama_config(gguf), entries, threads=2)
+    norm = next(e for e in gguf.tensors if e.name == "output_norm.weight")
+    unknown = type(norm)("blk.0.something_new.weight", norm.qtype, norm.offset, norm.shape, norm.dtype)
+    model = native.NativeModel(gguf_chat_model, llama_config(gguf), [*gguf.tensors, unknown], threads=2)
+    model.close()  # a tensor the step does not read is left out
+
+
+def test_a_library_built_for_another_interface_is_refused_with_what_to_do(monkeypatch):
+    lib = native.library()
+    assert lib is not None and native._bind(lib) is None
+    monkeypatch.setattr(native, "ABI_VERSION", native.ABI_VERSION + 1)
+    why = native._bind(lib)
+    assert why is not None and f"interface {native.ABI_VERSION - 1}" in why and "csrc/build.py" in why
+
+
+def test_each_status_the_binding_acts_on_is_the_librarys_own():
+    lib = native.library()
+    assert lib is not None
+    reasons = {status: lib.pv_status_reason(status).decode() for status in native.Status}
+    assert reasons[native.Status.OUT_OF_PAGES] == "out of KV pages"
+    assert "does not read" in reasons[native.Status.UNKNOWN_TENSOR] and reasons[native.Status.OK] == "ok"
+
+
+SHARED_POOL = """
+import os, sys
+from pathlib import Path
+import torch
+from palaver.engine.gguf.file import read_gguf
+from palaver.engine.native import binding
+from palaver.engine.native.loading import llama_config
+from palaver.engine.torch.quantized import kernel_available
+
+def helpers():
+    tasks = Path("/proc/self/task")
+    return sum((task / "comm").read_text().strip() == "palaver-pool" for task in tasks.iterdir())
+
+assert kernel_available()
+torch.ops.palaver.set_threads(3)
+assert binding.library().pv_threads() == 3, "a thread count set through the kernels is the native step's"
+gguf = read_gguf(Path(sys.argv[1]))
+model = binding.NativeModel(Path(sys.argv[1]), llama_config(gguf), gguf.tensors, threads=3)
+cache = model.new_cache(16, 4)
+sequence = cache.new_sequence()
+cache.reserve(sequence, 40)
+cache.step([sequence], [list(range(1, 40))], [True])
+after_step = helpers()
+torch.ops.palaver.gguf_linear(torch.randn(1, 576), torch.zeros(4096, 576 // 32 * 34, dtype=torch.uint8), 8, 576)
+print(after_step, helpers())
+"""
+
+
+def test_the_native_step_and_the_block_kernels_share_one_thread_pool(gguf_chat_model):
+    """Three threads a pool: two helpers in the process, not two for each library (in a process of its own)."""
+    ran = subprocess.run(
+        [sys.executable, "-c", SHARED_POOL, str(gguf_chat_model)], capture_output=True, text=True, timeout=120
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.split() == ["2", "2"]
 
 
 def test_refusal_names_what_the_native_step_does_not_serve(gguf_chat_model):
@@ -264,32 +348,69 @@ def test_refusal_names_what_the_native_step_does_not_serve(gguf_chat_model):
     assert "Q2_K" in native.refusal(config, q2_k)
 
 
-def sanitized_run(tmp_path, sources: list[Path], passed: str) -> None:
-    """Build C++ sources with AddressSanitizer, UndefinedBehaviorSanitizer and -Werror; run them to `passed`."""
-    binary = tmp_path / sources[-1].stem
-    sanitizers = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
-    warnings = ["-Wall", "-Wextra", "-Wpedantic", "-Werror"]  # the shipped build uses the same warnings
-    command = ["c++", "-std=c++20", "-O1", "-g", *sanitizers, *warnings, "-mavx2", "-mfma", "-mf16c"]
-    built = subprocess.run(
-        [*command, f"-I{ROOT / 'csrc'}", *map(str, sources), "-o", str(binary), "-lpthread"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert built.returncode == 0, built.stderr
-    ran = subprocess.run([binary], capture_output=True, text=True, timeout=300)
-    assert ran.returncode == 0 and passed in ran.stdout, ran.stderr[-4000:]
+CSRC = ROOT / "csrc"
+SANITIZERS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
+# The shipped build's warnings, as errors; -g1 (line tables) names each frame's line in a report, and compiles faster.
+SANITIZED_BUILD = [
+    *("c++", "-std=c++20", "-O1", "-g1", *SANITIZERS, "-Wall", "-Wextra", "-Wpedantic", "-Werror"),
+    *("-mavx2", "-mfma", "-mf16c", f"-I{CSRC}"),
+]
+SANITIZED_TESTS = {
+    "native_step_test": [CSRC / "native_step.cpp", CSRC / "tests" / "native_step_test.cpp"],
+    "blocks_test": [CSRC / "tests" / "blocks_test.cpp"],
+}
 
 
-def test_the_native_step_passes_its_own_checks_under_address_and_undefined_behaviour_sanitizers(tmp_path):
-    """Batches of 1 to 130 rows, chunks and lengths on both sides of every page and tile, the cache's books."""
-    sources = [ROOT / "csrc" / "native_step.cpp", ROOT / "csrc" / "tests" / "native_step_test.cpp"]
-    sanitized_run(tmp_path, sources, "all native step checks passed")
+@pytest.fixture(scope="module")
+def sanitized(tmp_path_factory) -> dict[str, Path]:
+    """Build the C++ tests with AddressSanitizer, UndefinedBehaviorSanitizer and -Werror, every source at once."""
+    out = tmp_path_factory.mktemp("sanitized")
+    sources = {source for group in SANITIZED_TESTS.values() for source in group}
+    compiling = {
+        source: subprocess.Popen(
+            [*SANITIZED_BUILD, "-c", str(source), "-o", str(out / f"{source.stem}.o")],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for source in sources
+    }
+    for source, compiler in compiling.items():
+        _, errors = compiler.communicate(timeout=300)
+        assert compiler.returncode == 0, f"{source.name}: {errors}"
+    binaries = {}
+    for name, group in SANITIZED_TESTS.items():
+        binaries[name] = out / name
+        objects = [str(out / f"{source.stem}.o") for source in group]
+        linked = subprocess.run(
+            ["c++", *SANITIZERS, *objects, "-o", str(binaries[name]), "-lpthread"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert linked.returncode == 0, linked.stderr
+    return binaries
 
 
-def test_every_block_type_passes_its_own_checks_under_the_sanitizers(tmp_path):
+def run_sanitized(*commands: list, passed: str) -> None:
+    """Run the commands at once, each to `passed`."""
+    running = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for command in commands
+    ]
+    results = [process.communicate(timeout=300) for process in running]
+    for process, (out, errors) in zip(running, results):
+        assert process.returncode == 0 and passed in out, errors[-4000:]
+
+
+def test_the_native_step_passes_its_own_checks_under_address_and_undefined_behaviour_sanitizers(sanitized):
+    """Batches around every tile and chunk, lengths around every page and block of scores, the cache's page pool."""
+    binary = sanitized["native_step_test"]  # half of its models in each of two processes: each uses about a core
+    halves = [[binary, "basics", "gemma3", "longrope"], [binary, "llama", "wide_heads"]]
+    run_sanitized(*halves, passed="all native step checks passed")
+
+
+def test_every_block_type_passes_its_own_checks_under_the_sanitizers(sanitized):
     """Each type's weights against ggml's scalar reference, bit for bit; products the same alone and batched."""
-    sanitized_run(tmp_path, [ROOT / "csrc" / "tests" / "blocks_test.cpp"], "all block checks passed")
+    run_sanitized([sanitized["blocks_test"]], passed="all block checks passed")
 
 
 QUESTIONS = [
@@ -337,7 +458,7 @@ def test_greedy_replies_on_the_embedded_model_are_transformers_own_or_differ_onl
     while batch.rows:
         batch.step()
         batch.remove_done()
-    reference = load_model(Settings(model="", cache_dir=str(embedded_cache), engine="transformers")).family.model
+    reference = load_model(Settings(model="", cache_dir=str(embedded_cache), engine="transformers")).family.model.module
     same, near_ties = 0, []
     for row in rows:
         assert len(row.generated) == 64

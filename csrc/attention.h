@@ -1,0 +1,103 @@
+// Attention over a row's own pages of the KV cache: one query head of one token at a time, in float32, in an order
+// that does not depend on where a position falls in a block or a page.
+#pragma once
+
+#include "blocks.h"
+#include "kv_cache.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+namespace palaver {
+
+// exp of 8 floats (Cephes' expf, as ggml vectorises it): each lane's result depends only on that lane's input.
+inline __m256 exp8(__m256 x) {
+  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)), _mm256_set1_ps(-88.3762626647949f));
+  const __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  const __m256i power = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(power));
+}
+
+// Sum each of 8 accumulators across its lanes, as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)); lane j of the result is
+// accumulator j's sum, which depends on that accumulator alone.
+inline __m256 sums_of(const __m256 (&acc)[8]) {
+  const __m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+  const __m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(acc[4], acc[5]), _mm256_hadd_ps(acc[6], acc[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
+}
+
+inline __m256 load_half(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// One query head of one token attending over positions [begin, length) of its sequence's pages. scores holds
+// length - begin rounded up to 8 floats. Every position's score, weight and contribution is computed the same way
+// wherever it falls, so the result depends only on the query and the row's own keys and values.
+inline void attend(const KvCache& cache, uint16_t* const* pages, int64_t layer, int64_t kv_head, float attn_scale,
+                   const float* q, int64_t begin, int64_t length, float* all_scores, float* out) {
+  const int64_t d = cache.head_dim, page_tokens = cache.page_tokens;
+  const auto key = [&](int64_t t) { return cache.kv_at(pages[t / page_tokens], layer, 0, kv_head, t % page_tokens); };
+  float* scores = all_scores - begin;  // indexed by position: scores[begin] is the buffer's first float
+  const __m256 scale = _mm256_set1_ps(attn_scale);
+  // Scores, 8 positions at a time: 8 independent accumulators instead of one dependent chain per position.
+  // Positions past the end re-read the first key of the block; their lanes are dropped.
+  __m256 best8 = _mm256_set1_ps(-INFINITY);
+  for (int64_t t0 = begin; t0 < length; t0 += 8) {
+    const uint16_t* keys[8];
+    for (int64_t j = 0; j < 8; ++j) keys[j] = key(t0 + j < length ? t0 + j : t0);
+    __m256 acc[8];
+    for (auto& a : acc) a = _mm256_setzero_ps();
+    for (int64_t i = 0; i < d; i += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + i);
+      for (int64_t j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qv, load_half(keys[j] + i), acc[j]);
+    }
+    const __m256 block = _mm256_mul_ps(sums_of(acc), scale);
+    _mm256_storeu_ps(scores + t0, block);
+    const int64_t valid = std::min<int64_t>(8, length - t0);
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), lanes));
+    best8 = _mm256_max_ps(best8, _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), block, keep));
+  }
+  float lanes_best[8];
+  _mm256_storeu_ps(lanes_best, best8);
+  float best = lanes_best[0];
+  for (float value : lanes_best) best = std::max(best, value);
+  // Softmax weights: exp(score - best), summed in 8 lanes (dropped lanes add zero).
+  __m256 total8 = _mm256_setzero_ps();
+  for (int64_t t0 = begin; t0 < length; t0 += 8) {
+    const __m256 weight = exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + t0), _mm256_set1_ps(best)));
+    const int64_t valid = std::min<int64_t>(8, length - t0);
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(valid)), lanes));
+    const __m256 kept = _mm256_and_ps(weight, keep);
+    _mm256_storeu_ps(scores + t0, kept);
+    total8 = _mm256_add_ps(total8, kept);
+  }
+  const __m256 total = _mm256_set1_ps(horizontal_sum(total8));
+  // The weighted values, position by position, into one accumulator per 8 dimensions (64 at a time).
+  for (int64_t d0 = 0; d0 < d; d0 += 64) {
+    const int64_t width = std::min<int64_t>(64, d - d0) / 8;
+    __m256 acc[8];
+    for (auto& a : acc) a = _mm256_setzero_ps();
+    for (int64_t t = begin; t < length; ++t) {
+      const uint16_t* v = cache.kv_at(pages[t / page_tokens], layer, 1, kv_head, t % page_tokens) + d0;
+      const __m256 weight = _mm256_set1_ps(scores[t]);
+      for (int64_t a = 0; a < width; ++a) acc[a] = _mm256_fmadd_ps(weight, load_half(v + 8 * a), acc[a]);
+    }
+    for (int64_t a = 0; a < width; ++a) _mm256_storeu_ps(out + d0 + 8 * a, _mm256_div_ps(acc[a], total));
+  }
+}
+
+}  // namespace palaver

@@ -1,0 +1,85 @@
+// The C interface of palaver_native.so: the native step, its KV cache, and the process's one thread pool. Python
+// binds it through ctypes (palaver/engine/native/binding.py), the C++ tests include it, and palaver_kernels.so links
+// against the library for the pool.
+//
+// Weights are set by their GGUF tensor names. A change to this interface raises kAbiVersion, which the binding
+// checks when it loads the library. A call that can refuse returns a Status, and pv_status_reason names it.
+#pragma once
+
+#include <cstdint>
+
+namespace palaver {
+
+constexpr int64_t kAbiVersion = 2;
+
+enum Status : int64_t {
+  kOk = 0,
+  kBadArgument = -1,        // a count, pointer or id out of its range
+  kBadDimensions = -2,      // a model's dimensions that the kernels cannot run
+  kUnknownTensor = -3,      // a tensor name the step does not read (the caller may skip that tensor)
+  kBadTensor = -4,          // a tensor whose type, shape or layer is not the model's
+  kMissingTensor = -5,      // a tensor the model needs, or the partner of one that is set, is not set
+  kAlreadySet = -6,         // a setting made twice, or after what it must precede
+  kUnknownSequence = -7,    // no such sequence in the cache
+  kOutOfPages = -8,         // the page budget cannot hold the positions asked for
+  kRowTooLong = -9,         // a row's tokens run past the positions reserved for its sequence
+  kRepeatedSequence = -10,  // one sequence in two rows of a step
+  kEmptyRow = -11,          // a row of a step with no tokens
+  kBadToken = -12,          // a token id outside the vocabulary
+  kNotEmpty = -13,          // a copy's target already holds positions
+  kOutOfMemory = -14,       // an allocation, or the page pool's address space, was refused
+};
+
+}  // namespace palaver
+
+extern "C" {
+
+int64_t pv_abi_version();
+// What a status means, in a few words ("out of KV pages"); "unknown status" for a code that is none of them.
+const char* pv_status_reason(int64_t status);
+
+// dims: vocab, hidden, ffn, layers, heads, kv_heads, head_dim. *model is the new model, or null on a refusal.
+palaver::Status pv_model_new(const int64_t* dims, double eps, double rope_base, int64_t adjacent_pairs, void** model);
+void pv_model_free(void* model);
+palaver::Status pv_model_rope(void* model, int64_t rotary_dims, double base, const float* factors,
+                              double attention_factor);
+palaver::Status pv_model_gemma3(void* model, double attn_scale, double rope_factor, int64_t window, double local_base,
+                                const int8_t* sliding);
+// Point the model at a tensor's data by its GGUF name ("blk.3.attn_q.weight", "output_norm.weight").
+palaver::Status pv_model_set(void* model, const char* name, const void* data, int64_t type, int64_t rows,
+                             int64_t cols);
+// Check that every tensor the model needs is set; on a refusal, write the name of one that is not into missing.
+palaver::Status pv_model_check(void* model, char* missing, int64_t capacity);
+
+// *cache is the new cache, or null on a refusal.
+palaver::Status pv_cache_new(void* model, int64_t page_tokens, int64_t max_pages, void** cache);
+void pv_cache_free(void* cache);
+int64_t pv_cache_page_bytes(void* cache);
+int64_t pv_cache_used_pages(void* cache);
+int64_t pv_seq_new(void* cache);  // a sequence id (positive), or kOutOfMemory
+void pv_seq_free(void* cache, int64_t seq);
+int64_t pv_seq_len(void* cache, int64_t seq);  // its positions, or kUnknownSequence
+palaver::Status pv_seq_reserve(void* cache, int64_t seq, int64_t tokens);
+palaver::Status pv_seq_truncate(void* cache, int64_t seq, int64_t length);
+palaver::Status pv_seq_copy(void* cache, int64_t dst, int64_t src, int64_t tokens);
+palaver::Status pv_step(void* model, void* cache, int64_t rows, const int64_t* seqs, const int64_t* counts,
+                        const int32_t* tokens, const int8_t* want, float* logits);
+
+// The process's one thread pool, shared by the native step and the block kernels.
+void pv_set_threads(int64_t threads);
+int64_t pv_threads();
+// Run body(context, begin, end) over [0, total) in chunks of chunk, on the calling thread and the pool's helpers.
+void pv_pool_run(int64_t total, int64_t chunk, void (*body)(void*, int64_t, int64_t), void* context);
+
+}  // extern "C"
+
+namespace palaver {
+
+// Run f(begin, end) over [0, total) in chunks of chunk, on the process's pool.
+template <typename F>
+void run_chunks(int64_t total, int64_t chunk, const F& f) {
+  const auto call = [](void* context, int64_t begin, int64_t end) { (*static_cast<const F*>(context))(begin, end); };
+  pv_pool_run(total, chunk, call, const_cast<void*>(static_cast<const void*>(&f)));
+}
+
+}  // namespace palaver
