@@ -28,7 +28,7 @@ def decode(family, rows: int, decoder, around=contextlib.nullcontext) -> float:
     prompts = [
         family.build_prompt([Message("user", f"Tell me about the sea, part {i}.")], STEPS + 1) for i in range(rows)
     ]
-    family.decoder = decoder
+    family.model.decoder = decoder
     batch = family.start_batch()
     batch.add_many([family.new_row(prompt, params, threading.Event()) for prompt in prompts])
     with around():
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     family = load_model(Settings()).family
-    lean = family.decoder
+    lean = family.model.decoder
     paths = {"lean decode step": lean, "transformers forward": None}
     table = []
     for rows in (1, 16):
@@ -99,9 +99,9 @@ def main() -> None:
                     "torch ops called per step": f"{ops:.0f}",
                 }
             )
-    family.decoder = lean
+    family.model.decoder = lean
     # The tied head reads the embedding's blocks: buffers() yields a shared tensor once.
-    blocks = sum(b.numel() for b in family.model.buffers() if b.dtype == torch.uint8)
+    blocks = sum(b.numel() for b in family.model.module.buffers() if b.dtype == torch.uint8)
     bandwidth = read_bandwidth_gb_s()
     print(
         f"weight blocks read per token: {blocks / 1e6:.1f} MB; one thread reads {bandwidth:.1f} GB/s, "

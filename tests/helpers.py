@@ -20,8 +20,9 @@ def raising(error: Exception):
 
 
 @contextmanager
-def model_held(model):
-    """Hold the model's forward pass until released, to keep the engine busy; yield (busy, release)."""
+def model_held(served):
+    """Hold a torch-served model's forward pass until released, to keep the engine busy; yield (busy, release)."""
+    model = served.module  # the transformers model that the family's TorchServedModel wraps
     busy, release = threading.Event(), threading.Event()
     real_forward = model.forward
 
@@ -143,3 +144,38 @@ def schema_outgrowing_the_parser_mid_reply() -> dict:
         "required": ["a", "b"],
         "$defs": {"w": wide},
     }
+
+
+class GrammarWork:
+    """Stand in for llguidance's LLMatcher where Palaver builds and compiles grammars: record each, then do it."""
+
+    def __init__(self, real):
+        self.real, self.built, self.compiled = real, [], []
+
+    def __call__(self, tokenizer, grammar, *args, **kwargs):
+        self.compiled.append(grammar)
+        return self.real(tokenizer, grammar, *args, **kwargs)
+
+    def __getattr__(self, name):
+        found = getattr(self.real, name)
+        if not name.startswith("grammar_from_"):
+            return found
+
+        def build(source, *args, **kwargs):
+            self.built.append(source)
+            return found(source, *args, **kwargs)
+
+        return build
+
+
+def count_grammar_work(monkeypatch) -> GrammarWork:
+    """Record every grammar Palaver builds (at the boundary or in the engine) and compiles for a model."""
+    from llguidance import LLMatcher
+
+    from palaver.core import json_schemas, tools
+    from palaver.engine.decoding import constraints
+
+    work = GrammarWork(LLMatcher)
+    for module in (json_schemas, tools, constraints):
+        monkeypatch.setattr(module, "LLMatcher", work)
+    return work

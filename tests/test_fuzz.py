@@ -13,8 +13,8 @@ from servers import capped_command, procfile_server, server_env
 
 from commons import Settings
 from palaver.core.errors import InvalidRequest, NotFound
+from palaver.core.json_schemas import grammar_problem
 from palaver.core.parameters import PARAMETER_NAMES, Sampling
-from palaver.core.tools import grammar_problem
 from palaver.web.api.schemas import ChatRequest, FormChatRequest
 from palaver.web.mlflow import ScoringRequest
 from palaver.web.openai.request_schemas import ChatCompletionRequest, TextCompletionRequest
@@ -270,9 +270,8 @@ def test_random_tools_schemas_and_logprobs_parse_or_are_refused_naming_a_field(b
     except InvalidRequest as exc:
         assert exc.param and "Traceback" not in exc.message
         return
-    use = request.tool_use()
-    grammar = use.grammar(request.response_format.schema_text() if request.response_format else None) if use else None
-    assert grammar is None or grammar_problem(grammar) is None, "what the boundary accepts, the engine can enforce"
+    grammar = request.reply_grammar()
+    assert grammar is None or grammar_problem(grammar.text) is None, "what the boundary accepts, the engine can enforce"
 
 
 # ---------------------------------------------------------------------------

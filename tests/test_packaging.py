@@ -29,6 +29,21 @@ ALLOWED = {
     "cli": {"core", "storage", "engine", "backends", "chat"},
 }
 ENTRY_POINTS = ["app.py", "inference.py", "commons.py", "gunicorn.conf.py"]
+ENGINE = PACKAGE / "engine"
+# The engine's own rooms, each with the engine rooms it may import: the two paths share what is below them and
+# never import each other.
+ENGINE_ROOMS = {
+    "gguf": set(),
+    "decoding": set(),
+    "prompting": {"decoding"},
+    "scheduling": {"decoding", "prompting"},
+    "native": {"gguf", "prompting", "decoding"},
+    "torch": {"gguf", "prompting", "decoding"},
+}
+# The modules beside the rooms: engine.py may import anything; the leaves, with the engine rooms each imports, may
+# be imported by any room that may import those rooms itself.
+ENGINE_TOP = "engine"
+ENGINE_LEAVES = {"machine": set(), "model_sources": set(), "contracts": {"decoding"}}
 
 
 def modules_of(package) -> list[str]:
@@ -50,7 +65,8 @@ def imported_names(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module)
+            names.add(node.module)  # and each name as a module of it: `from palaver.engine import machine`
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 
@@ -64,6 +80,38 @@ def test_every_room_imports_only_the_rooms_below_it():
                 if parts[0] == "palaver" and len(parts) > 1 and parts[1] not in allowed | {room}:
                     crossings.append(f"{path.relative_to(ROOT)} imports {name}")
     assert crossings == []
+
+
+def engine_crossings(path: Path, allowed: set[str]) -> list[str]:
+    """Return the imports in path of engine rooms outside allowed, of leaves needing more, and of engine.py."""
+    crossings = []
+    for name in imported_names(path):
+        parts = name.split(".")
+        if parts[:2] != ["palaver", "engine"] or len(parts) < 3:
+            continue
+        target = parts[2]
+        if (target in ENGINE_ROOMS and target not in allowed) or target == ENGINE_TOP:
+            crossings.append(f"{path.relative_to(ROOT)} imports {name}")
+        elif target in ENGINE_LEAVES and not ENGINE_LEAVES[target] <= allowed:
+            crossings.append(f"{path.relative_to(ROOT)} imports {name}, which imports {ENGINE_LEAVES[target]}")
+    return crossings
+
+
+def test_every_engine_room_imports_only_the_engine_rooms_below_it():
+    rooms = sorted(p.name for p in ENGINE.iterdir() if (p / "__init__.py").is_file())
+    assert rooms == sorted(ENGINE_ROOMS)
+    crossings = []
+    for room, allowed in ENGINE_ROOMS.items():
+        for path in (ENGINE / room).rglob("*.py"):
+            crossings += engine_crossings(path, allowed | {room})
+    for leaf, allowed in ENGINE_LEAVES.items():
+        crossings += engine_crossings(ENGINE / f"{leaf}.py", allowed)
+    assert crossings == []
+
+
+def test_only_the_entry_modules_sit_beside_the_engine_rooms():
+    beside = sorted(p.name for p in ENGINE.iterdir() if p.is_file())
+    assert beside == sorted(["__init__.py", f"{ENGINE_TOP}.py", *(f"{leaf}.py" for leaf in ENGINE_LEAVES)])
 
 
 def test_every_module_has_a_test_file_of_its_name():

@@ -10,8 +10,8 @@ from typing import Any
 import openai
 
 from palaver.core.errors import GenerationTimeout, InvalidRequest, ModelNotReady, PalaverError, RateLimited
+from palaver.core.requests import GenerationRequest
 from palaver.core.types import TokenLogprob, ToolCallDelta, TopLogprob, Usage
-from palaver.engine.scheduling.generation import GenerationRequest
 
 log = logging.getLogger("palaver.backends.upstream")
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+from palaver.core.requests import GenerationRequest
 from palaver.core.types import ModelLimits, Reply, ReplyEvents
-from palaver.engine.scheduling.generation import GenerationRequest
 
 
 class Backend(Protocol):
-    """Generate replies for queued requests: the engine in this process, or an upstream server."""
+    """Generate replies for queued requests: the engine in this process, or an upstream server.
+
+    A backend bounds nothing: the router in front of the backends admits each request once.
+    """
 
     @property
     def state(self) -> str:
@@ -24,7 +26,7 @@ class Backend(Protocol):
 
     @property
     def pending(self) -> int:
-        """Return the requests queued or generating."""
+        """Return the requests queued or generating on it."""
         ...
 
     @property
@@ -41,10 +43,6 @@ class Backend(Protocol):
 
     def model_limits(self, timeout: float) -> ModelLimits:
         """Return the model's family and token limits, waiting up to timeout seconds for it; 503 if not ready."""
-        ...
-
-    def waiting(self) -> AbstractContextManager[None]:
-        """Count a request waiting for its conversation's turn toward the pending bound."""
         ...
 
     def describe(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from palaver.backends.admission import Admission
 from palaver.backends.budget import MemoryBudget, RoomInUse
 from palaver.backends.model_list import ModelEntry, configured_models
 from palaver.backends.protocol import Backend
@@ -21,11 +22,11 @@ from palaver.backends.switches import SwitchBudget
 from palaver.backends.upstream import UpstreamEngine
 from palaver.core.config import Settings
 from palaver.core.errors import ModelNotReady, NotFound
+from palaver.core.requests import GenerationRequest
 from palaver.core.types import CALLER, ModelLimits, Reply, ReplyEvents, final
 from palaver.engine.engine import RETRY_AFTER_SECONDS, Engine
 from palaver.engine.machine import give_back, resident_bytes
-from palaver.engine.scheduling.admission import Admission
-from palaver.engine.scheduling.generation import GenerationRequest, Observer
+from palaver.engine.scheduling.generation import Observer
 from palaver.engine.scheduling.turns import StepTurns
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ class ModelRouter:
         self.turns = StepTurns()  # one step at a time across the models, in turn
         self.budget = MemoryBudget(settings.memory_limit)
         self.switches = SwitchBudget(settings.client_switches)
-        # PALAVER_MAX_PENDING bounds the server, not each model: N models must not let N times as many in.
+        # PALAVER_MAX_PENDING bounds the server, not each model: N models must not let N times as many in. This is
+        # the one gate: the backends behind it admit nothing again.
         self.counts: Counter[str] = Counter()
         self.admission = Admission(settings.max_pending, self.counts)
         self._lock = threading.Lock()
@@ -91,6 +93,12 @@ class ModelRouter:
             f"the model '{shown}' does not exist; this server serves {known}", param="model", code="model_not_found"
         )
 
+    def _configured(self, name: str | None) -> str:
+        """Return name if it is a configured one (resolved where its request came in); resolve any other name."""
+        if name is None:
+            return self.default
+        return name if name in self.slots else self.resolve(name)
+
     # Leases: a model in use is never unloaded; one that must load first makes room for itself.
 
     @contextmanager
@@ -99,7 +107,7 @@ class ModelRouter:
 
         client: whom a switch is charged to; by default the caller of the thread that takes the lease.
         """
-        slot, victims = self._lease(self.resolve(name), CALLER.get().client if client is None else client)
+        slot, victims = self._lease(self._configured(name), CALLER.get().client if client is None else client)
         try:
             try:
                 for victim, victim_backend in victims:
@@ -262,11 +270,11 @@ class ModelRouter:
     # The backend protocol, routed by the request's model.
 
     def stream(self, request: GenerationRequest) -> ReplyEvents:
-        """Queue a request on its model; yield its PromptInfo, its text, then its Reply."""
-        request.model = self.resolve(request.model)
+        """Admit a request, the one time, and queue it on its model; yield its PromptInfo, its text, then its Reply."""
+        name = self._configured(request.model)  # an unknown one is a 404 that takes no place
         self.admission.admit()  # one bound for the server, whichever model a request names
         try:
-            with self.using(request.model, request.caller.client) as backend:  # whoever reads the stream
+            with self.using(name, request.caller.client) as backend:  # whoever reads the stream
                 yield from backend.stream(request)
         finally:
             self.admission.finished()

@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 from collections import Counter
-from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -17,7 +16,10 @@ import openai
 from palaver.backends.openai_wire import RETRY_AFTER_SECONDS, pieces, tool_fields, translate
 from palaver.core.config import Settings
 from palaver.core.errors import InvalidRequest, ModelNotReady, PalaverError
+from palaver.core.history import kept_history
+from palaver.core.requests import GenerationRequest
 from palaver.core.types import (
+    Message,
     ModelLimits,
     PromptInfo,
     Reply,
@@ -27,8 +29,8 @@ from palaver.core.types import (
     Usage,
     final,
 )
-from palaver.engine.scheduling.admission import Admission
-from palaver.engine.scheduling.generation import FINISHED, GenerationRequest, Observer, follow
+from palaver.engine.scheduling.generation import FINISHED, Job, Observer, serve
+from palaver.engine.scheduling.in_flight import InFlight
 
 log = logging.getLogger("palaver.backends.upstream")
 
@@ -55,7 +57,7 @@ class UpstreamEngine:
         self.settings = settings
         self.observer = observer or Observer()
         self.counts: Counter[str] = Counter()
-        self.admission = Admission(settings.max_pending, self.counts)
+        self.in_flight = InFlight(self.counts)  # counted, not bounded: the router admits
         self.url = without_credentials(settings.upstream_url)
         self.client = openai.OpenAI(
             base_url=settings.upstream_url,
@@ -91,7 +93,7 @@ class UpstreamEngine:
 
     @property
     def pending(self) -> int:
-        return self.admission.pending
+        return self.in_flight.pending
 
     @property
     def load_seconds(self) -> float:
@@ -148,10 +150,6 @@ class UpstreamEngine:
             extra.get("max_output_tokens"),
         )
 
-    def waiting(self) -> AbstractContextManager[None]:
-        """Count a request that waits for its conversation's turn toward the bound."""
-        return self.admission.waiting_turn()
-
     def describe(self) -> dict[str, Any]:
         """Describe the upstream model and this backend's state for /readyz and the page."""
         if self.limits is None and self.settings.preload:
@@ -183,37 +181,35 @@ class UpstreamEngine:
 
     def stream(self, request: GenerationRequest) -> ReplyEvents:
         """Open the upstream's stream, then yield a PromptInfo, the text as it comes, and the Reply."""
-        limits = self.model_limits(self.settings.load_wait)
-        self.admission.admit()
-        try:
-            params = request.params
-            request.reserve_tokens(min(params.max_new_tokens, limits.max_reply_tokens or params.max_new_tokens))
-            chunks = self._open(request, limits.max_reply_tokens)  # errors before any text keep their status
-        except BaseException:
-            request.result.cancel()  # settles a reservation already made: nothing was generated
-            self.admission.finished()
-            raise
-        request.queued_at = time.monotonic()
-        if request.result.set_running_or_notify_cancel():
-            threading.Thread(target=self._read, args=(request, chunks), name="palaver-upstream", daemon=True).start()
-        else:  # stopped while the stream was opening: nothing to read
-            chunks.close()
-            self.admission.finished()
-            request.deltas.put(FINISHED)
+        job = Job(request)
+        opened: list[Any] = []  # the upstream's stream, once open
 
-        def close_when_stopped() -> None:
-            if request.cancelled.is_set():
+        def start() -> PromptInfo:
+            limits = self.model_limits(self.settings.load_wait)
+            params = request.params
+            job.reserve_tokens(min(params.max_new_tokens, limits.max_reply_tokens or params.max_new_tokens))
+            messages, dropped = sent_history(request)
+            chunks = self._open(request, messages, limits.max_reply_tokens)  # errors before any text keep their status
+            opened.append(chunks)
+            job.queued_at = time.monotonic()
+            self.in_flight.started()  # the reader counts it out, however it ends
+            if not request.cancelled.is_set() and job.result.set_running_or_notify_cancel():
+                reading = threading.Thread(target=self._read, args=(job, chunks, dropped), name="palaver-upstream")
+                reading.daemon = True
+                reading.start()
+            else:  # stopped while the stream was opening: nothing to read
+                chunks.close()
+                self.in_flight.finished()
+                job.deltas.put(FINISHED)
+            return PromptInfo(0, dropped)  # the upstream counts the prompt; its size arrives with the usage
+
+        def close() -> None:
+            for chunks in opened:
                 chunks.close()  # the upstream sees the connection close and stops generating
 
-        try:
-            yield PromptInfo(0, 0)  # the upstream counts the prompt; its size arrives with the usage
-            yield from follow(request, self.settings.request_timeout, close_when_stopped)
-        finally:
-            if not request.result.done():  # the client left, or time ran out: stop the upstream too
-                request.cancel()
-                chunks.close()
+        return serve(job, start, self.settings.request_timeout, close)
 
-    def _open(self, request: GenerationRequest, max_reply_tokens: int | None) -> Any:
+    def _open(self, request: GenerationRequest, messages: list[Message] | None, max_reply_tokens: int | None) -> Any:
         params = request.params
         sampling: dict[str, Any] = {
             "model": self.served_id,
@@ -232,11 +228,11 @@ class UpstreamEngine:
             schema = {"name": "reply", "schema": json.loads(params.json_schema), "strict": True}
             sampling["response_format"] = {"type": "json_schema", "json_schema": schema}
         try:
-            if request.messages is not None:
-                messages: Any = [message.as_dict() for message in request.messages]
+            if messages is not None:
+                sent: Any = [message.as_dict() for message in messages]
                 if params.logprobs is not None:
                     sampling.update(logprobs=True, top_logprobs=params.logprobs)
-                return self.client.chat.completions.create(messages=messages, **sampling, **tool_fields(request))
+                return self.client.chat.completions.create(messages=sent, **sampling, **tool_fields(request))
             assert request.prompt is not None  # a request carries messages or a prompt
             if params.logprobs is not None:
                 sampling["logprobs"] = params.logprobs
@@ -244,8 +240,8 @@ class UpstreamEngine:
         except Exception as exc:
             raise translate(exc) from None
 
-    def _read(self, request: GenerationRequest, chunks: Any) -> None:
-        """Hand the upstream's text to the request as it comes, then its Reply; runs on its own thread."""
+    def _read(self, job: Job, chunks: Any, dropped: int) -> None:
+        """Hand the upstream's text to the job as it comes, then its Reply; runs on its own thread."""
         text, text_pieces, usage, finish_reason = "", 0, None, "stop"
         calls: dict[int, list[str]] = {}  # each call's id, name and arguments as they arrive
         logprobs: list[TokenLogprob] = []
@@ -253,7 +249,7 @@ class UpstreamEngine:
         try:
             with chunks:
                 for piece in pieces(chunks):
-                    if request.cancelled.is_set():
+                    if job.cancelled.is_set():
                         finish_reason = "cancelled"
                         break
                     usage = piece.usage or usage
@@ -261,40 +257,47 @@ class UpstreamEngine:
                         finish_reason = piece.finish_reason if piece.finish_reason in ENDINGS else "stop"
                     for entry in piece.logprobs:
                         logprobs.append(entry)
-                        request.deltas.put(entry)
+                        job.deltas.put(entry)
                     for call in piece.calls:
                         known = calls.setdefault(call.index, ["", "", ""])
                         known[0], known[1] = known[0] or call.id or "", known[1] or call.name or ""
                         known[2] += call.arguments
-                        request.deltas.put(call)
+                        job.deltas.put(call)
                     if piece.text:
                         if first:
                             first = False
-                            self.observer.first_text(time.monotonic() - request.queued_at)
+                            self.observer.first_text(time.monotonic() - job.queued_at)
                         text, text_pieces = text + piece.text, text_pieces + 1
-                        request.deltas.put(piece.text)
-            if request.cancelled.is_set():
+                        job.deltas.put(piece.text)
+            if job.cancelled.is_set():
                 finish_reason = "cancelled"
             reply = Reply(
                 text,
                 usage or Usage(0, text_pieces),
-                0,
+                dropped,
                 finish_reason,
                 tool_calls=tuple(ToolCall(*calls[index]) for index in sorted(calls)),
-                logprobs=tuple(logprobs) if request.params.logprobs is not None else None,
+                logprobs=tuple(logprobs) if job.params.logprobs is not None else None,
             )
             self.counts[reply.finish_reason] += 1
             self.counts["generated_tokens"] += reply.usage.completion_tokens
             self.observer.finished(reply)
-            request.result.set_result(reply)
+            job.result.set_result(reply)
         except Exception as exc:
-            if request.cancelled.is_set():  # closed by Stop or a departed client: what was sent is the reply
-                request.result.set_result(Reply(text, Usage(0, text_pieces), 0, "cancelled"))
+            if job.cancelled.is_set():  # closed by Stop or a departed client: what was sent is the reply
+                job.result.set_result(Reply(text, Usage(0, text_pieces), dropped, "cancelled"))
             else:
-                request.result.set_exception(translate(exc))
+                job.result.set_exception(translate(exc))
         finally:
-            self.admission.finished()
-            request.deltas.put(FINISHED)
+            self.in_flight.finished()
+            job.deltas.put(FINISHED)
 
     def close(self) -> None:
         self.client.close()
+
+
+def sent_history(request: GenerationRequest) -> tuple[list[Message] | None, int]:
+    """Return the messages to send the upstream, at most max_history turns of them, and how many were left out."""
+    if request.messages is None or request.max_history is None:
+        return request.messages, 0
+    return kept_history(request.messages, request.max_history)

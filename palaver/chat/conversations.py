@@ -7,33 +7,24 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING
 
+from palaver.backends.admission import BUSY_RETRY_AFTER_SECONDS
 from palaver.core.errors import ClientDisconnected, ConversationBusy, InvalidRequest, NotFound
+from palaver.core.history import read_from
+from palaver.core.json_schemas import Grammar
 from palaver.core.parameters import GenerationParams
+from palaver.core.requests import GenerationRequest
 from palaver.core.types import CALLER, Message, PromptInfo, Reply, Usage, final
-from palaver.engine.scheduling.admission import BUSY_RETRY_AFTER_SECONDS
-from palaver.engine.scheduling.generation import POLL_SECONDS, GenerationRequest
+from palaver.engine.scheduling.generation import POLL_SECONDS
 from palaver.storage.records import StoredConversation
 from palaver.storage.store import ConversationStore
 
 if TYPE_CHECKING:
     from palaver.backends import ModelRouter
     from palaver.chat.presets import Presets
-
-
-def history_start(turns: int, most: int) -> int:
-    """Return the first of turns a prompt keeps: all up to most, past it whole quarters of most are dropped.
-
-    Dropping in steps, not one turn a turn, keeps the prompt's start the same for several turns in a row,
-    so the prefix cache reuses the conversation's cached keys and values instead of prefilling it afresh.
-    """
-    if turns <= most:
-        return 0
-    step = max(1, most // 4)
-    return -(-(turns - most) // step) * step
 
 
 @dataclass
@@ -56,7 +47,8 @@ class ChatInput:
     params: GenerationParams
     preset: str | None = None
     replace_last_turn: bool = False  # regenerate or edit: the new turn takes the last one's place
-    model: str | None = None  # the configured model a new conversation runs on; None: the default
+    model: str | None = None  # the model a new conversation runs on, as the client named it; None: the default
+    grammar: Grammar | None = None  # what the reply must follow (params.json_schema's), built and checked already
 
 
 @dataclass(frozen=True)
@@ -124,8 +116,8 @@ class Chat:
         client_gone: Callable[[], bool] | None = None,
     ) -> Generator[PromptInfo | str | ChatTurn, None, None]:
         """Yield the PromptInfo, the reply's text as it comes, then the ChatTurn; store the turn."""
-        if chat_input.model:
-            self.backend.resolve(chat_input.model)  # an unknown name is a 404 before the conversation is touched
+        # The one resolution of the name the client sent: an unknown one is a 404 before the conversation is touched.
+        asked = self.backend.resolve(chat_input.model) if chat_input.model else None
         with self._turn(conversation_id, owner, client_gone) as conversation:
             replacing = chat_input.replace_last_turn
             # Read once the turn is ours, so it holds the previous reply; only the turns the prompt can hold.
@@ -141,11 +133,17 @@ class Chat:
                     param="conversation_id",
                 )
             history = stored.messages if stored else []
-            model = self._model_of(chat_input, stored.model if stored else None)
+            unread = 2 * stored.first_turn if stored else 0  # older messages, which the prompt would leave out too
+            model = self._model_of(asked, stored.model if stored else None)
             preset = self.presets.get(chat_input.preset or (stored.preset if stored else None))
             user_turn = Message("user", chat_input.text)
             request = GenerationRequest(
-                chat_input.params, messages=preset.apply([*history, user_turn]), model=model, client_gone=client_gone
+                chat_input.params,
+                messages=preset.apply([*history, user_turn]),
+                grammar=chat_input.grammar,
+                model=model,
+                max_history=self.max_history,
+                client_gone=client_gone,
             )
             shown, finished, started = "", False, time.monotonic()
 
@@ -159,6 +157,8 @@ class Chat:
             try:
                 with closing(self.backend.stream(request)) as items:
                     for item in items:
+                        if isinstance(item, (PromptInfo, Reply)) and unread:
+                            item = replace(item, truncated_turns=item.truncated_turns + unread)
                         if isinstance(item, Reply):
                             seconds = None
                             if item.text or item.finish_reason != "cancelled":  # stopped before any text: no turn
@@ -181,12 +181,12 @@ class Chat:
             finally:
                 conversation.active = None
 
-    def _model_of(self, chat_input: ChatInput, stored: str | None) -> str:
+    def _model_of(self, asked: str | None, stored: str | None) -> str:
         """Return the model a turn runs on: the conversation's own once it has one; 400 for a different one."""
-        asked = self.backend.resolve(chat_input.model) if chat_input.model else None
         if stored is None:
-            return asked or self.backend.resolve(None)
-        kept = self.backend.resolve(stored)  # a model no longer configured is a 404 that names the others
+            return asked or self.backend.default
+        # A model no longer configured is a 404 that names the others; one the client named again is known.
+        kept = stored if stored == asked else self.backend.resolve(stored)
         if asked is not None and asked != kept:
             raise InvalidRequest(
                 f"'model': this conversation runs on '{kept}'; start a new conversation to talk to '{asked}'",
@@ -195,9 +195,9 @@ class Chat:
         return kept
 
     def _prompt_turns(self, turns: int, replacing: bool) -> range:
-        """Return the stored turns a new turn's prompt carries: those before any it replaces, as the window allows."""
+        """Return the stored turns to read for a new turn's prompt: those before any it replaces that it may keep."""
         kept = turns - 1 if replacing else turns
-        return range(history_start(kept, self.max_history // 2), kept)
+        return range(read_from(kept, self.max_history), kept)
 
     @contextmanager
     def _turn(

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from palaver.chat.presets import Preset
 from palaver.core.errors import PalaverError
 from palaver.core.parameters import GenerationParams
+from palaver.core.requests import GenerationRequest
 from palaver.core.types import Message
-from palaver.engine.scheduling.generation import GenerationRequest
 
 if TYPE_CHECKING:
     from palaver.backends import ModelRouter

@@ -11,8 +11,8 @@ import requests
 
 from palaver.chat.presets import Preset
 from palaver.core.parameters import GenerationParams
+from palaver.core.requests import GenerationRequest
 from palaver.core.types import Message, Reply
-from palaver.engine.scheduling.generation import GenerationRequest
 
 if TYPE_CHECKING:
     from palaver.backends import Backend

@@ -146,9 +146,10 @@ class Settings:
     max_context_tokens: int = setting(2048, "Cap on prompt plus reply tokens, below the model's own context length.")
     max_history_turns: int = setting(
         40,
-        "Most recent messages (user and assistant) sent to the model with each turn; every message is stored. "
-        "Past it, older turns are dropped a quarter of this at a time, so that consecutive turns share the "
-        "cached start of their prompt.",
+        "Most recent messages (user and assistant) sent to the model before each new one; every message is "
+        "stored. Past it, or past the model's context, the oldest are left out four user turns at a time (a "
+        "quarter of this, if less), so that consecutive turns share the cached start of their prompt; the "
+        "reply's `truncated_turns` counts them.",
     )
     database_url: str = setting(
         "",

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from re import _constants as sre_constants  # type: ignore[attr-defined]  # the parser re itself uses
 from re import _parser as sre_parser  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any, Literal
 
 from llguidance import LLMatcher, LLParserLimits
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, model_validator
+from pydantic_core import PydanticCustomError
 
 from palaver.core.validation import RequestModel, body_error, field_error
 
@@ -34,6 +36,26 @@ ROW_ITEMS = 10_000
 PARSER_LIMITS = LLParserLimits(max_items_in_row=ROW_ITEMS, verbose_errors=False)
 NOT_SCHEMAS = ("const", "enum", "default", "examples")  # values, not schemas: nothing in them is enforced
 ANY_OBJECT = '{"type":"object"}'
+SCHEMA_PARAM = "response_format.json_schema.schema"
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """What a reply must follow, built and checked where its request came in, for a backend to compile once."""
+
+    text: str  # the grammar library's grammar, from a JSON schema or Lark: no tokenizer needed to build it
+    param: str  # the request field it came from, which an error enforcing it names
+
+
+def schema_grammar(schema: str) -> str:
+    """Return the grammar for a JSON schema written as compact JSON: no whitespace a reply could run on in."""
+    return LLMatcher.grammar_from_json_schema(schema, defaults=COMPILE_OPTIONS)
+
+
+def grammar_problem(grammar: str) -> str | None:
+    """Return why the grammar library cannot enforce a built grammar, or None when it can."""
+    problem = LLMatcher.validate_grammar(grammar, limits=PARSER_LIMITS)
+    return problem if problem and not problem.startswith("WARNING") else None
 
 
 def nesting(value: Any, most: int) -> int:
@@ -144,6 +166,24 @@ def path_of(schema: Any, key: str, path: str = "#") -> str | None:
 
 def canonical_schema(schema: Any) -> str:
     """Return schema as compact JSON, or raise a field error that names what cannot be enforced and where."""
+    return checked_schema(schema)[0]
+
+
+def checked_schema(schema: Any, field: str | None = None) -> tuple[str, str]:
+    """Return schema as compact JSON and its grammar, or raise a field error (about field, if given) saying why not."""
+    try:
+        text = bounded_schema(schema)
+        grammar = schema_grammar(text)
+        problem = grammar_problem(grammar)
+        if problem is not None:
+            raise field_error(explain(problem, schema))
+    except PydanticCustomError as error:
+        raise field_error(str((error.context or {})["must"]), field) from None
+    return text, grammar
+
+
+def bounded_schema(schema: Any) -> str:
+    """Return schema as compact JSON, or raise a field error if its size, depth or patterns are out of bounds."""
     if not isinstance(schema, dict):
         raise field_error("must be a JSON object: a JSON schema")
     if nesting(schema, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:  # before anything recurses into it
@@ -155,10 +195,6 @@ def canonical_schema(schema: Any) -> str:
     if len(text) > MAX_SCHEMA_BYTES:
         raise field_error(f"must be at most {MAX_SCHEMA_BYTES} bytes of JSON (got {len(text)})")
     enforceable_size(schema)
-    grammar = LLMatcher.grammar_from_json_schema(text, defaults=COMPILE_OPTIONS)
-    problem = LLMatcher.validate_grammar(grammar, limits=PARSER_LIMITS)
-    if problem and not problem.startswith("WARNING"):
-        raise field_error(explain(problem, schema))
     return text
 
 
@@ -178,12 +214,17 @@ class JsonSchemaFormat(RequestModel):
     schema_: Any = Field(default_factory=dict, alias="schema", description="The JSON schema: an object.")
     strict: bool | None = Field(None, description="Always enforced here; accepted for OpenAI clients.")
     description: str | None = Field(None, max_length=1000)
+    _grammar: str = PrivateAttr("")  # built once, when the schema is checked
 
-    @field_validator("schema_")
-    @classmethod
-    def _enforceable(cls, schema: Any) -> Any:
-        canonical_schema(schema)
-        return schema
+    @model_validator(mode="after")
+    def _enforceable(self) -> JsonSchemaFormat:
+        self._grammar = checked_schema(self.schema_, field="schema")[1]
+        return self
+
+    @property
+    def grammar(self) -> str:
+        """Return the schema's grammar, built when it was checked."""
+        return self._grammar
 
 
 class ResponseFormat(RequestModel):
@@ -200,6 +241,14 @@ class ResponseFormat(RequestModel):
                 param="response_format.json_schema",
             )
         return self
+
+    def grammar(self) -> Grammar | None:
+        """Return the grammar the reply must follow, as checked with the request; None for plain text."""
+        if self.type == "json_object":
+            return Grammar(schema_grammar(ANY_OBJECT), "response_format")
+        if self.json_schema is not None:
+            return Grammar(self.json_schema.grammar, SCHEMA_PARAM)
+        return None
 
     def schema_text(self) -> str | None:
         """Return the schema the reply must follow as compact JSON, or None for plain text."""

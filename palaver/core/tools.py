@@ -9,7 +9,7 @@ from typing import Any, Literal
 from llguidance import LLMatcher
 from pydantic import Field, field_validator
 
-from palaver.core.json_schemas import PARSER_LIMITS, canonical_schema, compact
+from palaver.core.json_schemas import SCHEMA_PARAM, Grammar, canonical_schema, compact, schema_grammar
 from palaver.core.validation import RequestModel, field_error
 
 MAX_TOOLS = 128  # OpenAI's own limit
@@ -146,7 +146,16 @@ def with_options(schema: str, options: dict[str, Any]) -> str:
     return json.dumps({**json.loads(schema), "x-guidance": options}, ensure_ascii=False)
 
 
-def grammar_problem(grammar: str) -> str | None:
-    """Return why the grammar library cannot enforce grammar, or None when it can."""
-    problem = LLMatcher.validate_grammar(LLMatcher.grammar_from_lark(grammar), limits=PARSER_LIMITS)
-    return problem if problem and not problem.startswith("WARNING") else None
+def lark_grammar(lark: str) -> str:
+    """Return the grammar for Lark text, such as ToolUse.grammar's."""
+    return LLMatcher.grammar_from_lark(lark)
+
+
+def grammar_for(json_schema: str | None, tools: ToolUse | None) -> Grammar | None:
+    """Build, unchecked, the grammar a reply must follow: its calls' (and its answer's), its schema's, or None."""
+    calls = tools.grammar(json_schema) if tools is not None else None
+    if calls is not None:
+        return Grammar(lark_grammar(calls), "tools")
+    if json_schema is not None:
+        return Grammar(schema_grammar(json_schema), SCHEMA_PARAM)
+    return None

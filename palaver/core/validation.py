@@ -37,9 +37,9 @@ class RequestModel(BaseModel):
             raise invalid_request(exc.errors()[0], cls) from None
 
 
-def field_error(must: str) -> PydanticCustomError:
-    """Return an error the translation completes as "'<field>' <must>"."""
-    return PydanticCustomError("palaver_field", "{must}", {"must": must})
+def field_error(must: str, field: str | None = None) -> PydanticCustomError:
+    """Return an error the translation completes as "'<field>' <must>"; a model's check names its field."""
+    return PydanticCustomError("palaver_field", "{must}", {"must": must, "field": field})
 
 
 def body_error(message: str, param: str | None = None) -> PydanticCustomError:
@@ -71,6 +71,7 @@ def invalid_request(error: ErrorDetails, model: type[BaseModel]) -> PalaverError
     if kind == "palaver_unsupported":
         return InvalidRequest(ctx["message"], param=param, code="unsupported_parameter")
     if kind == "palaver_field":
+        param = ".".join(part for part in (param, ctx.get("field")) if part) or None
         return InvalidRequest(f"'{param}' {ctx['must']}", param=param)
     if kind == "missing":
         return InvalidRequest(f"'{param}' is required", param=param)

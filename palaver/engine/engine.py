@@ -1,4 +1,7 @@
-"""The engine: one worker thread per model that loads it once, then serves a queue of requests."""
+"""The engine: one worker thread per model that loads it once, then serves a queue of requests.
+
+It bounds nothing: the router in front of it admits each request once, against PALAVER_MAX_PENDING.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +10,19 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import closing
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from palaver.core.config import Settings
 from palaver.core.errors import ConfigurationError, ModelNotReady, ModelRefused
+from palaver.core.requests import GenerationRequest
 from palaver.core.tool_calls import read_calls
 from palaver.core.types import ModelLimits, ModelSource, PromptInfo, Reply, ReplyEvents, final
 from palaver.engine.machine import give_back, resident_bytes
-from palaver.engine.scheduling.admission import Admission
 from palaver.engine.scheduling.fair_queue import FairQueue
-from palaver.engine.scheduling.generation import GenerationRequest, Observer, follow
+from palaver.engine.scheduling.generation import Job, Observer, serve
+from palaver.engine.scheduling.in_flight import InFlight
 from palaver.engine.scheduling.request_inputs import RequestInputs
 from palaver.engine.scheduling.turns import StepTurns
 from palaver.engine.scheduling.worker import BatchWorker
@@ -64,8 +68,8 @@ class Engine:
         self.load_error: str | None = None
         self.load_bytes = 0  # how much resident memory the load took: the weights, and on transformers, torch
         self.settled_at = 0.0  # when the last load attempt succeeded or failed
-        self.counts: Counter = Counter()  # requests by how they finished, and generated tokens
-        self.admission = Admission(settings.max_pending, self.counts)
+        self.counts: Counter[str] = Counter()  # requests by how they finished, and generated tokens
+        self.in_flight = InFlight(self.counts)  # counted, not bounded: the router admits
 
     @property
     def state(self) -> str:
@@ -118,26 +122,21 @@ class Engine:
 
     def stream(self, request: GenerationRequest) -> ReplyEvents:
         """Queue a request; yield its PromptInfo, then its text as it is generated, then its Reply."""
-        self.loaded_model(self.settings.load_wait)
-        self.admission.admit()
-        try:
+        job = Job(request)
+
+        def start() -> PromptInfo:
+            self.loaded_model(self.settings.load_wait)
             # On the caller's thread: a long history costs its own request time, never the engine's.
-            self._inputs().prepare(request)
-            assert request.built is not None
-            request.reserve_tokens(min(request.params.max_new_tokens, self._family().reply_limit()))
-        except BaseException:
-            request.result.cancel()  # settles a reservation already made: nothing was generated
-            self.admission.finished()
-            raise
-        request.queued_at = time.monotonic()
-        self._queue.put(request)
-        try:
-            yield PromptInfo(len(request.built.input_ids), request.built.truncated_turns)
-        except GeneratorExit:  # closed before its text was read (a sibling choice's client left): stop it too
-            request.cancel()
-            raise
-        events = follow(request, self.settings.request_timeout)
-        yield from read_calls(events) if request.tools is not None and request.tools.calls_possible else events
+            self._inputs().prepare(job)
+            assert job.built is not None
+            job.reserve_tokens(min(request.params.max_new_tokens, self._family().reply_limit()))
+            job.queued_at = time.monotonic()
+            self.in_flight.started()  # the worker counts it out, however it ends
+            self._queue.put(job)
+            return PromptInfo(len(job.built.input_ids), job.built.truncated_turns)
+
+        with closing(serve(job, start, self.settings.request_timeout)) as events:
+            yield from read_calls(events) if request.tools is not None and request.tools.calls_possible else events
 
     def tokenize(self, request: GenerationRequest) -> list[int]:
         """Return the token ids the model would be fed for request: the same prompt stream() builds."""
@@ -152,16 +151,7 @@ class Engine:
     @property
     def pending(self) -> int:
         """Return the requests queued or generating."""
-        return self.admission.pending
-
-    @property
-    def waiting_count(self) -> int:
-        """Return the requests waiting for their conversation's previous turn to end."""
-        return self.admission.waiting
-
-    def waiting(self) -> AbstractContextManager[None]:
-        """Count a request that waits before it can queue (behind its conversation's turn) toward the bound."""
-        return self.admission.waiting_turn()
+        return self.in_flight.pending
 
     def generate(self, request: GenerationRequest) -> Reply:
         """Queue a request and wait for its whole reply."""
@@ -198,10 +188,7 @@ class Engine:
 
     def kv_bytes(self) -> tuple[int, int]:
         """Return the native KV cache's budget and the bytes of it in use; (0, 0) on the transformers path."""
-        cache = getattr(getattr(self.model.family, "model", None), "cache", None) if self.model else None
-        if cache is None:
-            return 0, 0
-        return cache.max_pages * cache.page_bytes, cache.used_pages * cache.page_bytes
+        return self.model.family.model.kv_bytes() if self.model is not None else (0, 0)
 
     def _not_ready(self) -> ModelNotReady:
         if self.load_error and self.state == "failed":  # why stays in the server's log: it may name files
@@ -230,7 +217,7 @@ class Engine:
             self.settled_at = time.monotonic()
             self._settled.set()
         worker = BatchWorker(
-            self.model.family, self.settings, self._queue, self.turns, self.observer, self.admission, self._inputs
+            self.model.family, self.settings, self._queue, self.turns, self.observer, self.in_flight, self._inputs
         )
         worker.run()
 

@@ -13,9 +13,9 @@ from pydantic import BeforeValidator, Field, model_validator
 from palaver.backends.mlflow_models import OpenAIModel, find_mlflow_model
 from palaver.core.errors import InvalidRequest
 from palaver.core.parameters import Sampling
+from palaver.core.requests import GenerationRequest
 from palaver.core.types import Message, Reply, final
 from palaver.core.validation import RequestModel, body_error, field_error
-from palaver.engine.scheduling.generation import GenerationRequest
 from palaver.web.api.schemas import prompt_list
 from palaver.web.body import read_json
 from palaver.web.errors import json_error, to_palaver_error

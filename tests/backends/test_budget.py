@@ -12,9 +12,9 @@ from palaver.backends.budget import MemoryBudget
 from palaver.backends.model_list import ModelEntry
 from palaver.backends.slot import Slot
 from palaver.core.errors import ModelNotReady
+from palaver.core.requests import GenerationRequest
 from palaver.core.types import Message, Reply, final
 from palaver.engine.machine import HEADROOM_BYTES, resident_bytes
-from palaver.engine.scheduling.generation import GenerationRequest
 
 
 class Loaded:

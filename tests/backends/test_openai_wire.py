@@ -7,9 +7,9 @@ from openai.types.chat import ChatCompletionChunk
 from palaver.backends.openai_wire import pieces, tool_fields, translate, upstream_logprobs
 from palaver.core.errors import InvalidRequest, ModelNotReady
 from palaver.core.parameters import GenerationParams
+from palaver.core.requests import GenerationRequest
 from palaver.core.tools import FunctionTool, NamedToolChoice, ToolUse
 from palaver.core.types import TokenLogprob, ToolCallDelta, TopLogprob, Usage
-from palaver.engine.scheduling.generation import GenerationRequest
 
 PARAMS = GenerationParams(8, 0.0, 1.0, 0, 1.0, False, None)
 CLOCK = FunctionTool.model_validate({"type": "function", "function": {"name": "get_time"}})

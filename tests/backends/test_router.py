@@ -9,14 +9,15 @@ from pathlib import Path
 import openai
 import pytest
 import requests
+from helpers import HELLO, model_held
 from servers import client_at, procfile_server
 from timing import wait_until
 
 from commons import Settings
 from palaver.backends import ModelRouter
 from palaver.core.errors import ModelNotReady, NotFound, ServerBusy
+from palaver.core.requests import GenerationRequest
 from palaver.core.types import Reply, final
-from palaver.engine.scheduling.generation import GenerationRequest
 from palaver.engine.scheduling.turns import StepTurns
 
 NAMES = ["llama", "dialogpt", "blender"]
@@ -288,6 +289,25 @@ def test_the_pending_bound_holds_for_the_server_whichever_model_a_request_names(
         assert router.generate(GenerationRequest(params, prompt="hi", model="two")).usage.completion_tokens > 0
     finally:
         router.close()
+
+
+def test_a_request_is_admitted_once_so_a_departed_clients_place_is_free_at_once(make_router, chat_model):
+    router = make_router(chat_model, max_pending=1)
+    assert router.wait_ready(30)
+    params = router.settings.generation_defaults()
+    with model_held(router.loaded().model.family.model) as (busy, release):
+        left = router.stream(GenerationRequest(params, messages=HELLO))
+        next(left)
+        assert busy.wait(10)
+        with pytest.raises(ServerBusy):  # the server's one bound holds
+            router.generate(GenerationRequest(params, messages=HELLO))
+        left.close()  # its client left; the engine winds it down at its next step, once the model is free
+        assert router.pending == 0 and router.loaded().pending == 1
+        following = router.stream(GenerationRequest(params, messages=HELLO))
+        assert next(following).prompt_tokens > 0, "no second bound, the engine's, refuses it"
+        release.set()
+        assert final(following, Reply).usage.completion_tokens > 0
+    assert router.describe()["requests"]["refused_busy"] == 1 and router.pending == 0
 
 
 def test_a_model_that_failed_to_load_is_tried_again_after_a_back_off_and_the_default_stays_served(

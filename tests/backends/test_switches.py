@@ -6,8 +6,8 @@ from helpers import one_model_at_a_time
 from palaver.backends import ModelRouter
 from palaver.backends.switches import SwitchBudget
 from palaver.core.errors import RateLimited
+from palaver.core.requests import GenerationRequest
 from palaver.core.types import CALLER, Caller, Reply, final
-from palaver.engine.scheduling.generation import GenerationRequest
 
 
 class Clock:

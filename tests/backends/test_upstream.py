@@ -272,3 +272,19 @@ def test_tools_and_logprobs_pass_through_to_the_upstream(long_upstream, tmp_path
         )
         text = client.completions.create(model="long-chat-llama", prompt="Once", max_tokens=3, logprobs=1).choices[0]
         assert len(text.logprobs.tokens) == 3 and all(len(top) == 1 for top in text.logprobs.top_logprobs)
+
+
+def test_a_conversation_sent_upstream_keeps_at_most_its_turn_count_in_blocks_and_says_how_many_went():
+    from palaver.backends.upstream import sent_history
+    from palaver.core.config import Settings
+    from palaver.core.requests import GenerationRequest
+    from palaver.core.types import Message
+
+    turns = [Message("user" if index % 2 == 0 else "assistant", f"turn {index}") for index in range(21)]
+    params = Settings().generation_defaults()
+    messages, dropped = sent_history(
+        GenerationRequest(params, messages=[Message("system", "be brief"), *turns], max_history=8)
+    )
+    assert dropped == 12 and [m.content for m in messages] == ["be brief", *(m.content for m in turns[12:])]
+    assert sent_history(GenerationRequest(params, messages=turns)) == (turns, 0), "the API's history is the client's"
+    assert sent_history(GenerationRequest(params, prompt="x", max_history=8)) == (None, 0)

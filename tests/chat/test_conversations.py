@@ -3,11 +3,11 @@
 import threading
 
 import pytest
-from helpers import model_held, raising
+from helpers import model_held, raising, seed_turns
 from timing import wait_until
 
 from commons import Settings
-from palaver.chat.conversations import Chat, ChatInput, history_start
+from palaver.chat.conversations import Chat, ChatInput
 from palaver.chat.presets import Presets
 from palaver.core.errors import ConversationBusy, GenerationFailed, InvalidRequest, NotFound, ServerBusy
 from palaver.core.parameters import Sampling
@@ -41,14 +41,24 @@ def contents(chat, conversation_id):
 
 def test_only_the_latest_messages_are_sent_but_all_are_stored(make_router, chat_model, tmp_path):
     chat = Chat(sqlite_store(tmp_path / "db"), make_router(chat_model), Presets(Settings()), max_history=2)
-    sent = []
-    real_stream = chat.backend.stream
-    chat.backend.stream = lambda request: sent.append(request.messages) or real_stream(request)
     turn = chat.send(chat_input("one"))
-    for text in ("two", "three"):
-        chat.send(chat_input(text, turn.conversation_id))
-    assert [m.content for m in sent[-1]][::2] == ["two", "three"] and len(sent[-1]) == 3
+    replies = [chat.send(chat_input(text, turn.conversation_id)).reply for text in ("two", "three")]
+    assert [reply.truncated_turns for reply in replies] == [0, 2], "the new message and the two before it are sent"
     assert [m.content for m in chat.history(turn.conversation_id)][::2] == ["one", "two", "three"]
+
+
+def test_a_long_conversation_reads_only_what_its_prompt_keeps_and_says_how_many_it_left_out(
+    make_router, chat_model, tmp_path
+):
+    chat = Chat(sqlite_store(tmp_path / "db"), make_router(chat_model), Presets(Settings()), max_history=8)
+    conversation_id = chat.send(chat_input("first")).conversation_id
+    seed_turns(chat.store, conversation_id, 29)
+    read: list[range] = []
+    real_get = chat.store.get
+    chat.store.get = lambda *args: read.extend(args[2:] and [args[2](30)]) or real_get(*args)
+    reply = chat.send(chat_input("thirty-first", conversation_id)).reply
+    assert read == [range(24, 30)], "a block's start, and no more than the prompt may keep"
+    assert reply.truncated_turns == 52, "all 60 stored messages but the last 8 were left out, unread ones too"
 
 
 def test_chat_remembers_and_sends_the_history(chat):
@@ -68,7 +78,7 @@ def test_unknown_conversation_is_not_found_unless_restarting(chat):
 
 def test_a_failed_generation_leaves_no_dangling_user_turn(chat):
     turn = chat.send(chat_input("hello"))
-    chat.backend.loaded().model.family.model.forward = raising(RuntimeError("boom"))
+    chat.backend.loaded().model.family.model.module.forward = raising(RuntimeError("boom"))
     with pytest.raises(GenerationFailed):
         chat.send(chat_input("lost", turn.conversation_id))
     assert contents(chat, turn.conversation_id) == ["hello", turn.reply.text]
@@ -128,10 +138,10 @@ def test_failed_and_refused_turns_create_no_conversation(chat):
     for _ in range(5):
         with pytest.raises(InvalidRequest):  # too long for the model's context
             chat.send(chat_input("hello there " * 400))
-    chat.backend.loaded().model.family.model.forward = raising(RuntimeError("boom"))
+    chat.backend.loaded().model.family.model.module.forward = raising(RuntimeError("boom"))
     with pytest.raises(GenerationFailed):
         chat.send(chat_input("lost"))
-    del chat.backend.loaded().model.family.model.forward
+    del chat.backend.loaded().model.family.model.module.forward
     assert chat.store.count() == 1 and chat.history(kept), "a real conversation survives a flood of failures"
 
 
@@ -196,12 +206,6 @@ def test_waiting_on_a_conversation_counts_toward_the_pending_bound(chat):
         holder.join(10)
         waiter.join(10)
     assert [m.content for m in chat.history(conversation_id) if m.role == "user"] == ["start", "held", "waits"]
-
-
-def test_past_the_window_whole_quarters_of_history_are_dropped_at_once():
-    assert [history_start(turns, 20) for turns in (0, 20, 21, 25, 26, 30, 31)] == [0, 0, 5, 5, 10, 10, 15]
-    assert [history_start(turns, 1) for turns in (1, 2, 3)] == [0, 1, 2]
-    assert history_start(5, 0) == 5, "no history at all"
 
 
 def test_a_conversation_past_its_history_window_keeps_reusing_its_cached_prompt(make_router, chat_model, tmp_path):

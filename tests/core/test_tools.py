@@ -6,7 +6,8 @@ import pytest
 from llguidance import LLMatcher, LLTokenizer
 
 from palaver.core.errors import InvalidRequest
-from palaver.core.tools import FunctionTool, ToolUse, grammar_problem, unique_names
+from palaver.core.json_schemas import SCHEMA_PARAM, grammar_problem, schema_grammar
+from palaver.core.tools import FunctionTool, ToolUse, grammar_for, lark_grammar, unique_names
 from palaver.core.validation import RequestModel
 
 WEATHER = {
@@ -45,9 +46,7 @@ def byte_matcher(grammar: str) -> LLMatcher:
         "model": {"type": "BPE", "vocab": vocab, "merges": [], "byte_fallback": True},
         "decoder": {"type": "ByteFallback"},
     }
-    matcher = LLMatcher(
-        LLTokenizer(json.dumps(tokenizer), n_vocab=257, eos_token=256), LLMatcher.grammar_from_lark(grammar)
-    )
+    matcher = LLMatcher(LLTokenizer(json.dumps(tokenizer), n_vocab=257, eos_token=256), lark_grammar(grammar))
     assert not matcher.is_error(), matcher.get_error()
     return matcher
 
@@ -58,7 +57,7 @@ def call(name, arguments):
 
 def test_required_allows_only_well_formed_calls_of_the_tools():
     grammar = use(WEATHER, CLOCK, choice="required").grammar()
-    assert grammar_problem(grammar) is None
+    assert grammar_problem(lark_grammar(grammar)) is None
     assert accepts(grammar, call("get_weather", '{"city": "Paris", "unit": "c"}'))
     assert accepts(grammar, call("get_time", "{}") + "\n" + call("get_time", "{}"))
     assert not accepts(grammar, "It is sunny.")
@@ -142,3 +141,13 @@ def test_a_function_named_like_a_mode_is_still_the_one_named():
     called_none = {"type": "function", "function": {"name": "none"}}
     grammar = use(called_none, CLOCK, choice=json_choice("none")).grammar()
     assert grammar is not None and accepts(grammar, call("none", "{}")) and not accepts(grammar, call("get_time", "{}"))
+
+
+def test_the_grammar_a_reply_must_follow_is_its_calls_then_its_schema_then_none():
+    schema = '{"type":"object"}'
+    calls = grammar_for(schema, use(CLOCK, choice="auto"))
+    assert calls is not None and calls.param == "tools"
+    assert calls.text == lark_grammar(use(CLOCK, choice="auto").grammar(schema)), "the answer's schema is in the calls'"
+    assert grammar_for(schema, use(CLOCK, choice="none")) == grammar_for(schema, None)
+    assert grammar_for(schema, None).text == schema_grammar(schema) and grammar_for(schema, None).param == SCHEMA_PARAM
+    assert grammar_for(None, use(CLOCK, choice="none")) is None and grammar_for(None, None) is None

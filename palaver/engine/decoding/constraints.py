@@ -10,7 +10,7 @@ import numpy as np
 from llguidance import LLMatcher, LLTokenizer
 
 from palaver.core.errors import InvalidRequest
-from palaver.core.json_schemas import COMPILE_OPTIONS, PARSER_LIMITS
+from palaver.core.json_schemas import PARSER_LIMITS
 
 CACHED_GRAMMARS = 64  # compiled grammars kept, least recently used first out
 # A number's digits in a row, past which the grammar's other choices win: a schema without bounds allows
@@ -26,16 +26,6 @@ def tokenizer_json(tokenizer: Any) -> str | None:
         if to_str is not None:
             return str(to_str())
     return None
-
-
-def json_schema_grammar(schema: str) -> str:
-    """Return the grammar for a JSON schema (compact JSON, already checked at the boundary)."""
-    return LLMatcher.grammar_from_json_schema(schema, defaults=COMPILE_OPTIONS)
-
-
-def lark_grammar(lark: str) -> str:
-    """Return the grammar for Lark text (already checked at the boundary)."""
-    return LLMatcher.grammar_from_lark(lark)
 
 
 class GrammarFailed(InvalidRequest):
@@ -134,7 +124,10 @@ class Constraints:
             return self._token_bytes
 
     def constraint(self, grammar: str, param: str = "response_format") -> Constraint:
-        """Return a fresh constraint for grammar (from json_schema_grammar or lark_grammar); param is its field."""
+        """Return a fresh constraint for a built grammar (a request's Grammar.text); param is the field it came from.
+
+        Compiled against the tokenizer once per grammar text: a compiled matcher is never used, only copied.
+        """
         with self._lock:
             self._tokens()  # a model without a fast tokenizer gets its 400 before anything is built
         token_bytes = self.token_bytes()

@@ -17,13 +17,13 @@ PREFILL_CHUNK_TOKENS = 128
 
 
 @dataclass(eq=False)
-class Slot:
+class RowPages:
     """A row's sequence in the KV cache, and how much of its prompt the cache holds."""
 
     row: Row
     sequence: int
     fed: int  # prompt tokens already in the cache
-    leader: Slot | None = None  # a slot with the same prompt, whose computed positions this one copies
+    leader: RowPages | None = None  # a row with the same prompt, whose computed positions this one copies
 
     @property
     def prefilling(self) -> bool:
@@ -38,13 +38,13 @@ class NativeBatch:
         self.prefix_cache = prefix_cache
         if prefix_cache is not None:
             prefix_cache.release = cache.free  # an evicted entry's pages go back to the budget
-        self.slots: list[Slot] = []
+        self.placed: list[RowPages] = []
         self.waiting: list[Row] = []  # admitted by the engine, waiting for room in the KV cache
         self.finished_early: list[Row] = []
 
     @property
     def rows(self) -> list[Row]:
-        return [slot.row for slot in self.slots] + self.waiting
+        return [pages.row for pages in self.placed] + self.waiting
 
     def add(self, row: Row) -> None:
         """Add one row; see add_many."""
@@ -58,16 +58,16 @@ class NativeBatch:
     def _admit(self) -> None:
         # In order: a long prompt waiting for room is not overtaken forever by short ones.
         while self.waiting:
-            slot = self._place(self.waiting[0])
-            if slot is None:
+            pages = self._place(self.waiting[0])
+            if pages is None:
                 return
-            self.slots.append(slot)
+            self.placed.append(pages)
             self.waiting.pop(0)
 
-    def _place(self, row: Row) -> Slot | None:
+    def _place(self, row: Row) -> RowPages | None:
         """Give row a sequence that starts from its longest cached prefix and has room for its whole reply."""
         # n choices of one prompt: the first computes the prompt, and the others copy it (all but its last token).
-        leader = next((s for s in self.slots if s.leader is None and s.row.prompt_ids == row.prompt_ids), None)
+        leader = next((s for s in self.placed if s.leader is None and s.row.prompt_ids == row.prompt_ids), None)
         shared, key = self.prefix_cache.lookup(row.prompt_ids) if self.prefix_cache and not leader else (0, None)
         sequence = self.cache.new_sequence()
         if key is not None:
@@ -86,56 +86,56 @@ class NativeBatch:
         if self.prefix_cache is not None and leader is None:
             self.prefix_cache.counts["prefilled_tokens"] += len(row.prompt_ids) - shared
             self.prefix_cache.counts["reused_prompt_tokens"] += shared
-        return Slot(row, sequence, shared, leader)
+        return RowPages(row, sequence, shared, leader)
 
     def _follow_leaders(self) -> None:
-        """Copy a leader's computed prompt into each slot that waits for it, once the leader has computed it."""
-        live = {id(slot) for slot in self.slots}
-        for slot in self.slots:
-            leader = slot.leader
+        """Copy a leader's computed prompt into each row that waits for it, once the leader has computed it."""
+        live = {id(pages) for pages in self.placed}
+        for pages in self.placed:
+            leader = pages.leader
             if leader is None:
                 continue
-            copied = len(slot.row.prompt_ids) - 1
+            copied = len(pages.row.prompt_ids) - 1
             if id(leader) not in live:  # the leader ended before its prompt was in: compute it alone
-                slot.leader = None
+                pages.leader = None
             elif leader.fed >= copied and self.cache.length(leader.sequence) >= copied:
-                if self.cache.copy(slot.sequence, leader.sequence, copied):
-                    slot.fed = copied
+                if self.cache.copy(pages.sequence, leader.sequence, copied):
+                    pages.fed = copied
                     if self.prefix_cache is not None:
                         self.prefix_cache.counts["prefilled_tokens"] += 1
                         self.prefix_cache.counts["reused_prompt_tokens"] += copied
-                slot.leader = None
+                pages.leader = None
 
     def step(self) -> None:
         """Decode one token for every decoding row, and compute the next chunk of the prefilling rows' prompts."""
         self._admit()
         self._follow_leaders()
-        chosen: list[Slot] = []
+        chosen: list[RowPages] = []
         chunks: list[list[int]] = []
         want: list[bool] = []
         room = PREFILL_CHUNK_TOKENS
-        for slot in self.slots:
-            prompt = slot.row.prompt_ids
-            if slot.leader is not None:  # waits for its leader's prompt
+        for pages in self.placed:
+            prompt = pages.row.prompt_ids
+            if pages.leader is not None:  # waits for its leader's prompt
                 continue
-            if not slot.prefilling:
-                chosen.append(slot)
-                chunks.append([slot.row.generated[-1]])
+            if not pages.prefilling:
+                chosen.append(pages)
+                chunks.append([pages.row.generated[-1]])
                 want.append(True)
             elif room > 0:
-                chunk = prompt[slot.fed : slot.fed + room]
+                chunk = prompt[pages.fed : pages.fed + room]
                 room -= len(chunk)
-                chosen.append(slot)
+                chosen.append(pages)
                 chunks.append(chunk)
-                want.append(slot.fed + len(chunk) == len(prompt))
+                want.append(pages.fed + len(chunk) == len(prompt))
         if not chosen:
             return
-        logits = self.cache.step([slot.sequence for slot in chosen], chunks, want)
-        for index, slot in enumerate(chosen):
-            if slot.prefilling:
-                slot.fed += len(chunks[index])
+        logits = self.cache.step([pages.sequence for pages in chosen], chunks, want)
+        for index, pages in enumerate(chosen):
+            if pages.prefilling:
+                pages.fed += len(chunks[index])
             if want[index]:
-                slot.row.accept(logits[index])
+                pages.row.accept(logits[index])
 
     def remove_done(self) -> list[Row]:
         """Take finished rows out, keeping their caches for the prefix cache or giving their pages back."""
@@ -144,30 +144,30 @@ class NativeBatch:
         finished += [row for row, done in zip(self.waiting, waited) if done]
         self.waiting = [row for row, done in zip(self.waiting, waited) if not done]
         going_on = []
-        for slot in self.slots:
-            if not slot.row.done:
-                going_on.append(slot)
+        for pages in self.placed:
+            if not pages.row.done:
+                going_on.append(pages)
                 continue
-            finished.append(slot.row)
-            self._keep_or_free(slot)
-        self.slots = going_on
+            finished.append(pages.row)
+            self._keep_or_free(pages)
+        self.placed = going_on
         if finished:
             self._admit()
         return finished
 
-    def _keep_or_free(self, slot: Slot) -> None:
-        row = slot.row
+    def _keep_or_free(self, pages: RowPages) -> None:
+        row = pages.row
         # The cache holds the prompt and every generated token but the last.
         tokens = row.prompt_ids + row.generated[:-1]
-        complete = row.error is None and not slot.prefilling and self.cache.length(slot.sequence) == len(tokens)
+        complete = row.error is None and not pages.prefilling and self.cache.length(pages.sequence) == len(tokens)
         if complete and self.prefix_cache is not None:
-            self.cache.truncate(slot.sequence, len(tokens))  # give back the pages reserved for a longer reply
-            if self.prefix_cache.store(tokens, slot.sequence):
+            self.cache.truncate(pages.sequence, len(tokens))  # give back the pages reserved for a longer reply
+            if self.prefix_cache.store(tokens, pages.sequence):
                 return
-        self.cache.free(slot.sequence)
+        self.cache.free(pages.sequence)
 
     def release(self) -> None:
         """Free every row's sequence: the batch is being replaced."""
-        for slot in self.slots:
-            self.cache.free(slot.sequence)
-        self.slots, self.waiting = [], []
+        for pages in self.placed:
+            self.cache.free(pages.sequence)
+        self.placed, self.waiting = [], []

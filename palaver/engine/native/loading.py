@@ -8,10 +8,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from palaver.core.config import Settings
+from palaver.engine.contracts import Batch
 from palaver.engine.decoding.prefix_cache import PrefixCache
 from palaver.engine.gguf.checks import read_checked
 from palaver.engine.gguf.file import GGUFFile, cached_dir_of, weight_layout
@@ -117,17 +117,19 @@ def refusal(settings: Settings, source: str) -> str | None:
     return binding.unavailable_reason()
 
 
-class NativeLlama:
-    """A Llama GGUF model on the native step, with the attributes the model families read from a model."""
+class NativeServedModel:
+    """A GGUF model of a Llama-family architecture (Llama, Qwen, Phi-3, Gemma 3) served by the native step."""
+
+    is_encoder_decoder = False
 
     def __init__(self, gguf: GGUFFile, config: dict[str, Any], tokenizer: FileTokenizer, settings: Settings):
-        self.config = SimpleNamespace(**config, is_encoder_decoder=False)
-        self.generation_config = SimpleNamespace(
-            eos_token_id=end_of_turn_ids(gguf) or tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            decoder_start_token_id=None,
-        )
-        context = min(config["max_position_embeddings"], settings.max_context_tokens)
+        self.model_type: str = gguf.architecture
+        self.context_length: int = config["max_position_embeddings"]
+        self.vocab_size: int = config["vocab_size"]
+        eos = tokenizer.eos_token_id
+        self.end_of_turn_ids = tuple(end_of_turn_ids(gguf)) or ((eos,) if eos is not None else ())
+        self.pad_id: int | None = tokenizer.pad_token_id
+        context = min(self.context_length, settings.max_context_tokens)
         threads = settings.torch_threads or available_cores()
         self.weights = binding.NativeModel(gguf.path, config, gguf.tensors, threads, context)
         kv_bytes = self.weights.kv_bytes_per_token()
@@ -153,11 +155,15 @@ class NativeLlama:
         self.cache.close()
         self.weights.close()
 
-    def new_batch(self, prefix_cache: PrefixCache | None) -> Any:
+    def new_batch(self, prefix_cache: PrefixCache | None) -> Batch:
         """Start a batch on this model's KV cache; batches share its page budget."""
         from palaver.engine.native.batch import NativeBatch
 
         return NativeBatch(self.cache, prefix_cache)
+
+    def kv_bytes(self) -> tuple[int, int]:
+        """Return the KV cache's budget and the bytes of it in use."""
+        return self.cache.max_pages * self.cache.page_bytes, self.cache.used_pages * self.cache.page_bytes
 
 
 # Tokenizer kinds that transformers builds from a GGUF file, once, in a child process, cached: SentencePiece
@@ -223,11 +229,11 @@ def load_native(settings: Settings, name: str, source: str) -> LoadedModel | Non
     assert gguf is not None
     config = llama_config(gguf)
     tokenizer = file_tokenizer(gguf, settings.cache_dir)
-    model = NativeLlama(gguf, config, tokenizer, settings)
-    family = family_for(model.config, tokenizer)(model, tokenizer, settings.max_context_tokens)
+    model = NativeServedModel(gguf, config, tokenizer, settings)
+    family = family_for(model, tokenizer)(model, tokenizer, settings.max_context_tokens)
     seconds = time.perf_counter() - started
     log.info("loaded %s (%s family, native step) in %.1fs", name, family.name, seconds)
-    budget = model.cache.max_pages * model.cache.page_bytes
+    budget, _ = model.kv_bytes()
     stamp = fingerprint(source, "native", binding.ARITHMETIC_VERSION, "gguf-blocks")
     layout = weight_layout(gguf.tensors, {e.name for e in gguf.tensors}, gguf.architecture, "native", None)
     return LoadedModel(

@@ -11,9 +11,9 @@ from typing import Any
 from palaver.core.errors import InvalidRequest, ModelRefused
 from palaver.core.tool_calls import template_messages
 from palaver.core.types import Message
-from palaver.engine.decoding.prefix_cache import PrefixCache
+from palaver.engine.contracts import ServedModel
 from palaver.engine.prompting import template_sandbox
-from palaver.engine.prompting.model_family import CONTENT_MARK, CONTENT_MARK_PATTERN, ModelFamily, context_length
+from palaver.engine.prompting.model_family import CONTENT_MARK, CONTENT_MARK_PATTERN, ModelFamily
 from palaver.engine.prompting.template_sandbox import TemplateBroke, TemplateFailed
 
 # llama.cpp's template for a model file that carries none (common/chat.cpp, CHATML_TEMPLATE_SRC).
@@ -42,13 +42,13 @@ class ChatTemplateFamily(ModelFamily):
 
     name = "chat-template"
 
-    def __init__(self, model, tokenizer, max_context_tokens: int):
+    def __init__(self, model: ServedModel, tokenizer, max_context_tokens: int):
         super().__init__(model, tokenizer, max_context_tokens)
         self.check_template()
 
     @classmethod
-    def matches(cls, config, tokenizer) -> bool:
-        return not config.is_encoder_decoder and bool(getattr(tokenizer, "chat_template", None))
+    def matches(cls, model: ServedModel, tokenizer) -> bool:
+        return not model.is_encoder_decoder and bool(getattr(tokenizer, "chat_template", None))
 
     def template_source(self, tools: list[dict[str, Any]] | None) -> str:
         """Return the template's text; of named templates, the tool-use one when there are tools, as transformers."""
@@ -130,8 +130,8 @@ class ChatMLFamily(ChatTemplateFamily):
     name = "chatml"
 
     @classmethod
-    def matches(cls, config, tokenizer) -> bool:
-        return not config.is_encoder_decoder and getattr(config, "model_type", None) != "gpt2"
+    def matches(cls, model: ServedModel, tokenizer) -> bool:
+        return not model.is_encoder_decoder and model.model_type != "gpt2"
 
     @property
     def renders_tools(self) -> bool:
@@ -147,8 +147,8 @@ class EosJoinedFamily(ModelFamily):
     name = "eos-joined"
 
     @classmethod
-    def matches(cls, config, tokenizer) -> bool:
-        return not config.is_encoder_decoder
+    def matches(cls, model: ServedModel, tokenizer) -> bool:
+        return not model.is_encoder_decoder
 
     def encode(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
         ids: list[int] = []
@@ -165,12 +165,12 @@ class BlenderbotFamily(ModelFamily):
     turn_separator = "  "
 
     @classmethod
-    def matches(cls, config, tokenizer) -> bool:
-        return bool(config.is_encoder_decoder)
+    def matches(cls, model: ServedModel, tokenizer) -> bool:
+        return model.is_encoder_decoder
 
     def reply_limit(self) -> int:
         # The decoder has its own position table; the first position holds the start token.
-        return context_length(self.model.config) - 1
+        return self.model.context_length - 1
 
     def input_limit(self, max_new_tokens: int) -> int:
         return self.context_tokens
@@ -184,14 +184,6 @@ class BlenderbotFamily(ModelFamily):
         with self._tokenizer_lock:
             return list(self.tokenizer(text, split_special_tokens=True)["input_ids"])
 
-    def start_batch(self, prefix_cache: PrefixCache | None = None) -> Any:
-        from palaver.engine.torch.batching import Seq2SeqBatch
-
-        start = self.model.generation_config.decoder_start_token_id
-        if start is None:
-            start = self.model.config.decoder_start_token_id
-        return Seq2SeqBatch(self.model, start, self.pad_token_id)
-
 
 class BlenderbotSmallFamily(BlenderbotFamily):
     """BlenderbotSmall, which ParlAI trained with newline-separated turns."""
@@ -200,8 +192,8 @@ class BlenderbotSmallFamily(BlenderbotFamily):
     turn_separator = "\n"
 
     @classmethod
-    def matches(cls, config, tokenizer) -> bool:
-        return config.model_type == "blenderbot-small"
+    def matches(cls, model: ServedModel, tokenizer) -> bool:
+        return model.model_type == "blenderbot-small"
 
     def format_turn(self, message: Message) -> str:
         return message.content
@@ -216,6 +208,6 @@ FAMILIES: tuple[type[ModelFamily], ...] = (
 )
 
 
-def family_for(config, tokenizer) -> type[ModelFamily]:
-    """Pick the family from the model's config and tokenizer, never from its name."""
-    return next(family for family in FAMILIES if family.matches(config, tokenizer))
+def family_for(model: ServedModel, tokenizer) -> type[ModelFamily]:
+    """Pick the family from what the model and its tokenizer say, never from the model's name."""
+    return next(family for family in FAMILIES if family.matches(model, tokenizer))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 import threading
 import time
@@ -11,9 +10,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from palaver.core.errors import InvalidRequest
+from palaver.core.history import history_starts
 from palaver.core.parameters import GenerationParams
 from palaver.core.tool_calls import text_messages
 from palaver.core.types import Message, Reply
+from palaver.engine.contracts import Batch, ServedModel
 from palaver.engine.decoding.prefix_cache import PrefixCache
 from palaver.engine.decoding.rows import Row
 from palaver.engine.decoding.streaming import ReplyStream
@@ -21,7 +22,6 @@ from palaver.engine.decoding.streaming import ReplyStream
 # Private-use characters around a message's index: the template's own text never holds them.
 CONTENT_MARK = "\ue000{}\ue001"
 CONTENT_MARK_PATTERN = re.compile("\ue000([0-9]+)\ue001")
-TRUNCATION_BLOCK = 4  # user turns dropped together when a conversation outgrows the context
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,10 @@ class ModelFamily:
 
     name = "base"
 
-    def __init__(self, model, tokenizer, max_context_tokens: int):
+    def __init__(self, model: ServedModel, tokenizer, max_context_tokens: int):
         self.model = model
         self.tokenizer = tokenizer
-        self.context_tokens = min(context_length(model.config), max_context_tokens)
+        self.context_tokens = min(model.context_length, max_context_tokens)
         self.stop_token_ids = sorted(stop_token_ids(model, tokenizer))
         self.pad_token_id = pad_token_id(model, tokenizer)
         # Request threads build prompts; a fast tokenizer must not be driven from two threads at once. The lock is
@@ -52,7 +52,7 @@ class ModelFamily:
         self.control_texts = sorted(texts - {""}, key=len, reverse=True)
 
     @classmethod
-    def matches(cls, config, tokenizer) -> bool:
+    def matches(cls, model: ServedModel, tokenizer) -> bool:
         raise NotImplementedError
 
     def encode(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
@@ -110,16 +110,18 @@ class ModelFamily:
         return self.context_tokens - min(max_new_tokens, self.reply_limit())
 
     def build_prompt(
-        self, messages: list[Message], max_new_tokens: int, tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[Message],
+        max_new_tokens: int,
+        tools: list[dict[str, Any]] | None = None,
+        most_turns: int | None = None,
     ) -> Prompt:
         """Encode messages (and tools), dropping the fewest oldest blocks of non-system turns that make them fit."""
         limit = self.input_limit(max_new_tokens)
         system = [m for m in messages if m.role == "system"]
         turns = [m for m in messages if m.role != "system"]
-        # Kept history starts on a user turn, as chat formats expect, or at the last turn. Turns go in blocks,
-        # so the prompt's start stays put for several turns and the prefix cache keeps matching it.
-        users = [i for i in range(1, len(turns)) if turns[i].role == "user"]
-        starts = sorted({0, *users[TRUNCATION_BLOCK - 1 :: TRUNCATION_BLOCK], *users[-1:], len(turns) - 1} - {-1})
+        # The one truncation policy (core/history.py): blocks of turns, and at most most_turns of them, if given.
+        starts = history_starts(turns, most_turns)
         # Bisect: encodings shrink as turns are dropped, so O(log n) encodes instead of one per turn.
         low, high, best, shortest = 0, len(starts) - 1, None, 0
         while low <= high:
@@ -143,21 +145,9 @@ class ModelFamily:
             raise too_long("prompt", len(input_ids), limit)
         return Prompt(input_ids, 0)
 
-    def start_batch(self, prefix_cache: PrefixCache | None = None) -> Any:
+    def start_batch(self, prefix_cache: PrefixCache | None = None) -> Batch:
         """Start an empty batch that this family's requests can join."""
-        if hasattr(self.model, "new_batch"):  # a model served by the native step keeps its own batches
-            return self.model.new_batch(prefix_cache)
-        # torch is imported only for a model that runs through it.
-        from palaver.engine.torch.batching import CausalBatch
-
-        return CausalBatch(self.model, prefix_cache, self.decoder)
-
-    @functools.cached_property
-    def decoder(self) -> Any:
-        """Return the lean Llama decode step for a transformers model, or None where it does not apply."""
-        from palaver.engine.torch.lean_decoder import LlamaDecoder
-
-        return LlamaDecoder(self.model) if LlamaDecoder.supports(self.model) else None
+        return self.model.new_batch(prefix_cache)
 
     def new_row(
         self,
@@ -226,26 +216,17 @@ def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
     return [], []
 
 
-def context_length(config) -> int:
-    """Return the model's context length from its config."""
-    for attribute in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, attribute, None)
-        if value:
-            return int(value)
-    return 1024
-
-
-def stop_token_ids(model, tokenizer) -> set[int]:
-    """Collect every end-of-sequence id the tokenizer and generation config declare."""
-    ids = set()
-    for value in (tokenizer.eos_token_id, model.generation_config.eos_token_id):
-        ids.update(value if isinstance(value, list) else [value] if value is not None else [])
+def stop_token_ids(model: ServedModel, tokenizer) -> set[int]:
+    """Collect every end-of-sequence id the tokenizer and the model declare."""
+    ids = set(model.end_of_turn_ids)
+    eos = tokenizer.eos_token_id
+    ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     return ids
 
 
-def pad_token_id(model, tokenizer) -> int:
-    """Return the padding id, falling back to end-of-sequence."""
-    for value in (tokenizer.pad_token_id, model.generation_config.pad_token_id, tokenizer.eos_token_id):
+def pad_token_id(model: ServedModel, tokenizer) -> int:
+    """Return the padding id: the tokenizer's, else the model's, else end-of-sequence."""
+    for value in (tokenizer.pad_token_id, model.pad_id, tokenizer.eos_token_id):
         if value is not None:
             return value[0] if isinstance(value, list) else value
     return 0
@@ -267,6 +248,4 @@ class LoadedModel:
 
     def release(self) -> None:
         """Let go of what the model holds outside Python's reach (the native step's weights and KV pages)."""
-        close = getattr(self.family.model, "close", None)
-        if self.engine == "native" and close is not None:
-            close()
+        self.family.model.close()

@@ -5,18 +5,18 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict, deque
 
-from palaver.engine.scheduling.generation import GenerationRequest
+from palaver.engine.scheduling.generation import Job
 
 
 class FairQueue:
     """Hold waiting requests per client and hand them out one client at a time, so no client crowds out the rest."""
 
     def __init__(self) -> None:
-        self._waiting: OrderedDict[str, deque[GenerationRequest]] = OrderedDict()  # next client to serve first
+        self._waiting: OrderedDict[str, deque[Job]] = OrderedDict()  # next client to serve first
         self._changed = threading.Condition()
         self._closed = False
 
-    def put(self, request: GenerationRequest) -> None:
+    def put(self, request: Job) -> None:
         with self._changed:
             self._waiting.setdefault(request.client, deque()).append(request)
             self._changed.notify()
@@ -27,9 +27,9 @@ class FairQueue:
             self._closed = True
             self._changed.notify()
 
-    def take(self, block: bool, limit: int) -> list[GenerationRequest | None]:
+    def take(self, block: bool, limit: int) -> list[Job | None]:
         """Take up to limit requests, one client at a time; wait for one only if block; None last once closed."""
-        taken: list[GenerationRequest | None] = []
+        taken: list[Job | None] = []
         with self._changed:
             while block and not self._waiting and not self._closed:
                 self._changed.wait()

@@ -1,4 +1,4 @@
-"""What the engine works on and reports: the request it queues, and the observer it tells as it goes."""
+"""What the engine works on and reports: each request's job, the stream that serves it, and the observer it tells."""
 
 from __future__ import annotations
 
@@ -12,47 +12,54 @@ from typing import TYPE_CHECKING, Any
 
 from palaver.core.errors import ClientDisconnected, GenerationTimeout
 from palaver.core.parameters import GenerationParams
-from palaver.core.tools import ToolUse
-from palaver.core.types import CALLER, REPLY_LISTENER, Caller, Message, Reply, Usage
+from palaver.core.requests import GenerationRequest
+from palaver.core.types import REPLY_LISTENER, Message, PromptInfo, Reply, ReplyEvents, Usage
 
 if TYPE_CHECKING:
+    from palaver.engine.decoding.constraints import Constraint
     from palaver.engine.prompting.model_family import Prompt
 
-FINISHED = object()  # the last item a request's delta queue receives
+FINISHED = object()  # the last item a job's delta queue receives
 POLL_SECONDS = 0.25  # how often a waiting request checks whether its client is still there
 
 
-@dataclass(eq=False)  # a request is itself: compared and hashed by identity
-class GenerationRequest:
-    """One unit of work: its inputs, a way to hand back text and the reply, and a cancel flag."""
+@dataclass(eq=False)  # a job is itself: compared and hashed by identity
+class Job:
+    """A backend's work on one request: its inputs as built for the model, and where its text and its reply go."""
 
-    params: GenerationParams
-    messages: list[Message] | None = None  # a conversation (its preset applied), formatted by the model's family...
-    prompt: str | None = None  # ...or a raw completion prompt
-    tools: ToolUse | None = None  # functions a chat's reply may call
-    model: str | None = None  # the configured model's name that serves it; None: the default
-    client_gone: Callable[[], bool] | None = None
+    request: GenerationRequest
     built: Prompt | None = None  # token ids, built on the caller's thread before queueing
-    constraint: Any = None  # the Constraint for params.json_schema or tools, compiled on the caller's thread too
-    result: Future = field(default_factory=Future)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    deltas: queue.Queue = field(default_factory=queue.Queue)
+    constraint: Constraint | None = None  # the request's grammar compiled for the model, on the caller's thread too
+    result: Future[Reply] = field(default_factory=Future)
+    deltas: queue.Queue[Any] = field(default_factory=queue.Queue)
     queued_at: float = 0.0
-    caller: Caller = field(default_factory=CALLER.get)  # whose request it is, as the view that made it knew
+
+    @property
+    def params(self) -> GenerationParams:
+        return self.request.params
+
+    @property
+    def messages(self) -> list[Message] | None:
+        return self.request.messages
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Return the request's cancel flag, which its caller may set at any time."""
+        return self.request.cancelled
 
     @property
     def client(self) -> str:
-        """Return the client whose share this request takes: the engine serves clients round-robin."""
-        return self.caller.client
+        """Return the client whose share this job takes: the engine serves clients round-robin."""
+        return self.request.client
 
     def cancel(self) -> None:
-        """Ask the worker to skip or stop this request."""
-        self.cancelled.set()
+        """Stop the job: the worker skips or stops it, and one not started yet never gets a result."""
+        self.request.cancel()
         self.result.cancel()
 
     def reserve_tokens(self, most: int) -> None:
         """Reserve most tokens of the caller's budget, or raise; the reply's real count settles it once it ends."""
-        reserve = self.caller.reserve
+        reserve = self.request.caller.reserve
         if reserve is None:
             return
         settle = reserve(most)
@@ -60,31 +67,59 @@ class GenerationRequest:
         self.result.add_done_callback(lambda result: settle(generated_tokens(result)))
 
 
-def generated_tokens(result: Future) -> int:
+def generated_tokens(result: Future[Reply]) -> int:
     """Return how many tokens a finished request generated: none if it was cancelled before starting or failed."""
     if result.cancelled() or result.exception() is not None:
         return 0
     return result.result().usage.completion_tokens
 
 
-def follow(
-    request: GenerationRequest, timeout: float, poll: Callable[[], None] | None = None
-) -> Generator[str | Reply, None, None]:
-    """Yield a queued request's text as it comes, then its Reply; stop it if its client leaves or time runs out."""
+def serve(
+    job: Job, start: Callable[[], PromptInfo], timeout: float, stop: Callable[[], None] | None = None
+) -> ReplyEvents:
+    """Start a job; yield its PromptInfo, its text as it comes, then its Reply; however the stream ends, it stops.
+
+    start builds and queues the job, or raises, before anything ran, an error that keeps its status. stop, if
+    given, ends the work itself once the job is cancelled (an upstream's open stream); the engine's worker sees
+    the flag on its own.
+    """
+    try:
+        info = start()
+    except BaseException:
+        job.result.cancel()  # settles a reservation already made: nothing was generated
+        raise
+
+    def stop_if_cancelled() -> None:
+        if stop is not None and job.cancelled.is_set():
+            stop()
+
+    try:
+        yield info
+        yield from follow(job, timeout, stop_if_cancelled)
+    finally:
+        if not job.result.done():  # the client left, or time ran out: no work continues for nobody
+            job.cancel()
+            if stop is not None:
+                stop()
+
+
+def follow(job: Job, timeout: float, poll: Callable[[], None] | None = None) -> Generator[Any, None, None]:
+    """Yield a queued job's text as it comes, then its Reply; stop it if its client leaves or time runs out."""
     deadline = time.monotonic() + timeout
     next_check = time.monotonic() + POLL_SECONDS
+    client_gone = job.request.client_gone
     try:
         while True:
             try:
-                item = request.deltas.get(timeout=POLL_SECONDS)
+                item = job.deltas.get(timeout=POLL_SECONDS)
             except queue.Empty:
                 item = None
             if time.monotonic() >= next_check:  # on a clock: deltas may arrive faster than the poll
-                if request.client_gone is not None and request.client_gone():
-                    request.cancel()
+                if client_gone is not None and client_gone():
+                    job.cancel()
                     raise ClientDisconnected("the client disconnected")
                 if time.monotonic() > deadline:
-                    request.cancel()
+                    job.cancel()
                     raise GenerationTimeout(f"generation took longer than {timeout:g} seconds and was stopped")
                 if poll is not None:
                     poll()
@@ -92,9 +127,12 @@ def follow(
             if item is None:
                 continue
             if item is FINISHED:
-                # Stopped while still queued, there is no reply; otherwise this raises the request's error.
-                cancelled = request.result.cancelled()
-                reply = Reply("", Usage(0, 0), 0, "cancelled") if cancelled else request.result.result()
+                # Stopped while still queued (by its caller's flag, too), there is no reply; otherwise this raises
+                # the job's error.
+                if not job.result.done():
+                    job.result.cancel()
+                cancelled = job.result.cancelled()
+                reply = Reply("", Usage(0, 0), 0, "cancelled") if cancelled else job.result.result()
                 listener = REPLY_LISTENER.get()
                 if listener is not None:
                     listener(reply)
@@ -102,8 +140,8 @@ def follow(
                 return
             yield item
     finally:
-        if not request.result.done():
-            request.cancel()  # the consumer left early: no work continues for nobody
+        if not job.result.done():
+            job.cancel()  # the consumer left early: no work continues for nobody
 
 
 class Observer:

@@ -6,7 +6,9 @@ import threading
 from typing import TYPE_CHECKING
 
 from palaver.core.errors import InvalidRequest
-from palaver.engine.scheduling.generation import GenerationRequest
+from palaver.core.requests import GenerationRequest
+from palaver.core.tools import grammar_for
+from palaver.engine.scheduling.generation import Job
 
 if TYPE_CHECKING:
     from palaver.engine.decoding.constraints import Constraint, Constraints
@@ -21,32 +23,25 @@ class RequestInputs:
         self._lock = threading.Lock()
         self._constraints: Constraints | None = None
 
-    def prepare(self, request: GenerationRequest) -> None:
-        """Build the request's prompt and grammar, and the token bytes its logprobs will name."""
-        request.built = self.prompt(request)
-        request.constraint = self.constraint(request)
-        if request.params.logprobs is not None:
+    def prepare(self, job: Job) -> None:
+        """Build the job's prompt, compile its grammar, and make the token bytes its logprobs will name."""
+        job.built = self.prompt(job.request)
+        job.constraint = self.constraint(job.request)
+        if job.params.logprobs is not None:
             self.constraints().token_bytes()  # made here, once, rather than on the engine's thread
 
     def prompt(self, request: GenerationRequest) -> Prompt:
         """Return the token ids the model is fed for request: a chat's (with its tools) or a raw prompt's."""
         if request.messages is not None:
             tools = request.tools.prompt_tools() if request.tools is not None else None
-            return self.family.build_prompt(request.messages, request.params.max_new_tokens, tools)
+            return self.family.build_prompt(request.messages, request.params.max_new_tokens, tools, request.max_history)
         assert request.prompt is not None  # a request carries messages or a prompt
         return self.family.text_prompt(request.prompt, request.params.max_new_tokens)
 
     def constraint(self, request: GenerationRequest) -> Constraint | None:
-        """Return the grammar the request's reply must follow: its tools' and answer's, or its schema's."""
-        from palaver.engine.decoding.constraints import json_schema_grammar, lark_grammar
-
-        calls = request.tools.grammar(request.params.json_schema) if request.tools is not None else None
-        if calls is not None:
-            return self.constraints().constraint(lark_grammar(calls), param="tools")
-        if request.params.json_schema is not None:
-            grammar = json_schema_grammar(request.params.json_schema)
-            return self.constraints().constraint(grammar, param="response_format.json_schema.schema")
-        return None
+        """Compile the reply's grammar for the model: the one the request carries, or one built here if it has none."""
+        grammar = request.grammar or grammar_for(request.params.json_schema, request.tools)
+        return None if grammar is None else self.constraints().constraint(grammar.text, param=grammar.param)
 
     def constraints(self) -> Constraints:
         """Return the model's grammar compiler, made on first use (it reads the whole vocabulary once)."""
@@ -55,7 +50,7 @@ class RequestInputs:
                 from palaver.engine.decoding.constraints import Constraints
 
                 tokenizer = self.family.tokenizer
-                vocab = int(getattr(self.family.model.config, "vocab_size", 0) or len(tokenizer))
+                vocab = self.family.model.vocab_size or len(tokenizer)
                 self._constraints = Constraints(tokenizer, vocab, tokenizer.eos_token_id)
             return self._constraints
 

@@ -9,13 +9,16 @@ from typing import TYPE_CHECKING
 
 from palaver.core.config import Settings
 from palaver.core.errors import GenerationFailed, PalaverError
-from palaver.engine.scheduling.admission import Admission
 from palaver.engine.scheduling.fair_queue import FairQueue
-from palaver.engine.scheduling.generation import FINISHED, GenerationRequest, Observer
+from palaver.engine.scheduling.generation import FINISHED, Job, Observer
+from palaver.engine.scheduling.in_flight import InFlight
 from palaver.engine.scheduling.request_inputs import RequestInputs
 from palaver.engine.scheduling.turns import StepTurns
 
 if TYPE_CHECKING:
+    from palaver.engine.contracts import Batch
+    from palaver.engine.decoding.prefix_cache import PrefixCache
+    from palaver.engine.decoding.rows import Row
     from palaver.engine.prompting.model_family import ModelFamily
 
 log = logging.getLogger("palaver.engine")
@@ -31,7 +34,7 @@ class BatchWorker:
         queue: FairQueue,
         turns: StepTurns,
         observer: Observer,
-        admission: Admission,
+        admission: InFlight,
         inputs: Callable[[], RequestInputs],
     ):
         self.family, self.settings, self.queue, self.turns = family, settings, queue, turns
@@ -51,9 +54,7 @@ class BatchWorker:
             joining = []
             for request in self.queue.take(block=not batch.rows, limit=self.settings.max_batch_size - len(batch.rows)):
                 if request is None:
-                    release = getattr(batch, "release", None)  # the native step's batches own KV pages
-                    if release is not None:
-                        release()
+                    batch.release()  # the native step's batches own KV pages
                     return
                 joining += self._admit(request)
             if joining:
@@ -74,7 +75,7 @@ class BatchWorker:
             for row in batch.remove_done():
                 self._complete(row)
 
-    def _admit(self, request: GenerationRequest) -> list:
+    def _admit(self, request: Job) -> list:
         """Build the request's batch row, or finish the request at once; return the rows that join."""
         if request.cancelled.is_set() or not request.result.set_running_or_notify_cancel():
             self.counts["cancelled_before_start"] += 1
@@ -89,7 +90,7 @@ class BatchWorker:
             self._fail(request, GenerationFailed())
         return []
 
-    def _join(self, rows: list, batch, family, prefix_cache):
+    def _join(self, rows: list[Row], batch: Batch, family: ModelFamily, prefix_cache: PrefixCache | None) -> Batch:
         """Prefill rows that arrived together; return the batch to go on with."""
         try:
             batch.add_many(rows)
@@ -104,14 +105,12 @@ class BatchWorker:
             self._fail(row.owner, GenerationFailed())
         return fresh
 
-    def _replace(self, batch, family, prefix_cache):
+    def _replace(self, batch: Batch, family: ModelFamily, prefix_cache: PrefixCache | None) -> Batch:
         """Start a fresh batch in place of one that can no longer be trusted, freeing what it held."""
-        release = getattr(batch, "release", None)  # the native step's batches own KV pages
-        if release is not None:
-            release()
+        batch.release()  # the native step's batches own KV pages
         return family.start_batch(prefix_cache)
 
-    def _row(self, request: GenerationRequest):
+    def _row(self, request: Job):
         family = self.family
         is_chat = request.messages is not None
         prompt = request.built
@@ -141,10 +140,10 @@ class BatchWorker:
         request.result.set_result(reply)
         self._finish(request)
 
-    def _fail(self, request: GenerationRequest, error: PalaverError) -> None:
+    def _fail(self, request: Job, error: PalaverError) -> None:
         request.result.set_exception(error)
         self._finish(request)
 
-    def _finish(self, request: GenerationRequest) -> None:
+    def _finish(self, request: Job) -> None:
         self.admission.finished()
         request.deltas.put(FINISHED)  # the waiter, if any, learns at once

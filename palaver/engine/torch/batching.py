@@ -166,6 +166,11 @@ class CausalBatch:
                     layer.keys, layer.values = layer.keys[kept, :, first:], layer.values[kept, :, first:]
         return finished
 
+    def release(self) -> None:
+        """Drop every row and the batch's cache: the batch is being replaced."""
+        self.rows, self.finished_early = [], []
+        self.cache, self.mask = None, None
+
     def _remember(self, token_ids: list[int], cache, mask: torch.Tensor, index: int) -> None:
         """Store one row's cache (the positions its mask marks real, which may have gaps) for reuse."""
         assert self.prefix_cache is not None  # callers remember only when there is a prefix cache
@@ -246,6 +251,10 @@ class Seq2SeqBatch:
         self.rows = [row for row, _ in kept]
         self.encoded = [encoded for _, encoded in kept]
         return finished
+
+    def release(self) -> None:
+        """Drop every row and its encoder states: the batch is being replaced."""
+        self.rows, self.encoded = [], []
 
 
 def pad_left(states: torch.Tensor, amount: int) -> torch.Tensor:

@@ -30,6 +30,7 @@ from palaver.engine.torch.quantized import (
     quantise_linear_layers,
     use_kernel_threads,
 )
+from palaver.engine.torch.served import TorchServedModel
 
 log = logging.getLogger("palaver.loading")
 
@@ -137,7 +138,8 @@ def load_model(
         use_kernel_threads(settings.torch_threads or available_cores())
     elif settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
-    family = family_for(config, tokenizer)(model, tokenizer, settings.max_context_tokens)
+    served = TorchServedModel(model)
+    family = family_for(served, tokenizer)(served, tokenizer, settings.max_context_tokens)
     seconds = time.perf_counter() - started
     release_freed_memory()
     weights = "gguf-blocks" if in_blocks else "float32"

@@ -69,10 +69,14 @@ class ChatRequest(Sampling):
     def to_input(self, settings: Settings) -> ChatInput:
         """Return the conversation's input, with the server's defaults for parameters left out."""
         params = self.applied_to(settings.generation_defaults())
+        grammar = None
         if self.response_format is not None:
             params = replace(params, json_schema=self.response_format.schema_text())
+            grammar = self.response_format.grammar()  # built when the schema was checked
         model = self.model or None
-        return ChatInput(self.message, self.conversation_id, params, self.preset, self.replace_last_turn, model)
+        return ChatInput(
+            self.message, self.conversation_id, params, self.preset, self.replace_last_turn, model, grammar
+        )
 
 
 class FormChatRequest(ChatRequest):

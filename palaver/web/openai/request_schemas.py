@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from palaver.core.errors import InvalidRequest
-from palaver.core.json_schemas import ResponseFormat
+from palaver.core.json_schemas import Grammar, ResponseFormat, grammar_problem
 from palaver.core.parameters import (
     GenerationParams,
     MaxNewTokens,
@@ -25,7 +25,7 @@ from palaver.core.tools import (
     NamedToolChoice,
     ToolChoiceMode,
     ToolUse,
-    grammar_problem,
+    lark_grammar,
     unique_names,
 )
 from palaver.core.validation import RequestModel, body_error, field_error, neutral_or_refused, unsupported
@@ -130,6 +130,10 @@ class CompletionFields(RequestModel):
         """Return how many alternatives each token's log-probability comes with; None: no logprobs."""
         return None
 
+    def reply_grammar(self) -> Grammar | None:
+        """Return the grammar the reply must follow, as built and checked with the request; None: any text."""
+        return self.response_format.grammar() if self.response_format else None
+
     def generation_params(self, defaults: GenerationParams) -> GenerationParams:
         """Return the engine's parameters: the defaults, with what this request sets."""
         params = with_given(
@@ -160,6 +164,7 @@ class ToolFields(RequestModel):
         None, description="none, auto (the default with tools), required, or one function by name."
     )
     parallel_tool_calls: bool | None = Field(None, description="Whether a reply may make several calls (default).")
+    _calls_grammar: Grammar | None = PrivateAttr(None)  # built once, when the tools are checked
 
     @field_validator("tool_choice", mode="before")
     @classmethod
@@ -192,10 +197,13 @@ class ToolFields(RequestModel):
         use = self.tool_use()
         response_format: ResponseFormat | None = getattr(self, "response_format", None)
         answer = response_format.schema_text() if response_format else None
-        grammar = use.grammar(answer) if use is not None else None
-        problem = grammar_problem(grammar) if grammar is not None else None
-        if problem is not None:
-            raise body_error(f"'tools' cannot be enforced: {problem.splitlines()[0][:300]}", "tools")
+        calls = use.grammar(answer) if use is not None else None
+        if calls is not None:
+            grammar = lark_grammar(calls)
+            problem = grammar_problem(grammar)
+            if problem is not None:
+                raise body_error(f"'tools' cannot be enforced: {problem.splitlines()[0][:300]}", "tools")
+            self._calls_grammar = Grammar(grammar, "tools")
         return self
 
     def tool_use(self) -> ToolUse | None:
@@ -222,6 +230,10 @@ class ChatCompletionRequest(CompletionFields, ToolFields):
 
     def top_logprobs_wanted(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
+
+    def reply_grammar(self) -> Grammar | None:
+        """Return the grammar the reply must follow: its calls' (which hold its answer's schema), or its schema's."""
+        return self._calls_grammar or super().reply_grammar()
 
 
 class TextCompletionRequest(CompletionFields):

@@ -10,8 +10,8 @@ from flask import Blueprint
 
 from palaver.backends import Backend, ModelRouter
 from palaver.core.errors import PalaverError
+from palaver.core.requests import GenerationRequest
 from palaver.core.types import PromptInfo, Reply, ReplyEvents, TokenLogprob, ToolCallDelta, Usage, final
-from palaver.engine.scheduling.generation import GenerationRequest
 from palaver.web.body import read_json
 from palaver.web.caller import hold_rows
 from palaver.web.connection import client_gone_probe
@@ -79,9 +79,9 @@ def serve_chat(chat: ChatCompletionRequest, *, require_model: bool = True):
     settings, engine = app.settings, app.backend
     model = chat.served_model(engine, required=require_model)
     messages = app.presets.get(chat.preset).apply([message.to_message() for message in chat.messages])
-    probe = client_gone_probe()
+    probe, tools, grammar = client_gone_probe(), chat.tool_use(), chat.reply_grammar()
     requests = [
-        GenerationRequest(params, messages=messages, tools=chat.tool_use(), model=model, client_gone=probe)
+        GenerationRequest(params, messages=messages, tools=tools, grammar=grammar, model=model, client_gone=probe)
         for params in chat.choice_params(chat.generation_params(settings.generation_defaults()))
     ]
     # Errors found before any text (a prompt too long, a loading model) keep their status.
@@ -165,9 +165,9 @@ def serve_text(completion: TextCompletionRequest, *, require_model: bool = True)
     model = completion.served_model(engine, required=require_model)
     params = completion.generation_params(settings.generation_defaults())
     preset = app.presets.get(completion.preset)
-    probe = client_gone_probe()
+    probe, grammar = client_gone_probe(), completion.reply_grammar()
     requests = [
-        GenerationRequest(params, prompt=preset.format(text), model=model, client_gone=probe)
+        GenerationRequest(params, prompt=preset.format(text), grammar=grammar, model=model, client_gone=probe)
         for text in completion.prompt
     ]
     streams, _ = start_all(requests, engine, "prompt")

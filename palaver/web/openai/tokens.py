@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from flask import Blueprint
 from pydantic import BeforeValidator, Field, model_validator
 
+from palaver.core.requests import GenerationRequest
 from palaver.core.validation import RequestModel, body_error, field_error
-from palaver.engine.scheduling.generation import GenerationRequest
 from palaver.web.body import read_json
 from palaver.web.errors import json_error, to_palaver_error
 from palaver.web.openai.messages import Conversation

@@ -11,16 +11,10 @@ from helpers import schema_outgrowing_the_parser_mid_reply
 
 from commons import Settings
 from palaver.core.errors import InvalidRequest
-from palaver.core.json_schemas import canonical_schema
+from palaver.core.json_schemas import canonical_schema, schema_grammar
 from palaver.core.tool_calls import read_calls
-from palaver.core.tools import NO_PARAMETERS, FunctionTool, NamedToolChoice, ToolUse
-from palaver.engine.decoding.constraints import (
-    MAX_DIGITS,
-    Constraints,
-    GrammarFailed,
-    json_schema_grammar,
-    lark_grammar,
-)
+from palaver.core.tools import NO_PARAMETERS, FunctionTool, NamedToolChoice, ToolUse, lark_grammar
+from palaver.engine.decoding.constraints import MAX_DIGITS, Constraints, GrammarFailed
 from palaver.engine.native.loading import load_native
 from palaver.engine.prompting.model_family import Prompt
 
@@ -60,14 +54,14 @@ def family(gguf_chat_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def constraints(family):
-    return Constraints(family.tokenizer, family.model.config.vocab_size, family.tokenizer.eos_token_id)
+    return Constraints(family.tokenizer, family.model.vocab_size, family.tokenizer.eos_token_id)
 
 
 def row(family, constraints, schema, seed, temperature=0.9, tokens=120):
     params = Settings(temperature=temperature, do_sample=temperature > 0, seed=seed).generation_defaults()
     params = type(params)(**{**params.__dict__, "max_new_tokens": tokens})
     new = family.new_row(Prompt([5, 17, 42, 99, 3, 7, 8, 9], 0), params, threading.Event())
-    new.constraint = None if schema is None else constraints.constraint(json_schema_grammar(canonical_schema(schema)))
+    new.constraint = None if schema is None else constraints.constraint(schema_grammar(canonical_schema(schema)))
     return new
 
 
@@ -102,14 +96,14 @@ def test_a_tokenizer_with_no_json_form_gets_a_clear_400():
         eos_token_id = 2
 
     with pytest.raises(InvalidRequest, match="need a fast tokenizer"):
-        Constraints(SlowTokenizer(), 100, 2).constraint(json_schema_grammar('{"type":"object"}'))
+        Constraints(SlowTokenizer(), 100, 2).constraint(schema_grammar('{"type":"object"}'))
 
 
 def test_a_number_without_bounds_stops_at_twenty_digits_even_when_the_model_wants_more(family, constraints):
-    grammar = json_schema_grammar(canonical_schema({"type": "array", "items": {"type": "integer"}, "maxItems": 2}))
+    grammar = schema_grammar(canonical_schema({"type": "array", "items": {"type": "integer"}, "maxItems": 2}))
     constraint = constraints.constraint(grammar)
     digits = [i for i, raw in enumerate(constraints.token_bytes()) if raw == b"7"]
-    logits = np.zeros(family.model.config.vocab_size, dtype=np.float32)
+    logits = np.zeros(family.model.vocab_size, dtype=np.float32)
     logits[digits] = 50.0  # a model that would write sevens for ever
     text = b""
     while not constraint.is_stopped() and len(text) < 200:
@@ -122,10 +116,8 @@ def test_a_number_without_bounds_stops_at_twenty_digits_even_when_the_model_want
 
 
 def test_a_pattern_that_needs_more_digits_still_gets_them(family, constraints):
-    constraint = constraints.constraint(
-        json_schema_grammar(canonical_schema({"type": "string", "pattern": "^[7]{30}$"}))
-    )
-    logits = np.zeros(family.model.config.vocab_size, dtype=np.float32)
+    constraint = constraints.constraint(schema_grammar(canonical_schema({"type": "string", "pattern": "^[7]{30}$"})))
+    logits = np.zeros(family.model.vocab_size, dtype=np.float32)
     text = b""
     while not constraint.is_stopped() and len(text) < 200:
         token = int(constraint.mask(logits).argmax())
@@ -207,16 +199,16 @@ WIDE = {"type": "object", "properties": {f"p{index}": {"type": "integer"} for in
 def test_a_grammar_that_matches_nothing_is_refused_before_generation_naming_its_field(constraints):
     param = "response_format.json_schema.schema"
     with pytest.raises(InvalidRequest) as caught:
-        constraints.constraint(json_schema_grammar(canonical_schema(SELF_REFERENCE)), param=param)
+        constraints.constraint(schema_grammar(canonical_schema(SELF_REFERENCE)), param=param)
     assert caught.value.param == param and caught.value.status == 400 and "<state>" not in caught.value.message
 
 
 def test_a_grammar_that_breaks_mid_reply_raises_a_grammar_error_and_never_counts_as_stopped(family, constraints):
     param = "response_format.json_schema.schema"
     constraint = constraints.constraint(
-        json_schema_grammar(canonical_schema(schema_outgrowing_the_parser_mid_reply())), param=param
+        schema_grammar(canonical_schema(schema_outgrowing_the_parser_mid_reply())), param=param
     )
-    logits = np.zeros(family.model.config.vocab_size, dtype=np.float32)
+    logits = np.zeros(family.model.vocab_size, dtype=np.float32)
     with pytest.raises(GrammarFailed) as caught:
         for token in family.tokenizer.encode('{"a":"xy","b":{', add_special_tokens=False):
             constraint.mask(logits)

@@ -79,7 +79,7 @@ def test_rows_wait_for_room_in_the_kv_budget_and_none_is_lost(family):
     batch = NativeBatch(cache)
     rows = [row(family, prompt(seed, 30), 10) for seed in range(5)]
     batch.add_many(rows)
-    assert len(batch.slots) == 2 and len(batch.waiting) == 3 and batch.rows == rows
+    assert len(batch.placed) == 2 and len(batch.waiting) == 3 and batch.rows == rows
     finished = run(batch)
     assert sorted(map(id, finished)) == sorted(map(id, rows)) and all(len(r.generated) == 10 for r in rows)
     assert cache.used_pages == 0

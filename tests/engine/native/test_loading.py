@@ -10,8 +10,8 @@ from helpers import raising
 from servers import ROOT
 
 from commons import Message, Settings
-from palaver.engine.gguf.file import read_gguf
 from palaver.engine import machine
+from palaver.engine.gguf.file import read_gguf
 from palaver.engine.machine import HEADROOM_BYTES, cgroup_limit, kv_budget
 from palaver.engine.model_sources import embedded_gguf_path
 from palaver.engine.native import loading as native_loading
@@ -165,7 +165,7 @@ def test_a_sentencepiece_file_is_served_natively_with_the_tokenizer_transformers
     assert cache.reserve(sequence, len(prompt))
     got = cache.step([sequence], [prompt], [True])[0]
     with torch.inference_mode():
-        want = reference.model(torch.tensor([prompt])).logits[0, -1].numpy()
+        want = reference.model.module(torch.tensor([prompt])).logits[0, -1].numpy()
     assert np.abs(got - want).max() <= 2e-3 * np.abs(want).max() and got.argmax() == want.argmax()
     cache.close()
     model.close()

@@ -7,7 +7,7 @@ from helpers import conversation, family_of
 
 from commons import Message, Settings
 from palaver.core.errors import InvalidRequest
-from palaver.engine.prompting.model_family import TRUNCATION_BLOCK
+from palaver.core.history import TRUNCATION_BLOCK
 
 GREEDY = Settings(temperature=0.0, max_new_tokens=8).generation_defaults()
 

@@ -3,13 +3,14 @@
 import threading
 
 from palaver.core.config import Settings
+from palaver.core.requests import GenerationRequest
 from palaver.core.types import Caller
 from palaver.engine.scheduling.fair_queue import FairQueue
-from palaver.engine.scheduling.generation import GenerationRequest
+from palaver.engine.scheduling.generation import Job
 
 
-def request(client: str, label: str) -> GenerationRequest:
-    return GenerationRequest(Settings().generation_defaults(), prompt=label, caller=Caller(client))
+def request(client: str, label: str) -> Job:
+    return Job(GenerationRequest(Settings().generation_defaults(), prompt=label, caller=Caller(client)))
 
 
 def test_clients_are_served_round_robin_and_each_in_order():
@@ -19,9 +20,9 @@ def test_clients_are_served_round_robin_and_each_in_order():
     queue.put(request("alice", "a0"))
     queue.put(request("bob", "b0"))
     queue.put(request("alice", "a1"))
-    taken = [item.prompt for item in queue.take(block=False, limit=5)]
+    taken = [item.request.prompt for item in queue.take(block=False, limit=5)]
     assert taken == ["f0", "a0", "b0", "f1", "a1"], "a newcomer waits one turn at most, not behind the flood"
-    assert [item.prompt for item in queue.take(block=False, limit=10)] == ["f2", "f3", "f4", "f5"]
+    assert [item.request.prompt for item in queue.take(block=False, limit=10)] == ["f2", "f3", "f4", "f5"]
     assert queue.take(block=False, limit=3) == [] and len(queue) == 0
 
 
@@ -32,9 +33,9 @@ def test_take_waits_for_a_request_when_asked_and_close_ends_it_after_the_queued_
     waiter.start()
     queue.put(request("c", "first"))
     waiter.join(10)
-    assert [item.prompt for item in got] == ["first"]
+    assert [item.request.prompt for item in got] == ["first"]
     queue.put(request("c", "last"))
     queue.close()
-    assert [getattr(item, "prompt", None) for item in queue.take(block=True, limit=4)] == ["last", None]
+    assert [item and item.request.prompt for item in queue.take(block=True, limit=4)] == ["last", None]
     assert queue.take(block=True, limit=4) == [None]
     assert queue.take(block=False, limit=0) == [], "a full batch takes nothing, not even the end"

@@ -13,7 +13,7 @@ from palaver.engine.engine import GenerationRequest
 def test_a_failing_generation_is_a_generic_error_and_is_logged(make_engine, chat_model, caplog):
     engine = make_engine(chat_model)
     assert engine.wait_ready(30)
-    model = engine.model.family.model
+    model = engine.model.family.model.module
     model.forward = raising(RuntimeError("secret internal detail"))
     with pytest.raises(GenerationFailed) as caught:
         ask(engine)

@@ -152,7 +152,7 @@ def test_a_failure_while_joining_fails_cleanly_and_the_engine_goes_on(make_app, 
     app = make_app(chat_model, max_new_tokens=4)
     client = app.test_client()
     first = client.post("/api/chat", json={"message": "tell me a story about a cat"}).get_json()
-    model = app.extensions["palaver"].backend.loaded().model.family.model
+    model = app.extensions["palaver"].backend.loaded().model.family.model.module
     model.forward = raising(RuntimeError("prefill exploded"))
     failed = client.post("/api/chat", json={"message": "and then", "conversation_id": first["conversation_id"]})
     del model.forward
@@ -173,10 +173,11 @@ def test_a_row_that_fails_inside_a_running_batch_fails_alone(make_app, chat_mode
     requests = [GenerationRequest(greedy(n), messages=messages) for messages, n in CASES]
     alone = [engine.generate(GenerationRequest(r.params, messages=r.messages)) for r in requests]
     doomed = GenerationRequest(greedy(12, seed=13), messages=history(3))
+    doomed_prompt = len(engine.tokenize(doomed))
     real_choose, in_flight_at_failure = Sampler.choose, []
 
     def choose(self, logits, seen):
-        if self.params.seed == 13 and len(seen) > len(doomed.built.input_ids) + 2:  # its third token
+        if self.params.seed == 13 and len(seen) > doomed_prompt + 2:  # its third token
             in_flight_at_failure.append(engine.pending)
             return int(torch_nan_multinomial())
         return real_choose(self, logits, seen)

@@ -16,8 +16,9 @@ def float_layers(model: nn.Module) -> list[str]:
 
 
 def test_a_gguf_model_keeps_its_blocks_and_matches_transformers_own_loader(gguf_chat_model, tmp_path):
-    blocked = load_model(Settings(model=str(gguf_chat_model), cache_dir=str(tmp_path))).family.model
-    plain = load_model(Settings(model=str(gguf_chat_model), cache_dir=str(tmp_path), weights="float32")).family.model
+    blocked = load_model(Settings(model=str(gguf_chat_model), cache_dir=str(tmp_path))).family.model.module
+    float32 = Settings(model=str(gguf_chat_model), cache_dir=str(tmp_path), weights="float32")
+    plain = load_model(float32).family.model.module
     assert float_layers(blocked) == [], "no float32 copy of a quantised weight is kept"
     assert blocked.lm_head.blocks is blocked.model.embed_tokens.blocks, "the tied head reads the embedding's blocks"
     assert isinstance(plain.lm_head, nn.Linear)
@@ -28,14 +29,14 @@ def test_a_gguf_model_keeps_its_blocks_and_matches_transformers_own_loader(gguf_
 
 
 def test_k_quants_q5_and_16_bit_floats_keep_their_blocks_too(k_quant_gguf_model, tmp_path):
-    blocked = load_model(Settings(model=str(k_quant_gguf_model), cache_dir=str(tmp_path))).family.model
+    blocked = load_model(Settings(model=str(k_quant_gguf_model), cache_dir=str(tmp_path))).family.model.module
     plain = load_model(Settings(model=str(k_quant_gguf_model), cache_dir=str(tmp_path), weights="float32"))
     assert float_layers(blocked) == [], "every type in the file is read as stored"
     kinds = {module.extra_repr().split(",")[0] for module in blocked.modules() if hasattr(module, "blocks")}
     assert kinds == {"Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q5_1", "F16", "BF16"}
     ids = torch.tensor([[5, 17, 42, 99, 3, 250]])
     with torch.inference_mode():
-        torch.testing.assert_close(blocked(ids).logits, plain.family.model(ids).logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(blocked(ids).logits, plain.family.model.module(ids).logits, rtol=1e-4, atol=1e-4)
 
 
 def test_without_the_kernel_a_gguf_model_is_served_as_float32_and_the_log_says_so(gguf_chat_model, tmp_path):
@@ -44,7 +45,7 @@ def test_without_the_kernel_a_gguf_model_is_served_as_float32_and_the_log_says_s
         "logging.basicConfig(level=logging.INFO); "
         "quantized.KERNEL_LIBRARY = pathlib.Path('/nowhere/palaver_kernels.so'); "
         "from commons import Settings; from palaver.engine.torch.loading import load_model; "
-        f"m = load_model(Settings(model={str(gguf_chat_model)!r}, cache_dir={str(tmp_path)!r})).family.model; "
+        f"m = load_model(Settings(model={str(gguf_chat_model)!r}, cache_dir={str(tmp_path)!r})).family.model.module; "
         "import torch; assert type(m.lm_head) is torch.nn.Linear; quantized.kernel_available()"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

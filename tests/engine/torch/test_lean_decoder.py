@@ -48,7 +48,7 @@ def prefilled_batch(family):
 @pytest.mark.parametrize("fixture, weights", VARIANTS)
 def test_a_decode_step_gives_transformers_logits_and_cache_bit_for_bit(request, fixture, weights):
     family = load_model(Settings(model=str(request.getfixturevalue(fixture)), weights=weights)).family
-    assert family.decoder is not None
+    assert family.model.decoder is not None
     batch = prefilled_batch(family)
     for _ in range(3):
         input_ids = torch.tensor([[row.generated[-1]] for row in batch.rows])
@@ -56,14 +56,14 @@ def test_a_decode_step_gives_transformers_logits_and_cache_bit_for_bit(request, 
         mask = torch.cat([batch.mask, torch.ones(len(batch.rows), 1, dtype=batch.mask.dtype)], dim=1)
         assert not bool(mask.all()), "the rows must be padded for transformers to take its masked path"
         reference_cache = copy.deepcopy(batch.cache)
-        expected = family.model(
+        expected = family.model.module(
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=positions,
             past_key_values=reference_cache,
             use_cache=True,
         ).logits[:, -1]
-        logits = family.decoder.step(input_ids, positions, mask, batch.cache)
+        logits = family.model.decoder.step(input_ids, positions, mask, batch.cache)
         assert torch.equal(logits, expected)
         for layer, reference in zip(batch.cache.layers, reference_cache.layers):
             assert torch.equal(layer.keys, reference.keys) and torch.equal(layer.values, reference.values)
@@ -75,11 +75,11 @@ def test_a_decode_step_gives_transformers_logits_and_cache_bit_for_bit(request, 
 @pytest.mark.parametrize("fixture, weights", [("chat_model", "q8_0"), ("uniform_gguf_chat_model", "auto")])
 def test_projections_of_one_block_type_are_joined_and_the_weights_held_once(request, fixture, weights):
     family = load_model(Settings(model=str(request.getfixturevalue(fixture)), weights=weights)).family
-    for index, layer in enumerate(family.model.model.layers):
+    for index, layer in enumerate(family.model.module.model.layers):
         attention, mlp = layer.self_attn, layer.mlp
         for joined, parts in [
-            (family.decoder.qkv[index], [attention.q_proj, attention.k_proj, attention.v_proj]),
-            (family.decoder.gate_up[index], [mlp.gate_proj, mlp.up_proj]),
+            (family.model.decoder.qkv[index], [attention.q_proj, attention.k_proj, attention.v_proj]),
+            (family.model.decoder.gate_up[index], [mlp.gate_proj, mlp.up_proj]),
         ]:
             assert isinstance(joined, GGUFLinear)
             assert joined.out_features == sum(part.out_features for part in parts)
@@ -94,4 +94,4 @@ def test_projections_of_one_block_type_are_joined_and_the_weights_held_once(requ
 @pytest.mark.parametrize("fixture", ["dialogpt_model", "blenderbot_model"])
 def test_other_architectures_keep_transformers_forward(request, fixture):
     family = load_model(Settings(model=str(request.getfixturevalue(fixture)))).family
-    assert getattr(family, "decoder", None) is None
+    assert family.model.decoder is None

@@ -124,9 +124,9 @@ def float_layers(model: nn.Module) -> list[str]:
 def test_a_safetensors_model_opts_in_to_q8_0(chat_model, dialogpt_model, tmp_path):
     for path in (chat_model, dialogpt_model):
         family = load_model(Settings(model=str(path), cache_dir=str(tmp_path), weights="q8_0")).family
-        layers = [m for m in family.model.modules() if isinstance(m, GGUFLinear)]
+        layers = [m for m in family.model.module.modules() if isinstance(m, GGUFLinear)]
         assert layers and all(layer.qtype == Q8_0 for layer in layers)
-    default = load_model(Settings(model=str(chat_model), cache_dir=str(tmp_path))).family.model
+    default = load_model(Settings(model=str(chat_model), cache_dir=str(tmp_path))).family.model.module
     assert not [m for m in default.modules() if isinstance(m, GGUFLinear)], "off by default"
 
 

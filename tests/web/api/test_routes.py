@@ -5,7 +5,7 @@ import logging
 import threading
 
 import pytest
-from helpers import assert_error, raising
+from helpers import assert_error, count_grammar_work, raising
 from timing import wait_until
 
 from palaver.core.parameters import PARAMETER_NAMES
@@ -149,7 +149,7 @@ def test_replace_last_turn_regenerates_in_place(client):
 
 def test_a_generation_failure_is_a_500_without_a_stack_trace_and_keeps_history(client, app, caplog):
     conversation_id = chat(client, message="hello").get_json()["conversation_id"]
-    model = app.extensions["palaver"].backend.loaded().model.family.model
+    model = app.extensions["palaver"].backend.loaded().model.family.model.module
     model.forward = raising(ValueError("tensor shape secret"))
     try:
         response = chat(client, message="this one fails", conversation_id=conversation_id)
@@ -240,3 +240,33 @@ def test_a_reply_can_be_held_to_a_json_schema_and_a_bad_schema_is_named(client):
     refused = client.post("/api/chat", json=body)
     assert refused.status_code == 400 and refused.get_json()["error"]["param"] == "response_format.json_schema.schema"
     assert "'uniqueItems' at #" in refused.get_json()["error"]["message"]
+
+
+def test_a_chat_schema_is_built_once_where_it_comes_in_and_compiled_once(client, monkeypatch):
+    work = count_grammar_work(monkeypatch)
+    schema = {"type": "object", "properties": {"once": {"type": "boolean"}}, "required": ["once"]}
+    body = {"message": "hi", "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}}
+    assert client.post("/api/chat", json=body).status_code == 200
+    assert len(work.built) == 1 and len(work.compiled) == 1
+
+
+@pytest.mark.parametrize("form", [False, True], ids=["api", "form"])
+def test_a_turn_resolves_its_model_name_once(make_app, chat_model, monkeypatch, form):
+    app = make_app(chat_model)
+    router, names = app.extensions["palaver"].backend, []
+    real_resolve = router.resolve
+    monkeypatch.setattr(router, "resolve", lambda name: names.append(name) or real_resolve(name))
+    client = app.test_client()
+
+    def send(**fields):
+        if form:  # the page's form, asked for JSON: its session holds the conversation
+            return client.post("/", data={"textbox": "hello", **fields}, headers={"Accept": "application/json"})
+        return client.post("/api/chat", json={"message": "hello", **fields})
+
+    first = send(model=str(chat_model))  # the model's source as written, resolved to its configured name
+    assert first.status_code == 200 and first.get_json()["model"] == "chat-llama"
+    assert names == [str(chat_model)]
+    names.clear()
+    conversation_id = first.get_json()["conversation_id"]
+    assert send(**({} if form else {"conversation_id": conversation_id})).status_code == 200
+    assert names == ["chat-llama"], "a conversation's stored model is checked once, and nothing else resolves"

@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import openai
 import pytest
 import requests
-from helpers import raising
+from helpers import count_grammar_work, raising
 
 from palaver.engine.torch.loading import load_model
 
@@ -241,7 +241,7 @@ def test_an_error_after_the_stream_starts_is_an_error_event_then_done(make_app, 
     client = app.test_client()
     body = {**BODY, "model": "html-replier"}
     assert client.post("/v1/chat/completions", json=body).status_code == 200
-    model = app.extensions["palaver"].backend.loaded().model.family.model
+    model = app.extensions["palaver"].backend.loaded().model.family.model.module
     real_forward = model.forward
     calls = []
 
@@ -295,11 +295,56 @@ def test_v1_errors_use_one_envelope(make_app, chat_model):
     assert not_json.status_code == 400
 
 
+ANSWER = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
+CLOCK = {"type": "function", "function": {"name": "get_time"}}
+
+
+@pytest.mark.parametrize(
+    "fields, built",
+    [
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": ANSWER}}}, 1),
+        ({"response_format": {"type": "json_object"}}, 1),
+        ({"tools": [WEATHER], "tool_choice": "required"}, 2),  # the function's schema, checked, then the calls'
+        (
+            {
+                "tools": [CLOCK],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": ANSWER}},
+            },
+            2,  # the answer's schema, checked, then the grammar of calls or the answer (get_time takes nothing)
+        ),
+    ],
+    ids=["schema", "json-object", "tools", "tools-and-schema"],
+)
+def test_a_request_builds_each_grammar_once_and_the_engine_compiles_its_own_once(
+    make_app, chat_model, monkeypatch, fields, built
+):
+    client = make_app(chat_model).test_client()
+    assert client.post("/v1/chat/completions", json=BODY).status_code == 200  # loaded, with nothing to compile
+    work = count_grammar_work(monkeypatch)
+    response = client.post("/v1/chat/completions", json={**BODY, **fields})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert len(work.built) == built and len(set(work.built)) == built, "no grammar is built twice"
+    assert len(work.compiled) == 1, "the grammar the request carries, compiled for the model's tokenizer once"
+
+
+def test_n_choices_share_one_grammar_compiled_once(make_app, chat_model, monkeypatch):
+    client = make_app(chat_model).test_client()
+    work = count_grammar_work(monkeypatch)
+    body = {**BODY, "n": 3, "response_format": {"type": "json_object"}}
+    assert client.post("/v1/chat/completions", json=body).status_code == 200
+    assert len(work.built) == 1 and len(work.compiled) == 1
+
+
 def test_a_failing_model_mid_generation_is_500_without_details(make_app, chat_model):
     app = make_app(chat_model)
     client = app.test_client()
     client.post("/v1/chat/completions", json=BODY)
-    app.extensions["palaver"].backend.loaded().model.family.model.forward = raising(RuntimeError("internal detail"))
+    model = app.extensions["palaver"].backend.loaded().model.family.model.module
+    model.forward = raising(RuntimeError("internal detail"))
     response = client.post("/v1/chat/completions", json=BODY)
     assert response.status_code == 500 and "internal detail" not in response.get_data(as_text=True)
 

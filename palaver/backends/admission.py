@@ -1,4 +1,4 @@
-"""Admission control: one bound on the requests that wait for or use the model at once."""
+"""Admission control: one bound on the requests that wait for or use the models at once, whichever model."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ BUSY_RETRY_AFTER_SECONDS = 2
 
 
 class Admission:
-    """Count queued and generating requests, and those waiting for their conversation's turn, under one bound."""
+    """Bound the requests queued or generating, with those waiting for their conversation's turn: the one gate."""
 
-    def __init__(self, limit: int, counts: Counter):
+    def __init__(self, limit: int, counts: Counter[str]):
         self.limit = limit
         self.counts = counts
         self.pending = 0  # requests queued or generating

@@ -1,0 +1,40 @@
+"""A transformers model served through torch: the facts its config gives, and the batch each kind of model runs."""
+
+from transformers import PretrainedConfig
+
+from commons import Settings
+from palaver.engine.torch.batching import CausalBatch, Seq2SeqBatch
+from palaver.engine.torch.lean_decoder import LlamaDecoder
+from palaver.engine.torch.loading import load_model
+from palaver.engine.torch.served import DEFAULT_CONTEXT, context_length, ids_of
+
+
+def served(path):
+    return load_model(Settings(model=str(path))).family.model
+
+
+def test_a_causal_model_reports_its_configs_facts_and_runs_a_causal_batch(chat_model, dialogpt_model):
+    llama, gpt2 = served(chat_model), served(dialogpt_model)
+    config = llama.module.config
+    assert (llama.model_type, llama.is_encoder_decoder) == ("llama", False)
+    assert llama.context_length == config.max_position_embeddings and llama.vocab_size == config.vocab_size
+    assert isinstance(llama.decoder, LlamaDecoder) and isinstance(llama.new_batch(None), CausalBatch)
+    assert gpt2.context_length == gpt2.module.config.n_positions, "GPT-2 names its context n_positions"
+    assert gpt2.decoder is None and gpt2.decoder_start_id is None and isinstance(gpt2.new_batch(None), CausalBatch)
+    assert llama.kv_bytes() == gpt2.kv_bytes() == (0, 0), "the torch path keeps no KV budget of its own"
+
+
+def test_an_encoder_decoder_model_runs_a_seq2seq_batch_from_its_decoder_start(blenderbot_model):
+    model = served(blenderbot_model)
+    assert model.is_encoder_decoder and model.decoder_start_id == model.module.config.decoder_start_token_id
+    batch = model.new_batch(None)
+    assert isinstance(batch, Seq2SeqBatch) and batch.decoder_start_id == model.decoder_start_id
+
+
+def test_a_config_without_a_context_length_gets_the_default():
+    assert context_length(PretrainedConfig()) == DEFAULT_CONTEXT
+    assert context_length(PretrainedConfig(max_sequence_length=77)) == 77
+
+
+def test_a_token_id_field_is_read_as_a_tuple_whatever_its_form():
+    assert (ids_of(None), ids_of(3), ids_of([3, 5])) == ((), (3,), (3, 5))
