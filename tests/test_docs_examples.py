@@ -40,7 +40,7 @@ EXAMPLES = [
 
 def test_every_example_with_a_body_is_found():
     texts = "".join(command for param in EXAMPLES for command in param.values)
-    for path in ("/v1/chat/completions", "/tokenize", "/detokenize", "/invocations", "/api/chat"):
+    for path in ("/v1/chat/completions", "/v1/messages", "/tokenize", "/detokenize", "/invocations", "/api/chat"):
         assert path in texts, f"no curl example posts to {path}: the extraction missed it"
 
 

@@ -104,7 +104,7 @@ class Settings:
     api_keys: str = setting(
         "",
         "Comma-separated API keys. When set, `/api/*`, `/v1/*`, `/invocations` and `/metrics` need "
-        "`Authorization: Bearer <key>`, and the chat page asks for a key once per browser.",
+        "`Authorization: Bearer <key>` (or `x-api-key: <key>`), and the chat page asks for a key once per browser.",
     )
     sign_in_ttl: int = setting(7 * 24 * 3600, "Seconds a browser stays signed in to the page after entering a key.")
     sign_in_attempts: str = setting(

@@ -9,8 +9,8 @@ from typing import Any, Literal
 from llguidance import LLMatcher
 from pydantic import Field, field_validator
 
-from palaver.core.json_schemas import SCHEMA_PARAM, Grammar, canonical_schema, compact, schema_grammar
-from palaver.core.validation import RequestModel, field_error
+from palaver.core.json_schemas import SCHEMA_PARAM, Grammar, canonical_schema, compact, grammar_problem, schema_grammar
+from palaver.core.validation import RequestModel, body_error, field_error
 
 MAX_TOOLS = 128  # OpenAI's own limit
 MAX_TOOLS_BYTES = 65_536  # every function's schema together, as the one grammar they become
@@ -39,13 +39,19 @@ class FunctionDefinition(RequestModel):
     @field_validator("parameters")
     @classmethod
     def _enforceable(cls, parameters: dict[str, Any]) -> dict[str, Any]:
-        canonical_schema(parameters)
-        if parameters.get("type", "object") != "object":
-            raise field_error("must be a JSON schema of type object: arguments are an object")
-        return parameters
+        return arguments_schema(parameters)
 
-    def arguments_schema(self) -> dict[str, Any]:
-        return NO_PARAMETERS if self.parameters is None else self.parameters
+    def as_function(self) -> Function:
+        parameters = NO_PARAMETERS if self.parameters is None else self.parameters
+        return Function(self.name, self.description, compact(parameters))
+
+
+def arguments_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Accept a JSON schema for a function's arguments: one the grammar can enforce, of type object."""
+    canonical_schema(schema)
+    if schema.get("type", "object") != "object":
+        raise field_error("must be a JSON schema of type object: arguments are an object")
+    return schema
 
 
 class FunctionTool(RequestModel):
@@ -64,14 +70,20 @@ class NamedToolChoice(RequestModel):
 
 def unique_names(tools: list[FunctionTool]) -> list[FunctionTool]:
     """Accept tools whose functions have distinct names, and whose schemas fit in one grammar."""
-    names = [tool.function.name for tool in tools]
+    distinct_functions([tool.function.as_function() for tool in tools])
+    return tools
+
+
+def distinct_functions(functions: list[Function]) -> list[Function]:
+    """Accept functions of distinct names whose schemas fit in one grammar."""
+    names = [function.name for function in functions]
     repeated = next((name for name in names if names.count(name) > 1), None)
     if repeated is not None:
         raise field_error(f"must name each function once; '{repeated}' is named twice")
-    size = sum(len(compact(tool.function.arguments_schema())) for tool in tools)
+    size = sum(len(function.parameters) for function in functions)
     if size > MAX_TOOLS_BYTES:
         raise field_error(f"must hold at most {MAX_TOOLS_BYTES} bytes of parameter schemas in all (got {size})")
-    return tools
+    return functions
 
 
 @dataclass(frozen=True)
@@ -100,10 +112,7 @@ class ToolUse:
 
     @classmethod
     def of(cls, tools: list[FunctionTool], choice: ToolChoiceMode | NamedToolChoice | None, parallel: bool) -> ToolUse:
-        functions = tuple(
-            Function(tool.function.name, tool.function.description, compact(tool.function.arguments_schema()))
-            for tool in tools
-        )
+        functions = tuple(tool.function.as_function() for tool in tools)
         if isinstance(choice, NamedToolChoice):
             return cls(functions, "named", parallel, choice.function.name)
         return cls(functions, choice or "auto", parallel)
@@ -149,6 +158,18 @@ def with_options(schema: str, options: dict[str, Any]) -> str:
 def lark_grammar(lark: str) -> str:
     """Return the grammar for Lark text, such as ToolUse.grammar's."""
     return LLMatcher.grammar_from_lark(lark)
+
+
+def enforced_calls_grammar(tools: ToolUse, json_schema: str | None = None) -> Grammar | None:
+    """Build the grammar a reply with tools must follow, or raise the 400 naming 'tools' when it cannot be held."""
+    calls = tools.grammar(json_schema)
+    if calls is None:
+        return None
+    grammar = lark_grammar(calls)
+    problem = grammar_problem(grammar)
+    if problem is not None:
+        raise body_error(f"'tools' cannot be enforced: {problem.splitlines()[0][:300]}", "tools")
+    return Grammar(grammar, "tools")
 
 
 def grammar_for(json_schema: str | None, tools: ToolUse | None) -> Grammar | None:

@@ -119,6 +119,7 @@ class Reply:
     finish_reason: str  # "stop", "length", "tool_calls" or "cancelled"
     tool_calls: tuple[ToolCall, ...] = ()
     logprobs: tuple[TokenLogprob, ...] | None = None  # when the request asked for them
+    stop_sequence: str | None = None  # the stop sequence that ended it, where the engine saw one
 
 
 # Whoever serves a request may set this, in the request's thread, to hear of every reply it produces.

@@ -21,6 +21,8 @@ from palaver.core.config import Settings
 from palaver.storage.database import connect, database_url, upgrade
 from palaver.storage.store import ConversationStore
 from palaver.web import caller, probes, request_log, security
+from palaver.web.anthropic.response_schemas import ErrorResponse
+from palaver.web.anthropic.routes import anthropic
 from palaver.web.api.listing import CONVERSATION_ID
 from palaver.web.api.routes import api, health
 from palaver.web.body import load_body
@@ -74,7 +76,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, services: Services 
     app.teardown_request(caller.give_back_share)
     app.url_map.converters["conversation"] = ConversationIdConverter
     app.add_template_filter(render_markdown, "markdown")
-    for blueprint in (pages, api, health, v1, tokens, mlflow):
+    for blueprint in (pages, api, health, v1, anthropic, tokens, mlflow):
         app.register_blueprint(blueprint)
     app.register_error_handler(Exception, unrouted_error)
     probes.install(services.backend.describe)  # the worker's poller answers /healthz and /readyz without a thread
@@ -116,6 +118,8 @@ class ConversationIdConverter(BaseConverter):
 def unrouted_error(exc: Exception):
     """Answer errors outside any blueprint (unknown URLs, refused requests): JSON for APIs, a page elsewhere."""
     error = to_palaver_error(exc)
+    if request.path.startswith("/v1/messages"):  # Anthropic's clients read their own shape, here as on the routes
+        return json_error(error, ErrorResponse.of(error).model_dump())
     if request.path.startswith(("/api/", "/v1/", "/invocations", "/tokenize", "/detokenize")) or (
         request.mimetype == "application/json"
     ):

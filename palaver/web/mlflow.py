@@ -19,8 +19,9 @@ from palaver.core.validation import RequestModel, body_error, field_error
 from palaver.web.api.schemas import prompt_list
 from palaver.web.body import read_json
 from palaver.web.errors import json_error, to_palaver_error
+from palaver.web.generations import start_all
 from palaver.web.openai.request_schemas import ChatCompletionRequest, TextCompletionRequest
-from palaver.web.openai.routes import serve_chat, serve_text, start_all
+from palaver.web.openai.routes import serve_chat, serve_text
 from palaver.web.security import require_api_key
 from palaver.web.services import services
 

@@ -7,14 +7,14 @@ import secrets
 
 from flask import session
 
-from palaver.web.security import bearer_key_id, keys_required, signed_in_key_id
+from palaver.web.security import keys_required, sent_key_id, signed_in_key_id
 
 BROWSER_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def current_owner(*, create: bool = False) -> str | None:
     """Return the owner of the current request, giving a browser an id first when create; None if anonymous."""
-    key = bearer_key_id() or signed_in_key_id()
+    key = sent_key_id() or signed_in_key_id()
     if key is not None:
         return f"key:{key}"
     if keys_required():  # with keys set, only a key owns conversations

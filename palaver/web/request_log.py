@@ -13,7 +13,15 @@ from palaver.core.types import REPLY_LISTENER, Reply
 from palaver.web.services import services
 
 request_log = logging.getLogger("palaver.requests")
-SURFACES = {"pages": "page", "api": "api", "v1": "openai", "tokens": "openai", "mlflow": "mlflow", "health": "health"}
+SURFACES = {
+    "pages": "page",
+    "api": "api",
+    "v1": "openai",
+    "tokens": "openai",
+    "anthropic": "anthropic",
+    "mlflow": "mlflow",
+    "health": "health",
+}
 
 
 def start_request_record() -> None:

@@ -24,6 +24,7 @@ GENERATING_ENDPOINTS = {
     "api.chat",
     "v1.chat_completions",
     "v1.completions",
+    "anthropic.messages",
     "mlflow.invocations",
 }
 # Constant answers for a platform's probes: no host check, no key, no rate limit.
@@ -31,6 +32,7 @@ PROBE_ENDPOINTS = {"health.probe", "mlflow.ping", "static"}
 JSON_BODY_BLUEPRINTS = {
     "v1": ("application/json",),
     "tokens": ("application/json",),
+    "anthropic": ("application/json",),
     "mlflow": ("application/json", "text/csv", "application/csv"),
 }
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -75,16 +77,23 @@ def key_id(key: str) -> str:
 
 
 def caller_id() -> str:
-    """Return who the request counts against: its API key (bearer or signed in), else its client address."""
-    key = bearer_key_id() or signed_in_key_id()
+    """Return who the request counts against: its API key (sent or signed in), else its client address."""
+    key = sent_key_id() or signed_in_key_id()
     return f"key:{key}" if key else f"address:{request.remote_addr}"
 
 
-def bearer_key_id() -> str | None:
-    """Return the id of the valid API key in the Authorization header, if any."""
+def sent_key() -> str | None:
+    """Return the API key the request sends: as OpenAI's clients do (a bearer token), or as Anthropic's (x-api-key)."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("X-Api-Key", "").strip() or None
+
+
+def sent_key_id() -> str | None:
+    """Return the id of the valid API key the request sends, if any."""
+    token = sent_key()
+    if token is None:
         return None
     keys = services().settings.api_key_list
     if any(hmac.compare_digest(token.encode(), key.encode()) for key in keys):
@@ -124,18 +133,21 @@ def keys_required() -> bool:
 
 
 def require_api_key() -> None:
-    """Refuse the request unless keys are off or it carries a valid bearer key."""
-    if keys_required() and bearer_key_id() is None:
-        raise Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>'", code="invalid_api_key")
+    """Refuse the request unless keys are off or it sends a valid key."""
+    if keys_required() and sent_key_id() is None:
+        raise Unauthorized(
+            "a valid API key is required: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
+            code="invalid_api_key",
+        )
 
 
 def require_sign_in() -> None:
-    """Refuse a page request unless keys are off, the browser has signed in, or it carries a bearer key."""
+    """Refuse a page request unless keys are off, the browser has signed in, or it sends a key."""
     if (
         keys_required()
         and request.endpoint != "pages.enter_key"
         and signed_in_key_id() is None
-        and bearer_key_id() is None
+        and sent_key_id() is None
     ):
         raise Unauthorized("enter an access key to use this chat", code="invalid_api_key")
 

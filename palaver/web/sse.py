@@ -15,10 +15,10 @@ from palaver.core.types import PromptInfo
 log = logging.getLogger("palaver")
 
 
-def sse_event(payload: Any) -> str:
-    """Frame one Server-Sent Event: a data line of JSON (or a literal string) and a blank line."""
+def sse_event(payload: Any, event: str | None = None) -> str:
+    """Frame one Server-Sent Event: its name, if any, a data line of JSON (or a literal string) and a blank line."""
     data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
-    return f"data: {data}\n\n"
+    return (f"event: {event}\n" if event else "") + f"data: {data}\n\n"
 
 
 def event_stream(events: Iterator[str], headers: dict | None = None) -> Response:

@@ -48,6 +48,11 @@ def keyed(make_app, chat_model):
             {"json": {"model": "chat-llama", "messages": [{"role": "user", "content": "x"}]}},
         ),
         ("post", "/v1/completions", {"json": {"model": "chat-llama", "prompt": "x"}}),
+        (
+            "post",
+            "/v1/messages",
+            {"json": {"model": "chat-llama", "max_tokens": 2, "messages": [{"role": "user", "content": "x"}]}},
+        ),
         ("post", "/invocations", {"json": {"inputs": ["x"]}}),
     ],
 )
@@ -57,6 +62,16 @@ def test_with_keys_set_every_generating_surface_needs_one(keyed, method, path, k
     headers = {**kwargs.get("headers", {}), **BEARER}
     allowed = getattr(keyed.test_client(), method)(path, **{**kwargs, "headers": headers})
     assert allowed.status_code in (200, 303)
+
+
+def test_an_x_api_key_header_is_a_key_on_every_surface_as_a_bearer_one_is(keyed):
+    chat = {"model": "chat-llama", "max_tokens": 2, "messages": [{"role": "user", "content": "x"}]}
+    client = keyed.test_client()
+    for path in ("/v1/messages", "/v1/chat/completions", "/api/chat"):
+        body = chat if path.startswith("/v1") else {"message": "x", "max_new_tokens": 2}
+        assert client.post(path, json=body, headers={"x-api-key": "key-two"}).status_code == 200
+    refused = client.post("/v1/chat/completions", json=chat, headers={"x-api-key": "key-three"})
+    assert refused.status_code == 401 and "x-api-key" in refused.get_json()["error"]["message"]
 
 
 def test_one_sign_in_keeps_the_page_usable_and_the_mark_is_opaque(keyed):
@@ -107,6 +122,7 @@ def test_metrics_are_off_unless_asked_and_keyed_when_keys_are_set(make_app, chat
         ("/v1/chat/completions", "text/plain"),
         ("/v1/completions", "application/x-www-form-urlencoded"),
         ("/invocations", "text/plain"),
+        ("/v1/messages", "text/plain"),
         ("/v1/chat/completions", None),
     ],
 )

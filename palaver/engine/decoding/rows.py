@@ -86,4 +86,5 @@ class Row:
         reason = "cancelled" if self.cancelled.is_set() else "stop" if ended else "length"
         logprobs = tuple(self.logprobs) if self.params.logprobs is not None else None
         usage = Usage(len(self.prompt_ids), len(self.generated))
-        return Reply(self.stream.text, usage, self.truncated_turns, reason, logprobs=logprobs)
+        stop = self.stream.matched_stop
+        return Reply(self.stream.text, usage, self.truncated_turns, reason, logprobs=logprobs, stop_sequence=stop)

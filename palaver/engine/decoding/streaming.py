@@ -35,11 +35,11 @@ class ReplyStream:
         self.decoded = ""  # all text decoded so far, before stop sequences are applied
         self.text = ""  # the reply text handed on so far
         self.hit_stop_token = False
-        self.hit_stop_sequence = False
+        self.matched_stop: str | None = None  # the stop sequence that ended the reply, once one has
 
     @property
     def stopped(self) -> bool:
-        return self.hit_stop_token or self.hit_stop_sequence
+        return self.hit_stop_token or self.matched_stop is not None
 
     def add(self, token: int) -> None:
         """Receive the next generated token."""
@@ -72,10 +72,10 @@ class ReplyStream:
 
     def _emit(self, final: bool) -> None:
         reply = self.decoded.lstrip() if self.strip_leading else self.decoded
-        cut = min((i for i in (reply.find(s) for s in self.stop_sequences) if i >= 0), default=-1)
-        if cut >= 0:
+        hits = [(at, stop) for stop in self.stop_sequences if (at := reply.find(stop)) >= 0]
+        if hits:
+            cut, self.matched_stop = min(hits, key=lambda hit: hit[0])
             reply, final = reply[:cut], True
-            self.hit_stop_sequence = True
         end = len(reply) if final else len(reply) - self._held_back(reply)
         delta = reply[len(self.text) : end]
         if delta:

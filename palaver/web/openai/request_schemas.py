@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from palaver.core.errors import InvalidRequest
-from palaver.core.json_schemas import Grammar, ResponseFormat, grammar_problem
+from palaver.core.json_schemas import Grammar, ResponseFormat
 from palaver.core.parameters import (
     GenerationParams,
     MaxNewTokens,
@@ -25,7 +25,7 @@ from palaver.core.tools import (
     NamedToolChoice,
     ToolChoiceMode,
     ToolUse,
-    lark_grammar,
+    enforced_calls_grammar,
     unique_names,
 )
 from palaver.core.validation import RequestModel, body_error, field_error, neutral_or_refused, unsupported
@@ -197,13 +197,7 @@ class ToolFields(RequestModel):
         use = self.tool_use()
         response_format: ResponseFormat | None = getattr(self, "response_format", None)
         answer = response_format.schema_text() if response_format else None
-        calls = use.grammar(answer) if use is not None else None
-        if calls is not None:
-            grammar = lark_grammar(calls)
-            problem = grammar_problem(grammar)
-            if problem is not None:
-                raise body_error(f"'tools' cannot be enforced: {problem.splitlines()[0][:300]}", "tools")
-            self._calls_grammar = Grammar(grammar, "tools")
+        self._calls_grammar = enforced_calls_grammar(use, answer) if use is not None else None
         return self
 
     def tool_use(self) -> ToolUse | None:

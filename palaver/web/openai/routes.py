@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 from flask import Blueprint
 
-from palaver.backends import Backend, ModelRouter
+from palaver.backends import ModelRouter
 from palaver.core.errors import PalaverError
 from palaver.core.requests import GenerationRequest
-from palaver.core.types import PromptInfo, Reply, ReplyEvents, TokenLogprob, ToolCallDelta, Usage, final
+from palaver.core.types import Reply, ReplyEvents, TokenLogprob, ToolCallDelta, Usage, final
 from palaver.web.body import read_json
-from palaver.web.caller import hold_rows
 from palaver.web.connection import client_gone_probe
 from palaver.web.errors import json_error, to_palaver_error
+from palaver.web.generations import TRUNCATED_HEADER, closing_all, start_all
 from palaver.web.openai.request_schemas import ChatCompletionRequest, TextCompletionRequest
 from palaver.web.openai.response_schemas import (
     ChatCompletion,
@@ -39,7 +38,6 @@ from palaver.web.sse import event_stream, guarded, sse_event
 
 v1 = Blueprint("v1", __name__, url_prefix="/v1")
 v1.before_request(require_api_key)
-TRUNCATED_HEADER = "X-Palaver-Truncated-Turns"
 
 
 @v1.post("/chat/completions")
@@ -238,33 +236,3 @@ def text_logprobs(
     if completion.logprobs is None or entries is None:
         return None
     return TextLogprobs.of(entries, offset, top=completion.logprobs > 0)
-
-
-@contextmanager
-def closing_all(streams: list[ReplyEvents]) -> Iterator[None]:
-    """Close every stream on the way out, finished or not, so no request generates on for nobody."""
-    try:
-        yield
-    finally:
-        for stream in streams:
-            stream.close()
-
-
-def start_all(requests: list[GenerationRequest], engine: Backend, param: str) -> tuple[list[ReplyEvents], PromptInfo]:
-    """Queue every request before waiting on any, so they are generated in one batch; return the first's info.
-
-    Each is a row of the client's share, as a request of its own would be: param names what multiplied them.
-    """
-    hold_rows(len(requests), param)
-    streams: list[ReplyEvents] = []
-    try:
-        for request in requests:
-            streams.append(engine.stream(request))
-        infos = [next(stream) for stream in streams]  # each returns once its request has joined
-    except BaseException:
-        for stream in streams:
-            stream.close()  # a refused request cancels the ones queued with it
-        raise
-    info = infos[0]
-    assert isinstance(info, PromptInfo)  # a stream starts with its prompt's size
-    return streams, info

@@ -36,17 +36,17 @@ def test_multi_byte_characters_are_never_split_across_deltas(tokenizer):
 
 def test_a_stop_sequence_ends_the_reply_and_is_left_out(tokenizer):
     stream, deltas = run(tokenizer, "Hello there###and more", ["###"])
-    assert stream.text == "".join(deltas) == "Hello there" and stream.hit_stop_sequence
+    assert stream.text == "".join(deltas) == "Hello there" and stream.matched_stop == "###"
 
 
 def test_text_that_only_looks_like_a_stop_sequence_is_released(tokenizer):
     stream, deltas = run(tokenizer, "a ## b #", ["###"])
-    assert stream.text == "".join(deltas) == "a ## b #" and not stream.stopped
+    assert stream.text == "".join(deltas) == "a ## b #" and not stream.stopped and stream.matched_stop is None
 
 
 def test_the_earliest_of_several_stop_sequences_wins(tokenizer):
     stream, _ = run(tokenizer, "one\ntwo END three", ["END", "\n"])
-    assert stream.text == "one"
+    assert stream.text == "one" and stream.matched_stop == "\n"
 
 
 def test_an_end_of_sequence_token_stops_the_stream(tokenizer):
