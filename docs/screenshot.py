@@ -7,8 +7,8 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
+from tests.browsers import CHROMIUM, CHROMIUM_ARGS, expect_replies
 from tests.servers import procfile_server
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, expect_replies
 
 SHOTS = Path(__file__).resolve().parent / "screenshots"
 MESSAGES = ["Hi there! What can you help me with?", "Give me three tips for writing clear emails, as a list."]

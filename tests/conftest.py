@@ -38,6 +38,32 @@ SERVER_FIXTURES = {
 }
 SERVER_MODULES = {"test_persistence", "test_scale_out"}
 EMBEDDED_FIXTURES = {"embedded_cache", "embedded_server"}
+# The longest test files, slowest first, as `pytest --durations=0` sums them per file (docs/testing.md). They run
+# first: pytest-xdist hands files out in collection order (pyproject.toml turns off its reordering by test count),
+# so no long file starts last and keeps one process busy while the others have finished.
+SLOWEST_FILES = [
+    "engine/native/test_binding.py",
+    "backends/test_upstream.py",
+    "test_persistence.py",
+    "backends/test_router.py",
+    "test_scale_out.py",
+    "cli/test_main.py",
+    "test_browser.py",
+    "test_fuzz.py",
+    "cli/test_jobs.py",
+    "web/openai/test_routes.py",
+    "test_packaging.py",
+    "engine/native/test_loading.py",
+    "web/test_http_worker.py",
+    "cli/test_jobs_interrupted.py",
+    "test_browser_models.py",
+    "test_browser_rendering.py",
+    "test_server.py",
+    "engine/gguf/test_tokenizer.py",
+    "test_structured_output.py",
+    "test_docs_examples.py",
+]
+TESTS = Path(__file__).resolve().parent
 
 
 def pytest_collection_modifyitems(items):
@@ -47,6 +73,13 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.server)
         if fixtures & EMBEDDED_FIXTURES:
             item.add_marker(pytest.mark.slow)
+    items.sort(key=slowness_rank)  # a stable sort: each file's tests stay together and in order
+
+
+def slowness_rank(item) -> int:
+    """Return the item's file's place in SLOWEST_FILES, or after them all."""
+    name = item.path.relative_to(TESTS).as_posix() if item.path.is_relative_to(TESTS) else ""
+    return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
 
 
 @pytest.fixture(scope="session")
@@ -308,6 +341,18 @@ def markdown_server(markdown_model, tmp_path_factory):
     """A server whose model answers a Markdown list, table, code block and links, carrying XSS payloads."""
     with start_server(markdown_model, tmp_path_factory.mktemp("markdown")) as base_url:
         yield base_url
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Headless Chromium (Debian's), driven by Playwright, for one test file."""
+    from browsers import CHROMIUM, CHROMIUM_ARGS
+    from playwright import sync_api
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(scope="session")

@@ -112,7 +112,11 @@ def procfile_server(
                 return False
 
         try:
-            wait_until(answers, timeout, f"the server answering {wait_for}", every=0.1)
+            try:
+                wait_until(answers, timeout, f"the server answering {wait_for}", every=0.1)
+            except AssertionError as late:  # say why: a worker that failed to load, or a machine that was too busy
+                log = Path(output.name).read_text(errors="replace")
+                raise AssertionError(f"{late}; the end of its log:\n{log[-4000:]}") from None
             yield Server(found[0], process.pid, output.name)
         finally:
             process.terminate()

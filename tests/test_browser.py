@@ -1,47 +1,18 @@
-"""The chat page in headless Chromium (Debian's), driven by Playwright."""
+"""The chat page in headless Chromium: sending, streaming, Stop, the sidebar, editing and the keyboard.
+
+What the page renders (Markdown, XSS payloads, accessibility, widths) is in test_browser_rendering.py, and the
+model picker in test_browser_models.py, so that three processes can share the browser tests.
+"""
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 import requests
+from browsers import expect_replies, open_page, send, user_texts
 from playwright import sync_api
-from servers import procfile_server
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-def open_page(chromium, server, **context_options):
-    context = chromium.new_context(**context_options)
-    page = context.new_page()
-    page.goto(server + "/")
-    return page
-
-
-def expect_replies(page, count: int, timeout: float = 30000):
-    """Wait until count replies have finished streaming (the Send button is back)."""
-    sync_api.expect(page.locator(".message.assistant:not(.thinking)")).to_have_count(count, timeout=timeout)
-    sync_api.expect(page.locator("#send")).to_be_visible(timeout=timeout)
 
 
 def hold_posts(page) -> list:
@@ -196,27 +167,6 @@ def test_replies_stream_in_and_stop_ends_generation_on_the_server(chromium, embe
     page.context.close()
 
 
-AXE = Path(__file__).resolve().parents[1] / "node_modules" / "axe-core" / "axe.min.js"
-WATCH = """
-window.__alerts = [];
-window.__violations = [];
-window.alert = (message) => window.__alerts.push(String(message));
-document.addEventListener("securitypolicyviolation", (event) =>
-  window.__violations.push(event.violatedDirective + " " + event.blockedURI));
-"""
-
-
-def send(page, text: str, replies: int):
-    """Type a message, send it with Enter, and wait for the reply it makes the replies-th."""
-    page.fill("#textbox", text)
-    page.press("#textbox", "Enter")
-    expect_replies(page, replies)
-
-
-def user_texts(page):
-    return page.locator(".message.user .text").all_inner_texts()
-
-
 def exported(page, server):
     conversation_id = page.url.rsplit("/", 1)[-1]
     return page.request.get(f"{server}/api/conversations/{conversation_id}/export").json()["messages"]
@@ -288,72 +238,6 @@ def test_regenerate_and_edit_replace_the_last_turn_in_storage(chromium, server):
     page.context.close()
 
 
-def test_a_markdown_reply_renders_and_its_code_and_text_copy(chromium, markdown_server):
-    context = chromium.new_context(permissions=["clipboard-read", "clipboard-write"])
-    page = context.new_page()
-    page.goto(markdown_server + "/")
-    send(page, "Show me some Markdown", 1)
-    reply = page.locator(".message.assistant")
-    sync_api.expect(reply.locator("ul > li")).to_have_text(["first item", "second item"])
-    sync_api.expect(reply.locator("table td")).to_have_count(2)
-    sync_api.expect(reply.locator("strong")).to_have_text("bold")
-    sync_api.expect(reply.locator("figure.code figcaption")).to_contain_text("python")
-    sync_api.expect(reply.locator(".stats")).to_contain_text("tokens/s")
-    reply.locator(".copy-code").click()
-    sync_api.expect(reply.locator(".copy-code")).to_have_text("Copied")
-    assert page.evaluate("navigator.clipboard.readText()") == "print('<script>alert(4)</script>')\n"
-    reply.locator(".copy-reply").click()
-    assert page.evaluate("navigator.clipboard.readText()").startswith("Some **bold** text")
-    context.close()
-
-
-XSS_MESSAGE = "\n".join(
-    [
-        "<script>alert(11)</script>",
-        "<img src=x onerror=alert(12)>",
-        "[run](javascript:alert(13)) [page](data:text/html,<script>alert(14)</script>)",
-        "```",
-        "<script>alert(15)</script>",
-        "```",
-        "| a |",
-        "|---|",
-        "| <img src=x onerror=alert(16)> |",
-    ]
-)
-
-
-def assert_nothing_ran_or_rendered(page, javascript: bool):
-    conversation = page.locator("#conversation")
-    for selector in ["script", "img", "iframe", "object", "embed", "[onerror]", "[onclick]", "[onload]", "[style]"]:
-        assert conversation.locator(selector).count() == 0, selector
-    assert conversation.locator("a[href^='javascript'], a[href^='data'], a[href^='JAVASCRIPT']").count() == 0
-    assert conversation.locator("a:not([rel='noopener noreferrer nofollow'])").count() == 0
-    assert conversation.locator("a[href='https://example.com/docs']").count() >= 1, "the safe link is a link"
-    assert user_texts(page)[0] == XSS_MESSAGE, "a user message stays plain text"
-    assert conversation.locator(".message.assistant table td").first.inner_text() == "<img src=x onerror=alert(2)>"
-    if javascript:
-        assert page.evaluate("window.__alerts") == [] and page.evaluate("window.__violations") == []
-
-
-@pytest.mark.parametrize("javascript", [True, False], ids=["with-javascript", "without-javascript"])
-def test_xss_payloads_in_replies_and_messages_never_run(chromium, markdown_server, javascript):
-    context = chromium.new_context(java_script_enabled=javascript)
-    context.add_init_script(WATCH)
-    page = context.new_page()
-    page.goto(markdown_server + "/")
-    page.fill("#textbox", XSS_MESSAGE)
-    if javascript:
-        page.click("#send")
-        expect_replies(page, 1)
-    else:
-        page.click("#send")
-        page.wait_for_load_state()
-    assert_nothing_ran_or_rendered(page, javascript)
-    page.reload()
-    assert_nothing_ran_or_rendered(page, javascript)
-    context.close()
-
-
 def test_the_main_flow_works_from_the_keyboard_alone(chromium, server):
     page = open_page(chromium, server)
     assert page.evaluate("document.activeElement.id") == "textbox"
@@ -398,90 +282,4 @@ def test_a_bad_setting_gets_the_apis_message_and_keeps_the_text(chromium, server
     page.press("#textbox", "Enter")
     sync_api.expect(page.locator("#error")).to_contain_text("temperature")
     assert page.input_value("#textbox") == send_text and page.locator(".message").count() == 0
-    page.context.close()
-
-
-@pytest.mark.parametrize("color_scheme", ["light", "dark"])
-def test_axe_finds_no_serious_accessibility_violations(chromium, markdown_server, color_scheme):
-    # axe is injected as a script tag, which the page's own policy rightly refuses: only this context bypasses it.
-    context = chromium.new_context(bypass_csp=True, color_scheme=color_scheme)
-    page = context.new_page()
-    page.goto(markdown_server + "/")
-    send(page, "Show me some Markdown", 1)
-    page.click(".settings summary")
-    page.add_script_tag(path=str(AXE))
-    violations = page.evaluate(
-        "async () => (await axe.run(document)).violations"
-        ".map((v) => ({id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' '))}))"
-    )
-    assert [v for v in violations if v["impact"] in ("serious", "critical")] == []
-    context.close()
-
-
-@pytest.mark.parametrize("color_scheme", ["light", "dark"])
-@pytest.mark.parametrize("width, height", [(1280, 800), (390, 844)], ids=["desktop", "phone"])
-def test_screenshots_at_desktop_and_phone_widths(chromium, markdown_server, tmp_path, width, height, color_scheme):
-    shots = tmp_path  # the README's own come from python -m docs.screenshot, on the embedded model
-    context = chromium.new_context(viewport={"width": width, "height": height}, color_scheme=color_scheme)
-    page = context.new_page()
-    page.goto(markdown_server + "/")
-    send(page, "Show me some Markdown", 1)
-    assert page.evaluate("document.documentElement.scrollWidth") <= width
-    name = f"{'desktop' if width > 500 else 'phone'}-{color_scheme}.png"
-    page.screenshot(path=str(shots / name))
-    if width < 500:  # the conversation list hides behind a button, and opens over the chat
-        assert not page.locator("#sidebar").is_visible()
-        page.click(".open-sidebar")
-        sync_api.expect(page.locator("#sidebar")).to_be_visible()
-        sync_api.expect(page.locator("#conversation-list a")).to_have_count(1)
-        page.click(".close-sidebar")
-        sync_api.expect(page.locator("#sidebar")).to_be_hidden()
-    context.close()
-
-
-@pytest.fixture(scope="module")
-def two_models_server(chat_model, html_model, tmp_path_factory):
-    """A server with two models: the chat Llama (the default) and the HTML replier."""
-    env = {
-        "PALAVER_MODELS": f"chat={chat_model},html={html_model}",
-        "PALAVER_CACHE_DIR": str(tmp_path_factory.mktemp("two-models")),
-        "PALAVER_TEMPERATURE": "0",
-        "PALAVER_MAX_NEW_TOKENS": "8",
-    }
-    with procfile_server(env, wait_for="/healthz", timeout=120) as running:
-        yield running.url
-
-
-def test_the_picker_starts_a_conversation_on_its_model_and_the_sidebar_filters_by_model(chromium, two_models_server):
-    page = open_page(chromium, two_models_server)
-    picker = page.locator("#model")
-    sync_api.expect(picker.locator("option")).to_have_count(2)
-    sync_api.expect(picker).to_have_value("chat")
-    picker.select_option("html")
-    page.fill("#textbox", "Say something")
-    page.click("#send")
-    expect_replies(page, 1)
-    sync_api.expect(page.locator(".message.assistant .text")).to_contain_text("alert(1)")  # the html model's reply
-    sync_api.expect(page.locator("#model-name")).to_have_text("html")  # the conversation shows its model
-    sync_api.expect(page.locator("#model")).to_have_count(0)
-    page.click("#new-conversation")
-    page.wait_for_load_state()
-    sync_api.expect(page.locator("#model")).to_have_value("chat")
-    page.fill("#textbox", "Hello")
-    page.click("#send")
-    expect_replies(page, 1)
-    sync_api.expect(page.locator("#model-name")).to_have_text("chat")
-    models = page.locator("#conversation-list .conversation-model")
-    sync_api.expect(models).to_have_text(["chat", "html"])  # newest first, each with its model
-    page.locator("#model-filter").select_option("html")
-    page.locator(".search button").click()
-    page.wait_for_load_state()
-    sync_api.expect(models).to_have_text(["html"])
-    page.locator("#conversation-list a").first.click()
-    page.wait_for_load_state()
-    sync_api.expect(page.locator("#model-name")).to_have_text("html")
-    page.fill("#textbox", "Again")
-    page.click("#send")
-    expect_replies(page, 2)  # the conversation goes on on its own model
-    sync_api.expect(page.locator(".message.assistant .text").last).to_contain_text("alert(1)")
     page.context.close()

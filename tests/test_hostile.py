@@ -230,8 +230,9 @@ def test_the_request_thread_builds_prompts_not_the_engine(make_engine, chat_mode
     assert threads == [threading.current_thread().name] and "palaver-engine" not in threads
 
 
-def test_anonymous_conversations_from_one_address_evict_only_their_own(chat_model, tmp_path):
-    env = server_env(chat_model, tmp_path, max_new_tokens="1", max_conversations="30", sweep_interval="1")
+def test_anonymous_conversations_from_one_address_evict_only_their_own(gguf_chat_model, tmp_path):
+    # On the native step, which starts in seconds: what is checked is the storage, whatever the replies say.
+    env = server_env(gguf_chat_model, tmp_path, max_new_tokens="1", max_conversations="30", sweep_interval="1")
     with procfile_server(env, wait_for="/readyz", timeout=120) as server:
         user = client_at("127.0.0.2")
         user.get(server.url + "/", timeout=10)

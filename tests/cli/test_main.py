@@ -10,8 +10,8 @@ from servers import procfile_server, server_env
 
 
 @pytest.mark.server
-def test_palaver_serve_serves_the_page_and_the_api(chat_model, tmp_path):
-    env = server_env(chat_model, tmp_path, max_new_tokens="2")
+def test_palaver_serve_serves_the_page_and_the_api(gguf_chat_model, tmp_path):
+    env = server_env(gguf_chat_model, tmp_path, max_new_tokens="2")  # the native step starts in seconds
     with procfile_server(env, wait_for="/readyz", timeout=120, command=f"{PALAVER} serve") as running:
         assert requests.get(running.url + "/", timeout=10).status_code == 200
         assert requests.post(running.url + "/api/chat", json={"message": "hi"}, timeout=60).status_code == 200
@@ -24,8 +24,9 @@ def test_palaver_without_a_command_prints_its_usage():
         assert command in result.stdout + result.stderr
 
 
-def test_models_says_what_palaver_model_resolves_to(cli_env):
-    result = palaver("models", env=cli_env)
+def test_models_says_what_palaver_model_resolves_to(cli_env, gguf_chat_model):
+    # A GGUF file, described without loading transformers; a transformers model is described in the next tests.
+    result = palaver("models", env={**cli_env, "PALAVER_MODEL": str(gguf_chat_model)})
     assert result.returncode == 0, result.stderr
     assert "chat-llama" in result.stdout and "context tokens" in result.stdout and "512" in result.stdout
 

@@ -3,8 +3,9 @@
 from commands import palaver
 
 
-def test_chat_answers_each_message_in_turn(cli_env):
-    result = palaver("chat", env=cli_env, stdin="hello there\nand again\n")
+def test_chat_answers_each_message_in_turn(cli_env, gguf_chat_model):
+    env = {**cli_env, "PALAVER_MODEL": str(gguf_chat_model)}  # the native step: no transformers to import
+    result = palaver("chat", env=env, stdin="hello there\nand again\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("palaver> ") == 2 and "Traceback" not in result.stderr
 

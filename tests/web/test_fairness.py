@@ -41,7 +41,7 @@ def test_the_engine_takes_a_waiting_client_before_the_rest_of_a_flood(make_app, 
 
     def taking(block, limit):  # the order in which the engine's batch admits them
         taken = take(block, limit)
-        order.extend(request.prompt for request in taken if request is not None)
+        order.extend(job.request.prompt for job in taken if job is not None)
         return taken
 
     engine._queue.take = taking
@@ -71,10 +71,13 @@ def test_the_engine_takes_a_waiting_client_before_the_rest_of_a_flood(make_app, 
 
 
 @pytest.fixture(scope="module")
-def shared(chat_model, tmp_path_factory):
-    """A server with the default share, whose database the test reaches into to hold a conversation's turn."""
+def shared(gguf_chat_model, tmp_path_factory):
+    """A server with the default share, whose database the test reaches into to hold a conversation's turn.
+
+    It serves the chat Llama on the native step, which starts in seconds: the share is the web layer's.
+    """
     cache = tmp_path_factory.mktemp("fairness")
-    env = server_env(chat_model, cache, max_waiting_per_conversation="64", max_new_tokens="8")
+    env = server_env(gguf_chat_model, cache, max_waiting_per_conversation="64", max_new_tokens="8")
     with procfile_server(env, wait_for="/readyz", timeout=120) as running:
         yield running, cache / "palaver.db"
 

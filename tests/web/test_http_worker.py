@@ -19,7 +19,7 @@ import requests
 from servers import client_at, procfile_server, server_env
 from timing import budget, wait_until
 
-DEADLINE = 10.0  # http_worker.BufferedThreadWorker.request_deadline, as gunicorn.conf.py sets it
+DEADLINE = 8.0  # PALAVER_READ_TIMEOUT as the palaver fixture sets it (10 by default): apart from KEEPALIVE + SLACK
 KEEPALIVE = 5.0  # gunicorn.conf.py's keepalive: how long a connection may stay silent
 SLACK = 2.5  # the worker checks deadlines about once a second
 QUICK = 2.0  # how long a normal user's request may take while hostile sockets are open
@@ -31,8 +31,11 @@ if _soft != resource.RLIM_INFINITY and _soft < 4096:
 
 
 @pytest.fixture(scope="module")
-def palaver(chat_model, tmp_path_factory):
-    env = server_env(chat_model, tmp_path_factory.mktemp("http-worker"), max_new_tokens="4")
+def palaver(gguf_chat_model, tmp_path_factory):
+    """A server on the native step (it starts in seconds): these tests are about the HTTP worker, not the model."""
+    env = server_env(
+        gguf_chat_model, tmp_path_factory.mktemp("http-worker"), max_new_tokens="4", read_timeout=str(DEADLINE)
+    )
     with procfile_server(env, wait_for="/readyz", timeout=120) as running:
         yield running
         assert "Traceback" not in running.log(), "no client may leave a traceback in the server's log"
@@ -338,10 +341,10 @@ def test_2500_idle_sockets_from_one_address_hold_64_connections_and_slow_nobody_
 
 
 @pytest.fixture(scope="module")
-def two_threads(chat_model, tmp_path_factory):
+def two_threads(gguf_chat_model, tmp_path_factory):
     """A server with two request threads, whose database the test can reach into to hold a conversation's turn."""
     cache = tmp_path_factory.mktemp("two-threads")
-    env = server_env(chat_model, cache, http_threads="2", max_waiting_per_conversation="8", client_share="0")
+    env = server_env(gguf_chat_model, cache, http_threads="2", max_waiting_per_conversation="8", client_share="0")
     with procfile_server(env, wait_for="/readyz", timeout=120) as running:
         yield running, cache / "palaver.db"
 

@@ -1,0 +1,56 @@
+"""The model picker in headless Chromium: a conversation starts on the model chosen, and the sidebar filters by it."""
+
+import pytest
+from browsers import expect_replies, open_page
+from playwright import sync_api
+from servers import procfile_server
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def two_models_server(chat_model, html_model, tmp_path_factory):
+    """A server with two models: the chat Llama (the default) and the HTML replier."""
+    env = {
+        "PALAVER_MODELS": f"chat={chat_model},html={html_model}",
+        "PALAVER_CACHE_DIR": str(tmp_path_factory.mktemp("two-models")),
+        "PALAVER_TEMPERATURE": "0",
+        "PALAVER_MAX_NEW_TOKENS": "8",
+    }
+    with procfile_server(env, wait_for="/healthz", timeout=120) as running:
+        yield running.url
+
+
+def test_the_picker_starts_a_conversation_on_its_model_and_the_sidebar_filters_by_model(chromium, two_models_server):
+    page = open_page(chromium, two_models_server)
+    picker = page.locator("#model")
+    sync_api.expect(picker.locator("option")).to_have_count(2)
+    sync_api.expect(picker).to_have_value("chat")
+    picker.select_option("html")
+    page.fill("#textbox", "Say something")
+    page.click("#send")
+    expect_replies(page, 1)
+    sync_api.expect(page.locator(".message.assistant .text")).to_contain_text("alert(1)")  # the html model's reply
+    sync_api.expect(page.locator("#model-name")).to_have_text("html")  # the conversation shows its model
+    sync_api.expect(page.locator("#model")).to_have_count(0)
+    page.click("#new-conversation")
+    page.wait_for_load_state()
+    sync_api.expect(page.locator("#model")).to_have_value("chat")
+    page.fill("#textbox", "Hello")
+    page.click("#send")
+    expect_replies(page, 1)
+    sync_api.expect(page.locator("#model-name")).to_have_text("chat")
+    models = page.locator("#conversation-list .conversation-model")
+    sync_api.expect(models).to_have_text(["chat", "html"])  # newest first, each with its model
+    page.locator("#model-filter").select_option("html")
+    page.locator(".search button").click()
+    page.wait_for_load_state()
+    sync_api.expect(models).to_have_text(["html"])
+    page.locator("#conversation-list a").first.click()
+    page.wait_for_load_state()
+    sync_api.expect(page.locator("#model-name")).to_have_text("html")
+    page.fill("#textbox", "Again")
+    page.click("#send")
+    expect_replies(page, 2)  # the conversation goes on on its own model
+    sync_api.expect(page.locator(".message.assistant .text").last).to_contain_text("alert(1)")
+    page.context.close()
