@@ -15,6 +15,7 @@ from commons import Settings
 from palaver.core.errors import InvalidRequest, NotFound
 from palaver.core.json_schemas import grammar_problem
 from palaver.core.parameters import PARAMETER_NAMES, Sampling
+from palaver.web.anthropic.request_schemas import MessagesInput, MessagesRequest
 from palaver.web.api.schemas import ChatRequest, FormChatRequest
 from palaver.web.mlflow import ScoringRequest
 from palaver.web.openai.request_schemas import ChatCompletionRequest, TextCompletionRequest
@@ -262,6 +263,39 @@ def test_completion_requests_parse_or_refuse_any_body(body, messages):
                 pass
 
 
+ANTHROPIC_TOOLS = st.lists(
+    st.builds(lambda name, schema: {"name": name, "input_schema": schema}, st.sampled_from(["a", "b"]), SCHEMAS)
+    | JSON_VALUES,
+    max_size=3,
+)
+ANTHROPIC_REQUESTS = st.fixed_dictionaries(
+    {"messages": st.just([{"role": "user", "content": "hi"}]) | MESSAGE_LISTS},
+    optional={
+        "max_tokens": JSON_VALUES | st.integers(-5, 5000),
+        "system": JSON_VALUES,
+        "tools": ANTHROPIC_TOOLS,
+        "tool_choice": st.sampled_from([{"type": "any"}, {"type": "tool", "name": "a"}]) | JSON_VALUES,
+        "stop_sequences": JSON_VALUES,
+        "temperature": JSON_VALUES,
+        "stream": JSON_VALUES,
+    },
+)
+
+
+@FUZZ
+@given(body=ANTHROPIC_REQUESTS | BODIES)
+def test_anthropic_requests_parse_or_are_refused_naming_a_field(body):
+    candidate = {"model": "m", **body} if isinstance(body, dict) else body
+    for model in (MessagesRequest, MessagesInput):  # /v1/messages and its count_tokens
+        try:
+            request = model.parse(candidate, {"settings": Settings()})
+        except InvalidRequest as exc:
+            assert "Traceback" not in exc.message
+            continue
+        grammar = request.reply_grammar()
+        assert grammar is None or grammar_problem(grammar.text) is None, "what is accepted can be enforced"
+
+
 @FUZZ
 @given(body=TOOL_REQUESTS | WELL_FORMED_TOOL_REQUESTS)
 def test_random_tools_schemas_and_logprobs_parse_or_are_refused_naming_a_field(body):
@@ -297,6 +331,8 @@ ENDPOINTS = [
     ("GET", "/api/schema"),
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/completions"),
+    ("POST", "/v1/messages"),
+    ("POST", "/v1/messages/count_tokens"),
     ("GET", "/v1/models"),
     ("POST", "/invocations"),
     ("GET", "/readyz"),
