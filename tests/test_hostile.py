@@ -16,10 +16,10 @@ CHAT_MESSAGES = [{"role": "user", "content": "tell me a story about a cat"}]
 
 
 @pytest.fixture(scope="module")
-def hostile(chat_model, tmp_path_factory):
-    """A server on the tiny chat model with small memory bounds and message logging on."""
+def hostile(gguf_chat_model, tmp_path_factory):
+    """A server on the tiny chat model (native) with small memory bounds and message logging on."""
     env = server_env(
-        chat_model,
+        gguf_chat_model,
         tmp_path_factory.mktemp("hostile"),
         max_new_tokens="8",
         max_conversations="5",

@@ -38,9 +38,9 @@ def history(server, conversation_id, client=requests):
     return [(m["role"], m["content"]) for m in response.json()["messages"]]
 
 
-def test_a_restart_keeps_every_conversation_on_the_page_and_the_api(chat_model, tmp_path, database_url):
+def test_a_restart_keeps_every_conversation_on_the_page_and_the_api(gguf_chat_model, tmp_path, database_url):
     browser = requests.Session()
-    with serve(chat_model, tmp_path, database_url) as server:
+    with serve(gguf_chat_model, tmp_path, database_url) as server:
         first = requests.post(f"{server.url}/api/chat", json={"message": "hello"}, timeout=30).json()
         conversation_id = first["conversation_id"]
         requests.post(
@@ -48,7 +48,7 @@ def test_a_restart_keeps_every_conversation_on_the_page_and_the_api(chat_model, 
         )
         page_reply = browser.post(f"{server.url}/", data={"textbox": "from the page"}, headers=FORM_JSON).json()
         before = history(server, conversation_id)
-    with serve(chat_model, tmp_path, database_url) as server:  # the same database and cache: a new process
+    with serve(gguf_chat_model, tmp_path, database_url) as server:  # the same database and cache: a new process
         assert history(server, conversation_id) == before and len(before) == 4
         third = requests.post(
             f"{server.url}/api/chat", json={"message": "still there?", "conversation_id": conversation_id}, timeout=30
@@ -66,7 +66,9 @@ def test_a_restart_keeps_every_conversation_on_the_page_and_the_api(chat_model, 
 
 def test_killing_the_worker_mid_reply_loses_only_that_turn(chat_model, tmp_path, database_url):
     browser = requests.Session()
-    with serve(chat_model, tmp_path, database_url, max_new_tokens="400", request_timeout="60") as server:
+    # A short lease: the dead worker's turn is free by the time its successor is ready.
+    settings = {"max_new_tokens": "400", "request_timeout": "60", "turn_lease": "3s"}
+    with serve(chat_model, tmp_path, database_url, **settings) as server:
         finished = browser.post(
             f"{server.url}/", data={"textbox": "hello", "max_new_tokens": "4"}, headers=FORM_JSON
         ).json()

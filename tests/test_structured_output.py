@@ -21,8 +21,8 @@ REASONING_FIRST = {
 
 
 @pytest.fixture(scope="module")
-def server(chat_model, tmp_path_factory):
-    env = server_env(chat_model, tmp_path_factory.mktemp("structured"), max_new_tokens="48")
+def server(gguf_chat_model, tmp_path_factory):
+    env = server_env(gguf_chat_model, tmp_path_factory.mktemp("structured"), max_new_tokens="48")
     with procfile_server(env, wait_for="/readyz", timeout=120) as running:
         yield running
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-import openai
+from typing import TYPE_CHECKING, Any
 
 from palaver.core.errors import GenerationTimeout, InvalidRequest, ModelNotReady, PalaverError, RateLimited
 from palaver.core.requests import GenerationRequest
 from palaver.core.types import TokenLogprob, ToolCallDelta, TopLogprob, Usage
+
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger("palaver.backends.upstream")
 
@@ -20,6 +21,8 @@ RETRY_AFTER_SECONDS = 5
 
 def translate(exc: Exception) -> PalaverError:
     """Map an upstream failure onto Palaver's own contract; the details go to the log, never to the client."""
+    import openai  # imported once an upstream is used: a server without one never pays for it
+
     if isinstance(exc, openai.APITimeoutError):
         return GenerationTimeout("the upstream model server did not answer in time")
     if isinstance(exc, openai.APIConnectionError):

@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
-import openai
 
 from palaver.backends.openai_wire import RETRY_AFTER_SECONDS, pieces, tool_fields, translate
 from palaver.core.config import Settings
@@ -59,6 +58,8 @@ class UpstreamEngine:
         self.counts: Counter[str] = Counter()
         self.in_flight = InFlight(self.counts)  # counted, not bounded: the router admits
         self.url = without_credentials(settings.upstream_url)
+        import openai  # imported once an upstream is configured: a server without one never pays for it
+
         self.client = openai.OpenAI(
             base_url=settings.upstream_url,
             api_key=settings.upstream_api_key or "none",

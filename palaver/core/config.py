@@ -171,6 +171,13 @@ class Settings:
         30 * 24 * 3600,
         "Seconds a conversation may stay idle before the retention sweep deletes it.",
     )
+    turn_lease: float = setting(
+        15,
+        "Seconds a conversation's turn stays claimed by a process that stopped renewing it (a live one renews "
+        "it every 0.25 s), as when its worker was killed mid-reply; then another process may continue the "
+        "conversation. At least 2 (`15`, `5s`, `1m`).",
+        parse=lambda text: parse_duration(text, at_least=2),
+    )
     load_wait: float = setting(60, "Seconds a request waits for a loading model before a 503 with Retry-After.")
     request_timeout: float = setting(120, "Seconds a generation may take before it is cancelled.")
     max_batch_size: int = setting(32, "Requests generated together in one forward pass; more wait their turn.")

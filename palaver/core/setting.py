@@ -75,18 +75,18 @@ def parse_bytes(value: str) -> int:
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
 
 
-def parse_duration(value: str) -> float:
-    """Parse a duration such as 300, 90s, 5m or 1h into seconds; empty or 0 means never."""
+def parse_duration(value: str, at_least: float = 0) -> float:
+    """Parse a duration such as 300, 90s, 5m or 1h into seconds, of at least at_least; empty or 0 means never."""
     text = str(value).strip().lower()
-    if not text:
+    if not text and not at_least:
         return 0.0
     number = text.rstrip("smh")
     try:
         seconds = float(number) * DURATION_UNITS[text[len(number) :]]
     except (KeyError, ValueError):
         raise ValueError(f"must be a duration such as 300, 90s, 5m or 1h, not {value!r}") from None
-    if not 0 <= seconds < 10**9:
-        raise ValueError(f"must be a duration from 0 up, not {value!r}")
+    if not at_least <= seconds < 10**9:
+        raise ValueError(f"must be a duration from {at_least:g} seconds up, not {value!r}")
     return seconds
 
 

@@ -12,15 +12,22 @@ import sqlalchemy as sa
 from palaver.storage.schema import conversations, visible_to
 
 log = logging.getLogger("palaver.storage")
-LEASE_SECONDS = 15  # a turn's lease outlives this many seconds without renewal only if its process died
+LEASE_SECONDS = 15.0  # a turn's lease outlives this many seconds without renewal only if its process died
 HEARTBEAT_SECONDS = 0.25  # also how soon Stop pressed in another process reaches the turn
 
 
 class TurnLeases:
     """Take and give back conversations' turns in the database, and pass Stop between processes."""
 
-    def __init__(self, engine: sa.Engine, clock: Callable[[], datetime], closed: threading.Event):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        clock: Callable[[], datetime],
+        closed: threading.Event,
+        lease_seconds: float = LEASE_SECONDS,
+    ):
         self.engine = engine
+        self.lease_seconds = lease_seconds
         self._clock = clock
         self._closed = closed
         self._heartbeat: threading.Thread | None = None
@@ -30,7 +37,7 @@ class TurnLeases:
     def acquire(self, conversation_id: str, token: str, owner: str | None = None, client: str | None = None) -> bool:
         """Take the turn of a conversation owner may use, unless another live lease holds it; create it if new."""
         now = self._clock()
-        until = now + timedelta(seconds=LEASE_SECONDS)
+        until = now + timedelta(seconds=self.lease_seconds)
         free = sa.or_(conversations.c.lease_token.is_(None), conversations.c.lease_until < now)
         with self.engine.begin() as connection:
             # Another owner's conversation is never taken: to its caller it stays busy, and nothing is written.
@@ -111,7 +118,7 @@ class TurnLeases:
 
     def _renew(self, held: dict[str, str]) -> list[str]:
         """Extend held leases; return the conversations whose turn must stop: Stop asked for, deleted, or lost."""
-        until = self._clock() + timedelta(seconds=LEASE_SECONDS)
+        until = self._clock() + timedelta(seconds=self.lease_seconds)
         tokens = list(held.values())
         with self.engine.begin() as connection:
             connection.execute(

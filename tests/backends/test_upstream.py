@@ -23,9 +23,11 @@ def upstream_env(model, cache, **settings):
 
 
 @pytest.fixture(scope="module")
-def upstream(chat_model, tmp_path_factory):
-    """The inference tier: a Palaver on the tiny chat model, behind an API key."""
-    with procfile_server(upstream_env(chat_model, tmp_path_factory.mktemp("upstream")), wait_for="/readyz") as running:
+def upstream(gguf_chat_model, tmp_path_factory):
+    """The inference tier: a Palaver on the tiny chat model (native), behind an API key."""
+    with procfile_server(
+        upstream_env(gguf_chat_model, tmp_path_factory.mktemp("upstream")), wait_for="/readyz"
+    ) as running:
         yield running.url
 
 
@@ -84,10 +86,10 @@ def test_a_conversation_alternating_between_fronts_keeps_its_memory(fronts):
         assert reply.status_code == 200, reply.text
         conversation_id = reply.json()["conversation_id"]
         prompt_tokens.append(reply.json()["usage"]["prompt_tokens"])
-        assert reply.json()["reply"] and reply.json()["usage"]["completion_tokens"] > 0
+        assert reply.json()["usage"]["completion_tokens"] > 0  # its text may be empty: the tiny model may end at once
     assert prompt_tokens == sorted(prompt_tokens) and prompt_tokens[0] < prompt_tokens[-1], "history reached the model"
     page = browser.post(f"{fronts[1]}/", data={"textbox": "from the page"}, headers=FORM_JSON, timeout=30)
-    assert page.status_code == 200 and page.json()["reply"]
+    assert page.status_code == 200 and page.json()["conversation_id"]
     # Started without a cookie, the conversation has no owner: only a caller that is nobody reaches it by its id.
     messages = requests.get(f"{fronts[0]}/api/conversations/{conversation_id}", timeout=10).json()["messages"]
     assert [m["content"] for m in messages if m["role"] == "user"] == ["step 0", "step 1", "step 2"]
@@ -100,7 +102,8 @@ def test_the_openai_client_streams_through_the_web_tier(fronts):
             model="chat-llama",
             messages=[{"role": "user", "content": "hello"}],
             max_tokens=5,
-            temperature=0,
+            temperature=1,  # greedy, the quantised tiny model answers with blank lines
+            seed=0,
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -174,7 +177,7 @@ def silent_server(held=None):
 
 
 @pytest.mark.parametrize("case", ["unreachable", "wrong key", "silent", "rate limited"])
-def test_upstream_failures_map_to_palavers_errors(case, upstream, chat_model, tmp_path):
+def test_upstream_failures_map_to_palavers_errors(case, upstream, gguf_chat_model, tmp_path):
     with ExitStack() as stack:
         settings = {}
         target = upstream
@@ -184,7 +187,9 @@ def test_upstream_failures_map_to_palavers_errors(case, upstream, chat_model, tm
             listener = stack.enter_context(silent_server())
             target, settings = f"http://127.0.0.1:{listener.getsockname()[1]}", {"request_timeout": "2"}
         elif case == "rate limited":
-            limited_env = server_env(chat_model, tmp_path / "limited", api_keys=UPSTREAM_KEY, rate_limit="3/minute")
+            limited_env = server_env(
+                gguf_chat_model, tmp_path / "limited", api_keys=UPSTREAM_KEY, rate_limit="3/minute"
+            )
             target = stack.enter_context(procfile_server(limited_env, timeout=120)).url
         env = front_env(target, tmp_path / "front", **settings)
         if case == "wrong key":
@@ -218,12 +223,12 @@ def test_a_dead_upstream_is_not_asked_again_for_every_waiting_request(tmp_path):
             assert len(held) <= 2, f"{len(held)} look-ups for 6 requests"
 
 
-def test_a_web_tier_started_before_its_upstream_becomes_ready_when_the_upstream_comes_up(chat_model, tmp_path):
+def test_a_web_tier_started_before_its_upstream_becomes_ready_when_the_upstream_comes_up(gguf_chat_model, tmp_path):
     with reserved_port() as port, procfile_server(front_env(f"http://127.0.0.1:{port}", tmp_path / "front")) as front:
         ready = f"{front.url}/readyz"
         wait_until(lambda: requests.get(ready, timeout=10).json()["state"] == "failed", 30, "the first look-up failing")
         assert requests.get(ready, timeout=10).status_code == 503
-        env = server_env(chat_model, tmp_path / "late", api_keys=UPSTREAM_KEY)
+        env = server_env(gguf_chat_model, tmp_path / "late", api_keys=UPSTREAM_KEY)
         with procfile_server(env, wait_for="/readyz", timeout=120, port=port):
             wait_until(lambda: requests.get(ready, timeout=10).status_code == 200, 30, "the web tier becoming ready")
             assert requests.post(f"{front.url}/api/chat", json={"message": "hi"}, timeout=30).status_code == 200

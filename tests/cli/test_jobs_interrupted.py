@@ -9,14 +9,16 @@ from timing import wait_until
 
 
 @pytest.mark.parametrize("moment", ["loading", "running"])
-def test_ctrl_c_stops_a_batch_at_once_whatever_it_is_doing(cli_env, tmp_path, busy_machine, moment):
+def test_ctrl_c_stops_a_batch_at_once_whatever_it_is_doing(cli_env, gguf_chat_model, tmp_path, busy_machine, moment):
     source, target = tmp_path / "in.csv", tmp_path / "out.csv"
-    rows = 3000  # minutes of work on a busy machine: a run that went on after Ctrl-C would show
+    rows = 20000  # minutes of work on a busy machine: a run that went on after Ctrl-C would show
     write_csv(source, [{"id": str(n), "text": f"message number {n}"} for n in range(rows)])
     # Started as `make test &` in a script starts it: with SIGINT ignored, which a child would inherit.
     ignored = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        run = Watched("batch", str(source), "-o", str(target), env={**cli_env, "PALAVER_MAX_NEW_TOKENS": "64"})
+        # The native step loads in a second: the busy loops run only as long as the test needs them.
+        env = {**cli_env, "PALAVER_MODEL": str(gguf_chat_model), "PALAVER_MAX_NEW_TOKENS": "64"}
+        run = Watched("batch", str(source), "-o", str(target), env=env)
     finally:
         signal.signal(signal.SIGINT, ignored)
     run.wait_for("loading the model")

@@ -24,7 +24,7 @@ def test_a_duration_is_seconds_or_has_a_unit(text, seconds):
 
 @pytest.mark.parametrize("text", ["5 minutes", "-1", "nan", "1d", "m", "1e12"])
 def test_a_wrong_duration_names_the_forms_it_takes(text):
-    with pytest.raises(ValueError, match="a duration such as 300, 90s, 5m or 1h|from 0 up"):
+    with pytest.raises(ValueError, match="a duration such as 300, 90s, 5m or 1h|from 0 seconds up"):
         parse_duration(text)
 
 
@@ -47,3 +47,10 @@ def test_each_setting_shows_its_variable_parser_and_default_as_the_table_does():
 def test_the_cache_directory_follows_xdg(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert default_cache_dir() == str(tmp_path / "palaver")
+
+
+def test_a_duration_with_a_floor_refuses_less_and_nothing():
+    assert parse_duration("5s", at_least=2) == 5
+    for text in ("1", "", "0"):
+        with pytest.raises(ValueError, match="a duration"):
+            parse_duration(text, at_least=2)
