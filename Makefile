@@ -54,7 +54,7 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff check --fix --exit-zero .
 	$(VENV)/bin/ruff format .
 
-# axe-core from npm, which the browser tests inject for the accessibility run.
+# From npm: axe-core, which the browser tests inject for the accessibility run, and Ollama's JS client.
 AXE := node_modules/axe-core/axe.min.js
 $(AXE): package.json package-lock.json
 	@command -v npm >/dev/null || { \

@@ -105,6 +105,12 @@ def gguf_chat_model(chat_model, models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def long_gguf_chat_model(long_chat_model, models_dir) -> Path:
+    """The tiny chat Llama with 8,192 positions as GGUF: room for a tools listing, on the native step."""
+    return tiny_models.build_gguf_llama(long_chat_model, models_dir / "long-chat-llama.gguf")
+
+
+@pytest.fixture(scope="session")
 def k_quant_gguf_model(models_dir) -> Path:
     """A tiny chat Llama 256 wide, written as a GGUF file of Q4_K, Q5_K, Q6_K, Q5_0, Q5_1, F16 and BF16 tensors."""
     wide = tiny_models.build_chat_llama(models_dir / "wide-chat-llama", width=256)
@@ -140,6 +146,18 @@ LLAMA3_ROPE = {
     "high_freq_factor": 4.0,
     "original_max_position_embeddings": 32,
 }
+
+
+@pytest.fixture(scope="session")
+def thinking_model(models_dir) -> Path:
+    """A tiny Llama with a Qwen3-style template that answers '<think>some thought</think>the answer' to anything."""
+    return tiny_models.build_thinking_llama(models_dir / "thinking-llama")
+
+
+@pytest.fixture(scope="session")
+def thinking_gguf_model(thinking_model, models_dir) -> Path:
+    """The thinking Llama as a GGUF file, its think tags user-defined tokens as in Qwen3's files."""
+    return tiny_models.build_gguf_llama(thinking_model, models_dir / "thinking-llama.gguf", head=True)
 
 
 @pytest.fixture(scope="session")
@@ -314,17 +332,17 @@ def make_router(make_settings):
 
 
 @pytest.fixture(scope="session")
-def server(chat_model, tmp_path_factory):
-    """A real gunicorn server on the tiny chat model, started from the Procfile."""
-    with start_server(chat_model, tmp_path_factory.mktemp("server-cache"), max_new_tokens="8") as base_url:
+def server(gguf_chat_model, tmp_path_factory):
+    """A real gunicorn server on the tiny chat model as GGUF (the native step), started from the Procfile."""
+    with start_server(gguf_chat_model, tmp_path_factory.mktemp("server-cache"), max_new_tokens="8") as base_url:
         yield base_url
 
 
 @pytest.fixture(scope="session")
-def keyed_server(chat_model, tmp_path_factory):
-    """A server that requires API keys, on the tiny chat model."""
+def keyed_server(gguf_chat_model, tmp_path_factory):
+    """A server that requires API keys, on the tiny chat model as GGUF."""
     with start_server(
-        chat_model, tmp_path_factory.mktemp("keyed"), api_keys="key-one, key-two", max_new_tokens="4"
+        gguf_chat_model, tmp_path_factory.mktemp("keyed"), api_keys="key-one, key-two", max_new_tokens="4"
     ) as base_url:
         yield base_url
 

@@ -1,4 +1,5 @@
-"""The model picker in headless Chromium: a conversation starts on the model chosen, and the sidebar filters by it."""
+"""The model picker in headless Chromium: a conversation starts on the model chosen, and the sidebar filters by it;
+a thinking model's reasoning shows apart from its answer."""
 
 import pytest
 from browsers import expect_replies, open_page
@@ -9,10 +10,10 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def two_models_server(chat_model, html_model, tmp_path_factory):
-    """A server with two models: the chat Llama (the default) and the HTML replier."""
+def two_models_server(chat_model, html_model, thinking_gguf_model, tmp_path_factory):
+    """A server with three models: the chat Llama (the default), the HTML replier and the thinking Llama."""
     env = {
-        "PALAVER_MODELS": f"chat={chat_model},html={html_model}",
+        "PALAVER_MODELS": f"chat={chat_model},html={html_model},think={thinking_gguf_model}",
         "PALAVER_CACHE_DIR": str(tmp_path_factory.mktemp("two-models")),
         "PALAVER_TEMPERATURE": "0",
         "PALAVER_MAX_NEW_TOKENS": "8",
@@ -24,7 +25,7 @@ def two_models_server(chat_model, html_model, tmp_path_factory):
 def test_the_picker_starts_a_conversation_on_its_model_and_the_sidebar_filters_by_model(chromium, two_models_server):
     page = open_page(chromium, two_models_server)
     picker = page.locator("#model")
-    sync_api.expect(picker.locator("option")).to_have_count(2)
+    sync_api.expect(picker.locator("option")).to_have_count(3)
     sync_api.expect(picker).to_have_value("chat")
     picker.select_option("html")
     page.fill("#textbox", "Say something")
@@ -53,4 +54,22 @@ def test_the_picker_starts_a_conversation_on_its_model_and_the_sidebar_filters_b
     page.click("#send")
     expect_replies(page, 2)  # the conversation goes on on its own model
     sync_api.expect(page.locator(".message.assistant .text").last).to_contain_text("alert(1)")
+    page.context.close()
+
+
+def test_a_thinking_models_reasoning_shows_collapsed_above_its_answer_and_after_a_reload(chromium, two_models_server):
+    page = open_page(chromium, two_models_server)
+    page.locator("#model").select_option("think")
+    page.fill("#textbox", "Hello")
+    page.click("#send")
+    expect_replies(page, 1)
+    for shown in ("streamed", "reloaded"):
+        reply = page.locator(".message.assistant")
+        thinking = reply.locator("details.reasoning")
+        sync_api.expect(thinking.locator("summary")).to_have_text("Thinking")
+        sync_api.expect(thinking.locator(".reasoning-text")).to_have_text("some thought")
+        assert thinking.evaluate("details => details.open") is False, f"collapsed, {shown}"
+        sync_api.expect(reply.locator(":scope > .text")).to_have_text("the answer")
+        assert "thought" not in reply.locator(":scope > .text").inner_text(), f"the answer is apart, {shown}"
+        page.reload()
     page.context.close()

@@ -19,6 +19,7 @@ from palaver.web.anthropic.request_schemas import MessagesInput, MessagesRequest
 from palaver.web.api.schemas import ChatRequest, FormChatRequest
 from palaver.web.mlflow import ScoringRequest
 from palaver.web.openai.request_schemas import ChatCompletionRequest, TextCompletionRequest
+from palaver.web.responses.request_schemas import ResponsesRequest
 
 # Reproducible in CI; each test stays within a few seconds.
 FUZZ = settings(
@@ -296,6 +297,56 @@ def test_anthropic_requests_parse_or_are_refused_naming_a_field(body):
         assert grammar is None or grammar_problem(grammar.text) is None, "what is accepted can be enforced"
 
 
+RESPONSES_TOOLS = st.lists(
+    st.builds(
+        lambda name, schema: {"type": "function", "name": name, "parameters": schema}, st.sampled_from("ab"), SCHEMAS
+    )
+    | st.sampled_from([{"type": "web_search"}, {"type": "file_search"}, {"type": "mcp"}])
+    | JSON_VALUES,
+    max_size=3,
+)
+RESPONSES_INPUTS = (
+    st.text(max_size=20)
+    | MESSAGE_LISTS
+    | st.lists(
+        st.fixed_dictionaries(
+            {"type": st.sampled_from(["message", "function_call", "function_call_output", "reasoning", 3])},
+            optional={"role": SCALARS, "content": JSON_VALUES, "call_id": SCALARS, "output": JSON_VALUES},
+        ),
+        max_size=3,
+    )
+    | JSON_VALUES
+)
+RESPONSES_REQUESTS = st.fixed_dictionaries(
+    {"input": st.just("hi") | RESPONSES_INPUTS},
+    optional={
+        "tools": RESPONSES_TOOLS,
+        "tool_choice": st.sampled_from(["required", {"type": "function", "name": "a"}]) | JSON_VALUES,
+        "text": st.builds(lambda schema: {"format": {"type": "json_schema", "name": "s", "schema": schema}}, SCHEMAS)
+        | JSON_VALUES,
+        "instructions": JSON_VALUES,
+        "previous_response_id": JSON_VALUES,
+        "max_output_tokens": JSON_VALUES | st.integers(-5, 5000),
+        "store": JSON_VALUES,
+        "background": JSON_VALUES,
+        "include": JSON_VALUES,
+    },
+)
+
+
+@FUZZ
+@given(body=RESPONSES_REQUESTS | BODIES)
+def test_responses_requests_parse_or_are_refused_naming_a_field(body):
+    candidate = {"model": "m", **body} if isinstance(body, dict) else body
+    try:
+        request = ResponsesRequest.parse(candidate, {"settings": Settings()})
+    except InvalidRequest as exc:
+        assert "Traceback" not in exc.message
+        return
+    grammar = request.reply_grammar()
+    assert grammar is None or grammar_problem(grammar.text) is None, "what is accepted can be enforced"
+
+
 @FUZZ
 @given(body=TOOL_REQUESTS | WELL_FORMED_TOOL_REQUESTS)
 def test_random_tools_schemas_and_logprobs_parse_or_are_refused_naming_a_field(body):
@@ -333,6 +384,12 @@ ENDPOINTS = [
     ("POST", "/v1/completions"),
     ("POST", "/v1/messages"),
     ("POST", "/v1/messages/count_tokens"),
+    ("POST", "/ollama/api/chat"),
+    ("POST", "/ollama/api/generate"),
+    ("POST", "/v1/responses"),
+    ("GET", "/v1/responses/abc"),
+    ("DELETE", "/v1/responses/abc"),
+    ("GET", "/v1/responses/abc/input_items"),
     ("GET", "/v1/models"),
     ("POST", "/invocations"),
     ("GET", "/readyz"),
@@ -376,9 +433,9 @@ class Fuzzed:
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(chat_model, tmp_path_factory):
+def fuzz_server(gguf_chat_model, tmp_path_factory):
     env = server_env(
-        chat_model, tmp_path_factory.mktemp("fuzz"), max_new_tokens="2", metrics="1", max_body_bytes="8192"
+        gguf_chat_model, tmp_path_factory.mktemp("fuzz"), max_new_tokens="2", metrics="1", max_body_bytes="8192"
     )
     with procfile_server(env, wait_for="/readyz", timeout=120, command=capped_command(FUZZ_ADDRESS_SPACE)) as running:
         fuzzed = Fuzzed(running)
@@ -432,9 +489,15 @@ QUERY_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_s
 CURSORS = QUERY_TEXT | QUERY_TEXT.map(lambda text: base64.urlsafe_b64encode(text.encode()).decode().rstrip("="))
 
 
-@pytest.mark.parametrize("path", ["/api/conversations", "/api/conversations/abc/export", "/"])
+@pytest.mark.parametrize(
+    "path", ["/api/conversations", "/api/conversations/abc/export", "/", "/v1/responses/abc/input_items"]
+)
 @SERVER_FUZZ
-@given(query=st.dictionaries(st.sampled_from(["limit", "cursor", "format", "sort", "q"]), CURSORS, max_size=3))
+@given(
+    query=st.dictionaries(
+        st.sampled_from(["limit", "cursor", "format", "sort", "q", "after", "order"]), CURSORS, max_size=3
+    )
+)
 def test_random_query_strings_never_get_a_5xx(fuzz, path, query):
     send(fuzz, "GET", f"{path}?{urlencode(query)}", b"", "")
 
@@ -523,8 +586,8 @@ HOSTILE_SCHEMAS = (
 
 
 @pytest.fixture(scope="module")
-def schema_server(chat_model, tmp_path_factory):
-    env = server_env(chat_model, tmp_path_factory.mktemp("schemas"), max_new_tokens="24")
+def schema_server(gguf_chat_model, tmp_path_factory):
+    env = server_env(gguf_chat_model, tmp_path_factory.mktemp("schemas"), max_new_tokens="24")
     with procfile_server(env, wait_for="/readyz", timeout=120, command=capped_command(FUZZ_ADDRESS_SPACE)) as running:
         fuzzed = Fuzzed(running)
         yield fuzzed

@@ -292,6 +292,77 @@ def build_fixed_replier(path: Path, pieces: list[str]) -> Path:
     return save(model, tokenizer, path)
 
 
+# A template that thinks as Qwen3's does: replies open with <think> unless enable_thinking is false, which writes an
+# empty thinking into the prompt; earlier replies' thinking is left out.
+THINKING_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- set content = message.content.split('</think>')[-1].lstrip('\\n') if message.role == 'assistant' "
+    "else message.content %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + content + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{%- endif %}"
+)
+THINKING_TAGS = ["<think>", "</think>"]
+# The thinking model's reply, one token a piece, each spelt as the byte-level vocabulary spells it.
+THINKING_PIECES = ["\u010asome\u0120thought\u010a", "\u010a\u010a", "the\u0120answer"]
+THINKING_THOUGHT, THINKING_ANSWER = "some thought", "the answer"
+
+
+def build_thinking_llama(path: Path) -> Path:
+    """A Llama that thinks as Qwen3 does, whatever it is asked: '<think>\\nsome thought\\n</think>\\n\\nthe answer'.
+
+    Its think tags are tokens of their own, not special (as in Qwen3's vocabulary), and '\\n\\n' one token, so
+    that a prompt whose thinking is turned off (ending '</think>\\n\\n') is answered without thinking.
+    """
+    document = json.loads(byte_level_bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>", *THINKING_TAGS]).to_str())
+    for added in document["added_tokens"]:
+        added["special"] = added["content"] not in THINKING_TAGS
+    vocab = document["model"]["vocab"]
+    for piece in THINKING_PIECES:
+        vocab[piece] = len(vocab)
+    newline = "\u010a"
+    merges = document["model"]["merges"]
+    merges.append([newline, newline] if merges and isinstance(merges[0], list) else f"{newline} {newline}")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(document)),
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
+    tokenizer.chat_template = THINKING_TEMPLATE
+    newlines = tokenizer.convert_tokens_to_ids([newline])
+    chain = newlines + tokenizer.convert_tokens_to_ids([THINKING_TAGS[0], THINKING_PIECES[0], THINKING_TAGS[1]])
+    chain += tokenizer.convert_tokens_to_ids(THINKING_PIECES[1:]) + [tokenizer.eos_token_id]
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        # Silence attention and the MLP, so each next token depends only on the current one, as in the replier.
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.lm_head.weight.zero_()
+        embeddings = model.model.embed_tokens.weight
+        normalized = embeddings / embeddings.pow(2).mean(-1, keepdim=True).sqrt()  # as the final RMSNorm leaves it
+        for current, following in zip(chain, chain[1:]):
+            model.lm_head.weight[following] += 10 * normalized[current] / config.hidden_size
+    return save(model, tokenizer, path)
+
+
 # The GGUF types each tensor of the tiny GGUF gets: every kind the kernel serves, mixed as real files mix them.
 GGUF_TYPES = {
     "token_embd": "Q8_0",
@@ -536,11 +607,12 @@ def build_gguf_llama(
     pre: str | None = None,
     template: bool | str = True,
     add_bos: bool | None = None,
+    head: bool = False,
 ) -> Path:
     """Write a tiny Llama, Qwen2/3, Phi-3 or Gemma 3 as a GGUF file the way llama.cpp's converter does.
 
     template: a byte-level BPE file's chat template (True: the tokenizer's own, False: none); add_bos: its
-    add_bos_token flag, if any.
+    add_bos_token flag, if any. head: write the model's own output head, as a file whose head is untied does.
 
     Llama's Q and K rows are permuted into rotary pairs, as the converter does; Qwen2's are not, and its biases
     are written as float32 vectors.
@@ -578,10 +650,13 @@ def build_gguf_llama(
         state = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
         tokens = [token for token, _ in sorted(state["vocab"].items(), key=lambda item: item[1])]
         special = set(tokenizer.all_special_tokens)
+        # Added tokens that are not special (Qwen3's think tags) are user-defined, as llama.cpp's converter writes them.
+        user_defined = {token.content for token in tokenizer.added_tokens_decoder.values() if not token.special}
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre(pre or ("qwen2" if architecture.startswith("qwen") else "default"))
         writer.add_token_list(tokens)
-        writer.add_token_types([3 if token in special else 1 for token in tokens])  # 3: control, 1: normal
+        kinds = [3 if token in special else 4 if token in user_defined else 1 for token in tokens]
+        writer.add_token_types(kinds)  # 3: control, 4: user-defined, 1: normal
         writer.add_token_merges([" ".join(pair) if isinstance(pair, list) else pair for pair in state["merges"]])
         writer.add_bos_token_id(tokenizer.bos_token_id)
         writer.add_eos_token_id(tokenizer.eos_token_id)
@@ -623,7 +698,7 @@ def build_gguf_llama(
         )
 
     add("token_embd.weight", model.model.embed_tokens.weight, types.get("token_embd"))
-    if architecture == "phi3":  # its head is its own; the tiny chat Llamas are written tied, as SmolLM2's file is
+    if architecture == "phi3" or head:  # its head is its own; the tiny chat Llamas are written tied, as SmolLM2's is
         add("output.weight", model.lm_head.weight, types.get("token_embd"))
     if rope.get("rope_type") == "longrope":  # as llama.cpp's Phi3MiniModel writes it
         original = rope["original_max_position_embeddings"]

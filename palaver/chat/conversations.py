@@ -17,7 +17,7 @@ from palaver.core.history import read_from
 from palaver.core.json_schemas import Grammar
 from palaver.core.parameters import GenerationParams
 from palaver.core.requests import GenerationRequest
-from palaver.core.types import CALLER, Message, PromptInfo, Reply, Usage, final
+from palaver.core.types import CALLER, Message, PromptInfo, ReasoningDelta, Reply, Usage, final
 from palaver.engine.scheduling.generation import POLL_SECONDS
 from palaver.storage.records import StoredConversation
 from palaver.storage.store import ConversationStore
@@ -114,8 +114,8 @@ class Chat:
         chat_input: ChatInput,
         owner: str | None = None,
         client_gone: Callable[[], bool] | None = None,
-    ) -> Generator[PromptInfo | str | ChatTurn, None, None]:
-        """Yield the PromptInfo, the reply's text as it comes, then the ChatTurn; store the turn."""
+    ) -> Generator[PromptInfo | str | ReasoningDelta | ChatTurn, None, None]:
+        """Yield the PromptInfo, the reply's reasoning and text as they come, then the ChatTurn; store the turn."""
         # The one resolution of the name the client sent: an unknown one is a 404 before the conversation is touched.
         asked = self.backend.resolve(chat_input.model) if chat_input.model else None
         with self._turn(conversation_id, owner, client_gone) as conversation:
@@ -145,7 +145,7 @@ class Chat:
                 max_history=self.max_history,
                 client_gone=client_gone,
             )
-            shown, finished, started = "", False, time.monotonic()
+            shown, reasoned, finished, started = "", "", False, time.monotonic()
 
             def store(reply: Reply) -> float:
                 seconds = time.monotonic() - started
@@ -161,7 +161,8 @@ class Chat:
                             item = replace(item, truncated_turns=item.truncated_turns + unread)
                         if isinstance(item, Reply):
                             seconds = None
-                            if item.text or item.finish_reason != "cancelled":  # stopped before any text: no turn
+                            # Stopped before any text (or reasoning) was shown: no turn.
+                            if item.text or item.reasoning or item.finish_reason != "cancelled":
                                 seconds = store(item)
                             finished = True
                             shown_model = self.backend.public_name(model)
@@ -170,13 +171,16 @@ class Chat:
                         if isinstance(item, str):
                             shown += item
                             yield item
+                        elif isinstance(item, ReasoningDelta):
+                            reasoned += item.text
+                            yield item
                         elif isinstance(item, PromptInfo):  # the model is loaded: time the reply from here
                             started = time.monotonic()
                             yield item
             except GeneratorExit:
                 # The client went away mid-reply: keep what was sent. A failure keeps nothing, so no turn dangles.
-                if shown and not finished:
-                    store(Reply(shown, Usage(0, 0), 0, "cancelled"))
+                if (shown or reasoned) and not finished:
+                    store(Reply(shown, Usage(0, 0), 0, "cancelled", reasoning=reasoned))
                 raise
             finally:
                 conversation.active = None

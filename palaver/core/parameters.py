@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
 
@@ -78,6 +78,22 @@ Stop = Annotated[
     BeforeValidator(stop_strings),
     Field(description="Text that ends the reply. It is left out of the reply, and finish_reason is stop."),
 ]
+Thinking = Annotated[
+    bool | None,
+    Field(
+        description="Whether a thinking model (Qwen3, DeepSeek-R1, SmolLM3...) thinks before it answers, where its "
+        "chat template can turn thinking off (enable_thinking). Null: the model's default."
+    ),
+]
+# OpenAI's reasoning_effort: none and minimal turn thinking off, the others on; a model's thinking has no degrees.
+REASONING_EFFORTS = {"none": False, "minimal": False, "low": True, "medium": True, "high": True}
+ReasoningEffort = Annotated[
+    Literal["none", "minimal", "low", "medium", "high"] | None,
+    Field(
+        description="none or minimal: a thinking model answers without thinking, where its template can say; "
+        "low, medium or high: it thinks (how long is the model's own choice)."
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,7 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     json_schema: str | None = None  # compact JSON the reply must follow (core/json_schemas.py); None: free text
     logprobs: int | None = None  # report each token's log-probability and this many alternatives; None: don't
+    thinking: bool | None = None  # whether a thinking model thinks first, where its template can say; None: its default
 
     @property
     def greedy(self) -> bool:
@@ -115,9 +132,9 @@ class Sampling(RequestModel):
         return with_given(defaults, **{name: getattr(self, name) for name in PARAMETER_NAMES})
 
 
-# The parameters a setting, a form field or a saved default may set; a response format and logprobs come with
-# their request.
-PER_REQUEST = ("json_schema", "logprobs")
+# The parameters a setting, a form field or a saved default may set; a response format, logprobs and thinking come
+# with their request.
+PER_REQUEST = ("json_schema", "logprobs", "thinking")
 PARAMETER_NAMES = tuple(name for name in GenerationParams.__dataclass_fields__ if name not in PER_REQUEST)
 
 

@@ -40,14 +40,19 @@ class Message:
 @dataclass(frozen=True)
 class Usage:
     prompt_tokens: int
-    completion_tokens: int
+    completion_tokens: int  # the reasoning's tokens among them, as OpenAI counts them
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
     def __add__(self, other: Usage) -> Usage:
-        return Usage(self.prompt_tokens + other.prompt_tokens, self.completion_tokens + other.completion_tokens)
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+        )
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -112,14 +117,22 @@ class ToolCallDelta:
 
 
 @dataclass(frozen=True)
-class Reply:
+class ReasoningDelta:
+    """Part of a thinking model's reasoning as it streams: the text between its think tags, apart from the answer."""
+
     text: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str  # the answer: a thinking model's reasoning is never in it
     usage: Usage
     truncated_turns: int
     finish_reason: str  # "stop", "length", "tool_calls" or "cancelled"
     tool_calls: tuple[ToolCall, ...] = ()
     logprobs: tuple[TokenLogprob, ...] | None = None  # when the request asked for them
     stop_sequence: str | None = None  # the stop sequence that ended it, where the engine saw one
+    reasoning: str = ""  # a thinking model's reasoning, before its answer; all of the text when cut off inside it
 
 
 # Whoever serves a request may set this, in the request's thread, to hear of every reply it produces.
@@ -143,8 +156,9 @@ CALLER: ContextVar[Caller] = ContextVar("caller", default=ANONYMOUS)
 
 
 # What a generation streams: its PromptInfo, then text deltas, then the Reply. A request that asked for them
-# gets each token's TokenLogprob before its text, and a request with tools gets its calls as ToolCallDeltas.
-ReplyEvents = Generator[PromptInfo | str | TokenLogprob | ToolCallDelta | Reply, None, None]
+# gets each token's TokenLogprob before its text, a request with tools gets its calls as ToolCallDeltas, and a
+# thinking model's reasoning comes as ReasoningDeltas before the answer's text.
+ReplyEvents = Generator[PromptInfo | str | ReasoningDelta | TokenLogprob | ToolCallDelta | Reply, None, None]
 Final = TypeVar("Final")
 
 

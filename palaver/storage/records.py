@@ -39,6 +39,7 @@ class StoredMessage(BaseModel):
     completion_tokens: int | None = None
     finish_reason: str | None = None
     seconds: float | None = Field(None, description="How long the reply took, for a reply.")
+    reasoning: str = Field("", description="A thinking model's reasoning before its reply, apart from content.")
 
     @property
     def message(self) -> Message:

@@ -1,4 +1,4 @@
-"""The database's tables, conversations and their messages, and who may use a conversation."""
+"""The database's tables, conversations and their messages, and stored responses; and who may use a conversation."""
 
 from __future__ import annotations
 
@@ -56,7 +56,23 @@ messages = Table(
     Column("finish_reason", String(16), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("seconds", Float, nullable=True),  # how long the reply took, from the turn's start to its end
+    Column("reasoning", Text, nullable=False, server_default=""),  # a thinking model's reasoning, apart from content
     UniqueConstraint("conversation_id", "position", name="uq_messages_conversation_position"),
+)
+
+# Responses made through /v1/responses with store: each whole, with the conversation a later one continues.
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("owner", String(64), nullable=True),
+    Column("client", String(100), nullable=True),  # the client that made it: the sweep bounds storage per client
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("body", Text, nullable=False),  # the response object, as JSON
+    Column("input_items", Text, nullable=False),  # the request's input items, as JSON
+    Column("conversation", Text, nullable=False),  # the messages a response that continues it reads, as JSON
+    Index("ix_responses_created", "created_at"),
+    Index("ix_responses_client_created", "client", "created_at"),
 )
 
 

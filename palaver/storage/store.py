@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from palaver.core.types import Reply
 from palaver.storage import retention
 from palaver.storage.database import lowered
-from palaver.storage.leases import TurnLeases
+from palaver.storage.leases import LEASE_SECONDS, TurnLeases
 from palaver.storage.records import (
     MAX_TITLE_CHARS,
     ConversationSummary,
@@ -22,6 +22,7 @@ from palaver.storage.records import (
     auto_title,
     utc_now,
 )
+from palaver.storage.responses import ResponseStore
 from palaver.storage.retention import idle_cutoff
 from palaver.storage.schema import conversations, messages, visible_to
 
@@ -48,6 +49,7 @@ class ConversationStore:
         max_conversations: int,
         idle_seconds: float,
         clock: Callable[[], datetime] = utc_now,
+        lease_seconds: float = LEASE_SECONDS,
     ):
         self.engine = engine
         self.max_conversations = max_conversations
@@ -55,7 +57,8 @@ class ConversationStore:
         self._clock = clock
         self._sweeper: threading.Thread | None = None
         self._closed = threading.Event()
-        self.leases = TurnLeases(engine, clock, self._closed)
+        self.responses = ResponseStore(engine, clock)  # /v1/responses' own, swept with the conversations
+        self.leases = TurnLeases(engine, clock, self._closed, lease_seconds)
 
     def get(
         self, conversation_id: str, owner: str | None = None, window: Callable[[int], range] | None = None
@@ -80,6 +83,7 @@ class ConversationStore:
                     messages.c.completion_tokens,
                     messages.c.finish_reason,
                     messages.c.seconds,
+                    messages.c.reasoning,
                 )
                 .where(
                     messages.c.conversation_id == conversation_id,
@@ -187,6 +191,7 @@ class ConversationStore:
                         finish_reason=None,
                         created_at=now,
                         seconds=None,
+                        reasoning="",
                     ),
                     dict(
                         conversation_id=conversation_id,
@@ -198,6 +203,7 @@ class ConversationStore:
                         finish_reason=reply.finish_reason,
                         created_at=now,
                         seconds=seconds,
+                        reasoning=reply.reasoning,
                     ),
                 ],
             )
@@ -230,8 +236,13 @@ class ConversationStore:
             return connection.execute(sa.select(sa.func.count()).select_from(conversations)).scalar_one()
 
     def sweep(self) -> int:
-        """Delete conversations idle too long, then trim the largest client pools past the cap; return how many."""
-        return retention.sweep(self.engine, self.max_conversations, idle_cutoff(self._clock(), self.idle_seconds))
+        """Delete conversations (and responses) idle too long, then trim the largest client pools past the cap.
+
+        Return how many went.
+        """
+        cutoff = idle_cutoff(self._clock(), self.idle_seconds)
+        removed = retention.sweep(self.engine, self.max_conversations, cutoff)
+        return removed + self.responses.sweep(self.max_conversations, cutoff)
 
     def close(self) -> None:
         """Stop the background threads and close the database's connections."""
@@ -248,7 +259,7 @@ class ConversationStore:
                 try:
                     removed = self.sweep()
                     if removed:
-                        log.info("retention sweep deleted %d conversations", removed)
+                        log.info("retention sweep deleted %d conversations and responses", removed)
                 except Exception:  # a database hiccup must not end the sweeper
                     log.exception("retention sweep failed")
 

@@ -31,10 +31,12 @@ from palaver.web.fairness import ClientShares
 from palaver.web.markdown import render_markdown
 from palaver.web.metrics import Metrics
 from palaver.web.mlflow import mlflow
+from palaver.web.ollama.routes import ollama, ollama_error
 from palaver.web.openai.routes import v1
 from palaver.web.openai.tokens import tokens
 from palaver.web.pages import pages
 from palaver.web.rate_limits import RateLimits
+from palaver.web.responses.routes import responses
 from palaver.web.services import EXTENSION, Services
 from palaver.web.sessions import SessionsSecureOverHttps, secret_key
 
@@ -76,7 +78,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, services: Services 
     app.teardown_request(caller.give_back_share)
     app.url_map.converters["conversation"] = ConversationIdConverter
     app.add_template_filter(render_markdown, "markdown")
-    for blueprint in (pages, api, health, v1, anthropic, tokens, mlflow):
+    for blueprint in (pages, api, health, v1, anthropic, responses, ollama, tokens, mlflow):
         app.register_blueprint(blueprint)
     app.register_error_handler(Exception, unrouted_error)
     probes.install(services.backend.describe)  # the worker's poller answers /healthz and /readyz without a thread
@@ -92,7 +94,9 @@ def build_services(settings: Settings, loader: Callable | None = None) -> Servic
     metrics.watch(backend)
     database = connect(database_url(settings.database_url, settings.cache_dir))
     upgrade(database)  # every start brings the schema up to date; `palaver db upgrade` does the same alone
-    store = ConversationStore(database, settings.max_conversations, settings.conversation_ttl)
+    store = ConversationStore(
+        database, settings.max_conversations, settings.conversation_ttl, lease_seconds=settings.turn_lease
+    )
     store.start_sweeping(settings.sweep_interval)
     presets = Presets(settings)
     chat = Chat(
@@ -120,6 +124,8 @@ def unrouted_error(exc: Exception):
     error = to_palaver_error(exc)
     if request.path.startswith("/v1/messages"):  # Anthropic's clients read their own shape, here as on the routes
         return json_error(error, ErrorResponse.of(error).model_dump())
+    if request.path.startswith("/ollama"):  # and Ollama's
+        return ollama_error(exc)
     if request.path.startswith(("/api/", "/v1/", "/invocations", "/tokenize", "/detokenize")) or (
         request.mimetype == "application/json"
     ):

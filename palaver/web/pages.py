@@ -12,7 +12,7 @@ from flask import Blueprint, get_template_attribute, redirect, render_template, 
 
 from palaver.chat.conversations import ChatTurn
 from palaver.core.errors import InvalidRequest, NotFound, PalaverError, Unauthorized
-from palaver.core.types import final
+from palaver.core.types import ReasoningDelta, final
 from palaver.storage.records import StoredConversation, StoredMessage
 from palaver.web.api.listing import ConversationView, RenameRequest
 from palaver.web.api.schemas import ChatResponse, FormChatRequest
@@ -118,6 +118,7 @@ def render_turn(turn: ChatTurn) -> str:
         completion_tokens=usage.completion_tokens,
         finish_reason=reply.finish_reason,
         seconds=turn.seconds,
+        reasoning=reply.reasoning,
     )
     return str(message(question, turn.conversation_id, editable=True)) + str(
         message(answer, turn.conversation_id, question=question)
@@ -168,11 +169,13 @@ def take_turn(conversation_id: str | None, restart_unknown: bool):
 
 
 def page_events(items: Generator[Any, None, None]) -> Iterator[str]:
-    """Frame a reply for the page's script: text deltas, then the finished turn, rendered, or an error."""
+    """Frame a reply for the page's script: reasoning and text deltas, then the finished turn, rendered, or an error."""
     with closing(items):  # the browser's Stop closes the connection, which cancels the generation
         for item in guarded(items):
             if isinstance(item, str):
                 yield sse_event({"delta": item})
+            elif isinstance(item, ReasoningDelta):
+                yield sse_event({"reasoning": item.text})
             elif isinstance(item, ChatTurn):
                 yield sse_event({"done": True, **ChatResponse.of(item).model_dump(), "html": render_turn(item)})
             else:

@@ -19,6 +19,8 @@ SURFACES = {
     "v1": "openai",
     "tokens": "openai",
     "anthropic": "anthropic",
+    "ollama": "ollama",
+    "responses": "openai",
     "mlflow": "mlflow",
     "health": "health",
 }

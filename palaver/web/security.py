@@ -25,6 +25,9 @@ GENERATING_ENDPOINTS = {
     "v1.chat_completions",
     "v1.completions",
     "anthropic.messages",
+    "ollama.chat",
+    "ollama.generate",
+    "responses.create",
     "mlflow.invocations",
 }
 # Constant answers for a platform's probes: no host check, no key, no rate limit.
@@ -33,6 +36,10 @@ JSON_BODY_BLUEPRINTS = {
     "v1": ("application/json",),
     "tokens": ("application/json",),
     "anthropic": ("application/json",),
+    # Ollama's clients send JSON, or no type at all; curl -d (as Ollama's docs post) sends a form's type, which a
+    # cross-site form cannot use to send JSON (it percent-encodes the body), and browsers send Origin besides.
+    "ollama": ("application/json", "", "application/x-www-form-urlencoded"),
+    "responses": ("application/json",),
     "mlflow": ("application/json", "text/csv", "application/csv"),
 }
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -55,9 +62,10 @@ def refuse_foreign_requests() -> None:
             code="cross_site_request",
         )
     accepted = JSON_BODY_BLUEPRINTS.get(request.blueprint or "")
-    if accepted and request.mimetype not in accepted:
+    if accepted and request.method != "DELETE" and request.mimetype not in accepted:  # a DELETE has no body
         raise UnsupportedMediaType(
-            f"the body must be sent as {' or '.join(accepted)} (got '{request.mimetype or 'no content type'}')",
+            f"the body must be sent as {' or '.join(kind or 'no content type' for kind in accepted)} "
+            f"(got '{request.mimetype or 'no content type'}')",
             code="unsupported_media_type",
         )
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from palaver.core.tool_calls import CallReader, read_calls, template_messages, text_messages
-from palaver.core.types import Message, PromptInfo, Reply, TokenLogprob, ToolCall, ToolCallDelta, Usage
+from palaver.core.types import Message, PromptInfo, ReasoningDelta, Reply, TokenLogprob, ToolCall, ToolCallDelta, Usage
 
 TOOLS = [{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]
 TWO_CALLS = (
@@ -100,3 +100,14 @@ def test_templates_get_a_calls_arguments_as_an_object():
 def test_a_reader_fed_nothing_has_nothing_to_say():
     reader = CallReader()
     assert list(reader.feed("")) == [] and list(reader.cut_off()) == []
+
+
+def test_a_call_after_a_thinking_models_reasoning_is_read_and_the_reasoning_kept():
+    call = '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>'
+    thought = ReasoningDelta("which tool?")
+    events = [PromptInfo(3, 0), thought, *call, Reply(call, Usage(3, 9, 2), 0, "stop", reasoning="which tool?")]
+    out = list(read_calls(iter(events)))
+    assert out[1] == thought, "the reasoning goes on as it is, never read for calls"
+    reply = out[-1]
+    assert reply.finish_reason == "tool_calls" and reply.text == "" and reply.reasoning == "which tool?"
+    assert [c.name for c in reply.tool_calls] == ["get_time"] and reply.usage.reasoning_tokens == 2

@@ -6,6 +6,7 @@ import pytest
 import sqlalchemy as sa
 from stored import reply, store_turn
 
+from palaver.core.types import Message, Reply, Usage
 from palaver.storage.database import connect, upgrade
 from palaver.storage.records import AUTO_TITLE_CHARS
 from palaver.storage.store import ConversationStore
@@ -27,6 +28,14 @@ def test_a_turn_is_stored_whole_and_in_order(store):
     assert (user.prompt_tokens, user.completion_tokens, user.finish_reason) == (5, None, None)
     assert (answer.prompt_tokens, answer.completion_tokens, answer.finish_reason) == (None, 2, "cancelled")
     assert answer.created_at.tzinfo == UTC and stored.updated_at.tzinfo == UTC
+
+
+def test_a_thinking_models_reasoning_is_stored_apart_and_never_in_the_history(store):
+    thought = Reply("the answer", Usage(5, 6, 3), 0, "stop", reasoning="some <b>thought</b>")
+    store_turn(store, "c", "hello", thought)
+    stored = store.get("c")
+    assert [(r.content, r.reasoning) for r in stored.records] == [("hello", ""), ("the answer", "some <b>thought</b>")]
+    assert stored.messages[1] == Message("assistant", "the answer"), "the next prompt reads the answer alone"
 
 
 def test_a_title_is_the_start_of_the_first_message_on_one_line(store):

@@ -32,6 +32,7 @@ class Row:
     constraint: Any = None  # the Constraint (constraints.py) that the reply must satisfy, or None
     token_bytes: list[bytes] | None = None  # each token's bytes, by id, where params.logprobs asks for them
     on_logprob: Callable[[TokenLogprob], None] | None = None
+    think_open_id: int | None = None  # a thinking model's opening tag, which the grammar lets the reply start with
     sampler: Sampler = field(init=False)
     generated: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
@@ -43,11 +44,14 @@ class Row:
     def accept(self, logits: Any) -> None:
         """Choose the next token from logits and hand it to the stream; a failure ends only this row."""
         try:
-            if self.constraint is not None:
-                logits = self.constraint.mask(logits)
+            # A thinking model thinks freely: the grammar holds its answer, from the end of its thinking on.
+            held = self.constraint if self.constraint is not None and not self.stream.in_reasoning else None
+            opening = self.think_open_id is not None and self.stream.thinking  # the reply may yet open its thinking
+            if held is not None:
+                logits = self._masked(held, logits, opening)
             token = self.sampler.choose(logits, self.prompt_ids + self.generated)
-            if self.constraint is not None:
-                self.constraint.consume(token)
+            if held is not None and not (opening and token == self.think_open_id):
+                held.consume(token)
             wanted = self.params.logprobs
             if wanted is not None and self.token_bytes is not None and token not in self.stream.stop_token_ids:
                 # The distribution the step chose from: the model's, less what the grammar forbids.
@@ -64,10 +68,17 @@ class Row:
             log.exception("a row failed while choosing its next token")
             self.error = exc
 
+    def _masked(self, constraint: Any, logits: Any, opening: bool) -> Any:
+        """Return logits masked by the grammar; where the reply may yet open its thinking, its tag stays allowed."""
+        masked = constraint.mask(logits)
+        if opening and self.think_open_id is not None:
+            masked[self.think_open_id] = float(logits[self.think_open_id])
+        return masked
+
     @property
     def complete(self) -> bool:
         """Whether the reply's grammar is complete: it can take no token but the end."""
-        return self.constraint is not None and self.constraint.is_stopped()
+        return self.constraint is not None and not self.stream.in_reasoning and self.constraint.is_stopped()
 
     @property
     def done(self) -> bool:
@@ -85,6 +96,14 @@ class Row:
         ended = self.stream.stopped or self.complete
         reason = "cancelled" if self.cancelled.is_set() else "stop" if ended else "length"
         logprobs = tuple(self.logprobs) if self.params.logprobs is not None else None
-        usage = Usage(len(self.prompt_ids), len(self.generated))
-        stop = self.stream.matched_stop
-        return Reply(self.stream.text, usage, self.truncated_turns, reason, logprobs=logprobs, stop_sequence=stop)
+        usage = Usage(len(self.prompt_ids), len(self.generated), self.stream.reasoning_tokens)
+        stop, reasoning = self.stream.matched_stop, self.stream.reasoning
+        return Reply(
+            self.stream.text,
+            usage,
+            self.truncated_turns,
+            reason,
+            logprobs=logprobs,
+            stop_sequence=stop,
+            reasoning=reasoning,
+        )

@@ -95,10 +95,12 @@ class ChatTemplate:
         add_generation_prompt: bool = True,
         tools: list[dict] | None = None,
         limit: int | None = None,
+        variables: dict[str, Any] | None = None,
     ) -> str:
         """Render messages (and the tools they may call), ending with the assistant's header when asked.
 
-        limit: the most characters the render may write; past it, OutputTooLong.
+        limit: the most characters the render may write; past it, OutputTooLong. variables: what else the template
+        reads (enable_thinking).
         """
         pieces, written = [], 0
         for piece in self.template.generate(
@@ -107,7 +109,7 @@ class ChatTemplate:
             tools=tools,
             documents=None,
             add_generation_prompt=add_generation_prompt,
-            **self.special_tokens,
+            **{**self.special_tokens, **(variables or {})},
         ):
             written += len(piece)
             if limit is not None and written > limit:

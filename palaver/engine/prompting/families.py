@@ -77,9 +77,11 @@ class ChatTemplateFamily(ModelFamily):
         template = getattr(self.tokenizer, "chat_template", None)
         return isinstance(template, str) and "<tool_call>" in template and "tools" in template
 
-    def encode(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
+    def encode(
+        self, messages: list[Message], tools: list[dict[str, Any]] | None = None, thinking: bool | None = None
+    ) -> list[int]:
         try:
-            return self._encode(messages, tools)
+            return self._encode(messages, tools, thinking)
         except TemplateBroke as error:
             raise InvalidRequest(
                 f"the model's chat template broke a bound rendering these messages: {error}",
@@ -91,15 +93,16 @@ class ChatTemplateFamily(ModelFamily):
                 f"the model's chat template refused these messages: {error}", param="messages", code="chat_template"
             ) from None
 
-    def _encode(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> list[int]:
+    def _encode(self, messages: list[Message], tools: list[dict[str, Any]] | None, thinking: bool | None) -> list[int]:
         if not any(self.holds_control_text(m.content) for m in messages):
-            return self._encode_with_template(messages, tools)  # the common case, tokenized as the template says
+            return self._encode_with_template(messages, tools, thinking)  # the common case, as the template says
         # Render the template around placeholders, then tokenize its own text (control tokens and all)
         # apart from the messages' text, which is tokenized with control tokens split into plain text.
         marks = [replace(m, content=CONTENT_MARK.format(index)) for index, m in enumerate(messages)]
-        pieces = CONTENT_MARK_PATTERN.split(self._render(marks, tools))
+        pieces = CONTENT_MARK_PATTERN.split(self._render(marks, tools, thinking))
         if pieces[1::2] != [str(index) for index in range(len(messages))]:  # the template rewrote a message
-            return self._encode_with_template([replace(m, content=self.defuse(m.content)) for m in messages], tools)
+            defused = [replace(m, content=self.defuse(m.content)) for m in messages]
+            return self._encode_with_template(defused, tools, thinking)
         ids: list[int] = []
         for index, piece in enumerate(pieces):
             if index % 2:
@@ -108,11 +111,13 @@ class ChatTemplateFamily(ModelFamily):
                 ids += self.encode_template_text(piece)
         return ids
 
-    def _render(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> str:
-        # In a bounded child process, with the arguments transformers' apply_chat_template gives a template.
+    def _render(self, messages: list[Message], tools: list[dict[str, Any]] | None, thinking: bool | None = None) -> str:
+        # In a bounded child process, with the arguments transformers' apply_chat_template gives a template, and
+        # enable_thinking as llama-server and vLLM pass it (a template that does not read it renders the same).
         special_tokens = dict(getattr(self.tokenizer, "special_tokens_map", None) or {})
+        variables = {} if thinking is None else {"enable_thinking": thinking}
         return template_sandbox.render(
-            self.template_source(tools), special_tokens, template_messages(messages), True, tools
+            self.template_source(tools), special_tokens, template_messages(messages), True, tools, variables
         )
 
     def encode_template_text(self, text: str) -> list[int]:
@@ -120,8 +125,10 @@ class ChatTemplateFamily(ModelFamily):
         with self._tokenizer_lock:
             return list(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def _encode_with_template(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> list[int]:
-        return self.encode_template_text(self._render(messages, tools))
+    def _encode_with_template(
+        self, messages: list[Message], tools: list[dict[str, Any]] | None, thinking: bool | None
+    ) -> list[int]:
+        return self.encode_template_text(self._render(messages, tools, thinking))
 
 
 class ChatMLFamily(ChatTemplateFamily):
@@ -150,7 +157,9 @@ class EosJoinedFamily(ModelFamily):
     def matches(cls, model: ServedModel, tokenizer) -> bool:
         return not model.is_encoder_decoder
 
-    def encode(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
+    def encode(
+        self, messages: list[Message], tools: list[dict[str, Any]] | None = None, thinking: bool | None = None
+    ) -> list[int]:
         ids: list[int] = []
         for message in messages:
             ids += self.encode_text(message.content)
@@ -179,7 +188,9 @@ class BlenderbotFamily(ModelFamily):
         # Blenderbot was trained with a leading space on user turns.
         return " " + message.content if message.role == "user" else message.content
 
-    def encode(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
+    def encode(
+        self, messages: list[Message], tools: list[dict[str, Any]] | None = None, thinking: bool | None = None
+    ) -> list[int]:
         text = self.turn_separator.join(self.format_turn(m) for m in messages)
         with self._tokenizer_lock:
             return list(self.tokenizer(text, split_special_tokens=True)["input_ids"])

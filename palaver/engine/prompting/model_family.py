@@ -12,12 +12,14 @@ from typing import Any
 from palaver.core.errors import InvalidRequest
 from palaver.core.history import history_starts
 from palaver.core.parameters import GenerationParams
+from palaver.core.reasoning import ReasoningSplitter
 from palaver.core.tool_calls import text_messages
 from palaver.core.types import Message, Reply
 from palaver.engine.contracts import Batch, ServedModel
 from palaver.engine.decoding.prefix_cache import PrefixCache
 from palaver.engine.decoding.rows import Row
 from palaver.engine.decoding.streaming import ReplyStream
+from palaver.engine.prompting.thinking import ThinkTags
 
 # Private-use characters around a message's index: the template's own text never holds them.
 CONTENT_MARK = "\ue000{}\ue001"
@@ -28,6 +30,8 @@ CONTENT_MARK_PATTERN = re.compile("\ue000([0-9]+)\ue001")
 class Prompt:
     input_ids: list[int]
     truncated_turns: int
+    split_reasoning: bool = False  # a chat with a thinking model: its reply's reasoning is read apart
+    starts_thinking: bool = False  # the prompt opened the thinking, so the reply starts inside it
 
 
 class ModelFamily:
@@ -50,13 +54,18 @@ class ModelFamily:
         added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
         texts = {str(t) for t in tokenizer.all_special_tokens} | {getattr(t, "content", str(t)) for t in added.values()}
         self.control_texts = sorted(texts - {""}, key=len, reverse=True)
+        self.think_tags = ThinkTags.of(tokenizer)  # None: the model does not think apart from its answer
 
     @classmethod
     def matches(cls, model: ServedModel, tokenizer) -> bool:
         raise NotImplementedError
 
-    def encode(self, messages: list[Message], tools: list[dict[str, Any]] | None = None) -> list[int]:
+    def encode(
+        self, messages: list[Message], tools: list[dict[str, Any]] | None = None, thinking: bool | None = None
+    ) -> list[int]:
         """Turn a whole conversation into prompt token ids; text in messages never becomes a control token."""
+        # thinking: whether a thinking model thinks first, where its template can say (enable_thinking); None: as
+        # the template does by default.
         raise NotImplementedError
 
     @property
@@ -64,11 +73,13 @@ class ModelFamily:
         """Whether the model's own template writes tools, calls and results, in the format replies are read in."""
         return False
 
-    def encode_conversation(self, messages: list[Message], tools: list[dict[str, Any]] | None) -> list[int]:
+    def encode_conversation(
+        self, messages: list[Message], tools: list[dict[str, Any]] | None, thinking: bool | None = None
+    ) -> list[int]:
         """Encode messages and the tools the model may call: by its template where it can, else as text."""
         if self.renders_tools:
-            return self.with_specials(self.encode([self.defused_calls(m) for m in messages], tools))
-        return self.with_specials(self.encode(text_messages(messages, tools)))
+            return self.with_specials(self.encode([self.defused_calls(m) for m in messages], tools, thinking))
+        return self.with_specials(self.encode(text_messages(messages, tools), None, thinking))
 
     def with_specials(self, ids: list[int]) -> list[int]:
         """Return ids starting with the tokenizer's prefix (BOS) and ending with its suffix, unless they already do."""
@@ -115,6 +126,7 @@ class ModelFamily:
         max_new_tokens: int,
         tools: list[dict[str, Any]] | None = None,
         most_turns: int | None = None,
+        thinking: bool | None = None,
     ) -> Prompt:
         """Encode messages (and tools), dropping the fewest oldest blocks of non-system turns that make them fit."""
         limit = self.input_limit(max_new_tokens)
@@ -126,15 +138,23 @@ class ModelFamily:
         low, high, best, shortest = 0, len(starts) - 1, None, 0
         while low <= high:
             middle = (low + high) // 2
-            input_ids = self.encode_conversation(system + turns[starts[middle] :], tools)
+            input_ids = self.encode_conversation(system + turns[starts[middle] :], tools, thinking)
             if len(input_ids) <= limit:
-                best, high = Prompt(input_ids, starts[middle]), middle - 1
+                best, high = self.chat_prompt(input_ids, starts[middle]), middle - 1
             else:
                 low = middle + 1
                 shortest = len(input_ids)
         if best is None:
             raise too_long("tools" if tools else "message", shortest, limit)
         return best
+
+    def chat_prompt(self, input_ids: list[int], truncated_turns: int) -> Prompt:
+        """Return a chat's prompt, saying whether its reply's reasoning is read apart and starts open."""
+        if self.think_tags is None:
+            return Prompt(input_ids, truncated_turns)
+        with self._tokenizer_lock:
+            inside = self.think_tags.starts_inside(self.tokenizer, input_ids)
+        return Prompt(input_ids, truncated_turns, split_reasoning=True, starts_thinking=inside)
 
     def text_prompt(self, text: str, max_new_tokens: int) -> Prompt:
         """Encode a raw completion prompt, which is never truncated and may hold control tokens."""
@@ -156,10 +176,16 @@ class ModelFamily:
         cancelled: threading.Event,
         on_text: Callable[[str], None] | None = None,
         strip_leading: bool = True,
+        on_reasoning: Callable[[str], None] | None = None,
     ) -> Row:
-        """Make a batch row for one request, streaming its text to on_text."""
-        stream = ReplyStream(self.tokenizer, self.stop_token_ids, params.stop, on_text, strip_leading)
-        return Row(
+        """Make a batch row for one request, streaming its text to on_text (and its reasoning to on_reasoning)."""
+        tags = self.think_tags if prompt.split_reasoning else None
+        splitter = ReasoningSplitter(inside=prompt.starts_thinking) if tags is not None else None
+        spelled = tags.spelled if tags is not None else None
+        stream = ReplyStream(
+            self.tokenizer, self.stop_token_ids, params.stop, on_text, strip_leading, splitter, on_reasoning, spelled
+        )
+        row = Row(
             prompt.input_ids,
             prompt.truncated_turns,
             params,
@@ -167,6 +193,8 @@ class ModelFamily:
             stream,
             cancelled,
         )
+        row.think_open_id = tags.open_id if tags is not None else None
+        return row
 
     def generate(
         self,

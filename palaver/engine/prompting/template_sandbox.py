@@ -44,14 +44,19 @@ def render(
     messages: list[dict[str, Any]],
     add_generation_prompt: bool = True,
     tools: list[dict[str, Any]] | None = None,
+    variables: dict[str, Any] | None = None,
 ) -> str:
-    """Render a chat template in a bounded child; raise TemplateBroke or TemplateFailed where it cannot."""
+    """Render a chat template in a bounded child; raise TemplateBroke or TemplateFailed where it cannot.
+
+    variables: what else the template reads, as chat_template_kwargs give it (enable_thinking).
+    """
     job: dict[str, Any] = {
         "source": source,
         "special_tokens": special_tokens,
         "messages": messages,
         "tools": tools,
         "add_generation_prompt": add_generation_prompt,
+        "variables": variables or {},
     }
     payload = json.dumps(job, default=str).encode() + b"\n"
     job["limit"] = max(OUTPUT_CHARS, 4 * len(payload))
@@ -168,7 +173,10 @@ def answer(job: dict[str, Any], compiled: dict[str, Any]) -> dict[str, Any]:
             if len(compiled) >= CACHED_TEMPLATES:
                 compiled.pop(next(iter(compiled)))
             compiled[key] = ChatTemplate(job["source"], job["special_tokens"])
-        text = compiled[key].render(job["messages"], job["add_generation_prompt"], job["tools"], job["limit"])
+        rendered = compiled[key]
+        text = rendered.render(
+            job["messages"], job["add_generation_prompt"], job["tools"], job["limit"], job.get("variables")
+        )
         return {"text": text}
     except MemoryError:
         return {"bound": f"it needed more than {MEMORY_BYTES // 2**20} MiB of memory"}

@@ -34,7 +34,10 @@ class RequestInputs:
         """Return the token ids the model is fed for request: a chat's (with its tools) or a raw prompt's."""
         if request.messages is not None:
             tools = request.tools.prompt_tools() if request.tools is not None else None
-            return self.family.build_prompt(request.messages, request.params.max_new_tokens, tools, request.max_history)
+            params = request.params
+            return self.family.build_prompt(
+                request.messages, params.max_new_tokens, tools, request.max_history, params.thinking
+            )
         assert request.prompt is not None  # a request carries messages or a prompt
         return self.family.text_prompt(request.prompt, request.params.max_new_tokens)
 

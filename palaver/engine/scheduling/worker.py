@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from palaver.core.config import Settings
 from palaver.core.errors import GenerationFailed, PalaverError
+from palaver.core.types import ReasoningDelta
 from palaver.engine.scheduling.fair_queue import FairQueue
 from palaver.engine.scheduling.generation import FINISHED, Job, Observer
 from palaver.engine.scheduling.in_flight import InFlight
@@ -117,13 +118,20 @@ class BatchWorker:
         assert prompt is not None  # built on the request's own thread before it was queued
         first_text: list[bool] = []
 
-        def hand_on(text: str) -> None:
-            if not first_text:
+        def hand_on(text: str | ReasoningDelta) -> None:
+            if not first_text:  # a thinking model's first words are its reasoning's
                 first_text.append(True)
                 self.observer.first_text(time.monotonic() - request.queued_at)
             request.deltas.put(text)
 
-        row = family.new_row(prompt, request.params, request.cancelled, hand_on, strip_leading=is_chat)
+        row = family.new_row(
+            prompt,
+            request.params,
+            request.cancelled,
+            hand_on,
+            strip_leading=is_chat,
+            on_reasoning=lambda text: hand_on(ReasoningDelta(text)),
+        )
         row.owner, row.constraint = request, request.constraint
         if request.params.logprobs is not None:
             row.token_bytes, row.on_logprob = self.inputs().constraints().token_bytes(), request.deltas.put

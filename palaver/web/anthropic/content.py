@@ -19,14 +19,17 @@ BLOCK_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "text": (("text",), ("citations",)),
     "tool_use": (("id", "name", "input"), ()),
     "tool_result": (("tool_use_id",), ("content", "is_error")),
+    # An earlier reply's reasoning, as clients send it back: accepted in an assistant's turn, and left out of the
+    # prompt, as thinking models' templates leave old reasoning out.
+    "thinking": (("thinking",), ("signature",)),
+    "redacted_thinking": (("data",), ()),
 }
+REASONING_BLOCKS = ("thinking", "redacted_thinking")
 # Blocks Anthropic's API takes that a text model served here cannot read: each refused by name, with why.
 UNSUPPORTED_BLOCKS = {
     "image": "image blocks are not supported: Palaver serves text models",
     "document": "document blocks are not supported; send the document's text in a text block",
     "search_result": "search_result blocks are not supported; send the results' text in a text block",
-    "thinking": "thinking blocks are not supported until Palaver separates a model's reasoning from its reply",
-    "redacted_thinking": "redacted_thinking blocks are not supported: Palaver's models do not think apart",
 }
 ERROR_PREFIX = "Error: "  # a tool_result with is_error, as the model reads it
 
@@ -81,9 +84,10 @@ TextBlocks = Annotated[list[TextBlockParam], BeforeValidator(as_text_blocks)]
 
 
 class ContentBlockParam(RequestModel):
-    """One block of a message: text, a tool_use (an assistant's call) or a tool_result (a user's answer to one)."""
+    """One block of a message: text, a tool_use (an assistant's call), a tool_result (a user's answer to one), or an
+    assistant's earlier thinking."""
 
-    type: Literal["text", "tool_use", "tool_result"]
+    type: Literal["text", "tool_use", "tool_result", "thinking", "redacted_thinking"]
     text: str | None = None
     id: str | None = Field(None, min_length=1, max_length=256, description="A tool_use's id.")
     name: str | None = Field(None, pattern=NAME_PATTERN, description="The tool a tool_use calls.")
@@ -91,6 +95,9 @@ class ContentBlockParam(RequestModel):
     tool_use_id: str | None = Field(None, min_length=1, max_length=256, description="The tool_use a result answers.")
     content: TextBlocks | None = None
     is_error: bool | None = None
+    thinking: str | None = Field(None, description="A thinking block's reasoning: left out of the prompt.")
+    signature: str | None = None
+    data: str | None = Field(None, description="A redacted_thinking block's reasoning: left out of the prompt.")
     cache_control: CacheControl | None = None
     citations: Citations = None
 
@@ -129,6 +136,8 @@ class ContentBlockParam(RequestModel):
         """Return the text the model reads of this block: its text, or its result's (marked when it failed)."""
         if self.type == "text":
             return self.text or ""
+        if self.type in REASONING_BLOCKS:
+            return ""
         result = "".join(block.text for block in self.content or ())
         return ERROR_PREFIX + result if self.is_error else result
 
@@ -149,10 +158,11 @@ class MessageParam(RequestModel):
 
     @model_validator(mode="after")
     def _blocks_in_their_roles(self) -> MessageParam:
-        misplaced = "tool_result" if self.role == "assistant" else "tool_use"
-        if any(block.type == misplaced for block in self.content):
-            owner = "user" if misplaced == "tool_result" else "assistant"
-            raise body_error(f"only {owner} messages may hold {misplaced} blocks", "content")
+        misplaced = ("tool_result",) if self.role == "assistant" else ("tool_use", *REASONING_BLOCKS)
+        found = next((block.type for block in self.content if block.type in misplaced), None)
+        if found is not None:
+            owner = "user" if found == "tool_result" else "assistant"
+            raise body_error(f"only {owner} messages may hold {found} blocks", "content")
         return self
 
     def read_text(self) -> str:

@@ -9,15 +9,17 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from palaver.core.errors import PalaverError
-from palaver.core.types import Reply, ReplyEvents, ToolCallDelta
+from palaver.core.types import ReasoningDelta, Reply, ReplyEvents, ToolCallDelta
 from palaver.web.anthropic.response_schemas import (
     ErrorResponse,
     MessagesResponse,
     StopReason,
     TextBlock,
+    ThinkingBlock,
     ToolUseBlock,
     new_message_id,
     stop_reason,
+    thinking_signature,
     tool_use_id,
 )
 from palaver.web.sse import guarded, sse_event
@@ -31,12 +33,22 @@ class MessageStart(BaseModel):
 class ContentBlockStart(BaseModel):
     type: Literal["content_block_start"] = "content_block_start"
     index: int
-    content_block: TextBlock | ToolUseBlock
+    content_block: ThinkingBlock | TextBlock | ToolUseBlock
 
 
 class TextDelta(BaseModel):
     type: Literal["text_delta"] = "text_delta"
     text: str
+
+
+class ThinkingDelta(BaseModel):
+    type: Literal["thinking_delta"] = "thinking_delta"
+    thinking: str
+
+
+class SignatureDelta(BaseModel):
+    type: Literal["signature_delta"] = "signature_delta"
+    signature: str
 
 
 class InputJsonDelta(BaseModel):
@@ -47,7 +59,7 @@ class InputJsonDelta(BaseModel):
 class ContentBlockDelta(BaseModel):
     type: Literal["content_block_delta"] = "content_block_delta"
     index: int
-    delta: TextDelta | InputJsonDelta
+    delta: TextDelta | ThinkingDelta | SignatureDelta | InputJsonDelta
 
 
 class ContentBlockStop(BaseModel):
@@ -85,11 +97,18 @@ def framed(event: BaseModel) -> str:
 
 
 class Blocks:
-    """The reply's content blocks as they stream: one is open at a time, text or a tool_use."""
+    """The reply's content blocks as they stream: one is open at a time, thinking, text or a tool_use."""
 
     def __init__(self) -> None:
         self.index = -1
-        self.open: Literal["text", "tool_use"] | None = None
+        self.open: Literal["thinking", "text", "tool_use"] | None = None
+        self.thought = ""  # the open thinking block's text, which its signature signs
+
+    def thinking(self, text: str) -> Iterator[BaseModel]:
+        if self.open != "thinking":
+            yield from self._start(ThinkingBlock(thinking="", signature=""))
+        self.thought += text
+        yield ContentBlockDelta(index=self.index, delta=ThinkingDelta(thinking=text))
 
     def text(self, text: str) -> Iterator[BaseModel]:
         if self.open != "text":
@@ -103,11 +122,14 @@ class Blocks:
             yield ContentBlockDelta(index=self.index, delta=InputJsonDelta(partial_json=delta.arguments))
 
     def close(self) -> Iterator[BaseModel]:
+        if self.open == "thinking":  # a thinking block ends with its signature, as Anthropic's do
+            yield ContentBlockDelta(index=self.index, delta=SignatureDelta(signature=thinking_signature(self.thought)))
+            self.thought = ""
         if self.open is not None:
             yield ContentBlockStop(index=self.index)
             self.open = None
 
-    def _start(self, block: TextBlock | ToolUseBlock) -> Iterator[BaseModel]:
+    def _start(self, block: ThinkingBlock | TextBlock | ToolUseBlock) -> Iterator[BaseModel]:
         yield from self.close()
         self.index += 1
         self.open = block.type
@@ -122,7 +144,9 @@ def message_events(stream: ReplyEvents, model: str, input_tokens: int) -> Iterat
     # Closing the stream cancels its generation, when the client goes away or an error ends it.
     with closing(stream):
         for item in guarded(stream):
-            if isinstance(item, str):
+            if isinstance(item, ReasoningDelta):
+                yield from map(framed, blocks.thinking(item.text))
+            elif isinstance(item, str):
                 yield from map(framed, blocks.text(item))
             elif isinstance(item, ToolCallDelta):
                 yield from map(framed, blocks.tool(item))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
@@ -20,7 +20,7 @@ from palaver.core.tools import (
     enforced_calls_grammar,
 )
 from palaver.core.types import Message
-from palaver.core.validation import RequestModel, body_error, field_error, neutral_or_refused, unsupported
+from palaver.core.validation import RequestModel, body_error, field_error, unsupported
 from palaver.web.anthropic.content import CacheControl, Conversation, TextBlocks, conversation_messages
 from palaver.web.api.schemas import settings_of
 
@@ -30,10 +30,6 @@ if TYPE_CHECKING:
 
 # tool_choice's types, as ToolUse names them: any is OpenAI's required, and tool one function by name.
 TOOL_CHOICES = {"auto": "auto", "any": "required", "tool": "named", "none": "none"}
-THINKING_REFUSED = (
-    "thinking is not supported until Palaver separates a model's reasoning from its reply; "
-    'leave it out or send {"type": "disabled"}'
-)
 
 
 class ToolParam(RequestModel):
@@ -77,6 +73,22 @@ class ToolChoiceParam(RequestModel):
         return self
 
 
+class ThinkingParam(RequestModel):
+    """Extended thinking: a thinking model thinks first (where its template can say), its reasoning in thinking blocks.
+
+    budget_tokens is accepted and not enforced: max_tokens bounds the thinking and the answer together.
+    """
+
+    type: Literal["enabled", "disabled"]
+    budget_tokens: int | None = Field(None, ge=1, description="With type enabled: the tokens thinking may take.")
+
+    @model_validator(mode="after")
+    def _budget_when_enabled(self) -> ThinkingParam:
+        if (self.type == "enabled") != (self.budget_tokens is not None):
+            raise body_error("'thinking' takes a 'budget_tokens' with type enabled, and only then", "budget_tokens")
+        return self
+
+
 class MessagesInput(RequestModel):
     """What the model reads: the model, the system prompt, the conversation and the tools (count_tokens' body)."""
 
@@ -85,13 +97,10 @@ class MessagesInput(RequestModel):
     messages: Conversation
     tools: list[ToolParam] | None = Field(None, max_length=MAX_TOOLS, description="Custom tools the reply may use.")
     tool_choice: ToolChoiceParam | None = Field(None, description="auto (the default), any, tool (by name) or none.")
-    thinking: Annotated[Any, Field(description='Accepted only as {"type": "disabled"}.')] = None
+    thinking: ThinkingParam | None = Field(
+        None, description="enabled: a thinking model thinks first, in thinking blocks; left out or disabled: not."
+    )
     _calls_grammar: Grammar | None = PrivateAttr(None)  # built once, when the tools are checked
-
-    @field_validator("thinking")
-    @classmethod
-    def _not_thinking(cls, value: Any) -> Any:
-        return neutral_or_refused(value, ({"type": "disabled"},), THINKING_REFUSED)
 
     @field_validator("system")
     @classmethod
@@ -142,6 +151,10 @@ class MessagesInput(RequestModel):
         """Return the grammar the reply must follow, as built and checked with the request; None: any text."""
         return self._calls_grammar
 
+    def thinking_wanted(self) -> bool:
+        """Return whether a thinking model thinks first: only when asked, as Anthropic's models do."""
+        return self.thinking is not None and self.thinking.type == "enabled"
+
     def conversation(self, presets: Presets) -> list[Message]:
         """Return the system prompt and the turns as Palaver's messages, with the server's default preset."""
         return presets.get(None).apply(conversation_messages(self.system, self.messages))
@@ -171,5 +184,6 @@ class MessagesRequest(MessagesInput):
             top_p=self.top_p,
             top_k=self.top_k,
             stop=self.stop_sequences,
+            thinking=self.thinking_wanted(),
         )
         return params if self.temperature is None else with_given(params, do_sample=self.temperature > 0)

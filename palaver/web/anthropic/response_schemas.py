@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any, Literal
 
@@ -57,6 +58,19 @@ class TextBlock(BaseModel):
     text: str
 
 
+def thinking_signature(thinking: str) -> str:
+    """Sign a thinking block as clients expect one signed: a stable hash of its text, which nothing here checks."""
+    return hashlib.sha256(thinking.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class ThinkingBlock(BaseModel):
+    """A thinking model's reasoning, before its answer."""
+
+    type: Literal["thinking"] = "thinking"
+    thinking: str
+    signature: str
+
+
 class ToolUseBlock(BaseModel):
     type: Literal["tool_use"] = "tool_use"
     id: str
@@ -80,19 +94,24 @@ class MessagesResponse(BaseModel):
     type: Literal["message"] = "message"
     role: Literal["assistant"] = "assistant"
     model: str
-    content: list[TextBlock | ToolUseBlock]
+    content: list[ThinkingBlock | TextBlock | ToolUseBlock]
     stop_reason: StopReason | None
     stop_sequence: str | None = None
     usage: MessageUsage
 
     @classmethod
     def of(cls, model: str, reply: Reply, message_id: str | None = None) -> MessagesResponse:
-        """Describe a reply: its text (when it has any), then its tool uses."""
-        text: list[TextBlock | ToolUseBlock] = [TextBlock(text=reply.text)] if reply.text else []
+        """Describe a reply: its reasoning and its text (each when it has any), then its tool uses."""
+        thought = [ThinkingBlock(thinking=reply.reasoning, signature=thinking_signature(reply.reasoning))]
+        text = [TextBlock(text=reply.text)] if reply.text else []
         return cls(
             id=message_id or new_message_id(),
             model=model,
-            content=[*text, *(ToolUseBlock.of(call) for call in reply.tool_calls)],
+            content=[
+                *(thought if reply.reasoning else []),
+                *text,
+                *(ToolUseBlock.of(call) for call in reply.tool_calls),
+            ],
             stop_reason=stop_reason(reply),
             stop_sequence=reply.stop_sequence,
             usage=MessageUsage(input_tokens=reply.usage.prompt_tokens, output_tokens=reply.usage.completion_tokens),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flask import Blueprint
 
 from palaver.core.requests import GenerationRequest
@@ -51,7 +53,8 @@ def count_tokens():
     given = MessagesInput.parse(read_json(), {"settings": app.settings})
     model = given.served_model(app.backend)
     conversation, tools = given.conversation(app.presets), given.tool_use()
-    request = GenerationRequest(app.settings.generation_defaults(), messages=conversation, tools=tools, model=model)
+    params = replace(app.settings.generation_defaults(), thinking=given.thinking_wanted())  # as /v1/messages renders
+    request = GenerationRequest(params, messages=conversation, tools=tools, model=model)
     return TokenCount(input_tokens=len(app.backend.tokenize(request))).model_dump()
 
 

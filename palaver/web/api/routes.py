@@ -46,7 +46,8 @@ def list_conversations():
 def conversation(conversation_id: str):
     found = services().chat.find(conversation_id, current_owner())
     head = found.model_dump(mode="json", exclude={"records"})
-    return {**head, "messages": [m.as_dict() for m in found.messages]}
+    shown = [{**r.message.as_dict(), **({"reasoning": r.reasoning} if r.reasoning else {})} for r in found.records]
+    return {**head, "messages": shown}
 
 
 @api.patch("/conversations/<conversation:conversation_id>")

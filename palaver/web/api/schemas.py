@@ -11,7 +11,7 @@ from pydantic import BaseModel, BeforeValidator, Field, ValidationInfo, field_va
 from palaver.chat.conversations import ChatInput, ChatTurn
 from palaver.core.config import Settings
 from palaver.core.json_schemas import ResponseFormat
-from palaver.core.parameters import PARAMETER_NAMES, Sampling
+from palaver.core.parameters import PARAMETER_NAMES, Sampling, Thinking
 from palaver.core.validation import field_error
 from palaver.web.api.listing import is_conversation_id
 
@@ -53,6 +53,7 @@ class ChatRequest(Sampling):
     response_format: ResponseFormat | None = Field(
         None, description="text, json_object, or json_schema: the reply follows the schema, enforced at each token."
     )
+    thinking: Thinking = None
 
     @field_validator("message")
     @classmethod
@@ -68,7 +69,7 @@ class ChatRequest(Sampling):
 
     def to_input(self, settings: Settings) -> ChatInput:
         """Return the conversation's input, with the server's defaults for parameters left out."""
-        params = self.applied_to(settings.generation_defaults())
+        params = replace(self.applied_to(settings.generation_defaults()), thinking=self.thinking)
         grammar = None
         if self.response_format is not None:
             params = replace(params, json_schema=self.response_format.schema_text())
@@ -101,6 +102,7 @@ class ChatResponse(BaseModel):
     """The answer to POST /api/chat (and to the form, asked for JSON)."""
 
     reply: str
+    reasoning: str = Field("", description="A thinking model's reasoning before its reply; empty for other models.")
     conversation_id: str
     model: str = Field(description="The model that wrote the reply: the conversation's.")
     usage: UsageModel
@@ -112,6 +114,7 @@ class ChatResponse(BaseModel):
         reply = turn.reply
         return cls(
             reply=reply.text,
+            reasoning=reply.reasoning,
             conversation_id=turn.conversation_id,
             model=turn.model or "",
             usage=UsageModel(**reply.usage.as_dict()),

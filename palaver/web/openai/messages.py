@@ -63,6 +63,12 @@ class ChatMessage(RequestModel):
     refusal: Replayed = None
     audio: Replayed = None
     function_call: Replayed = None
+    reasoning_content: str | None = Field(
+        None,
+        description="An earlier reply's reasoning: accepted, and left out of the prompt as thinking models' "
+        "templates leave old reasoning out.",
+    )
+    reasoning: str | None = Field(None, description="The same, under vLLM's name.")
 
     @field_validator(*REPLAYED_FIELDS)
     @classmethod

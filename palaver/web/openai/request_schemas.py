@@ -9,12 +9,15 @@ from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_
 from palaver.core.errors import InvalidRequest
 from palaver.core.json_schemas import Grammar, ResponseFormat
 from palaver.core.parameters import (
+    REASONING_EFFORTS,
     GenerationParams,
     MaxNewTokens,
+    ReasoningEffort,
     RepetitionPenalty,
     Seed,
     Stop,
     Temperature,
+    Thinking,
     TopK,
     TopP,
     with_given,
@@ -207,6 +210,12 @@ class ToolFields(RequestModel):
         return ToolUse.of(self.tools, self.tool_choice, self.parallel_tool_calls is not False)
 
 
+class ChatTemplateKwargs(RequestModel):
+    """What the chat template reads beside the messages, as llama-server and vLLM take it: enable_thinking only."""
+
+    enable_thinking: Thinking = None
+
+
 class ChatCompletionRequest(CompletionFields, ToolFields):
     """POST /v1/chat/completions (and MLflow's llm/v1/chat)."""
 
@@ -215,12 +224,35 @@ class ChatCompletionRequest(CompletionFields, ToolFields):
     top_logprobs: int | None = Field(
         None, ge=0, le=MAX_TOP_LOGPROBS, description="With logprobs: this many likeliest alternatives per token."
     )
+    reasoning_effort: ReasoningEffort = None
+    chat_template_kwargs: ChatTemplateKwargs | None = Field(
+        None, description="Variables for the chat template (an extension, as in vLLM): enable_thinking."
+    )
 
     @model_validator(mode="after")
     def _logprobs_consistent(self) -> ChatCompletionRequest:
         if self.top_logprobs is not None and not self.logprobs:
             raise body_error("'top_logprobs' needs 'logprobs': true", "top_logprobs")
         return self
+
+    @model_validator(mode="after")
+    def _thinking_consistent(self) -> ChatCompletionRequest:
+        effort = REASONING_EFFORTS.get(self.reasoning_effort or "")
+        enabled = self.chat_template_kwargs.enable_thinking if self.chat_template_kwargs else None
+        if effort is not None and enabled is not None and effort != enabled:
+            raise body_error(
+                f"'reasoning_effort' {self.reasoning_effort} contradicts 'chat_template_kwargs.enable_thinking'",
+                "reasoning_effort",
+            )
+        return self
+
+    def thinking_wanted(self) -> bool | None:
+        """Return whether a thinking model thinks first, as enable_thinking or reasoning_effort say; None: unsaid."""
+        enabled = self.chat_template_kwargs.enable_thinking if self.chat_template_kwargs else None
+        return enabled if enabled is not None else REASONING_EFFORTS.get(self.reasoning_effort or "")
+
+    def generation_params(self, defaults: GenerationParams) -> GenerationParams:
+        return with_given(super().generation_params(defaults), thinking=self.thinking_wanted())
 
     def top_logprobs_wanted(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None

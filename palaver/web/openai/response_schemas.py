@@ -88,28 +88,44 @@ class ToolCallObject(BaseModel):
         return cls(id=call.id, function=FunctionCall(name=call.name, arguments=call.arguments))
 
 
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int
+
+
 class CompletionUsage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     truncated_turns: int = Field(0, description="Oldest messages left out of the prompt (a Palaver extension).")
+    completion_tokens_details: CompletionTokensDetails | None = Field(None, exclude_if=lambda details: details is None)
 
     @classmethod
     def of(cls, usage: Usage, truncated_turns: int = 0) -> CompletionUsage:
-        return cls(**usage.as_dict(), truncated_turns=truncated_turns)
+        """Describe usage; a thinking model's reasoning tokens, counted in completion_tokens, are reported apart too."""
+        details = CompletionTokensDetails(reasoning_tokens=usage.reasoning_tokens) if usage.reasoning_tokens else None
+        return cls(**usage.as_dict(), truncated_turns=truncated_turns, completion_tokens_details=details)
+
+
+def absent(value: str | None) -> bool:
+    return value is None
 
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
+    # A thinking model's reasoning: llama-server's and DeepSeek's name for it, and vLLM's.
+    reasoning_content: str | None = Field(None, exclude_if=absent)
+    reasoning: str | None = Field(None, exclude_if=absent)
     tool_calls: list[ToolCallObject] | None = Field(None, exclude_if=lambda calls: calls is None)
 
     @classmethod
     def of(cls, reply: Reply) -> AssistantMessage:
-        """Describe a reply: its text, or its calls (and the text before them, if any)."""
+        """Describe a reply: its text, or its calls (and the text before them, if any), after its reasoning."""
+        thought = reply.reasoning or None
         if not reply.tool_calls:
-            return cls(content=reply.text)
-        return cls(content=reply.text or None, tool_calls=[ToolCallObject.of(call) for call in reply.tool_calls])
+            return cls(content=reply.text, reasoning_content=thought, reasoning=thought)
+        calls = [ToolCallObject.of(call) for call in reply.tool_calls]
+        return cls(content=reply.text or None, reasoning_content=thought, reasoning=thought, tool_calls=calls)
 
 
 class ChatChoice(BaseModel):
@@ -132,7 +148,8 @@ class ChatCompletion(BaseModel):
     def of(cls, model: str, replies: list[Reply], fingerprint: str | None = None) -> ChatCompletion:
         """Describe the choices' replies; their prompt is counted once, and every choice's completion."""
         completion = sum(reply.usage.completion_tokens for reply in replies)
-        usage = Usage(replies[0].usage.prompt_tokens, completion)
+        reasoning = sum(reply.usage.reasoning_tokens for reply in replies)
+        usage = Usage(replies[0].usage.prompt_tokens, completion, reasoning)
         return cls(
             id=new_id("chatcmpl"),
             model=model,
@@ -176,7 +193,14 @@ class ToolCallDeltaObject(BaseModel):
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = Field(None, exclude_if=absent)
+    reasoning: str | None = Field(None, exclude_if=absent)
     tool_calls: list[ToolCallDeltaObject] | None = Field(None, exclude_if=lambda calls: calls is None)
+
+    @classmethod
+    def thought(cls, text: str) -> Delta:
+        """Carry part of a thinking model's reasoning, under both of its names."""
+        return cls(reasoning_content=text, reasoning=text)
 
 
 class ChunkChoice(BaseModel):

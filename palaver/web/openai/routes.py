@@ -10,7 +10,7 @@ from flask import Blueprint
 from palaver.backends import ModelRouter
 from palaver.core.errors import PalaverError
 from palaver.core.requests import GenerationRequest
-from palaver.core.types import Reply, ReplyEvents, TokenLogprob, ToolCallDelta, Usage, final
+from palaver.core.types import ReasoningDelta, Reply, ReplyEvents, TokenLogprob, ToolCallDelta, Usage, final
 from palaver.web.body import read_json
 from palaver.web.connection import client_gone_probe
 from palaver.web.errors import json_error, to_palaver_error
@@ -124,6 +124,10 @@ def chat_events(
                     yield chunk(
                         ChunkChoice(index=index, delta=Delta(content=item), logprobs=drained(pending, logprobs))
                     )
+                elif isinstance(item, ReasoningDelta):
+                    yield chunk(
+                        ChunkChoice(index=index, delta=Delta.thought(item.text), logprobs=drained(pending, logprobs))
+                    )
                 elif isinstance(item, ToolCallDelta):
                     call = ToolCallDeltaObject.of(item)
                     yield chunk(
@@ -153,7 +157,9 @@ def drained(pending: list[TokenLogprob], wanted: bool) -> ChoiceLogprobs | None:
 def combined(total: Usage, usage: Usage, *, first: bool) -> Usage:
     """Add a choice's usage: the prompt counts once, every choice's completion counts."""
     prompt = usage.prompt_tokens if first else total.prompt_tokens
-    return Usage(prompt, total.completion_tokens + usage.completion_tokens)
+    return Usage(
+        prompt, total.completion_tokens + usage.completion_tokens, total.reasoning_tokens + usage.reasoning_tokens
+    )
 
 
 def serve_text(completion: TextCompletionRequest, *, require_model: bool = True):

@@ -45,6 +45,19 @@
     return article;
   }
 
+  // A thinking model's reasoning streams into a collapsed box above its answer, as the server renders it.
+  function addReasoning(reply) {
+    const details = document.createElement("details");
+    details.className = "reasoning";
+    const summary = document.createElement("summary");
+    summary.textContent = "Thinking";
+    const body = document.createElement("p");
+    body.className = "reasoning-text";
+    details.append(summary, body);
+    reply.querySelector(".text").before(details);
+    return body;
+  }
+
   function showError(message) {
     errorBox.textContent = message;
     errorBox.hidden = !message;
@@ -120,6 +133,7 @@
   async function send(form, body, question, reply) {
     const text = reply.querySelector(".text");
     let received = 0;
+    let thought = null;
     let finished = null;
     const response = await fetch(form.action, {
       method: "POST",
@@ -134,6 +148,15 @@
     }
     await readEvents(response, (event) => {
       if (event.error) throw new Error(event.error.message);
+      if (event.reasoning !== undefined) {
+        if (!thought) {
+          reply.classList.remove("thinking");
+          text.textContent = "";
+          thought = addReasoning(reply);
+        }
+        thought.textContent += event.reasoning; // textContent, never innerHTML, as the reply's text
+        follow();
+      }
       if (event.delta !== undefined) {
         if (received === 0) {
           reply.classList.remove("thinking");
@@ -147,7 +170,7 @@
       if (event.done) finished = event;
     });
     if (!finished) throw new Error("The reply was cut off. Try again.");
-    if (finished.finish_reason === "cancelled" && !finished.reply) {
+    if (finished.finish_reason === "cancelled" && !finished.reply && !finished.reasoning) {
       throw new DOMException("Stopped before any text", "AbortError");
     }
     // The server renders the finished turn, so a streamed reply looks as it will after a reload.
@@ -236,7 +259,8 @@
       await send(form, body, question, reply);
       saveSettings(composer.dataset.conversation || null);
     } catch (error) {
-      const shown = reply.querySelector(".text").textContent !== "" && !reply.classList.contains("thinking");
+      const answered = reply.querySelector(".text").textContent !== "" && !reply.classList.contains("thinking");
+      const shown = answered || reply.querySelector(".reasoning-text") !== null;
       if (error.name === "AbortError" && shown) {
         // Stopped: the server keeps the part already shown, and so does the page.
         reply.classList.add("stopped");

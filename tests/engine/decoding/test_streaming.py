@@ -3,7 +3,9 @@
 import pytest
 from transformers import AutoTokenizer
 
+from palaver.core.reasoning import ReasoningSplitter
 from palaver.engine.decoding.streaming import ReplyStream
+from palaver.engine.prompting.thinking import ThinkTags
 
 TEXT = "héllo wörld, ça va? 😀 done"
 
@@ -57,3 +59,40 @@ def test_an_end_of_sequence_token_stops_the_stream(tokenizer):
 def test_leading_whitespace_is_dropped(tokenizer):
     stream, deltas = run(tokenizer, "   \n hello")
     assert stream.text == "hello" and deltas[0].startswith("h")
+
+
+@pytest.mark.parametrize("special", [False, True])
+def test_a_thinking_models_reasoning_goes_apart_and_its_tags_are_read_even_where_decoding_drops_them(
+    thinking_model, special
+):
+    tokenizer = AutoTokenizer.from_pretrained(thinking_model)
+    if special:  # a file that marks its tags special: decoding with skip_special_tokens would drop them
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<think>", "</think>"]})
+    tags = ThinkTags.of(tokenizer)
+    thoughts, answers = [], []
+    stream = ReplyStream(
+        tokenizer,
+        [tokenizer.eos_token_id],
+        ["END"],
+        answers.append,
+        True,
+        ReasoningSplitter(),
+        thoughts.append,
+        tags.spelled,
+    )
+    ids = tokenizer.encode("<think>\nit ends END here\n</think>\n\nthe answer END more", add_special_tokens=False)
+    for token in ids:
+        stream.add(token)
+    stream.end()
+    assert "".join(thoughts) == stream.reasoning == "it ends END here", "stop sequences apply to the answer alone"
+    assert "".join(answers) == stream.text == "the answer " and stream.matched_stop == "END"
+    assert stream.reasoning_tokens == ids.index(tags.close_id) + 1
+
+
+def test_a_reply_that_starts_inside_the_thinking_needs_no_opening_tag(thinking_model):
+    tokenizer = AutoTokenizer.from_pretrained(thinking_model)
+    stream = ReplyStream(tokenizer, [tokenizer.eos_token_id], splitter=ReasoningSplitter(inside=True))
+    for token in tokenizer.encode("\nfrom the prompt's tag\n</think>\n\nanswer", add_special_tokens=False):
+        stream.add(token)
+    stream.end()
+    assert (stream.reasoning, stream.text) == ("from the prompt's tag", "answer")

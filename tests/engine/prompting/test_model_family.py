@@ -85,7 +85,7 @@ def test_truncation_keeps_the_most_history_that_fits_in_few_encodes(request, fix
     history = conversation(1401)  # a hostile request: 1,401 messages
     calls = []
     real_encode = family.encode
-    family.encode = lambda messages: calls.append(len(messages)) or real_encode(messages)
+    family.encode = lambda messages, *rest: calls.append(len(messages)) or real_encode(messages, *rest)
     prompt = family.build_prompt(history, max_new_tokens=8)
     assert len(calls) <= 12, "bisecting: about log2(700 user turns) encodes, not one per dropped turn"
     assert len(prompt.input_ids) <= family.input_limit(8)

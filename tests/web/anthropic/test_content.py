@@ -68,7 +68,11 @@ def test_cache_control_is_accepted_everywhere_it_may_be_sent():
     [
         ([{"role": "user", "content": [{"type": "image", "source": {}}]}], "messages[0].content[0]", "image blocks"),
         ([{"role": "user", "content": [{"type": "document", "source": {}}]}], "messages[0].content[0]", "document"),
-        ([{"role": "user", "content": [{"type": "thinking", "thinking": "hm"}]}], "messages[0].content[0]", "thinking"),
+        (
+            [{"role": "user", "content": [{"type": "thinking", "thinking": "hm"}]}],
+            "messages[0].content",
+            "only assistant messages may hold thinking blocks",
+        ),
         ([{"role": "user", "content": [{"type": "web_search_tool_result"}]}], "messages[0].content[0]", "web_search"),
         (
             [{"role": "user", "content": [{**RESULT, "content": [{"type": "image", "source": {}}]}]}],
@@ -114,3 +118,14 @@ def test_the_system_prompt_comes_first_as_a_system_message():
         Message("system", "be brief"),
         Message("user", "hi"),
     ]
+
+
+def test_an_earlier_replys_thinking_is_accepted_and_left_out_of_the_prompt():
+    thinking = {"type": "thinking", "thinking": "the user greets me", "signature": "abc"}
+    redacted = {"type": "redacted_thinking", "data": "opaque"}
+    parsed = engine_messages(
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [thinking, redacted, {"type": "text", "text": "Hello!"}]},
+        {"role": "user", "content": "again"},
+    )
+    assert parsed[1] == Message("assistant", "Hello!"), "as thinking models' templates leave old reasoning out"

@@ -29,13 +29,19 @@ def test_anthropic_names_map_to_the_engines_parameters():
     assert (params.max_new_tokens, params.temperature, params.do_sample) == (9, 0.5, True)
     assert (params.top_p, params.top_k, params.stop) == (0.9, 5, ("###",))
     assert parse(temperature=0).generation_params(defaults).greedy
-    assert parse().generation_params(defaults) == replace(defaults, max_new_tokens=4)
+    assert parse().generation_params(defaults) == replace(defaults, max_new_tokens=4, thinking=False)
 
 
 def test_metadata_and_disabled_thinking_change_nothing():
     defaults = Settings().generation_defaults()
     given = parse(metadata={"user_id": "u-1"}, thinking={"type": "disabled"})
     assert given.generation_params(defaults) == parse().generation_params(defaults)
+
+
+def test_thinking_is_asked_of_a_thinking_model_only_when_enabled():
+    defaults = Settings().generation_defaults()
+    enabled = parse(thinking={"type": "enabled", "budget_tokens": 2048}).generation_params(defaults)
+    assert enabled.thinking is True and parse().generation_params(defaults).thinking is False
 
 
 @pytest.mark.parametrize(
@@ -47,7 +53,8 @@ def test_metadata_and_disabled_thinking_change_nothing():
         ({"top_k": -1}, "top_k", None, "'top_k' must be an integer at least 0"),
         ({"stop_sequences": ["a"] * 5}, "stop_sequences", None, "at most 4"),
         ({"model": None}, "model", None, "'model' is required"),
-        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking", "unsupported_parameter", "thinking"),
+        ({"thinking": {"type": "enabled"}}, "thinking.budget_tokens", None, "takes a 'budget_tokens'"),
+        ({"thinking": {"type": "adaptive"}}, "thinking.type", None, "enabled, disabled"),
         ({"mcp_servers": []}, "mcp_servers", None, "unknown field 'mcp_servers'"),
         ({"metadata": {"user_id": "u", "x": 1}}, "metadata.x", None, "unknown field 'x'"),
         (

@@ -29,6 +29,15 @@ def test_a_reply_becomes_a_message_of_blocks_with_usage():
     assert message["stop_reason"] == "tool_use" and message["usage"] == {"input_tokens": 7, "output_tokens": 3}
 
 
+def test_a_thinking_models_reasoning_comes_first_in_a_signed_thinking_block():
+    reply = Reply("42", USAGE, 0, "stop", reasoning="six times seven")
+    first, again = (MessagesResponse.of("m", reply).model_dump()["content"] for _ in range(2))
+    assert [block["type"] for block in first] == ["thinking", "text"] and first[0]["thinking"] == "six times seven"
+    assert first[0]["signature"] and first[0]["signature"] == again[0]["signature"], "a stable signature"
+    cut = MessagesResponse.of("m", Reply("", USAGE, 0, "length", reasoning="still thinking")).model_dump()
+    assert [block["type"] for block in cut["content"]] == ["thinking"] and cut["stop_reason"] == "max_tokens"
+
+
 def test_an_empty_reply_has_no_blocks():
     assert MessagesResponse.of("m", Reply("", USAGE, 0, "stop")).content == []
 

@@ -134,7 +134,7 @@ def test_any_tool_use_calls_a_tool_and_none_never_does(client):
         ({"messages": [{"role": "robot", "content": "hi"}]}, "'messages[0].role' must be one of user, assistant"),
         ({"extra_body": {"max_tokens": 10**9}}, "'max_tokens' must be an integer at least 1 and at most 1024"),
         ({"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]}, "image blocks"),
-        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking is not supported"),
+        ({"thinking": {"type": "enabled"}}, "'thinking' takes a 'budget_tokens' with type enabled"),
     ],
 )
 def test_bad_requests_are_invalid_request_errors_naming_the_field(client, args, words):
@@ -208,3 +208,31 @@ def test_rate_limits_count_messages_as_chat_completions(make_app, chat_model):
     statuses = [client.post("/v1/messages", json=body).status_code for _ in range(3)]
     refused = client.post("/v1/messages/count_tokens", json={"model": "chat-llama", "messages": HELLO})
     assert statuses == [200, 200, 429] and refused.get_json()["error"]["type"] == "rate_limit_error"
+
+
+def test_a_thinking_models_reasoning_comes_in_thinking_blocks_when_asked(make_app, thinking_gguf_model):
+    import httpx
+
+    transport = httpx.WSGITransport(app=make_app(thinking_gguf_model))
+    client = anthropic.Anthropic(
+        base_url="http://localhost", api_key=KEY, max_retries=0, http_client=httpx.Client(transport=transport)
+    )
+    args = {"model": "thinking-llama", "messages": HELLO, "max_tokens": 8}
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    message = client.messages.create(**args, thinking=thinking)
+    [thought, text] = message.content
+    assert (thought.type, thought.thinking, text.type, text.text) == ("thinking", "some thought", "text", "the answer")
+    assert thought.signature and message.usage.output_tokens == 6, "thinking counts in output_tokens"
+    with client.messages.stream(**args, thinking=thinking) as stream:
+        events = list(stream)
+        streamed = stream.get_final_message()
+    assert [block.model_dump() for block in streamed.content] == [block.model_dump() for block in message.content]
+    starts = [event.content_block.type for event in events if event.type == "content_block_start"]
+    kinds = [event.delta.type for event in events if event.type == "content_block_delta"]
+    assert starts == ["thinking", "text"] and kinds == ["thinking_delta", "signature_delta", "text_delta"]
+    for off in ({}, {"thinking": {"type": "disabled"}}):  # as Anthropic's models, only when asked
+        plain = client.messages.create(**args, **off)
+        assert [(block.type, block.text) for block in plain.content] == [("text", "the answer")], off
+    earlier = [*HELLO, {"role": "assistant", "content": message.model_dump()["content"]}, *HELLO]
+    again = client.messages.create(**{**args, "messages": earlier}, thinking=thinking)
+    assert [block.type for block in again.content] == ["thinking", "text"], "an earlier reply's thinking is accepted"

@@ -20,7 +20,8 @@ def test_chat_returns_a_reply_and_continues_the_conversation(client):
     first = chat(client, message="hello there")
     assert first.status_code == 200
     body = first.get_json()
-    assert set(body) == {"reply", "conversation_id", "model", "usage", "truncated_turns", "finish_reason"}
+    assert set(body) == {"reply", "reasoning", "conversation_id", "model", "usage", "truncated_turns", "finish_reason"}
+    assert body["reasoning"] == "", "a model that does not think has no reasoning"
     assert body["model"] == "chat-llama"
     assert body["usage"]["completion_tokens"] >= 1 and body["truncated_turns"] == 0
     second = chat(client, message="and again", conversation_id=body["conversation_id"]).get_json()
@@ -29,6 +30,28 @@ def test_chat_returns_a_reply_and_continues_the_conversation(client):
     history = client.get(f"/api/conversations/{body['conversation_id']}").get_json()["messages"]
     assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
     assert history[0]["content"] == "hello there" and history[3]["content"] == second["reply"]
+
+
+def test_a_thinking_models_turn_keeps_its_reasoning_apart_and_out_of_the_next_prompt(make_app, thinking_gguf_model):
+    client = make_app(thinking_gguf_model).test_client()
+    first = chat(client, message="hello there").get_json()
+    assert (first["reply"], first["reasoning"]) == ("the answer", "some thought")
+    conversation_id = first["conversation_id"]
+    second = chat(client, message="and again", conversation_id=conversation_id).get_json()
+    answers = [
+        {"role": "user", "content": "hello there"},
+        {"role": "assistant", "content": "the answer"},
+        {"role": "user", "content": "and again"},
+    ]
+    prompt = client.post("/tokenize", json={"messages": answers}).get_json()["count"]
+    assert second["usage"]["prompt_tokens"] == prompt, "the history holds the answer, never the thinking"
+    third = chat(client, message="once more", conversation_id=conversation_id, thinking=False).get_json()
+    assert (third["reply"], third["reasoning"]) == ("the answer", ""), "thinking turned off for this turn"
+    history = client.get(f"/api/conversations/{conversation_id}").get_json()["messages"]
+    assert history[1] == {"role": "assistant", "content": "the answer", "reasoning": "some thought"}
+    assert history[5] == {"role": "assistant", "content": "the answer"}
+    exported = json.loads(client.get(f"/api/conversations/{conversation_id}/export").get_data())
+    assert [m["reasoning"] for m in exported["messages"]] == ["", "some thought", "", "some thought", "", ""]
 
 
 def test_a_message_with_a_nul_character_is_refused_before_it_reaches_the_model(client):
@@ -120,7 +143,8 @@ def test_temperature_zero_is_greedy_not_an_error(client):
 def test_schema_publishes_the_request_and_response_models_with_this_servers_defaults(client):
     schema = client.get("/api/schema").get_json()
     properties = schema["request"]["properties"]
-    fields = {"message", "conversation_id", "preset", "model", "replace_last_turn", "response_format", *PARAMETER_NAMES}
+    fields = {"message", "conversation_id", "preset", "model", "replace_last_turn", "response_format", "thinking"}
+    fields |= set(PARAMETER_NAMES)
     assert set(properties) == fields
     assert properties["temperature"]["default"] == 0.0  # the test app's default, not the model's None
     assert properties["temperature"]["anyOf"][0] == {"type": "number", "minimum": 0.0, "maximum": 2.0}

@@ -79,6 +79,7 @@ def test_the_schema_is_the_models_with_this_servers_defaults_and_limits():
     assert properties["top_p"]["anyOf"][0]["exclusiveMinimum"] == 0.0
     assert set(schema["response"]["properties"]) == {
         "reply",
+        "reasoning",
         "conversation_id",
         "model",
         "usage",

@@ -30,6 +30,14 @@ def parse_chat(**fields):
         ({"max_tokens": 4, "max_completion_tokens": 4}, "max_tokens", None, "not both"),
         ({"stream_options": {"include_usage": True}}, "stream_options", None, "only with stream: true"),
         ({"max_tokens": "4"}, "max_tokens", None, "an integer at least 1 and at most 1024"),
+        ({"reasoning_effort": "extreme"}, "reasoning_effort", None, "none, minimal, low, medium, high"),
+        (
+            {"reasoning_effort": "high", "chat_template_kwargs": {"enable_thinking": False}},
+            "reasoning_effort",
+            None,
+            "contradicts",
+        ),
+        ({"chat_template_kwargs": {"documents": []}}, "chat_template_kwargs.documents", None, "unknown field"),
     ],
 )
 def test_chat_requests_name_the_field_and_code(fields, param, code, words):
@@ -106,3 +114,18 @@ def test_a_tool_choice_without_tools_says_what_it_lacks(choice, words):
         with pytest.raises(InvalidRequest) as caught:
             parse_chat(tool_choice=choice, **({"tools": tools} if tools is not None else {}))
         assert caught.value.param == "tool_choice" and words in caught.value.message, caught.value.message
+
+
+@pytest.mark.parametrize(
+    "fields, thinking",
+    [
+        ({}, None),
+        ({"reasoning_effort": "none"}, False),
+        ({"reasoning_effort": "minimal"}, False),
+        ({"reasoning_effort": "low"}, True),
+        ({"chat_template_kwargs": {"enable_thinking": False}}, False),
+        ({"reasoning_effort": "none", "chat_template_kwargs": {"enable_thinking": False}}, False),
+    ],
+)
+def test_reasoning_effort_and_enable_thinking_say_whether_a_thinking_model_thinks(fields, thinking):
+    assert parse_chat(**fields).generation_params(Settings().generation_defaults()).thinking is thinking

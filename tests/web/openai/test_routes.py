@@ -647,3 +647,31 @@ def test_under_a_grammar_logprobs_are_those_of_the_allowed_tokens(client):
     first = choice.logprobs.content[0]
     assert all(any(a.startswith(bytes(t.bytes).decode()) for a in answers) for t in first.top_logprobs)
     assert math.isclose(sum(math.exp(t.logprob) for t in first.top_logprobs), 1.0, rel_tol=1e-6)
+
+
+def test_a_thinking_models_reasoning_comes_apart_from_its_content_streamed_or_not(make_app, thinking_gguf_model):
+    import httpx
+
+    transport = httpx.WSGITransport(app=make_app(thinking_gguf_model))
+    client = openai.OpenAI(
+        base_url="http://localhost/v1", api_key="unused", max_retries=0, http_client=httpx.Client(transport=transport)
+    )
+    args = {"model": "thinking-llama", "messages": HELLO}
+    completion = client.chat.completions.create(**args)
+    message = completion.choices[0].message
+    assert message.content == "the answer" and "<think>" not in message.content
+    assert message.reasoning_content == message.reasoning == "some thought"  # llama-server's name, and vLLM's
+    assert completion.usage.completion_tokens == 6 and completion.usage.completion_tokens_details.reasoning_tokens == 3
+    chunks = list(client.chat.completions.create(**args, stream=True, stream_options={"include_usage": True}))
+    deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
+    assert "".join(getattr(delta, "reasoning_content", None) or "" for delta in deltas) == "some thought"
+    assert "".join(delta.content or "" for delta in deltas) == "the answer"
+    assert chunks[-1].usage.completion_tokens_details.reasoning_tokens == 3
+    for off in ({"reasoning_effort": "none"}, {"extra_body": {"chat_template_kwargs": {"enable_thinking": False}}}):
+        plain = client.chat.completions.create(**args, **off).choices[0].message
+        assert plain.content == "the answer" and getattr(plain, "reasoning_content", None) is None, off
+    replayed = [*HELLO, message.model_dump(exclude_none=True), {"role": "user", "content": "and then?"}]
+    assert client.chat.completions.create(model="thinking-llama", messages=replayed).choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(**args, extra_body={"chat_template_kwargs": {"tools_in_user_message": True}})
+    assert caught.value.body["param"] == "chat_template_kwargs.tools_in_user_message"
