@@ -9,6 +9,9 @@
 // any batch, whatever its neighbours' lengths (batch invariance). Python calls this through ctypes, which lets
 // go of the interpreter lock for the whole step.
 //
+// An embedding runs texts through the same layers as a prefill, on temporary pages, and mean-pools each text's
+// final-normed hidden states (as llama-server's --pooling mean) where the step would take its last token's logits.
+//
 // The model and its weights are in model.h, the KV cache and its page pool in kv_cache.h, attention over a row's
 // pages in attention.h, and the C interface in native_step.h.
 #include "native_step.h"
@@ -296,19 +299,102 @@ void head(const Step& s, int64_t rows, const int64_t* counts, const int8_t* want
     if (want[r]) std::memcpy(logits + r * m.vocab, &w.logits[(i++) * m.vocab], m.vocab * sizeof(float));
 }
 
-Status step(Model& m, KvCache& cache, int64_t rows, const int64_t* seqs, const int64_t* counts,
-            const int32_t* tokens, const int8_t* want, float* logits) {
-  Step s(m, cache);
+// The rows' tokens through every layer, into the residual stream (w.x); each row's sequence grows by its tokens.
+Status forward(Step& s, int64_t rows, const int64_t* seqs, const int64_t* counts, const int32_t* tokens) {
   const Status planned = plan_tokens(s, rows, seqs, counts, tokens);
   if (planned != kOk) return planned;
   size_workspace(s);
   embed(s, tokens);
-  for (int64_t layer = 0; layer < m.layers; ++layer) {
+  for (int64_t layer = 0; layer < s.m.layers; ++layer) {
     attention(s, layer);
-    mlp(s, m.blocks[layer]);
+    mlp(s, s.m.blocks[layer]);
   }
-  for (int64_t r = 0; r < rows; ++r) cache.sequences[seqs[r]].length += counts[r];
+  for (int64_t r = 0; r < rows; ++r) s.cache.sequences[seqs[r]].length += counts[r];
+  return kOk;
+}
+
+Status step(Model& m, KvCache& cache, int64_t rows, const int64_t* seqs, const int64_t* counts,
+            const int32_t* tokens, const int8_t* want, float* logits) {
+  Step s(m, cache);
+  const Status ran = forward(s, rows, seqs, counts, tokens);
+  if (ran != kOk) return ran;
   head(s, rows, counts, want, logits);
+  return kOk;
+}
+
+// Add each token's final-normed hidden state to its text's sums, token by token in the order of its positions:
+// the sums are the same bits however the text was cut into steps, and whatever else shared them.
+void pool(const Step& s, const std::vector<int64_t>& texts, const std::vector<int64_t>& counts, double* sums) {
+  Workspace& w = s.w;
+  w.out_rows.resize(s.n * s.h);
+  s.each_token([&](int64_t t) { rms_norm(&w.x[t * s.h], s.m.out_norm, s.h, s.m.eps, &w.out_rows[t * s.h]); });
+  int64_t t = 0;
+  for (size_t r = 0; r < texts.size(); ++r) {
+    double* sum = sums + texts[r] * s.h;
+    for (const int64_t end = t + counts[r]; t < end; ++t)
+      for (int64_t i = 0; i < s.h; ++i) sum[i] += w.out_rows[t * s.h + i];
+  }
+}
+
+// A call's temporary sequences, given back however the call ends.
+struct TemporarySequences {
+  KvCache& cache;
+  std::vector<int64_t> ids;
+
+  TemporarySequences(KvCache& kv, int64_t rows) : cache(kv) { ids.reserve(static_cast<size_t>(rows)); }
+  TemporarySequences(const TemporarySequences&) = delete;
+  TemporarySequences& operator=(const TemporarySequences&) = delete;
+  ~TemporarySequences() {
+    for (const int64_t id : ids) cache.release(id);
+  }
+
+  // A new sequence with pages for tokens positions; its id, or the reservation's refusal.
+  Status add(int64_t tokens, int64_t* id) {
+    *id = cache.next_id++;
+    cache.sequences.try_emplace(*id);
+    ids.push_back(*id);
+    return cache.reserve(*id, tokens);
+  }
+};
+
+// Each text alone on its own temporary sequence, fed as a prefill is (in steps of at most chunk tokens, the texts in
+// order), its states pooled after each step. The call allocates its books once, never per token or step.
+Status embed_texts(Model& m, KvCache& cache, int64_t rows, const int64_t* counts, const int32_t* tokens,
+                   int64_t chunk, float* means) {
+  for (int64_t r = 0; r < rows; ++r)
+    if (counts[r] <= 0) return kEmptyRow;
+  TemporarySequences temporary(cache, rows);
+  std::vector<int64_t> seqs(static_cast<size_t>(rows)), starts(static_cast<size_t>(rows)), fed(seqs.size());
+  int64_t total = 0;  // within the page budget once every text is reserved: no sum overflows
+  for (int64_t r = 0; r < rows; ++r) {
+    const Status reserved = temporary.add(counts[r], &seqs[r]);
+    if (reserved != kOk) return reserved;
+    starts[r] = total;
+    total += counts[r];
+  }
+  for (int64_t i = 0; i < total; ++i)
+    if (tokens[i] < 0 || tokens[i] >= m.vocab) return kBadToken;
+  std::vector<double> sums(static_cast<size_t>(rows * m.hidden), 0.0);
+  std::vector<int64_t> step_texts, step_seqs, step_counts;
+  std::vector<int32_t> step_tokens;
+  for (int64_t done = 0; done < total;) {
+    step_texts.clear(), step_seqs.clear(), step_counts.clear(), step_tokens.clear();
+    for (int64_t r = 0, room = chunk; r < rows && room > 0; ++r) {
+      const int64_t take = std::min(room, counts[r] - fed[r]);
+      if (take == 0) continue;
+      step_texts.push_back(r), step_seqs.push_back(seqs[r]), step_counts.push_back(take);
+      step_tokens.insert(step_tokens.end(), tokens + starts[r] + fed[r], tokens + starts[r] + fed[r] + take);
+      fed[r] += take, room -= take, done += take;
+    }
+    Step s(m, cache);
+    const Status ran = forward(s, static_cast<int64_t>(step_seqs.size()), step_seqs.data(), step_counts.data(),
+                               step_tokens.data());
+    if (ran != kOk) return ran;
+    pool(s, step_texts, step_counts, sums.data());
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < m.hidden; ++i)
+      means[r * m.hidden + i] = static_cast<float>(sums[r * m.hidden + i] / static_cast<double>(counts[r]));
   return kOk;
 }
 
@@ -499,6 +585,20 @@ Status pv_step(void* model_handle, void* cache_handle, int64_t rows, const int64
   std::lock_guard<std::mutex> lock(cache.mutex);
   try {
     return palaver::step(m, cache, rows, seqs, counts, tokens, want, logits);
+  } catch (const std::bad_alloc&) {
+    return palaver::kOutOfMemory;
+  }
+}
+
+Status pv_embed(void* model_handle, void* cache_handle, int64_t rows, const int64_t* counts, const int32_t* tokens,
+                int64_t chunk, float* means) {
+  auto& m = *static_cast<Model*>(model_handle);
+  auto& cache = *static_cast<KvCache*>(cache_handle);
+  if (rows <= 0 || chunk <= 0 || cache.model != &m) return palaver::kBadArgument;
+  std::lock_guard<std::mutex> one_step(m.step_mutex);
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  try {
+    return palaver::embed_texts(m, cache, rows, counts, tokens, chunk, means);
   } catch (const std::bad_alloc&) {
     return palaver::kOutOfMemory;
   }

@@ -4,13 +4,16 @@
 //
 // Weights are set by their GGUF tensor names. A change to this interface raises kAbiVersion, which the binding
 // checks when it loads the library. A call that can refuse returns a Status, and pv_status_reason names it.
+//
+// Version 3 added pv_embed: texts run through the layers on temporary pages, their final-normed hidden states
+// mean-pooled in place of logits.
 #pragma once
 
 #include <cstdint>
 
 namespace palaver {
 
-constexpr int64_t kAbiVersion = 2;
+constexpr int64_t kAbiVersion = 3;
 
 enum Status : int64_t {
   kOk = 0,
@@ -64,6 +67,12 @@ palaver::Status pv_seq_truncate(void* cache, int64_t seq, int64_t length);
 palaver::Status pv_seq_copy(void* cache, int64_t dst, int64_t src, int64_t tokens);
 palaver::Status pv_step(void* model, void* cache, int64_t rows, const int64_t* seqs, const int64_t* counts,
                         const int32_t* tokens, const int8_t* want, float* logits);
+// Run each of rows texts (counts[r] tokens, taken in order from tokens) through the model on pages of the cache that
+// are reserved for the call (every text's, or none: kOutOfPages leaves the cache as it was) and given back before it
+// returns, in steps of at most chunk tokens; means[r][hidden] receives the mean of text r's final-normed hidden
+// states. A text's mean is the same bits alone, beside any others, and in any chunks.
+palaver::Status pv_embed(void* model, void* cache, int64_t rows, const int64_t* counts, const int32_t* tokens,
+                         int64_t chunk, float* means);
 
 // The process's one thread pool, shared by the native step and the block kernels.
 void pv_set_threads(int64_t threads);

@@ -5,8 +5,11 @@
 // and its page pool; the thread pool's chunks; and weights set by name, refused by name. Four models: a Llama with
 // Qwen2's biases and Qwen3's head norms; a Gemma 3 whose sliding layer's window (13 positions) starts inside a page
 // and inside a block of 8 scores; a Phi-3.5 with joined projections that rotates half of each head with LongRoPE's
-// factors; and heads of 80, whose values are summed in two passes of 64 dimensions and one of 16.
+// factors; and heads of 80, whose values are summed in two passes of 64 dimensions and one of 16. Embeddings: each
+// text's mean the same bits alone, beside others and in any chunks (texts of one page, one position past it, and
+// around every tile), the head's image of it the mean of the logits after each position, and the cache as it was.
 
+#include "blocks.h"
 #include "check.h"
 #include "native_step.h"
 
@@ -27,7 +30,6 @@ namespace {
 using namespace palaver;
 
 constexpr int64_t kVocab = 97, kPage = 16;
-constexpr int64_t kF32 = 0, kQ4_0 = 2, kQ4_1 = 3, kQ8_0 = 8;
 
 struct Shape {
   int64_t hidden = 64, ffn = 96, layers = 2, heads = 4, kv_heads = 2, head_dim = 16;
@@ -81,6 +83,8 @@ struct TinyModel {
   std::mt19937 rng{7};
   int64_t next_type = 0;
   void* handle = nullptr;
+  int64_t head_type = -1;  // the head's block type, and its blocks' place in `blocks`
+  size_t head_blocks = 0;
 
   // window > 0 makes it a Gemma 3 whose first layer slides over that many positions.
   explicit TinyModel(Variant variant, int64_t window = 13) {
@@ -110,6 +114,7 @@ struct TinyModel {
     const int64_t types[3] = {kQ4_0, kQ4_1, kQ8_0};
     const int64_t type = types[next_type++ % 3];
     blocks.push_back(random_blocks(rng, type, rows, cols));
+    if (name == "output.weight") head_type = type, head_blocks = blocks.size() - 1;
     CHECK(pv_model_set(handle, name.c_str(), blocks.back().data(), type, rows, cols) == kOk);
   }
 
@@ -325,6 +330,110 @@ void the_window_bounds_what_a_sliding_layer_sees(void* narrow) {
     CHECK(!same_bits(prefill(narrow, 5, length, length).data(), prefill(wide.handle, 5, length, length).data()));
 }
 
+std::vector<int32_t> text_of(int64_t seed, int64_t length) {
+  std::vector<int32_t> tokens;
+  for (int64_t i = 0; i < length; ++i) tokens.push_back(token_at(seed, i));
+  return tokens;
+}
+
+// The texts' means from one pv_embed call, in steps of chunk tokens: texts.size() rows of hidden floats.
+std::vector<float> embed(void* model, void* cache, const std::vector<std::vector<int32_t>>& texts, int64_t chunk,
+                         int64_t hidden) {
+  std::vector<int64_t> counts;
+  std::vector<int32_t> tokens;
+  for (const auto& text : texts) {
+    counts.push_back(static_cast<int64_t>(text.size()));
+    tokens.insert(tokens.end(), text.begin(), text.end());
+  }
+  std::vector<float> means(texts.size() * static_cast<size_t>(hidden));
+  const auto rows = static_cast<int64_t>(texts.size());
+  CHECK(pv_embed(model, cache, rows, counts.data(), tokens.data(), chunk, means.data()) == kOk);
+  return means;
+}
+
+// Texts on both sides of a page (16 positions), of a projection's register tile (3 rows) and chunk (64 rows), and of
+// the threads' shares (128 tokens): each text's mean is the same bits alone in one step, beside the others, and
+// however the texts are cut into steps; every page comes back.
+void embeddings_are_the_same_bits_alone_and_together(void* model, int64_t hidden) {
+  void* cache = new_cache(model, 64);
+  std::vector<std::vector<int32_t>> texts;
+  for (int64_t length : {1, 2, 3, 4, 15, 16, 17, 32, 33, 63, 64, 65, 129}) texts.push_back(text_of(length, length));
+  std::vector<std::vector<float>> alone;
+  for (const auto& text : texts) alone.push_back(embed(model, cache, {text}, static_cast<int64_t>(text.size()), hidden));
+  for (int64_t chunk : {1, 2, 3, 4, 16, 17, 64, 65, 128, 1000}) {
+    const auto together = embed(model, cache, texts, chunk, hidden);
+    for (size_t r = 0; r < texts.size(); ++r)
+      CHECK(std::memcmp(alone[r].data(), &together[r * static_cast<size_t>(hidden)], sizeof(float) * hidden) == 0);
+  }
+  CHECK(pv_cache_used_pages(cache) == 0);
+  pv_cache_free(cache);
+}
+
+// The head is linear: its image of a text's mean state is the mean of the logits after each of the text's positions,
+// as the step gives them one position at a time.
+void an_embedding_is_the_mean_of_the_final_normed_states(const TinyModel& model) {
+  const int64_t hidden = model.shape.hidden, row_bytes = row_bytes_of(model.head_type, hidden);
+  std::vector<float> head(static_cast<size_t>(kVocab * hidden));
+  for (int64_t v = 0; v < kVocab; ++v)
+    dequantise_row(model.blocks[model.head_blocks].data() + v * row_bytes, model.head_type, hidden / kBlock,
+                   &head[static_cast<size_t>(v * hidden)]);
+  for (int64_t length : {1, 2, 16, 17}) {
+    void* cache = new_cache(model.handle, 4);
+    const auto mean = embed(model.handle, cache, {text_of(11, length)}, 128, hidden);
+    const int64_t seq = pv_seq_new(cache);
+    CHECK(pv_seq_reserve(cache, seq, length) == kOk);
+    std::vector<double> mean_logits(kVocab, 0.0);
+    for (int64_t i = 0; i < length; ++i) {
+      const auto logits = feed(model.handle, cache, seq, 11, i, 1);
+      for (int64_t v = 0; v < kVocab; ++v) mean_logits[v] += logits[v] / static_cast<double>(length);
+    }
+    double largest = 0.0, worst = 0.0;
+    for (int64_t v = 0; v < kVocab; ++v) {
+      double image = 0.0;
+      for (int64_t i = 0; i < hidden; ++i) image += static_cast<double>(head[v * hidden + i]) * mean[i];
+      largest = std::max(largest, std::abs(mean_logits[v]));
+      worst = std::max(worst, std::abs(image - mean_logits[v]));
+    }
+    CHECK(largest > 0.0 && worst <= 1e-4 * largest);
+    pv_cache_free(cache);
+  }
+}
+
+// Beside a row that is decoding, an embedding changes nothing of the row's, and takes no page for good; a refusal
+// takes none at all.
+void an_embedding_leaves_the_cache_as_it_found_it(void* model, int64_t hidden) {
+  void* cache = new_cache(model, 8);
+  const int64_t seq = pv_seq_new(cache);
+  CHECK(pv_seq_reserve(cache, seq, 40) == kOk);
+  feed(model, cache, seq, 4, 0, 20);
+  const auto beside = embed(model, cache, {text_of(6, 17)}, 128, hidden);
+  CHECK(pv_cache_used_pages(cache) == 3 && pv_seq_len(cache, seq) == 20);
+  const auto decoded = feed(model, cache, seq, 4, 20, 1);
+  CHECK(same_bits(decoded.data(), prefill(model, 4, 21, 20).data()));
+  void* empty = new_cache(model, 2);
+  CHECK(std::memcmp(beside.data(), embed(model, empty, {text_of(6, 17)}, 17, hidden).data(),
+                    sizeof(float) * hidden) == 0);
+  pv_cache_free(empty);
+  const auto six_pages = text_of(7, 6 * kPage), three_pages = text_of(8, 3 * kPage);
+  std::vector<float> means(2 * static_cast<size_t>(hidden));
+  const int64_t one_page = kPage, zero = 0, two[2] = {3 * kPage, 3 * kPage};
+  std::vector<int32_t> both(three_pages);
+  both.insert(both.end(), three_pages.begin(), three_pages.end());
+  const int32_t bad[1] = {static_cast<int32_t>(kVocab)};
+  const int64_t six = 6 * kPage;
+  CHECK(pv_embed(model, cache, 1, &six, six_pages.data(), 128, means.data()) == kOutOfPages);  // 5 pages are free
+  CHECK(pv_embed(model, cache, 2, two, both.data(), 128, means.data()) == kOutOfPages);  // each fits, not both
+  CHECK(pv_embed(model, cache, 1, &zero, bad, 128, means.data()) == kEmptyRow);
+  CHECK(pv_embed(model, cache, 1, &one_page, six_pages.data(), 128, means.data()) == kOk);
+  std::vector<int32_t> with_bad(six_pages.begin(), six_pages.begin() + kPage);
+  with_bad.back() = bad[0];
+  CHECK(pv_embed(model, cache, 1, &one_page, with_bad.data(), 128, means.data()) == kBadToken);
+  CHECK(pv_embed(model, cache, 0, &one_page, six_pages.data(), 128, means.data()) == kBadArgument);
+  CHECK(pv_embed(model, cache, 1, &one_page, six_pages.data(), 0, means.data()) == kBadArgument);
+  CHECK(pv_cache_used_pages(cache) == 3 && pv_seq_len(cache, seq) == 21);
+  pv_cache_free(cache);
+}
+
 // Counts a hostile file could give: none positive-less or past the bounds is taken, and none divides by zero.
 void hostile_dimensions_are_refused() {
   const int64_t good[7] = {kVocab, 64, 96, 2, 4, 2, 16};
@@ -416,6 +525,9 @@ int main(int argc, char** argv) {
     threads_do_not_change_the_bits(model.handle);
     the_cache_keeps_its_books(model.handle);
     reused_pages_give_the_same_bits(model.handle);
+    embeddings_are_the_same_bits_alone_and_together(model.handle, model.shape.hidden);
+    an_embedding_is_the_mean_of_the_final_normed_states(model);
+    an_embedding_leaves_the_cache_as_it_found_it(model.handle, model.shape.hidden);
     if (variant == Variant::kGemma3) the_window_bounds_what_a_sliding_layer_sees(model.handle);
   }
   if (palaver_test::failures) {

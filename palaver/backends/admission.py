@@ -22,13 +22,13 @@ class Admission:
         self.waiting = 0  # requests waiting for their conversation's previous turn to end
         self._lock = threading.Lock()
 
-    def admit(self) -> None:
-        """Take a place for a request that queues, or refuse with 429."""
-        self._take("pending")
+    def admit(self, places: int = 1) -> None:
+        """Take places for a request that queues (one per input it embeds), all or none, or refuse with 429."""
+        self._take("pending", places)
 
-    def finished(self) -> None:
-        """Give back a queued request's place."""
-        self._give_back("pending")
+    def finished(self, places: int = 1) -> None:
+        """Give back a queued request's places."""
+        self._give_back("pending", places)
 
     @contextmanager
     def waiting_turn(self) -> Iterator[None]:
@@ -39,17 +39,17 @@ class Admission:
         finally:
             self._give_back("waiting")
 
-    def _take(self, counter: str) -> None:
+    def _take(self, counter: str, places: int = 1) -> None:
         with self._lock:
-            if self.pending + self.waiting >= self.limit:
+            if self.pending + self.waiting + places > self.limit:
                 self.counts["refused_busy"] += 1
                 raise ServerBusy(
                     "the server is busy; try again in a few seconds",
                     retry_after=BUSY_RETRY_AFTER_SECONDS,
                     code="server_busy",
                 )
-            setattr(self, counter, getattr(self, counter) + 1)
+            setattr(self, counter, getattr(self, counter) + places)
 
-    def _give_back(self, counter: str) -> None:
+    def _give_back(self, counter: str, places: int = 1) -> None:
         with self._lock:
-            setattr(self, counter, getattr(self, counter) - 1)
+            setattr(self, counter, getattr(self, counter) - places)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from palaver.core.errors import GenerationTimeout, InvalidRequest, ModelNotReady, PalaverError, RateLimited
+from palaver.core.parameters import GenerationParams
 from palaver.core.requests import GenerationRequest
 from palaver.core.types import TokenLogprob, ToolCallDelta, TopLogprob, Usage
 
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("palaver.backends.upstream")
 
 RETRY_AFTER_SECONDS = 5
+THINKING_EFFORT = "medium"  # OpenAI's default effort: a model's thinking has no degrees here
 
 
 def translate(exc: Exception) -> PalaverError:
@@ -60,6 +63,39 @@ class Piece:
     usage: Usage | None
     calls: list[ToolCallDelta] = field(default_factory=list)
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    reasoning: str = ""  # a thinking model's reasoning, as the upstream keeps it apart from the answer
+
+
+def thinking_fields(params: GenerationParams) -> dict[str, Any]:
+    """Return a request's thinking choice as the upstream takes it: vLLM, SGLang and llama-server read
+    chat_template_kwargs, OpenAI and Ollama reasoning_effort (sent only to turn thinking on: vLLM's has no none)."""
+    if params.thinking is None:
+        return {}
+    fields: dict[str, Any] = {"extra_body": {"chat_template_kwargs": {"enable_thinking": params.thinking}}}
+    if params.thinking:
+        fields["reasoning_effort"] = THINKING_EFFORT
+    return fields
+
+
+def sampling_fields(params: GenerationParams, model: str | None, max_reply_tokens: int | None) -> dict[str, Any]:
+    """Return a streamed request's model and sampling as OpenAI's fields, held to the longest reply the upstream
+    allows (as the local engine holds a reply to its model's)."""
+    fields: dict[str, Any] = {
+        "model": model,
+        "max_tokens": min(params.max_new_tokens, max_reply_tokens or params.max_new_tokens),
+        "temperature": params.temperature if params.do_sample else 0.0,
+        "top_p": params.top_p if params.do_sample else 1.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if params.seed is not None:
+        fields["seed"] = params.seed
+    if params.stop:
+        fields["stop"] = list(params.stop)
+    if params.json_schema is not None:  # the upstream enforces it, or refuses it with its own 400
+        schema = {"name": "reply", "schema": json.loads(params.json_schema), "strict": True}
+        fields["response_format"] = {"type": "json_schema", "json_schema": schema}
+    return fields
 
 
 def tool_fields(request: GenerationRequest) -> dict[str, Any]:
@@ -100,10 +136,24 @@ def upstream_logprobs(logprobs: Any) -> list[TokenLogprob]:
     ]
 
 
+def upstream_usage(usage: Any) -> Usage | None:
+    """Return a chunk's usage, with the reasoning's tokens where the upstream counts them apart."""
+    if usage is None:
+        return None
+    details = getattr(usage, "completion_tokens_details", None)
+    reasoning = getattr(details, "reasoning_tokens", None) or 0
+    return Usage(usage.prompt_tokens, usage.completion_tokens, reasoning)
+
+
+def reasoning_of(delta: Any) -> str:
+    """Return a delta's reasoning: reasoning_content (llama-server's, DeepSeek's) or reasoning (vLLM's), not both."""
+    return getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None) or ""
+
+
 def pieces(chunks: Any) -> Iterator[Piece]:
-    """Yield the text, calls, logprobs, finish reason and usage of chat or text completion chunks."""
+    """Yield the text, reasoning, calls, logprobs, finish reason and usage of chat or text completion chunks."""
     for chunk in chunks:
-        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens) if chunk.usage else None
+        usage = upstream_usage(chunk.usage)
         for choice in chunk.choices or []:
             delta = getattr(choice, "delta", None)
             content = (delta.content if delta is not None else getattr(choice, "text", None)) or ""
@@ -116,7 +166,8 @@ def pieces(chunks: Any) -> Iterator[Piece]:
                 )
                 for call in (getattr(delta, "tool_calls", None) or [])
             ]
-            yield Piece(content, choice.finish_reason, usage, calls, upstream_logprobs(choice.logprobs))
+            logprobs = upstream_logprobs(choice.logprobs)
+            yield Piece(content, choice.finish_reason, usage, calls, logprobs, reasoning_of(delta))
             usage = None
         if usage is not None:
             yield Piece("", None, usage)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from palaver.core.embeddings import EmbeddingRequest, Embeddings
 from palaver.core.requests import GenerationRequest
 from palaver.core.types import ModelLimits, Reply, ReplyEvents
 
@@ -63,6 +64,10 @@ class Backend(Protocol):
 
     def generate(self, request: GenerationRequest) -> Reply:
         """Queue a request and wait for its whole reply."""
+        ...
+
+    def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """Return each input's embedding: its final hidden states, mean-pooled, as a unit vector."""
         ...
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ from palaver.backends.sources import model_source, resolve_settings
 from palaver.backends.switches import SwitchBudget
 from palaver.backends.upstream import UpstreamEngine
 from palaver.core.config import Settings
+from palaver.core.embeddings import EmbeddingRequest, Embeddings
 from palaver.core.errors import ModelNotReady, NotFound
 from palaver.core.requests import GenerationRequest
 from palaver.core.types import CALLER, ModelLimits, Reply, ReplyEvents, final
@@ -281,6 +282,17 @@ class ModelRouter:
 
     def generate(self, request: GenerationRequest) -> Reply:
         return final(self.stream(request), Reply)
+
+    def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """Admit an embedding, one place per input, and run it on its model (loaded first, as for a generation)."""
+        name = self._configured(request.model)
+        places = len(request.inputs)
+        self.admission.admit(places)
+        try:
+            with self.using(name, request.caller.client) as backend:
+                return backend.embed(request)
+        finally:
+            self.admission.finished(places)
 
     def tokenize(self, request: GenerationRequest) -> list[int]:
         with self.using(request.model, request.caller.client) as backend:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -12,8 +11,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 
-from palaver.backends.openai_wire import RETRY_AFTER_SECONDS, pieces, tool_fields, translate
+from palaver.backends.openai_wire import (
+    RETRY_AFTER_SECONDS,
+    pieces,
+    sampling_fields,
+    thinking_fields,
+    tool_fields,
+    translate,
+)
 from palaver.core.config import Settings
+from palaver.core.embeddings import EmbeddingRequest, Embeddings
 from palaver.core.errors import InvalidRequest, ModelNotReady, PalaverError
 from palaver.core.history import kept_history
 from palaver.core.requests import GenerationRequest
@@ -21,6 +28,7 @@ from palaver.core.types import (
     Message,
     ModelLimits,
     PromptInfo,
+    ReasoningDelta,
     Reply,
     ReplyEvents,
     TokenLogprob,
@@ -210,30 +218,37 @@ class UpstreamEngine:
 
         return serve(job, start, self.settings.request_timeout, close)
 
+    def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """Ask the upstream's /v1/embeddings for the inputs' vectors; its own limits (and truncation) apply."""
+        self.model_limits(self.settings.load_wait)
+        reserve = request.caller.reserve
+        settle = reserve(1) if reserve is not None else None  # refused while the budget is spent; charged after
+        sent: dict[str, Any] = {"model": self.served_id, "input": request.inputs, "encoding_format": "float"}
+        if request.dimensions is not None:  # the upstream's model may shorten its vectors, or refuse
+            sent["dimensions"] = request.dimensions
+        self.in_flight.started()
+        answer = None
+        try:
+            answer = self.client.embeddings.create(**sent)
+        except Exception as exc:
+            raise translate(exc) from None
+        finally:
+            self.in_flight.finished()
+            if settle is not None:
+                settle(answer.usage.prompt_tokens if answer is not None and answer.usage else 0)
+        vectors = [list(item.embedding) for item in sorted(answer.data, key=lambda item: item.index)]
+        return Embeddings(vectors, answer.usage.prompt_tokens if answer.usage else 0)
+
     def _open(self, request: GenerationRequest, messages: list[Message] | None, max_reply_tokens: int | None) -> Any:
         params = request.params
-        sampling: dict[str, Any] = {
-            "model": self.served_id,
-            # Held to the longest reply the upstream allows, as the local engine holds it to its model's.
-            "max_tokens": min(params.max_new_tokens, max_reply_tokens or params.max_new_tokens),
-            "temperature": params.temperature if params.do_sample else 0.0,
-            "top_p": params.top_p if params.do_sample else 1.0,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if params.seed is not None:
-            sampling["seed"] = params.seed
-        if params.stop:
-            sampling["stop"] = list(params.stop)
-        if params.json_schema is not None:  # the upstream enforces it, or refuses it with its own 400
-            schema = {"name": "reply", "schema": json.loads(params.json_schema), "strict": True}
-            sampling["response_format"] = {"type": "json_schema", "json_schema": schema}
+        sampling = sampling_fields(params, self.served_id, max_reply_tokens)
         try:
             if messages is not None:
                 sent: Any = [message.as_dict() for message in messages]
                 if params.logprobs is not None:
                     sampling.update(logprobs=True, top_logprobs=params.logprobs)
-                return self.client.chat.completions.create(messages=sent, **sampling, **tool_fields(request))
+                extra = {**tool_fields(request), **thinking_fields(params)}
+                return self.client.chat.completions.create(messages=sent, **sampling, **extra)
             assert request.prompt is not None  # a request carries messages or a prompt
             if params.logprobs is not None:
                 sampling["logprobs"] = params.logprobs
@@ -242,8 +257,8 @@ class UpstreamEngine:
             raise translate(exc) from None
 
     def _read(self, job: Job, chunks: Any, dropped: int) -> None:
-        """Hand the upstream's text to the job as it comes, then its Reply; runs on its own thread."""
-        text, text_pieces, usage, finish_reason = "", 0, None, "stop"
+        """Hand the upstream's reasoning and text to the job as they come, then its Reply; runs on its own thread."""
+        text, reasoning, text_pieces, usage, finish_reason = "", "", 0, None, "stop"
         calls: dict[int, list[str]] = {}  # each call's id, name and arguments as they arrive
         logprobs: list[TokenLogprob] = []
         first = True
@@ -264,10 +279,13 @@ class UpstreamEngine:
                         known[0], known[1] = known[0] or call.id or "", known[1] or call.name or ""
                         known[2] += call.arguments
                         job.deltas.put(call)
+                    if (piece.text or piece.reasoning) and first:
+                        first = False
+                        self.observer.first_text(time.monotonic() - job.queued_at)
+                    if piece.reasoning:
+                        reasoning, text_pieces = reasoning + piece.reasoning, text_pieces + 1
+                        job.deltas.put(ReasoningDelta(piece.reasoning))
                     if piece.text:
-                        if first:
-                            first = False
-                            self.observer.first_text(time.monotonic() - job.queued_at)
                         text, text_pieces = text + piece.text, text_pieces + 1
                         job.deltas.put(piece.text)
             if job.cancelled.is_set():
@@ -279,6 +297,7 @@ class UpstreamEngine:
                 finish_reason,
                 tool_calls=tuple(ToolCall(*calls[index]) for index in sorted(calls)),
                 logprobs=tuple(logprobs) if job.params.logprobs is not None else None,
+                reasoning=reasoning,
             )
             self.counts[reply.finish_reason] += 1
             self.counts["generated_tokens"] += reply.usage.completion_tokens
@@ -286,7 +305,7 @@ class UpstreamEngine:
             job.result.set_result(reply)
         except Exception as exc:
             if job.cancelled.is_set():  # closed by Stop or a departed client: what was sent is the reply
-                job.result.set_result(Reply(text, Usage(0, text_pieces), dropped, "cancelled"))
+                job.result.set_result(Reply(text, Usage(0, text_pieces), dropped, "cancelled", reasoning=reasoning))
             else:
                 job.result.set_exception(translate(exc))
         finally:

@@ -86,12 +86,12 @@ Thinking = Annotated[
     ),
 ]
 # OpenAI's reasoning_effort: none and minimal turn thinking off, the others on; a model's thinking has no degrees.
-REASONING_EFFORTS = {"none": False, "minimal": False, "low": True, "medium": True, "high": True}
+REASONING_EFFORTS = {"none": False, "minimal": False, "low": True, "medium": True, "high": True, "xhigh": True}
 ReasoningEffort = Annotated[
-    Literal["none", "minimal", "low", "medium", "high"] | None,
+    Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None,
     Field(
         description="none or minimal: a thinking model answers without thinking, where its template can say; "
-        "low, medium or high: it thinks (how long is the model's own choice)."
+        "low, medium, high or xhigh: it thinks (how long is the model's own choice)."
     ),
 ]
 

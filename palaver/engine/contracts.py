@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+
 from palaver.engine.decoding.prefix_cache import PrefixCache
 from palaver.engine.decoding.rows import Row
 
@@ -38,6 +40,13 @@ class Batch(Protocol):
         """Take the finished rows out and return them."""
         ...
 
+    def embed(self, texts: list[list[int]]) -> np.ndarray | None:
+        """Return [texts, embedding_size]: each text's final hidden states mean-pooled; None while memory is short.
+
+        It runs beside the rows, between their steps, in the memory they share; None asks again after a step.
+        """
+        ...
+
     def release(self) -> None:
         """Let go of what every row holds: the batch is being replaced or the worker is ending."""
         ...
@@ -51,6 +60,7 @@ class ServedModel(Protocol):
     is_encoder_decoder: bool
     context_length: int  # the most positions the model attends to
     vocab_size: int  # the rows of its output; 0 where the model does not say
+    embedding_size: int  # the width of its final hidden states, which an embedding pools
     end_of_turn_ids: tuple[int, ...]  # the ids the model's own config says end a reply, beside the tokenizer's EOS
     pad_id: int | None  # the model's own padding id, where it has one
 

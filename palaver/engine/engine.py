@@ -15,11 +15,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from palaver.core.config import Settings
+from palaver.core.embeddings import EmbeddingRequest, Embeddings
 from palaver.core.errors import ConfigurationError, ModelNotReady, ModelRefused
 from palaver.core.requests import GenerationRequest
 from palaver.core.tool_calls import read_calls
 from palaver.core.types import ModelLimits, ModelSource, PromptInfo, Reply, ReplyEvents, final
 from palaver.engine.machine import give_back, resident_bytes
+from palaver.engine.scheduling.embedding import EmbeddingJob, embedding_texts
 from palaver.engine.scheduling.fair_queue import FairQueue
 from palaver.engine.scheduling.generation import Job, Observer, serve
 from palaver.engine.scheduling.in_flight import InFlight
@@ -137,6 +139,16 @@ class Engine:
 
         with closing(serve(job, start, self.settings.request_timeout)) as events:
             yield from read_calls(events) if request.tools is not None and request.tools.calls_possible else events
+
+    def embed(self, request: EmbeddingRequest) -> Embeddings:
+        """Queue inputs to embed, in turn with the generations of other clients, and wait for their vectors."""
+        self.loaded_model(self.settings.load_wait)
+        # On the caller's thread: tokenizing long texts costs the request's own time, never the engine's.
+        job = EmbeddingJob(request, embedding_texts(self._family(), request))
+        job.reserve_tokens()
+        self.in_flight.started()  # the worker counts it out, however it ends
+        self._queue.put(job)
+        return job.wait(self.settings.request_timeout)
 
     def tokenize(self, request: GenerationRequest) -> list[int]:
         """Return the token ids the model would be fed for request: the same prompt stream() builds."""

@@ -1,11 +1,14 @@
-"""A request's generations: queued together as rows of its client's share, and closed however its answer ends."""
+"""A request's generations (or inputs to embed): queued as rows of its client's share, closed however it ends."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from flask import g
+
 from palaver.backends import Backend
+from palaver.core.embeddings import EmbeddingRequest, Embeddings
 from palaver.core.requests import GenerationRequest
 from palaver.core.types import PromptInfo, ReplyEvents
 from palaver.web.caller import hold_rows
@@ -41,3 +44,13 @@ def start_all(requests: list[GenerationRequest], engine: Backend, param: str) ->
     info = infos[0]
     assert isinstance(info, PromptInfo)  # a stream starts with its prompt's size
     return streams, info
+
+
+def embed_all(request: EmbeddingRequest, engine: Backend, param: str) -> Embeddings:
+    """Embed a request's inputs, each a row of the client's share as a prompt of a list is; param names the list."""
+    hold_rows(len(request.inputs), param)
+    embeddings = engine.embed(request)
+    tally = g.get("tokens")  # the request log's count of the tokens the model read
+    if tally is not None:
+        tally["prompt_tokens"] += embeddings.prompt_tokens
+    return embeddings

@@ -24,9 +24,12 @@ GENERATING_ENDPOINTS = {
     "api.chat",
     "v1.chat_completions",
     "v1.completions",
+    "v1.embeddings",
     "anthropic.messages",
     "ollama.chat",
     "ollama.generate",
+    "ollama.embed",
+    "ollama.embeddings",
     "responses.create",
     "mlflow.invocations",
 }

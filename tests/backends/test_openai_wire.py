@@ -1,10 +1,19 @@
 """The upstream's side of the OpenAI API: tools sent as OpenAI's fields, and chunks read back into Palaver's events."""
 
+from dataclasses import replace
+
 import openai
 from openai.types import Completion
 from openai.types.chat import ChatCompletionChunk
 
-from palaver.backends.openai_wire import pieces, tool_fields, translate, upstream_logprobs
+from palaver.backends.openai_wire import (
+    pieces,
+    sampling_fields,
+    thinking_fields,
+    tool_fields,
+    translate,
+    upstream_logprobs,
+)
 from palaver.core.errors import InvalidRequest, ModelNotReady
 from palaver.core.parameters import GenerationParams
 from palaver.core.requests import GenerationRequest
@@ -58,6 +67,43 @@ def test_chat_chunks_become_text_calls_logprobs_and_usage():
         {"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [], "usage": usage}
     )
     assert [piece.usage for piece in pieces([final])] == [Usage(3, 2)]
+
+
+def test_an_upstreams_reasoning_comes_apart_under_either_name_and_its_tokens_with_the_usage():
+    usage = {
+        "prompt_tokens": 3,
+        "completion_tokens": 6,
+        "total_tokens": 9,
+        "completion_tokens_details": {"reasoning_tokens": 3},
+    }
+    read = list(
+        pieces(
+            [
+                chunk({"reasoning_content": "some", "reasoning": "some"}),  # llama-server's name and vLLM's, once
+                chunk({"reasoning": " thought"}),
+                chunk({"content": "the answer"}, finish="stop", usage=usage),
+            ]
+        )
+    )
+    assert [(piece.reasoning, piece.text) for piece in read] == [("some", ""), (" thought", ""), ("", "the answer")]
+    assert read[-1].usage == Usage(3, 6, 3)
+
+
+def test_a_thinking_choice_goes_out_as_reasoning_effort_and_the_templates_switch():
+    assert thinking_fields(PARAMS) == {}, "the model's default: nothing is sent"
+    on = thinking_fields(replace(PARAMS, thinking=True))
+    assert on == {"reasoning_effort": "medium", "extra_body": {"chat_template_kwargs": {"enable_thinking": True}}}
+    assert thinking_fields(replace(PARAMS, thinking=False)) == {
+        "extra_body": {"chat_template_kwargs": {"enable_thinking": False}}
+    }, "no reasoning_effort none, which vLLM refuses"
+
+
+def test_sampling_goes_out_held_to_the_upstreams_longest_reply():
+    fields = sampling_fields(replace(PARAMS, max_new_tokens=64, stop=("###",), seed=3), "m", 16)
+    assert (fields["model"], fields["max_tokens"], fields["temperature"], fields["top_p"]) == ("m", 16, 0.0, 1.0)
+    assert fields["stop"] == ["###"] and fields["seed"] == 3 and fields["stream_options"] == {"include_usage": True}
+    schema = sampling_fields(replace(PARAMS, json_schema='{"type":"object"}'), "m", None)["response_format"]
+    assert schema["json_schema"]["schema"] == {"type": "object"} and schema["json_schema"]["strict"]
 
 
 def test_text_completions_logprobs_come_back_as_entries():

@@ -15,6 +15,7 @@ from timing import wait_until
 
 from commons import Settings
 from palaver.backends import ModelRouter
+from palaver.core.embeddings import EmbeddingRequest
 from palaver.core.errors import ModelNotReady, NotFound, ServerBusy
 from palaver.core.requests import GenerationRequest
 from palaver.core.types import Reply, final
@@ -284,8 +285,13 @@ def test_the_pending_bound_holds_for_the_server_whichever_model_a_request_names(
             router.generate(GenerationRequest(params, prompt="hi", model="two"))
         with pytest.raises(ServerBusy), router.waiting():  # nor is waiting for a conversation's turn
             pass
+        with pytest.raises(ServerBusy):  # nor an embedding
+            router.embed(EmbeddingRequest(["hi"], model="two"))
         assert final(held, Reply) and router.pending == 0
-        assert router.describe()["requests"]["refused_busy"] == 2
+        with pytest.raises(ServerBusy):  # a place for each input: two of them are two requests' worth
+            router.embed(EmbeddingRequest(["a", "b"], model="two"))
+        assert router.describe()["requests"]["refused_busy"] == 4
+        assert len(router.embed(EmbeddingRequest(["hi"], model="two")).vectors) == 1 and router.pending == 0
         assert router.generate(GenerationRequest(params, prompt="hi", model="two")).usage.completion_tokens > 0
     finally:
         router.close()

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import ollama
 import openai
 import pytest
 import requests
@@ -15,6 +16,7 @@ from timing import wait_until
 
 FORM_JSON = {"Accept": "application/json"}
 UPSTREAM_KEY = "upstream-secret"
+THINKING_MODEL = "thinking-llama"  # answers '<think>\nsome thought\n</think>\n\nthe answer', or the answer alone
 
 
 def upstream_env(model, cache, **settings):
@@ -23,11 +25,11 @@ def upstream_env(model, cache, **settings):
 
 
 @pytest.fixture(scope="module")
-def upstream(gguf_chat_model, tmp_path_factory):
-    """The inference tier: a Palaver on the tiny chat model (native), behind an API key."""
-    with procfile_server(
-        upstream_env(gguf_chat_model, tmp_path_factory.mktemp("upstream")), wait_for="/readyz"
-    ) as running:
+def upstream(gguf_chat_model, thinking_gguf_model, tmp_path_factory):
+    """The inference tier: a Palaver on the tiny chat model and the tiny thinking model (native), behind an API key."""
+    models = f"chat-llama={gguf_chat_model},{THINKING_MODEL}={thinking_gguf_model}"
+    env = upstream_env("", tmp_path_factory.mktemp("upstream"), models=models)
+    with procfile_server(env, wait_for="/readyz") as running:
         yield running.url
 
 
@@ -116,6 +118,27 @@ def test_the_openai_client_streams_through_the_web_tier(fronts):
     assert scored.status_code == 200 and scored.json()["predictions"][0]
 
 
+def test_an_upstreams_reasoning_comes_apart_and_a_thinking_choice_goes_up(upstream, tmp_path):
+    env = front_env(upstream, tmp_path, upstream_model=THINKING_MODEL, max_new_tokens="8")
+    with procfile_server(env, wait_for="/readyz", timeout=60) as front:
+        client = openai.OpenAI(base_url=f"{front.url}/v1", api_key="unused", max_retries=0)
+        args = {"model": THINKING_MODEL, "messages": [{"role": "user", "content": "hello"}], "temperature": 0}
+        completion = client.chat.completions.create(**args)
+        message = completion.choices[0].message
+        assert (message.content, message.reasoning_content) == ("the answer", "some thought")
+        assert completion.usage.completion_tokens_details.reasoning_tokens == 3
+        chunks = list(client.chat.completions.create(**args, stream=True))
+        deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
+        assert "".join(getattr(delta, "reasoning_content", None) or "" for delta in deltas) == "some thought"
+        assert "".join(delta.content or "" for delta in deltas) == "the answer"
+        plain = client.chat.completions.create(**args, reasoning_effort="none").choices[0].message
+        assert plain.content == "the answer" and getattr(plain, "reasoning_content", None) is None, "sent on"
+        thought = ollama.Client(host=f"{front.url}/ollama").chat(
+            model=THINKING_MODEL, messages=args["messages"], think=True, options={"temperature": 0}
+        )
+        assert (thought.message.thinking, thought.message.content) == ("some thought", "the answer")
+
+
 def test_stop_on_one_front_stops_the_upstream_too(long_upstream, tmp_path):
     with web_tier(long_upstream, tmp_path) as fronts:
         stop_on_one_front(fronts, long_upstream)
@@ -145,6 +168,20 @@ def stop_on_one_front(fronts, upstream):
     wait_for_cancelled(upstream, before)  # the upstream saw its client go and stopped generating
     kept = browser.get(f"{fronts[1]}/api/conversations/{started['conversation_id']}", timeout=10).json()["messages"]
     assert kept[-1] == {"role": "assistant", "content": shown}
+
+
+def test_embeddings_are_the_upstreams_own_and_its_refusals_keep_their_status(fronts, upstream):
+    texts = ["hello there", "a b"]
+    direct = openai.OpenAI(base_url=f"{upstream}/v1", api_key=UPSTREAM_KEY, max_retries=0)
+    own = direct.embeddings.create(model="chat-llama", input=texts, encoding_format="float")
+    front = openai.OpenAI(base_url=f"{fronts[0]}/v1", api_key="unused", max_retries=0)
+    through = front.embeddings.create(model="chat-llama", input=texts)  # base64 from the front, floats behind it
+    assert [item.embedding for item in through.data] == [item.embedding for item in own.data]
+    assert through.usage.prompt_tokens == own.usage.prompt_tokens > 0
+    ollama = requests.post(f"{fronts[1]}/ollama/api/embed", json={"model": "chat-llama", "input": texts}, timeout=30)
+    assert ollama.json()["embeddings"] == [item.embedding for item in own.data]
+    with pytest.raises(openai.BadRequestError, match="dimensions"):
+        front.embeddings.create(model="chat-llama", input="x", dimensions=16)
 
 
 def test_the_web_tier_validates_and_holds_replies_to_the_upstreams_limits(fronts, upstream):

@@ -35,6 +35,8 @@ def test_either_path_serves_a_served_model_whose_batches_are_batches(request, pa
     batch.add(family.new_row(family.build_prompt([Message("user", "hello there")], 4), params, threading.Event()))
     batch.step()
     assert batch.rows or batch.finished_early
+    vectors = batch.embed([[1, 2, 3], [4]])  # beside the rows, in the memory they share
+    assert vectors is not None and vectors.shape == (2, family.model.embedding_size)
     batch.release()
     assert batch.rows == [] and family.model.kv_bytes()[1] == 0, "a released batch holds no rows and no KV pages"
 
@@ -46,7 +48,7 @@ def blenderbot_family(blenderbot_model):
 
 def test_both_paths_read_the_same_facts_from_one_gguf_file(native_family, torch_family):
     native, through_torch = native_family.model, torch_family.model
-    facts = ("model_type", "is_encoder_decoder", "context_length", "vocab_size")
+    facts = ("model_type", "is_encoder_decoder", "context_length", "vocab_size", "embedding_size")
     assert {f: getattr(native, f) for f in facts} == {f: getattr(through_torch, f) for f in facts}
     assert native_family.pad_token_id == torch_family.pad_token_id
     # The native step also stops at the file's end-of-turn tokens, as llama.cpp does; transformers reads only EOS.

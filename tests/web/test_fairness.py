@@ -123,6 +123,7 @@ def test_choices_and_prompts_count_against_the_share_one_row_each(shared):
         for path, body in [
             ("/v1/chat/completions", {**chat, "n": 4}),
             ("/v1/completions", {"model": "chat-llama", "prompt": ["a", "b", "c", "d"], "max_tokens": 2}),
+            ("/v1/embeddings", {"model": "chat-llama", "input": ["a", "b", "c", "d"]}),
             ("/invocations", {"inputs": ["a", "b", "c", "d"], "params": {"max_new_tokens": 2}}),
         ]:
             refused = requests.post(server.url + path, json=body, timeout=30)
@@ -146,6 +147,8 @@ def test_a_request_of_more_rows_than_the_share_is_a_400_naming_the_field_and_the
     server, _ = shared
     for path, body, field in [
         ("/v1/completions", {"model": "chat-llama", "prompt": ["a"] * 9, "max_tokens": 2}, "prompt"),
+        ("/v1/embeddings", {"model": "chat-llama", "input": ["a"] * 9}, "input"),
+        ("/ollama/api/embed", {"model": "chat-llama", "input": ["a"] * 9}, "input"),
         ("/invocations", {"inputs": ["a"] * 9}, "inputs"),
         ("/invocations", {"instances": ["a"] * 9}, "instances"),
     ]:
@@ -154,6 +157,7 @@ def test_a_request_of_more_rows_than_the_share_is_a_400_naming_the_field_and_the
         assert field in refused.text and "PALAVER_CLIENT_SHARE" in refused.text and "at most 8" in refused.text
     body = {"model": "chat-llama", "prompt": ["a"] * 8, "max_tokens": 2}
     assert requests.post(server.url + "/v1/completions", json=body, timeout=30).ok
+    assert requests.post(server.url + "/v1/embeddings", json={"model": "chat-llama", "input": ["a"] * 8}, timeout=30).ok
 
 
 def test_one_address_holding_64_requests_gets_its_share_and_others_are_served(shared):

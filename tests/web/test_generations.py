@@ -3,10 +3,11 @@
 import pytest
 from flask import g
 
+from palaver.core.embeddings import EmbeddingRequest
 from palaver.core.errors import InvalidRequest, PalaverError
 from palaver.core.requests import GenerationRequest
 from palaver.core.types import Message, Reply, final
-from palaver.web.generations import closing_all, start_all
+from palaver.web.generations import closing_all, embed_all, start_all
 
 
 def requests_for(app, *prompts: str) -> list[GenerationRequest]:
@@ -39,6 +40,19 @@ def test_more_rows_than_a_client_may_hold_is_a_400_naming_what_multiplied_them(m
         g.caller = "address:127.0.0.1"
         start_all(requests_for(app, "a", "b", "c"), app.extensions["palaver"].backend, "prompt")
     assert caught.value.param == "prompt" and "PALAVER_CLIENT_SHARE" in caught.value.message
+
+
+def test_inputs_to_embed_are_rows_of_the_share_and_their_tokens_are_logged(make_app, gguf_chat_model):
+    app = make_app(gguf_chat_model, client_share=2)
+    router = app.extensions["palaver"].backend
+    with app.test_request_context(), pytest.raises(InvalidRequest) as caught:
+        g.caller = "address:127.0.0.1"
+        embed_all(EmbeddingRequest(["a", "b", "c"]), router, "input")
+    assert caught.value.param == "input" and "PALAVER_CLIENT_SHARE" in caught.value.message
+    with app.test_request_context():
+        g.caller, g.tokens = "address:127.0.0.1", {"prompt_tokens": 0, "completion_tokens": 0}
+        embeddings = embed_all(EmbeddingRequest(["a", "b"]), router, "input")
+        assert len(embeddings.vectors) == 2 and g.tokens["prompt_tokens"] == embeddings.prompt_tokens > 0
 
 
 def test_closing_all_closes_every_stream_even_on_an_error():

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
+
 from palaver.engine.decoding.prefix_cache import PrefixCache
 from palaver.engine.decoding.rows import Row
 from palaver.engine.native.binding import NativeCache
@@ -136,6 +138,16 @@ class NativeBatch:
                 pages.fed += len(chunks[index])
             if want[index]:
                 pages.row.accept(logits[index])
+
+    def embed(self, texts: list[list[int]]) -> np.ndarray | None:
+        """Return each text's mean-pooled final hidden states, on pages lent for the call; None while pages are short.
+
+        The prefix cache gives up its oldest entries to make room; the rows' pages wait for their rows to end.
+        """
+        while (means := self.cache.embed(texts, PREFILL_CHUNK_TOKENS)) is None:
+            if self.prefix_cache is None or not self.prefix_cache.evict_oldest():
+                return None
+        return means
 
     def remove_done(self) -> list[Row]:
         """Take finished rows out, keeping their caches for the prefix cache or giving their pages back."""

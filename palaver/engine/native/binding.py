@@ -29,7 +29,7 @@ CPU_FLAGS = ("avx2", "fma", "f16c")
 # Raised whenever the step's arithmetic changes, so a system_fingerprint never names two ways of computing.
 ARITHMETIC_VERSION = "native-step-1"
 # The interface this binding speaks (csrc/native_step.h's kAbiVersion): a library built for another is refused.
-ABI_VERSION = 2
+ABI_VERSION = 3
 
 _i64, _ptr = ctypes.c_int64, ctypes.c_void_p
 _state: dict[str, Any] = {}
@@ -105,6 +105,7 @@ def _bind(lib: ctypes.CDLL) -> str | None:
         "pv_seq_truncate": ([_ptr, _i64, _i64], _i64),
         "pv_seq_copy": ([_ptr, _i64, _i64, _i64], _i64),
         "pv_step": ([_ptr, _ptr, _i64, _ptr, _ptr, _ptr, _ptr, _ptr], _i64),
+        "pv_embed": ([_ptr, _ptr, _i64, _ptr, _ptr, _i64, _ptr], _i64),
         "pv_set_threads": ([_i64], None),
         "pv_threads": ([], _i64),
     }
@@ -358,6 +359,29 @@ class NativeCache:
         )
         _checked(self.lib, status, "the native step refused its input")
         return logits
+
+    def embed(self, texts: list[list[int]], chunk: int) -> np.ndarray | None:
+        """Return [texts, hidden]: each text's final-normed hidden states, mean-pooled; None while pages are short.
+
+        Each text runs alone on pages reserved for the call and given back before it returns, fed in steps of at most
+        chunk tokens, as a prefill is; a text's mean is the same bits alone and beside any others.
+        """
+        counts = np.asarray([len(text) for text in texts], dtype=np.int64)
+        tokens = np.asarray([token for text in texts for token in text], dtype=np.int32)
+        means = np.zeros((len(texts), self.model.shape.hidden), dtype=np.float32)
+        status = self.lib.pv_embed(
+            self.model.handle,
+            self.handle,
+            len(texts),
+            counts.ctypes.data,
+            tokens.ctypes.data,
+            chunk,
+            means.ctypes.data,
+        )
+        if status == Status.OUT_OF_PAGES:
+            return None
+        _checked(self.lib, status, "the native step refused the texts to embed")
+        return means
 
     def close(self) -> None:
         if self.handle:

@@ -126,6 +126,7 @@ class NativeServedModel:
         self.model_type: str = gguf.architecture
         self.context_length: int = config["max_position_embeddings"]
         self.vocab_size: int = config["vocab_size"]
+        self.embedding_size: int = config["hidden_size"]
         eos = tokenizer.eos_token_id
         self.end_of_turn_ids = tuple(end_of_turn_ids(gguf)) or ((eos,) if eos is not None else ())
         self.pad_id: int | None = tokenizer.pad_token_id

@@ -165,6 +165,11 @@ class ModelFamily:
             raise too_long("prompt", len(input_ids), limit)
         return Prompt(input_ids, 0)
 
+    def embedding_ids(self, text: str) -> list[int]:
+        """Tokenize a text to embed as a raw prompt is, with the tokenizer's own special tokens (BOS), whole."""
+        with self._tokenizer_lock:
+            return list(self.tokenizer(text)["input_ids"])
+
     def start_batch(self, prefix_cache: PrefixCache | None = None) -> Batch:
         """Start an empty batch that this family's requests can join."""
         return self.model.new_batch(prefix_cache)

@@ -5,18 +5,21 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict, deque
 
+from palaver.engine.scheduling.embedding import EmbeddingJob
 from palaver.engine.scheduling.generation import Job
+
+Queued = Job | EmbeddingJob  # a generation, or texts to embed: each a client's turn
 
 
 class FairQueue:
     """Hold waiting requests per client and hand them out one client at a time, so no client crowds out the rest."""
 
     def __init__(self) -> None:
-        self._waiting: OrderedDict[str, deque[Job]] = OrderedDict()  # next client to serve first
+        self._waiting: OrderedDict[str, deque[Queued]] = OrderedDict()  # next client to serve first
         self._changed = threading.Condition()
         self._closed = False
 
-    def put(self, request: Job) -> None:
+    def put(self, request: Queued) -> None:
         with self._changed:
             self._waiting.setdefault(request.client, deque()).append(request)
             self._changed.notify()
@@ -27,9 +30,9 @@ class FairQueue:
             self._closed = True
             self._changed.notify()
 
-    def take(self, block: bool, limit: int) -> list[Job | None]:
+    def take(self, block: bool, limit: int) -> list[Queued | None]:
         """Take up to limit requests, one client at a time; wait for one only if block; None last once closed."""
-        taken: list[Job | None] = []
+        taken: list[Queued | None] = []
         with self._changed:
             while block and not self._waiting and not self._closed:
                 self._changed.wait()

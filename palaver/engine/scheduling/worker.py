@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from palaver.core.config import Settings
 from palaver.core.errors import GenerationFailed, PalaverError
 from palaver.core.types import ReasoningDelta
+from palaver.engine.scheduling.embedding import EmbeddingJob, EmbeddingWork
 from palaver.engine.scheduling.fair_queue import FairQueue
 from palaver.engine.scheduling.generation import FINISHED, Job, Observer
 from palaver.engine.scheduling.in_flight import InFlight
@@ -41,6 +42,7 @@ class BatchWorker:
         self.family, self.settings, self.queue, self.turns = family, settings, queue, turns
         self.observer, self.admission, self.inputs = observer, admission, inputs
         self.counts = admission.counts
+        self.embeddings = EmbeddingWork(admission, self.counts)  # texts to embed, a group between two steps
 
     def run(self) -> None:
         """Run the batch: admit queued requests at each step, decode, and finish rows as they end."""
@@ -53,10 +55,16 @@ class BatchWorker:
         batch = family.start_batch(prefix_cache)
         while True:
             joining = []
-            for request in self.queue.take(block=not batch.rows, limit=self.settings.max_batch_size - len(batch.rows)):
+            idle = not batch.rows and not self.embeddings.jobs
+            room = self.settings.max_batch_size - len(batch.rows) - len(self.embeddings.jobs)
+            for request in self.queue.take(block=idle, limit=room):
                 if request is None:
+                    self.embeddings.abandon()
                     batch.release()  # the native step's batches own KV pages
                     return
+                if isinstance(request, EmbeddingJob):
+                    self.embeddings.add(request)
+                    continue
                 joining += self._admit(request)
             if joining:
                 with self.turns.turn():
@@ -73,6 +81,9 @@ class BatchWorker:
                     for row in failed:
                         self._fail(row.owner, GenerationFailed())
                     continue
+            if self.embeddings.jobs:
+                with self.turns.turn():
+                    self.embeddings.run_next(batch)
             for row in batch.remove_done():
                 self._complete(row)
 

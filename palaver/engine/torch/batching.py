@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
@@ -12,6 +13,7 @@ from palaver.engine.decoding.prefix_cache import PrefixCache
 from palaver.engine.decoding.rows import Row
 from palaver.engine.torch.kv_cache import grow_in_place
 from palaver.engine.torch.lean_decoder import LlamaDecoder
+from palaver.engine.torch.pooling import mean_hidden_states
 
 log = logging.getLogger("palaver.engine")
 
@@ -171,6 +173,10 @@ class CausalBatch:
         self.rows, self.finished_early = [], []
         self.cache, self.mask = None, None
 
+    def embed(self, texts: list[list[int]]) -> np.ndarray:
+        """Return each text's final hidden states, mean-pooled; the torch path keeps no memory budget to wait on."""
+        return mean_hidden_states(self.model, texts, encoder_decoder=False)
+
     def _remember(self, token_ids: list[int], cache, mask: torch.Tensor, index: int) -> None:
         """Store one row's cache (the positions its mask marks real, which may have gaps) for reuse."""
         assert self.prefix_cache is not None  # callers remember only when there is a prefix cache
@@ -255,6 +261,10 @@ class Seq2SeqBatch:
     def release(self) -> None:
         """Drop every row and its encoder states: the batch is being replaced."""
         self.rows, self.encoded = [], []
+
+    def embed(self, texts: list[list[int]]) -> np.ndarray:
+        """Return each text's encoder states, mean-pooled: the encoder is what reads a text."""
+        return mean_hidden_states(self.model, texts, encoder_decoder=True)
 
 
 def pad_left(states: torch.Tensor, amount: int) -> torch.Tensor:

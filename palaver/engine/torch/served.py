@@ -24,6 +24,7 @@ class TorchServedModel:
         self.is_encoder_decoder = bool(config.is_encoder_decoder)
         self.context_length = context_length(config)
         self.vocab_size = int(getattr(config, "vocab_size", 0) or 0)
+        self.embedding_size = int(config.hidden_size)  # Blenderbot's d_model, GPT-2's n_embd, as transformers maps them
         self.end_of_turn_ids = ids_of(generation.eos_token_id)
         self.pad_id: int | None = next(iter(ids_of(generation.pad_token_id)), None)
         self.decoder_start_id: int | None = None  # the token an encoder-decoder model's replies start from

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Response, stream_with_context
 
 from palaver.core.errors import PalaverError
-from palaver.core.types import Reply, ReplyEvents
+from palaver.core.types import ReasoningDelta, Reply, ReplyEvents
 from palaver.web.ollama.response_schemas import (
     AssistantMessage,
     ChatResponse,
@@ -39,10 +39,11 @@ def json_lines(lines: Iterator[str], headers: dict[str, str] | None = None) -> R
 
 
 def chat_lines(stream: ReplyEvents, model: str, clock: Clock, after: Callable[[], None]) -> Iterator[str]:
-    """Frame a chat's reply: a message part per piece of text, the calls together, then the end with its counts."""
+    """Frame a chat's reply: a message part per piece of reasoning, then of text, the calls together, then the end
+    with its counts."""
 
-    def part(text: str) -> ChatResponse:
-        return ChatResponse(model=model, message=AssistantMessage(content=text))
+    def part(text: str, thinking: str | None) -> ChatResponse:
+        return ChatResponse(model=model, message=AssistantMessage(content=text, thinking=thinking))
 
     def ending(reply: Reply) -> Iterator[ChatResponse]:
         if reply.tool_calls:  # whole calls, as Ollama sends them, once their arguments are complete
@@ -54,10 +55,10 @@ def chat_lines(stream: ReplyEvents, model: str, clock: Clock, after: Callable[[]
 
 
 def generate_lines(stream: ReplyEvents, model: str, clock: Clock, after: Callable[[], None]) -> Iterator[str]:
-    """Frame a generation: a part per piece of text, then the end with its counts."""
+    """Frame a generation: a part per piece of reasoning, then of text, then the end with its counts."""
 
-    def part(text: str) -> GenerateResponse:
-        return GenerateResponse(model=model, response=text)
+    def part(text: str, thinking: str | None) -> GenerateResponse:
+        return GenerateResponse(model=model, response=text, thinking=thinking)
 
     def ending(reply: Reply) -> Iterator[GenerateResponse]:
         yield GenerateResponse.ended(model, reply, clock)
@@ -68,7 +69,7 @@ def generate_lines(stream: ReplyEvents, model: str, clock: Clock, after: Callabl
 def reply_lines(
     stream: ReplyEvents,
     clock: Clock,
-    part: Callable[[str], ChatResponse | GenerateResponse],
+    part: Callable[[str, str | None], ChatResponse | GenerateResponse],  # text, or "" and reasoning
     ending: Callable[[Reply], Iterator[ChatResponse | GenerateResponse]],
     after: Callable[[], None],
 ) -> Iterator[str]:
@@ -78,7 +79,9 @@ def reply_lines(
         for item in guarded(stream):
             clock.saw(item)
             if isinstance(item, str):
-                yield json_line(part(item).as_json())
+                yield json_line(part(item, None).as_json())
+            elif isinstance(item, ReasoningDelta):  # as Ollama streams thinking: the content empty beside it
+                yield json_line(part("", item.text).as_json())
             elif isinstance(item, Reply):
                 yield from (json_line(answer.as_json()) for answer in ending(item))
             elif isinstance(item, PalaverError):

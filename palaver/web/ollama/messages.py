@@ -13,11 +13,6 @@ from palaver.core.validation import RequestModel, body_error, field_error, neutr
 from palaver.web.api.schemas import settings_of
 from palaver.web.openai.messages import MAX_ARGUMENTS_CHARS
 
-# TODO(lead): once Palaver separates a model's reasoning from its reply, serve think: true (and "low", "medium",
-# "high") with the reasoning in message.thinking / thinking, and accept thinking replayed on assistant messages.
-THINK_REFUSED = (
-    "think is not supported until Palaver separates a model's reasoning from its reply; leave it out or send false"
-)
 IMAGES_REFUSED = "images are not supported: Palaver serves text models"
 Neutral = Annotated[Any, Field(description="Accepted only at the value that changes nothing.")]
 
@@ -47,7 +42,11 @@ class ChatMessage(RequestModel):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
     images: Neutral = None
-    thinking: Neutral = None
+    thinking: str | None = Field(
+        None,
+        description="An assistant's earlier reasoning: accepted, and left out of the prompt as thinking models' "
+        "templates leave old reasoning out.",
+    )
     tool_calls: list[MessageToolCall] | None = Field(None, max_length=MAX_TOOLS, description="An assistant's calls.")
     tool_name: str | None = Field(None, max_length=64, description="On a tool message: the function that answered.")
     tool_call_id: str | None = Field(None, min_length=1, max_length=256, description="On a tool message: its call.")
@@ -56,11 +55,6 @@ class ChatMessage(RequestModel):
     @classmethod
     def _no_images(cls, value: Any) -> Any:
         return neutral_or_refused(value, ([],), IMAGES_REFUSED)
-
-    @field_validator("thinking")
-    @classmethod
-    def _no_thinking(cls, value: Any) -> Any:
-        return neutral_or_refused(value, ("",), THINK_REFUSED)
 
     @field_validator("content")
     @classmethod
@@ -74,6 +68,8 @@ class ChatMessage(RequestModel):
     def _calls_and_results_in_their_roles(self) -> ChatMessage:
         if self.tool_calls and self.role != "assistant":
             raise body_error("only assistant messages may carry 'tool_calls'", "tool_calls")
+        if self.thinking and self.role != "assistant":
+            raise body_error("only assistant messages may carry 'thinking': a reply's reasoning", "thinking")
         for name in ("tool_name", "tool_call_id"):
             if getattr(self, name) is not None and self.role != "tool":
                 raise body_error(f"'{name}' belongs on tool messages; no other message may have one", name)

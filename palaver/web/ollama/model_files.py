@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from palaver.core.reasoning import CLOSE_TAG, OPEN_TAG
 from palaver.engine.gguf.file import TYPE_NAMES, GGUFError, GGUFFile, TensorEntry, read_gguf, row_weights
 from palaver.engine.machine import WEIGHT_FILES
 
@@ -42,6 +43,7 @@ class ModelFacts:
     template: str = ""  # the chat template, as the file has it
     license: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    thinks: bool | None = None  # its vocabulary holds both think tags as tokens of their own; None: nothing to read
 
 
 def model_facts(weights: str, name: str) -> ModelFacts:
@@ -73,6 +75,7 @@ def gguf_facts(path: str, size: int, modified_ns: int) -> ModelFacts:
     template = metadata.get("tokenizer.chat_template")
     license_ = metadata.get("general.license")
     named_type = FILE_TYPES.get(file_type, "") if isinstance(file_type, int) else ""
+    tokens = metadata.get("tokenizer.ggml.tokens")
     return ModelFacts(
         format="gguf",
         family=architecture,
@@ -85,6 +88,7 @@ def gguf_facts(path: str, size: int, modified_ns: int) -> ModelFacts:
         template=template if isinstance(template, str) else "",
         license=license_ if isinstance(license_, str) else "",
         info=info,
+        thinks=isinstance(tokens, list) and holds_think_tags(tokens),
     )
 
 
@@ -104,7 +108,31 @@ def directory_facts(path: Path) -> ModelFacts:
         modified_at=datetime.fromtimestamp(modified_ns / 1e9, UTC),
         digest=version_digest(f"{path}\0{size}\0{modified_ns}"),
         context_length=context if isinstance(context, int) else None,
+        thinks=tokenizer_thinks(path / "tokenizer.json"),
     )
+
+
+def holds_think_tags(tokens: Any) -> bool:
+    """Tell whether a vocabulary holds both think tags as tokens of their own, as a thinking model's does."""
+    return OPEN_TAG in tokens and CLOSE_TAG in tokens
+
+
+def tokenizer_thinks(path: Path) -> bool:
+    """Tell whether a tokenizer.json's vocabulary (or its added tokens) holds both think tags; read once a version."""
+    if not path.is_file():
+        return False
+    return tokenizer_file_thinks(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def tokenizer_file_thinks(path: str, modified_ns: int) -> bool:
+    """Read a version of a tokenizer.json (its path and time) for both think tags, in its vocabulary or added."""
+    document = json.loads(Path(path).read_text(encoding="utf-8"))
+    added = {token.get("content") for token in document.get("added_tokens") or () if isinstance(token, dict)}
+    vocab = (document.get("model") or {}).get("vocab") or {}
+    # A BPE vocabulary maps each token to its id; a Unigram one lists [token, score] pairs.
+    words = set(vocab) if isinstance(vocab, dict) else {entry[0] for entry in vocab if isinstance(entry, list)}
+    return holds_think_tags(added | words)
 
 
 def weight_count(entry: TensorEntry) -> int:

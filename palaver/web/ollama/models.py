@@ -16,9 +16,11 @@ if TYPE_CHECKING:
     from palaver.backends import ModelRouter
     from palaver.backends.slot import Slot
 
-# Every model takes tools (a template that cannot write them gets them as text) and writes completions; none sees
-# images, fills in the middle or embeds here.
+# Every model takes tools (a template that cannot write them gets them as text) and writes completions; a thinking
+# model thinks apart from its answer. None sees images or fills in the middle; every one embeds (/api/embed), which
+# Ollama lists only for embedding models.
 CAPABILITIES = ["completion", "tools"]
+THINKING = "thinking"
 FOREVER = timedelta(days=365 * 200)  # how far off a model that is never unloaded for idling expires
 PARAMETER_WIDTH = 30  # Ollama's parameters column, as `ollama show --parameters` prints it
 
@@ -130,7 +132,7 @@ class ShowResponse(BaseModel):
             license=facts.license,
             details=ModelDetails.of(facts),
             model_info=facts.info,
-            capabilities=CAPABILITIES,
+            capabilities=[*CAPABILITIES, THINKING] if facts.thinks else CAPABILITIES,
             modified_at=facts.modified_at,
         )
 
@@ -139,6 +141,11 @@ def served_facts(router: ModelRouter, name: str) -> ModelFacts:
     """Return what a configured model's files say; nothing for a model served by an upstream."""
     slot = router.slots[name]
     return model_facts("" if slot.settings.backend == "openai" else slot.weights_path(), name)
+
+
+def model_thinks(router: ModelRouter, name: str) -> bool | None:
+    """Tell whether a configured model thinks, as its files say; None for one with no file here (an upstream's)."""
+    return served_facts(router, name).thinks
 
 
 def parameter_lines(slot: Slot) -> list[str]:

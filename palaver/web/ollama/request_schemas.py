@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from palaver.core.errors import InvalidRequest, NotFound
 from palaver.core.json_schemas import ANY_OBJECT, Grammar, checked_schema, schema_grammar
-from palaver.core.parameters import GenerationParams, with_given
+from palaver.core.parameters import REASONING_EFFORTS, GenerationParams, with_given
 from palaver.core.tools import (
     MAX_TOOLS,
     NamedToolChoice,
@@ -23,18 +31,19 @@ from palaver.core.validation import RequestModel, body_error, field_error, neutr
 from palaver.web.api.schemas import settings_of
 from palaver.web.ollama.messages import (
     IMAGES_REFUSED,
-    THINK_REFUSED,
     Conversation,
     Neutral,
     ToolParam,
     conversation_messages,
 )
+from palaver.web.ollama.models import model_thinks
 from palaver.web.ollama.options import KeepAlive, Options
 
 if TYPE_CHECKING:
     from palaver.backends import ModelRouter
 
 FORMAT_PARAM = "format"
+THINK_LEVELS = ("low", "medium", "high")  # gpt-oss's, in Ollama: any of them turns a model's thinking on here
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,13 @@ def reply_format(value: Any) -> ReplyFormat | None:
     return ReplyFormat(*checked_schema(value))
 
 
+def think_value(value: Any) -> Any:
+    """Accept true, false or a level, naming them all otherwise."""
+    if not isinstance(value, bool) and value not in THINK_LEVELS:
+        raise field_error(f"must be true, false or one of {', '.join(THINK_LEVELS)}")
+    return value
+
+
 class OllamaRequest(RequestModel):
     """The fields /api/chat and /api/generate share: the model, the reply's format, options, stream and keep_alive."""
 
@@ -66,14 +82,13 @@ class OllamaRequest(RequestModel):
     options: Options | None = None
     stream: bool = Field(True, description="Stream newline-delimited JSON objects (Ollama's default).")
     keep_alive: KeepAlive = None
-    think: Neutral = None
+    think: Annotated[bool | Literal["low", "medium", "high"] | None, BeforeValidator(think_value)] = Field(
+        None,
+        description="Whether a thinking model thinks first (a level is true: its thinking has no degrees), its "
+        "reasoning apart in thinking; left out, the model's default.",
+    )
     logprobs: Neutral = None
     top_logprobs: Neutral = None
-
-    @field_validator("think")
-    @classmethod
-    def _not_thinking(cls, value: Any) -> Any:
-        return neutral_or_refused(value, (False,), THINK_REFUSED)
 
     @field_validator("logprobs", "top_logprobs")
     @classmethod
@@ -91,14 +106,23 @@ class OllamaRequest(RequestModel):
         """Tell whether keep_alive 0 asks for the model to be unloaded once this request is done."""
         return self.keep_alive == 0
 
+    @property
+    def thinking_wanted(self) -> bool | None:
+        """Return whether a thinking model thinks first, as think says; None: the model's default."""
+        return REASONING_EFFORTS[self.think] if isinstance(self.think, str) else self.think
+
     def served_model(self, models: ModelRouter) -> str:
-        """Return the configured model the request names; 404 for any other."""
-        return served_model(models, self.model)
+        """Return the configured model the request names; 404 for any other, 400 for thinking asked of one that
+        does not think (as Ollama answers)."""
+        name = served_model(models, self.model)
+        if self.thinking_wanted and model_thinks(models, name) is False:
+            raise InvalidRequest(f'"{self.model}" does not support thinking', param="think")
+        return name
 
     def generation_params(self, defaults: GenerationParams) -> GenerationParams:
-        """Return the engine's parameters: the defaults, with the options and the format's schema."""
+        """Return the engine's parameters: the defaults, with the options, the format's schema and think."""
         params = self.options.applied_to(defaults) if self.options else defaults
-        return with_given(params, json_schema=self.answer_schema)
+        return with_given(params, json_schema=self.answer_schema, thinking=self.thinking_wanted)
 
     def reply_grammar(self) -> Grammar | None:
         """Return the grammar the reply must follow (the format's schema), or None for any text."""

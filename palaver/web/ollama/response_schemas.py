@@ -88,6 +88,7 @@ class ToolCallObject(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str = ""
+    thinking: str | None = None  # a thinking model's reasoning, apart from its answer
     tool_calls: list[ToolCallObject] | None = None
 
 
@@ -117,9 +118,9 @@ class ChatResponse(Answer):
 
     @classmethod
     def of(cls, model: str, reply: Reply, clock: Clock) -> ChatResponse:
-        """Describe a whole reply: its text and calls, why it ended and what it took."""
+        """Describe a whole reply: its text, its reasoning and its calls, why it ended and what it took."""
         calls = [ToolCallObject.of(call) for call in reply.tool_calls] or None
-        message = AssistantMessage(content=reply.text, tool_calls=calls)
+        message = AssistantMessage(content=reply.text, thinking=reply.reasoning or None, tool_calls=calls)
         return cls(model=model, message=message, done=True, done_reason=done_reason(reply), **clock.metrics(reply))
 
     @classmethod
@@ -132,10 +133,18 @@ class GenerateResponse(Answer):
     """A generation's text, or (streamed) a part of it; the last part says why it ended and what it took."""
 
     response: str = ""
+    thinking: str | None = None  # a thinking model's reasoning, apart from its answer
 
     @classmethod
     def of(cls, model: str, reply: Reply, clock: Clock) -> GenerateResponse:
-        return cls(model=model, response=reply.text, done=True, done_reason=done_reason(reply), **clock.metrics(reply))
+        return cls(
+            model=model,
+            response=reply.text,
+            thinking=reply.reasoning or None,
+            done=True,
+            done_reason=done_reason(reply),
+            **clock.metrics(reply),
+        )
 
     @classmethod
     def ended(cls, model: str, reply: Reply, clock: Clock) -> GenerateResponse:

@@ -1,4 +1,4 @@
-"""Ollama's API under /ollama: chat and generate, streamed or not, the model list, and loading and unloading."""
+"""Ollama's API under /ollama: chat and generate, streamed or not, embeddings, the model list, loading, unloading."""
 
 from __future__ import annotations
 
@@ -16,6 +16,13 @@ from palaver.web.body import read_json
 from palaver.web.connection import client_gone_probe
 from palaver.web.errors import json_error, to_palaver_error
 from palaver.web.generations import TRUNCATED_HEADER, start_all
+from palaver.web.ollama.embeddings import (
+    EmbeddingResponse,
+    EmbeddingsRequest,
+    EmbedRequest,
+    EmbedResponse,
+    timed_embeddings,
+)
 from palaver.web.ollama.events import chat_lines, generate_lines, json_lines
 from palaver.web.ollama.models import (
     ModelTag,
@@ -31,7 +38,7 @@ from palaver.web.ollama.response_schemas import ChatResponse, Clock, ErrorRespon
 from palaver.web.security import require_api_key
 from palaver.web.services import services
 
-OLLAMA_VERSION = "0.8.0"  # the Ollama API this surface follows: tools and structured outputs, not thinking
+OLLAMA_VERSION = "0.9.0"  # the Ollama API this surface follows: tools, structured outputs and (from 0.9.0) thinking
 # Answers a client probes before it has a key to send: constant, and no model behind them.
 PROBES = {"ollama.running", "ollama.version"}
 NOT_SERVED = {
@@ -107,6 +114,36 @@ def generate():
         client_gone=client_gone_probe(),
     )
     return answer(given, generation, generate_lines, GenerateResponse)
+
+
+@ollama.post("/api/embed")
+def embed():
+    """Embed a text or a list of texts, each cut to the context unless truncate is false; none loads the model."""
+    router = services().backend
+    given = EmbedRequest.parse(read_json())
+    model = served_model(router, given.model)
+    if given.unloads_after and not given.input:
+        unload_now(router, model)
+        return EmbedResponse(model=router.public_name(model), embeddings=[]).model_dump()
+    answer = timed_embeddings(router, given.embedding_request(model), "input")
+    if given.unloads_after:
+        unload_when_idle(router, model, AFTER_REPLY_WAIT)
+    return answer.model_dump()
+
+
+@ollama.post("/api/embeddings")
+def embeddings():
+    """Embed one prompt, Ollama's older way: its vector under 'embedding'; no prompt loads the model."""
+    router = services().backend
+    given = EmbeddingsRequest.parse(read_json())
+    model = served_model(router, given.model)
+    if given.unloads_after and not given.prompt:
+        unload_now(router, model)
+        return EmbeddingResponse(embedding=[]).model_dump()
+    answer = timed_embeddings(router, given.embedding_request(model), "prompt")
+    if given.unloads_after:
+        unload_when_idle(router, model, AFTER_REPLY_WAIT)
+    return EmbeddingResponse(embedding=answer.embeddings[0] if answer.embeddings else []).model_dump()
 
 
 @ollama.get("/api/tags")
@@ -190,15 +227,20 @@ def load_or_unload(given: OllamaRequest, model: str, shape: Shape):
     app = services()
     router = app.backend
     if given.unloads_after:
-        if not unload_when_idle(router, model, UNLOAD_WAIT):
-            raise ConversationBusy(
-                f"the model '{model}' is serving other requests; it can be unloaded once they have ended",
-                param="keep_alive",
-                retry_after=1,
-            )
+        unload_now(router, model)
         return shape(model=router.public_name(model), done=True, done_reason="unload").as_json()
     router.model_limits(app.settings.load_wait, model)  # loaded and ready, or a 503 while it loads
     return shape(model=router.public_name(model), done=True, done_reason="load").as_json()
+
+
+def unload_now(router: ModelRouter, model: str) -> None:
+    """Unload a model for keep_alive 0, once its last requests have ended; 409 if they go on past UNLOAD_WAIT."""
+    if not unload_when_idle(router, model, UNLOAD_WAIT):
+        raise ConversationBusy(
+            f"the model '{model}' is serving other requests; it can be unloaded once they have ended",
+            param="keep_alive",
+            retry_after=1,
+        )
 
 
 def unload_when_idle(router: ModelRouter, model: str, wait: float) -> bool:

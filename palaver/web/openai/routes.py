@@ -1,4 +1,4 @@
-"""The OpenAI-compatible API under /v1: chat completions, completions and models, streamed or not."""
+"""The OpenAI-compatible API under /v1: chat completions, completions, embeddings and models, streamed or not."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from palaver.web.body import read_json
 from palaver.web.connection import client_gone_probe
 from palaver.web.errors import json_error, to_palaver_error
 from palaver.web.generations import TRUNCATED_HEADER, closing_all, start_all
+from palaver.web.openai.embeddings import CreateEmbeddingRequest, serve_embeddings
 from palaver.web.openai.request_schemas import ChatCompletionRequest, TextCompletionRequest
 from palaver.web.openai.response_schemas import (
     ChatCompletion,
@@ -48,6 +49,11 @@ def chat_completions():
 @v1.post("/completions")
 def completions():
     return serve_text(TextCompletionRequest.parse(read_json(), {"settings": services().settings}))
+
+
+@v1.post("/embeddings")
+def embeddings():
+    return serve_embeddings(CreateEmbeddingRequest.parse(read_json()))
 
 
 @v1.get("/models")

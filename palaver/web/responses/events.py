@@ -7,13 +7,15 @@ from contextlib import closing
 from typing import Any
 
 from palaver.core.errors import PalaverError
-from palaver.core.types import Reply, ReplyEvents, ToolCallDelta
-from palaver.web.responses.items import call_item_id, new_item_id
+from palaver.core.types import ReasoningDelta, Reply, ReplyEvents, ToolCallDelta
+from palaver.web.responses.items import call_item_id, new_item_id, reasoning_item_id
 from palaver.web.responses.response_schemas import (
     FunctionCall,
     ItemStatus,
     OutputMessage,
     OutputText,
+    ReasoningItem,
+    ReasoningText,
     ResponseObject,
     reply_status,
 )
@@ -38,15 +40,27 @@ def response_event(kind: str, response: ResponseObject) -> Event:
     return {"type": f"response.{kind}", "response": response.model_dump()}
 
 
+Item = ReasoningItem | OutputMessage | FunctionCall
+
+
 class Output:
-    """The output items as they stream: one is open at a time, the message's text or a function call."""
+    """The output items as they stream: one is open at a time, the reasoning, the message's text or a function call."""
 
     def __init__(self, message_id: str) -> None:
         self.message_id = message_id
         self.index = -1
-        self.open: OutputMessage | FunctionCall | None = None
-        self.written = ""  # the open message's text, or the open call's arguments, so far
+        self.open: Item | None = None
+        self.written = ""  # the open item's reasoning or text, or the open call's arguments, so far
         self.messages = 0
+
+    def reasoning(self, text: str) -> Iterator[Event]:
+        if not isinstance(self.open, ReasoningItem):
+            yield from self.close("completed")
+            item_id = reasoning_item_id(self.message_id)
+            yield from self._start(ReasoningItem(id=item_id, status="in_progress", content=[]))
+            yield {**self._at(), "type": "response.content_part.added", "part": ReasoningText(text="").model_dump()}
+        self.written += text
+        yield {**self._at(), "type": "response.reasoning_text.delta", "delta": text}
 
     def text(self, text: str) -> Iterator[Event]:
         if not isinstance(self.open, OutputMessage):
@@ -74,10 +88,11 @@ class Output:
         item = self.open
         if item is None:
             return
-        done: OutputMessage | FunctionCall
-        if isinstance(item, OutputMessage):
-            part = OutputText(text=self.written)
-            yield {**self._at(), "type": "response.output_text.done", "text": self.written, "logprobs": []}
+        done: Item
+        if isinstance(item, (ReasoningItem, OutputMessage)):
+            text = self.written
+            part = OutputText(text=text) if isinstance(item, OutputMessage) else ReasoningText(text=text)
+            yield {**self._at(), **text_done(part)}
             yield {**self._at(), "type": "response.content_part.done", "part": part.model_dump()}
             done = item.model_copy(update={"status": status, "content": [part]})
         else:
@@ -86,7 +101,7 @@ class Output:
         yield {"type": "response.output_item.done", "output_index": self.index, "item": done.model_dump()}
         self.open, self.written = None, ""
 
-    def _start(self, item: OutputMessage | FunctionCall) -> Iterator[Event]:
+    def _start(self, item: Item) -> Iterator[Event]:
         self.index += 1
         self.open = item
         yield {"type": "response.output_item.added", "output_index": self.index, "item": item.model_dump()}
@@ -95,7 +110,14 @@ class Output:
         """Return where the open item's events point: its id and place (and for text, its one part)."""
         assert self.open is not None
         where: Event = {"item_id": self.open.id, "output_index": self.index}
-        return {**where, "content_index": 0} if isinstance(self.open, OutputMessage) else where
+        return where if isinstance(self.open, FunctionCall) else {**where, "content_index": 0}
+
+
+def text_done(part: OutputText | ReasoningText) -> Event:
+    """Return the event that ends an item's one part of text: the answer's (with its logprobs) or the reasoning's."""
+    if isinstance(part, OutputText):
+        return {"type": "response.output_text.done", "text": part.text, "logprobs": []}
+    return {"type": "response.reasoning_text.done", "text": part.text}
 
 
 def response_events(
@@ -111,6 +133,8 @@ def response_events(
         for item in guarded(stream):
             if isinstance(item, str):
                 yield from map(sequence.frame, output.text(item))
+            elif isinstance(item, ReasoningDelta):
+                yield from map(sequence.frame, output.reasoning(item.text))
             elif isinstance(item, ToolCallDelta):
                 yield from map(sequence.frame, output.call(item))
             elif isinstance(item, Reply):

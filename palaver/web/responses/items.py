@@ -1,4 +1,4 @@
-"""A response's input as the Responses API sends it: messages, function calls and their outputs, as items."""
+"""A response's input as the Responses API sends it: messages, function calls, their outputs and reasoning, as items."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ ITEM_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "message": (("role", "content"), ()),
     "function_call": (("call_id", "name", "arguments"), ()),
     "function_call_output": (("call_id", "output"), ()),
+    "reasoning": (("summary",), ("content", "encrypted_content")),
 }
-ITEM_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
+ITEM_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
 # Parts a text model served here cannot read: each refused by name, with why.
 UNSUPPORTED_PARTS = {
     "input_image": "image inputs are not supported: Palaver serves text models",
@@ -29,7 +30,6 @@ UNSUPPORTED_PARTS = {
     "input_audio": "audio inputs are not supported: Palaver serves text models",
     "refusal": "refusal parts are not supported; send the refusal's text as output_text",
 }
-REASONING_REFUSED = "reasoning items are not supported until Palaver separates a model's reasoning from its answer"
 Replayed = Annotated[Any, Field(description="Accepted as OpenAI's replies carry it when empty (null or []).")]
 ItemId = Annotated[str, Field(min_length=1, max_length=256)]
 
@@ -41,6 +41,11 @@ def new_item_id(kind: str) -> str:
 def call_item_id(call_id: str) -> str:
     """Return the id of the item that holds a call: fc_ and the call's own digits."""
     return "fc_" + call_id.removeprefix("call_")
+
+
+def reasoning_item_id(message_id: str) -> str:
+    """Return the id of the reasoning item before a reply's message: rs_ and the message's own digits."""
+    return "rs_" + message_id.removeprefix("msg_")
 
 
 def as_parts(value: Any) -> Any:
@@ -60,9 +65,10 @@ def with_text_parts(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class ContentPart(RequestModel):
-    """Text in a message: input_text in the user's, system's or developer's, output_text in the assistant's."""
+    """Text in a message: input_text in the user's, system's or developer's, output_text in the assistant's; a
+    reasoning item's reasoning_text."""
 
-    type: Literal["input_text", "output_text"]
+    type: Literal["input_text", "output_text", "reasoning_text"]
     text: str
     annotations: Replayed = None
     logprobs: Replayed = None
@@ -71,7 +77,7 @@ class ContentPart(RequestModel):
     @classmethod
     def _text_only(cls, data: Any) -> Any:
         kind = data.get("type") if isinstance(data, Mapping) else None
-        if isinstance(kind, str) and kind not in ("input_text", "output_text"):
+        if isinstance(kind, str) and kind not in ("input_text", "output_text", "reasoning_text"):
             reason = UNSUPPORTED_PARTS.get(kind, f"{kind} parts are not supported")
             raise unsupported(f"{reason}; here a part is input_text or output_text")
         return data
@@ -82,22 +88,28 @@ class ContentPart(RequestModel):
         return neutral_or_refused(value, (None, []), f"{info.field_name} are not supported; send the text alone")
 
 
+class SummaryPart(RequestModel):
+    """A reasoning item's summary, as OpenAI's reasoning models write one: accepted, and left out of the prompt."""
+
+    type: Literal["summary_text"]
+    text: str
+
+
 def refused_item(kind: str) -> Any:
     """Return the error for an item of a kind that has no place here, naming the kind."""
-    if kind == "reasoning":
-        return unsupported(REASONING_REFUSED)
     if kind == "item_reference":
         return unsupported("item_reference items are not supported; send the items, or continue previous_response_id")
     return unsupported(
         f"'{kind}' items are not supported: Palaver runs function tools only; "
-        "here an item is a message, a function_call or a function_call_output"
+        "here an item is a message, a function_call, a function_call_output or a reasoning item"
     )
 
 
 class InputItem(RequestModel):
-    """One item of the input: a message, a function call the assistant made, or a function's output."""
+    """One item of the input: a message, a function call the assistant made, a function's output, or an earlier
+    reply's reasoning (accepted, and left out of the prompt, as thinking models' templates leave it out)."""
 
-    type: Literal["message", "function_call", "function_call_output"] = "message"
+    type: Literal["message", "function_call", "function_call_output", "reasoning"] = "message"
     id: ItemId | None = None
     status: Literal["in_progress", "completed", "incomplete"] | None = None
     role: Literal["user", "system", "developer", "assistant"] | None = None
@@ -106,6 +118,8 @@ class InputItem(RequestModel):
     name: str | None = Field(None, pattern=NAME_PATTERN)
     arguments: str | None = Field(None, max_length=MAX_ARGUMENTS_CHARS)
     output: Annotated[list[ContentPart], BeforeValidator(as_parts)] | None = None
+    summary: list[SummaryPart] | None = None
+    encrypted_content: str | None = Field(None, description="Accepted, and left out: Palaver never writes one.")
 
     @model_validator(mode="before")
     @classmethod
@@ -131,13 +145,18 @@ class InputItem(RequestModel):
     @model_validator(mode="after")
     def _parts_of_its_role(self) -> InputItem:
         wanted = "output_text" if self.role == "assistant" else "input_text"
+        holder = f"a {self.role} message"
+        if self.type == "reasoning":
+            wanted, holder = "reasoning_text", "a reasoning item"
         if any(part.type != wanted for part in self.content or ()):
-            raise body_error(f"a {self.role} message holds {wanted} parts only", "content")
+            raise body_error(f"{holder} holds {wanted} parts only", "content")
+        if any(part.type == "reasoning_text" for part in self.output or ()):
+            raise body_error("reasoning_text parts belong in reasoning items, not in a function's output", "output")
         return self
 
-    @field_validator("content", "output")
+    @field_validator("content", "output", "summary")
     @classmethod
-    def _within_limit(cls, parts: list[ContentPart], info: ValidationInfo) -> list[ContentPart]:
+    def _within_limit(cls, parts: list[ContentPart | SummaryPart], info: ValidationInfo) -> list[Any]:
         max_chars = settings_of(info).max_message_chars
         if sum(len(part.text) for part in parts) > max_chars:
             raise field_error(f"must hold at most {max_chars} characters of text")
@@ -157,6 +176,11 @@ class InputItem(RequestModel):
             return {**item, "role": self.role, "content": parts}
         if self.type == "function_call":
             return {**item, "call_id": self.call_id, "name": self.name, "arguments": self.arguments}
+        if self.type == "reasoning":
+            summary = [part.model_dump() for part in self.summary or ()]
+            content = [{"type": "reasoning_text", "text": part.text} for part in self.content or ()]
+            kept = {"encrypted_content": self.encrypted_content} if self.encrypted_content is not None else {}
+            return {**item, "summary": summary, "content": content, **kept}
         return {**item, "call_id": self.call_id, "output": self.text()}
 
 
@@ -176,9 +200,14 @@ Input = Annotated[list[InputItem], BeforeValidator(as_items)]
 
 
 def conversation_of(items: list[InputItem]) -> list[Message]:
-    """Return items as Palaver's messages: a function call joins the assistant message it follows, if any."""
+    """Return items as Palaver's messages: a function call joins the assistant message it follows, if any.
+
+    Reasoning items are left out, as a thinking model's template leaves an earlier reply's thinking out.
+    """
     messages: list[Message] = []
     for item in items:
+        if item.type == "reasoning":
+            continue
         if item.type == "message":
             role = "system" if item.role == "developer" else item.role or "user"
             messages.append(Message(role, item.text()))

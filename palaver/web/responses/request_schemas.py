@@ -8,7 +8,15 @@ from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_
 
 from palaver.core.errors import InvalidRequest
 from palaver.core.json_schemas import ANY_OBJECT, Grammar, checked_schema, compact, schema_grammar
-from palaver.core.parameters import GenerationParams, MaxNewTokens, Temperature, TopP, with_given
+from palaver.core.parameters import (
+    REASONING_EFFORTS,
+    GenerationParams,
+    MaxNewTokens,
+    ReasoningEffort,
+    Temperature,
+    TopP,
+    with_given,
+)
 from palaver.core.tools import MAX_TOOLS, ToolUse, distinct_functions, enforced_calls_grammar
 from palaver.core.types import Message
 from palaver.core.validation import RequestModel, body_error, field_error, neutral_or_refused
@@ -91,10 +99,12 @@ class TextConfig(RequestModel):
 
 
 class ReasoningParam(RequestModel):
-    """How hard a reasoning model thinks: accepted, and changes nothing yet."""
+    """Whether a thinking model thinks first, as chat completions' reasoning_effort says; its reasoning is its own."""
 
-    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
-    summary: Literal["auto", "concise", "detailed"] | None = None
+    effort: ReasoningEffort = None
+    summary: Literal["auto", "concise", "detailed"] | None = Field(
+        None, description="Accepted: a reasoning item holds the reasoning itself, and no summary."
+    )
 
 
 class StreamOptions(RequestModel):
@@ -231,9 +241,14 @@ class ResponsesRequest(RequestModel):
             temperature=self.temperature,
             top_p=self.top_p,
             json_schema=self.schema_text(),
+            thinking=self.thinking_wanted(),
         )
         # OpenAI clients sample whenever the temperature is above zero.
         return params if self.temperature is None else with_given(params, do_sample=self.temperature > 0)
+
+    def thinking_wanted(self) -> bool | None:
+        """Return whether a thinking model thinks first, as reasoning.effort says; None: the model's default."""
+        return REASONING_EFFORTS.get(self.reasoning.effort or "") if self.reasoning is not None else None
 
     def continued(self, earlier: list[Message]) -> list[Message]:
         """Return the conversation this response continues (earlier) and its input: what the next one continues."""

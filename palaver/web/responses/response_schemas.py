@@ -12,7 +12,7 @@ from palaver.core.errors import InvalidRequest, PalaverError
 from palaver.core.parameters import GenerationParams
 from palaver.core.types import Reply, ToolCall, Usage
 from palaver.core.validation import RequestModel, neutral_or_refused
-from palaver.web.responses.items import call_item_id
+from palaver.web.responses.items import call_item_id, reasoning_item_id
 from palaver.web.responses.request_schemas import ResponsesRequest
 from palaver.web.responses.tools import described_choice
 
@@ -45,6 +45,26 @@ class OutputMessage(BaseModel):
     content: list[OutputText]
 
 
+class ReasoningText(BaseModel):
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str
+
+
+class ReasoningItem(BaseModel):
+    """A thinking model's reasoning, before its answer, as OpenAI's open-weight models (and vLLM, Ollama) give it."""
+
+    id: str
+    type: Literal["reasoning"] = "reasoning"
+    status: ItemStatus
+    summary: list[Any] = Field(default_factory=list)  # the reasoning is given whole: it needs no summary
+    content: list[ReasoningText]
+
+    @classmethod
+    def of(cls, reasoning: str, message_id: str, status: ItemStatus = "completed") -> ReasoningItem:
+        """Describe a reply's reasoning, as the item before its message (message_id)."""
+        return cls(id=reasoning_item_id(message_id), status=status, content=[ReasoningText(text=reasoning)])
+
+
 class FunctionCall(BaseModel):
     id: str
     type: Literal["function_call"] = "function_call"
@@ -58,7 +78,7 @@ class FunctionCall(BaseModel):
         return cls(id=call_item_id(call.id), status=status, call_id=call.id, name=call.name, arguments=call.arguments)
 
 
-OutputItem = OutputMessage | FunctionCall
+OutputItem = ReasoningItem | OutputMessage | FunctionCall
 
 
 class InputTokensDetails(BaseModel):
@@ -155,10 +175,13 @@ class ResponseObject(BaseModel):
         )
 
     def finished(self, reply: Reply, message_id: str) -> ResponseObject:
-        """Return this response with the reply's output: its text (when it has any) as message_id, then its calls."""
+        """Return this response with the reply's output: its reasoning and its text (each when it has any, the text
+        as message_id), then its calls."""
         status = reply_status(reply)
+        thought = [ReasoningItem.of(reply.reasoning, message_id)]
         message = [OutputMessage(id=message_id, status="completed", content=[OutputText(text=reply.text)])]
         output: list[OutputItem] = [
+            *(thought if reply.reasoning else []),
             *(message if reply.text else []),
             *(FunctionCall.of(call, "completed") for call in reply.tool_calls),
         ]

@@ -121,6 +121,24 @@ def test_a_row_cancelled_while_waiting_for_room_leaves_at_once(family):
     cache.close()
 
 
+def test_an_embedding_takes_the_prefix_caches_pages_and_waits_for_the_rows(family):
+    cache = family.model.weights.new_cache(16, 4)
+    counts = Counter()
+    batch = NativeBatch(cache, PrefixCache(4096, counts))
+    batch.add_many([row(family, prompt(3, 20), 4)])
+    run(batch)
+    assert cache.used_pages == 2, "the finished row's prompt is kept for the next turn"
+    text = prompt(4, 40)  # three pages: only with the prefix cache's two given up
+    alone = batch.embed([text])
+    assert alone is not None and cache.used_pages == 0 and not batch.prefix_cache.entries
+    running = row(family, prompt(5, 30), 30)  # its whole reply reserved: every page
+    batch.add_many([running])
+    assert cache.used_pages == 4 and batch.embed([text]) is None, "no room until the row ends"
+    run(batch)
+    assert batch.embed([text]).tobytes() == alone.tobytes()
+    cache.close()
+
+
 def test_a_reply_generated_on_its_own_uses_the_same_native_batch(family):
     params = Settings(temperature=0.0, max_new_tokens=5).generation_defaults()
     reply = family.generate(Prompt(prompt(9, 12), 0), params, threading.Event())

@@ -1,4 +1,4 @@
-"""The native step: transformers' logits within tolerance, the same bits in any batch, and a KV budget it keeps."""
+"""The native step: transformers' logits and embeddings within tolerance, the same bits in any batch, a KV budget."""
 
 import subprocess
 import sys
@@ -16,7 +16,9 @@ from commons import Settings
 from palaver.engine.gguf.file import read_gguf
 from palaver.engine.native import binding as native
 from palaver.engine.native.loading import llama_config
+from palaver.engine.scheduling.embedding import unit_vectors
 from palaver.engine.torch.loading import load_model
+from palaver.engine.torch.pooling import mean_hidden_states
 
 # The KV cache holds float16 where transformers keeps float32: logits differ by at most this share of their range.
 RELATIVE_TOLERANCE = 2e-3
@@ -217,6 +219,55 @@ def test_llama_3s_rotary_scaling_is_read_from_the_files_frequency_factors(
     # Float32 weights on both sides: only the float16 KV cache differs (1e-5 measured; unscaled frequencies, 1e-3).
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max() and got.argmax() == want.argmax()
     model.close()
+
+
+def test_an_embedding_is_transformers_final_hidden_states_mean_pooled(weights, reference):
+    """Texts of one position, of one page (16) and one past it, and longer: within the logits' tolerance."""
+    texts = [PROMPT[:1], PROMPT[:16], PROMPT[:17], PROMPT, [(i * 37) % 250 + 1 for i in range(70)]]
+    cache = weights.new_cache(16, 16)
+    got = np.asarray(unit_vectors(cache.embed(texts, 128)))
+    want = np.asarray(unit_vectors(mean_hidden_states(reference, texts, encoder_decoder=False)))
+    assert np.abs(got - want).max() <= RELATIVE_TOLERANCE * np.abs(want).max()
+    assert cache.used_pages == 0, "an embedding's pages are lent for the call"
+    cache.close()
+
+
+def test_a_texts_embedding_is_the_same_bits_alone_beside_others_and_beside_decoding_rows(weights):
+    texts = [PROMPT[:16], PROMPT[:17], PROMPT, list(range(1, 130))]
+    alone_cache = weights.new_cache(16, 16)
+    alone = [alone_cache.embed([text], 128)[0] for text in texts]
+    alone_cache.close()
+    cache = weights.new_cache(16, 32)
+    decoding = cache.new_sequence()
+    assert cache.reserve(decoding, 40)
+    before = cache.step([decoding], [PROMPT], [True])[0]
+    for chunk in (1, 16, 17, 128):  # every text in one call, in steps of chunk tokens, beside the decoding row
+        together = cache.embed(texts, chunk)
+        for single, batched in zip(alone, together):
+            assert single.tobytes() == batched.tobytes()
+    token = int(before.argmax())
+    fresh = weights.new_cache(16, 4)
+    sequence = fresh.new_sequence()
+    assert fresh.reserve(sequence, 40)
+    fresh.step([sequence], [PROMPT], [False])
+    expected = fresh.step([sequence], [[token]], [True])[0]
+    assert cache.step([decoding], [[token]], [True])[0].tobytes() == expected.tobytes(), "the decoding row is untouched"
+    fresh.close()
+    cache.close()
+
+
+def test_an_embedding_the_pages_cannot_hold_waits_and_a_bad_one_is_refused_by_name(weights):
+    cache = weights.new_cache(16, 4)
+    held = cache.new_sequence()
+    assert cache.reserve(held, 33)  # three of four pages
+    assert cache.embed([PROMPT[:16]], 128) is not None
+    assert cache.embed([PROMPT], 128) is None and cache.used_pages == 3, "no room: nothing taken, asked again later"
+    with pytest.raises(native.NativeStepError, match="a token outside the vocabulary"):
+        cache.embed([[1, weights.shape.vocab]], 128)
+    with pytest.raises(native.NativeStepError, match="a row with no tokens"):
+        cache.embed([[]], 128)
+    assert cache.used_pages == 3
+    cache.close()
 
 
 def test_the_page_budget_is_all_or_none_and_pages_come_back(weights):

@@ -5,7 +5,7 @@ import json
 import ollama
 
 from palaver.core.errors import GenerationTimeout
-from palaver.core.types import Reply, ToolCall, ToolCallDelta, Usage
+from palaver.core.types import ReasoningDelta, Reply, ToolCall, ToolCallDelta, Usage
 from palaver.web.ollama.events import chat_lines, generate_lines
 from palaver.web.ollama.response_schemas import Clock
 
@@ -44,6 +44,24 @@ def test_a_generations_text_comes_in_parts_then_its_end():
     parts = read(generate_lines(stream("Hel", "lo", reply), "m", Clock(loading=True), lambda: None))
     assert [part.get("response") for part in parts] == ["Hel", "lo", ""]
     assert parts[-1]["done_reason"] == "length" and parts[-1]["load_duration"] >= 0 and "message" not in parts[-1]
+
+
+def test_a_thinking_models_reasoning_comes_first_in_thinking_parts_with_no_content():
+    reply = Reply("the answer", Usage(5, 6, 3), 0, "stop", reasoning="some thought")
+    items = [ReasoningDelta("some"), ReasoningDelta(" thought"), "the answer", reply]
+    parts = read(chat_lines(stream(*items), "m", Clock(loading=False), lambda: None))
+    assert [part["message"] for part in parts[:3]] == [
+        {"role": "assistant", "content": "", "thinking": "some"},
+        {"role": "assistant", "content": "", "thinking": " thought"},
+        {"role": "assistant", "content": "the answer"},
+    ]
+    assert parts[-1]["done"] and "thinking" not in parts[-1]["message"]
+    generated = read(generate_lines(stream(*items), "m", Clock(loading=False), lambda: None))
+    assert [(part["response"], part.get("thinking")) for part in generated[:3]] == [
+        ("", "some"),
+        ("", " thought"),
+        ("the answer", None),
+    ]
 
 
 def test_an_error_after_the_stream_began_is_a_last_error_line():

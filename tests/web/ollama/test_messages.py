@@ -67,10 +67,12 @@ def test_what_a_message_may_not_hold_is_named(messages, param, words):
     assert caught.value.param == param and words in caught.value.message
 
 
-def test_a_replayed_thought_is_refused_until_palaver_separates_reasoning():
+def test_a_replayed_thought_is_accepted_on_an_assistants_message_and_left_out_of_the_prompt():
+    request = parsed([{"role": "assistant", "content": "a", "thinking": "hmm"}, {"role": "user", "content": "hi"}])
+    assert request.conversation() == [Message("assistant", "a"), Message("user", "hi")]
     with pytest.raises(InvalidRequest) as caught:
-        parsed([{"role": "assistant", "content": "a", "thinking": "hmm"}, {"role": "user", "content": "hi"}])
-    assert caught.value.param == "messages[0].thinking" and "think is not supported" in caught.value.message
+        parsed([{"role": "user", "content": "hi", "thinking": "hmm"}])
+    assert caught.value.param == "messages[0].thinking" and "only assistant messages" in caught.value.message
 
 
 def test_a_message_is_bounded_like_any_other():

@@ -33,6 +33,12 @@ def test_a_model_directory_gives_its_architecture_and_type(chat_model):
     assert facts.size > 0 and facts.context_length == 512 and facts.template == ""
 
 
+def test_a_thinking_models_vocabulary_says_it_thinks(gguf_chat_model, thinking_gguf_model, chat_model, thinking_model):
+    assert model_facts(str(thinking_gguf_model), "t").thinks and model_facts(str(thinking_model), "t").thinks
+    assert model_facts(str(gguf_chat_model), "c").thinks is False and model_facts(str(chat_model), "c").thinks is False
+    assert model_facts("", "upstream").thinks is None, "nothing here to tell"
+
+
 def test_a_model_with_nothing_to_read_is_described_by_its_name(tmp_path):
     for weights in ("", "org/some-model", str(tmp_path / "broken.gguf")):
         if weights.endswith(".gguf"):

@@ -27,6 +27,12 @@ def test_a_model_is_listed_and_shown_without_loading_it(make_router, gguf_chat_m
     assert loaded_names(router) == [] and router.slots["chat-llama"].backend is None, "nothing was loaded"
 
 
+def test_a_thinking_model_shows_the_thinking_capability(make_router, thinking_gguf_model):
+    router = make_router(thinking_gguf_model)
+    assert ShowResponse.of(router, "thinking-llama").capabilities == ["completion", "tools", "thinking"]
+    assert router.slots["thinking-llama"].backend is None, "told from its file, without loading it"
+
+
 def test_parameters_are_the_models_defaults_under_ollamas_names(make_router, gguf_chat_model):
     router = make_router(gguf_chat_model, temperature=0.7, top_k=20, max_new_tokens=16)
     names = {line.split()[0]: line.split()[1] for line in parameter_lines(router.slots["chat-llama"])}

@@ -46,8 +46,7 @@ def test_tools_hold_the_reply_to_calls_and_keep_the_formats_schema_for_an_answer
     [
         ({"format": "yaml"}, "format", 'must be "json" or a JSON schema'),
         ({"format": {"type": "object", "propertyNames": {}}}, "format", "uses the keyword 'propertyNames'"),
-        ({"think": True}, "think", "think is not supported"),
-        ({"think": "high"}, "think", "leave it out or send false"),
+        ({"think": "max"}, "think", "true, false or one of low, medium, high"),
         ({"logprobs": True}, "logprobs", "/v1/chat/completions reports logprobs"),
         ({"stream": "yes"}, "stream", "true or false"),
         ({"tools": [WEATHER, WEATHER]}, "tools", "'get_weather' is named twice"),
@@ -84,6 +83,26 @@ def test_refused_generate_fields_are_named(fields, param, words):
     with pytest.raises(InvalidRequest) as caught:
         generate(**fields)
     assert caught.value.param == param and words in caught.value.message
+
+
+@pytest.mark.parametrize("think, thinking", [(None, None), (False, False), (True, True), ("low", True), ("high", True)])
+def test_think_says_whether_a_thinking_model_thinks(think, thinking):
+    fields = {} if think is None else {"think": think}
+    assert chat(**fields).generation_params(Settings().generation_defaults()).thinking is thinking
+    assert generate(**fields).thinking_wanted is thinking
+
+
+def test_thinking_asked_of_a_model_that_does_not_think_is_refused_as_ollama_refuses_it(
+    make_router, gguf_chat_model, thinking_gguf_model
+):
+    plain = make_router(gguf_chat_model)
+    assert chat(model="chat-llama", think=False).served_model(plain) == "chat-llama"
+    for think in (True, "medium"):
+        with pytest.raises(InvalidRequest) as caught:
+            chat(model="chat-llama:latest", think=think).served_model(plain)
+        assert caught.value.param == "think" and caught.value.message == '"chat-llama:latest" does not support thinking'
+    thinking = make_router(thinking_gguf_model)
+    assert generate(model="thinking-llama", think=True).served_model(thinking) == "thinking-llama"
 
 
 def test_a_model_is_named_as_configured_or_as_ollamas_name_latest(make_router, gguf_chat_model):

@@ -69,6 +69,18 @@ def test_a_reply_reads_as_ollamas_objects():
     assert ended["response"] == "" and ended["done_reason"] == "stop" and ollama.GenerateResponse(**ended).done
 
 
+def test_a_thinking_models_reasoning_is_its_thinking_apart_from_its_answer():
+    reply = Reply("the answer", Usage(5, 6, 3), 0, "stop", reasoning="some thought")
+    whole = ChatResponse.of("m", reply, timed(loading=False)).as_json()
+    assert whole["message"] == {"role": "assistant", "content": "the answer", "thinking": "some thought"}
+    assert ollama.ChatResponse(**whole).message.thinking == "some thought"
+    generated = GenerateResponse.of("m", reply, timed(loading=False)).as_json()
+    assert (generated["response"], generated["thinking"]) == ("the answer", "some thought")
+    assert ollama.GenerateResponse(**generated).thinking == "some thought"
+    plain = GenerateResponse.of("m", Reply("hi", Usage(1, 1), 0, "stop"), timed(loading=False)).as_json()
+    assert "thinking" not in plain and "thinking" not in ChatResponse.of("m", reply, timed(False)).message.content
+
+
 def test_why_a_reply_ended_in_ollamas_words():
     usage = Usage(1, 1)
     reasons = [done_reason(Reply("", usage, 0, reason)) for reason in ("stop", "length", "tool_calls", "cancelled")]

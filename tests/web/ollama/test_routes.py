@@ -15,6 +15,7 @@ from timing import budget
 
 MODEL = "chat-llama"
 TOOL_MODEL = "long-chat-llama"  # its 8,192 positions hold the tools' listing, which the tiny tokenizer writes long
+THINKING_MODEL = "thinking-llama"  # answers '<think>\nsome thought\n</think>\n\nthe answer', or the answer alone
 KEY = "key-one"
 HELLO = [{"role": "user", "content": "hello there"}]
 SAMPLED = {"temperature": 0.8, "seed": 7}
@@ -36,11 +37,12 @@ NODE_MODULES = Path(__file__).resolve().parents[3] / "node_modules"
 
 
 @pytest.fixture(scope="module")
-def server(gguf_chat_model, long_chat_model, tmp_path_factory):
-    """One keyed server on two native models: the tiny chat Llama, and its long twin for the tools' listing."""
+def server(gguf_chat_model, long_chat_model, thinking_gguf_model, tmp_path_factory):
+    """One keyed server on three native models: the tiny chat Llama, its long twin for the tools' listing, and the
+    tiny thinking Llama."""
     cache = tmp_path_factory.mktemp("ollama")
     long_gguf = tiny_models.build_gguf_llama(long_chat_model, cache / f"{TOOL_MODEL}.gguf")
-    models = f"{MODEL}={gguf_chat_model},{TOOL_MODEL}={long_gguf}"
+    models = f"{MODEL}={gguf_chat_model},{TOOL_MODEL}={long_gguf},{THINKING_MODEL}={thinking_gguf_model}"
     with start_server("", cache, models=models, api_keys=KEY, max_new_tokens="8") as url:
         yield url
 
@@ -159,7 +161,7 @@ def test_models_are_listed_shown_and_running(server, client):
     assert requests.get(f"{server}/ollama/api/version", timeout=10).json()["version"]
     client.chat(model=MODEL, messages=HELLO, options={"num_predict": 1})
     listed = {entry.model: entry for entry in client.list().models}
-    assert list(listed) == [MODEL, TOOL_MODEL]
+    assert list(listed) == [MODEL, TOOL_MODEL, THINKING_MODEL]
     details = listed[MODEL].details
     assert (details.format, details.family) == ("gguf", "llama") and details.parameter_size.endswith("K")
     assert details.quantization_level in ("Q4_0", "Q4_1", "Q8_0") and listed[MODEL].size > 0
@@ -173,6 +175,28 @@ def test_models_are_listed_shown_and_running(server, client):
     assert MODEL in running and running[MODEL].size_vram == 0 and running[MODEL].context_length == 512
     assert running[MODEL].expires_at is not None and running[MODEL].details == details
     assert client.show(f"{MODEL}:latest").details == details, "name:latest is the name"
+
+
+def test_a_thinking_model_thinks_apart_streamed_or_not_and_says_it_can(server, client):
+    args = {"model": THINKING_MODEL, "options": {"temperature": 0}}
+    whole = client.chat(**args, messages=HELLO, think=True)
+    assert (whole.message.thinking, whole.message.content, whole.eval_count) == ("some thought", "the answer", 6)
+    parts = list(client.chat(**args, messages=HELLO, think=True, stream=True))
+    thinking = [part for part in parts if part.message.thinking]
+    assert "".join(part.message.thinking for part in thinking) == "some thought"
+    assert all(part.message.content == "" for part in thinking) and parts[: len(thinking)] == thinking, "first"
+    assert streamed_text(parts)[0] == "the answer"
+    off = client.chat(**args, messages=HELLO, think=False)
+    assert off.message.thinking is None and off.message.content == "the answer"
+    generated = client.generate(**args, prompt="hello there", think=True)
+    assert (generated.thinking, generated.response) == ("some thought", "the answer")
+    pieces = list(client.generate(**args, prompt="hello there", think="high", stream=True))
+    assert "".join(part.thinking or "" for part in pieces) == "some thought"
+    replayed = client.chat(**args, messages=[*HELLO, whole.message, {"role": "user", "content": "and then?"}])
+    plain = [*HELLO, {"role": "assistant", "content": "the answer"}, {"role": "user", "content": "and then?"}]
+    assert replayed.prompt_eval_count == client.chat(**args, messages=plain).prompt_eval_count, "thinking left out"
+    assert client.show(THINKING_MODEL).capabilities == ["completion", "tools", "thinking"]
+    assert requests.get(f"{server}/ollama/api/version", timeout=10).json() == {"version": "0.9.0"}
 
 
 def test_keep_alive_0_unloads_and_the_next_chat_loads_again(client):
@@ -189,7 +213,7 @@ def test_keep_alive_0_unloads_and_the_next_chat_loads_again(client):
     "args, status, words",
     [
         ({"messages": [{"role": "user", "content": "hi", "images": ["aGk="]}]}, 400, "images are not supported"),
-        ({"think": True}, 400, "think is not supported"),
+        ({"think": True}, 400, f'"{MODEL}" does not support thinking'),
         ({"options": {"not_an_option": 1}}, 400, "'options.not_an_option' is not an option"),
         ({"options": {"num_predict": 0}}, 400, "'options.num_predict' must be an integer from 1 to 1024"),
         ({"options": {"temperature": 9}}, 400, "'options.temperature' must be a finite number at least 0.0"),
@@ -245,7 +269,7 @@ def test_the_js_client_chats_streams_and_lists(server):
     seen = json.loads(run.stdout.splitlines()[-1])
     assert seen["whole"] and seen["streamed"] == seen["whole"] and seen["last"]["done"] is True
     assert seen["last"]["eval_count"] >= 1 and seen["generated"]["done_reason"] == "length"
-    assert seen["models"] == [MODEL, TOOL_MODEL] and MODEL in seen["running"]
+    assert seen["models"] == [MODEL, TOOL_MODEL, THINKING_MODEL] and MODEL in seen["running"]
     assert seen["capabilities"] == ["completion", "tools"] and seen["version"]
     assert seen["refused"]["status"] == 400 and "options.not_an_option" in seen["refused"]["error"]
 

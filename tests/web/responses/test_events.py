@@ -4,7 +4,7 @@ import json
 
 from commons import Settings
 from palaver.core.errors import GenerationFailed
-from palaver.core.types import PromptInfo, Reply, ToolCall, ToolCallDelta, Usage
+from palaver.core.types import PromptInfo, ReasoningDelta, Reply, ToolCall, ToolCallDelta, Usage
 from palaver.web.responses.events import response_events
 from palaver.web.responses.request_schemas import ResponsesRequest
 from palaver.web.responses.response_schemas import ResponseObject
@@ -66,6 +66,44 @@ def test_text_streams_as_one_message_with_its_part_and_the_kept_response_comes_l
     assert events[6]["text"] == events[7]["part"]["text"] == "Hello there"
     assert events[8]["item"] == events[9]["response"]["output"][0] and events[8]["item"]["status"] == "completed"
     assert [response.model_dump() for response in kept] == [events[9]["response"]]
+
+
+def test_reasoning_streams_as_its_own_item_before_the_message():
+    kept = []
+    reply = Reply("the answer", Usage(5, 6, 3), 0, "stop", reasoning="some thought")
+    items = stream(ReasoningDelta("some"), ReasoningDelta(" thought"), "the answer", reply)
+    events = parsed(response_events(items, started(), "msg_1", kept.append))
+    assert [event["type"] for event in events][2:10] == [
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.delta",
+        "response.reasoning_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.output_item.added",
+    ]
+    assert events[2]["item"] == {
+        "id": "rs_1",
+        "type": "reasoning",
+        "status": "in_progress",
+        "summary": [],
+        "content": [],
+    }
+    assert events[3]["part"] == {"type": "reasoning_text", "text": ""}
+    assert events[4] == {
+        "type": "response.reasoning_text.delta",
+        "item_id": "rs_1",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": "some",
+        "sequence_number": 4,
+    }
+    assert events[6]["text"] == events[7]["part"]["text"] == "some thought"
+    assert events[9]["output_index"] == 1 and events[9]["item"]["id"] == "msg_1"
+    final = events[-1]["response"]
+    assert final["output"][0] == events[8]["item"] and events[8]["item"]["status"] == "completed"
+    assert [item["type"] for item in final["output"]] == ["reasoning", "message"] and kept
 
 
 def test_calls_stream_as_function_call_items_and_a_cut_off_one_is_incomplete():

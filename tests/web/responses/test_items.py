@@ -5,7 +5,7 @@ import pytest
 from commons import Settings
 from palaver.core.errors import InvalidRequest
 from palaver.core.types import Message, ToolCall
-from palaver.web.responses.items import call_item_id, conversation_of
+from palaver.web.responses.items import call_item_id, conversation_of, reasoning_item_id
 from palaver.web.responses.request_schemas import ResponsesRequest
 
 CALL = {"type": "function_call", "call_id": "call_7", "name": "get_time", "arguments": "{}", "id": "fc_7"}
@@ -59,6 +59,27 @@ def test_a_reply_replayed_as_openai_returns_it_is_accepted():
     assert conversation_of(items([{"role": "user", "content": "hello"}, replayed]))[-1] == Message("assistant", "hi")
 
 
+def test_a_reasoning_item_sent_back_is_accepted_listed_and_left_out_of_the_prompt():
+    thought = {
+        "type": "reasoning",
+        "id": "rs_9",
+        "summary": [],
+        "content": [{"type": "reasoning_text", "text": "some thought"}],
+        "status": "completed",
+    }
+    answer = {"type": "message", "role": "assistant", "id": "msg_9", "content": "the answer"}
+    given = items([{"role": "user", "content": "hello"}, thought, answer, {"role": "user", "content": "and?"}])
+    assert conversation_of(given) == [
+        Message("user", "hello"),
+        Message("assistant", "the answer"),
+        Message("user", "and?"),
+    ]
+    assert given[1].listed() == thought
+    summarised = {"type": "reasoning", "summary": [{"type": "summary_text", "text": "s"}], "encrypted_content": "e"}
+    assert items([summarised, {"role": "user", "content": "hi"}])[0].listed()["id"].startswith("rs_")
+    assert reasoning_item_id("msg_9") == "rs_9"
+
+
 @pytest.mark.parametrize(
     "value, param, words",
     [
@@ -72,6 +93,15 @@ def test_a_reply_replayed_as_openai_returns_it_is_accepted():
         ([{"role": "assistant", "content": [{"type": "refusal", "refusal": "no"}]}], "input[0].content[0]", "refusal"),
         ([{"type": "web_search_call", "id": "ws_1"}], "input[0]", "function tools only"),
         ([{"type": "item_reference", "id": "msg_1"}], "input[0]", "previous_response_id"),
+        ([{"type": "reasoning", "id": "rs_1"}], "input[0].summary", "needs 'summary'"),
+        ([{"type": "reasoning", "summary": [], "content": "hmm"}], "input[0].content", "reasoning_text parts only"),
+        ([{"type": "reasoning", "summary": [], "role": "assistant"}], "input[0].role", "takes only"),
+        (
+            [{"role": "assistant", "content": [{"type": "reasoning_text", "text": "x"}]}],
+            "input[0].content",
+            "output_text parts only",
+        ),
+        ([{"type": "reasoning", "summary": [{"type": "output_text", "text": "x"}]}], "input[0].summary[0].type", ""),
         ([{**CALL, "name": "bad name"}], "input[0].name", "pattern"),
         ([{"role": "user", "content": "x" * 2001}], "input[0].content", "at most 2000 characters"),
         (

@@ -44,7 +44,7 @@ def test_fields_that_change_nothing_are_accepted_at_their_neutral_values():
         user="u",
         safety_identifier="s",
         metadata={"a": "b"},
-        reasoning={"effort": "low", "summary": "auto"},
+        reasoning={"summary": "auto"},
         text={"format": {"type": "text"}, "verbosity": "medium"},
         stream=True,
         stream_options={"include_obfuscation": True},
@@ -128,6 +128,16 @@ def test_the_conversation_continues_the_earlier_one_and_the_instructions_lead_th
     with pytest.raises(InvalidRequest) as caught:
         parse(input=[output]).continued([])
     assert caught.value.param == "input" and "user message" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "effort, thinking",
+    [(None, None), ("none", False), ("minimal", False), ("low", True), ("high", True), ("xhigh", True)],
+)
+def test_reasoning_effort_says_whether_a_thinking_model_thinks_as_on_chat_completions(effort, thinking):
+    given = parse(reasoning={"effort": effort} if effort else {"summary": "auto"})
+    assert given.thinking_wanted() is thinking
+    assert given.generation_params(Settings().generation_defaults()).thinking is thinking
 
 
 def test_sampling_follows_the_temperature_as_openai_clients_expect():

@@ -64,6 +64,21 @@ def test_a_reply_cut_off_is_incomplete_in_its_last_item_and_an_empty_one_has_no_
     assert failed.status == "failed" and failed.error.code == "server_error" and failed.error.message
 
 
+def test_a_thinking_models_reasoning_is_an_item_before_its_message_and_alone_when_cut_off_while_thinking():
+    finished = started().finished(Reply("the answer", Usage(5, 6, 3), 0, "stop", reasoning="some thought"), "msg_1")
+    thought, message = finished.model_dump()["output"]
+    assert thought == {
+        "id": "rs_1",
+        "type": "reasoning",
+        "status": "completed",
+        "summary": [],
+        "content": [{"type": "reasoning_text", "text": "some thought"}],
+    }
+    assert message["id"] == "msg_1" and finished.usage.output_tokens_details.reasoning_tokens == 3
+    cut = started().finished(Reply("", Usage(5, 8, 8), 0, "length", reasoning="still thinking"), "msg_1")
+    assert [(item.type, item.status) for item in cut.output] == [("reasoning", "incomplete")]
+
+
 ITEMS = [{"id": f"msg_{index}", "type": "message"} for index in range(5)]
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from servers import start_server
 
 MODEL = "long-chat-llama"
+THINKING_MODEL = "thinking-llama"  # answers '<think>\nsome thought\n</think>\n\nthe answer', or the answer alone
 KEY, OTHER_KEY = "key-one", "key-two"
 WEATHER = {
     "type": "function",
@@ -35,16 +36,18 @@ TEXT_DONE = ["response.output_text.done", "response.content_part.done", "respons
 
 
 @pytest.fixture(scope="module")
-def server(long_chat_model, models_dir, tmp_path_factory):
-    """A keyed server on the tiny chat Llama as a GGUF file with room for the tools' listing, on the native step.
+def server(long_chat_model, thinking_gguf_model, models_dir, tmp_path_factory):
+    """A keyed server on the tiny chat Llama as a GGUF file with room for the tools' listing, on the native step,
+    and the tiny thinking Llama beside it.
 
-    Its greedy replies are newlines (which a reply leaves out), so it samples with a fixed default seed instead:
-    the same request gets the same reply, with text in it.
+    The chat Llama's greedy replies are newlines (which a reply leaves out), so it samples with a fixed default seed
+    instead: the same request gets the same reply, with text in it.
     """
     model = tiny_models.build_gguf_llama(long_chat_model, models_dir / "long-chat-llama.gguf")
     cache = tmp_path_factory.mktemp("responses")
     keys = f"{KEY}, {OTHER_KEY}"
-    with start_server(model, cache, api_keys=keys, max_new_tokens="8", temperature="0.8", seed="7") as url:
+    models = f"{MODEL}={model},{THINKING_MODEL}={thinking_gguf_model}"
+    with start_server("", cache, models=models, api_keys=keys, max_new_tokens="8", temperature="0.8", seed="7") as url:
         yield url
 
 
@@ -209,6 +212,39 @@ def test_a_json_schema_format_holds_the_reply(client):
         assert isinstance(json.loads(any_object.output_text), dict)
 
 
+def test_a_thinking_models_reasoning_is_an_item_before_its_message_streamed_stored_and_left_out_after(client):
+    args = {"model": THINKING_MODEL, "input": "hello there", "temperature": 0}
+    response = client.responses.create(**args)
+    thought, message = response.output
+    assert thought.type == "reasoning" and thought.id.startswith("rs_") and thought.summary == []
+    assert [part.text for part in thought.content] == ["some thought"] and response.output_text == "the answer"
+    assert message.type == "message" and "<think>" not in response.output_text
+    assert response.usage.output_tokens == 6 and response.usage.output_tokens_details.reasoning_tokens == 3
+    assert client.responses.retrieve(response.id) == response, "stored with its reasoning item"
+
+    events = list(client.responses.create(**args, stream=True, store=False))
+    added = [event.item.type for event in events if event.type == "response.output_item.added"]
+    streamed = "".join(event.delta for event in events if event.type == "response.reasoning_text.delta")
+    done = next(event for event in events if event.type == "response.reasoning_text.done")
+    assert added == ["reasoning", "message"] and streamed == done.text == "some thought"
+    assert events[-1].response.output[0].content == thought.content and events[-1].response.output_text == "the answer"
+    with client.responses.stream(**args, store=False) as stream:  # the client's own helper follows the items
+        assert stream.get_final_response().output_text == "the answer"
+    for effort in ("none", "minimal"):
+        plain = client.responses.create(**args, reasoning={"effort": effort}, store=False)
+        assert [item.type for item in plain.output] == ["message"] and plain.output_text == "the answer", effort
+
+    follow_up = {"role": "user", "content": "and then?"}
+    replayed = [{"role": "user", "content": "hello there"}, *(i.model_dump(exclude_none=True) for i in response.output)]
+    explicit = client.responses.create(model=THINKING_MODEL, input=[*replayed, follow_up], temperature=0)
+    continued = client.responses.create(
+        model=THINKING_MODEL, input=[follow_up], previous_response_id=response.id, temperature=0, store=False
+    )
+    assert explicit.usage.input_tokens == continued.usage.input_tokens, "the reasoning is in neither prompt"
+    listed = [item.type for item in client.responses.input_items.list(explicit.id, order="asc")]
+    assert listed == ["message", "reasoning", "message", "message"]
+
+
 @pytest.mark.parametrize(
     "args, param",
     [
@@ -224,7 +260,8 @@ def test_a_json_schema_format_holds_the_reply(client):
         ({"metadata": {"k": "v" * 600}}, "metadata"),
         ({"text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format.schema"),
         ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "input[0].content[0]"),
-        ({"input": [{"type": "reasoning", "id": "rs_1", "summary": []}]}, "input[0]"),
+        ({"input": [{"type": "reasoning", "id": "rs_1", "summary": [], "content": "hmm"}]}, "input[0].content"),
+        ({"reasoning": {"effort": "extreme"}}, "reasoning.effort"),
         ({"input": [{"type": "function_call", "call_id": "c", "name": "f"}]}, "input[0].arguments"),
         ({"previous_response_id": "not an id"}, "previous_response_id"),
     ],
@@ -261,6 +298,26 @@ def test_an_agents_sdk_agent_calls_its_tool_through_the_responses_model(server):
     assert len(asked) == 1 and result.final_output == f"snow in {asked[0]}"
     [response] = result.raw_responses
     assert response.response_id.startswith("resp_") and response.usage.input_tokens > 0
+
+
+def test_an_agents_sdk_agent_with_an_output_type_gets_it_through_text_format(server):
+    import agents
+    import pydantic
+    from agents.models.openai_responses import OpenAIResponsesModel
+
+    class Verdict(pydantic.BaseModel):
+        sunny: bool
+
+    model = OpenAIResponsesModel(model=MODEL, openai_client=openai.AsyncOpenAI(base_url=server + "/v1", api_key=KEY))
+    agent = agents.Agent(
+        name="judge",
+        instructions="Say whether it is sunny.",
+        model=model,
+        output_type=Verdict,
+        model_settings=agents.ModelSettings(max_tokens=64),
+    )
+    result = agents.Runner.run_sync(agent, "Oslo, noon", run_config=agents.RunConfig(tracing_disabled=True))
+    assert isinstance(result.final_output, Verdict)  # the SDK sent its schema as text.format and parsed the reply
 
 
 def test_errors_keep_openais_envelope_and_their_status(make_app, gguf_chat_model):
