@@ -1,4 +1,4 @@
-"""Rate limits: requests and generated tokens per caller in fixed windows, and failed page sign-ins per address."""
+"""Rate limits: requests and tokens (generated or embedded) per caller, and failed page sign-ins per address."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ log = logging.getLogger("palaver")
 
 
 class RateLimits:
-    """Count requests and generated tokens per caller in fixed one-window buckets, shared by all threads."""
+    """Count requests and tokens generated or embedded per caller in fixed one-window buckets, shared by all threads."""
 
     def __init__(self, settings: Settings):
         try:
@@ -38,7 +38,7 @@ class RateLimits:
     def check_tokens(self, caller: str) -> None:
         """Refuse a generation at once while the caller's token budget for this window is spent."""
         if self.tokens is not None and not self.strategy.test(self.tokens, "tokens", caller):
-            raise self._refusal(self.tokens, "tokens", caller, "generated tokens")
+            raise self._refusal(self.tokens, "tokens", caller, "tokens generated or embedded")
 
     def reserve_tokens(self, caller: str, most: int) -> Callable[[int], None]:
         """Take up to most tokens of the caller's budget now, or refuse; return the call that settles the real count.
@@ -53,7 +53,9 @@ class RateLimits:
         key, storage = limit.key_for("tokens", caller), self.strategy.storage
         if storage.incr(key, limit.get_expiry(), amount=reserved) > limit.amount:
             storage.incr(key, limit.get_expiry(), amount=-reserved)
-            raise self._refusal(limit, "tokens", caller, f"generated tokens (this request reserves {reserved})")
+            raise self._refusal(
+                limit, "tokens", caller, f"tokens generated or embedded (this request reserves {reserved})"
+            )
         window = storage.get_expiry(key)
 
         def settle(used: int) -> None:
