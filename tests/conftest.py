@@ -240,6 +240,18 @@ def markdown_model(models_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sentence_bert_model(models_dir) -> Path:
+    """A tiny BertModel as sentence-transformers saves it: CLS-pooled, normalised, 48 tokens to a text."""
+    return tiny_models.build_sentence_bert(models_dir / "sentence-bert")
+
+
+@pytest.fixture(scope="session")
+def sentence_xlm_roberta_model(models_dir) -> Path:
+    """A tiny XLMRobertaModel as sentence-transformers saves it: mean-pooled, its positions after the padding id."""
+    return tiny_models.build_sentence_xlm_roberta(models_dir / "sentence-xlm-roberta")
+
+
+@pytest.fixture(scope="session")
 def postgres_server():
     """A real PostgreSQL 15 server for the session, in a temporary directory."""
     with databases.postgres_cluster() as url:
@@ -359,6 +371,24 @@ def markdown_server(markdown_model, tmp_path_factory):
     """A server whose model answers a Markdown list, table, code block and links, carrying XSS payloads."""
     with start_server(markdown_model, tmp_path_factory.mktemp("markdown")) as base_url:
         yield base_url
+
+
+@pytest.fixture(scope="module")
+def hub():
+    """A local Hugging Face Hub for one test file (tests/fake_hub.py): nothing in the suite reaches the real one."""
+    from fake_hub import fake_hub
+
+    with fake_hub() as running:
+        yield running
+
+
+@pytest.fixture
+def hub_home(hub, tmp_path, monkeypatch):
+    """Point huggingface_hub at the local Hub, with an empty cache of the test's own; return PALAVER_CACHE_DIR."""
+    from fake_hub import use_hub
+
+    use_hub(monkeypatch, hub, tmp_path / "hf")
+    return tmp_path / "cache"
 
 
 @pytest.fixture(scope="module")

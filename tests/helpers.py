@@ -179,3 +179,23 @@ def count_grammar_work(monkeypatch) -> GrammarWork:
     for module in (json_schemas, tools, constraints):
         monkeypatch.setattr(module, "LLMatcher", work)
     return work
+
+
+def sentence_transformers_vectors(path, texts: list[str], pooling: str, max_seq_length: int | None = None):
+    """Return sentence-transformers' vectors for texts, computed here: one padded batch, pooled, normalised.
+
+    Texts cut to max_seq_length as it cuts them; its Pooling module's formulas over the attention mask (cls_token or
+    mean_tokens), then its Normalize module.
+    """
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    cut = {"truncation": True, "max_length": max_seq_length} if max_seq_length else {}
+    batch = tokenizer(texts, padding=True, return_tensors="pt", **cut)
+    with torch.inference_mode():
+        states = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+    mean = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+    pooled = states[:, 0] if pooling == "cls_token" else mean
+    return torch.nn.functional.normalize(pooled, p=2, dim=1).numpy()

@@ -23,10 +23,11 @@ ALLOWED = {
     "core": set(),
     "storage": {"core"},
     "engine": {"core"},
-    "backends": {"core", "engine"},
+    "models": {"core", "engine"},  # getting models: the Hub, the local library; it reads files as the engine does
+    "backends": {"core", "engine", "models"},
     "chat": {"core", "storage", "engine", "backends"},
-    "web": {"core", "storage", "engine", "backends", "chat"},
-    "cli": {"core", "storage", "engine", "backends", "chat"},
+    "web": {"core", "storage", "engine", "models", "backends", "chat"},
+    "cli": {"core", "storage", "engine", "models", "backends", "chat"},
 }
 ENTRY_POINTS = ["app.py", "inference.py", "commons.py", "gunicorn.conf.py"]
 ENGINE = PACKAGE / "engine"

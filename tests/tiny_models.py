@@ -9,9 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForCausalLM,
+    BertConfig,
+    BertModel,
+    BertTokenizerFast,
     BlenderbotConfig,
     BlenderbotForConditionalGeneration,
     BlenderbotSmallConfig,
@@ -32,6 +35,9 @@ from transformers import (
     Qwen2ForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
+    XLMRobertaConfig,
+    XLMRobertaModel,
+    XLMRobertaTokenizerFast,
 )
 
 CORPUS = [
@@ -403,6 +409,90 @@ LLAMA_TO_GGUF = {
     "self_attn.q_norm": "attn_q_norm",
     "self_attn.k_norm": "attn_k_norm",
 }
+
+
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+BERT_TOKEN_ARGS = ["pad_token", "unk_token", "cls_token", "sep_token", "mask_token"]
+XLM_R_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def wordpiece() -> Tokenizer:
+    """Train a small lowercasing WordPiece tokenizer, as BERT's, that puts [CLS] and [SEP] around a text."""
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.train_from_iterator(CORPUS, trainers.WordPieceTrainer(vocab_size=200, special_tokens=BERT_SPECIALS))
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return tokenizer
+
+
+def save_sentence_modules(path: Path, pooling: str, width: int, max_seq_length: int) -> Path:
+    """Write sentence-transformers' files beside a saved encoder: its modules, pooling, and a normalisation."""
+    modules = [("", "Transformer"), ("1_Pooling", "Pooling"), ("2_Normalize", "Normalize")]
+    listed = [
+        {"idx": index, "name": str(index), "path": folder, "type": f"sentence_transformers.models.{kind}"}
+        for index, (folder, kind) in enumerate(modules)
+    ]
+    (path / "modules.json").write_text(json.dumps(listed, indent=2))
+    (path / "1_Pooling").mkdir()
+    modes = ["cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens"]
+    config = {"word_embedding_dimension": width} | {f"pooling_mode_{mode}": mode == pooling for mode in modes}
+    (path / "1_Pooling" / "config.json").write_text(json.dumps(config, indent=2))
+    sentence = {"max_seq_length": max_seq_length, "do_lower_case": False}
+    (path / "sentence_bert_config.json").write_text(json.dumps(sentence))
+    return path
+
+
+def build_sentence_bert(path: Path, pooling: str = "cls_token") -> Path:
+    """A BertModel (two layers, 64 positions) as sentence-transformers saves it: pooled by pooling, 48 tokens."""
+    tokenizer = BertTokenizerFast(tokenizer_object=wordpiece(), **dict(zip(BERT_TOKEN_ARGS, BERT_SPECIALS)))
+    torch.manual_seed(5)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    save(BertModel(config), tokenizer, path)
+    return save_sentence_modules(path, pooling, config.hidden_size, max_seq_length=48)
+
+
+def build_sentence_xlm_roberta(path: Path) -> Path:
+    """An XLMRobertaModel (a Unigram vocabulary, 66 positions of which 2 are kept for padding), mean-pooled."""
+    unigram = Tokenizer(models.Unigram())
+    unigram.pre_tokenizer = pre_tokenizers.Metaspace()
+    unigram.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=150, special_tokens=XLM_R_SPECIALS, unk_token="<unk>")
+    unigram.train_from_iterator(CORPUS, trainer)
+    unigram.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    names = ["bos_token", "pad_token", "eos_token", "unk_token", "mask_token"]
+    tokenizer = XLMRobertaTokenizerFast(
+        tokenizer_object=unigram, cls_token="<s>", sep_token="</s>", **dict(zip(names, XLM_R_SPECIALS))
+    )
+    torch.manual_seed(6)
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=66,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+    )
+    save(XLMRobertaModel(config), tokenizer, path)
+    return save_sentence_modules(path, "mean_tokens", config.hidden_size, max_seq_length=512)
 
 
 def k_quant_blocks(kind: str, shape: tuple[int, ...]) -> np.ndarray:

@@ -21,7 +21,7 @@ from palaver.backends.sources import model_source, resolve_settings
 from palaver.backends.switches import SwitchBudget
 from palaver.backends.upstream import UpstreamEngine
 from palaver.core.config import Settings
-from palaver.core.embeddings import EmbeddingRequest, Embeddings
+from palaver.core.embeddings import EmbeddingRequest, Embeddings, only_embeds
 from palaver.core.errors import ModelNotReady, NotFound
 from palaver.core.requests import GenerationRequest
 from palaver.core.types import CALLER, ModelLimits, Reply, ReplyEvents, final
@@ -273,6 +273,8 @@ class ModelRouter:
     def stream(self, request: GenerationRequest) -> ReplyEvents:
         """Admit a request, the one time, and queue it on its model; yield its PromptInfo, its text, then its Reply."""
         name = self._configured(request.model)  # an unknown one is a 404 that takes no place
+        if self.slots[name].embeds_only:  # so is a generation asked of a model that only embeds, a 400
+            raise only_embeds(name)
         self.admission.admit()  # one bound for the server, whichever model a request names
         try:
             with self.using(name, request.caller.client) as backend:  # whoever reads the stream
@@ -384,7 +386,7 @@ class ModelRouter:
             info["limits"] = asdict(slot.limits)
         if slot.state == "failed":
             info["retry_in_seconds"] = math.ceil(slot.retry_in() * 10) / 10  # 0 only once it may be tried
-        info.update(loads=slot.loads, unloads=slot.unloads, default=name == self.default)
+        info.update(loads=slot.loads, unloads=slot.unloads, default=name == self.default, embeds_only=slot.embeds_only)
         return info
 
     def close(self) -> None:

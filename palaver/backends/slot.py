@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from palaver.core.types import ModelLimits
 from palaver.engine.engine import Engine
 from palaver.engine.machine import weight_bytes
 from palaver.engine.model_sources import resolve_source
+from palaver.engine.prompting.encoders import SentenceEncoderFamily, embeds_only
 
 RETRY_BASE_SECONDS = 1.0  # a failed load is tried again after 1 s, then 2, 4… up to a minute
 RETRY_CAP_SECONDS = 60.0
@@ -42,6 +44,18 @@ class Slot:
     @property
     def state(self) -> str:
         return "unloaded" if self.backend is None else STATES.get(self.backend.state, self.backend.state)
+
+    @property
+    def embeds_only(self) -> bool:
+        """Tell whether the model only embeds (a sentence encoder): as its family says once loaded, else its files."""
+        if self.limits is not None:
+            return self.limits.family == SentenceEncoderFamily.name
+        return self.files_embed_only
+
+    @functools.cached_property
+    def files_embed_only(self) -> bool:
+        """Tell whether the model's files are a sentence encoder's, read once (a hub id's tell only once it loads)."""
+        return self.settings.backend != "openai" and embeds_only(self.weights_path())
 
     def loading(self) -> bool:
         """Tell whether its model is being loaded here (made and not yet settled): it takes memory as it goes."""

@@ -1,4 +1,4 @@
-"""Make the model the settings name ready to serve, in the worker: fetch MLflow URIs, apply what a model saved."""
+"""Make the settings' model ready to serve, in the worker: fetch MLflow URIs, pull Hub sources, apply defaults."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from palaver.backends.mlflow_models import (
 )
 from palaver.core.config import SETTING_NAMES, Settings
 from palaver.core.errors import ConfigurationError
+from palaver.core.hub_sources import is_hub_source
 from palaver.core.types import ModelSource
+from palaver.models.pulling import ensure, locate, servable_path
 
 OPENAI_URL = "https://api.openai.com/v1"  # where an openai-flavour MLflow model goes when nothing else is set
 
@@ -34,6 +36,8 @@ def resolve_settings(settings: Settings, environ: Mapping[str, str] | None = Non
     values: dict[str, Any] = {}
     if is_mlflow_uri(settings.model):
         values["model"] = str(fetch_mlflow_model(settings.model, Path(settings.cache_dir)))
+    if is_hub_source(settings.model) and settings.backend == "local":  # pulled now, so that no request waits on it
+        servable_path(ensure(settings.model, settings.cache_dir, terminal=True))
     saved = find_mlflow_model(values.get("model", settings.model))
     if isinstance(saved, OpenAIModel):
         values.update(upstream_for(saved, settings, explicit, environ))
@@ -68,11 +72,14 @@ def upstream_for(
 
 
 def model_source(settings: Settings) -> ModelSource | None:
-    """Return where an MLflow model's weights and tokenizer are; None for any other model, which the engine finds.
+    """Return where a pulled Hub file, or an MLflow model's weights and tokenizer, are; None for others (the engine's).
 
     The engine looks a plain PALAVER_MODEL up when it loads, so a missing file is a failed load (503 and the log),
     not a server that will not start.
     """
+    if is_hub_source(settings.model):  # pulled at start-up: found in the library, the Hub never asked here
+        path = str(locate(settings.model, settings.cache_dir))
+        return ModelSource(path, path)
     saved = find_mlflow_model(settings.model)
     if isinstance(saved, OpenAIModel):
         raise ConfigurationError(

@@ -1,4 +1,4 @@
-"""The `palaver` command: serve, chat in a terminal, run a preset over a file, describe the model, migrate."""
+"""The `palaver` command: serve, chat in a terminal, run a preset over a file, describe and pull models, migrate."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import NoReturn
 
 import click
 from pydantic_core import PydanticCustomError
+
+from palaver.cli import library
 
 ROOT = Path(__file__).resolve().parents[2]  # in a checkout, the project: Procfile, gunicorn.conf.py, app.py
 
@@ -101,10 +103,13 @@ def upgrade() -> None:
     click.echo(f"palaver: {engine.url.render_as_string(hide_password=True)} is at revision {revision}")
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @MODEL_OPTION
-def models(model: str | None) -> None:
-    """Show what each configured model resolves to (or --model's): source, family, limits and cache."""
+@click.pass_context
+def models(context: click.Context, model: str | None) -> None:
+    """Show what each configured model resolves to (or --model's); `ls` and `rm` manage the models pulled."""
+    if context.invoked_subcommand is not None:
+        return
     settings, backend, _, chosen = open_backend(model)
     names = [chosen] if model else backend.names
     for index, name in enumerate(names):
@@ -159,6 +164,8 @@ def gguf_rows(layout: dict | None) -> dict[str, object]:
         "tensors": types,
         "served": f"{stored:.0f} MB as stored, {widened:.0f} MB as float32 ({layout['share_as_stored']:.0%} as stored)",
     }
+    if layout.get("kernels"):
+        rows["kernels"] = layout["kernels"]  # the instructions the block kernels use: avx2 or avx512
     if layout.get("why"):
         rows["not native because"] = layout["why"]
     return rows
@@ -286,3 +293,8 @@ def batch(
     bar.close()
     failures = f"; {failed} failed, with the reason in their 'error' field" if failed else ""
     click.echo(f"{bar.n} rows in {output}{failures}")
+
+
+main.add_command(library.pull)
+models.add_command(library.ls)
+models.add_command(library.rm)

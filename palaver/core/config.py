@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from palaver.core.errors import ConfigurationError, InvalidRequest
+from palaver.core.hub_sources import HubSource, is_hub_source
 from palaver.core.parameters import PARAMETER_NAMES, GenerationParams, Sampling
 from palaver.core.setting import Setting, default_cache_dir, one_of, parse_bytes, parse_duration, setting
 
@@ -17,6 +18,7 @@ EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 WEIGHT_MODES = ("auto", "q8_0", "float32")
 ENGINES = ("auto", "native", "transformers")
+KERNEL_FAMILIES = ("auto", "avx2", "avx512")
 BACKENDS = ("local", "openai")
 
 
@@ -26,8 +28,10 @@ class Settings:
 
     model: str = setting(
         "",
-        "Model to serve: a Hugging Face id, a local model or MLflow model directory, a `models:/` or `runs:/` "
-        "URI, or a .gguf file. Empty means the embedded SmolLM2-135M-Instruct.",
+        "Model to serve: a GGUF file on the Hugging Face Hub (`hf:OWNER/REPO:QUANT` or `hf:OWNER/REPO/FILE.gguf`, "
+        "`@REV` after `REPO` to pin a revision; pulled into the Hub's cache at start-up, see docs/models.md), a "
+        "Hugging Face id, a local model or MLflow model directory, a `models:/` or `runs:/` URI, or a .gguf file. "
+        "Empty means the embedded SmolLM2-135M-Instruct.",
     )
     models: str = setting(
         "",
@@ -69,6 +73,13 @@ class Settings:
         "transformers; `native` refuses to start where the native step cannot serve the model; `transformers` never "
         "uses it.",
         parse=one_of(*ENGINES),
+    )
+    kernels: str = setting(
+        "auto",
+        "Which instructions the GGUF block kernels use: `auto` the widest this CPU has (AVX-512 where it has "
+        "AVX-512 F, BW and VL, else AVX2); `avx2` or `avx512` forces a family, and a model refuses to load where the "
+        "CPU lacks it. Both give the same bits; `system_fingerprint` and `/readyz` name the family in use.",
+        parse=one_of(*KERNEL_FAMILIES),
     )
     memory_limit: int = setting(
         0,
@@ -273,6 +284,8 @@ class Settings:
         """Return the served model's name as clients see it, without loading it."""
         if not self.model:
             return EMBEDDED_MODEL_NAME
+        if is_hub_source(self.model):
+            return HubSource.parse(self.model).name
         path = Path(self.model).expanduser()
         if self.model.endswith(".gguf"):
             return path.stem

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from palaver.core.errors import InvalidRequest
 from palaver.core.types import CALLER, Caller
 
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's bound on one request's inputs
@@ -40,3 +41,13 @@ class Embeddings:
 
     vectors: list[list[float]]
     prompt_tokens: int  # every input's tokens, after any truncation: what the model read
+
+
+def only_embeds(model: str) -> InvalidRequest:
+    """Refuse a generation asked of a model that only embeds (a sentence encoder), naming the model."""
+    return InvalidRequest(
+        f"the model '{model}' only embeds: it generates no text; send its inputs to /v1/embeddings "
+        "(or Ollama's /api/embed)",
+        param="model",
+        code="model_only_embeds",
+    )

@@ -58,6 +58,7 @@ class ServedModel(Protocol):
 
     model_type: str  # the architecture, as transformers' config names it ("llama", "gpt2", "blenderbot-small")
     is_encoder_decoder: bool
+    embeds_only: bool  # a sentence encoder: its batches embed, and no row ever joins them
     context_length: int  # the most positions the model attends to
     vocab_size: int  # the rows of its output; 0 where the model does not say
     embedding_size: int  # the width of its final hidden states, which an embedding pools

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from palaver.core.config import Settings
-from palaver.core.embeddings import EmbeddingRequest, Embeddings
+from palaver.core.embeddings import EmbeddingRequest, Embeddings, only_embeds
 from palaver.core.errors import ConfigurationError, ModelNotReady, ModelRefused
 from palaver.core.requests import GenerationRequest
 from palaver.core.tool_calls import read_calls
@@ -128,6 +128,8 @@ class Engine:
 
         def start() -> PromptInfo:
             self.loaded_model(self.settings.load_wait)
+            if self._family().embeds_only:  # known only once loaded where the router could not tell from files
+                raise only_embeds(self.name)
             # On the caller's thread: a long history costs its own request time, never the engine's.
             self._inputs().prepare(job)
             assert job.built is not None

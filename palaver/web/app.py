@@ -18,6 +18,7 @@ from palaver.backends.sources import resolve_settings
 from palaver.chat.conversations import Chat
 from palaver.chat.presets import Presets
 from palaver.core.config import Settings
+from palaver.models.pulls import Pulls
 from palaver.storage.database import connect, database_url, upgrade
 from palaver.storage.store import ConversationStore
 from palaver.web import caller, probes, request_log, security
@@ -28,6 +29,7 @@ from palaver.web.api.routes import api, health
 from palaver.web.body import load_body
 from palaver.web.errors import json_error, to_palaver_error
 from palaver.web.fairness import ClientShares
+from palaver.web.library import library
 from palaver.web.markdown import render_markdown
 from palaver.web.metrics import Metrics
 from palaver.web.mlflow import mlflow
@@ -78,7 +80,7 @@ def create_app(test_config: Mapping[str, Any] | None = None, services: Services 
     app.teardown_request(caller.give_back_share)
     app.url_map.converters["conversation"] = ConversationIdConverter
     app.add_template_filter(render_markdown, "markdown")
-    for blueprint in (pages, api, health, v1, anthropic, responses, ollama, tokens, mlflow):
+    for blueprint in (pages, api, health, v1, anthropic, responses, ollama, tokens, mlflow, library):
         app.register_blueprint(blueprint)
     app.register_error_handler(Exception, unrouted_error)
     probes.install(services.backend.describe)  # the worker's poller answers /healthz and /readyz without a thread
@@ -109,7 +111,14 @@ def build_services(settings: Settings, loader: Callable | None = None) -> Servic
         settings.max_conversation_turns,
     )
     return Services(
-        settings, backend, presets, chat, metrics, RateLimits(settings), ClientShares(settings.client_share)
+        settings,
+        backend,
+        presets,
+        chat,
+        metrics,
+        RateLimits(settings),
+        ClientShares(settings.client_share),
+        Pulls(settings.cache_dir),
     )
 
 

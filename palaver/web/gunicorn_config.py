@@ -4,6 +4,7 @@ The top-level gunicorn.conf.py (the Procfile's) imports these; an installed `pal
 """
 
 import ctypes
+import logging
 import os
 
 import palaver.web.http_worker as http_worker
@@ -34,6 +35,28 @@ graceful_timeout = 30
 keepalive = 5
 accesslog = "-"
 errorlog = "-"
+
+
+def on_starting(server):
+    """Pull the Hub models the settings name, once, before the workers start; a model that cannot be had stops it.
+
+    Each worker would pull them itself while booting, one at a time under the file's lock, and a download longer
+    than the boot timeout would have its worker killed; here the workers find them pulled.
+    """
+    if settings.backend != "local":
+        return
+    from palaver.backends.model_list import configured_models
+    from palaver.core.errors import ConfigurationError
+    from palaver.core.hub_sources import is_hub_source
+    from palaver.models.pulling import pull_configured
+
+    try:
+        sources = [entry.source for entry in configured_models(settings) if is_hub_source(entry.source)]
+        if sources and not logging.getLogger().handlers:  # the pull's progress goes to the log, as the workers' do
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        pull_configured(sources, settings.cache_dir, terminal=True)
+    except ConfigurationError as exc:
+        raise SystemExit(f"palaver: {exc}") from None
 
 
 def post_fork(server, worker):

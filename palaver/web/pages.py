@@ -80,6 +80,8 @@ def render_chat(conversation_id: str | None, error: PalaverError | None = None, 
     served = model.get("name") or (settings.upstream_model if settings.backend == "openai" else settings.model_name)
     if len(engine.names) > 1:  # the name as configured, which requests use
         served = engine.default
+    chat_models = [item for item in model["models"] if not item["embeds_only"]]  # a sentence encoder has no chat
+    default_chat = chat_models[0]["name"] if chat_models else engine.default
     return render_template(
         "chat.html",
         conversation=conversation,
@@ -92,9 +94,10 @@ def render_chat(conversation_id: str | None, error: PalaverError | None = None, 
         max_chars=settings.max_message_chars,
         model=model,
         models=model["models"],
+        chat_models=chat_models,
         model_name=(conversation.model if conversation else None)
-        or (served if len(engine.names) == 1 else engine.default),
-        chosen_model=form.get("model") or engine.default,
+        or (served if len(engine.names) == 1 else default_chat),
+        chosen_model=form.get("model") or default_chat,
         model_filter=shown.model or "",
         presets=list(presets),
         preset=preset,

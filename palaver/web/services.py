@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from palaver.chat.conversations import Chat
     from palaver.chat.presets import Presets
     from palaver.core.config import Settings
+    from palaver.models.pulls import Pulls
     from palaver.web.fairness import ClientShares
     from palaver.web.metrics import Metrics
     from palaver.web.rate_limits import RateLimits
@@ -30,6 +31,7 @@ class Services:
     metrics: Metrics
     limits: RateLimits
     shares: ClientShares
+    pulls: Pulls  # models being pulled from the library's page or Ollama's /api/pull
 
     def close(self) -> None:
         """Stop the backend after the requests already queued, and the store's background threads."""

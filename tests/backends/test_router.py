@@ -16,7 +16,7 @@ from timing import wait_until
 from commons import Settings
 from palaver.backends import ModelRouter
 from palaver.core.embeddings import EmbeddingRequest
-from palaver.core.errors import ModelNotReady, NotFound, ServerBusy
+from palaver.core.errors import InvalidRequest, ModelNotReady, NotFound, ServerBusy
 from palaver.core.requests import GenerationRequest
 from palaver.core.types import Reply, final
 from palaver.engine.scheduling.turns import StepTurns
@@ -351,5 +351,21 @@ def test_names_and_sources_resolve_and_others_are_named_in_the_404(make_settings
             router.resolve("x" * 100_000 + "\ud800")
         assert len(caught.value.message) < 300, "a name is echoed shortened, never a whole body"
         assert ModelRouter(Settings(cache_dir=router.settings.cache_dir)).names == ["SmolLM2-135M-Instruct"]
+    finally:
+        router.close()
+
+
+def test_a_generation_asked_of_a_model_that_only_embeds_is_a_400_naming_it_that_loads_nothing(
+    make_settings, gguf_chat_model, sentence_bert_model
+):
+    router = ModelRouter(make_settings(models=f"small={gguf_chat_model},bert={sentence_bert_model}"))
+    try:
+        params = router.settings.generation_defaults()
+        with pytest.raises(InvalidRequest, match="the model 'bert' only embeds") as refused:
+            router.generate(GenerationRequest(params, prompt="hi", model="bert"))
+        assert refused.value.param == "model" and refused.value.code == "model_only_embeds"
+        assert router.describe_model("bert")["state"] == "unloaded" and router.pending == 0, "told from its files"
+        assert [router.describe_model(name)["embeds_only"] for name in router.names] == [False, True]
+        assert len(router.embed(EmbeddingRequest(["hi"], model="bert")).vectors) == 1
     finally:
         router.close()

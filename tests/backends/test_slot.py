@@ -3,6 +3,7 @@
 from commons import Settings
 from palaver.backends.model_list import ModelEntry
 from palaver.backends.slot import Slot
+from palaver.core.types import ModelLimits
 from palaver.engine.engine import Engine
 
 
@@ -44,3 +45,13 @@ def test_a_failed_load_waits_longer_each_time_before_it_is_tried_again(make_sett
     assert 7.0 < slot.retry_in() <= 8.0, "1 s, then 2, 4, 8…"
     slot.failures = 2000  # a model failing for days still waits a minute, never overflows
     assert slot.retry_in() <= 60.0, "never more than a minute"
+
+
+def test_a_sentence_encoder_only_embeds_as_its_files_say_before_it_loads_and_its_family_after(
+    make_settings, sentence_bert_model, gguf_chat_model
+):
+    encoder = Slot(ModelEntry("bert", str(sentence_bert_model)), make_settings(sentence_bert_model))
+    chat = Slot(ModelEntry("tiny", str(gguf_chat_model)), make_settings(gguf_chat_model))
+    assert encoder.embeds_only and not chat.embeds_only and encoder.state == "unloaded", "nothing loaded to tell"
+    chat.limits = ModelLimits("sentence-encoder", 0.0, 48, 48, 0)  # a hub id's encoder, known once it loaded
+    assert chat.embeds_only

@@ -7,7 +7,8 @@ from helpers import HELLO, ask, model_held
 from timing import wait_until
 
 from commons import Settings
-from palaver.core.errors import GenerationTimeout, ModelNotReady
+from palaver.core.embeddings import EmbeddingRequest
+from palaver.core.errors import GenerationTimeout, InvalidRequest, ModelNotReady
 from palaver.core.types import Reply, final
 from palaver.engine.engine import Engine, GenerationRequest
 from palaver.engine.torch.loading import load_model
@@ -109,3 +110,12 @@ def test_the_engine_counts_its_requests_and_refuses_none_the_router_admits_them(
         assert final(second, Reply).usage.completion_tokens > 0
     wait_until(lambda: engine.pending == 0, 10, "every request counted out")
     assert "refused_busy" not in engine.describe()["requests"]
+
+
+def test_a_model_that_only_embeds_refuses_a_generation_once_loaded_naming_it(make_engine, sentence_bert_model):
+    engine = make_engine(sentence_bert_model)  # the engine reads no files: it knows once its family is loaded
+    with pytest.raises(InvalidRequest, match=f"'{engine.name}' only embeds") as refused:
+        ask(engine)
+    assert refused.value.param == "model" and engine.state == "ready" and engine.pending == 0
+    assert engine.describe()["family"] == "sentence-encoder" and engine.describe()["max_reply_tokens"] == 0
+    assert len(engine.embed(EmbeddingRequest(["hello there"])).vectors[0]) == 32, "while it embeds"

@@ -25,6 +25,7 @@ def test_embedded_gguf_is_found_without_importing_its_package():
         ("/nowhere/model.gguf", "no GGUF file"),
         ("./missing-dir", "no model directory"),
         ("~/missing-dir", "no model directory"),
+        ("hf:owner/repo-GGUF:Q4_K_M", "has not been pulled: run `palaver pull hf:owner/repo-GGUF:Q4_K_M`"),
     ],
 )
 def test_missing_local_models_are_configuration_errors(spec, words, tmp_path):

@@ -14,7 +14,7 @@ class Read(Application):
 app = Read.__new__(Read)
 procfiles = app.get_config_from_filename("gunicorn.conf.py")
 for found in (procfiles, app.get_config_from_module_name("palaver.web.gunicorn_config")):
-    names = ("bind", "workers", "worker_class", "threads", "timeout", "keepalive", "post_fork")
+    names = ("bind", "workers", "worker_class", "threads", "timeout", "keepalive", "on_starting", "post_fork")
     print({name: getattr(found.get(name), "__name__", found.get(name)) for name in names})
 """
 
@@ -26,4 +26,4 @@ def test_the_procfiles_config_and_the_packages_module_give_gunicorn_the_same_set
     procfiles, packages = done.stdout.splitlines()
     assert procfiles == packages
     assert "'bind': '0.0.0.0:8123'" in packages and "'workers': 2" in packages and "'threads': 5" in packages
-    assert "'post_fork': 'post_fork'" in packages
+    assert "'post_fork': 'post_fork'" in packages and "'on_starting': 'on_starting'" in packages

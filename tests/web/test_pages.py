@@ -309,3 +309,36 @@ def test_a_page_of_a_2000_turn_conversation_stays_small(client, app):
     seed_turns(app.extensions["palaver"].chat.store, conversation_id, 1999, reply="x" * 600)
     page = client.get(f"/c/{conversation_id}").get_data()
     assert len(page) < 500_000 and len(messages_on(page.decode())) == 100
+
+
+GENERATING = [  # every surface that generates, with a body it would otherwise answer
+    ("/v1/chat/completions", {"model": "bert", "messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/completions", {"model": "bert", "prompt": "hi"}),
+    ("/v1/messages", {"model": "bert", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/responses", {"model": "bert", "input": "hi"}),
+    ("/api/chat", {"model": "bert", "message": "hi"}),
+    ("/ollama/api/chat", {"model": "bert", "messages": [{"role": "user", "content": "hi"}], "stream": False}),
+    ("/ollama/api/chat", {"model": "bert"}),  # Ollama refuses even to load an embedding model for a chat
+    ("/ollama/api/generate", {"model": "bert:latest", "prompt": "hi", "stream": False}),
+]
+
+
+def test_an_embedding_only_model_is_not_offered_and_every_surface_that_generates_refuses_it(
+    make_app, gguf_chat_model, sentence_bert_model
+):
+    app = make_app(
+        gguf_chat_model, models=f"small={gguf_chat_model},bert={sentence_bert_model},other={gguf_chat_model}"
+    )
+    client = app.test_client()
+    page = client.get("/").get_data(as_text=True)
+    picker = re.search(r'<select id="model".*?</select>', page, re.S)
+    assert picker and re.findall(r'<option value="([^"]+)"', picker.group()) == ["small", "other"]
+    refused = client.post("/", data={"textbox": "hi", "model": "bert"}, headers={"Accept": "application/json"})
+    answers = [refused] + [client.post(path, json=body) for path, body in GENERATING]
+    for answer in answers:
+        assert answer.status_code == 400 and "'bert' only embeds" in answer.get_data(as_text=True), answer.request.path
+    unloaded = client.post("/ollama/api/generate", json={"model": "bert", "keep_alive": 0})
+    assert unloaded.status_code == 200 and unloaded.get_json()["done_reason"] == "unload", "as `ollama stop` asks"
+    assert app.extensions["palaver"].backend.slots["bert"].backend is None, "nothing loaded it"
+    listed = [card["id"] for card in client.get("/v1/models").get_json()["data"]]
+    assert listed == ["small", "bert", "other"], "listed with the others"

@@ -121,6 +121,7 @@ class NativeServedModel:
     """A GGUF model of a Llama-family architecture (Llama, Qwen, Phi-3, Gemma 3) served by the native step."""
 
     is_encoder_decoder = False
+    embeds_only = False
 
     def __init__(self, gguf: GGUFFile, config: dict[str, Any], tokenizer: FileTokenizer, settings: Settings):
         self.model_type: str = gguf.architecture

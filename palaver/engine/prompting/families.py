@@ -13,6 +13,7 @@ from palaver.core.tool_calls import template_messages
 from palaver.core.types import Message
 from palaver.engine.contracts import ServedModel
 from palaver.engine.prompting import template_sandbox
+from palaver.engine.prompting.encoders import SentenceEncoderFamily
 from palaver.engine.prompting.model_family import CONTENT_MARK, CONTENT_MARK_PATTERN, ModelFamily
 from palaver.engine.prompting.template_sandbox import TemplateBroke, TemplateFailed
 
@@ -211,6 +212,7 @@ class BlenderbotSmallFamily(BlenderbotFamily):
 
 
 FAMILIES: tuple[type[ModelFamily], ...] = (
+    SentenceEncoderFamily,
     BlenderbotSmallFamily,
     BlenderbotFamily,
     ChatTemplateFamily,

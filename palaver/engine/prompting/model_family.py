@@ -38,6 +38,7 @@ class ModelFamily:
     """Format history, keep it within the context window, and generate with one model."""
 
     name = "base"
+    embeds_only = False  # a sentence encoder's family: it embeds, and generates nothing
 
     def __init__(self, model: ServedModel, tokenizer, max_context_tokens: int):
         self.model = model
@@ -169,6 +170,10 @@ class ModelFamily:
         """Tokenize a text to embed as a raw prompt is, with the tokenizer's own special tokens (BOS), whole."""
         with self._tokenizer_lock:
             return list(self.tokenizer(text)["input_ids"])
+
+    def cut_to(self, ids: list[int], limit: int) -> list[int]:
+        """Cut an input to embed to limit tokens, as a request that truncates asks: its first ones."""
+        return ids[:limit]
 
     def start_batch(self, prefix_cache: PrefixCache | None = None) -> Batch:
         """Start an empty batch that this family's requests can join."""

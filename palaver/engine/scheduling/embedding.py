@@ -58,7 +58,7 @@ def embedding_texts(family: ModelFamily, request: EmbeddingRequest) -> list[list
                 param=name,
                 code="context_length_exceeded",
             )
-        texts.append(ids[:limit])
+        texts.append(family.cut_to(ids, limit) if len(ids) > limit else ids)
     return texts
 
 

@@ -13,7 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PretrainedConfig,
+)
 
 from palaver.core.config import Settings
 from palaver.core.types import ModelSource
@@ -21,6 +28,7 @@ from palaver.engine.gguf.checks import read_checked
 from palaver.engine.gguf.file import cached_dir_of, load_tensor_index, read_gguf, save_tensor_index, weight_layout
 from palaver.engine.machine import available_cores, release_freed_memory
 from palaver.engine.model_sources import fingerprint, plain_source
+from palaver.engine.prompting.encoders import ENCODER_TYPES, SentenceLayout, sentence_layout
 from palaver.engine.prompting.families import family_for
 from palaver.engine.prompting.model_family import LoadedModel
 from palaver.engine.torch.gguf_model import load_gguf_model, one_reader
@@ -105,7 +113,7 @@ def load_model(
     where = where or plain_source(settings.model)
     name, source = name or settings.model_name, where.weights
     blocks = settings.weights != "float32" and kernel_available()
-    layout = None
+    layout, sentence = None, None
     if source.endswith(".gguf"):
         read_checked(Path(source))  # the file's metadata is checked before transformers reads it
         metadata = gguf_metadata_dir(Path(source), settings.cache_dir)
@@ -124,25 +132,39 @@ def load_model(
     else:
         if source.endswith(".gguf"):
             source = str(converted_gguf_dir(Path(source), settings.cache_dir))
+        sentence = sentence_layout(Path(source)) if Path(source).is_dir() else None
+        source = str(Path(source) / sentence.encoder_path) if sentence else source
         config = AutoConfig.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(where.tokenizer if where.tokenizer != where.weights else source)
-        model_class = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-        model = model_class.from_pretrained(source, dtype=torch.float32)
+        if sentence is None and config.model_type in ENCODER_TYPES:  # a hub id's encoder: pooled by its mean
+            sentence = SentenceLayout()
+        model = model_class_for(config, sentence).from_pretrained(source, dtype=torch.float32)
         if where.weights.endswith(".gguf"):
             layout = weight_layout(index, set(), config.model_type, "transformers, float32", why)
         if settings.weights == "q8_0" and blocks:
             log.info("quantised %d linear layers to Q8_0", quantise_linear_layers(model))
     model.eval()
     in_blocks = any(isinstance(module, GGUFLinear) for module in model.modules())
+    kernels = None  # the block kernels' family, where they compute: named in the fingerprint and the layout
     if in_blocks:
-        use_kernel_threads(settings.torch_threads or available_cores())
+        kernels = use_kernel_threads(settings.torch_threads or available_cores(), settings.kernels)
     elif settings.torch_threads > 0:
         torch.set_num_threads(settings.torch_threads)
-    served = TorchServedModel(model)
+    served = TorchServedModel(model, sentence, token_types="token_type_ids" in tokenizer.model_input_names)
     family = family_for(served, tokenizer)(served, tokenizer, settings.max_context_tokens)
     seconds = time.perf_counter() - started
     release_freed_memory()
     weights = "gguf-blocks" if in_blocks else "float32"
     log.info("loaded %s (%s family, %s weights) in %.1fs", name, family.name, weights, seconds)
-    stamp = fingerprint(where.weights, "transformers", f"torch-{torch.__version__}", weights)
+    arithmetic = [weights, f"kernels-{kernels}"] if kernels else [weights]
+    stamp = fingerprint(where.weights, "transformers", f"torch-{torch.__version__}", *arithmetic)
+    if layout is not None and kernels:
+        layout["kernels"] = kernels
     return LoadedModel(name, family, seconds, weights, fingerprint=stamp, gguf=layout)
+
+
+def model_class_for(config: PretrainedConfig, sentence: SentenceLayout | None):
+    """Return the transformers class to load: a bare encoder, an encoder-decoder, or a causal model."""
+    if sentence is not None:
+        return AutoModel  # its last hidden states are what a sentence encoder pools
+    return AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM

@@ -7,8 +7,10 @@ from typing import Any
 
 from palaver.engine.contracts import Batch
 from palaver.engine.decoding.prefix_cache import PrefixCache
+from palaver.engine.prompting.encoders import SentenceLayout
 from palaver.engine.torch.batching import CausalBatch, Seq2SeqBatch
 from palaver.engine.torch.lean_decoder import LlamaDecoder
+from palaver.engine.torch.pooling import SentenceBatch
 
 DEFAULT_CONTEXT = 1024  # for a config that names no context length
 
@@ -17,16 +19,21 @@ class TorchServedModel:
     """A transformers model on the torch path, read once for what the families and the worker ask of a model."""
 
     # transformers' models and configs are reached by attribute, which its typing does not follow: Any.
-    def __init__(self, module: Any):
+    def __init__(self, module: Any, sentence: SentenceLayout | None = None, token_types: bool = False):
+        """Serve module; a sentence encoder's with its layout, and token type ids where its tokenizer makes them."""
         self.module = module  # the transformers model itself, for the batches and for tests that reach into it
-        config, generation = module.config, module.generation_config
+        self.sentence, self.token_types = sentence, token_types
+        config = module.config
+        generation = getattr(module, "generation_config", None) or config  # an encoder has none: its config's ids
         self.model_type: str = config.model_type
         self.is_encoder_decoder = bool(config.is_encoder_decoder)
-        self.context_length = context_length(config)
+        self.embeds_only = sentence is not None
+        self.context_length = context_length(config) if sentence is None else encoder_positions(module, sentence)
         self.vocab_size = int(getattr(config, "vocab_size", 0) or 0)
-        self.embedding_size = int(config.hidden_size)  # Blenderbot's d_model, GPT-2's n_embd, as transformers maps them
-        self.end_of_turn_ids = ids_of(generation.eos_token_id)
-        self.pad_id: int | None = next(iter(ids_of(generation.pad_token_id)), None)
+        # Blenderbot's d_model, GPT-2's n_embd, as transformers maps them; an encoder joins one vector per pooling
+        self.embedding_size = int(config.hidden_size) * (len(sentence.pooling) if sentence else 1)
+        self.end_of_turn_ids = ids_of(getattr(generation, "eos_token_id", None))
+        self.pad_id: int | None = next(iter(ids_of(getattr(generation, "pad_token_id", None))), None)
         self.decoder_start_id: int | None = None  # the token an encoder-decoder model's replies start from
         if self.is_encoder_decoder:
             start = generation.decoder_start_token_id
@@ -39,6 +46,8 @@ class TorchServedModel:
 
     def new_batch(self, prefix_cache: PrefixCache | None) -> Batch:
         """Start a batch: one left-padded KV cache for a causal model, encoded rows for an encoder-decoder one."""
+        if self.sentence is not None:
+            return SentenceBatch(self.module, self.sentence.pooling, self.token_types)
         if not self.is_encoder_decoder:
             return CausalBatch(self.module, prefix_cache, self.decoder)
         assert self.decoder_start_id is not None  # set for every encoder-decoder model
@@ -61,6 +70,17 @@ def context_length(config: Any) -> int:
         if value:
             return int(value)
     return DEFAULT_CONTEXT
+
+
+def encoder_positions(module: Any, sentence: SentenceLayout) -> int:
+    """Return the tokens an encoder reads: its positions, less those its table keeps for padding, within its bound.
+
+    RoBERTa's and MPNet's positions start after the padding id (514 in the table, 512 for text); BERT's at 0.
+    """
+    table = getattr(getattr(module, "embeddings", None), "position_embeddings", None)  # none: rotary (NomicBert)
+    padding = getattr(table, "padding_idx", None)
+    positions = context_length(module.config) - (padding + 1 if padding is not None else 0)
+    return min(positions, sentence.max_seq_length or positions)
 
 
 def ids_of(value: int | list[int] | None) -> tuple[int, ...]:

@@ -16,11 +16,12 @@ if TYPE_CHECKING:
     from palaver.backends import ModelRouter
     from palaver.backends.slot import Slot
 
-# Every model takes tools (a template that cannot write them gets them as text) and writes completions; a thinking
-# model thinks apart from its answer. None sees images or fills in the middle; every one embeds (/api/embed), which
-# Ollama lists only for embedding models.
+# Every model that generates takes tools (a template that cannot write them gets them as text) and writes
+# completions; a thinking model thinks apart from its answer. None sees images or fills in the middle; every one
+# embeds (/api/embed), which Ollama lists only for embedding models: a sentence encoder, which only embeds.
 CAPABILITIES = ["completion", "tools"]
 THINKING = "thinking"
+EMBEDDING = ["embedding"]
 FOREVER = timedelta(days=365 * 200)  # how far off a model that is never unloaded for idling expires
 PARAMETER_WIDTH = 30  # Ollama's parameters column, as `ollama show --parameters` prints it
 
@@ -132,9 +133,16 @@ class ShowResponse(BaseModel):
             license=facts.license,
             details=ModelDetails.of(facts),
             model_info=facts.info,
-            capabilities=[*CAPABILITIES, THINKING] if facts.thinks else CAPABILITIES,
+            capabilities=capabilities(router, name, facts),
             modified_at=facts.modified_at,
         )
+
+
+def capabilities(router: ModelRouter, name: str, facts: ModelFacts) -> list[str]:
+    """Return what a model does under Ollama's names: embedding alone for a sentence encoder."""
+    if router.slots[name].embeds_only:
+        return EMBEDDING
+    return [*CAPABILITIES, THINKING] if facts.thinks else CAPABILITIES
 
 
 def served_facts(router: ModelRouter, name: str) -> ModelFacts:

@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from palaver.core.embeddings import only_embeds
 from palaver.core.errors import InvalidRequest, NotFound
 from palaver.core.json_schemas import ANY_OBJECT, Grammar, checked_schema, schema_grammar
 from palaver.core.parameters import REASONING_EFFORTS, GenerationParams, with_given
@@ -112,9 +113,12 @@ class OllamaRequest(RequestModel):
         return REASONING_EFFORTS[self.think] if isinstance(self.think, str) else self.think
 
     def served_model(self, models: ModelRouter) -> str:
-        """Return the configured model the request names; 404 for any other, 400 for thinking asked of one that
-        does not think (as Ollama answers)."""
+        """Return the configured model the request names; 404 for any other, 400 for one that only embeds or for
+        thinking asked of one that does not think (as Ollama answers)."""
         name = served_model(models, self.model)
+        # Even to load it, as Ollama refuses an embedding model's chat; unloading it (`ollama stop`) is no generation
+        if models.slots[name].embeds_only and not self.unloads_after:
+            raise only_embeds(name)
         if self.thinking_wanted and model_thinks(models, name) is False:
             raise InvalidRequest(f'"{self.model}" does not support thinking', param="think")
         return name

@@ -1,4 +1,4 @@
-"""Ollama's API under /ollama: chat and generate, streamed or not, embeddings, the model list, loading, unloading."""
+"""Ollama's API under /ollama: chat, generate, embeddings, the model list, loading and unloading, pulls."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from palaver.web.ollama.models import (
     TagList,
     loaded_names,
 )
+from palaver.web.ollama.pull import pull_model
 from palaver.web.ollama.request_schemas import ChatRequest, GenerateRequest, OllamaRequest, served_model
 from palaver.web.ollama.response_schemas import ChatResponse, Clock, ErrorResponse, GenerateResponse
 from palaver.web.security import require_api_key
@@ -42,7 +43,6 @@ OLLAMA_VERSION = "0.9.0"  # the Ollama API this surface follows: tools, structur
 # Answers a client probes before it has a key to send: constant, and no model behind them.
 PROBES = {"ollama.running", "ollama.version"}
 NOT_SERVED = {
-    "pull": "pulling models is not supported: Palaver serves the models PALAVER_MODELS configures",
     "push": "pushing models is not supported: Palaver serves the models PALAVER_MODELS configures",
     "create": "creating models is not supported: configure models with PALAVER_MODELS",
     "copy": "copying models is not supported: configure models (and their names) with PALAVER_MODELS",
@@ -171,7 +171,10 @@ def ps():
     )
 
 
-@ollama.route("/api/<any(pull, push, create, copy, delete):action>", methods=["POST", "DELETE"])
+ollama.add_url_rule("/api/pull", view_func=pull_model, methods=["POST"])
+
+
+@ollama.route("/api/<any(push, create, copy, delete):action>", methods=["POST", "DELETE"])
 def not_served(action: str):
     """Refuse what changes the models, which PALAVER_MODELS configures: 501, saying so."""
     raise NotServed(NOT_SERVED[action])

@@ -2,9 +2,11 @@
 
 import math
 
+import numpy as np
 import ollama
 import pytest
 import requests
+from helpers import sentence_transformers_vectors
 from servers import start_server
 
 MODEL = "chat-llama"
@@ -73,3 +75,15 @@ def test_no_input_loads_the_model_and_keep_alive_0_unloads_it(client):
     assert [model.model for model in client.ps().models] == [MODEL]
     assert client.embeddings(model=MODEL, keep_alive=0).embedding == []
     assert client.ps().models == []
+
+
+def test_a_sentence_encoder_cuts_a_long_text_as_sentence_transformers_does_its_closing_token_kept(
+    make_app, sentence_xlm_roberta_model
+):
+    client = make_app(sentence_xlm_roberta_model).test_client()
+    text = "the quick brown fox jumps over the lazy dog " * 10  # past its 64 positions
+    answer = client.post("/ollama/api/embed", json={"model": "sentence-xlm-roberta", "input": text}).get_json()
+    expected = sentence_transformers_vectors(sentence_xlm_roberta_model, [text], "mean_tokens", max_seq_length=64)
+    assert answer["prompt_eval_count"] == 64 and np.allclose(answer["embeddings"], expected, rtol=0, atol=1e-6)
+    kept = client.post("/ollama/api/embed", json={"model": "sentence-xlm-roberta", "input": text, "truncate": False})
+    assert kept.status_code == 400 and "'input[0]' is too long" in kept.get_json()["error"]

@@ -33,6 +33,16 @@ def test_a_thinking_model_shows_the_thinking_capability(make_router, thinking_gg
     assert router.slots["thinking-llama"].backend is None, "told from its file, without loading it"
 
 
+def test_a_sentence_encoder_shows_the_embedding_capability_alone(make_router, sentence_bert_model):
+    router = make_router(sentence_bert_model)
+    name = router.default
+    shown = ShowResponse.of(router, name)
+    assert (
+        shown.capabilities == ["embedding"] and shown.details.family == "bert" and shown.details.format == "safetensors"
+    )
+    assert ModelTag.of(router, name).name == name and router.slots[name].backend is None, "told from its files"
+
+
 def test_parameters_are_the_models_defaults_under_ollamas_names(make_router, gguf_chat_model):
     router = make_router(gguf_chat_model, temperature=0.7, top_k=20, max_new_tokens=16)
     names = {line.split()[0]: line.split()[1] for line in parameter_lines(router.slots["chat-llama"])}

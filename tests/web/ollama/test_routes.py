@@ -235,7 +235,7 @@ def test_refused_generations_and_model_changes_name_themselves(client):
         (lambda: client.generate(model=MODEL, prompt="hi", suffix="end"), 400, "suffix"),
         (lambda: client.generate(model=MODEL, prompt="hi", raw=True, system="be brief"), 400, "'system'"),
         (lambda: client.generate(model=MODEL, prompt="hi", context=[1, 2]), 400, "context is deprecated"),
-        (lambda: client.pull(MODEL), 501, "pulling models is not supported"),
+        (lambda: client.pull(MODEL), 400, "is not a model on the Hugging Face Hub"),  # tests/web/ollama/test_pull.py
         (lambda: client.copy(MODEL, "other"), 501, "copying models"),
         (lambda: client.delete(MODEL), 501, "deleting models"),
     ]

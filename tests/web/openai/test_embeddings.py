@@ -4,9 +4,11 @@ import base64
 import math
 import struct
 
+import numpy as np
 import openai
 import pytest
 import requests
+from helpers import sentence_transformers_vectors
 from servers import start_server
 
 MODEL = "chat-llama"
@@ -91,3 +93,21 @@ def test_inputs_are_rows_of_the_clients_share_and_their_tokens_come_out_of_its_b
     first.close()
     second = client.post("/v1/embeddings", json={"model": MODEL, "input": [text]})
     assert second.status_code == 429 and second.get_json()["error"]["code"] == "rate_limit_exceeded"
+
+
+def test_a_sentence_encoder_serves_sentence_transformers_vectors_and_refuses_what_it_cannot_read(
+    make_app, sentence_bert_model
+):
+    client = make_app(sentence_bert_model).test_client()
+    texts = ["hello there how are you", "the quick brown fox", "a cat"]
+    listed = client.post("/v1/embeddings", json={"model": "sentence-bert", "input": texts, "encoding_format": "float"})
+    vectors = np.array([item["embedding"] for item in listed.get_json()["data"]], dtype=np.float32)
+    expected = sentence_transformers_vectors(sentence_bert_model, texts, "cls_token")  # its own pooling: CLS
+    assert np.allclose(vectors, expected, rtol=0, atol=1e-6) and np.allclose((vectors**2).sum(axis=1), 1.0)
+    alone = client.post(
+        "/v1/embeddings", json={"model": "sentence-bert", "input": texts[1], "encoding_format": "float"}
+    )
+    assert alone.get_json()["data"][0]["embedding"] == listed.get_json()["data"][1]["embedding"], "the same bits"
+    long = client.post("/v1/embeddings", json={"model": "sentence-bert", "input": ["a", "cat " * 60]})
+    assert long.status_code == 400 and long.get_json()["error"]["param"] == "input[1]"
+    assert "it embeds at most 48" in long.get_json()["error"]["message"], "sentence-transformers' max_seq_length"

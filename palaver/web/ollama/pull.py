@@ -1,0 +1,95 @@
+"""Ollama's /api/pull: a GGUF model pulled from the Hugging Face Hub (hf.co/OWNER/REPO:QUANT), its progress in lines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from palaver.core.errors import ConfigurationError, Forbidden, InvalidRequest, PalaverError
+from palaver.core.hub_sources import from_ollama_name, is_hub_source
+from palaver.core.validation import RequestModel, body_error, neutral_or_refused
+from palaver.models.progress import Progress, PullState
+from palaver.web.body import read_json
+from palaver.web.ollama.events import json_line, json_lines
+from palaver.web.security import keys_required
+from palaver.web.services import services
+
+
+class PullFailed(PalaverError):
+    """A pull that ended without the model: the Hub has no such file, cannot be reached, or sent wrong bytes."""
+
+
+class PullRequest(RequestModel):
+    """POST /ollama/api/pull: the model, as model (or name, as older clients send it), and whether to stream."""
+
+    model: str | None = Field(None, description="hf.co/OWNER/REPO:QUANT, or a source as PALAVER_MODEL takes it.")
+    name: str | None = Field(None, description="The model, as older clients name the field.")
+    insecure: bool = Field(False, description="Accepted false: the Hub is always reached over verified HTTPS.")
+    stream: bool = Field(True, description="Stream the progress as lines (Ollama's default), or answer once done.")
+
+    @field_validator("insecure")
+    @classmethod
+    def _verified(cls, value: Any) -> Any:
+        return neutral_or_refused(value, (False,), "insecure pulls are not supported: the Hub is reached over HTTPS")
+
+    @model_validator(mode="after")
+    def _one_model(self) -> PullRequest:
+        if not (self.model or self.name):
+            raise body_error("'model' is required: the model to pull, as hf.co/OWNER/REPO:QUANT", "model")
+        return self
+
+    @property
+    def source(self) -> str:
+        """Return the hf: source the model names, or raise InvalidRequest for a name the Hub does not hold."""
+        given = from_ollama_name(self.model or self.name or "")
+        if not is_hub_source(given):
+            raise InvalidRequest(
+                f"'{given[:100]}' is not a model on the Hugging Face Hub: Palaver pulls GGUF files, named as "
+                "hf.co/OWNER/REPO:QUANT",
+                param="model",
+            )
+        return given
+
+
+def pull_model():
+    """Pull a model in the background (as the library's page does); answer its progress as lines, or once done."""
+    if not keys_required():
+        raise Forbidden(
+            "pulling models is open only with PALAVER_API_KEYS set: it fills the disk", code="library_needs_keys"
+        )
+    given = PullRequest.parse(read_json())
+    try:
+        progress = services().pulls.start(given.source)
+    except ConfigurationError as exc:
+        raise InvalidRequest(str(exc), param="model") from None
+    if given.stream:
+        return json_lines(json_line(line) for line in progress_lines(progress))
+    last = list(progress.follow())[-1]
+    if last.status == "failed":
+        raise PullFailed(last.error)
+    return {"status": "success"}
+
+
+def progress_lines(progress: Progress) -> Iterator[dict[str, Any]]:
+    """Say how a pull goes as Ollama does: the manifest, each file's bytes by its digest, the check, success."""
+    yield {"status": "pulling manifest"}
+    said: dict[str, Any] | None = None
+    for state in progress.follow():
+        for line in ollama_lines(state):
+            if line != said:  # a heartbeat repeats the state: its line is said once
+                said = line
+                yield line
+
+
+def ollama_lines(state: PullState) -> list[dict[str, Any]]:
+    """Return the lines Ollama would send at a pull's state."""
+    if state.status == "downloading" and state.sha256:
+        digest = {"digest": f"sha256:{state.sha256}", "total": state.total, "completed": state.completed}
+        return [{"status": f"pulling {state.sha256[:12]}", **digest}]
+    if state.status == "verifying":
+        return [{"status": "verifying sha256 digest"}]
+    if state.status == "done":
+        return [{"status": "writing manifest"}, {"status": "success"}]
+    return [{"error": state.error}] if state.status == "failed" else []
