@@ -10,12 +10,16 @@
 #include "native_step.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
 namespace {
 
 using namespace palaver;
+
+// The process's kernel family for these operators: the widest this CPU runs until set_kernels says otherwise.
+std::atomic<const Kernels*> process_kernels{kernels_of(kWidestKernels)};
 
 void check_blocks(const at::Tensor& blocks, int64_t type, int64_t in_features) {
   TORCH_CHECK(served(type), "palaver: unsupported GGUF type ", type);
@@ -39,11 +43,12 @@ at::Tensor gguf_linear(const at::Tensor& x, const at::Tensor& blocks, int64_t ty
   float* yp = out.data_ptr<float>();
   const int64_t row_bytes = weight.size(1);
   const int64_t tiles = (n_total + kTileN - 1) / kTileN;
+  const Kernels& kernels = *process_kernels.load();
   run_chunks(tiles, tiles_per_task(k, m_total), [&](int64_t begin, int64_t end) {
     float* buffer = tile_buffer(m_total, k);
     for (int64_t tile = begin; tile < end; ++tile) {
       const int64_t n0 = tile * kTileN, tile_n = std::min(kTileN, n_total - n0);
-      tile_of_rows(xp, m_total, k, wp, type, row_bytes, n0, tile_n, yp, n_total, n0, buffer);
+      kernels.tile_of_rows(xp, m_total, k, wp, type, row_bytes, n0, tile_n, yp, n_total, n0, buffer);
     }
   });
   return out.view(shape);
@@ -57,13 +62,23 @@ at::Tensor gguf_dequantise(const at::Tensor& blocks, int64_t type, int64_t in_fe
   const uint8_t* wp = weight.data_ptr<uint8_t>();
   float* op = out.data_ptr<float>();
   const int64_t row_bytes = weight.size(1);
+  const Kernels& kernels = *process_kernels.load();
   run_chunks(weight.size(0), 64, [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) dequantise_row(wp + n * row_bytes, type, per_row, op + n * in_features);
+    for (int64_t n = begin; n < end; ++n)
+      kernels.dequantise_row(wp + n * row_bytes, type, per_row, op + n * in_features);
   });
   return out;
 }
 
 void set_threads(int64_t threads) { pv_set_threads(threads); }  // the process's pool: the native step's too
+
+// Make the operators' kernels a family's (0: the widest this CPU runs) and return the family in use.
+int64_t set_kernels(int64_t family) {
+  const Kernels* kernels = family >= 0 ? kernels_of(family) : nullptr;
+  TORCH_CHECK(kernels != nullptr, "palaver: this CPU cannot run kernel family ", family);
+  process_kernels.store(kernels);
+  return kernels->family;
+}
 
 }  // namespace
 
@@ -71,6 +86,7 @@ TORCH_LIBRARY(palaver, m) {
   m.def("gguf_linear(Tensor x, Tensor blocks, int type, int in_features) -> Tensor");
   m.def("gguf_dequantise(Tensor blocks, int type, int in_features) -> Tensor");
   m.def("set_threads(int threads) -> ()", &set_threads);
+  m.def("set_kernels(int family) -> int", &set_kernels);
 }
 
 TORCH_LIBRARY_IMPL(palaver, CPU, m) {

@@ -51,6 +51,7 @@ struct Model {
   float embed_scale = 1.0f;    // Gemma 3 scales each embedding row by sqrt(hidden)
   float attn_scale = 1.0f;     // what scores are multiplied by: 1 / sqrt(head_dim) unless the model says otherwise
   int64_t window = 0;          // the sliding layers' window, in positions (0: no layer slides)
+  const Kernels* kernels = kernels_of(kWidestKernels);  // the block kernels' family, chosen once by the CPU
   Matrix embed, head;
   const float* out_norm = nullptr;
   std::vector<Layer> blocks;

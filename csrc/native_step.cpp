@@ -49,8 +49,10 @@ void rms_norm(const float* x, const float* weight, int64_t n, float eps, float* 
   for (int64_t i = 0; i < n; ++i) out[i] = weight[i] * (x[i] * scale);
 }
 
-// y[m][n_out] = x[m][k] @ (the segments' rows)^T, each segment's rows written from its column on.
-void project(const float* x, int64_t m, int64_t k, const std::vector<Segment>& segments, float* y, int64_t n_out) {
+// y[m][n_out] = x[m][k] @ (the segments' rows)^T, each segment's rows written from its column on, by the model's
+// kernel family.
+void project(const Kernels& kernels, const float* x, int64_t m, int64_t k, const std::vector<Segment>& segments,
+             float* y, int64_t n_out) {
   std::vector<std::pair<int64_t, int64_t>> tiles;  // (segment, first row)
   for (int64_t s = 0; s < static_cast<int64_t>(segments.size()); ++s)
     for (int64_t n0 = 0; n0 < segments[s].matrix->rows; n0 += kTileN) tiles.emplace_back(s, n0);
@@ -60,7 +62,7 @@ void project(const float* x, int64_t m, int64_t k, const std::vector<Segment>& s
       const Segment& segment = segments[tiles[t].first];
       const Matrix& w = *segment.matrix;
       const int64_t n0 = tiles[t].second, tile_n = std::min(kTileN, w.rows - n0);
-      tile_of_rows(x, m, k, w.data, w.type, w.row_bytes, n0, tile_n, y, n_out, segment.column + n0, buffer);
+      kernels.tile_of_rows(x, m, k, w.data, w.type, w.row_bytes, n0, tile_n, y, n_out, segment.column + n0, buffer);
     }
   });
 }
@@ -179,7 +181,7 @@ void embed(const Step& s, const int32_t* tokens) {
   const Model& m = s.m;
   Workspace& w = s.w;
   s.each_token([&](int64_t t) {
-    dequantise_row(m.embed.data + tokens[t] * m.embed.row_bytes, m.embed.type, s.h / kBlock, &w.x[t * s.h]);
+    m.kernels->dequantise_row(m.embed.data + tokens[t] * m.embed.row_bytes, m.embed.type, s.h / kBlock, &w.x[t * s.h]);
     if (m.embed_scale != 1.0f)
       for (int64_t i = t * s.h; i < (t + 1) * s.h; ++i) w.x[i] *= m.embed_scale;
     rotary_table(m.inv_freq, m.rotary_scale, w.position[t], &w.rotary[t * m.head_dim]);
@@ -247,11 +249,11 @@ void attention(const Step& s, int64_t layer) {
   const Layer& l = s.m.blocks[layer];
   Workspace& w = s.w;
   s.each_token([&](int64_t t) { rms_norm(&w.x[t * s.h], l.attn_norm, s.h, s.m.eps, &w.xn[t * s.h]); });
-  project(w.xn.data(), s.n, s.h, {{&l.q, 0}, {&l.k, s.q_width}, {&l.v, s.q_width + s.kv_width}}, w.qkv.data(),
-          s.qkv_width);
+  project(*s.m.kernels, w.xn.data(), s.n, s.h, {{&l.q, 0}, {&l.k, s.q_width}, {&l.v, s.q_width + s.kv_width}},
+          w.qkv.data(), s.qkv_width);
   s.each_token([&](int64_t t) { place_token(s, l, layer, t); });
   attend_heads(s, l, layer);
-  project(w.attn.data(), s.n, s.q_width, {{&l.o, 0}}, w.xn.data(), s.h);
+  project(*s.m.kernels, w.attn.data(), s.n, s.q_width, {{&l.o, 0}}, w.xn.data(), s.h);
 }
 
 // The attention's output joins the residual stream; then the MLP block and its own residual.
@@ -264,7 +266,7 @@ void mlp(const Step& s, const Layer& l) {
     for (int64_t i = t * h; i < (t + 1) * h; ++i) w.x[i] += w.xn[i];
     rms_norm(&w.x[t * h], l.ffn_norm, h, m.eps, &w.xn[t * h]);
   });
-  project(w.xn.data(), s.n, h, {{&l.gate, 0}, {&l.up, m.ffn}}, w.gate_up.data(), 2 * m.ffn);
+  project(*s.m.kernels, w.xn.data(), s.n, h, {{&l.gate, 0}, {&l.up, m.ffn}}, w.gate_up.data(), 2 * m.ffn);
   s.each_token([&](int64_t t) {
     const float* gate = &w.gate_up[t * 2 * m.ffn];
     float* act = &w.act[t * m.ffn];
@@ -273,7 +275,7 @@ void mlp(const Step& s, const Layer& l) {
     else
       for (int64_t i = 0; i < m.ffn; ++i) act[i] = silu(gate[i]) * gate[m.ffn + i];
   });
-  project(w.act.data(), s.n, m.ffn, {{&l.down, 0}}, w.xn.data(), h);
+  project(*s.m.kernels, w.act.data(), s.n, m.ffn, {{&l.down, 0}}, w.xn.data(), h);
   s.each_token([&](int64_t t) {
     if (l.post_ffn_norm != nullptr) rms_norm(&w.xn[t * h], l.post_ffn_norm, h, m.eps, &w.xn[t * h]);
     for (int64_t i = t * h; i < (t + 1) * h; ++i) w.x[i] += w.xn[i];
@@ -294,7 +296,7 @@ void head(const Step& s, int64_t rows, const int64_t* counts, const int8_t* want
   w.out_rows.resize(wanted * s.h);
   w.logits.resize(wanted * m.vocab);
   for (int64_t i = 0; i < wanted; ++i) rms_norm(&w.x[w.last[i] * s.h], m.out_norm, s.h, m.eps, &w.out_rows[i * s.h]);
-  project(w.out_rows.data(), wanted, s.h, {{&m.head, 0}}, w.logits.data(), m.vocab);
+  project(*s.m.kernels, w.out_rows.data(), wanted, s.h, {{&m.head, 0}}, w.logits.data(), m.vocab);
   for (int64_t r = 0, i = 0; r < rows; ++r)
     if (want[r]) std::memcpy(logits + r * m.vocab, &w.logits[(i++) * m.vocab], m.vocab * sizeof(float));
 }
@@ -491,6 +493,18 @@ Status pv_model_gemma3(void* handle, double attn_scale, double rope_factor, int6
 }
 
 void pv_model_free(void* model) { delete static_cast<Model*>(model); }
+
+int64_t pv_kernels_widest() {
+  const palaver::Kernels* widest = palaver::kernels_of(palaver::kWidestKernels);
+  return widest != nullptr ? widest->family : 0;
+}
+
+Status pv_model_kernels(void* handle, int64_t family) {
+  const palaver::Kernels* kernels = family >= 0 ? palaver::kernels_of(family) : nullptr;
+  if (kernels == nullptr) return palaver::kBadArgument;
+  static_cast<Model*>(handle)->kernels = kernels;
+  return palaver::kOk;
+}
 
 Status pv_model_set(void* handle, const char* name, const void* data, int64_t type, int64_t rows, int64_t cols) {
   return palaver::set_tensor(*static_cast<Model*>(handle), name, data, type, rows, cols);

@@ -6,14 +6,14 @@
 // checks when it loads the library. A call that can refuse returns a Status, and pv_status_reason names it.
 //
 // Version 3 added pv_embed: texts run through the layers on temporary pages, their final-normed hidden states
-// mean-pooled in place of logits.
+// mean-pooled in place of logits. Version 4 added the kernel families: pv_kernels_widest and pv_model_kernels.
 #pragma once
 
 #include <cstdint>
 
 namespace palaver {
 
-constexpr int64_t kAbiVersion = 3;
+constexpr int64_t kAbiVersion = 4;
 
 enum Status : int64_t {
   kOk = 0,
@@ -48,6 +48,10 @@ palaver::Status pv_model_rope(void* model, int64_t rotary_dims, double base, con
                               double attention_factor);
 palaver::Status pv_model_gemma3(void* model, double attn_scale, double rope_factor, int64_t window, double local_base,
                                 const int8_t* sliding);
+// The widest block-kernel family this CPU runs (blocks.h's KernelFamily: 1 AVX2, 2 AVX-512), which a new model uses.
+int64_t pv_kernels_widest();
+// Make the model's block kernels a family's (0: the widest); kBadArgument for one this CPU cannot run.
+palaver::Status pv_model_kernels(void* model, int64_t family);
 // Point the model at a tensor's data by its GGUF name ("blk.3.attn_q.weight", "output_norm.weight").
 palaver::Status pv_model_set(void* model, const char* name, const void* data, int64_t type, int64_t rows,
                              int64_t cols);

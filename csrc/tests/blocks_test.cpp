@@ -1,7 +1,8 @@
 // The block kernel's own tests, built with AddressSanitizer and UndefinedBehaviorSanitizer (tests/engine/native/test_binding.py
-// compiles and runs this): every type's weights against ggml's scalar reference, bit for bit, and each input row's
-// product the same bits alone and in batches of every size, on both sides of every tile and chunk, over rows of one
-// and of several blocks or super-blocks, on a thread's tile buffer that earlier calls left stale.
+// compiles and runs this), for each kernel family this CPU runs: every type's weights against ggml's scalar
+// reference, bit for bit, and each input row's product the same bits alone and in batches of every size, on both
+// sides of every tile, register tile and chunk, over rows of one and of several blocks or super-blocks, on a
+// thread's tile buffer that earlier calls left stale; and every family's products the AVX2 family's bits.
 
 #include "check.h"
 #include "blocks.h"
@@ -220,7 +221,7 @@ std::vector<uint8_t> random_rows(std::mt19937& rng, int64_t type, int64_t rows, 
 
 bool same_bits(const float* a, const float* b, int64_t n) { return std::memcmp(a, b, static_cast<size_t>(n) * 4) == 0; }
 
-void check_type(std::mt19937& rng, int64_t type) {
+void check_type(std::mt19937& rng, const Kernels& kernels, int64_t type) {
   const int64_t unit = unit_weights(type);
   for (int64_t cols : {unit, 2 * unit, 3 * unit}) {
     for (int64_t rows : {1, 3, 4, 5, 8, 9}) {  // tiles of kTileN = 4 weight rows: short, whole, one over, two
@@ -229,7 +230,7 @@ void check_type(std::mt19937& rng, int64_t type) {
       // Each weight exactly as the scalar reference gives it.
       std::vector<float> weights(static_cast<size_t>(rows * cols)), expected(weights.size());
       for (int64_t r = 0; r < rows; ++r) {
-        dequantise_row(w.data() + r * row_bytes, type, cols / kBlock, &weights[static_cast<size_t>(r * cols)]);
+        kernels.dequantise_row(w.data() + r * row_bytes, type, cols / kBlock, &weights[static_cast<size_t>(r * cols)]);
         for (int64_t u = 0; u < cols / unit; ++u)
           reference_unit(type, w.data() + r * row_bytes + u * unit_bytes(type), &expected[static_cast<size_t>(r * cols + u * unit)]);
       }
@@ -241,18 +242,26 @@ void check_type(std::mt19937& rng, int64_t type) {
       std::vector<float> x(static_cast<size_t>(m_most * cols));
       for (float& value : x) value = normal(rng);
       std::vector<float> alone(static_cast<size_t>(m_most * rows));
-      auto product = [&](const float* input, int64_t m, float* y) {  // on the thread's buffer, stale from before
+      auto product = [&](const Kernels& family, const float* input, int64_t m, float* y) {  // on a stale buffer
         for (int64_t n0 = 0; n0 < rows; n0 += kTileN)
-          tile_of_rows(input, m, cols, w.data(), type, row_bytes, n0, std::min(kTileN, rows - n0), y, rows, n0,
-                       tile_buffer(m, cols));
+          family.tile_of_rows(input, m, cols, w.data(), type, row_bytes, n0, std::min(kTileN, rows - n0), y, rows, n0,
+                              tile_buffer(m, cols));
       };
-      for (int64_t i = 0; i < m_most; ++i) product(&x[static_cast<size_t>(i * cols)], 1, &alone[static_cast<size_t>(i * rows)]);
-      for (int64_t m : {int64_t{2}, kTileM, kTileM + 1, kTileM + 2, 2 * kTileM, kChunkM - 1, kChunkM, kChunkM + 1,
-                        kChunkM + kTileM, kChunkM + kTileM + 1, 2 * kChunkM, m_most}) {
+      for (int64_t i = 0; i < m_most; ++i)
+        product(kernels, &x[static_cast<size_t>(i * cols)], 1, &alone[static_cast<size_t>(i * rows)]);
+      // Register tiles of 3 (AVX2) and of 8 and 4 (AVX-512) rows, whole and cut, inside and across chunks.
+      for (int64_t m : {int64_t{2}, kTileM, kTileM + 1, kTileM + 2, 2 * kTileM, int64_t{7}, int64_t{8}, int64_t{9},
+                        int64_t{12}, int64_t{13}, int64_t{15}, kChunkM - 1, kChunkM, kChunkM + 1, kChunkM + kTileM,
+                        kChunkM + kTileM + 1, kChunkM + 12, 2 * kChunkM, m_most}) {
         std::vector<float> together(static_cast<size_t>(m * rows));
-        product(x.data(), m, together.data());
+        product(kernels, x.data(), m, together.data());
         CHECK(same_bits(together.data(), alone.data(), m * rows));
       }
+      std::vector<float> avx2_alone(alone.size());
+      for (int64_t i = 0; i < m_most; ++i)
+        product(*kernels_of(kAvx2Kernels), &x[static_cast<size_t>(i * cols)], 1,
+                &avx2_alone[static_cast<size_t>(i * rows)]);
+      CHECK(same_bits(alone.data(), avx2_alone.data(), m_most * rows));
     }
   }
 }
@@ -260,9 +269,17 @@ void check_type(std::mt19937& rng, int64_t type) {
 }  // namespace
 
 int main() {
-  std::mt19937 rng(11);
-  for (int64_t type : {kF32, kF16, kBF16, kQ4_0, kQ4_1, kQ5_0, kQ5_1, kQ8_0, kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K})
-    check_type(rng, type);
+  for (int64_t family : {kAvx2Kernels, kAvx512Kernels}) {
+    const Kernels* kernels = kernels_of(family);
+    if (kernels == nullptr) {
+      std::printf("kernel family %lld skipped: this CPU cannot run it\n", static_cast<long long>(family));
+      continue;
+    }
+    std::mt19937 rng(11);
+    for (int64_t type : {kF32, kF16, kBF16, kQ4_0, kQ4_1, kQ5_0, kQ5_1, kQ8_0, kQ2_K, kQ3_K, kQ4_K, kQ5_K, kQ6_K})
+      check_type(rng, *kernels, type);
+    std::printf("kernel family %lld checked\n", static_cast<long long>(family));
+  }
   CHECK(row_bytes_of(kQ4_K, 576) == 0 && row_bytes_of(kQ5_0, 576) == 18 * 22 && !served(9) && !served(15));
   if (palaver_test::failures) {
     std::fprintf(stderr, "%d block checks failed\n", palaver_test::failures);

@@ -1,8 +1,9 @@
 // The native step's own tests, built with AddressSanitizer and UndefinedBehaviorSanitizer (tests/engine/native/test_binding.py
 // compiles and runs this): random models of Q4_0, Q4_1 and Q8_0 blocks; batches on both sides of every tile and
-// chunk of the projections (3 and 64 rows) and of the threads' shares (128 tokens), prefilling and decoding; prefill
-// chunks and sequence lengths on both sides of every page (16 positions) and block of 8 scores; the cache's books
-// and its page pool; the thread pool's chunks; and weights set by name, refused by name. Four models: a Llama with
+// chunk of the projections (3, 4, 8 and 64 rows) and of the threads' shares (128 tokens), prefilling and decoding,
+// with each kernel family this CPU runs, which all give the AVX2 family's bits; prefill chunks and sequence lengths
+// on both sides of every page (16 positions) and block of 8 scores; the cache's books and its page pool; the thread
+// pool's chunks; and weights set by name, refused by name. Four models: a Llama with
 // Qwen2's biases and Qwen3's head norms; a Gemma 3 whose sliding layer's window (13 positions) starts inside a page
 // and inside a block of 8 scores; a Phi-3.5 with joined projections that rotates half of each head with LongRoPE's
 // factors; and heads of 80, whose values are summed in two passes of 64 dimensions and one of 16. Embeddings: each
@@ -239,6 +240,25 @@ void every_batch_size_gives_each_row_its_bits_alone(void* model) {
   }
 }
 
+// Each kernel family this CPU runs gives every batch size each row's bits alone, and the AVX2 family's bits; a
+// family it cannot run, or none, is refused.
+void every_kernel_family_gives_the_same_bits(void* model) {
+  CHECK(pv_model_kernels(model, 3) == kBadArgument && pv_model_kernels(model, -1) == kBadArgument);
+  CHECK(pv_kernels_widest() == (cpu_runs(kAvx512Kernels) ? kAvx512Kernels : kAvx2Kernels));
+  CHECK(pv_model_kernels(model, kAvx2Kernels) == kOk);
+  const auto avx2 = prefill(model, 5, 70, 70);  // 70 tokens a step: whole and cut register tiles, past a chunk
+  for (int64_t family : {kAvx2Kernels, kAvx512Kernels}) {
+    if (pv_model_kernels(model, family) != kOk) {
+      CHECK(!cpu_runs(family));
+      std::printf("kernel family %lld skipped: this CPU cannot run it\n", static_cast<long long>(family));
+      continue;
+    }
+    CHECK(same_bits(prefill(model, 5, 70, 70).data(), avx2.data()));
+    every_batch_size_gives_each_row_its_bits_alone(model);
+  }
+  CHECK(pv_model_kernels(model, kWidestKernels) == kOk);
+}
+
 void threads_do_not_change_the_bits(void* model) {
   pv_set_threads(1);
   const auto one = prefill(model, 3, 70, 70);
@@ -375,7 +395,7 @@ void an_embedding_is_the_mean_of_the_final_normed_states(const TinyModel& model)
   const int64_t hidden = model.shape.hidden, row_bytes = row_bytes_of(model.head_type, hidden);
   std::vector<float> head(static_cast<size_t>(kVocab * hidden));
   for (int64_t v = 0; v < kVocab; ++v)
-    dequantise_row(model.blocks[model.head_blocks].data() + v * row_bytes, model.head_type, hidden / kBlock,
+    avx2::dequantise_row(model.blocks[model.head_blocks].data() + v * row_bytes, model.head_type, hidden / kBlock,
                    &head[static_cast<size_t>(v * hidden)]);
   for (int64_t length : {1, 2, 16, 17}) {
     void* cache = new_cache(model.handle, 4);
@@ -521,7 +541,7 @@ int main(int argc, char** argv) {
     if (!wanted(argc, argv, name)) continue;
     TinyModel model(variant);
     chunks_and_pages_give_the_same_bits(model.handle);
-    every_batch_size_gives_each_row_its_bits_alone(model.handle);
+    every_kernel_family_gives_the_same_bits(model.handle);
     threads_do_not_change_the_bits(model.handle);
     the_cache_keeps_its_books(model.handle);
     reused_pages_give_the_same_bits(model.handle);

@@ -14,6 +14,8 @@ WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
 HALF_TYPES = ("float16", "bfloat16")
 HEADROOM_BYTES = 64 * 1024**2  # a step's scratch vectors, the logits, requests' own objects, the allocator's slack
 CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+# The GGUF block kernels' families (PALAVER_KERNELS), by csrc/blocks.h's numbers, narrowest first; auto: the widest.
+KERNEL_FAMILY_NUMBERS = {"auto": 0, "avx2": 1, "avx512": 2}
 
 
 def weight_bytes(source: str) -> int:
@@ -89,3 +91,8 @@ def available_cores() -> int:
     except (OSError, ValueError):
         pass
     return cores
+
+
+def kernel_family_name(number: int) -> str:
+    """Return the name of the block kernels' family that csrc/blocks.h numbers so."""
+    return next(name for name, value in KERNEL_FAMILY_NUMBERS.items() if value == number)

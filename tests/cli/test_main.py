@@ -33,13 +33,14 @@ def test_models_says_what_palaver_model_resolves_to(cli_env, gguf_chat_model):
 
 @pytest.mark.parametrize("engine, path", [("auto", "native"), ("transformers", "transformers")])
 def test_models_tells_the_truth_about_a_gguf_file(cli_env, k_quant_gguf_model, engine, path):
-    env = {**cli_env, "PALAVER_MODEL": str(k_quant_gguf_model), "PALAVER_ENGINE": engine}
+    env = {**cli_env, "PALAVER_MODEL": str(k_quant_gguf_model), "PALAVER_ENGINE": engine, "PALAVER_KERNELS": "avx2"}
     result = palaver("models", env=env)
     assert result.returncode == 0, result.stderr
     rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in result.stdout.splitlines())
     assert rows["path"] == path and rows["architecture"] == "llama"
     assert "2 Q4_K" in rows["tensors"] and "2 BF16" in rows["tensors"] and "(100% as stored)" in rows["served"]
     assert ("not native because" in result.stdout) == (engine == "transformers")
+    assert rows["kernels"] == "avx2", "the block kernels' family, as PALAVER_KERNELS asks, on either path"
 
 
 def test_models_describes_each_configured_model_and_model_picks_one(cli_env, chat_model, dialogpt_model):

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from palaver.engine.gguf.file import TYPE_NAMES, kernel_reads, row_weights
+from palaver.engine.machine import KERNEL_FAMILY_NUMBERS, kernel_family_name
 
 log = logging.getLogger("palaver.native")
 
@@ -29,7 +30,7 @@ CPU_FLAGS = ("avx2", "fma", "f16c")
 # Raised whenever the step's arithmetic changes, so a system_fingerprint never names two ways of computing.
 ARITHMETIC_VERSION = "native-step-1"
 # The interface this binding speaks (csrc/native_step.h's kAbiVersion): a library built for another is refused.
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 _i64, _ptr = ctypes.c_int64, ctypes.c_void_p
 _state: dict[str, Any] = {}
@@ -89,6 +90,8 @@ def _bind(lib: ctypes.CDLL) -> str | None:
     signatures: dict[str, tuple[list, Any]] = {
         "pv_status_reason": ([_i64], ctypes.c_char_p),
         "pv_model_new": ([ctypes.POINTER(_i64), ctypes.c_double, ctypes.c_double, _i64, out], _i64),
+        "pv_kernels_widest": ([], _i64),
+        "pv_model_kernels": ([_ptr, _i64], _i64),
         "pv_model_free": ([_ptr], None),
         "pv_model_set": ([_ptr, ctypes.c_char_p, _ptr, _i64, _i64, _i64], _i64),
         "pv_model_check": ([_ptr, ctypes.c_char_p, _i64], _i64),
@@ -200,15 +203,36 @@ def refusal(config: dict, entries: list) -> str | None:
     return None
 
 
+def kernels_in_use(lib: ctypes.CDLL, wanted: str) -> str:
+    """Return the block kernels' family for PALAVER_KERNELS=wanted: auto's is the widest this CPU runs."""
+    widest = int(lib.pv_kernels_widest())
+    number = KERNEL_FAMILY_NUMBERS[wanted] or widest
+    if number > widest:
+        raise ValueError(
+            f"PALAVER_KERNELS={wanted}: this CPU lacks the instructions of the {wanted} kernels; "
+            f"the widest it runs are {kernel_family_name(widest)}"
+        )
+    return kernel_family_name(number)
+
+
 class NativeModel:
     """A GGUF file's weights, read in place from a read-only mapping, with the native step over them."""
 
-    def __init__(self, gguf_path: Path, config: dict, entries: list, threads: int, context: int | None = None):
+    def __init__(
+        self,
+        gguf_path: Path,
+        config: dict,
+        entries: list,
+        threads: int,
+        context: int | None = None,
+        kernels: str = "auto",
+    ):
         # context, the longest sequence served, picks LongRoPE's factors as llama.cpp does: long past the original
         lib = library()
         if lib is None:
             raise RuntimeError("the native step is unavailable")
         self.lib: ctypes.CDLL = lib
+        self.kernels = kernels_in_use(lib, kernels)  # the block kernels' family, chosen once, here
         self.shape = Shape.of(config)
         self.data: np.memmap | None = np.memmap(gguf_path, dtype=np.uint8, mode="r")  # pages the kernel may drop
         shape = self.shape
@@ -219,6 +243,8 @@ class NativeModel:
         status = self.lib.pv_model_new(dims, shape.eps, shape.rope_base, adjacent_pairs, ctypes.byref(handle))
         _checked(self.lib, status, "the native step cannot run a model of these dimensions")
         self.handle: int | None = handle.value
+        number = KERNEL_FAMILY_NUMBERS[self.kernels]
+        _checked(self.lib, self.lib.pv_model_kernels(self.handle, number), f"the {self.kernels} kernels cannot run")
         base = self.data.ctypes.data
         tensors = {entry.name: entry for entry in entries}
         if config["model_type"] == "gemma3":

@@ -133,7 +133,7 @@ class NativeServedModel:
         self.pad_id: int | None = tokenizer.pad_token_id
         context = min(self.context_length, settings.max_context_tokens)
         threads = settings.torch_threads or available_cores()
-        self.weights = binding.NativeModel(gguf.path, config, gguf.tensors, threads, context)
+        self.weights = binding.NativeModel(gguf.path, config, gguf.tensors, threads, context, settings.kernels)
         kv_bytes = self.weights.kv_bytes_per_token()
         wanted = settings.max_batch_size * context * kv_bytes  # every row at a full context: never more than this
         budget = kv_budget(settings.memory_limit or cgroup_limit(), gguf.path.stat().st_size, wanted)
@@ -236,8 +236,10 @@ def load_native(settings: Settings, name: str, source: str) -> LoadedModel | Non
     seconds = time.perf_counter() - started
     log.info("loaded %s (%s family, native step) in %.1fs", name, family.name, seconds)
     budget, _ = model.kv_bytes()
-    stamp = fingerprint(source, "native", binding.ARITHMETIC_VERSION, "gguf-blocks")
+    kernels = model.weights.kernels  # named, so a client sees which instructions computed its reply
+    stamp = fingerprint(source, "native", binding.ARITHMETIC_VERSION, "gguf-blocks", f"kernels-{kernels}")
     layout = weight_layout(gguf.tensors, {e.name for e in gguf.tensors}, gguf.architecture, "native", None)
+    layout["kernels"] = kernels
     return LoadedModel(
         name, family, seconds, "gguf-blocks", engine="native", kv_cache_bytes=budget, fingerprint=stamp, gguf=layout
     )

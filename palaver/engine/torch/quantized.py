@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from palaver.engine.gguf.file import KERNEL_TYPES, SUPER_BLOCK_TYPES, TYPE_NAMES, stored_row_bytes
+from palaver.engine.machine import KERNEL_FAMILY_NUMBERS, kernel_family_name
 
 log = logging.getLogger("palaver.quantized")
 
@@ -63,15 +64,20 @@ def _register_fakes() -> None:
         return blocks.new_empty((blocks.shape[0], in_features), dtype=torch.float32)
 
 
-def use_kernel_threads(threads: int) -> None:
+def use_kernel_threads(threads: int, kernels: str = "auto") -> str:
     """Give the process's one native pool (the step's and the kernel's) the cores, and torch's other ops one thread.
 
     torch's OpenMP pool waits at a barrier for every thread after each of the hundreds of small ops in a decode
     step; with a busy neighbour on the cores, each wait lasts a scheduler time slice. The kernel's pool never
-    waits for a thread that has not started, and the small ops gain little from a second thread.
+    waits for a thread that has not started, and the small ops gain little from a second thread. The kernels are
+    PALAVER_KERNELS's family (auto: the widest this CPU runs), whose name is returned.
     """
     torch.ops.palaver.set_threads(threads)
     torch.set_num_threads(1)
+    try:
+        return kernel_family_name(torch.ops.palaver.set_kernels(KERNEL_FAMILY_NUMBERS[kernels]))
+    except RuntimeError:
+        raise ValueError(f"PALAVER_KERNELS={kernels}: this CPU lacks the {kernels} kernels' instructions") from None
 
 
 def quantise_q8_0(weight: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """The native step: transformers' logits and embeddings within tolerance, the same bits in any batch, a KV budget."""
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ from servers import ROOT
 
 from commons import Settings
 from palaver.engine.gguf.file import read_gguf
+from palaver.engine.machine import KERNEL_FAMILY_NUMBERS, kernel_family_name
 from palaver.engine.native import binding as native
 from palaver.engine.native.loading import llama_config
 from palaver.engine.scheduling.embedding import unit_vectors
@@ -112,6 +114,41 @@ def test_every_batch_size_gives_each_row_its_bits_alone(weights, rows):
         assert alone.step([sequence], [tokens[index]], [True])[0].tobytes() == together[index].tobytes()
         alone.close()
     cache.close()
+
+
+def test_each_kernel_family_this_cpu_runs_gives_the_same_bits_and_one_it_lacks_is_refused(gguf_chat_model):
+    """The widest family is the default; each other gives a prefill's and a batch's logits the same bits."""
+    gguf = read_gguf(gguf_chat_model)
+    widest = native.library().pv_kernels_widest()
+    logits = {}
+    for family in ("auto", *(name for name, number in KERNEL_FAMILY_NUMBERS.items() if 0 < number <= widest)):
+        model = native.NativeModel(gguf_chat_model, llama_config(gguf), gguf.tensors, threads=2, kernels=family)
+        assert model.kernels == (kernel_family_name(widest) if family == "auto" else family)
+        cache = model.new_cache(16, 64)
+        sequences = [cache.new_sequence() for _ in range(5)]
+        assert all(cache.reserve(sequence, len(PROMPT) + 1) for sequence in sequences)
+        prefilled = cache.step(sequences, [PROMPT[: 4 + 3 * r] for r in range(5)], [True] * 5)
+        logits[family] = np.concatenate([prefilled, cache.step(sequences, [[7]] * 5, [True] * 5)])
+        cache.close()
+        model.close()
+    assert all(got.tobytes() == logits["auto"].tobytes() for got in logits.values())
+    if widest < KERNEL_FAMILY_NUMBERS["avx512"]:
+        with pytest.raises(ValueError, match="PALAVER_KERNELS=avx512"):
+            native.NativeModel(gguf_chat_model, llama_config(gguf), gguf.tensors, threads=2, kernels="avx512")
+
+
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="objdump (binutils) lists the instructions")
+def test_no_avx512_instruction_is_outside_the_avx512_family_so_both_libraries_load_on_avx2_cpus():
+    """Every EVEX-encoded (AVX-512) instruction of either library is in a function of the AVX-512 family."""
+    for library in (native.LIBRARY, native.LIBRARY.with_name("palaver_kernels.so")):
+        listing = subprocess.run(["objdump", "-d", "-C", str(library)], capture_output=True, text=True, check=True)
+        function, outside = "", set()
+        for line in listing.stdout.splitlines():
+            if line.endswith(">:"):
+                function = line
+            elif line.count("\t") >= 2 and line.split("\t")[1].startswith("62 ") and "avx512" not in function:
+                outside.add(function)
+        assert not outside, f"{library.name}: AVX-512 instructions in {sorted(outside)[:5]}"
 
 
 @pytest.mark.parametrize("fixture", ["k_quant_gguf_model", "low_bit_gguf_model"])
@@ -355,6 +392,7 @@ import os, sys
 from pathlib import Path
 import torch
 from palaver.engine.gguf.file import read_gguf
+from palaver.engine.machine import KERNEL_FAMILY_NUMBERS, kernel_family_name
 from palaver.engine.native import binding
 from palaver.engine.native.loading import llama_config
 from palaver.engine.torch.quantized import kernel_available

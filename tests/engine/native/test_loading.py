@@ -12,8 +12,9 @@ from servers import ROOT
 from commons import Message, Settings
 from palaver.engine import machine
 from palaver.engine.gguf.file import read_gguf
-from palaver.engine.machine import HEADROOM_BYTES, cgroup_limit, kv_budget
+from palaver.engine.machine import HEADROOM_BYTES, cgroup_limit, kernel_family_name, kv_budget
 from palaver.engine.model_sources import embedded_gguf_path
+from palaver.engine.native import binding
 from palaver.engine.native import loading as native_loading
 from palaver.engine.native.loading import PAGE_TOKENS, llama_config, load_native
 from palaver.engine.torch.loading import gguf_metadata_dir
@@ -38,6 +39,18 @@ def test_a_llama_gguf_file_is_served_natively_without_torch_or_transformers(gguf
     result = run_python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[0] == "native []"
+
+
+def test_the_kernel_family_in_use_is_named_in_the_layout_and_the_fingerprint(gguf_chat_model, tmp_path):
+    widest = kernel_family_name(binding.library().pv_kernels_widest())
+    loaded = {
+        kernels: load_native(Settings(model="", cache_dir=str(tmp_path), kernels=kernels), "tiny", str(gguf_chat_model))
+        for kernels in ("auto", "avx2")
+    }
+    assert loaded["auto"].gguf["kernels"] == widest and loaded["avx2"].gguf["kernels"] == "avx2"
+    assert (loaded["auto"].fingerprint == loaded["avx2"].fingerprint) == (widest == "avx2")
+    for model in loaded.values():
+        model.release()
 
 
 def test_without_the_library_the_server_says_so_once_and_serves_through_transformers(gguf_chat_model, tmp_path):

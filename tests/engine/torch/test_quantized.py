@@ -83,6 +83,28 @@ def test_a_rows_product_is_the_same_bits_alone_and_in_any_batch(qtype):
     torch.testing.assert_close(alone, exact, rtol=1e-3, atol=1e-3)
 
 
+def test_every_kernel_family_this_cpu_runs_reads_and_multiplies_to_the_same_bits():
+    """AVX2 and, where the CPU has it, AVX-512: the same weights and products, alone and batched, for every type."""
+    widest = torch.ops.palaver.set_kernels(0)
+    x = torch.randn(19, 512, generator=torch.Generator().manual_seed(2))
+    try:
+        for qtype in TYPES:
+            blocks, _ = random_blocks(qtype, 70, 512)
+            results = []
+            for family in range(1, widest + 1):
+                torch.ops.palaver.set_kernels(family)
+                weights = torch.ops.palaver.gguf_dequantise(blocks, qtype, 512)
+                products = [torch.ops.palaver.gguf_linear(x[:size], blocks, qtype, 512) for size in (1, 2, 9, 19)]
+                results.append([weights, *products])
+            for other in results[1:]:
+                assert all(torch.equal(a, b) for a, b in zip(results[0], other)), T(qtype).name
+    finally:
+        torch.ops.palaver.set_kernels(0)
+    if widest < 2:  # an AVX2-only CPU refuses the AVX-512 family
+        with pytest.raises(RuntimeError, match="cannot run kernel family 2"):
+            torch.ops.palaver.set_kernels(2)
+
+
 def test_quantised_weights_from_gguf_py_are_read_back_exactly():
     weights = np.random.default_rng(3).standard_normal((8, 256)).astype(np.float32)
     for qtype in (T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q8_0, T.BF16):
