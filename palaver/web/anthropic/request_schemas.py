@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from palaver.core.errors import InvalidRequest
 from palaver.core.json_schemas import Grammar, compact
 from palaver.core.parameters import GenerationParams, MaxNewTokens, Stop, Temperature, TopK, TopP, with_given
 from palaver.core.tools import (
@@ -22,7 +21,7 @@ from palaver.core.tools import (
 from palaver.core.types import Message
 from palaver.core.validation import RequestModel, body_error, field_error, unsupported
 from palaver.web.anthropic.content import CacheControl, Conversation, TextBlocks, conversation_messages
-from palaver.web.api.schemas import settings_of
+from palaver.web.api.schemas import named_model, settings_of
 
 if TYPE_CHECKING:
     from palaver.backends import ModelRouter
@@ -131,10 +130,7 @@ class MessagesInput(RequestModel):
 
     def served_model(self, models: ModelRouter) -> str:
         """Return the configured model's name the request names (or its source as written); 404 for any other."""
-        if not self.model:
-            known = ", ".join(f"'{name}'" for name in models.names)
-            raise InvalidRequest(f"'model' must name a model; this server serves {known}", param="model")
-        return models.resolve(self.model)
+        return named_model(models, self.model)
 
     def tool_use(self) -> ToolUse | None:
         """Return the tools the reply may use, and how; None without tools."""

@@ -4,21 +4,41 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, ValidationInfo, field_validator
 
 from palaver.chat.conversations import ChatInput, ChatTurn
 from palaver.core.config import Settings
+from palaver.core.errors import InvalidRequest
 from palaver.core.json_schemas import ResponseFormat
 from palaver.core.parameters import PARAMETER_NAMES, Sampling, Thinking
 from palaver.core.validation import field_error
 from palaver.web.api.listing import is_conversation_id
 
+if TYPE_CHECKING:
+    from palaver.backends import ModelRouter
+
 
 def settings_of(info: ValidationInfo) -> Settings:
     """Return the settings a request is validated against."""
     return (info.context or {}).get("settings") or Settings()
+
+
+def within_message_limit(text: str, info: ValidationInfo) -> str:
+    """Return a message's text if it is no longer than PALAVER_MAX_MESSAGE_CHARS."""
+    max_chars = settings_of(info).max_message_chars
+    if len(text) > max_chars:
+        raise field_error(f"must be at most {max_chars} characters")
+    return text
+
+
+def named_model(models: ModelRouter, name: str | None) -> str:
+    """Return the configured model's name a required 'model' names (or its source as written); 404 for any other."""
+    if not name:
+        known = ", ".join(f"'{served}'" for served in models.names)
+        raise InvalidRequest(f"'model' is required; this server serves {known}", param="model")
+    return models.resolve(name)
 
 
 def message_text(text: str, settings: Settings) -> str:

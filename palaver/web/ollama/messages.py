@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, fie
 from palaver.core.tools import MAX_TOOLS, NAME_PATTERN, FunctionDefinition
 from palaver.core.types import Message, ToolCall
 from palaver.core.validation import RequestModel, body_error, field_error, neutral_or_refused
-from palaver.web.api.schemas import settings_of
+from palaver.web.api.schemas import settings_of, within_message_limit
 from palaver.web.openai.messages import MAX_ARGUMENTS_CHARS
 
 IMAGES_REFUSED = "images are not supported: Palaver serves text models"
@@ -59,10 +59,7 @@ class ChatMessage(RequestModel):
     @field_validator("content")
     @classmethod
     def _within_limit(cls, content: str, info: ValidationInfo) -> str:
-        max_chars = settings_of(info).max_message_chars
-        if len(content) > max_chars:
-            raise field_error(f"must be at most {max_chars} characters")
-        return content
+        return within_message_limit(content, info)
 
     @model_validator(mode="after")
     def _calls_and_results_in_their_roles(self) -> ChatMessage:

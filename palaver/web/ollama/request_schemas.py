@@ -29,7 +29,7 @@ from palaver.core.tools import (
 )
 from palaver.core.types import Message
 from palaver.core.validation import RequestModel, body_error, field_error, neutral_or_refused
-from palaver.web.api.schemas import settings_of
+from palaver.web.api.schemas import within_message_limit
 from palaver.web.ollama.messages import (
     IMAGES_REFUSED,
     Conversation,
@@ -211,10 +211,7 @@ class GenerateRequest(OllamaRequest):
     @field_validator("prompt", "system")
     @classmethod
     def _within_limit(cls, text: str, info: ValidationInfo) -> str:
-        max_chars = settings_of(info).max_message_chars
-        if len(text) > max_chars:
-            raise field_error(f"must be at most {max_chars} characters")
-        return text
+        return within_message_limit(text, info)
 
     @field_validator("template")
     @classmethod

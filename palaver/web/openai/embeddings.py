@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, Field
 
 from palaver.core.embeddings import MAX_EMBEDDING_INPUTS, EmbeddingRequest, Embeddings
-from palaver.core.errors import InvalidRequest
 from palaver.core.validation import RequestModel, body_error, field_error
+from palaver.web.api.schemas import named_model
 from palaver.web.connection import client_gone_probe
 from palaver.web.generations import embed_all
 from palaver.web.services import services
@@ -55,10 +55,7 @@ class CreateEmbeddingRequest(RequestModel):
 
     def served_model(self, models: ModelRouter) -> str:
         """Return the configured model's name the request names (or its source as written); 404 for any other."""
-        if not self.model:
-            known = ", ".join(f"'{name}'" for name in models.names)
-            raise InvalidRequest(f"'model' is required; this server serves {known}", param="model")
-        return models.resolve(self.model)
+        return named_model(models, self.model)
 
 
 class EmbeddingObject(BaseModel):

@@ -9,7 +9,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, fie
 from palaver.core.tools import MAX_TOOLS, NAME_PATTERN
 from palaver.core.types import Message, ToolCall
 from palaver.core.validation import RequestModel, body_error, field_error, neutral_or_refused
-from palaver.web.api.schemas import settings_of
+from palaver.web.api.schemas import settings_of, within_message_limit
 
 MAX_ARGUMENTS_CHARS = 65_536
 
@@ -104,10 +104,7 @@ class ChatMessage(RequestModel):
     @field_validator("content")
     @classmethod
     def _within_limit(cls, content: str, info: ValidationInfo) -> str:
-        max_chars = settings_of(info).max_message_chars
-        if len(content) > max_chars:
-            raise field_error(f"must be at most {max_chars} characters")
-        return content
+        return within_message_limit(content, info)
 
     def to_message(self) -> Message:
         calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in self.tool_calls or ())

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
-from palaver.core.errors import InvalidRequest
 from palaver.core.json_schemas import Grammar, ResponseFormat
 from palaver.core.parameters import (
     REASONING_EFFORTS,
@@ -32,7 +31,7 @@ from palaver.core.tools import (
     unique_names,
 )
 from palaver.core.validation import RequestModel, body_error, field_error, neutral_or_refused, unsupported
-from palaver.web.api.schemas import Prompts
+from palaver.web.api.schemas import Prompts, named_model
 from palaver.web.openai.messages import Conversation
 
 if TYPE_CHECKING:
@@ -117,10 +116,7 @@ class CompletionFields(RequestModel):
         """Return the configured model's name the request names (or its source as written); 404 for any other."""
         if self.model is None and not required:
             return models.default
-        if not self.model:
-            known = ", ".join(f"'{name}'" for name in models.names)
-            raise InvalidRequest(f"'model' is required; this server serves {known}", param="model")
-        return models.resolve(self.model)
+        return named_model(models, self.model)
 
     def choice_params(self, params: GenerationParams) -> list[GenerationParams]:
         """Return each choice's parameters: a given seed moves on by one per choice, so choices differ."""

@@ -20,7 +20,7 @@ from palaver.core.parameters import (
 from palaver.core.tools import MAX_TOOLS, ToolUse, distinct_functions, enforced_calls_grammar
 from palaver.core.types import Message
 from palaver.core.validation import RequestModel, body_error, field_error, neutral_or_refused
-from palaver.web.api.schemas import settings_of
+from palaver.web.api.schemas import named_model, within_message_limit
 from palaver.web.responses.items import Input, conversation_of
 from palaver.web.responses.tools import (
     FunctionChoice,
@@ -184,10 +184,7 @@ class ResponsesRequest(RequestModel):
     @field_validator("instructions")
     @classmethod
     def _within_limit(cls, text: str, info: ValidationInfo) -> str:
-        max_chars = settings_of(info).max_message_chars
-        if len(text) > max_chars:
-            raise field_error(f"must be at most {max_chars} characters")
-        return text
+        return within_message_limit(text, info)
 
     @field_validator("tools")
     @classmethod
@@ -218,10 +215,7 @@ class ResponsesRequest(RequestModel):
 
     def served_model(self, models: ModelRouter) -> str:
         """Return the configured model's name the request names (or its source as written); 404 for any other."""
-        if not self.model:
-            known = ", ".join(f"'{name}'" for name in models.names)
-            raise InvalidRequest(f"'model' must name a model; this server serves {known}", param="model")
-        return models.resolve(self.model)
+        return named_model(models, self.model)
 
     def tool_use(self) -> ToolUse | None:
         """Return the functions the reply may call, and how; None without tools."""

@@ -86,3 +86,16 @@ def test_the_schema_is_the_models_with_this_servers_defaults_and_limits():
         "truncated_turns",
         "finish_reason",
     }
+
+
+def test_every_surface_names_its_model_and_bounds_its_text_by_one_rule(make_router, gguf_chat_model):
+    from palaver.web.api.schemas import named_model
+    from palaver.web.openai.messages import ChatMessage
+
+    router = make_router(gguf_chat_model)
+    assert named_model(router, "chat-llama") == "chat-llama"
+    with pytest.raises(InvalidRequest, match="'model' is required; this server serves 'chat-llama'"):
+        named_model(router, "")
+    settings = Settings(max_message_chars=5)
+    with pytest.raises(InvalidRequest, match="at most 5 characters"):
+        ChatMessage.parse({"role": "user", "content": "too long"}, {"settings": settings})
