@@ -7,13 +7,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from palaver.core.errors import InvalidRequest
-from palaver.core.types import CALLER, Caller
+from palaver.core.types import CALLER, Caller, CallersRequest
 
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's bound on one request's inputs
 
 
 @dataclass(eq=False)  # a request is itself: compared and hashed by identity
-class EmbeddingRequest:
+class EmbeddingRequest(CallersRequest):
     """Texts, or lists of token ids, to embed; each becomes one vector, in order."""
 
     inputs: Sequence[str | Sequence[int]]  # as the boundary checked them: none empty, ids not held to a vocabulary
@@ -24,15 +24,6 @@ class EmbeddingRequest:
     client_gone: Callable[[], bool] | None = None
     caller: Caller = field(default_factory=CALLER.get)  # whose request it is, as the view that made it knew
     cancelled: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def client(self) -> str:
-        """Return the client whose share this request takes: the engine serves clients round-robin."""
-        return self.caller.client
-
-    def cancel(self) -> None:
-        """Ask the backend to skip or stop this request."""
-        self.cancelled.set()
 
 
 @dataclass(frozen=True)

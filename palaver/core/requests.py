@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from palaver.core.json_schemas import Grammar
 from palaver.core.parameters import GenerationParams
 from palaver.core.tools import ToolUse
-from palaver.core.types import CALLER, Caller, Message
+from palaver.core.types import CALLER, Caller, CallersRequest, Message
 
 
 @dataclass(eq=False)  # a request is itself: compared and hashed by identity
-class GenerationRequest:
+class GenerationRequest(CallersRequest):
     """One request to a backend: its inputs, as the boundary checked them, and a way to stop it."""
 
     params: GenerationParams
@@ -28,12 +28,3 @@ class GenerationRequest:
     client_gone: Callable[[], bool] | None = None
     caller: Caller = field(default_factory=CALLER.get)  # whose request it is, as the view that made it knew
     cancelled: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def client(self) -> str:
-        """Return the client whose share this request takes: the engine serves clients round-robin."""
-        return self.caller.client
-
-    def cancel(self) -> None:
-        """Ask the backend to skip or stop this request."""
-        self.cancelled.set()

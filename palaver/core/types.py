@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Generator
 from contextlib import closing
 from contextvars import ContextVar
@@ -153,6 +154,22 @@ class Caller:
 # Whoever serves a request sets this in the request's thread; generations started there are the caller's.
 ANONYMOUS = Caller()
 CALLER: ContextVar[Caller] = ContextVar("caller", default=ANONYMOUS)
+
+
+class CallersRequest:
+    """What a generation and an embedding request share: whose share they take, and a way to stop them."""
+
+    caller: Caller
+    cancelled: threading.Event
+
+    @property
+    def client(self) -> str:
+        """Return the client whose share this request takes: the engine serves clients round-robin."""
+        return self.caller.client
+
+    def cancel(self) -> None:
+        """Ask the backend to skip or stop this request."""
+        self.cancelled.set()
 
 
 # What a generation streams: its PromptInfo, then text deltas, then the Reply. A request that asked for them
