@@ -64,9 +64,11 @@ $(AXE): package.json package-lock.json
 	touch $(AXE)
 
 # The suite runs in one process per core (pytest-xdist), a test file to a process, so a file's servers start once.
+# Bytecode is cached even where the environment says not to (PYTHONDONTWRITEBYTECODE): without it, each process
+# rewrites every test file's assertions and each of the suite's hundred servers compiles palaver from source.
 PYTEST_WORKERS ?= auto
 test: $(STAMP) $(KERNEL) $(AXE) browser postgres lint
-	HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 PYTHONDONTWRITEBYTECODE= $(PYTHON) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP) $(KERNEL)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.serve $(BENCH_ARGS)

@@ -53,6 +53,9 @@ class PullRequest(RequestModel):
         return given
 
 
+VERIFYING = {"status": "verifying sha256 digest"}
+
+
 def pull_model():
     """Pull a model in the background (as the library's page does); answer its progress as lines, or once done."""
     if not keys_required():
@@ -77,6 +80,8 @@ def progress_lines(progress: Progress) -> Iterator[dict[str, Any]]:
     yield {"status": "pulling manifest"}
     said: dict[str, Any] | None = None
     for state in progress.follow():
+        if state.status == "done" and said != VERIFYING:
+            yield VERIFYING  # a check that ended between two looks at the pull was still made: say so, in its place
         for line in ollama_lines(state):
             if line != said:  # a heartbeat repeats the state: its line is said once
                 said = line
@@ -89,7 +94,7 @@ def ollama_lines(state: PullState) -> list[dict[str, Any]]:
         digest = {"digest": f"sha256:{state.sha256}", "total": state.total, "completed": state.completed}
         return [{"status": f"pulling {state.sha256[:12]}", **digest}]
     if state.status == "verifying":
-        return [{"status": "verifying sha256 digest"}]
+        return [VERIFYING]
     if state.status == "done":
         return [{"status": "writing manifest"}, {"status": "success"}]
     return [{"error": state.error}] if state.status == "failed" else []

@@ -82,9 +82,9 @@ def test_what_the_native_step_does_not_serve_is_named(settings, source, reason):
     assert reason in native_loading.refusal(Settings(**settings), source)
 
 
-def test_the_config_read_from_the_file_is_the_one_transformers_reads(tmp_path):
+def test_the_config_read_from_the_file_is_the_one_transformers_reads(embedded_cache):
     ours = llama_config(read_gguf(embedded_gguf_path()))
-    theirs = json.loads((gguf_metadata_dir(embedded_gguf_path(), str(tmp_path)) / "config.json").read_text())
+    theirs = json.loads((gguf_metadata_dir(embedded_gguf_path(), str(embedded_cache)) / "config.json").read_text())
     for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
         assert ours[key] == theirs[key], key
     assert ours["num_key_value_heads"] == theirs["num_key_value_heads"]
