@@ -11,11 +11,11 @@ import pytest
 
 
 @pytest.fixture
-def cli_env(chat_model, tmp_path):
-    """The environment of a `palaver` command on the tiny chat model: greedy, three-token replies."""
+def cli_env(gguf_chat_model, tmp_path):
+    """The environment of a `palaver` command on the tiny chat model as GGUF (native, no torch): greedy, 3 tokens."""
     return {
         **os.environ,
-        "PALAVER_MODEL": str(chat_model),
+        "PALAVER_MODEL": str(gguf_chat_model),
         "PALAVER_CACHE_DIR": str(tmp_path / "cache"),
         "PALAVER_TEMPERATURE": "0",
         "PALAVER_MAX_NEW_TOKENS": "3",
