@@ -1,4 +1,4 @@
-"""The database's tables, conversations and their messages, and stored responses; and who may use a conversation."""
+"""The database's tables (conversations, messages, responses, people, shares) and who may use a conversation."""
 
 from __future__ import annotations
 
@@ -73,6 +73,108 @@ responses = Table(
     Column("conversation", Text, nullable=False),  # the messages a response that continues it reads, as JSON
     Index("ix_responses_created", "created_at"),
     Index("ix_responses_client_created", "client", "created_at"),
+)
+
+
+# People (PALAVER_AUTH): an account signs in with a password (password_hash), or through an identity provider or a
+# trusted proxy (identity: "oidc:<issuer>|<subject>" or "header:<value>"). role: admin or member; state: pending
+# (waiting for an admin's approval), active or disabled.
+people = Table(
+    "people",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("login", String(320), nullable=False, unique=True),  # an email or a user name, lowercased
+    Column("display_name", String(200), nullable=False, server_default=""),
+    Column("password_hash", String(200), nullable=True),
+    Column("identity", String(400), nullable=True, unique=True),
+    Column("role", String(16), nullable=False, server_default="member"),
+    Column("state", String(16), nullable=False, server_default="pending"),
+    Column("failed_sign_ins", Integer, nullable=False, server_default="0"),
+    Column("locked_until", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=True),
+)
+
+# A signed-in browser: the cookie holds a random token, the database only its SHA-256, so a read of the database
+# signs nobody in. Signing out everywhere deletes a person's rows.
+person_sessions = Table(
+    "person_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("person_id", String(32), ForeignKey("people.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+    Column("user_agent", String(200), nullable=False, server_default=""),
+    Index("ix_person_sessions_person", "person_id"),
+)
+
+# A person's API keys: random secrets shown once, stored as their SHA-256 (they carry 256 bits: no stretching needed).
+person_keys = Table(
+    "person_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("person_id", String(32), ForeignKey("people.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("prefix", String(16), nullable=False),  # the secret's first characters, to tell keys apart in a list
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Index("ix_person_keys_person", "person_id"),
+)
+
+groups = Table(
+    "groups",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_id", String(32), ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("person_id", String(32), ForeignKey("people.id", ondelete="CASCADE"), primary_key=True),
+)
+
+# Limits set by an admin for a person ("person:<id>") or a group ("group:<id>"); None: no limit of that kind.
+# models: the configured models' names allowed, comma-separated; None: every model.
+quotas = Table(
+    "quotas",
+    metadata,
+    Column("subject", String(64), primary_key=True),
+    Column("tokens_per_day", Integer, nullable=True),
+    Column("tokens_per_month", Integer, nullable=True),
+    Column("requests_per_minute", Integer, nullable=True),
+    Column("models", Text, nullable=True),
+)
+
+# Requests and tokens (prompt and completion) per person, UTC day (YYYY-MM-DD) and model.
+usage = Table(
+    "usage",
+    metadata,
+    Column("person_id", String(32), ForeignKey("people.id", ondelete="CASCADE"), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("model", String(100), primary_key=True),
+    Column("requests", Integer, nullable=False, server_default="0"),
+    Column("tokens", Integer, nullable=False, server_default="0"),
+)
+
+# A read-only snapshot of a conversation as it was when shared: the link's token is random, the database holds its
+# SHA-256. Deleting the conversation deletes its shares.
+shares = Table(
+    "shares",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("conversation_id", String(64), ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False),
+    Column("owner", String(64), nullable=False),
+    Column("title", String(200), nullable=False, server_default=""),
+    Column("model", String(100), nullable=True),
+    Column("snapshot", Text, nullable=False),  # the messages, as JSON
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Index("ix_shares_conversation", "conversation_id"),
 )
 
 

@@ -14,12 +14,12 @@ from palaver.storage.database import alembic_config, connect, current_revision, 
 
 def test_migrations_build_an_empty_database_and_rerun_as_no_ops(database_url):
     database = connect(database_url)
-    assert upgrade(database) == head_revision() == "0007"
-    assert upgrade(database) == "0007"
+    assert upgrade(database) == head_revision() == "0009"
+    assert upgrade(database) == "0009"
     tables = set(sa.inspect(database).get_table_names())
     assert {"conversations", "messages", "alembic_version"} <= tables
     with database.connect() as connection:
-        assert current_revision(connection) == "0007"
+        assert current_revision(connection) == "0009"
     database.dispose()
 
 
@@ -34,7 +34,7 @@ def test_a_database_at_an_older_revision_upgrades_and_keeps_its_conversations(da
             ),
             {"t": datetime(2026, 1, 1, tzinfo=UTC)},
         )
-    assert upgrade(database) == "0007"
+    assert upgrade(database) == "0009"
     with database.connect() as connection:
         found = connection.execute(sa.text("SELECT title, cancel_requested, client FROM conversations")).one()
         assert found == ("t", False, "browser:b"), "an owner's old conversations are its pool"
