@@ -1,5 +1,5 @@
 """The model picker in headless Chromium: a conversation starts on the model chosen, and the sidebar filters by it;
-a thinking model's reasoning shows apart from its answer."""
+a thinking model's reasoning shows apart from its answer; the page's controls fit a desktop and a phone."""
 
 import pytest
 from browsers import expect_replies, open_page
@@ -72,4 +72,32 @@ def test_a_thinking_models_reasoning_shows_collapsed_above_its_answer_and_after_
         sync_api.expect(reply.locator(":scope > .text")).to_have_text("the answer")
         assert "thought" not in reply.locator(":scope > .text").inner_text(), f"the answer is apart, {shown}"
         page.reload()
+    page.context.close()
+
+
+def control_widths(page) -> dict[str, float]:
+    """Return the rendered width of each of the sidebar's controls, by its selector."""
+    selectors = ["#new-conversation", "#search", "#model-filter", ".search button"]
+    return {selector: page.locator(selector).bounding_box()["width"] for selector in selectors}
+
+
+@pytest.mark.parametrize("width, height", [(1200, 800), (375, 667)], ids=["desktop", "phone"])
+def test_the_sidebars_controls_and_the_composer_fit_with_several_models(
+    chromium, two_models_server, tmp_path, width, height
+):
+    page = open_page(chromium, two_models_server, viewport={"width": width, "height": height})
+    name = "desktop" if width > 500 else "phone"
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, "no scrolling sideways"
+    composer = page.locator("#chat-form").bounding_box()
+    assert abs(composer["y"] + composer["height"] - height) <= 4, "a new conversation's message box sits at the bottom"
+    page.screenshot(path=str(tmp_path / f"{name}-new-conversation.png"))
+    if name == "phone":  # the list opens over the chat
+        page.click(".open-sidebar")
+        sync_api.expect(page.locator("#sidebar")).to_be_visible()
+    widths = control_widths(page)
+    sidebar = page.locator("#sidebar").bounding_box()["width"]
+    assert widths["#search"] >= 150 and widths["#model-filter"] >= 80, widths
+    assert all(shown <= sidebar for shown in widths.values()), widths
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    page.screenshot(path=str(tmp_path / f"{name}-sidebar.png"))
     page.context.close()

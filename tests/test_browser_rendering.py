@@ -1,5 +1,7 @@
-"""What the page renders in headless Chromium: Markdown and its Copy buttons, XSS payloads, axe, and widths."""
+"""What the page renders in headless Chromium: Markdown and its Copy buttons, XSS payloads, axe, widths, and what a
+share link shows."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -91,14 +93,48 @@ def test_axe_finds_no_serious_accessibility_violations(chromium, markdown_server
     page = context.new_page()
     page.goto(markdown_server + "/")
     send(page, "Show me some Markdown", 1)
+    page.click("#share summary")
+    page.click("#share-conversation")  # the page comes back with the new link and the list of links, to check too
     page.click(".settings summary")
+    assert serious_violations(page) == []
+    context.close()
+
+
+def serious_violations(page) -> list:
+    """Run axe on the page and return its serious and critical violations."""
     page.add_script_tag(path=str(AXE))
     violations = page.evaluate(
         "async () => (await axe.run(document)).violations"
         ".map((v) => ({id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' '))}))"
     )
-    assert [v for v in violations if v["impact"] in ("serious", "critical")] == []
-    context.close()
+    return [v for v in violations if v["impact"] in ("serious", "critical")]
+
+
+def test_a_share_link_shows_the_snapshot_safely_and_continues_as_the_visitors_own(chromium, markdown_server):
+    owner = chromium.new_context().new_page()
+    owner.goto(markdown_server + "/")
+    send(owner, XSS_MESSAGE, 1)
+    owner.click("#share summary")
+    owner.click("#share-conversation")
+    link = owner.input_value("#share-url")
+    send(owner, "Said after sharing", 2)
+    visitor = chromium.new_context()
+    visitor.add_init_script(WATCH)
+    page = visitor.new_page()
+    page.goto(link)
+    sync_api.expect(page.locator(".message")).to_have_count(2)  # the snapshot: nothing said after it
+    assert_nothing_ran_or_rendered(page, javascript=True)
+    page.click("#continue-shared")
+    page.wait_for_url(re.compile(r"/c/[0-9a-f]{32}$"))
+    send(page, "My own follow-up", 2)
+    assert user_texts(page) == [XSS_MESSAGE, "My own follow-up"]
+    owner.reload()
+    assert user_texts(owner) == [XSS_MESSAGE, "Said after sharing"], "the original is the owner's, untouched"
+    checked = chromium.new_context(bypass_csp=True).new_page()  # axe needs its script in: only here
+    checked.goto(link)
+    assert serious_violations(checked) == []
+    for context in (owner.context, visitor, checked.context):
+        context.close()
 
 
 @pytest.mark.parametrize("color_scheme", ["light", "dark"])

@@ -23,6 +23,8 @@ SURFACES = {
     "responses": "openai",
     "mlflow": "mlflow",
     "health": "health",
+    "share_links": "page",
+    "share_links_api": "api",
 }
 
 
