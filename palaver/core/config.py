@@ -19,7 +19,10 @@ EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 WEIGHT_MODES = ("auto", "q8_0", "float32")
 ENGINES = ("auto", "native", "transformers")
 KERNEL_FAMILIES = ("auto", "avx2", "avx512")
+ARITHMETIC_MODES = ("exact", "fast")
+SPECULATION_MODES = ("off", "prompt-lookup")
 BACKENDS = ("local", "openai")
+AUTH_MODES = ("none", "accounts", "oidc", "header")
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,23 @@ class Settings:
         "CPU lacks it. Both give the same bits; `system_fingerprint` and `/readyz` name the family in use.",
         parse=one_of(*KERNEL_FAMILIES),
     )
+    arithmetic: str = setting(
+        "exact",
+        "How the native step multiplies: `exact` keeps activations in float32 (replies agree with transformers' "
+        "float32 model, the same bits on every kernel family); `fast` quantises each row's activations to int8 "
+        "blocks and multiplies them by integer dot products (AVX-512 VNNI, AVX-VNNI or AVX2), as llama.cpp does: "
+        "faster, batch-invariant, and measured against float32 by KL divergence in `docs/engine.md`.",
+        parse=one_of(*ARITHMETIC_MODES),
+    )
+    speculation: str = setting(
+        "off",
+        "Speculative decoding on the native step: `prompt-lookup` drafts the tokens that followed the last earlier "
+        "occurrence of a reply's last tokens (in its prompt or its own text) and checks them all in one step, while "
+        "one or two replies decode; replies are the same tokens with it or without (greedy or seeded). It pays "
+        "where replies copy their prompt (summaries, edits of code) on kernels whose few-token steps are cheap; "
+        "`docs/engine.md` has the measurement.",
+        parse=one_of(*SPECULATION_MODES),
+    )
     memory_limit: int = setting(
         0,
         "Bytes the worker may hold, such as `512MB`: the native step's KV cache gets what is left after the "
@@ -117,10 +137,26 @@ class Settings:
         "Comma-separated API keys. When set, `/api/*`, `/v1/*`, `/invocations` and `/metrics` need "
         "`Authorization: Bearer <key>` (or `x-api-key: <key>`), and the chat page asks for a key once per browser.",
     )
-    sign_in_ttl: int = setting(7 * 24 * 3600, "Seconds a browser stays signed in to the page after entering a key.")
+    sign_in_ttl: int = setting(
+        7 * 24 * 3600,
+        "Seconds a browser stays signed in to the page after entering a key; with accounts, seconds a person's "
+        "session may go unused before it ends.",
+    )
     sign_in_attempts: str = setting(
         "10/minute",
-        "Failed page sign-ins allowed per client address, as `N/minute` (or second, hour, day).",
+        "Failed page sign-ins allowed per client address, as `N/minute` (or second, hour, day); with accounts, "
+        "sign-ups count too.",
+    )
+    auth: str = setting(
+        "none",
+        "Who may use the server: `none` (anyone, or API key holders with `PALAVER_API_KEYS`); `accounts` (people "
+        "sign up and sign in with a password; the first becomes the admin); `oidc` and `header` are reserved for "
+        "an identity provider and a trusted proxy (see docs/deployment.md).",
+        parse=one_of(*AUTH_MODES),
+    )
+    open_signup: bool = setting(
+        False,
+        "With `PALAVER_AUTH=accounts`, let new people in at sign-up; otherwise each waits for an admin's approval.",
     )
     rate_limit: str = setting(
         "",

@@ -1,7 +1,8 @@
-"""What the store hands out: a conversation's summary (as the API shows it too), its messages, and the whole."""
+"""What the stores hand out: a conversation's summary (as the API shows it too), its messages, the whole; people."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -81,3 +82,71 @@ class StoredConversation(ConversationSummary):
     @property
     def messages(self) -> list[Message]:
         return [record.message for record in self.records]
+
+
+@dataclass(frozen=True)
+class Person:
+    """An account: who it is, its role (admin or member) and state (pending, active or disabled); never its secrets."""
+
+    id: str
+    login: str
+    display_name: str
+    role: str
+    state: str
+    created_at: datetime
+    last_seen_at: datetime | None = None
+    identity: str | None = None  # "oidc:<issuer>|<subject>" or "header:<value>"; None for a password account
+
+    @property
+    def name(self) -> str:
+        return self.display_name or self.login
+
+    @property
+    def owner(self) -> str:
+        """Return the owner the person's conversations carry, from every browser and key alike."""
+        return f"person:{self.id}"
+
+    @property
+    def active(self) -> bool:
+        return self.state == "active"
+
+    @property
+    def admin(self) -> bool:
+        return self.role == "admin"
+
+    @classmethod
+    def of(cls, row: sa.Row) -> Person:
+        last_seen = row.last_seen_at
+        return cls(
+            id=row.id,
+            login=row.login,
+            display_name=row.display_name,
+            role=row.role,
+            state=row.state,
+            created_at=as_utc(row.created_at),
+            last_seen_at=as_utc(last_seen) if last_seen else None,
+            identity=row.identity,
+        )
+
+
+@dataclass(frozen=True)
+class PersonKey:
+    """One of a person's API keys as its list shows it: its name and first characters, never the secret."""
+
+    id: str
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, row: sa.Row) -> PersonKey:
+        return cls(
+            id=row.id,
+            name=row.name,
+            prefix=row.prefix,
+            created_at=as_utc(row.created_at),
+            last_used_at=as_utc(row.last_used_at) if row.last_used_at else None,
+            revoked_at=as_utc(row.revoked_at) if row.revoked_at else None,
+        )

@@ -24,7 +24,8 @@ from palaver.storage.records import (
 )
 from palaver.storage.responses import ResponseStore
 from palaver.storage.retention import idle_cutoff
-from palaver.storage.schema import conversations, messages, visible_to
+from palaver.storage.schema import conversations, messages, responses, shares, visible_to
+from palaver.storage.shares import ShareStore
 
 log = logging.getLogger("palaver.storage")
 
@@ -58,6 +59,7 @@ class ConversationStore:
         self._sweeper: threading.Thread | None = None
         self._closed = threading.Event()
         self.responses = ResponseStore(engine, clock)  # /v1/responses' own, swept with the conversations
+        self.share_links = ShareStore(engine, clock)  # snapshots behind links, deleted with their conversations
         self.leases = TurnLeases(engine, clock, self._closed, lease_seconds)
 
     def get(
@@ -135,6 +137,22 @@ class ConversationStore:
         query = query.order_by(conversations.c.updated_at.desc(), conversations.c.id.desc()).limit(limit)
         with self.engine.connect() as connection:
             return [ConversationSummary.of(row) for row in connection.execute(query)]
+
+    def count_owned(self, owner: str) -> int:
+        """Return how many conversations owner has, with at least one turn."""
+        query = sa.select(sa.func.count()).where(conversations.c.owner == owner, conversations.c.turns > 0)
+        with self.engine.connect() as connection:
+            return connection.execute(query).scalar_one()
+
+    def transfer(self, owner: str, new_owner: str) -> int:
+        """Give everything owner has (conversations, their shares, stored responses) to new_owner; return how many."""
+        with self.engine.begin() as connection:
+            moved = connection.execute(
+                conversations.update().where(conversations.c.owner == owner).values(owner=new_owner)
+            ).rowcount
+            connection.execute(shares.update().where(shares.c.owner == owner).values(owner=new_owner))
+            connection.execute(responses.update().where(responses.c.owner == owner).values(owner=new_owner))
+        return moved
 
     def rename(self, conversation_id: str, owner: str | None, title: str) -> bool:
         """Retitle a conversation owner may use; return whether there was one."""

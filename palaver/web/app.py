@@ -20,8 +20,10 @@ from palaver.chat.presets import Presets
 from palaver.core.config import Settings
 from palaver.models.pulls import Pulls
 from palaver.storage.database import connect, database_url, upgrade
+from palaver.storage.people import PeopleStore
 from palaver.storage.store import ConversationStore
 from palaver.web import caller, probes, request_log, security
+from palaver.web.accounts.modes import install_accounts
 from palaver.web.anthropic.response_schemas import ErrorResponse
 from palaver.web.anthropic.routes import anthropic
 from palaver.web.api.listing import CONVERSATION_ID
@@ -41,6 +43,7 @@ from palaver.web.rate_limits import RateLimits
 from palaver.web.responses.routes import responses
 from palaver.web.services import EXTENSION, Services
 from palaver.web.sessions import SessionsSecureOverHttps, secret_key
+from palaver.web.shares import share_links, share_links_api
 
 # The package's own data (the top-level templates/ and static/ link here), so an installed wheel serves them too.
 FILES = Path(str(resources.files("palaver.web")))
@@ -80,8 +83,22 @@ def create_app(test_config: Mapping[str, Any] | None = None, services: Services 
     app.teardown_request(caller.give_back_share)
     app.url_map.converters["conversation"] = ConversationIdConverter
     app.add_template_filter(render_markdown, "markdown")
-    for blueprint in (pages, api, health, v1, anthropic, responses, ollama, tokens, mlflow, library):
+    for blueprint in (
+        pages,
+        api,
+        health,
+        v1,
+        anthropic,
+        responses,
+        ollama,
+        tokens,
+        mlflow,
+        library,
+        share_links,
+        share_links_api,
+    ):
         app.register_blueprint(blueprint)
+    install_accounts(app, settings)
     app.register_error_handler(Exception, unrouted_error)
     probes.install(services.backend.describe)  # the worker's poller answers /healthz and /readyz without a thread
     if settings.preload:
@@ -119,6 +136,7 @@ def build_services(settings: Settings, loader: Callable | None = None) -> Servic
         RateLimits(settings),
         ClientShares(settings.client_share),
         Pulls(settings.cache_dir),
+        PeopleStore(database, settings.sign_in_ttl),
     )
 
 

@@ -1,7 +1,7 @@
 """The model library's page: the models pulled, a pull with its progress streamed, and removal; for key holders.
 
 Pulling fills the disk and removing takes a model away, so the page is there only with PALAVER_API_KEYS set, behind
-the page's key sign-in (issue 34's accounts will give it to admins alone).
+the page's key sign-in, or with accounts (PALAVER_AUTH) for admins alone.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from palaver.core.hub_sources import HubSource, is_hub_source
 from palaver.models.library import named, remove
 from palaver.models.listing import SUGGESTED, library_rows
 from palaver.models.progress import Progress
+from palaver.web.accounts.guards import refusal_page
 from palaver.web.errors import json_error, to_palaver_error
-from palaver.web.security import keys_required, require_sign_in
+from palaver.web.security import accounts_on, keys_required, require_admin, require_sign_in
 from palaver.web.services import services
 from palaver.web.sse import event_stream, sse_event
 
@@ -30,7 +31,10 @@ def wants(mimetype: str) -> bool:
 
 @library.before_request
 def require_key_holder() -> None:
-    """Refuse the library outright without API keys; with them, ask for the key sign-in (or a key sent)."""
+    """Open the library to admins with accounts; without, refuse it outright without API keys, else ask for one."""
+    if accounts_on():
+        require_admin()
+        return
     if not keys_required():
         raise Forbidden(
             "the model library is open only with PALAVER_API_KEYS set: pulling fills the disk and removing takes "
@@ -104,6 +108,9 @@ def library_error(exc: Exception):
     error = to_palaver_error(exc)
     if wants("application/json") or wants("text/event-stream"):
         return json_error(error)
+    refusal = refusal_page(error)
+    if refusal is not None:
+        return refusal
     if isinstance(error, Unauthorized):
         return render_template("key.html", error=error if request.method == "POST" else None), error.status
     if isinstance(error, Forbidden):

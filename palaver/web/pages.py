@@ -14,6 +14,7 @@ from palaver.chat.conversations import ChatTurn
 from palaver.core.errors import InvalidRequest, NotFound, PalaverError, Unauthorized
 from palaver.core.types import ReasoningDelta, final
 from palaver.storage.records import StoredConversation, StoredMessage
+from palaver.web.accounts.guards import refusal_page
 from palaver.web.api.listing import ConversationView, RenameRequest
 from palaver.web.api.schemas import ChatResponse, FormChatRequest
 from palaver.web.body import submitted_form
@@ -61,7 +62,9 @@ def later_page(conversation: StoredConversation | None) -> str | None:
     return url_for("pages.open_conversation", conversation_id=conversation.id, before=before)
 
 
-def render_chat(conversation_id: str | None, error: PalaverError | None = None, draft: str = ""):
+def render_chat(
+    conversation_id: str | None, error: PalaverError | None = None, draft: str = "", new_share: str | None = None
+):
     """Render the chat page: the owner's conversations beside one of them (or a new one), its latest turns."""
     form = submitted_form()
     app, owner = services(), current_owner()
@@ -105,6 +108,8 @@ def render_chat(conversation_id: str | None, error: PalaverError | None = None, 
         stop_url=f"{path}/stop" if conversation else url_for("pages.stop"),
         chosen={name: form.get(name, "") for name in PANEL_PARAMETERS},
         defaults={name: getattr(settings, name) for name in PANEL_PARAMETERS},
+        share_links=store.share_links.listed(conversation.id, owner) if conversation else [],
+        new_share=new_share,  # a link just made, shown this once: only its token's hash is stored
     )
 
 
@@ -232,6 +237,9 @@ def page_error(exc: Exception):
     error = to_palaver_error(exc)
     if wants("application/json") or wants("text/event-stream"):
         return json_error(error)
+    refusal = refusal_page(error)  # with accounts: to the sign-in page, or the waiting page
+    if refusal is not None:
+        return refusal
     headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
     if isinstance(error, Unauthorized) or request.endpoint == "pages.enter_key":  # never the chat before sign-in
         shown = error if request.method == "POST" else None

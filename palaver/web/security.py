@@ -1,4 +1,4 @@
-"""The web layer's defences: API keys and page sign-in, cross-site and host checks, and the security headers."""
+"""The web layer's defences: API keys, page and account sign-in, cross-site and host checks, security headers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from flask import Response, current_app, request, session
 from werkzeug.sansio.utils import host_is_trusted
 
 from palaver.core.errors import Forbidden, InvalidRequest, Unauthorized, UnsupportedMediaType
+from palaver.storage.records import Person
+from palaver.web.accounts.identity import person_of_request
 from palaver.web.headers import CONTENT_SECURITY_POLICY, SECURITY_HEADERS
 from palaver.web.services import services
 
@@ -88,7 +90,10 @@ def key_id(key: str) -> str:
 
 
 def caller_id() -> str:
-    """Return who the request counts against: its API key (sent or signed in), else its client address."""
+    """Return who the request counts against: its person, its API key (sent or signed in), else its address."""
+    person = request_person() if request.endpoint not in PROBE_ENDPOINTS else None
+    if person is not None:
+        return person.owner
     key = sent_key_id() or signed_in_key_id()
     return f"key:{key}" if key else f"address:{request.remote_addr}"
 
@@ -113,10 +118,11 @@ def sent_key_id() -> str | None:
 
 
 def signed_in_key_id() -> str | None:
-    """Return the key id of this browser's sign-in, if it is current and its key still configured."""
+    """Return the key id of this browser's sign-in, if current and its key still configured; never with accounts."""
     mark = session.get("sign_in")
     if (
-        not isinstance(mark, dict)
+        accounts_on()  # people sign in to the page as themselves; an operator's key is for its clients
+        or not isinstance(mark, dict)
         or not isinstance(mark.get("key"), str)
         or not isinstance(mark.get("until"), (int, float))
         or mark["until"] < time.time()
@@ -143,8 +149,48 @@ def keys_required() -> bool:
     return bool(services().settings.api_key_list)
 
 
+def accounts_on() -> bool:
+    """Tell whether people sign in as themselves (PALAVER_AUTH is not none)."""
+    return services().settings.auth != "none"
+
+
+def request_person() -> Person | None:
+    """Return the person a request acts for, by the key it sends or else its session: active, or pending approval.
+
+    None without accounts, for an operator's key (PALAVER_API_KEYS), and for nobody.
+    """
+    if not accounts_on() or sent_key_id() is not None:
+        return None
+    return person_of_request(sent_key())
+
+
+def require_person() -> Person | None:
+    """With accounts, return the approved person a request acts for, None for an operator's key; refuse anyone else."""
+    if sent_key_id() is not None:
+        return None
+    person = request_person()
+    if person is None:
+        raise Unauthorized(
+            "sign in, or send a valid API key: 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
+            code="invalid_api_key",
+        )
+    if not person.active:
+        raise Forbidden("your account waits for an admin's approval", code="awaiting_approval")
+    return person
+
+
+def require_admin() -> None:
+    """With accounts, refuse anyone but an admin or an operator's key."""
+    person = require_person()
+    if person is not None and not person.admin:
+        raise Forbidden("only an admin may do this", code="admin_only")
+
+
 def require_api_key() -> None:
-    """Refuse the request unless keys are off or it sends a valid key."""
+    """Refuse the request unless keys are off or it sends a valid key; with accounts, unless a person sends it."""
+    if accounts_on():
+        require_person()
+        return
     if keys_required() and sent_key_id() is None:
         raise Unauthorized(
             "a valid API key is required: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'",
@@ -154,6 +200,9 @@ def require_api_key() -> None:
 
 def require_sign_in() -> None:
     """Refuse a page request unless keys are off, the browser has signed in, or it sends a key."""
+    if accounts_on():
+        require_person()
+        return
     if (
         keys_required()
         and request.endpoint != "pages.enter_key"

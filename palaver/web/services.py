@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from palaver.chat.presets import Presets
     from palaver.core.config import Settings
     from palaver.models.pulls import Pulls
+    from palaver.storage.people import PeopleStore
     from palaver.web.fairness import ClientShares
     from palaver.web.metrics import Metrics
     from palaver.web.rate_limits import RateLimits
@@ -22,7 +23,7 @@ EXTENSION = "palaver"
 
 @dataclass
 class Services:
-    """Everything a request may use: the settings, the backend, the presets, the chat service and the bounds."""
+    """Everything a request may use: the settings, the backend, the presets, the chat service, the bounds, people."""
 
     settings: Settings
     backend: ModelRouter
@@ -32,6 +33,7 @@ class Services:
     limits: RateLimits
     shares: ClientShares
     pulls: Pulls  # models being pulled from the library's page or Ollama's /api/pull
+    people: PeopleStore  # accounts, their sessions and keys (PALAVER_AUTH), in the conversations' database
 
     def close(self) -> None:
         """Stop the backend after the requests already queued, and the store's background threads."""

@@ -59,6 +59,18 @@ def test_an_owner_uses_only_its_own_conversations_and_only_the_ownerless_use_uno
     assert [c.id for c in store.owned("browser:a", 10)] == ["mine"] and store.owned("browser:b", 10) == []
 
 
+def test_a_browsers_conversations_move_to_a_person_whole_and_no_one_elses_do(store):
+    store_turn(store, "first", "hello", owner="browser:a")
+    store_turn(store, "second", "hello", owner="browser:a")
+    store_turn(store, "theirs", "hello", owner="browser:b")
+    store_turn(store, "open", "hello")
+    assert store.count_owned("browser:a") == 2 and store.count_owned("person:p") == 0
+    assert store.transfer("browser:a", "person:p") == 2
+    assert sorted(c.id for c in store.owned("person:p", 10)) == ["first", "second"]
+    assert store.count_owned("browser:a") == 0 and store.get("first", "browser:a") is None
+    assert store.get("theirs", "browser:b") and store.get("open")
+
+
 def test_an_owners_conversations_page_newest_first_without_loss_or_repeats(database_url):
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
     database = connect(database_url)

@@ -5,6 +5,7 @@ import threading
 import pytest
 import requests
 from helpers import assert_error, model_held
+from signing_in import CHEAP_HASHER, sign_up
 
 KEYS = "key-one, key-two"
 
@@ -135,6 +136,24 @@ def test_only_the_owner_can_stop_a_running_reply(keyed):
         release.set()
         sender.join(30)
     assert replies[0]["finish_reason"] == "cancelled"
+
+
+def test_with_accounts_a_person_and_an_operators_key_each_own_theirs_and_a_browser_alone_owns_nothing(
+    make_app, gguf_chat_model
+):
+    app = make_app(gguf_chat_model, auth="accounts", api_keys=KEYS)
+    app.extensions["palaver"].people.hasher = CHEAP_HASHER
+    person = app.test_client()
+    sign_up(person, "ada")
+    mine = person.post("/api/chat", json={"message": "ada's", "max_new_tokens": 2}).get_json()["conversation_id"]
+    keys = app.test_client(use_cookies=False)
+    theirs = keys.post("/api/chat", json={"message": "a script's"}, headers=bearer("key-one")).get_json()
+    assert_closed_to(person, theirs["conversation_id"])
+    assert_closed_to(keys, mine, bearer("key-one"))
+    browser = app.test_client()
+    assert browser.get("/").status_code == 303 and browser.post("/api/chat", json={"message": "x"}).status_code == 401
+    with browser.session_transaction() as session:
+        assert "owner" not in session  # no id handed out: without a person, a browser owns nothing
 
 
 @pytest.mark.server

@@ -7,6 +7,7 @@ import time
 
 import pytest
 from flask import url_for
+from signing_in import CHEAP_HASHER, bearer, sign_in, sign_up
 
 from palaver.web.headers import CONTENT_SECURITY_POLICY
 
@@ -180,3 +181,17 @@ def test_every_response_carries_the_security_headers(client):
     assert page.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
     assert "script-src 'self'" in CONTENT_SECURITY_POLICY and "unsafe-inline" not in CONTENT_SECURITY_POLICY
     assert "<script>" not in page.get_data(as_text=True), "no inline script for the policy to break"
+
+
+def test_with_accounts_a_persons_browsers_and_keys_count_as_one_caller(make_app, gguf_chat_model):
+    app = make_app(gguf_chat_model, auth="accounts", rate_limit="3/minute")
+    app.extensions["palaver"].people.hasher = CHEAP_HASHER
+    laptop, phone = app.test_client(), app.test_client()
+    sign_up(laptop, "ada")
+    sign_in(phone, "ada")  # the forms count against the address: nobody is signed in yet
+    made = laptop.post("/account/keys", data={"name": "script"}).get_data(as_text=True)  # one
+    secret = made.split('id="new-key-secret" value="')[1].split('"')[0]
+    assert phone.get("/api/conversations").status_code == 200  # two
+    assert app.test_client().get("/api/conversations", headers=bearer(secret)).status_code == 200  # three
+    refused = laptop.get("/api/conversations")
+    assert refused.status_code == 429 and refused.headers["Retry-After"]

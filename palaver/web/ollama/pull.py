@@ -13,7 +13,7 @@ from palaver.core.validation import RequestModel, body_error, neutral_or_refused
 from palaver.models.progress import Progress, PullState
 from palaver.web.body import read_json
 from palaver.web.ollama.events import json_line, json_lines
-from palaver.web.security import keys_required
+from palaver.web.security import accounts_on, keys_required, require_admin
 from palaver.web.services import services
 
 
@@ -58,7 +58,9 @@ VERIFYING = {"status": "verifying sha256 digest"}
 
 def pull_model():
     """Pull a model in the background (as the library's page does); answer its progress as lines, or once done."""
-    if not keys_required():
+    if accounts_on():
+        require_admin()
+    elif not keys_required():
         raise Forbidden(
             "pulling models is open only with PALAVER_API_KEYS set: it fills the disk", code="library_needs_keys"
         )
