@@ -15,7 +15,7 @@ from palaver.web.errors import json_error, to_palaver_error
 from palaver.web.openai.request_schemas import ChatCompletionRequest, TextCompletionRequest
 from palaver.web.owners import current_owner
 from palaver.web.probes import health as health_answer
-from palaver.web.security import require_api_key
+from palaver.web.security import accounts_on, require_admin, require_api_key
 from palaver.web.services import services
 
 api = Blueprint("api", __name__, url_prefix="/api")
@@ -114,5 +114,8 @@ def probe():
 def metrics():
     if not services().settings.metrics:  # off unless asked for, as llama.cpp's server does
         raise NotFound("metrics are off; set PALAVER_METRICS=1 to serve them")
-    require_api_key()
+    if accounts_on():  # every person's and model's counts: the operator's, not each person's
+        require_admin()
+    else:
+        require_api_key()
     return Response(services().metrics.render(), mimetype=CONTENT_TYPE_LATEST)

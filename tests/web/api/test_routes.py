@@ -294,3 +294,18 @@ def test_a_turn_resolves_its_model_name_once(make_app, chat_model, monkeypatch, 
     conversation_id = first.get_json()["conversation_id"]
     assert send(**({} if form else {"conversation_id": conversation_id})).status_code == 200
     assert names == ["chat-llama"], "a conversation's stored model is checked once, and nothing else resolves"
+
+
+def test_with_accounts_metrics_are_for_admins_and_operator_keys_alone(make_app, gguf_chat_model):
+    from signing_in import CHEAP_HASHER, sign_up
+
+    app = make_app(gguf_chat_model, auth="accounts", metrics="1", api_keys="operator-key")
+    people = app.extensions["palaver"].people
+    people.hasher = CHEAP_HASHER
+    admin, member = app.test_client(), app.test_client()
+    sign_up(admin, "ada")
+    sign_up(member, "grace")
+    people.set_state(people.by_login("grace").id, "active")
+    assert admin.get("/metrics").status_code == 200
+    assert member.get("/metrics").status_code == 403, "a person sees their own usage, not everyone's"
+    assert app.test_client().get("/metrics", headers={"Authorization": "Bearer operator-key"}).status_code == 200
