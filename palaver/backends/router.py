@@ -275,6 +275,7 @@ class ModelRouter:
         name = self._configured(request.model)  # an unknown one is a 404 that takes no place
         if self.slots[name].embeds_only:  # so is a generation asked of a model that only embeds, a 400
             raise only_embeds(name)
+        request.caller = request.caller.using(name)  # a model the caller's quotas refuse is a 403 that takes no place
         self.admission.admit()  # one bound for the server, whichever model a request names
         try:
             with self.using(name, request.caller.client) as backend:  # whoever reads the stream
@@ -288,6 +289,7 @@ class ModelRouter:
     def embed(self, request: EmbeddingRequest) -> Embeddings:
         """Admit an embedding, one place per input, and run it on its model (loaded first, as for a generation)."""
         name = self._configured(request.model)
+        request.caller = request.caller.using(name)
         places = len(request.inputs)
         self.admission.admit(places)
         try:

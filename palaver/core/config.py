@@ -150,13 +150,49 @@ class Settings:
     auth: str = setting(
         "none",
         "Who may use the server: `none` (anyone, or API key holders with `PALAVER_API_KEYS`); `accounts` (people "
-        "sign up and sign in with a password; the first becomes the admin); `oidc` and `header` are reserved for "
-        "an identity provider and a trusted proxy (see docs/deployment.md).",
+        "sign up and sign in with a password; the first becomes the admin); `oidc` (people sign in with an "
+        "OpenID Connect provider, `PALAVER_OIDC_*`); `header` (a trusted proxy names the person in "
+        "`PALAVER_AUTH_HEADER`). See docs/deployment.md.",
         parse=one_of(*AUTH_MODES),
     )
     open_signup: bool = setting(
         False,
         "With `PALAVER_AUTH=accounts`, let new people in at sign-up; otherwise each waits for an admin's approval.",
+    )
+    admin_emails: str = setting(
+        "",
+        "With `PALAVER_AUTH=oidc` or `header`, comma-separated emails (or the proxy's names) of the admins, approved "
+        "at their next sign-in; when set, the first person to sign in is no longer made the admin.",
+    )
+    oidc_issuer: str = setting(
+        "",
+        "With `PALAVER_AUTH=oidc`, the provider's issuer URL (`https://accounts.google.com`); its settings are read "
+        "from `<issuer>/.well-known/openid-configuration` at the first sign-in.",
+    )
+    oidc_client_id: str = setting("", "With `PALAVER_AUTH=oidc`, this server's client id at the provider.")
+    oidc_client_secret: str = setting("", "With `PALAVER_AUTH=oidc`, this server's client secret at the provider.")
+    oidc_scopes: str = setting("openid email profile", "With `PALAVER_AUTH=oidc`, the scopes asked for, by spaces.")
+    oidc_name: str = setting(
+        "",
+        "With `PALAVER_AUTH=oidc`, the provider's name on the sign-in button; empty means the issuer's host name.",
+    )
+    oidc_allowed_domains: str = setting(
+        "",
+        "With `PALAVER_AUTH=oidc`, comma-separated email domains let in (`example.com`); empty lets in any.",
+    )
+    oidc_allowed_groups: str = setting(
+        "",
+        "With `PALAVER_AUTH=oidc`, comma-separated groups (the ID token's `groups` claim) let in; empty lets in any.",
+    )
+    auth_header: str = setting(
+        "",
+        "With `PALAVER_AUTH=header`, the header naming the person (`X-Forwarded-Email` from oauth2-proxy), believed "
+        "only from `PALAVER_AUTH_PROXIES`.",
+    )
+    auth_proxies: str = setting(
+        "",
+        "With `PALAVER_AUTH=header`, comma-separated addresses or networks (`10.0.0.5`, `10.0.0.0/8`) of the proxies "
+        "whose `PALAVER_AUTH_HEADER` is believed: the connection's own peer, not `X-Forwarded-For`.",
     )
     rate_limit: str = setting(
         "",
@@ -312,6 +348,10 @@ class Settings:
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]
 
     @property
+    def admin_email_list(self) -> list[str]:
+        return comma_list(self.admin_emails)
+
+    @property
     def allowed_host_list(self) -> list[str]:
         return [host.strip() for host in self.allowed_hosts.split(",") if host.strip()]
 
@@ -335,6 +375,11 @@ class Settings:
         except InvalidRequest as exc:
             raise ConfigurationError(f"PALAVER_{(exc.param or '').upper()}: {exc.message}") from None
         return GenerationParams(**{name: getattr(checked, name) for name in values})
+
+
+def comma_list(text: str) -> list[str]:
+    """Return a comma-separated setting's items, lowercased, without blanks."""
+    return [item.strip().lower() for item in text.split(",") if item.strip()]
 
 
 SETTINGS: tuple[Setting, ...] = tuple(Setting.of(declared) for declared in fields(Settings))

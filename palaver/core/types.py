@@ -149,6 +149,12 @@ class Caller:
 
     client: str = ""
     reserve: Reserve | None = None
+    # A person's quotas: check a configured model is allowed (or raise) and return the caller as it spends on it.
+    on_model: Callable[[str], Caller] | None = None
+
+    def using(self, model: str) -> Caller:
+        """Return the caller as it spends on a configured model, or refuse a model its quotas do not allow."""
+        return self if self.on_model is None else self.on_model(model)
 
 
 # Whoever serves a request sets this in the request's thread; generations started there are the caller's.

@@ -15,7 +15,7 @@ from palaver.core.errors import Forbidden, InvalidRequest, RateLimited, Unauthor
 from palaver.storage.person_keys import PersonKeys
 from palaver.storage.person_sessions import PersonSessions
 from palaver.storage.records import Person, as_utc, utc_now
-from palaver.storage.schema import people
+from palaver.storage.schema import conversations, messages, people, quotas, responses, shares
 
 ROLES = ("admin", "member")
 STATES = ("pending", "active", "disabled")
@@ -187,3 +187,17 @@ class PeopleStore:
         with self.engine.begin() as connection:
             changed = connection.execute(people.update().where(people.c.id == person_id).values(role=role))
         return changed.rowcount > 0
+
+    def delete(self, person_id: str) -> bool:
+        """Delete a person with all they own: conversations, shares, stored responses, sessions, keys, usage, quota."""
+        owner = f"person:{person_id}"
+        with self.engine.begin() as connection:
+            owned = sa.select(conversations.c.id).where(conversations.c.owner == owner)
+            connection.execute(messages.delete().where(messages.c.conversation_id.in_(owned)))
+            connection.execute(shares.delete().where(shares.c.owner == owner))
+            connection.execute(conversations.delete().where(conversations.c.owner == owner))
+            connection.execute(responses.delete().where(responses.c.owner == owner))
+            connection.execute(quotas.delete().where(quotas.c.subject == owner))
+            # Sessions, keys, memberships and usage go with the row (ON DELETE CASCADE).
+            deleted = connection.execute(people.delete().where(people.c.id == person_id))
+        return deleted.rowcount > 0

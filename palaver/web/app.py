@@ -21,6 +21,7 @@ from palaver.core.config import Settings
 from palaver.models.pulls import Pulls
 from palaver.storage.database import connect, database_url, upgrade
 from palaver.storage.people import PeopleStore
+from palaver.storage.quotas import QuotaStore
 from palaver.storage.store import ConversationStore
 from palaver.web import caller, probes, request_log, security
 from palaver.web.accounts.modes import install_accounts
@@ -39,6 +40,7 @@ from palaver.web.ollama.routes import ollama, ollama_error
 from palaver.web.openai.routes import v1
 from palaver.web.openai.tokens import tokens
 from palaver.web.pages import pages
+from palaver.web.quotas import PersonQuotas
 from palaver.web.rate_limits import RateLimits
 from palaver.web.responses.routes import responses
 from palaver.web.services import EXTENSION, Services
@@ -127,16 +129,18 @@ def build_services(settings: Settings, loader: Callable | None = None) -> Servic
         settings.max_history_turns,
         settings.max_conversation_turns,
     )
+    rate_limits = RateLimits(settings)
     return Services(
         settings,
         backend,
         presets,
         chat,
         metrics,
-        RateLimits(settings),
+        rate_limits,
         ClientShares(settings.client_share),
         Pulls(settings.cache_dir),
         PeopleStore(database, settings.sign_in_ttl),
+        PersonQuotas(QuotaStore(database), rate_limits.strategy),
     )
 
 

@@ -9,7 +9,7 @@ from flask import Response, g, request
 
 from palaver.core.errors import InvalidRequest
 from palaver.core.types import ANONYMOUS, CALLER, Caller
-from palaver.web.security import GENERATING_ENDPOINTS, PROBE_ENDPOINTS, caller_id
+from palaver.web.security import GENERATING_ENDPOINTS, PROBE_ENDPOINTS, caller_id, request_person
 from palaver.web.services import services
 
 
@@ -68,6 +68,14 @@ def apply_rate_limits() -> None:
     services().limits.count_request(g.caller)
     if request.endpoint in GENERATING_ENDPOINTS:
         services().limits.check_tokens(g.caller)
+        hold_to_quotas()
+
+
+def hold_to_quotas() -> None:
+    """With accounts, hold a person's generation to their quotas; what its replies spend is recorded as they settle."""
+    person = request_person()  # None without accounts: nothing changes there
+    if person is not None and person.active:
+        CALLER.set(services().quotas.admit(CALLER.get(), person.id))
 
 
 def token_reservation(caller: str) -> Callable[[int], Callable[[int], None]] | None:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from palaver.storage.people import PeopleStore
     from palaver.web.fairness import ClientShares
     from palaver.web.metrics import Metrics
+    from palaver.web.quotas import PersonQuotas
     from palaver.web.rate_limits import RateLimits
 
 EXTENSION = "palaver"
@@ -34,6 +35,7 @@ class Services:
     shares: ClientShares
     pulls: Pulls  # models being pulled from the library's page or Ollama's /api/pull
     people: PeopleStore  # accounts, their sessions and keys (PALAVER_AUTH), in the conversations' database
+    quotas: PersonQuotas  # people's quotas, groups and usage, held at the door (PALAVER_AUTH)
 
     def close(self) -> None:
         """Stop the backend after the requests already queued, and the store's background threads."""

@@ -147,3 +147,45 @@ def test_a_key_made_on_the_account_page_works_with_the_openai_client_until_revok
     unauthenticated = openai.OpenAI(base_url=f"{base}/v1", api_key="pv-not-a-key", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         unauthenticated.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+
+
+def test_a_daily_token_quota_set_on_the_admin_page_is_enforced_on_v1_the_api_and_the_page(chromium, accounts_server):
+    base, admin = accounts_server, admin_session(accounts_server)
+    quinn = requests.Session()
+    sign_up(quinn, "quinn", base=base)
+    page = admin.get(base + "/admin/people").text
+    quinn_id = re.search(r'/admin/people/([0-9a-f]+)/approve"[^>]*>\s*<button[^>]*aria-label="Approve quinn"', page)[1]
+    admin.post(f"{base}/admin/people/{quinn_id}/approve")
+    assert admin.post(f"{base}/admin/quotas/person/{quinn_id}", data={"tokens_per_day": "1"}).url.endswith("/people")
+    made = quinn.post(base + "/account/keys", data={"name": "script"})
+    secret = re.search(r'id="new-key-secret" value="([^"]+)"', made.text).group(1)
+    assert quinn.post(base + "/api/chat", json={"message": "hi", "max_new_tokens": 2}).status_code == 200
+
+    message = "your daily token quota of 1 is used up; it resets at 00:00 UTC"
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=secret, max_retries=0)
+    model = client.models.list().data[0].id
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert message in str(refused.value) and int(refused.value.response.headers["Retry-After"]) > 0
+    api = quinn.post(base + "/api/chat", json={"message": "hi"})
+    assert api.status_code == 429 and api.json()["error"]["message"] == message
+
+    context = chromium.new_context(viewport=LAPTOP, bypass_csp=True)
+    browser = context.new_page()
+    sign_in_on(browser, base, "quinn")
+    browser.fill("#textbox", "hello")
+    browser.press("#textbox", "Enter")
+    sync_api.expect(browser.locator("#error")).to_contain_text(message)
+    browser.goto(base + "/account")
+    sync_api.expect(browser.locator("#your-quota")).to_contain_text("1 tokens a day")
+    assert serious_violations(browser) == []
+    sign_in_on_admin = context.new_page()
+    context.clear_cookies()
+    sign_in_on(sign_in_on_admin, base, "ada")
+    admin.post(base + "/admin/groups", data={"name": "night class"})
+    for path in ("/admin/people", "/admin/groups", "/admin/usage", f"/admin/quotas/person/{quinn_id}"):
+        sign_in_on_admin.goto(base + path)
+        assert serious_violations(sign_in_on_admin) == [], path
+    sign_in_on_admin.goto(base + "/admin/usage")
+    sync_api.expect(sign_in_on_admin.locator("#usage tr[data-login='quinn']")).to_have_count(1)
+    context.close()

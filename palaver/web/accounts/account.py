@@ -40,11 +40,13 @@ def claimable_owner() -> str | None:
 
 
 def render_account(person: Person, error=None, new_key: PersonKey | None = None, secret: str = "", status: int = 200):
-    store, claimable = services().chat.store, claimable_owner()
+    store, claimable, quotas = services().chat.store, claimable_owner(), services().quotas.store
     return (
         render_template(
             "account.html",
             person=person,
+            quota=quotas.effective(person.id),
+            spent=quotas.usage.report(person.id),
             keys=people().keys.of(person.id),
             sessions=people().sessions.count(person.id),
             claimable=store.count_owned(claimable) if claimable else 0,

@@ -10,7 +10,7 @@ from palaver.web.security import accounts_on, require_person
 from palaver.web.services import services
 
 # The page where each mode signs people in; a mode without one (a proxy signs them in) answers 401 instead.
-SIGN_IN_ENDPOINTS = {"accounts": "passwords.sign_in"}
+SIGN_IN_ENDPOINTS = {"accounts": "passwords.sign_in", "oidc": "oidc.sign_in"}
 
 
 def active_person() -> Person:

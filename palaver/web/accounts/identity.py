@@ -6,6 +6,7 @@ from flask import g, request, session
 
 from palaver.storage.people import PeopleStore
 from palaver.storage.records import Person
+from palaver.web.accounts.header import person_of_proxy_header
 from palaver.web.services import services
 
 SESSION_TOKEN = "person"  # the session cookie's field: the token of the browser's row in person_sessions
@@ -17,9 +18,14 @@ def people() -> PeopleStore:
 
 
 def person_of_request(sent_key: str | None) -> Person | None:
-    """Return the person a request acts for: by the key it sends if any, else by its session; cached per request."""
+    """Return the person a request acts for: by the key it sends, else its session or proxy; cached per request."""
     if "person" not in g:
-        g.person = people().keys.person(sent_key) if sent_key is not None else person_of_session()
+        if sent_key is not None:
+            g.person = people().keys.person(sent_key)
+        elif services().settings.auth == "header":
+            g.person = person_of_proxy_header()
+        else:
+            g.person = person_of_session()
     return g.person
 
 
