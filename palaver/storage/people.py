@@ -180,6 +180,20 @@ class PeopleStore:
             self.sessions.end_all(person_id)
         return changed.rowcount > 0
 
+    def reset_password(self, person_id: str) -> str | None:
+        """Give a password account a new random password and end its sessions; return it, or None if none such."""
+        password = secrets.token_urlsafe(12)
+        with self.engine.begin() as connection:
+            changed = connection.execute(
+                people.update()
+                .where(people.c.id == person_id, people.c.password_hash.is_not(None))
+                .values(password_hash=self.hasher.hash(password), failed_sign_ins=0, locked_until=None)
+            )
+        if changed.rowcount == 0:
+            return None
+        self.sessions.end_all(person_id)
+        return password
+
     def set_role(self, person_id: str, role: str) -> bool:
         """Make a person an admin or a member; return whether there was one."""
         if role not in ROLES:

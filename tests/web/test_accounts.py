@@ -189,3 +189,33 @@ def test_a_daily_token_quota_set_on_the_admin_page_is_enforced_on_v1_the_api_and
     sign_in_on_admin.goto(base + "/admin/usage")
     sync_api.expect(sign_in_on_admin.locator("#usage tr[data-login='quinn']")).to_have_count(1)
     context.close()
+
+
+def test_the_sign_in_pages_pass_axe_with_their_errors_shown_and_so_does_the_oidc_one(
+    chromium, accounts_server, make_app, gguf_chat_model
+):
+    page = chromium.new_context(viewport=PHONE, bypass_csp=True).new_page()
+    sign_in_on(page, accounts_server, "nobody", "not the password")
+    sync_api.expect(page.locator("#sign-in-error")).to_be_visible()
+    assert serious_violations(page) == []
+    page.goto(accounts_server + "/sign-up")
+    page.fill("#login", "ada")  # taken
+    page.fill("#password", PASSWORD)
+    page.click("#sign-up")
+    sync_api.expect(page.locator("#sign-up-error")).to_be_visible()
+    assert serious_violations(page) == []
+    # The OIDC page is rendered by an app of its own (its provider is read at the first sign-in, not here) and shown
+    # on this server's origin, so that it has the same stylesheet.
+    oidc = make_app(
+        gguf_chat_model,
+        auth="oidc",
+        oidc_issuer="https://id.example.org",
+        oidc_client_id="palaver",
+        oidc_name="Example",
+    )
+    shown = oidc.test_client().get("/sign-in?next=/library")
+    assert shown.status_code == 200
+    page.set_content(shown.get_data(as_text=True))
+    sync_api.expect(page.locator("#sign-in-with")).to_have_text("Sign in with Example")
+    assert serious_violations(page) == []
+    page.context.close()

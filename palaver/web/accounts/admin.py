@@ -38,6 +38,35 @@ def list_people():
     )
 
 
+@admin.get("/people/<person_id>")
+def person_page(person_id: str):
+    return render_person(person_id)
+
+
+def render_person(person_id: str, temporary_password: str = ""):
+    person = people().get(person_id)
+    if person is None:
+        raise NotFound("there is no such person")
+    keys = people().keys.of(person_id)
+    return render_template("admin_person.html", person=person, keys=keys, temporary_password=temporary_password)
+
+
+@admin.post("/people/<person_id>/reset-password")
+def reset_password(person_id: str):
+    """Give a password account a random temporary password, shown this once, and end all its sessions."""
+    temporary_password = people().reset_password(person_id)
+    if temporary_password is None:
+        raise NotFound("there is no such person who signs in with a password")
+    return render_person(person_id, temporary_password)
+
+
+@admin.post("/people/<person_id>/keys/<key_id>/revoke")
+def revoke_key(person_id: str, key_id: str):
+    if not people().keys.revoke(person_id, key_id):
+        raise NotFound("that person has no such key, or it is revoked already")
+    return redirect(url_for("admin.person_page", person_id=person_id), code=303)
+
+
 @admin.post("/people/<person_id>/approve")
 def approve(person_id: str):
     """Let a person in: one waiting for approval, or one disabled before."""

@@ -14,6 +14,7 @@ from palaver.web.accounts.header import proxy_networks
 from palaver.web.accounts.oidc import install_oidc
 from palaver.web.accounts.passwords import passwords
 from palaver.web.security import request_person
+from palaver.web.services import services
 
 # How each mode signs people in; every mode has the account and admin pages beside. A mode names its sign-in page
 # in guards.SIGN_IN_ENDPOINTS, and one that knows the person from each request alone (a proxy's header) adds its
@@ -35,8 +36,9 @@ def install_accounts(app: Flask, settings: Settings) -> None:
 
 
 def person_in_templates() -> dict[str, Any]:
-    """Name the person signed in, for the pages' header."""
-    return {"person": request_person()}
+    """Name the person signed in, and whether they may sign out here, for the pages' header."""
+    # Behind a signing-in proxy the proxy signs people in and out: Palaver's sign-out would change nothing.
+    return {"person": request_person(), "signs_out_here": services().settings.auth != "header"}
 
 
 def check_proxy_settings(settings: Settings) -> None:

@@ -2,7 +2,7 @@
 
 import re
 
-from signing_in import bearer, sign_up
+from signing_in import bearer, sign_in, sign_up
 
 from palaver.storage.quotas import Quota
 
@@ -92,3 +92,30 @@ def test_an_admin_runs_groups_and_sets_quotas_through_the_forms(admin, accounts_
     for path in ("/admin/groups", "/admin/usage", f"/admin/quotas/person/{ada_id}"):
         assert member.get(path).status_code == 403
     assert member.post("/admin/groups", data={"name": "mine"}).status_code == 403
+
+
+def test_an_admin_resets_a_persons_password_once_and_revokes_their_keys(admin, accounts_app):
+    people = accounts_app.extensions["palaver"].people
+    grace = accounts_app.test_client()
+    sign_up(grace, "grace")
+    grace_id = people.by_login("grace").id
+    admin.post(f"/admin/people/{grace_id}/approve")
+    made = grace.post("/account/keys", data={"name": "script"}).get_data(as_text=True)
+    secret = re.search(r'id="new-key-secret" value="([^"]+)"', made).group(1)
+    page = admin.get(f"/admin/people/{grace_id}").get_data(as_text=True)
+    assert "script" in page and secret[:10] in page and secret not in page and "never" in page
+    assert 'id="temporary-password"' not in page
+    reset = admin.post(f"/admin/people/{grace_id}/reset-password")
+    assert reset.status_code == 200 and reset.headers["Cache-Control"] == "no-store"
+    temporary = re.search(r'id="temporary-password" value="([^"]+)"', reset.get_data(as_text=True)).group(1)
+    assert grace.get("/").status_code == 303, "their sessions ended"
+    assert sign_in(accounts_app.test_client(), "grace").status_code == 401, "the old password is gone"
+    assert sign_in(grace, "grace", temporary).status_code == 303
+    assert 'id="temporary-password"' not in admin.get(f"/admin/people/{grace_id}").get_data(as_text=True)
+    key_id = re.search(rf"/admin/people/{grace_id}/keys/([0-9a-f]+)/revoke", page).group(1)
+    assert admin.post(f"/admin/people/{grace_id}/keys/{key_id}/revoke").status_code == 303
+    assert accounts_app.test_client().get("/v1/models", headers=bearer(secret)).status_code == 401
+    assert admin.post(f"/admin/people/{grace_id}/keys/{key_id}/revoke").status_code == 404
+    assert grace.get(f"/admin/people/{grace_id}").status_code == 403
+    assert grace.post(f"/admin/people/{people.by_login('ada').id}/reset-password").status_code == 403
+    assert admin.post("/admin/people/no-such-person/reset-password").status_code == 404

@@ -3,6 +3,7 @@
 import logging
 
 import pytest
+from signing_in import sign_up
 
 PROXY, STRANGER, LOGGED_STRANGER = "10.1.2.3", "192.0.2.7", "192.0.2.99"
 
@@ -36,6 +37,15 @@ def test_the_proxys_header_names_the_person_who_is_made_once_active_and_keeps_th
     assert ada_person.active and not ada_person.admin  # PALAVER_ADMIN_EMAILS names the admins, not arrival order
     assert proxy.get("/admin/people", headers=ada).status_code == 403
     assert proxy.get("/admin/people", headers={"X-Forwarded-Email": "boss@example.org"}).status_code == 200
+
+
+def test_the_pages_offer_no_sign_out_which_is_the_proxys_to_do(header_app, accounts_app):
+    page = from_peer(header_app, PROXY).get("/", headers={"X-Forwarded-Email": "ada@example.com"})
+    shown = page.get_data(as_text=True)
+    assert 'id="account-link"' in shown and 'id="sign-out"' not in shown
+    with_passwords = accounts_app.test_client()
+    sign_up(with_passwords, "ada")
+    assert 'id="sign-out"' in with_passwords.get("/").get_data(as_text=True)  # where Palaver signs people in
 
 
 def test_without_the_header_a_page_answers_401_and_there_is_no_sign_in_page(header_app):
