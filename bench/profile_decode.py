@@ -4,7 +4,8 @@ transformers' forward, side by side.
 Usage: make bench-decode   (or: .venv/bin/python -m bench.profile_decode --rounds 5)
 For 1 and 16 rows, each path decodes the same greedy rows in alternating rounds; the table gives the median
 step time, the block kernel's share of it (torch profiler), and how many torch ops Python calls a step. The native
-step (the served path) and the lean step run with every kernel family this CPU runs (AVX2; AVX-512 where it has it).
+step (the served path) and the lean step run with every kernel family this CPU runs (AVX2; AVX-512 where it has it);
+the native step also in its fast arithmetic (PALAVER_ARITHMETIC=fast) with each family's integer dot products.
 """
 
 from __future__ import annotations
@@ -109,9 +110,13 @@ def main() -> None:
     families = {name: number for name, number in KERNEL_FAMILY_NUMBERS.items() if 0 < number <= widest}
     path = embedded_gguf_path()
     gguf = read_gguf(path)
-    natives = {
-        name: NativeModel(path, llama_config(gguf), gguf.tensors, available_cores(), kernels=name) for name in families
-    }
+    natives = {}
+    for name in families:  # each family exact, then fast (int8 activations, its integer dot products)
+        for arithmetic in ("exact", "fast"):
+            model = NativeModel(
+                path, llama_config(gguf), gguf.tensors, available_cores(), kernels=name, arithmetic=arithmetic
+            )
+            natives[name if arithmetic == "exact" else f"{name}, fast ({model.dots})"] = model
     lean = family.model.decoder
     paths: dict[str, tuple[Any, int]] = {
         f"lean decode step, {name}": (lean, number) for name, number in families.items()

@@ -92,7 +92,8 @@ inline float horizontal_sum(__m256 v) {
 }
 
 constexpr int64_t kTileN = 4;   // weight rows dequantised together and reused across input rows
-constexpr int64_t kTileM = 3;   // input rows below which the weights go straight to registers (decoding)
+constexpr int64_t kTileM = 3;   // input rows in the AVX2 family's register tile over a dequantised buffer
+constexpr int64_t kFusedRows = 8;  // input rows below which the weights go straight to registers (decoding)
 constexpr int64_t kChunkM = 64; // input rows kept hot in cache while a tile of weights is reused
 // Prefetch this far ahead of the weights being read: the hardware prefetchers fall behind on a tile's four
 // interleaved row streams (measured: a decode step's kernel time fell by a third at 4 KB).
@@ -113,7 +114,7 @@ constexpr int64_t tiles_per_task(int64_t k, int64_t m) {
 // never in the loop over tiles.
 inline float* tile_buffer(int64_t m, int64_t k) {
   thread_local std::vector<float> buffer;
-  const auto wanted = static_cast<size_t>(m < kTileM ? 0 : kTileN * k);
+  const auto wanted = static_cast<size_t>(m < kFusedRows ? 0 : kTileN * k);
   if (buffer.size() < wanted) buffer.resize(wanted);
   return buffer.data();
 }

@@ -7,6 +7,7 @@
 #include "block_format.h"
 #include "blocks_avx2.h"
 #include "blocks_avx512.h"
+#include "int8_dots.h"
 
 #include <cstdint>
 

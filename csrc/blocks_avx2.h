@@ -283,16 +283,50 @@ inline void fused_dot(const float* x, int64_t k, const uint8_t* const rows[kTile
   store_tile<1>(acc, tile_n, y, 0);
 }
 
+// A few input rows (2 to kFusedRows - 1: a row's drafted tokens, two or three replies): one weight row at a time, each
+// block dequantised in registers once and multiplied with every input row, whose accumulators stay in registers.
+// Each (input row, weight row) sums in fused_dot's order, hence with its bits.
+template <int64_t Type, int Rows>
+inline void fused_rows(const float* x, int64_t k, const uint8_t* const rows[kTileN], int64_t tile_n, float* y,
+                       int64_t n_out) {
+  for (int64_t n = 0; n < tile_n; ++n) {
+    __m256 acc[Rows];
+    for (int r = 0; r < Rows; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < k / kBlock; ++b) {
+      prefetch_ahead(rows[n], Type, b);
+      __m256 w[4];
+      block_weights<Type>(rows[n], b, w);
+      for (int j = 0; j < 4; ++j)
+        for (int r = 0; r < Rows; ++r)
+          acc[r] = _mm256_fmadd_ps(w[j], _mm256_loadu_ps(x + r * k + b * kBlock + 8 * j), acc[r]);
+    }
+    for (int r = 0; r < Rows; ++r) y[r * n_out + n] = horizontal_sum(acc[r]);
+  }
+}
+
+// fused_rows over m (< kFusedRows) input rows, in groups of at most 4.
+template <int64_t Type>
+inline void few_rows(const float* x, int64_t m, int64_t k, const uint8_t* const rows[kTileN], int64_t tile_n, float* y,
+                     int64_t n_out) {
+  int64_t r = 0;
+  for (; r + 4 <= m; r += 4) fused_rows<Type, 4>(x + r * k, k, rows, tile_n, y + r * n_out, n_out);
+  if (m - r == 3) fused_rows<Type, 3>(x + r * k, k, rows, tile_n, y + r * n_out, n_out);
+  if (m - r == 2) fused_rows<Type, 2>(x + r * k, k, rows, tile_n, y + r * n_out, n_out);
+  if (m - r == 1) fused_rows<Type, 1>(x + r * k, k, rows, tile_n, y + r * n_out, n_out);
+}
+
 // The dot products of m input rows of k floats with the tile of weight rows starting at row n0 of a matrix whose
 // rows are row_bytes apart, written to y[m][n_out] from column y_col. buffer holds kTileN * k floats.
 inline void tile_of_rows(const float* x, int64_t m, int64_t k, const uint8_t* weights, int64_t type, int64_t row_bytes,
                          int64_t n0, int64_t tile_n, float* y, int64_t n_out, int64_t y_col, float* buffer) {
-  if (m < kTileM) {  // decoding one or two rows: weights go straight to registers
+  if (m < kFusedRows) {  // decoding a few rows: weights go straight to registers
     const uint8_t* rows[kTileN];
     for (int64_t n = 0; n < kTileN; ++n) rows[n] = weights + (n0 + std::min(n, tile_n - 1)) * row_bytes;
     with_type(type, [&](auto kind) {
-      for (int64_t r = 0; r < m; ++r)
-        fused_dot<decltype(kind)::value>(x + r * k, k, rows, tile_n, y + r * n_out + y_col);
+      if (m == 1)
+        fused_dot<decltype(kind)::value>(x, k, rows, tile_n, y + y_col);
+      else
+        few_rows<decltype(kind)::value>(x, m, k, rows, tile_n, y + y_col, n_out);
     });
     return;
   }

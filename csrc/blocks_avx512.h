@@ -232,13 +232,13 @@ inline void tile_of_rows(const float* x, int64_t m, int64_t k, const uint8_t* we
   for (int64_t n = 0; n < kTileN; ++n) rows[n] = weights + (n0 + std::min(n, tile_n - 1)) * row_bytes;
   avx2::with_type(type, [&](auto kind) {
     constexpr int64_t kType = decltype(kind)::value;
-    if (m < kTileM) {  // decoding one or two rows: weights go straight to registers
-      for (int64_t r = 0; r < m; ++r) {
-        if constexpr (pairs_when_decoding(kType))
-          fused_dot<kType>(x + r * k, k, rows, tile_n, y + r * n_out + y_col);
-        else
-          avx2::fused_dot<kType>(x + r * k, k, rows, tile_n, y + r * n_out + y_col);
-      }
+    if (m < kFusedRows) {  // decoding a few rows: weights go straight to registers
+      if (m > 1)
+        avx2::few_rows<kType>(x, m, k, rows, tile_n, y + y_col, n_out);
+      else if constexpr (pairs_when_decoding(kType))
+        fused_dot<kType>(x, k, rows, tile_n, y + y_col);
+      else
+        avx2::fused_dot<kType>(x, k, rows, tile_n, y + y_col);
       return;
     }
     for (int64_t b = 0; b < k / kBlock; ++b)
@@ -248,7 +248,7 @@ inline void tile_of_rows(const float* x, int64_t m, int64_t k, const uint8_t* we
         for (int j = 0; j < 4; ++j) _mm512_storeu_ps(buffer + p * 2 * k + (b * 4 + j) * 16, w[j]);
       }
   });
-  if (m < kTileM) return;
+  if (m < kFusedRows) return;
   for (int64_t chunk = 0; chunk < m; chunk += kChunkM) {
     const int64_t chunk_end = std::min(m, chunk + kChunkM);
     int64_t r = chunk;

@@ -113,6 +113,15 @@ struct KvCache {
     return kOk;
   }
 
+  // Forget positions past length, keeping their pages reserved (a step's drafted positions that were refused).
+  Status rewind(int64_t seq, int64_t length) {
+    auto found = sequences.find(seq);
+    if (found == sequences.end()) return kUnknownSequence;
+    if (length < 0 || length > found->second.length) return kBadArgument;
+    found->second.length = length;
+    return kOk;
+  }
+
   // Forget positions past length, and give back the pages that the remaining positions do not need.
   Status truncate(int64_t seq, int64_t length) {
     auto found = sequences.find(seq);

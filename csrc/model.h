@@ -3,11 +3,13 @@
 #pragma once
 
 #include "blocks.h"
+#include "int8_repack.h"
 #include "native_step.h"
 
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <mutex>
 #include <string_view>
 #include <utility>
@@ -18,6 +20,7 @@ namespace palaver {
 struct Matrix {
   const uint8_t* data = nullptr;
   int64_t type = -1, rows = 0, cols = 0, row_bytes = 0;
+  const uint8_t* repacked = nullptr;  // the fast mode's copy in groups of 8 rows (int8_repack.h), where there is one
 };
 
 struct Layer {
@@ -36,7 +39,7 @@ struct Layer {
 
 // What a step needs besides the weights, kept between steps: a step allocates only to grow it.
 struct Workspace {
-  std::vector<float> x, xn, qkv, attn, gate_up, act, out_rows, logits, rotary, local_rotary;
+  std::vector<float> x, xn, qkv, attn, gate_up, act, out_rows, rotary, local_rotary;
   std::vector<int64_t> row_of, position, last;  // each token's row and position; the tokens whose logits are wanted
   std::vector<uint16_t* const*> row_pages;       // each row's pages
 };
@@ -52,6 +55,10 @@ struct Model {
   float attn_scale = 1.0f;     // what scores are multiplied by: 1 / sqrt(head_dim) unless the model says otherwise
   int64_t window = 0;          // the sliding layers' window, in positions (0: no layer slides)
   const Kernels* kernels = kernels_of(kWidestKernels);  // the block kernels' family, chosen once by the CPU
+  int64_t dots = kNoDots;            // the fast mode's integer dot products (int8_dots.h); none in the exact mode
+  Int8TileOfRows int8_tiles = nullptr;
+  Int8GroupsOfRows int8_groups = nullptr;
+  std::vector<std::unique_ptr<CacheLine[]>> repacked;  // what the matrices' repacked copies point into
   Matrix embed, head;
   const float* out_norm = nullptr;
   std::vector<Layer> blocks;
@@ -239,6 +246,29 @@ inline Status set_tensor(Model& m, const char* name, const void* data, int64_t t
   if (vector_width(m, part) > 0)
     return set_vector(m, layer, part, static_cast<const float*>(data), type, rows, cols);
   return set_matrix(m, layer, part, static_cast<const uint8_t*>(data), type, rows, cols);
+}
+
+// The matrices the step multiplies (not the embedding, whose rows it only reads).
+inline std::vector<Matrix*> multiplied(Model& m) {
+  std::vector<Matrix*> matrices = {&m.head};
+  for (Layer& l : m.blocks)
+    for (Matrix* w : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) matrices.push_back(w);
+  return matrices;
+}
+
+// Give every multiplied matrix of a repacked type its repacked copy, once: one set later has none, and takes the
+// per-row path.
+inline void repack_matrices(Model& m) {
+  for (Matrix* w : multiplied(m))
+    if (w->data != nullptr && w->repacked == nullptr && repacked_type(w->type)) {
+      m.repacked.push_back(palaver::repacked(w->data, w->type, w->rows, w->cols, w->row_bytes));
+      w->repacked = m.repacked.back()[0].bytes;
+    }
+}
+
+inline void drop_repacked(Model& m) {
+  for (Matrix* w : multiplied(m)) w->repacked = nullptr;
+  m.repacked.clear();
 }
 
 // Check that the model has every tensor it needs, and each group's whole; name the first it lacks.

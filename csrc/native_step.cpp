@@ -50,19 +50,50 @@ void rms_norm(const float* x, const float* weight, int64_t n, float eps, float* 
 }
 
 // y[m][n_out] = x[m][k] @ (the segments' rows)^T, each segment's rows written from its column on, by the model's
-// kernel family.
-void project(const Kernels& kernels, const float* x, int64_t m, int64_t k, const std::vector<Segment>& segments,
-             float* y, int64_t n_out) {
+// kernel family; in the fast mode, a block type's rows by its integer kernels, on x quantised once for all segments:
+// a repacked matrix's in groups of kGroupRows rows, another's in tiles of kTileN.
+void project(const Model& model, const float* x, int64_t m, int64_t k, const std::vector<Segment>& segments, float* y,
+             int64_t n_out) {
+  const bool fast = model.int8_tiles != nullptr;
   std::vector<std::pair<int64_t, int64_t>> tiles;  // (segment, first row)
-  for (int64_t s = 0; s < static_cast<int64_t>(segments.size()); ++s)
-    for (int64_t n0 = 0; n0 < segments[s].matrix->rows; n0 += kTileN) tiles.emplace_back(s, n0);
-  ChunkPool::instance().run(static_cast<int64_t>(tiles.size()), tiles_per_task(k, m), [&](int64_t begin, int64_t end) {
+  bool any_codes = false, all_grouped = true;
+  for (int64_t s = 0; s < static_cast<int64_t>(segments.size()); ++s) {
+    const Matrix& w = *segments[s].matrix;
+    const bool codes = fast && integer_codes(w.type), grouped = codes && w.repacked != nullptr;
+    any_codes = any_codes || codes;
+    all_grouped = all_grouped && grouped;
+    for (int64_t n0 = 0; n0 < w.rows; n0 += grouped ? kGroupRows : kTileN) tiles.emplace_back(s, n0);
+  }
+  thread_local std::vector<Int8Block> quantised;  // this thread's, allocated only to grow
+  if (any_codes) {
+    const auto blocks = static_cast<size_t>(m * (k / kBlock));
+    if (quantised.size() < blocks) quantised.resize(blocks);
+    quantise_rows(x, m, k, quantised.data());
+  }
+  const Int8Block* x8 = quantised.data();
+  const Kernels& kernels = *model.kernels;
+  const int64_t per_task = all_grouped ? std::max<int64_t>(1, tiles_per_task(k, m) * kTileN / kGroupRows)
+                                       : tiles_per_task(k, m);
+  ChunkPool::instance().run(static_cast<int64_t>(tiles.size()), per_task, [&](int64_t begin, int64_t end) {
     float* buffer = tile_buffer(m, k);
-    for (int64_t t = begin; t < end; ++t) {
+    for (int64_t t = begin; t < end;) {
       const Segment& segment = segments[tiles[t].first];
       const Matrix& w = *segment.matrix;
       const int64_t n0 = tiles[t].second, tile_n = std::min(kTileN, w.rows - n0);
-      kernels.tile_of_rows(x, m, k, w.data, w.type, w.row_bytes, n0, tile_n, y, n_out, segment.column + n0, buffer);
+      if (fast && integer_codes(w.type) && w.repacked != nullptr) {
+        int64_t last = t;  // the task's run of this matrix's groups, in one call
+        while (last + 1 < end && tiles[last + 1].first == tiles[t].first) ++last;
+        const int64_t rows = std::min(w.rows, tiles[last].second + kGroupRows) - n0;
+        model.int8_groups(x8, m, k / kBlock, w.repacked + n0 / kGroupRows * group_bytes(w.type, k), w.type, rows,
+                          y + segment.column + n0, n_out);
+        t = last + 1;
+        continue;
+      }
+      if (fast && integer_codes(w.type))
+        model.int8_tiles(x8, m, k / kBlock, w.data, w.type, w.row_bytes, n0, tile_n, y, n_out, segment.column + n0);
+      else
+        kernels.tile_of_rows(x, m, k, w.data, w.type, w.row_bytes, n0, tile_n, y, n_out, segment.column + n0, buffer);
+      ++t;
     }
   });
 }
@@ -249,11 +280,11 @@ void attention(const Step& s, int64_t layer) {
   const Layer& l = s.m.blocks[layer];
   Workspace& w = s.w;
   s.each_token([&](int64_t t) { rms_norm(&w.x[t * s.h], l.attn_norm, s.h, s.m.eps, &w.xn[t * s.h]); });
-  project(*s.m.kernels, w.xn.data(), s.n, s.h, {{&l.q, 0}, {&l.k, s.q_width}, {&l.v, s.q_width + s.kv_width}},
+  project(s.m, w.xn.data(), s.n, s.h, {{&l.q, 0}, {&l.k, s.q_width}, {&l.v, s.q_width + s.kv_width}},
           w.qkv.data(), s.qkv_width);
   s.each_token([&](int64_t t) { place_token(s, l, layer, t); });
   attend_heads(s, l, layer);
-  project(*s.m.kernels, w.attn.data(), s.n, s.q_width, {{&l.o, 0}}, w.xn.data(), s.h);
+  project(s.m, w.attn.data(), s.n, s.q_width, {{&l.o, 0}}, w.xn.data(), s.h);
 }
 
 // The attention's output joins the residual stream; then the MLP block and its own residual.
@@ -266,7 +297,7 @@ void mlp(const Step& s, const Layer& l) {
     for (int64_t i = t * h; i < (t + 1) * h; ++i) w.x[i] += w.xn[i];
     rms_norm(&w.x[t * h], l.ffn_norm, h, m.eps, &w.xn[t * h]);
   });
-  project(*s.m.kernels, w.xn.data(), s.n, h, {{&l.gate, 0}, {&l.up, m.ffn}}, w.gate_up.data(), 2 * m.ffn);
+  project(s.m, w.xn.data(), s.n, h, {{&l.gate, 0}, {&l.up, m.ffn}}, w.gate_up.data(), 2 * m.ffn);
   s.each_token([&](int64_t t) {
     const float* gate = &w.gate_up[t * 2 * m.ffn];
     float* act = &w.act[t * m.ffn];
@@ -275,30 +306,29 @@ void mlp(const Step& s, const Layer& l) {
     else
       for (int64_t i = 0; i < m.ffn; ++i) act[i] = silu(gate[i]) * gate[m.ffn + i];
   });
-  project(*s.m.kernels, w.act.data(), s.n, m.ffn, {{&l.down, 0}}, w.xn.data(), h);
+  project(s.m, w.act.data(), s.n, m.ffn, {{&l.down, 0}}, w.xn.data(), h);
   s.each_token([&](int64_t t) {
     if (l.post_ffn_norm != nullptr) rms_norm(&w.xn[t * h], l.post_ffn_norm, h, m.eps, &w.xn[t * h]);
     for (int64_t i = t * h; i < (t + 1) * h; ++i) w.x[i] += w.xn[i];
   });
 }
 
-// The final norm and the head, for the last token of each row that wants its logits.
+// The final norm and the head, for the tokens whose logits the rows want (1: the last; 2: each), written to logits
+// packed in row order.
 void head(const Step& s, int64_t rows, const int64_t* counts, const int8_t* want, float* logits) {
   const Model& m = s.m;
   Workspace& w = s.w;
   w.last.clear();
   for (int64_t r = 0, t = 0; r < rows; ++r) {
+    const int64_t first = t;
     t += counts[r];
-    if (want[r]) w.last.push_back(t - 1);
+    for (int64_t token = want[r] == 2 ? first : t - 1; want[r] != 0 && token < t; ++token) w.last.push_back(token);
   }
   if (w.last.empty()) return;
   const auto wanted = static_cast<int64_t>(w.last.size());
   w.out_rows.resize(wanted * s.h);
-  w.logits.resize(wanted * m.vocab);
   for (int64_t i = 0; i < wanted; ++i) rms_norm(&w.x[w.last[i] * s.h], m.out_norm, s.h, m.eps, &w.out_rows[i * s.h]);
-  project(*s.m.kernels, w.out_rows.data(), wanted, s.h, {{&m.head, 0}}, w.logits.data(), m.vocab);
-  for (int64_t r = 0, i = 0; r < rows; ++r)
-    if (want[r]) std::memcpy(logits + r * m.vocab, &w.logits[(i++) * m.vocab], m.vocab * sizeof(float));
+  project(s.m, w.out_rows.data(), wanted, s.h, {{&m.head, 0}}, logits, m.vocab);  // straight into the caller's
 }
 
 // The rows' tokens through every layer, into the residual stream (w.x); each row's sequence grows by its tokens.
@@ -502,9 +532,27 @@ int64_t pv_kernels_widest() {
 Status pv_model_kernels(void* handle, int64_t family) {
   const palaver::Kernels* kernels = family >= 0 ? palaver::kernels_of(family) : nullptr;
   if (kernels == nullptr) return palaver::kBadArgument;
-  static_cast<Model*>(handle)->kernels = kernels;
+  auto& model = *static_cast<Model*>(handle);
+  model.kernels = kernels;
+  if (model.dots != palaver::kNoDots) return pv_model_arithmetic(handle, 1);  // the dots the new family allows
   return palaver::kOk;
 }
+
+Status pv_model_arithmetic(void* handle, int64_t mode) {
+  if (mode != 0 && mode != 1) return palaver::kBadArgument;
+  auto& model = *static_cast<Model*>(handle);
+  std::lock_guard<std::mutex> one_step(model.step_mutex);
+  model.dots = mode == 1 ? palaver::widest_dots(model.kernels->family == palaver::kAvx512Kernels) : palaver::kNoDots;
+  model.int8_tiles = mode == 1 ? palaver::int8_tiles_of(model.dots) : nullptr;
+  model.int8_groups = mode == 1 ? palaver::int8_groups_of(model.dots) : nullptr;
+  if (mode == 1)
+    palaver::repack_matrices(model);  // the matrices set so far; the layout is every dot family's
+  else
+    palaver::drop_repacked(model);
+  return palaver::kOk;
+}
+
+int64_t pv_model_dots(void* handle) { return static_cast<Model*>(handle)->dots; }
 
 Status pv_model_set(void* handle, const char* name, const void* data, int64_t type, int64_t rows, int64_t cols) {
   return palaver::set_tensor(*static_cast<Model*>(handle), name, data, type, rows, cols);
@@ -576,6 +624,13 @@ Status pv_seq_truncate(void* handle, int64_t seq, int64_t length) {
   return cache.truncate(seq, length);
 }
 
+// Forget positions past length, keeping the pages reserved for them.
+Status pv_seq_rewind(void* handle, int64_t seq, int64_t length) {
+  auto& cache = *static_cast<KvCache*>(handle);
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  return cache.rewind(seq, length);
+}
+
 // Copy the first tokens positions of src into dst, which must be empty.
 Status pv_seq_copy(void* handle, int64_t dst, int64_t src, int64_t tokens) {
   auto& cache = *static_cast<KvCache*>(handle);
@@ -588,13 +643,15 @@ Status pv_seq_copy(void* handle, int64_t dst, int64_t src, int64_t tokens) {
 }
 
 // Run one step. Row r appends counts[r] tokens (taken in order from tokens) to sequence seqs[r], whose pages must
-// already hold them (pv_seq_reserve); a sequence appears in one row at most. For each row with want[r],
-// logits[r][vocab] receives the next-token logits after its last token.
+// already hold them (pv_seq_reserve); a sequence appears in one row at most. logits receives next-token logits,
+// packed in row order: after a row's last token where want[r] is 1, after each of its tokens where it is 2.
 Status pv_step(void* model_handle, void* cache_handle, int64_t rows, const int64_t* seqs, const int64_t* counts,
                const int32_t* tokens, const int8_t* want, float* logits) {
   auto& m = *static_cast<Model*>(model_handle);
   auto& cache = *static_cast<KvCache*>(cache_handle);
   if (rows <= 0 || cache.model != &m) return palaver::kBadArgument;
+  for (int64_t r = 0; r < rows; ++r)
+    if (want[r] < 0 || want[r] > 2) return palaver::kBadArgument;
   std::lock_guard<std::mutex> one_step(m.step_mutex);
   std::lock_guard<std::mutex> lock(cache.mutex);
   try {

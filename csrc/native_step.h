@@ -6,14 +6,16 @@
 // checks when it loads the library. A call that can refuse returns a Status, and pv_status_reason names it.
 //
 // Version 3 added pv_embed: texts run through the layers on temporary pages, their final-normed hidden states
-// mean-pooled in place of logits. Version 4 added the kernel families: pv_kernels_widest and pv_model_kernels.
+// mean-pooled in place of logits. Version 4 added the kernel families: pv_kernels_widest and pv_model_kernels. Version 5
+// added the fast arithmetic mode (pv_model_arithmetic and pv_model_dots), and pv_step's logits after every token of
+// a row (want 2), packed in row order, and pv_seq_rewind (speculative decoding's refused positions).
 #pragma once
 
 #include <cstdint>
 
 namespace palaver {
 
-constexpr int64_t kAbiVersion = 4;
+constexpr int64_t kAbiVersion = 5;
 
 enum Status : int64_t {
   kOk = 0,
@@ -52,6 +54,13 @@ palaver::Status pv_model_gemma3(void* model, double attn_scale, double rope_fact
 int64_t pv_kernels_widest();
 // Make the model's block kernels a family's (0: the widest); kBadArgument for one this CPU cannot run.
 palaver::Status pv_model_kernels(void* model, int64_t family);
+// Set the model's arithmetic: 0 exact (float32 activations, the default), 1 fast (int8 activations and integer dot
+// products, int8_dots.h), with the widest integer dot products its kernel family allows. Call it after setting the
+// weights: the fast mode repacks those set so far, once (int8_repack.h), and frees the copies when set back to 0.
+palaver::Status pv_model_arithmetic(void* model, int64_t mode);
+// The model's integer dot products (int8_dots.h's DotFamily: 0 none, in the exact mode; 1 AVX2, 2 AVX-VNNI,
+// 3 AVX-512 VNNI).
+int64_t pv_model_dots(void* model);
 // Point the model at a tensor's data by its GGUF name ("blk.3.attn_q.weight", "output_norm.weight").
 palaver::Status pv_model_set(void* model, const char* name, const void* data, int64_t type, int64_t rows,
                              int64_t cols);
@@ -67,8 +76,11 @@ int64_t pv_seq_new(void* cache);  // a sequence id (positive), or kOutOfMemory
 void pv_seq_free(void* cache, int64_t seq);
 int64_t pv_seq_len(void* cache, int64_t seq);  // its positions, or kUnknownSequence
 palaver::Status pv_seq_reserve(void* cache, int64_t seq, int64_t tokens);
-palaver::Status pv_seq_truncate(void* cache, int64_t seq, int64_t length);
+palaver::Status pv_seq_truncate(void* cache, int64_t seq, int64_t length);  // gives back pages past length
+palaver::Status pv_seq_rewind(void* cache, int64_t seq, int64_t length);    // keeps them reserved
 palaver::Status pv_seq_copy(void* cache, int64_t dst, int64_t src, int64_t tokens);
+// One step: row r appends counts[r] tokens to sequence seqs[r]. logits receives [vocab] next-token logits packed in
+// row order: after the row's last token where want[r] is 1, after each of its tokens where it is 2, none where 0.
 palaver::Status pv_step(void* model, void* cache, int64_t rows, const int64_t* seqs, const int64_t* counts,
                         const int32_t* tokens, const int8_t* want, float* logits);
 // Run each of rows texts (counts[r] tokens, taken in order from tokens) through the model on pages of the cache that

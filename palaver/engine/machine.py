@@ -7,6 +7,7 @@ import ctypes
 import gc
 import json
 import math
+import mmap
 import os
 from pathlib import Path
 
@@ -42,6 +43,17 @@ def release_freed_memory() -> None:
     """Hand freed heap pages back to the system (glibc keeps them in its arenas otherwise)."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc: what it frees goes back as it decides
         ctypes.CDLL(None).malloc_trim(0)
+
+
+def drop_mapped_pages(base: int, size: int, start: int, end: int) -> None:
+    """Drop the whole pages of [start, end), inside a file mapped at base, from this process; a later read maps them
+    again from the page cache, so resident memory stops counting what is no longer read."""
+    if not base <= start < end <= base + size:
+        return  # not inside the mapping
+    first, last = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, end // mmap.PAGESIZE * mmap.PAGESIZE
+    if last > first:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), mmap.MADV_DONTNEED)
 
 
 def give_back() -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from palaver.engine.decoding.drafts import Drafter
 from palaver.engine.decoding.prefix_cache import PrefixCache
 from palaver.engine.decoding.rows import Row
 from palaver.engine.native.binding import NativeCache
@@ -16,6 +17,9 @@ log = logging.getLogger("palaver.engine")
 # Prompt tokens computed per step, shared by the rows that are prefilling: decoding rows wait at most one such
 # chunk for their next token, and larger chunks gained little prefill speed (docs/engine.md has the measurement).
 PREFILL_CHUNK_TOKENS = 128
+# Rows draft (drafts.py) only while this few decode and none prefills: one or two people's replies are bound by
+# reading the weights, which a step's drafted positions share, while a full batch's extra positions cost compute.
+MOST_DRAFTING_ROWS = 2
 
 
 @dataclass(eq=False)
@@ -26,6 +30,7 @@ class RowPages:
     sequence: int
     fed: int  # prompt tokens already in the cache
     leader: RowPages | None = None  # a row with the same prompt, whose computed positions this one copies
+    drafter: Drafter | None = None  # the row's prompt-lookup drafts, where speculative decoding is on
 
     @property
     def prefilling(self) -> bool:
@@ -35,9 +40,10 @@ class RowPages:
 class NativeBatch:
     """Rows on the native step: admitted while their whole reply fits the KV budget, else waiting in order."""
 
-    def __init__(self, cache: NativeCache, prefix_cache: PrefixCache | None = None):
+    def __init__(self, cache: NativeCache, prefix_cache: PrefixCache | None = None, speculate: bool = False):
         self.cache = cache
         self.prefix_cache = prefix_cache
+        self.speculate = speculate
         if prefix_cache is not None:
             prefix_cache.release = cache.free  # an evicted entry's pages go back to the budget
         self.placed: list[RowPages] = []
@@ -88,7 +94,11 @@ class NativeBatch:
         if self.prefix_cache is not None and leader is None:
             self.prefix_cache.counts["prefilled_tokens"] += len(row.prompt_ids) - shared
             self.prefix_cache.counts["reused_prompt_tokens"] += shared
-        return RowPages(row, sequence, shared, leader)
+        drafter = None
+        if self.speculate:
+            drafter = Drafter()
+            drafter.extend(row.prompt_ids)
+        return RowPages(row, sequence, shared, leader, drafter)
 
     def _follow_leaders(self) -> None:
         """Copy a leader's computed prompt into each row that waits for it, once the leader has computed it."""
@@ -109,35 +119,66 @@ class NativeBatch:
                 pages.leader = None
 
     def step(self) -> None:
-        """Decode one token for every decoding row, and compute the next chunk of the prefilling rows' prompts."""
+        """Decode one token for every decoding row (more where its draft holds), and compute the next chunk of the
+        prefilling rows' prompts."""
         self._admit()
         self._follow_leaders()
         chosen: list[RowPages] = []
         chunks: list[list[int]] = []
-        want: list[bool] = []
+        want: list[int] = []  # 0: no logits; 1: after the chunk's last token; 2: after each of its tokens (a draft)
         room = PREFILL_CHUNK_TOKENS
+        drafting = self.speculate and self._few_decoding()
         for pages in self.placed:
             prompt = pages.row.prompt_ids
             if pages.leader is not None:  # waits for its leader's prompt
                 continue
             if not pages.prefilling:
+                row = pages.row
+                # The reply's reserved positions bound the draft: the cache never holds the last generated token.
+                drafter = pages.drafter if drafting else None
+                draft = drafter.draft(row.max_new_tokens - len(row.generated) - 1) if drafter is not None else []
                 chosen.append(pages)
-                chunks.append([pages.row.generated[-1]])
-                want.append(True)
+                chunks.append([row.generated[-1], *draft])
+                want.append(2 if draft else 1)
             elif room > 0:
                 chunk = prompt[pages.fed : pages.fed + room]
                 room -= len(chunk)
                 chosen.append(pages)
                 chunks.append(chunk)
-                want.append(pages.fed + len(chunk) == len(prompt))
+                want.append(int(pages.fed + len(chunk) == len(prompt)))
         if not chosen:
             return
-        logits = self.cache.step([pages.sequence for pages in chosen], chunks, want)
+        logits = self.cache.step_rows([pages.sequence for pages in chosen], chunks, want)
         for index, pages in enumerate(chosen):
+            scores = logits[index]
             if pages.prefilling:
                 pages.fed += len(chunks[index])
-            if want[index]:
-                pages.row.accept(logits[index])
+            if scores is not None:
+                self._choose(pages, scores, chunks[index][1:] if want[index] == 2 else [])
+
+    def _few_decoding(self) -> bool:
+        decoding = [pages for pages in self.placed if pages.leader is None and not pages.prefilling]
+        return len(decoding) <= MOST_DRAFTING_ROWS and len(decoding) == len(self.placed)
+
+    def _choose(self, pages: RowPages, scores: np.ndarray, draft: list[int]) -> None:
+        """Choose the row's tokens from its logits in order, while each is the drafted one; rewind past the rest."""
+        row = pages.row
+        kept = 0
+        for position, logits in enumerate(scores):
+            chosen = len(row.generated)
+            row.accept(logits)
+            if len(row.generated) == chosen:  # the row failed: nothing more to choose
+                break
+            if pages.drafter is not None:
+                pages.drafter.extend(row.generated[-1:])
+            if row.done or position == len(draft) or row.generated[-1] != draft[position]:
+                break
+            kept += 1
+        if draft:
+            assert pages.drafter is not None  # only a drafter drafts
+            pages.drafter.record(len(draft), kept)
+            # The cache holds the prompt and every generated token but the last: the refused positions go.
+            self.cache.rewind(pages.sequence, len(row.prompt_ids) + len(row.generated) - 1)
 
     def embed(self, texts: list[list[int]]) -> np.ndarray | None:
         """Return each text's mean-pooled final hidden states, on pages lent for the call; None while pages are short.

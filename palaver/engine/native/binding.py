@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from palaver.engine.gguf.file import TYPE_NAMES, kernel_reads, row_weights
-from palaver.engine.machine import KERNEL_FAMILY_NUMBERS, kernel_family_name
+from palaver.engine.machine import KERNEL_FAMILY_NUMBERS, drop_mapped_pages, kernel_family_name
 
 log = logging.getLogger("palaver.native")
 
@@ -30,7 +30,10 @@ CPU_FLAGS = ("avx2", "fma", "f16c")
 # Raised whenever the step's arithmetic changes, so a system_fingerprint never names two ways of computing.
 ARITHMETIC_VERSION = "native-step-1"
 # The interface this binding speaks (csrc/native_step.h's kAbiVersion): a library built for another is refused.
-ABI_VERSION = 4
+ABI_VERSION = 5
+# The fast mode's integer dot products, by csrc/int8_dots.h's numbers (0: the exact mode has none).
+DOT_FAMILY_NAMES = {1: "avx2", 2: "avx-vnni", 3: "avx512-vnni"}
+FLOAT_TYPES = (0, 1, 30)  # F32, F16 and BF16: the fast mode multiplies them as the exact mode does
 
 _i64, _ptr = ctypes.c_int64, ctypes.c_void_p
 _state: dict[str, Any] = {}
@@ -92,6 +95,8 @@ def _bind(lib: ctypes.CDLL) -> str | None:
         "pv_model_new": ([ctypes.POINTER(_i64), ctypes.c_double, ctypes.c_double, _i64, out], _i64),
         "pv_kernels_widest": ([], _i64),
         "pv_model_kernels": ([_ptr, _i64], _i64),
+        "pv_model_arithmetic": ([_ptr, _i64], _i64),
+        "pv_model_dots": ([_ptr], _i64),
         "pv_model_free": ([_ptr], None),
         "pv_model_set": ([_ptr, ctypes.c_char_p, _ptr, _i64, _i64, _i64], _i64),
         "pv_model_check": ([_ptr, ctypes.c_char_p, _i64], _i64),
@@ -106,6 +111,7 @@ def _bind(lib: ctypes.CDLL) -> str | None:
         "pv_seq_len": ([_ptr, _i64], _i64),
         "pv_seq_reserve": ([_ptr, _i64, _i64], _i64),
         "pv_seq_truncate": ([_ptr, _i64, _i64], _i64),
+        "pv_seq_rewind": ([_ptr, _i64, _i64], _i64),
         "pv_seq_copy": ([_ptr, _i64, _i64, _i64], _i64),
         "pv_step": ([_ptr, _ptr, _i64, _ptr, _ptr, _ptr, _ptr, _ptr], _i64),
         "pv_embed": ([_ptr, _ptr, _i64, _ptr, _ptr, _i64, _ptr], _i64),
@@ -226,6 +232,7 @@ class NativeModel:
         threads: int,
         context: int | None = None,
         kernels: str = "auto",
+        arithmetic: str = "exact",
     ):
         # context, the longest sequence served, picks LongRoPE's factors as llama.cpp does: long past the original
         lib = library()
@@ -258,6 +265,15 @@ class NativeModel:
         status = self.lib.pv_model_check(self.handle, missing, len(missing))
         _checked(self.lib, status, f"the GGUF file lacks {missing.value.decode()}, which the native step needs")
         self.lib.pv_set_threads(threads)  # the process's one pool, which the block kernels share
+        # After the weights: the fast mode repacks them, on the pool. Its integer dot products are named with the
+        # kernels wherever a reply says what computed it.
+        _checked(self.lib, self.lib.pv_model_arithmetic(self.handle, int(arithmetic == "fast")), "bad arithmetic")
+        self.dots: str | None = DOT_FAMILY_NAMES.get(int(self.lib.pv_model_dots(self.handle)))
+        if self.dots is not None:  # the repacked copies are read now, not the file's blocks: its pages can go
+            for entry in entries:
+                if entry.qtype not in FLOAT_TYPES and len(entry.shape) == 2:
+                    start = base + entry.offset
+                    drop_mapped_pages(base, self.data.size, start, start + entry.shape[0] * entry.shape[1])
 
     def _make_gemma3(self, config: dict) -> None:
         """Give the step Gemma 3's activation, scales, rotary bases and sliding layers."""
@@ -355,6 +371,10 @@ class NativeCache:
     def truncate(self, sequence: int, length: int) -> None:
         _checked(self.lib, self.lib.pv_seq_truncate(self.handle, sequence, length), "the native step cannot truncate")
 
+    def rewind(self, sequence: int, length: int) -> None:
+        """Forget the sequence's positions past length, keeping their pages reserved for it."""
+        _checked(self.lib, self.lib.pv_seq_rewind(self.handle, sequence, length), "the native step cannot rewind")
+
     def copy(self, target: int, source: int, tokens: int) -> bool:
         """Copy source's first tokens positions into the empty target; False when the budget cannot hold them."""
         return self._within_budget(self.lib.pv_seq_copy(self.handle, target, source, tokens), "copy")
@@ -367,16 +387,37 @@ class NativeCache:
 
     def step(self, sequences: list[int], chunks: list[list[int]], want: list[bool]) -> np.ndarray:
         """Append each chunk to its sequence; return [rows, vocab] logits, filled for the rows that want them."""
-        rows = len(sequences)
+        packed = self._step(sequences, chunks, [int(bool(wanted)) for wanted in want])
+        if all(want):
+            return packed
+        logits = np.zeros((len(sequences), self.model.shape.vocab), dtype=np.float32)
+        logits[[index for index, wanted in enumerate(want) if wanted]] = packed
+        return logits
+
+    def step_rows(self, sequences: list[int], chunks: list[list[int]], want: list[int]) -> list[np.ndarray | None]:
+        """Append each chunk to its sequence; return each row's logits: None (want 0), after its last token as
+        [1, vocab] (want 1), or after each of its tokens as [len(chunk), vocab] (want 2)."""
+        packed = self._step(sequences, chunks, want)
+        rows: list[np.ndarray | None] = []
+        start = 0
+        for chunk, wanted in zip(chunks, want):
+            taken = (0, 1, len(chunk))[wanted]
+            rows.append(packed[start : start + taken] if taken else None)
+            start += taken
+        return rows
+
+    def _step(self, sequences: list[int], chunks: list[list[int]], want: list[int]) -> np.ndarray:
+        """Run pv_step; return its logits, packed in row order as each row's want asks."""
         seqs = np.asarray(sequences, dtype=np.int64)
         counts = np.asarray([len(chunk) for chunk in chunks], dtype=np.int64)
         tokens = np.asarray([token for chunk in chunks for token in chunk], dtype=np.int32)
         wanted = np.asarray(want, dtype=np.int8)
-        logits = np.zeros((rows, self.model.shape.vocab), dtype=np.float32)
+        positions = sum((0, 1, len(chunk))[row_want] for chunk, row_want in zip(chunks, want))
+        logits = np.empty((positions, self.model.shape.vocab), dtype=np.float32)
         status = self.lib.pv_step(
             self.model.handle,
             self.handle,
-            rows,
+            len(sequences),
             seqs.ctypes.data,
             counts.ctypes.data,
             tokens.ctypes.data,

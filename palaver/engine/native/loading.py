@@ -133,7 +133,9 @@ class NativeServedModel:
         self.pad_id: int | None = tokenizer.pad_token_id
         context = min(self.context_length, settings.max_context_tokens)
         threads = settings.torch_threads or available_cores()
-        self.weights = binding.NativeModel(gguf.path, config, gguf.tensors, threads, context, settings.kernels)
+        self.weights = binding.NativeModel(
+            gguf.path, config, gguf.tensors, threads, context, settings.kernels, settings.arithmetic
+        )
         kv_bytes = self.weights.kv_bytes_per_token()
         wanted = settings.max_batch_size * context * kv_bytes  # every row at a full context: never more than this
         budget = kv_budget(settings.memory_limit or cgroup_limit(), gguf.path.stat().st_size, wanted)
@@ -144,6 +146,7 @@ class NativeServedModel:
                 f"context of {context}: raise the limit or lower PALAVER_MAX_CONTEXT_TOKENS"
             )
         self.cache = self.weights.new_cache(PAGE_TOKENS, pages)
+        self.speculate = settings.speculation == "prompt-lookup"
         log.info(
             "native step: %d KV pages of %d positions (%.0f MB, %d tokens)",
             self.cache.max_pages,
@@ -161,7 +164,7 @@ class NativeServedModel:
         """Start a batch on this model's KV cache; batches share its page budget."""
         from palaver.engine.native.batch import NativeBatch
 
-        return NativeBatch(self.cache, prefix_cache)
+        return NativeBatch(self.cache, prefix_cache, self.speculate)
 
     def kv_bytes(self) -> tuple[int, int]:
         """Return the KV cache's budget and the bytes of it in use."""
@@ -236,10 +239,13 @@ def load_native(settings: Settings, name: str, source: str) -> LoadedModel | Non
     seconds = time.perf_counter() - started
     log.info("loaded %s (%s family, native step) in %.1fs", name, family.name, seconds)
     budget, _ = model.kv_bytes()
-    kernels = model.weights.kernels  # named, so a client sees which instructions computed its reply
-    stamp = fingerprint(source, "native", binding.ARITHMETIC_VERSION, "gguf-blocks", f"kernels-{kernels}")
+    # Named, so a client sees which instructions and which arithmetic computed its reply.
+    kernels, dots = model.weights.kernels, model.weights.dots
+    arithmetic = f"fast-{dots}" if dots else "exact"
+    stamp = fingerprint(source, "native", binding.ARITHMETIC_VERSION, "gguf-blocks", f"kernels-{kernels}", arithmetic)
     layout = weight_layout(gguf.tensors, {e.name for e in gguf.tensors}, gguf.architecture, "native", None)
     layout["kernels"] = kernels
+    layout["arithmetic"] = arithmetic
     return LoadedModel(
         name, family, seconds, "gguf-blocks", engine="native", kv_cache_bytes=budget, fingerprint=stamp, gguf=layout
     )

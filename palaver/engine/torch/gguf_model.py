@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import logging
-import mmap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +13,7 @@ import torch
 from torch import nn
 
 from palaver.engine.gguf.file import TensorEntry, kernel_reads, row_weights
+from palaver.engine.machine import drop_mapped_pages
 from palaver.engine.torch.quantized import GGUFEmbedding, GGUFLinear, join_layers
 
 log = logging.getLogger("palaver.loading")
@@ -130,18 +128,8 @@ def _has_submodule(module: nn.Module, name: str) -> bool:
 
 def _release_mapped_pages(tensor: torch.Tensor, data: np.memmap) -> None:
     """Drop the whole pages of the mapped file under tensor from this process; a later read maps them again."""
-    start, end = tensor.data_ptr(), tensor.data_ptr() + tensor.numel() * tensor.element_size()
-    base = data.ctypes.data
-    if not base <= start < end <= base + data.size:
-        return  # not a view of the file
-    first, last = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, end // mmap.PAGESIZE * mmap.PAGESIZE
-    if last > first:
-        _libc().madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), mmap.MADV_DONTNEED)
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
+    start = tensor.data_ptr()
+    drop_mapped_pages(data.ctypes.data, data.size, start, start + tensor.numel() * tensor.element_size())
 
 
 def gguf_architecture(model_type: str) -> str:

@@ -159,3 +159,34 @@ def test_choices_of_one_prompt_compute_it_once_and_greedy_choices_are_equal(fami
     assert counts["prefilled_tokens"] == 40 + 3 and counts["reused_prompt_tokens"] == 3 * 39
     batch.prefix_cache.clear()
     assert family.model.cache.used_pages == 0
+
+
+def steps_to_finish(batch):
+    steps = 0
+    while batch.rows:
+        batch.step()
+        batch.remove_done()
+        steps += 1
+    return steps
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_drafted_replies_are_the_same_tokens_in_fewer_steps_and_refused_positions_are_forgotten(family, temperature):
+    params = Settings(temperature=temperature, seed=11, max_new_tokens=40).generation_defaults()
+    repeating = prompt(5, 12) * 3  # drafts come from the prompt's repeats, and the greedy reply's own
+    replies, steps = {}, {}
+    for speculate in (False, True):
+        prefix_cache = PrefixCache(10_000)
+        batch = NativeBatch(family.model.cache, prefix_cache, speculate=speculate)
+        new = family.new_row(Prompt(list(repeating), 0), params, threading.Event())
+        new.stream.stop_token_ids = set()
+        batch.add_many([new])
+        steps[speculate] = steps_to_finish(batch)
+        replies[speculate] = new.generated
+        # The finished row's cache holds exactly its prompt and reply (all but the last token), or it is not kept.
+        assert list(prefix_cache.entries) == [tuple(repeating + new.generated[:-1])]
+        prefix_cache.clear()
+    assert replies[True] == replies[False] and len(replies[True]) == 40, "the same tokens, greedy or seeded"
+    if temperature == 0.0:
+        assert steps[True] < 0.75 * steps[False], steps
+    assert family.model.cache.used_pages == 0

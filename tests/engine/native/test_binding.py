@@ -137,6 +137,49 @@ def test_each_kernel_family_this_cpu_runs_gives_the_same_bits_and_one_it_lacks_i
             native.NativeModel(gguf_chat_model, llama_config(gguf), gguf.tensors, threads=2, kernels="avx512")
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Return each row's probabilities, in float64."""
+    shifted = np.exp(logits.astype(np.float64) - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("fixture", ["gguf_chat_model", "k_quant_gguf_model", "low_bit_gguf_model"])
+def test_the_fast_mode_keeps_each_rows_bits_on_every_family_and_stays_near_the_exact_mode(request, fixture):
+    """Q4_0, Q4_1 and Q8_0 in one file; Q4_K, Q5_K, Q6_K, Q5_0, Q5_1, F16 and BF16 in another; Q2_K and Q3_K."""
+    path = request.getfixturevalue(fixture)
+    gguf = read_gguf(path)
+    widest = native.library().pv_kernels_widest()
+    families = [name for name, number in KERNEL_FAMILY_NUMBERS.items() if 0 < number <= widest]
+    prompts = [PROMPT[: 4 + 3 * r] for r in range(5)]
+
+    def run(model: native.NativeModel, rows: list[int]) -> np.ndarray:
+        cache = model.new_cache(16, 64)
+        sequences = [cache.new_sequence() for _ in rows]
+        assert all(cache.reserve(sequence, len(PROMPT) + 1) for sequence in sequences)
+        prefilled = cache.step(sequences, [prompts[r] for r in rows], [True] * len(rows))
+        decoded = cache.step(sequences, [[7]] * len(rows), [True] * len(rows))
+        cache.close()
+        return np.stack([prefilled, decoded], axis=1)  # [row][prefill, decode][vocab]
+
+    logits = {}
+    for kernels, arithmetic in [*((family, "fast") for family in families), ("auto", "exact")]:
+        config = llama_config(gguf)
+        model = native.NativeModel(path, config, gguf.tensors, 2, kernels=kernels, arithmetic=arithmetic)
+        assert (model.dots in native.DOT_FAMILY_NAMES.values()) == (arithmetic == "fast")
+        logits[kernels, arithmetic] = together = run(model, list(range(5)))
+        if arithmetic == "fast":  # the first and last rows alone: the bits they get beside the others
+            assert all(run(model, [r])[0].tobytes() == together[r].tobytes() for r in (0, 4))
+        model.close()
+    exact, fast = logits.pop(("auto", "exact")), list(logits.values())
+    assert all(got.tobytes() == fast[0].tobytes() for got in fast), "every dot family gives the same bits"
+    p, q = softmax(exact), softmax(fast[0])
+    divergence = (p * (np.log(p) - np.log(q))).sum(axis=-1)
+    # The median: the wide model's random weights turn the int8 activations' error into a different reply on a
+    # few prompts, as transformers' float32 forward does with each linear's input quantised the same way.
+    assert np.median(divergence) < 0.01
+    assert (exact.argmax(axis=-1) == fast[0].argmax(axis=-1)).mean() >= 0.8
+
+
 @pytest.mark.skipif(shutil.which("objdump") is None, reason="objdump (binutils) lists the instructions")
 def test_no_avx512_instruction_is_outside_the_avx512_family_so_both_libraries_load_on_avx2_cpus():
     """Every EVEX-encoded (AVX-512) instruction of either library is in a function of the AVX-512 family."""
@@ -447,6 +490,7 @@ SANITIZED_BUILD = [
 SANITIZED_TESTS = {
     "native_step_test": [CSRC / "native_step.cpp", CSRC / "tests" / "native_step_test.cpp"],
     "blocks_test": [CSRC / "tests" / "blocks_test.cpp"],
+    "int8_test": [CSRC / "tests" / "int8_test.cpp"],
 }
 
 
@@ -500,6 +544,11 @@ def test_the_native_step_passes_its_own_checks_under_address_and_undefined_behav
 def test_every_block_type_passes_its_own_checks_under_the_sanitizers(sanitized):
     """Each type's weights against ggml's scalar reference, bit for bit; products the same alone and batched."""
     run_sanitized([sanitized["blocks_test"]], passed="all block checks passed")
+
+
+def test_the_fast_modes_kernels_pass_their_own_checks_under_the_sanitizers(sanitized):
+    """Repacked and per-row int8 products near a double reference, the same alone and batched, in every family."""
+    run_sanitized([sanitized["int8_test"]], passed="all int8 checks passed")
 
 
 QUESTIONS = [
