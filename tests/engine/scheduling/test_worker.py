@@ -48,10 +48,10 @@ def test_a_failing_native_step_fails_its_rows_frees_their_pages_and_the_engine_c
     engine = make_engine(gguf_chat_model)
     assert engine.wait_ready(30) and engine.describe()["engine"] == "native"
     cache = engine.model.family.model.cache
-    cache.step = raising(RuntimeError("secret native detail"))  # the instance's step, in place of the class's
+    cache.step_rows = raising(RuntimeError("secret native detail"))  # the instance's, in place of the class's
     with pytest.raises(GenerationFailed) as caught:
         ask(engine)
-    del cache.step
+    del cache.step_rows
     assert "secret" not in caught.value.message and "secret native detail" in caplog.text
     assert cache.used_pages == 0, "the failed batch's rows gave their pages back"
     assert ask(engine).usage.completion_tokens > 0
