@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,15 +44,44 @@ def one_reader(gguf_path: Path) -> Iterator:
         setattr(gguf, "GGUFReader", original)  # noqa: B010
 
 
+_META_LOCK = threading.Lock()
+
+
+@contextmanager
+def parameters_on_meta_in_this_thread() -> Iterator[None]:
+    """Create modules' parameters on the meta device (no memory), in this thread only; buffers stay real.
+
+    accelerate's init_empty_weights does this for every thread at once: a model that another thread built
+    meanwhile (a second model loading, a request's reference model) lost its weights to the meta device.
+    """
+    original = nn.Module.register_parameter
+    builder = threading.get_ident()
+
+    def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        original(module, name, param)
+        if param is not None and threading.get_ident() == builder:
+            registered = module._parameters[name]
+            assert registered is not None  # registered just above
+            module._parameters[name] = type(registered)(
+                registered.to(torch.device("meta")), requires_grad=registered.requires_grad
+            )
+
+    with _META_LOCK:  # one patch at a time: two would restore each other's
+        nn.Module.register_parameter = register  # type: ignore[method-assign,assignment]
+        try:
+            yield
+        finally:
+            nn.Module.register_parameter = original  # type: ignore[method-assign]
+
+
 def load_gguf_model(gguf_path: Path, config, index: list[TensorEntry]) -> tuple[nn.Module, set[str]]:
     """Fill a model for config from the file, blocks for linear layers and float32 for the rest; name those kept."""
     import gguf
-    from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
     from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor
 
     started = time.perf_counter()
-    with init_empty_weights(include_buffers=False):
+    with parameters_on_meta_in_this_thread():
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     architecture = gguf_architecture(config.model_type)
     processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=config.to_dict())

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,11 @@ def gguf_metadata_dir(gguf_path: Path, cache_dir: str) -> Path:
 
 def convert_gguf(gguf_path: Path, staging: Path) -> None:
     """De-quantize a GGUF model and save it as safetensors with its tokenizer."""
+    with MODEL_BUILDING:
+        _convert_gguf(gguf_path, staging)
+
+
+def _convert_gguf(gguf_path: Path, staging: Path) -> None:
     directory, name = str(gguf_path.parent), gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
     gguf_model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=name, dtype=torch.float32)
@@ -102,6 +108,12 @@ def extract_gguf_metadata(gguf_path: Path, staging: Path) -> None:
     config.save_pretrained(staging)
 
 
+# transformers builds a model under process-wide patches (from_pretrained turns tie_weights off for every thread, and
+# restores what it found): two models built at once in two threads can leave tying off for good, and every later
+# model without its tied head. One model is built at a time in a process; the native step's loads do not wait.
+MODEL_BUILDING = threading.RLock()
+
+
 def load_model(
     settings: Settings, where: ModelSource | None = None, name: str | None = None, why: str | None = None
 ) -> LoadedModel:
@@ -109,6 +121,11 @@ def load_model(
 
     why says why the native step does not serve it, for the weight layout that /v1/models shows.
     """
+    with MODEL_BUILDING:
+        return _load_model(settings, where, name, why)
+
+
+def _load_model(settings: Settings, where: ModelSource | None, name: str | None, why: str | None) -> LoadedModel:
     started = time.perf_counter()
     where = where or plain_source(settings.model)
     name, source = name or settings.model_name, where.weights

@@ -52,3 +52,26 @@ def test_without_the_kernel_a_gguf_model_is_served_as_float32_and_the_log_says_s
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("GGUF block kernel unavailable (not built") == 1
     assert "float32 weights" in result.stderr
+
+
+def test_parameters_go_to_the_meta_device_in_the_building_thread_alone():
+    import threading
+
+    from palaver.engine.torch.gguf_model import parameters_on_meta_in_this_thread
+
+    inside, built = threading.Event(), threading.Event()
+    devices = {}
+
+    def build_on_meta() -> None:
+        with parameters_on_meta_in_this_thread():
+            inside.set()
+            built.wait(10)  # another thread builds a model while this one is inside
+            devices["builder"] = nn.Linear(4, 4).weight.device.type
+
+    builder = threading.Thread(target=build_on_meta)
+    builder.start()
+    assert inside.wait(10)
+    devices["other"] = nn.Linear(4, 4).weight.device.type
+    built.set()
+    builder.join(10)
+    assert devices == {"builder": "meta", "other": "cpu"}, "accelerate's init_empty_weights gives both meta"

@@ -40,3 +40,27 @@ def test_a_gguf_models_metadata_is_extracted_once_without_weights(gguf_chat_mode
     assert gguf_metadata_dir(gguf_chat_model, str(tmp_path)) == extracted
     assert (extracted / "tensors.json").stat().st_mtime_ns == stamp
     assert not [p for p in extracted.parent.iterdir() if p.name.startswith(".writing-")]
+
+
+def test_models_loaded_at_once_in_several_threads_keep_their_tied_heads(chat_model, dialogpt_model, tmp_path):
+    import threading
+
+    from transformers import PreTrainedModel
+
+    from palaver.core.config import Settings
+    from palaver.engine.torch.loading import load_model
+
+    tie_weights = PreTrainedModel.tie_weights
+    loaded = {}
+
+    def load(index: int, model) -> None:
+        loaded[index] = load_model(Settings(model=str(model), cache_dir=str(tmp_path / str(index)), weights="float32"))
+
+    threads = [threading.Thread(target=load, args=(i, m)) for i, m in enumerate([chat_model, dialogpt_model] * 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert PreTrainedModel.tie_weights is tie_weights, "transformers' loading patch left in place"
+    tied = [loaded[index].family.model.module for index in (1, 3)]  # DialoGPT ties its head to its embeddings
+    assert all(module.get_output_embeddings().weight is module.get_input_embeddings().weight for module in tied)
