@@ -31,9 +31,12 @@ class MemoryBudget:
         if not self.limit:
             return []
         need = slot.need() + HEADROOM_BYTES  # as the native step's loader keeps
-        if need > self.limit - self.baseline:
+        # Never fits, by its files: a measured footprint can hold what other threads took during the load, and
+        # refusing by it would refuse the model for good; planning room below still goes by it.
+        least = slot.file_need() + HEADROOM_BYTES
+        if least > self.limit - self.baseline:
             raise ModelNotReady(
-                f"the model '{slot.name}' needs about {need / 1e6:.0f} MB, more than the memory limit "
+                f"the model '{slot.name}' needs about {least / 1e6:.0f} MB, more than the memory limit "
                 f"({self.limit / 1e6:.0f} MB, PALAVER_MEMORY_LIMIT or the cgroup's) leaves beside the server itself "
                 f"({self.baseline / 1e6:.0f} MB)",
                 retry_after=RETRY_AFTER_SECONDS,

@@ -72,7 +72,11 @@ class Slot:
 
     def need(self) -> int:
         """Return the bytes its weights will take once loaded: as measured last time, or as its files say."""
-        return max(weight_bytes(self.weights_path()), self.footprint)
+        return max(self.file_need(), self.footprint)
+
+    def file_need(self) -> int:
+        """Return the bytes its weights will take once loaded, as its files say."""
+        return weight_bytes(self.weights_path())
 
     def idle(self) -> bool:
         """Tell whether the model is loaded and nobody uses it: it may be unloaded."""

@@ -120,3 +120,16 @@ def test_a_model_that_cannot_fit_is_refused_before_anything_is_unloaded(make_set
         assert router.generate(GenerationRequest(params, prompt="hi", model="small")).usage.completion_tokens > 0
     finally:
         router.close()
+
+
+def test_a_footprint_measured_too_high_makes_room_but_never_refuses_a_model_for_good(large_models):
+    models, size = large_models
+    paths = [item.split("=", 1)[1] for item in models.split(",")]
+    idle = slot("idle", paths[1], 1.0)
+    budget = MemoryBudget(1)
+    budget.limit = budget.baseline + 2 * size + 2 * HEADROOM_BYTES
+    # Its last load was measured while other threads took memory too: more than the whole limit.
+    inflated = slot("inflated", paths[0], 2.0)
+    inflated.footprint = 10 * budget.limit
+    with pytest.raises(ModelNotReady, match="retry shortly"):  # waits for room, never "needs more than the limit"
+        budget.plan_room(inflated, [idle])
