@@ -41,13 +41,7 @@ def sign_person_in(person: Person) -> None:
     every sign-in means a cookie planted before it (session fixation) never becomes a signed-in one. The browser's
     own id stays, so that its conversations can be offered to the account; they are never taken unasked.
     """
-    old = session.get(SESSION_TOKEN)
-    if isinstance(old, str):
-        people().sessions.end(old)
-    browser = session.get(BROWSER_OWNER)
-    session.clear()
-    if browser is not None:
-        session[BROWSER_OWNER] = browser
+    end_this_session()
     session[SESSION_TOKEN] = people().sessions.start(person.id, request.user_agent.string)
     session.permanent = True
     g.person = person
@@ -55,6 +49,12 @@ def sign_person_in(person: Person) -> None:
 
 def sign_out() -> None:
     """End this browser's session; the browser's own id stays, as it would without accounts."""
+    end_this_session()
+    g.pop("person", None)
+
+
+def end_this_session() -> None:
+    """End the session the cookie names and empty the cookie of all but the browser's own id."""
     token = session.get(SESSION_TOKEN)
     if isinstance(token, str):
         people().sessions.end(token)
@@ -62,7 +62,6 @@ def sign_out() -> None:
     session.clear()
     if browser is not None:
         session[BROWSER_OWNER] = browser
-    g.pop("person", None)
 
 
 def sign_out_everywhere(person: Person) -> None:
