@@ -15,6 +15,7 @@ for name in [n for n in os.environ if n.startswith("PALAVER_") and n != "PALAVER
     del os.environ[name]
 
 import databases  # noqa: E402
+import sanitized  # noqa: E402
 import tiny_models  # noqa: E402
 from servers import start_server  # noqa: E402
 
@@ -43,10 +44,10 @@ EMBEDDED_FIXTURES = {"embedded_cache", "embedded_server"}
 # so no long file starts last and keeps one process busy while the others have finished.
 SLOWEST_FILES = [
     "backends/test_upstream.py",
-    "engine/native/test_binding.py",
     "test_fuzz.py",
-    "test_persistence.py",
     "backends/test_router.py",
+    "engine/native/test_binding.py",  # its sanitized build, started with the session, is done by the time it runs
+    "test_persistence.py",
     "test_scale_out.py",
     "web/test_http_worker.py",
     "test_browser.py",
@@ -83,6 +84,25 @@ def slowness_rank(item) -> int:
     return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def sanitized_build(request, tmp_path_factory):
+    """Start the C++ tests' sanitized build when the session begins, if it runs them; yield where it is built.
+
+    It compiles for about 26 s of CPU while other tests run, instead of holding up its test for that long; one of the
+    suite's processes builds it, in the directory they share, and waits for it at the end.
+    """
+    if not any("sanitized" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        yield None
+        return
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # each process's own is under the run's
+    build = sanitized.start(shared / "sanitized")
+    yield shared / "sanitized"
+    if build is not None:
+        build.join()
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("models")
@@ -109,6 +129,17 @@ def gguf_chat_model(chat_model, models_dir) -> Path:
 def long_gguf_chat_model(long_chat_model, models_dir) -> Path:
     """The tiny chat Llama with 8,192 positions as GGUF: room for a tools listing, on the native step."""
     return tiny_models.build_gguf_llama(long_chat_model, models_dir / "long-chat-llama.gguf")
+
+
+@pytest.fixture(scope="session")
+def slow_gguf_chat_model(models_dir) -> Path:
+    """A chat Llama 1,536 wide as a float32 GGUF file: a reply of 1,024 tokens takes seconds, long enough to stop.
+
+    Its server starts on the native step, without torch; about 7 ms a token here, where the tiny models take 0.1.
+    """
+    wide = tiny_models.build_chat_llama(models_dir / "slow-chat-llama", max_positions=8192, width=1536)
+    float32 = dict.fromkeys(tiny_models.GGUF_TYPES, "F32")
+    return tiny_models.build_gguf_llama(wide, models_dir / "slow-chat-llama.gguf", float32)
 
 
 @pytest.fixture(scope="session")
@@ -416,7 +447,7 @@ def embedded_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def embedded_server(embedded_cache):
-    """A server on the real embedded model, slow enough to watch streaming and stopping."""
-    with start_server("", embedded_cache, max_new_tokens="300") as base_url:
+def embedded_server(tmp_path_factory):
+    """A server on the real embedded model, slow enough to watch streaming and stopping (native: no extraction)."""
+    with start_server("", tmp_path_factory.mktemp("embedded-server"), max_new_tokens="300") as base_url:
         yield base_url

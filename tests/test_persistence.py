@@ -64,11 +64,11 @@ def test_a_restart_keeps_every_conversation_on_the_page_and_the_api(gguf_chat_mo
         )
 
 
-def test_killing_the_worker_mid_reply_loses_only_that_turn(chat_model, tmp_path, database_url):
+def test_killing_the_worker_mid_reply_loses_only_that_turn(slow_gguf_chat_model, tmp_path, database_url):
     browser = requests.Session()
     # A short lease: the dead worker's turn is free by the time its successor is ready.
-    settings = {"max_new_tokens": "400", "request_timeout": "60", "turn_lease": "3s"}
-    with serve(chat_model, tmp_path, database_url, **settings) as server:
+    settings = {"request_timeout": "60", "turn_lease": "3s"}
+    with serve(slow_gguf_chat_model, tmp_path, database_url, **settings) as server:
         finished = browser.post(
             f"{server.url}/", data={"textbox": "hello", "max_new_tokens": "4"}, headers=FORM_JSON
         ).json()
@@ -76,7 +76,7 @@ def test_killing_the_worker_mid_reply_loses_only_that_turn(chat_model, tmp_path,
         worker = worker_pid(server.pid)
         stream = browser.post(
             f"{server.url}/",
-            data={"textbox": "tell me a long story", "stop": ""},
+            data={"textbox": "tell me a long story", "stop": "", "max_new_tokens": "1024"},  # seconds long
             headers={"Accept": "text/event-stream"},
             stream=True,
             timeout=30,

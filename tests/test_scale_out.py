@@ -13,7 +13,7 @@ FORM_JSON = {"Accept": "application/json"}
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def pair(request, long_chat_model, tmp_path_factory):
+def pair(request, slow_gguf_chat_model, tmp_path_factory):
     """Two Procfile servers on one database, sharing the cache (and so the cookie key), for the module."""
     cache = tmp_path_factory.mktemp("scale-out")
     if request.param == "sqlite":
@@ -21,8 +21,8 @@ def pair(request, long_chat_model, tmp_path_factory):
     else:
         url = databases.fresh_postgres_database(request.getfixturevalue("postgres_server"))
     settings = {"max_new_tokens": "6", "database_url": url, "max_waiting_per_conversation": "16"}
-    # A reply may run to 1,024 tokens (256 on the 512-position model), long enough for Stop and delete to land.
-    env = server_env(long_chat_model, cache, request_timeout="60", max_context_tokens="8192", **settings)
+    # A reply may run to 1,024 tokens, seconds on this model: long enough for Stop and delete to land.
+    env = server_env(slow_gguf_chat_model, cache, request_timeout="60", max_context_tokens="8192", **settings)
     with ExitStack() as stack:
         yield [stack.enter_context(procfile_server(env, wait_for="/readyz", timeout=120)) for _ in range(2)]
 

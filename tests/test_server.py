@@ -77,8 +77,8 @@ def test_bad_requests_to_the_server_get_4xx_and_it_stays_up(server):
 
 
 @pytest.mark.server
-def test_the_page_is_served_before_a_lazy_model_loads(chat_model, tmp_path):
-    env = {"PALAVER_MODEL": str(chat_model), "PALAVER_CACHE_DIR": str(tmp_path)}
+def test_the_page_is_served_before_a_lazy_model_loads(gguf_chat_model, tmp_path):
+    env = {"PALAVER_MODEL": str(gguf_chat_model), "PALAVER_CACHE_DIR": str(tmp_path)}
     with gunicorn_server(env) as base_url:
         assert requests.get(base_url + "/", timeout=5).status_code == 200
         assert requests.get(base_url + "/readyz", timeout=5).status_code == 503

@@ -9,6 +9,7 @@
 #include "check.h"
 #include "blocks.h"
 #include "int8_repack.h"
+#include "random_blocks.h"
 
 #include <cmath>
 #include <cstdint>
@@ -17,33 +18,10 @@
 #include <random>
 #include <vector>
 
-namespace {
+namespace int8_test {
 
 using namespace palaver;
-
-uint16_t half_bits(float value) { return static_cast<uint16_t>(_cvtss_sh(value, 0)); }
-
-// Random valid units, as blocks_test's random_rows makes them: every byte random, the float16 scales finite, some
-// of them at float16's extremes.
-std::vector<uint8_t> random_rows(std::mt19937& rng, int64_t type, int64_t rows, int64_t cols) {
-  std::vector<uint8_t> data(static_cast<size_t>(rows * row_bytes_of(type, cols)));
-  std::uniform_int_distribution<int> byte(0, 255), pick(0, 20);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  const float extremes[] = {65504.0f, -65504.0f, 6.1e-5f, 5.96e-8f, 0.0f, -0.0f, 0.01f};
-  for (auto& b : data) b = static_cast<uint8_t>(byte(rng));
-  std::vector<int64_t> offsets = {0};
-  if (type == kQ4_1 || type == kQ5_1 || type == kQ4_K || type == kQ5_K) offsets.push_back(2);
-  if (type == kQ6_K) offsets = {208};
-  if (type == kQ2_K) offsets = {80, 82};
-  if (type == kQ3_K) offsets = {108};
-  for (size_t u = 0; u < data.size(); u += static_cast<size_t>(unit_bytes(type)))
-    for (int64_t offset : offsets) {
-      const int chosen = pick(rng);
-      const uint16_t bits = half_bits(chosen < 7 ? extremes[chosen] : normal(rng) * 0.05f);
-      std::memcpy(&data[u + static_cast<size_t>(offset)], &bits, 2);
-    }
-  return data;
-}
+using palaver_test::random_rows;
 
 // Input rows: normal, one of them all zeros (d = 0), one a single large value among small ones.
 std::vector<float> random_inputs(std::mt19937& rng, int64_t m, int64_t k) {
@@ -198,9 +176,7 @@ void check_type(std::mt19937& rng, int64_t type) {
     }
 }
 
-}  // namespace
-
-int main() {
+int run() {
   for (int64_t family : {kMaddubsDots, kAvxVnniDots, kAvx512VnniDots})
     std::printf("dot family %lld: %s\n", static_cast<long long>(family), cpu_runs_dots(family) ? "checked" : "skipped");
   std::mt19937 rng(17);
@@ -212,3 +188,5 @@ int main() {
   std::printf("all int8 checks passed\n");
   return 0;
 }
+
+}  // namespace int8_test

@@ -26,7 +26,7 @@
 #include <utility>
 #include <vector>
 
-namespace {
+namespace native_step_test {
 
 using namespace palaver;
 
@@ -509,8 +509,6 @@ void tensors_are_set_and_refused_by_name() {
   CHECK(pv_abi_version() == kAbiVersion);
 }
 
-}  // namespace
-
 // Which parts to run: the arguments name them ("basics", "llama", "gemma3", "longrope", "wide_heads"); none, all.
 // test_binding.py runs two processes of this binary at once, each with half of the parts.
 bool wanted(int argc, char** argv, const char* part) {
@@ -520,7 +518,7 @@ bool wanted(int argc, char** argv, const char* part) {
   return false;
 }
 
-int main(int argc, char** argv) {
+int run(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string part = argv[i];
     if (part != "basics" && part != "llama" && part != "gemma3" && part != "longrope" && part != "wide_heads") {
@@ -557,3 +555,5 @@ int main(int argc, char** argv) {
   std::printf("all native step checks passed\n");
   return 0;
 }
+
+}  // namespace native_step_test

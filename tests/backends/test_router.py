@@ -30,6 +30,12 @@ def three_models(gguf_chat_model, dialogpt_model, blenderbot_small_model) -> str
     return f"llama={gguf_chat_model},dialogpt={dialogpt_model},blender={blenderbot_small_model}"
 
 
+@pytest.fixture(scope="module")
+def two_native_models(gguf_chat_model, long_gguf_chat_model) -> str:
+    """Two models on the native step: a server starts and loads either in a fraction of a second, without torch."""
+    return f"llama={gguf_chat_model},second={long_gguf_chat_model}"
+
+
 def models_env(models: str, cache, **settings: str) -> dict[str, str]:
     return {
         "PALAVER_MODELS": models,
@@ -112,17 +118,15 @@ def test_two_models_stream_at_once(server):
         assert results[model][-1][1] in ("stop", "length")
 
 
-def test_a_conversation_continues_on_its_own_model_after_a_restart(gguf_chat_model, long_gguf_chat_model, tmp_path):
-    # Two models on the native step: two server starts in a few seconds, without torch.
-    two_models = f"llama={gguf_chat_model},second={long_gguf_chat_model}"
+def test_a_conversation_continues_on_its_own_model_after_a_restart(two_native_models, tmp_path):
     database = f"sqlite:///{tmp_path / 'palaver.db'}"
     session = requests.Session()
-    with models_server(two_models, tmp_path / "cache", database_url=database) as running:
+    with models_server(two_native_models, tmp_path / "cache", database_url=database) as running:
         session.get(running.url + "/", timeout=30)  # the browser's owner cookie: its conversations are listed
         first = session.post(running.url + "/api/chat", json={"message": "hello", "model": "second"}, timeout=120)
         assert first.status_code == 200 and first.json()["model"] == "second"
         conversation = first.json()["conversation_id"]
-    with models_server(two_models, tmp_path / "cache", database_url=database) as running:
+    with models_server(two_native_models, tmp_path / "cache", database_url=database) as running:
         again = session.post(running.url + "/api/chat", json={"message": "more", "conversation_id": conversation})
         assert again.status_code == 200 and again.json()["model"] == "second", "not the default, llama"
         other = session.post(
@@ -136,29 +140,29 @@ def test_a_conversation_continues_on_its_own_model_after_a_restart(gguf_chat_mod
         assert 'id="model-name"' in page and ">second</span>" in page
 
 
-def test_keep_alive_unloads_idle_models_and_they_load_again_when_asked(three_models, tmp_path):
-    with models_server(three_models, tmp_path, keep_alive="1s", metrics="1") as running:
-        for model in ("llama", "dialogpt"):  # the default, and another
+def test_keep_alive_unloads_idle_models_and_they_load_again_when_asked(two_native_models, tmp_path):
+    with models_server(two_native_models, tmp_path, keep_alive="1s", metrics="1") as running:
+        for model in ("llama", "second"):  # the default, and another
             reply = client(running.url).chat.completions.create(
                 model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=2
             )
             assert reply.model == model
-        states = lambda: [listed(running.url)[name]["state"] for name in ("llama", "dialogpt")]  # noqa: E731
+        states = lambda: [listed(running.url)[name]["state"] for name in ("llama", "second")]  # noqa: E731
         wait_until(lambda: states() == ["unloaded", "unloaded"], what="both unloads")
         ready = requests.get(running.url + "/readyz", timeout=10)
         assert ready.status_code == 200 and ready.json()["state"] == "ready", "the default loads again on demand"
         metrics = requests.get(running.url + "/metrics", timeout=10).text
-        assert 'palaver_model_loaded{model="dialogpt"} 0.0' in metrics
+        assert 'palaver_model_loaded{model="second"} 0.0' in metrics
         client(running.url).chat.completions.create(
-            model="dialogpt", messages=[{"role": "user", "content": "hi"}], max_tokens=2
+            model="second", messages=[{"role": "user", "content": "hi"}], max_tokens=2
         )
-        dialogpt = requests.get(running.url + "/v1/models/dialogpt", timeout=10).json()
-        assert dialogpt["state"] == "ready"
+        second = requests.get(running.url + "/v1/models/second", timeout=10).json()
+        assert second["state"] == "ready"
         described = requests.get(running.url + "/readyz", timeout=10).json()["models"]
-        assert next(model for model in described if model["name"] == "dialogpt")["loads"] == 2
+        assert next(model for model in described if model["name"] == "second")["loads"] == 2
         metrics = requests.get(running.url + "/metrics", timeout=10).text
-        assert 'palaver_model_loads{model="dialogpt"} 2.0' in metrics
-        assert 'palaver_generated_tokens_total{model="dialogpt"}' in metrics
+        assert 'palaver_model_loads{model="second"} 2.0' in metrics
+        assert 'palaver_generated_tokens_total{model="second"}' in metrics
 
 
 def resident(url: str) -> int:

@@ -34,9 +34,9 @@ def upstream(gguf_chat_model, thinking_gguf_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def long_upstream(long_chat_model, tmp_path_factory):
-    """An inference tier whose replies may run to 1,024 tokens, long enough for Stop to land before they end."""
-    env = upstream_env(long_chat_model, tmp_path_factory.mktemp("long-upstream"), max_context_tokens="2048")
+def long_upstream(slow_gguf_chat_model, tmp_path_factory):
+    """An inference tier whose replies may run to 1,024 tokens, seconds long: Stop lands before they end."""
+    env = upstream_env(slow_gguf_chat_model, tmp_path_factory.mktemp("long-upstream"), max_context_tokens="2048")
     with procfile_server(env, wait_for="/readyz", timeout=120) as running:
         yield running.url
 
@@ -53,9 +53,9 @@ def front_env(upstream_url, cache, **settings):
 
 
 @contextmanager
-def web_tier(upstream_url, cache):
+def web_tier(upstream_url, cache, **settings):
     """Run two Palaver web processes on one database in front of upstream_url; yield their URLs."""
-    env = front_env(upstream_url, cache)
+    env = front_env(upstream_url, cache, **settings)
     with ExitStack() as stack:
         servers = [stack.enter_context(procfile_server(env, wait_for="/readyz", timeout=60)) for _ in range(2)]
         for server in servers:  # neither web process has loaded torch, let alone a model
@@ -139,9 +139,15 @@ def test_an_upstreams_reasoning_comes_apart_and_a_thinking_choice_goes_up(upstre
         assert (thought.message.thinking, thought.message.content) == ("some thought", "the answer")
 
 
-def test_stop_on_one_front_stops_the_upstream_too(long_upstream, tmp_path):
-    with web_tier(long_upstream, tmp_path) as fronts:
-        stop_on_one_front(fronts, long_upstream)
+@pytest.fixture(scope="module")
+def slow_fronts(long_upstream, tmp_path_factory):
+    """Two web processes in front of the slow model's tier, replies of up to 64 tokens unless asked for more."""
+    with web_tier(long_upstream, tmp_path_factory.mktemp("slow-fronts"), max_new_tokens="64") as urls:
+        yield urls
+
+
+def test_stop_on_one_front_stops_the_upstream_too(slow_fronts, long_upstream):
+    stop_on_one_front(slow_fronts, long_upstream)
 
 
 def stop_on_one_front(fronts, upstream):
@@ -271,7 +277,7 @@ def test_a_web_tier_started_before_its_upstream_becomes_ready_when_the_upstream_
             assert requests.post(f"{front.url}/api/chat", json={"message": "hi"}, timeout=30).status_code == 200
 
 
-def test_tools_and_logprobs_pass_through_to_the_upstream(long_upstream, tmp_path):
+def test_tools_and_logprobs_pass_through_to_the_upstream(slow_fronts):
     tools = [
         {
             "type": "function",
@@ -288,32 +294,29 @@ def test_tools_and_logprobs_pass_through_to_the_upstream(long_upstream, tmp_path
     ]
     named = {"type": "function", "function": {"name": "get_weather"}}
     asked = [{"role": "user", "content": "weather?"}]
-    with procfile_server(front_env(long_upstream, tmp_path, max_new_tokens="64"), wait_for="/readyz") as front:
-        client = openai.OpenAI(base_url=f"{front.url}/v1", api_key="unused", max_retries=0)
-        args = {"model": "long-chat-llama", "messages": asked, "tools": tools, "tool_choice": named, "max_tokens": 64}
-        message = client.chat.completions.create(**args, temperature=0).choices[0].message
-        call = message.tool_calls[0]
-        assert call.function.name == "get_weather" and set(json.loads(call.function.arguments)) == {"city"}
-        streamed = "".join(
-            part.function.arguments
-            for chunk in client.chat.completions.create(**args, temperature=0, stream=True)
-            for choice in chunk.choices
-            for part in choice.delta.tool_calls or []
-        )
-        assert streamed == call.function.arguments, "the upstream's call deltas reassemble"
-        answered = [
-            *asked,
-            message.model_dump(exclude_none=True),
-            {"role": "tool", "tool_call_id": call.id, "content": "sun"},
-        ]
-        follow_up = client.chat.completions.create(
-            model="long-chat-llama", messages=answered, max_tokens=3, logprobs=True, top_logprobs=2, temperature=0
-        ).choices[0]
-        assert len(follow_up.logprobs.content) == 3 and all(
-            len(e.top_logprobs) == 2 for e in follow_up.logprobs.content
-        )
-        text = client.completions.create(model="long-chat-llama", prompt="Once", max_tokens=3, logprobs=1).choices[0]
-        assert len(text.logprobs.tokens) == 3 and all(len(top) == 1 for top in text.logprobs.top_logprobs)
+    client = openai.OpenAI(base_url=f"{slow_fronts[0]}/v1", api_key="unused", max_retries=0)
+    args = {"model": "slow-chat-llama", "messages": asked, "tools": tools, "tool_choice": named, "max_tokens": 64}
+    message = client.chat.completions.create(**args, temperature=0).choices[0].message
+    call = message.tool_calls[0]
+    assert call.function.name == "get_weather" and set(json.loads(call.function.arguments)) == {"city"}
+    streamed = "".join(
+        part.function.arguments
+        for chunk in client.chat.completions.create(**args, temperature=0, stream=True)
+        for choice in chunk.choices
+        for part in choice.delta.tool_calls or []
+    )
+    assert streamed == call.function.arguments, "the upstream's call deltas reassemble"
+    answered = [
+        *asked,
+        message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sun"},
+    ]
+    follow_up = client.chat.completions.create(
+        model="slow-chat-llama", messages=answered, max_tokens=3, logprobs=True, top_logprobs=2, temperature=0
+    ).choices[0]
+    assert len(follow_up.logprobs.content) == 3 and all(len(e.top_logprobs) == 2 for e in follow_up.logprobs.content)
+    text = client.completions.create(model="slow-chat-llama", prompt="Once", max_tokens=3, logprobs=1).choices[0]
+    assert len(text.logprobs.tokens) == 3 and all(len(top) == 1 for top in text.logprobs.top_logprobs)
 
 
 def test_a_conversation_sent_upstream_keeps_at_most_its_turn_count_in_blocks_and_says_how_many_went():

@@ -14,9 +14,9 @@ from palaver.engine.prompting.file_tokenizer import FileTokenizer
 from palaver.engine.torch.loading import gguf_metadata_dir
 
 
-def test_the_embedded_models_tokenizer_is_the_one_transformers_builds(tmp_path):
+def test_the_embedded_models_tokenizer_is_the_one_transformers_builds(embedded_cache):
     gguf = read_gguf(embedded_gguf_path())
-    theirs = AutoTokenizer.from_pretrained(gguf_metadata_dir(embedded_gguf_path(), str(tmp_path)))
+    theirs = AutoTokenizer.from_pretrained(gguf_metadata_dir(embedded_gguf_path(), str(embedded_cache)))
     assert unsupported(gguf) is None
     assert json.loads(tokenizer_json(gguf)) == json.loads(theirs.backend_tokenizer.to_str())
     config = tokenizer_config(gguf)

@@ -11,7 +11,7 @@ import pytest
 import tiny_models
 import torch
 import transformers
-from servers import ROOT
+from sanitized import binary as built_with_sanitizers
 
 from commons import Settings
 from palaver.engine.gguf.file import read_gguf
@@ -480,48 +480,10 @@ def test_refusal_names_what_the_native_step_does_not_serve(gguf_chat_model):
     assert "Q2_K" in native.refusal(config, q2_k)
 
 
-CSRC = ROOT / "csrc"
-SANITIZERS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
-# The shipped build's warnings, as errors; -g1 (line tables) names each frame's line in a report, and compiles faster.
-SANITIZED_BUILD = [
-    *("c++", "-std=c++20", "-O1", "-g1", *SANITIZERS, "-Wall", "-Wextra", "-Wpedantic", "-Werror"),
-    *("-mavx2", "-mfma", "-mf16c", f"-I{CSRC}"),
-]
-SANITIZED_TESTS = {
-    "native_step_test": [CSRC / "native_step.cpp", CSRC / "tests" / "native_step_test.cpp"],
-    "blocks_test": [CSRC / "tests" / "blocks_test.cpp"],
-    "int8_test": [CSRC / "tests" / "int8_test.cpp"],
-}
-
-
 @pytest.fixture(scope="module")
-def sanitized(tmp_path_factory) -> dict[str, Path]:
-    """Build the C++ tests with AddressSanitizer, UndefinedBehaviorSanitizer and -Werror, every source at once."""
-    out = tmp_path_factory.mktemp("sanitized")
-    sources = {source for group in SANITIZED_TESTS.values() for source in group}
-    compiling = {
-        source: subprocess.Popen(
-            [*SANITIZED_BUILD, "-c", str(source), "-o", str(out / f"{source.stem}.o")],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for source in sources
-    }
-    for source, compiler in compiling.items():
-        _, errors = compiler.communicate(timeout=300)
-        assert compiler.returncode == 0, f"{source.name}: {errors}"
-    binaries = {}
-    for name, group in SANITIZED_TESTS.items():
-        binaries[name] = out / name
-        objects = [str(out / f"{source.stem}.o") for source in group]
-        linked = subprocess.run(
-            ["c++", *SANITIZERS, *objects, "-o", str(binaries[name]), "-lpthread"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert linked.returncode == 0, linked.stderr
-    return binaries
+def sanitized(sanitized_build: Path) -> Path:
+    """The C++ tests and the native step as one unit, with both sanitizers and -Werror (built from the start)."""
+    return built_with_sanitizers(sanitized_build)
 
 
 def run_sanitized(*commands: list, passed: str) -> None:
@@ -536,47 +498,37 @@ def run_sanitized(*commands: list, passed: str) -> None:
 
 def test_the_native_step_passes_its_own_checks_under_address_and_undefined_behaviour_sanitizers(sanitized):
     """Batches around every tile and chunk, lengths around every page and block of scores, the cache's page pool."""
-    binary = sanitized["native_step_test"]  # half of its models in each of two processes: each uses about a core
-    halves = [[binary, "basics", "gemma3", "longrope"], [binary, "llama", "wide_heads"]]
+    # Half of its models in each of two processes: each uses about a core.
+    halves = [[sanitized, "step", "basics", "gemma3", "longrope"], [sanitized, "step", "llama", "wide_heads"]]
     run_sanitized(*halves, passed="all native step checks passed")
 
 
 def test_every_block_type_passes_its_own_checks_under_the_sanitizers(sanitized):
     """Each type's weights against ggml's scalar reference, bit for bit; products the same alone and batched."""
-    run_sanitized([sanitized["blocks_test"]], passed="all block checks passed")
+    run_sanitized([sanitized, "blocks"], passed="all block checks passed")
 
 
 def test_the_fast_modes_kernels_pass_their_own_checks_under_the_sanitizers(sanitized):
     """Repacked and per-row int8 products near a double reference, the same alone and batched, in every family."""
-    run_sanitized([sanitized["int8_test"]], passed="all int8 checks passed")
+    run_sanitized([sanitized, "int8"], passed="all int8 checks passed")
 
 
 QUESTIONS = [
     "What is the capital of France?",
     "Write a haiku about the sea.",
     "Explain photosynthesis in one sentence.",
-    "How many legs does a spider have?",
     "Give me three tips for better sleep.",
-    "What is 12 times 7?",
     "Translate 'good morning' into Spanish.",
-    "Who wrote Romeo and Juliet?",
     "Describe a cat to someone who has never seen one.",
-    "What causes rain?",
     "List the planets of the solar system.",
     "Tell me a short joke.",
-    "Why is the sky blue?",
-    "What is a prime number?",
-    "Suggest a name for a pet goldfish.",
-    "How do I boil an egg?",
-    "What is the largest ocean?",
     "Summarise the story of Cinderella.",
     "What does a compiler do?",
-    "Name a healthy breakfast.",
 ]
 
 
 def test_greedy_replies_on_the_embedded_model_are_transformers_own_or_differ_only_at_near_ties(embedded_cache):
-    """20 prompts × 64 tokens: each native token is transformers' argmax on the same weights, or within a near-tie."""
+    """10 prompts × 64 tokens: each native token is transformers' argmax on the same weights, or within a near-tie."""
     from palaver.core.types import Message
     from palaver.engine.model_sources import embedded_gguf_path
     from palaver.engine.native.loading import load_native
@@ -610,4 +562,6 @@ def test_greedy_replies_on_the_embedded_model_are_transformers_own_or_differ_onl
                 near_ties.append(float(scores.max() - scores[token]))
     scale = 40.0  # the embedded model's logits reach about 35
     assert all(gap <= RELATIVE_TOLERANCE * scale for gap in near_ties), near_ties
-    assert same >= 0.98 * 20 * 64, f"{same} of 1280 tokens are transformers' own; the rest are near-ties {near_ties}"
+    total = len(QUESTIONS) * 64
+    print(f"{same} of {total} tokens are transformers' own")
+    assert same >= 0.98 * total, f"{same} of {total} tokens are transformers' own; the rest are near-ties {near_ties}"

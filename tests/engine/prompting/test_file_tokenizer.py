@@ -25,13 +25,13 @@ CONVERSATION = [
 
 
 @pytest.fixture(scope="module", params=["tiny", "embedded"])
-def pair(request, gguf_chat_model, chat_model, tmp_path_factory):
-    """Ours, built from the GGUF file, and transformers', for the same model."""
+def pair(request, gguf_chat_model, chat_model):
+    """Ours, built from the GGUF file, and transformers', for the same model (the embedded one's extracted once)."""
     if request.param == "tiny":
         path, theirs = gguf_chat_model, AutoTokenizer.from_pretrained(chat_model)
     else:
         path = embedded_gguf_path()
-        theirs = AutoTokenizer.from_pretrained(gguf_metadata_dir(path, str(tmp_path_factory.mktemp("embedded"))))
+        theirs = AutoTokenizer.from_pretrained(gguf_metadata_dir(path, str(request.getfixturevalue("embedded_cache"))))
     gguf = read_gguf(path)
     return FileTokenizer(tokenizer_json(gguf), tokenizer_config(gguf)), theirs
 

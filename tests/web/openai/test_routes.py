@@ -500,11 +500,11 @@ TOOL_SCHEMAS = {
 
 
 @pytest.fixture(scope="module")
-def tool_server(long_chat_model, tmp_path_factory):
-    """A server on the tiny chat Llama with room for the tools' description (its tokenizer writes long prompts)."""
+def tool_server(long_gguf_chat_model, tmp_path_factory):
+    """A native server on the tiny chat Llama with room for the tools' listing (its tokenizer writes long prompts)."""
     from servers import start_server
 
-    with start_server(long_chat_model, tmp_path_factory.mktemp("tool-server"), max_new_tokens="96") as base_url:
+    with start_server(long_gguf_chat_model, tmp_path_factory.mktemp("tool-server"), max_new_tokens="96") as base_url:
         yield base_url
 
 
