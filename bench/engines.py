@@ -4,6 +4,7 @@ Usage: make bench-engines                       (all three, 1, 16 and 32 clients
                                                  a 1,000-token prompt's first token, Palaver's start and its
                                                  32 clients under PALAVER_MEMORY_LIMIT=512MB)
        .venv/bin/python -m bench.engines --servers palaver,llama-server --clients 1 --hogs 0
+       .venv/bin/python -m bench.engines --servers palaver,palaver-fast   (PALAVER_ARITHMETIC=fast beside exact)
        .venv/bin/python -m bench.engines --weights Q4_K_M   (the embedded model re-quantised by llama-quantize)
 Each server runs alone on the machine in turn, under the same closed-loop load (bench/load.py): every client
 holds a conversation of --turns turns, greedy, --max-tokens tokens a reply. Builds the peers on first use.
@@ -117,10 +118,11 @@ def start(name: str, gguf: str, cache_dir: str):
     """Start one of the servers on a GGUF file; yield (url, pid)."""
     threads = str(os.cpu_count())
     if name.startswith("palaver"):
-        # palaver-512MB: the same, with PALAVER_MEMORY_LIMIT=512MB.
-        limit = {"memory_limit": name.split("-", 1)[1]} if "-" in name else {}
+        # palaver-fast: PALAVER_ARITHMETIC=fast; palaver-512MB: the same, with PALAVER_MEMORY_LIMIT=512MB.
+        variant = name.split("-", 1)[1] if "-" in name else ""
+        settings = {"arithmetic": "fast"} if variant == "fast" else {"memory_limit": variant} if variant else {}
         # Long enough for the 1,000-token prompt (the default is 2,000 characters).
-        with palaver(cache_dir, gguf, max_message_chars="8000", **limit) as (url, pid):
+        with palaver(cache_dir, gguf, max_message_chars="8000", **settings) as (url, pid):
             seconds_until_ready(url, time.perf_counter(), timeout=600)
             yield url, pid
     elif name == "llama-server":
