@@ -86,11 +86,9 @@ def slowness_rank(item) -> int:
 
 @pytest.fixture(scope="session", autouse=True)
 def sanitized_build(request, tmp_path_factory):
-    """Start the C++ tests' sanitized build when the session begins, if it runs them; yield where it is built.
-
-    It compiles for about 26 s of CPU while other tests run, instead of holding up its test for that long; one of the
-    suite's processes builds it, in the directory they share, and waits for it at the end.
-    """
+    """Start the C++ tests' sanitized build when the session begins, if it runs them; yield where it is built."""
+    # About 26 s of CPU that would otherwise hold up its test: it compiles while other tests run. One of the suite's
+    # processes builds it, in the directory they share, and waits for it at the end.
     if not any("sanitized" in getattr(item, "fixturenames", ()) for item in request.session.items):
         yield None
         return
@@ -133,10 +131,8 @@ def long_gguf_chat_model(long_chat_model, models_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def slow_gguf_chat_model(models_dir) -> Path:
-    """A chat Llama 1,536 wide as a float32 GGUF file: a reply of 1,024 tokens takes seconds, long enough to stop.
-
-    Its server starts on the native step, without torch; about 7 ms a token here, where the tiny models take 0.1.
-    """
+    """A chat Llama 1,536 wide as a float32 GGUF file: a reply of 1,024 tokens takes seconds, long enough to stop."""
+    # About 7 ms a token on the native step here, where the tiny models take 0.1; its server starts without torch.
     wide = tiny_models.build_chat_llama(models_dir / "slow-chat-llama", max_positions=8192, width=1536)
     float32 = dict.fromkeys(tiny_models.GGUF_TYPES, "F32")
     return tiny_models.build_gguf_llama(wide, models_dir / "slow-chat-llama.gguf", float32)

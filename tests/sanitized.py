@@ -10,7 +10,7 @@ from timing import wait_until
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 SANITIZERS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
-# The shipped build's warnings, as errors. -Og compiles the one unit in a third less CPU than -O1 for the same checks,
+# The shipped build's warnings, as errors. -Og compiles the one unit in a quarter less CPU than -O1 for the same checks,
 # and -g1 (line tables) names each frame's line in a report.
 BUILD = [
     *("c++", "-std=c++20", "-Og", "-g1", *SANITIZERS, "-Wall", "-Wextra", "-Wpedantic", "-Werror"),

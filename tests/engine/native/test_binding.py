@@ -482,7 +482,7 @@ def test_refusal_names_what_the_native_step_does_not_serve(gguf_chat_model):
 
 @pytest.fixture(scope="module")
 def sanitized(sanitized_build: Path) -> Path:
-    """The C++ tests and the native step as one unit, with both sanitizers and -Werror (built from the start)."""
+    """Return the C++ tests and the native step as one binary, with both sanitizers and -Werror."""
     return built_with_sanitizers(sanitized_build)
 
 
