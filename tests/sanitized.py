@@ -26,9 +26,13 @@ def start(directory: Path) -> threading.Thread | None:
         return None
 
     def build() -> None:
-        done = subprocess.run([*BUILD, "-o", str(directory / "sanitized")], capture_output=True, text=True)
-        (directory / "errors.txt").write_text(done.stderr)
-        (directory / "status.partial").write_text(str(done.returncode))
+        try:
+            done = subprocess.run([*BUILD, "-o", str(directory / "sanitized")], capture_output=True, text=True)
+            errors, status = done.stderr, done.returncode
+        except OSError as exc:  # no compiler: say so now, not after the waiting test's timeout
+            errors, status = f"{BUILD[0]}: {exc}", 127
+        (directory / "errors.txt").write_text(errors)
+        (directory / "status.partial").write_text(str(status))
         (directory / "status.partial").rename(directory / "status")  # whole when it appears
 
     thread = threading.Thread(target=build, name="sanitized build", daemon=True)
