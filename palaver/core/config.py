@@ -101,6 +101,12 @@ class Settings:
         "`docs/engine.md` has the measurement.",
         parse=one_of(*SPECULATION_MODES),
     )
+    jump_forward: bool = setting(
+        True,
+        "Where a reply's grammar (a JSON schema, a tool call) allows one continuation alone, such as a key and its "
+        "punctuation, the native step takes those tokens without a step each and computes them with the next one; "
+        "replies are the same tokens with it or without (greedy or seeded). False gives every token its own step.",
+    )
     memory_limit: int = setting(
         0,
         "Bytes the worker may hold, such as `512MB`: the native step's KV cache gets what is left after the "

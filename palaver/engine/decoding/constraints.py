@@ -79,6 +79,16 @@ class Constraint:
         trailing = len(text) - len(text.rstrip(b"0123456789"))
         self.digits = self.digits + len(text) if text and trailing == len(text) else trailing
 
+    def forced(self) -> list[int]:
+        """Return the tokens the grammar allows alone from here (a key, punctuation, an enum's shared start).
+
+        llguidance tokenizes the forced text as the tokenizer would and leaves out a last token that the next
+        text could join, so the reply's tokens stay those its text tokenizes to, and the next turn's prefix matches.
+        """
+        forced = self.matcher.compute_ff_tokens()
+        self.check()
+        return list(forced)
+
     def is_stopped(self) -> bool:
         """Whether the grammar is complete; one in its error state counts as stopped in the library, not here."""
         return bool(self.matcher.is_stopped()) and not self.matcher.is_error()

@@ -61,12 +61,48 @@ class Row:
                     self.on_logprob(entry)  # before the token's text, which the stream may yet hold back
             self.generated.append(token)
             self.stream.add(token)
-        except PalaverError as exc:  # a grammar that broke down: the client hears why; no traceback to log
-            log.warning("a row ended with an error: %s", exc.message)
-            self.error = exc
         except Exception as exc:
-            log.exception("a row failed while choosing its next token")
-            self.error = exc
+            self._fail(exc)
+
+    def forced_tokens(self, most: int) -> list[int]:
+        """Return up to most tokens that the grammar allows alone next, to be taken without a step each."""
+        held = self.constraint
+        # Logprobs report each token's own distribution, which only its step computes; and a thinking model's
+        # reply may yet open its thinking, which the grammar does not hold.
+        if held is None or most <= 0 or self.params.logprobs is not None or self.stream.in_reasoning:
+            return []
+        if self.think_open_id is not None and self.stream.thinking:
+            return []
+        try:
+            return held.forced()[:most]
+        except Exception as exc:
+            self._fail(exc)
+            return []
+
+    def take_forced(self, tokens: list[int]) -> list[int]:
+        """Append tokens the grammar forces as if each were chosen, until the row ends; return those taken."""
+        taken: list[int] = []
+        for token in tokens:
+            if self.done:
+                break
+            try:
+                self.constraint.consume(token)
+                self.sampler.skip()  # the random stream stays where choosing the token would have left it
+                self.generated.append(token)
+                self.stream.add(token)
+            except Exception as exc:
+                self._fail(exc)
+                break
+            taken.append(token)
+        return taken
+
+    def _fail(self, exc: Exception) -> None:
+        """End only this row: a grammar that broke down is told to the client, anything else is logged whole."""
+        if isinstance(exc, PalaverError):  # the client hears why; no traceback to log
+            log.warning("a row ended with an error: %s", exc.message)
+        else:
+            log.exception("a row failed while choosing its next token", exc_info=exc)
+        self.error = exc
 
     def _masked(self, constraint: Any, logits: Any, opening: bool) -> Any:
         """Return logits masked by the grammar; where the reply may yet open its thinking, its tag stays allowed."""

@@ -42,6 +42,11 @@ class Sampler:
             candidates, kept = candidates[keep], kept[keep]
         return int(candidates[self.generator.choice(kept.size, p=softmax(kept))])
 
+    def skip(self) -> None:
+        """Advance the random stream past one token that was taken without being chosen (a grammar forced it)."""
+        if not self.params.greedy:
+            self.generator.random()  # what choose's one draw takes
+
 
 def softmax(scores: np.ndarray) -> np.ndarray:
     exponentials = np.exp(scores.astype(np.float64) - scores.max())

@@ -40,10 +40,18 @@ class RowPages:
 class NativeBatch:
     """Rows on the native step: admitted while their whole reply fits the KV budget, else waiting in order."""
 
-    def __init__(self, cache: NativeCache, prefix_cache: PrefixCache | None = None, speculate: bool = False):
+    def __init__(
+        self,
+        cache: NativeCache,
+        prefix_cache: PrefixCache | None = None,
+        speculate: bool = False,
+        jump_forward: bool = True,
+    ):
         self.cache = cache
         self.prefix_cache = prefix_cache
         self.speculate = speculate
+        self.jump_forward = jump_forward
+        self.forced_tokens = 0  # tokens a grammar forced, taken without a step each
         if prefix_cache is not None:
             prefix_cache.release = cache.free  # an evicted entry's pages go back to the budget
         self.placed: list[RowPages] = []
@@ -134,6 +142,11 @@ class NativeBatch:
                 continue
             if not pages.prefilling:
                 row = pages.row
+                if self.jump_forward and (forced := self._take_forced(pages)) is not None:
+                    chosen.append(pages)
+                    chunks.append(forced)
+                    want.append(0 if row.done else 1)
+                    continue
                 # The reply's reserved positions bound the draft: the cache never holds the last generated token.
                 drafter = pages.drafter if drafting else None
                 draft = drafter.draft(row.max_new_tokens - len(row.generated) - 1) if drafter is not None else []
@@ -155,6 +168,21 @@ class NativeBatch:
                 pages.fed += len(chunks[index])
             if scores is not None:
                 self._choose(pages, scores, chunks[index][1:] if want[index] == 2 else [])
+
+    def _take_forced(self, pages: RowPages) -> list[int] | None:
+        """Take the tokens the row's grammar forces next; return what the step must feed for them, or None."""
+        row = pages.row
+        last = row.generated[-1]  # chosen, not yet in the cache
+        # Like a draft, bounded by the reply's reserved positions; unlike one, certain: no logits are needed for it.
+        taken = row.take_forced(row.forced_tokens(row.max_new_tokens - len(row.generated) - 1))
+        if not taken or row.error is not None:
+            return None
+        self.forced_tokens += len(taken)
+        if pages.drafter is not None:
+            pages.drafter.extend(taken)
+        # The cache holds every generated token but the last: a row the forced tokens ended still feeds the rest,
+        # so its finished turn is whole for the prefix cache; one that goes on gets its next token's logits.
+        return [last, *taken[:-1]] if row.done else [last, *taken]
 
     def _few_decoding(self) -> bool:
         decoding = [pages for pages in self.placed if pages.leader is None and not pages.prefilling]

@@ -147,6 +147,7 @@ class NativeServedModel:
             )
         self.cache = self.weights.new_cache(PAGE_TOKENS, pages)
         self.speculate = settings.speculation == "prompt-lookup"
+        self.jump_forward = settings.jump_forward
         log.info(
             "native step: %d KV pages of %d positions (%.0f MB, %d tokens)",
             self.cache.max_pages,
@@ -164,7 +165,7 @@ class NativeServedModel:
         """Start a batch on this model's KV cache; batches share its page budget."""
         from palaver.engine.native.batch import NativeBatch
 
-        return NativeBatch(self.cache, prefix_cache, self.speculate)
+        return NativeBatch(self.cache, prefix_cache, self.speculate, self.jump_forward)
 
     def kv_bytes(self) -> tuple[int, int]:
         """Return the KV cache's budget and the bytes of it in use."""

@@ -15,6 +15,8 @@ from palaver.core.json_schemas import canonical_schema, schema_grammar
 from palaver.core.tool_calls import read_calls
 from palaver.core.tools import NO_PARAMETERS, FunctionTool, NamedToolChoice, ToolUse, lark_grammar
 from palaver.engine.decoding.constraints import MAX_DIGITS, Constraints, GrammarFailed
+from palaver.engine.decoding.prefix_cache import PrefixCache
+from palaver.engine.native.batch import NativeBatch
 from palaver.engine.native.loading import load_native
 from palaver.engine.prompting.model_family import Prompt
 
@@ -231,3 +233,62 @@ def test_an_object_of_six_hundred_optional_properties_is_served_and_follows_its_
         assert reply.finish_reason in ("stop", "length")
         if reply.finish_reason == "stop":
             jsonschema.validate(json.loads(reply.text), WIDE)
+
+
+def steps_to_finish(batch, rows) -> int:
+    """Add rows to the batch and step it until they are done; return how many steps it took."""
+    batch.add_many(rows)
+    steps = 0
+    while batch.rows:
+        batch.step()
+        batch.remove_done()
+        steps += 1
+    return steps
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_forced_tokens_come_without_a_step_each_and_the_reply_is_the_same_tokens(family, constraints, temperature):
+    """Keys and punctuation a schema forces are taken at once; greedy or seeded, the same tokens as step by step."""
+    replies, steps, forced = {}, {}, {}
+    for jump_forward in (False, True):
+        prefix_cache = PrefixCache(10_000)
+        batch = NativeBatch(family.model.cache, prefix_cache, jump_forward=jump_forward)
+        new = row(family, constraints, SCHEMAS[3], seed=3, temperature=temperature)
+        steps[jump_forward] = steps_to_finish(batch, [new])
+        replies[jump_forward], forced[jump_forward] = new.generated, batch.forced_tokens
+        assert new.reply().finish_reason == "stop"
+        jsonschema.validate(json.loads(new.reply().text), SCHEMAS[3])
+        # The finished turn's cache holds exactly its prompt and reply (all but the last token), ready for the next.
+        assert list(prefix_cache.entries) == [tuple(new.prompt_ids + new.generated[:-1])]
+        prefix_cache.clear()
+    assert replies[True] == replies[False]
+    assert forced[False] == 0 and forced[True] >= 6, forced  # '{"name":"', '","point":{"x":' and the closing '}}'
+    assert steps[True] <= steps[False] - forced[True] + 1, (steps, forced)  # a step for the last forced run's feed
+    assert family.model.cache.used_pages == 0
+
+
+def test_a_reply_the_grammar_forces_whole_is_the_tokenizers_own_tokens(family, constraints):
+    """Forced text comes as the tokenizer writes it, so the next turn's prompt finds the reply in the prefix cache."""
+    answer = "the quick brown fox jumps over the lazy dog"
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"const": answer}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    new = row(family, constraints, schema, seed=1)
+    steps = steps_to_finish(NativeBatch(family.model.cache, None), [new])
+    text = new.reply().text
+    assert json.loads(text) == {"answer": answer} and new.reply().finish_reason == "stop"
+    assert new.generated == family.tokenizer.encode(text, add_special_tokens=False)
+    assert steps <= 3, steps  # the prompt's step chooses '{', then the rest is forced
+
+
+def test_logprobs_keep_a_step_for_every_token(family, constraints):
+    """Each token's logprobs are its own step's distribution: with logprobs asked for, nothing is taken at once."""
+    batch = NativeBatch(family.model.cache, None)
+    new = row(family, constraints, SCHEMAS[3], seed=3, temperature=0.0)
+    new.params = replace(new.params, logprobs=2)
+    new.token_bytes = constraints.token_bytes()
+    steps_to_finish(batch, [new])
+    assert batch.forced_tokens == 0 and len(new.logprobs) == len(new.generated)
