@@ -104,8 +104,9 @@ class Settings:
     jump_forward: bool = setting(
         True,
         "Where a reply's grammar (a JSON schema, a tool call) allows one continuation alone, such as a key and its "
-        "punctuation, the native step takes those tokens without a step each and computes them with the next one; "
-        "replies are the same tokens with it or without (greedy or seeded). False gives every token its own step.",
+        "punctuation, the native step takes that text as the tokenizer writes it, without a step a token, and "
+        "computes it with the next step; the next turn then finds the reply in the prefix cache. False gives every "
+        "token its own step, chosen by the model under the grammar.",
     )
     memory_limit: int = setting(
         0,

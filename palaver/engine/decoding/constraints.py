@@ -45,10 +45,15 @@ class Constraint:
     """One reply's grammar: which tokens may come next, and the run of digits it has written."""
 
     def __init__(
-        self, matcher: LLMatcher, opens_with_digit: np.ndarray, token_bytes: list[bytes], param: str = "response_format"
+        self,
+        matcher: LLMatcher,
+        opens_with_digit: np.ndarray,
+        token_bytes: list[bytes],
+        tokenizer: LLTokenizer,
+        param: str = "response_format",
     ):
         self.matcher, self.opens_with_digit, self.token_bytes = matcher, opens_with_digit, token_bytes
-        self.param, self.digits, self.tokens = param, 0, 0
+        self.tokenizer, self.param, self.digits, self.tokens = tokenizer, param, 0, 0
 
     def check(self) -> None:
         """Raise GrammarFailed if the grammar is in its error state, which it never leaves."""
@@ -80,14 +85,18 @@ class Constraint:
         self.digits = self.digits + len(text) if text and trailing == len(text) else trailing
 
     def forced(self) -> list[int]:
-        """Return the tokens the grammar allows alone from here (a key, punctuation, an enum's shared start).
+        """Return the tokenizer's tokens for the text the grammar allows alone from here (a key and its punctuation).
 
-        llguidance tokenizes the forced text as the tokenizer would and leaves out a last token that the next
-        text could join, so the reply's tokens stay those its text tokenizes to, and the next turn's prefix matches.
+        As the tokenizer writes them, where the model, choosing token by token, may split them otherwise ('"' then
+        ':"' for '":"'): the reply's tokens stay those its text tokenizes to, so the next turn's prompt finds them
+        in the prefix cache. llguidance's own forced tokens leave out the last, which the next text could join.
         """
-        forced = self.matcher.compute_ff_tokens()
+        text = self.matcher.compute_ff_bytes()
         self.check()
-        return list(forced)
+        if not text:
+            return []
+        tokens = list(self.tokenizer.tokenize_bytes(text))
+        return tokens[: self.matcher.validate_tokens(tokens)]
 
     def is_stopped(self) -> bool:
         """Whether the grammar is complete; one in its error state counts as stopped in the library, not here."""
@@ -153,7 +162,7 @@ class Constraints:
                     self._compiled.popitem(last=False)
             self._compiled.move_to_end(grammar)
             assert self._opens_with_digit is not None  # set with the token bytes
-            return Constraint(compiled.deep_copy(), self._opens_with_digit, token_bytes, param)
+            return Constraint(compiled.deep_copy(), self._opens_with_digit, token_bytes, self._tokens(), param)
 
 
 def first_steps_problem(compiled: LLMatcher) -> str | None:

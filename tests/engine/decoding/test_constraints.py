@@ -247,23 +247,28 @@ def steps_to_finish(batch, rows) -> int:
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.9])
-def test_forced_tokens_come_without_a_step_each_and_the_reply_is_the_same_tokens(family, constraints, temperature):
-    """Keys and punctuation a schema forces are taken at once; greedy or seeded, the same tokens as step by step."""
-    replies, steps, forced = {}, {}, {}
+def test_forced_text_comes_without_a_step_each_and_a_reply_is_the_same_alone_and_batched(
+    family, constraints, temperature
+):
+    """Keys and punctuation a schema forces are taken at once; greedy or seeded, the same tokens beside others."""
+    steps, forced, alone = {}, 0, []
     for jump_forward in (False, True):
         prefix_cache = PrefixCache(10_000)
         batch = NativeBatch(family.model.cache, prefix_cache, jump_forward=jump_forward)
         new = row(family, constraints, SCHEMAS[3], seed=3, temperature=temperature)
         steps[jump_forward] = steps_to_finish(batch, [new])
-        replies[jump_forward], forced[jump_forward] = new.generated, batch.forced_tokens
         assert new.reply().finish_reason == "stop"
         jsonschema.validate(json.loads(new.reply().text), SCHEMAS[3])
         # The finished turn's cache holds exactly its prompt and reply (all but the last token), ready for the next.
         assert list(prefix_cache.entries) == [tuple(new.prompt_ids + new.generated[:-1])]
         prefix_cache.clear()
-    assert replies[True] == replies[False]
-    assert forced[False] == 0 and forced[True] >= 6, forced  # '{"name":"', '","point":{"x":' and the closing '}}'
-    assert steps[True] <= steps[False] - forced[True] + 1, (steps, forced)  # a step for the last forced run's feed
+        if jump_forward:
+            forced, alone = batch.forced_tokens, new.generated
+    together = [row(family, constraints, SCHEMAS[3], seed=3, temperature=temperature)]
+    together += [row(family, constraints, None, seed=1), row(family, constraints, SCHEMAS[0], seed=2, tokens=9)]
+    steps_to_finish(NativeBatch(family.model.cache, None), together)
+    assert together[0].generated == alone
+    assert forced >= 6 and steps[True] < steps[False], (forced, steps)  # '"name":"', '","point":{"x":', '}}'
     assert family.model.cache.used_pages == 0
 
 
@@ -292,3 +297,22 @@ def test_logprobs_keep_a_step_for_every_token(family, constraints):
     new.token_bytes = constraints.token_bytes()
     steps_to_finish(batch, [new])
     assert batch.forced_tokens == 0 and len(new.logprobs) == len(new.generated)
+
+
+def test_a_key_and_its_punctuation_come_as_the_tokenizer_writes_them_on_the_embedded_model(tmp_path):
+    """Where the model would split '":"' into '"' and ':"', the forced text comes as the tokenizer's one token."""
+    from palaver.core.types import Message
+    from palaver.engine.model_sources import embedded_gguf_path
+
+    settings = Settings(model="", cache_dir=str(tmp_path), temperature=0.0)
+    family = load_native(settings, "embedded", str(embedded_gguf_path())).family
+    constraints = Constraints(family.tokenizer, family.model.vocab_size, family.tokenizer.eos_token_id)
+    schema = {"type": "object", "properties": {"answer": {"type": "string", "minLength": 100}}, "required": ["answer"]}
+    prompt = family.build_prompt([Message("user", "Tell me about the sea.")], 8)
+    params = Settings(temperature=0.0, max_new_tokens=8).generation_defaults()
+    new = family.new_row(Prompt(prompt.input_ids, 0), params, threading.Event())
+    new.constraint = constraints.constraint(schema_grammar(canonical_schema(schema)))
+    steps_to_finish(family.model.new_batch(None), [new])
+    opening = family.tokenizer.encode('{"answer":"', add_special_tokens=False)
+    assert new.reply().text.startswith('{"answer":"')
+    assert new.generated[: len(opening)] == opening, [family.tokenizer.decode([t]) for t in new.generated]
