@@ -17,7 +17,7 @@ for name in [n for n in os.environ if n.startswith("PALAVER_") and n != "PALAVER
 import databases  # noqa: E402
 import sanitized  # noqa: E402
 import tiny_models  # noqa: E402
-from servers import start_server  # noqa: E402
+from servers import reap_stopping, start_server  # noqa: E402
 
 from app import create_app  # noqa: E402
 from commons import Settings  # noqa: E402
@@ -82,6 +82,13 @@ def slowness_rank(item) -> int:
     """Return the item's file's place in SLOWEST_FILES, or after them all."""
     name = item.path.relative_to(TESTS).as_posix() if item.path.is_relative_to(TESTS) else ""
     return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stopping_servers():
+    """Reap, at the session's end, the fixtures' servers that were told to stop while the tests went on."""
+    yield
+    reap_stopping()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -68,6 +68,20 @@ def reserved_port() -> Iterator[int]:
         yield holder.getsockname()[1]
 
 
+STOPPING: list[subprocess.Popen] = []  # servers told to stop, which nothing waited for
+
+
+def reap_stopping() -> None:
+    """Wait for the servers told to stop without waiting; kill any that outlive gunicorn's graceful timeout."""
+    while STOPPING:
+        process = STOPPING.pop()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @contextmanager
 def procfile_server(
     env: dict[str, str],
@@ -75,8 +89,13 @@ def procfile_server(
     timeout: float = 60,
     command: str | None = None,
     port: int | None = None,
+    wait_for_exit: bool = True,
 ) -> Iterator[Server]:
-    """Run the Procfile's web command (or command) with env added, and yield it once wait_for answers 200."""
+    """Run the Procfile's web command (or command) with env added, and yield it once wait_for answers 200.
+
+    Without wait_for_exit, the server is told to stop and the test goes on while it does (it is reaped at the
+    session's end): for a fixture's server, whose stop nothing after it waits for.
+    """
     # Without a port, gunicorn binds port 0 and the test reads the port the system gave it from gunicorn's log:
     # a port found free, let go and passed on could be taken by another process in between.
     full_env = {
@@ -120,17 +139,15 @@ def procfile_server(
             yield Server(found[0], process.pid, output.name)
         finally:
             process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            STOPPING.append(process)
+            if wait_for_exit:
+                reap_stopping()
 
 
 @contextmanager
 def gunicorn_server(env: dict[str, str], wait_for: str = "/healthz", timeout: float = 60):
     """Run the Procfile's web command on a free port and yield its base URL."""
-    with procfile_server(env, wait_for, timeout) as running:
+    with procfile_server(env, wait_for, timeout, wait_for_exit=False) as running:
         yield running.url
 
 

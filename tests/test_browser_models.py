@@ -23,7 +23,7 @@ def two_models_server(chat_model, html_model, thinking_gguf_model, tmp_path_fact
         "PALAVER_TEMPERATURE": "0",
         "PALAVER_MAX_NEW_TOKENS": "8",
     }
-    with procfile_server(env, wait_for="/healthz", timeout=120) as running:
+    with procfile_server(env, wait_for="/healthz", timeout=120, wait_for_exit=False) as running:
         yield running.url
 
 

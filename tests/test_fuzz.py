@@ -448,7 +448,9 @@ def fuzz_server(gguf_chat_model, tmp_path_factory):
     env = server_env(
         gguf_chat_model, tmp_path_factory.mktemp("fuzz"), max_new_tokens="2", metrics="1", max_body_bytes="8192"
     )
-    with procfile_server(env, wait_for="/readyz", timeout=120, command=capped_command(FUZZ_ADDRESS_SPACE)) as running:
+    with procfile_server(
+        env, wait_for="/readyz", timeout=120, command=capped_command(FUZZ_ADDRESS_SPACE), wait_for_exit=False
+    ) as running:
         fuzzed = Fuzzed(running)
         yield fuzzed
         fuzzed.session.close()
@@ -599,7 +601,9 @@ HOSTILE_SCHEMAS = (
 @pytest.fixture(scope="module")
 def schema_server(gguf_chat_model, tmp_path_factory):
     env = server_env(gguf_chat_model, tmp_path_factory.mktemp("schemas"), max_new_tokens="24")
-    with procfile_server(env, wait_for="/readyz", timeout=120, command=capped_command(FUZZ_ADDRESS_SPACE)) as running:
+    with procfile_server(
+        env, wait_for="/readyz", timeout=120, command=capped_command(FUZZ_ADDRESS_SPACE), wait_for_exit=False
+    ) as running:
         fuzzed = Fuzzed(running)
         yield fuzzed
         fuzzed.session.close()

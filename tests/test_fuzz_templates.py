@@ -94,7 +94,9 @@ def template_server(chat_model, tmp_path_factory):
     """A server on a GGUF file that says add_bos_token and carries the triggered template."""
     root = tmp_path_factory.mktemp("templates")
     path = tiny_models.build_gguf_llama(chat_model, root / "triggered.gguf", template=TRIGGERED, add_bos=True)
-    with procfile_server(server_env(path, root, max_new_tokens="4"), wait_for="/readyz", timeout=120) as running:
+    with procfile_server(
+        server_env(path, root, max_new_tokens="4"), wait_for="/readyz", timeout=120, wait_for_exit=False
+    ) as running:
         yield running
         assert "Traceback" not in running.log()
 

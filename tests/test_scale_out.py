@@ -24,7 +24,10 @@ def pair(request, slow_gguf_chat_model, tmp_path_factory):
     # A reply may run to 1,024 tokens, seconds on this model: long enough for Stop and delete to land.
     env = server_env(slow_gguf_chat_model, cache, request_timeout="60", max_context_tokens="8192", **settings)
     with ExitStack() as stack:
-        yield [stack.enter_context(procfile_server(env, wait_for="/readyz", timeout=120)) for _ in range(2)]
+        yield [
+            stack.enter_context(procfile_server(env, wait_for="/readyz", timeout=120, wait_for_exit=False))
+            for _ in range(2)
+        ]
 
 
 def history(url, conversation_id, client=requests):

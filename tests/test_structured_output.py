@@ -23,7 +23,7 @@ REASONING_FIRST = {
 @pytest.fixture(scope="module")
 def server(gguf_chat_model, tmp_path_factory):
     env = server_env(gguf_chat_model, tmp_path_factory.mktemp("structured"), max_new_tokens="48")
-    with procfile_server(env, wait_for="/readyz", timeout=120) as running:
+    with procfile_server(env, wait_for="/readyz", timeout=120, wait_for_exit=False) as running:
         yield running
 
 

@@ -29,7 +29,7 @@ def upstream(gguf_chat_model, thinking_gguf_model, tmp_path_factory):
     """The inference tier: a Palaver on the tiny chat model and the tiny thinking model (native), behind an API key."""
     models = f"chat-llama={gguf_chat_model},{THINKING_MODEL}={thinking_gguf_model}"
     env = upstream_env("", tmp_path_factory.mktemp("upstream"), models=models)
-    with procfile_server(env, wait_for="/readyz") as running:
+    with procfile_server(env, wait_for="/readyz", wait_for_exit=False) as running:
         yield running.url
 
 
@@ -37,7 +37,7 @@ def upstream(gguf_chat_model, thinking_gguf_model, tmp_path_factory):
 def long_upstream(slow_gguf_chat_model, tmp_path_factory):
     """An inference tier whose replies may run to 1,024 tokens, seconds long: Stop lands before they end."""
     env = upstream_env(slow_gguf_chat_model, tmp_path_factory.mktemp("long-upstream"), max_context_tokens="2048")
-    with procfile_server(env, wait_for="/readyz", timeout=120) as running:
+    with procfile_server(env, wait_for="/readyz", timeout=120, wait_for_exit=False) as running:
         yield running.url
 
 
@@ -57,7 +57,10 @@ def web_tier(upstream_url, cache, **settings):
     """Run two Palaver web processes on one database in front of upstream_url; yield their URLs."""
     env = front_env(upstream_url, cache, **settings)
     with ExitStack() as stack:
-        servers = [stack.enter_context(procfile_server(env, wait_for="/readyz", timeout=60)) for _ in range(2)]
+        servers = [
+            stack.enter_context(procfile_server(env, wait_for="/readyz", timeout=60, wait_for_exit=False))
+            for _ in range(2)
+        ]
         for server in servers:  # neither web process has loaded torch, let alone a model
             worker = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()[0]
             assert "libtorch" not in Path(f"/proc/{worker}/maps").read_text()
@@ -120,7 +123,7 @@ def test_the_openai_client_streams_through_the_web_tier(fronts):
 
 def test_an_upstreams_reasoning_comes_apart_and_a_thinking_choice_goes_up(upstream, tmp_path):
     env = front_env(upstream, tmp_path, upstream_model=THINKING_MODEL, max_new_tokens="8")
-    with procfile_server(env, wait_for="/readyz", timeout=60) as front:
+    with procfile_server(env, wait_for="/readyz", timeout=60, wait_for_exit=False) as front:
         client = openai.OpenAI(base_url=f"{front.url}/v1", api_key="unused", max_retries=0)
         args = {"model": THINKING_MODEL, "messages": [{"role": "user", "content": "hello"}], "temperature": 0}
         completion = client.chat.completions.create(**args)
@@ -233,11 +236,11 @@ def test_upstream_failures_map_to_palavers_errors(case, upstream, gguf_chat_mode
             limited_env = server_env(
                 gguf_chat_model, tmp_path / "limited", api_keys=UPSTREAM_KEY, rate_limit="3/minute"
             )
-            target = stack.enter_context(procfile_server(limited_env, timeout=120)).url
+            target = stack.enter_context(procfile_server(limited_env, timeout=120, wait_for_exit=False)).url
         env = front_env(target, tmp_path / "front", **settings)
         if case == "wrong key":
             env["PALAVER_UPSTREAM_API_KEY"] = "not-the-key"
-        front = stack.enter_context(procfile_server(env, timeout=60))
+        front = stack.enter_context(procfile_server(env, timeout=60, wait_for_exit=False))
         for _ in range(4 if case == "rate limited" else 1):  # the third upstream call (after /models) is refused
             answer = requests.post(f"{front.url}/api/chat", json={"message": "hi"}, timeout=30)
             if answer.status_code != 200:
@@ -254,7 +257,7 @@ def test_a_dead_upstream_is_not_asked_again_for_every_waiting_request(tmp_path):
     held = []
     with silent_server(held) as listener:
         env = front_env(f"http://127.0.0.1:{listener.getsockname()[1]}", tmp_path / "front", request_timeout="2")
-        with procfile_server(env, timeout=60) as front:
+        with procfile_server(env, timeout=60, wait_for_exit=False) as front:
             with ThreadPoolExecutor(6) as pool:
                 answers = list(
                     pool.map(

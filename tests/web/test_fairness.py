@@ -78,7 +78,7 @@ def shared(gguf_chat_model, tmp_path_factory):
     """
     cache = tmp_path_factory.mktemp("fairness")
     env = server_env(gguf_chat_model, cache, max_waiting_per_conversation="64", max_new_tokens="8")
-    with procfile_server(env, wait_for="/readyz", timeout=120) as running:
+    with procfile_server(env, wait_for="/readyz", timeout=120, wait_for_exit=False) as running:
         yield running, cache / "palaver.db"
 
 

@@ -36,7 +36,7 @@ def palaver(gguf_chat_model, tmp_path_factory):
     env = server_env(
         gguf_chat_model, tmp_path_factory.mktemp("http-worker"), max_new_tokens="4", read_timeout=str(DEADLINE)
     )
-    with procfile_server(env, wait_for="/readyz", timeout=120) as running:
+    with procfile_server(env, wait_for="/readyz", timeout=120, wait_for_exit=False) as running:
         yield running
         assert "Traceback" not in running.log(), "no client may leave a traceback in the server's log"
 
@@ -345,7 +345,7 @@ def two_threads(gguf_chat_model, tmp_path_factory):
     """A server with two request threads, whose database the test can reach into to hold a conversation's turn."""
     cache = tmp_path_factory.mktemp("two-threads")
     env = server_env(gguf_chat_model, cache, http_threads="2", max_waiting_per_conversation="8", client_share="0")
-    with procfile_server(env, wait_for="/readyz", timeout=120) as running:
+    with procfile_server(env, wait_for="/readyz", timeout=120, wait_for_exit=False) as running:
         yield running, cache / "palaver.db"
 
 

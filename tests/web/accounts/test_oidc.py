@@ -42,7 +42,7 @@ def oidc_server(gguf_chat_model, tmp_path_factory):
                 admin_emails="boss@example.org",
                 max_new_tokens="4",
             )
-            with procfile_server(env, wait_for="/readyz", timeout=120, port=port) as server:
+            with procfile_server(env, wait_for="/readyz", timeout=120, port=port, wait_for_exit=False) as server:
                 yield server, issuer
         finally:
             provider.terminate()
