@@ -142,7 +142,10 @@ class NativeBatch:
                 continue
             if not pages.prefilling:
                 row = pages.row
-                if self.jump_forward and (forced := self._take_forced(pages)) is not None:
+                forced = self._take_forced(pages) if self.jump_forward else None
+                if row.error is not None:  # its grammar broke down on the forced text: the row ends, unstepped
+                    continue
+                if forced is not None:
                     chosen.append(pages)
                     chunks.append(forced)
                     want.append(0 if row.done else 1)
@@ -175,7 +178,7 @@ class NativeBatch:
         last = row.generated[-1]  # chosen, not yet in the cache
         # Like a draft, bounded by the reply's reserved positions; unlike one, certain: no logits are needed for it.
         taken = row.take_forced(row.forced_tokens(row.max_new_tokens - len(row.generated) - 1))
-        if not taken or row.error is not None:
+        if not taken:
             return None
         self.forced_tokens += len(taken)
         if pages.drafter is not None:
