@@ -199,3 +199,14 @@ def sentence_transformers_vectors(path, texts: list[str], pooling: str, max_seq_
     mean = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
     pooled = states[:, 0] if pooling == "cls_token" else mean
     return torch.nn.functional.normalize(pooled, p=2, dim=1).numpy()
+
+
+def steps_to_finish(batch, rows=()) -> int:
+    """Add rows to the batch, then step it until every row is done; return how many steps it took."""
+    batch.add_many(list(rows))
+    steps = 0
+    while batch.rows:
+        batch.step()
+        batch.remove_done()
+        steps += 1
+    return steps

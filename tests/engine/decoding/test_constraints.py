@@ -7,7 +7,7 @@ from dataclasses import replace
 import jsonschema
 import numpy as np
 import pytest
-from helpers import schema_outgrowing_the_parser_mid_reply
+from helpers import schema_outgrowing_the_parser_mid_reply, steps_to_finish
 
 from commons import Settings
 from palaver.core.errors import InvalidRequest
@@ -233,17 +233,6 @@ def test_an_object_of_six_hundred_optional_properties_is_served_and_follows_its_
         assert reply.finish_reason in ("stop", "length")
         if reply.finish_reason == "stop":
             jsonschema.validate(json.loads(reply.text), WIDE)
-
-
-def steps_to_finish(batch, rows) -> int:
-    """Add rows to the batch and step it until they are done; return how many steps it took."""
-    batch.add_many(rows)
-    steps = 0
-    while batch.rows:
-        batch.step()
-        batch.remove_done()
-        steps += 1
-    return steps
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.9])

@@ -4,6 +4,7 @@ import threading
 from collections import Counter
 
 import pytest
+from helpers import steps_to_finish
 
 from commons import Settings
 from palaver.engine.decoding.prefix_cache import PrefixCache
@@ -159,15 +160,6 @@ def test_choices_of_one_prompt_compute_it_once_and_greedy_choices_are_equal(fami
     assert counts["prefilled_tokens"] == 40 + 3 and counts["reused_prompt_tokens"] == 3 * 39
     batch.prefix_cache.clear()
     assert family.model.cache.used_pages == 0
-
-
-def steps_to_finish(batch):
-    steps = 0
-    while batch.rows:
-        batch.step()
-        batch.remove_done()
-        steps += 1
-    return steps
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
