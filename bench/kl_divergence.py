@@ -31,9 +31,10 @@ from palaver.engine.native.binding import NativeModel
 from palaver.engine.native.loading import llama_config
 
 ROOT = Path(__file__).resolve().parent.parent
-# Free prose every Debian machine holds: the licence texts, in a fixed order, about 40,000 tokens of English.
+# Free prose every Debian machine holds: the licence texts in a fixed order, 30,078 of the embedded model's tokens.
 HELD_TEXTS = ["GPL-3", "GPL-2", "LGPL-2.1", "MPL-2.0", "Apache-2.0", "GFDL-1.3", "Artistic"]
-# The embedded file as it is, a user's usual mixture, and each block type alone (llama-quantize --pure).
+# The embedded file as it is, a user's usual mixture, and each block type as far as the shapes allow (--pure:
+# the K-quants take only rows that are whole 256-weight blocks, the 1,536-wide ones here).
 KINDS = ["Q4_1", "Q4_K_M", "Q4_0-pure", "Q5_0-pure", "Q5_1-pure", "Q8_0-pure", "Q2_K-pure", "Q3_K_M-pure"]
 KINDS += ["Q4_K_M-pure", "Q5_K_M-pure", "Q6_K-pure"]
 
