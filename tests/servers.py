@@ -91,11 +91,9 @@ def procfile_server(
     port: int | None = None,
     wait_for_exit: bool = True,
 ) -> Iterator[Server]:
-    """Run the Procfile's web command (or command) with env added, and yield it once wait_for answers 200.
-
-    Without wait_for_exit, the server is told to stop and the test goes on while it does (it is reaped at the
-    session's end): for a fixture's server, whose stop nothing after it waits for.
-    """
+    """Run the Procfile's web command (or command) with env added, and yield it once wait_for answers 200."""
+    # Without wait_for_exit, the server is told to stop and the test goes on while it does (the session reaps it):
+    # for a fixture's server, whose stop nothing after it waits for.
     # Without a port, gunicorn binds port 0 and the test reads the port the system gave it from gunicorn's log:
     # a port found free, let go and passed on could be taken by another process in between.
     full_env = {
