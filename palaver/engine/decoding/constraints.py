@@ -16,6 +16,7 @@ CACHED_GRAMMARS = 64  # compiled grammars kept, least recently used first out
 # A number's digits in a row, past which the grammar's other choices win: a schema without bounds allows
 # any number of digits, and a small model may write them until max_tokens. 20 holds any 64-bit integer.
 MAX_DIGITS = 20
+FORCED_BYTES_A_TOKEN = 16  # forced text tokenized a step, per token the step may take
 
 
 def tokenizer_json(tokenizer: Any) -> str | None:
@@ -84,19 +85,21 @@ class Constraint:
         trailing = len(text) - len(text.rstrip(b"0123456789"))
         self.digits = self.digits + len(text) if text and trailing == len(text) else trailing
 
-    def forced(self) -> list[int]:
-        """Return the tokenizer's tokens for the text the grammar allows alone from here (a key and its punctuation).
-
-        As the tokenizer writes them, where the model, choosing token by token, may split them otherwise ('"' then
-        ':"' for '":"'): the reply's tokens stay those its text tokenizes to, so the next turn's prompt finds them
-        in the prefix cache. llguidance's own forced tokens leave out the last, which the next text could join.
-        """
+    def forced(self, most: int) -> list[int]:
+        """Return up to most of the tokenizer's tokens for the text the grammar allows alone from here."""
+        # As the tokenizer writes them, where the model, choosing token by token, may split them otherwise ('"'
+        # then ':"' for '":"'): the reply's tokens stay those its text tokenizes to, so the next turn's prompt finds
+        # them in the prefix cache. llguidance's own forced tokens leave out the last, which the next text could join.
         text = self.matcher.compute_ff_bytes()
         self.check()
-        if not text:
-            return []
-        tokens = list(self.tokenizer.tokenize_bytes(text))
-        return tokens[: self.matcher.validate_tokens(tokens)]
+        # A schema's long const is forced whole: tokenize only what this step can take, never the rest each step.
+        bound = most * FORCED_BYTES_A_TOKEN
+        cut = len(text) > bound
+        tokens = list(self.tokenizer.tokenize_bytes(text[:bound])) if text and most > 0 else []
+        if cut:
+            tokens = tokens[:-1]  # the cut may have split the last token, which the next step writes whole
+        tokens = tokens[:most]
+        return tokens[: self.matcher.validate_tokens(tokens)] if tokens else []
 
     def is_stopped(self) -> bool:
         """Whether the grammar is complete; one in its error state counts as stopped in the library, not here."""

@@ -74,7 +74,7 @@ class Row:
         if self.think_open_id is not None and self.stream.thinking:
             return []
         try:
-            return held.forced()[:most]
+            return held.forced(most)
         except Exception as exc:
             self._fail(exc)
             return []

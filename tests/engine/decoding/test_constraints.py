@@ -305,3 +305,16 @@ def test_a_key_and_its_punctuation_come_as_the_tokenizer_writes_them_on_the_embe
     opening = family.tokenizer.encode('{"answer":"', add_special_tokens=False)
     assert new.reply().text.startswith('{"answer":"')
     assert new.generated[: len(opening)] == opening, [family.tokenizer.decode([t]) for t in new.generated]
+
+
+def test_a_long_const_is_taken_a_steps_worth_at_a_time_and_stays_valid(family, constraints):
+    """A schema may force kilobytes: each step tokenizes and takes only what the reply has room for."""
+    answer = "forced text that goes on " * 120  # 3,000 characters, far more than the reply's tokens
+    schema = {"type": "object", "properties": {"answer": {"const": answer}}, "required": ["answer"]}
+    new = row(family, constraints, schema, seed=None, temperature=0.0, tokens=24)
+    steps = steps_to_finish(NativeBatch(family.model.cache, None), [new])
+    reply = new.reply()
+    assert reply.finish_reason == "length" and len(new.generated) == 24
+    assert json.dumps({"answer": answer}, separators=(",", ":")).startswith(reply.text)
+    assert steps <= 4, steps
+    assert family.model.cache.used_pages == 0
