@@ -116,9 +116,11 @@ class ModelRouter:
                     self._release(victim, victim_backend)
             finally:
                 if slot.starting:  # what it unloaded is gone: its load sizes its cache by what is left
-                    slot.starting = False
                     assert slot.backend is not None
                     slot.backend.start()
+                    with self._changed:
+                        slot.starting = False
+                        self._changed.notify_all()  # requests for it waited for this start, not their own
             assert slot.backend is not None
             yield slot.backend
         finally:
@@ -146,7 +148,9 @@ class ModelRouter:
                 while True:
                     slot = self.slots[name]
                     self._retire_if_failed(slot)
-                    if slot.backend is not None and not self._draining[name]:
+                    # Not while its lessee unloads what it replaces: a load started by this request would size its
+                    # KV cache by memory the replaced model still holds, and fail.
+                    if slot.backend is not None and not slot.starting and not self._draining[name]:
                         slot.users += 1
                         slot.last_used = time.monotonic()
                         return slot, []

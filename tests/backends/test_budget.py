@@ -14,6 +14,7 @@ from palaver.backends.slot import Slot
 from palaver.core.errors import ModelNotReady
 from palaver.core.requests import GenerationRequest
 from palaver.core.types import Message, Reply, final
+from palaver.engine.engine import Engine
 from palaver.engine.machine import HEADROOM_BYTES, resident_bytes
 
 
@@ -133,3 +134,52 @@ def test_a_footprint_measured_too_high_makes_room_but_never_refuses_a_model_for_
     inflated.footprint = 10 * budget.limit
     with pytest.raises(ModelNotReady, match="retry shortly"):  # waits for room, never "needs more than the limit"
         budget.plan_room(inflated, [idle])
+
+
+def test_a_request_for_a_model_being_swapped_in_waits_until_what_it_replaces_is_gone(
+    make_settings, large_models, monkeypatch
+):
+    router = one_model_at_a_time(make_settings, large_models, load_wait=60)
+    params = router.settings.generation_defaults()
+    replies: list[Reply] = []
+    released: list[str] = []
+    loads_began_after: list[list[str]] = []  # what had been released each time "two" began to load
+    releasing, second_arrived = threading.Event(), threading.Event()
+    release, start, wait = router._release, Engine.start, router._changed.wait
+
+    def slow_release(name, backend):
+        releasing.set()
+        second_arrived.wait(60)  # the second request waits for its lease, or has begun the load itself
+        release(name, backend)
+        released.append(name)
+
+    def recorded_start(engine: Engine) -> None:
+        if engine.name == "two" and engine.state == "idle":
+            loads_began_after.append(list(released))
+            second_arrived.set()
+        start(engine)
+
+    def watched_wait(timeout=None):
+        second_arrived.set()
+        return wait(timeout)
+
+    def ask() -> None:
+        replies.append(router.generate(GenerationRequest(params, prompt="hi", model="two")))
+
+    try:
+        assert router.generate(GenerationRequest(params, prompt="hi", model="one")).usage.completion_tokens > 0
+        monkeypatch.setattr(router, "_release", slow_release)
+        monkeypatch.setattr(Engine, "start", recorded_start)
+        first = threading.Thread(target=ask)
+        first.start()
+        assert releasing.wait(60), "two's first request unloads one"
+        monkeypatch.setattr(router._changed, "wait", watched_wait)
+        second = threading.Thread(target=ask)
+        second.start()
+        first.join(60)
+        second.join(60)
+        assert len(replies) == 2 and all(reply.usage.completion_tokens for reply in replies)
+        assert loads_began_after == [["one"]], "two's load began while one still held its memory"
+        assert router.describe_model("two")["loads"] == 1 and router.describe_model("one")["state"] == "unloaded"
+    finally:
+        router.close()

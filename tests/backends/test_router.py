@@ -230,7 +230,8 @@ def test_one_client_alternating_two_models_costs_only_itself_and_memory_stays_wi
             body = {"model": "a", "prompt": "hello", "max_tokens": 2}
             statuses["alice"].append(alice.post(running.url + "/v1/completions", json=body, timeout=120))
         attacker.join()
-        assert [answer.status_code for answer in statuses["alice"]] == [200] * len(statuses["alice"])
+        refusals = [answer.text for answer in statuses["alice"] if answer.status_code != 200]
+        assert not refusals, refusals[:3]
         codes = [answer.status_code for answer in statuses["mallory"]]
         assert set(codes) <= {200, 429, 503} and 429 in codes, codes
         refused = [answer.json()["error"] for answer in statuses["mallory"] if answer.status_code == 429]
