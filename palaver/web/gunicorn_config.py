@@ -4,6 +4,7 @@ The top-level gunicorn.conf.py (the Procfile's) imports these; an installed `pal
 """
 
 import ctypes
+import gc
 import logging
 import os
 
@@ -73,3 +74,9 @@ def post_fork(server, worker):
         libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+def post_worker_init(worker):
+    """Freeze what the worker has built so far (its modules and the app) out of the garbage collector's sight."""
+    # None of it is ever garbage, yet every full collection walked it, and so did those at exit: 0.3 s of CPU.
+    gc.freeze()
