@@ -16,8 +16,10 @@ for name in [n for n in os.environ if n.startswith("PALAVER_") and n != "PALAVER
 
 import databases  # noqa: E402
 import sanitized  # noqa: E402
+import servers  # noqa: E402
 import tiny_models  # noqa: E402
 from servers import reap_stopping, start_server  # noqa: E402
+from warm_python import WarmPython  # noqa: E402
 
 from app import create_app  # noqa: E402
 from commons import Settings  # noqa: E402
@@ -66,6 +68,7 @@ SLOWEST_FILES = [
     "test_docs_examples.py",
 ]
 TESTS = Path(__file__).resolve().parent
+servers.WARM = WarmPython()  # the suite's hundred servers skip importing their modules (tests/warm_python.py)
 
 
 def pytest_collection_modifyitems(items):

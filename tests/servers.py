@@ -19,8 +19,10 @@ from palaver.cli.main import procfile_command
 
 try:  # pytest puts tests/ on the path; the benchmarks import this module as tests.servers
     from timing import wait_until
+    from warm_python import WarmProcess, WarmPython
 except ModuleNotFoundError:
     from tests.timing import wait_until
+    from tests.warm_python import WarmProcess, WarmPython
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,7 +70,10 @@ def reserved_port() -> Iterator[int]:
         yield holder.getsockname()[1]
 
 
-STOPPING: list[subprocess.Popen] = []  # servers told to stop, which nothing waited for
+STOPPING: list[subprocess.Popen | WarmProcess] = []  # servers told to stop, which nothing waited for
+# Set by the test session: the Procfile's servers are forked from a Python that has imported their modules already.
+# The benchmarks leave it unset, so what they measure starts as a PaaS would start it.
+WARM: WarmPython | None = None
 
 
 def reap_stopping() -> None:
@@ -104,14 +109,18 @@ def procfile_server(
     }
     # Output goes to a file: a pipe nobody reads would fill up and block the server mid-test.
     with tempfile.NamedTemporaryFile(mode="w+", prefix="palaver-server-", suffix=".log") as output:
-        process = subprocess.Popen(
-            ["sh", "-c", "exec " + (command or procfile_command())],
-            cwd=ROOT,
-            env=full_env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        process: subprocess.Popen | WarmProcess
+        if command is None and WARM is not None:
+            process = WARM.spawn(procfile_command(), full_env, ROOT, output.name)
+        else:
+            process = subprocess.Popen(
+                ["sh", "-c", "exec " + (command or procfile_command())],
+                cwd=ROOT,
+                env=full_env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         found: list[str] = []  # the server's URL, once its log says where it listens
 
         def answers() -> bool:
