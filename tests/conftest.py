@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,15 +19,13 @@ for name in [n for n in os.environ if n.startswith("PALAVER_") and n != "PALAVER
 import databases  # noqa: E402
 import sanitized  # noqa: E402
 import servers  # noqa: E402
-import tiny_models  # noqa: E402
 from servers import reap_stopping, start_server  # noqa: E402
 from warm_python import WarmPython  # noqa: E402
 
-from app import create_app  # noqa: E402
 from commons import Settings  # noqa: E402
 from inference import Engine  # noqa: E402
 from palaver.backends import ModelRouter  # noqa: E402
-from palaver.web.app import build_services  # noqa: E402
+from palaver.web.app import build_services, create_app  # noqa: E402
 
 # Fixtures that start a real gunicorn server, and those that load the real embedded model: tests using them are
 # marked, so that `pytest -m "not server"` or `-m "not slow"` leaves them out.
@@ -68,6 +68,21 @@ SLOWEST_FILES = [
     "test_docs_examples.py",
 ]
 TESTS = Path(__file__).resolve().parent
+
+
+def lazy_module(name: str):
+    """Return module name, to be imported when one of its attributes is first used (importlib's LazyLoader)."""
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.loader is not None, name
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# Imported on first use: xdist's controlling process, which runs no test, then never imports torch and transformers.
+tiny_models = lazy_module("tiny_models")
 servers.WARM = WarmPython()  # the suite's hundred servers skip importing their modules (tests/warm_python.py)
 
 
@@ -429,9 +444,9 @@ def hub_home(hub, tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def chromium():
-    """Headless Chromium (Debian's), driven by Playwright, for one test file."""
+    """Headless Chromium (Debian's), driven by Playwright, started once a test process; each page has its context."""
     from browsers import CHROMIUM, CHROMIUM_ARGS
     from playwright import sync_api
 
@@ -439,6 +454,15 @@ def chromium():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture(autouse=True)
+def pages_closed(request):
+    """Close the pages a test opened in the session's Chromium: one left open would go on running its scripts."""
+    yield
+    if "chromium" in request.fixturenames:
+        for context in request.getfixturevalue("chromium").contexts:
+            context.close()
 
 
 @pytest.fixture(scope="session")
