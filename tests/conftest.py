@@ -444,9 +444,9 @@ def hub_home(hub, tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
-    """Headless Chromium (Debian's), driven by Playwright, started once a test process; each page has its context."""
+    """Headless Chromium (Debian's), driven by Playwright, for one test file (its event loop stops with it)."""
     from browsers import CHROMIUM, CHROMIUM_ARGS
     from playwright import sync_api
 

@@ -125,15 +125,20 @@ def one_model_at_a_time(make_settings, large_models, **overrides):
     """Return a router of two of the large models ("one", the default, loaded, and "two") with room for one only."""
     from palaver.backends import ModelRouter
     from palaver.core.requests import GenerationRequest
-    from palaver.engine.machine import HEADROOM_BYTES, resident_bytes
+    from palaver.engine.machine import HEADROOM_BYTES, give_back, resident_bytes
 
     models, size = large_models
     names = models.replace("a=", "one=").replace("b=", "two=").rsplit(",", 1)[0]
+    # The test process's garbage goes back first: freed between the two measurements, it would shrink the budget.
+    give_back()
     router = ModelRouter(make_settings(models=names, max_batch_size=2, max_context_tokens=256, **overrides))
     router.generate(GenerationRequest(router.settings.generation_defaults(), prompt="hi", model="one"))
-    # Measured with one loaded, as a server's budget would be: what a first load imports is in it, and a budget set
-    # beforehand would be short by whatever the test process took meanwhile.
-    router.budget.limit = resident_bytes() + HEADROOM_BYTES + size // 2
+    give_back()
+    # Measured with one loaded: what a first load imports is in it. The test process frees what earlier tests left
+    # whenever their threads end, so the process without models is taken as this less what one is charged with.
+    loaded = resident_bytes()
+    router.budget.baseline = loaded - router.slots["one"].charge()
+    router.budget.limit = loaded + HEADROOM_BYTES + size // 2
     return router
 
 

@@ -22,8 +22,8 @@ def test_a_follower_hears_the_latest_state_after_each_change_or_heartbeat_until_
 
 def test_the_download_bar_reports_here_and_the_log_says_each_tenth(caplog):
     progress = Progress("hf:o/r:Q4_0")
-    progress.set(status="downloading", file="r-Q4_0.gguf", total=10_000_000)
-    with caplog.at_level(logging.INFO, logger="palaver.models"):
+    with caplog.at_level(logging.INFO, logger="palaver.models"):  # the start's line too, at 0.0 MB
+        progress.set(status="downloading", file="r-Q4_0.gguf", total=10_000_000)
         bar = progress.bar_class()(total=10_000_000, desc="r-Q4_0.gguf")
         for _ in range(40):
             bar.update(250_000)
