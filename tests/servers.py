@@ -1,4 +1,4 @@
-"""Start Palaver exactly as the Procfile says, on a port of its own: for tests, benchmarks and screenshots."""
+"""Start Palaver as the Procfile says, on a port of its own: for tests, benchmarks and screenshots."""
 
 from __future__ import annotations
 

@@ -48,3 +48,17 @@ def test_a_layout_counts_types_and_the_bytes_kept_as_stored_and_widened_to_float
     assert layout["tensor_types"] == {"Q4_K": 1, "Q2_K": 1, "F32": 1}
     assert layout["bytes_as_stored"] == 576 + 1024 and layout["bytes_as_float32"] == 512 * 4
     assert layout["share_as_stored"] == round(1600 / 3648, 3) and layout["why"] == "it holds Q2_K"
+
+
+def test_a_string_array_reads_every_item_and_refuses_one_running_past_the_end_naming_its_key(gguf_chat_model, tmp_path):
+    import struct
+
+    import gguf_surgery as surgery
+
+    words = ["", "a", "é", "\ufffd" * 3, "x" * 300]
+    path = surgery.read(gguf_chat_model).set("test.words", [surgery.ARRAY, surgery.STRING], words).write(tmp_path / "w")
+    assert read_gguf(path).metadata["test.words"] == words
+    raw = struct.pack("<IQ", surgery.STRING, 2) + struct.pack("<Q", 1) + b"a" + struct.pack("<Q", 2**40) + b"b"
+    hostile = surgery.read(gguf_chat_model).set_raw("test.words", surgery.ARRAY, raw).write(tmp_path / "h")
+    with pytest.raises(GGUFError, match=r"'test.words': a string of 1099511627776 bytes runs past the end"):
+        read_gguf(hostile)
