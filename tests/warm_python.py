@@ -11,6 +11,7 @@ pid, and reports each server's exit status; `WarmPython` is the tests' end of it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -112,6 +113,13 @@ class WarmPython:
                 else:
                     self._statuses[message["pid"]] = message["status"]
                     self._exits.setdefault(message["pid"], threading.Event()).set()
+        with self._lock:  # the forking process died: nobody will report its servers' ends, so none may be waited for
+            for pid, exited in self._exits.items():
+                if not exited.is_set():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                    self._statuses[pid] = -signal.SIGKILL
+                    exited.set()
 
 
 # The forking process.
@@ -159,7 +167,8 @@ def reap(children: set[int], answers, block: bool) -> None:
         if pid == 0:
             return
         children.discard(pid)
-        answers.write(json.dumps({"pid": pid, "status": os.waitstatus_to_exitcode(status)}) + "\n")
+        with contextlib.suppress(OSError):  # at the end, the tests' process may have gone already
+            answers.write(json.dumps({"pid": pid, "status": os.waitstatus_to_exitcode(status)}) + "\n")
         if block:
             return
 
