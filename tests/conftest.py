@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 # Nothing in the suite may reach the network; PALAVER_* from the caller's shell must not leak in, but for the
 # suite's own PALAVER_TEST_TIME_SCALE (tests/timing.py), which no server reads.
@@ -102,6 +104,12 @@ def slowness_rank(item) -> int:
     return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
 
 
+def shared_temp(tmp_path_factory) -> Path:
+    """Return the run's temporary directory that all of its test processes share."""
+    shared = tmp_path_factory.getbasetemp()
+    return shared.parent if os.environ.get("PYTEST_XDIST_WORKER") else shared  # each process's own is in the run's
+
+
 @pytest.fixture(scope="session", autouse=True)
 def stopping_servers():
     """Reap, at the session's end, the fixtures' servers that were told to stop while the tests went on."""
@@ -117,9 +125,7 @@ def sanitized_build(request, tmp_path_factory):
     if not any("sanitized" in getattr(item, "fixturenames", ()) for item in request.session.items):
         yield None
         return
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent  # each process's own is under the run's
+    shared = shared_temp(tmp_path_factory)
     build = sanitized.start(shared / "sanitized")
     yield shared / "sanitized"
     if build is not None:
@@ -471,8 +477,15 @@ def embedded_cache(tmp_path_factory):
     from palaver.engine.model_sources import embedded_gguf_path
     from palaver.engine.torch.loading import gguf_metadata_dir
 
+    # About 5 s of CPU (transformers builds the tokenizer): one of the suite's processes extracts it for all, and
+    # each copies it, since a test may write its own files (a database) into its cache.
+    extracted = shared_temp(tmp_path_factory) / "embedded-cache"
+    with FileLock(f"{extracted}.lock"):
+        if not (extracted / "extracted").exists():
+            gguf_metadata_dir(embedded_gguf_path(), str(extracted))
+            (extracted / "extracted").touch()
     cache = tmp_path_factory.mktemp("embedded-cache")
-    gguf_metadata_dir(embedded_gguf_path(), str(cache))
+    shutil.copytree(extracted, cache, dirs_exist_ok=True)
     return cache
 
 
