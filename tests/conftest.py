@@ -464,7 +464,7 @@ def chromium():
 
 @pytest.fixture(autouse=True)
 def pages_closed(request):
-    """Close the pages a test opened in the session's Chromium: one left open would go on running its scripts."""
+    """Close the pages a test opened in its file's Chromium: one left open would go on running its scripts."""
     yield
     if "chromium" in request.fixturenames:
         for context in request.getfixturevalue("chromium").contexts:
@@ -473,7 +473,7 @@ def pages_closed(request):
 
 @pytest.fixture(scope="session")
 def embedded_cache(tmp_path_factory):
-    """A cache holding the embedded GGUF's tokenizer and config, extracted once for the session."""
+    """A cache of this process's own holding the embedded GGUF's tokenizer and config, extracted once a run."""
     from palaver.engine.model_sources import embedded_gguf_path
     from palaver.engine.torch.loading import gguf_metadata_dir
 
