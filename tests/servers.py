@@ -19,10 +19,10 @@ from palaver.cli.main import procfile_command
 
 try:  # pytest puts tests/ on the path; the benchmarks import this module as tests.servers
     from timing import wait_until
-    from warm_python import WarmProcess, WarmPython
+    from warm_python import WarmProcess, WarmPython, can_fork
 except ModuleNotFoundError:
     from tests.timing import wait_until
-    from tests.warm_python import WarmProcess, WarmPython
+    from tests.warm_python import WarmProcess, WarmPython, can_fork
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,10 +95,13 @@ def procfile_server(
     command: str | None = None,
     port: int | None = None,
     wait_for_exit: bool = True,
+    fresh: bool = False,
 ) -> Iterator[Server]:
     """Run the Procfile's web command (or command) with env added, and yield it once wait_for answers 200."""
     # Without wait_for_exit, the server is told to stop and the test goes on while it does (the session reaps it):
     # for a fixture's server, whose stop nothing after it waits for.
+    # With fresh, or a command of its own, the server is exec'd by a shell as a PaaS runs it; otherwise, in the test
+    # session, the Procfile's gunicorn line is forked from the warm Python (tests/warm_python.py).
     # Without a port, gunicorn binds port 0 and the test reads the port the system gave it from gunicorn's log:
     # a port found free, let go and passed on could be taken by another process in between.
     full_env = {
@@ -110,7 +113,7 @@ def procfile_server(
     # Output goes to a file: a pipe nobody reads would fill up and block the server mid-test.
     with tempfile.NamedTemporaryFile(mode="w+", prefix="palaver-server-", suffix=".log") as output:
         process: subprocess.Popen | WarmProcess
-        if command is None and WARM is not None:
+        if command is None and not fresh and WARM is not None and can_fork(procfile_command()):
             process = WARM.spawn(procfile_command(), full_env, ROOT, output.name)
         else:
             process = subprocess.Popen(

@@ -1,15 +1,17 @@
 """A real gunicorn server, started from the Procfile, under concurrent users on both surfaces."""
 
 import json
+import os
 import re
 import socket
 import subprocess
 import threading
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 import requests
-from servers import client_at, engine_counts, gunicorn_server, wait_for_cancelled
+from servers import client_at, engine_counts, procfile_server, wait_for_cancelled
 from timing import wait_until
 
 STORY = "Write a very long story about a dragon who learns to bake bread."
@@ -79,7 +81,11 @@ def test_bad_requests_to_the_server_get_4xx_and_it_stays_up(server):
 @pytest.mark.server
 def test_the_page_is_served_before_a_lazy_model_loads(gguf_chat_model, tmp_path):
     env = {"PALAVER_MODEL": str(gguf_chat_model), "PALAVER_CACHE_DIR": str(tmp_path)}
-    with gunicorn_server(env) as base_url:
+    # Exec'd by a shell from the Procfile's line, as a PaaS starts it (not forked from the suite's warm Python).
+    with procfile_server(env, fresh=True) as running:
+        parent = int(Path(f"/proc/{running.pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        assert parent == os.getpid(), "gunicorn is the shell's exec, this process's child"
+        base_url = running.url
         assert requests.get(base_url + "/", timeout=5).status_code == 200
         assert requests.get(base_url + "/readyz", timeout=5).status_code == 503
         assert requests.post(base_url + "/api/chat", json={"message": "hi"}, timeout=60).status_code == 200

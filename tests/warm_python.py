@@ -32,6 +32,12 @@ WARM_MODULES = (
 )
 
 
+def can_fork(command: str) -> bool:
+    """Tell whether command is a plain gunicorn command line, which a fork runs as the shell would exec it."""
+    argv = shlex.split(command)
+    return bool(argv) and argv[0] == "gunicorn" and not any(set(word) & set("$`;&|<>*?~") for word in argv)
+
+
 class WarmProcess:
     """A server forked by the warm Python, with the part of subprocess.Popen's interface the tests use."""
 
