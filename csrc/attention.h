@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 namespace palaver {
 
@@ -38,14 +39,51 @@ inline __m256 sums_of(const __m256 (&acc)[8]) {
   return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
 }
 
-inline __m256 load_half(const uint16_t* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+// Values i to i + 7 of one head's key or value as the cache holds it, in float32. A q8_0 value is its int8 times its
+// block's float16 scale, a product float32 holds exactly.
+template <int64_t Type>
+inline __m256 load8(const uint8_t* vector, int64_t i, int64_t head_dim) {
+  if constexpr (Type == kKvQ8_0) {
+    uint16_t scale_bits;
+    std::memcpy(&scale_bits, vector + i / 32 * 2, 2);
+    const __m256 scale = _mm256_set1_ps(_cvtsh_ss(scale_bits));
+    const uint8_t* values = vector + (head_dim + 31) / 32 * 2 + i;
+    const __m256i ints = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(values)));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(ints), scale);
+  } else {
+    (void)head_dim;
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(vector + 2 * i)));
+  }
 }
 
-// One query head of one token attending over positions [begin, length) of its sequence's pages. scores holds
-// length - begin rounded up to 8 floats. Every position's score, weight and contribution is computed the same way
-// wherever it falls, so the result depends only on the query and the row's own keys and values.
-inline void attend(const KvCache& cache, uint16_t* const* pages, int64_t layer, int64_t kv_head, float attn_scale,
+// Write one head's key or value into the cache as kv_type says. q8_0 rounds as ggml's quantize_row_q8_0 does: each
+// block's scale is its largest magnitude over 127, and each value its nearest multiple of that scale.
+inline void store_vector(int64_t kv_type, const float* x, int64_t head_dim, uint8_t* out) {
+  if (kv_type != kKvQ8_0) {
+    for (int64_t i = 0; i < head_dim; i += 8)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 2 * i),
+                       _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    return;
+  }
+  auto* values = reinterpret_cast<int8_t*>(out + (head_dim + 31) / 32 * 2);
+  for (int64_t b = 0; b < head_dim; b += 32) {
+    const int64_t end = std::min<int64_t>(b + 32, head_dim);
+    float largest = 0.0f;
+    for (int64_t i = b; i < end; ++i) largest = std::max(largest, std::fabs(x[i]));
+    const float scale = largest / 127.0f;
+    const float inverse = scale != 0.0f ? 1.0f / scale : 0.0f;
+    const auto scale_bits = static_cast<uint16_t>(_cvtss_sh(scale, _MM_FROUND_TO_NEAREST_INT));
+    std::memcpy(out + b / 32 * 2, &scale_bits, 2);
+    for (int64_t i = b; i < end; ++i) values[i] = static_cast<int8_t>(std::nearbyint(x[i] * inverse));
+  }
+}
+
+// One query head of one token attending over positions [begin, length) of its sequence's pages, which hold keys and
+// values of KV type Type. scores holds length - begin rounded up to 8 floats. Every position's score, weight and
+// contribution is computed the same way wherever it falls, so the result depends only on the query and the row's own
+// keys and values.
+template <int64_t Type>
+inline void attend(const KvCache& cache, uint8_t* const* pages, int64_t layer, int64_t kv_head, float attn_scale,
                    const float* q, int64_t begin, int64_t length, float* all_scores, float* out) {
   const int64_t d = cache.head_dim, page_tokens = cache.page_tokens;
   const auto key = [&](int64_t t) { return cache.kv_at(pages[t / page_tokens], layer, 0, kv_head, t % page_tokens); };
@@ -55,13 +93,13 @@ inline void attend(const KvCache& cache, uint16_t* const* pages, int64_t layer, 
   // Positions past the end re-read the first key of the block; their lanes are dropped.
   __m256 best8 = _mm256_set1_ps(-INFINITY);
   for (int64_t t0 = begin; t0 < length; t0 += 8) {
-    const uint16_t* keys[8];
+    const uint8_t* keys[8];
     for (int64_t j = 0; j < 8; ++j) keys[j] = key(t0 + j < length ? t0 + j : t0);
     __m256 acc[8];
     for (auto& a : acc) a = _mm256_setzero_ps();
     for (int64_t i = 0; i < d; i += 8) {
       const __m256 qv = _mm256_loadu_ps(q + i);
-      for (int64_t j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qv, load_half(keys[j] + i), acc[j]);
+      for (int64_t j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(qv, load8<Type>(keys[j], i, d), acc[j]);
     }
     const __m256 block = _mm256_mul_ps(sums_of(acc), scale);
     _mm256_storeu_ps(scores + t0, block);
@@ -92,9 +130,9 @@ inline void attend(const KvCache& cache, uint16_t* const* pages, int64_t layer, 
     __m256 acc[8];
     for (auto& a : acc) a = _mm256_setzero_ps();
     for (int64_t t = begin; t < length; ++t) {
-      const uint16_t* v = cache.kv_at(pages[t / page_tokens], layer, 1, kv_head, t % page_tokens) + d0;
+      const uint8_t* v = cache.kv_at(pages[t / page_tokens], layer, 1, kv_head, t % page_tokens);
       const __m256 weight = _mm256_set1_ps(scores[t]);
-      for (int64_t a = 0; a < width; ++a) acc[a] = _mm256_fmadd_ps(weight, load_half(v + 8 * a), acc[a]);
+      for (int64_t a = 0; a < width; ++a) acc[a] = _mm256_fmadd_ps(weight, load8<Type>(v, d0 + 8 * a, d), acc[a]);
     }
     for (int64_t a = 0; a < width; ++a) _mm256_storeu_ps(out + d0 + 8 * a, _mm256_div_ps(acc[a], total));
   }

@@ -30,30 +30,42 @@ namespace palaver {
 // Under AddressSanitizer, the pages are fenced as if each were its own allocation: a poisoned gap after each page
 // catches a write past its end, and a page given back is poisoned until it is handed out again.
 #ifdef PALAVER_ASAN
-constexpr int64_t kGuardHalves = 32;
+constexpr int64_t kGuardBytes = 64;
 inline void poison(const void* at, int64_t bytes) { ASAN_POISON_MEMORY_REGION(at, static_cast<size_t>(bytes)); }
 inline void unpoison(const void* at, int64_t bytes) { ASAN_UNPOISON_MEMORY_REGION(at, static_cast<size_t>(bytes)); }
 #else
-constexpr int64_t kGuardHalves = 0;
+constexpr int64_t kGuardBytes = 0;
 inline void poison(const void*, int64_t) {}
 inline void unpoison(const void*, int64_t) {}
 #endif
 
+// How a cache holds one head's key or value at one position (pv_cache_new's kv_type).
+enum KvType : int64_t {
+  kKvF16 = 0,   // head_dim float16 values
+  kKvQ8_0 = 1,  // a float16 scale for every 32 values (the last block may be shorter), then head_dim int8 values
+};
+
+// The bytes one head's key or value takes at one position.
+inline int64_t kv_vector_bytes(int64_t type, int64_t head_dim) {
+  return type == kKvQ8_0 ? (head_dim + 31) / 32 * 2 + head_dim : head_dim * 2;
+}
+
 // Sequences in pages of page_tokens positions. A page holds, for every layer, the keys then the values of each
-// key/value head: [layer][k|v][kv_head][page_tokens][head_dim], as float16. The pool is one anonymous mapping of
-// max_pages pages that reserves address space only: a page takes memory when it is first written, and a page given
-// back is the next handed out, while it is still resident.
+// key/value head: [layer][k|v][kv_head][page_tokens][vector_bytes], each vector as kv_type says. The pool is one
+// anonymous mapping of max_pages pages that reserves address space only: a page takes memory when it is first
+// written, and a page given back is the next handed out, while it is still resident.
 struct KvCache {
   struct Sequence {
-    std::vector<uint16_t*> pages;
+    std::vector<uint8_t*> pages;
     int64_t length = 0;
   };
 
   const void* model = nullptr;  // the model whose keys and values these are
   int64_t layers = 0, kv_heads = 0, head_dim = 0;
+  int64_t kv_type = kKvF16, vector_bytes = 0;
   int64_t page_tokens = 0, max_pages = 0;
-  int64_t page_halves = 0;  // float16 values in one page
-  uint16_t* pool = nullptr;
+  int64_t page_bytes = 0;
+  uint8_t* pool = nullptr;
   size_t pool_bytes = 0;
   int64_t fresh = 0;                // pages [0, fresh) of the pool have been handed out at least once
   std::vector<int64_t> free_pages;  // pages given back, handed out again last first; capacity >= fresh
@@ -71,18 +83,20 @@ struct KvCache {
     munmap(pool, pool_bytes);
   }
 
-  // Map the pool. Returns kOk, kBadArgument for counts past any real cache, or kOutOfMemory.
+  // Map the pool. Returns kOk, kBadArgument for counts or a type past any real cache, or kOutOfMemory.
   Status map_pool() {
     constexpr int64_t kMostPageTokens = int64_t{1} << 20;
     if (page_tokens <= 0 || page_tokens > kMostPageTokens || max_pages < 0) return kBadArgument;
-    page_halves = layers * 2 * kv_heads * page_tokens * head_dim;  // under 2^57 within the model's own bounds
+    if (kv_type != kKvF16 && kv_type != kKvQ8_0) return kBadArgument;
+    vector_bytes = kv_vector_bytes(kv_type, head_dim);
+    page_bytes = layers * 2 * kv_heads * page_tokens * vector_bytes;  // under 2^58 within the model's own bounds
     int64_t bytes = 0;
-    if (__builtin_mul_overflow(max_pages, (page_halves + kGuardHalves) * 2, &bytes)) return kBadArgument;
+    if (__builtin_mul_overflow(max_pages, page_bytes + kGuardBytes, &bytes)) return kBadArgument;
     if (bytes == 0) return kOk;
     void* mapped = mmap(nullptr, static_cast<size_t>(bytes), PROT_READ | PROT_WRITE,
                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (mapped == MAP_FAILED) return kOutOfMemory;
-    pool = static_cast<uint16_t*>(mapped);
+    pool = static_cast<uint8_t*>(mapped);
     pool_bytes = static_cast<size_t>(bytes);
     poison(pool, bytes);
     return kOk;
@@ -90,8 +104,36 @@ struct KvCache {
 
   int64_t used_pages() const { return in_use.load(std::memory_order_relaxed); }
 
-  uint16_t* kv_at(uint16_t* page, int64_t layer, int64_t which, int64_t kv_head, int64_t slot) const {
-    return page + (((layer * 2 + which) * kv_heads + kv_head) * page_tokens + slot) * head_dim;
+  uint8_t* kv_at(uint8_t* page, int64_t layer, int64_t which, int64_t kv_head, int64_t slot) const {
+    return page + (((layer * 2 + which) * kv_heads + kv_head) * page_tokens + slot) * vector_bytes;
+  }
+
+  // The bytes that tokens positions take outside the pages (pv_seq_export's format).
+  int64_t exported_bytes(int64_t tokens) const { return tokens * layers * 2 * kv_heads * vector_bytes; }
+
+  // Copy the first tokens positions of seq's pages to out, or from in into seq's pages (which must already hold
+  // room for them), as [page][layer][k|v][kv_head][position in the page][vector]: only the positions themselves,
+  // never what an earlier sequence left in the rest of a page.
+  Status exchange(int64_t seq, int64_t tokens, uint8_t* out, const uint8_t* in) {
+    auto found = sequences.find(seq);
+    if (found == sequences.end()) return kUnknownSequence;
+    const auto& pages = found->second.pages;
+    if (tokens < 0 || tokens > static_cast<int64_t>(pages.size()) * page_tokens) return kBadArgument;
+    if (out != nullptr && tokens > found->second.length) return kBadArgument;
+    int64_t offset = 0;
+    for (int64_t p = 0; p * page_tokens < tokens; ++p) {
+      const int64_t bytes = std::min(page_tokens, tokens - p * page_tokens) * vector_bytes;
+      for (int64_t layer = 0; layer < layers; ++layer)
+        for (int64_t which = 0; which < 2; ++which)
+          for (int64_t g = 0; g < kv_heads; ++g, offset += bytes) {
+            uint8_t* at = kv_at(pages[static_cast<size_t>(p)], layer, which, g, 0);
+            if (out != nullptr)
+              std::memcpy(out + offset, at, static_cast<size_t>(bytes));
+            else
+              std::memcpy(at, in + offset, static_cast<size_t>(bytes));
+          }
+    }
+    return kOk;
   }
 
   // Give seq pages for tokens more positions, all or none.
@@ -146,7 +188,7 @@ struct KvCache {
     const Status reserved = reserve(dst, tokens);
     if (reserved != kOk) return reserved;
     for (int64_t p = 0; p * page_tokens < tokens; ++p)
-      std::memcpy(to->second.pages[p], from->second.pages[p], static_cast<size_t>(page_halves) * 2);
+      std::memcpy(to->second.pages[p], from->second.pages[p], static_cast<size_t>(page_bytes));
     to->second.length = tokens;
     return kOk;
   }
@@ -155,12 +197,12 @@ struct KvCache {
   void release(int64_t seq) {
     auto found = sequences.find(seq);
     if (found == sequences.end()) return;
-    for (uint16_t* page : found->second.pages) give_back(page);
+    for (uint8_t* page : found->second.pages) give_back(page);
     sequences.erase(found);
   }
 
  private:
-  uint16_t* take_page() {
+  uint8_t* take_page() {
     int64_t index = fresh;
     if (free_pages.empty()) {
       ++fresh;
@@ -168,15 +210,15 @@ struct KvCache {
       index = free_pages.back();
       free_pages.pop_back();
     }
-    uint16_t* page = pool + index * (page_halves + kGuardHalves);
-    unpoison(page, page_halves * 2);
+    uint8_t* page = pool + index * (page_bytes + kGuardBytes);
+    unpoison(page, page_bytes);
     in_use.fetch_add(1, std::memory_order_relaxed);
     return page;
   }
 
-  void give_back(uint16_t* page) {
-    poison(page, page_halves * 2);
-    free_pages.push_back((page - pool) / (page_halves + kGuardHalves));  // within capacity: never allocates
+  void give_back(uint8_t* page) {
+    poison(page, page_bytes);
+    free_pages.push_back((page - pool) / (page_bytes + kGuardBytes));  // within capacity: never allocates
     in_use.fetch_sub(1, std::memory_order_relaxed);
   }
 };

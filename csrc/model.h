@@ -41,7 +41,7 @@ struct Layer {
 struct Workspace {
   std::vector<float> x, xn, qkv, attn, gate_up, act, out_rows, rotary, local_rotary;
   std::vector<int64_t> row_of, position, last;  // each token's row and position; the tokens whose logits are wanted
-  std::vector<uint16_t* const*> row_pages;       // each row's pages
+  std::vector<uint8_t* const*> row_pages;        // each row's pages
 };
 
 struct Model {

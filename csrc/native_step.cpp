@@ -240,19 +240,12 @@ void place_token(const Step& s, const Layer& l, int64_t layer, int64_t t) {
   const float* cos_sin = l.sliding ? &s.w.local_rotary[t * m.head_dim] : &s.w.rotary[t * m.head_dim];
   for (int64_t head = 0; head < m.heads + m.kv_heads; ++head) rotate(m, row + head * m.head_dim, cos_sin);
   const int64_t position = s.w.position[t];
-  uint16_t* page = s.w.row_pages[s.w.row_of[t]][position / s.cache.page_tokens];
+  uint8_t* page = s.w.row_pages[s.w.row_of[t]][position / s.cache.page_tokens];
   const int64_t slot = position % s.cache.page_tokens;
   for (int64_t g = 0; g < m.kv_heads; ++g) {
-    const float* key = row + q_width + g * m.head_dim;
-    const float* value = row + q_width + kv_width + g * m.head_dim;
-    uint16_t* k_out = s.cache.kv_at(page, layer, 0, g, slot);
-    uint16_t* v_out = s.cache.kv_at(page, layer, 1, g, slot);
-    for (int64_t i = 0; i < m.head_dim; i += 8) {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(k_out + i),
-                       _mm256_cvtps_ph(_mm256_loadu_ps(key + i), _MM_FROUND_TO_NEAREST_INT));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(v_out + i),
-                       _mm256_cvtps_ph(_mm256_loadu_ps(value + i), _MM_FROUND_TO_NEAREST_INT));
-    }
+    store_vector(s.cache.kv_type, row + q_width + g * m.head_dim, m.head_dim, s.cache.kv_at(page, layer, 0, g, slot));
+    store_vector(s.cache.kv_type, row + q_width + kv_width + g * m.head_dim, m.head_dim,
+                 s.cache.kv_at(page, layer, 1, g, slot));
   }
 }
 
@@ -267,9 +260,10 @@ void attend_heads(const Step& s, const Layer& l, int64_t layer) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t t = task / m.heads, head = task % m.heads, position = w.position[t];
       const int64_t first = l.sliding ? std::max<int64_t>(0, position + 1 - m.window) : 0;
-      attend(s.cache, w.row_pages[w.row_of[t]], layer, head / group, m.attn_scale,
-             &w.qkv[t * s.qkv_width + head * m.head_dim], first, position + 1, scores,
-             &s.w.attn[t * s.q_width + head * m.head_dim]);
+      const auto over = s.cache.kv_type == kKvQ8_0 ? attend<kKvQ8_0> : attend<kKvF16>;
+      over(s.cache, w.row_pages[w.row_of[t]], layer, head / group, m.attn_scale,
+           &w.qkv[t * s.qkv_width + head * m.head_dim], first, position + 1, scores,
+           &s.w.attn[t * s.q_width + head * m.head_dim]);
     }
   });
 }
@@ -562,13 +556,13 @@ Status pv_model_check(void* handle, char* missing, int64_t capacity) {
   return palaver::check_tensors(*static_cast<Model*>(handle), missing, capacity);
 }
 
-Status pv_cache_new(void* model, int64_t page_tokens, int64_t max_pages, void** out) {
+Status pv_cache_new(void* model, int64_t page_tokens, int64_t max_pages, int64_t kv_type, void** out) {
   const auto& m = *static_cast<Model*>(model);
   *out = nullptr;
   auto cache = std::make_unique<KvCache>();
   cache->model = &m;
   cache->layers = m.layers, cache->kv_heads = m.kv_heads, cache->head_dim = m.head_dim;
-  cache->page_tokens = page_tokens, cache->max_pages = max_pages;
+  cache->page_tokens = page_tokens, cache->max_pages = max_pages, cache->kv_type = kv_type;
   const Status mapped = cache->map_pool();
   if (mapped != palaver::kOk) return mapped;
   *out = cache.release();
@@ -577,7 +571,7 @@ Status pv_cache_new(void* model, int64_t page_tokens, int64_t max_pages, void** 
 
 void pv_cache_free(void* cache) { delete static_cast<KvCache*>(cache); }
 
-int64_t pv_cache_page_bytes(void* cache) { return static_cast<KvCache*>(cache)->page_halves * 2; }
+int64_t pv_cache_page_bytes(void* cache) { return static_cast<KvCache*>(cache)->page_bytes; }
 
 // Without the lock: a metric read while a step holds the cache.
 int64_t pv_cache_used_pages(void* cache) { return static_cast<KvCache*>(cache)->used_pages(); }
@@ -640,6 +634,37 @@ Status pv_seq_copy(void* handle, int64_t dst, int64_t src, int64_t tokens) {
   } catch (const std::bad_alloc&) {
     return palaver::kOutOfMemory;
   }
+}
+
+// Copy the first tokens positions of seq out, into bytes at out (pv_seq_export_bytes of them).
+Status pv_seq_export(void* handle, int64_t seq, int64_t tokens, void* out, int64_t capacity) {
+  auto& cache = *static_cast<KvCache*>(handle);
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  if (out == nullptr || tokens < 0 || capacity != cache.exported_bytes(tokens)) return palaver::kBadArgument;
+  return cache.exchange(seq, tokens, static_cast<uint8_t*>(out), nullptr);
+}
+
+// Fill the empty seq with tokens positions exported from a cache of the same model and KV type, all or none.
+Status pv_seq_import(void* handle, int64_t seq, int64_t tokens, const void* in, int64_t bytes) {
+  auto& cache = *static_cast<KvCache*>(handle);
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  auto found = cache.sequences.find(seq);
+  if (found == cache.sequences.end()) return palaver::kUnknownSequence;
+  if (in == nullptr || tokens < 0 || bytes != cache.exported_bytes(tokens)) return palaver::kBadArgument;
+  if (found->second.length != 0) return palaver::kNotEmpty;
+  try {
+    const Status reserved = cache.reserve(seq, tokens);
+    if (reserved != palaver::kOk) return reserved;
+  } catch (const std::bad_alloc&) {
+    return palaver::kOutOfMemory;
+  }
+  const Status copied = cache.exchange(seq, tokens, nullptr, static_cast<const uint8_t*>(in));
+  if (copied == palaver::kOk) found->second.length = tokens;
+  return copied;
+}
+
+int64_t pv_seq_export_bytes(void* handle, int64_t tokens) {
+  return tokens < 0 ? palaver::kBadArgument : static_cast<KvCache*>(handle)->exported_bytes(tokens);
 }
 
 // Run one step. Row r appends counts[r] tokens (taken in order from tokens) to sequence seqs[r], whose pages must

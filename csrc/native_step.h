@@ -8,14 +8,16 @@
 // Version 3 added pv_embed: texts run through the layers on temporary pages, their final-normed hidden states
 // mean-pooled in place of logits. Version 4 added the kernel families: pv_kernels_widest and pv_model_kernels. Version 5
 // added the fast arithmetic mode (pv_model_arithmetic and pv_model_dots), and pv_step's logits after every token of
-// a row (want 2), packed in row order, and pv_seq_rewind (speculative decoding's refused positions).
+// a row (want 2), packed in row order, and pv_seq_rewind (speculative decoding's refused positions). Version 6 added
+// the KV cache's types (pv_cache_new's kv_type: 0 float16, 1 q8_0) and pv_seq_export and pv_seq_import, which carry
+// a sequence's positions to and from a stored conversation.
 #pragma once
 
 #include <cstdint>
 
 namespace palaver {
 
-constexpr int64_t kAbiVersion = 5;
+constexpr int64_t kAbiVersion = 6;
 
 enum Status : int64_t {
   kOk = 0,
@@ -67,8 +69,8 @@ palaver::Status pv_model_set(void* model, const char* name, const void* data, in
 // Check that every tensor the model needs is set; on a refusal, write the name of one that is not into missing.
 palaver::Status pv_model_check(void* model, char* missing, int64_t capacity);
 
-// *cache is the new cache, or null on a refusal.
-palaver::Status pv_cache_new(void* model, int64_t page_tokens, int64_t max_pages, void** cache);
+// *cache is the new cache, or null on a refusal. kv_type: 0 float16 keys and values, 1 q8_0 (kv_cache.h's KvType).
+palaver::Status pv_cache_new(void* model, int64_t page_tokens, int64_t max_pages, int64_t kv_type, void** cache);
 void pv_cache_free(void* cache);
 int64_t pv_cache_page_bytes(void* cache);
 int64_t pv_cache_used_pages(void* cache);
@@ -79,6 +81,13 @@ palaver::Status pv_seq_reserve(void* cache, int64_t seq, int64_t tokens);
 palaver::Status pv_seq_truncate(void* cache, int64_t seq, int64_t length);  // gives back pages past length
 palaver::Status pv_seq_rewind(void* cache, int64_t seq, int64_t length);    // keeps them reserved
 palaver::Status pv_seq_copy(void* cache, int64_t dst, int64_t src, int64_t tokens);
+// The bytes pv_seq_export writes for tokens positions, or kBadArgument.
+int64_t pv_seq_export_bytes(void* cache, int64_t tokens);
+// Copy seq's first tokens positions into out, whose capacity must be pv_seq_export_bytes(tokens); only those
+// positions' keys and values, in an order that depends on the cache's page size, its model's shape and its KV type.
+palaver::Status pv_seq_export(void* cache, int64_t seq, int64_t tokens, void* out, int64_t capacity);
+// Fill the empty seq with tokens positions that pv_seq_export wrote from a cache of the same kind, all or none.
+palaver::Status pv_seq_import(void* cache, int64_t seq, int64_t tokens, const void* in, int64_t bytes);
 // One step: row r appends counts[r] tokens to sequence seqs[r]. logits receives [vocab] next-token logits packed in
 // row order: after the row's last token where want[r] is 1, after each of its tokens where it is 2, none where 0.
 palaver::Status pv_step(void* model, void* cache, int64_t rows, const int64_t* seqs, const int64_t* counts,

@@ -21,6 +21,7 @@ ENGINES = ("auto", "native", "transformers")
 KERNEL_FAMILIES = ("auto", "avx2", "avx512")
 ARITHMETIC_MODES = ("exact", "fast")
 SPECULATION_MODES = ("off", "prompt-lookup")
+KV_TYPES = ("f16", "q8_0")
 BACKENDS = ("local", "openai")
 AUTH_MODES = ("none", "accounts", "oidc", "header")
 
@@ -100,6 +101,13 @@ class Settings:
         "where replies copy their prompt (summaries, edits of code) on kernels whose few-token steps are cheap; "
         "`docs/engine.md` has the measurement.",
         parse=one_of(*SPECULATION_MODES),
+    )
+    kv_type: str = setting(
+        "f16",
+        "How the native step's KV cache holds keys and values: `f16` as float16; `q8_0` as int8 with a float16 "
+        "scale for every 32 values, as llama.cpp's `--cache-type-k q8_0` does: about half the memory a token, so "
+        "the same `PALAVER_MEMORY_LIMIT` holds twice the contexts, at a KL divergence `docs/engine.md` measures.",
+        parse=one_of(*KV_TYPES),
     )
     jump_forward: bool = setting(
         True,
@@ -275,6 +283,15 @@ class Settings:
         4096,
         "Tokens of finished requests' KV cache kept so a conversation's next turn reuses them (about 46 KB "
         "each for the embedded model); 0 turns it off.",
+    )
+    stored_turns_bytes: int = setting(
+        1 << 30,
+        "Disk the native step may fill under `PALAVER_CACHE_DIR/kv` with finished turns' KV caches, so that a "
+        "conversation's next turn skips its prefill after a restart, or on another worker of the machine (`2GB`, "
+        "`500MB`); the least recently used go first. Each model's files are its fingerprint's alone: a changed "
+        "model file never reads them. 0 keeps nothing on disk.",
+        parse=parse_bytes,
+        shown="`1GB`",
     )
     max_pending: int = setting(
         64,

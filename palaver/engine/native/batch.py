@@ -11,6 +11,7 @@ from palaver.engine.decoding.drafts import Drafter
 from palaver.engine.decoding.prefix_cache import PrefixCache
 from palaver.engine.decoding.rows import Row
 from palaver.engine.native.binding import NativeCache
+from palaver.engine.native.stored_turns import StoredTurns
 
 log = logging.getLogger("palaver.engine")
 
@@ -46,9 +47,11 @@ class NativeBatch:
         prefix_cache: PrefixCache | None = None,
         speculate: bool = False,
         jump_forward: bool = True,
+        stored: StoredTurns | None = None,
     ):
         self.cache = cache
         self.prefix_cache = prefix_cache
+        self.stored = stored  # finished turns on disk: read where they share more of a prompt than memory holds
         self.speculate = speculate
         self.jump_forward = jump_forward
         self.forced_tokens = 0  # tokens a grammar forced, taken without a step each
@@ -86,7 +89,10 @@ class NativeBatch:
         leader = next((s for s in self.placed if s.leader is None and s.row.prompt_ids == row.prompt_ids), None)
         shared, key = self.prefix_cache.lookup(row.prompt_ids) if self.prefix_cache and not leader else (0, None)
         sequence = self.cache.new_sequence()
-        if key is not None:
+        from_disk = self._read_stored(sequence, row.prompt_ids, shared) if leader is None else 0
+        if from_disk:
+            shared = from_disk
+        elif key is not None:
             assert self.prefix_cache is not None  # a key comes only from the prefix cache
             if shared == len(key):  # the entry is all prefix: the row takes its pages over
                 self.cache.free(sequence)
@@ -107,6 +113,23 @@ class NativeBatch:
             drafter = Drafter()
             drafter.extend(row.prompt_ids)
         return RowPages(row, sequence, shared, leader, drafter)
+
+    def _read_stored(self, sequence: int, prompt_ids: list[int], shared: int) -> int:
+        """Fill the empty sequence from the stored turn that shares more of the prompt than shared, where there is
+        one and the budget holds it; return how many of the prompt's positions it holds, or 0."""
+        found = self.stored.lookup(prompt_ids, shared) if self.stored is not None else None
+        if found is None:
+            return 0
+        assert self.stored is not None
+        length, name = found
+        tokens = self.stored.tokens(name)
+        data = self.stored.read(name, self.cache.export_bytes(tokens)) if tokens else None
+        if data is None or not self.cache.import_positions(sequence, tokens, data):
+            return 0
+        self.cache.truncate(sequence, length)
+        if self.prefix_cache is not None:
+            self.prefix_cache.counts["stored_prompt_tokens"] += length
+        return length
 
     def _follow_leaders(self) -> None:
         """Copy a leader's computed prompt into each row that waits for it, once the leader has computed it."""
@@ -244,6 +267,8 @@ class NativeBatch:
         # The cache holds the prompt and every generated token but the last.
         tokens = row.prompt_ids + row.generated[:-1]
         complete = row.error is None and not pages.prefilling and self.cache.length(pages.sequence) == len(tokens)
+        if complete and self.stored is not None and len(tokens) >= PrefixCache.MIN_REUSE:
+            self.stored.save(tokens, self.cache.export(pages.sequence, len(tokens)))
         if complete and self.prefix_cache is not None:
             self.cache.truncate(pages.sequence, len(tokens))  # give back the pages reserved for a longer reply
             if self.prefix_cache.store(tokens, pages.sequence):

@@ -30,7 +30,9 @@ CPU_FLAGS = ("avx2", "fma", "f16c")
 # Raised whenever the step's arithmetic changes, so a system_fingerprint never names two ways of computing.
 ARITHMETIC_VERSION = "native-step-1"
 # The interface this binding speaks (csrc/native_step.h's kAbiVersion): a library built for another is refused.
-ABI_VERSION = 5
+ABI_VERSION = 6
+# The KV cache's types (csrc/kv_cache.h's KvType), by PALAVER_KV_TYPE's names.
+KV_TYPES = {"f16": 0, "q8_0": 1}
 # The fast mode's integer dot products, by csrc/int8_dots.h's numbers (0: the exact mode has none).
 DOT_FAMILY_NAMES = {1: "avx2", 2: "avx-vnni", 3: "avx512-vnni"}
 FLOAT_TYPES = (0, 1, 30)  # F32, F16 and BF16: the fast mode multiplies them as the exact mode does
@@ -102,7 +104,7 @@ def _bind(lib: ctypes.CDLL) -> str | None:
         "pv_model_check": ([_ptr, ctypes.c_char_p, _i64], _i64),
         "pv_model_gemma3": ([_ptr, ctypes.c_double, ctypes.c_double, _i64, ctypes.c_double, _ptr], _i64),
         "pv_model_rope": ([_ptr, _i64, ctypes.c_double, _ptr, ctypes.c_double], _i64),
-        "pv_cache_new": ([_ptr, _i64, _i64, out], _i64),
+        "pv_cache_new": ([_ptr, _i64, _i64, _i64, out], _i64),
         "pv_cache_free": ([_ptr], None),
         "pv_cache_page_bytes": ([_ptr], _i64),
         "pv_cache_used_pages": ([_ptr], _i64),
@@ -113,6 +115,9 @@ def _bind(lib: ctypes.CDLL) -> str | None:
         "pv_seq_truncate": ([_ptr, _i64, _i64], _i64),
         "pv_seq_rewind": ([_ptr, _i64, _i64], _i64),
         "pv_seq_copy": ([_ptr, _i64, _i64, _i64], _i64),
+        "pv_seq_export_bytes": ([_ptr, _i64], _i64),
+        "pv_seq_export": ([_ptr, _i64, _i64, _ptr, _i64], _i64),
+        "pv_seq_import": ([_ptr, _i64, _i64, _ptr, _i64], _i64),
         "pv_step": ([_ptr, _ptr, _i64, _ptr, _ptr, _ptr, _ptr, _ptr], _i64),
         "pv_embed": ([_ptr, _ptr, _i64, _ptr, _ptr, _i64, _ptr], _i64),
         "pv_set_threads": ([_i64], None),
@@ -314,12 +319,15 @@ class NativeModel:
         if status != Status.UNKNOWN_TENSOR:
             _checked(self.lib, status, f"the native step cannot read {name} ({rows} x {cols}, type {entry.qtype})")
 
-    def kv_bytes_per_token(self) -> int:
-        """Return the bytes one position's keys and values take in every layer (float16)."""
-        return self.shape.layers * 2 * self.shape.kv_heads * self.shape.head_dim * 2
+    def kv_bytes_per_token(self, kv_type: str = "f16") -> int:
+        """Return the bytes one position's keys and values take in every layer, as kv_type holds them."""
+        head_dim = self.shape.head_dim
+        # q8_0: a float16 scale for every 32 values, then the values as int8 (csrc/kv_cache.h's kv_vector_bytes).
+        vector = (head_dim + 31) // 32 * 2 + head_dim if kv_type == "q8_0" else head_dim * 2
+        return self.shape.layers * 2 * self.shape.kv_heads * vector
 
-    def new_cache(self, page_tokens: int, max_pages: int) -> NativeCache:
-        return NativeCache(self, page_tokens, max_pages)
+    def new_cache(self, page_tokens: int, max_pages: int, kv_type: str = "f16") -> NativeCache:
+        return NativeCache(self, page_tokens, max_pages, kv_type)
 
     def close(self) -> None:
         if self.handle:
@@ -335,15 +343,16 @@ class NativeCache:
     memory when it is first written, and a page given back is the next one handed out.
     """
 
-    def __init__(self, model: NativeModel, page_tokens: int, max_pages: int):
-        self.model, self.page_tokens = model, page_tokens
+    def __init__(self, model: NativeModel, page_tokens: int, max_pages: int, kv_type: str = "f16"):
+        self.model, self.page_tokens, self.kv_type = model, page_tokens, kv_type
         self.lib: ctypes.CDLL = model.lib
         handle = _ptr()
-        status = self.lib.pv_cache_new(model.handle, page_tokens, max_pages, ctypes.byref(handle))
+        status = self.lib.pv_cache_new(model.handle, page_tokens, max_pages, KV_TYPES[kv_type], ctypes.byref(handle))
         _checked(self.lib, status, f"the native step cannot make a KV cache of {max_pages} pages")
         self.handle: int | None = handle.value
         self.max_pages = max_pages
         self.page_bytes = self.lib.pv_cache_page_bytes(self.handle)
+        assert self.page_bytes == page_tokens * model.kv_bytes_per_token(kv_type)  # the budget's sums hold
 
     @property
     def used_pages(self) -> int:
@@ -378,6 +387,23 @@ class NativeCache:
     def copy(self, target: int, source: int, tokens: int) -> bool:
         """Copy source's first tokens positions into the empty target; False when the budget cannot hold them."""
         return self._within_budget(self.lib.pv_seq_copy(self.handle, target, source, tokens), "copy")
+
+    def export(self, sequence: int, tokens: int) -> np.ndarray:
+        """Return the sequence's first tokens positions' keys and values as bytes, for import into a like cache."""
+        data = np.empty(self.export_bytes(tokens), dtype=np.uint8)
+        status = self.lib.pv_seq_export(self.handle, sequence, tokens, data.ctypes.data, data.size)
+        _checked(self.lib, status, "the native step cannot export positions")
+        return data
+
+    def export_bytes(self, tokens: int) -> int:
+        """Return the bytes export writes for tokens positions."""
+        return int(self.lib.pv_seq_export_bytes(self.handle, tokens))
+
+    def import_positions(self, sequence: int, tokens: int, data: np.ndarray | bytes | memoryview) -> bool:
+        """Fill the empty sequence with exported positions; False when the budget cannot hold them."""
+        view = np.frombuffer(data, dtype=np.uint8)
+        status = self.lib.pv_seq_import(self.handle, sequence, tokens, view.ctypes.data, view.size)
+        return self._within_budget(status, "import")
 
     def _within_budget(self, status: int, what: str) -> bool:
         if status == Status.OUT_OF_PAGES:

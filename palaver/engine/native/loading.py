@@ -19,6 +19,7 @@ from palaver.engine.gguf.tokenizer import end_of_turn_ids, tokenizer_config, tok
 from palaver.engine.machine import available_cores, cgroup_limit, kv_budget
 from palaver.engine.model_sources import fingerprint
 from palaver.engine.native import binding
+from palaver.engine.native.stored_turns import StoredTurns
 from palaver.engine.prompting.families import family_for
 from palaver.engine.prompting.file_tokenizer import FileTokenizer
 from palaver.engine.prompting.model_family import LoadedModel
@@ -136,7 +137,7 @@ class NativeServedModel:
         self.weights = binding.NativeModel(
             gguf.path, config, gguf.tensors, threads, context, settings.kernels, settings.arithmetic
         )
-        kv_bytes = self.weights.kv_bytes_per_token()
+        kv_bytes = self.weights.kv_bytes_per_token(settings.kv_type)
         wanted = settings.max_batch_size * context * kv_bytes  # every row at a full context: never more than this
         budget = kv_budget(settings.memory_limit or cgroup_limit(), gguf.path.stat().st_size, wanted)
         pages = budget // (PAGE_TOKENS * kv_bytes)
@@ -145,19 +146,23 @@ class NativeServedModel:
                 f"PALAVER_MEMORY_LIMIT leaves room for {pages * PAGE_TOKENS} tokens of KV cache, fewer than one "
                 f"context of {context}: raise the limit or lower PALAVER_MAX_CONTEXT_TOKENS"
             )
-        self.cache = self.weights.new_cache(PAGE_TOKENS, pages)
+        self.cache = self.weights.new_cache(PAGE_TOKENS, pages, settings.kv_type)
         self.speculate = settings.speculation == "prompt-lookup"
         self.jump_forward = settings.jump_forward
+        self.stored: StoredTurns | None = None  # set once the fingerprint that names its files is known
         log.info(
-            "native step: %d KV pages of %d positions (%.0f MB, %d tokens)",
+            "native step: %d KV pages of %d positions (%.0f MB, %d tokens, %s)",
             self.cache.max_pages,
             PAGE_TOKENS,
             self.cache.max_pages * self.cache.page_bytes / 1e6,
             self.cache.max_pages * PAGE_TOKENS,
+            settings.kv_type,
         )
 
     def close(self) -> None:
-        """Free the KV pages and the step's model, and unmap the file; the model cannot step after this."""
+        """Write the finished turns still queued, free the KV pages and the step's model, and unmap the file."""
+        if self.stored is not None:
+            self.stored.close()
         self.cache.close()
         self.weights.close()
 
@@ -165,7 +170,7 @@ class NativeServedModel:
         """Start a batch on this model's KV cache; batches share its page budget."""
         from palaver.engine.native.batch import NativeBatch
 
-        return NativeBatch(self.cache, prefix_cache, self.speculate, self.jump_forward)
+        return NativeBatch(self.cache, prefix_cache, self.speculate, self.jump_forward, self.stored)
 
     def kv_bytes(self) -> tuple[int, int]:
         """Return the KV cache's budget and the bytes of it in use."""
@@ -243,10 +248,16 @@ def load_native(settings: Settings, name: str, source: str) -> LoadedModel | Non
     # Named, so a client sees which instructions and which arithmetic computed its reply.
     kernels, dots = model.weights.kernels, model.weights.dots
     arithmetic = f"fast-{dots}" if dots else "exact"
-    stamp = fingerprint(source, "native", binding.ARITHMETIC_VERSION, "gguf-blocks", f"kernels-{kernels}", arithmetic)
+    computed = ("gguf-blocks", f"kernels-{kernels}", arithmetic, f"kv-{settings.kv_type}")
+    stamp = fingerprint(source, "native", binding.ARITHMETIC_VERSION, *computed)
     layout = weight_layout(gguf.tensors, {e.name for e in gguf.tensors}, gguf.architecture, "native", None)
     layout["kernels"] = kernels
     layout["arithmetic"] = arithmetic
+    layout["kv_type"] = settings.kv_type
+    if settings.stored_turns_bytes:
+        # The export's shape, besides the fingerprint: positions a page, and bytes a position.
+        shape = f"{PAGE_TOKENS}x{model.weights.kv_bytes_per_token(settings.kv_type)}"
+        model.stored = StoredTurns(Path(settings.cache_dir) / "kv", stamp, shape, settings.stored_turns_bytes)
     return LoadedModel(
         name, family, seconds, "gguf-blocks", engine="native", kv_cache_bytes=budget, fingerprint=stamp, gguf=layout
     )

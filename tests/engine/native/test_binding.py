@@ -73,14 +73,15 @@ def test_prefill_and_decode_logits_agree_with_transformers(weights, reference):
         assert got.argmax() == want.argmax()
 
 
-def test_a_rows_logits_are_the_same_bits_alone_and_beside_rows_of_any_length(weights):
-    alone_cache = weights.new_cache(16, 64)
+@pytest.mark.parametrize("kv_type", ["f16", "q8_0"])
+def test_a_rows_logits_are_the_same_bits_alone_and_beside_rows_of_any_length(weights, kv_type):
+    alone_cache = weights.new_cache(16, 64, kv_type)
     alone = alone_cache.new_sequence()
     assert alone_cache.reserve(alone, 40)
     expected = [alone_cache.step([alone], [PROMPT], [True])[0]]
     for token in (3, 9, 27):
         expected.append(alone_cache.step([alone], [[token]], [True])[0])
-    cache = weights.new_cache(16, 256)
+    cache = weights.new_cache(16, 256, kv_type)
     long_history = cache.new_sequence()  # a neighbour 150 positions long, crossing many pages
     assert cache.reserve(long_history, 300)
     cache.step([long_history], [[(i * 7) % 250 for i in range(150)]], [False])
@@ -97,6 +98,43 @@ def test_a_rows_logits_are_the_same_bits_alone_and_beside_rows_of_any_length(wei
         assert alone_logits.tobytes() == batched.tobytes()
     cache.close()
     alone_cache.close()
+
+
+def test_a_q8_0_kv_cache_takes_about_half_the_bytes_and_stays_close_to_transformers(weights, reference):
+    cache = weights.new_cache(16, 64, "q8_0")
+    assert cache.page_bytes < 0.6 * weights.new_cache(16, 1).page_bytes
+    sequence = cache.new_sequence()
+    assert cache.reserve(sequence, len(PROMPT))
+    got = cache.step([sequence], [PROMPT], [True])[0]
+    cache.close()
+    with torch.inference_mode():
+        want = reference(torch.tensor([PROMPT])).logits[0, -1].numpy()
+    # int8 keys and values move the logits more than float16 does, and less than a tenth of their range.
+    assert np.abs(got - want).max() <= 0.1 * np.abs(want).max()
+    assert got.argmax() == want.argmax()
+
+
+@pytest.mark.parametrize("kv_type", ["f16", "q8_0"])
+def test_a_sequence_exported_and_imported_elsewhere_decodes_the_same_bits(weights, kv_type):
+    source = weights.new_cache(16, 8, kv_type)
+    original = source.new_sequence()
+    assert source.reserve(original, len(PROMPT) + 1)
+    source.step([original], [PROMPT], [False])
+    data = source.export(original, len(PROMPT))
+    assert data.size == source.export_bytes(len(PROMPT)) == len(PROMPT) * weights.kv_bytes_per_token(kv_type)
+    target = weights.new_cache(16, 8, kv_type)
+    copy = target.new_sequence()
+    assert target.import_positions(copy, len(PROMPT), data.tobytes()) and target.length(copy) == len(PROMPT)
+    assert target.reserve(copy, 1)
+    expected = source.step([original], [[7]], [True])[0]
+    assert target.step([copy], [[7]], [True])[0].tobytes() == expected.tobytes()
+    with pytest.raises(native.NativeStepError, match="bad arguments"):
+        target.import_positions(target.new_sequence(), len(PROMPT), data[:-1])  # not what was exported
+    crowded = weights.new_cache(16, 1, kv_type)
+    assert not crowded.import_positions(crowded.new_sequence(), len(PROMPT), data)  # two pages, one in the budget
+    assert crowded.used_pages == 0
+    for cache in (source, target, crowded):
+        cache.close()
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 130])

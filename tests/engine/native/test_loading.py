@@ -108,6 +108,38 @@ def test_the_kv_budget_is_what_the_memory_limit_leaves(gguf_chat_model, tmp_path
     assert model.cache.page_bytes == PAGE_TOKENS * model.weights.kv_bytes_per_token()
 
 
+def test_a_q8_0_kv_cache_holds_nearly_twice_the_tokens_in_the_same_limit_and_is_named(
+    gguf_chat_model, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(machine, "resident_bytes", lambda: 10**8)
+    config = llama_config(read_gguf(gguf_chat_model))
+    head_dim = config["head_dim"]
+    f16_token = config["num_hidden_layers"] * 2 * config["num_key_value_heads"] * head_dim * 2
+    # Room for 40 pages of float16: less than every row's full context, so the limit is what bounds both caches.
+    limit = 10**8 + gguf_chat_model.stat().st_size + HEADROOM_BYTES + 40 * PAGE_TOKENS * f16_token
+    loaded = {
+        kv_type: load_native(
+            Settings(model="", cache_dir=str(tmp_path), memory_limit=limit, kv_type=kv_type),
+            "tiny",
+            str(gguf_chat_model),
+        )
+        for kv_type in ("f16", "q8_0")
+    }
+    tokens = {kv_type: model.family.model.cache.max_pages * PAGE_TOKENS for kv_type, model in loaded.items()}
+    assert tokens["f16"] == 40 * PAGE_TOKENS
+    # A float16 vector of head_dim values against head_dim int8 values and a float16 scale for every 32.
+    ratio = 2 * head_dim / ((head_dim + 31) // 32 * 2 + head_dim)
+    assert tokens["q8_0"] >= 0.95 * ratio * tokens["f16"]
+    assert loaded["q8_0"].gguf["kv_type"] == "q8_0" and loaded["f16"].gguf["kv_type"] == "f16"
+    assert loaded["q8_0"].fingerprint != loaded["f16"].fingerprint  # the replies' arithmetic differs
+    family = loaded["q8_0"].family
+    params = Settings(temperature=0.0, max_new_tokens=4).generation_defaults()
+    reply = family.generate(family.build_prompt([Message("user", "hi")], 4), params, threading.Event())
+    assert reply.usage.completion_tokens >= 1
+    for model in loaded.values():
+        model.release()
+
+
 def test_the_cgroup_limit_is_read_where_there_is_one(tmp_path, monkeypatch):
     files = [tmp_path / "memory.max", tmp_path / "limit_in_bytes"]
     monkeypatch.setattr(machine, "CGROUP_LIMITS", tuple(files))

@@ -1,0 +1,220 @@
+"""Finished turns' KV positions kept on disk, so a conversation's next turn skips its prefill after a restart."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from palaver.engine.decoding.prefix_cache import PrefixCache
+
+log = logging.getLogger("palaver.engine")
+
+MAGIC = b"PVKV1\n"
+SUFFIX = ".kv"
+# Exported turns waiting for the writer: past this, a turn is not stored rather than the engine waiting.
+MOST_PENDING_BYTES = 256 << 20
+
+
+class StoredTurns:
+    """Files of finished turns' keys and values, one directory per model fingerprint, within one disk budget.
+
+    The fingerprint names the model file's bytes, the kernels, the arithmetic and the KV type: a changed model gets
+    another directory and never reads these. Every worker of the machine reads and writes the same files; a file is
+    written whole under another name and renamed, so a reader never sees half of one.
+    """
+
+    def __init__(self, root: Path, fingerprint: str, layout: str, budget: int):
+        self.root, self.budget = root, budget  # root holds every model's directory, under one budget
+        self.directory = root / fingerprint
+        self.fingerprint, self.layout = fingerprint, layout  # layout: the export's shape, checked on every read
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # conversations' tokens: the server's alone
+        self.turns: dict[str, tuple[int, ...]] = {}  # file name: the turn's tokens
+        self._listed_at = -1  # the directory's modification time when it was last listed
+        self._pending: queue.SimpleQueue[tuple[tuple[int, ...], np.ndarray] | None] = queue.SimpleQueue()
+        self._pending_bytes = 0
+        self._lock = threading.Lock()  # the pending bytes
+        self._index = threading.RLock()  # the turns, which the engine reads while the writer adds and removes
+        self._idle = threading.Event()
+        self._idle.set()
+        self._writer = threading.Thread(target=self._write_turns, name="stored turns", daemon=True)
+        self._writer.start()
+
+    def lookup(self, prompt_ids: list[int], longer_than: int) -> tuple[int, str] | None:
+        """Return the stored turn sharing the longest prefix with prompt_ids (all but its last token) and that
+        length, where it is longer than longer_than and worth reading; else None."""
+        best, best_name = max(longer_than, PrefixCache.MIN_REUSE - 1), None
+        with self._index:
+            self._list()
+            for name, tokens in self.turns.items():
+                shared = 0
+                for a, b in zip(tokens, prompt_ids[:-1]):
+                    if a != b:
+                        break
+                    shared += 1
+                if shared > best:
+                    best, best_name = shared, name
+        return (best, best_name) if best_name is not None else None
+
+    def tokens(self, name: str) -> int:
+        """Return how many positions a stored turn holds (0 once it is gone)."""
+        with self._index:
+            return len(self.turns.get(name, ()))
+
+    def read(self, name: str, expected_bytes: int) -> bytes | None:
+        """Return a stored turn's exported positions; None where the file is gone, damaged or another layout's."""
+        path = self.directory / name
+        try:
+            with open(path, "rb") as handle:
+                header = _read_header(handle)
+                if header is None or header != self._header(self.tokens(name), expected_bytes):
+                    raise ValueError("a header of another model, layout or length")
+                handle.seek(4 * header["tokens"], os.SEEK_CUR)
+                data = handle.read(expected_bytes + 1)
+            if len(data) != expected_bytes:
+                raise ValueError(f"{len(data)} bytes of positions, not {expected_bytes}")
+            _touch(path)  # the budget gives up the least recently used first
+            return data
+        except FileNotFoundError:
+            self._forget(name)  # another worker's budget took it
+        except (OSError, ValueError) as exc:
+            log.warning("stored turn %s not read: %s", path, exc)
+            self._forget(name)
+            path.unlink(missing_ok=True)
+        return None
+
+    def _forget(self, name: str) -> None:
+        with self._index:
+            self.turns.pop(name, None)
+
+    def save(self, tokens: list[int], data: np.ndarray) -> bool:
+        """Queue a finished turn's exported positions to be written; False when the writer is too far behind."""
+        with self._lock:
+            if self._pending_bytes + data.nbytes > MOST_PENDING_BYTES:
+                return False
+            self._pending_bytes += data.nbytes
+            self._idle.clear()
+        self._pending.put((tuple(tokens), data))
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued turn is written; False on timeout."""
+        return self._idle.wait(timeout)
+
+    def close(self, timeout: float = 10) -> None:
+        """Write what is queued, then stop the writer."""
+        self._pending.put(None)
+        self._writer.join(timeout)
+
+    def _header(self, tokens: int, data_bytes: int) -> dict:
+        return {"fingerprint": self.fingerprint, "layout": self.layout, "tokens": tokens, "bytes": data_bytes}
+
+    def _list(self) -> None:
+        """Read the headers of turns another worker wrote since the last look; forget those gone."""
+        try:
+            modified = self.directory.stat().st_mtime_ns
+        except FileNotFoundError:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            modified = self.directory.stat().st_mtime_ns
+        if modified == self._listed_at:
+            return
+        self._listed_at = modified
+        names = {entry.name for entry in os.scandir(self.directory) if entry.name.endswith(SUFFIX)}
+        for name in set(self.turns) - names:
+            del self.turns[name]
+        for name in names - set(self.turns):
+            tokens = self._tokens_of(self.directory / name)
+            if tokens is not None:
+                self.turns[name] = tokens
+
+    def _tokens_of(self, path: Path) -> tuple[int, ...] | None:
+        try:
+            with open(path, "rb") as handle:
+                header = _read_header(handle)
+                if header is None or header["fingerprint"] != self.fingerprint or header["layout"] != self.layout:
+                    return None
+                count = int(header["tokens"])
+                ids = handle.read(4 * count)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if len(ids) != 4 * count:
+            return None
+        return tuple(np.frombuffer(ids, dtype="<i4").tolist())
+
+    def _write_turns(self) -> None:
+        while (item := self._pending.get()) is not None:
+            tokens, data = item
+            try:
+                self._write(tokens, data)
+            except OSError as exc:  # a full disk loses a stored turn, never a reply
+                log.warning("a finished turn was not stored: %s", exc)
+            with self._lock:
+                self._pending_bytes -= data.nbytes
+                if self._pending_bytes == 0:
+                    self._idle.set()
+        self._idle.set()
+
+    def _write(self, tokens: tuple[int, ...], data: np.ndarray) -> None:
+        name = hashlib.sha256(np.asarray(tokens, dtype="<i4").tobytes()).hexdigest()[:32] + SUFFIX
+        path = self.directory / name
+        header = json.dumps(self._header(len(tokens), data.nbytes)).encode()
+        partial = path.with_name(f".{name}.{os.getpid()}.{threading.get_ident()}")
+        with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
+            handle.write(MAGIC + len(header).to_bytes(4, "little") + header)
+            handle.write(np.asarray(tokens, dtype="<i4").tobytes())
+            handle.write(data.data)
+        _touch(partial)
+        os.replace(partial, path)
+        with self._index:
+            self._list()
+            # An earlier turn of the same conversation is a prefix of this one: this file serves every prompt it did.
+            for other, other_tokens in list(self.turns.items()):
+                if other != name and len(other_tokens) < len(tokens) and tokens[: len(other_tokens)] == other_tokens:
+                    (self.directory / other).unlink(missing_ok=True)
+                    del self.turns[other]
+        self._keep_to_budget()
+
+    def _keep_to_budget(self) -> None:
+        """Delete the least recently used turns, of every model's directory, until the files fit the budget."""
+        files = []
+        for directory in self.root.iterdir():
+            if directory.is_dir():
+                for entry in os.scandir(directory):
+                    if entry.name.endswith(SUFFIX):
+                        try:
+                            stat = entry.stat()
+                        except FileNotFoundError:
+                            continue
+                        files.append((stat.st_mtime_ns, stat.st_size, Path(entry.path)))
+        total = sum(size for _, size, _ in files)
+        for _, size, path in sorted(files):
+            if total <= self.budget:
+                break
+            path.unlink(missing_ok=True)
+            if path.parent == self.directory:
+                self._forget(path.name)
+            total -= size
+
+
+def _touch(path: Path) -> None:
+    """Mark a file used now, by the fine clock: a file's own write time comes from a coarser one."""
+    now = time.time_ns()
+    os.utime(path, ns=(now, now))
+
+
+def _read_header(handle) -> dict | None:
+    """Read a stored turn's magic and JSON header; None where the file is not one."""
+    if handle.read(len(MAGIC)) != MAGIC:
+        return None
+    size = int.from_bytes(handle.read(4), "little")
+    if size > 4096:
+        return None
+    header = json.loads(handle.read(size))
+    return header if isinstance(header, dict) else None

@@ -1,0 +1,145 @@
+"""Stored turns: a finished turn's KV positions on disk, read back after a restart, never by a changed model."""
+
+import shutil
+import threading
+from collections import Counter
+
+import numpy as np
+
+from commons import Settings
+from palaver.engine.decoding.prefix_cache import PrefixCache
+from palaver.engine.native.loading import load_native
+from palaver.engine.native.stored_turns import StoredTurns
+from palaver.engine.prompting.model_family import Prompt
+
+
+def stored(root, fingerprint="fp_a", budget=1 << 20):
+    return StoredTurns(root, fingerprint, "16x64", budget)
+
+
+def save(turns, tokens, size=64):
+    data = np.frombuffer(bytes(range(256)) * (size // 256 + 1), dtype=np.uint8)[:size].copy()
+    assert turns.save(tokens, data)
+    assert turns.flush(10)
+    return data
+
+
+def test_a_turn_is_found_by_another_process_by_the_longest_shared_prefix(tmp_path):
+    writer = stored(tmp_path)
+    data = save(writer, list(range(100, 130)))
+    reader = stored(tmp_path)  # as after a restart, or on another worker
+    assert reader.lookup([*range(100, 130), 7, 8], 0) == (30, next(iter(reader.turns)))
+    assert reader.lookup([*range(100, 120), 5, 6], 0)[0] == 20, "an edited message still shares its start"
+    assert reader.lookup([*range(100, 120), 5, 6], 20) is None, "no longer than what memory holds"
+    assert reader.lookup([*range(100, 105), 5, 6], 0) is None, "too short a prefix to be worth a read"
+    name = reader.lookup([*range(100, 130), 7], 0)[1]
+    assert reader.read(name, data.size) == data.tobytes()
+    assert reader.read(name, data.size + 1) is None, "another layout's length is refused"
+    writer.close()
+
+
+def test_a_later_turn_of_a_conversation_replaces_the_earlier_one(tmp_path):
+    turns = stored(tmp_path)
+    save(turns, list(range(50, 70)))
+    save(turns, list(range(50, 90)))
+    save(turns, [1, *range(50, 69)])  # another conversation
+    assert sorted(len(tokens) for tokens in turns.turns.values()) == [20, 40]
+    assert len(list((tmp_path / "fp_a").iterdir())) == 2
+
+
+def test_the_budget_keeps_the_most_recently_used_turns_of_every_model(tmp_path):
+    first, second = stored(tmp_path, "fp_a", budget=3000), stored(tmp_path, "fp_b", budget=3000)
+    save(first, list(range(10, 30)), 1000)
+    save(second, list(range(200, 220)), 1000)
+    name = first.lookup([*range(10, 30), 1], 0)[1]
+    assert first.read(name, 1000) is not None  # used: now the most recent
+    save(second, list(range(300, 320)), 1000)
+    assert first.lookup([*range(10, 30), 1], 0) is not None
+    assert second.lookup([*range(200, 220), 1], 0) is None, "the least recently used went"
+    assert sum(path.stat().st_size for path in tmp_path.rglob("*.kv")) <= 3000
+
+
+def test_damaged_files_and_another_models_files_are_never_read(tmp_path):
+    turns = stored(tmp_path)
+    data = save(turns, list(range(10, 40)))
+    path = next((tmp_path / "fp_a").glob("*.kv"))
+    (tmp_path / "fp_b").mkdir()
+    shutil.copy(path, tmp_path / "fp_b" / path.name)  # a file of model a, where model b looks
+    other = stored(tmp_path, "fp_b")
+    assert other.lookup([*range(10, 40), 1], 0) is None
+    (tmp_path / "fp_a" / "garbage.kv").write_bytes(b"not a stored turn")
+    path.write_bytes(path.read_bytes()[:-1])  # cut short
+    reader = stored(tmp_path)
+    found = reader.lookup([*range(10, 40), 1], 0)
+    assert found is not None and reader.read(found[1], data.size) is None
+    assert not path.exists(), "a damaged turn is deleted"
+    assert reader.lookup([*range(10, 40), 1], 0) is None
+
+
+def test_a_writer_too_far_behind_drops_a_turn_instead_of_holding_the_engine(tmp_path, monkeypatch):
+    from palaver.engine.native import stored_turns
+
+    monkeypatch.setattr(stored_turns, "MOST_PENDING_BYTES", 100)
+    turns = stored(tmp_path)
+    assert not turns.save(list(range(10, 30)), np.zeros(101, dtype=np.uint8))
+    assert turns.flush(0), "nothing is pending"
+
+
+def load(path, cache_dir):
+    settings = Settings(model=str(path), cache_dir=str(cache_dir), engine="native")
+    return load_native(settings, "tiny", str(path))
+
+
+def reply(family, prompt_ids, counts):
+    """Generate six greedy tokens for prompt_ids on a fresh batch; return them and what the prompt reused."""
+    params = Settings(temperature=0.0, max_new_tokens=6).generation_defaults()
+    row = family.new_row(Prompt(list(prompt_ids), 0), params, threading.Event())
+    row.stream.stop_token_ids = set()  # six tokens whatever the tiny model says
+    batch = family.start_batch(PrefixCache(4096, counts))
+    batch.add(row)
+    while batch.rows:
+        batch.step()
+        batch.remove_done()
+    return row.generated
+
+
+def test_after_a_restart_the_next_turn_reads_the_last_from_disk_and_decodes_the_same_tokens(gguf_chat_model, tmp_path):
+    history = [(i * 13) % 250 + 1 for i in range(90)]
+    loaded = load(gguf_chat_model, tmp_path / "cache")
+    first = reply(loaded.family, history, Counter())
+    loaded.release()  # writes what is queued: a restart
+    follow_up = [*history, *first, 17, 18, 19]
+    restarted = load(gguf_chat_model, tmp_path / "cache")
+    counts = Counter()
+    from_disk = reply(restarted.family, follow_up, counts)
+    assert counts["stored_prompt_tokens"] == len(history) + len(first) - 1  # all but the reply's last token
+    assert counts["prefilled_tokens"] == 4
+    restarted.release()
+    fresh = load(gguf_chat_model, tmp_path / "elsewhere")
+    assert reply(fresh.family, follow_up, Counter()) == from_disk, "the positions read are those it would compute"
+    fresh.release()
+
+
+def test_a_changed_model_file_never_reads_the_old_files(gguf_chat_model, tmp_path):
+    history = [(i * 11) % 250 + 1 for i in range(40)]
+    loaded = load(gguf_chat_model, tmp_path)
+    first = reply(loaded.family, history, Counter())
+    loaded.release()
+    changed = tmp_path / "changed.gguf"
+    data = bytearray(gguf_chat_model.read_bytes())
+    data[-1] ^= 0x01  # one weight's bits: the same header, shapes and size
+    changed.write_bytes(bytes(data))
+    counts = Counter()
+    restarted = load(changed, tmp_path)
+    reply(restarted.family, [*history, *first, 5], counts)
+    assert counts["stored_prompt_tokens"] == 0 and counts["reused_prompt_tokens"] == 0
+    restarted.release()
+    assert len(list((tmp_path / "kv").iterdir())) == 2, "each model its own directory"
+
+
+def test_no_budget_stores_nothing(gguf_chat_model, tmp_path):
+    settings = Settings(model=str(gguf_chat_model), cache_dir=str(tmp_path), stored_turns_bytes=0)
+    loaded = load_native(settings, "tiny", str(gguf_chat_model))
+    reply(loaded.family, list(range(1, 40)), Counter())
+    loaded.release()
+    assert loaded.family.model.stored is None and not (tmp_path / "kv").exists()
