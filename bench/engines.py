@@ -6,6 +6,7 @@ Usage: make bench-engines                       (all three, 1, 16 and 32 clients
        .venv/bin/python -m bench.engines --servers palaver,llama-server --clients 1 --hogs 0
        .venv/bin/python -m bench.engines --servers palaver,palaver-fast   (PALAVER_ARITHMETIC=fast beside exact)
        .venv/bin/python -m bench.engines --weights Q4_K_M   (the embedded model re-quantised by llama-quantize)
+       .venv/bin/python -m bench.engines --model "$(.venv/bin/python -m bench.large_vocab)"   (a 262k vocabulary)
 Each server runs alone on the machine in turn, under the same closed-loop load (bench/load.py): every client
 holds a conversation of --turns turns, greedy, --max-tokens tokens a reply. Builds the peers on first use.
 """
@@ -212,10 +213,11 @@ def main() -> None:
     parser.add_argument("--prompt-words", type=int, default=950, help="words of the long prompt (about 1,000 tokens)")
     parser.add_argument("--limited", default="32", help="client counts for Palaver under PALAVER_MEMORY_LIMIT=512MB")
     parser.add_argument("--weights", default="", help="a llama-quantize type (Q4_K_M...) to re-quantise the model to")
+    parser.add_argument("--model", default="", help="a GGUF file instead of the embedded one (bench.large_vocab's)")
     args = parser.parse_args()
     import palaver.engine.model_sources as sources
 
-    gguf = str(sources.embedded_gguf_path())
+    gguf = args.model or str(sources.embedded_gguf_path())
     if args.weights:
         quantise = [str(ROOT / "bench/llama_quantize.sh"), args.weights]
         gguf = subprocess.run(quantise, check=True, capture_output=True, text=True).stdout.strip()

@@ -2,12 +2,16 @@
 
 Usage: make bench-kl                                   (the embedded file and its re-quantisations, below)
        .venv/bin/python -m bench.kl_divergence --kinds Q4_1,Q4_K_M --chunks 40
+       make bench-kl BENCH_ARGS="--kv q8_0 --kinds Q4_1,Q4_K_M"   (what a q8_0 KV cache adds, beside llama.cpp's)
 
 For each file, Palaver's exact mode (each weight de-quantised to float32, float32 arithmetic: the file's float32
 model) is the reference, and its fast mode (int8 activations, integer dot products) is measured against it. llama.cpp
 is measured the same way with its own tools: `llama-perplexity --kl-divergence` of the file against the file
 de-quantised to F32 by `llama-quantize`. Both score what llama-perplexity scores: the text cut into chunks of --ctx
 tokens, and in each chunk the next-token distributions of its second half.
+
+With --kv q8_0, what a q8_0 KV cache adds is measured instead: each file's exact mode with a q8_0 cache against the
+same with float16, and llama.cpp's `-ctk q8_0 -ctv q8_0` against its float16 cache on the same file.
 """
 
 from __future__ import annotations
@@ -80,9 +84,9 @@ def chunks_of(path: Path, text: str, count: int, ctx: int) -> list[list[int]]:
     return chunks
 
 
-def scored_log_probs(model: NativeModel, chunk: list[int]) -> np.ndarray:
+def scored_log_probs(model: NativeModel, chunk: list[int], kv_type: str = "f16") -> np.ndarray:
     """Return the log-probabilities after each token of the chunk's second half but its last, in float64."""
-    cache = model.new_cache(16, len(chunk) // 16 + 2)
+    cache = model.new_cache(16, len(chunk) // 16 + 2, kv_type)
     try:
         sequence = cache.new_sequence()
         assert cache.reserve(sequence, len(chunk))
@@ -97,16 +101,18 @@ def scored_log_probs(model: NativeModel, chunk: list[int]) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def palaver_divergence(path: Path, chunks: list[list[int]]) -> Divergence:
-    """Measure the fast mode's KL divergence from the exact mode (the file's float32 model) over the chunks."""
+def palaver_divergence(path: Path, chunks: list[list[int]], kv: str = "f16") -> Divergence:
+    """Measure the fast mode's KL divergence from the exact mode (the file's float32 model) over the chunks; with
+    kv q8_0, the exact mode's with a q8_0 KV cache from the same with float16."""
     gguf = read_gguf(path)
     models = {
         arithmetic: NativeModel(path, llama_config(gguf), gguf.tensors, available_cores(), arithmetic=arithmetic)
-        for arithmetic in ("exact", "fast")
+        for arithmetic in (("exact",) if kv != "f16" else ("exact", "fast"))
     }
+    compared = [(models["exact"], "f16"), (models["exact"], kv) if kv != "f16" else (models["fast"], "f16")]
     divergences, same = [], []
     for chunk in chunks:
-        reference, measured = (scored_log_probs(models[mode], chunk) for mode in ("exact", "fast"))
+        reference, measured = (scored_log_probs(model, chunk, kv_type) for model, kv_type in compared)
         divergences.append((np.exp(reference) * (reference - measured)).sum(axis=1))
         same.append(reference.argmax(axis=1) == measured.argmax(axis=1))
     for model in models.values():
@@ -115,8 +121,10 @@ def palaver_divergence(path: Path, chunks: list[list[int]]) -> Divergence:
     return Divergence(values.mean(), values.std(ddof=1) / np.sqrt(len(values)), np.concatenate(same).mean())
 
 
-def llama_cpp_divergence(path: Path, text: str, count: int, ctx: int) -> Divergence:
-    """Measure llama.cpp's KL divergence on the file from the file de-quantised to F32, with llama-perplexity."""
+def llama_cpp_divergence(path: Path, text: str, count: int, ctx: int, kv: str = "f16") -> Divergence:
+    """Measure llama.cpp's KL divergence on the file from the file de-quantised to F32, with llama-perplexity; with
+    kv q8_0, the file with a q8_0 KV cache from the same file with float16 (flash attention, which a quantised V
+    cache needs, in both)."""
     server = Path(
         subprocess.run(["bench/llama_server.sh"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
     )
@@ -125,16 +133,22 @@ def llama_cpp_divergence(path: Path, text: str, count: int, ctx: int) -> Diverge
         subprocess.run(
             ["cmake", "--build", str(server.parent.parent), "--target", "llama-perplexity", "-j2"], check=True
         )
-    reference = requantized("F32", path)
+    reference = requantized("F32", path) if kv == "f16" else path
+    cache_flags = ["-fa", "on", "-ctk", kv, "-ctv", kv] if kv != "f16" else []
     threads = str(available_cores())
     with tempfile.TemporaryDirectory() as scratch:
         (Path(scratch) / "text.txt").write_text(text)
         common = [str(binary), "-f", f"{scratch}/text.txt", "-c", str(ctx), "--chunks", str(count), "-t", threads]
         common += ["--kl-divergence-base", f"{scratch}/base.kld"]
         env = {"LD_LIBRARY_PATH": str(binary.parent)}
-        subprocess.run([*common, "-m", str(reference)], check=True, capture_output=True, env=env)
+        base_flags = ["-fa", "on"] if cache_flags else []
+        subprocess.run([*common, *base_flags, "-m", str(reference)], check=True, capture_output=True, env=env)
         output = subprocess.run(
-            [*common, "-m", str(path), "--kl-divergence"], check=True, capture_output=True, text=True, env=env
+            [*common, *cache_flags, "-m", str(path), "--kl-divergence"],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
         )
     log = output.stdout + output.stderr
     mean = re.search(r"Mean\s+KLD:\s+([-\d.]+)\s+±\s+([\d.]+)", log)
@@ -167,6 +181,7 @@ def main() -> None:
     parser.add_argument("--kinds", default=",".join(KINDS), help="files: Q4_1 (embedded), Q4_K_M, Q4_0-pure, …")
     parser.add_argument("--chunks", type=int, default=40, help="chunks of the held text (40 × 512 = 20,480 tokens)")
     parser.add_argument("--ctx", type=int, default=512, help="tokens a chunk")
+    parser.add_argument("--kv", default="f16", choices=["f16", "q8_0"], help="q8_0: what a q8_0 KV cache adds")
     args = parser.parse_args()
     text = held_text()
     print(f"CPU: {cpu_summary()}")
@@ -174,14 +189,15 @@ def main() -> None:
     for kind in args.kinds.split(","):
         path = quantized_file(kind)
         chunks = chunks_of(path, text, args.chunks, args.ctx)
-        ours = palaver_divergence(path, chunks)
-        theirs = llama_cpp_divergence(path, text, args.chunks, args.ctx)
+        ours = palaver_divergence(path, chunks, args.kv)
+        theirs = llama_cpp_divergence(path, text, args.chunks, args.ctx, args.kv)
+        measured = "Palaver fast" if args.kv == "f16" else f"Palaver KV {args.kv}"
         rows.append(
             {
                 "file": kind,
                 "block types (share of weights)": block_types(path),
                 "scored tokens": args.chunks * (args.ctx - args.ctx // 2 - 1),
-                "Palaver fast: mean KLD": f"{ours.mean:.6f} ± {ours.error:.6f}",
+                f"{measured}: mean KLD": f"{ours.mean:.6f} ± {ours.error:.6f}",
                 "same top token": f"{ours.same_top:.2%}",
                 "llama.cpp: mean KLD": f"{theirs.mean:.6f} ± {theirs.error:.6f}",
                 "llama.cpp same top": f"{theirs.same_top:.2%}",

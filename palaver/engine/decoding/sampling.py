@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -19,19 +20,29 @@ class Sampler:
     def choose(self, logits: Any, seen: list[int]) -> int:
         """Apply repetition penalty, temperature, top-k and top-p in transformers' order, then pick."""
         params = self.params
-        scores = np.array(logits, dtype=np.float32)  # a copy: the caller's logits stay as they were
-        if params.repetition_penalty != 1.0 and seen:
+        logits = np.asarray(logits, dtype=np.float32)
+        penalised = params.repetition_penalty != 1.0 and bool(seen)
+        if params.greedy and not penalised:
+            return int(logits.argmax())
+        # The vocabulary-wide steps work in this thread's scratch, in place: a 262,144-token vocabulary's megabyte
+        # a temporary, mapped and faulted in afresh for every token, cost more than the arithmetic.
+        scores = scratch("scores", logits.size)
+        np.copyto(scores, logits)  # the caller's logits stay as they were
+        if penalised:
             index = np.fromiter(set(seen), dtype=np.int64)
             picked = scores[index]
             scores[index] = np.where(picked < 0, picked * params.repetition_penalty, picked / params.repetition_penalty)
         if params.greedy:
             return int(scores.argmax())
-        scores = scores / np.float32(params.temperature)
-        candidates = np.arange(scores.size)
+        np.divide(scores, np.float32(params.temperature), out=scores)
         if 0 < params.top_k < scores.size:
             # The k best, without sorting the whole vocabulary; ties at the k-th score stay in, as with torch.topk.
-            kth = np.partition(scores, scores.size - params.top_k)[scores.size - params.top_k]
-            candidates = np.flatnonzero(scores >= kth)
+            ordered = scratch("partition", scores.size)
+            np.copyto(ordered, scores)
+            ordered.partition(scores.size - params.top_k)
+            candidates = np.flatnonzero(scores >= ordered[scores.size - params.top_k])
+        else:
+            candidates = np.arange(scores.size)
         kept = scores[candidates]
         if params.top_p < 1.0:
             order = np.argsort(kept, kind="stable")
@@ -46,6 +57,17 @@ class Sampler:
         """Advance the random stream past one token that was taken without being chosen (a grammar forced it)."""
         if not self.params.greedy:
             self.generator.random()  # what choose's one draw takes
+
+
+_scratch = threading.local()
+
+
+def scratch(name: str, size: int) -> np.ndarray:
+    """Return this thread's float32 scratch array of size for name, made once (a thread samples one row at a time)."""
+    arrays: dict[tuple[str, int], np.ndarray] = _scratch.__dict__.setdefault("arrays", {})
+    if (name, size) not in arrays:
+        arrays[(name, size)] = np.empty(size, dtype=np.float32)
+    return arrays[(name, size)]
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:

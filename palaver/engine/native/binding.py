@@ -352,6 +352,7 @@ class NativeCache:
         self.handle: int | None = handle.value
         self.max_pages = max_pages
         self.page_bytes = self.lib.pv_cache_page_bytes(self.handle)
+        self._logits = np.empty(0, dtype=np.float32)  # step_rows' logits, grown to the largest step's
         assert self.page_bytes == page_tokens * model.kv_bytes_per_token(kv_type)  # the budget's sums hold
 
     @property
@@ -422,8 +423,12 @@ class NativeCache:
 
     def step_rows(self, sequences: list[int], chunks: list[list[int]], want: list[int]) -> list[np.ndarray | None]:
         """Append each chunk to its sequence; return each row's logits: None (want 0), after its last token as
-        [1, vocab] (want 1), or after each of its tokens as [len(chunk), vocab] (want 2)."""
-        packed = self._step(sequences, chunks, want)
+        [1, vocab] (want 1), or after each of its tokens as [len(chunk), vocab] (want 2).
+
+        The logits are views of one buffer that the next step_rows overwrites: a batch reads them before its next
+        step, and 16 rows of a 262,144-token vocabulary are 16 MB a step that is then not mapped afresh.
+        """
+        packed = self._step(sequences, chunks, want, reuse=True)
         rows: list[np.ndarray | None] = []
         start = 0
         for chunk, wanted in zip(chunks, want):
@@ -432,14 +437,20 @@ class NativeCache:
             start += taken
         return rows
 
-    def _step(self, sequences: list[int], chunks: list[list[int]], want: list[int]) -> np.ndarray:
-        """Run pv_step; return its logits, packed in row order as each row's want asks."""
+    def _step(self, sequences: list[int], chunks: list[list[int]], want: list[int], reuse: bool = False) -> np.ndarray:
+        """Run pv_step; return its logits, packed in row order as each row's want asks (in the reused buffer)."""
         seqs = np.asarray(sequences, dtype=np.int64)
         counts = np.asarray([len(chunk) for chunk in chunks], dtype=np.int64)
         tokens = np.asarray([token for chunk in chunks for token in chunk], dtype=np.int32)
         wanted = np.asarray(want, dtype=np.int8)
         positions = sum((0, 1, len(chunk))[row_want] for chunk, row_want in zip(chunks, want))
-        logits = np.empty((positions, self.model.shape.vocab), dtype=np.float32)
+        shape = (positions, self.model.shape.vocab)
+        if not reuse:
+            logits = np.empty(shape, dtype=np.float32)
+        else:
+            if self._logits.size < positions * shape[1]:
+                self._logits = np.empty(positions * shape[1], dtype=np.float32)
+            logits = self._logits[: positions * shape[1]].reshape(shape)
         status = self.lib.pv_step(
             self.model.handle,
             self.handle,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
@@ -9,6 +10,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,15 @@ MAGIC = b"PVKV1\n"
 SUFFIX = ".kv"
 # Exported turns waiting for the writer: past this, a turn is not stored rather than the engine waiting.
 MOST_PENDING_BYTES = 256 << 20
+EXIT_FLUSH_SECONDS = 5
+_open_stores: weakref.WeakSet[StoredTurns] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """Write the turns still queued when the worker exits (a restart right after a reply keeps it)."""
+    for store in list(_open_stores):
+        store.flush(EXIT_FLUSH_SECONDS)
 
 
 class StoredTurns:
@@ -46,6 +57,7 @@ class StoredTurns:
         self._idle.set()
         self._writer = threading.Thread(target=self._write_turns, name="stored turns", daemon=True)
         self._writer.start()
+        _open_stores.add(self)
 
     def lookup(self, prompt_ids: list[int], longer_than: int) -> tuple[int, str] | None:
         """Return the stored turn sharing the longest prefix with prompt_ids (all but its last token) and that
@@ -68,18 +80,22 @@ class StoredTurns:
         with self._index:
             return len(self.turns.get(name, ()))
 
-    def read(self, name: str, expected_bytes: int) -> bytes | None:
-        """Return a stored turn's exported positions; None where the file is gone, damaged or another layout's."""
+    def read(self, name: str, whole_bytes: int, wanted_bytes: int) -> bytes | None:
+        """Return the first wanted_bytes of a stored turn's exported positions (whole_bytes in all); None where the
+        file is gone, damaged or another layout's."""
         path = self.directory / name
         try:
             with open(path, "rb") as handle:
                 header = _read_header(handle)
-                if header is None or header != self._header(self.tokens(name), expected_bytes):
+                if header is None or header != self._header(self.tokens(name), whole_bytes):
                     raise ValueError("a header of another model, layout or length")
                 handle.seek(4 * header["tokens"], os.SEEK_CUR)
-                data = handle.read(expected_bytes + 1)
-            if len(data) != expected_bytes:
-                raise ValueError(f"{len(data)} bytes of positions, not {expected_bytes}")
+                start = handle.tell()
+                if os.fstat(handle.fileno()).st_size != start + whole_bytes:
+                    raise ValueError(f"not {whole_bytes} bytes of positions")
+                data = handle.read(wanted_bytes)
+            if len(data) != wanted_bytes:
+                raise ValueError(f"{len(data)} bytes of positions, not {wanted_bytes}")
             _touch(path)  # the budget gives up the least recently used first
             return data
         except FileNotFoundError:

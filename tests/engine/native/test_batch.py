@@ -15,7 +15,9 @@ from palaver.engine.prompting.model_family import Prompt
 
 @pytest.fixture(scope="module")
 def family(gguf_chat_model, tmp_path_factory):
-    settings = Settings(model=str(gguf_chat_model), cache_dir=str(tmp_path_factory.mktemp("cache")), engine="native")
+    # Stored turns would serve prompts from disk as their writer catches up: what these tests count is the batch's.
+    cache = str(tmp_path_factory.mktemp("cache"))
+    settings = Settings(model=str(gguf_chat_model), cache_dir=cache, engine="native", stored_turns_bytes=0)
     return load_native(settings, "tiny", str(gguf_chat_model)).family
 
 

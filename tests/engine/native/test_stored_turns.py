@@ -33,8 +33,9 @@ def test_a_turn_is_found_by_another_process_by_the_longest_shared_prefix(tmp_pat
     assert reader.lookup([*range(100, 120), 5, 6], 20) is None, "no longer than what memory holds"
     assert reader.lookup([*range(100, 105), 5, 6], 0) is None, "too short a prefix to be worth a read"
     name = reader.lookup([*range(100, 130), 7], 0)[1]
-    assert reader.read(name, data.size) == data.tobytes()
-    assert reader.read(name, data.size + 1) is None, "another layout's length is refused"
+    assert reader.read(name, data.size, data.size) == data.tobytes()
+    assert reader.read(name, data.size, 16) == data.tobytes()[:16], "the pages a shorter prefix needs"
+    assert reader.read(name, data.size + 1, 16) is None, "another layout's length is refused"
     writer.close()
 
 
@@ -52,7 +53,7 @@ def test_the_budget_keeps_the_most_recently_used_turns_of_every_model(tmp_path):
     save(first, list(range(10, 30)), 1000)
     save(second, list(range(200, 220)), 1000)
     name = first.lookup([*range(10, 30), 1], 0)[1]
-    assert first.read(name, 1000) is not None  # used: now the most recent
+    assert first.read(name, 1000, 1000) is not None  # used: now the most recent
     save(second, list(range(300, 320)), 1000)
     assert first.lookup([*range(10, 30), 1], 0) is not None
     assert second.lookup([*range(200, 220), 1], 0) is None, "the least recently used went"
@@ -71,7 +72,7 @@ def test_damaged_files_and_another_models_files_are_never_read(tmp_path):
     path.write_bytes(path.read_bytes()[:-1])  # cut short
     reader = stored(tmp_path)
     found = reader.lookup([*range(10, 40), 1], 0)
-    assert found is not None and reader.read(found[1], data.size) is None
+    assert found is not None and reader.read(found[1], data.size, data.size) is None
     assert not path.exists(), "a damaged turn is deleted"
     assert reader.lookup([*range(10, 40), 1], 0) is None
 
@@ -114,9 +115,14 @@ def test_after_a_restart_the_next_turn_reads_the_last_from_disk_and_decodes_the_
     from_disk = reply(restarted.family, follow_up, counts)
     assert counts["stored_prompt_tokens"] == len(history) + len(first) - 1  # all but the reply's last token
     assert counts["prefilled_tokens"] == 4
+    edited = [*history[:50], 3, 1, 4]  # shares 50 tokens: the first four pages are read, and two positions dropped
+    counts = Counter()
+    from_part = reply(restarted.family, edited, counts)
+    assert counts["stored_prompt_tokens"] == 50 and counts["prefilled_tokens"] == 3
     restarted.release()
     fresh = load(gguf_chat_model, tmp_path / "elsewhere")
     assert reply(fresh.family, follow_up, Counter()) == from_disk, "the positions read are those it would compute"
+    assert reply(fresh.family, edited, Counter()) == from_part
     fresh.release()
 
 

@@ -417,11 +417,14 @@ def test_the_openai_clients_parse_gets_its_pydantic_model_back(client):
 
 @pytest.fixture(scope="module")
 def native_server(gguf_chat_model, tmp_path_factory):
-    """A server on the tiny Llama GGUF file, which the native step runs; no per-client bound, for 32 at once."""
+    """A server on the tiny Llama GGUF file, which the native step runs; no per-client bound, for 32 at once; no
+    stored turns, whose writer's pace would change what the prefill counts."""
     from servers import start_server
 
     cache = tmp_path_factory.mktemp("native-server")
-    with start_server(gguf_chat_model, cache, max_new_tokens="24", client_share="0") as base_url:
+    with start_server(
+        gguf_chat_model, cache, max_new_tokens="24", client_share="0", stored_turns_bytes="0"
+    ) as base_url:
         yield base_url
 
 
