@@ -29,7 +29,8 @@ VOCAB, HIDDEN, FFN, LAYERS, HEADS, KV_HEADS, HEAD_DIM, WINDOW = 262_144, 640, 20
 
 def tokenizer_of_embedded() -> dict:
     """Return the embedded file's tokenizer metadata."""
-    return {key: value for key, value in read_gguf(embedded_gguf_path()).metadata.items() if key.startswith("tokenizer.")}
+    metadata = read_gguf(embedded_gguf_path()).metadata
+    return {key: value for key, value in metadata.items() if key.startswith("tokenizer.")}
 
 
 def random_matrix(rng: np.random.Generator, rows: int, cols: int, kind: gguf.GGMLQuantizationType) -> np.ndarray:
