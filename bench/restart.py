@@ -3,10 +3,11 @@
 Usage: make bench-restart   (or: .venv/bin/python -m bench.restart --tokens 2000 --repeats 3)
 
 A conversation's first turn pastes a text of about --tokens tokens and asks for a summary. Its second turn (a short
-question) is timed to its first streamed token: on the server that served the first turn (its prefix cache in
-memory), then on a server restarted on the same cache directory (the first turn read from PALAVER_CACHE_DIR/kv), and
-on one restarted with PALAVER_STORED_TURNS_BYTES=0 (the whole conversation computed again). Each timed turn after a
-restart is the new server's first request; every server is the Procfile's gunicorn on the embedded model.
+question) is timed to its first streamed token: on the server that served the first turn, two seconds later (its
+prefix cache in memory), then on a server restarted on the same cache directory (the first turn read from
+PALAVER_CACHE_DIR/kv), and on one restarted with PALAVER_STORED_TURNS_BYTES=0 (the whole conversation computed
+again). Each timed turn after a restart is the new server's first request; every server is the Procfile's gunicorn
+on the embedded model.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from palaver.core.config import EMBEDDED_MODEL_NAME as MODEL
 
 # The defaults (2,048 tokens of context, 2,000 characters a message) are short of a pasted text and its replies.
 LONG = {"max_context_tokens": "4096", "max_message_chars": "20000"}
+THINKING_SECONDS = 2
 QUESTIONS = ["And in one sentence?", "Who may use it?", "What does it ask of someone who shares it?"]
 
 
@@ -63,7 +65,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="restarts a configuration (one question each)")
     args = parser.parse_args()
     print(f"CPU: {cpu_summary()}")
-    opening = [{"role": "user", "content": pasted_text(args.tokens - 100) + "\n\nSummarise this."}]
+    opening = [{"role": "user", "content": pasted_text(args.tokens) + "\n\nSummarise this."}]
     rows: dict[str, list[float]] = {"first turn (computed whole)": [], "next turn, same server": []}
     rows |= {"next turn after a restart, stored turns": [], "next turn after a restart, none stored": []}
     conversation_tokens = 0
@@ -76,6 +78,7 @@ def main() -> None:
                 seconds, summary, _ = first_token(url, opening, max_tokens=64)
                 rows["first turn (computed whole)"].append(seconds)
                 follow_up = [*opening, {"role": "assistant", "content": summary}, question]
+                time.sleep(THINKING_SECONDS)  # a person reads the reply; meanwhile its turn is written to disk
                 seconds, same, conversation_tokens = first_token(url, follow_up)
                 rows["next turn, same server"].append(seconds)
             for name, budget in (("stored turns", "1GB"), ("none stored", "0")):

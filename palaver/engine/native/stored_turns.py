@@ -24,6 +24,7 @@ SUFFIX = ".kv"
 # Exported turns waiting for the writer: past this, a turn is not stored rather than the engine waiting.
 MOST_PENDING_BYTES = 256 << 20
 EXIT_FLUSH_SECONDS = 5
+BUDGET_SCAN_SECONDS = 10
 _open_stores: weakref.WeakSet[StoredTurns] = weakref.WeakSet()
 
 
@@ -49,6 +50,8 @@ class StoredTurns:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # conversations' tokens: the server's alone
         self.turns: dict[str, tuple[int, ...]] = {}  # file name: the turn's tokens
         self._listed_at = -1  # the directory's modification time when it was last listed
+        self._scanned_bytes = self._unscanned_bytes = 0  # the files' bytes at the last scan; written since
+        self._scan_due = 0.0  # the budget's first scan comes with the first write
         self._pending: queue.SimpleQueue[tuple[tuple[int, ...], np.ndarray] | None] = queue.SimpleQueue()
         self._pending_bytes = 0
         self._lock = threading.Lock()  # the pending bytes
@@ -190,15 +193,21 @@ class StoredTurns:
         os.replace(partial, path)
         with self._index:
             self._list()
+            self.turns[name] = tokens  # known: its header need not be read back
             # An earlier turn of the same conversation is a prefix of this one: this file serves every prompt it did.
             for other, other_tokens in list(self.turns.items()):
                 if other != name and len(other_tokens) < len(tokens) and tokens[: len(other_tokens)] == other_tokens:
                     (self.directory / other).unlink(missing_ok=True)
                     del self.turns[other]
-        self._keep_to_budget()
+        self._unscanned_bytes += path.stat().st_size
+        if self._scanned_bytes + self._unscanned_bytes > self.budget or time.monotonic() > self._scan_due:
+            self._keep_to_budget()
 
     def _keep_to_budget(self) -> None:
         """Delete the least recently used turns, of every model's directory, until the files fit the budget."""
+        # Every worker's writes count: a scan is due once this one's would fill what the last scan left, or at the
+        # latest BUDGET_SCAN_SECONDS after it.
+        self._scan_due = time.monotonic() + BUDGET_SCAN_SECONDS
         files = []
         for directory in self.root.iterdir():
             if directory.is_dir():
@@ -217,6 +226,7 @@ class StoredTurns:
             if path.parent == self.directory:
                 self._forget(path.name)
             total -= size
+        self._scanned_bytes, self._unscanned_bytes = total, 0
 
 
 def _touch(path: Path) -> None:
