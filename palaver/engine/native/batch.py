@@ -270,8 +270,10 @@ class NativeBatch:
         # The cache holds the prompt and every generated token but the last.
         tokens = row.prompt_ids + row.generated[:-1]
         complete = row.error is None and not pages.prefilling and self.cache.length(pages.sequence) == len(tokens)
-        if complete and self.stored is not None and len(tokens) >= PrefixCache.MIN_REUSE:
-            self.stored.save(tokens, self.cache.export(pages.sequence, len(tokens)))
+        stored = self.stored
+        worth_storing = complete and len(tokens) >= PrefixCache.MIN_REUSE
+        if worth_storing and stored is not None and stored.has_room(self.cache.export_bytes(len(tokens))):
+            stored.save(tokens, self.cache.export(pages.sequence, len(tokens)))
         if complete and self.prefix_cache is not None:
             self.cache.truncate(pages.sequence, len(tokens))  # give back the pages reserved for a longer reply
             if self.prefix_cache.store(tokens, pages.sequence):

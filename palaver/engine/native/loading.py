@@ -19,7 +19,7 @@ from palaver.engine.gguf.tokenizer import end_of_turn_ids, tokenizer_config, tok
 from palaver.engine.machine import available_cores, cgroup_limit, kv_budget
 from palaver.engine.model_sources import fingerprint
 from palaver.engine.native import binding
-from palaver.engine.native.stored_turns import StoredTurns
+from palaver.engine.native.stored_turns import MOST_PENDING_BYTES, StoredTurns
 from palaver.engine.prompting.families import family_for
 from palaver.engine.prompting.file_tokenizer import FileTokenizer
 from palaver.engine.prompting.model_family import LoadedModel
@@ -257,7 +257,11 @@ def load_native(settings: Settings, name: str, source: str) -> LoadedModel | Non
     if settings.stored_turns_bytes:
         # The export's shape, besides the fingerprint: positions a page, and bytes a position.
         shape = f"{PAGE_TOKENS}x{model.weights.kv_bytes_per_token(settings.kv_type)}"
-        model.stored = StoredTurns(Path(settings.cache_dir) / "kv", stamp, shape, settings.stored_turns_bytes)
+        # Turns wait in memory for the writer: an eighth of a memory limit at most, which the KV budget leaves.
+        limit = settings.memory_limit or cgroup_limit()
+        most_pending = min(MOST_PENDING_BYTES, limit // 8) if limit else MOST_PENDING_BYTES
+        root = Path(settings.cache_dir) / "kv"
+        model.stored = StoredTurns(root, stamp, shape, settings.stored_turns_bytes, most_pending)
     return LoadedModel(
         name, family, seconds, "gguf-blocks", engine="native", kv_cache_bytes=budget, fingerprint=stamp, gguf=layout
     )

@@ -21,8 +21,8 @@ log = logging.getLogger("palaver.engine")
 
 MAGIC = b"PVKV1\n"
 SUFFIX = ".kv"
-# Exported turns waiting for the writer: past this, a turn is not stored rather than the engine waiting.
-MOST_PENDING_BYTES = 256 << 20
+# Exported turns waiting for the writer, by default: past this, a turn is not stored rather than the engine waiting.
+MOST_PENDING_BYTES = 128 << 20
 EXIT_FLUSH_SECONDS = 5
 BUDGET_SCAN_SECONDS = 10
 _open_stores: weakref.WeakSet[StoredTurns] = weakref.WeakSet()
@@ -43,8 +43,9 @@ class StoredTurns:
     written whole under another name and renamed, so a reader never sees half of one.
     """
 
-    def __init__(self, root: Path, fingerprint: str, layout: str, budget: int):
+    def __init__(self, root: Path, fingerprint: str, layout: str, budget: int, most_pending: int = MOST_PENDING_BYTES):
         self.root, self.budget = root, budget  # root holds every model's directory, under one budget
+        self.most_pending = most_pending  # bytes of exported turns held in memory until written
         self.directory = root / fingerprint
         self.fingerprint, self.layout = fingerprint, layout  # layout: the export's shape, checked on every read
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # conversations' tokens: the server's alone
@@ -113,10 +114,15 @@ class StoredTurns:
         with self._index:
             self.turns.pop(name, None)
 
+    def has_room(self, size: int) -> bool:
+        """Say whether a turn of size bytes may be queued now (before it is exported: the export is the memory)."""
+        with self._lock:
+            return self._pending_bytes + size <= self.most_pending
+
     def save(self, tokens: list[int], data: np.ndarray) -> bool:
         """Queue a finished turn's exported positions to be written; False when the writer is too far behind."""
         with self._lock:
-            if self._pending_bytes + data.nbytes > MOST_PENDING_BYTES:
+            if self._pending_bytes + data.nbytes > self.most_pending:
                 return False
             self._pending_bytes += data.nbytes
             self._idle.clear()

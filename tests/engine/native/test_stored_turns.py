@@ -77,11 +77,9 @@ def test_damaged_files_and_another_models_files_are_never_read(tmp_path):
     assert reader.lookup([*range(10, 40), 1], 0) is None
 
 
-def test_a_writer_too_far_behind_drops_a_turn_instead_of_holding_the_engine(tmp_path, monkeypatch):
-    from palaver.engine.native import stored_turns
-
-    monkeypatch.setattr(stored_turns, "MOST_PENDING_BYTES", 100)
-    turns = stored(tmp_path)
+def test_a_writer_too_far_behind_drops_a_turn_instead_of_holding_the_engine(tmp_path):
+    turns = StoredTurns(tmp_path, "fp_a", "16x64", 1 << 20, most_pending=100)
+    assert not turns.has_room(101) and turns.has_room(100)
     assert not turns.save(list(range(10, 30)), np.zeros(101, dtype=np.uint8))
     assert turns.flush(0), "nothing is pending"
 
