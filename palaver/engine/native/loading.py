@@ -257,7 +257,7 @@ def load_native(settings: Settings, name: str, source: str) -> LoadedModel | Non
     if settings.stored_turns_bytes:
         # The export's shape, besides the fingerprint: positions a page, and bytes a position.
         shape = f"{PAGE_TOKENS}x{model.weights.kv_bytes_per_token(settings.kv_type)}"
-        # Turns wait in memory for the writer: an eighth of a memory limit at most, which the KV budget leaves.
+        # Turns wait in memory for the writer, outside the KV budget: an eighth of a memory limit at most.
         limit = settings.memory_limit or cgroup_limit()
         most_pending = min(MOST_PENDING_BYTES, limit // 8) if limit else MOST_PENDING_BYTES
         root = Path(settings.cache_dir) / "kv"
