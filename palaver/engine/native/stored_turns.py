@@ -165,7 +165,12 @@ class StoredTurns:
                 header = _read_header(handle)
                 if header is None or header["fingerprint"] != self.fingerprint or header["layout"] != self.layout:
                     return None
-                count = int(header["tokens"])
+                count, data_bytes = int(header["tokens"]), int(header["bytes"])
+                # Counts the file cannot hold are refused before anything is read for them: it is damaged.
+                size = os.fstat(handle.fileno()).st_size
+                if count < 0 or data_bytes < 0 or handle.tell() + 4 * count + data_bytes != size:
+                    path.unlink(missing_ok=True)
+                    return None
                 ids = handle.read(4 * count)
         except (OSError, ValueError, KeyError, TypeError):
             return None

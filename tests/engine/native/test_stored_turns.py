@@ -1,5 +1,6 @@
 """Stored turns: a finished turn's KV positions on disk, read back after a restart, never by a changed model."""
 
+import json
 import shutil
 import threading
 from collections import Counter
@@ -9,7 +10,7 @@ import numpy as np
 from commons import Settings
 from palaver.engine.decoding.prefix_cache import PrefixCache
 from palaver.engine.native.loading import load_native
-from palaver.engine.native.stored_turns import StoredTurns
+from palaver.engine.native.stored_turns import MAGIC, StoredTurns
 from palaver.engine.prompting.model_family import Prompt
 
 
@@ -68,13 +69,21 @@ def test_damaged_files_and_another_models_files_are_never_read(tmp_path):
     shutil.copy(path, tmp_path / "fp_b" / path.name)  # a file of model a, where model b looks
     other = stored(tmp_path, "fp_b")
     assert other.lookup([*range(10, 40), 1], 0) is None
-    (tmp_path / "fp_a" / "garbage.kv").write_bytes(b"not a stored turn")
-    path.write_bytes(path.read_bytes()[:-1])  # cut short
     reader = stored(tmp_path)
     found = reader.lookup([*range(10, 40), 1], 0)
+    path.write_bytes(path.read_bytes()[:-1])  # cut short once listed
     assert found is not None and reader.read(found[1], data.size, data.size) is None
     assert not path.exists(), "a damaged turn is deleted"
     assert reader.lookup([*range(10, 40), 1], 0) is None
+    save(turns, list(range(50, 80)))
+    short = next(name for name in (tmp_path / "fp_a").iterdir() if name.suffix == ".kv")
+    short.write_bytes(short.read_bytes()[:-1])  # cut short before any reader lists it
+    (tmp_path / "fp_a" / "garbage.kv").write_bytes(b"not a stored turn")
+    huge = json.dumps({"fingerprint": "fp_a", "layout": "16x64", "tokens": 10**15, "bytes": 0}).encode()
+    (tmp_path / "fp_a" / "huge.kv").write_bytes(MAGIC + len(huge).to_bytes(4, "little") + huge + b"\0" * 64)
+    late = stored(tmp_path)
+    assert late.lookup([*range(50, 80), 1], 0) is None and late.turns == {}
+    assert not short.exists() and not (tmp_path / "fp_a" / "huge.kv").exists(), "sizes a file cannot hold: deleted"
 
 
 def test_a_writer_too_far_behind_drops_a_turn_instead_of_holding_the_engine(tmp_path):
