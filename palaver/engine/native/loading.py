@@ -236,6 +236,12 @@ def load_native(settings: Settings, name: str, source: str) -> LoadedModel | Non
         if settings.engine == "native":
             raise ValueError(f"PALAVER_ENGINE=native cannot serve {name}: {why}")
         log.info("%s runs through transformers: %s", name, why)
+        if settings.kv_type != "f16":  # asked for, and not had: say so where the operator looks
+            log.warning(
+                "PALAVER_KV_TYPE=%s applies to the native step only: %s keeps its cache as it is",
+                settings.kv_type,
+                name,
+            )
         return None
     assert gguf is not None
     config = llama_config(gguf)

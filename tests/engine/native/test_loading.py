@@ -70,6 +70,15 @@ def test_without_the_library_the_server_says_so_once_and_serves_through_transfor
     assert "tiny runs through transformers: not built" in result.stderr
 
 
+def test_a_kv_type_the_transformers_path_cannot_keep_is_said_to_apply_to_the_native_step_only(
+    gguf_chat_model, tmp_path, caplog
+):
+    settings = Settings(model=str(gguf_chat_model), cache_dir=str(tmp_path), engine="transformers", kv_type="q8_0")
+    with caplog.at_level("WARNING", logger="palaver.loading"):
+        assert load_native(settings, "tiny", str(gguf_chat_model)) is None
+    assert "PALAVER_KV_TYPE=q8_0 applies to the native step only" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("settings", "source", "reason"),
     [
