@@ -74,7 +74,10 @@ inline void store_vector(int64_t kv_type, const float* x, int64_t head_dim, uint
     const float inverse = scale != 0.0f ? 1.0f / scale : 0.0f;
     const auto scale_bits = static_cast<uint16_t>(_cvtss_sh(scale, _MM_FROUND_TO_NEAREST_INT));
     std::memcpy(out + b / 32 * 2, &scale_bits, 2);
-    for (int64_t i = b; i < end; ++i) values[i] = static_cast<int8_t>(std::nearbyint(x[i] * inverse));
+    for (int64_t i = b; i < end; ++i) {
+      const float q = std::nearbyint(x[i] * inverse);
+      values[i] = static_cast<int8_t>(q >= -127.0f && q <= 127.0f ? q : 0.0f);  // NaN, from a broken model's inf: 0
+    }
   }
 }
 

@@ -13,6 +13,7 @@
 // bit-for-bit rule, takes fewer bytes, and stays close to float16; a sequence exported and imported at every page
 // boundary decodes the same bits as the one it came from.
 
+#include "attention.h"
 #include "blocks.h"
 #include "check.h"
 #include "kv_cache.h"
@@ -533,6 +534,26 @@ void an_embedding_leaves_the_cache_as_it_found_it(void* model, int64_t hidden) {
   pv_cache_free(cache);
 }
 
+// A q8_0 vector of ordinary values rounds as ggml's quantize_row_q8_0; one holding infinities or NaN (a broken
+// model's activations) is written without an undefined conversion, every value in int8's range.
+void q8_0_vectors_round_as_ggml_and_survive_broken_activations() {
+  std::vector<float> x(80);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(static_cast<float>(i)) * static_cast<float>(i % 7);
+  std::vector<uint8_t> out(static_cast<size_t>(kv_vector_bytes(kKvQ8_0, 80)));
+  store_vector(kKvQ8_0, x.data(), 80, out.data());
+  const auto* values = reinterpret_cast<const int8_t*>(out.data() + 6);
+  for (int64_t block = 0; block < 3; ++block) {
+    uint16_t bits;
+    std::memcpy(&bits, out.data() + 2 * block, 2);
+    const float scale = _cvtsh_ss(bits);
+    for (int64_t i = 32 * block; i < std::min<int64_t>(80, 32 * block + 32); ++i)
+      CHECK(std::fabs(static_cast<float>(values[i]) * scale - x[static_cast<size_t>(i)]) <= 0.51f * scale + 1e-6f);
+  }
+  x[3] = INFINITY, x[40] = -INFINITY, x[70] = NAN;
+  store_vector(kKvQ8_0, x.data(), 80, out.data());
+  for (int64_t i = 0; i < 80; ++i) CHECK(values[i] >= -127 && values[i] <= 127);
+}
+
 // Counts a hostile file could give: none positive-less or past the bounds is taken, and none divides by zero.
 void hostile_dimensions_are_refused() {
   const int64_t good[7] = {kVocab, 64, 96, 2, 4, 2, 16};
@@ -609,6 +630,7 @@ int run(int argc, char** argv) {
   }
   if (wanted(argc, argv, "basics")) {
     hostile_dimensions_are_refused();
+    q8_0_vectors_round_as_ggml_and_survive_broken_activations();
     tensors_are_set_and_refused_by_name();
     the_pool_covers_every_index_once();
   }
