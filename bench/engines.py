@@ -7,6 +7,7 @@ Usage: make bench-engines                       (all three, 1, 16 and 32 clients
        .venv/bin/python -m bench.engines --servers palaver,palaver-fast   (PALAVER_ARITHMETIC=fast beside exact)
        .venv/bin/python -m bench.engines --weights Q4_K_M   (the embedded model re-quantised by llama-quantize)
        .venv/bin/python -m bench.engines --model "$(.venv/bin/python -m bench.large_vocab)"   (a 262k vocabulary)
+Then the fast mode's KL divergence on the file beside llama.cpp's (--kl-chunks 0 leaves it out).
 Each server runs alone on the machine in turn, under the same closed-loop load (bench/load.py): every client
 holds a conversation of --turns turns, greedy, --max-tokens tokens a reply. Builds the peers on first use.
 """
@@ -214,6 +215,7 @@ def main() -> None:
     parser.add_argument("--limited", default="32", help="client counts for Palaver under PALAVER_MEMORY_LIMIT=512MB")
     parser.add_argument("--weights", default="", help="a llama-quantize type (Q4_K_M...) to re-quantise the model to")
     parser.add_argument("--model", default="", help="a GGUF file instead of the embedded one (bench.large_vocab's)")
+    parser.add_argument("--kl-chunks", type=int, default=40, help="512-token chunks for the KL table (0: none)")
     args = parser.parse_args()
     import palaver.engine.model_sources as sources
 
@@ -258,6 +260,11 @@ def main() -> None:
             f"\nPalaver ready (PALAVER_PRELOAD=1, from process start): {starts[0]:.1f} s with an empty cache, "
             f"{starts[1]:.1f} s warm"
         )
+    if args.kl_chunks:  # the fast mode's price in agreement, beside llama.cpp's, on the same file (bench.kl_divergence)
+        from bench.kl_divergence import divergence_row, print_markdown
+
+        print("\nKL divergence from the file's float32 model (bench/kl_divergence.py):\n")
+        print_markdown([divergence_row(Path(gguf).name, Path(gguf), args.kl_chunks, 512)])
 
 
 if __name__ == "__main__":

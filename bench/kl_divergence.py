@@ -183,28 +183,29 @@ def main() -> None:
     parser.add_argument("--ctx", type=int, default=512, help="tokens a chunk")
     parser.add_argument("--kv", default="f16", choices=["f16", "q8_0"], help="q8_0: what a q8_0 KV cache adds")
     args = parser.parse_args()
-    text = held_text()
     print(f"CPU: {cpu_summary()}")
     rows = []
     for kind in args.kinds.split(","):
-        path = quantized_file(kind)
-        chunks = chunks_of(path, text, args.chunks, args.ctx)
-        ours = palaver_divergence(path, chunks, args.kv)
-        theirs = llama_cpp_divergence(path, text, args.chunks, args.ctx, args.kv)
-        measured = "Palaver fast" if args.kv == "f16" else f"Palaver KV {args.kv}"
-        rows.append(
-            {
-                "file": kind,
-                "block types (share of weights)": block_types(path),
-                "scored tokens": args.chunks * (args.ctx - args.ctx // 2 - 1),
-                f"{measured}: mean KLD": f"{ours.mean:.6f} ± {ours.error:.6f}",
-                "same top token": f"{ours.same_top:.2%}",
-                "llama.cpp: mean KLD": f"{theirs.mean:.6f} ± {theirs.error:.6f}",
-                "llama.cpp same top": f"{theirs.same_top:.2%}",
-            }
-        )
+        rows.append(divergence_row(kind, quantized_file(kind), args.chunks, args.ctx, args.kv))
         print(" · ".join(f"{name}: {value}" for name, value in rows[-1].items()), flush=True)
     print_markdown(rows)
+
+
+def divergence_row(label: str, path: Path, count: int, ctx: int, kv: str = "f16") -> dict:
+    """Measure one file, Palaver beside llama.cpp, over count chunks of ctx tokens of the held text; a table row."""
+    text = held_text()
+    ours = palaver_divergence(path, chunks_of(path, text, count, ctx), kv)
+    theirs = llama_cpp_divergence(path, text, count, ctx, kv)
+    measured = "Palaver fast" if kv == "f16" else f"Palaver KV {kv}"
+    return {
+        "file": label,
+        "block types (share of weights)": block_types(path),
+        "scored tokens": count * (ctx - ctx // 2 - 1),
+        f"{measured}: mean KLD": f"{ours.mean:.6f} ± {ours.error:.6f}",
+        "same top token": f"{ours.same_top:.2%}",
+        "llama.cpp: mean KLD": f"{theirs.mean:.6f} ± {theirs.error:.6f}",
+        "llama.cpp same top": f"{theirs.same_top:.2%}",
+    }
 
 
 if __name__ == "__main__":
