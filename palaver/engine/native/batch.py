@@ -121,12 +121,11 @@ class NativeBatch:
         if found is None:
             return 0
         assert self.stored is not None
-        length, name = found
-        tokens = self.stored.tokens(name)
+        length, name, tokens = found
         # Pages come whole and in order in the file: the pages that hold the shared prefix are its first bytes.
         wanted = min(tokens, -(-length // self.cache.page_tokens) * self.cache.page_tokens)
         whole, part = self.cache.export_bytes(tokens), self.cache.export_bytes(wanted)
-        data = self.stored.read(name, whole, part) if tokens else None
+        data = self.stored.read(name, tokens, whole, part)
         if data is None or not self.cache.import_positions(sequence, wanted, data):
             return 0
         self.cache.truncate(sequence, length)

@@ -63,10 +63,10 @@ class StoredTurns:
         self._writer.start()
         _open_stores.add(self)
 
-    def lookup(self, prompt_ids: list[int], longer_than: int) -> tuple[int, str] | None:
-        """Return the stored turn sharing the longest prefix with prompt_ids (all but its last token) and that
-        length, where it is longer than longer_than and worth reading; else None."""
-        best, best_name = max(longer_than, PrefixCache.MIN_REUSE - 1), None
+    def lookup(self, prompt_ids: list[int], longer_than: int) -> tuple[int, str, int] | None:
+        """Return the length of the longest prefix a stored turn shares with prompt_ids (all but its last token), that
+        turn's file name and its positions, where it is longer than longer_than and worth reading; else None."""
+        best, best_name, best_tokens = max(longer_than, PrefixCache.MIN_REUSE - 1), None, 0
         with self._index:
             self._list()
             for name, tokens in self.turns.items():
@@ -76,22 +76,17 @@ class StoredTurns:
                         break
                     shared += 1
                 if shared > best:
-                    best, best_name = shared, name
-        return (best, best_name) if best_name is not None else None
+                    best, best_name, best_tokens = shared, name, len(tokens)
+        return (best, best_name, best_tokens) if best_name is not None else None
 
-    def tokens(self, name: str) -> int:
-        """Return how many positions a stored turn holds (0 once it is gone)."""
-        with self._index:
-            return len(self.turns.get(name, ()))
-
-    def read(self, name: str, whole_bytes: int, wanted_bytes: int) -> bytes | None:
-        """Return the first wanted_bytes of a stored turn's exported positions (whole_bytes in all); None where the
-        file is gone, damaged or another layout's."""
+    def read(self, name: str, tokens: int, whole_bytes: int, wanted_bytes: int) -> bytes | None:
+        """Return the first wanted_bytes of a stored turn's exported positions (tokens of them, whole_bytes in all);
+        None where the file is gone (another writer's budget or a later turn took it), damaged or another's."""
         path = self.directory / name
         try:
             with open(path, "rb") as handle:
                 header = _read_header(handle)
-                if header is None or header != self._header(self.tokens(name), whole_bytes):
+                if header is None or header != self._header(tokens, whole_bytes):
                     raise ValueError("a header of another model, layout or length")
                 handle.seek(4 * header["tokens"], os.SEEK_CUR)
                 start = handle.tell()

@@ -81,20 +81,45 @@ def progress_lines(progress: Progress) -> Iterator[dict[str, Any]]:
     """Say how a pull goes as Ollama does: the manifest, each file's bytes by its digest, the check, success."""
     yield {"status": "pulling manifest"}
     said: dict[str, Any] | None = None
+    last_download: dict[str, Any] | None = None  # the last line said of a file's bytes
+    whole: set[str] = set()  # the files said whole
     for state in progress.follow():
+        # A file whose last bytes came between two looks at the pull is said whole before what follows it.
+        digest = f"sha256:{state.sha256}" if state.sha256 else ""
+        if last_download and last_download["digest"] not in whole and digest not in ("", last_download["digest"]):
+            said = {**last_download, "completed": last_download["total"]}  # the next file began
+            whole.add(said["digest"])
+            yield said
+        if state.status in ("verifying", "done") and digest and digest not in whole:
+            said = download_line(state, state.total)
+            whole.add(digest)
+            yield said
         if state.status == "done" and said != VERIFYING:
             yield VERIFYING  # a check that ended between two looks at the pull was still made: say so, in its place
         for line in ollama_lines(state):
             if line != said:  # a heartbeat repeats the state: its line is said once
                 said = line
+                if line.get("digest"):
+                    last_download = line
+                    if line["completed"] == line["total"]:
+                        whole.add(line["digest"])
                 yield line
+
+
+def download_line(state: PullState, completed: int) -> dict[str, Any]:
+    """Return the line Ollama sends for a file's bytes, completed of them."""
+    return {
+        "status": f"pulling {state.sha256[:12]}",
+        "digest": f"sha256:{state.sha256}",
+        "total": state.total,
+        "completed": completed,
+    }
 
 
 def ollama_lines(state: PullState) -> list[dict[str, Any]]:
     """Return the lines Ollama would send at a pull's state."""
     if state.status == "downloading" and state.sha256:
-        digest = {"digest": f"sha256:{state.sha256}", "total": state.total, "completed": state.completed}
-        return [{"status": f"pulling {state.sha256[:12]}", **digest}]
+        return [download_line(state, state.completed)]
     if state.status == "verifying":
         return [VERIFYING]
     if state.status == "done":

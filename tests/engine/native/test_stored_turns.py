@@ -29,21 +29,26 @@ def test_a_turn_is_found_by_another_process_by_the_longest_shared_prefix(tmp_pat
     writer = stored(tmp_path)
     data = save(writer, list(range(100, 130)))
     reader = stored(tmp_path)  # as after a restart, or on another worker
-    assert reader.lookup([*range(100, 130), 7, 8], 0) == (30, next(iter(reader.turns)))
+    assert reader.lookup([*range(100, 130), 7, 8], 0) == (30, next(iter(reader.turns)), 30)
     assert reader.lookup([*range(100, 120), 5, 6], 0)[0] == 20, "an edited message still shares its start"
     assert reader.lookup([*range(100, 120), 5, 6], 20) is None, "no longer than what memory holds"
     assert reader.lookup([*range(100, 105), 5, 6], 0) is None, "too short a prefix to be worth a read"
     name = reader.lookup([*range(100, 130), 7], 0)[1]
-    assert reader.read(name, data.size, data.size) == data.tobytes()
-    assert reader.read(name, data.size, 16) == data.tobytes()[:16], "the pages a shorter prefix needs"
-    assert reader.read(name, data.size + 1, 16) is None, "another layout's length is refused"
+    assert reader.read(name, 30, data.size, data.size) == data.tobytes()
+    assert reader.read(name, 30, data.size, 16) == data.tobytes()[:16], "the pages a shorter prefix needs"
+    assert reader.read(name, 30, data.size + 1, 16) is None, "another layout's length is refused"
     writer.close()
 
 
 def test_a_later_turn_of_a_conversation_replaces_the_earlier_one(tmp_path):
     turns = stored(tmp_path)
-    save(turns, list(range(50, 70)))
+    data = save(turns, list(range(50, 70)))
+    reader = stored(tmp_path)  # another worker, which finds the earlier turn just before it is replaced
+    found = reader.lookup([*range(50, 70), 1], 0)
     save(turns, list(range(50, 90)))
+    assert found is not None and reader.read(found[1], found[2], data.size, data.size) is None, "gone: a miss"
+    later = reader.lookup([*range(50, 90), 1], 0)
+    assert later is not None and later[0] == 40 and reader.read(later[1], 40, data.size, data.size) is not None
     save(turns, [1, *range(50, 69)])  # another conversation
     assert sorted(len(tokens) for tokens in turns.turns.values()) == [20, 40]
     assert len(list((tmp_path / "fp_a").iterdir())) == 2
@@ -54,7 +59,7 @@ def test_the_budget_keeps_the_most_recently_used_turns_of_every_model(tmp_path):
     save(first, list(range(10, 30)), 1000)
     save(second, list(range(200, 220)), 1000)
     name = first.lookup([*range(10, 30), 1], 0)[1]
-    assert first.read(name, 1000, 1000) is not None  # used: now the most recent
+    assert first.read(name, 20, 1000, 1000) is not None  # used: now the most recent
     save(second, list(range(300, 320)), 1000)
     assert first.lookup([*range(10, 30), 1], 0) is not None
     assert second.lookup([*range(200, 220), 1], 0) is None, "the least recently used went"
@@ -72,7 +77,7 @@ def test_damaged_files_and_another_models_files_are_never_read(tmp_path):
     reader = stored(tmp_path)
     found = reader.lookup([*range(10, 40), 1], 0)
     path.write_bytes(path.read_bytes()[:-1])  # cut short once listed
-    assert found is not None and reader.read(found[1], data.size, data.size) is None
+    assert found is not None and reader.read(found[1], found[2], data.size, data.size) is None
     assert not path.exists(), "a damaged turn is deleted"
     assert reader.lookup([*range(10, 40), 1], 0) is None
     save(turns, list(range(50, 80)))
@@ -122,6 +127,7 @@ def test_after_a_restart_the_next_turn_reads_the_last_from_disk_and_decodes_the_
     from_disk = reply(restarted.family, follow_up, counts)
     assert counts["stored_prompt_tokens"] == len(history) + len(first) - 1  # all but the reply's last token
     assert counts["prefilled_tokens"] == 4
+    assert restarted.family.model.stored.flush(10)  # its own turn written, which replaces the one it read
     edited = [*history[:50], 3, 1, 4]  # shares 50 tokens: the first four pages are read, and two positions dropped
     counts = Counter()
     from_part = reply(restarted.family, edited, counts)
