@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import logging
@@ -95,7 +96,8 @@ class StoredTurns:
                 data = handle.read(wanted_bytes)
             if len(data) != wanted_bytes:
                 raise ValueError(f"{len(data)} bytes of positions, not {wanted_bytes}")
-            _touch(path)  # the budget gives up the least recently used first
+            with contextlib.suppress(FileNotFoundError):  # what was read stays good if a budget takes it now
+                _touch(path)  # the budget gives up the least recently used first
             return data
         except FileNotFoundError:
             self._forget(name)  # another worker's budget took it
