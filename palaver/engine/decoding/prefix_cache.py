@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -47,12 +47,9 @@ class PrefixCache:
     def lookup(self, prompt_ids: list[int]) -> tuple[int, tuple[int, ...] | None]:
         """Return the length of the longest cached prefix of prompt_ids (leaving one token to compute) and its key."""
         best, best_key = 0, None
+        known = prompt_ids[:-1]  # the last token is always computed
         for key in self.entries:
-            shared = 0
-            for a, b in zip(key, prompt_ids[:-1]):
-                if a != b:
-                    break
-                shared += 1
+            shared = shared_prefix(key, known)
             if shared > best:
                 best, best_key = shared, key
         if best_key is None or best < self.MIN_REUSE:
@@ -64,3 +61,13 @@ class PrefixCache:
         """Forget every entry."""
         while self.evict_oldest():
             pass
+
+
+def shared_prefix(tokens: Sequence[int], other: Sequence[int]) -> int:
+    """Return how many tokens the two sequences share from their start."""
+    shared = 0
+    for a, b in zip(tokens, other):
+        if a != b:
+            break
+        shared += 1
+    return shared

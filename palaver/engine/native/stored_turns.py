@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from palaver.engine.decoding.prefix_cache import PrefixCache
+from palaver.engine.decoding.prefix_cache import PrefixCache, shared_prefix
 
 log = logging.getLogger("palaver.engine")
 
@@ -70,12 +70,9 @@ class StoredTurns:
         best, best_name, best_tokens = max(longer_than, PrefixCache.MIN_REUSE - 1), None, 0
         with self._index:
             self._list()
+            known = prompt_ids[:-1]  # the last token is always computed
             for name, tokens in self.turns.items():
-                shared = 0
-                for a, b in zip(tokens, prompt_ids[:-1]):
-                    if a != b:
-                        break
-                    shared += 1
+                shared = shared_prefix(tokens, known)
                 if shared > best:
                     best, best_name, best_tokens = shared, name, len(tokens)
         return (best, best_name, best_tokens) if best_name is not None else None
