@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import mmap
 import os
 import queue
 import threading
@@ -77,22 +78,24 @@ class StoredTurns:
                     best, best_name, best_tokens = shared, name, len(tokens)
         return (best, best_name, best_tokens) if best_name is not None else None
 
-    def read(self, name: str, tokens: int, whole_bytes: int, wanted_bytes: int) -> bytes | None:
-        """Return the first wanted_bytes of a stored turn's exported positions (tokens of them, whole_bytes in all);
-        None where the file is gone (another writer's budget or a later turn took it), damaged or another's."""
+    def read(self, name: str, tokens: int, whole_bytes: int, wanted_bytes: int) -> np.ndarray | None:
+        """Return the first wanted_bytes of a stored turn's exported positions (tokens of them, whole_bytes in all),
+        mapped from the file; None where the file is gone (another writer's budget or a later turn took it), damaged or
+        another's."""
         path = self.directory / name
         try:
             with open(path, "rb") as handle:
                 header = _read_header(handle)
                 if header is None or header != self._header(tokens, whole_bytes):
                     raise ValueError("a header of another model, layout or length")
-                handle.seek(4 * header["tokens"], os.SEEK_CUR)
-                start = handle.tell()
+                start = handle.tell() + 4 * tokens
                 if os.fstat(handle.fileno()).st_size != start + whole_bytes:
                     raise ValueError(f"not {whole_bytes} bytes of positions")
-                data = handle.read(wanted_bytes)
-            if len(data) != wanted_bytes:
-                raise ValueError(f"{len(data)} bytes of positions, not {wanted_bytes}")
+                # Mapped, not read: the import copies from the page cache once (a 2,000-token turn of the embedded
+                # model is 46 MB). Files are replaced by renaming and removed by unlinking, never cut short in place,
+                # so the mapping stays whole.
+                mapped = mmap.mmap(handle.fileno(), start + wanted_bytes, access=mmap.ACCESS_READ)
+            data = np.frombuffer(mapped, dtype=np.uint8, count=wanted_bytes, offset=start)
             with contextlib.suppress(FileNotFoundError):  # what was read stays good if a budget takes it now
                 _touch(path)  # the budget gives up the least recently used first
             return data

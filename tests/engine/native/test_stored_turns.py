@@ -34,8 +34,8 @@ def test_a_turn_is_found_by_another_process_by_the_longest_shared_prefix(tmp_pat
     assert reader.lookup([*range(100, 120), 5, 6], 20) is None, "no longer than what memory holds"
     assert reader.lookup([*range(100, 105), 5, 6], 0) is None, "too short a prefix to be worth a read"
     name = reader.lookup([*range(100, 130), 7], 0)[1]
-    assert reader.read(name, 30, data.size, data.size) == data.tobytes()
-    assert reader.read(name, 30, data.size, 16) == data.tobytes()[:16], "the pages a shorter prefix needs"
+    assert reader.read(name, 30, data.size, data.size).tobytes() == data.tobytes()
+    assert reader.read(name, 30, data.size, 16).tobytes() == data.tobytes()[:16], "the pages a shorter prefix needs"
     assert reader.read(name, 30, data.size + 1, 16) is None, "another layout's length is refused"
     writer.close()
 
