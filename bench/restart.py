@@ -59,6 +59,50 @@ def first_token(url: str, messages: list[dict], max_tokens: int = 8) -> tuple[fl
     return first, text, prompt_tokens
 
 
+def transfer_milliseconds(tokens: int, tries: int = 5) -> dict[str, list[float]]:
+    """Time, in this process on the embedded model, what a stored turn of tokens positions costs: the engine's export
+    when it ends, the file's read (mapped) and the import into a new sequence on the next turn; each try in turn."""
+    import numpy as np
+
+    from palaver.engine.gguf.file import read_gguf
+    from palaver.engine.machine import available_cores
+    from palaver.engine.model_sources import embedded_gguf_path
+    from palaver.engine.native.binding import NativeModel
+    from palaver.engine.native.loading import llama_config
+    from palaver.engine.native.stored_turns import StoredTurns
+
+    gguf = read_gguf(embedded_gguf_path())
+    model = NativeModel(gguf.path, llama_config(gguf), gguf.tensors, available_cores())
+    cache = model.new_cache(16, 2 * (tokens // 16 + 1))
+    sequence = cache.new_sequence()
+    assert cache.reserve(sequence, tokens)
+    cache.step_rows([sequence], [[int(t) for t in np.arange(tokens) % 40_000 + 5]], [0])
+    times: dict[str, list[float]] = {"export": [], "read": [], "import": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        store = StoredTurns(Path(scratch), "fp_bench", "bench", 1 << 31)
+        for attempt in range(tries):
+            started = time.perf_counter()
+            data = cache.export(sequence, tokens)
+            times["export"].append(time.perf_counter() - started)
+            ids = [attempt, *range(tokens - 1)]  # a turn of its own each try: a new file, as a new turn writes
+            store.save(ids, data)
+            assert store.flush(60)
+            found = store.lookup([*ids, 0], 0)
+            assert found is not None
+            started = time.perf_counter()
+            mapped = store.read(found[1], tokens, data.size, data.size)
+            times["read"].append(time.perf_counter() - started)
+            target = cache.new_sequence()
+            started = time.perf_counter()
+            assert mapped is not None and cache.import_positions(target, tokens, mapped)
+            times["import"].append(time.perf_counter() - started)
+            cache.free(target)
+        store.close()
+    cache.close()
+    model.close()
+    return {name: [1000 * value for value in values] for name, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=2000, help="tokens of the conversation before the question")
@@ -92,6 +136,11 @@ def main() -> None:
     print("|---|---|")
     for name, values in rows.items():
         print(f"| {name} | {statistics.median(values):.3f} |")
+    transfer = transfer_milliseconds(conversation_tokens)
+    print(f"\nA stored turn of {conversation_tokens} positions, ms, {len(transfer['export'])} tries in turn:\n")
+    print("| step | each try |\n|---|---|")
+    for name, values in transfer.items():
+        print(f"| {name} | {', '.join(f'{value:.1f}' for value in values)} |")
 
 
 if __name__ == "__main__":
