@@ -271,8 +271,9 @@ class NativeBatch:
         complete = row.error is None and not pages.prefilling and self.cache.length(pages.sequence) == len(tokens)
         stored = self.stored
         worth_storing = complete and len(tokens) >= PrefixCache.MIN_REUSE
-        if worth_storing and stored is not None and stored.has_room(self.cache.export_bytes(len(tokens))):
-            stored.save(tokens, self.cache.export(pages.sequence, len(tokens)))
+        if worth_storing and stored is not None:
+            size = self.cache.export_bytes(len(tokens))
+            stored.save(tokens, size, lambda data: self.cache.export(pages.sequence, len(tokens), data))
         if complete and self.prefix_cache is not None:
             self.cache.truncate(pages.sequence, len(tokens))  # give back the pages reserved for a longer reply
             if self.prefix_cache.store(tokens, pages.sequence):

@@ -389,9 +389,10 @@ class NativeCache:
         """Copy source's first tokens positions into the empty target; False when the budget cannot hold them."""
         return self._within_budget(self.lib.pv_seq_copy(self.handle, target, source, tokens), "copy")
 
-    def export(self, sequence: int, tokens: int) -> np.ndarray:
-        """Return the sequence's first tokens positions' keys and values as bytes, for import into a like cache."""
-        data = np.empty(self.export_bytes(tokens), dtype=np.uint8)
+    def export(self, sequence: int, tokens: int, data: np.ndarray | None = None) -> np.ndarray:
+        """Return the sequence's first tokens positions' keys and values as bytes (into data where given, export_bytes
+        of them), for import into a like cache."""
+        data = np.empty(self.export_bytes(tokens), dtype=np.uint8) if data is None else data
         status = self.lib.pv_seq_export(self.handle, sequence, tokens, data.ctypes.data, data.size)
         _checked(self.lib, status, "the native step cannot export positions")
         return data

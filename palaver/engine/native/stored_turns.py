@@ -13,18 +13,22 @@ import queue
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from palaver.engine.decoding.prefix_cache import PrefixCache, shared_prefix
+from palaver.engine.native.export_buffers import ExportBuffers
 
 log = logging.getLogger("palaver.engine")
 
 MAGIC = b"PVKV1\n"
 SUFFIX = ".kv"
-# Exported turns waiting for the writer, by default: past this, a turn is not stored rather than the engine waiting.
+# Exported turns waiting for the writer and spare buffers, by default: past this, a turn is not stored rather than the
+# engine waiting.
 MOST_PENDING_BYTES = 128 << 20
+SPARES_IDLE_SECONDS = 60  # a writer idle this long gives its spare buffers' memory back
 EXIT_FLUSH_SECONDS = 5
 BUDGET_SCAN_SECONDS = 10
 _open_stores: weakref.WeakSet[StoredTurns] = weakref.WeakSet()
@@ -47,7 +51,6 @@ class StoredTurns:
 
     def __init__(self, root: Path, fingerprint: str, layout: str, budget: int, most_pending: int = MOST_PENDING_BYTES):
         self.root, self.budget = root, budget  # root holds every model's directory, under one budget
-        self.most_pending = most_pending  # bytes of exported turns held in memory until written
         self.directory = root / fingerprint
         self.fingerprint, self.layout = fingerprint, layout  # layout: the export's shape, checked on every read
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # conversations' tokens: the server's alone
@@ -55,9 +58,10 @@ class StoredTurns:
         self._listed_at = -1  # the directory's modification time when it was last listed
         self._scanned_bytes = self._unscanned_bytes = 0  # the files' bytes at the last scan; written since
         self._scan_due = 0.0  # the budget's first scan comes with the first write
-        self._pending: queue.SimpleQueue[tuple[tuple[int, ...], np.ndarray] | None] = queue.SimpleQueue()
-        self._pending_bytes = 0
-        self._lock = threading.Lock()  # the pending bytes
+        self._buffers = ExportBuffers(most_pending)
+        self._pending: queue.SimpleQueue[tuple[tuple[int, ...], mmap.mmap, int] | None] = queue.SimpleQueue()
+        self._pending_turns = 0
+        self._lock = threading.Lock()  # the pending turns
         self._index = threading.RLock()  # the turns, which the engine reads while the writer adds and removes
         self._idle = threading.Event()
         self._idle.set()
@@ -111,19 +115,21 @@ class StoredTurns:
         with self._index:
             self.turns.pop(name, None)
 
-    def has_room(self, size: int) -> bool:
-        """Say whether a turn of size bytes may be queued now (before it is exported: the export is the memory)."""
+    def save(self, tokens: list[int], size: int, export: Callable[[np.ndarray], object]) -> bool:
+        """Have export fill size bytes with a finished turn's positions, and queue them to be written; False, without
+        calling it, when the writer is too far behind."""
+        buffer = self._buffers.take(size)
+        if buffer is None:
+            return False
+        try:
+            export(np.frombuffer(buffer, dtype=np.uint8, count=size))
+        except BaseException:
+            self._buffers.give_back(buffer)
+            raise
         with self._lock:
-            return self._pending_bytes + size <= self.most_pending
-
-    def save(self, tokens: list[int], data: np.ndarray) -> bool:
-        """Queue a finished turn's exported positions to be written; False when the writer is too far behind."""
-        with self._lock:
-            if self._pending_bytes + data.nbytes > self.most_pending:
-                return False
-            self._pending_bytes += data.nbytes
+            self._pending_turns += 1
             self._idle.clear()
-        self._pending.put((tuple(tokens), data))
+        self._pending.put((tuple(tokens), buffer, size))
         return True
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -176,19 +182,28 @@ class StoredTurns:
         return tuple(np.frombuffer(ids, dtype="<i4").tolist())
 
     def _write_turns(self) -> None:
-        while (item := self._pending.get()) is not None:
-            tokens, data = item
+        while True:
             try:
-                self._write(tokens, data)
+                item = self._pending.get(timeout=SPARES_IDLE_SECONDS)
+            except queue.Empty:
+                self._buffers.drop_spares()
+                continue
+            if item is None:
+                break
+            tokens, buffer, size = item
+            try:
+                self._write(tokens, memoryview(buffer)[:size])
             except OSError as exc:  # a full disk loses a stored turn, never a reply
                 log.warning("a finished turn was not stored: %s", exc)
+            self._buffers.give_back(buffer)
             with self._lock:
-                self._pending_bytes -= data.nbytes
-                if self._pending_bytes == 0:
+                self._pending_turns -= 1
+                if self._pending_turns == 0:
                     self._idle.set()
+            self._buffers.prepare()
         self._idle.set()
 
-    def _write(self, tokens: tuple[int, ...], data: np.ndarray) -> None:
+    def _write(self, tokens: tuple[int, ...], data: memoryview) -> None:
         name = hashlib.sha256(np.asarray(tokens, dtype="<i4").tobytes()).hexdigest()[:32] + SUFFIX
         path = self.directory / name
         header = json.dumps(self._header(len(tokens), data.nbytes)).encode()
@@ -196,7 +211,7 @@ class StoredTurns:
         with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
             handle.write(MAGIC + len(header).to_bytes(4, "little") + header)
             handle.write(np.asarray(tokens, dtype="<i4").tobytes())
-            handle.write(data.data)
+            handle.write(data)
         _touch(partial)
         os.replace(partial, path)
         with self._index:

@@ -3,12 +3,14 @@
 import json
 import shutil
 import threading
+import time
 from collections import Counter
 
 import numpy as np
 
 from commons import Settings
 from palaver.engine.decoding.prefix_cache import PrefixCache
+from palaver.engine.native import stored_turns
 from palaver.engine.native.loading import load_native
 from palaver.engine.native.stored_turns import MAGIC, StoredTurns
 from palaver.engine.prompting.model_family import Prompt
@@ -20,7 +22,7 @@ def stored(root, fingerprint="fp_a", budget=1 << 20):
 
 def save(turns, tokens, size=64):
     data = np.frombuffer(bytes(range(256)) * (size // 256 + 1), dtype=np.uint8)[:size].copy()
-    assert turns.save(tokens, data)
+    assert turns.save(tokens, size, lambda out: np.copyto(out, data))
     assert turns.flush(10)
     return data
 
@@ -92,10 +94,26 @@ def test_damaged_files_and_another_models_files_are_never_read(tmp_path):
 
 
 def test_a_writer_too_far_behind_drops_a_turn_instead_of_holding_the_engine(tmp_path):
-    turns = StoredTurns(tmp_path, "fp_a", "16x64", 1 << 20, most_pending=100)
-    assert not turns.has_room(101) and turns.has_room(100)
-    assert not turns.save(list(range(10, 30)), np.zeros(101, dtype=np.uint8))
-    assert turns.flush(0), "nothing is pending"
+    turns = StoredTurns(tmp_path, "fp_a", "16x64", 1 << 30, most_pending=1 << 20)
+    exported = []
+    assert not turns.save(list(range(10, 30)), (1 << 20) + 1, exported.append), "more than the bound: not exported"
+    with turns._index:  # the writer waits here with the first turn's buffer
+        assert turns.save(list(range(10, 30)), 1 << 20, exported.append)
+        assert not turns.save(list(range(40, 60)), 64, exported.append), "no room until the first is written"
+        assert len(exported) == 1
+    assert turns.flush(10)
+    assert turns.save(list(range(40, 60)), 64, exported.append), "written: room again"
+    assert turns.flush(10) and len(exported) == 2
+
+
+def test_an_idle_writer_gives_its_spare_buffers_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(stored_turns, "SPARES_IDLE_SECONDS", 0.01)
+    turns = stored(tmp_path)
+    save(turns, list(range(10, 30)))
+    deadline = time.monotonic() + 30
+    while turns._buffers.held_bytes() and time.monotonic() < deadline:
+        turns.flush(0.05)
+    assert turns._buffers.held_bytes() == 0
 
 
 def load(path, cache_dir):
