@@ -21,6 +21,7 @@
 #include "chunk_pool.h"
 #include "kv_cache.h"
 #include "model.h"
+#include "vector_math.h"
 
 #include <algorithm>
 #include <cmath>
@@ -131,13 +132,6 @@ std::vector<float> frequencies(double base, int64_t head_dim) {
   return inv_freq;
 }
 
-inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
-
-// As torch's gelu(approximate="tanh"): 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))).
-inline float gelu_tanh(float x) {
-  const float inner = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-  return 0.5f * x * (1.0f + std::tanh(inner));
-}
 
 // Grow a thread's scratch to at least size floats; it never shrinks, so a warm thread allocates nothing.
 float* grown(std::vector<float>& scratch, int64_t size) {
@@ -295,10 +289,11 @@ void mlp(const Step& s, const Layer& l) {
   s.each_token([&](int64_t t) {
     const float* gate = &w.gate_up[t * 2 * m.ffn];
     float* act = &w.act[t * m.ffn];
+    // Vectorised: libm's scalar tanhf was an eighth of Gemma 3's 16-row step.
     if (m.gelu)
-      for (int64_t i = 0; i < m.ffn; ++i) act[i] = gelu_tanh(gate[i]) * gate[m.ffn + i];
+      gated<true>(gate, gate + m.ffn, m.ffn, act);
     else
-      for (int64_t i = 0; i < m.ffn; ++i) act[i] = silu(gate[i]) * gate[m.ffn + i];
+      gated<false>(gate, gate + m.ffn, m.ffn, act);
   });
   project(s.m, w.act.data(), s.n, m.ffn, {{&l.down, 0}}, w.xn.data(), h);
   s.each_token([&](int64_t t) {

@@ -18,6 +18,7 @@
 #include "check.h"
 #include "kv_cache.h"
 #include "native_step.h"
+#include "vector_math.h"
 
 #include <algorithm>
 #include <atomic>
@@ -407,6 +408,39 @@ void a_q8_0_cache_is_smaller_and_close(void* model, int64_t head_dim) {
   pv_cache_free(q8);
 }
 
+// The MLP's gates: a value's result is the same bits wherever it falls (in a full 8 or in the tail), within a few
+// ulps of libm's formula, and NaN, infinities and the float range's ends give what torch's would.
+template <bool Gelu>
+void gates_are_lane_wise_and_close_to_libm() {
+  auto reference = [](double g, double up) {  // 0.5 g (1 + tanh(u)) as g / (1 + e^-2u): no cancellation near -1
+    const double inner = 0.7978845608028654 * (g + 0.044715 * g * g * g);
+    return g / (1.0 + std::exp(Gelu ? -2.0 * inner : -g)) * up;
+  };
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> spread(-12.0f, 12.0f);
+  std::vector<float> gates(64), ups(64), whole(64);
+  for (int64_t i = 0; i < 64; ++i) gates[i] = spread(rng), ups[i] = spread(rng);
+  gated<Gelu>(gates.data(), ups.data(), 64, whole.data());
+  for (int64_t i = 0; i < 64; ++i) {
+    const double expected = reference(gates[i], ups[i]);
+    CHECK(std::fabs(whole[i] - expected) <= 4e-6 * std::fabs(expected) + 1e-30);
+  }
+  for (int64_t start = 0; start < 9; ++start)  // every tail length, from every offset
+    for (int64_t n = 1; n <= 17; ++n) {
+      std::vector<float> part(static_cast<size_t>(n));
+      gated<Gelu>(gates.data() + start, ups.data() + start, n, part.data());
+      CHECK(std::memcmp(part.data(), whole.data() + start, static_cast<size_t>(n) * sizeof(float)) == 0);
+    }
+  const float huge = 3.0e38f, inf = INFINITY;
+  const float special_gates[] = {-huge, huge, -inf, inf, NAN, -100.0f, 100.0f, 0.0f, -0.0f};
+  float special_ups[9], out[9];
+  std::fill(special_ups, special_ups + 9, 1.0f);
+  gated<Gelu>(special_gates, special_ups, 9, out);
+  CHECK(out[0] == 0.0f && out[1] == huge && out[3] == inf && std::isnan(out[4]) && out[5] == 0.0f && out[6] == 100.0f);
+  CHECK(std::isnan(out[2]));  // -inf times a sigmoid of 0, as torch's
+  CHECK(out[7] == 0.0f && out[8] == 0.0f);
+}
+
 // Every index of every total visited once, on both sides of a chunk and of the threads' shares.
 void the_pool_covers_every_index_once() {
   for (int64_t chunk : {1, 3, 4}) {
@@ -633,6 +667,8 @@ int run(int argc, char** argv) {
     q8_0_vectors_round_as_ggml_and_survive_broken_activations();
     tensors_are_set_and_refused_by_name();
     the_pool_covers_every_index_once();
+    gates_are_lane_wise_and_close_to_libm<false>();
+    gates_are_lane_wise_and_close_to_libm<true>();
   }
   const std::pair<Variant, const char*> variants[] = {{Variant::kLlama, "llama"},
                                                       {Variant::kGemma3, "gemma3"},

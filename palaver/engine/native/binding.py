@@ -28,7 +28,7 @@ ARCHITECTURES = {"llama": True, "qwen2": False, "qwen3": False, "phi3": False, "
 ACTIVATIONS = {"gemma3": "gelu_pytorch_tanh"}
 CPU_FLAGS = ("avx2", "fma", "f16c")
 # Raised whenever the step's arithmetic changes, so a system_fingerprint never names two ways of computing.
-ARITHMETIC_VERSION = "native-step-1"
+ARITHMETIC_VERSION = "native-step-2"
 # The interface this binding speaks (csrc/native_step.h's kAbiVersion): a library built for another is refused.
 ABI_VERSION = 6
 # The KV cache's types (csrc/kv_cache.h's KvType), by PALAVER_KV_TYPE's names.
