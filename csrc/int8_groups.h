@@ -204,6 +204,13 @@ inline void groups_of_rows_of(const Int8Block* x, int64_t m, int64_t blocks, con
       continue;
     }
     for (int64_t b = 0; b < blocks; ++b) unpack_block<Type>(group, b, &unpacked[b]);
+    // The next group comes from memory while this one's rows are computed from the unpacked buffer: without this,
+    // its reads waited on memory at the start of its unpacking, the arithmetic idle.
+    if (n0 + kGroupRows < rows) {
+      const uint8_t* next = group + group_bytes(Type, blocks * kBlock);
+      for (int64_t line = 0; line < group_bytes(Type, blocks * kBlock); line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(next + line), _MM_HINT_T1);
+    }
     for (int64_t r = 0; r < m; r += 4) {
       const int64_t first = std::min(r, m - 4);
       group_rows<Type, 4, false>(x + first * blocks, blocks, group, unpacked.data(), group_n, out + first * n_out,
