@@ -24,16 +24,24 @@ class Sampler:
         penalised = params.repetition_penalty != 1.0 and bool(seen)
         if params.greedy and not penalised:
             return int(logits.argmax())
+        if params.greedy:  # the penalty on the seen tokens' own logits, put back after: no vocabulary-wide copy
+            index = np.fromiter(set(seen), dtype=np.int64)
+            flat = logits.reshape(-1)
+            if not flat.flags.writeable:
+                flat = flat.copy()
+            picked = flat[index]
+            try:
+                flat[index] = penalise(picked, params.repetition_penalty)
+                return int(flat.argmax())
+            finally:
+                flat[index] = picked
         # The vocabulary-wide steps work in this thread's scratch, in place: a 262,144-token vocabulary's megabyte
         # a temporary, mapped and faulted in afresh for every token, cost more than the arithmetic.
         scores = scratch("scores", logits.size)
         np.copyto(scores, logits)  # the caller's logits stay as they were
         if penalised:
             index = np.fromiter(set(seen), dtype=np.int64)
-            picked = scores[index]
-            scores[index] = np.where(picked < 0, picked * params.repetition_penalty, picked / params.repetition_penalty)
-        if params.greedy:
-            return int(scores.argmax())
+            scores[index] = penalise(scores[index], params.repetition_penalty)
         np.divide(scores, np.float32(params.temperature), out=scores)
         if 0 < params.top_k < scores.size:
             # The k best, without sorting the whole vocabulary; ties at the k-th score stay in, as with torch.topk.
@@ -68,6 +76,11 @@ def scratch(name: str, size: int) -> np.ndarray:
     if (name, size) not in arrays:
         arrays[(name, size)] = np.empty(size, dtype=np.float32)
     return arrays[(name, size)]
+
+
+def penalise(picked: np.ndarray, penalty: float) -> np.ndarray:
+    """Return logits of tokens already seen, made less likely by the repetition penalty as transformers does."""
+    return np.where(picked < 0, picked * penalty, picked / penalty)
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
