@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from queue import Queue
+from typing import TYPE_CHECKING, Any
 
 from palaver.core.config import Settings
 from palaver.core.errors import GenerationFailed, PalaverError
@@ -43,6 +44,9 @@ class BatchWorker:
         self.observer, self.admission, self.inputs = observer, admission, inputs
         self.counts = admission.counts
         self.embeddings = EmbeddingWork(admission, self.counts)  # texts to embed, a group between two steps
+        # Text and logprobs chosen in a step, handed to their request threads together once the step's rows are done:
+        # a thread woken per token contended for the interpreter with the rows still being chosen.
+        self.held: list[tuple[Queue, Any]] = []
 
     def run(self) -> None:
         """Run the batch: admit queued requests at each step, decode, and finish rows as they end."""
@@ -84,6 +88,7 @@ class BatchWorker:
             if self.embeddings.jobs:
                 with self.turns.turn():
                     self.embeddings.run_next(batch)
+            self._hand_on_held()
             for row in batch.remove_done():
                 self._complete(row)
 
@@ -133,7 +138,7 @@ class BatchWorker:
             if not first_text:  # a thinking model's first words are its reasoning's
                 first_text.append(True)
                 self.observer.first_text(time.monotonic() - request.queued_at)
-            request.deltas.put(text)
+            self.held.append((request.deltas, text))
 
         row = family.new_row(
             prompt,
@@ -145,7 +150,8 @@ class BatchWorker:
         )
         row.owner, row.constraint = request, request.constraint
         if request.params.logprobs is not None:
-            row.token_bytes, row.on_logprob = self.inputs().constraints().token_bytes(), request.deltas.put
+            row.token_bytes = self.inputs().constraints().token_bytes()
+            row.on_logprob = lambda entry: self.held.append((request.deltas, entry))
         return row
 
     def _complete(self, row) -> None:
@@ -165,4 +171,10 @@ class BatchWorker:
 
     def _finish(self, request: Job) -> None:
         self.admission.finished()
+        self._hand_on_held()  # a request's text comes before its end
         request.deltas.put(FINISHED)  # the waiter, if any, learns at once
+
+    def _hand_on_held(self) -> None:
+        held, self.held = self.held, []
+        for deltas, item in held:
+            deltas.put(item)

@@ -1,12 +1,15 @@
-"""The worker loop: cancelled requests leave at once, a failing step fails only its rows, and the loop carries on."""
+"""The worker loop: cancelled requests leave at once, a failing step fails only its rows, the loop carries on, and
+each step's deltas reach their callers in order."""
 
 import threading
+from dataclasses import replace
 
 import pytest
 from helpers import HELLO, ask, model_held, raising
 from timing import budget
 
 from palaver.core.errors import GenerationFailed
+from palaver.core.types import Reply, TokenLogprob
 from palaver.engine.engine import GenerationRequest
 
 
@@ -64,3 +67,27 @@ def test_an_unloaded_engine_frees_its_pages_and_its_worker_ends(make_engine, ggu
     assert engine.kv_bytes()[0] > 0
     engine.unload()
     assert not worker.is_alive() and engine.model is None and engine.kv_bytes() == (0, 0)
+
+
+def test_a_steps_text_and_logprobs_reach_the_caller_in_order_and_before_its_end(make_engine, gguf_chat_model):
+    """Deltas are handed on after each step's rows are chosen, not as each is: their order and the end's must hold."""
+    engine = make_engine(gguf_chat_model)
+    assert engine.wait_ready(30)
+    params = replace(engine.settings.generation_defaults(), logprobs=2, max_new_tokens=12, temperature=0.9, seed=3)
+    requests = [GenerationRequest(params, messages=HELLO) for _ in range(3)]
+    events: list[list] = [[] for _ in requests]
+    threads = [
+        threading.Thread(target=lambda n=n: events[n].extend(engine.stream(requests[n]))) for n in range(len(requests))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(budget(30))
+    for stream in events:
+        reply = stream[-1]
+        assert isinstance(reply, Reply) and not any(isinstance(item, Reply) for item in stream[:-1])
+        entries = [item for item in stream if isinstance(item, TokenLogprob)]
+        assert "".join(item for item in stream if isinstance(item, str)) == reply.text
+        assert len(entries) == len(reply.logprobs or []) > 0
+        first_text = next((i for i, item in enumerate(stream) if isinstance(item, str) and item), len(stream))
+        assert any(isinstance(item, TokenLogprob) for item in stream[:first_text]), "a token's logprob, then its text"
