@@ -195,11 +195,14 @@ class StoredTurns:
                 self._write(tokens, memoryview(buffer)[:size])
             except OSError as exc:  # a full disk loses a stored turn, never a reply
                 log.warning("a finished turn was not stored: %s", exc)
-            self._buffers.give_back(buffer)
-            with self._lock:
-                self._pending_turns -= 1
-                if self._pending_turns == 0:
-                    self._idle.set()
+            except Exception:  # nor does anything else: the writer goes on with the next turn
+                log.exception("a finished turn was not stored")
+            finally:
+                self._buffers.give_back(buffer)
+                with self._lock:
+                    self._pending_turns -= 1
+                    if self._pending_turns == 0:
+                        self._idle.set()
             self._buffers.prepare()
         self._idle.set()
 
