@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import bisect
 import contextlib
 import hashlib
 import json
@@ -55,6 +56,9 @@ class StoredTurns:
         self.fingerprint, self.layout = fingerprint, layout  # layout: the export's shape, checked on every read
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # conversations' tokens: the server's alone
         self.turns: dict[str, tuple[int, ...]] = {}  # file name: the turn's tokens
+        # The same turns in their tokens' order: the longest prefix a prompt shares with any of them is shared with
+        # one of its two neighbours in this order, so a lookup costs two comparisons, not one per stored turn.
+        self._ordered: list[tuple[tuple[int, ...], str]] = []
         self._listed_at = -1  # the directory's modification time when it was last listed
         self._scanned_bytes = self._unscanned_bytes = 0  # the files' bytes at the last scan; written since
         self._scan_due = 0.0  # the budget's first scan comes with the first write
@@ -75,8 +79,9 @@ class StoredTurns:
         best, best_name, best_tokens = max(longer_than, PrefixCache.MIN_REUSE - 1), None, 0
         with self._index:
             self._list()
-            known = prompt_ids[:-1]  # the last token is always computed
-            for name, tokens in self.turns.items():
+            known = tuple(prompt_ids[:-1])  # the last token is always computed
+            at = bisect.bisect_left(self._ordered, (known,))
+            for tokens, name in self._ordered[max(0, at - 1) : at + 1]:
                 shared = shared_prefix(tokens, known)
                 if shared > best:
                     best, best_name, best_tokens = shared, name, len(tokens)
@@ -111,9 +116,17 @@ class StoredTurns:
             path.unlink(missing_ok=True)
         return None
 
+    def _remember(self, name: str, tokens: tuple[int, ...]) -> None:
+        with self._index:
+            if name not in self.turns:
+                self.turns[name] = tokens
+                bisect.insort(self._ordered, (tokens, name))
+
     def _forget(self, name: str) -> None:
         with self._index:
-            self.turns.pop(name, None)
+            tokens = self.turns.pop(name, None)
+            if tokens is not None:
+                self._ordered.pop(bisect.bisect_left(self._ordered, (tokens, name)))
 
     def save(self, tokens: list[int], size: int, export: Callable[[np.ndarray], object]) -> bool:
         """Have export fill size bytes with a finished turn's positions, and queue them to be written; False, without
@@ -156,11 +169,11 @@ class StoredTurns:
         self._listed_at = modified
         names = {entry.name for entry in os.scandir(self.directory) if entry.name.endswith(SUFFIX)}
         for name in set(self.turns) - names:
-            del self.turns[name]
+            self._forget(name)
         for name in names - set(self.turns):
             tokens = self._tokens_of(self.directory / name)
             if tokens is not None:
-                self.turns[name] = tokens
+                self._remember(name, tokens)
 
     def _tokens_of(self, path: Path) -> tuple[int, ...] | None:
         try:
@@ -219,12 +232,12 @@ class StoredTurns:
         os.replace(partial, path)
         with self._index:
             self._list()
-            self.turns[name] = tokens  # known: its header need not be read back
+            self._remember(name, tokens)  # known: its header need not be read back
             # An earlier turn of the same conversation is a prefix of this one: this file serves every prompt it did.
             for other, other_tokens in list(self.turns.items()):
                 if other != name and len(other_tokens) < len(tokens) and tokens[: len(other_tokens)] == other_tokens:
                     (self.directory / other).unlink(missing_ok=True)
-                    del self.turns[other]
+                    self._forget(other)
         self._unscanned_bytes += path.stat().st_size
         if self._scanned_bytes + self._unscanned_bytes > self.budget or time.monotonic() > self._scan_due:
             self._keep_to_budget()

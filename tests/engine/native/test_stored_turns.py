@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 
 from commons import Settings
-from palaver.engine.decoding.prefix_cache import PrefixCache
+from palaver.engine.decoding.prefix_cache import PrefixCache, shared_prefix
 from palaver.engine.native import stored_turns
 from palaver.engine.native.loading import load_native
 from palaver.engine.native.stored_turns import MAGIC, StoredTurns
@@ -40,6 +40,23 @@ def test_a_turn_is_found_by_another_process_by_the_longest_shared_prefix(tmp_pat
     assert reader.read(name, 30, data.size, 16).tobytes() == data.tobytes()[:16], "the pages a shorter prefix needs"
     assert reader.read(name, 30, data.size + 1, 16) is None, "another layout's length is refused"
     writer.close()
+
+
+def test_a_lookup_finds_the_longest_shared_prefix_among_many_turns_with_one_opening(tmp_path):
+    """Many conversations share a template's opening: the turn found shares the most with the prompt, as a scan of
+    every stored turn would find."""
+    turns = stored(tmp_path, budget=1 << 30)
+    rng = np.random.default_rng(5)
+    opening = list(range(500, 520))
+    conversations = [opening + [int(t) for t in rng.integers(1, 4, size=int(rng.integers(5, 30)))] for _ in range(60)]
+    for tokens in conversations:
+        save(turns, tokens, 16)
+    for _ in range(40):
+        prompt = opening + [int(t) for t in rng.integers(1, 4, size=int(rng.integers(0, 30)))] + [9]
+        expected = max(shared_prefix(tokens, prompt[:-1]) for tokens in turns.turns.values())
+        found = turns.lookup(prompt, 0)
+        assert found is not None and found[0] == expected
+        assert shared_prefix(turns.turns[found[1]], prompt[:-1]) == expected
 
 
 def test_a_later_turn_of_a_conversation_replaces_the_earlier_one(tmp_path):
