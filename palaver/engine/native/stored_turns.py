@@ -55,6 +55,7 @@ class StoredTurns:
         self.directory = root / fingerprint
         self.fingerprint, self.layout = fingerprint, layout  # layout: the export's shape, checked on every read
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # conversations' tokens: the server's alone
+        _remove_abandoned_partials(root)
         self.turns: dict[str, tuple[int, ...]] = {}  # file name: the turn's tokens
         # The same turns in their tokens' order: the longest prefix a prompt shares with any of them is shared with
         # one of its two neighbours in this order, so a lookup costs two comparisons, not one per stored turn.
@@ -223,7 +224,7 @@ class StoredTurns:
         name = hashlib.sha256(np.asarray(tokens, dtype="<i4").tobytes()).hexdigest()[:32] + SUFFIX
         path = self.directory / name
         header = json.dumps(self._header(len(tokens), data.nbytes)).encode()
-        partial = path.with_name(f".{name}.{os.getpid()}.{threading.get_ident()}")
+        partial = path.with_name(f".{name}.{os.getpid()}.{threading.get_ident()}")  # _writer_pid reads it back
         with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
             handle.write(MAGIC + len(header).to_bytes(4, "little") + header)
             handle.write(np.asarray(tokens, dtype="<i4").tobytes())
@@ -266,6 +267,32 @@ class StoredTurns:
                 self._forget(path.name)
             total -= size
         self._scanned_bytes, self._unscanned_bytes = total, 0
+
+
+def _writer_pid(name: str) -> int | None:
+    """Return the process id in a partial file's name (".<turn>.kv.<pid>.<thread>"); None for any other name."""
+    parts = name.split(".")
+    if len(parts) != 5 or parts[0] or parts[2] != SUFFIX[1:] or not parts[3].isdigit():
+        return None
+    return int(parts[3])
+
+
+def _remove_abandoned_partials(root: Path) -> None:
+    """Delete the partial files of writers whose process is gone (a worker killed mid-write), in every model's
+    directory: they are not turns, so no budget would ever count or remove them."""
+    for directory in root.iterdir():
+        if not directory.is_dir():
+            continue
+        for entry in os.scandir(directory):
+            pid = _writer_pid(entry.name)
+            if pid is None:
+                continue
+            try:
+                os.kill(pid, 0)
+            except (ProcessLookupError, OverflowError):  # no such process, or a number no process has
+                Path(entry.path).unlink(missing_ok=True)
+            except PermissionError:  # alive, another user's
+                pass
 
 
 def _touch(path: Path) -> None:

@@ -1,7 +1,10 @@
 """Stored turns: a finished turn's KV positions on disk, read back after a restart, never by a changed model."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -108,6 +111,22 @@ def test_damaged_files_and_another_models_files_are_never_read(tmp_path):
     late = stored(tmp_path)
     assert late.lookup([*range(50, 80), 1], 0) is None and late.turns == {}
     assert not short.exists() and not (tmp_path / "fp_a" / "huge.kv").exists(), "sizes a file cannot hold: deleted"
+
+
+def test_partial_files_of_writers_that_died_are_removed_when_a_store_opens(tmp_path):
+    """A worker killed mid-write leaves a partial file that no budget counts: the next store to open removes it, in
+    every model's directory, and leaves a living writer's and other files alone."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, alive = int(gone.stdout), os.getpid()
+    turn = "0123456789abcdef0123456789abcdef.kv"
+    for model in ("fp_a", "fp_old"):
+        (tmp_path / model).mkdir()
+        (tmp_path / model / f".{turn}.{dead}.140001").write_bytes(b"half a turn")
+    (tmp_path / "fp_a" / f".{turn}.{alive}.140002").write_bytes(b"being written")
+    (tmp_path / "fp_a" / f".{turn}.{10**30}.1").write_bytes(b"no process has this number")
+    (tmp_path / "fp_a" / ".notes").write_bytes(b"not ours")
+    stored(tmp_path).close()
+    assert sorted(path.name for path in tmp_path.rglob(".*")) == sorted([".notes", f".{turn}.{alive}.140002"])
 
 
 def test_a_writer_too_far_behind_drops_a_turn_instead_of_holding_the_engine(tmp_path):
