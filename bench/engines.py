@@ -6,8 +6,10 @@ Usage: make bench-engines                       (all three, 1, 16 and 32 clients
        .venv/bin/python -m bench.engines --servers palaver,llama-server --clients 1 --hogs 0
        .venv/bin/python -m bench.engines --servers palaver,palaver-fast   (PALAVER_ARITHMETIC=fast beside exact)
        .venv/bin/python -m bench.engines --weights Q4_K_M   (the embedded model re-quantised by llama-quantize)
+       .venv/bin/python -m bench.engines --weights ,Q4_K_M  (the embedded file, then its Q4_K_M, in one run)
        .venv/bin/python -m bench.engines --model "$(.venv/bin/python -m bench.large_vocab)"   (a 262k vocabulary)
-Then the fast mode's KL divergence on the file beside llama.cpp's (--kl-chunks 0 leaves it out).
+Each file's table ends with every server beside llama-server (its tokens/s and p95 latency over llama-server's at the
+same load), then the fast mode's KL divergence on the file beside llama.cpp's (--kl-chunks 0 leaves it out).
 Each server runs alone on the machine in turn, under the same closed-loop load (bench/load.py): every client
 holds a conversation of --turns turns, greedy, --max-tokens tokens a reply. Builds the peers on first use.
 """
@@ -19,29 +21,20 @@ import json
 import os
 import platform
 import re
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import requests
 
+from bench.engine_servers import cpu_hogs, start
 from bench.load import peak_rss_mb, print_table, run_load
-from bench.serve import palaver, percentile, seconds_until_ready
+from bench.serve import percentile
 from tests.servers import procfile_server
 
 ROOT = Path(__file__).resolve().parent.parent
-HOG = "while True: pass"
 WORDS = "the quick brown fox jumps over a lazy dog while seven bright stars shine above green hills".split()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def cpu_summary() -> str:
@@ -53,29 +46,6 @@ def cpu_summary() -> str:
     return f"{model.group(1) if model else platform.processor()}, {os.cpu_count()} CPUs, " + " ".join(
         flag for flag in wanted if flag in flags
     )
-
-
-@contextmanager
-def process_server(command: list[str], port: int, log_name: str, env: dict | None = None):
-    """Start a server process, wait until /v1/models answers; yield (url, pid)."""
-    with (Path(tempfile.gettempdir()) / log_name).open("w") as log:
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 600
-            while time.monotonic() < deadline:
-                if server.poll() is not None:
-                    raise RuntimeError(f"{command[0]} exited; see {log.name}")
-                try:
-                    if requests.get(url + "/v1/models", timeout=2).ok:
-                        break
-                except requests.RequestException:
-                    pass
-                time.sleep(0.5)
-            yield url, server.pid
-        finally:
-            server.terminate()
-            server.wait(30)
 
 
 def long_prompt(words: int, variant: int) -> str:
@@ -115,92 +85,94 @@ def palaver_start_seconds(cache_dir: str) -> float:
         return time.perf_counter() - started
 
 
-@contextmanager
-def start(name: str, gguf: str, cache_dir: str):
-    """Start one of the servers on a GGUF file; yield (url, pid)."""
-    threads = str(os.cpu_count())
-    if name.startswith("palaver"):
-        # palaver-fast: PALAVER_ARITHMETIC=fast; palaver-512MB: the same, with PALAVER_MEMORY_LIMIT=512MB.
-        variant = name.split("-", 1)[1] if "-" in name else ""
-        settings = {"arithmetic": "fast"} if variant == "fast" else {"memory_limit": variant} if variant else {}
-        # Long enough for the 1,000-token prompt (the default is 2,000 characters).
-        with palaver(cache_dir, gguf, max_message_chars="8000", **settings) as (url, pid):
-            seconds_until_ready(url, time.perf_counter(), timeout=600)
-            yield url, pid
-    elif name == "llama-server":
-        binary = subprocess.run(
-            [str(ROOT / "bench/llama_server.sh")], check=True, capture_output=True, text=True
-        ).stdout.strip()
-        port = free_port()
-        with process_server(
-            [
-                binary,
-                "-m",
-                gguf,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "-c",
-                "32768",
-                "-np",
-                "32",
-                "-cb",
-                "-t",
-                threads,
-            ],
-            port,
-            "llama-server.log",
-        ) as server:
-            yield server
-    elif name == "llama-cpp-python":
-        venv = ROOT / os.environ.get("LLAMACPP_VENV", ".bench-llamacpp-venv")
-        if subprocess.run([str(venv / "bin/python"), "-c", "import llama_cpp.server"], capture_output=True).returncode:
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-            subprocess.run(
-                [str(venv / "bin/pip"), "install", "--quiet", "llama-cpp-python[server]==0.3.36"], check=True
-            )
-        port = free_port()
-        # It reads PORT and HOST from the environment over its flags; --interrupt_requests False queues requests
-        # instead of letting each new one cut off the one streaming.
-        env = {k: v for k, v in os.environ.items() if k not in ("PORT", "HOST")}
-        with process_server(
-            [
-                str(venv / "bin/python"),
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                gguf,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "4096",
-                "--n_threads",
-                threads,
-                "--interrupt_requests",
-                "False",
-            ],
-            port,
-            "llama-cpp-python.log",
-            env,
-        ) as server:
-            yield server
-    else:
-        raise SystemExit(f"unknown server {name!r}")
+def beside(rows: list[tuple[str, str, dict]], peer: str = "llama-server") -> list[str]:
+    """Return a Markdown table of each other server's tokens/s at each client count, over the peer's at that count,
+    with p95 latency's ratio beside it, and the server's peak RSS at its fewest and most clients."""
+    runs = {(name, clients): row for name, clients, row in rows if clients.isdigit()}
+    levels = sorted({int(clients) for name, clients in runs if name == peer})
+    if not levels:
+        return []
+    lines = [
+        f"| server | {' | '.join(f'{n} client' + ('s' if n > 1 else '') for n in levels)} | peak RSS MB |",
+        "|---" * (len(levels) + 2) + "|",
+    ]
+    for name in dict.fromkeys(name for name, clients in runs if int(clients) in levels):  # at a load it ran
+        cells = []
+        for n in levels:
+            row, theirs = runs.get((name, str(n))), runs[(peer, str(n))]
+            if row is None:
+                cells.append("-")
+            elif name == peer or not theirs["tokens_per_s"]:
+                cells.append(f"{row['tokens_per_s']:.1f}")
+            else:
+                ratio = row["tokens_per_s"] / theirs["tokens_per_s"]
+                p95 = f"; p95 {row['p95'] / theirs['p95']:.2f}×" if n > 1 and theirs["p95"] else ""
+                cells.append(f"{row['tokens_per_s']:.1f} ({ratio:.2f}×{p95})")
+        memory = [runs[(name, str(n))]["peak_rss_mb"] for n in levels if (name, str(n)) in runs]
+        lines.append(f"| {name} | {' | '.join(cells)} | {memory[0]:.0f} / {memory[-1]:.0f} |")
+    return lines
 
 
-@contextmanager
-def cpu_hogs(count: int):
-    """Run count busy-loop processes, the noisy neighbours of a shared host."""
-    hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(count)]
-    try:
-        yield
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
+def model_files(model: str, weights: str) -> list[str]:
+    """Return the GGUF files to serve in turn: the model (the embedded one by default) as it is for an empty entry of
+    weights, and re-quantised by llama-quantize for each type named."""
+    import palaver.engine.model_sources as sources
+
+    if weights and model:
+        raise SystemExit("--weights re-quantises the embedded model; give it or --model, not both")
+    files = []
+    for kind in weights.split(","):
+        if kind:
+            quantise = [str(ROOT / "bench/llama_quantize.sh"), kind]
+            files.append(subprocess.run(quantise, check=True, capture_output=True, text=True).stdout.strip())
+        else:
+            files.append(model or str(sources.embedded_gguf_path()))
+    return files
+
+
+def measure(gguf: str, args: argparse.Namespace, cache: str) -> tuple[list, list]:
+    """Run every server on one file in turn; return the load rows and the long prompt's first tokens."""
+    levels = [int(c) for c in args.clients.split(",") if c]
+    rows, first_tokens = [], []
+    servers = args.servers.split(",") + (["palaver-512MB"] if "palaver" in args.servers and args.limited else [])
+    for name in servers:
+        with start(name, gguf, cache) as (url, pid):
+            run_load(url, 2, 1, 8, None)  # warm up: first calls pay one-off set-up
+            if name.endswith("512MB"):
+                for clients in [int(c) for c in args.limited.split(",")]:
+                    rows.append((name, f"{clients}", run_load(url, clients, args.turns, args.max_tokens, pid)))
+                continue
+            for clients in levels:
+                rows.append((name, f"{clients}", run_load(url, clients, args.turns, args.max_tokens, pid)))
+            if args.prompt_words and name != "llama-cpp-python":
+                seconds, tokens = first_token_seconds(url, args.prompt_words)
+                first_tokens.append((name, seconds, tokens, peak_rss_mb(pid)))
+            if args.hogs and name != "llama-cpp-python":
+                quiet = run_load(url, args.hog_clients, args.turns, args.max_tokens, pid)
+                rows.append((name, f"{args.hog_clients}", quiet))
+                with cpu_hogs(args.hogs):
+                    noisy = run_load(url, args.hog_clients, args.turns, args.max_tokens, pid)
+                rows.append((name, f"{args.hog_clients} + {args.hogs} CPU hogs", noisy))
+    return rows, first_tokens
+
+
+def report(gguf: str, args: argparse.Namespace, rows: list, first_tokens: list) -> None:
+    """Print one file's tables: the load, each server beside llama-server, the first tokens and the KL row."""
+    print(f"\n{Path(gguf).name} · {args.turns} turns × {args.max_tokens} tokens a reply, greedy · {cpu_summary()}\n")
+    print_table([(f"{name} | {clients}", row) for name, clients, row in rows], "server | clients")
+    ratios = beside(rows)
+    if ratios:
+        print("\nCompletion tokens/s, and each beside llama-server's (× its tokens/s; p95 latency × its p95):\n")
+        print("\n".join(ratios))
+    if first_tokens:
+        print("\n| server | prompt tokens | time to first token, one client (median of 3) |\n|---|---|---|")
+        for name, seconds, tokens, _ in first_tokens:
+            print(f"| {name} | {tokens} | {seconds:.3f} s |")
+    if args.kl_chunks:  # the fast mode's price in agreement, beside llama.cpp's, on the same file (bench.kl_divergence)
+        from bench.kl_divergence import divergence_row, print_markdown
+
+        print("\nKL divergence from the file's float32 model (bench/kl_divergence.py):\n")
+        print_markdown([divergence_row(Path(gguf).name, Path(gguf), args.kl_chunks, 512)])
 
 
 def main() -> None:
@@ -213,58 +185,29 @@ def main() -> None:
     parser.add_argument("--hog-clients", type=int, default=8, help="clients during the noisy-neighbour run")
     parser.add_argument("--prompt-words", type=int, default=950, help="words of the long prompt (about 1,000 tokens)")
     parser.add_argument("--limited", default="32", help="client counts for Palaver under PALAVER_MEMORY_LIMIT=512MB")
-    parser.add_argument("--weights", default="", help="a llama-quantize type (Q4_K_M...) to re-quantise the model to")
+    parser.add_argument(
+        "--weights",
+        default="",
+        help="comma-separated llama-quantize types (Q4_K_M...) to re-quantise the model to, served in turn; an "
+        "empty entry serves it as it is (',Q4_K_M': both)",
+    )
     parser.add_argument("--model", default="", help="a GGUF file instead of the embedded one (bench.large_vocab's)")
     parser.add_argument("--kl-chunks", type=int, default=40, help="512-token chunks for the KL table (0: none)")
     args = parser.parse_args()
-    import palaver.engine.model_sources as sources
-
-    gguf = args.model or str(sources.embedded_gguf_path())
-    if args.weights:
-        quantise = [str(ROOT / "bench/llama_quantize.sh"), args.weights]
-        gguf = subprocess.run(quantise, check=True, capture_output=True, text=True).stdout.strip()
-    levels = [int(c) for c in args.clients.split(",") if c]
-    rows, first_tokens, starts = [], [], []
+    files = model_files(args.model, args.weights)
+    starts = []
     with tempfile.TemporaryDirectory() as scratch:
         cache = os.environ.get("PALAVER_CACHE_DIR") or scratch
         if "palaver" in args.servers.split(","):
             with tempfile.TemporaryDirectory() as empty:
                 starts = [palaver_start_seconds(empty), palaver_start_seconds(empty)]  # empty cache, then warm
-        servers = args.servers.split(",") + (["palaver-512MB"] if "palaver" in args.servers and args.limited else [])
-        for name in servers:
-            with start(name, gguf, cache) as (url, pid):
-                run_load(url, 2, 1, 8, None)  # warm up: first calls pay one-off set-up
-                if name.endswith("512MB"):
-                    for clients in [int(c) for c in args.limited.split(",")]:
-                        rows.append((name, f"{clients}", run_load(url, clients, args.turns, args.max_tokens, pid)))
-                    continue
-                for clients in levels:
-                    rows.append((name, f"{clients}", run_load(url, clients, args.turns, args.max_tokens, pid)))
-                if args.prompt_words and name != "llama-cpp-python":
-                    seconds, tokens = first_token_seconds(url, args.prompt_words)
-                    first_tokens.append((name, seconds, tokens, peak_rss_mb(pid)))
-                if args.hogs and name != "llama-cpp-python":
-                    quiet = run_load(url, args.hog_clients, args.turns, args.max_tokens, pid)
-                    rows.append((name, f"{args.hog_clients}", quiet))
-                    with cpu_hogs(args.hogs):
-                        noisy = run_load(url, args.hog_clients, args.turns, args.max_tokens, pid)
-                    rows.append((name, f"{args.hog_clients} + {args.hogs} CPU hogs", noisy))
-    print(f"\n{Path(gguf).name} · {args.turns} turns × {args.max_tokens} tokens a reply, greedy · {cpu_summary()}\n")
-    print_table([(f"{name} | {clients}", row) for name, clients, row in rows], "server | clients")
-    if first_tokens:
-        print("\n| server | prompt tokens | time to first token, one client (median of 3) |\n|---|---|---|")
-        for name, seconds, tokens, _ in first_tokens:
-            print(f"| {name} | {tokens} | {seconds:.3f} s |")
+        for gguf in files:
+            report(gguf, args, *measure(gguf, args, cache))
     if starts:
         print(
             f"\nPalaver ready (PALAVER_PRELOAD=1, from process start): {starts[0]:.1f} s with an empty cache, "
             f"{starts[1]:.1f} s warm"
         )
-    if args.kl_chunks:  # the fast mode's price in agreement, beside llama.cpp's, on the same file (bench.kl_divergence)
-        from bench.kl_divergence import divergence_row, print_markdown
-
-        print("\nKL divergence from the file's float32 model (bench/kl_divergence.py):\n")
-        print_markdown([divergence_row(Path(gguf).name, Path(gguf), args.kl_chunks, 512)])
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 import openai
 import requests
 
-from bench.engines import start
+from bench.engine_servers import start
 from bench.load import print_table, run_load
 from bench.serve import palaver, seconds_until_ready
 from bench.storage import cpu_flags
