@@ -157,16 +157,24 @@ inline void group_rows(const Int8Block* x, int64_t blocks, const uint8_t* group,
     const GroupBlock& w = Fresh ? fresh : unpacked[b];
     for (int r = 0; r < Rows; ++r) {
       const Int8Block& xb = x[r * blocks + b];
-      __m256i sums[2];
-      for (int h = 0; h < 2; ++h) {
-        sums[h] = _mm256_set1_epi32(-kCodeOffset<Type> * xb.halves[h]);
-        sums[h] = dot_half<Type>(sums[h], w.codes + 4 * h, xb.q + 16 * h);
+      __m256i total;
+      if constexpr (kScaledHalves<Type>) {
+        __m256i sums[2];
+        for (int h = 0; h < 2; ++h) {
+          sums[h] = _mm256_set1_epi32(-kCodeOffset<Type> * xb.halves[h]);
+          sums[h] = dot_half<Type>(sums[h], w.codes + 4 * h, xb.q + 16 * h);
+        }
+        // Each half's sum times its scale, in integers: at most 2 * 16 * 32 * 127 * 128 < 2^24 (Q6_K), exact as a
+        // float.
+        total = _mm256_add_epi32(_mm256_mullo_epi32(sums[0], w.part_scales[0]),
+                                 _mm256_mullo_epi32(sums[1], w.part_scales[1]));
+      } else {
+        // One scale for the block: both halves sum into one register from one offset term, the same integers as
+        // two (one broadcast a row and block fewer).
+        total = kCodeOffset<Type> == 0 ? _mm256_setzero_si256()
+                                       : _mm256_set1_epi32(-kCodeOffset<Type> * (xb.halves[0] + xb.halves[1]));
+        for (int h = 0; h < 2; ++h) total = dot_half<Type>(total, w.codes + 4 * h, xb.q + 16 * h);
       }
-      // Each half's sum times its scale, in integers: at most 2 * 16 * 32 * 127 * 128 < 2^24 (Q6_K), exact as a
-      // float.
-      const __m256i total = kScaledHalves<Type> ? _mm256_add_epi32(_mm256_mullo_epi32(sums[0], w.part_scales[0]),
-                                                                   _mm256_mullo_epi32(sums[1], w.part_scales[1]))
-                                                : _mm256_add_epi32(sums[0], sums[1]);
       acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(w.scale, _mm256_set1_ps(xb.d)), acc[r]);
       if constexpr (Type == kQ2_K) {  // each half's minimum times the activations' sum over it, in integers too
         const __m256i mins = _mm256_add_epi32(_mm256_mullo_epi32(w.part_mins[0], _mm256_set1_epi32(xb.halves[0])),
