@@ -65,6 +65,13 @@ inline void store_vector(int64_t kv_type, const float* x, int64_t head_dim, uint
   }
 }
 
+// Ask for the next page's keys or values while this page's are used: pages lie anywhere in the pool, so the
+// hardware's prefetchers cannot see the next one coming.
+inline void prefetch_page(const uint8_t* first, int64_t bytes) {
+  for (int64_t line = 0; line < bytes; line += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(first + line), _MM_HINT_T0);
+}
+
 // One query head of one token attending over positions [begin, length) of its sequence's pages, which hold keys and
 // values of KV type Type. scores holds length - begin rounded up to 8 floats. Every position's score, weight and
 // contribution is computed the same way wherever it falls, so the result depends only on the query and the row's own
@@ -72,16 +79,27 @@ inline void store_vector(int64_t kv_type, const float* x, int64_t head_dim, uint
 template <int64_t Type>
 inline void attend(const KvCache& cache, uint8_t* const* pages, int64_t layer, int64_t kv_head, float attn_scale,
                    const float* q, int64_t begin, int64_t length, float* all_scores, float* out) {
-  const int64_t d = cache.head_dim, page_tokens = cache.page_tokens;
-  const auto key = [&](int64_t t) { return cache.kv_at(pages[t / page_tokens], layer, 0, kv_head, t % page_tokens); };
+  const int64_t d = cache.head_dim, page_tokens = cache.page_tokens, stride = cache.vector_bytes;
+  // Positions are walked in order, a slot and a page at a time, with no division by the page size for each.
+  const int64_t keys_at = cache.kv_at(pages[0], layer, 0, kv_head, 0) - pages[0];
+  const int64_t values_at = cache.kv_at(pages[0], layer, 1, kv_head, 0) - pages[0];
   float* scores = all_scores - begin;  // indexed by position: scores[begin] is the buffer's first float
   const __m256 scale = _mm256_set1_ps(attn_scale);
   // Scores, 8 positions at a time: 8 independent accumulators instead of one dependent chain per position.
   // Positions past the end re-read the first key of the block; their lanes are dropped.
   __m256 best8 = _mm256_set1_ps(-INFINITY);
+  int64_t page = begin / page_tokens, slot = begin % page_tokens;
   for (int64_t t0 = begin; t0 < length; t0 += 8) {
     const uint8_t* keys[8];
-    for (int64_t j = 0; j < 8; ++j) keys[j] = key(t0 + j < length ? t0 + j : t0);
+    for (int64_t j = 0; j < 8; ++j) {
+      if (t0 + j >= length) {
+        keys[j] = keys[0];
+        continue;
+      }
+      keys[j] = pages[page] + keys_at + slot * stride;
+      if (slot == 0 && t0 + j + page_tokens < length) prefetch_page(pages[page + 1] + keys_at, page_tokens * stride);
+      if (++slot == page_tokens) slot = 0, ++page;
+    }
     __m256 acc[8];
     for (auto& a : acc) a = _mm256_setzero_ps();
     for (int64_t i = 0; i < d; i += 8) {
@@ -111,17 +129,34 @@ inline void attend(const KvCache& cache, uint8_t* const* pages, int64_t layer, i
     total8 = _mm256_add_ps(total8, kept);
   }
   const __m256 total = _mm256_set1_ps(horizontal_sum(total8));
-  // The weighted values, position by position, into one accumulator per 8 dimensions (64 at a time).
-  for (int64_t d0 = 0; d0 < d; d0 += 64) {
-    const int64_t width = std::min<int64_t>(64, d - d0) / 8;
-    __m256 acc[8];
+  // The weighted values, position by position, into one accumulator per 8 dimensions (64 at a time). The count of
+  // accumulators is a constant in each instance, so they stay in registers: counted at run time, they lived on the
+  // stack, and each position's multiply-add waited on a store and a load.
+  const auto weigh = [&]<int Width>(int64_t d0) {
+    __m256 acc[Width];
     for (auto& a : acc) a = _mm256_setzero_ps();
+    int64_t value_page = begin / page_tokens, value_slot = begin % page_tokens;
     for (int64_t t = begin; t < length; ++t) {
-      const uint8_t* v = cache.kv_at(pages[t / page_tokens], layer, 1, kv_head, t % page_tokens);
+      const uint8_t* v = pages[value_page] + values_at + value_slot * stride;
+      if (value_slot == 0 && t + page_tokens < length)
+        prefetch_page(pages[value_page + 1] + values_at, page_tokens * stride);
+      if (++value_slot == page_tokens) value_slot = 0, ++value_page;
       const __m256 weight = _mm256_set1_ps(scores[t]);
-      for (int64_t a = 0; a < width; ++a) acc[a] = _mm256_fmadd_ps(weight, load8<Type>(v, d0 + 8 * a, d), acc[a]);
+      for (int a = 0; a < Width; ++a) acc[a] = _mm256_fmadd_ps(weight, load8<Type>(v, d0 + 8 * a, d), acc[a]);
     }
-    for (int64_t a = 0; a < width; ++a) _mm256_storeu_ps(out + d0 + 8 * a, _mm256_div_ps(acc[a], total));
+    for (int a = 0; a < Width; ++a) _mm256_storeu_ps(out + d0 + 8 * a, _mm256_div_ps(acc[a], total));
+  };
+  for (int64_t d0 = 0; d0 < d; d0 += 64) {
+    switch (std::min<int64_t>(64, d - d0) / 8) {
+      case 8: weigh.template operator()<8>(d0); break;
+      case 7: weigh.template operator()<7>(d0); break;
+      case 6: weigh.template operator()<6>(d0); break;
+      case 5: weigh.template operator()<5>(d0); break;
+      case 4: weigh.template operator()<4>(d0); break;
+      case 3: weigh.template operator()<3>(d0); break;
+      case 2: weigh.template operator()<2>(d0); break;
+      default: weigh.template operator()<1>(d0); break;
+    }
   }
 }
 

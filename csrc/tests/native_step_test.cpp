@@ -588,6 +588,64 @@ void q8_0_vectors_round_as_ggml_and_survive_broken_activations() {
   for (int64_t i = 0; i < 80; ++i) CHECK(values[i] >= -127 && values[i] <= 127);
 }
 
+// Attention walks a row's pages position by position: against a double-precision softmax of the values the cache
+// holds, for heads of 16 to 112 (every count of 8-float registers a head's last 64 take), windows that start inside a
+// page and lengths on both sides of every page and block of 8 scores, on both KV types.
+void attention_matches_a_double_reference() {
+  std::mt19937 random(7);
+  std::normal_distribution<float> normal;
+  for (const int64_t kv_type : {kKvF16, kKvQ8_0}) {
+    for (const int64_t d : {int64_t{16}, int64_t{48}, int64_t{80}, int64_t{112}}) {
+      KvCache cache;
+      cache.layers = 2, cache.kv_heads = 2, cache.head_dim = d, cache.kv_type = kv_type;
+      cache.page_tokens = kPage, cache.max_pages = 5;
+      CHECK(cache.map_pool() == kOk);
+      cache.sequences.try_emplace(1);
+      CHECK(cache.reserve(1, 70) == kOk);
+      uint8_t* const* pages = cache.sequences[1].pages.data();
+      std::vector<float> vector(static_cast<size_t>(d)), q(static_cast<size_t>(d)), out(vector.size());
+      for (int64_t t = 0; t < 70; ++t)
+        for (int64_t which = 0; which < 2; ++which) {
+          for (float& value : vector) value = normal(random);
+          store_vector(kv_type, vector.data(), d, cache.kv_at(pages[t / kPage], 1, which, 1, t % kPage));
+        }
+      for (float& value : q) value = normal(random);
+      const auto held = [&](int64_t which, int64_t t) {  // position t's key or value as the cache holds it
+        std::vector<float> floats(static_cast<size_t>(d));
+        const uint8_t* stored = cache.kv_at(pages[t / kPage], 1, which, 1, t % kPage);
+        for (int64_t i = 0; i < d; i += 8)
+          _mm256_storeu_ps(&floats[static_cast<size_t>(i)],
+                           kv_type == kKvQ8_0 ? load8<kKvQ8_0>(stored, i, d) : load8<kKvF16>(stored, i, d));
+        return floats;
+      };
+      for (const auto& [begin, length] : std::initializer_list<std::pair<int64_t, int64_t>>{
+               {0, 1}, {0, 7}, {0, 8}, {0, 9}, {0, 15}, {0, 16}, {0, 17}, {0, 33}, {3, 17}, {13, 30}, {17, 70}}) {
+        std::vector<float> scores(static_cast<size_t>((length - begin + 7) / 8 * 8));
+        (kv_type == kKvQ8_0 ? attend<kKvQ8_0> : attend<kKvF16>)(cache, pages, 1, 1, 0.125f, q.data(), begin, length,
+                                                                scores.data(), out.data());
+        std::vector<double> weights;
+        double best = -INFINITY, total = 0.0;
+        for (int64_t t = begin; t < length; ++t) {
+          const auto key = held(0, t);
+          double dot = 0.0;
+          for (size_t i = 0; i < key.size(); ++i) dot += static_cast<double>(q[i]) * key[i];
+          weights.push_back(dot * 0.125);
+          best = std::max(best, weights.back());
+        }
+        for (double& weight : weights) total += (weight = std::exp(weight - best));
+        std::vector<double> want(static_cast<size_t>(d));
+        for (int64_t t = begin; t < length; ++t) {
+          const auto value = held(1, t);
+          const double weight = weights[static_cast<size_t>(t - begin)] / total;
+          for (size_t i = 0; i < want.size(); ++i) want[i] += weight * value[i];
+        }
+        for (size_t i = 0; i < want.size(); ++i)
+          CHECK(std::fabs(out[i] - want[i]) <= 1e-5 * (1.0 + std::fabs(want[i])));
+      }
+    }
+  }
+}
+
 // Counts a hostile file could give: none positive-less or past the bounds is taken, and none divides by zero.
 void hostile_dimensions_are_refused() {
   const int64_t good[7] = {kVocab, 64, 96, 2, 4, 2, 16};
@@ -667,6 +725,7 @@ int run(int argc, char** argv) {
     q8_0_vectors_round_as_ggml_and_survive_broken_activations();
     tensors_are_set_and_refused_by_name();
     the_pool_covers_every_index_once();
+    attention_matches_a_double_reference();
     gates_are_lane_wise_and_close_to_libm<false>();
     gates_are_lane_wise_and_close_to_libm<true>();
   }
