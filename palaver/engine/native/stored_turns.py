@@ -21,11 +21,17 @@ import numpy as np
 
 from palaver.engine.decoding.prefix_cache import PrefixCache, shared_prefix
 from palaver.engine.native.export_buffers import ExportBuffers
+from palaver.engine.native.turn_files import (
+    MAGIC,
+    SUFFIX,
+    partial_name,
+    read_header,
+    remove_abandoned_partials,
+    touch,
+)
 
 log = logging.getLogger("palaver.engine")
 
-MAGIC = b"PVKV1\n"
-SUFFIX = ".kv"
 # Exported turns waiting for the writer and spare buffers, by default: past this, a turn is not stored rather than the
 # engine waiting.
 MOST_PENDING_BYTES = 128 << 20
@@ -55,7 +61,7 @@ class StoredTurns:
         self.directory = root / fingerprint
         self.fingerprint, self.layout = fingerprint, layout  # layout: the export's shape, checked on every read
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # conversations' tokens: the server's alone
-        _remove_abandoned_partials(root)
+        remove_abandoned_partials(root)
         self.turns: dict[str, tuple[int, ...]] = {}  # file name: the turn's tokens
         # The same turns in their tokens' order: the longest prefix a prompt shares with any of them is shared with
         # one of its two neighbours in this order, so a lookup costs two comparisons, not one per stored turn.
@@ -95,7 +101,7 @@ class StoredTurns:
         path = self.directory / name
         try:
             with open(path, "rb") as handle:
-                header = _read_header(handle)
+                header = read_header(handle)
                 if header is None or header != self._header(tokens, whole_bytes):
                     raise ValueError("a header of another model, layout or length")
                 start = handle.tell() + 4 * tokens
@@ -107,7 +113,7 @@ class StoredTurns:
                 mapped = mmap.mmap(handle.fileno(), start + wanted_bytes, access=mmap.ACCESS_READ)
             data = np.frombuffer(mapped, dtype=np.uint8, count=wanted_bytes, offset=start)
             with contextlib.suppress(FileNotFoundError):  # what was read stays good if a budget takes it now
-                _touch(path)  # the budget gives up the least recently used first
+                touch(path)  # the budget gives up the least recently used first
             return data
         except FileNotFoundError:
             self._forget(name)  # another worker's budget took it
@@ -179,7 +185,7 @@ class StoredTurns:
     def _tokens_of(self, path: Path) -> tuple[int, ...] | None:
         try:
             with open(path, "rb") as handle:
-                header = _read_header(handle)
+                header = read_header(handle)
                 if header is None or header["fingerprint"] != self.fingerprint or header["layout"] != self.layout:
                     return None
                 count, data_bytes = int(header["tokens"]), int(header["bytes"])
@@ -224,12 +230,12 @@ class StoredTurns:
         name = hashlib.sha256(np.asarray(tokens, dtype="<i4").tobytes()).hexdigest()[:32] + SUFFIX
         path = self.directory / name
         header = json.dumps(self._header(len(tokens), data.nbytes)).encode()
-        partial = path.with_name(f".{name}.{os.getpid()}.{threading.get_ident()}")  # _writer_pid reads it back
+        partial = path.with_name(partial_name(name))  # partial_name's form
         with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
             handle.write(MAGIC + len(header).to_bytes(4, "little") + header)
             handle.write(np.asarray(tokens, dtype="<i4").tobytes())
             handle.write(data)
-        _touch(partial)
+        touch(partial)
         os.replace(partial, path)
         with self._index:
             self._list()
@@ -267,46 +273,3 @@ class StoredTurns:
                 self._forget(path.name)
             total -= size
         self._scanned_bytes, self._unscanned_bytes = total, 0
-
-
-def _writer_pid(name: str) -> int | None:
-    """Return the process id in a partial file's name (".<turn>.kv.<pid>.<thread>"); None for any other name."""
-    parts = name.split(".")
-    if len(parts) != 5 or parts[0] or parts[2] != SUFFIX[1:] or not parts[3].isdigit():
-        return None
-    return int(parts[3])
-
-
-def _remove_abandoned_partials(root: Path) -> None:
-    """Delete the partial files of writers whose process is gone (a worker killed mid-write), in every model's
-    directory: they are not turns, so no budget would ever count or remove them."""
-    for directory in root.iterdir():
-        if not directory.is_dir():
-            continue
-        for entry in os.scandir(directory):
-            pid = _writer_pid(entry.name)
-            if pid is None:
-                continue
-            try:
-                os.kill(pid, 0)
-            except (ProcessLookupError, OverflowError):  # no such process, or a number no process has
-                Path(entry.path).unlink(missing_ok=True)
-            except PermissionError:  # alive, another user's
-                pass
-
-
-def _touch(path: Path) -> None:
-    """Mark a file used now, by the fine clock: a file's own write time comes from a coarser one."""
-    now = time.time_ns()
-    os.utime(path, ns=(now, now))
-
-
-def _read_header(handle) -> dict | None:
-    """Read a stored turn's magic and JSON header; None where the file is not one."""
-    if handle.read(len(MAGIC)) != MAGIC:
-        return None
-    size = int.from_bytes(handle.read(4), "little")
-    if size > 4096:
-        return None
-    header = json.loads(handle.read(size))
-    return header if isinstance(header, dict) else None

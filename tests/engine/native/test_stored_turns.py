@@ -15,7 +15,8 @@ from commons import Settings
 from palaver.engine.decoding.prefix_cache import PrefixCache, shared_prefix
 from palaver.engine.native import stored_turns
 from palaver.engine.native.loading import load_native
-from palaver.engine.native.stored_turns import MAGIC, StoredTurns
+from palaver.engine.native.stored_turns import StoredTurns
+from palaver.engine.native.turn_files import MAGIC
 from palaver.engine.prompting.model_family import Prompt
 
 
@@ -115,7 +116,7 @@ def test_damaged_files_and_another_models_files_are_never_read(tmp_path):
 
 def test_partial_files_of_writers_that_died_are_removed_when_a_store_opens(tmp_path):
     """A worker killed mid-write leaves a partial file that no budget counts: the next store to open removes it, in
-    every model's directory, and leaves a living writer's and other files alone."""
+    every model's directory, once it is a minute old, and leaves a living writer's and other files alone."""
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead, alive = int(gone.stdout), os.getpid()
     turn = "0123456789abcdef0123456789abcdef.kv"
@@ -125,8 +126,14 @@ def test_partial_files_of_writers_that_died_are_removed_when_a_store_opens(tmp_p
     (tmp_path / "fp_a" / f".{turn}.{alive}.140002").write_bytes(b"being written")
     (tmp_path / "fp_a" / f".{turn}.{10**30}.1").write_bytes(b"no process has this number")
     (tmp_path / "fp_a" / ".notes").write_bytes(b"not ours")
+    (tmp_path / "fp_b").mkdir()
+    (tmp_path / "fp_b" / f".{turn}.{dead}.140003").write_bytes(b"written a moment ago, maybe in another namespace")
+    for path in tmp_path.rglob(".*"):
+        if path.parent.name != "fp_b":
+            os.utime(path, (time.time() - 120, time.time() - 120))  # untouched for two minutes
     stored(tmp_path).close()
-    assert sorted(path.name for path in tmp_path.rglob(".*")) == sorted([".notes", f".{turn}.{alive}.140002"])
+    left = sorted(path.name for path in tmp_path.rglob(".*"))
+    assert left == sorted([".notes", f".{turn}.{alive}.140002", f".{turn}.{dead}.140003"])
 
 
 def test_a_writer_too_far_behind_drops_a_turn_instead_of_holding_the_engine(tmp_path):
