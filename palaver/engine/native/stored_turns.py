@@ -241,10 +241,18 @@ class StoredTurns:
             self._list()
             self._remember(name, tokens)  # known: its header need not be read back
             # An earlier turn of the same conversation is a prefix of this one: this file serves every prompt it did.
-            for other, other_tokens in list(self.turns.items()):
-                if other != name and len(other_tokens) < len(tokens) and tokens[: len(other_tokens)] == other_tokens:
-                    (self.directory / other).unlink(missing_ok=True)
-                    self._forget(other)
+            # Each write removing its own, no stored turn begins another, so such a turn sits just before this one in
+            # token order (any turn between them would begin with it): the engine's lookups, which wait on this
+            # lock, never wait on a scan of every stored turn. (A shorter turn written after a longer one that
+            # begins with it can stay until the budget takes it.)
+            at = bisect.bisect_left(self._ordered, (tokens, name))
+            while at > 0:
+                other_tokens, other = self._ordered[at - 1]
+                if len(other_tokens) >= len(tokens) or tokens[: len(other_tokens)] != other_tokens:
+                    break
+                (self.directory / other).unlink(missing_ok=True)
+                self._forget(other)
+                at -= 1
         self._unscanned_bytes += path.stat().st_size
         if self._scanned_bytes + self._unscanned_bytes > self.budget or time.monotonic() > self._scan_due:
             self._keep_to_budget()

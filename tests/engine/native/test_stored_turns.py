@@ -77,6 +77,22 @@ def test_a_later_turn_of_a_conversation_replaces_the_earlier_one(tmp_path):
     assert len(list((tmp_path / "fp_a").iterdir())) == 2
 
 
+def test_each_conversation_keeps_its_latest_turn_among_many_that_share_an_opening(tmp_path):
+    """Conversations that share a template's opening grow turn by turn, in any order: each keeps its latest turn
+    alone, and no other conversation's turn goes (as a scan of every stored turn for prefixes would leave them)."""
+    turns = stored(tmp_path, budget=1 << 30)
+    rng = np.random.default_rng(11)
+    opening = list(range(500, 520))
+    conversations = [opening + [int(rng.integers(1, 4))] for _ in range(30)]
+    conversations = [c + [n] for n, c in enumerate(conversations)]  # each its own, however alike their starts
+    for _ in range(4):
+        for n in rng.permutation(len(conversations)):
+            conversations[n] = conversations[n] + [int(t) for t in rng.integers(1, 4, size=int(rng.integers(1, 6)))]
+            save(turns, conversations[n], 16)
+    assert sorted(turns.turns.values()) == sorted(tuple(c) for c in conversations)
+    assert len(list((tmp_path / "fp_a").glob("*.kv"))) == len(conversations)
+
+
 def test_the_budget_keeps_the_most_recently_used_turns_of_every_model(tmp_path):
     first, second = stored(tmp_path, "fp_a", budget=3000), stored(tmp_path, "fp_b", budget=3000)
     save(first, list(range(10, 30)), 1000)
