@@ -88,7 +88,10 @@ def palaver_start_seconds(cache_dir: str) -> float:
 def beside(rows: list[tuple[str, str, dict]], peer: str = "llama-server") -> list[str]:
     """Return a Markdown table of each other server's tokens/s at each client count, over the peer's at that count,
     with p95 latency's ratio beside it, and the server's peak RSS at its fewest and most clients."""
-    runs = {(name, clients): row for name, clients, row in rows if clients.isdigit()}
+    runs: dict[tuple[str, str], dict] = {}
+    for name, clients, row in rows:  # a load's own run, not the noisy-neighbour run's quiet half at the same count
+        if clients.isdigit():
+            runs.setdefault((name, clients), row)
     levels = sorted({int(clients) for name, clients in runs if name == peer})
     if not levels:
         return []

@@ -12,6 +12,7 @@ def test_each_server_is_given_beside_llama_server_at_each_load():
         ("palaver-fast", "1", result(150.0, 0.2, 300)),
         ("palaver-fast", "16", result(250.0, 1.0, 480)),
         ("palaver-fast", "8 + 2 CPU hogs", result(1.0, 9.0, 999)),  # not a load level of its own
+        ("palaver-fast", "16", result(2.0, 9.0, 999)),  # the hogs' quiet run at a count the loads ran: not theirs
         ("palaver", "1", result(80.0, 0.4, 250)),
         ("llama-server", "1", result(100.0, 0.5, 860)),
         ("llama-server", "16", result(125.0, 2.5, 920)),
